@@ -1,0 +1,14 @@
+//! Compiles the PTT `.proto` files in the repository's `proto/` with protox (no `protoc` needed).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["Mumble.proto", "MumbleUDP.proto"].map(|f| proto_dir.join(f));
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    let descriptors = protox::compile(&files, [&proto_dir])?;
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! pttbridge media engine.
