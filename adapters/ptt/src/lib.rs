@@ -8,8 +8,13 @@
 //! - [`session`]: the client state machine (bytes and timers in, messages and events out);
 //! - [`client`]: a thin tokio driver with TLS, UDP and reconnection.
 
+pub mod client;
 pub mod framing;
 pub mod message;
+pub mod ocb2;
+pub mod session;
+pub mod varint;
+pub mod voice_packet;
 
 /// prost types generated from `proto/Mumble.proto` and `proto/MumbleUDP.proto`.
 #[allow(missing_docs, clippy::all)]
