@@ -1,1 +1,21 @@
-//! pttbridge media engine.
+//! pttbridge media engine: small, separately tested, sans-IO media primitives.
+//!
+//! Nothing here touches a socket, a clock or a task: callers push packets and
+//! timestamps in and take packets, PCM and decisions out, so every piece is
+//! unit-testable and the bridge's group actors own the scheduling.
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`opus`] | Opus [`opus::Encoder`] / [`opus::Decoder`] (48 kHz mono/stereo, `i16`) |
+//! | [`g711`] | G.711 µ-law / A-law |
+//! | [`pcm`] | PCM16 layout, mono ⇄ stereo, little-endian wire form |
+//! | [`signal`] | test signals and measurements (correlation, tone level) |
+
+pub mod error;
+pub mod g711;
+pub mod opus;
+pub mod pcm;
+pub mod signal;
+
+pub use error::{Error, Result};
+pub use pcm::Channels;
