@@ -9,12 +9,14 @@
 //! | [`opus`] | Opus [`opus::Encoder`] / [`opus::Decoder`] (48 kHz mono/stereo, `i16`) |
 //! | [`g711`] | G.711 µ-law / A-law |
 //! | [`pcm`] | PCM16 layout, mono ⇄ stereo, little-endian wire form |
+//! | [`resample`] | 8/16/48 kHz conversion on 20 ms frames (rubato FFT) |
 //! | [`signal`] | test signals and measurements (correlation, tone level) |
 
 pub mod error;
 pub mod g711;
 pub mod opus;
 pub mod pcm;
+pub mod resample;
 pub mod signal;
 
 pub use error::{Error, Result};
