@@ -7,6 +7,7 @@
 //! | module | concept |
 //! |---|---|
 //! | [`opus`] | Opus [`opus::Encoder`] / [`opus::Decoder`] (48 kHz mono/stereo, `i16`) |
+//! | [`opus_toc`] | Opus TOC / framing: frame count and duration without decoding |
 //! | [`g711`] | G.711 µ-law / A-law |
 //! | [`pcm`] | PCM16 layout, mono ⇄ stereo, little-endian wire form |
 //! | [`resample`] | 8/16/48 kHz conversion on 20 ms frames (rubato FFT) |
@@ -15,6 +16,7 @@
 pub mod error;
 pub mod g711;
 pub mod opus;
+pub mod opus_toc;
 pub mod pcm;
 pub mod resample;
 pub mod signal;

@@ -42,6 +42,19 @@ pub fn is_valid_frame(rate: u32, samples_per_channel: usize) -> bool {
         .any(|&t| rate as usize * t / 10_000 == samples_per_channel)
 }
 
+/// Whether `packet` carries in-band FEC (SILK LBRR data for the previous frame).
+///
+/// Lets the jitter buffer count a recovery as FEC rather than PLC; libopus
+/// falls back to PLC on its own when there is none. Garbage gives `false`.
+pub fn has_fec(packet: &[u8]) -> bool {
+    if packet.is_empty() || crate::opus_toc::parse(packet).is_err() {
+        return false;
+    }
+    // SAFETY: pointer and length describe a live, framing-validated slice.
+    let r = unsafe { opusic_sys::opus_packet_has_lbrr(packet.as_ptr(), packet.len() as i32) };
+    r > 0
+}
+
 /// An Opus encoder for interleaved `i16` PCM.
 pub struct Encoder {
     inner: ::opus::Encoder,
@@ -394,6 +407,24 @@ mod tests {
             crate::pcm::rms(&out) > 1000.0,
             "PLC output should not be silent"
         );
+    }
+
+    #[test]
+    fn fec_flag_follows_the_encoder_setting() {
+        let signal = crate::signal::speechlike(RATE, 0.4);
+        let count = |fec: bool| {
+            let mut enc = Encoder::new(RATE, Channels::Mono, Application::Voip).unwrap();
+            enc.set_bitrate(24_000).unwrap();
+            enc.set_inband_fec(fec, 20).unwrap();
+            signal
+                .chunks_exact(FRAME)
+                .filter(|f| has_fec(&enc.encode(f).unwrap()))
+                .count()
+        };
+        assert_eq!(count(false), 0);
+        assert!(count(true) > 10, "most packets carry LBRR once FEC is on");
+        assert!(!has_fec(&[]));
+        assert!(!has_fec(&[0x01, 0]));
     }
 
     #[test]
