@@ -11,10 +11,14 @@
 //! | [`g711`] | G.711 µ-law / A-law |
 //! | [`pcm`] | PCM16 layout, mono ⇄ stereo, little-endian wire form |
 //! | [`resample`] | 8/16/48 kHz conversion on 20 ms frames (rubato FFT) |
+//! | [`jitter`] | adaptive jitter buffer: reorder, duplicate/late drop, PLC/FEC decisions |
+//! | [`inbound`] | jitter buffer + decoder per talker → steady 20 ms PCM frames |
 //! | [`signal`] | test signals and measurements (correlation, tone level) |
 
 pub mod error;
 pub mod g711;
+pub mod inbound;
+pub mod jitter;
 pub mod opus;
 pub mod opus_toc;
 pub mod pcm;
