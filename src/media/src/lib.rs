@@ -13,12 +13,16 @@
 //! | [`resample`] | 8/16/48 kHz conversion on 20 ms frames (rubato FFT) |
 //! | [`jitter`] | adaptive jitter buffer: reorder, duplicate/late drop, PLC/FEC decisions |
 //! | [`inbound`] | jitter buffer + decoder per talker → steady 20 ms PCM frames |
+//! | [`mixer`] | i32 accumulate, full mix and mix-minus |
+//! | [`limiter`] | soft limiter: envelope + soft knee, exact below threshold |
 //! | [`signal`] | test signals and measurements (correlation, tone level) |
 
 pub mod error;
 pub mod g711;
 pub mod inbound;
 pub mod jitter;
+pub mod limiter;
+pub mod mixer;
 pub mod opus;
 pub mod opus_toc;
 pub mod pcm;
