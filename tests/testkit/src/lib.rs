@@ -1,1 +1,29 @@
-//! Test support for pttbridge integration tests.
+//! Test support for pttbridge integration tests: real third-party peers started on loopback, and
+//! comparison of received audio with what was sent.
+//!
+//! - [`peers`]: find the programs the tests need; a missing one fails the test naming `scripts/setup`.
+//! - [`murmur::Murmur`]: Debian's `murmurd` on a free loopback port in a temp dir, with channels.
+//! - [`terminal::Terminal`]: a pymumble PTT terminal (`tests/peers/terminal.py`) driven by JSON lines.
+//! - [`audio`]: WAV loading, alignment by cross-correlation, per-window correlation, SNR, durations.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use testkit::{audio, murmur::Murmur, peers, terminal::Terminal};
+//!
+//! let server = Murmur::start(&["North"]);
+//! let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+//! let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+//! let dir = tempfile::tempdir().unwrap();
+//! let out = dir.path().join("bob.wav");
+//! bob.record_start();
+//! alice.play_and_wait(&peers::fixture("audio/speech.wav"), Duration::from_secs(20));
+//! std::thread::sleep(Duration::from_millis(500));
+//! bob.record_stop(&out);
+//! let cmp = audio::compare_files(peers::fixture("audio/speech.wav"), &out);
+//! cmp.assert_matches(0.9, 0.05);
+//! ```
+
+pub mod audio;
+pub mod murmur;
+pub mod peers;
+pub mod terminal;
