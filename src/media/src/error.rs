@@ -28,6 +28,9 @@ pub enum Error {
     /// The resampler could not be built or run.
     #[error("resampler: {0}")]
     Resampler(String),
+    /// A mixing group already has its maximum number of talkers.
+    #[error("group full: at most {0} talkers")]
+    GroupFull(usize),
     /// An I/O error while writing a recording.
     #[error("io: {0}")]
     Io(String),

@@ -29,8 +29,24 @@ pub enum FrameKind {
     Silence,
 }
 
+/// A packet taken from the jitter buffer during the last [`InboundStream::pull`],
+/// exactly as received: what pass-through forwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Popped {
+    /// Its timestamp as received (48 kHz).
+    pub ts: u32,
+    /// The unchanged Opus packet.
+    pub payload: Bytes,
+    /// Its duration in 48 kHz samples.
+    pub samples: u32,
+}
+
+/// Most packets one 20 ms pull can take (2.5 ms packets).
+const MAX_POPPED: usize = 8;
+
 /// Jitter buffer + decoder for one talker. See the module docs.
 pub struct InboundStream {
+    popped: Vec<Popped>,
     jitter: JitterBuffer,
     decoder: Decoder,
     channels: usize,
@@ -54,6 +70,7 @@ impl InboundStream {
     pub fn new(cfg: JitterConfig, channels: Channels) -> Result<Self> {
         let ch = channels.count();
         Ok(Self {
+            popped: Vec::with_capacity(MAX_POPPED),
             jitter: JitterBuffer::new(cfg),
             decoder: Decoder::new(RATE, channels)?,
             channels: ch,
@@ -81,7 +98,14 @@ impl InboundStream {
     /// Bytes held on the heap, excluding libopus' decoder state (see
     /// [`Decoder::state_bytes`]).
     pub fn heap_bytes(&self) -> usize {
-        self.pcm.capacity() * 2 + self.jitter.heap_bytes()
+        self.pcm.capacity() * 2
+            + self.popped.capacity() * std::mem::size_of::<Popped>()
+            + self.jitter.heap_bytes()
+    }
+
+    /// Packets the last [`pull`](Self::pull) took from the jitter buffer, in order.
+    pub fn popped(&self) -> &[Popped] {
+        &self.popped
     }
 
     /// Fills `out` (exactly 20 ms: 960 × channels samples) with the next frame.
@@ -93,14 +117,26 @@ impl InboundStream {
                 expected: need.to_string(),
             });
         }
+        self.popped.clear();
         let mut voice = false;
         let mut concealed = false;
         while self.len < need {
             let tail = &mut self.pcm[self.len..];
             let got = match self.jitter.pop(now_us) {
                 Playout::Idle => break,
-                Playout::Packet { payload, samples } => {
+                Playout::Packet {
+                    ts,
+                    payload,
+                    samples,
+                } => {
                     let n = samples as usize * self.channels;
+                    if self.popped.len() < self.popped.capacity() {
+                        self.popped.push(Popped {
+                            ts,
+                            payload: payload.clone(),
+                            samples,
+                        });
+                    }
                     match self.decoder.decode(Some(&payload), false, &mut tail[..n]) {
                         Ok(k) => {
                             voice = true;

@@ -71,6 +71,8 @@ pub enum PushOutcome {
 pub enum Playout {
     /// Decode this packet; it covers `samples` (48 kHz) of audio.
     Packet {
+        /// Its timestamp as it came in (48 kHz).
+        ts: u32,
         /// The Opus packet, unchanged.
         payload: Bytes,
         /// Its duration in 48 kHz samples.
@@ -414,6 +416,7 @@ impl JitterBuffer {
             self.next_ts = e.ts + u64::from(e.samples);
             self.last_samples = e.samples;
             return Playout::Packet {
+                ts: e.ts as u32,
                 payload: e.payload,
                 samples: e.samples,
             };

@@ -15,16 +15,20 @@
 //! | [`inbound`] | jitter buffer + decoder per talker → steady 20 ms PCM frames |
 //! | [`mixer`] | i32 accumulate, full mix and mix-minus |
 //! | [`limiter`] | soft limiter: envelope + soft knee, exact below threshold |
+//! | [`passthrough`] | per-listener header rewrite (`OutboundClock`), pass-through vs mix (`RouteSelector`) |
+//! | [`group`] | a talk group per 20 ms tick: pass-through or mix, one shared encode |
 //! | [`signal`] | test signals and measurements (correlation, tone level) |
 
 pub mod error;
 pub mod g711;
+pub mod group;
 pub mod inbound;
 pub mod jitter;
 pub mod limiter;
 pub mod mixer;
 pub mod opus;
 pub mod opus_toc;
+pub mod passthrough;
 pub mod pcm;
 pub mod resample;
 pub mod signal;

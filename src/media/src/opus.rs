@@ -141,6 +141,11 @@ impl Encoder {
         Ok(self.inner.encode(pcm, out)?)
     }
 
+    /// Resets the encoder state (before reusing it for a different stream).
+    pub fn reset(&mut self) -> Result<()> {
+        Ok(self.inner.reset_state()?)
+    }
+
     /// Encodes one frame of interleaved PCM (e.g. 960 samples = 20 ms mono at 48 kHz).
     pub fn encode(&mut self, pcm: &[i16]) -> Result<Bytes> {
         let mut buf = [0u8; MAX_PACKET];

@@ -113,6 +113,16 @@ pub fn max_step(samples: &[i16]) -> i32 {
         .unwrap_or(0)
 }
 
+/// Largest absolute second difference (a sharper click detector than
+/// [`max_step`]: smooth tones have a small one, a discontinuity a large one).
+pub fn max_curvature(samples: &[i16]) -> i32 {
+    samples
+        .windows(3)
+        .map(|w| (i32::from(w[2]) - 2 * i32::from(w[1]) + i32::from(w[0])).abs())
+        .max()
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +133,15 @@ mod tests {
         assert!((tone_amplitude(&s, 48_000, 1000.0) - 0.5).abs() < 0.01);
         assert!(tone_amplitude(&s, 48_000, 3000.0) < 0.01);
         assert_eq!(dominant_frequency(&s, 48_000, 900.0, 1100.0), 1000.0);
+    }
+
+    #[test]
+    fn curvature_spots_a_discontinuity() {
+        let mut s = sine(48_000, 440.0, 0.5, 0.05);
+        let smooth = max_curvature(&s);
+        assert!(smooth < 100, "{smooth}");
+        s[1000] = s[1000].saturating_add(3000);
+        assert!(max_curvature(&s) > 5000);
     }
 
     #[test]
