@@ -17,6 +17,8 @@
 //! | [`limiter`] | soft limiter: envelope + soft knee, exact below threshold |
 //! | [`passthrough`] | per-listener header rewrite (`OutboundClock`), pass-through vs mix (`RouteSelector`) |
 //! | [`group`] | a talk group per 20 ms tick: pass-through or mix, one shared encode |
+//! | [`vad`] | RFC 6464 audio level, energy VAD, onset + hangover |
+//! | [`ogg_writer`] | talk-burst recorder: Opus packets → Ogg Opus, no re-encoding |
 //! | [`signal`] | test signals and measurements (correlation, tone level) |
 
 pub mod error;
@@ -26,12 +28,14 @@ pub mod inbound;
 pub mod jitter;
 pub mod limiter;
 pub mod mixer;
+pub mod ogg_writer;
 pub mod opus;
 pub mod opus_toc;
 pub mod passthrough;
 pub mod pcm;
 pub mod resample;
 pub mod signal;
+pub mod vad;
 
 pub use error::{Error, Result};
 pub use pcm::Channels;
