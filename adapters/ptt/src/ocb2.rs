@@ -177,8 +177,12 @@ impl CryptState {
     /// Installs the key and both nonces from a full `CryptSetup`.
     ///
     /// A client passes `client_nonce` as `encrypt_iv` and `server_nonce` as `decrypt_iv`.
-    /// Nothing changes unless all three are 16 bytes. Clears the replay history (it
-    /// belongs to the old key); the counters keep running, as in Mumble.
+    /// Nothing changes unless all three are 16 bytes. The counters keep running, as in Mumble.
+    ///
+    /// The replay history is cleared to a value that cannot match the nonces of the next
+    /// 32 768 packets. Mumble starts it at zero instead, which rejects packets arriving
+    /// after a loss while byte 1 of the nonce is 0 (1 session in 256); the peer cannot
+    /// tell the difference, it only sees fewer drops.
     pub fn set_key(
         &mut self,
         key: &[u8],
@@ -191,7 +195,7 @@ impl CryptState {
         self.cipher = Aes128::new(&key.into());
         self.encrypt_iv = encrypt_iv;
         self.decrypt_iv = decrypt_iv;
-        self.decrypt_history = [0; 256];
+        self.decrypt_history = [decrypt_iv[1].wrapping_add(128); 256];
         self.keyed = true;
         Ok(())
     }
@@ -818,6 +822,18 @@ mod tests {
             }
         );
         assert_eq!(client.decrypt_iv()[..2], [0x01, 0x11]);
+    }
+
+    /// Byte 1 of the first nonce is 0: Mumble's zeroed history would call the first
+    /// packet after a loss a replay.
+    #[test]
+    fn fresh_history_does_not_reject_after_loss() {
+        let (mut client, mut server) =
+            pair_with([0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        seal(&mut server, b"lost");
+        let p = seal(&mut server, b"arrives");
+        assert_eq!(open(&mut client, &p).unwrap(), b"arrives");
+        assert_eq!(client.lost(), 1);
     }
 
     /// Mumble's `tamper`: every single-bit change of the packet is caught.
