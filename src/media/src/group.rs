@@ -81,10 +81,10 @@ struct Talker {
     inbound: InboundStream,
     pcm: Vec<i16>,
     active: bool,
-    encoder: Encoder,
+    /// Mix-minus encoder, only while this talker is being mixed: ~32 KB of
+    /// libopus state that idle talkers should not hold.
+    encoder: Option<Encoder>,
     limiter: Limiter,
-    /// Whether `encoder` produced this talker's audio last tick (else it needs priming).
-    encoding: bool,
 }
 
 /// A group's media state. See the module docs.
@@ -156,9 +156,8 @@ impl MixGroup {
             inbound: InboundStream::new(self.cfg.jitter, Channels::Mono)?,
             pcm: vec![0; FRAME],
             active: false,
-            encoder: new_encoder(&self.cfg)?,
+            encoder: None,
             limiter: Limiter::new(),
-            encoding: false,
         });
         Ok(())
     }
@@ -198,7 +197,8 @@ impl MixGroup {
         Some(t.inbound.push(ts, payload, arrival_us))
     }
 
-    /// Bytes this group holds: its own heap plus every libopus state.
+    /// Bytes this group holds now: its own heap plus every libopus state
+    /// (talkers hold an encoder only while they are being mixed).
     pub fn memory_bytes(&self) -> usize {
         let dec = crate::opus::Decoder::state_bytes(Channels::Mono);
         let enc = Encoder::state_bytes(Channels::Mono);
@@ -210,7 +210,7 @@ impl MixGroup {
                     + t.inbound.heap_bytes()
                     + t.pcm.capacity() * 2
                     + dec
-                    + enc
+                    + if t.encoder.is_some() { enc } else { 0 }
             })
             .sum();
         std::mem::size_of::<Self>()
@@ -244,7 +244,7 @@ impl MixGroup {
             Route::Silent => {
                 self.listener_pcm.fill(0);
                 for t in &mut self.talkers {
-                    t.encoding = false;
+                    t.encoder = None;
                 }
             }
             Route::PassThrough(id) => {
@@ -265,7 +265,7 @@ impl MixGroup {
                 self.listener_pcm.copy_from_slice(&t.pcm);
                 self.to_talkers.push((id, None));
                 for t in &mut self.talkers {
-                    t.encoding = false;
+                    t.encoder = None;
                 }
             }
             Route::Mix => {
@@ -292,18 +292,22 @@ impl MixGroup {
                 });
                 for t in &mut self.talkers {
                     if !t.active {
-                        t.encoding = false;
+                        t.encoder = None;
                         continue;
                     }
-                    if !t.encoding {
-                        t.encoder.reset()?;
-                        t.encoder.encode(&self.prev_pcm)?;
-                        self.encodes += 1;
-                        t.encoding = true;
-                    }
+                    let encoder = match &mut t.encoder {
+                        Some(e) => e,
+                        slot => {
+                            // New to the mix: prime with what it heard last tick.
+                            let mut e = new_encoder(&self.cfg)?;
+                            e.encode(&self.prev_pcm)?;
+                            self.encodes += 1;
+                            slot.insert(e)
+                        }
+                    };
                     self.mixer
                         .render_minus(&t.pcm, &mut t.limiter, &mut self.scratch);
-                    let payload = t.encoder.encode(&self.scratch)?;
+                    let payload = encoder.encode(&self.scratch)?;
                     self.encodes += 1;
                     self.to_talkers.push((
                         t.id,

@@ -15,8 +15,6 @@ use crate::pcm::Channels;
 pub const RATE: u32 = 48_000;
 /// Samples per channel in one output frame (20 ms at 48 kHz).
 pub const FRAME: usize = 960;
-/// The longest packet (120 ms) in samples per channel.
-const MAX_PACKET: usize = 5760;
 
 /// What a pulled frame contains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +72,9 @@ impl InboundStream {
             jitter: JitterBuffer::new(cfg),
             decoder: Decoder::new(RATE, channels)?,
             channels: ch,
-            pcm: vec![0; (MAX_PACKET + FRAME) * ch],
+            // Room for a 20 ms frame plus one 20 ms packet; grows (bounded by
+            // the 120 ms packet maximum) only if the sender uses longer packets.
+            pcm: vec![0; 2 * FRAME * ch],
             len: 0,
             decode_errors: 0,
         })
@@ -121,6 +121,12 @@ impl InboundStream {
         let mut voice = false;
         let mut concealed = false;
         while self.len < need {
+            // Grow only when the sender uses packets longer than 20 ms;
+            // bounded by len < FRAME and the 120 ms packet maximum.
+            let room = self.jitter.max_next_samples() as usize * self.channels;
+            if self.pcm.len() < self.len + room {
+                self.pcm.resize(self.len + room, 0);
+            }
             let tail = &mut self.pcm[self.len..];
             let got = match self.jitter.pop(now_us) {
                 Playout::Idle => break,
@@ -302,6 +308,12 @@ mod tests {
         let signal = speechlike(RATE, 1.2);
         let pkts = encode_all(&signal, false, 2880); // 60 ms packets
         let (out, _, s) = play(&pkts, &[], 2880);
+        // The FIFO grew for 60 ms packets, but not past one packet + one frame.
+        assert!(
+            s.pcm.len() >= 2880 && s.pcm.len() <= 2880 + FRAME,
+            "{}",
+            s.pcm.len()
+        );
         let (c, _) = best_correlation(&signal, &out, 4000);
         assert!(c > 0.8, "correlation {c}");
         assert_eq!(s.stats().lost, 0);

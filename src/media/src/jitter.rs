@@ -214,6 +214,13 @@ impl JitterBuffer {
         self.state == State::Playing
     }
 
+    /// Most samples (48 kHz) the next [`pop`](Self::pop) can ask to render.
+    pub fn max_next_samples(&self) -> u32 {
+        self.queue
+            .front()
+            .map_or(self.last_samples, |e| e.samples.max(self.last_samples))
+    }
+
     /// Bytes this buffer holds on the heap (queue slots + payloads), for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         self.queue.capacity() * std::mem::size_of::<Entry>()
