@@ -168,7 +168,7 @@ fn ocb2(c: &mut Criterion) {
             |sealed| {
                 out.clear();
                 client
-                    .decrypt(black_box(&sealed), &mut out)
+                    .decrypt(black_box(sealed), &mut out)
                     .expect("authentic");
                 black_box(&out);
             },
