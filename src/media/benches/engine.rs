@@ -9,7 +9,7 @@ use media::Channels;
 use media::group::{GroupConfig, MixGroup};
 use media::jitter::{JitterBuffer, JitterConfig};
 use media::opus::{Application, Encoder};
-use media::passthrough::{OutboundClock, Source};
+use media::passthrough::{OutboundClock, Route, Source};
 use media::signal::speechlike;
 
 const FRAME: usize = 960;
@@ -92,6 +92,24 @@ fn mixing_group(c: &mut Criterion) {
         let mut talker_clocks = listeners(4);
         let mut out = Vec::with_capacity(n);
         let mut tick = 0u32;
+        // Warm up into the mixing route, so the figure is the mixing cost.
+        for _ in 0..10 {
+            tick += 1;
+            let now = u64::from(tick) * 20_000;
+            for (id, pk) in talker_pkts.iter().enumerate() {
+                group.push(
+                    id as u32,
+                    tick.wrapping_mul(960),
+                    pk[tick as usize].clone(),
+                    now,
+                );
+            }
+            group.tick(now).unwrap();
+        }
+        assert_eq!(
+            group.tick(u64::from(tick) * 20_000).unwrap().route,
+            Route::Mix
+        );
         g.bench_function(BenchmarkId::new("tick_with_listeners", n), |b| {
             b.iter(|| {
                 tick += 1;
@@ -121,6 +139,29 @@ fn mixing_group(c: &mut Criterion) {
             })
         });
     }
+    // The marginal listener on its own: what each extra listener adds to a
+    // mixing tick (stamp + header + share the one encoded packet).
+    let mut clocks = listeners(1000);
+    let mut out = Vec::with_capacity(1000);
+    let mix_pkt = talker_pkts[0][0].clone();
+    let mut tick = 0u32;
+    g.sample_size(100);
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("listener_fanout_1000", |b| {
+        b.iter(|| {
+            tick = tick.wrapping_add(1);
+            send_to_all(
+                &mut clocks,
+                Source::Mix,
+                tick.wrapping_mul(960),
+                960,
+                u64::from(tick) * 20_000,
+                &mix_pkt,
+                &mut out,
+            );
+            black_box(out.len())
+        })
+    });
     g.finish();
 }
 

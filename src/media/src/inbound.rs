@@ -63,6 +63,21 @@ impl std::fmt::Debug for InboundStream {
     }
 }
 
+/// FEC from `next` if given, else PLC; silence if libopus refuses both
+/// (a hostile `next`), so one bad packet never fails the whole tick.
+fn conceal(decoder: &mut Decoder, next: Option<&[u8]>, out: &mut [i16]) -> usize {
+    let ch = decoder.channels().count();
+    if let Some(p) = next
+        && let Ok(k) = decoder.decode(Some(p), true, out)
+    {
+        return k;
+    }
+    decoder.decode(None, false, out).unwrap_or_else(|_| {
+        out.fill(0);
+        out.len() / ch
+    })
+}
+
 impl InboundStream {
     /// A stream decoding to 48 kHz with `channels` output channels.
     pub fn new(cfg: JitterConfig, channels: Channels) -> Result<Self> {
@@ -135,7 +150,6 @@ impl InboundStream {
                     payload,
                     samples,
                 } => {
-                    let n = samples as usize * self.channels;
                     if self.popped.len() < self.popped.capacity() {
                         self.popped.push(Popped {
                             ts,
@@ -143,28 +157,29 @@ impl InboundStream {
                             samples,
                         });
                     }
+                    let n = samples as usize * self.channels;
                     match self.decoder.decode(Some(&payload), false, &mut tail[..n]) {
                         Ok(k) => {
                             voice = true;
                             k
                         }
                         Err(_) => {
-                            // A packet that parses but does not decode: conceal its slot.
+                            // Parses but does not decode: conceal its slot instead.
                             self.decode_errors += 1;
                             concealed = true;
-                            self.decoder.decode(None, false, &mut tail[..n])?
+                            conceal(&mut self.decoder, None, &mut tail[..n])
                         }
                     }
                 }
                 Playout::Fec { next, samples } => {
                     concealed = true;
                     let n = samples as usize * self.channels;
-                    self.decoder.decode(Some(&next), true, &mut tail[..n])?
+                    conceal(&mut self.decoder, Some(&next), &mut tail[..n])
                 }
                 Playout::Conceal { samples } => {
                     concealed = true;
                     let n = samples as usize * self.channels;
-                    self.decoder.decode(None, false, &mut tail[..n])?
+                    conceal(&mut self.decoder, None, &mut tail[..n])
                 }
             };
             self.len += got * self.channels;
@@ -318,6 +333,32 @@ mod tests {
         assert!(c > 0.8, "correlation {c}");
         assert_eq!(s.stats().lost, 0);
         assert_eq!(s.decode_errors(), 0);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Garbage that passes the TOC check but not the decoder, at random
+        /// times: every pull still yields a frame, never an error or a panic.
+        #[test]
+        fn garbage_packets_never_fail_a_pull(
+            ops in proptest::collection::vec(
+                (proptest::prelude::any::<u8>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..60), 0u32..40, proptest::prelude::any::<bool>()),
+                0..80,
+            )
+        ) {
+            let mut s = InboundStream::new(JitterConfig::default(), Channels::Mono).unwrap();
+            let mut buf = [0i16; FRAME];
+            let mut now = 0u64;
+            for (toc, body, k, pull) in ops {
+                let mut p = vec![toc];
+                p.extend(body);
+                s.push(k * 960, Bytes::from(p), now);
+                if pull {
+                    now += 20_000;
+                    proptest::prop_assert!(s.pull(now, &mut buf).is_ok());
+                }
+            }
+        }
     }
 
     #[test]

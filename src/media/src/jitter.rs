@@ -35,8 +35,8 @@ pub struct JitterConfig {
     pub max_depth_ms: u32,
     /// Maximum packets held, whatever their duration.
     pub capacity: usize,
-    /// Concealments in a row, with nothing buffered, after which the stream
-    /// is taken to have stopped (end of a talk burst) and goes idle.
+    /// Concealed 20 ms frames in a row, with nothing buffered, after which
+    /// the stream is taken to have stopped (end of a talk burst) and goes idle.
     pub max_conceal_run: u32,
 }
 
@@ -243,7 +243,7 @@ impl JitterBuffer {
             State::Buffering => self.queue.front().map_or(0, |e| e.ts),
         };
         let end = last.ts + u64::from(last.samples);
-        (end.saturating_sub(start) * 1000 / CLOCK_HZ) as u32
+        (end.saturating_sub(start).saturating_mul(1000) / CLOCK_HZ).min(u64::from(u32::MAX)) as u32
     }
 
     /// Extends a 32-bit timestamp relative to the highest one seen.
@@ -353,10 +353,14 @@ impl JitterBuffer {
 
     fn update_jitter(&mut self, ts: u64, arrival_us: u64) {
         // transit = arrival - media time, both in µs; only differences matter.
-        let media_us = (ts * 1_000_000 / CLOCK_HZ) as i64;
-        let transit = arrival_us as i64 - media_us;
+        // Wide arithmetic: hostile timestamp jumps can push the extended
+        // timestamp far up, and this must not overflow.
+        let media_us = (u128::from(ts) * 1_000_000 / u128::from(CLOCK_HZ)) as i128;
+        let transit =
+            (i128::from(arrival_us) - media_us).clamp(i64::MIN.into(), i64::MAX.into()) as i64;
         if let Some(prev) = self.last_transit {
-            let d = transit.abs_diff(prev);
+            // Cap one observation at 10 s so a single outlier cannot blow up J.
+            let d = transit.abs_diff(prev).min(10_000_000);
             // J += (|D| - J) / 16, kept ×16 to stay in integers.
             let j = self.jitter_x16 as i64;
             self.jitter_x16 = (j + d as i64 - (j + 8) / 16).max(0) as u64;
@@ -402,8 +406,9 @@ impl JitterBuffer {
             // Underrun: conceal without advancing, so a merely delayed packet
             // still plays (the delay grows by one frame). After a run of these
             // the burst is over: go idle.
-            self.conceal_run += 1;
-            if self.conceal_run > self.cfg.max_conceal_run {
+            // Counted in samples so 2.5 ms packets don't go idle 8x sooner.
+            self.conceal_run = self.conceal_run.saturating_add(self.last_samples);
+            if self.conceal_run > self.cfg.max_conceal_run.saturating_mul(960) {
                 self.state = State::Buffering;
                 self.stats.resyncs += 1;
                 return Playout::Idle;
@@ -638,6 +643,26 @@ mod tests {
         );
         assert_eq!(jb.stats().malformed, 2);
         assert!(jb.is_empty());
+    }
+
+    #[test]
+    fn hostile_timestamp_jumps_do_not_overflow() {
+        let mut jb = JitterBuffer::new(cfg());
+        let mut seed = 99u64;
+        for i in 0..200_000u64 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Alternate big forward jumps (resyncs) with arbitrary values.
+            let ts = if i % 2 == 0 {
+                (seed >> 32) as u32
+            } else {
+                (i as u32).wrapping_mul(0x7FFF_0000)
+            };
+            jb.push(ts, pkt(i as u8), seed >> 20);
+            jb.pop(seed >> 21);
+        }
+        assert!(jb.len() <= 64);
     }
 
     #[derive(Debug, Clone)]
