@@ -1,2 +1,14 @@
 //! pttbridge: a protocol gateway between PTT voice servers, dispatch consoles,
 //! WebRTC meetings and event platforms.
+//!
+//! Layout: [`config`] (TOML), [`hub`] (common model and event bus), [`sides`] (one
+//! module per protocol side), [`http`] (the one HTTP port), [`probe`] (the PTT
+//! diagnostic client) and [`run`] (wiring it all together).
+
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod probe;
+pub mod run;
+pub mod sides;
+pub mod wav;

@@ -1,1 +1,144 @@
-fn main() {}
+//! The `pttbridge` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pttbridge::config::{Config, LogFormat};
+use pttbridge::probe::{self, ProbeOptions};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "pttbridge",
+    version,
+    about = "Protocol gateway between PTT voice servers, dispatch consoles, WebRTC meetings and event platforms"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the bridge.
+    Run {
+        /// Configuration file (TOML; see config/bridge.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit.
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+    },
+    /// Join a PTT channel, play/record audio and print what happens as JSON lines.
+    Probe {
+        /// PTT server as HOST:PORT.
+        #[arg(long)]
+        server: String,
+        /// Account name.
+        #[arg(long)]
+        user: String,
+        /// Password.
+        #[arg(long, default_value = "")]
+        password: String,
+        /// Channel path to join ("North" or "North/Sub").
+        #[arg(long)]
+        channel: Option<String>,
+        /// WAV file to speak (16-bit PCM; any rate, mono or stereo).
+        #[arg(long)]
+        play: Option<PathBuf>,
+        /// Record what is heard to this WAV (plus one file per speaker).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Seconds to stay (default: length of --play + 2, else 5).
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Text message to send to the channel.
+        #[arg(long)]
+        text: Option<String>,
+        /// SHA-256 fingerprint of the server certificate.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// Accept any server certificate.
+        #[arg(long)]
+        insecure: bool,
+        /// Use only the TCP tunnel for voice.
+        #[arg(long)]
+        no_udp: bool,
+        /// Server UDP port, if different from the TCP port.
+        #[arg(long)]
+        udp_port: Option<u16>,
+    },
+}
+
+fn init_logs(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = match cli.command {
+        Cmd::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(())
+            }
+            Err(e) => Err(anyhow::Error::new(e)),
+        },
+        Cmd::Run { config } => match Config::load(&config) {
+            Ok(cfg) => {
+                init_logs(&cfg.log.level, cfg.log.format);
+                runtime.block_on(pttbridge::run::run(cfg))
+            }
+            Err(e) => Err(anyhow::Error::new(e)),
+        },
+        Cmd::Probe {
+            server,
+            user,
+            password,
+            channel,
+            play,
+            record,
+            seconds,
+            text,
+            fingerprint,
+            insecure,
+            no_udp,
+            udp_port,
+        } => {
+            init_logs("warn", LogFormat::Text);
+            ProbeOptions::trust_from(fingerprint.as_deref(), insecure).and_then(|trust| {
+                runtime.block_on(probe::run(ProbeOptions {
+                    server,
+                    user,
+                    password,
+                    channel,
+                    play,
+                    record,
+                    seconds,
+                    text,
+                    trust,
+                    udp: !no_udp,
+                    udp_port,
+                }))
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -6,13 +6,15 @@
 //! - [`voice_packet`]: legacy and protobuf voice packets;
 //! - [`ocb2`]: OCB2-AES128 for UDP voice;
 //! - [`session`]: the client state machine (bytes and timers in, messages and events out);
-//! - [`client`]: a thin tokio driver with TLS, UDP and reconnection.
+//! - [`client`]: a thin tokio driver with TLS ([`tls`]), UDP and reconnection ([`backoff`]).
 
+pub mod backoff;
 pub mod client;
 pub mod framing;
 pub mod message;
 pub mod ocb2;
 pub mod session;
+pub mod tls;
 pub mod varint;
 pub mod voice_packet;
 

@@ -1,0 +1,3 @@
+//! One module per side: each translates its protocol to and from the hub.
+
+pub mod ptt;

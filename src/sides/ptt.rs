@@ -1,0 +1,503 @@
+//! The PTT side: keeps one client per configured account connected and turns what
+//! happens on the PTT servers into hub events.
+//!
+//! Every account's session sees the whole server, so presence (who is in which
+//! channel) is reported by the first account of each server only; talk and text,
+//! which a session only sees in its own channel, are reported by every account.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ptt::client::{self, ClientConfig, ClientEvent, ClientHandle, LinkState};
+use ptt::session::{Event as PttEvent, SessionConfig, User};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::Config;
+use crate::hub::event::Draft;
+use crate::hub::{EventBus, EventKind, Party, Side};
+
+/// One connected (or connecting) account.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Server id from the config.
+    pub server: String,
+    /// Tenant of the server.
+    pub app: String,
+    /// Account name.
+    pub username: String,
+    /// The running client.
+    pub client: ClientHandle,
+}
+
+/// All PTT accounts of the bridge.
+#[derive(Debug, Clone, Default)]
+pub struct PttSide {
+    /// Accounts in config order.
+    pub accounts: Vec<Account>,
+    servers: Vec<ServerInfo>,
+}
+
+#[derive(Debug, Clone)]
+struct ServerInfo {
+    id: String,
+    host: String,
+    port: u16,
+}
+
+/// Health of one account, for `/healthz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountHealth {
+    /// Account name.
+    pub username: String,
+    /// `connecting`, `connected`, `reconnecting` or `stopped`.
+    pub state: &'static str,
+    /// Why it is not connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Channel path it is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Whether voice uses UDP (else the TCP tunnel).
+    pub udp: bool,
+    /// Reconnects since start.
+    pub reconnects: u64,
+}
+
+/// Health of one server.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerHealth {
+    /// Server id.
+    pub id: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// `connected` when every account is, `reconnecting` when any is not.
+    pub state: &'static str,
+    /// Per account.
+    pub accounts: Vec<AccountHealth>,
+}
+
+impl PttSide {
+    /// Starts a client for every configured account.
+    pub fn start(config: &Config, bus: Arc<EventBus>) -> Self {
+        let mut side = PttSide::default();
+        for server in &config.ptt.servers {
+            side.servers.push(ServerInfo {
+                id: server.id.clone(),
+                host: server.host.clone(),
+                port: server.port,
+            });
+            let own_names: Vec<String> =
+                server.accounts.iter().map(|a| a.username.clone()).collect();
+            for (i, account) in server.accounts.iter().enumerate() {
+                let session = SessionConfig {
+                    username: account.username.clone(),
+                    password: account.password.clone(),
+                    channel: account.channel.clone(),
+                    udp: server.udp,
+                    talk_timeout: config.ptt.talk_timeout(),
+                    ..SessionConfig::default()
+                };
+                let mut cc =
+                    ClientConfig::new(server.host.clone(), server.port, server.trust(), session);
+                cc.udp_port = server.udp_port;
+                cc.backoff = config.ptt.backoff();
+                let (handle, events) = client::spawn(cc);
+                let translator = Translator {
+                    app: server.app.clone(),
+                    server: server.id.clone(),
+                    username: account.username.clone(),
+                    reports_presence: i == 0,
+                    own_names: own_names.clone(),
+                    bus: bus.clone(),
+                    client: handle.clone(),
+                    presence: HashMap::new(),
+                    syncing: None,
+                };
+                let span = info_span!("ptt", server = %server.id, account = %account.username);
+                tokio::spawn(translator.run(events).instrument(span));
+                side.accounts.push(Account {
+                    server: server.id.clone(),
+                    app: server.app.clone(),
+                    username: account.username.clone(),
+                    client: handle,
+                });
+            }
+        }
+        side
+    }
+
+    /// Health of every server.
+    pub fn health(&self) -> Vec<ServerHealth> {
+        self.servers
+            .iter()
+            .map(|s| {
+                let accounts: Vec<AccountHealth> = self
+                    .accounts
+                    .iter()
+                    .filter(|a| a.server == s.id)
+                    .map(account_health)
+                    .collect();
+                let state = if accounts.iter().all(|a| a.state == "connected") {
+                    "connected"
+                } else if accounts.iter().all(|a| a.state == "connecting") {
+                    "connecting"
+                } else {
+                    "reconnecting"
+                };
+                ServerHealth {
+                    id: s.id.clone(),
+                    host: s.host.clone(),
+                    port: s.port,
+                    state,
+                    accounts,
+                }
+            })
+            .collect()
+    }
+
+    /// Refreshes counters that live in the clients (packet counts) before a metrics scrape.
+    pub fn export_metrics(&self) {
+        for a in &self.accounts {
+            let snap = a.client.snapshot();
+            let st = snap.stats;
+            let labels = |dir: &'static str, path: &'static str| {
+                [
+                    ("server", a.server.clone()),
+                    ("account", a.username.clone()),
+                    ("direction", dir.to_string()),
+                    ("path", path.to_string()),
+                ]
+            };
+            metrics::counter!("pttbridge_ptt_voice_packets_total", &labels("in", "udp"))
+                .absolute(st.udp_voice_in);
+            metrics::counter!("pttbridge_ptt_voice_packets_total", &labels("in", "tcp"))
+                .absolute(st.tcp_voice_in);
+            metrics::counter!("pttbridge_ptt_voice_packets_total", &labels("out", "udp"))
+                .absolute(st.udp_voice_out);
+            metrics::counter!("pttbridge_ptt_voice_packets_total", &labels("out", "tcp"))
+                .absolute(st.tcp_voice_out);
+            let acct = [
+                ("server", a.server.clone()),
+                ("account", a.username.clone()),
+            ];
+            metrics::counter!(
+                "pttbridge_ptt_voice_dropped_total",
+                &[&acct[..], &[("direction", "out".to_string())]].concat()
+            )
+            .absolute(st.voice_out_dropped + a.client.dropped_voice_out());
+            metrics::counter!(
+                "pttbridge_ptt_voice_dropped_total",
+                &[&acct[..], &[("direction", "in".to_string())]].concat()
+            )
+            .absolute(a.client.dropped_voice_in());
+            metrics::counter!("pttbridge_ptt_reconnects_total", &acct).absolute(snap.reconnects);
+            metrics::gauge!("pttbridge_ptt_connected", &acct)
+                .set(f64::from(u8::from(snap.state == LinkState::Connected)));
+            metrics::gauge!("pttbridge_ptt_udp_working", &acct)
+                .set(f64::from(u8::from(snap.udp_working)));
+            metrics::gauge!("pttbridge_ptt_users", &acct).set(snap.users.len() as f64);
+        }
+    }
+}
+
+fn account_health(a: &Account) -> AccountHealth {
+    let snap = a.client.snapshot();
+    let (state, reason) = match &snap.state {
+        LinkState::Connecting => ("connecting", None),
+        LinkState::Connected => ("connected", None),
+        LinkState::Reconnecting { reason } => ("reconnecting", Some(reason.clone())),
+        LinkState::Stopped => ("stopped", None),
+    };
+    AccountHealth {
+        username: a.username.clone(),
+        state,
+        reason,
+        channel: snap.own_channel.and_then(|c| snap.channel_path(c)),
+        udp: snap.udp_working,
+        reconnects: snap.reconnects,
+    }
+}
+
+/// Group id of a PTT channel: `ptt:<server>:<path>`, the root being `/`.
+pub fn group_id(server: &str, path: &str) -> String {
+    format!("ptt:{server}:{}", if path.is_empty() { "/" } else { path })
+}
+
+/// Party for a PTT user: registered users by their user id, others by session.
+pub fn party(user: &User) -> Party {
+    Party {
+        side: Side::Ptt,
+        id: user
+            .user_id
+            .map_or_else(|| format!("s{}", user.session), |id| id.to_string()),
+        name: user.name.clone(),
+    }
+}
+
+struct Translator {
+    app: String,
+    server: String,
+    username: String,
+    reports_presence: bool,
+    own_names: Vec<String>,
+    bus: Arc<EventBus>,
+    client: ClientHandle,
+    /// Reported presence: party id → (party, group).
+    presence: HashMap<String, (Party, String)>,
+    /// Presence being collected while a (re)connection syncs.
+    syncing: Option<HashMap<String, (Party, String)>>,
+}
+
+impl Translator {
+    async fn run(mut self, mut events: mpsc::Receiver<ClientEvent>) {
+        while let Some(ev) = events.recv().await {
+            self.handle(ev);
+        }
+    }
+
+    fn publish(
+        &self,
+        kind: EventKind,
+        group: String,
+        party: Option<Party>,
+        detail: serde_json::Value,
+    ) {
+        let mut draft = Draft::new(self.app.clone(), kind, group).detail(detail);
+        draft.party = party;
+        self.bus.publish(draft);
+    }
+
+    fn group_of(&self, channel: u32) -> String {
+        let snap = self.client.snapshot();
+        group_id(
+            &self.server,
+            &snap
+                .channel_path(channel)
+                .unwrap_or_else(|| format!("#{channel}")),
+        )
+    }
+
+    fn handle(&mut self, ev: ClientEvent) {
+        match ev {
+            ClientEvent::Connecting { attempt } => {
+                if self.reports_presence {
+                    self.syncing = Some(HashMap::new());
+                }
+                if attempt > 0 {
+                    info!(attempt, "reconnecting to PTT server");
+                }
+            }
+            ClientEvent::Disconnected { reason, retry_in } => {
+                metrics::counter!("pttbridge_ptt_disconnects_total", "server" => self.server.clone()).increment(1);
+                self.publish(
+                    EventKind::SideDisconnected,
+                    String::new(),
+                    None,
+                    json!({ "side": "ptt", "server": self.server, "account": self.username, "reason": reason,
+                            "retry_in_ms": retry_in.map(|d| d.as_millis() as u64) }),
+                );
+            }
+            ClientEvent::Stopped => {}
+            ClientEvent::Session(ev) => self.handle_session(ev),
+        }
+    }
+
+    fn handle_session(&mut self, ev: PttEvent) {
+        match ev {
+            PttEvent::Synced { session, .. } => {
+                self.publish(
+                    EventKind::SideConnected,
+                    String::new(),
+                    None,
+                    json!({ "side": "ptt", "server": self.server, "account": self.username, "session": session }),
+                );
+                if let Some(fresh) = self.syncing.take() {
+                    self.reconcile(fresh);
+                }
+            }
+            PttEvent::UserJoined(user) => self.presence_update(&user),
+            PttEvent::UserMoved { user, .. } => self.presence_update(&user),
+            PttEvent::UserLeft { user, reason } => {
+                if self.reports_presence && !self.is_own(&user) {
+                    let p = party(&user);
+                    if let Some((party, group)) = self.presence.remove(&p.id) {
+                        self.publish(
+                            EventKind::PartyLeft,
+                            group,
+                            Some(party),
+                            json!({ "reason": reason }),
+                        );
+                    }
+                }
+            }
+            PttEvent::UserUpdated(user) => {
+                // A rename or registration changes nothing about where the user is.
+                if self.reports_presence && !self.is_own(&user) && self.syncing.is_none() {
+                    let p = party(&user);
+                    if !self.presence.contains_key(&p.id) {
+                        self.presence_update(&user);
+                    }
+                }
+            }
+            PttEvent::TalkStarted {
+                session,
+                name,
+                channel_id,
+            } => {
+                metrics::counter!("pttbridge_ptt_talk_bursts_total", "server" => self.server.clone()).increment(1);
+                let (party, group) = self.talker(session, name, channel_id);
+                self.publish(
+                    EventKind::TalkStarted,
+                    group,
+                    Some(party),
+                    json!({ "media_type": 2 }),
+                );
+            }
+            PttEvent::TalkStopped {
+                session,
+                name,
+                terminated,
+            } => {
+                let snap = self.client.snapshot();
+                let channel = snap
+                    .users
+                    .get(&session)
+                    .map(|u| u.channel_id)
+                    .or(snap.own_channel);
+                let (party, group) = self.talker(session, name, channel);
+                self.publish(
+                    EventKind::TalkStopped,
+                    group,
+                    Some(party),
+                    json!({ "media_type": 2, "terminated": terminated }),
+                );
+            }
+            PttEvent::Text {
+                actor,
+                actor_name,
+                channels,
+                private,
+                message,
+            } => {
+                let snap = self.client.snapshot();
+                let channel = channels.first().copied().or(snap.own_channel).unwrap_or(0);
+                let party = actor.map(|s| match snap.users.get(&s) {
+                    Some(u) => party(u),
+                    None => Party {
+                        side: Side::Ptt,
+                        id: format!("s{s}"),
+                        name: actor_name.clone().unwrap_or_default(),
+                    },
+                });
+                self.publish(
+                    EventKind::MessageText,
+                    self.group_of(channel),
+                    party,
+                    json!({ "text": message, "private": private, "to_account": self.username }),
+                );
+            }
+            PttEvent::JoinFailed { path, reason } => {
+                warn!(%path, %reason, "cannot join PTT channel");
+            }
+            PttEvent::InChannel { path, .. } => info!(channel = %path, "in PTT channel"),
+            PttEvent::PermissionDenied { reason } => warn!(%reason, "PTT permission denied"),
+            PttEvent::UdpChanged { working } => info!(working, "PTT UDP voice state changed"),
+            PttEvent::Fault { kind, .. } => {
+                metrics::counter!("pttbridge_ptt_errors_total", "server" => self.server.clone(), "kind" => kind.as_str())
+                    .increment(1);
+            }
+            PttEvent::Rejected { reason } => warn!(%reason, "PTT server rejected the account"),
+            PttEvent::Voice { .. }
+            | PttEvent::ChannelUpdated(_)
+            | PttEvent::ChannelRemoved { .. } => {}
+        }
+    }
+
+    fn is_own(&self, user: &User) -> bool {
+        self.own_names.iter().any(|n| n == &user.name)
+    }
+
+    fn talker(&self, session: u32, name: Option<String>, channel: Option<u32>) -> (Party, String) {
+        let snap = self.client.snapshot();
+        let party = match snap.users.get(&session) {
+            Some(u) => party(u),
+            None => Party {
+                side: Side::Ptt,
+                id: format!("s{session}"),
+                name: name.unwrap_or_default(),
+            },
+        };
+        let channel = channel.or(snap.own_channel).unwrap_or(0);
+        (party, self.group_of(channel))
+    }
+
+    fn presence_update(&mut self, user: &User) {
+        if !self.reports_presence || self.is_own(user) {
+            return;
+        }
+        let p = party(user);
+        let group = self.group_of(user.channel_id);
+        if let Some(fresh) = self.syncing.as_mut() {
+            fresh.insert(p.id.clone(), (p, group));
+            return;
+        }
+        self.place(p, group);
+    }
+
+    /// Records that `party` is in `group`, reporting a join (and the leave, on a move).
+    fn place(&mut self, party: Party, group: String) {
+        match self.presence.get(&party.id) {
+            Some((_, old)) if *old == group => return,
+            Some((old_party, old_group)) => {
+                let moved = json!({ "moved": true });
+                self.publish(
+                    EventKind::PartyLeft,
+                    old_group.clone(),
+                    Some(old_party.clone()),
+                    moved.clone(),
+                );
+                self.publish(
+                    EventKind::PartyJoined,
+                    group.clone(),
+                    Some(party.clone()),
+                    moved,
+                );
+            }
+            None => self.publish(
+                EventKind::PartyJoined,
+                group.clone(),
+                Some(party.clone()),
+                serde_json::Value::Null,
+            ),
+        }
+        self.presence.insert(party.id.clone(), (party, group));
+    }
+
+    /// After a (re)sync: report only what changed while we were away.
+    fn reconcile(&mut self, fresh: HashMap<String, (Party, String)>) {
+        let gone: Vec<String> = self
+            .presence
+            .keys()
+            .filter(|k| !fresh.contains_key(*k))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some((party, group)) = self.presence.remove(&id) {
+                self.publish(
+                    EventKind::PartyLeft,
+                    group,
+                    Some(party),
+                    json!({ "reason": "gone after reconnect" }),
+                );
+            }
+        }
+        for (party, group) in fresh.into_values() {
+            self.place(party, group);
+        }
+    }
+}
