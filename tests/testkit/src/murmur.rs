@@ -50,6 +50,22 @@ pub fn test_key_path() -> PathBuf {
     peers::fixture("certs/murmur-key.pem")
 }
 
+/// Why a start failed: the port was taken (worth another port) or anything else (fatal).
+#[derive(Debug)]
+enum StartError {
+    PortTaken(String),
+    Other(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::PortTaken(line) => write!(f, "port taken: {line}"),
+            StartError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
 /// Options for a [`Murmur`]; see [`Murmur::builder`].
 #[derive(Debug, Clone)]
 pub struct MurmurBuilder {
@@ -106,6 +122,8 @@ pub struct Murmur {
     db_path: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// Length of the log when the current run started.
+    run_log_start: usize,
     channels: Vec<(String, u32)>,
     users: Vec<(String, u32)>,
     superuser_password: String,
@@ -144,6 +162,7 @@ impl Murmur {
             dir,
             port: 0,
             child: None,
+            run_log_start: 0,
             channels,
             users,
             superuser_password: b.superuser_password,
@@ -189,8 +208,8 @@ impl Murmur {
             m.spawn();
             match m.wait_ready() {
                 Ok(()) => return m,
-                Err(e) if m.log().contains("Address already in use") && attempt < 5 => {
-                    eprintln!("murmurd: port {} taken ({e}); trying another", m.port);
+                Err(StartError::PortTaken(line)) if attempt < 5 => {
+                    eprintln!("murmurd: port {} taken ({line}); trying another", m.port);
                     m.kill();
                 }
                 Err(e) => panic!("murmurd did not come up: {e}\n{}", m.diagnostics()),
@@ -257,6 +276,7 @@ impl Murmur {
             "==== testkit: starting murmurd on 127.0.0.1:{}",
             self.port
         );
+        self.run_log_start = log.metadata().map(|m| m.len() as usize).unwrap_or(0);
         let child = Command::new(murmurd)
             .arg("-ini")
             .arg(&self.ini_path)
@@ -269,35 +289,57 @@ impl Murmur {
         self.child = Some(child);
     }
 
-    /// Waits for a completed TLS handshake (the TCP port opens before murmurd has its certificate).
-    fn wait_ready(&mut self) -> Result<(), String> {
+    /// What murmurd printed since the current run started.
+    fn run_log(&self) -> String {
+        let log = fs::read(&self.log_path).unwrap_or_default();
+        String::from_utf8_lossy(log.get(self.run_log_start..).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until this run of murmurd listens on our port and completes a TLS handshake (the TCP
+    /// port opens before murmurd has its certificate). murmurd does not exit when it cannot bind: it
+    /// logs it and idles, so its log is read to tell "port taken" from "still starting", and to be sure
+    /// the handshake is with this murmurd and not with whatever else holds the port.
+    fn wait_ready(&mut self) -> Result<(), StartError> {
         let start = Instant::now();
-        let mut last_err = String::from("no attempt");
+        let listening = format!("Server listening on 127.0.0.1:{}", self.port);
+        let mut last_err = String::from("murmurd has not reported listening yet");
         while start.elapsed() < START_TIMEOUT {
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                return Err(format!("murmurd exited with {status}"));
+                return Err(StartError::Other(format!("murmurd exited with {status}")));
             }
-            match tls_fingerprint(self.addr(), Duration::from_secs(2)) {
-                Ok(fp) => {
-                    if fp != TEST_CERT_SHA256 {
-                        return Err(format!(
+            let log = self.run_log();
+            if let Some(line) = log.lines().find(|l| {
+                (l.contains("Listen on") && l.contains("failed"))
+                    || l.contains("Failed to bind UDP")
+            }) {
+                return Err(StartError::PortTaken(line.to_string()));
+            }
+            if log.contains(&listening) {
+                match tls_fingerprint(self.addr(), Duration::from_secs(2)) {
+                    Ok(fp) if fp != TEST_CERT_SHA256 => {
+                        return Err(StartError::Other(format!(
                             "murmurd presents certificate {fp}, expected the test certificate \
                              {TEST_CERT_SHA256}"
-                        ));
+                        )));
                     }
-                    return Ok(());
+                    // UDP is bound right after TCP, before murmurd serves anyone; a failure shows
+                    // in the log by now.
+                    Ok(_) if self.run_log().contains("Failed to bind UDP") => {
+                        return Err(StartError::PortTaken("Failed to bind UDP".into()));
+                    }
+                    Ok(_) => return Ok(()),
+                    Err(e) => last_err = e,
                 }
-                Err(e) => last_err = e,
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(format!(
-            "no TLS handshake within {START_TIMEOUT:?} (last error: {last_err})"
-        ))
+        Err(StartError::Other(format!(
+            "not ready within {START_TIMEOUT:?} (last: {last_err})"
+        )))
     }
 
     /// The TCP (and UDP) port murmurd listens on, on 127.0.0.1.
@@ -377,7 +419,11 @@ impl Murmur {
         self.kill();
         self.spawn();
         if let Err(e) = self.wait_ready() {
-            panic!("murmurd did not come back: {e}\n{}", self.diagnostics());
+            panic!(
+                "murmurd did not come back on port {}: {e}\n{}",
+                self.port,
+                self.diagnostics()
+            );
         }
     }
 

@@ -221,3 +221,19 @@ fn restart_keeps_port_and_channels_and_terminals_reconnect() {
         server.diagnostics()
     );
 }
+
+#[test]
+fn restart_on_a_taken_port_fails_naming_the_cause() {
+    let mut server = Murmur::start(&[]);
+    server.kill();
+    // Something else grabs the port while murmurd is down: murmurd would idle without listening, and a
+    // handshake on that port would reach the intruder. The restart must fail and say why.
+    let intruder = std::net::TcpListener::bind(("127.0.0.1", server.port())).unwrap();
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.restart()))
+        .expect_err("restart must fail while the port is taken");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("port taken"), "{msg}");
+    drop(intruder);
+    server.restart();
+    Terminal::connect(server.port(), "after", None);
+}
