@@ -265,7 +265,8 @@ class Recording:
                 track[off : off + len(s)] = s
             mix += track
             name = self.names[session]
-            spath = "%s.%s.wav" % (path, name)
+            # a user name may hold anything; keep the file name safe
+            spath = "%s.%s.wav" % (path, "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name))
             write_wav(spath, track)
             jumps, steps = self.seq_jumps.get(session, (0, 0))
             per_speaker.append(
