@@ -20,6 +20,29 @@
 //! | [`vad`] | RFC 6464 audio level, energy VAD, onset + hangover |
 //! | [`ogg_writer`] | talk-burst recorder: Opus packets → Ogg Opus, no re-encoding |
 //! | [`signal`] | test signals and measurements (correlation, tone level) |
+//!
+//! How a group actor drives it, every 20 ms:
+//!
+//! ```
+//! use media::group::{GroupConfig, MixGroup};
+//! use media::passthrough::OutboundClock;
+//! # use media::{Channels, opus::{Application, Encoder}};
+//! # let mut enc = Encoder::new(48_000, Channels::Mono, Application::Voip).unwrap();
+//! # let packet = enc.encode(&[0i16; 960]).unwrap();
+//! let mut group = MixGroup::new(GroupConfig::default())?;
+//! group.add_talker(7)?;
+//! let mut listener = OutboundClock::new(0x1234_5678, 1, 0);
+//! // As packets arrive (RTP timestamp, or PTT sequence × 480):
+//! group.push(7, 0, packet, 0);
+//! // On the 20 ms tick:
+//! let out = group.tick(20_000)?;
+//! for p in out.to_listeners {
+//!     let header = listener.stamp(p.source, p.src_ts, p.samples, 20_000);
+//!     // send (header, p.payload) with the listener's protocol
+//!     # let _ = header;
+//! }
+//! # Ok::<(), media::Error>(())
+//! ```
 
 pub mod error;
 pub mod g711;
