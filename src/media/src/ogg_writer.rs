@@ -149,7 +149,11 @@ impl<W: Write> OggOpusWriter<W> {
         if segs > MAX_SEGMENTS {
             return Err(Error::MalformedPacket("packet too large for one Ogg page"));
         }
-        if self.lacing.len() + segs > MAX_SEGMENTS {
+        // Flush lazily, before adding: the final page then always ends a
+        // packet, as its EOS granule position requires.
+        if self.lacing.len() + segs > MAX_SEGMENTS
+            || self.granule - self.page_start_granule >= PAGE_SAMPLES
+        {
             self.flush_page(0)?;
         }
         let mut left = packet.len();
@@ -161,9 +165,6 @@ impl<W: Write> OggOpusWriter<W> {
         self.body.extend_from_slice(packet);
         self.granule += u64::from(info.samples_48k);
         self.packets += 1;
-        if self.granule - self.page_start_granule >= PAGE_SAMPLES {
-            self.flush_page(0)?;
-        }
         Ok(())
     }
 
@@ -371,6 +372,10 @@ mod tests {
         }
         let file = w.finish().unwrap();
         let pages = file.windows(4).filter(|w| w == b"OggS").count();
+        // The last page ends a packet and carries EOS (flag 0x04).
+        let last = file.windows(4).rposition(|w| w == b"OggS").unwrap();
+        assert_eq!(file[last + 5], 0x04);
+        assert!(file[last + 26] > 0, "EOS page holds packets");
         // 500 × 3 lacing values > 255 per page, and at most 1 s per page.
         assert!(pages >= 2 + 10, "{pages} pages");
         let mut r = ogg::PacketReader::new(Cursor::new(file));
