@@ -19,6 +19,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let ptt = PttSide::start(&config, bus.clone());
     let state = Arc::new(AppState {
         ptt,
+        bus,
         started: Instant::now(),
         metrics,
     });

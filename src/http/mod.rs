@@ -11,13 +11,18 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
+use crate::hub::EventBus;
 use crate::sides::ptt::PttSide;
+
+mod events;
 
 /// What the handlers need.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// PTT side.
     pub ptt: PttSide,
+    /// Hub events.
+    pub bus: Arc<EventBus>,
     /// When the bridge started.
     pub started: Instant,
     /// Prometheus renderer.
@@ -43,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .route("/events", get(events::stream))
         .with_state(state)
 }
 

@@ -4,6 +4,8 @@
 //! - [`peers`]: find the programs the tests need; a missing one fails the test naming `scripts/setup`.
 //! - [`murmur::Murmur`]: Debian's `murmurd` on a free loopback port in a temp dir, with channels.
 //! - [`terminal::Terminal`]: a pymumble PTT terminal (`tests/peers/terminal.py`) driven by JSON lines.
+//! - [`bridge`]: the `pttbridge` binary under test (and its `probe`), observed over HTTP.
+//! - [`events`] / [`http`]: JSON event queues and a tiny HTTP client for them.
 //! - [`audio`]: WAV loading, alignment by cross-correlation, per-window correlation, SNR, durations.
 //!
 //! ```no_run
@@ -24,6 +26,9 @@
 //! ```
 
 pub mod audio;
+pub mod bridge;
+pub mod events;
+pub mod http;
 pub mod murmur;
 pub mod peers;
 pub mod terminal;

@@ -12,16 +12,15 @@
 //! # let _ = ev;
 //! ```
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::events::{EventQueue, capture, is_exit};
 use crate::peers;
 
 /// Default wait for replies to commands (they are answered at once unless the server is stuck).
@@ -107,11 +106,7 @@ pub struct Terminal {
     user: String,
     child: Child,
     stdin: Option<ChildStdin>,
-    rx: Receiver<Value>,
-    /// Received but not yet matched by an `expect`, oldest first.
-    pending: VecDeque<Value>,
-    /// Every event received, for failure messages.
-    history: Vec<Value>,
+    events: EventQueue,
     stderr: Arc<Mutex<String>>,
     ready: Option<Value>,
     next_id: u64,
@@ -174,45 +169,13 @@ impl Terminal {
             )
         });
 
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let ev = serde_json::from_str::<Value>(&line)
-                    .unwrap_or_else(|_| json!({"event": "raw", "line": line}));
-                if tx.send(ev).is_err() {
-                    return;
-                }
-            }
-            // stdout closed: the process is gone (or going); let waiters fail fast.
-            let _ = tx.send(json!({"event": "exit"}));
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err_pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(err_pipe);
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = r.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let events = EventQueue::from_json_lines(child.stdout.take().unwrap());
+        let stderr = capture(child.stderr.take().unwrap());
         Terminal {
             user: b.user,
             stdin: child.stdin.take(),
             child,
-            rx,
-            pending: VecDeque::new(),
-            history: Vec::new(),
+            events,
             stderr,
             ready: None,
             next_id: 1,
@@ -275,7 +238,7 @@ impl Terminal {
     /// events). Panics with the events seen and the terminal's stderr on timeout or exit.
     pub fn expect(&mut self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
         match self.try_expect(&pred, timeout) {
-            Some(ev) if ev["event"] != "exit" || pred(&ev) => ev,
+            Some(ev) if !is_exit(&ev) || pred(&ev) => ev,
             Some(_) => self.fail("exited while waiting for an event".to_string()),
             None => self.fail(format!("no matching event within {timeout:?}")),
         }
@@ -288,31 +251,7 @@ impl Terminal {
         pred: impl Fn(&Value) -> bool,
         timeout: Duration,
     ) -> Option<Value> {
-        if let Some(i) = self.pending.iter().position(&pred) {
-            return self.pending.remove(i);
-        }
-        if let Some(exit) = self.pending.iter().find(|e| e["event"] == "exit") {
-            return Some(exit.clone());
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(ev) => {
-                    self.history.push(ev.clone());
-                    if pred(&ev) {
-                        return Some(ev);
-                    }
-                    let exited = ev["event"] == "exit";
-                    self.pending.push_back(ev.clone());
-                    if exited {
-                        return Some(ev);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => return None,
-                Err(RecvTimeoutError::Disconnected) => return Some(json!({"event": "exit"})),
-            }
-        }
+        self.events.try_expect(pred, timeout)
     }
 
     /// Waits for the next event named `name` (e.g. "play_done", "disconnected").
@@ -416,12 +355,7 @@ impl Terminal {
 
     /// Every event received so far, in order.
     pub fn history(&mut self) -> &[Value] {
-        // pull in whatever arrived without blocking, so the picture is current
-        while let Ok(ev) = self.rx.try_recv() {
-            self.history.push(ev.clone());
-            self.pending.push_back(ev);
-        }
-        &self.history
+        self.events.history()
     }
 
     /// What the terminal printed on stderr so far (Python tracebacks, pymumble errors).
@@ -437,15 +371,10 @@ impl Terminal {
 
     /// A block for failure messages: events seen and stderr.
     pub fn diagnostics(&mut self) -> String {
-        let events: Vec<String> = self.history().iter().map(|e| e.to_string()).collect();
-        let shown = events.len().saturating_sub(40);
         format!(
-            "--- terminal {} events ({} total, last {}) ---\n{}\n--- stderr ---\n{}\n--- (peer missing or \
-             broken? run {}) ---",
+            "--- terminal {} events {} ---\n--- stderr ---\n{}\n--- (peer missing or broken? run {}) ---",
             self.user,
-            events.len(),
-            events.len() - shown,
-            events[shown..].join("\n"),
+            self.events.tail(40),
             self.stderr(),
             peers::SETUP_COMMAND
         )

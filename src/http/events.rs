@@ -1,0 +1,43 @@
+//! `GET /events`: every hub event as it happens, as Server-Sent Events (one JSON
+//! object per `data:` line). A tap for operators, tests and the web page; platforms
+//! use the EGW WebSocket or NATS.
+//!
+//! A subscriber that falls behind the bus buffer is told how many events it missed
+//! and the stream ends, rather than slowing the hub down.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+
+pub(super) async fn stream(
+    State(state): State<Arc<AppState>>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = state.bus.subscribe();
+    let events = futures_util::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Ok(ev) => {
+                let data = serde_json::to_string(&ev).unwrap_or_default();
+                Some((
+                    Ok(SseEvent::default().event(ev.kind.as_str()).data(data)),
+                    Some(rx),
+                ))
+            }
+            Err(RecvError::Lagged(missed)) => {
+                metrics::counter!("pttbridge_event_subscribers_cut_total", "sink" => "sse")
+                    .increment(1);
+                let msg = format!("{{\"missed\":{missed},\"reason\":\"subscriber too slow\"}}");
+                Some((Ok(SseEvent::default().event("lagged").data(msg)), None))
+            }
+            Err(RecvError::Closed) => None,
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

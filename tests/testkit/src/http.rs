@@ -1,0 +1,144 @@
+//! A tiny blocking HTTP/1.0 client for tests: enough for JSON endpoints and for
+//! following a Server-Sent Events stream, without pulling an HTTP stack into tests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::events::{EventQueue, exit_marker};
+
+/// A complete response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// Body as text.
+    pub body: String,
+}
+
+impl Response {
+    /// The body parsed as JSON (panics with the body if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// A header value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+) -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some((ctype, b)) = body {
+        req.push_str(&format!(
+            "Content-Type: {ctype}\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    if let Some((_, b)) = body {
+        req.push_str(b);
+    }
+    s.write_all(req.as_bytes())?;
+    Ok(s)
+}
+
+fn read_head(r: &mut impl BufRead) -> std::io::Result<(u16, Vec<(String, String)>)> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    Ok((status, headers))
+}
+
+/// Sends a request (with an optional JSON body) and reads the whole response.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json_body: Option<&str>,
+) -> std::io::Result<Response> {
+    let s = send(
+        addr,
+        method,
+        path,
+        json_body.map(|b| ("application/json", b)),
+    )?;
+    let mut r = BufReader::new(s);
+    let (status, headers) = read_head(&mut r)?;
+    let mut body = String::new();
+    r.read_to_string(&mut body)?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// `GET path`.
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    request(addr, "GET", path, None)
+}
+
+/// Follows a Server-Sent Events stream: each `data:` line's JSON becomes one event of the
+/// queue (with the SSE event name added as `"sse"`), then the exit marker when it ends.
+pub fn sse(addr: SocketAddr, path: &str) -> std::io::Result<EventQueue> {
+    let s = send(addr, "GET", path, None)?;
+    s.set_read_timeout(None)?;
+    let mut r = BufReader::new(s);
+    let (status, _) = read_head(&mut r)?;
+    if status != 200 {
+        return Err(std::io::Error::other(format!("{path}: HTTP {status}")));
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut name = String::new();
+        for line in r.lines() {
+            let Ok(line) = line else { break };
+            if let Some(n) = line.strip_prefix("event:") {
+                name = n.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                let mut v: Value =
+                    serde_json::from_str(d.trim()).unwrap_or(Value::String(d.to_string()));
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("sse".into(), Value::String(name.clone()));
+                }
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(exit_marker());
+    });
+    Ok(EventQueue::new(rx))
+}
