@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod probe;
+pub mod recording;
 pub mod run;
 pub mod sides;
 pub mod wav;

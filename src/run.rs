@@ -9,6 +9,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::http::{AppState, metrics_handle, router};
 use crate::hub::EventBus;
+use crate::recording::Recorder;
 use crate::sides::ptt::PttSide;
 
 /// Runs the bridge with a loaded configuration.
@@ -16,7 +17,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = metrics_handle();
     let bus = Arc::new(EventBus::new());
     log_events(&bus);
-    let ptt = PttSide::start(&config, bus.clone());
+    let recorder = match &config.recording.dir {
+        Some(dir) => Some(
+            Recorder::start(dir)
+                .with_context(|| format!("recording.dir: cannot use {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let ptt = PttSide::start(&config, bus.clone(), recorder);
     let state = Arc::new(AppState {
         ptt,
         bus,

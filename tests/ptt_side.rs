@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testkit::audio::compare_files;
+use testkit::audio::{compare, compare_files, load_wav, read_ogg_opus};
 use testkit::bridge::{Bridge, Probe, ptt_server_toml};
 use testkit::murmur::Murmur;
 use testkit::peers::{fixture, free_port};
@@ -213,10 +213,13 @@ fn audio_and_text_both_ways_over_the_tcp_tunnel_when_udp_is_blocked() {
 #[test]
 fn bridge_reconnects_after_murmurd_restarts_and_audio_flows_again() {
     let mut server = Murmur::start(&["North"]);
-    let bridge = Bridge::start(
-        BIN,
-        &ptt_server_toml("local", &server, &[("bridge", "North")]),
+    let recordings = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[recording]\ndir = \"{}\"\n{}",
+        recordings.path().display(),
+        ptt_server_toml("local", &server, &[("bridge", "North")])
     );
+    let bridge = Bridge::start(BIN, &config);
     bridge.wait_health("connected in North", connected_in("North"), T);
     let mut events = bridge.events();
 
@@ -263,6 +266,27 @@ fn bridge_reconnects_after_murmurd_restarts_and_audio_flows_again() {
         after - before >= 150.0,
         "voice flows again: {before} → {after}"
     );
+
+    // What the bridge heard after the restart is the speech itself: its recording of the burst.
+    let index_path = recordings.path().join("index.jsonl");
+    let deadline = Instant::now() + T;
+    let entry: Value = loop {
+        let index = std::fs::read_to_string(&index_path).unwrap_or_default();
+        if let Some(line) = index.lines().find(|l| l.contains("\"alice\"")) {
+            break serde_json::from_str(line).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recording of alice indexed: {index:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(entry["group_id"], "ptt:local:North");
+    let file = recordings.path().join(entry["file"].as_str().unwrap());
+    let heard = read_ogg_opus(&file).unwrap();
+    let c = compare(&load_wav(fixture("audio/speech.wav")), &heard);
+    println!("bridge recording after reconnect: {c}");
+    c.assert_matches(0.9, 0.05);
 }
 
 #[test]

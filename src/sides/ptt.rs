@@ -18,6 +18,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::Config;
 use crate::hub::event::Draft;
 use crate::hub::{EventBus, EventKind, Party, Side};
+use crate::recording::Recorder;
 
 /// One connected (or connecting) account.
 #[derive(Debug, Clone)]
@@ -83,7 +84,7 @@ pub struct ServerHealth {
 
 impl PttSide {
     /// Starts a client for every configured account.
-    pub fn start(config: &Config, bus: Arc<EventBus>) -> Self {
+    pub fn start(config: &Config, bus: Arc<EventBus>, recorder: Option<Recorder>) -> Self {
         let mut side = PttSide::default();
         for server in &config.ptt.servers {
             side.servers.push(ServerInfo {
@@ -117,6 +118,8 @@ impl PttSide {
                     client: handle.clone(),
                     presence: HashMap::new(),
                     syncing: None,
+                    recorder: recorder.clone(),
+                    source: format!("{}/{}", server.id, account.username),
                 };
                 let span = info_span!("ptt", server = %server.id, account = %account.username);
                 tokio::spawn(translator.run(events).instrument(span));
@@ -251,6 +254,10 @@ struct Translator {
     presence: HashMap<String, (Party, String)>,
     /// Presence being collected while a (re)connection syncs.
     syncing: Option<HashMap<String, (Party, String)>>,
+    /// Where talk bursts are recorded, if anywhere.
+    recorder: Option<Recorder>,
+    /// This account as a recording source: `server/account`.
+    source: String,
 }
 
 impl Translator {
@@ -293,6 +300,9 @@ impl Translator {
                 }
             }
             ClientEvent::Disconnected { reason, retry_in } => {
+                if let Some(r) = &self.recorder {
+                    r.stop_source(&self.source);
+                }
                 metrics::counter!("pttbridge_ptt_disconnects_total", "server" => self.server.clone()).increment(1);
                 self.publish(
                     EventKind::SideDisconnected,
@@ -351,6 +361,14 @@ impl Translator {
             } => {
                 metrics::counter!("pttbridge_ptt_talk_bursts_total", "server" => self.server.clone()).increment(1);
                 let (party, group) = self.talker(session, name, channel_id);
+                if let Some(r) = &self.recorder {
+                    r.start_burst(
+                        (self.source.clone(), session),
+                        &self.app,
+                        &group,
+                        party.clone(),
+                    );
+                }
                 self.publish(
                     EventKind::TalkStarted,
                     group,
@@ -363,6 +381,9 @@ impl Translator {
                 name,
                 terminated,
             } => {
+                if let Some(r) = &self.recorder {
+                    r.stop_burst((self.source.clone(), session));
+                }
                 let snap = self.client.snapshot();
                 let channel = snap
                     .users
@@ -412,9 +433,17 @@ impl Translator {
                     .increment(1);
             }
             PttEvent::Rejected { reason } => warn!(%reason, "PTT server rejected the account"),
-            PttEvent::Voice { .. }
-            | PttEvent::ChannelUpdated(_)
-            | PttEvent::ChannelRemoved { .. } => {}
+            PttEvent::Voice {
+                session,
+                sequence,
+                opus,
+                ..
+            } => {
+                if let Some(r) = &self.recorder {
+                    r.packet((self.source.clone(), session), sequence, opus);
+                }
+            }
+            PttEvent::ChannelUpdated(_) | PttEvent::ChannelRemoved { .. } => {}
         }
     }
 

@@ -89,6 +89,53 @@ pub fn write_wav(path: impl AsRef<Path>, samples: &[f32]) -> Result<(), WavError
     w.finalize().map_err(err)
 }
 
+/// Decodes an Ogg Opus file (such as a bridge recording) to mono f32 at 48 kHz, pre-skip removed.
+pub fn read_ogg_opus(path: impl AsRef<Path>) -> Result<Vec<f32>, WavError> {
+    let path = path.as_ref();
+    let err = |m: String| WavError(format!("{}: {m}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut reader = ogg::PacketReader::new(std::io::BufReader::new(file));
+    let mut decoder = None;
+    let mut pre_skip = 0usize;
+    let mut out = Vec::new();
+    let mut pcm = vec![0i16; 5760 * 2];
+    while let Some(packet) = reader.read_packet().map_err(|e| err(e.to_string()))? {
+        let data = &packet.data;
+        if data.starts_with(b"OpusHead") {
+            let channels = data.get(9).copied().unwrap_or(1);
+            pre_skip = usize::from(u16::from_le_bytes([data[10], data[11]]));
+            let ch = media::Channels::from_count(usize::from(channels))
+                .ok_or_else(|| err("bad channel count".into()))?;
+            decoder = Some((
+                media::opus::Decoder::new(48_000, ch).map_err(|e| err(e.to_string()))?,
+                usize::from(channels),
+            ));
+            continue;
+        }
+        if data.starts_with(b"OpusTags") {
+            continue;
+        }
+        let Some((dec, ch)) = decoder.as_mut() else {
+            return Err(err("audio before OpusHead".into()));
+        };
+        // Empty frames mark gaps: let the decoder conceal them for their duration.
+        let n = if data.len() <= 1 {
+            let samples = media::opus_toc::parse(data)
+                .map(|i| i.samples_48k as usize)
+                .unwrap_or(960);
+            dec.decode(None, false, &mut pcm[..samples * *ch])
+                .map_err(|e| err(e.to_string()))?
+        } else {
+            dec.decode(Some(data), false, &mut pcm)
+                .map_err(|e| err(e.to_string()))?
+        };
+        for frame in pcm[..n * *ch].chunks(*ch) {
+            out.push(frame.iter().map(|&s| f32::from(s) / 32768.0).sum::<f32>() / *ch as f32);
+        }
+    }
+    Ok(out.split_off(pre_skip.min(out.len())))
+}
+
 /// The delay of `recording` relative to `reference`, in samples: `recording[n + lag]` best matches
 /// `reference[n]` (positive when the recording starts later). Found as the peak of the FFT
 /// cross-correlation over every overlap.
