@@ -1,7 +1,8 @@
-//! The hub: the sides' common model (apps, parties, groups) and the event bus.
+//! The hub: the sides' common model (apps, parties, groups), the event bus and floor control.
 
 pub mod bus;
 pub mod event;
+pub mod floor;
 
 pub use bus::EventBus;
 pub use event::{Event, EventKind, Party, Side};

@@ -20,6 +20,37 @@ use crate::hub::event::Draft;
 use crate::hub::{EventBus, EventKind, Party, Side};
 use crate::recording::Recorder;
 
+/// What a linked side hears from an account's channel: talk state and Opus packets.
+#[derive(Debug, Clone)]
+pub enum ChannelAudio {
+    /// A PTT user started talking.
+    TalkStarted {
+        /// The talker.
+        party: Party,
+        /// Its session on the server.
+        session: u32,
+    },
+    /// One Opus packet (48 kHz mono), untouched.
+    Voice {
+        /// Talker session.
+        session: u32,
+        /// Sequence in 10 ms units.
+        sequence: u64,
+        /// The packet.
+        opus: bytes::Bytes,
+    },
+    /// The talker stopped (terminator or silence).
+    TalkStopped {
+        /// The talker.
+        party: Party,
+        /// Its session.
+        session: u32,
+    },
+}
+
+/// Audio packets buffered per subscriber before it lags (about 2.5 s of one talker).
+const AUDIO_BUFFER: usize = 128;
+
 /// One connected (or connecting) account.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -31,6 +62,22 @@ pub struct Account {
     pub username: String,
     /// The running client.
     pub client: ClientHandle,
+    /// Channel audio for links; subscribe with [`Account::audio`].
+    audio: tokio::sync::broadcast::Sender<ChannelAudio>,
+}
+
+impl Account {
+    /// Talk state and voice of this account's channel from now on. A subscriber that
+    /// falls behind gets `Lagged` and skips ahead; the PTT side never waits for it.
+    pub fn audio(&self) -> tokio::sync::broadcast::Receiver<ChannelAudio> {
+        self.audio.subscribe()
+    }
+
+    /// Path of the channel this account is in now.
+    pub fn channel_path(&self) -> Option<String> {
+        let snap = self.client.snapshot();
+        snap.own_channel.and_then(|c| snap.channel_path(c))
+    }
 }
 
 /// All PTT accounts of the bridge.
@@ -108,6 +155,7 @@ impl PttSide {
                 cc.udp_port = server.udp_port;
                 cc.backoff = config.ptt.backoff();
                 let (handle, events) = client::spawn(cc);
+                let (audio, _) = tokio::sync::broadcast::channel(AUDIO_BUFFER);
                 let translator = Translator {
                     app: server.app.clone(),
                     server: server.id.clone(),
@@ -120,6 +168,7 @@ impl PttSide {
                     syncing: None,
                     recorder: recorder.clone(),
                     source: format!("{}/{}", server.id, account.username),
+                    audio: audio.clone(),
                 };
                 let span = info_span!("ptt", server = %server.id, account = %account.username);
                 tokio::spawn(translator.run(events).instrument(span));
@@ -128,6 +177,7 @@ impl PttSide {
                     app: server.app.clone(),
                     username: account.username.clone(),
                     client: handle,
+                    audio,
                 });
             }
         }
@@ -258,6 +308,8 @@ struct Translator {
     recorder: Option<Recorder>,
     /// This account as a recording source: `server/account`.
     source: String,
+    /// Fan-out of this account's channel audio to links.
+    audio: tokio::sync::broadcast::Sender<ChannelAudio>,
 }
 
 impl Translator {
@@ -369,6 +421,10 @@ impl Translator {
                         party.clone(),
                     );
                 }
+                let _ = self.audio.send(ChannelAudio::TalkStarted {
+                    party: party.clone(),
+                    session,
+                });
                 self.publish(
                     EventKind::TalkStarted,
                     group,
@@ -391,6 +447,10 @@ impl Translator {
                     .map(|u| u.channel_id)
                     .or(snap.own_channel);
                 let (party, group) = self.talker(session, name, channel);
+                let _ = self.audio.send(ChannelAudio::TalkStopped {
+                    party: party.clone(),
+                    session,
+                });
                 self.publish(
                     EventKind::TalkStopped,
                     group,
@@ -440,8 +500,13 @@ impl Translator {
                 ..
             } => {
                 if let Some(r) = &self.recorder {
-                    r.packet((self.source.clone(), session), sequence, opus);
+                    r.packet((self.source.clone(), session), sequence, opus.clone());
                 }
+                let _ = self.audio.send(ChannelAudio::Voice {
+                    session,
+                    sequence,
+                    opus,
+                });
             }
             PttEvent::ChannelUpdated(_) | PttEvent::ChannelRemoved { .. } => {}
         }
