@@ -7,10 +7,14 @@ use anyhow::Context;
 use tracing::info;
 
 use crate::config::Config;
+use crate::events::Platform;
 use crate::http::{AppState, metrics_handle, router};
 use crate::hub::EventBus;
+use crate::hub::Side;
 use crate::recording::Recorder;
 use crate::sides::ptt::PttSide;
+use crate::sides::{ptt_calls, ptt_commands::PttCommands};
+use crate::storage::{AppRow, Store};
 
 /// Runs the bridge with a loaded configuration.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -24,12 +28,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let store = open_store(&config)?;
+    let mut platform = Platform::new(config.egw.clone(), config.business.clone(), store);
+    if config.nats.url.is_some() {
+        // Before any side starts: the sink subscribes now and misses nothing.
+        platform.nats = Some(crate::events::nats::start(&config.nats, &bus)?);
+    }
     let ptt = PttSide::start(&config, bus.clone(), recorder);
+    platform
+        .commands
+        .register(Side::Ptt, PttCommands::new(ptt.clone()));
+    ptt_calls::start(
+        &ptt,
+        platform.calls.clone(),
+        config.business.ptt_call_idle(),
+    );
     let state = Arc::new(AppState {
         ptt,
         bus,
         started: Instant::now(),
         metrics,
+        platform,
     });
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -41,6 +60,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("HTTP server failed")?;
     info!("stopped");
     Ok(())
+}
+
+/// Opens the store and writes the config's apps into it.
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let path = config.storage.path.as_deref();
+    let store = Store::open(path).with_context(|| match path {
+        Some(p) => format!("storage.path: cannot open {}", p.display()),
+        None => "storage: cannot open the in-memory database".to_string(),
+    })?;
+    if path.is_none() {
+        info!("storage.path unset: apps and call records are kept in memory only");
+    }
+    for (i, app) in config.business.apps.iter().enumerate() {
+        store
+            .upsert_app(&AppRow {
+                app_id: app.app_id.clone(),
+                app_secret: app.app_secret.clone(),
+                app_name: app.app_name.clone().unwrap_or_else(|| app.app_id.clone()),
+                status: "online".into(),
+                consumption_limit: None,
+                services: vec![(4, None), (7, None)],
+            })
+            .with_context(|| format!("business.apps[{i}]: cannot store app {:?}", app.app_id))?;
+    }
+    Ok(store)
 }
 
 /// Every hub event goes to the log at debug level (and `info` for the interesting ones).

@@ -11,9 +11,12 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
+use crate::events::Platform;
 use crate::hub::EventBus;
 use crate::sides::ptt::PttSide;
 
+pub mod business;
+pub mod egw;
 mod events;
 
 /// What the handlers need.
@@ -27,6 +30,27 @@ pub struct AppState {
     pub started: Instant,
     /// Prometheus renderer.
     pub metrics: PrometheusHandle,
+    /// Platform surfaces: EGW, business REST, store, side commands, call records.
+    pub platform: Platform,
+}
+
+impl AppState {
+    /// State for a router without a config file: the given sides and platform, metrics installed.
+    /// Used by `run` and by in-process servers (tests, the load tool).
+    pub fn new(ptt: PttSide, bus: Arc<EventBus>, platform: Platform) -> Self {
+        Self {
+            ptt,
+            bus,
+            started: Instant::now(),
+            metrics: metrics_handle(),
+            platform,
+        }
+    }
+}
+
+/// Serves `router(state)` on `listener` until the process ends (tests, the load tool).
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
 }
 
 /// Installs the global Prometheus recorder once and returns its handle.
@@ -49,6 +73,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/events", get(events::stream))
+        .route("/egw", get(egw::upgrade))
+        .route("/server/address", get(egw::server_address))
+        .merge(business::routes())
         .with_state(state)
 }
 
@@ -61,6 +88,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "uptime_s": state.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
         "sides": { "ptt": { "state": if ptt_ok { "connected" } else { "degraded" }, "servers": servers } },
+        "events": crate::events::health(&state.platform),
     });
     // Degraded is still 200: the bridge itself is alive and serving the sides that work.
     (StatusCode::OK, Json(body))

@@ -1,3 +1,5 @@
 //! One module per side: each translates its protocol to and from the hub.
 
 pub mod ptt;
+pub mod ptt_calls;
+pub mod ptt_commands;
