@@ -68,6 +68,14 @@ pub fn subject_token(s: &str) -> String {
         .collect()
 }
 
+/// Puts failed events back at the front of the outbox once nothing is outstanding, in the order
+/// they were published (acks resolve in publish order, so `failed` is in that order).
+fn requeue(failed: &mut Vec<Event>, outbox: &mut VecDeque<Event>) {
+    for ev in failed.drain(..).rev() {
+        outbox.push_front(ev);
+    }
+}
+
 /// The subject of `event`: `<prefix>.<app>.<group>.<type>` (the type's dot stays, so
 /// `pttbridge.*.*.talk.>` selects every talk event).
 pub fn subject(prefix: &str, event: &Event) -> String {
@@ -201,7 +209,19 @@ impl Sink {
             // Publish in order while the connection is up and nothing is being retried.
             while connected && failed.is_empty() && inflight.len() < self.config.max_in_flight {
                 let Some(ev) = outbox.pop_front() else { break };
-                inflight.push_back(self.publish(&js, ev));
+                match self.publish(&js, ev).await {
+                    Ok(ack) => inflight.push_back(ack),
+                    Err(ev) => {
+                        self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                        failed.push(ev);
+                    }
+                }
+            }
+            if inflight.is_empty() && !failed.is_empty() {
+                requeue(&mut failed, &mut outbox);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
             }
             self.stats
                 .queued
@@ -228,11 +248,7 @@ impl Sink {
                         }
                     }
                     if inflight.is_empty() && !failed.is_empty() {
-                        // Everything outstanding has resolved: re-queue the failures first, in
-                        // version order (per app they are already ordered; keep publish order).
-                        for ev in failed.drain(..).rev() {
-                            outbox.push_front(ev);
-                        }
+                        requeue(&mut failed, &mut outbox);
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
@@ -285,31 +301,36 @@ impl Sink {
         metrics::counter!("pttbridge_nats_dropped_total", "reason" => "lagged").increment(n);
     }
 
-    fn publish(&self, js: &jetstream::Context, ev: Event) -> AckFuture {
-        let js = js.clone();
+    /// Hands `ev` to the client (in the caller's order: this is what keeps the stream in
+    /// version order) and returns the future of its ack.
+    async fn publish(&self, js: &jetstream::Context, ev: Event) -> Result<AckFuture, Event> {
         let subject = subject(&self.config.subject_prefix, &ev);
         let body = serde_json::to_vec(&cloud_event(&self.config.source, &ev)).unwrap_or_default();
         let msg = PublishMessage::build()
             .payload(Bytes::from(body))
             .message_id(message_id(&ev))
             .header("Content-Type", "application/cloudevents+json");
-        Box::pin(async move {
-            let result = match js.send_publish(subject, msg).await {
-                Ok(ack) => match ack.await {
+        match js.send_publish(subject, msg).await {
+            Ok(ack) => Ok(Box::pin(async move {
+                let result = match ack.await {
                     Ok(ack) => Ok(ack.duplicate),
                     Err(e) => Err(e.to_string()),
-                },
-                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                    // Cannot ever succeed: count and move on rather than block the stream.
-                    warn!(error = %e, "event too large for NATS; dropped");
-                    metrics::counter!("pttbridge_nats_dropped_total", "reason" => "too_large")
-                        .increment(1);
-                    Ok(false)
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            (ev, result)
-        })
+                };
+                (ev, result)
+            })),
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                // Cannot ever succeed: count and move on rather than block the stream.
+                warn!(error = %e, "event too large for NATS; dropped");
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("pttbridge_nats_dropped_total", "reason" => "too_large")
+                    .increment(1);
+                Ok(Box::pin(async move { (ev, Ok(false)) }))
+            }
+            Err(e) => {
+                warn!(error = %e, version = ev.version, "NATS publish not sent");
+                Err(ev)
+            }
+        }
     }
 
     /// Creates the stream, or checks the existing one captures our subjects.
