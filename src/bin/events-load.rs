@@ -135,8 +135,10 @@ async fn nats(args: &[String]) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut published = 0u64;
     while published < n {
-        // Keep the sink's backlog bounded so the bus buffer never overruns it.
-        while published - done(&stats) > 20_000 {
+        // Never run further ahead of the sink than the bus buffer (8192) holds.
+        while published - stats.received.load(Ordering::Relaxed) > 4_000
+            || published - done(&stats) > 50_000
+        {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         for _ in 0..1000.min(n - published) {
@@ -151,7 +153,7 @@ async fn nats(args: &[String]) -> anyhow::Result<()> {
     }
     while done(&stats) < n {
         if stats.dropped.load(Ordering::Relaxed) > 0 {
-            bail!("the sink dropped events");
+            bail!("the sink dropped events: {stats:?}");
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -258,6 +260,18 @@ async fn egw(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The fields of a pushed 20110 frame the tool reads.
+#[derive(serde::Deserialize)]
+struct LoadFrame {
+    version: u64,
+    detail: LoadDetail,
+}
+
+#[derive(serde::Deserialize)]
+struct LoadDetail {
+    sent_us: u64,
+}
+
 /// One subscriber: logs in, subscribes, then records publish → receive latency (µs) per event.
 async fn client(
     addr: SocketAddr,
@@ -284,13 +298,12 @@ async fn client(
         let msg = ws.next().await.context("closed")??;
         let Message::Text(t) = msg else { continue };
         let now = epoch.elapsed().as_micros() as u64;
-        let v: serde_json::Value = serde_json::from_str(t.as_str())?;
-        let version = v["version"].as_u64().unwrap_or(0);
-        if version != last + 1 {
-            bail!("gap: {last} → {version}");
+        let f: LoadFrame = serde_json::from_str(t.as_str())?;
+        if f.version != last + 1 {
+            bail!("gap: {last} → {}", f.version);
         }
-        last = version;
-        let sent = v["detail"]["sent_us"].as_u64().unwrap_or(now);
+        last = f.version;
+        let sent = f.detail.sent_us;
         out.push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
     }
     let _ = ws.close(None).await;

@@ -98,7 +98,7 @@ impl Default for NatsConfig {
             subject_prefix: "pttbridge".into(),
             source: "pttbridge".into(),
             outbox: 100_000,
-            max_in_flight: 1024,
+            max_in_flight: 4096,
             ack_timeout_ms: 2_000,
             duplicate_window_s: 120,
         }

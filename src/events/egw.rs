@@ -13,10 +13,71 @@
 //! app's versions. User ids are `<side>:<id>` (e.g. `ptt:3`, `ptt:s12` for an unregistered PTT session,
 //! `console:1001`), group ids the bridge's (`ptt:<server>:<channel path>`, ...).
 
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
 use egw::{BridgeEvent, GroupSync, MediaInfo, Push, SyncReply, UserSync, ids};
+use tokio::sync::broadcast;
+use tracing::warn;
 
 use super::state::{AppModel, media_of, user_id};
-use crate::hub::{Event, EventKind};
+use crate::hub::bus::SUBSCRIBER_BUFFER;
+use crate::hub::{Event, EventBus, EventKind};
+
+/// One pushed frame, serialised once for every connection.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The event's app.
+    pub app_id: Arc<str>,
+    /// The event's version.
+    pub version: u64,
+    /// The frame text (shared, not copied, per connection).
+    pub text: Utf8Bytes,
+}
+
+/// The bus projected to EGW frames by one task, so a thousand connections share one
+/// serialisation per event. Started by the first connection.
+///
+/// Full sync stays exact: a connection subscribes here before it takes a snapshot, and every
+/// event published after the snapshot is projected after that subscription.
+#[derive(Debug, Default)]
+pub struct EgwFeed {
+    tx: OnceLock<broadcast::Sender<Frame>>,
+}
+
+impl EgwFeed {
+    /// Frames from now on (starting the projection on first use).
+    pub fn subscribe(&self, bus: &EventBus) -> broadcast::Receiver<Frame> {
+        self.tx
+            .get_or_init(|| {
+                let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+                tokio::spawn(project(bus.subscribe(), tx.clone()));
+                tx
+            })
+            .subscribe()
+    }
+}
+
+async fn project(mut rx: broadcast::Receiver<Event>, tx: broadcast::Sender<Frame>) {
+    loop {
+        match rx.recv().await {
+            Ok(ev) => {
+                let _ = tx.send(Frame {
+                    app_id: Arc::from(ev.app_id.as_str()),
+                    version: ev.version,
+                    text: Utf8Bytes::from(frame(&ev)),
+                });
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                // Clients see the version gap and full-sync.
+                warn!(missed = n, "EGW projection fell behind the bus");
+                metrics::counter!("pttbridge_event_subscribers_cut_total", "sink" => "egw_feed", "reason" => "lagged")
+                    .increment(1);
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
 
 /// The frame text pushed for `event`.
 pub fn frame(event: &Event) -> String {

@@ -31,6 +31,8 @@ pub struct Platform {
     pub calls: Calls,
     /// The NATS sink's counters, when it runs.
     pub nats: Option<Arc<nats::SinkStats>>,
+    /// Bus events as EGW frames, serialised once for all connections.
+    pub egw_feed: Arc<egw::EgwFeed>,
 }
 
 impl Platform {
@@ -43,6 +45,7 @@ impl Platform {
             store,
             commands: CommandRouter::new(),
             nats: None,
+            egw_feed: Arc::default(),
         }
     }
 

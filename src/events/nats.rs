@@ -22,7 +22,7 @@ use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMes
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use serde_json::json;
+use serde::Serialize;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -92,20 +92,46 @@ pub fn message_id(event: &Event) -> String {
     format!("{}:{}", event.app_id, event.version)
 }
 
-/// The CloudEvents 1.0 structured JSON of `event`.
-pub fn cloud_event(source: &str, event: &Event) -> serde_json::Value {
-    json!({
-        "specversion": "1.0",
-        "id": message_id(event),
-        "source": source,
-        "type": format!("pttbridge.{}", event.kind.as_str()),
-        "subject": event.group_id,
-        "time": rfc3339::format_ms(event.time_ms as i64),
-        "datacontenttype": "application/json",
-        "appid": event.app_id,
-        "version": event.version,
-        "data": event,
-    })
+/// A CloudEvents 1.0 event in structured JSON mode, borrowing the hub event as `data`.
+#[derive(Debug, Serialize)]
+pub struct CloudEvent<'a> {
+    /// Always `1.0`.
+    pub specversion: &'static str,
+    /// `<app>:<version>` (also the `Nats-Msg-Id`).
+    pub id: String,
+    /// Producer (`nats.source`).
+    pub source: &'a str,
+    /// `pttbridge.<kind>`, e.g. `pttbridge.talk.started`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The group.
+    pub subject: &'a str,
+    /// RFC 3339 UTC.
+    pub time: String,
+    /// Always `application/json`.
+    pub datacontenttype: &'static str,
+    /// Extension: the app.
+    pub appid: &'a str,
+    /// Extension: the app's event version (contiguous per app).
+    pub version: u64,
+    /// The hub event.
+    pub data: &'a Event,
+}
+
+/// The CloudEvent of `event`.
+pub fn cloud_event<'a>(source: &'a str, event: &'a Event) -> CloudEvent<'a> {
+    CloudEvent {
+        specversion: "1.0",
+        id: message_id(event),
+        source,
+        kind: format!("pttbridge.{}", event.kind.as_str()),
+        subject: &event.group_id,
+        time: rfc3339::format_ms(event.time_ms as i64),
+        datacontenttype: "application/json",
+        appid: &event.app_id,
+        version: event.version,
+        data: event,
+    }
 }
 
 /// Starts the sink: subscribes to the bus now (so nothing published from here on is missed),
@@ -378,6 +404,7 @@ impl Sink {
 mod tests {
     use super::*;
     use crate::hub::{EventKind, Party, Side};
+    use serde_json::json;
 
     fn event() -> Event {
         Event {
@@ -409,7 +436,8 @@ mod tests {
 
     #[test]
     fn cloud_event_has_the_required_attributes() {
-        let ce = cloud_event("pttbridge", &event());
+        let ev = event();
+        let ce = serde_json::to_value(cloud_event("pttbridge", &ev)).unwrap();
         for attr in ["specversion", "id", "source", "type"] {
             assert!(ce[attr].is_string(), "{attr}");
         }

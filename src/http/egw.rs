@@ -17,12 +17,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use egw::rest::{Envelope, codes};
 use egw::{Action, Session};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::AppState;
-use crate::events::egw::{frame, sync_reply};
+use futures_util::SinkExt;
+
+use crate::events::egw::sync_reply;
 
 /// Close code: no frame from the client within the heartbeat timeout.
 pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4000;
@@ -51,7 +53,7 @@ enum End {
 async fn connection(mut socket: WebSocket, state: Arc<AppState>) {
     // Subscribed before anything else: every event from now on is either in a later full
     // sync's snapshot or in this receiver (or both, and then skipped by version).
-    let mut rx = state.bus.subscribe();
+    let mut rx = state.platform.egw_feed.subscribe(&state.bus);
     let platform = state.platform.clone();
     let idle = platform.egw.heartbeat_timeout();
     let send_timeout = platform.egw.send_timeout();
@@ -113,12 +115,29 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>) {
                 if !written { break End::Stuck; }
             }
             ev = rx.recv() => match ev {
-                Ok(ev) => {
-                    if !session.wants(&ev.app_id) || synced.get(&ev.app_id).is_some_and(|v| ev.version <= *v) {
-                        continue;
+                Ok(first) => {
+                    // Take what else is ready too and write it with one flush.
+                    let mut batch = Vec::new();
+                    let mut next = Some(first);
+                    let mut lagged = None;
+                    while let Some(f) = next.take() {
+                        if session.wants(&f.app_id) && !synced.get(&*f.app_id).is_some_and(|v| f.version <= *v) {
+                            batch.push(Message::Text(f.text));
+                        }
+                        if batch.len() < 64 {
+                            match rx.try_recv() {
+                                Ok(f) => next = Some(f),
+                                Err(TryRecvError::Lagged(n)) => lagged = Some(n),
+                                Err(_) => {}
+                            }
+                        }
                     }
-                    if !send(&mut socket, frame(&ev), send_timeout).await { break End::Stuck; }
-                    metrics::counter!("pttbridge_egw_events_sent_total").increment(1);
+                    let n = batch.len() as u64;
+                    if n > 0 && !send_all(&mut socket, batch, send_timeout).await { break End::Stuck; }
+                    metrics::counter!("pttbridge_egw_events_sent_total").increment(n);
+                    if let Some(missed) = lagged {
+                        break End::Cut(CLOSE_TOO_SLOW, format!("too slow: {missed} events missed; reconnect and full-sync"));
+                    }
                 }
                 Err(RecvError::Lagged(missed)) => {
                     break End::Cut(CLOSE_TOO_SLOW, format!("too slow: {missed} events missed; reconnect and full-sync"));
@@ -160,6 +179,21 @@ async fn send(socket: &mut WebSocket, text: String, limit: std::time::Duration) 
         timeout(limit, socket.send(Message::Text(Utf8Bytes::from(text)))).await,
         Ok(Ok(()))
     )
+}
+
+/// Writes `frames` with one flush; false when not done in time (or the socket is gone).
+async fn send_all(
+    socket: &mut WebSocket,
+    frames: Vec<Message>,
+    limit: std::time::Duration,
+) -> bool {
+    let write = async {
+        for f in frames {
+            socket.feed(f).await?;
+        }
+        socket.flush().await
+    };
+    matches!(timeout(limit, write).await, Ok(Ok(())))
 }
 
 fn count_error(kind: &'static str) {
