@@ -121,7 +121,7 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>) {
                     let mut next = Some(first);
                     let mut lagged = None;
                     while let Some(f) = next.take() {
-                        if session.wants(&f.app_id) && !synced.get(&*f.app_id).is_some_and(|v| f.version <= *v) {
+                        if session.wants(&f.app_id) && synced.get(&*f.app_id).is_none_or(|v| f.version > *v) {
                             batch.push(Message::Text(f.text));
                         }
                         if batch.len() < 64 {
