@@ -255,3 +255,42 @@ pub fn validate(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn platform_sections_default_and_name_their_keys() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.egw.heartbeat_timeout_ms, 60_000);
+        assert!(c.nats.url.is_none());
+        assert!(c.storage.path.is_none());
+        assert_eq!(c.business.ptt_call_idle().as_millis(), 10_000);
+        for (text, key) in [
+            ("[egw]\nheartbeat_timeout_ms = 5", "egw.heartbeat_timeout_ms"),
+            ("[egw]\npublic_url = \"http://x\"", "egw.public_url"),
+            (
+                "[[egw.developers]]\ndev_id = \"\"\ntoken = \"t\"",
+                "egw.developers[0]",
+            ),
+            ("[nats]\nurl = \"http://x\"", "nats.url"),
+            ("[nats]\noutbox = 0", "nats.outbox"),
+            ("[nats]\nsubject_prefix = \"a.b\"", "nats.subject_prefix"),
+            ("[business]\nadmin_token = \"short\"", "business.admin_token"),
+            (
+                "[[business.apps]]\napp_id = \"a\"\napp_secret = \"short\"",
+                "business.apps[0].app_secret",
+            ),
+            ("[business]\nptt_call_idle_ms = 1", "business.ptt_call_idle_ms"),
+            ("[storage]\npath_typo = \"x\"", "path_typo"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
+    }
+}
