@@ -54,7 +54,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
     info!(address = %listener.local_addr()?, "HTTP listening");
-    axum::serve(listener, router(state))
+    axum::serve(crate::http::no_delay(listener), router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server failed")?;

@@ -272,7 +272,10 @@ mod tests {
         assert!(c.storage.path.is_none());
         assert_eq!(c.business.ptt_call_idle().as_millis(), 10_000);
         for (text, key) in [
-            ("[egw]\nheartbeat_timeout_ms = 5", "egw.heartbeat_timeout_ms"),
+            (
+                "[egw]\nheartbeat_timeout_ms = 5",
+                "egw.heartbeat_timeout_ms",
+            ),
             ("[egw]\npublic_url = \"http://x\"", "egw.public_url"),
             (
                 "[[egw.developers]]\ndev_id = \"\"\ntoken = \"t\"",
@@ -281,12 +284,18 @@ mod tests {
             ("[nats]\nurl = \"http://x\"", "nats.url"),
             ("[nats]\noutbox = 0", "nats.outbox"),
             ("[nats]\nsubject_prefix = \"a.b\"", "nats.subject_prefix"),
-            ("[business]\nadmin_token = \"short\"", "business.admin_token"),
+            (
+                "[business]\nadmin_token = \"short\"",
+                "business.admin_token",
+            ),
             (
                 "[[business.apps]]\napp_id = \"a\"\napp_secret = \"short\"",
                 "business.apps[0].app_secret",
             ),
-            ("[business]\nptt_call_idle_ms = 1", "business.ptt_call_idle_ms"),
+            (
+                "[business]\nptt_call_idle_ms = 1",
+                "business.ptt_call_idle_ms",
+            ),
             ("[storage]\npath_typo = \"x\"", "path_typo"),
         ] {
             let e = err(text);

@@ -50,7 +50,18 @@ impl AppState {
 
 /// Serves `router(state)` on `listener` until the process ends (tests, the load tool).
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+    axum::serve(no_delay(listener), router(state)).await
+}
+
+/// The listener with `TCP_NODELAY` on every accepted connection: WebSocket frames (events,
+/// signalling) are small and must not wait for Nagle and the peer's delayed ACK (~40 ms).
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
 }
 
 /// Installs the global Prometheus recorder once and returns its handle.
