@@ -29,10 +29,12 @@ fn serve() -> std::net::SocketAddr {
         rt.block_on(async move {
             let store = Store::open(None).unwrap();
             let platform = Platform::new(Default::default(), Default::default(), store);
+            let (_running, shutdown) = tokio::sync::watch::channel(false);
             let state = Arc::new(AppState::new(
                 PttSide::default(),
                 Arc::new(EventBus::new()),
                 platform,
+                shutdown,
             ));
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(l.local_addr().unwrap()).unwrap();

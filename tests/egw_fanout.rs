@@ -18,14 +18,27 @@ use pttbridge::sides::ptt::PttSide;
 use pttbridge::storage::Store;
 use serde_json::json;
 
-async fn serve(egw: EgwConfig) -> (std::net::SocketAddr, Arc<EventBus>) {
+/// The server's address, the bus, and the shutdown switch (keep it: dropping it stops streams).
+async fn serve(
+    egw: EgwConfig,
+) -> (
+    std::net::SocketAddr,
+    Arc<EventBus>,
+    tokio::sync::watch::Sender<bool>,
+) {
     let bus = Arc::new(EventBus::new());
     let platform = Platform::new(egw, Default::default(), Store::open(None).unwrap());
-    let state = Arc::new(AppState::new(PttSide::default(), bus.clone(), platform));
+    let (running, shutdown) = tokio::sync::watch::channel(false);
+    let state = Arc::new(AppState::new(
+        PttSide::default(),
+        bus.clone(),
+        platform,
+        shutdown,
+    ));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(pttbridge::http::serve(l, state));
-    (addr, bus)
+    (addr, bus, running)
 }
 
 fn config() -> EgwConfig {
@@ -50,7 +63,7 @@ fn party(i: usize) -> Party {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_cut_off_while_the_others_get_everything() {
-    let (addr, bus) = serve(config()).await;
+    let (addr, bus, _running) = serve(config()).await;
     let mut readers = Vec::new();
     for _ in 0..3 {
         let mut c = Client::connect(addr).await;
@@ -139,7 +152,7 @@ async fn a_client_that_never_reads_is_cut_off_while_the_others_get_everything() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_sync_mid_stream_continues_without_gap_or_double_count() {
-    let (addr, bus) = serve(config()).await;
+    let (addr, bus, _running) = serve(config()).await;
     let publisher = {
         let bus = bus.clone();
         tokio::spawn(async move {

@@ -183,7 +183,13 @@ async fn egw(args: &[String]) -> anyhow::Result<()> {
         ..Default::default()
     };
     let platform = Platform::new(egw, Default::default(), Store::open(None)?);
-    let state = Arc::new(AppState::new(PttSide::default(), bus.clone(), platform));
+    let (_running, shutdown) = tokio::sync::watch::channel(false);
+    let state = Arc::new(AppState::new(
+        PttSide::default(),
+        bus.clone(),
+        platform,
+        shutdown,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(pttbridge::http::serve(listener, state));

@@ -46,6 +46,7 @@ pub(super) async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppSta
 
 enum End {
     ClientClosed,
+    Shutdown,
     Cut(u16, String),
     Stuck,
 }
@@ -61,6 +62,7 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>) {
     // Per app: events up to this version are in a full sync already sent.
     let mut synced: HashMap<String, u64> = HashMap::new();
     let mut deadline = Instant::now() + idle;
+    let mut shutdown = state.shutdown.clone();
     metrics::gauge!("pttbridge_egw_connections").increment(1.0);
     debug!("EGW client connected");
 
@@ -144,6 +146,8 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>) {
                 }
                 Err(RecvError::Closed) => break End::ClientClosed,
             },
+            // The bridge is stopping: say so and let the server finish.
+            () = async { let _ = shutdown.wait_for(|s| *s).await; } => break End::Shutdown,
             _ = sleep_until(deadline) => {
                 break End::Cut(CLOSE_HEARTBEAT_TIMEOUT, format!("no heartbeat for {} ms", idle.as_millis()));
             }
@@ -152,6 +156,13 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>) {
     metrics::gauge!("pttbridge_egw_connections").decrement(1.0);
     match end {
         End::ClientClosed => debug!("EGW client closed"),
+        End::Shutdown => {
+            let close = Message::Close(Some(CloseFrame {
+                code: 1001,
+                reason: Utf8Bytes::from_static("bridge shutting down"),
+            }));
+            let _ = timeout(send_timeout, socket.send(close)).await;
+        }
         End::Cut(code, reason) => {
             let label = if code == CLOSE_TOO_SLOW {
                 "too_slow"

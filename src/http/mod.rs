@@ -32,18 +32,26 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Platform surfaces: EGW, business REST, store, side commands, call records.
     pub platform: Platform,
+    /// Becomes `true` when the bridge shuts down: long-lived streams end then.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {
     /// State for a router without a config file: the given sides and platform, metrics installed.
     /// Used by `run` and by in-process servers (tests, the load tool).
-    pub fn new(ptt: PttSide, bus: Arc<EventBus>, platform: Platform) -> Self {
+    pub fn new(
+        ptt: PttSide,
+        bus: Arc<EventBus>,
+        platform: Platform,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Self {
             ptt,
             bus,
             started: Instant::now(),
             metrics: metrics_handle(),
             platform,
+            shutdown,
         }
     }
 }
