@@ -27,6 +27,7 @@ use pttbridge::sides::ptt::PttSide;
 use pttbridge::storage::Store;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -285,7 +286,15 @@ async fn client(
     total: u64,
     ready: tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<Vec<u32>> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/egw")).await?;
+    // A small read buffer: tungstenite zero-fills the spare capacity of its read buffer on every
+    // read (128 KiB by default), which would make the clients, not the server, the bottleneck.
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{addr}/egw"),
+        Some(config),
+        true,
+    )
+    .await?;
     for req in [
         json!({"business": "EGW", "id": 20000, "dev_id": "load", "token": "load"}),
         json!({"business": "EGW", "id": 20004, "app_list": [{"app_id": "load"}]}),

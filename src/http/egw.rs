@@ -38,6 +38,10 @@ pub(super) async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppSta
     // Room for an oversize frame to reach the parser (which answers "too large"); far beyond
     // that the WebSocket layer closes the connection.
     ws.max_message_size(egw::MAX_FRAME * 4)
+        // Client frames are small and rare. tungstenite allocates the read buffer eagerly and
+        // zero-fills its spare capacity on every read: 128 KiB (its default) per read and per
+        // connection would dominate the cost of a thousand subscribers.
+        .read_buffer_size(8 * 1024)
         .on_upgrade(move |socket| {
             let span = info_span!("egw", conn);
             connection(socket, state).instrument(span)
