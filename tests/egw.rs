@@ -175,6 +175,16 @@ async fn egw_with_real_ptt_peers() {
         .request(json!({"business": "EGW", "id": 20000, "dev_id": 5}))
         .await;
     assert_eq!(r["result"], 1, "wrong type: {r}");
+    let big = format!(
+        r#"{{"business":"EGW","id":20011,"pad":"{}"}}"#,
+        "x".repeat(100_000)
+    );
+    bad.send_text(&big).await;
+    let r = bad.reply(20099, T).await;
+    assert_eq!(r["result"], 6, "oversized frame: {r}");
+    bad.send_binary(vec![0xde, 0xad, 0xbe, 0xef]).await;
+    let r = bad.reply(20099, T).await;
+    assert_eq!(r["result"], 1, "binary frame: {r}");
     let r = bad
         .request(json!({"business": "EGW", "id": 20011, "seq": 1}))
         .await;

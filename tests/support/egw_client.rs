@@ -56,6 +56,14 @@ impl Client {
             .expect("send to EGW");
     }
 
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(Message::binary(bytes))
+            .await
+            .expect("send to EGW");
+    }
+
     /// Sends a JSON frame.
     pub async fn send(&mut self, v: Value) {
         self.send_text(&v.to_string()).await;
