@@ -348,3 +348,55 @@ fn a_crash_while_publishing_fast_loses_and_duplicates_nothing() {
         "{out_of_order} out of order"
     );
 }
+
+/// While NATS is away the outbox holds at most `nats.outbox` events: the oldest go first and
+/// are counted; the rest are published, in order, once NATS is back.
+#[test]
+fn a_full_outbox_drops_the_oldest_and_counts_them() {
+    use pttbridge::hub::event::Draft;
+    use pttbridge::hub::{EventBus, EventKind};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let mut nats = NatsServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bus = Arc::new(EventBus::new());
+    let config = pttbridge::events::config::NatsConfig {
+        url: Some(nats.url()),
+        outbox: 50,
+        ack_timeout_ms: 500,
+        ..Default::default()
+    };
+    let stats = rt.block_on(async { pttbridge::events::nats::start(&config, &bus).unwrap() });
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + T;
+        while !cond() {
+            assert!(Instant::now() < deadline, "never {what}: {stats:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("ready", &|| stats.stream_ready.load(Relaxed));
+    for _ in 0..10 {
+        bus.publish(Draft::new("default", EventKind::LinkUp, "g"));
+    }
+    wait("10 acked", &|| stats.acked.load(Relaxed) == 10);
+    nats.kill();
+    wait("disconnected", &|| !stats.connected.load(Relaxed));
+    for _ in 0..200 {
+        bus.publish(Draft::new("default", EventKind::LinkUp, "g"));
+    }
+    wait("all 210 received", &|| stats.received.load(Relaxed) == 210);
+    nats.restart();
+    wait("the outbox flushed", &|| {
+        stats.acked.load(Relaxed) + stats.duplicates.load(Relaxed) >= 60
+            && stats.queued.load(Relaxed) == 0
+    });
+    println!("outbox overflow: {stats:?}");
+    assert_eq!(stats.dropped.load(Relaxed), 150, "200 events for a 50-event outbox");
+    let versions: Vec<u64> = read_stream(&nats.url())
+        .iter()
+        .map(|s| s.event["version"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (1..=10).chain(161..=210).collect();
+    assert_eq!(versions, expected, "the first 10, then the newest 50 in order");
+}
