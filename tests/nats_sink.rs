@@ -392,11 +392,18 @@ fn a_full_outbox_drops_the_oldest_and_counts_them() {
             && stats.queued.load(Relaxed) == 0
     });
     println!("outbox overflow: {stats:?}");
-    assert_eq!(stats.dropped.load(Relaxed), 150, "200 events for a 50-event outbox");
+    assert_eq!(
+        stats.dropped.load(Relaxed),
+        150,
+        "200 events for a 50-event outbox"
+    );
     let versions: Vec<u64> = read_stream(&nats.url())
         .iter()
         .map(|s| s.event["version"].as_u64().unwrap())
         .collect();
     let expected: Vec<u64> = (1..=10).chain(161..=210).collect();
-    assert_eq!(versions, expected, "the first 10, then the newest 50 in order");
+    assert_eq!(
+        versions, expected,
+        "the first 10, then the newest 50 in order"
+    );
 }

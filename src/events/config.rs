@@ -106,7 +106,7 @@ impl Default for NatsConfig {
 }
 
 /// The business-gateway REST (`/v1/...`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusinessConfig {
     /// Token for app management (`POST /v1/app`, listing all apps), presented as
@@ -116,13 +116,23 @@ pub struct BusinessConfig {
     /// have a known secret.
     pub apps: Vec<SeedApp>,
     /// PTT conversations (call records): silence that ends one, ms.
-    pub ptt_call_idle_ms: Option<u64>,
+    pub ptt_call_idle_ms: u64,
+}
+
+impl Default for BusinessConfig {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            apps: Vec::new(),
+            ptt_call_idle_ms: 10_000,
+        }
+    }
 }
 
 impl BusinessConfig {
     /// Silence after which a PTT channel conversation's call record is closed.
     pub fn ptt_call_idle(&self) -> Duration {
-        Duration::from_millis(self.ptt_call_idle_ms.unwrap_or(10_000))
+        Duration::from_millis(self.ptt_call_idle_ms)
     }
 }
 
@@ -224,9 +234,7 @@ pub fn validate(
     {
         return Err(invalid("business.admin_token", "at least 8 characters"));
     }
-    if let Some(ms) = business.ptt_call_idle_ms
-        && !(200..=3_600_000).contains(&ms)
-    {
+    if !(200..=3_600_000).contains(&business.ptt_call_idle_ms) {
         return Err(invalid(
             "business.ptt_call_idle_ms",
             "must be between 200 and 3600000",

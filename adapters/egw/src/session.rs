@@ -39,6 +39,8 @@ pub enum Subscription {
     All,
     /// These apps.
     Apps(BTreeSet<String>),
+    /// Every app the login may see except these (after unsubscribing some from "all").
+    AllExcept(BTreeSet<String>),
 }
 
 /// What the connection should do after a frame.
@@ -88,6 +90,7 @@ impl Session {
             Subscription::Nothing => false,
             Subscription::All => grant.allows(app),
             Subscription::Apps(apps) => apps.contains(app),
+            Subscription::AllExcept(not) => grant.allows(app) && !not.contains(app),
         }
     }
 
@@ -162,6 +165,11 @@ impl Session {
                         match &mut self.subscription {
                             Subscription::All => {}
                             Subscription::Apps(set) => set.extend(apps),
+                            Subscription::AllExcept(not) => {
+                                for a in &apps {
+                                    not.remove(a);
+                                }
+                            }
                             s @ Subscription::Nothing => {
                                 *s = Subscription::Apps(apps.into_iter().collect())
                             }
@@ -180,14 +188,9 @@ impl Session {
                             }
                         }
                         Subscription::All => {
-                            // "All but these" is not expressible without knowing every app;
-                            // the client asked for all, so narrow to nothing only if it named
-                            // them all. Keep it simple and explicit instead:
-                            return Err(fail(
-                                ErrorCode::BadRequest,
-                                "subscribed to all apps: unsubscribe without app_list, then subscribe to the apps wanted".into(),
-                            ));
+                            self.subscription = Subscription::AllExcept(apps.into_iter().collect())
                         }
+                        Subscription::AllExcept(not) => not.extend(apps),
                         Subscription::Nothing => {}
                     },
                 }
@@ -237,6 +240,18 @@ mod tests {
         s.handle(r#"{"business":"EGW","id":20004}"#, |_, _| None)
             .unwrap();
         assert!(s.wants("a") && s.wants("b"));
+        s.handle(
+            r#"{"business":"EGW","id":20006,"app_list":[{"app_id":"a"}]}"#,
+            |_, _| None,
+        )
+        .unwrap();
+        assert!(!s.wants("a") && s.wants("b"), "all but a");
+        s.handle(
+            r#"{"business":"EGW","id":20004,"app_list":[{"app_id":"a"}]}"#,
+            |_, _| None,
+        )
+        .unwrap();
+        assert!(s.wants("a") && s.wants("b"), "all again");
         s.handle(r#"{"business":"EGW","id":20006}"#, |_, _| None)
             .unwrap();
         assert!(!s.wants("a"));
