@@ -380,3 +380,56 @@ async fn egw_with_real_ptt_peers() {
         c2_replica.applied
     );
 }
+
+/// A PTT user talking when the bridge loses the PTT server is reported stopped, so a full sync
+/// does not show them broadcasting while nobody can tell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_in_progress_ends_when_the_ptt_server_goes_away() {
+    let mut murmur = blocking(|| Murmur::start(&["North"])).await;
+    let port = murmur.port();
+    let cfg = format!(
+        "[[egw.developers]]\ndev_id = \"dev\"\ntoken = \"devtoken\"\n\n{}",
+        ptt_server_toml("a", &murmur, &[("bridge-a", "North")])
+    );
+    let bridge = std::sync::Arc::new(blocking(move || Bridge::start(BIN, &cfg)).await);
+    {
+        let b = bridge.clone();
+        blocking(move || b.wait_health("connected", |h| h["status"] == "ok", T)).await;
+    }
+    let mut c = Client::connect(bridge.addr()).await;
+    c.login("dev", "devtoken").await;
+    c.subscribe(None).await;
+    let mut c = Collector::spawn(c);
+    let alice = blocking(move || {
+        let mut alice = Terminal::connect(port, "alice", Some("North"));
+        alice.play(&fixture("audio/speech.wav"));
+        alice
+    })
+    .await;
+    let alice_id: &'static str = Box::leak(format!("ptt:s{}", alice.session()).into_boxed_str());
+    c.wait_for("alice talks", is_user(20102, alice_id)).await;
+    let mut e = Client::connect(bridge.addr()).await;
+    e.login("dev", "devtoken").await;
+    let talking = e.full_sync(&["default"]).await.remove(0);
+    assert!(
+        Replica::from_sync(&talking).groups["ptt:a:North"][alice_id].contains("audio"),
+        "talking: {talking}"
+    );
+    murmur = blocking(move || {
+        murmur.kill();
+        murmur
+    })
+    .await;
+    c.wait_for("alice stopped", is_user(20103, alice_id)).await;
+    let after = Replica::from_sync(&e.full_sync(&["default"]).await.remove(0));
+    assert!(
+        after
+            .groups
+            .values()
+            .flatten()
+            .all(|(_, media)| media.is_empty()),
+        "nobody broadcasts once the server is gone: {after:?}"
+    );
+    // alice's terminal has exited with the server; dropping them cleans up.
+    blocking(move || drop((alice, murmur))).await;
+}
