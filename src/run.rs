@@ -25,9 +25,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let ptt = PttSide::start(&config, bus.clone(), recorder);
+    let meeting =
+        crate::sides::meeting::Switchboard::new(config.meeting.clone(), bus.clone(), &ptt);
     let state = Arc::new(AppState {
         ptt,
         bus,
+        meeting,
         started: Instant::now(),
         metrics,
     });
