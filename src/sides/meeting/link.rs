@@ -26,7 +26,6 @@ use media::Channels;
 use ptt::client::{Command, OutgoingVoice};
 use rtcpeer::bean::Client;
 use rtcpeer::id::Id;
-use serde_json::json;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
@@ -66,6 +65,17 @@ pub enum Notice {
         /// Text.
         text: String,
     },
+}
+
+/// What a link waits for besides the room's own inputs.
+#[derive(Debug)]
+pub enum LinkInput {
+    /// PTT channel audio.
+    Audio(ChannelAudio),
+    /// A hub event (the channel's text messages are picked out of these).
+    Event(Event),
+    /// The PTT account or the bus went away.
+    Closed,
 }
 
 struct Speaker {
@@ -171,26 +181,22 @@ impl Link {
         })
     }
 
-    /// The next PTT channel audio item (pending forever when none comes).
-    pub async fn next_audio(&mut self) -> Option<ChannelAudio> {
+    /// The next PTT channel audio item or hub event.
+    pub async fn next(&mut self) -> LinkInput {
         loop {
-            match self.audio.recv().await {
-                Ok(a) => return Some(a),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "ptt_lag").increment(n);
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    }
-
-    /// The next hub event (to pick out the channel's text messages).
-    pub async fn next_event(&mut self) -> Option<Event> {
-        loop {
-            match self.events.recv().await {
-                Ok(e) => return Some(e),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
+            tokio::select! {
+                a = self.audio.recv() => match a {
+                    Ok(a) => return LinkInput::Audio(a),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "ptt_lag").increment(n);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return LinkInput::Closed,
+                },
+                e = self.events.recv() => match e {
+                    Ok(e) => return LinkInput::Event(e),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return LinkInput::Closed,
+                },
             }
         }
     }
@@ -313,24 +319,28 @@ impl Link {
     /// The 20 ms tick: PTT → meeting packets (to stamp per listener), and meeting → PTT voice.
     pub fn tick(&mut self, now: Instant, now_us: u64, to_meeting: &mut Vec<OutPacket>) -> Vec<Notice> {
         let mut notices = Vec::new();
-        match self.group.tick(now_us) {
+        let start = to_meeting.len();
+        let route = match self.group.tick(now_us) {
             Ok(out) => {
-                let route = out.route;
-                for p in out.to_listeners {
-                    self.measure(route, p, now);
-                    to_meeting.push(p.clone());
-                }
+                to_meeting.extend(out.to_listeners.iter().cloned());
+                Some(out.route)
             }
             Err(e) => {
                 metrics::counter!("pttbridge_meeting_errors_total", "kind" => "mix").increment(1);
                 warn!(error = %e, "PTT mix tick failed");
+                None
+            }
+        };
+        if let Some(route) = route {
+            for p in &to_meeting[start..] {
+                self.measure(route, p, now);
             }
         }
         self.meeting_to_ptt(now, now_us, &mut notices);
         notices
     }
 
-    fn measure(&mut self, route: Route, p: &OutPacket, now: Instant) {
+    fn measure(&self, route: Route, p: &OutPacket, now: Instant) {
         let label = match route {
             Route::PassThrough(_) => "passthrough",
             _ => "mix",

@@ -57,8 +57,8 @@ pub struct Answered {
 }
 
 /// Accepts `offer` with a host candidate at `local`.
-pub fn answer(offer: &str, local: SocketAddr, now: Instant) -> Result<Answered, OfferError> {
-    let offer = SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Parse(e.to_string()))?;
+pub fn answer(offer_text: &str, local: SocketAddr, now: Instant) -> Result<Answered, OfferError> {
+    let offer = SdpOffer::from_sdp_string(offer_text).map_err(|e| OfferError::Parse(e.to_string()))?;
     let mut rtc = new_rtc(now);
     let cand = Candidate::host(local, "udp").map_err(|e| OfferError::Rejected(e.to_string()))?;
     rtc.add_local_candidate(cand);
@@ -66,22 +66,13 @@ pub fn answer(offer: &str, local: SocketAddr, now: Instant) -> Result<Answered, 
         .sdp_api()
         .accept_offer(offer)
         .map_err(|e| OfferError::Rejected(e.to_string()))?;
-    let text = answer.to_sdp_string();
-    // Find the audio m-line and its direction as the client sees it.
-    let mut found = None;
-    while let Ok(out) = rtc.poll_output() {
-        match out {
-            str0m::Output::Event(str0m::Event::MediaAdded(m)) if m.kind == MediaKind::Audio => {
-                if found.is_none() {
-                    found = Some((m.mid, m.direction));
-                }
-            }
-            str0m::Output::Timeout(_) => break,
-            _ => {}
-        }
-    }
-    let Some((mid, dir)) = found else {
-        return Err(OfferError::NoAudio("none"));
+    let text = fill_rejected_formats(&answer.to_sdp_string(), offer_text);
+    // The first audio m-line of the offer, and our direction on it after the answer.
+    let Some(mid) = audio_mid(offer_text) else {
+        return Err(OfferError::NoAudio("no m=audio with a=mid"));
+    };
+    let Some(dir) = rtc.media(mid).filter(|m| m.kind() == MediaKind::Audio).map(|m| m.direction()) else {
+        return Err(OfferError::NoAudio("audio m-line not accepted"));
     };
     // `dir` is our direction: we receive what the client sends.
     Ok(Answered {
@@ -99,4 +90,47 @@ pub fn pt_for(rtc: &mut Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
     w.payload_params()
         .find(|p| p.spec().codec == codec)
         .map(|p| p.pt())
+}
+
+/// The `a=mid` of the first `m=audio` section.
+fn audio_mid(sdp: &str) -> Option<Mid> {
+    let mut in_audio = false;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            in_audio = m.starts_with("audio ");
+        } else if in_audio && let Some(mid) = line.strip_prefix("a=mid:") {
+            return Some(Mid::from(mid));
+        }
+    }
+    None
+}
+
+/// str0m answers a declined m-line with port 0 and no formats; RFC 3264 (6) still wants the
+/// format list, and some stacks (aiortc) refuse the answer without it: copy the offer's.
+fn fill_rejected_formats(answer: &str, offer: &str) -> String {
+    let offer_formats: Vec<&str> = offer
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("m="))
+        .map(|m| m.splitn(4, ' ').nth(3).unwrap_or(""))
+        .collect();
+    let mut index = 0;
+    let mut out = String::with_capacity(answer.len() + 16);
+    for line in answer.split_inclusive("\r\n") {
+        let body = line.trim_end_matches("\r\n");
+        if let Some(m) = body.strip_prefix("m=") {
+            let parts: Vec<&str> = m.splitn(4, ' ').collect();
+            let empty = parts.get(3).is_none_or(|f| f.trim().is_empty());
+            if parts.len() >= 3 && parts[1] == "0" && empty
+                && let Some(f) = offer_formats.get(index).filter(|f| !f.trim().is_empty())
+            {
+                out.push_str(&format!("m={} 0 {} {}\r\n", parts[0], parts[2], f.trim()));
+                index += 1;
+                continue;
+            }
+            index += 1;
+        }
+        out.push_str(line);
+    }
+    out
 }

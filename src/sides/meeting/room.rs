@@ -30,7 +30,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::link::{Link, Notice};
+use super::link::{Link, LinkInput, Notice};
 use super::peer;
 use super::switchboard::{DialTarget, Outbox, Refusal, Switchboard, push_outbox};
 use crate::hub::EventKind;
@@ -198,16 +198,9 @@ struct RoomActor {
     finished: bool,
 }
 
-async fn link_audio(link: &mut Option<Link>) -> Option<crate::sides::ptt::ChannelAudio> {
+async fn link_next(link: &mut Option<Link>) -> LinkInput {
     match link {
-        Some(l) => l.next_audio().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn link_event(link: &mut Option<Link>) -> Option<crate::hub::Event> {
-    match link {
-        Some(l) => l.next_event().await,
+        Some(l) => l.next().await,
         None => std::future::pending().await,
     }
 }
@@ -228,8 +221,8 @@ impl RoomActor {
                     Some(c) => self.on_cmd(c),
                     None => break,
                 },
-                a = link_audio(&mut self.link) => match a {
-                    Some(a) => {
+                input = link_next(&mut self.link) => match input {
+                    LinkInput::Audio(a) => {
                         let now = Instant::now();
                         let us = self.us(now);
                         if let Some(l) = self.link.as_mut() {
@@ -237,14 +230,12 @@ impl RoomActor {
                             self.notices(notices);
                         }
                     }
-                    None => self.detach_link("PTT account stopped"),
-                },
-                e = link_event(&mut self.link) => {
-                    if let Some(e) = e
-                        && let Some(n) = self.link.as_mut().and_then(|l| l.on_event(&e))
-                    {
-                        self.notices(vec![n]);
+                    LinkInput::Event(e) => {
+                        if let Some(n) = self.link.as_mut().and_then(|l| l.on_event(&e)) {
+                            self.notices(vec![n]);
+                        }
                     }
+                    LinkInput::Closed => self.detach_link("PTT account stopped"),
                 },
                 _ = tick.tick() => self.on_tick(),
             }

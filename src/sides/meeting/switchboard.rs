@@ -69,8 +69,6 @@ struct Registered {
 
 struct LiveCall {
     call: Call,
-    caller_device: Option<String>,
-    callee_device: Option<String>,
 }
 
 /// Everything behind the lock.
@@ -524,11 +522,7 @@ impl Switchboard {
         let callee_busy = st.busy(target) || (dial.is_some() && st.linked.contains_key(&target));
         st.calls.insert(
             id,
-            LiveCall {
-                call,
-                caller_device: p.own_device_type.clone(),
-                callee_device: p.target_device_type.clone(),
-            },
+            LiveCall { call },
         );
         metrics::counter!("pttbridge_meeting_calls_total", "kind" => if dial.is_some() { "dial_in" } else { "relay" }).increment(1);
         self.publish(
@@ -539,8 +533,12 @@ impl Switchboard {
         );
         match dial {
             None => {
+                let device = p
+                    .own_device_type
+                    .clone()
+                    .or_else(|| st.users.get(&me).and_then(|r| r.device_type.clone()));
                 let msg = Push::Invite(push::Invited {
-                    from: push::From { own_user_id: me, own_device_type: p.own_device_type.clone() },
+                    from: push::From { own_user_id: me, own_device_type: device },
                     call_type,
                     room_id: Some(room),
                 });

@@ -56,6 +56,8 @@ impl Participant {
             p.fail(&format!("could not log in: {ready}"));
         }
         p.user = ready["user"].clone();
+        // The registration reply was seen by the peer itself; take it off the queue.
+        p.expect(|e| e["event"] == "ws" && e["msg"]["method"] == "doRegister", REPLY);
         p
     }
 
