@@ -273,7 +273,8 @@ impl Link {
                     inbound,
                     stereo: vec![0; FRAME * 2],
                     mono: vec![0; FRAME],
-                    vad: Vad::new(VadConfig::default()),
+                    // A long hangover keeps one PTT burst across the pauses between phrases.
+                    vad: Vad::new(VadConfig { hangover_frames: 40, ..VadConfig::default() }),
                     level: None,
                     muted: false,
                     voiced: false,
@@ -398,9 +399,13 @@ impl Link {
                 }
                 None => {}
             }
-            if s.vad.is_active() && !s.muted {
+            if !s.muted {
+                // While the room holds the floor every unmuted publisher is heard (word onsets
+                // and the quiet ends of phrases included); the VAD only decides whether to hold it.
                 self.mixer.add(&s.mono);
-                speaking += 1;
+                if s.vad.is_active() {
+                    speaking += 1;
+                }
             }
         }
         if speaking == 0 {
