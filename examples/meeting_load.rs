@@ -29,11 +29,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 const DIAL: i64 = 9001;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn request(ws: &mut Ws, msg: Value) -> Value {
     let (module, method) = (msg["module"].clone(), msg["method"].clone());
-    ws.send(Message::Text(msg.to_string().into())).await.expect("ws send");
+    ws.send(Message::Text(msg.to_string().into()))
+        .await
+        .expect("ws send");
     loop {
         let m = ws.next().await.expect("ws open").expect("ws frame");
         if let Message::Text(t) = m {
@@ -67,7 +70,13 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// One listener: its own socket and Rtc, counting received audio packets.
-async fn listener(mut rtc: Rtc, socket: UdpSocket, received: Arc<AtomicU64>, connected: Arc<AtomicU64>, stop: Arc<AtomicU64>) {
+async fn listener(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    received: Arc<AtomicU64>,
+    connected: Arc<AtomicU64>,
+    stop: Arc<AtomicU64>,
+) {
     let local = socket.local_addr().unwrap();
     let mut buf = vec![0u8; 2000];
     loop {
@@ -91,7 +100,9 @@ async fn listener(mut rtc: Rtc, socket: UdpSocket, received: Arc<AtomicU64>, con
             Ok(Output::Event(_)) => continue,
             Err(_) => return,
         };
-        let wait = timeout.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let wait = timeout
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 if let Ok((n, from)) = r
@@ -109,8 +120,15 @@ async fn listener(mut rtc: Rtc, socket: UdpSocket, received: Arc<AtomicU64>, con
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200);
-    let bin = std::env::current_exe().unwrap().parent().unwrap().join("../pttbridge");
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200);
+    let bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("../pttbridge");
     str0m::crypto::from_feature_flags().install_process_default();
 
     let server = Murmur::start(&["North"]);
@@ -119,18 +137,40 @@ async fn main() {
         ptt_server_toml("local", &server, &[("bridge", "North")])
     );
     let bridge = Bridge::start(&bin, &config);
-    bridge.wait_health("linked to North", |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["channel"] == "North", Duration::from_secs(20));
+    bridge.wait_health(
+        "linked to North",
+        |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["channel"] == "North",
+        Duration::from_secs(20),
+    );
     let addr: SocketAddr = bridge.addr();
     let bridge_pid = bridge.pid();
 
-    let sign: Value = testkit::http::get(addr, "/app/getSign?appId=load&secret=x").unwrap().json();
-    let login: Value = testkit::http::request(addr, "POST", "/app/account",
-        Some(&json!({"method":"dockingLogin","account":"load","sign":sign["data"]}).to_string())).unwrap().json();
+    let sign: Value = testkit::http::get(addr, "/app/getSign?appId=load&secret=x")
+        .unwrap()
+        .json();
+    let login: Value = testkit::http::request(
+        addr,
+        "POST",
+        "/app/account",
+        Some(&json!({"method":"dockingLogin","account":"load","sign":sign["data"]}).to_string()),
+    )
+    .unwrap()
+    .json();
     let me = login["user"]["id"].as_i64().unwrap();
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rtcpeer")).await.expect("ws");
-    request(&mut ws, json!({"module":"call","method":"doRegister","SID":login["SID"],"userId":me})).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rtcpeer"))
+        .await
+        .expect("ws");
+    request(
+        &mut ws,
+        json!({"module":"call","method":"doRegister","SID":login["SID"],"userId":me}),
+    )
+    .await;
     let room = request(&mut ws, json!({"module":"room","method":"newAppRoom","name":"load","numberLimit":200,"roomtype":1,"userId":me})).await["roomId"].as_i64().unwrap();
-    request(&mut ws, json!({"module":"meeting","method":"enter","userId":me,"roomId":room,"roomType":1})).await;
+    request(
+        &mut ws,
+        json!({"module":"meeting","method":"enter","userId":me,"roomId":room,"roomType":1}),
+    )
+    .await;
     request(&mut ws, json!({"module":"call","method":"doInvite","ownUserId":me,"targetUserId":DIAL,"roomId":room})).await;
     push(&mut ws, "doAgree").await;
     request(&mut ws, json!({"module":"call","method":"doEvent","ownUserId":me,"targetUserId":DIAL,"event":"onConnected","roomId":room,"roomType":1})).await;
@@ -141,7 +181,10 @@ async fn main() {
     let t_setup = Instant::now();
     for _ in 0..n {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut rtc = Rtc::builder().clear_codecs().enable_opus(true, false).build(Instant::now());
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .build(Instant::now());
         rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
         let mut api = rtc.sdp_api();
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
@@ -150,12 +193,24 @@ async fn main() {
         assert_eq!(r["result"], 0, "play refused: {r}");
         let answer = SdpAnswer::from_sdp_string(r["sdp"].as_str().unwrap()).unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
-        tokio::spawn(listener(rtc, socket, received.clone(), connected.clone(), stop.clone()));
+        tokio::spawn(listener(
+            rtc,
+            socket,
+            received.clone(),
+            connected.clone(),
+            stop.clone(),
+        ));
     }
-    while (connected.load(Ordering::Relaxed) as usize) < n && t_setup.elapsed() < Duration::from_secs(120) {
+    while (connected.load(Ordering::Relaxed) as usize) < n
+        && t_setup.elapsed() < Duration::from_secs(120)
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("{} of {n} listeners connected in {:.1} s", connected.load(Ordering::Relaxed), t_setup.elapsed().as_secs_f64());
+    println!(
+        "{} of {n} listeners connected in {:.1} s",
+        connected.load(Ordering::Relaxed),
+        t_setup.elapsed().as_secs_f64()
+    );
 
     // The talker: one pymumble terminal repeating speech (continuous, so 50 packets/s expected).
     let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
@@ -165,20 +220,38 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let window = Duration::from_secs(10);
-    let (cpu0, rx0, t0) = (cpu_seconds(bridge_pid), received.load(Ordering::Relaxed), Instant::now());
+    let (cpu0, rx0, t0) = (
+        cpu_seconds(bridge_pid),
+        received.load(Ordering::Relaxed),
+        Instant::now(),
+    );
     tokio::time::sleep(window).await;
-    let (cpu1, rx1, secs) = (cpu_seconds(bridge_pid), received.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
+    let (cpu1, rx1, secs) = (
+        cpu_seconds(bridge_pid),
+        received.load(Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+    );
     stop.store(1, Ordering::Relaxed);
     let cpu = (cpu1 - cpu0) / secs;
     let expected = 50.0 * secs * n as f64;
     let got = (rx1 - rx0) as f64;
-    println!("listeners {n}: bridge CPU {:.1} % of a core, {:.2} µs/s per listener ({:.4} % of a core), {:.0} listeners per core",
-        cpu * 100.0, cpu * 1e6 / n as f64, cpu * 100.0 / n as f64, n as f64 / cpu.max(1e-9));
-    println!("packets: {got:.0} received of {expected:.0} expected at 50/s: loss {:.2} %", (1.0 - got / expected).max(0.0) * 100.0);
+    println!(
+        "listeners {n}: bridge CPU {:.1} % of a core, {:.2} µs/s per listener ({:.4} % of a core), {:.0} listeners per core",
+        cpu * 100.0,
+        cpu * 1e6 / n as f64,
+        cpu * 100.0 / n as f64,
+        n as f64 / cpu.max(1e-9)
+    );
+    println!(
+        "packets: {got:.0} received of {expected:.0} expected at 50/s: loss {:.2} %",
+        (1.0 - got / expected).max(0.0) * 100.0
+    );
     let lat = bridge.get("/metrics").body;
-    for l in lat.lines().filter(|l| l.starts_with("pttbridge_meeting_bridge_latency_seconds")) {
+    for l in lat
+        .lines()
+        .filter(|l| l.starts_with("pttbridge_meeting_bridge_latency_seconds"))
+    {
         println!("{l}");
     }
     drop(alice);
 }
-

@@ -53,7 +53,11 @@ policy = "ignore"
 }
 
 fn start(server: &Murmur) -> Bridge {
-    let config = format!("{}\n{}", ptt_server_toml("local", server, &[("bridge", "North")]), meeting_toml());
+    let config = format!(
+        "{}\n{}",
+        ptt_server_toml("local", server, &[("bridge", "North")]),
+        meeting_toml()
+    );
     let bridge = Bridge::start(BIN, &config);
     bridge.wait_health(
         "connected in North",
@@ -70,7 +74,9 @@ fn new_room(p: &mut Participant) -> i64 {
 }
 
 fn enter(p: &mut Participant, room: i64) -> Value {
-    let r = p.request(json!({"module":"meeting","method":"enter","userId":p.id(),"roomId":room,"roomType":1}));
+    let r = p.request(
+        json!({"module":"meeting","method":"enter","userId":p.id(),"roomId":room,"roomType":1}),
+    );
     assert_eq!(r["result"], 0, "{r}");
     r
 }
@@ -94,12 +100,18 @@ fn dial_north(p: &mut Participant) -> i64 {
     assert_eq!(ringing["event"], "onRinging");
     let agreed = p.push("doAgree", from(NORTH), T);
     assert_eq!(agreed["roomId"], room);
-    let r = p.request(json!({"module":"call","method":"doEvent","ownUserId":p.id(),"targetUserId":NORTH,
-        "event":"onConnected","roomId":room,"roomType":1}));
+    let r = p.request(
+        json!({"module":"call","method":"doEvent","ownUserId":p.id(),"targetUserId":NORTH,
+        "event":"onConnected","roomId":room,"roomType":1}),
+    );
     assert_eq!(r["result"], 0, "{r}");
     let entered = p.push("EnterRoom", |m| m["client"]["id"] == NORTH, T);
     assert_eq!(entered["client"]["mode"], "ptt");
-    p.push("onPublished", |m| m["client"]["id"] == NORTH && m["published"] == true, T);
+    p.push(
+        "onPublished",
+        |m| m["client"]["id"] == NORTH && m["published"] == true,
+        T,
+    );
     room
 }
 
@@ -115,7 +127,10 @@ fn dial_in_call_flow_and_audio_both_ways() {
     let room = dial_north(&mut carol);
     for kind in ["call.ringing", "call.answered", "link.up"] {
         events
-            .try_expect(|e| e["type"] == kind && e["group_id"] == format!("meeting:{room}"), T)
+            .try_expect(
+                |e| e["type"] == kind && e["group_id"] == format!("meeting:{room}"),
+                T,
+            )
             .unwrap_or_else(|| panic!("no {kind} event"));
     }
 
@@ -124,12 +139,22 @@ fn dial_in_call_flow_and_audio_both_ways() {
     carol.expect(|e| e["event"] == "published", T);
     carol.cmd(json!({"cmd":"play","client":NORTH}));
     carol.expect(|e| e["event"] == "playing", T);
-    carol.expect(|e| e["event"] == "pc_state" && e["pc"] == format!("play:{NORTH}") && e["state"] == "connected", T);
+    carol.expect(
+        |e| {
+            e["event"] == "pc_state"
+                && e["pc"] == format!("play:{NORTH}")
+                && e["state"] == "connected"
+        },
+        T,
+    );
     carol.cmd(json!({"cmd":"record_start"}));
     carol.expect(|e| e["event"] == "ack", T);
     alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
     let talking = carol.push("memberTalking", |m| m["talking"] == true, T);
-    assert_eq!(talking["member"]["name"], "alice", "memberTalking names the PTT talker: {talking}");
+    assert_eq!(
+        talking["member"]["name"], "alice",
+        "memberTalking names the PTT talker: {talking}"
+    );
     std::thread::sleep(Duration::from_millis(800));
     let dir = tempfile::tempdir().unwrap();
     let heard = dir.path().join("carol.wav");
@@ -150,24 +175,41 @@ fn dial_in_call_flow_and_audio_both_ways() {
     println!("meeting → PTT: {cmp}");
     cmp.assert_matches(0.85, 0.1);
     events
-        .try_expect(|e| e["type"] == "talk.started" && e["party"]["side"] == "meeting", T)
+        .try_expect(
+            |e| e["type"] == "talk.started" && e["party"]["side"] == "meeting",
+            T,
+        )
         .expect("talk.started for the meeting speaker");
 
     // Chat both ways.
     let r = carol.request(json!({"module":"meeting","method":"chat","content":"hello North"}));
     assert_eq!(r["result"], 0);
-    alice.expect(|e| e["event"] == "text" && e["message"].as_str().is_some_and(|m| m.ends_with("hello North")), T);
+    alice.expect(
+        |e| {
+            e["event"] == "text"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with("hello North"))
+        },
+        T,
+    );
     alice.text("hello meeting");
     let chat = carol.push("onChat", |m| m["content"] == "hello meeting", T);
     assert_eq!(chat["client"]["name"], "alice");
 
     // Hang-up from the meeting side tears the link down.
-    let r = carol.request(json!({"module":"call","method":"cancel","ownUserId":carol.id(),"targetUserId":NORTH}));
+    let r = carol.request(
+        json!({"module":"call","method":"cancel","ownUserId":carol.id(),"targetUserId":NORTH}),
+    );
     assert_eq!(r["result"], 0, "{r}");
     carol.push("ExitRoom", |m| m["client"]["id"] == NORTH, T);
-    let down = events.try_expect(|e| e["type"] == "link.down", T).expect("link.down");
+    let down = events
+        .try_expect(|e| e["type"] == "link.down", T)
+        .expect("link.down");
     assert_eq!(down["group_id"], format!("meeting:{room}"));
-    let ended = events.try_expect(|e| e["type"] == "call.ended", T).expect("call.ended");
+    let ended = events
+        .try_expect(|e| e["type"] == "call.ended", T)
+        .expect("call.ended");
     assert_eq!(ended["detail"]["reason"], "hangup");
     assert!(bridge.metric("pttbridge_meeting_rtp_total", &[("direction", "out")]) > 100.0);
 }
@@ -183,29 +225,45 @@ fn reject_busy_no_answer_and_cancel() {
 
     assert_eq!(invite(&mut carol, REJECTS, room)["result"], 0);
     carol.push("reject", from(REJECTS), T);
-    let e = events.try_expect(|e| e["type"] == "call.ended", T).expect("ended");
+    let e = events
+        .try_expect(|e| e["type"] == "call.ended", T)
+        .expect("ended");
     assert_eq!(e["detail"]["reason"], "rejected");
 
     assert_eq!(invite(&mut carol, BUSY, room)["result"], 0);
     let busy = carol.push("doEvent", from(BUSY), T);
     assert_eq!(busy["event"], "onBusy");
-    let e = events.try_expect(|e| e["type"] == "call.ended", T).expect("ended");
+    let e = events
+        .try_expect(|e| e["type"] == "call.ended", T)
+        .expect("ended");
     assert_eq!(e["detail"]["reason"], "busy");
 
     assert_eq!(invite(&mut carol, NEVER_ANSWERS, room)["result"], 0);
-    assert_eq!(carol.push("doEvent", from(NEVER_ANSWERS), T)["event"], "onRinging");
+    assert_eq!(
+        carol.push("doEvent", from(NEVER_ANSWERS), T)["event"],
+        "onRinging"
+    );
     let timeout = carol.push("reject", from(NEVER_ANSWERS), Duration::from_secs(6));
     assert_eq!(timeout["reason"], "noAnswer");
-    let e = events.try_expect(|e| e["type"] == "call.ended", T).expect("ended");
+    let e = events
+        .try_expect(|e| e["type"] == "call.ended", T)
+        .expect("ended");
     assert_eq!(e["detail"]["reason"], "no_answer");
 
     assert_eq!(invite(&mut carol, NEVER_ANSWERS, room)["result"], 0);
     carol.push("doEvent", from(NEVER_ANSWERS), T);
     let r = carol.request(json!({"module":"call","method":"cancel","ownUserId":carol.id(),"targetUserId":NEVER_ANSWERS}));
     assert_eq!(r["result"], 0, "{r}");
-    let e = events.try_expect(|e| e["type"] == "call.ended", T).expect("ended");
+    let e = events
+        .try_expect(|e| e["type"] == "call.ended", T)
+        .expect("ended");
     assert_eq!(e["detail"]["reason"], "cancelled");
-    assert!(carol.try_push("reject", from(NEVER_ANSWERS), Duration::from_secs(4)).is_none(), "a cancelled call does not time out later");
+    assert!(
+        carol
+            .try_push("reject", from(NEVER_ANSWERS), Duration::from_secs(4))
+            .is_none(),
+        "a cancelled call does not time out later"
+    );
 
     // Busy because the channel is already linked into another room.
     let mut dave = Participant::join(bridge.addr(), "dave");
@@ -226,14 +284,24 @@ fn bad_input_gets_protocol_errors_and_the_connection_stays() {
     assert_eq!(r["result"], 400, "{r}");
     assert!(r["message"].as_str().unwrap().contains("malformed JSON"));
     let r = carol.raw(r#"{"module":"call","method":"teleport","ownUserId":1}"#);
-    assert_eq!((r["result"].as_i64(), r["module"].as_str(), r["method"].as_str()), (Some(404), Some("call"), Some("teleport")));
+    assert_eq!(
+        (
+            r["result"].as_i64(),
+            r["module"].as_str(),
+            r["method"].as_str()
+        ),
+        (Some(404), Some("call"), Some("teleport"))
+    );
     let r = carol.raw(r#"{"module":"nope","method":"x"}"#);
     assert_eq!(r["result"], 404);
     let r = carol.raw(r#"{"method":"doInvite"}"#);
     assert_eq!(r["result"], 400);
     let r = carol.raw(r#"{"module":"call","method":"doInvite","ownUserId":1}"#);
     assert_eq!(r["result"], 422, "{r}");
-    assert!(r["message"].as_str().unwrap().contains("missing field"), "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("missing field"),
+        "{r}"
+    );
 
     let room = new_room(&mut carol);
     let r = invite(&mut carol, 424242, room);
@@ -253,9 +321,15 @@ fn bad_input_gets_protocol_errors_and_the_connection_stays() {
 
     // Still up, still served: a real offer is answered after all that.
     carol.cmd(json!({"cmd":"publish"}));
-    let p = carol.expect(|e| e["event"] == "published" || e["event"] == "publish_failed", T);
+    let p = carol.expect(
+        |e| e["event"] == "published" || e["event"] == "publish_failed",
+        T,
+    );
     assert_eq!(p["event"], "published", "{p}");
-    carol.expect(|e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected", T);
+    carol.expect(
+        |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
+        T,
+    );
     assert!(bridge.metric("pttbridge_meeting_errors_total", &[]) >= 8.0);
     // An unregistered connection is refused politely too.
     assert_eq!(bridge.health()["status"], "ok");

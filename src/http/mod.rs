@@ -51,8 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     if state.meeting.config.enabled {
         r = r.merge(crate::sides::meeting::routes(state.meeting.clone()));
     }
-    r
-        .route("/healthz", get(healthz))
+    r.route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/events", get(events::stream))
         .with_state(state)

@@ -43,7 +43,9 @@ const FIRST_USER_ID: Id = 1001;
 fn token() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..16).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+    (0..16)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
 }
 
 impl Accounts {
@@ -130,9 +132,13 @@ pub async fn get_sign(
     };
     let apps = &sb.config.apps;
     // No apps configured: an open embedded deployment, any app may sign.
-    let known = apps.is_empty() || apps.iter().any(|a| a.app_id == app_id && a.secret == secret);
+    let known = apps.is_empty()
+        || apps
+            .iter()
+            .any(|a| a.app_id == app_id && a.secret == secret);
     if !known {
-        metrics::counter!("pttbridge_meeting_errors_total", "kind" => "bad_app_secret").increment(1);
+        metrics::counter!("pttbridge_meeting_errors_total", "kind" => "bad_app_secret")
+            .increment(1);
         return Json(GetSign {
             code: 401,
             data: None,
@@ -189,13 +195,12 @@ pub async fn account(
     };
     let account = text("account").unwrap_or_default();
     let dial = sb.dial_ids();
-    let login = sb.state().accounts.login(
-        &sign,
-        &account,
-        text("userName"),
-        text("avatar"),
-        |id| dial.contains(&id),
-    );
+    let login =
+        sb.state()
+            .accounts
+            .login(&sign, &account, text("userName"), text("avatar"), |id| {
+                dial.contains(&id)
+            });
     match login {
         Ok((sid, session)) => Json(DockingLogin {
             result: 0,
@@ -215,7 +220,10 @@ pub async fn account(
 }
 
 fn form_fields(body: &str) -> Map<String, Value> {
-    form_pairs(body).into_iter().map(|(k, v)| (k, Value::String(v))).collect()
+    form_pairs(body)
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect()
 }
 
 /// `application/x-www-form-urlencoded` → pairs (`+` is a space, `%XX` escapes).
@@ -258,7 +266,8 @@ mod tests {
 
     #[test]
     fn form_decoding() {
-        let f = form_fields("method=dockingLogin&account=a%20b&userName=%E5%90%8D+x&bad=%zz&end=%4");
+        let f =
+            form_fields("method=dockingLogin&account=a%20b&userName=%E5%90%8D+x&bad=%zz&end=%4");
         assert_eq!(f["account"], "a b");
         assert_eq!(f["userName"], "名 x");
         assert_eq!(f["bad"], "%zz");
@@ -268,10 +277,19 @@ mod tests {
     #[test]
     fn login_needs_an_issued_sign_and_keeps_ids_stable() {
         let mut a = Accounts::default();
-        assert_eq!(a.login("nope", "x", None, None, |_| false).unwrap_err().0, 2);
+        assert_eq!(
+            a.login("nope", "x", None, None, |_| false).unwrap_err().0,
+            2
+        );
         let s = a.sign("app");
-        let (sid, first) = a.login(&s, "alice", None, None, |id| id == FIRST_USER_ID).unwrap();
-        assert_eq!(first.user.id, Some(FIRST_USER_ID + 1), "reserved ids are skipped");
+        let (sid, first) = a
+            .login(&s, "alice", None, None, |id| id == FIRST_USER_ID)
+            .unwrap();
+        assert_eq!(
+            first.user.id,
+            Some(FIRST_USER_ID + 1),
+            "reserved ids are skipped"
+        );
         let (_, again) = a.login(&s, "alice", None, None, |_| false).unwrap();
         assert_eq!(again.user.id, first.user.id);
         assert!(a.session(&sid).is_some());

@@ -147,7 +147,10 @@ impl MeetingConfig {
                 return Err(invalid(key("user_id"), "must be positive".into()));
             }
             if !ids.insert(d.user_id) {
-                return Err(invalid(key("user_id"), format!("duplicate id {}", d.user_id)));
+                return Err(invalid(
+                    key("user_id"),
+                    format!("duplicate id {}", d.user_id),
+                ));
             }
             let found = config
                 .ptt
@@ -166,7 +169,10 @@ impl MeetingConfig {
         if let Some(base) = self.number_base
             && base <= 0
         {
-            return Err(invalid("meeting.number_base".into(), "must be positive".into()));
+            return Err(invalid(
+                "meeting.number_base".into(),
+                "must be positive".into(),
+            ));
         }
         for (i, u) in self.upstream.iter().enumerate() {
             if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {

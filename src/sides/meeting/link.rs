@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
+use media::Channels;
 use media::group::{GroupConfig, MixGroup, OutPacket};
 use media::inbound::{FRAME, FrameKind, InboundStream};
 use media::jitter::JitterConfig;
@@ -22,7 +23,6 @@ use media::mixer::Mixer;
 use media::opus::{Application, Encoder};
 use media::passthrough::{Route, Source};
 use media::vad::{AudioLevel, Vad, VadConfig, VadEvent};
-use media::Channels;
 use ptt::client::{Command, OutgoingVoice};
 use rtcpeer::bean::Client;
 use rtcpeer::id::Id;
@@ -126,16 +126,30 @@ pub struct Link {
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Link").field("dial", &self.dial).field("holding", &self.holding).finish_non_exhaustive()
+        f.debug_struct("Link")
+            .field("dial", &self.dial)
+            .field("holding", &self.holding)
+            .finish_non_exhaustive()
     }
 }
 
 impl Link {
     /// A link for `target` in `room`, called by `caller`.
-    pub fn new(target: &DialTarget, caller: Id, room: Id, bus: &crate::hub::EventBus) -> media::Result<Self> {
+    pub fn new(
+        target: &DialTarget,
+        caller: Id,
+        room: Id,
+        bus: &crate::hub::EventBus,
+    ) -> media::Result<Self> {
         let account = target.account.clone();
         let path = account.channel_path().unwrap_or_default();
-        let name = target.name.clone().unwrap_or_else(|| if path.is_empty() { account.username.clone() } else { path.clone() });
+        let name = target.name.clone().unwrap_or_else(|| {
+            if path.is_empty() {
+                account.username.clone()
+            } else {
+                path.clone()
+            }
+        });
         let mut extra = serde_json::Map::new();
         extra.insert("pttChannel".into(), path.clone().into());
         let client = Client {
@@ -206,11 +220,15 @@ impl Link {
         if ev.kind != EventKind::MessageText || ev.group_id != self.ptt_group {
             return None;
         }
-        if ev.detail["to_account"] != self.account.username.as_str() || ev.detail["private"] == true {
+        if ev.detail["to_account"] != self.account.username.as_str() || ev.detail["private"] == true
+        {
             return None;
         }
         let text = ev.detail["text"].as_str()?.to_owned();
-        Some(Notice::Text { from: ev.party.clone(), text })
+        Some(Notice::Text {
+            from: ev.party.clone(),
+            text,
+        })
     }
 
     /// PTT channel audio.
@@ -221,24 +239,37 @@ impl Link {
                 if let Err(e) = self.group.add_talker(session) {
                     warn!(error = %e, "PTT talker not mixed");
                 }
-                match self.floor.request(party.clone(), self.ptt_level, false, now) {
+                match self
+                    .floor
+                    .request(party.clone(), self.ptt_level, false, now)
+                {
                     Decision::Preempted { .. } => {
                         // The PTT user outranks the meeting: stop sending, the meeting asks again.
                         self.stop_sending();
                     }
-                    Decision::Denied { .. } => debug!(talker = %party.name, "PTT user talks over the meeting"),
+                    Decision::Denied { .. } => {
+                        debug!(talker = %party.name, "PTT user talks over the meeting")
+                    }
                     _ => {}
                 }
                 self.talkers.insert(session, party.clone());
-                out.push(Notice::PttTalking { party, talking: true });
+                out.push(Notice::PttTalking {
+                    party,
+                    talking: true,
+                });
             }
-            ChannelAudio::Voice { session, sequence, opus } => {
+            ChannelAudio::Voice {
+                session,
+                sequence,
+                opus,
+            } => {
                 if !self.talkers.contains_key(&session) {
                     // Voice before TalkStarted (joined mid-burst): mix it all the same.
                     let _ = self.group.add_talker(session);
                 }
                 let ts = (sequence.wrapping_mul(480)) as u32;
-                metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "ptt_in").increment(1);
+                metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "ptt_in")
+                    .increment(1);
                 if self.arrivals.len() == MAX_ARRIVALS {
                     self.arrivals.pop_front();
                 }
@@ -255,18 +286,29 @@ impl Link {
                     self.denied = false;
                     out.push(Notice::FloorGranted);
                 }
-                out.push(Notice::PttTalking { party, talking: false });
+                out.push(Notice::PttTalking {
+                    party,
+                    talking: false,
+                });
             }
         }
         out
     }
 
     /// One RTP packet from a meeting publisher.
-    pub fn meeting_packet(&mut self, client: Id, ts: u32, payload: Bytes, level: Option<i8>, now_us: u64) {
+    pub fn meeting_packet(
+        &mut self,
+        client: Id,
+        ts: u32,
+        payload: Bytes,
+        level: Option<i8>,
+        now_us: u64,
+    ) {
         let speaker = match self.speakers.get_mut(&client) {
             Some(s) => s,
             None => {
-                let Ok(inbound) = InboundStream::new(JitterConfig::default(), Channels::Stereo) else {
+                let Ok(inbound) = InboundStream::new(JitterConfig::default(), Channels::Stereo)
+                else {
                     return;
                 };
                 self.speakers.entry(client).or_insert(Speaker {
@@ -274,7 +316,10 @@ impl Link {
                     stereo: vec![0; FRAME * 2],
                     mono: vec![0; FRAME],
                     // A long hangover keeps one PTT burst across the pauses between phrases.
-                    vad: Vad::new(VadConfig { hangover_frames: 40, ..VadConfig::default() }),
+                    vad: Vad::new(VadConfig {
+                        hangover_frames: 40,
+                        ..VadConfig::default()
+                    }),
                     level: None,
                     muted: false,
                     voiced: false,
@@ -301,7 +346,10 @@ impl Link {
         if let Some(s) = self.speakers.remove(&client)
             && s.voiced
         {
-            out.push(Notice::MeetingTalking { client, talking: false });
+            out.push(Notice::MeetingTalking {
+                client,
+                talking: false,
+            });
         }
         out
     }
@@ -312,13 +360,21 @@ impl Link {
         // The command queue is bounded and async; chat must not hold up the room's media.
         tokio::spawn(async move {
             let _ = client
-                .command(Command::ChannelText { channel: None, message: text })
+                .command(Command::ChannelText {
+                    channel: None,
+                    message: text,
+                })
                 .await;
         });
     }
 
     /// The 20 ms tick: PTT → meeting packets (to stamp per listener), and meeting → PTT voice.
-    pub fn tick(&mut self, now: Instant, now_us: u64, to_meeting: &mut Vec<OutPacket>) -> Vec<Notice> {
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        now_us: u64,
+        to_meeting: &mut Vec<OutPacket>,
+    ) -> Vec<Notice> {
         let mut notices = Vec::new();
         let start = to_meeting.len();
         let route = match self.group.tick(now_us) {
@@ -349,13 +405,20 @@ impl Link {
         // Pass-through: the packet's own arrival. Mix: the newest arrival whose audio is in it
         // (each talker's packet played this tick arrived one jitter depth ago at least).
         let arrived = match p.source {
-            Source::Talker(s) => self.arrivals.iter().find(|(ss, ts, _)| *ss == s && *ts == p.src_ts).map(|a| a.2),
+            Source::Talker(s) => self
+                .arrivals
+                .iter()
+                .find(|(ss, ts, _)| *ss == s && *ts == p.src_ts)
+                .map(|a| a.2),
             Source::Mix => {
                 let mut newest: Option<Instant> = None;
                 for s in self.talkers.keys() {
                     if let Some(popped) = self.group.popped(*s)
                         && let Some(last) = popped.last()
-                        && let Some(a) = self.arrivals.iter().find(|(ss, ts, _)| ss == s && *ts == last.ts)
+                        && let Some(a) = self
+                            .arrivals
+                            .iter()
+                            .find(|(ss, ts, _)| ss == s && *ts == last.ts)
                     {
                         newest = Some(newest.map_or(a.2, |n: Instant| n.max(a.2)));
                     }
@@ -373,7 +436,10 @@ impl Link {
         self.mixer.clear();
         let mut speaking = 0;
         for (id, s) in &mut self.speakers {
-            let kind = s.inbound.pull(now_us, &mut s.stereo).unwrap_or(FrameKind::Silence);
+            let kind = s
+                .inbound
+                .pull(now_us, &mut s.stereo)
+                .unwrap_or(FrameKind::Silence);
             if kind != FrameKind::Silence {
                 media::pcm::stereo_to_mono(&s.stereo, &mut s.mono);
             } else {
@@ -391,11 +457,17 @@ impl Link {
             match ev {
                 Some(VadEvent::Started) => {
                     s.voiced = true;
-                    notices.push(Notice::MeetingTalking { client: *id, talking: true });
+                    notices.push(Notice::MeetingTalking {
+                        client: *id,
+                        talking: true,
+                    });
                 }
                 Some(VadEvent::Stopped) => {
                     s.voiced = false;
-                    notices.push(Notice::MeetingTalking { client: *id, talking: false });
+                    notices.push(Notice::MeetingTalking {
+                        client: *id,
+                        talking: false,
+                    });
                 }
                 None => {}
             }
@@ -420,7 +492,10 @@ impl Link {
             return;
         }
         if !self.holding {
-            match self.floor.request(self.meeting_party.clone(), self.meeting_level, true, now) {
+            match self
+                .floor
+                .request(self.meeting_party.clone(), self.meeting_level, true, now)
+            {
                 d if d.is_granted() => {
                     self.holding = true;
                     self.denied = false;
@@ -434,7 +509,11 @@ impl Link {
                 }
                 Decision::Queued { .. } => {
                     if !self.denied {
-                        let holder = self.floor.holder().map(|h| h.party.clone()).unwrap_or_else(|| self.meeting_party.clone());
+                        let holder = self
+                            .floor
+                            .holder()
+                            .map(|h| h.party.clone())
+                            .unwrap_or_else(|| self.meeting_party.clone());
                         notices.push(Notice::FloorDenied { holder });
                     }
                     self.denied = true;
@@ -453,13 +532,19 @@ impl Link {
     }
 
     fn send_voice(&mut self, opus: Bytes, terminator: bool) {
-        let ok = self.account.client.send_voice(OutgoingVoice { opus, frames_10ms: 2, terminator, target: 0 });
+        let ok = self.account.client.send_voice(OutgoingVoice {
+            opus,
+            frames_10ms: 2,
+            terminator,
+            target: 0,
+        });
         if ok {
             self.voice_out += 1;
             metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "ptt_out").increment(1);
         } else {
             self.voice_dropped += 1;
-            metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "ptt_queue_full").increment(1);
+            metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "ptt_queue_full")
+                .increment(1);
         }
     }
 

@@ -58,7 +58,8 @@ pub struct Answered {
 
 /// Accepts `offer` with a host candidate at `local`.
 pub fn answer(offer_text: &str, local: SocketAddr, now: Instant) -> Result<Answered, OfferError> {
-    let offer = SdpOffer::from_sdp_string(offer_text).map_err(|e| OfferError::Parse(e.to_string()))?;
+    let offer =
+        SdpOffer::from_sdp_string(offer_text).map_err(|e| OfferError::Parse(e.to_string()))?;
     let mut rtc = new_rtc(now);
     let cand = Candidate::host(local, "udp").map_err(|e| OfferError::Rejected(e.to_string()))?;
     rtc.add_local_candidate(cand);
@@ -71,7 +72,11 @@ pub fn answer(offer_text: &str, local: SocketAddr, now: Instant) -> Result<Answe
     let Some(mid) = audio_mid(offer_text) else {
         return Err(OfferError::NoAudio("no m=audio with a=mid"));
     };
-    let Some(dir) = rtc.media(mid).filter(|m| m.kind() == MediaKind::Audio).map(|m| m.direction()) else {
+    let Some(dir) = rtc
+        .media(mid)
+        .filter(|m| m.kind() == MediaKind::Audio)
+        .map(|m| m.direction())
+    else {
         return Err(OfferError::NoAudio("audio m-line not accepted"));
     };
     // `dir` is our direction: we receive what the client sends.
@@ -121,7 +126,9 @@ fn fill_rejected_formats(answer: &str, offer: &str) -> String {
         if let Some(m) = body.strip_prefix("m=") {
             let parts: Vec<&str> = m.splitn(4, ' ').collect();
             let empty = parts.get(3).is_none_or(|f| f.trim().is_empty());
-            if parts.len() >= 3 && parts[1] == "0" && empty
+            if parts.len() >= 3
+                && parts[1] == "0"
+                && empty
                 && let Some(f) = offer_formats.get(index).filter(|f| !f.trim().is_empty())
             {
                 out.push_str(&format!("m={} 0 {} {}\r\n", parts[0], parts[2], f.trim()));

@@ -93,9 +93,9 @@ impl RoomHandle {
         self.tx.send(cmd).await
     }
 
-    /// Sends a command if the queue has room.
-    pub fn try_send(&self, cmd: RoomCmd) -> Result<(), mpsc::error::TrySendError<RoomCmd>> {
-        self.tx.try_send(cmd)
+    /// Sends a command if the queue has room; false when it was full or the room is gone.
+    pub fn try_send(&self, cmd: RoomCmd) -> bool {
+        self.tx.try_send(cmd).is_ok()
     }
 }
 
@@ -131,7 +131,11 @@ pub fn spawn(sb: Arc<Switchboard>, info: Room) -> std::io::Result<RoomHandle> {
         empty_since: Some(Instant::now()),
         finished: false,
     };
-    tokio::spawn(actor.run(rx).instrument(info_span!("room", room = id, port = local.port())));
+    tokio::spawn(
+        actor
+            .run(rx)
+            .instrument(info_span!("room", room = id, port = local.port())),
+    );
     Ok(RoomHandle { tx })
 }
 
@@ -143,7 +147,11 @@ struct Member {
 
 enum Kind {
     Publish,
-    Play { source: Id, clock: OutboundClock, ext: Unwrap },
+    Play {
+        source: Id,
+        clock: OutboundClock,
+        ext: Unwrap,
+    },
 }
 
 /// Extends 32-bit RTP timestamps to 64 bits (str0m takes a monotonic media time).
@@ -285,16 +293,30 @@ impl RoomActor {
     fn on_datagram(&mut self, data: &[u8], from: SocketAddr) {
         let now = Instant::now();
         let Ok(contents) = data.try_into() else {
-            metrics::counter!("pttbridge_meeting_errors_total", "kind" => "garbage_datagram").increment(1);
+            metrics::counter!("pttbridge_meeting_errors_total", "kind" => "garbage_datagram")
+                .increment(1);
             return;
         };
-        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source: from, destination: self.local, contents });
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: from,
+                destination: self.local,
+                contents,
+            },
+        );
         let pid = match self.by_addr.get(&from) {
             Some(p) if self.peers.contains_key(p) => Some(*p),
-            _ => self.peers.iter().find(|(_, p)| !p.dead && p.rtc.accepts(&input)).map(|(id, _)| *id),
+            _ => self
+                .peers
+                .iter()
+                .find(|(_, p)| !p.dead && p.rtc.accepts(&input))
+                .map(|(id, _)| *id),
         };
         let Some(pid) = pid else {
-            metrics::counter!("pttbridge_meeting_errors_total", "kind" => "unknown_datagram").increment(1);
+            metrics::counter!("pttbridge_meeting_errors_total", "kind" => "unknown_datagram")
+                .increment(1);
             return;
         };
         self.by_addr.insert(from, pid);
@@ -308,7 +330,9 @@ impl RoomActor {
 
     /// Sends what a peer wants sent and queues its events.
     fn drain(&mut self, pid: u64) {
-        let Some(peer) = self.peers.get_mut(&pid) else { return };
+        let Some(peer) = self.peers.get_mut(&pid) else {
+            return;
+        };
         loop {
             match peer.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
@@ -351,7 +375,9 @@ impl RoomActor {
     fn on_peer_event(&mut self, pid: u64, ev: Event) {
         match ev {
             Event::Connected => {
-                let Some(p) = self.peers.get_mut(&pid) else { return };
+                let Some(p) = self.peers.get_mut(&pid) else {
+                    return;
+                };
                 p.connected = true;
                 let owner = p.owner;
                 let publish = matches!(p.kind, Kind::Publish);
@@ -373,7 +399,9 @@ impl RoomActor {
                 }
             }
             Event::MediaData(d) => {
-                let Some(p) = self.peers.get(&pid) else { return };
+                let Some(p) = self.peers.get(&pid) else {
+                    return;
+                };
                 if !matches!(p.kind, Kind::Publish) {
                     return;
                 }
@@ -381,18 +409,25 @@ impl RoomActor {
                 metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "in").increment(1);
                 if d.params.spec().codec != Codec::Opus {
                     // G.711 publishers are not forwarded or bridged yet.
-                    metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "codec").increment(1);
+                    metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "codec")
+                        .increment(1);
                     return;
                 }
                 let ts = d.time.rebase(Frequency::FORTY_EIGHT_KHZ).numer() as u32;
                 let payload = Bytes::copy_from_slice(&d.data);
-                let samples = media::opus_toc::parse(&payload).map_or(960, |i| i.samples_at(48_000));
+                let samples =
+                    media::opus_toc::parse(&payload).map_or(960, |i| i.samples_at(48_000));
                 let now = Instant::now();
                 let now_us = self.us(now);
                 if let Some(l) = self.link.as_mut() {
                     l.meeting_packet(owner, ts, payload.clone(), d.ext_vals.audio_level, now_us);
                 }
-                let pkt = OutPacket { source: Source::Talker(owner as u32), src_ts: ts, samples, payload };
+                let pkt = OutPacket {
+                    source: Source::Talker(owner as u32),
+                    src_ts: ts,
+                    samples,
+                    payload,
+                };
                 self.forward(owner, &pkt, now, now_us);
             }
             _ => {}
@@ -404,23 +439,38 @@ impl RoomActor {
         let targets: Vec<u64> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.connected && !p.dead && matches!(p.kind, Kind::Play { source: s, .. } if s == source))
+            .filter(|(_, p)| {
+                p.connected
+                    && !p.dead
+                    && matches!(p.kind, Kind::Play { source: s, .. } if s == source)
+            })
             .map(|(id, _)| *id)
             .collect();
         for pid in targets {
-            let Some(p) = self.peers.get_mut(&pid) else { continue };
-            let Kind::Play { clock, ext, .. } = &mut p.kind else { continue };
+            let Some(p) = self.peers.get_mut(&pid) else {
+                continue;
+            };
+            let Kind::Play { clock, ext, .. } = &mut p.kind else {
+                continue;
+            };
             let Some(pt) = p.pt else { continue };
             let h = clock.stamp(pkt.source, pkt.src_ts, pkt.samples, now_us);
             let t = ext.extend(h.timestamp);
-            let Some(w) = p.rtc.writer(p.mid) else { continue };
-            let res = w
-                .start_of_talkspurt(h.marker)
-                .write(pt, now, MediaTime::new(t, Frequency::FORTY_EIGHT_KHZ), &pkt.payload[..]);
+            let Some(w) = p.rtc.writer(p.mid) else {
+                continue;
+            };
+            let res = w.start_of_talkspurt(h.marker).write(
+                pt,
+                now,
+                MediaTime::new(t, Frequency::FORTY_EIGHT_KHZ),
+                &pkt.payload[..],
+            );
             match res {
-                Ok(()) => metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "out").increment(1),
+                Ok(()) => metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "out")
+                    .increment(1),
                 Err(e) => {
-                    metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "write").increment(1);
+                    metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "write")
+                        .increment(1);
                     debug!(peer = pid, error = %e, "write failed");
                 }
             }
@@ -430,7 +480,12 @@ impl RoomActor {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
-        let due: Vec<u64> = self.peers.iter().filter(|(_, p)| p.timeout <= now).map(|(id, _)| *id).collect();
+        let due: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
         for pid in due {
             if let Some(p) = self.peers.get_mut(&pid) {
                 if !p.connected && now.duration_since(p.created) > CONNECT_TIMEOUT {
@@ -447,7 +502,11 @@ impl RoomActor {
             let us = self.us(now);
             let mut out = std::mem::take(&mut self.out);
             out.clear();
-            let notices = self.link.as_mut().map(|l| l.tick(now, us, &mut out)).unwrap_or_default();
+            let notices = self
+                .link
+                .as_mut()
+                .map(|l| l.tick(now, us, &mut out))
+                .unwrap_or_default();
             let dial = self.link.as_ref().map(|l| l.dial).unwrap_or_default();
             for pkt in &out {
                 self.forward(dial, pkt, now, us);
@@ -457,22 +516,36 @@ impl RoomActor {
         }
     }
 
-    fn new_peer(&mut self, owner: Id, offer: &str, play_source: Option<Id>) -> Result<(u64, String), Refusal> {
+    fn new_peer(
+        &mut self,
+        owner: Id,
+        offer: &str,
+        play_source: Option<Id>,
+    ) -> Result<(u64, String), Refusal> {
         let now = Instant::now();
         let a = peer::answer(offer, self.local, now).map_err(|e| {
             metrics::counter!("pttbridge_meeting_errors_total", "kind" => "bad_sdp").increment(1);
             Refusal(code::BAD_SDP, e.to_string())
         })?;
         if play_source.is_some() && !a.client_receives {
-            return Err(Refusal(code::BAD_SDP, "play needs an audio m-line the client receives (recvonly or sendrecv)".into()));
+            return Err(Refusal(
+                code::BAD_SDP,
+                "play needs an audio m-line the client receives (recvonly or sendrecv)".into(),
+            ));
         }
         if play_source.is_none() && !a.client_sends {
-            return Err(Refusal(code::BAD_SDP, "publish needs an audio m-line the client sends (sendonly or sendrecv)".into()));
+            return Err(Refusal(
+                code::BAD_SDP,
+                "publish needs an audio m-line the client sends (sendonly or sendrecv)".into(),
+            ));
         }
         let mut rtc = a.rtc;
         let pt = peer::pt_for(&mut rtc, a.mid, Codec::Opus);
         if play_source.is_some() && pt.is_none() {
-            return Err(Refusal(code::BAD_SDP, "play needs Opus in the offer".into()));
+            return Err(Refusal(
+                code::BAD_SDP,
+                "play needs Opus in the offer".into(),
+            ));
         }
         let pid = self.next_peer;
         self.next_peer += 1;
@@ -488,14 +561,29 @@ impl RoomActor {
                 }
             }
         };
-        self.peers.insert(pid, Peer { owner, kind, rtc, mid: a.mid, pt, timeout: now, connected: false, created: now, dead: false });
+        self.peers.insert(
+            pid,
+            Peer {
+                owner,
+                kind,
+                rtc,
+                mid: a.mid,
+                pt,
+                timeout: now,
+                connected: false,
+                created: now,
+                dead: false,
+            },
+        );
         metrics::gauge!("pttbridge_meeting_peers").increment(1.0);
         self.drain(pid);
         Ok((pid, a.answer))
     }
 
     fn remove_peer(&mut self, pid: u64, why: &str) {
-        let Some(mut p) = self.peers.remove(&pid) else { return };
+        let Some(mut p) = self.peers.remove(&pid) else {
+            return;
+        };
         metrics::gauge!("pttbridge_meeting_peers").decrement(1.0);
         if p.connected {
             metrics::gauge!("pttbridge_meeting_peers_connected").decrement(1.0);
@@ -518,7 +606,15 @@ impl RoomActor {
                 self.notices(n);
             }
             if let Some(client) = client {
-                self.push_all(&Push::Published(push::Published { room_id: self.id, client, published: false, v_code: None }), Some(owner));
+                self.push_all(
+                    &Push::Published(push::Published {
+                        room_id: self.id,
+                        client,
+                        published: false,
+                        v_code: None,
+                    }),
+                    Some(owner),
+                );
             }
         }
     }
@@ -539,7 +635,11 @@ impl RoomActor {
 
     fn on_cmd(&mut self, cmd: RoomCmd) {
         match cmd {
-            RoomCmd::Enter { client, outbox, reply } => {
+            RoomCmd::Enter {
+                client,
+                outbox,
+                reply,
+            } => {
                 let _ = reply.send(self.enter(client, outbox));
             }
             RoomCmd::Leave { client, reason } => self.leave(client, reason),
@@ -562,34 +662,71 @@ impl RoomActor {
         if self.member(id).is_some() {
             // Same user again (another connection): the old presence is replaced (spec result 9).
             if let Some(o) = self.member(id).and_then(|m| m.outbox.clone()) {
-                push_outbox(&o, Push::EnterRoom(push::Presence { room_id: self.id, client: client.clone(), result: Some(9) }).to_value());
+                push_outbox(
+                    &o,
+                    Push::EnterRoom(push::Presence {
+                        room_id: self.id,
+                        client: client.clone(),
+                        result: Some(9),
+                    })
+                    .to_value(),
+                );
             }
             self.leave(id, "entered again");
         } else if self.members.len() >= limit {
-            return Err(Refusal(code::CONFLICT, format!("room {} is full ({limit})", self.id)));
+            return Err(Refusal(
+                code::CONFLICT,
+                format!("room {} is full ({limit})", self.id),
+            ));
         }
         let members: Vec<Client> = self.members.iter().map(|m| m.client.clone()).collect();
-        self.push_all(&Push::EnterRoom(push::Presence { room_id: self.id, client: client.clone(), result: None }), None);
-        self.members.push(Member { client: client.clone(), outbox, publishing: None });
+        self.push_all(
+            &Push::EnterRoom(push::Presence {
+                room_id: self.id,
+                client: client.clone(),
+                result: None,
+            }),
+            None,
+        );
+        self.members.push(Member {
+            client: client.clone(),
+            outbox,
+            publishing: None,
+        });
         self.empty_since = None;
         metrics::gauge!("pttbridge_meeting_members").increment(1.0);
-        Ok(Entered { client, members, room: self.info.clone() })
+        Ok(Entered {
+            client,
+            members,
+            room: self.info.clone(),
+        })
     }
 
     fn leave(&mut self, id: Id, reason: &'static str) {
-        let Some(pos) = self.members.iter().position(|m| m.client.id == Some(id)) else { return };
+        let Some(pos) = self.members.iter().position(|m| m.client.id == Some(id)) else {
+            return;
+        };
         let m = self.members.remove(pos);
         metrics::gauge!("pttbridge_meeting_members").decrement(1.0);
         let owned: Vec<u64> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.owner == id || matches!(p.kind, Kind::Play { source, .. } if source == id))
+            .filter(|(_, p)| {
+                p.owner == id || matches!(p.kind, Kind::Play { source, .. } if source == id)
+            })
             .map(|(pid, _)| *pid)
             .collect();
         for pid in owned {
             self.remove_peer(pid, reason);
         }
-        self.push_all(&Push::ExitRoom(push::Presence { room_id: self.id, client: m.client, result: None }), None);
+        self.push_all(
+            &Push::ExitRoom(push::Presence {
+                room_id: self.id,
+                client: m.client,
+                result: None,
+            }),
+            None,
+        );
         debug!(client = id, reason, "member left");
         if self.link.as_ref().is_some_and(|l| l.caller == id) {
             self.detach_link("caller left");
@@ -610,7 +747,13 @@ impl RoomActor {
                 Ok(reply::ok(module, method))
             }
             Request::Finish => {
-                self.push_all(&Push::Finish(push::Finished { room_id: self.id, user_id: from }), None);
+                self.push_all(
+                    &Push::Finish(push::Finished {
+                        room_id: self.id,
+                        user_id: from,
+                    }),
+                    None,
+                );
                 self.detach_link("room finished");
                 let ids: Vec<Id> = self.members.iter().filter_map(|m| m.client.id).collect();
                 for id in ids {
@@ -624,14 +767,21 @@ impl RoomActor {
             }
             Request::Publish(p) => {
                 if !p.audio {
-                    return Err(Refusal(code::BAD_FIELDS, "audio must be true: the bridge's rooms are audio only".into()));
+                    return Err(Refusal(
+                        code::BAD_FIELDS,
+                        "audio must be true: the bridge's rooms are audio only".into(),
+                    ));
                 }
                 let old = self.member(from).and_then(|m| m.publishing);
                 let (pid, sdp) = self.new_peer(from, &p.sdp, None)?;
                 if let Some(old) = old {
                     self.remove_peer(old, "re-published");
                 }
-                let m = self.members.iter_mut().find(|m| m.client.id == Some(from)).expect("checked above");
+                let m = self
+                    .members
+                    .iter_mut()
+                    .find(|m| m.client.id == Some(from))
+                    .expect("checked above");
                 m.publishing = Some(pid);
                 let client = m.client.clone();
                 Ok(reply::ok_with(module, method, &Negotiated { client, sdp }))
@@ -643,10 +793,15 @@ impl RoomActor {
                 let client = if self.link.as_ref().is_some_and(|l| l.dial == source) {
                     self.link.as_ref().map(|l| l.client.clone())
                 } else {
-                    self.member(source).filter(|m| m.publishing.is_some()).map(|m| m.client.clone())
+                    self.member(source)
+                        .filter(|m| m.publishing.is_some())
+                        .map(|m| m.client.clone())
                 };
                 let Some(client) = client else {
-                    return Err(Refusal(code::NOT_FOUND, format!("client {source} is not publishing in room {}", self.id)));
+                    return Err(Refusal(
+                        code::NOT_FOUND,
+                        format!("client {source} is not publishing in room {}", self.id),
+                    ));
                 };
                 // A member may play a source several times (several devices, load tests);
                 // closePlay stops them all.
@@ -658,7 +813,10 @@ impl RoomActor {
                 let plays: Vec<u64> = self
                     .peers
                     .iter()
-                    .filter(|(_, pp)| pp.owner == from && matches!(pp.kind, Kind::Play { source: s, .. } if Some(s) == source))
+                    .filter(|(_, pp)| {
+                        pp.owner == from
+                            && matches!(pp.kind, Kind::Play { source: s, .. } if Some(s) == source)
+                    })
                     .map(|(id, _)| *id)
                     .collect();
                 if plays.is_empty() {
@@ -680,27 +838,55 @@ impl RoomActor {
             }
             Request::MuteMsg(m) => {
                 if m.room_id != self.id {
-                    return Err(Refusal(code::CONFLICT, format!("you are in room {}, not {}", self.id, m.room_id)));
+                    return Err(Refusal(
+                        code::CONFLICT,
+                        format!("you are in room {}, not {}", self.id, m.room_id),
+                    ));
                 }
-                let msg = Push::Mute(push::Muted { user_id: m.user_id, room_id: self.id, is_mute: m.is_mute, from_super: m.from_super });
+                let msg = Push::Mute(push::Muted {
+                    user_id: m.user_id,
+                    room_id: self.id,
+                    is_mute: m.is_mute,
+                    from_super: m.from_super,
+                });
                 if self.link.as_ref().is_some_and(|l| l.dial == m.user_id) {
                     return Ok(reply::ok(module, method));
                 }
                 if !self.push_one(m.user_id, &msg) {
-                    return Err(Refusal(code::NOT_FOUND, format!("client {} is not in the room", m.user_id)));
+                    return Err(Refusal(
+                        code::NOT_FOUND,
+                        format!("client {} is not in the room", m.user_id),
+                    ));
                 }
                 Ok(reply::ok(module, method))
             }
             Request::MuteAll(m) => {
-                self.push_all(&Push::MuteAll(push::Muted { user_id: from, room_id: self.id, is_mute: m.is_mute, from_super: None }), Some(from));
+                self.push_all(
+                    &Push::MuteAll(push::Muted {
+                        user_id: from,
+                        room_id: self.id,
+                        is_mute: m.is_mute,
+                        from_super: None,
+                    }),
+                    Some(from),
+                );
                 Ok(reply::ok(module, method))
             }
             Request::KickOut(k) => {
                 let is_link = self.link.as_ref().is_some_and(|l| l.dial == k.user_id);
                 if !is_link && self.member(k.user_id).is_none() {
-                    return Err(Refusal(code::NOT_FOUND, format!("client {} is not in the room", k.user_id)));
+                    return Err(Refusal(
+                        code::NOT_FOUND,
+                        format!("client {} is not in the room", k.user_id),
+                    ));
                 }
-                self.push_all(&Push::Kick(push::Kicked { user_id: k.user_id, room_id: self.id }), None);
+                self.push_all(
+                    &Push::Kick(push::Kicked {
+                        user_id: k.user_id,
+                        room_id: self.id,
+                    }),
+                    None,
+                );
                 if is_link {
                     self.detach_link("kicked out");
                 } else {
@@ -709,32 +895,67 @@ impl RoomActor {
                 Ok(reply::ok(module, method))
             }
             Request::Chat(c) => {
-                let client = self.member(from).map(|m| m.client.clone()).unwrap_or_default();
-                let msg = Push::Chat(push::Chatted { user_id: from, room_id: self.id, content: c.content.clone(), client: client.clone() });
+                let client = self
+                    .member(from)
+                    .map(|m| m.client.clone())
+                    .unwrap_or_default();
+                let msg = Push::Chat(push::Chatted {
+                    user_id: from,
+                    room_id: self.id,
+                    content: c.content.clone(),
+                    client: client.clone(),
+                });
                 self.push_all(&msg, Some(from));
                 if let Some(l) = &self.link {
                     let name = client.name.clone().unwrap_or_else(|| from.to_string());
                     l.send_text(format!("{name}: {}", c.content));
                 }
-                self.sb.room_event(EventKind::MessageText, self.id, Some(super::switchboard::party(from, client.name.as_deref())), json!({ "text": c.content, "private": false }));
+                self.sb.room_event(
+                    EventKind::MessageText,
+                    self.id,
+                    Some(super::switchboard::party(from, client.name.as_deref())),
+                    json!({ "text": c.content, "private": false }),
+                );
                 Ok(reply::ok(module, method))
             }
             Request::PrivateChat(c) => {
-                let client = self.member(from).map(|m| m.client.clone()).unwrap_or_default();
-                if self.link.as_ref().is_some_and(|l| l.dial == c.other_user_id) {
+                let client = self
+                    .member(from)
+                    .map(|m| m.client.clone())
+                    .unwrap_or_default();
+                if self
+                    .link
+                    .as_ref()
+                    .is_some_and(|l| l.dial == c.other_user_id)
+                {
                     if let Some(l) = &self.link {
                         let name = client.name.clone().unwrap_or_else(|| from.to_string());
                         l.send_text(format!("{name} (private): {}", c.content));
                     }
                     return Ok(reply::ok(module, method));
                 }
-                let msg = Push::PrivateChat(push::Chatted { user_id: from, room_id: self.id, content: c.content, client });
+                let msg = Push::PrivateChat(push::Chatted {
+                    user_id: from,
+                    room_id: self.id,
+                    content: c.content,
+                    client,
+                });
                 if !self.push_one(c.other_user_id, &msg) {
-                    return Err(Refusal(code::NOT_FOUND, format!("client {} is not in the room", c.other_user_id)));
+                    return Err(Refusal(
+                        code::NOT_FOUND,
+                        format!("client {} is not in the room", c.other_user_id),
+                    ));
                 }
                 Ok(reply::ok(module, method))
             }
-            other => Err(Refusal(code::NOT_FOUND, format!("{}.{} is not a room request", other.envelope().0, other.envelope().1))),
+            other => Err(Refusal(
+                code::NOT_FOUND,
+                format!(
+                    "{}.{} is not a room request",
+                    other.envelope().0,
+                    other.envelope().1
+                ),
+            )),
         }
     }
 
@@ -743,22 +964,39 @@ impl RoomActor {
     fn attach_link(&mut self, setup: LinkSetup) {
         if self.link.is_some() {
             warn!("a PTT channel is already linked into this room");
-            self.sb.link_down(self.id, setup.target.user_id, "room already linked");
+            self.sb
+                .link_down(self.id, setup.target.user_id, "room already linked");
             return;
         }
         let link = match Link::new(&setup.target, setup.caller, self.id, &self.sb.bus) {
             Ok(l) => l,
             Err(e) => {
                 warn!(error = %e, "cannot start the link");
-                self.sb.link_down(self.id, setup.target.user_id, "link failed");
+                self.sb
+                    .link_down(self.id, setup.target.user_id, "link failed");
                 return;
             }
         };
         let client = link.client.clone();
         let ptt_group = link.ptt_group.clone();
         self.link = Some(link);
-        self.push_all(&Push::EnterRoom(push::Presence { room_id: self.id, client: client.clone(), result: None }), None);
-        self.push_all(&Push::Published(push::Published { room_id: self.id, client: client.clone(), published: true, v_code: None }), None);
+        self.push_all(
+            &Push::EnterRoom(push::Presence {
+                room_id: self.id,
+                client: client.clone(),
+                result: None,
+            }),
+            None,
+        );
+        self.push_all(
+            &Push::Published(push::Published {
+                room_id: self.id,
+                client: client.clone(),
+                published: true,
+                v_code: None,
+            }),
+            None,
+        );
         metrics::gauge!("pttbridge_meeting_links").increment(1.0);
         metrics::counter!("pttbridge_meeting_links_total").increment(1);
         info!(dial = setup.target.user_id, ptt = %ptt_group, "PTT channel linked");
@@ -771,7 +1009,9 @@ impl RoomActor {
     }
 
     fn detach_link(&mut self, reason: &str) {
-        let Some(mut link) = self.link.take() else { return };
+        let Some(mut link) = self.link.take() else {
+            return;
+        };
         link.close(Instant::now());
         let dial = link.dial;
         let plays: Vec<u64> = self
@@ -783,8 +1023,23 @@ impl RoomActor {
         for p in plays {
             self.remove_peer(p, "link down");
         }
-        self.push_all(&Push::Published(push::Published { room_id: self.id, client: link.client.clone(), published: false, v_code: None }), None);
-        self.push_all(&Push::ExitRoom(push::Presence { room_id: self.id, client: link.client.clone(), result: None }), None);
+        self.push_all(
+            &Push::Published(push::Published {
+                room_id: self.id,
+                client: link.client.clone(),
+                published: false,
+                v_code: None,
+            }),
+            None,
+        );
+        self.push_all(
+            &Push::ExitRoom(push::Presence {
+                room_id: self.id,
+                client: link.client.clone(),
+                result: None,
+            }),
+            None,
+        );
         metrics::gauge!("pttbridge_meeting_links").decrement(1.0);
         info!(dial, reason, "PTT channel unlinked");
         self.sb.room_event(
@@ -806,15 +1061,46 @@ impl RoomActor {
                 Notice::PttTalking { party, talking } => {
                     let mut member = link_client.clone();
                     member.name = Some(party.name.clone());
-                    member.extra.insert("pttUser".into(), party.id.clone().into());
-                    self.push_all(&Push::MemberTalking(push::Talking { room_id: self.id, member, talking }), None);
+                    member
+                        .extra
+                        .insert("pttUser".into(), party.id.clone().into());
+                    self.push_all(
+                        &Push::MemberTalking(push::Talking {
+                            room_id: self.id,
+                            member,
+                            talking,
+                        }),
+                        None,
+                    );
                 }
                 Notice::MeetingTalking { client, talking } => {
-                    let member = self.member(client).map(|m| m.client.clone()).unwrap_or_else(|| Client { id: Some(client), ..Client::default() });
+                    let member = self
+                        .member(client)
+                        .map(|m| m.client.clone())
+                        .unwrap_or_else(|| Client {
+                            id: Some(client),
+                            ..Client::default()
+                        });
                     let party = super::switchboard::party(client, member.name.as_deref());
-                    self.push_all(&Push::MemberTalking(push::Talking { room_id: self.id, member, talking }), None);
-                    let kind = if talking { EventKind::TalkStarted } else { EventKind::TalkStopped };
-                    self.sb.room_event(kind, self.id, Some(party), json!({ "media_type": 2, "linked_to": ptt_group }));
+                    self.push_all(
+                        &Push::MemberTalking(push::Talking {
+                            room_id: self.id,
+                            member,
+                            talking,
+                        }),
+                        None,
+                    );
+                    let kind = if talking {
+                        EventKind::TalkStarted
+                    } else {
+                        EventKind::TalkStopped
+                    };
+                    self.sb.room_event(
+                        kind,
+                        self.id,
+                        Some(party),
+                        json!({ "media_type": 2, "linked_to": ptt_group }),
+                    );
                 }
                 Notice::FloorDenied { holder } => {
                     metrics::counter!("pttbridge_meeting_floor_denied_total").increment(1);
@@ -831,7 +1117,15 @@ impl RoomActor {
                     if let Some(p) = &from {
                         client.name = Some(p.name.clone());
                     }
-                    self.push_all(&Push::Chat(push::Chatted { user_id: dial, room_id: self.id, content: text, client }), None);
+                    self.push_all(
+                        &Push::Chat(push::Chatted {
+                            user_id: dial,
+                            room_id: self.id,
+                            content: text,
+                            client,
+                        }),
+                        None,
+                    );
                 }
             }
         }

@@ -92,7 +92,8 @@ impl State {
             .iter()
             .filter(|(_, c)| !c.call.is_ended())
             .find(|(_, c)| {
-                (c.call.caller == a && c.call.callee == b) || (c.call.caller == b && c.call.callee == a)
+                (c.call.caller == a && c.call.callee == b)
+                    || (c.call.caller == b && c.call.callee == a)
             })
             .map(|(id, _)| *id)
     }
@@ -134,7 +135,9 @@ pub struct Switchboard {
 
 impl std::fmt::Debug for Switchboard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Switchboard").field("dial_in", &self.dial.len()).finish_non_exhaustive()
+        f.debug_struct("Switchboard")
+            .field("dial_in", &self.dial.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -234,8 +237,12 @@ impl Switchboard {
     }
 
     fn publish(&self, kind: EventKind, room: Option<Id>, party: Option<Party>, detail: Value) {
-        let mut d = Draft::new(self.app.clone(), kind, room.map(group_id).unwrap_or_default())
-            .detail(detail);
+        let mut d = Draft::new(
+            self.app.clone(),
+            kind,
+            room.map(group_id).unwrap_or_default(),
+        )
+        .detail(detail);
         d.party = party;
         self.bus.publish(d);
     }
@@ -285,7 +292,11 @@ impl Switchboard {
             Request::DoRegister(_) => unreachable!("handled above"),
             Request::DoInvite(r) => {
                 self.invite(me, &r.peers, r.call_type, r.room_id)?;
-                Ok(reply::ok_with(module, method, &RoomCreated { room_id: r.room_id }))
+                Ok(reply::ok_with(
+                    module,
+                    method,
+                    &RoomCreated { room_id: r.room_id },
+                ))
             }
             Request::DoAgree(r) => {
                 self.callee_step(me, &r.peers, Input::Agree, Some(r.room_id))?;
@@ -322,11 +333,18 @@ impl Switchboard {
                     st.next_appointment += 1;
                     st.next_appointment
                 };
-                Ok(reply::ok_with(module, method, &MeetingCreated { id, room_id }))
+                Ok(reply::ok_with(
+                    module,
+                    method,
+                    &MeetingCreated { id, room_id },
+                ))
             }
             Request::Logout(r) => {
                 if r.user_id != me {
-                    return Err(Refusal::new(code::FAILED, "userId is not the registered user"));
+                    return Err(Refusal::new(
+                        code::FAILED,
+                        "userId is not the registered user",
+                    ));
                 }
                 self.state().accounts.logout(&r.sid);
                 self.disconnect(conn).await;
@@ -338,7 +356,10 @@ impl Switchboard {
             }
             other => {
                 let Some(room) = conn.room else {
-                    return Err(Refusal::new(code::CONFLICT, "not in a room: meeting.enter first"));
+                    return Err(Refusal::new(
+                        code::CONFLICT,
+                        "not in a room: meeting.enter first",
+                    ));
                 };
                 let handle = self
                     .room(room)
@@ -346,7 +367,11 @@ impl Switchboard {
                 let leaving = matches!(other, Request::Exit);
                 let (tx, rx) = oneshot::channel();
                 handle
-                    .send(RoomCmd::Request { from: me, req: other, reply: tx })
+                    .send(RoomCmd::Request {
+                        from: me,
+                        req: other,
+                        reply: tx,
+                    })
                     .await?;
                 let out = rx
                     .await
@@ -364,13 +389,25 @@ impl Switchboard {
         self.state().rooms.get(&id).cloned()
     }
 
-    fn register(&self, conn: &mut Conn, sid: &str, user: Id, device_type: Option<String>) -> Answer {
+    fn register(
+        &self,
+        conn: &mut Conn,
+        sid: &str,
+        user: Id,
+        device_type: Option<String>,
+    ) -> Answer {
         let mut st = self.state();
         let Some(session) = st.accounts.session(sid) else {
-            return Err(Refusal::new(code::UNAUTHORIZED, "unknown SID: log in with /app/account"));
+            return Err(Refusal::new(
+                code::UNAUTHORIZED,
+                "unknown SID: log in with /app/account",
+            ));
         };
         if session.user.id != Some(user) {
-            return Err(Refusal::new(code::UNAUTHORIZED, "userId does not match the SID's user"));
+            return Err(Refusal::new(
+                code::UNAUTHORIZED,
+                "userId does not match the SID's user",
+            ));
         }
         conn.name = session.user.name.clone();
         if let Some(old) = st.users.insert(
@@ -382,14 +419,23 @@ impl Switchboard {
             },
         ) && old.conn != conn.id
         {
-            info!(user, "registered again from another connection; the old one is no longer called");
+            info!(
+                user,
+                "registered again from another connection; the old one is no longer called"
+            );
         }
         conn.user = Some(user);
         metrics::gauge!("pttbridge_meeting_registered").set(st.users.len() as f64);
         Ok(reply::ok("call", "doRegister"))
     }
 
-    fn new_room(self: &Arc<Self>, owner: Id, name: String, room_type: i64, limit: i64) -> Result<Id, Refusal> {
+    fn new_room(
+        self: &Arc<Self>,
+        owner: Id,
+        name: String,
+        room_type: i64,
+        limit: i64,
+    ) -> Result<Id, Refusal> {
         if name.trim().is_empty() {
             return Err(Refusal::new(code::BAD_FIELDS, "name must not be empty"));
         }
@@ -409,21 +455,34 @@ impl Switchboard {
             is_has_pwd: Some(false),
             ..Room::default()
         };
-        let handle = room::spawn(self.clone(), info)
-            .map_err(|e| Refusal::new(code::INTERNAL, format!("cannot open the room's media port: {e}")))?;
+        let handle = room::spawn(self.clone(), info).map_err(|e| {
+            Refusal::new(
+                code::INTERNAL,
+                format!("cannot open the room's media port: {e}"),
+            )
+        })?;
         self.state().rooms.insert(id, handle);
         metrics::counter!("pttbridge_meeting_rooms_total").increment(1);
         Ok(id)
     }
 
-    async fn enter(&self, conn: &mut Conn, me: Id, room_id: Id, username: Option<String>) -> Result<reply::Entered, Refusal> {
+    async fn enter(
+        &self,
+        conn: &mut Conn,
+        me: Id,
+        room_id: Id,
+        username: Option<String>,
+    ) -> Result<reply::Entered, Refusal> {
         let handle = self
             .room(room_id)
             .ok_or_else(|| Refusal::new(code::NOT_FOUND, format!("no room {room_id}")))?;
         if let Some(old) = conn.room.take()
             && let Some(h) = self.room(old)
         {
-            let _ = h.try_send(RoomCmd::Leave { client: me, reason: "entered another room" });
+            let _ = h.try_send(RoomCmd::Leave {
+                client: me,
+                reason: "entered another room",
+            });
         }
         let client = Client {
             id: Some(me),
@@ -435,9 +494,15 @@ impl Switchboard {
         };
         let (tx, rx) = oneshot::channel();
         handle
-            .send(RoomCmd::Enter { client: client.clone(), outbox: Some(conn.outbox.clone()), reply: tx })
+            .send(RoomCmd::Enter {
+                client: client.clone(),
+                outbox: Some(conn.outbox.clone()),
+                reply: tx,
+            })
             .await?;
-        let entered = rx.await.map_err(|_| Refusal::new(code::INTERNAL, "room stopped"))??;
+        let entered = rx
+            .await
+            .map_err(|_| Refusal::new(code::INTERNAL, "room stopped"))??;
         conn.room = Some(room_id);
         self.publish(
             EventKind::PartyJoined,
@@ -449,7 +514,12 @@ impl Switchboard {
     }
 
     fn member_left(&self, room: Id, me: Id) {
-        self.publish(EventKind::PartyLeft, Some(room), Some(party(me, None)), Value::Null);
+        self.publish(
+            EventKind::PartyLeft,
+            Some(room),
+            Some(party(me, None)),
+            Value::Null,
+        );
     }
 
     /// The connection closed (or logged out): leave its room, end its calls, unregister.
@@ -458,7 +528,12 @@ impl Switchboard {
             && let Some(h) = self.room(room)
             && let Some(me) = conn.user
         {
-            let _ = h.send(RoomCmd::Leave { client: me, reason: "disconnected" }).await;
+            let _ = h
+                .send(RoomCmd::Leave {
+                    client: me,
+                    reason: "disconnected",
+                })
+                .await;
             self.member_left(room, me);
         }
         let Some(me) = conn.user.take() else {
@@ -475,13 +550,22 @@ impl Switchboard {
             .map(|(id, _)| *id)
             .collect();
         for id in live {
-            let Some(c) = st.calls.get_mut(&id) else { continue };
+            let Some(c) = st.calls.get_mut(&id) else {
+                continue;
+            };
             let role = c.call.role_of(me).unwrap_or(Role::Caller);
             let _ = c.call.handle(Input::Gone, role, Instant::now());
-            let other = if role == Role::Caller { c.call.callee } else { c.call.caller };
+            let other = if role == Role::Caller {
+                c.call.callee
+            } else {
+                c.call.caller
+            };
             let room = c.call.room_id;
             let msg = Push::Cancel(push::Ended {
-                from: push::From { own_user_id: me, own_device_type: None },
+                from: push::From {
+                    own_user_id: me,
+                    own_device_type: None,
+                },
                 reason: Some("offline".into()),
             });
             self.push_to(&st, other, &msg);
@@ -495,9 +579,18 @@ impl Switchboard {
         metrics::gauge!("pttbridge_meeting_connections").decrement(1.0);
     }
 
-    fn invite(self: &Arc<Self>, me: Id, p: &CallPeers, call_type: Option<i64>, room: Id) -> Result<(), Refusal> {
+    fn invite(
+        self: &Arc<Self>,
+        me: Id,
+        p: &CallPeers,
+        call_type: Option<i64>,
+        room: Id,
+    ) -> Result<(), Refusal> {
         if p.own_user_id != me {
-            return Err(Refusal::new(code::CONFLICT, "ownUserId is not the registered user"));
+            return Err(Refusal::new(
+                code::CONFLICT,
+                "ownUserId is not the registered user",
+            ));
         }
         let target = p.target_user_id;
         if target == me {
@@ -509,10 +602,16 @@ impl Switchboard {
         }
         let dial = self.dial.get(&target).cloned();
         if dial.is_none() && !st.users.contains_key(&target) {
-            return Err(Refusal::new(code::FAILED, format!("user {target} is not online")));
+            return Err(Refusal::new(
+                code::FAILED,
+                format!("user {target} is not online"),
+            ));
         }
         if st.call_of(me, target).is_some() {
-            return Err(Refusal::new(code::CONFLICT, format!("already in a call with {target}")));
+            return Err(Refusal::new(
+                code::CONFLICT,
+                format!("already in a call with {target}"),
+            ));
         }
         let now = Instant::now();
         let mut call = Call::new(me, target, room, self.config.no_answer_timeout(), now);
@@ -520,10 +619,7 @@ impl Switchboard {
         st.next_call += 1;
         let id = st.next_call;
         let callee_busy = st.busy(target) || (dial.is_some() && st.linked.contains_key(&target));
-        st.calls.insert(
-            id,
-            LiveCall { call },
-        );
+        st.calls.insert(id, LiveCall { call });
         metrics::counter!("pttbridge_meeting_calls_total", "kind" => if dial.is_some() { "dial_in" } else { "relay" }).increment(1);
         self.publish(
             EventKind::CallRinging,
@@ -538,13 +634,19 @@ impl Switchboard {
                     .clone()
                     .or_else(|| st.users.get(&me).and_then(|r| r.device_type.clone()));
                 let msg = Push::Invite(push::Invited {
-                    from: push::From { own_user_id: me, own_device_type: device },
+                    from: push::From {
+                        own_user_id: me,
+                        own_device_type: device,
+                    },
                     call_type,
                     room_id: Some(room),
                 });
                 if !self.push_to(&st, target, &msg) {
                     self.end_call(&mut st, id, EndReason::Gone, room);
-                    return Err(Refusal::new(code::FAILED, format!("user {target} is not reachable")));
+                    return Err(Refusal::new(
+                        code::FAILED,
+                        format!("user {target} is not reachable"),
+                    ));
                 }
             }
             Some(d) => {
@@ -580,16 +682,36 @@ impl Switchboard {
     /// One callee step taken by the bridge for a dial-in id; false when the call is gone.
     fn bridge_step(&self, call: u64, dial: Id, input: Input) -> bool {
         let mut st = self.state();
-        let Some(c) = st.calls.get_mut(&call) else { return false };
+        let Some(c) = st.calls.get_mut(&call) else {
+            return false;
+        };
         let Ok(state) = c.call.handle(input, Role::Callee, Instant::now()) else {
             return false;
         };
         let (caller, room) = (c.call.caller, c.call.room_id);
-        let from = push::From { own_user_id: dial, own_device_type: Some("ptt".into()) };
+        let from = push::From {
+            own_user_id: dial,
+            own_device_type: Some("ptt".into()),
+        };
         let msg = match input {
-            Input::Ring => Push::Event(push::Evented { from, event: CallEvent::Ringing, room_id: Some(room), room_type: None, reason: None }),
-            Input::Busy => Push::Event(push::Evented { from, event: CallEvent::Busy, room_id: Some(room), room_type: None, reason: None }),
-            Input::Agree => Push::Agree(push::Agreed { from, room_id: Some(room) }),
+            Input::Ring => Push::Event(push::Evented {
+                from,
+                event: CallEvent::Ringing,
+                room_id: Some(room),
+                room_type: None,
+                reason: None,
+            }),
+            Input::Busy => Push::Event(push::Evented {
+                from,
+                event: CallEvent::Busy,
+                room_id: Some(room),
+                room_type: None,
+                reason: None,
+            }),
+            Input::Agree => Push::Agree(push::Agreed {
+                from,
+                room_id: Some(room),
+            }),
             _ => Push::Reject(push::Ended { from, reason: None }),
         };
         self.push_to(&st, caller, &msg);
@@ -597,7 +719,15 @@ impl Switchboard {
         true
     }
 
-    fn after_step(&self, st: &mut State, call: u64, state: CallState, input: Input, room: Id, actor: Id) {
+    fn after_step(
+        &self,
+        st: &mut State,
+        call: u64,
+        state: CallState,
+        input: Input,
+        room: Id,
+        actor: Id,
+    ) {
         match state {
             CallState::Ringing if input == Input::Ring => self.publish(
                 EventKind::CallRinging,
@@ -617,8 +747,11 @@ impl Switchboard {
     }
 
     fn end_call(&self, st: &mut State, call: u64, reason: EndReason, room: Id) {
-        let Some(c) = st.calls.remove(&call) else { return };
-        metrics::counter!("pttbridge_meeting_calls_ended_total", "reason" => reason.as_str()).increment(1);
+        let Some(c) = st.calls.remove(&call) else {
+            return;
+        };
+        metrics::counter!("pttbridge_meeting_calls_ended_total", "reason" => reason.as_str())
+            .increment(1);
         self.publish(
             EventKind::CallEnded,
             Some(room),
@@ -631,7 +764,10 @@ impl Switchboard {
             && let Some(h) = st.rooms.get(&room)
         {
             st.linked.remove(&c.call.callee);
-            let _ = h.try_send(RoomCmd::DetachLink { dial: c.call.callee, reason: reason.as_str() });
+            let _ = h.try_send(RoomCmd::DetachLink {
+                dial: c.call.callee,
+                reason: reason.as_str(),
+            });
         }
     }
 
@@ -648,19 +784,35 @@ impl Switchboard {
                 };
                 tokio::time::sleep_until(deadline.into()).await;
                 let mut st = sb.state();
-                let Some(c) = st.calls.get_mut(&call) else { return };
+                let Some(c) = st.calls.get_mut(&call) else {
+                    return;
+                };
                 if c.call.poll_timeout(Instant::now()).is_some() {
                     let (caller, callee, room) = (c.call.caller, c.call.callee, c.call.room_id);
                     info!(call, caller, callee, "call not answered in time");
                     let reason = Some("noAnswer".to_owned());
-                    sb.push_to(&st, callee, &Push::Cancel(push::Ended {
-                        from: push::From { own_user_id: caller, own_device_type: None },
-                        reason: reason.clone(),
-                    }));
-                    sb.push_to(&st, caller, &Push::Reject(push::Ended {
-                        from: push::From { own_user_id: callee, own_device_type: None },
-                        reason,
-                    }));
+                    sb.push_to(
+                        &st,
+                        callee,
+                        &Push::Cancel(push::Ended {
+                            from: push::From {
+                                own_user_id: caller,
+                                own_device_type: None,
+                            },
+                            reason: reason.clone(),
+                        }),
+                    );
+                    sb.push_to(
+                        &st,
+                        caller,
+                        &Push::Reject(push::Ended {
+                            from: push::From {
+                                own_user_id: callee,
+                                own_device_type: None,
+                            },
+                            reason,
+                        }),
+                    );
                     sb.end_call(&mut st, call, EndReason::NoAnswer, room);
                     return;
                 }
@@ -669,29 +821,48 @@ impl Switchboard {
     }
 
     fn live_call(&self, st: &State, me: Id, other: Id) -> Result<u64, Refusal> {
-        st.call_of(me, other)
-            .ok_or_else(|| Refusal::new(code::CONFLICT, format!("no call between {me} and {other}")))
+        st.call_of(me, other).ok_or_else(|| {
+            Refusal::new(code::CONFLICT, format!("no call between {me} and {other}"))
+        })
     }
 
     /// doAgree / reject from a (human) callee.
-    fn callee_step(&self, me: Id, p: &CallPeers, input: Input, room: Option<Id>) -> Result<(), Refusal> {
+    fn callee_step(
+        &self,
+        me: Id,
+        p: &CallPeers,
+        input: Input,
+        room: Option<Id>,
+    ) -> Result<(), Refusal> {
         if p.own_user_id != me {
-            return Err(Refusal::new(code::CONFLICT, "ownUserId is not the registered user"));
+            return Err(Refusal::new(
+                code::CONFLICT,
+                "ownUserId is not the registered user",
+            ));
         }
         let mut st = self.state();
         let id = self.live_call(&st, me, p.target_user_id)?;
         let c = st.calls.get_mut(&id).expect("found above");
         if c.call.role_of(me) != Some(Role::Callee) {
-            return Err(Refusal::new(code::CONFLICT, "only the called user can do that"));
+            return Err(Refusal::new(
+                code::CONFLICT,
+                "only the called user can do that",
+            ));
         }
         let state = c
             .call
             .handle(input, Role::Callee, Instant::now())
             .map_err(|e| Refusal::new(code::CONFLICT, e.to_string()))?;
         let (caller, call_room) = (c.call.caller, c.call.room_id);
-        let from = push::From { own_user_id: me, own_device_type: p.own_device_type.clone() };
+        let from = push::From {
+            own_user_id: me,
+            own_device_type: p.own_device_type.clone(),
+        };
         let msg = match input {
-            Input::Agree => Push::Agree(push::Agreed { from, room_id: room.or(Some(call_room)) }),
+            Input::Agree => Push::Agree(push::Agreed {
+                from,
+                room_id: room.or(Some(call_room)),
+            }),
             _ => Push::Reject(push::Ended { from, reason: None }),
         };
         self.push_to(&st, caller, &msg);
@@ -701,7 +872,10 @@ impl Switchboard {
 
     fn cancel(&self, me: Id, p: &CallPeers) -> Result<(), Refusal> {
         if p.own_user_id != me {
-            return Err(Refusal::new(code::CONFLICT, "ownUserId is not the registered user"));
+            return Err(Refusal::new(
+                code::CONFLICT,
+                "ownUserId is not the registered user",
+            ));
         }
         let mut st = self.state();
         let id = self.live_call(&st, me, p.target_user_id)?;
@@ -713,7 +887,10 @@ impl Switchboard {
             .map_err(|e| Refusal::new(code::CONFLICT, e.to_string()))?;
         let room = c.call.room_id;
         let msg = Push::Cancel(push::Ended {
-            from: push::From { own_user_id: me, own_device_type: p.own_device_type.clone() },
+            from: push::From {
+                own_user_id: me,
+                own_device_type: p.own_device_type.clone(),
+            },
             reason: None,
         });
         self.push_to(&st, p.target_user_id, &msg);
@@ -723,7 +900,10 @@ impl Switchboard {
 
     fn event(&self, me: Id, e: &DoEvent) -> Result<(), Refusal> {
         if e.peers.own_user_id != me {
-            return Err(Refusal::new(code::CONFLICT, "ownUserId is not the registered user"));
+            return Err(Refusal::new(
+                code::CONFLICT,
+                "ownUserId is not the registered user",
+            ));
         }
         let target = e.peers.target_user_id;
         let mut st = self.state();
@@ -734,7 +914,10 @@ impl Switchboard {
             CallEvent::Other(_) => None,
         };
         let msg = Push::Event(push::Evented {
-            from: push::From { own_user_id: me, own_device_type: e.peers.own_device_type.clone() },
+            from: push::From {
+                own_user_id: me,
+                own_device_type: e.peers.own_device_type.clone(),
+            },
             event: e.event.clone(),
             room_id: e.room_id,
             room_type: e.room_type,
@@ -743,7 +926,10 @@ impl Switchboard {
         let Some(input) = input else {
             // Custom events are relayed as they are.
             if !self.push_to(&st, target, &msg) {
-                return Err(Refusal::new(code::FAILED, format!("user {target} is not online")));
+                return Err(Refusal::new(
+                    code::FAILED,
+                    format!("user {target} is not online"),
+                ));
             }
             return Ok(());
         };
@@ -760,8 +946,11 @@ impl Switchboard {
         {
             if let Some(h) = st.rooms.get(&room).cloned() {
                 st.linked.insert(target, room);
-                let link = room::LinkSetup { target: d.clone(), caller: me };
-                if h.try_send(RoomCmd::AttachLink(Box::new(link))).is_err() {
+                let link = room::LinkSetup {
+                    target: d.clone(),
+                    caller: me,
+                };
+                if !h.try_send(RoomCmd::AttachLink(Box::new(link))) {
                     st.linked.remove(&target);
                     warn!(room, "room did not take the link");
                 }
@@ -789,10 +978,17 @@ impl Switchboard {
             let caller = c.call.caller;
             let _ = c.call.handle(Input::HangUp, Role::Callee, Instant::now());
             if reason != "caller left" {
-                self.push_to(&st, caller, &Push::Cancel(push::Ended {
-                    from: push::From { own_user_id: dial, own_device_type: Some("ptt".into()) },
-                    reason: Some("hangup".into()),
-                }));
+                self.push_to(
+                    &st,
+                    caller,
+                    &Push::Cancel(push::Ended {
+                        from: push::From {
+                            own_user_id: dial,
+                            own_device_type: Some("ptt".into()),
+                        },
+                        reason: Some("hangup".into()),
+                    }),
+                );
             }
             self.end_call(&mut st, id, EndReason::HungUp, room);
         }
@@ -811,9 +1007,14 @@ impl Switchboard {
     /// Hangs up the link of `dial` from the bridge side (admin API, PTT-side hang-up).
     pub fn hang_up(&self, dial: Id) -> bool {
         let st = self.state();
-        let Some(room) = st.linked.get(&dial).copied() else { return false };
+        let Some(room) = st.linked.get(&dial).copied() else {
+            return false;
+        };
         if let Some(h) = st.rooms.get(&room) {
-            let _ = h.try_send(RoomCmd::DetachLink { dial, reason: "hangup" });
+            let _ = h.try_send(RoomCmd::DetachLink {
+                dial,
+                reason: "hangup",
+            });
         }
         true
     }

@@ -30,7 +30,11 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
         // Writer: replies and pushes, in order, from one queue.
         let writer = tokio::spawn(async move {
             while let Some(v) = rx.recv().await {
-                if sink.send(Message::Text(v.to_string().into())).await.is_err() {
+                if sink
+                    .send(Message::Text(v.to_string().into()))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -40,8 +44,16 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
             let text = match msg {
                 Ok(Message::Text(t)) => t,
                 Ok(Message::Binary(_)) => {
-                    metrics::counter!("pttbridge_meeting_errors_total", "kind" => "binary_frame").increment(1);
-                    let _ = tx.send(reply::error("", "", rtcpeer::code::MALFORMED, "binary frames are not used: send JSON text")).await;
+                    metrics::counter!("pttbridge_meeting_errors_total", "kind" => "binary_frame")
+                        .increment(1);
+                    let _ = tx
+                        .send(reply::error(
+                            "",
+                            "",
+                            rtcpeer::code::MALFORMED,
+                            "binary frames are not used: send JSON text",
+                        ))
+                        .await;
                     continue;
                 }
                 Ok(Message::Close(_)) => break,
@@ -55,7 +67,8 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
             let answer = match Frame::parse(text.as_str()).and_then(|f| Request::from_frame(&f)) {
                 Ok(req) => sb.handle(&mut conn, req).await,
                 Err(e) => {
-                    metrics::counter!("pttbridge_meeting_errors_total", "kind" => e.kind()).increment(1);
+                    metrics::counter!("pttbridge_meeting_errors_total", "kind" => e.kind())
+                        .increment(1);
                     warn!(error = %e, "bad request");
                     let (module, method) = e.envelope();
                     reply::error(module, method, e.code(), &e.to_string())

@@ -40,7 +40,12 @@ impl Participant {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the meeting peer: {e}; run {}", peers::SETUP_COMMAND));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the meeting peer: {e}; run {}",
+                    peers::SETUP_COMMAND
+                )
+            });
         let events = EventQueue::from_json_lines(child.stdout.take().unwrap());
         let stderr = capture(child.stderr.take().unwrap());
         let mut p = Participant {
@@ -51,13 +56,19 @@ impl Participant {
             stderr,
             user: Value::Null,
         };
-        let ready = p.expect(|e| e["event"] == "ready" || e["event"] == "error", Duration::from_secs(30));
+        let ready = p.expect(
+            |e| e["event"] == "ready" || e["event"] == "error",
+            Duration::from_secs(30),
+        );
         if ready["event"] != "ready" {
             p.fail(&format!("could not log in: {ready}"));
         }
         p.user = ready["user"].clone();
         // The registration reply was seen by the peer itself; take it off the queue.
-        p.expect(|e| e["event"] == "ws" && e["msg"]["method"] == "doRegister", REPLY);
+        p.expect(
+            |e| e["event"] == "ws" && e["msg"]["method"] == "doRegister",
+            REPLY,
+        );
         p
     }
 
@@ -88,32 +99,61 @@ impl Participant {
     /// Sends a raw text frame and waits for the next error-shaped reply (any `result`).
     pub fn raw(&mut self, text: &str) -> Value {
         self.cmd(json!({ "cmd": "raw", "text": text }));
-        self.expect(|e| e["event"] == "ws" && e["msg"].get("result").is_some(), REPLY)["msg"].clone()
+        self.expect(
+            |e| e["event"] == "ws" && e["msg"].get("result").is_some(),
+            REPLY,
+        )["msg"]
+            .clone()
     }
 
     /// The next reply to `module.method`.
     pub fn reply(&mut self, module: &Value, method: &Value) -> Value {
         self.expect(
-            |e| e["event"] == "ws" && e["msg"]["module"] == *module && e["msg"]["method"] == *method && e["msg"].get("result").is_some(),
+            |e| {
+                e["event"] == "ws"
+                    && e["msg"]["module"] == *module
+                    && e["msg"]["method"] == *method
+                    && e["msg"].get("result").is_some()
+            },
             REPLY,
         )["msg"]
             .clone()
     }
 
     /// Waits for a push `method` (no `result`) matching `pred`.
-    pub fn push(&mut self, method: &str, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
+    pub fn push(
+        &mut self,
+        method: &str,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Value {
         self.expect(
-            |e| e["event"] == "ws" && e["msg"]["method"] == method && e["msg"].get("result").is_none() && pred(&e["msg"]),
+            |e| {
+                e["event"] == "ws"
+                    && e["msg"]["method"] == method
+                    && e["msg"].get("result").is_none()
+                    && pred(&e["msg"])
+            },
             timeout,
         )["msg"]
             .clone()
     }
 
     /// Like [`push`](Self::push) but `None` on timeout.
-    pub fn try_push(&mut self, method: &str, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Option<Value> {
+    pub fn try_push(
+        &mut self,
+        method: &str,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Option<Value> {
         self.events
             .try_expect(
-                |e| e["event"] == "ws" && e["msg"]["method"] == method && e["msg"].get("result").is_none() && pred(&e["msg"]),
+                |e| {
+                    e["event"] == "ws"
+                        && e["msg"]["method"] == method
+                        && e["msg"].get("result").is_none()
+                        && pred(&e["msg"])
+                },
                 timeout,
             )
             .filter(|e| !is_exit(e))
