@@ -56,6 +56,8 @@ pub struct Config {
     pub ptt: PttConfig,
     /// Talk-burst recordings.
     pub recording: RecordingConfig,
+    /// Meeting side (RTCPeer + WebRTC).
+    pub meeting: crate::sides::meeting::config::MeetingConfig,
 }
 
 /// The single HTTP port: health, metrics, WebSockets, REST, web page.
@@ -227,6 +229,7 @@ impl Config {
                 format!("not a valid filter: {:?}", self.log.level),
             ));
         }
+        self.meeting.validate(self)?;
         let ptt = &self.ptt;
         if !(20..=60_000).contains(&ptt.talk_timeout_ms) {
             return Err(invalid(

@@ -27,9 +27,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let ptt = PttSide::start(&config, bus.clone(), recorder);
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let meeting =
+        crate::sides::meeting::Switchboard::new(config.meeting.clone(), bus.clone(), &ptt);
     let state = Arc::new(AppState {
         ptt,
         bus,
+        meeting,
         started: Instant::now(),
         metrics,
         shutdown: shutdown.clone(),

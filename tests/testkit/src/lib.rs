@@ -29,6 +29,7 @@ pub mod audio;
 pub mod bridge;
 pub mod events;
 pub mod http;
+pub mod meeting;
 pub mod murmur;
 pub mod peers;
 pub mod terminal;
