@@ -64,6 +64,8 @@ pub struct Config {
     pub business: crate::events::config::BusinessConfig,
     /// Embedded storage (apps, call records).
     pub storage: crate::events::config::StorageConfig,
+    /// Meeting side (RTCPeer + WebRTC).
+    pub meeting: crate::sides::meeting::config::MeetingConfig,
 }
 
 /// The single HTTP port: health, metrics, WebSockets, REST, web page.
@@ -236,6 +238,7 @@ impl Config {
             ));
         }
         crate::events::config::validate(&self.egw, &self.nats, &self.business)?;
+        self.meeting.validate(self)?;
         let ptt = &self.ptt;
         if !(20..=60_000).contains(&ptt.talk_timeout_ms) {
             return Err(invalid(

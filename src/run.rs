@@ -45,9 +45,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.business.ptt_call_idle(),
     );
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let meeting =
+        crate::sides::meeting::Switchboard::new(config.meeting.clone(), bus.clone(), &ptt);
     let state = Arc::new(AppState {
         ptt,
         bus,
+        meeting,
         started: Instant::now(),
         metrics,
         platform,

@@ -26,6 +26,8 @@ pub struct AppState {
     pub ptt: PttSide,
     /// Hub events.
     pub bus: Arc<EventBus>,
+    /// Meeting side (RTCPeer signalling and rooms).
+    pub meeting: Arc<crate::sides::meeting::Switchboard>,
     /// When the bridge started.
     pub started: Instant,
     /// Prometheus renderer.
@@ -37,7 +39,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for a router without a config file: the given sides and platform, metrics installed.
+    /// State for a router without a config file: the given PTT side and platform, a meeting
+    /// side with its defaults, metrics installed.
     /// Used by `run` and by in-process servers (tests, the load tool).
     pub fn new(
         ptt: PttSide,
@@ -45,9 +48,12 @@ impl AppState {
         platform: Platform,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
+        let meeting =
+            crate::sides::meeting::Switchboard::new(Default::default(), bus.clone(), &ptt);
         Self {
             ptt,
             bus,
+            meeting,
             started: Instant::now(),
             metrics: metrics_handle(),
             platform,
@@ -88,8 +94,11 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// The router with every route.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+    let mut r = Router::new();
+    if state.meeting.config.enabled {
+        r = r.merge(crate::sides::meeting::routes(state.meeting.clone()));
+    }
+    r.route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/events", get(events::stream))
         .route("/egw", get(egw::upgrade))

@@ -83,6 +83,11 @@ impl Bridge {
         self.addr
     }
 
+    /// Its process id (for CPU measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its temp dir (config, recordings).
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -30,6 +30,7 @@ pub mod audio;
 pub mod bridge;
 pub mod events;
 pub mod http;
+pub mod meeting;
 pub mod murmur;
 pub mod nats;
 pub mod peers;
