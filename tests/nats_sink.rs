@@ -105,8 +105,11 @@ fn ptt_events_reach_jetstream_as_cloudevents_in_order() {
     alice.text("over and out");
     alice.quit();
 
+    // Her last event: leaving North (an earlier party.left is the move out of the root).
     let is_left = |s: &Stored| {
-        s.event["data"]["type"] == "party.left" && s.event["data"]["party"]["name"] == "alice"
+        s.event["data"]["type"] == "party.left"
+            && s.event["data"]["party"]["name"] == "alice"
+            && s.event["data"]["group_id"] == "ptt:local:North"
     };
     let all = read_until(&nats.url(), "alice's party.left", |all| {
         all.iter().any(is_left)
