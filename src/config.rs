@@ -56,6 +56,14 @@ pub struct Config {
     pub ptt: PttConfig,
     /// Talk-burst recordings.
     pub recording: RecordingConfig,
+    /// EGW WebSocket (`/egw`).
+    pub egw: crate::events::config::EgwConfig,
+    /// NATS JetStream event sink.
+    pub nats: crate::events::config::NatsConfig,
+    /// Business-gateway REST (`/v1/...`).
+    pub business: crate::events::config::BusinessConfig,
+    /// Embedded storage (apps, call records).
+    pub storage: crate::events::config::StorageConfig,
     /// Meeting side (RTCPeer + WebRTC).
     pub meeting: crate::sides::meeting::config::MeetingConfig,
 }
@@ -229,6 +237,7 @@ impl Config {
                 format!("not a valid filter: {:?}", self.log.level),
             ));
         }
+        crate::events::config::validate(&self.egw, &self.nats, &self.business)?;
         self.meeting.validate(self)?;
         let ptt = &self.ptt;
         if !(20..=60_000).contains(&ptt.talk_timeout_ms) {

@@ -6,10 +6,12 @@
 //! diagnostic client) and [`run`] (wiring it all together).
 
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod hub;
 pub mod probe;
 pub mod recording;
 pub mod run;
 pub mod sides;
+pub mod storage;
 pub mod wav;

@@ -8,10 +8,14 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::events::Platform;
 use crate::http::{AppState, metrics_handle, router};
 use crate::hub::EventBus;
+use crate::hub::Side;
 use crate::recording::Recorder;
 use crate::sides::ptt::PttSide;
+use crate::sides::{ptt_calls, ptt_commands::PttCommands};
+use crate::storage::{AppRow, Store};
 
 /// Runs the bridge with a loaded configuration.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -25,7 +29,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let store = open_store(&config)?;
+    let mut platform = Platform::new(config.egw.clone(), config.business.clone(), store);
+    if config.nats.url.is_some() {
+        // Before any side starts: the sink subscribes now and misses nothing.
+        platform.nats = Some(crate::events::nats::start(&config.nats, &bus)?);
+    }
     let ptt = PttSide::start(&config, bus.clone(), recorder);
+    platform
+        .commands
+        .register(Side::Ptt, PttCommands::new(ptt.clone()));
+    ptt_calls::start(
+        &ptt,
+        platform.calls.clone(),
+        config.business.ptt_call_idle(),
+    );
     let (shutdown_tx, shutdown) = watch::channel(false);
     let meeting =
         crate::sides::meeting::Switchboard::new(config.meeting.clone(), bus.clone(), &ptt);
@@ -35,6 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         meeting,
         started: Instant::now(),
         metrics,
+        platform,
         shutdown: shutdown.clone(),
     });
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -42,9 +61,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
     info!(address = %listener.local_addr()?, "HTTP listening");
     let mut stopping = shutdown.clone();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        let _ = stopping.wait_for(|s| *s).await;
-    });
+    let server = axum::serve(crate::http::no_delay(listener), router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        });
     tokio::select! {
         result = server => result.context("HTTP server failed")?,
         _ = async {
@@ -59,6 +79,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the store and writes the config's apps into it.
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let path = config.storage.path.as_deref();
+    let store = Store::open(path).with_context(|| match path {
+        Some(p) => format!("storage.path: cannot open {}", p.display()),
+        None => "storage: cannot open the in-memory database".to_string(),
+    })?;
+    if path.is_none() {
+        info!("storage.path unset: apps and call records are kept in memory only");
+    }
+    for (i, app) in config.business.apps.iter().enumerate() {
+        store
+            .upsert_app(&AppRow {
+                app_id: app.app_id.clone(),
+                app_secret: app.app_secret.clone(),
+                app_name: app.app_name.clone().unwrap_or_else(|| app.app_id.clone()),
+                status: "online".into(),
+                consumption_limit: None,
+                services: vec![(4, None), (7, None)],
+            })
+            .with_context(|| format!("business.apps[{i}]: cannot store app {:?}", app.app_id))?;
+    }
+    Ok(store)
+}
 /// How long open connections get to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 

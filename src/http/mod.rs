@@ -11,9 +11,12 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
+use crate::events::Platform;
 use crate::hub::EventBus;
 use crate::sides::ptt::PttSide;
 
+pub mod business;
+pub mod egw;
 mod events;
 
 /// What the handlers need.
@@ -29,8 +32,50 @@ pub struct AppState {
     pub started: Instant,
     /// Prometheus renderer.
     pub metrics: PrometheusHandle,
+    /// Platform surfaces: EGW, business REST, store, side commands, call records.
+    pub platform: Platform,
     /// Becomes `true` when the bridge shuts down: long-lived streams end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// State for a router without a config file: the given PTT side and platform, a meeting
+    /// side with its defaults, metrics installed.
+    /// Used by `run` and by in-process servers (tests, the load tool).
+    pub fn new(
+        ptt: PttSide,
+        bus: Arc<EventBus>,
+        platform: Platform,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let meeting =
+            crate::sides::meeting::Switchboard::new(Default::default(), bus.clone(), &ptt);
+        Self {
+            ptt,
+            bus,
+            meeting,
+            started: Instant::now(),
+            metrics: metrics_handle(),
+            platform,
+            shutdown,
+        }
+    }
+}
+
+/// Serves `router(state)` on `listener` until the process ends (tests, the load tool).
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
+    axum::serve(no_delay(listener), router(state)).await
+}
+
+/// The listener with `TCP_NODELAY` on every accepted connection: WebSocket frames (events,
+/// signalling) are small and must not wait for Nagle and the peer's delayed ACK (~40 ms).
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
 }
 
 /// Installs the global Prometheus recorder once and returns its handle.
@@ -56,6 +101,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     r.route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/events", get(events::stream))
+        .route("/egw", get(egw::upgrade))
+        .route("/server/address", get(egw::server_address))
+        .merge(business::routes())
         .with_state(state)
 }
 
@@ -68,6 +116,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "uptime_s": state.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
         "sides": { "ptt": { "state": if ptt_ok { "connected" } else { "degraded" }, "servers": servers } },
+        "events": crate::events::health(&state.platform),
     });
     // Degraded is still 200: the bridge itself is alive and serving the sides that work.
     (StatusCode::OK, Json(body))

@@ -1,8 +1,12 @@
 //! The in-process event bus: numbers events per app and fans them out.
 //!
-//! Numbering and sending happen under one lock, so every subscriber sees each
-//! app's events in version order with no gaps. Subscribers that fall behind the
-//! bounded buffer are told so (`Lagged`) instead of slowing the publisher.
+//! Numbering, applying the event to the app's state model ([`AppModel`]) and sending
+//! happen under one lock, so every subscriber sees each app's events in version order
+//! with no gaps, and a [`EventBus::snapshot`] is exactly the state after its version:
+//! a subscriber that took the snapshot after subscribing skips buffered events up to
+//! that version and continues without loss or double counting. Subscribers that fall
+//! behind the bounded buffer are told so (`Lagged`) instead of slowing the publisher;
+//! the sinks then cut them off with a reason.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
 use super::event::{Draft, Event};
+use crate::events::state::AppModel;
 
 /// Events buffered per subscriber before it counts as lagging.
 pub const SUBSCRIBER_BUFFER: usize = 8192;
@@ -18,8 +23,15 @@ pub const SUBSCRIBER_BUFFER: usize = 8192;
 /// Numbers and distributes events.
 #[derive(Debug)]
 pub struct EventBus {
-    versions: Mutex<HashMap<String, u64>>,
+    apps: Mutex<HashMap<String, Ledger>>,
     tx: broadcast::Sender<Event>,
+}
+
+/// One app's numbering and state.
+#[derive(Debug, Default)]
+struct Ledger {
+    version: u64,
+    model: AppModel,
 }
 
 impl Default for EventBus {
@@ -33,7 +45,7 @@ impl EventBus {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         Self {
-            versions: Mutex::new(HashMap::new()),
+            apps: Mutex::new(HashMap::new()),
             tx,
         }
     }
@@ -43,21 +55,23 @@ impl EventBus {
         let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
-        let version = versions.entry(draft.app_id.clone()).or_insert(0);
-        *version += 1;
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let ledger = apps.entry(draft.app_id.clone()).or_default();
+        ledger.version += 1;
         let event = Event {
             app_id: draft.app_id,
-            version: *version,
+            version: ledger.version,
             time_ms,
             kind: draft.kind,
             group_id: draft.group_id,
             party: draft.party,
             detail: draft.detail,
         };
-        metrics::counter!("pttbridge_events_total", "type" => event.kind.as_str()).increment(1);
+        ledger.model.apply(&event);
         // No subscribers is fine: the event is still numbered.
         let _ = self.tx.send(event.clone());
+        drop(apps);
+        metrics::counter!("pttbridge_events_total", "type" => event.kind.as_str()).increment(1);
         event
     }
 
@@ -68,12 +82,30 @@ impl EventBus {
 
     /// The current version of an app (0 before its first event).
     pub fn version(&self, app_id: &str) -> u64 {
-        self.versions
+        self.apps
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(app_id)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |l| l.version)
+    }
+
+    /// An app's state after its current version, limited to `groups` (all when `None`).
+    /// Taken under the publishing lock: events of this app with a higher version are exactly
+    /// those not in it.
+    pub fn snapshot(&self, app_id: &str, groups: Option<&[String]>) -> (u64, AppModel) {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        match apps.get(app_id) {
+            Some(l) => (l.version, l.model.filtered(groups)),
+            None => (0, AppModel::default()),
+        }
+    }
+
+    /// Every app that has published an event.
+    pub fn apps(&self) -> Vec<String> {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<String> = apps.keys().cloned().collect();
+        ids.sort();
+        ids
     }
 }
 
@@ -108,5 +140,52 @@ mod tests {
         assert_eq!(bus.version("a"), 500);
         assert_eq!(bus.version("b"), 500);
         assert_eq!(bus.version("none"), 0);
+    }
+
+    /// A subscriber that snapshots while publishers run, then applies the live events above
+    /// the snapshot's version, ends with exactly the bus's final state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshot_plus_later_events_equals_the_final_state() {
+        use crate::hub::{Party, Side};
+        let bus = std::sync::Arc::new(EventBus::new());
+        let party = |i: usize| Party {
+            side: Side::Ptt,
+            id: i.to_string(),
+            name: format!("u{i}"),
+        };
+        let publisher = {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                for round in 0..200 {
+                    for i in 0..5 {
+                        let g = format!("g{}", (round + i) % 3);
+                        let kind = match round % 4 {
+                            0 => EventKind::PartyJoined,
+                            1 => EventKind::TalkStarted,
+                            2 => EventKind::TalkStopped,
+                            _ => EventKind::PartyLeft,
+                        };
+                        bus.publish(Draft::new("a", kind, g).party(party(i)));
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let mut rx = bus.subscribe();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let (base, mut replica) = bus.snapshot("a", None);
+        publisher.await.unwrap();
+        let last = bus.version("a");
+        let mut seen = base;
+        while seen < last {
+            let ev = rx.recv().await.unwrap();
+            if ev.version <= base {
+                continue;
+            }
+            assert_eq!(ev.version, seen + 1, "no gap after the snapshot");
+            seen = ev.version;
+            replica.apply(&ev);
+        }
+        assert_eq!(replica, bus.snapshot("a", None).1);
     }
 }

@@ -2,3 +2,5 @@
 
 pub mod meeting;
 pub mod ptt;
+pub mod ptt_calls;
+pub mod ptt_commands;

@@ -169,6 +169,7 @@ impl PttSide {
                     recorder: recorder.clone(),
                     source: format!("{}/{}", server.id, account.username),
                     audio: audio.clone(),
+                    talking: HashMap::new(),
                 };
                 let span = info_span!("ptt", server = %server.id, account = %account.username);
                 tokio::spawn(translator.run(events).instrument(span));
@@ -310,6 +311,9 @@ struct Translator {
     source: String,
     /// Fan-out of this account's channel audio to links.
     audio: tokio::sync::broadcast::Sender<ChannelAudio>,
+    /// Who is talking where, by session: a stop names the same party and group as its start
+    /// (the user may be gone from the server by then, or have moved).
+    talking: HashMap<u32, (Party, String)>,
 }
 
 impl Translator {
@@ -356,6 +360,20 @@ impl Translator {
                     r.stop_source(&self.source);
                 }
                 metrics::counter!("pttbridge_ptt_disconnects_total", "server" => self.server.clone()).increment(1);
+                // Bursts in progress end with the connection: platforms must not keep showing
+                // those users as talking.
+                for (session, (party, group)) in std::mem::take(&mut self.talking) {
+                    let _ = self.audio.send(ChannelAudio::TalkStopped {
+                        party: party.clone(),
+                        session,
+                    });
+                    self.publish(
+                        EventKind::TalkStopped,
+                        group,
+                        Some(party),
+                        json!({ "media_type": 2, "terminated": false, "reason": "connection lost" }),
+                    );
+                }
                 self.publish(
                     EventKind::SideDisconnected,
                     String::new(),
@@ -413,6 +431,7 @@ impl Translator {
             } => {
                 metrics::counter!("pttbridge_ptt_talk_bursts_total", "server" => self.server.clone()).increment(1);
                 let (party, group) = self.talker(session, name, channel_id);
+                self.talking.insert(session, (party.clone(), group.clone()));
                 if let Some(r) = &self.recorder {
                     r.start_burst(
                         (self.source.clone(), session),
@@ -446,7 +465,10 @@ impl Translator {
                     .get(&session)
                     .map(|u| u.channel_id)
                     .or(snap.own_channel);
-                let (party, group) = self.talker(session, name, channel);
+                let (party, group) = match self.talking.remove(&session) {
+                    Some(started) => started,
+                    None => self.talker(session, name, channel),
+                };
                 let _ = self.audio.send(ChannelAudio::TalkStopped {
                     party: party.clone(),
                     session,

@@ -105,6 +105,18 @@ impl Bridge {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs_tail(60)))
     }
 
+    /// Any request with an optional JSON body and extra headers.
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        http::request_with(self.addr, method, path, body, headers)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs_tail(60)))
+    }
+
     /// `/healthz` as JSON.
     pub fn health(&self) -> Value {
         self.get("/healthz").json()

@@ -42,10 +42,14 @@ fn send(
     method: &str,
     path: &str,
     body: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
 ) -> std::io::Result<TcpStream> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
     if let Some((ctype, b)) = body {
         req.push_str(&format!(
             "Content-Type: {ctype}\r\nContent-Length: {}\r\n",
@@ -88,11 +92,23 @@ pub fn request(
     path: &str,
     json_body: Option<&str>,
 ) -> std::io::Result<Response> {
+    request_with(addr, method, path, json_body, &[])
+}
+
+/// Like [`request`] with extra request headers (e.g. `("X-App-Secret", "...")`).
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json_body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let s = send(
         addr,
         method,
         path,
         json_body.map(|b| ("application/json", b)),
+        headers,
     )?;
     let mut r = BufReader::new(s);
     let (status, headers) = read_head(&mut r)?;
@@ -113,7 +129,7 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
 /// Follows a Server-Sent Events stream: each `data:` line's JSON becomes one event of the
 /// queue (with the SSE event name added as `"sse"`), then the exit marker when it ends.
 pub fn sse(addr: SocketAddr, path: &str) -> std::io::Result<EventQueue> {
-    let s = send(addr, "GET", path, None)?;
+    let s = send(addr, "GET", path, None, &[])?;
     s.set_read_timeout(None)?;
     let mut r = BufReader::new(s);
     let (status, _) = read_head(&mut r)?;

@@ -4,6 +4,7 @@
 //! - [`peers`]: find the programs the tests need; a missing one fails the test naming `scripts/setup`.
 //! - [`murmur::Murmur`]: Debian's `murmurd` on a free loopback port in a temp dir, with channels.
 //! - [`terminal::Terminal`]: a pymumble PTT terminal (`tests/peers/terminal.py`) driven by JSON lines.
+//! - [`nats::NatsServer`]: Debian's `nats-server -js` on a free port with a temp store (kill/restart).
 //! - [`bridge`]: the `pttbridge` binary under test (and its `probe`), observed over HTTP.
 //! - [`events`] / [`http`]: JSON event queues and a tiny HTTP client for them.
 //! - [`audio`]: WAV loading, alignment by cross-correlation, per-window correlation, SNR, durations.
@@ -31,5 +32,6 @@ pub mod events;
 pub mod http;
 pub mod meeting;
 pub mod murmur;
+pub mod nats;
 pub mod peers;
 pub mod terminal;

@@ -1,0 +1,326 @@
+//! Load tool for the event sinks; prints the figures.
+//!
+//! ```text
+//! events-load nats [--events 200000] [--nats-url nats://...]   hub → NATS JetStream (acked events/s)
+//! events-load egw  [--clients 1000] [--rate 100] [--seconds 10] hub → EGW WebSocket subscribers (p50/p99)
+//! ```
+//!
+//! Both run the bridge's real bus and sinks in this process. `nats` starts a `nats-server -js`
+//! on a free loopback port with a temp store unless `--nats-url` is given. `egw` serves `/egw`
+//! on loopback and connects the clients from this process too (so client and server share the
+//! machine's cores, as they would on one box); latency is publish → frame parsed by the client.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use pttbridge::events::Platform;
+use pttbridge::events::config::{Developer, EgwConfig, NatsConfig};
+use pttbridge::http::AppState;
+use pttbridge::hub::event::Draft;
+use pttbridge::hub::{EventBus, EventKind, Party, Side};
+use pttbridge::sides::ptt::PttSide;
+use pttbridge::storage::Store;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn num(args: &[String], name: &str, default: u64) -> anyhow::Result<u64> {
+    match arg(args, name) {
+        Some(v) => v.parse().with_context(|| format!("{name} {v:?}")),
+        None => Ok(default),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match args.first().map(String::as_str) {
+        Some("nats") => rt.block_on(nats(&args)),
+        Some("egw") => rt.block_on(egw(&args)),
+        _ => bail!(
+            "usage: events-load nats [--events N] [--nats-url URL] | egw [--clients N] [--rate EV_PER_S] [--seconds S]"
+        ),
+    }
+}
+
+fn party() -> Party {
+    Party {
+        side: Side::Ptt,
+        id: "7".into(),
+        name: "load".into(),
+    }
+}
+
+/// A nats-server of our own on a free port (killed on drop).
+struct OwnNats {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_nats() -> anyhow::Result<OwnNats> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let dir = std::env::temp_dir().join(format!("events-load-nats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("nats-server");
+    let child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot run nats-server (scripts/setup installs it)")?;
+    let url = format!("nats://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nats-server did not open port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(OwnNats { child, dir, url })
+}
+
+async fn nats(args: &[String]) -> anyhow::Result<()> {
+    let n = num(args, "--events", 200_000)?;
+    let own;
+    let url = match arg(args, "--nats-url") {
+        Some(u) => u,
+        None => {
+            own = start_nats()?;
+            own.url.clone()
+        }
+    };
+    let bus = Arc::new(EventBus::new());
+    let config = NatsConfig {
+        url: Some(url.clone()),
+        ..Default::default()
+    };
+    let stats = pttbridge::events::nats::start(&config, &bus)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stats.stream_ready.load(Ordering::Relaxed) {
+        if Instant::now() > deadline {
+            bail!("JetStream stream not ready at {url}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = |s: &pttbridge::events::nats::SinkStats| {
+        s.acked.load(Ordering::Relaxed) + s.duplicates.load(Ordering::Relaxed)
+    };
+    let start = Instant::now();
+    let mut published = 0u64;
+    while published < n {
+        // Never run further ahead of the sink than the bus buffer (8192) holds.
+        while published - stats.received.load(Ordering::Relaxed) > 4_000
+            || published - done(&stats) > 50_000
+        {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        for _ in 0..1000.min(n - published) {
+            bus.publish(
+                Draft::new("load", EventKind::TalkStarted, "ptt:load:North")
+                    .party(party())
+                    .detail(json!({"media_type": 2})),
+            );
+            published += 1;
+        }
+        tokio::task::yield_now().await;
+    }
+    while done(&stats) < n {
+        if stats.dropped.load(Ordering::Relaxed) > 0 {
+            bail!("the sink dropped events: {stats:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "hub → NATS JetStream: {n} events acked in {secs:.2} s = {:.0} events/s (retried {}, duplicates {}, dropped {})",
+        n as f64 / secs,
+        stats.retried.load(Ordering::Relaxed),
+        stats.duplicates.load(Ordering::Relaxed),
+        stats.dropped.load(Ordering::Relaxed),
+    );
+    Ok(())
+}
+
+async fn egw(args: &[String]) -> anyhow::Result<()> {
+    let clients = num(args, "--clients", 1000)? as usize;
+    let rate = num(args, "--rate", 100)?.max(1);
+    let seconds = num(args, "--seconds", 10)?.max(1);
+    let bus = Arc::new(EventBus::new());
+    let egw = EgwConfig {
+        heartbeat_timeout_ms: 3_600_000,
+        developers: vec![Developer {
+            dev_id: "load".into(),
+            token: "load".into(),
+            apps: vec![],
+        }],
+        ..Default::default()
+    };
+    let platform = Platform::new(egw, Default::default(), Store::open(None)?);
+    let (_running, shutdown) = tokio::sync::watch::channel(false);
+    let state = Arc::new(AppState::new(
+        PttSide::default(),
+        bus.clone(),
+        platform,
+        shutdown,
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(pttbridge::http::serve(listener, state));
+
+    let epoch = Instant::now();
+    let total = rate * seconds;
+    let mut tasks = Vec::with_capacity(clients);
+    let connect_start = Instant::now();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients);
+    for _ in 0..clients {
+        let ready = ready_tx.clone();
+        tasks.push(tokio::spawn(client(addr, epoch, total, ready)));
+    }
+    drop(ready_tx);
+    let mut ready = 0;
+    while ready < clients {
+        if tokio::time::timeout(Duration::from_secs(60), ready_rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            bail!("only {ready} of {clients} clients subscribed");
+        }
+        ready += 1;
+    }
+    println!(
+        "{clients} EGW clients logged in and subscribed in {:.2} s",
+        connect_start.elapsed().as_secs_f64()
+    );
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = tokio::time::Instant::now();
+    for i in 0..total {
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        let sent_us = epoch.elapsed().as_micros() as u64;
+        bus.publish(
+            Draft::new("load", EventKind::MessageText, "ptt:load:North")
+                .party(party())
+                .detail(json!({ "text": "load", "sent_us": sent_us })),
+        );
+    }
+    let mut latencies: Vec<u32> = Vec::with_capacity(clients * total as usize);
+    let mut incomplete = 0;
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(60), t).await {
+            Ok(Ok(Ok(l))) => {
+                if l.len() < total as usize {
+                    incomplete += 1;
+                }
+                latencies.extend(l);
+            }
+            _ => incomplete += 1,
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(f64::NAN, |us| f64::from(*us) / 1000.0)
+    };
+    println!(
+        "hub → {clients} EGW subscribers: {total} events at {rate}/s = {} frames in {wall:.2} s ({:.0} frames/s); \
+         latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; clients incomplete: {incomplete}",
+        latencies.len(),
+        latencies.len() as f64 / wall,
+        pct(0.50),
+        pct(0.99),
+        pct(1.0),
+    );
+    if incomplete > 0 {
+        bail!("{incomplete} clients did not receive every event");
+    }
+    Ok(())
+}
+
+/// The fields of a pushed 20110 frame the tool reads.
+#[derive(serde::Deserialize)]
+struct LoadFrame {
+    version: u64,
+    detail: LoadDetail,
+}
+
+#[derive(serde::Deserialize)]
+struct LoadDetail {
+    sent_us: u64,
+}
+
+/// One subscriber: logs in, subscribes, then records publish → receive latency (µs) per event.
+async fn client(
+    addr: SocketAddr,
+    epoch: Instant,
+    total: u64,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<Vec<u32>> {
+    // A small read buffer: tungstenite zero-fills the spare capacity of its read buffer on every
+    // read (128 KiB by default), which would make the clients, not the server, the bottleneck.
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{addr}/egw"),
+        Some(config),
+        true,
+    )
+    .await?;
+    for req in [
+        json!({"business": "EGW", "id": 20000, "dev_id": "load", "token": "load"}),
+        json!({"business": "EGW", "id": 20004, "app_list": [{"app_id": "load"}]}),
+    ] {
+        ws.send(Message::text(req.to_string())).await?;
+        let reply = ws.next().await.context("closed")??;
+        let v: serde_json::Value = serde_json::from_str(reply.to_text()?)?;
+        if v["result"] != 0 {
+            bail!("refused: {v}");
+        }
+    }
+    ready.send(()).await.ok();
+    let mut out = Vec::with_capacity(total as usize);
+    let mut last = 0;
+    while (out.len() as u64) < total {
+        let msg = ws.next().await.context("closed")??;
+        let Message::Text(t) = msg else { continue };
+        let now = epoch.elapsed().as_micros() as u64;
+        let f: LoadFrame = serde_json::from_str(t.as_str())?;
+        if f.version != last + 1 {
+            bail!("gap: {last} → {}", f.version);
+        }
+        last = f.version;
+        let sent = f.detail.sent_us;
+        out.push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+    }
+    let _ = ws.close(None).await;
+    Ok(out)
+}

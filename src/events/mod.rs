@@ -1,0 +1,91 @@
+//! Events for platforms: the per-app state model the bus keeps ([`state`]), and the sinks that
+//! carry hub events out — the EGW WebSocket projection ([`egw`]) and NATS JetStream ([`nats`]).
+//!
+//! Every side publishes through [`crate::hub::EventBus::publish`]; nothing here is side-specific.
+
+pub mod config;
+pub mod egw;
+pub mod nats;
+pub mod rfc3339;
+pub mod state;
+
+use std::sync::Arc;
+
+use crate::hub::{Calls, CommandRouter};
+use crate::storage::Store;
+use config::{BusinessConfig, EgwConfig};
+
+/// What the platform surfaces (EGW, REST) share: their config, the store, the command router
+/// the sides register with, and the call records.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    /// `[egw]`.
+    pub egw: EgwConfig,
+    /// `[business]`.
+    pub business: BusinessConfig,
+    /// Apps and call records.
+    pub store: Store,
+    /// Commands to the sides.
+    pub commands: CommandRouter,
+    /// Call records.
+    pub calls: Calls,
+    /// The NATS sink's counters, when it runs.
+    pub nats: Option<Arc<nats::SinkStats>>,
+    /// Bus events as EGW frames, serialised once for all connections.
+    pub egw_feed: Arc<egw::EgwFeed>,
+}
+
+impl Platform {
+    /// A platform on `store` with no sides registered.
+    pub fn new(egw: EgwConfig, business: BusinessConfig, store: Store) -> Self {
+        Self {
+            egw,
+            business,
+            calls: Calls::new(store.clone()),
+            store,
+            commands: CommandRouter::new(),
+            nats: None,
+            egw_feed: Arc::default(),
+        }
+    }
+
+    /// Decides an EGW login: a configured developer (its apps, or all), or an app's own
+    /// `app_id` + `app_secret` (that app only).
+    pub fn authenticate(&self, dev_id: &str, token: &str) -> Option<::egw::Grant> {
+        if let Some(d) = self.egw.developers.iter().find(|d| d.dev_id == dev_id) {
+            return same_secret(&d.token, token).then(|| {
+                if d.apps.is_empty() {
+                    ::egw::Grant::AllApps
+                } else {
+                    ::egw::Grant::Apps(d.apps.iter().cloned().collect())
+                }
+            });
+        }
+        let app = self.store.app(dev_id).ok().flatten()?;
+        same_secret(&app.app_secret, token).then(|| ::egw::Grant::Apps([app.app_id].into()))
+    }
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn same_secret(expected: &str, given: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The `events` part of `/healthz`: the NATS sink's state, when it runs.
+pub fn health(platform: &Platform) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    match &platform.nats {
+        None => serde_json::json!({ "nats": "off" }),
+        Some(s) => serde_json::json!({ "nats": {
+            "connected": s.connected.load(Relaxed),
+            "stream_ready": s.stream_ready.load(Relaxed),
+            "received": s.received.load(Relaxed),
+            "acked": s.acked.load(Relaxed),
+            "duplicates": s.duplicates.load(Relaxed),
+            "retried": s.retried.load(Relaxed),
+            "dropped": s.dropped.load(Relaxed),
+            "queued": s.queued.load(Relaxed),
+        }}),
+    }
+}

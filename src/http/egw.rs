@@ -1,0 +1,288 @@
+//! `/egw`: the event-gateway WebSocket, and `GET /server/address?appType=8` that points to it.
+//!
+//! One task per connection owns its [`egw::Session`] and a bus receiver subscribed when the
+//! socket opens, so a full sync (a snapshot at version V taken under the bus lock) followed by
+//! the buffered events above V is gap-free and never counts an event twice. A client is cut
+//! off — never waited for — when it falls behind the bus buffer (close 4001), when one frame
+//! cannot be written within `egw.send_timeout_ms` (it stopped reading), or when it sends
+//! nothing for `egw.heartbeat_timeout_ms` (close 4000).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use egw::rest::{Envelope, codes};
+use egw::{Action, Session};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::time::{Instant, sleep_until, timeout};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::AppState;
+use futures_util::SinkExt;
+
+use crate::events::egw::sync_reply;
+
+/// Close code: no frame from the client within the heartbeat timeout.
+pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4000;
+/// Close code: the client fell behind the event stream.
+pub const CLOSE_TOO_SLOW: u16 = 4001;
+
+/// `GET /egw`: upgrades to the EGW WebSocket.
+pub(super) async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let conn = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Room for an oversize frame to reach the parser (which answers "too large"); far beyond
+    // that the WebSocket layer closes the connection.
+    ws.max_message_size(egw::MAX_FRAME * 4)
+        // Client frames are small and rare. tungstenite allocates the read buffer eagerly and
+        // zero-fills its spare capacity on every read: 128 KiB (its default) per read and per
+        // connection would dominate the cost of a thousand subscribers.
+        .read_buffer_size(8 * 1024)
+        .on_upgrade(move |socket| {
+            let span = info_span!("egw", conn);
+            connection(socket, state).instrument(span)
+        })
+}
+
+enum End {
+    ClientClosed,
+    Shutdown,
+    Cut(u16, String),
+    Stuck,
+}
+
+async fn connection(mut socket: WebSocket, state: Arc<AppState>) {
+    // Subscribed before anything else: every event from now on is either in a later full
+    // sync's snapshot or in this receiver (or both, and then skipped by version).
+    let mut rx = state.platform.egw_feed.subscribe(&state.bus);
+    let platform = state.platform.clone();
+    let idle = platform.egw.heartbeat_timeout();
+    let send_timeout = platform.egw.send_timeout();
+    let mut session = Session::new();
+    // Per app: events up to this version are in a full sync already sent.
+    let mut synced: HashMap<String, u64> = HashMap::new();
+    let mut deadline = Instant::now() + idle;
+    let mut shutdown = state.shutdown.clone();
+    metrics::gauge!("pttbridge_egw_connections").increment(1.0);
+    debug!("EGW client connected");
+
+    let end = loop {
+        tokio::select! {
+            biased;
+            frame_in = socket.recv() => {
+                let text = match frame_in {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break End::ClientClosed,
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Binary(_))) => {
+                        deadline = Instant::now() + idle;
+                        count_error("binary");
+                        let reply = egw::Reply::new(egw::ids::ERROR, egw::ErrorCode::BadRequest, "binary frames are not EGW requests; send JSON text");
+                        if !send(&mut socket, reply.to_json(), send_timeout).await { break End::Stuck; }
+                        continue;
+                    }
+                    Some(Ok(_)) => continue, // ping/pong: answered by the WebSocket layer
+                };
+                deadline = Instant::now() + idle;
+                let out = match session.handle(text.as_str(), |d, t| platform.authenticate(d, t)) {
+                    Ok(Action::Reply(r)) => vec![r.to_json()],
+                    Ok(Action::FullSync { apps, seq }) => {
+                        let wanted: Vec<(String, Option<Vec<String>>)> = match apps {
+                            Some(list) => list.into_iter().map(|a| (a.app_id, a.group_list)).collect(),
+                            None => visible_apps(&state, session.grant()).into_iter().map(|a| (a, None)).collect(),
+                        };
+                        let mut frames = Vec::with_capacity(wanted.len());
+                        for (app, groups) in wanted {
+                            let (version, model) = state.bus.snapshot(&app, groups.as_deref());
+                            let floor = synced.entry(app.clone()).or_insert(0);
+                            *floor = (*floor).max(version);
+                            let mut reply = sync_reply(&app, version, &model);
+                            reply.seq = seq.clone();
+                            frames.push(reply.to_json());
+                        }
+                        if frames.is_empty() {
+                            frames.push(egw::SyncReply::new(String::new(), 0, Vec::new()).to_json());
+                        }
+                        frames
+                    }
+                    Err(e) => {
+                        count_error(e.kind());
+                        debug!(error = %e, "EGW request refused");
+                        vec![e.reply().to_json()]
+                    }
+                };
+                let mut written = true;
+                for f in out {
+                    written = written && send(&mut socket, f, send_timeout).await;
+                }
+                if !written { break End::Stuck; }
+            }
+            ev = rx.recv() => match ev {
+                Ok(first) => {
+                    // Take what else is ready too and write it with one flush.
+                    let mut batch = Vec::new();
+                    let mut next = Some(first);
+                    let mut lagged = None;
+                    while let Some(f) = next.take() {
+                        if session.wants(&f.app_id) && synced.get(&*f.app_id).is_none_or(|v| f.version > *v) {
+                            batch.push(Message::Text(f.text));
+                        }
+                        if batch.len() < 64 {
+                            match rx.try_recv() {
+                                Ok(f) => next = Some(f),
+                                Err(TryRecvError::Lagged(n)) => lagged = Some(n),
+                                Err(_) => {}
+                            }
+                        }
+                    }
+                    let n = batch.len() as u64;
+                    if n > 0 && !send_all(&mut socket, batch, send_timeout).await { break End::Stuck; }
+                    metrics::counter!("pttbridge_egw_events_sent_total").increment(n);
+                    if let Some(missed) = lagged {
+                        break End::Cut(CLOSE_TOO_SLOW, format!("too slow: {missed} events missed; reconnect and full-sync"));
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    break End::Cut(CLOSE_TOO_SLOW, format!("too slow: {missed} events missed; reconnect and full-sync"));
+                }
+                Err(RecvError::Closed) => break End::ClientClosed,
+            },
+            // The bridge is stopping: say so and let the server finish.
+            () = async { let _ = shutdown.wait_for(|s| *s).await; } => break End::Shutdown,
+            _ = sleep_until(deadline) => {
+                break End::Cut(CLOSE_HEARTBEAT_TIMEOUT, format!("no heartbeat for {} ms", idle.as_millis()));
+            }
+        }
+    };
+    metrics::gauge!("pttbridge_egw_connections").decrement(1.0);
+    match end {
+        End::ClientClosed => debug!("EGW client closed"),
+        End::Shutdown => {
+            let close = Message::Close(Some(CloseFrame {
+                code: 1001,
+                reason: Utf8Bytes::from_static("bridge shutting down"),
+            }));
+            let _ = timeout(send_timeout, socket.send(close)).await;
+        }
+        End::Cut(code, reason) => {
+            let label = if code == CLOSE_TOO_SLOW {
+                "too_slow"
+            } else {
+                "heartbeat_timeout"
+            };
+            info!(code, %reason, "EGW client cut off");
+            metrics::counter!("pttbridge_event_subscribers_cut_total", "sink" => "egw", "reason" => label).increment(1);
+            let close = Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            }));
+            let _ = timeout(send_timeout, socket.send(close)).await;
+        }
+        End::Stuck => {
+            warn!("EGW client stopped reading; cut off");
+            metrics::counter!("pttbridge_event_subscribers_cut_total", "sink" => "egw", "reason" => "send_timeout").increment(1);
+        }
+    }
+}
+
+/// Sends one text frame; false when it could not be written in time (or the socket is gone).
+async fn send(socket: &mut WebSocket, text: String, limit: std::time::Duration) -> bool {
+    matches!(
+        timeout(limit, socket.send(Message::Text(Utf8Bytes::from(text)))).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Writes `frames` with one flush; false when not done in time (or the socket is gone).
+async fn send_all(
+    socket: &mut WebSocket,
+    frames: Vec<Message>,
+    limit: std::time::Duration,
+) -> bool {
+    let write = async {
+        for f in frames {
+            socket.feed(f).await?;
+        }
+        socket.flush().await
+    };
+    matches!(timeout(limit, write).await, Ok(Ok(())))
+}
+
+fn count_error(kind: &'static str) {
+    metrics::counter!("pttbridge_errors_total", "side" => "egw", "kind" => kind).increment(1);
+}
+
+/// Apps a login sees in a full sync without `app_list`: its granted apps, or every app known.
+fn visible_apps(state: &AppState, grant: Option<&egw::Grant>) -> Vec<String> {
+    match grant {
+        Some(egw::Grant::Apps(apps)) => apps.iter().cloned().collect(),
+        Some(egw::Grant::AllApps) => {
+            let mut apps = state.bus.apps();
+            if let Ok(rows) = state.platform.store.apps() {
+                apps.extend(rows.into_iter().map(|a| a.app_id));
+            }
+            apps.sort();
+            apps.dedup();
+            apps
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Query of `GET /server/address`.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct AddressQuery {
+    #[serde(rename = "appType")]
+    app_type: Option<String>,
+}
+
+/// `GET /server/address?appType=8`: the EGW URL in the business envelope.
+pub(super) async fn server_address(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<AddressQuery>,
+) -> impl IntoResponse {
+    match q.app_type.as_deref() {
+        Some("8") => {}
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(
+                    Envelope::error(
+                        codes::BAD_REQUEST,
+                        &format!(
+                            "appType {other:?} is not served here; the event gateway is appType=8"
+                        ),
+                    )
+                    .into_value(),
+                ),
+            );
+        }
+        None => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(
+                    Envelope::error(codes::BAD_REQUEST, "missing appType (8 = event gateway)")
+                        .into_value(),
+                ),
+            );
+        }
+    }
+    let url = match &state.platform.egw.public_url {
+        Some(u) => u.clone(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("127.0.0.1");
+            format!("ws://{host}/egw")
+        }
+    };
+    (
+        StatusCode::OK,
+        Json(Envelope::ok().with("result", url).into_value()),
+    )
+}

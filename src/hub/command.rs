@@ -1,0 +1,154 @@
+//! Commands from platforms to the parties of a side: deliver a message, end a session, invite
+//! into a group. Each side implements [`SideCommands`] once and registers it with the
+//! [`CommandRouter`]; the business gateway (`/v1/kickout`, `/v1/online/trans-cmd`,
+//! `/v1/online/invite`) routes by the side in the user id (`<side>:<id>`).
+//!
+//! ```ignore
+//! // in a side's start-up (console, meeting):
+//! router.register(Side::Console, Arc::new(MyConsoleCommands { .. }));
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+use super::event::Side;
+
+/// A boxed future, as trait objects need.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What to do to a party.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SideCommand {
+    /// Deliver a platform message (trans-cmd): PTT private text, console notification,
+    /// meeting `doEvent`. `message` is the caller's object as given.
+    Deliver {
+        /// App (tenant).
+        app: String,
+        /// The party id on its side (the part after `<side>:`).
+        party: String,
+        /// Caller-defined content.
+        message: Value,
+    },
+    /// End the party's sessions (kickout).
+    Kick {
+        /// App.
+        app: String,
+        /// Party id on its side.
+        party: String,
+        /// Why (shown to the user where the side can).
+        reason: String,
+    },
+    /// Bring the party into a group (invite): PTT move to the channel, console call,
+    /// meeting invite.
+    Invite {
+        /// App.
+        app: String,
+        /// Party id on its side.
+        party: String,
+        /// Bridge group id (`ptt:<server>:<path>`, a meeting room, ...).
+        group: String,
+        /// Caller's extra data.
+        extend: Option<Value>,
+    },
+}
+
+impl SideCommand {
+    /// The party id addressed.
+    pub fn party(&self) -> &str {
+        match self {
+            Self::Deliver { party, .. } | Self::Kick { party, .. } | Self::Invite { party, .. } => {
+                party
+            }
+        }
+    }
+
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Deliver { .. } => "deliver",
+            Self::Kick { .. } => "kick",
+            Self::Invite { .. } => "invite",
+        }
+    }
+}
+
+/// A command that was carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The party's terminal/session id on its side (PTT session, console connection, ...).
+    pub terminal: String,
+}
+
+/// Why a command was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The party is not connected on its side (trans-cmd result 2).
+    #[error("user not online")]
+    NotOnline,
+    /// No such group on the side.
+    #[error("unknown group {0}")]
+    UnknownGroup(String),
+    /// The side has no handler registered (not configured, or not built yet).
+    #[error("side {0} takes no commands")]
+    NoSide(&'static str),
+    /// The side does not support this command.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The side tried and failed (permission denied, connection down, timeout).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a side implements to take commands.
+pub trait SideCommands: Send + Sync + std::fmt::Debug + 'static {
+    /// Carries out `cmd`; resolves when the side has done it (or knows it cannot).
+    fn execute(&self, cmd: SideCommand) -> BoxFuture<Result<Delivered, CommandError>>;
+}
+
+/// Routes commands to the side that owns the party.
+#[derive(Debug, Clone, Default)]
+pub struct CommandRouter {
+    sides: Arc<RwLock<HashMap<Side, Arc<dyn SideCommands>>>>,
+}
+
+impl CommandRouter {
+    /// A router with no sides.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers (or replaces) the handler of `side`.
+    pub fn register(&self, side: Side, handler: Arc<dyn SideCommands>) {
+        self.sides
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(side, handler);
+    }
+
+    /// Sends `cmd` to `side`.
+    pub async fn execute(&self, side: Side, cmd: SideCommand) -> Result<Delivered, CommandError> {
+        let handler = self
+            .sides
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&side)
+            .cloned();
+        let name = cmd.name();
+        let result = match handler {
+            Some(h) => h.execute(cmd).await,
+            None => Err(CommandError::NoSide(side.as_str())),
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(CommandError::NotOnline) => "not_online",
+            Err(_) => "failed",
+        };
+        metrics::counter!("pttbridge_side_commands_total", "side" => side.as_str(), "command" => name, "outcome" => outcome)
+            .increment(1);
+        result
+    }
+}

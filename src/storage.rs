@@ -1,0 +1,377 @@
+//! Embedded storage: one SQLite database (file, or in memory by default) holding the apps of
+//! the business gateway and the call records. Calls are short (microseconds to a millisecond);
+//! none of them is on an audio path.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("storage: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A row with this unique value exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+}
+
+/// An app row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRow {
+    /// Id.
+    pub app_id: String,
+    /// Secret.
+    pub app_secret: String,
+    /// Name.
+    pub app_name: String,
+    /// `online` / `offline`.
+    pub status: String,
+    /// Spending limit.
+    pub consumption_limit: Option<i64>,
+    /// Services: `(service_id, use_limit)`.
+    pub services: Vec<(i64, Option<i64>)>,
+}
+
+/// A finished call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRow {
+    /// Row id (0 before insertion).
+    pub id: i64,
+    /// App.
+    pub app_id: String,
+    /// Group.
+    pub group_id: String,
+    /// Sides (`ptt`, `console`, `meeting`).
+    pub sides: Vec<String>,
+    /// Who started it (`<side>:<id>`), or empty.
+    pub initiator: String,
+    /// Start, ms since the epoch.
+    pub start_ms: i64,
+    /// End, ms since the epoch.
+    pub end_ms: i64,
+    /// Audio packets carried.
+    pub audio_packets: i64,
+    /// Audio payload bytes.
+    pub audio_bytes: i64,
+    /// Signalling messages/events.
+    pub signalling: i64,
+    /// How it ended.
+    pub end_reason: String,
+}
+
+/// The database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS apps (
+    app_id TEXT PRIMARY KEY,
+    app_secret TEXT NOT NULL,
+    app_name TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    consumption_limit INTEGER,
+    services TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS call_records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app_id TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    sides TEXT NOT NULL,
+    initiator TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    audio_packets INTEGER NOT NULL,
+    audio_bytes INTEGER NOT NULL,
+    signalling INTEGER NOT NULL,
+    end_reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS call_records_by_time ON call_records (start_ms, app_id);
+";
+
+fn services_json(services: &[(i64, Option<i64>)]) -> String {
+    serde_json::to_string(services).unwrap_or_else(|_| "[]".into())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, or an in-memory one.
+    pub fn open(path: Option<&Path>) -> Result<Self, StoreError> {
+        let conn = match path {
+            Some(p) => {
+                let c = Connection::open(p)?;
+                // journal_mode answers with the mode now in force.
+                let _mode: String =
+                    c.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+                c.pragma_update(None, "synchronous", "NORMAL")?;
+                c
+            }
+            None => Connection::open_in_memory()?,
+        };
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Inserts an app.
+    pub fn insert_app(&self, app: &AppRow) -> Result<(), StoreError> {
+        let r = self.conn().execute(
+            "INSERT INTO apps (app_id, app_secret, app_name, status, consumption_limit, services)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                app.app_id,
+                app.app_secret,
+                app.app_name,
+                app.status,
+                app.consumption_limit,
+                services_json(&app.services)
+            ],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "app {:?} / name {:?}",
+                    app.app_id, app.app_name
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Inserts or replaces an app (config seeds).
+    pub fn upsert_app(&self, app: &AppRow) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO apps (app_id, app_secret, app_name, status, consumption_limit, services)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(app_id) DO UPDATE SET app_secret = excluded.app_secret,
+                 app_name = excluded.app_name",
+            params![
+                app.app_id,
+                app.app_secret,
+                app.app_name,
+                app.status,
+                app.consumption_limit,
+                services_json(&app.services)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Replaces an app's fields (by id); false when there is no such app.
+    pub fn update_app(&self, app: &AppRow) -> Result<bool, StoreError> {
+        let r = self.conn().execute(
+            "UPDATE apps SET app_name = ?2, status = ?3, consumption_limit = ?4, services = ?5
+             WHERE app_id = ?1",
+            params![
+                app.app_id,
+                app.app_name,
+                app.status,
+                app.consumption_limit,
+                services_json(&app.services)
+            ],
+        );
+        match r {
+            Ok(n) => Ok(n > 0),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Conflict(format!("name {:?}", app.app_name)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an app; false when there was none.
+    pub fn delete_app(&self, app_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM apps WHERE app_id = ?1", params![app_id])?
+            > 0)
+    }
+
+    /// One app.
+    pub fn app(&self, app_id: &str) -> Result<Option<AppRow>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT app_id, app_secret, app_name, status, consumption_limit, services
+                 FROM apps WHERE app_id = ?1",
+                params![app_id],
+                app_row,
+            )
+            .optional()?)
+    }
+
+    /// Every app, by name.
+    pub fn apps(&self) -> Result<Vec<AppRow>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT app_id, app_secret, app_name, status, consumption_limit, services
+             FROM apps ORDER BY app_name",
+        )?;
+        let rows = st.query_map([], app_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Inserts a finished call; returns its id.
+    pub fn insert_call(&self, c: &CallRow) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO call_records (app_id, group_id, sides, initiator, start_ms, end_ms,
+                 audio_packets, audio_bytes, signalling, end_reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                c.app_id,
+                c.group_id,
+                serde_json::to_string(&c.sides).unwrap_or_default(),
+                c.initiator,
+                c.start_ms,
+                c.end_ms,
+                c.audio_packets,
+                c.audio_bytes,
+                c.signalling,
+                c.end_reason
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Calls that started in `[start_ms, end_ms)`, optionally of one app, oldest first:
+    /// page `page` (from 1) of `page_size`, and the total count.
+    pub fn calls(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        app_id: Option<&str>,
+        page: u32,
+        page_size: u32,
+    ) -> Result<(Vec<CallRow>, i64), StoreError> {
+        let conn = self.conn();
+        let offset = i64::from(page.saturating_sub(1)) * i64::from(page_size);
+        let total: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM call_records
+             WHERE start_ms >= ?1 AND start_ms < ?2 AND (?3 IS NULL OR app_id = ?3)",
+            params![start_ms, end_ms, app_id],
+            |r| r.get(0),
+        )?;
+        let mut st = conn.prepare(
+            "SELECT id, app_id, group_id, sides, initiator, start_ms, end_ms, audio_packets,
+                    audio_bytes, signalling, end_reason
+             FROM call_records
+             WHERE start_ms >= ?1 AND start_ms < ?2 AND (?3 IS NULL OR app_id = ?3)
+             ORDER BY start_ms, id LIMIT ?4 OFFSET ?5",
+        )?;
+        let rows = st
+            .query_map(
+                params![start_ms, end_ms, app_id, i64::from(page_size), offset],
+                |r| {
+                    let sides: String = r.get(3)?;
+                    Ok(CallRow {
+                        id: r.get(0)?,
+                        app_id: r.get(1)?,
+                        group_id: r.get(2)?,
+                        sides: serde_json::from_str(&sides).unwrap_or_default(),
+                        initiator: r.get(4)?,
+                        start_ms: r.get(5)?,
+                        end_ms: r.get(6)?,
+                        audio_packets: r.get(7)?,
+                        audio_bytes: r.get(8)?,
+                        signalling: r.get(9)?,
+                        end_reason: r.get(10)?,
+                    })
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rows, total))
+    }
+}
+
+fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
+    let services: String = r.get(5)?;
+    Ok(AppRow {
+        app_id: r.get(0)?,
+        app_secret: r.get(1)?,
+        app_name: r.get(2)?,
+        status: r.get(3)?,
+        consumption_limit: r.get(4)?,
+        services: serde_json::from_str(&services).unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(id: &str, name: &str) -> AppRow {
+        AppRow {
+            app_id: id.into(),
+            app_secret: "secret".into(),
+            app_name: name.into(),
+            status: "offline".into(),
+            consumption_limit: None,
+            services: vec![(4, Some(10))],
+        }
+    }
+
+    #[test]
+    fn apps_crud_and_conflicts() {
+        let s = Store::open(None).unwrap();
+        s.insert_app(&app("a", "one")).unwrap();
+        assert!(matches!(
+            s.insert_app(&app("b", "one")),
+            Err(StoreError::Conflict(_))
+        ));
+        let mut a = s.app("a").unwrap().unwrap();
+        assert_eq!(a.services, vec![(4, Some(10))]);
+        a.status = "online".into();
+        assert!(s.update_app(&a).unwrap());
+        assert_eq!(s.app("a").unwrap().unwrap().status, "online");
+        assert!(s.delete_app("a").unwrap());
+        assert!(!s.delete_app("a").unwrap());
+        assert!(s.app("a").unwrap().is_none());
+    }
+
+    #[test]
+    fn calls_page_by_time_and_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(Some(&dir.path().join("db.sqlite3"))).unwrap();
+        for i in 0..25 {
+            s.insert_call(&CallRow {
+                id: 0,
+                app_id: if i % 5 == 0 { "x" } else { "y" }.into(),
+                group_id: "g".into(),
+                sides: vec!["ptt".into()],
+                initiator: String::new(),
+                start_ms: 1000 + i,
+                end_ms: 2000 + i,
+                audio_packets: i,
+                audio_bytes: i * 100,
+                signalling: 2,
+                end_reason: "idle".into(),
+            })
+            .unwrap();
+        }
+        let (page, total) = s.calls(0, 10_000, None, 3, 10).unwrap();
+        assert_eq!((page.len(), total), (5, 25));
+        assert_eq!(page[0].start_ms, 1020);
+        let (page, total) = s.calls(0, 10_000, Some("x"), 1, 100).unwrap();
+        assert_eq!((page.len(), total), (5, 5));
+        let (page, _) = s.calls(1010, 1012, None, 1, 100).unwrap();
+        assert_eq!(page.len(), 2);
+        // Reopening the file keeps the rows.
+        drop(s);
+        let s = Store::open(Some(&dir.path().join("db.sqlite3"))).unwrap();
+        assert_eq!(s.calls(0, 10_000, None, 1, 1).unwrap().1, 25);
+    }
+}
