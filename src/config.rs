@@ -56,6 +56,8 @@ pub struct Config {
     pub ptt: PttConfig,
     /// Talk-burst recordings.
     pub recording: RecordingConfig,
+    /// Console side (muicall WebSocket).
+    pub console: crate::sides::console::config::ConsoleConfig,
 }
 
 /// The single HTTP port: health, metrics, WebSockets, REST, web page.
@@ -301,6 +303,7 @@ impl Config {
                 }
             }
         }
+        self.console.validate(&self.ptt)?;
         Ok(())
     }
 }

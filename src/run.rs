@@ -25,8 +25,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let ptt = PttSide::start(&config, bus.clone(), recorder);
+    let console = crate::sides::console::ConsoleSide::start(&config, bus.clone());
     let state = Arc::new(AppState {
         ptt,
+        console,
         bus,
         started: Instant::now(),
         metrics,

@@ -21,6 +21,8 @@ mod events;
 pub struct AppState {
     /// PTT side.
     pub ptt: PttSide,
+    /// Console side (`/muicall`).
+    pub console: crate::sides::console::ConsoleSide,
     /// Hub events.
     pub bus: Arc<EventBus>,
     /// When the bridge started.
@@ -49,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/events", get(events::stream))
+        .merge(crate::sides::console::routes())
         .with_state(state)
 }
 
@@ -60,7 +63,8 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "status": status,
         "uptime_s": state.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
-        "sides": { "ptt": { "state": if ptt_ok { "connected" } else { "degraded" }, "servers": servers } },
+        "sides": { "ptt": { "state": if ptt_ok { "connected" } else { "degraded" }, "servers": servers },
+                   "console": state.console.health() },
     });
     // Degraded is still 200: the bridge itself is alive and serving the sides that work.
     (StatusCode::OK, Json(body))

@@ -1,3 +1,4 @@
 //! One module per side: each translates its protocol to and from the hub.
 
+pub mod console;
 pub mod ptt;
