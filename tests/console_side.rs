@@ -245,3 +245,332 @@ fn console_calls_two_terminals_talks_hears_and_hangs_up() {
     assert!(bridge.metric("pttbridge_console_talk_bursts_total", &[("talker", "terminal")]) >= 1.0);
     let _ = Instant::now();
 }
+
+fn member_state(update: &Value, id: u32) -> Option<u64> {
+    update["data"]["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["memberId"] == id)
+        .and_then(|m| m["callState"].as_u64())
+}
+
+#[test]
+fn add_and_kick_mid_call_busy_and_offline_and_everyone_goes_home() {
+    let server = murmur();
+    let bridge = bridge(&server);
+    let mut t1 = terminal(&server, "t1", "North");
+    let mut t2 = terminal(&server, "t2", "South");
+    let mut t3 = terminal(&server, "t3", "North");
+    let (id1, id2, id3) = (server.user_id("t1"), server.user_id("t2"), server.user_id("t3"));
+    let offline = server.user_id("plain");
+
+    let mut c = Console::connect(bridge.addr());
+    c.login(BASE_URL, "zydd", "pw-zydd");
+    let sid = call(&mut c, &[id1]);
+    let channel = format!("call-{sid}");
+    t1.wait_in_channel(&channel, T);
+
+    // Another console's call holds t3.
+    let mut other = Console::connect(bridge.addr());
+    other.login(BASE_URL, "low", "pw-low");
+    let other_sid = call(&mut other, &[id3]);
+    assert_ne!(other_sid, sid);
+    t3.wait_in_channel(&format!("call-{other_sid}"), T);
+
+    c.send(json!({"type": "addGroupMember", "sessionId": sid, "transaction": "1671008849496",
+                  "data": {"groupId": sid, "members": [{"id": id2}, {"id": offline}, {"id": id3}, {"id": 999_999}]}}));
+    let added = c.expect(|v| v["type"] == "audioResp" && v["cmd"] == "addGroupMember", REPLY);
+    assert_shape(&added, "2.5-addGroupMember.json", &[]);
+    assert_eq!(added["transaction"], "1671008849496");
+    assert_eq!(added["data"]["groupIdStr"], sid.as_str());
+    let results = added["data"]["results"].as_array().unwrap();
+    let code = |id: u32| results.iter().find(|r| r["id"] == id).map(|r| r["code"].clone()).unwrap();
+    assert_eq!((code(id2), code(offline), code(id3), code(999_999)), (json!(0), json!(1), json!(2), json!(1)), "{added}");
+    assert_eq!(results[0]["name"], "t2");
+    c.expect_notify("tempCallAnswer", |v| v["data"]["fromId"] == id2, T);
+    t2.wait_in_channel(&channel, T);
+    let update = c.expect_notify("tempCallMemberUpdate", |v| member_state(v, id2) == Some(4), T);
+    assert_eq!(member_state(&update, id3), Some(1), "t3 is busy in the other call: {update}");
+    assert_eq!(member_state(&update, offline), Some(0), "offline: {update}");
+
+    // Kick t1: it goes back to North; t2 stays.
+    c.send(json!({"type": "kickGroupMember", "sessionId": sid, "data": {"groupId": sid, "ids": [id1, 424242]}}));
+    let kicked = c.expect(|v| v["type"] == "audioResp" && v["cmd"] == "kickGroupMember", REPLY);
+    let results = kicked["data"]["results"].as_array().unwrap();
+    assert_eq!(results[0]["code"], 0, "{kicked}");
+    assert_eq!(results[1]["code"], 1, "not in the call: {kicked}");
+    assert_shape(&json!({"type": kicked["type"], "cmd": kicked["cmd"], "transaction": "x", "data": kicked["data"]}),
+                 "2.5-addGroupMember.json", &[]);
+    c.expect_notify("tempCallMemberUpdate", |v| member_state(v, id1) == Some(0), T);
+    t1.wait_in_channel("North", T);
+    assert_eq!(t2.current_channel(), channel);
+
+    // Hang up: t2 goes home; the other console's call is untouched.
+    c.send(json!({"type": "tempCallHangup", "sessionId": sid}));
+    let hung = c.expect(|v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup", REPLY);
+    assert_eq!(hung["data"]["result"]["code"], 0);
+    t2.wait_in_channel("South", T);
+    assert_eq!(t3.current_channel(), format!("call-{other_sid}"));
+    assert!(
+        c.try_expect(is_notify("tempCallHangup"), Duration::from_millis(300)).is_none(),
+        "a console is not notified of its own hang-up"
+    );
+
+    // The freed terminal can be called by the other console now; its own call ends cleanly.
+    other.send(json!({"type": "addGroupMember", "sessionId": other_sid, "data": {"members": [{"id": id1}]}}));
+    let added = other.expect(|v| v["type"] == "audioResp" && v["cmd"] == "addGroupMember", REPLY);
+    assert_eq!(added["data"]["results"][0]["code"], 0, "{added}");
+    t1.wait_in_channel(&format!("call-{other_sid}"), T);
+    other.send(json!({"type": "tempCallHangup", "sessionId": other_sid}));
+    other.expect(|v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup", REPLY);
+    t1.wait_in_channel("North", T);
+    t3.wait_in_channel("North", T);
+}
+
+#[test]
+fn terminal_leaving_by_itself_ends_a_one_terminal_call() {
+    let server = murmur();
+    let bridge = bridge(&server);
+    let mut t1 = terminal(&server, "t1", "North");
+    let id1 = server.user_id("t1");
+    let mut c = Console::connect(bridge.addr());
+    c.login(BASE_URL, "zydd", "pw-zydd");
+    let sid = call(&mut c, &[id1]);
+    t1.wait_in_channel(&format!("call-{sid}"), T);
+    t1.move_to("South");
+    let hangup = c.expect_notify("tempCallHangup", |_| true, T);
+    assert_shape(&hangup, "3.6-tempCallHangup.json", &[]);
+    assert_eq!(hangup["data"]["fromId"], id1);
+    assert_eq!(hangup["data"]["hangupReason"]["code"], 0);
+    assert_eq!(hangup["data"]["tempCallIdStr"], sid.as_str());
+    assert_eq!(t1.current_channel(), "South", "a terminal that left is not dragged back");
+}
+
+#[test]
+fn floor_preemption_by_the_dispatcher_and_denial_for_a_lower_level() {
+    let server = murmur();
+    let bridge = bridge(&server);
+    let mut events = bridge.events();
+    let mut t1 = terminal(&server, "t1", "North");
+    let mut t2 = terminal(&server, "t2", "South");
+    let mut t3 = terminal(&server, "t3", "North");
+    let (id1, id2, id3) = (server.user_id("t1"), server.user_id("t2"), server.user_id("t3"));
+
+    let mut c = Console::connect(bridge.addr());
+    c.login(BASE_URL, "zydd", "pw-zydd");
+    // Receive PCM16 at 16 kHz in this test (the other tests use Opus).
+    c.send(json!({"type": "audioFormat", "data": {"codec": "pcm16", "rate": 16000}}));
+    assert_eq!(c.expect_type("audioFormat", REPLY)["code"], 1);
+    let sid = call(&mut c, &[id1, id2]);
+    t1.wait_in_channel(&format!("call-{sid}"), T);
+    t2.wait_in_channel(&format!("call-{sid}"), T);
+    c.send(json!({"type": "releaseMic", "sessionId": sid}));
+    assert_eq!(c.expect_type("releaseMic", REPLY)["code"], 1);
+
+    // t1 talks; t2 hears it; the console pre-empts after ~1.2 s.
+    let dir = tempfile::tempdir().unwrap();
+    t2.record_start();
+    c.record_start();
+    let rec_start = Instant::now();
+    t1.play(&fixture("audio/speech.wav"));
+    c.expect_notify("memberGetMic", |v| v["data"]["memberId"] == id1, T);
+    std::thread::sleep(Duration::from_millis(1200));
+    let preempt_at = rec_start.elapsed().as_secs_f64();
+    c.send(json!({"type": "requestMic", "sessionId": sid, "transaction": 7}));
+    let granted = c.expect_type("requestMic", REPLY);
+    assert_eq!(granted["code"], 2, "the dispatcher pre-empts a terminal: {granted}");
+    c.expect_notify("memberLostMic", |v| v["data"]["memberId"] == id1, T);
+    let (pcm_frames, _) = c.frames_received();
+    assert!(pcm_frames >= 30, "the console heard t1 before: {pcm_frames} frames");
+    let played = c.play(&fixture("audio/speech2.wav"), Codec::Opus);
+    t1.expect_event("play_done", Duration::from_secs(30));
+    played.join().unwrap();
+    settle();
+    let out = dir.path().join("t2.wav");
+    let rec = t2.record_stop(&out);
+    let speakers = rec["speakers"].as_array().unwrap();
+    let t1_track = speakers.iter().find(|s| s["name"] == "t1").expect("t2 heard t1 before");
+    let cut = t1_track["last_s"].as_f64().unwrap();
+    assert!(
+        cut < preempt_at + 0.6,
+        "t1's voice stopped reaching t2 at the pre-emption ({preempt_at:.2} s), last heard at {cut:.2} s of a 3.85 s burst: {rec}"
+    );
+    let zydd = speakers.iter().find(|s| s["name"] == "zydd").expect("t2 heard the console");
+    let cmp = compare_files(fixture("audio/speech2.wav"), zydd["wav"].as_str().unwrap());
+    println!("console (after pre-emption) → t2: {cmp}");
+    cmp.assert_matches(0.9, 0.05);
+    let heard = dir.path().join("console.wav");
+    let stats = c.record_stop(&heard);
+    assert_eq!(stats["codecs"], json!([2]), "PCM16 16 kHz frames: {stats}");
+
+    // After releaseMic the terminals are unmuted: t1 is heard again.
+    c.send(json!({"type": "releaseMic"}));
+    assert_eq!(c.expect_type("releaseMic", REPLY)["code"], 1);
+    std::thread::sleep(Duration::from_millis(300));
+    t1.play(&fixture("audio/speech2.wav"));
+    let again = c.expect_notify("memberGetMic", |v| v["data"]["memberId"] == id1, T);
+    assert_eq!(again["data"]["groupIdStr"], sid.as_str());
+
+    // A console whose mic level is not above a terminal's is denied while the terminal talks.
+    let mut low = Console::connect(bridge.addr());
+    low.login(BASE_URL, "low", "pw-low");
+    let low_sid = call(&mut low, &[id3]);
+    t3.wait_in_channel(&format!("call-{low_sid}"), T);
+    low.send(json!({"type": "releaseMic"}));
+    assert_eq!(low.expect_type("releaseMic", REPLY)["code"], 1);
+    t3.play(&fixture("audio/speech.wav"));
+    low.expect_notify("memberGetMic", |v| v["data"]["memberId"] == id3, T);
+    low.send(json!({"type": "requestMic", "sessionId": low_sid}));
+    let denied = low.expect_type("requestMic", REPLY);
+    assert_eq!(denied["code"], 0, "{denied}");
+    assert!(denied["message"].as_str().unwrap().contains("t3"), "{denied}");
+    wait_event(&mut events, |e| e["type"] == "floor.denied" && e["party"]["name"] == "low", "floor.denied");
+    // ... and granted once the terminal is done.
+    low.expect_notify("memberLostMic", |v| v["data"]["memberId"] == id3, T);
+    low.send(json!({"type": "requestMic", "sessionId": low_sid}));
+    assert_eq!(low.expect_type("requestMic", REPLY)["code"], 2);
+    assert!(bridge.metric("pttbridge_console_floor_total", &[("outcome", "preempted")]) >= 1.0);
+    assert!(bridge.metric("pttbridge_console_floor_total", &[("outcome", "denied")]) >= 1.0);
+    let _ = id2;
+}
+
+#[test]
+fn murmurd_dies_mid_call_the_console_is_told_and_logs_in_again() {
+    let mut server = murmur();
+    let bridge = bridge(&server);
+    let t1 = terminal(&server, "t1", "North");
+    let id1 = server.user_id("t1");
+    let mut c = Console::connect(bridge.addr());
+    c.login(BASE_URL, "zydd", "pw-zydd");
+    let sid = call(&mut c, &[id1]);
+
+    server.kill();
+    let hangup = c.expect_notify("tempCallHangup", |_| true, T);
+    assert_shape(&hangup, "3.6-tempCallHangup.json", &[]);
+    assert_eq!(hangup["data"]["tempCallIdStr"], sid.as_str());
+    assert_eq!(hangup["data"]["hangupReason"]["code"], 2, "{hangup}");
+    let why = hangup["data"]["hangupReason"]["message"].as_str().unwrap();
+    assert!(why.contains("PTT server connection lost"), "{why}");
+    let state = c.expect_notify("serverState", |_| true, T);
+    assert_eq!(state["data"]["state"], "reconnecting");
+    c.send(json!({"type": "requestMic", "sessionId": sid}));
+    let refused = c.expect_type("requestMic", REPLY);
+    assert_eq!(refused["code"], 0, "{refused}");
+    drop(t1);
+
+    server.restart();
+    c.send(json!({"type": "connect", "data": {"account": "zydd", "password": "pw-zydd"}}));
+    let login = c.expect_type("login", T);
+    assert_eq!(login["code"], 1, "{login}");
+    let mut t1 = terminal(&server, "t1", "North");
+    let sid2 = call(&mut c, &[id1]);
+    assert_ne!(sid2, sid);
+    t1.wait_in_channel(&format!("call-{sid2}"), T);
+    assert!(bridge.metric("pttbridge_console_calls_total", &[]) >= 2.0);
+}
+
+#[test]
+fn bad_input_gets_clear_errors_while_another_console_keeps_talking() {
+    let server = murmur();
+    let bridge = bridge(&server);
+    let mut t1 = terminal(&server, "t1", "North");
+    let id1 = server.user_id("t1");
+
+    // Console A is in a call and talking the whole time.
+    let mut a = Console::connect(bridge.addr());
+    a.login(BASE_URL, "zydd", "pw-zydd");
+    let sid = call(&mut a, &[id1]);
+    t1.wait_in_channel(&format!("call-{sid}"), T);
+    t1.record_start();
+    let speech = fixture("audio/speech.wav");
+    let playing = a.play(&speech, Codec::Opus);
+
+    // Console B misbehaves in every way on the list.
+    let mut b = Console::connect(bridge.addr());
+    let err = |b: &mut Console, ty: &str| -> Value {
+        let v = b.expect_type(ty, REPLY);
+        assert_eq!(v["code"], 0, "{v}");
+        assert!(!v["message"].as_str().unwrap_or_default().is_empty(), "{v}");
+        v
+    };
+    b.send_binary(vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xf8]);
+    let v = err(&mut b, "audio");
+    assert!(v["message"].as_str().unwrap().contains("not logged in"), "{v}");
+    b.send_raw("{\"type\": \"connect\", ");
+    let v = err(&mut b, "error");
+    assert!(v["message"].as_str().unwrap().starts_with("invalid JSON"), "{v}");
+    b.send(json!({"type": "dial", "to": 1}));
+    let v = err(&mut b, "dial");
+    assert!(v["message"].as_str().unwrap().contains("unknown type"), "{v}");
+    b.send(json!({"type": "initServer", "data": {"baseUrl": "http://elsewhere"}}));
+    err(&mut b, "initServer");
+    b.send(json!({"type": "connect", "data": {"account": "low", "password": "pw-low"}}));
+    let v = err(&mut b, "login");
+    assert!(v["message"].as_str().unwrap().contains("initServer"), "{v}");
+    b.send(json!({"type": "initServer", "data": {"baseUrl": BASE_URL}}));
+    assert_eq!(b.expect_type("initServer", REPLY)["code"], 1);
+    b.send(json!({"type": "connect", "data": {"account": "zydd", "password": "pw-zydd"}}));
+    let v = err(&mut b, "login");
+    assert!(v["message"].as_str().unwrap().contains("already logged in"), "{v}");
+    b.send(json!({"type": "connect", "data": {"account": "low", "password": "wrong"}}));
+    let v = err(&mut b, "login");
+    assert!(v["message"].as_str().unwrap().contains("rejected"), "{v}");
+    b.login(BASE_URL, "low", "pw-low");
+    b.send(json!({"type": "requestMic", "transaction": 1}));
+    let v = err(&mut b, "requestMic");
+    assert!(v["message"].as_str().unwrap().contains("toIds"), "{v}");
+    b.send(json!({"type": "requestMic", "sessionId": sid}));
+    let v = err(&mut b, "requestMic");
+    assert!(v["message"].as_str().unwrap().contains("unknown sessionId"), "another console's call is unknown here: {v}");
+    b.send(json!({"type": "tempCallHangup", "sessionId": sid}));
+    let v = b.expect(|v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup", REPLY);
+    assert_eq!(v["data"]["result"]["code"], -1, "{v}");
+    b.send(json!({"type": "kickGroupMember", "sessionId": sid, "data": {"ids": [id1]}}));
+    let v = b.expect(|v| v["type"] == "audioResp" && v["cmd"] == "kickGroupMember", REPLY);
+    assert_eq!(v["code"], 0, "{v}");
+    b.send(json!({"type": "requestMic", "toIds": "x,y"}));
+    err(&mut b, "requestMic");
+    b.send_binary(vec![9; 40]);
+    let v = err(&mut b, "audio");
+    assert!(v["message"].as_str().unwrap().contains("mic is not open"), "{v}");
+    // A flood: every request is answered, most of them refused by the rate limit.
+    let history_before = b.history().len();
+    for _ in 0..300 {
+        b.send(json!({"type": "requestMic", "sessionId": "1"}));
+    }
+    let deadline = Instant::now() + T;
+    while b.history().len() < history_before + 300 && Instant::now() < deadline {
+        let _ = b.try_expect(|_| false, Duration::from_millis(50));
+    }
+    let answers: Vec<Value> = b.history()[history_before..].to_vec();
+    assert_eq!(answers.len(), 300, "one answer per request");
+    assert!(answers.iter().all(|v| v["type"] == "requestMic" && v["code"] == 0));
+    let limited = answers.iter().filter(|v| v["message"].as_str().unwrap().contains("too many")).count();
+    assert!(limited >= 200, "{limited} of 300 rate-limited");
+    // 10 MB in one frame: the connection is closed with 1009, nothing is buffered.
+    b.send_raw(&format!("{{\"type\":\"connect\",\"data\":{{\"account\":\"{}\"}}}}", "x".repeat(10 << 20)));
+    let closed = b.wait_closed(T).expect("closed after the oversize frame");
+    assert_eq!(closed.code, Some(1009), "{closed:?}\n{}", bridge.logs_tail(30));
+
+    // Console A was never disturbed: t1 heard all of it.
+    assert!(playing.join().unwrap() > 150);
+    settle();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = t1.record_stop(&dir.path().join("t1.wav"));
+    let zydd = rec["speakers"].as_array().unwrap().iter().find(|s| s["name"] == "zydd").cloned().expect("t1 heard A");
+    let cmp = compare_files(&speech, zydd["wav"].as_str().unwrap());
+    println!("console A during B's abuse → t1: {cmp}");
+    cmp.assert_matches(0.9, 0.05);
+    a.send(json!({"type": "releaseMic"}));
+    assert_eq!(a.expect_type("releaseMic", REPLY)["code"], 1);
+    // B's account was freed when its socket closed: a new console can use it.
+    let mut b2 = Console::connect(bridge.addr());
+    b2.login(BASE_URL, "low", "pw-low");
+
+    for kind in [
+        "invalid_json", "unknown_type", "missing_field", "unknown_session", "audio_before_login",
+        "audio_without_floor", "rate_limited", "oversize_frame", "account_in_use", "login_failed", "bad_value",
+    ] {
+        assert!(bridge.metric("pttbridge_console_errors_total", &[("kind", kind)]) >= 1.0, "errors of kind {kind} counted");
+    }
+}

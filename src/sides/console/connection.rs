@@ -32,7 +32,14 @@ use crate::hub::floor::{Decision, Floor};
 use crate::hub::{EventKind, Party, Side};
 
 /// Messages waiting for the socket; a console that does not read is cut off, not buffered.
-const OUT_QUEUE: usize = 256;
+const OUT_QUEUE: usize = 512;
+/// Free slots wanted before the next message from the console is read: a console that sends
+/// faster than it reads is slowed down (its own socket only), not cut off.
+const OUT_HEADROOM: usize = 32;
+/// How long a closed connection is still drained so the console can read the close frame.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a console may leave its messages unread before it is cut off.
+const READ_STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Hang-up reason codes (`hangupReason.code`), documented in `docs/console.md`.
 mod reason {
@@ -212,7 +219,21 @@ impl Connection {
                     code,
                     reason: reason.into(),
                 })));
+                // Keep reading (and discarding) for a moment: closing with unread data would
+                // reset the connection and the console would never see the close frame.
+                let until = tokio::time::Instant::now() + LINGER;
+                while let Ok(Some(_)) = tokio::time::timeout_at(until, stream.next()).await {}
                 break;
+            }
+            if self.out.capacity() < OUT_HEADROOM {
+                match tokio::time::timeout(READ_STALL, self.out.reserve_many(OUT_HEADROOM)).await {
+                    Ok(Ok(permits)) => drop(permits),
+                    _ => {
+                        error_metric("console_not_reading");
+                        self.closing = Some((1008, "the console is not reading its messages".into()));
+                        continue;
+                    }
+                }
             }
             let wake = self.next_deadline();
             tokio::select! {

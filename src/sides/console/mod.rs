@@ -113,6 +113,10 @@ impl ConsoleSide {
     }
 }
 
+/// Largest single frame read (and discarded) before an oversize message is refused: bounds
+/// the memory one connection can make the bridge hold.
+const DRAIN_FRAME_BYTES: usize = 16 << 20;
+
 /// `/muicall`.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/muicall", get(upgrade))
@@ -121,8 +125,10 @@ pub fn routes() -> Router<Arc<AppState>> {
 async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
     let side = state.console.clone();
     let max = side.0.config.max_message_bytes;
+    // A frame above the message limit is still read to its end (up to DRAIN_FRAME_BYTES) so
+    // the console can be told why it is closed (1009) instead of having its connection reset.
     ws.max_message_size(max)
-        .max_frame_size(max)
+        .max_frame_size(DRAIN_FRAME_BYTES.max(max))
         .on_upgrade(move |socket| connection::run(side, socket))
 }
 
