@@ -49,7 +49,11 @@ fn bridge_with(server: &Murmur, admin: (&str, &str), console: &str) -> Bridge {
 }
 
 fn bridge(server: &Murmur) -> Bridge {
-    bridge_with(server, ("SuperUser", server.superuser_password()), "account_mic_levels = { low = 1 }")
+    bridge_with(
+        server,
+        ("SuperUser", server.superuser_password()),
+        "account_mic_levels = { low = 1 }",
+    )
 }
 
 fn terminal(server: &Murmur, name: &str, channel: &str) -> Terminal {
@@ -117,7 +121,11 @@ fn console_calls_two_terminals_talks_hears_and_hangs_up() {
 
     let mut c = Console::connect(bridge.addr());
     c.send(json!({"type": "initServer", "data": {"baseUrl": BASE_URL}}));
-    assert_shape(&c.expect_type("initServer", REPLY), "2.1-initServer.json", &[]);
+    assert_shape(
+        &c.expect_type("initServer", REPLY),
+        "2.1-initServer.json",
+        &[],
+    );
     c.send(json!({"type": "connect", "data": {"account": "zydd", "password": "pw-zydd"}}));
     let login = c.expect_type("login", REPLY);
     assert_eq!(login["code"], 1, "{login}");
@@ -140,26 +148,49 @@ fn console_calls_two_terminals_talks_hears_and_hangs_up() {
     let created_at = position(&h, |v| v["type"] == "createGroup");
     let granted_at = position(&h, |v| v["type"] == "requestMic");
     for id in [id1, id2] {
-        let ring = position(&h, |v| is_notify("tempCallRing")(v) && v["data"]["fromId"] == id);
-        let answer = position(&h, |v| is_notify("tempCallAnswer")(v) && v["data"]["fromId"] == id);
-        assert!(created_at < ring && ring < answer && answer < granted_at, "order for {id}: {h:#?}");
+        let ring = position(&h, |v| {
+            is_notify("tempCallRing")(v) && v["data"]["fromId"] == id
+        });
+        let answer = position(&h, |v| {
+            is_notify("tempCallAnswer")(v) && v["data"]["fromId"] == id
+        });
+        assert!(
+            created_at < ring && ring < answer && answer < granted_at,
+            "order for {id}: {h:#?}"
+        );
         assert_shape(&h[ring], "3.3-tempCallRing.json", &[]);
         assert_shape(&h[answer], "3.4-tempCallAnswer.json", &[]);
         assert_eq!(h[ring]["data"]["tempCallIdStr"], sid.as_str());
     }
-    let updates: Vec<&Value> = h.iter().filter(|v| is_notify("tempCallMemberUpdate")(v)).collect();
+    let updates: Vec<&Value> = h
+        .iter()
+        .filter(|v| is_notify("tempCallMemberUpdate")(v))
+        .collect();
     assert_shape(updates[0], "3.5-tempCallMemberUpdate.json", &[]);
     let states = |u: &Value| -> Vec<(u64, u64)> {
         u["data"]["members"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| (m["memberId"].as_u64().unwrap(), m["callState"].as_u64().unwrap()))
+            .map(|m| {
+                (
+                    m["memberId"].as_u64().unwrap(),
+                    m["callState"].as_u64().unwrap(),
+                )
+            })
             .collect()
     };
     let (z, i1, i2) = (u64::from(zydd), u64::from(id1), u64::from(id2));
-    assert_eq!(states(updates[0]), vec![(z, 4), (i1, 2), (i2, 2)], "first update: calling");
-    assert_eq!(states(updates.last().unwrap()), vec![(z, 4), (i1, 4), (i2, 4)], "last update: answered");
+    assert_eq!(
+        states(updates[0]),
+        vec![(z, 4), (i1, 2), (i2, 2)],
+        "first update: calling"
+    );
+    assert_eq!(
+        states(updates.last().unwrap()),
+        vec![(z, 4), (i1, 4), (i2, 4)],
+        "last update: answered"
+    );
     assert_eq!(updates[0]["data"]["fromId"], zydd);
 
     // Both terminals are in the call channel now.
@@ -213,7 +244,10 @@ fn console_calls_two_terminals_talks_hears_and_hangs_up() {
 
     // Hang up: terminals back where they were.
     c.send(json!({"type": "tempCallHangup", "sessionId": sid}));
-    let hung = c.expect(|v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup", REPLY);
+    let hung = c.expect(
+        |v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup",
+        REPLY,
+    );
     assert_eq!(hung["data"]["result"]["code"], 0, "{hung}");
     assert_eq!(hung["data"]["tempCallIdStr"], sid.as_str());
     t1.wait_in_channel("North", T);
@@ -229,7 +263,11 @@ fn console_calls_two_terminals_talks_hears_and_hangs_up() {
     wait_event(&mut events, in_call("call.answered"), "call.answered");
     let talk = wait_event(&mut events, in_call("talk.started"), "talk.started");
     assert_eq!(talk["party"]["side"], "console");
-    wait_event(&mut events, |e| in_call("talk.started")(e) && e["party"]["name"] == "t1", "terminal talk");
+    wait_event(
+        &mut events,
+        |e| in_call("talk.started")(e) && e["party"]["name"] == "t1",
+        "terminal talk",
+    );
     wait_event(&mut events, in_call("talk.stopped"), "talk.stopped");
     wait_event(&mut events, in_call("party.left"), "party.left");
     wait_event(&mut events, in_call("call.ended"), "call.ended");
@@ -240,9 +278,24 @@ fn console_calls_two_terminals_talks_hears_and_hangs_up() {
     assert_shape(&out, "2.8-logoutResp.json", &[]);
 
     assert!(bridge.metric("pttbridge_console_calls_total", &[]) >= 1.0);
-    assert!(bridge.metric("pttbridge_console_audio_frames_total", &[("direction", "in")]) >= 150.0);
-    assert!(bridge.metric("pttbridge_console_audio_frames_total", &[("direction", "out")]) >= 100.0);
-    assert!(bridge.metric("pttbridge_console_talk_bursts_total", &[("talker", "terminal")]) >= 1.0);
+    assert!(
+        bridge.metric(
+            "pttbridge_console_audio_frames_total",
+            &[("direction", "in")]
+        ) >= 150.0
+    );
+    assert!(
+        bridge.metric(
+            "pttbridge_console_audio_frames_total",
+            &[("direction", "out")]
+        ) >= 100.0
+    );
+    assert!(
+        bridge.metric(
+            "pttbridge_console_talk_bursts_total",
+            &[("talker", "terminal")]
+        ) >= 1.0
+    );
     let _ = Instant::now();
 }
 
@@ -261,7 +314,11 @@ fn add_and_kick_mid_call_busy_and_offline_and_everyone_goes_home() {
     let mut t1 = terminal(&server, "t1", "North");
     let mut t2 = terminal(&server, "t2", "South");
     let mut t3 = terminal(&server, "t3", "North");
-    let (id1, id2, id3) = (server.user_id("t1"), server.user_id("t2"), server.user_id("t3"));
+    let (id1, id2, id3) = (
+        server.user_id("t1"),
+        server.user_id("t2"),
+        server.user_id("t3"),
+    );
     let offline = server.user_id("plain");
 
     let mut c = Console::connect(bridge.addr());
@@ -279,50 +336,91 @@ fn add_and_kick_mid_call_busy_and_offline_and_everyone_goes_home() {
 
     c.send(json!({"type": "addGroupMember", "sessionId": sid, "transaction": "1671008849496",
                   "data": {"groupId": sid, "members": [{"id": id2}, {"id": offline}, {"id": id3}, {"id": 999_999}]}}));
-    let added = c.expect(|v| v["type"] == "audioResp" && v["cmd"] == "addGroupMember", REPLY);
+    let added = c.expect(
+        |v| v["type"] == "audioResp" && v["cmd"] == "addGroupMember",
+        REPLY,
+    );
     assert_shape(&added, "2.5-addGroupMember.json", &[]);
     assert_eq!(added["transaction"], "1671008849496");
     assert_eq!(added["data"]["groupIdStr"], sid.as_str());
     let results = added["data"]["results"].as_array().unwrap();
-    let code = |id: u32| results.iter().find(|r| r["id"] == id).map(|r| r["code"].clone()).unwrap();
-    assert_eq!((code(id2), code(offline), code(id3), code(999_999)), (json!(0), json!(1), json!(2), json!(1)), "{added}");
+    let code = |id: u32| {
+        results
+            .iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["code"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        (code(id2), code(offline), code(id3), code(999_999)),
+        (json!(0), json!(1), json!(2), json!(1)),
+        "{added}"
+    );
     assert_eq!(results[0]["name"], "t2");
     c.expect_notify("tempCallAnswer", |v| v["data"]["fromId"] == id2, T);
     t2.wait_in_channel(&channel, T);
-    let update = c.expect_notify("tempCallMemberUpdate", |v| member_state(v, id2) == Some(4), T);
-    assert_eq!(member_state(&update, id3), Some(1), "t3 is busy in the other call: {update}");
+    let update = c.expect_notify(
+        "tempCallMemberUpdate",
+        |v| member_state(v, id2) == Some(4),
+        T,
+    );
+    assert_eq!(
+        member_state(&update, id3),
+        Some(1),
+        "t3 is busy in the other call: {update}"
+    );
     assert_eq!(member_state(&update, offline), Some(0), "offline: {update}");
 
     // Kick t1: it goes back to North; t2 stays.
     c.send(json!({"type": "kickGroupMember", "sessionId": sid, "data": {"groupId": sid, "ids": [id1, 424242]}}));
-    let kicked = c.expect(|v| v["type"] == "audioResp" && v["cmd"] == "kickGroupMember", REPLY);
+    let kicked = c.expect(
+        |v| v["type"] == "audioResp" && v["cmd"] == "kickGroupMember",
+        REPLY,
+    );
     let results = kicked["data"]["results"].as_array().unwrap();
     assert_eq!(results[0]["code"], 0, "{kicked}");
     assert_eq!(results[1]["code"], 1, "not in the call: {kicked}");
-    assert_shape(&json!({"type": kicked["type"], "cmd": kicked["cmd"], "transaction": "x", "data": kicked["data"]}),
-                 "2.5-addGroupMember.json", &[]);
-    c.expect_notify("tempCallMemberUpdate", |v| member_state(v, id1) == Some(0), T);
+    assert_shape(
+        &json!({"type": kicked["type"], "cmd": kicked["cmd"], "transaction": "x", "data": kicked["data"]}),
+        "2.5-addGroupMember.json",
+        &[],
+    );
+    c.expect_notify(
+        "tempCallMemberUpdate",
+        |v| member_state(v, id1) == Some(0),
+        T,
+    );
     t1.wait_in_channel("North", T);
     assert_eq!(t2.current_channel(), channel);
 
     // Hang up: t2 goes home; the other console's call is untouched.
     c.send(json!({"type": "tempCallHangup", "sessionId": sid}));
-    let hung = c.expect(|v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup", REPLY);
+    let hung = c.expect(
+        |v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup",
+        REPLY,
+    );
     assert_eq!(hung["data"]["result"]["code"], 0);
     t2.wait_in_channel("South", T);
     assert_eq!(t3.current_channel(), format!("call-{other_sid}"));
     assert!(
-        c.try_expect(is_notify("tempCallHangup"), Duration::from_millis(300)).is_none(),
+        c.try_expect(is_notify("tempCallHangup"), Duration::from_millis(300))
+            .is_none(),
         "a console is not notified of its own hang-up"
     );
 
     // The freed terminal can be called by the other console now; its own call ends cleanly.
     other.send(json!({"type": "addGroupMember", "sessionId": other_sid, "data": {"members": [{"id": id1}]}}));
-    let added = other.expect(|v| v["type"] == "audioResp" && v["cmd"] == "addGroupMember", REPLY);
+    let added = other.expect(
+        |v| v["type"] == "audioResp" && v["cmd"] == "addGroupMember",
+        REPLY,
+    );
     assert_eq!(added["data"]["results"][0]["code"], 0, "{added}");
     t1.wait_in_channel(&format!("call-{other_sid}"), T);
     other.send(json!({"type": "tempCallHangup", "sessionId": other_sid}));
-    other.expect(|v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup", REPLY);
+    other.expect(
+        |v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup",
+        REPLY,
+    );
     t1.wait_in_channel("North", T);
     t3.wait_in_channel("North", T);
 }
@@ -343,7 +441,11 @@ fn terminal_leaving_by_itself_ends_a_one_terminal_call() {
     assert_eq!(hangup["data"]["fromId"], id1);
     assert_eq!(hangup["data"]["hangupReason"]["code"], 0);
     assert_eq!(hangup["data"]["tempCallIdStr"], sid.as_str());
-    assert_eq!(t1.current_channel(), "South", "a terminal that left is not dragged back");
+    assert_eq!(
+        t1.current_channel(),
+        "South",
+        "a terminal that left is not dragged back"
+    );
 }
 
 #[test]
@@ -354,7 +456,11 @@ fn floor_preemption_by_the_dispatcher_and_denial_for_a_lower_level() {
     let mut t1 = terminal(&server, "t1", "North");
     let mut t2 = terminal(&server, "t2", "South");
     let mut t3 = terminal(&server, "t3", "North");
-    let (id1, id2, id3) = (server.user_id("t1"), server.user_id("t2"), server.user_id("t3"));
+    let (id1, id2, id3) = (
+        server.user_id("t1"),
+        server.user_id("t2"),
+        server.user_id("t3"),
+    );
 
     let mut c = Console::connect(bridge.addr());
     c.login(BASE_URL, "zydd", "pw-zydd");
@@ -378,10 +484,16 @@ fn floor_preemption_by_the_dispatcher_and_denial_for_a_lower_level() {
     let preempt_at = rec_start.elapsed().as_secs_f64();
     c.send(json!({"type": "requestMic", "sessionId": sid, "transaction": 7}));
     let granted = c.expect_type("requestMic", REPLY);
-    assert_eq!(granted["code"], 2, "the dispatcher pre-empts a terminal: {granted}");
+    assert_eq!(
+        granted["code"], 2,
+        "the dispatcher pre-empts a terminal: {granted}"
+    );
     c.expect_notify("memberLostMic", |v| v["data"]["memberId"] == id1, T);
     let (pcm_frames, _) = c.frames_received();
-    assert!(pcm_frames >= 30, "the console heard t1 before: {pcm_frames} frames");
+    assert!(
+        pcm_frames >= 30,
+        "the console heard t1 before: {pcm_frames} frames"
+    );
     let played = c.play(&fixture("audio/speech2.wav"), Codec::Opus);
     t1.expect_event("play_done", Duration::from_secs(30));
     played.join().unwrap();
@@ -389,13 +501,19 @@ fn floor_preemption_by_the_dispatcher_and_denial_for_a_lower_level() {
     let out = dir.path().join("t2.wav");
     let rec = t2.record_stop(&out);
     let speakers = rec["speakers"].as_array().unwrap();
-    let t1_track = speakers.iter().find(|s| s["name"] == "t1").expect("t2 heard t1 before");
+    let t1_track = speakers
+        .iter()
+        .find(|s| s["name"] == "t1")
+        .expect("t2 heard t1 before");
     let cut = t1_track["last_s"].as_f64().unwrap();
     assert!(
         cut < preempt_at + 0.6,
         "t1's voice stopped reaching t2 at the pre-emption ({preempt_at:.2} s), last heard at {cut:.2} s of a 3.85 s burst: {rec}"
     );
-    let zydd = speakers.iter().find(|s| s["name"] == "zydd").expect("t2 heard the console");
+    let zydd = speakers
+        .iter()
+        .find(|s| s["name"] == "zydd")
+        .expect("t2 heard the console");
     let cmp = compare_files(fixture("audio/speech2.wav"), zydd["wav"].as_str().unwrap());
     println!("console (after pre-emption) → t2: {cmp}");
     cmp.assert_matches(0.9, 0.05);
@@ -423,8 +541,15 @@ fn floor_preemption_by_the_dispatcher_and_denial_for_a_lower_level() {
     low.send(json!({"type": "requestMic", "sessionId": low_sid}));
     let denied = low.expect_type("requestMic", REPLY);
     assert_eq!(denied["code"], 0, "{denied}");
-    assert!(denied["message"].as_str().unwrap().contains("t3"), "{denied}");
-    wait_event(&mut events, |e| e["type"] == "floor.denied" && e["party"]["name"] == "low", "floor.denied");
+    assert!(
+        denied["message"].as_str().unwrap().contains("t3"),
+        "{denied}"
+    );
+    wait_event(
+        &mut events,
+        |e| e["type"] == "floor.denied" && e["party"]["name"] == "low",
+        "floor.denied",
+    );
     // ... and granted once the terminal is done.
     low.expect_notify("memberLostMic", |v| v["data"]["memberId"] == id3, T);
     low.send(json!({"type": "requestMic", "sessionId": low_sid}));
@@ -495,13 +620,22 @@ fn bad_input_gets_clear_errors_while_another_console_keeps_talking() {
     };
     b.send_binary(vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xf8]);
     let v = err(&mut b, "audio");
-    assert!(v["message"].as_str().unwrap().contains("not logged in"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("not logged in"),
+        "{v}"
+    );
     b.send_raw("{\"type\": \"connect\", ");
     let v = err(&mut b, "error");
-    assert!(v["message"].as_str().unwrap().starts_with("invalid JSON"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().starts_with("invalid JSON"),
+        "{v}"
+    );
     b.send(json!({"type": "dial", "to": 1}));
     let v = err(&mut b, "dial");
-    assert!(v["message"].as_str().unwrap().contains("unknown type"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("unknown type"),
+        "{v}"
+    );
     b.send(json!({"type": "initServer", "data": {"baseUrl": "http://elsewhere"}}));
     err(&mut b, "initServer");
     b.send(json!({"type": "connect", "data": {"account": "low", "password": "pw-low"}}));
@@ -511,7 +645,10 @@ fn bad_input_gets_clear_errors_while_another_console_keeps_talking() {
     assert_eq!(b.expect_type("initServer", REPLY)["code"], 1);
     b.send(json!({"type": "connect", "data": {"account": "zydd", "password": "pw-zydd"}}));
     let v = err(&mut b, "login");
-    assert!(v["message"].as_str().unwrap().contains("already logged in"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("already logged in"),
+        "{v}"
+    );
     b.send(json!({"type": "connect", "data": {"account": "low", "password": "wrong"}}));
     let v = err(&mut b, "login");
     assert!(v["message"].as_str().unwrap().contains("rejected"), "{v}");
@@ -521,18 +658,30 @@ fn bad_input_gets_clear_errors_while_another_console_keeps_talking() {
     assert!(v["message"].as_str().unwrap().contains("toIds"), "{v}");
     b.send(json!({"type": "requestMic", "sessionId": sid}));
     let v = err(&mut b, "requestMic");
-    assert!(v["message"].as_str().unwrap().contains("unknown sessionId"), "another console's call is unknown here: {v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("unknown sessionId"),
+        "another console's call is unknown here: {v}"
+    );
     b.send(json!({"type": "tempCallHangup", "sessionId": sid}));
-    let v = b.expect(|v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup", REPLY);
+    let v = b.expect(
+        |v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup",
+        REPLY,
+    );
     assert_eq!(v["data"]["result"]["code"], -1, "{v}");
     b.send(json!({"type": "kickGroupMember", "sessionId": sid, "data": {"ids": [id1]}}));
-    let v = b.expect(|v| v["type"] == "audioResp" && v["cmd"] == "kickGroupMember", REPLY);
+    let v = b.expect(
+        |v| v["type"] == "audioResp" && v["cmd"] == "kickGroupMember",
+        REPLY,
+    );
     assert_eq!(v["code"], 0, "{v}");
     b.send(json!({"type": "requestMic", "toIds": "x,y"}));
     err(&mut b, "requestMic");
     b.send_binary(vec![9; 40]);
     let v = err(&mut b, "audio");
-    assert!(v["message"].as_str().unwrap().contains("mic is not open"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("mic is not open"),
+        "{v}"
+    );
     // A flood: every request is answered, most of them refused by the rate limit.
     let history_before = b.history().len();
     for _ in 0..300 {
@@ -544,20 +693,41 @@ fn bad_input_gets_clear_errors_while_another_console_keeps_talking() {
     }
     let answers: Vec<Value> = b.history()[history_before..].to_vec();
     assert_eq!(answers.len(), 300, "one answer per request");
-    assert!(answers.iter().all(|v| v["type"] == "requestMic" && v["code"] == 0));
-    let limited = answers.iter().filter(|v| v["message"].as_str().unwrap().contains("too many")).count();
+    assert!(
+        answers
+            .iter()
+            .all(|v| v["type"] == "requestMic" && v["code"] == 0)
+    );
+    let limited = answers
+        .iter()
+        .filter(|v| v["message"].as_str().unwrap().contains("too many"))
+        .count();
     assert!(limited >= 200, "{limited} of 300 rate-limited");
     // 10 MB in one frame: the connection is closed with 1009, nothing is buffered.
-    b.send_raw(&format!("{{\"type\":\"connect\",\"data\":{{\"account\":\"{}\"}}}}", "x".repeat(10 << 20)));
+    b.send_raw(&format!(
+        "{{\"type\":\"connect\",\"data\":{{\"account\":\"{}\"}}}}",
+        "x".repeat(10 << 20)
+    ));
     let closed = b.wait_closed(T).expect("closed after the oversize frame");
-    assert_eq!(closed.code, Some(1009), "{closed:?}\n{}", bridge.logs_tail(30));
+    assert_eq!(
+        closed.code,
+        Some(1009),
+        "{closed:?}\n{}",
+        bridge.logs_tail(30)
+    );
 
     // Console A was never disturbed: t1 heard all of it.
     assert!(playing.join().unwrap() > 150);
     settle();
     let dir = tempfile::tempdir().unwrap();
     let rec = t1.record_stop(&dir.path().join("t1.wav"));
-    let zydd = rec["speakers"].as_array().unwrap().iter().find(|s| s["name"] == "zydd").cloned().expect("t1 heard A");
+    let zydd = rec["speakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "zydd")
+        .cloned()
+        .expect("t1 heard A");
     let cmp = compare_files(&speech, zydd["wav"].as_str().unwrap());
     println!("console A during B's abuse → t1: {cmp}");
     cmp.assert_matches(0.9, 0.05);
@@ -568,9 +738,21 @@ fn bad_input_gets_clear_errors_while_another_console_keeps_talking() {
     b2.login(BASE_URL, "low", "pw-low");
 
     for kind in [
-        "invalid_json", "unknown_type", "missing_field", "unknown_session", "audio_before_login",
-        "audio_without_floor", "rate_limited", "oversize_frame", "account_in_use", "login_failed", "bad_value",
+        "invalid_json",
+        "unknown_type",
+        "missing_field",
+        "unknown_session",
+        "audio_before_login",
+        "audio_without_floor",
+        "rate_limited",
+        "oversize_frame",
+        "account_in_use",
+        "login_failed",
+        "bad_value",
     ] {
-        assert!(bridge.metric("pttbridge_console_errors_total", &[("kind", kind)]) >= 1.0, "errors of kind {kind} counted");
+        assert!(
+            bridge.metric("pttbridge_console_errors_total", &[("kind", kind)]) >= 1.0,
+            "errors of kind {kind} counted"
+        );
     }
 }

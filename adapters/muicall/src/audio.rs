@@ -132,7 +132,7 @@ impl Header {
                 limit,
             });
         }
-        if matches!(codec, Codec::Pcm16(_)) && payload.len() % 2 != 0 {
+        if matches!(codec, Codec::Pcm16(_)) && !payload.len().is_multiple_of(2) {
             return Err(AudioError::OddPcm(payload.len()));
         }
         let header = Header {

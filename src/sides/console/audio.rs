@@ -34,7 +34,9 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("pending", &self.pending.len()).finish_non_exhaustive()
+        f.debug_struct("Upstream")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,7 +56,8 @@ impl Upstream {
     fn encoder(&mut self) -> Result<&mut Encoder, String> {
         if self.encoder.is_none() {
             // Audio, not Voip: measurably better waveform fidelity (see media's notes).
-            let mut e = Encoder::new(48_000, Channels::Mono, Application::Audio).map_err(|e| e.to_string())?;
+            let mut e = Encoder::new(48_000, Channels::Mono, Application::Audio)
+                .map_err(|e| e.to_string())?;
             e.set_bitrate(self.bitrate).map_err(|e| e.to_string())?;
             self.encoder = Some(e);
         }
@@ -62,10 +65,16 @@ impl Upstream {
     }
 
     /// Converts one console frame; the voice packets to send are appended to `out`.
-    pub fn push(&mut self, header: &Header, payload: &[u8], out: &mut Vec<OutgoingVoice>) -> Result<(), String> {
+    pub fn push(
+        &mut self,
+        header: &Header,
+        payload: &[u8],
+        out: &mut Vec<OutgoingVoice>,
+    ) -> Result<(), String> {
         match header.codec {
             Codec::Opus => {
-                let info = media::opus_toc::parse(payload).map_err(|e| format!("not an Opus packet: {e}"))?;
+                let info = media::opus_toc::parse(payload)
+                    .map_err(|e| format!("not an Opus packet: {e}"))?;
                 if info.toc.stereo() {
                     return Err("stereo Opus is not accepted: send mono".into());
                 }
@@ -88,7 +97,11 @@ impl Upstream {
                     self.pending.clear();
                     self.pending_rate = rate;
                 }
-                self.pending.extend(payload.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])));
+                self.pending.extend(
+                    payload
+                        .chunks_exact(2)
+                        .map(|b| i16::from_le_bytes([b[0], b[1]])),
+                );
                 let n = (rate / 50) as usize;
                 if header.last && !self.pending.len().is_multiple_of(n) {
                     // Pad the tail so the last word is not cut off.
@@ -158,7 +171,9 @@ pub struct Downstream {
 
 impl std::fmt::Debug for Downstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Downstream").field("format", &self.format).finish_non_exhaustive()
+        f.debug_struct("Downstream")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
     }
 }
 
@@ -190,8 +205,17 @@ impl Downstream {
 
     /// Converts one PTT voice packet of `session` (talker id `source`); frames go to `out`.
     /// Returns the number of packets dropped as late or duplicate (0 or 1).
-    pub fn push(&mut self, session: u32, source: u32, sequence: u64, opus: &[u8], out: &mut Vec<Vec<u8>>) -> u64 {
-        let samples = media::opus_toc::parse(opus).map(|i| i.samples_48k).unwrap_or(960);
+    pub fn push(
+        &mut self,
+        session: u32,
+        source: u32,
+        sequence: u64,
+        opus: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> u64 {
+        let samples = media::opus_toc::parse(opus)
+            .map(|i| i.samples_48k)
+            .unwrap_or(960);
         let units = u64::from(samples / 480).max(1);
         let mut missing = 0;
         match self.current {
@@ -287,14 +311,24 @@ mod tests {
 
     fn tone(rate: u32, ms: u32) -> Vec<i16> {
         (0..rate * ms / 1000)
-            .map(|i| ((i as f32 * 440.0 * std::f32::consts::TAU / rate as f32).sin() * 8000.0) as i16)
+            .map(|i| {
+                ((i as f32 * 440.0 * std::f32::consts::TAU / rate as f32).sin() * 8000.0) as i16
+            })
             .collect()
     }
 
     fn pcm_frame(rate: u32, samples: &[i16], last: bool) -> (Header, Vec<u8>) {
         let mut b = Vec::new();
         media::pcm::to_le_bytes(samples, &mut b);
-        (Header { codec: Codec::Pcm16(rate), last, seq: 0, source: 0 }, b)
+        (
+            Header {
+                codec: Codec::Pcm16(rate),
+                last,
+                seq: 0,
+                source: 0,
+            },
+            b,
+        )
     }
 
     #[test]
@@ -320,7 +354,12 @@ mod tests {
         let pkt = enc.encode(&tone(48_000, 20)).unwrap();
         let mut up = Upstream::new(48_000);
         let mut out = Vec::new();
-        let h = Header { codec: Codec::Opus, last: false, seq: 0, source: 0 };
+        let h = Header {
+            codec: Codec::Opus,
+            last: false,
+            seq: 0,
+            source: 0,
+        };
         up.push(&h, &pkt, &mut out).unwrap();
         assert_eq!(out[0].opus, pkt);
         assert_eq!(out[0].frames_10ms, 2);
@@ -335,7 +374,10 @@ mod tests {
         let mut enc = Encoder::new(48_000, Channels::Mono, Application::Audio).unwrap();
         let src = tone(48_000, 200);
         let packets: Vec<Bytes> = src.chunks(960).map(|c| enc.encode(c).unwrap()).collect();
-        let mut down = Downstream::new(AudioFormat { codec: AudioCodecName::Pcm16, rate: 16_000 });
+        let mut down = Downstream::new(AudioFormat {
+            codec: AudioCodecName::Pcm16,
+            rate: 16_000,
+        });
         let mut out = Vec::new();
         for (i, p) in packets.iter().enumerate() {
             if i == 4 {
@@ -350,7 +392,11 @@ mod tests {
         let mut pcm = Vec::new();
         media::pcm::from_le_bytes(payload, &mut pcm).unwrap();
         assert!(rms(&pcm) > 3000.0, "tone survives: {}", rms(&pcm));
-        assert_eq!(down.push(7, 42, 2, &packets[1], &mut out), 1, "late packet dropped");
+        assert_eq!(
+            down.push(7, 42, 2, &packets[1], &mut out),
+            1,
+            "late packet dropped"
+        );
     }
 
     #[test]
@@ -359,6 +405,9 @@ mod tests {
         let mut out = Vec::new();
         down.push(3, 9, 100, &[0xf8, 1, 2], &mut out);
         let (h, p) = Header::parse(&out[0]).unwrap();
-        assert_eq!((h.codec, h.seq, h.source, p), (Codec::Opus, 100, 9, &[0xf8, 1, 2][..]));
+        assert_eq!(
+            (h.codec, h.seq, h.source, p),
+            (Codec::Opus, 100, 9, &[0xf8, 1, 2][..])
+        );
     }
 }

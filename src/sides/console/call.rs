@@ -83,7 +83,10 @@ impl Call {
 
     /// Whether the member takes part now (called, ringing or answered).
     pub fn active(m: &Member) -> bool {
-        matches!(m.state, CallState::Calling | CallState::Ringing | CallState::Answered)
+        matches!(
+            m.state,
+            CallState::Calling | CallState::Ringing | CallState::Answered
+        )
     }
 
     /// Whether every member that was called has arrived (or dropped out).
@@ -195,7 +198,10 @@ mod tests {
     fn calling_then_ringing_and_answered_on_arrival() {
         let mut c = call(&[CallState::Calling, CallState::Calling]);
         let users: HashMap<_, _> = [user(0, 1), user(1, 1)].into();
-        assert!(c.observe(&users, AnswerMode::Auto).is_empty(), "still in their channels");
+        assert!(
+            c.observe(&users, AnswerMode::Auto).is_empty(),
+            "still in their channels"
+        );
         assert!(!c.settled());
         let users: HashMap<_, _> = [user(0, 9), user(1, 1)].into();
         assert_eq!(
@@ -213,7 +219,10 @@ mod tests {
     fn on_talk_rings_until_the_terminal_talks() {
         let mut c = call(&[CallState::Calling]);
         let users: HashMap<_, _> = [user(0, 9)].into();
-        assert_eq!(c.observe(&users, AnswerMode::OnTalk), vec![Change::Ringing(0)]);
+        assert_eq!(
+            c.observe(&users, AnswerMode::OnTalk),
+            vec![Change::Ringing(0)]
+        );
         assert_eq!(c.talked(0), Some(Change::Answered(0)));
         assert_eq!(c.talked(0), None);
     }
@@ -228,7 +237,14 @@ mod tests {
         );
         assert_eq!(c.members[0].session, Some(0), "moved away: still online");
         assert_eq!(c.members[1].session, None, "disconnected");
-        assert_eq!(c.members[2].state, CallState::Busy, "busy members are not in the call");
-        assert!(c.observe(&users, AnswerMode::Auto).is_empty(), "reported once");
+        assert_eq!(
+            c.members[2].state,
+            CallState::Busy,
+            "busy members are not in the call"
+        );
+        assert!(
+            c.observe(&users, AnswerMode::Auto).is_empty(),
+            "reported once"
+        );
     }
 }

@@ -101,8 +101,16 @@ pub fn normalize_base_url(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
-            let path = if path.is_empty() { String::new() } else { format!("/{path}") };
-            format!("{}://{}{path}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase())
+            let path = if path.is_empty() {
+                String::new()
+            } else {
+                format!("/{path}")
+            };
+            format!(
+                "{}://{}{path}",
+                scheme.to_ascii_lowercase(),
+                host.to_ascii_lowercase()
+            )
         }
         None => url.to_ascii_lowercase(),
     }
@@ -116,22 +124,37 @@ impl ConsoleConfig {
             return Err(invalid(key("mic_level"), "mic levels start at 1"));
         }
         if !(1_000..=120_000).contains(&self.login_timeout_ms) {
-            return Err(invalid(key("login_timeout_ms"), "must be between 1000 and 120000"));
+            return Err(invalid(
+                key("login_timeout_ms"),
+                "must be between 1000 and 120000",
+            ));
         }
         if !(100..=60_000).contains(&self.move_timeout_ms) {
-            return Err(invalid(key("move_timeout_ms"), "must be between 100 and 60000"));
+            return Err(invalid(
+                key("move_timeout_ms"),
+                "must be between 100 and 60000",
+            ));
         }
         if self.setup_wait_ms > 30_000 {
             return Err(invalid(key("setup_wait_ms"), "must be at most 30000"));
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_message_bytes) {
-            return Err(invalid(key("max_message_bytes"), "must be between 1024 and 16777216"));
+            return Err(invalid(
+                key("max_message_bytes"),
+                "must be between 1024 and 16777216",
+            ));
         }
         if self.requests_per_second == 0 || self.request_burst == 0 {
-            return Err(invalid(key("requests_per_second"), "must be at least 1 (and request_burst too)"));
+            return Err(invalid(
+                key("requests_per_second"),
+                "must be at least 1 (and request_burst too)",
+            ));
         }
         if !(6_000..=510_000).contains(&self.opus_bitrate) {
-            return Err(invalid(key("opus_bitrate"), "must be between 6000 and 510000"));
+            return Err(invalid(
+                key("opus_bitrate"),
+                "must be between 6000 and 510000",
+            ));
         }
         let mut urls = HashSet::new();
         for (i, s) in self.servers.iter().enumerate() {
@@ -140,23 +163,36 @@ impl ConsoleConfig {
                 return Err(invalid(k("base_url"), "must not be empty"));
             }
             if !urls.insert(normalize_base_url(&s.base_url)) {
-                return Err(invalid(k("base_url"), format!("duplicate base URL {:?}", s.base_url)));
+                return Err(invalid(
+                    k("base_url"),
+                    format!("duplicate base URL {:?}", s.base_url),
+                ));
             }
             let Some(server) = ptt.servers.iter().find(|p| p.id == s.ptt_server) else {
                 let ids: Vec<&str> = ptt.servers.iter().map(|p| p.id.as_str()).collect();
                 return Err(invalid(
                     k("ptt_server"),
-                    format!("no [[ptt.servers]] with id {:?} (have {ids:?})", s.ptt_server),
+                    format!(
+                        "no [[ptt.servers]] with id {:?} (have {ids:?})",
+                        s.ptt_server
+                    ),
                 ));
             };
             if s.admin_username.trim().is_empty() {
                 return Err(invalid(k("admin_username"), "must not be empty"));
             }
-            if server.accounts.iter().any(|a| a.username == s.admin_username) {
+            if server
+                .accounts
+                .iter()
+                .any(|a| a.username == s.admin_username)
+            {
                 // murmurd disconnects the older session of a user who logs in twice.
                 return Err(invalid(
                     k("admin_username"),
-                    format!("{:?} is also a ptt.servers account; the two sessions would keep kicking each other", s.admin_username),
+                    format!(
+                        "{:?} is also a ptt.servers account; the two sessions would keep kicking each other",
+                        s.admin_username
+                    ),
                 ));
             }
         }
@@ -165,7 +201,10 @@ impl ConsoleConfig {
 
     /// The mic level of a console account.
     pub fn level_of(&self, account: &str) -> u8 {
-        self.account_mic_levels.get(account).copied().unwrap_or(self.mic_level)
+        self.account_mic_levels
+            .get(account)
+            .copied()
+            .unwrap_or(self.mic_level)
     }
 
     /// Login timeout.
@@ -219,11 +258,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("console.servers[0].ptt_server:"), "{e}");
-        let e = Config::parse(&BASE.replace("SuperUser", "bridge")).unwrap_err().to_string();
+        let e = Config::parse(&BASE.replace("SuperUser", "bridge"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("console.servers[0].admin_username"), "{e}");
-        let e = Config::parse(&format!("{BASE}\n[console]\nmic_level = 0\n")).unwrap_err().to_string();
+        let e = Config::parse(&format!("{BASE}\n[console]\nmic_level = 0\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("console.mic_level"), "{e}");
-        let e = Config::parse(&format!("{BASE}\n[console]\nanswer = \"never\"\n")).unwrap_err().to_string();
+        let e = Config::parse(&format!("{BASE}\n[console]\nanswer = \"never\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("answer"), "{e}");
     }
 

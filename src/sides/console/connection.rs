@@ -11,8 +11,8 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use muicall::audio::Header;
 use muicall::{
-    CallState, HangupResp, MemberResp, MemberResult, Notify, Reply, Request, RequestError, Transaction,
-    response_type,
+    CallState, HangupResp, MemberResp, MemberResult, Notify, Reply, Request, RequestError,
+    Transaction, response_type,
 };
 use ptt::client::{self, ClientConfig, ClientEvent, ClientHandle, Command, OutgoingVoice};
 use ptt::proto;
@@ -121,7 +121,8 @@ impl TokenBucket {
     }
 
     fn take(&mut self, now: Instant) -> bool {
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -230,7 +231,8 @@ impl Connection {
                     Ok(Ok(permits)) => drop(permits),
                     _ => {
                         error_metric("console_not_reading");
-                        self.closing = Some((1008, "the console is not reading its messages".into()));
+                        self.closing =
+                            Some((1008, "the console is not reading its messages".into()));
                         continue;
                     }
                 }
@@ -288,7 +290,13 @@ impl Connection {
     }
 
     /// A failed request, in the shape the spec gives its reply.
-    fn reply_error(&mut self, request_type: Option<&str>, kind: &'static str, message: String, call: u64) {
+    fn reply_error(
+        &mut self,
+        request_type: Option<&str>,
+        kind: &'static str,
+        message: String,
+        call: u64,
+    ) {
         error_metric(kind);
         debug!(kind, %message, "request refused");
         match request_type {
@@ -309,10 +317,16 @@ impl Connection {
     }
 
     fn publish(&self, kind: EventKind, call: u64, party: Option<Party>, detail: serde_json::Value) {
-        let Some(server) = self.login.as_ref().map(|l| l.server.clone()).or_else(|| self.server.clone()) else {
+        let Some(server) = self
+            .login
+            .as_ref()
+            .map(|l| l.server.clone())
+            .or_else(|| self.server.clone())
+        else {
             return;
         };
-        let mut d = Draft::new(server.ptt.app.clone(), kind, format!("console:{call}")).detail(detail);
+        let mut d =
+            Draft::new(server.ptt.app.clone(), kind, format!("console:{call}")).detail(detail);
         d.party = party;
         self.side.0.bus.publish(d);
     }
@@ -322,7 +336,11 @@ impl Connection {
     async fn on_text(&mut self, text: &str) {
         let req = match muicall::parse_request(text) {
             Ok(r) => r,
-            Err(RequestError { kind, request_type, message }) => {
+            Err(RequestError {
+                kind,
+                request_type,
+                message,
+            }) => {
                 return self.reply_error(request_type.as_deref(), kind.as_str(), message, 0);
             }
         };
@@ -331,33 +349,52 @@ impl Connection {
             return self.reply_error(
                 Some(req.type_name()),
                 "rate_limited",
-                format!("{}: too many requests (limit {limit} per second)", req.type_name()),
+                format!(
+                    "{}: too many requests (limit {limit} per second)",
+                    req.type_name()
+                ),
                 call_of(&req),
             );
         }
-        metrics::counter!("pttbridge_console_requests_total", "type" => req.type_name()).increment(1);
+        metrics::counter!("pttbridge_console_requests_total", "type" => req.type_name())
+            .increment(1);
         match req {
             Request::InitServer { base_url } => self.init_server(&base_url).await,
-            Request::Connect { account, password, audio } => {
+            Request::Connect {
+                account,
+                password,
+                audio,
+            } => {
                 if let Some(a) = audio {
                     self.downstream.set_format(a);
                 }
                 self.connect(account, password).await
             }
-            Request::RequestMic { to_ids, transaction, session_id } => {
-                self.request_mic(to_ids, transaction, session_id).await
-            }
+            Request::RequestMic {
+                to_ids,
+                transaction,
+                session_id,
+            } => self.request_mic(to_ids, transaction, session_id).await,
             Request::ReleaseMic { session_id } => self.release_mic(session_id),
-            Request::AddGroupMember { session_id, ids, transaction } => {
-                self.add_members(session_id, ids, transaction)
-            }
-            Request::KickGroupMember { session_id, ids, transaction } => {
-                self.kick_members(session_id, ids, transaction)
-            }
+            Request::AddGroupMember {
+                session_id,
+                ids,
+                transaction,
+            } => self.add_members(session_id, ids, transaction),
+            Request::KickGroupMember {
+                session_id,
+                ids,
+                transaction,
+            } => self.kick_members(session_id, ids, transaction),
             Request::TempCallHangup { session_id } => self.hangup(session_id).await,
             Request::LoginOut => {
                 if self.login.is_none() {
-                    return self.reply_error(Some("loginOut"), "not_logged_in", "loginOut: not logged in".into(), 0);
+                    return self.reply_error(
+                        Some("loginOut"),
+                        "not_logged_in",
+                        "loginOut: not logged in".into(),
+                        0,
+                    );
                 }
                 self.logout("the console logged out").await;
                 self.reply("logoutResp", 1, "登录注销成功");
@@ -370,13 +407,21 @@ impl Connection {
     }
 
     async fn init_server(&mut self, base_url: &str) {
-        let Some(entry) = self.side.0.servers.get(&normalize_base_url(base_url)).cloned() else {
+        let Some(entry) = self
+            .side
+            .0
+            .servers
+            .get(&normalize_base_url(base_url))
+            .cloned()
+        else {
             let mut known: Vec<&String> = self.side.0.servers.keys().collect();
             known.sort();
             return self.reply_error(
                 Some("initServer"),
                 "unknown_server",
-                format!("initServer: no PTT server is configured for {base_url:?} (known: {known:?})"),
+                format!(
+                    "initServer: no PTT server is configured for {base_url:?} (known: {known:?})"
+                ),
                 0,
             );
         };
@@ -391,21 +436,33 @@ impl Connection {
 
     async fn connect(&mut self, account: String, password: String) {
         let Some(server) = self.server.clone() else {
-            return self.reply_error(Some("connect"), "no_server", "connect: send initServer first".into(), 0);
+            return self.reply_error(
+                Some("connect"),
+                "no_server",
+                "connect: send initServer first".into(),
+                0,
+            );
         };
         if self.login.is_some() {
             self.logout("the console logged in again").await;
         }
         let key = (server.ptt.id.clone(), account.clone());
         {
-            let mut accounts = self.side.0.accounts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut accounts = self
+                .side
+                .0
+                .accounts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             match accounts.get(&key) {
                 Some(other) if *other != self.id => {
                     drop(accounts);
                     return self.reply_error(
                         Some("connect"),
                         "account_in_use",
-                        format!("connect: account {account:?} is already logged in on another console"),
+                        format!(
+                            "connect: account {account:?} is already logged in on another console"
+                        ),
                         0,
                     );
                 }
@@ -447,7 +504,12 @@ impl Connection {
         if let Some(l) = self.login.take() {
             let _ = l.client.command(Command::Shutdown).await;
             let key = (l.server.ptt.id.clone(), l.account.clone());
-            let mut accounts = self.side.0.accounts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut accounts = self
+                .side
+                .0
+                .accounts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if accounts.get(&key) == Some(&self.id) {
                 accounts.remove(&key);
             }
@@ -485,7 +547,10 @@ impl Connection {
 
     fn busy_release(&self, server: &str, id: u64) {
         let mut busy = self.side.0.busy.lock().unwrap_or_else(|p| p.into_inner());
-        if busy.get(&(server.to_string(), id)).is_some_and(|(conn, _)| *conn == self.id) {
+        if busy
+            .get(&(server.to_string(), id))
+            .is_some_and(|(conn, _)| *conn == self.id)
+        {
             busy.remove(&(server.to_string(), id));
         }
     }
@@ -524,11 +589,21 @@ impl Connection {
         (m, r)
     }
 
-    async fn request_mic(&mut self, to_ids: Option<Vec<u64>>, transaction: Option<Transaction>, session_id: Option<u64>) {
+    async fn request_mic(
+        &mut self,
+        to_ids: Option<Vec<u64>>,
+        transaction: Option<Transaction>,
+        session_id: Option<u64>,
+    ) {
         let login = match self.up_login() {
             Ok(l) => l,
             Err(e) => {
-                return self.reply_error(Some("requestMic"), "not_logged_in", format!("requestMic: {e}"), 0);
+                return self.reply_error(
+                    Some("requestMic"),
+                    "not_logged_in",
+                    format!("requestMic: {e}"),
+                    0,
+                );
             }
         };
         if let Some(sid) = session_id {
@@ -559,7 +634,8 @@ impl Connection {
             return self.reply_error(
                 Some("requestMic"),
                 "missing_field",
-                "requestMic: toIds is required to start a call (or give the sessionId of a call)".into(),
+                "requestMic: toIds is required to start a call (or give the sessionId of a call)"
+                    .into(),
                 0,
             );
         }
@@ -589,12 +665,18 @@ impl Connection {
             return self.reply_error(
                 Some("createGroup"),
                 "nobody_reachable",
-                format!("createGroup: no terminal can be called: {}", refused.join(", ")),
+                format!(
+                    "createGroup: no terminal can be called: {}",
+                    refused.join(", ")
+                ),
                 0,
             );
         }
         let snap = login.client.snapshot();
-        let home_path = snap.own_channel.and_then(|c| snap.channel_path(c)).unwrap_or_default();
+        let home_path = snap
+            .own_channel
+            .and_then(|c| snap.channel_path(c))
+            .unwrap_or_default();
         let parent = find_channel(&snap, &server.call_parent);
         let Some(parent) = parent else {
             for m in &members {
@@ -603,7 +685,10 @@ impl Connection {
             return self.reply_error(
                 Some("createGroup"),
                 "config",
-                format!("createGroup: the call parent channel {:?} does not exist on the PTT server", server.call_parent),
+                format!(
+                    "createGroup: the call parent channel {:?} does not exist on the PTT server",
+                    server.call_parent
+                ),
                 0,
             );
         };
@@ -615,8 +700,17 @@ impl Connection {
             ..Default::default()
         };
         let client = login.client.clone();
-        if client.command(Command::Send(Box::new(msg.into()))).await.is_err() {
-            return self.reply_error(Some("createGroup"), "ptt_stopped", "createGroup: the PTT session stopped".into(), 0);
+        if client
+            .command(Command::Send(Box::new(msg.into())))
+            .await
+            .is_err()
+        {
+            return self.reply_error(
+                Some("createGroup"),
+                "ptt_stopped",
+                "createGroup: the PTT session stopped".into(),
+                0,
+            );
         }
         debug!(call = call_id, %name, "creating the call channel");
         self.creating = Some(Creating {
@@ -641,7 +735,9 @@ impl Connection {
     }
 
     fn call_created(&mut self, channel: u32) {
-        let Some(c) = self.creating.take() else { return };
+        let Some(c) = self.creating.take() else {
+            return;
+        };
         let Some(login) = &self.login else { return };
         let cfg = &self.side.0.config;
         let now = Instant::now();
@@ -664,35 +760,61 @@ impl Connection {
         for m in &call.members {
             if m.state == CallState::Calling
                 && let Some(session) = m.session
-                && let Err(e) = moderator.submit(Action::Move { session, channel }, m.id, Some(self.outcome_tx.clone()))
+                && let Err(e) = moderator.submit(
+                    Action::Move { session, channel },
+                    m.id,
+                    Some(self.outcome_tx.clone()),
+                )
             {
                 warn!(member = m.id, %e, "cannot ask for a move");
             }
         }
         metrics::counter!("pttbridge_console_calls_total").increment(1);
         metrics::gauge!("pttbridge_console_calls_active").increment(1.0);
-        info!(call = call.id, channel, members = call.members.len(), "call up");
+        info!(
+            call = call.id,
+            channel,
+            members = call.members.len(),
+            "call up"
+        );
         let id = call.id;
         let update = Notify::member_update(id, call.owner.0, call.member_list());
         self.call = Some(call);
-        self.send_json(&Reply::new("createGroup", 1, "建立会话组成功").transaction(c.transaction).session(id));
+        self.send_json(
+            &Reply::new("createGroup", 1, "建立会话组成功")
+                .transaction(c.transaction)
+                .session(id),
+        );
         self.notify(update);
-        self.publish(EventKind::PartyJoined, id, Some(party), json!({ "role": "console" }));
+        self.publish(
+            EventKind::PartyJoined,
+            id,
+            Some(party),
+            json!({ "role": "console" }),
+        );
         self.presence_changed();
         self.maybe_grant(now, false);
     }
 
     /// Answers the `requestMic` of a new call once its terminals are in (or at the deadline).
     fn maybe_grant(&mut self, now: Instant, force: bool) {
-        let Some(call) = self.call.as_mut() else { return };
-        let Some((_, deadline)) = &call.pending_grant else { return };
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let Some((_, deadline)) = &call.pending_grant else {
+            return;
+        };
         if !(force || call.settled() || now >= *deadline) {
             return;
         }
         let (transaction, _) = call.pending_grant.take().expect("checked");
         let id = call.id;
         self.console_took_floor();
-        self.send_json(&Reply::new("requestMic", 2, "麦克风打开成功").transaction(transaction).session(id));
+        self.send_json(
+            &Reply::new("requestMic", 2, "麦克风打开成功")
+                .transaction(transaction)
+                .session(id),
+        );
     }
 
     fn console_holds(&self) -> bool {
@@ -704,24 +826,40 @@ impl Connection {
 
     /// The console has the floor: terminals in the call are muted so no one talks over it.
     fn console_took_floor(&mut self) {
-        metrics::counter!("pttbridge_console_talk_bursts_total", "talker" => "console").increment(1);
+        metrics::counter!("pttbridge_console_talk_bursts_total", "talker" => "console")
+            .increment(1);
         metrics::counter!("pttbridge_console_floor_total", "outcome" => "granted").increment(1);
         self.audio_error_reported = false;
-        let (Some(call), Some(login)) = (self.call.as_ref(), self.login.as_ref()) else { return };
+        let (Some(call), Some(login)) = (self.call.as_ref(), self.login.as_ref()) else {
+            return;
+        };
         let (id, party) = (call.id, login.party());
         self.set_mute_all(true);
-        self.publish(EventKind::TalkStarted, id, Some(party), json!({ "media_type": 2 }));
+        self.publish(
+            EventKind::TalkStarted,
+            id,
+            Some(party),
+            json!({ "media_type": 2 }),
+        );
     }
 
     fn set_mute(&mut self, index: usize, mute: bool) {
-        let (Some(call), Some(login)) = (self.call.as_mut(), self.login.as_ref()) else { return };
-        let Some(m) = call.members.get_mut(index) else { return };
+        let (Some(call), Some(login)) = (self.call.as_mut(), self.login.as_ref()) else {
+            return;
+        };
+        let Some(m) = call.members.get_mut(index) else {
+            return;
+        };
         let Some(session) = m.session else { return };
         if m.muted == mute {
             return;
         }
         m.muted = mute;
-        if let Err(e) = login.server.moderator.submit(Action::Mute { session, mute }, m.id, Some(self.outcome_tx.clone())) {
+        if let Err(e) = login.server.moderator.submit(
+            Action::Mute { session, mute },
+            m.id,
+            Some(self.outcome_tx.clone()),
+        ) {
             warn!(member = m.id, %e, "cannot (un)mute");
         }
     }
@@ -729,10 +867,9 @@ impl Connection {
     fn set_mute_all(&mut self, mute: bool) {
         let n = self.call.as_ref().map_or(0, |c| c.members.len());
         for i in 0..n {
-            let in_call = self
-                .call
-                .as_ref()
-                .is_some_and(|c| matches!(c.members[i].state, CallState::Ringing | CallState::Answered));
+            let in_call = self.call.as_ref().is_some_and(|c| {
+                matches!(c.members[i].state, CallState::Ringing | CallState::Answered)
+            });
             if in_call || !mute {
                 self.set_mute(i, mute);
             }
@@ -740,41 +877,74 @@ impl Connection {
     }
 
     fn floor_request(&mut self, transaction: Option<Transaction>) {
-        let (Some(call), Some(login)) = (self.call.as_mut(), self.login.as_ref()) else { return };
+        let (Some(call), Some(login)) = (self.call.as_mut(), self.login.as_ref()) else {
+            return;
+        };
         if call.pending_grant.is_some() {
             // Still setting up: the first requestMic will be answered; this one repeats it.
-            return self.reply_error(Some("requestMic"), "call_in_setup", "requestMic: the call is being set up".into(), 0);
+            return self.reply_error(
+                Some("requestMic"),
+                "call_in_setup",
+                "requestMic: the call is being set up".into(),
+                0,
+            );
         }
         let party = login.party();
         let already = call.floor.holder().is_some_and(|h| h.party == party);
         let id = call.id;
-        match call.floor.request(party, login.level, false, Instant::now()) {
+        match call
+            .floor
+            .request(party, login.level, false, Instant::now())
+        {
             Decision::Granted => {
                 if !already {
                     self.console_took_floor();
                 }
-                self.send_json(&Reply::new("requestMic", 2, "麦克风打开成功").transaction(transaction).session(id));
+                self.send_json(
+                    &Reply::new("requestMic", 2, "麦克风打开成功")
+                        .transaction(transaction)
+                        .session(id),
+                );
             }
             Decision::Preempted { previous } => {
-                metrics::counter!("pttbridge_console_floor_total", "outcome" => "preempted").increment(1);
+                metrics::counter!("pttbridge_console_floor_total", "outcome" => "preempted")
+                    .increment(1);
                 if let Some((_, idx)) = call.talker.take() {
                     let member = call.members[idx].id;
                     self.downstream.end_burst();
                     self.notify(Notify::member_lost_mic(id, member));
-                    self.publish(EventKind::TalkStopped, id, Some(previous.clone()), json!({ "media_type": 2, "preempted": true }));
+                    self.publish(
+                        EventKind::TalkStopped,
+                        id,
+                        Some(previous.clone()),
+                        json!({ "media_type": 2, "preempted": true }),
+                    );
                 }
                 info!(call = id, preempted = %previous.name, "console pre-empted a terminal");
                 self.console_took_floor();
-                self.send_json(&Reply::new("requestMic", 2, "麦克风打开成功").transaction(transaction).session(id));
+                self.send_json(
+                    &Reply::new("requestMic", 2, "麦克风打开成功")
+                        .transaction(transaction)
+                        .session(id),
+                );
             }
             Decision::Denied { holder } => {
-                metrics::counter!("pttbridge_console_floor_total", "outcome" => "denied").increment(1);
+                metrics::counter!("pttbridge_console_floor_total", "outcome" => "denied")
+                    .increment(1);
                 let party = login.party();
-                self.publish(EventKind::FloorDenied, id, Some(party), json!({ "holder": holder }));
+                self.publish(
+                    EventKind::FloorDenied,
+                    id,
+                    Some(party),
+                    json!({ "holder": holder }),
+                );
                 self.reply_error(
                     Some("requestMic"),
                     "floor_denied",
-                    format!("requestMic: {} is talking and has an equal or higher mic level", holder.name),
+                    format!(
+                        "requestMic: {} is talking and has an equal or higher mic level",
+                        holder.name
+                    ),
                     id,
                 );
             }
@@ -784,22 +954,39 @@ impl Connection {
 
     fn release_mic(&mut self, session_id: Option<u64>) {
         let Some(call) = self.call.as_ref() else {
-            return self.reply_error(Some("releaseMic"), "no_call", "releaseMic: there is no call".into(), 0);
+            return self.reply_error(
+                Some("releaseMic"),
+                "no_call",
+                "releaseMic: there is no call".into(),
+                0,
+            );
         };
         if let Some(sid) = session_id
             && sid != call.id
         {
-            return self.reply_error(Some("releaseMic"), "unknown_session", format!("releaseMic: unknown sessionId {sid}"), sid);
+            return self.reply_error(
+                Some("releaseMic"),
+                "unknown_session",
+                format!("releaseMic: unknown sessionId {sid}"),
+                sid,
+            );
         }
         if !self.console_holds() {
-            return self.reply_error(Some("releaseMic"), "mic_not_open", "releaseMic: the mic is not open".into(), call.id);
+            return self.reply_error(
+                Some("releaseMic"),
+                "mic_not_open",
+                "releaseMic: the mic is not open".into(),
+                call.id,
+            );
         }
         self.console_released_floor();
         self.reply("releaseMic", 1, "麦克风关闭成功");
     }
 
     fn console_released_floor(&mut self) {
-        let (Some(call), Some(login)) = (self.call.as_mut(), self.login.as_ref()) else { return };
+        let (Some(call), Some(login)) = (self.call.as_mut(), self.login.as_ref()) else {
+            return;
+        };
         let party = login.party();
         call.floor.release(&party, Instant::now());
         let id = call.id;
@@ -807,16 +994,31 @@ impl Connection {
             login.client.send_voice(v);
         }
         self.set_mute_all(false);
-        self.publish(EventKind::TalkStopped, id, Some(party), json!({ "media_type": 2 }));
+        self.publish(
+            EventKind::TalkStopped,
+            id,
+            Some(party),
+            json!({ "media_type": 2 }),
+        );
     }
 
     fn check_call(&mut self, cmd: &str, session_id: u64) -> bool {
         if let Err(e) = self.up_login() {
-            self.reply_error(Some(cmd), "not_logged_in", format!("{cmd}: {e}"), session_id);
+            self.reply_error(
+                Some(cmd),
+                "not_logged_in",
+                format!("{cmd}: {e}"),
+                session_id,
+            );
             return false;
         }
         if self.call.as_ref().is_none_or(|c| c.id != session_id) {
-            self.reply_error(Some(cmd), "unknown_session", format!("{cmd}: unknown sessionId {session_id}"), session_id);
+            self.reply_error(
+                Some(cmd),
+                "unknown_session",
+                format!("{cmd}: unknown sessionId {session_id}"),
+                session_id,
+            );
             return false;
         }
         true
@@ -834,26 +1036,34 @@ impl Connection {
             if let Some(i) = call.member(id)
                 && Call::active(&call.members[i])
             {
-                results.push(MemberResult { id, name: call.members[i].name.clone(), code: 0, message: "already in the call".into() });
+                results.push(MemberResult {
+                    id,
+                    name: call.members[i].name.clone(),
+                    code: 0,
+                    message: "already in the call".into(),
+                });
                 continue;
             }
             let (m, r) = self.resolve(login, id, session_id);
+            let own = r.code == 3;
             results.push(r);
-            if m.state != CallState::Idle || m.session.is_none() {
-                new.push(m);
-            } else if id != login.user_id {
+            if !own {
                 new.push(m);
             }
         }
         let moderator = login.server.moderator.clone();
         let call = self.call.as_mut().expect("checked");
         for m in new {
-            if m.id == call.owner.0 {
-                continue;
-            }
             if m.state == CallState::Calling
                 && let Some(session) = m.session
-                && let Err(e) = moderator.submit(Action::Move { session, channel: call.channel }, m.id, Some(self.outcome_tx.clone()))
+                && let Err(e) = moderator.submit(
+                    Action::Move {
+                        session,
+                        channel: call.channel,
+                    },
+                    m.id,
+                    Some(self.outcome_tx.clone()),
+                )
             {
                 warn!(member = m.id, %e, "cannot ask for a move");
             }
@@ -863,7 +1073,12 @@ impl Connection {
             }
         }
         let update = Notify::member_update(call.id, call.owner.0, call.member_list());
-        self.send_json(&MemberResp::new("addGroupMember", session_id, transaction.map(|t| t.as_text()), results));
+        self.send_json(&MemberResp::new(
+            "addGroupMember",
+            session_id,
+            transaction.map(|t| t.as_text()),
+            results,
+        ));
         self.notify(update);
     }
 
@@ -878,22 +1093,41 @@ impl Connection {
                 Some(i) if Call::active(&call.members[i]) => {
                     let name = call.members[i].name.clone();
                     self.remove_member(i, true);
-                    results.push(MemberResult { id, name, code: 0, message: String::new() });
+                    results.push(MemberResult {
+                        id,
+                        name,
+                        code: 0,
+                        message: String::new(),
+                    });
                 }
-                _ => results.push(MemberResult { id, name: String::new(), code: 1, message: "not in this call".into() }),
+                _ => results.push(MemberResult {
+                    id,
+                    name: String::new(),
+                    code: 1,
+                    message: "not in this call".into(),
+                }),
             }
         }
         let call = self.call.as_ref().expect("checked");
         let update = Notify::member_update(call.id, call.owner.0, call.member_list());
-        self.send_json(&MemberResp::new("kickGroupMember", session_id, transaction.map(|t| t.as_text()), results));
+        self.send_json(&MemberResp::new(
+            "kickGroupMember",
+            session_id,
+            transaction.map(|t| t.as_text()),
+            results,
+        ));
         self.notify(update);
     }
 
     /// Takes member `index` out of the call; `restore` sends it back where it came from.
     fn remove_member(&mut self, index: usize, restore: bool) {
-        let Some(login) = self.login.as_ref() else { return };
+        let Some(login) = self.login.as_ref() else {
+            return;
+        };
         let server = login.server.clone();
-        let Some(call) = self.call.as_mut() else { return };
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
         let m = &mut call.members[index];
         let was_muted = m.muted;
         m.state = CallState::Idle;
@@ -902,9 +1136,23 @@ impl Connection {
         let party = terminal_party(m);
         if restore && let Some(session) = session {
             let back = origin.filter(|o| *o != call.channel).unwrap_or(0);
-            let _ = server.moderator.submit(Action::Move { session, channel: back }, id, Some(self.outcome_tx.clone()));
+            let _ = server.moderator.submit(
+                Action::Move {
+                    session,
+                    channel: back,
+                },
+                id,
+                Some(self.outcome_tx.clone()),
+            );
             if was_muted {
-                let _ = server.moderator.submit(Action::Mute { session, mute: false }, id, Some(self.outcome_tx.clone()));
+                let _ = server.moderator.submit(
+                    Action::Mute {
+                        session,
+                        mute: false,
+                    },
+                    id,
+                    Some(self.outcome_tx.clone()),
+                );
             }
         }
         let call_id = call.id;
@@ -913,10 +1161,20 @@ impl Connection {
             call.floor.release(&party, Instant::now());
             self.downstream.end_burst();
             self.notify(Notify::member_lost_mic(call_id, id));
-            self.publish(EventKind::TalkStopped, call_id, Some(party.clone()), json!({ "media_type": 2 }));
+            self.publish(
+                EventKind::TalkStopped,
+                call_id,
+                Some(party.clone()),
+                json!({ "media_type": 2 }),
+            );
         }
         self.busy_release(&server.ptt.id, id);
-        self.publish(EventKind::PartyLeft, call_id, Some(party), json!({ "kicked": restore }));
+        self.publish(
+            EventKind::PartyLeft,
+            call_id,
+            Some(party),
+            json!({ "kicked": restore }),
+        );
     }
 
     async fn hangup(&mut self, session_id: u64) {
@@ -930,21 +1188,32 @@ impl Connection {
     /// Ends the call: terminals go back to their channels, the console to its own.
     /// `notify` tells the console (it did not ask for it).
     fn end_call(&mut self, code: i64, why: &str, from: u64, notify: bool) {
-        let Some(call) = self.call.as_ref() else { return };
+        let Some(call) = self.call.as_ref() else {
+            return;
+        };
         let (id, n, grant) = (call.id, call.members.len(), call.pending_grant.clone());
         if let Some((t, _)) = grant {
-            let msg = Reply::new("requestMic", 0, format!("requestMic: the call ended before the mic opened: {why}"))
-                .transaction(t)
-                .session(id);
+            let msg = Reply::new(
+                "requestMic",
+                0,
+                format!("requestMic: the call ended before the mic opened: {why}"),
+            )
+            .transaction(t)
+            .session(id);
             self.send_json(&msg);
         }
-        if self.console_holds() && let Some(l) = &self.login
+        if self.console_holds()
+            && let Some(l) = &self.login
             && let Some(v) = self.upstream.terminator()
         {
             l.client.send_voice(v);
         }
         for i in 0..n {
-            if self.call.as_ref().is_some_and(|c| Call::active(&c.members[i])) {
+            if self
+                .call
+                .as_ref()
+                .is_some_and(|c| Call::active(&c.members[i]))
+            {
                 self.remove_member(i, true);
             }
         }
@@ -958,7 +1227,12 @@ impl Connection {
                 });
             }
             let party = l.party();
-            self.publish(EventKind::PartyLeft, id, Some(party), json!({ "role": "console" }));
+            self.publish(
+                EventKind::PartyLeft,
+                id,
+                Some(party),
+                json!({ "role": "console" }),
+            );
         }
         self.downstream.end_burst();
         metrics::gauge!("pttbridge_console_calls_active").decrement(1.0);
@@ -989,7 +1263,8 @@ impl Connection {
                     Phase::Pending(_) => {
                         l.phase = Phase::Up;
                         info!(account = %l.account, user_id = l.user_id, "console logged in");
-                        metrics::counter!("pttbridge_console_logins_total", "result" => "ok").increment(1);
+                        metrics::counter!("pttbridge_console_logins_total", "result" => "ok")
+                            .increment(1);
                         self.reply("login", 1, "登录成功");
                     }
                     Phase::Reconnecting => {
@@ -1000,9 +1275,15 @@ impl Connection {
                 }
             }
             ClientEvent::Session(PttEvent::Rejected { reason }) => {
-                let pending = matches!(self.login.as_ref().map(|l| l.phase), Some(Phase::Pending(_)));
+                let pending = matches!(
+                    self.login.as_ref().map(|l| l.phase),
+                    Some(Phase::Pending(_))
+                );
                 if pending {
-                    self.fail_login(format!("connect: the PTT server rejected the login: {reason}")).await;
+                    self.fail_login(format!(
+                        "connect: the PTT server rejected the login: {reason}"
+                    ))
+                    .await;
                 } else {
                     // The account was refused on a reconnect (password changed, banned): stop trying.
                     self.logout("the PTT server refused the account").await;
@@ -1010,17 +1291,27 @@ impl Connection {
                 }
             }
             ClientEvent::Disconnected { reason, .. } => {
-                let Some(phase) = self.login.as_ref().map(|l| l.phase) else { return };
+                let Some(phase) = self.login.as_ref().map(|l| l.phase) else {
+                    return;
+                };
                 match phase {
                     Phase::Pending(_) => {
-                        self.fail_login(format!("connect: cannot log in to the PTT server: {reason}")).await;
+                        self.fail_login(format!(
+                            "connect: cannot log in to the PTT server: {reason}"
+                        ))
+                        .await;
                     }
                     Phase::Up => {
                         if let Some(l) = self.login.as_mut() {
                             l.phase = Phase::Reconnecting;
                         }
                         self.abandon_creation_with_reply(&reason);
-                        self.end_call(reason::SERVER_LOST, &format!("PTT server connection lost: {reason}"), 0, true);
+                        self.end_call(
+                            reason::SERVER_LOST,
+                            &format!("PTT server connection lost: {reason}"),
+                            0,
+                            true,
+                        );
                         self.notify(Notify::server_state("reconnecting", Some(reason)));
                     }
                     Phase::Reconnecting => {}
@@ -1028,17 +1319,34 @@ impl Connection {
             }
             ClientEvent::Session(PttEvent::InChannel { id, .. }) => {
                 let snap = self.login.as_ref().map(|l| l.client.snapshot());
-                let name = snap.as_ref().and_then(|s| s.channels.get(&id)).map(|c| c.name.clone());
-                if self.creating.as_ref().is_some_and(|c| Some(&c.name) == name.as_ref()) {
+                let name = snap
+                    .as_ref()
+                    .and_then(|s| s.channels.get(&id))
+                    .map(|c| c.name.clone());
+                if self
+                    .creating
+                    .as_ref()
+                    .is_some_and(|c| Some(&c.name) == name.as_ref())
+                {
                     self.call_created(id);
                 } else if self.call.as_ref().is_some_and(|c| c.channel != id) {
-                    self.end_call(reason::CHANNEL_GONE, "the console was moved out of the call channel", 0, true);
+                    self.end_call(
+                        reason::CHANNEL_GONE,
+                        "the console was moved out of the call channel",
+                        0,
+                        true,
+                    );
                 }
             }
-            ClientEvent::Session(PttEvent::ChannelRemoved { id }) => {
-                if self.call.as_ref().is_some_and(|c| c.channel == id) {
-                    self.end_call(reason::CHANNEL_GONE, "the call channel was removed", 0, true);
-                }
+            ClientEvent::Session(PttEvent::ChannelRemoved { id })
+                if self.call.as_ref().is_some_and(|c| c.channel == id) =>
+            {
+                self.end_call(
+                    reason::CHANNEL_GONE,
+                    "the call channel was removed",
+                    0,
+                    true,
+                );
             }
             ClientEvent::Session(PttEvent::PermissionDenied { reason }) => {
                 if self.creating.is_some() {
@@ -1054,15 +1362,26 @@ impl Connection {
                 }
             }
             ClientEvent::Session(
-                PttEvent::UserJoined(_) | PttEvent::UserMoved { .. } | PttEvent::UserLeft { .. } | PttEvent::UserUpdated(_),
+                PttEvent::UserJoined(_)
+                | PttEvent::UserMoved { .. }
+                | PttEvent::UserLeft { .. }
+                | PttEvent::UserUpdated(_),
             ) => self.presence_changed(),
-            ClientEvent::Session(PttEvent::TalkStarted { session, .. }) => self.terminal_talk_started(session),
-            ClientEvent::Session(PttEvent::TalkStopped { session, .. }) => self.terminal_talk_stopped(session),
-            ClientEvent::Session(PttEvent::Voice { session, sequence, opus, .. }) => {
-                self.terminal_voice(session, sequence, &opus)
+            ClientEvent::Session(PttEvent::TalkStarted { session, .. }) => {
+                self.terminal_talk_started(session)
             }
+            ClientEvent::Session(PttEvent::TalkStopped { session, .. }) => {
+                self.terminal_talk_stopped(session)
+            }
+            ClientEvent::Session(PttEvent::Voice {
+                session,
+                sequence,
+                opus,
+                ..
+            }) => self.terminal_voice(session, sequence, &opus),
             ClientEvent::Session(PttEvent::Fault { kind, .. }) => {
-                metrics::counter!("pttbridge_console_ptt_faults_total", "kind" => kind.as_str()).increment(1);
+                metrics::counter!("pttbridge_console_ptt_faults_total", "kind" => kind.as_str())
+                    .increment(1);
             }
             ClientEvent::Stopped => self.lost_client().await,
             _ => {}
@@ -1072,7 +1391,12 @@ impl Connection {
     fn abandon_creation_with_reply(&mut self, reason: &str) {
         if self.creating.is_some() {
             self.abandon_creation();
-            self.reply_error(Some("createGroup"), "server_lost", format!("createGroup: PTT server connection lost: {reason}"), 0);
+            self.reply_error(
+                Some("createGroup"),
+                "server_lost",
+                format!("createGroup: PTT server connection lost: {reason}"),
+                0,
+            );
         }
     }
 
@@ -1080,14 +1404,19 @@ impl Connection {
         if self.login.is_some() {
             warn!("the console's PTT session stopped");
             self.logout("the PTT session stopped").await;
-            self.notify(Notify::server_state("loggedOut", Some("the PTT session stopped".into())));
+            self.notify(Notify::server_state(
+                "loggedOut",
+                Some("the PTT session stopped".into()),
+            ));
         }
     }
 
     fn presence_changed(&mut self) {
         let answer = self.side.0.config.answer;
         let console_holds = self.console_holds();
-        let (Some(call), Some(login)) = (self.call.as_mut(), self.login.as_ref()) else { return };
+        let (Some(call), Some(login)) = (self.call.as_mut(), self.login.as_ref()) else {
+            return;
+        };
         let snap = login.client.snapshot();
         let changes = call.observe(&snap.users, answer);
         if changes.is_empty() {
@@ -1102,7 +1431,12 @@ impl Connection {
                     let m = &call.members[i];
                     let (mid, party) = (m.id, terminal_party(m));
                     self.notify(Notify::ring(id, mid));
-                    self.publish(EventKind::CallRinging, id, Some(party), serde_json::Value::Null);
+                    self.publish(
+                        EventKind::CallRinging,
+                        id,
+                        Some(party),
+                        serde_json::Value::Null,
+                    );
                     if console_holds {
                         self.set_mute(i, true);
                     }
@@ -1111,8 +1445,18 @@ impl Connection {
                     let m = &call.members[i];
                     let (mid, party) = (m.id, terminal_party(m));
                     self.notify(Notify::answer(id, mid));
-                    self.publish(EventKind::CallAnswered, id, Some(party.clone()), serde_json::Value::Null);
-                    self.publish(EventKind::PartyJoined, id, Some(party), serde_json::Value::Null);
+                    self.publish(
+                        EventKind::CallAnswered,
+                        id,
+                        Some(party.clone()),
+                        serde_json::Value::Null,
+                    );
+                    self.publish(
+                        EventKind::PartyJoined,
+                        id,
+                        Some(party),
+                        serde_json::Value::Null,
+                    );
                 }
                 Change::Left(i) => {
                     left_by_self = Some(call.members[i].id);
@@ -1135,39 +1479,72 @@ impl Connection {
     fn terminal_talk_started(&mut self, session: u32) {
         let answer = self.side.0.config.answer;
         let level = self.side.0.config.terminal_mic_level;
-        let Some(call) = self.call.as_mut() else { return };
-        let Some(i) = call.by_session(session) else { return };
-        if !matches!(call.members[i].state, CallState::Ringing | CallState::Answered) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let Some(i) = call.by_session(session) else {
+            return;
+        };
+        if !matches!(
+            call.members[i].state,
+            CallState::Ringing | CallState::Answered
+        ) {
             return;
         }
         let m = &call.members[i];
         let party = terminal_party(m);
         let (id, mid, name) = (call.id, m.id, m.name.clone());
-        match call.floor.request(party.clone(), level, false, Instant::now()) {
+        match call
+            .floor
+            .request(party.clone(), level, false, Instant::now())
+        {
             Decision::Granted | Decision::Preempted { .. } => {
                 call.talker = Some((session, i));
-                let answered = if answer == super::config::AnswerMode::OnTalk { call.talked(i) } else { None };
-                metrics::counter!("pttbridge_console_talk_bursts_total", "talker" => "terminal").increment(1);
+                let answered = if answer == super::config::AnswerMode::OnTalk {
+                    call.talked(i)
+                } else {
+                    None
+                };
+                metrics::counter!("pttbridge_console_talk_bursts_total", "talker" => "terminal")
+                    .increment(1);
                 if answered.is_some() {
                     self.notify(Notify::answer(id, mid));
-                    self.publish(EventKind::CallAnswered, id, Some(party.clone()), serde_json::Value::Null);
+                    self.publish(
+                        EventKind::CallAnswered,
+                        id,
+                        Some(party.clone()),
+                        serde_json::Value::Null,
+                    );
                     let call = self.call.as_ref().expect("present");
                     let update = Notify::member_update(id, call.owner.0, call.member_list());
                     self.notify(update);
                 }
                 self.notify(Notify::member_get_mic(id, mid, &name));
-                self.publish(EventKind::TalkStarted, id, Some(party), json!({ "media_type": 2 }));
+                self.publish(
+                    EventKind::TalkStarted,
+                    id,
+                    Some(party),
+                    json!({ "media_type": 2 }),
+                );
             }
             Decision::Denied { holder } => {
-                metrics::counter!("pttbridge_console_floor_total", "outcome" => "terminal_denied").increment(1);
-                self.publish(EventKind::FloorDenied, id, Some(party), json!({ "holder": holder }));
+                metrics::counter!("pttbridge_console_floor_total", "outcome" => "terminal_denied")
+                    .increment(1);
+                self.publish(
+                    EventKind::FloorDenied,
+                    id,
+                    Some(party),
+                    json!({ "holder": holder }),
+                );
             }
             Decision::Queued { .. } => {}
         }
     }
 
     fn terminal_talk_stopped(&mut self, session: u32) {
-        let Some(call) = self.call.as_mut() else { return };
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
         let Some((s, i)) = call.talker else { return };
         if s != session {
             return;
@@ -1179,11 +1556,18 @@ impl Connection {
         call.floor.release(&party, Instant::now());
         self.downstream.end_burst();
         self.notify(Notify::member_lost_mic(id, mid));
-        self.publish(EventKind::TalkStopped, id, Some(party), json!({ "media_type": 2 }));
+        self.publish(
+            EventKind::TalkStopped,
+            id,
+            Some(party),
+            json!({ "media_type": 2 }),
+        );
     }
 
     fn terminal_voice(&mut self, session: u32, sequence: u64, opus: &Bytes) {
-        let Some(call) = self.call.as_ref() else { return };
+        let Some(call) = self.call.as_ref() else {
+            return;
+        };
         let Some((s, i)) = call.talker else { return };
         if s != session {
             metrics::counter!("pttbridge_console_audio_dropped_total", "reason" => "not_floor_holder").increment(1);
@@ -1191,13 +1575,17 @@ impl Connection {
         }
         let source = call.members[i].id as u32;
         let mut frames = Vec::new();
-        let late = self.downstream.push(session, source, sequence, opus, &mut frames);
+        let late = self
+            .downstream
+            .push(session, source, sequence, opus, &mut frames);
         if late > 0 {
-            metrics::counter!("pttbridge_console_audio_dropped_total", "reason" => "late").increment(late);
+            metrics::counter!("pttbridge_console_audio_dropped_total", "reason" => "late")
+                .increment(late);
         }
         for f in frames {
             if self.out.try_send(Message::Binary(f.into())).is_ok() {
-                metrics::counter!("pttbridge_console_audio_frames_total", "direction" => "out").increment(1);
+                metrics::counter!("pttbridge_console_audio_frames_total", "direction" => "out")
+                    .increment(1);
             } else {
                 metrics::counter!("pttbridge_console_audio_dropped_total", "reason" => "console_slow").increment(1);
             }
@@ -1221,8 +1609,16 @@ impl Connection {
         if let Err(e) = self.up_login() {
             return self.audio_error("audio_before_login", format!("audio: {e}"));
         }
-        if !self.console_holds() || self.call.as_ref().is_some_and(|c| c.pending_grant.is_some()) {
-            return self.audio_error("audio_without_floor", "audio: the mic is not open (requestMic first)".into());
+        if !self.console_holds()
+            || self
+                .call
+                .as_ref()
+                .is_some_and(|c| c.pending_grant.is_some())
+        {
+            return self.audio_error(
+                "audio_without_floor",
+                "audio: the mic is not open (requestMic first)".into(),
+            );
         }
         let (header, payload) = match Header::parse(&data) {
             Ok(x) => x,
@@ -1249,7 +1645,10 @@ impl Connection {
             _ => None,
         };
         let creating = self.creating.as_ref().map(|c| c.deadline);
-        let grant = self.call.as_ref().and_then(|c| c.pending_grant.as_ref().map(|g| g.1));
+        let grant = self
+            .call
+            .as_ref()
+            .and_then(|c| c.pending_grant.as_ref().map(|g| g.1));
         [login, creating, grant].into_iter().flatten().min()
     }
 
@@ -1258,7 +1657,10 @@ impl Connection {
             && now >= t
         {
             let secs = self.side.0.config.login_timeout().as_secs();
-            self.fail_login(format!("connect: the PTT server did not accept the login within {secs} s")).await;
+            self.fail_login(format!(
+                "connect: the PTT server did not accept the login within {secs} s"
+            ))
+            .await;
         }
         if self.creating.as_ref().is_some_and(|c| now >= c.deadline) {
             self.abandon_creation();
@@ -1266,7 +1668,9 @@ impl Connection {
             self.reply_error(
                 Some("createGroup"),
                 "ptt_timeout",
-                format!("createGroup: the PTT server did not create the call channel within {ms} ms"),
+                format!(
+                    "createGroup: the PTT server did not create the call channel within {ms} ms"
+                ),
                 0,
             );
         }
@@ -1275,7 +1679,9 @@ impl Connection {
 
     async fn on_outcome(&mut self, o: Outcome) {
         let Err(e) = o.result else { return };
-        let Some(call) = self.call.as_mut() else { return };
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
         match o.action {
             Action::Move { channel, .. } if channel == call.channel => {
                 let Some(i) = call.member(o.tag) else { return };
@@ -1285,14 +1691,27 @@ impl Connection {
                 warn!(member = o.tag, error = %e, "terminal could not be brought into the call");
                 error_metric("move_failed");
                 call.members[i].state = CallState::Idle;
-                let server = self.login.as_ref().map(|l| l.server.ptt.id.clone()).unwrap_or_default();
+                let server = self
+                    .login
+                    .as_ref()
+                    .map(|l| l.server.ptt.id.clone())
+                    .unwrap_or_default();
                 self.busy_release(&server, o.tag);
                 let call = self.call.as_ref().expect("present");
-                let (id, owner, nobody) = (call.id, call.owner.0, !call.members.iter().any(Call::active));
+                let (id, owner, nobody) = (
+                    call.id,
+                    call.owner.0,
+                    !call.members.iter().any(Call::active),
+                );
                 let update = Notify::member_update(id, owner, call.member_list());
                 self.notify(update);
                 if nobody {
-                    self.end_call(reason::NOBODY, &format!("no terminal could be brought into the call: {e}"), 0, true);
+                    self.end_call(
+                        reason::NOBODY,
+                        &format!("no terminal could be brought into the call: {e}"),
+                        0,
+                        true,
+                    );
                 } else {
                     self.maybe_grant(Instant::now(), false);
                 }
@@ -1318,7 +1737,11 @@ fn find_channel(snap: &ptt::client::Snapshot, path: &str) -> Option<u32> {
     let root = snap.channels.values().find(|c| c.parent.is_none())?.id;
     let mut cur = root;
     for part in path.split('/').filter(|p| !p.is_empty()) {
-        cur = snap.channels.values().find(|c| c.parent == Some(cur) && c.name == part)?.id;
+        cur = snap
+            .channels
+            .values()
+            .find(|c| c.parent == Some(cur) && c.name == part)?
+            .id;
     }
     Some(cur)
 }

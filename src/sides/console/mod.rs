@@ -102,7 +102,12 @@ impl ConsoleSide {
 
     /// Consoles connected now.
     pub fn health(&self) -> serde_json::Value {
-        let accounts = self.0.accounts.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let accounts = self
+            .0
+            .accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
         let admins: Vec<serde_json::Value> = self
             .0
             .servers
@@ -162,6 +167,9 @@ mod tests {
         let a = new_call_id();
         let b = new_call_id();
         assert!(b > a);
-        assert!(a > 1 << 53, "like the spec's ids, beyond a JavaScript number's exact range");
+        assert!(
+            a > 1 << 53,
+            "like the spec's ids, beyond a JavaScript number's exact range"
+        );
     }
 }

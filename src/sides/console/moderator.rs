@@ -87,12 +87,20 @@ impl Moderator {
             pending: VecDeque::new(),
             timeout,
         };
-        tokio::spawn(task.run(rx, events).instrument(info_span!("console_admin", server = %server)));
+        tokio::spawn(
+            task.run(rx, events)
+                .instrument(info_span!("console_admin", server = %server)),
+        );
         Self { jobs, client }
     }
 
     /// Asks for `action`; its [`Outcome`] goes to `reply` (if given) with `tag`. Never waits.
-    pub fn submit(&self, action: Action, tag: u64, reply: Option<mpsc::Sender<Outcome>>) -> Result<(), String> {
+    pub fn submit(
+        &self,
+        action: Action,
+        tag: u64,
+        reply: Option<mpsc::Sender<Outcome>>,
+    ) -> Result<(), String> {
         self.jobs
             .try_send(Job { action, tag, reply })
             .map_err(|_| "the bridge's admin session is overloaded; try again".to_string())
@@ -153,7 +161,10 @@ impl Task {
     async fn start(&mut self, job: Job) {
         let snap = self.client.snapshot();
         if snap.state != LinkState::Connected {
-            return finish(job, Err("the bridge's admin account is not connected to the PTT server".into()));
+            return finish(
+                job,
+                Err("the bridge's admin account is not connected to the PTT server".into()),
+            );
         }
         let Some(user) = snap.users.get(&job.action.session()) else {
             return finish(job, Err("the terminal is no longer online".into()));
@@ -175,7 +186,12 @@ impl Task {
                 ..Default::default()
             },
         };
-        if self.client.command(Command::Send(Box::new(msg.into()))).await.is_err() {
+        if self
+            .client
+            .command(Command::Send(Box::new(msg.into())))
+            .await
+            .is_err()
+        {
             return finish(job, Err("the bridge's admin session has stopped".into()));
         }
         self.pending.push_back(Pending {
@@ -184,7 +200,12 @@ impl Task {
         });
     }
 
-    fn complete(&mut self, matches: impl Fn(&Action) -> bool, first_only: bool, result: Result<(), String>) {
+    fn complete(
+        &mut self,
+        matches: impl Fn(&Action) -> bool,
+        first_only: bool,
+        result: Result<(), String>,
+    ) {
         let mut i = 0;
         while i < self.pending.len() {
             if matches(&self.pending[i].job.action) {
@@ -207,11 +228,19 @@ impl Task {
             }
             ClientEvent::Session(Event::UserUpdated(user)) => {
                 let s = user.session;
-                self.complete(|a| matches!(a, Action::Mute { session, .. } if *session == s), true, Ok(()));
+                self.complete(
+                    |a| matches!(a, Action::Mute { session, .. } if *session == s),
+                    true,
+                    Ok(()),
+                );
             }
             ClientEvent::Session(Event::UserLeft { user, .. }) => {
                 let s = user.session;
-                self.complete(|a| a.session() == s, false, Err("the terminal disconnected".into()));
+                self.complete(
+                    |a| a.session() == s,
+                    false,
+                    Err("the terminal disconnected".into()),
+                );
             }
             ClientEvent::Session(Event::PermissionDenied { reason }) => {
                 warn!(%reason, "PTT server denied the admin account");
@@ -224,7 +253,10 @@ impl Task {
             }
             ClientEvent::Disconnected { reason, .. } => {
                 for p in self.pending.drain(..) {
-                    finish(p.job, Err(format!("the admin session lost the PTT server: {reason}")));
+                    finish(
+                        p.job,
+                        Err(format!("the admin session lost the PTT server: {reason}")),
+                    );
                 }
             }
             _ => {}
@@ -235,7 +267,13 @@ impl Task {
         let timeout = self.timeout;
         while let Some(i) = self.pending.iter().position(|p| p.deadline <= now) {
             let p = self.pending.remove(i).expect("index in range");
-            finish(p.job, Err(format!("the PTT server did not confirm within {} ms", timeout.as_millis())));
+            finish(
+                p.job,
+                Err(format!(
+                    "the PTT server did not confirm within {} ms",
+                    timeout.as_millis()
+                )),
+            );
         }
     }
 }

@@ -66,9 +66,11 @@ impl Console {
     /// Opens `ws://addr/muicall`; panics when it cannot.
     pub fn connect(addr: SocketAddr) -> Console {
         let url = format!("ws://{addr}/muicall");
-        let (ws, _) = tungstenite::connect(&url).unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
+        let (ws, _) =
+            tungstenite::connect(&url).unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
         if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-            s.set_read_timeout(Some(Duration::from_millis(2))).expect("read timeout");
+            s.set_read_timeout(Some(Duration::from_millis(2)))
+                .expect("read timeout");
             s.set_nodelay(true).ok();
         }
         let (out, out_rx) = mpsc::channel();
@@ -117,8 +119,14 @@ impl Console {
     }
 
     /// Like [`expect`](Self::expect) but `None` on timeout.
-    pub fn try_expect(&mut self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Option<Value> {
-        self.events.try_expect(pred, timeout).filter(|v| v.get("event") != Some(&json!("exit")))
+    pub fn try_expect(
+        &mut self,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Option<Value> {
+        self.events
+            .try_expect(pred, timeout)
+            .filter(|v| v.get("event") != Some(&json!("exit")))
     }
 
     /// Waits for a message with this `type`.
@@ -127,8 +135,16 @@ impl Console {
     }
 
     /// Waits for a notification with this `cmd`.
-    pub fn expect_notify(&mut self, cmd: &str, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
-        self.expect(|v| v["type"] == "notify" && v["cmd"] == cmd && pred(v), timeout)
+    pub fn expect_notify(
+        &mut self,
+        cmd: &str,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Value {
+        self.expect(
+            |v| v["type"] == "notify" && v["cmd"] == cmd && pred(v),
+            timeout,
+        )
     }
 
     /// `initServer` then `connect`; panics unless both succeed. Returns the login reply.
@@ -224,7 +240,10 @@ impl Drop for Console {
 
 /// Encodes a 48 kHz WAV into frames of `codec`.
 pub fn encode_wav(wav: &Path, codec: Codec) -> Vec<Vec<u8>> {
-    let pcm: Vec<i16> = load_wav(wav).iter().map(|s| (s * 32767.0).round() as i16).collect();
+    let pcm: Vec<i16> = load_wav(wav)
+        .iter()
+        .map(|s| (s * 32767.0).round() as i16)
+        .collect();
     let mut frames = Vec::new();
     let chunks: Vec<Vec<i16>> = pcm
         .chunks(960)
@@ -238,7 +257,9 @@ pub fn encode_wav(wav: &Path, codec: Codec) -> Vec<Vec<u8>> {
     let mut enc = Encoder::new(48_000, Channels::Mono, Application::Audio).expect("encoder");
     enc.set_bitrate(48_000).expect("bitrate");
     let mut rs = match codec {
-        Codec::Pcm16(r) if r != 48_000 => Some(Resampler::new(48_000, r, Channels::Mono).expect("resampler")),
+        Codec::Pcm16(r) if r != 48_000 => {
+            Some(Resampler::new(48_000, r, Channels::Mono).expect("resampler"))
+        }
         _ => None,
     };
     for (i, c) in chunks.iter().enumerate() {
@@ -292,7 +313,9 @@ impl Recorder {
 
     fn push(&mut self, frame: &[u8]) {
         let Some(started) = self.started else { return };
-        let Ok((h, payload)) = Header::parse(frame) else { return };
+        let Ok((h, payload)) = Header::parse(frame) else {
+            return;
+        };
         let now = Instant::now();
         self.first_at.get_or_insert(now);
         self.frames += 1;
@@ -314,12 +337,18 @@ impl Recorder {
                 }
             }
             Codec::Pcm16(rate) => {
-                let pcm: Vec<i16> = payload.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+                let pcm: Vec<i16> = payload
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect();
                 if rate == 48_000 {
                     pcm
                 } else {
                     if self.upsampler.as_ref().is_none_or(|(r, _)| *r != rate) {
-                        self.upsampler = Some((rate, Resampler::new(rate, 48_000, Channels::Mono).expect("resampler")));
+                        self.upsampler = Some((
+                            rate,
+                            Resampler::new(rate, 48_000, Channels::Mono).expect("resampler"),
+                        ));
                     }
                     let (_, rs) = self.upsampler.as_mut().expect("set");
                     if pcm.len() != rs.input_len() {
@@ -337,7 +366,9 @@ impl Recorder {
         // re-anchors on arrival time.
         let arrival = (now.duration_since(started).as_secs_f64() * RATE as f64) as usize;
         let offset = match self.anchor {
-            Some((src, seq0, off0)) if src == h.source && h.seq >= seq0 && (h.seq - seq0) < 100 * 60 => {
+            Some((src, seq0, off0))
+                if src == h.source && h.seq >= seq0 && (h.seq - seq0) < 100 * 60 =>
+            {
                 off0 + (h.seq - seq0) as usize * 480
             }
             _ => {
@@ -362,7 +393,11 @@ fn io_loop(
     let end = |code: Option<u16>, reason: String, error: Option<String>| {
         let mut c = closed.lock().unwrap();
         if c.is_none() {
-            *c = Some(Closed { code, reason, error });
+            *c = Some(Closed {
+                code,
+                reason,
+                error,
+            });
         }
     };
     let mut closing = false;
@@ -392,7 +427,8 @@ fn io_loop(
         }
         match ws.read() {
             Ok(Message::Text(t)) => {
-                let v = serde_json::from_str(t.as_str()).unwrap_or_else(|_| json!({"raw": t.as_str()}));
+                let v =
+                    serde_json::from_str(t.as_str()).unwrap_or_else(|_| json!({"raw": t.as_str()}));
                 let _ = events.send(v);
             }
             Ok(Message::Binary(b)) => recorder.lock().unwrap().push(&b),
@@ -404,7 +440,10 @@ fn io_loop(
             }
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                 end(None, String::new(), None);
                 break;
@@ -425,7 +464,11 @@ pub fn shape(v: &Value) -> Vec<String> {
         match v {
             Value::Object(m) => {
                 for (k, x) in m {
-                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     out.push(format!("{p}:{}", kind(x)));
                     walk(x, &p, out);
                 }

@@ -343,7 +343,9 @@ impl Terminal {
                 return;
             }
             if Instant::now() > deadline {
-                self.fail(format!("not in channel {path:?} within {timeout:?}: in {now_in:?}"));
+                self.fail(format!(
+                    "not in channel {path:?} within {timeout:?}: in {now_in:?}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
