@@ -769,14 +769,20 @@ fn a_plain_registered_admin_cannot_move_terminals_and_the_console_is_told() {
     c.login(BASE_URL, "zydd", "pw-zydd");
     c.send(json!({"type": "requestMic", "toIds": [id1], "transaction": 5}));
     let created = c.expect_type("createGroup", T);
-    assert_eq!(created["code"], 1, "the console's own account made the call channel: {created}");
+    assert_eq!(
+        created["code"], 1,
+        "the console's own account made the call channel: {created}"
+    );
     let mic = c.expect_type("requestMic", T);
     assert_eq!(mic["code"], 0, "{mic}");
     let hangup = c.expect_notify("tempCallHangup", |_| true, T);
     assert_eq!(hangup["data"]["hangupReason"]["code"], 1, "{hangup}");
     let why = hangup["data"]["hangupReason"]["message"].as_str().unwrap();
     println!("hang-up reason: {why}");
-    assert!(why.contains("denied"), "the PTT server's refusal is passed on: {why}");
+    assert!(
+        why.contains("denied"),
+        "the PTT server's refusal is passed on: {why}"
+    );
     assert_eq!(t1.current_channel(), "North");
     assert!(bridge.metric("pttbridge_console_errors_total", &[("kind", "move_failed")]) >= 1.0);
 }

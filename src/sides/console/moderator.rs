@@ -245,7 +245,16 @@ impl Task {
             ClientEvent::Session(Event::PermissionDenied { reason }) => {
                 warn!(%reason, "PTT server denied the admin account");
                 if let Some(p) = self.pending.pop_front() {
-                    finish(p.job, Err(format!("the PTT server denied it: {reason}")));
+                    let needs = match p.job.action {
+                        Action::Move { .. } => "moving the terminal: the admin account needs Move",
+                        Action::Mute { .. } => {
+                            "muting the terminal: the admin account needs MuteDeafen"
+                        }
+                    };
+                    finish(
+                        p.job,
+                        Err(format!("the PTT server denied {needs} ({reason})")),
+                    );
                 }
             }
             ClientEvent::Session(Event::Rejected { reason }) => {
