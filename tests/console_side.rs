@@ -786,3 +786,53 @@ fn a_plain_registered_admin_cannot_move_terminals_and_the_console_is_told() {
     assert_eq!(t1.current_channel(), "North");
     assert!(bridge.metric("pttbridge_console_errors_total", &[("kind", "move_failed")]) >= 1.0);
 }
+
+/// The documented protocol works from a third-party WebSocket library: the example console
+/// (`tests/peers/console.py`, Python `websockets`) talks PCM16 at 16 kHz and listens.
+#[test]
+fn the_python_example_console_talks_and_listens_at_16_khz() {
+    let server = murmur();
+    let bridge = bridge(&server);
+    let mut t1 = terminal(&server, "t1", "North");
+    let id1 = server.user_id("t1");
+    let dir = tempfile::tempdir().unwrap();
+    let heard = dir.path().join("python-heard.wav");
+    let speech = fixture("audio/speech.wav");
+    let mut py = std::process::Command::new(testkit::peers::venv_python())
+        .arg(testkit::peers::peer_script("console.py"))
+        .args(["--url", &format!("ws://{}/muicall", bridge.addr()), "--base-url", BASE_URL])
+        .args(["--account", "zydd", "--password", "pw-zydd", "--call", &id1.to_string()])
+        .args(["--play", &speech.display().to_string(), "--rate", "16000", "--listen", "6"])
+        .args(["--record", &heard.display().to_string()])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run the Python console: {e}; run scripts/setup"));
+    let mut out = EventQueue::from_json_lines(py.stdout.take().unwrap());
+    let expect = |out: &mut EventQueue, ev: &'static str, t: Duration| -> Value {
+        out.try_expect(|v| v["event"] == ev || v["event"] == "error", t)
+            .filter(|v| v["event"] == ev)
+            .unwrap_or_else(|| panic!("python console: no {ev}\n{}", out.tail(40)))
+    };
+    expect(&mut out, "talking", T);
+    t1.record_start();
+    expect(&mut out, "released", Duration::from_secs(30));
+    settle();
+    let rec = t1.record_stop(&dir.path().join("t1.wav"));
+    let zydd = rec["speakers"].as_array().unwrap().iter().find(|s| s["name"] == "zydd").cloned().expect("t1 heard it");
+    let cmp = compare_files(&speech, zydd["wav"].as_str().unwrap());
+    println!("python console (PCM16 16 kHz) → t1: {cmp}");
+    cmp.assert_matches(0.9, 0.05);
+    // The admin unmutes the terminals right after releaseMic (asynchronously).
+    std::thread::sleep(Duration::from_millis(300));
+    t1.play(&fixture("audio/speech2.wav"));
+    let recorded = expect(&mut out, "recorded", Duration::from_secs(30));
+    assert!(recorded["frames"].as_u64().unwrap() >= 150, "{recorded}");
+    let cmp = compare_files(fixture("audio/speech2.wav"), &heard);
+    println!("t1 → python console (PCM16 16 kHz): {cmp}");
+    cmp.assert_matches(0.9, 0.05);
+    expect(&mut out, "done", T);
+    assert!(py.wait().unwrap().success());
+    t1.wait_in_channel("North", T);
+}

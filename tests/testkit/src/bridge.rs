@@ -78,6 +78,11 @@ impl Bridge {
         bridge
     }
 
+    /// Its process id (to measure or pin it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its HTTP address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -42,6 +42,17 @@ enum Out {
     Close,
 }
 
+/// Sends binary frames on a [`Console`]'s socket from any thread.
+#[derive(Clone)]
+pub struct FrameSender(Sender<Out>);
+
+impl FrameSender {
+    /// Queues one binary frame; `false` once the console is gone.
+    pub fn send(&self, frame: Vec<u8>) -> bool {
+        self.0.send(Out::Binary(frame)).is_ok()
+    }
+}
+
 /// How the socket ended, as seen by the console.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Closed {
@@ -104,6 +115,11 @@ impl Console {
     /// Sends a binary frame.
     pub fn send_binary(&self, bytes: Vec<u8>) {
         let _ = self.out.send(Out::Binary(bytes));
+    }
+
+    /// A handle that sends binary frames from another thread.
+    pub fn frame_sender(&self) -> FrameSender {
+        FrameSender(self.out.clone())
     }
 
     /// Waits for a JSON message matching `pred`; panics with the history on timeout.
