@@ -47,7 +47,12 @@ fn args() -> Args {
         let v = pair.get(1).map(String::as_str).unwrap_or_default();
         match pair[0].as_str() {
             "--runs" => a.runs = v.parse().expect("--runs N"),
-            "--steps" => a.steps = v.split(',').map(|s| s.parse().expect("--steps 10,20")).collect(),
+            "--steps" => {
+                a.steps = v
+                    .split(',')
+                    .map(|s| s.parse().expect("--steps 10,20"))
+                    .collect()
+            }
             "--seconds" => a.seconds = v.parse().expect("--seconds N"),
             "--codec" => {
                 a.codec = match v {
@@ -135,7 +140,12 @@ fn summary(name: &str, mut ms: Vec<f64>) -> Value {
 }
 
 /// Streams `frames` in real time (looping) until `stop`.
-fn stream(console: &Console, frames: Arc<Vec<Vec<u8>>>, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) {
+fn stream(
+    console: &Console,
+    frames: Arc<Vec<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) {
     let tx = console.frame_sender();
     std::thread::spawn(move || {
         let start = Instant::now();
@@ -183,11 +193,19 @@ fn main() {
         .and_then(|p| p.parent())
         .unwrap()
         .join("pttbridge");
-    assert!(bin.is_file(), "build the bridge first: cargo build --release --bin pttbridge ({})", bin.display());
+    assert!(
+        bin.is_file(),
+        "build the bridge first: cargo build --release --bin pttbridge ({})",
+        bin.display()
+    );
 
-    let mut b = Murmur::builder().channel("Home").ini("users", &(2 * max + 20).to_string());
+    let mut b = Murmur::builder()
+        .channel("Home")
+        .ini("users", &(2 * max + 20).to_string());
     for i in 0..=max {
-        b = b.user(&format!("c{i}"), &format!("pw-c{i}")).user(&format!("t{i}"), &format!("pw-t{i}"));
+        b = b
+            .user(&format!("c{i}"), &format!("pw-c{i}"))
+            .user(&format!("t{i}"), &format!("pw-t{i}"));
     }
     let server = b.start();
     pin(std::process::id(), "1");
@@ -203,12 +221,23 @@ fn main() {
     // One worker thread, pinned to core 0: "one core".
     // SAFETY: set before any other thread of this process reads the environment.
     unsafe { std::env::set_var("TOKIO_WORKER_THREADS", "1") };
-    let bridge = Bridge::start(&bin, &config.replace("level = \"info,pttbridge=debug\"", "level = \"warn\""));
+    let bridge = Bridge::start(
+        &bin,
+        &config.replace("level = \"info,pttbridge=debug\"", "level = \"warn\""),
+    );
     unsafe { std::env::remove_var("TOKIO_WORKER_THREADS") };
     pin(bridge.pid(), "0");
-    bridge.wait_health("admin up", |h| h["sides"]["console"]["servers"][0]["admin_connected"] == true, T);
+    bridge.wait_health(
+        "admin up",
+        |h| h["sides"]["console"]["servers"][0]["admin_connected"] == true,
+        T,
+    );
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let speech = fixture("audio/speech.wav");
     let opus_frames = Arc::new(encode_wav(&speech, Codec::Opus));
     let load_frames = Arc::new(encode_wav(&speech, a.codec));
@@ -228,7 +257,12 @@ fn main() {
         *ear.armed.lock().unwrap() = Some(t0);
         let sid = open_call(&mut c, id0);
         let stop = Arc::new(AtomicBool::new(false));
-        stream(&c, opus_frames.clone(), stop.clone(), Arc::new(AtomicU64::new(0)));
+        stream(
+            &c,
+            opus_frames.clone(),
+            stop.clone(),
+            Arc::new(AtomicU64::new(0)),
+        );
         let heard = wait_first(&ear);
         new_call.push(heard.duration_since(t0).as_secs_f64() * 1000.0);
         stop.store(true, Ordering::Relaxed);
@@ -243,7 +277,12 @@ fn main() {
         let mic = c.expect_type("requestMic", T);
         assert_eq!(mic["code"], 2, "{mic}");
         let stop = Arc::new(AtomicBool::new(false));
-        stream(&c, opus_frames.clone(), stop.clone(), Arc::new(AtomicU64::new(0)));
+        stream(
+            &c,
+            opus_frames.clone(),
+            stop.clone(),
+            Arc::new(AtomicU64::new(0)),
+        );
         let heard = wait_first(&ear);
         in_call.push(heard.duration_since(t1).as_secs_f64() * 1000.0);
         stop.store(true, Ordering::Relaxed);
@@ -252,8 +291,14 @@ fn main() {
         *ear.armed.lock().unwrap() = None;
         wait_synced(&t0h, true);
     }
-    results.push(summary("requestMic (new call, toIds) -> first console audio at the terminal", new_call));
-    results.push(summary("requestMic (existing call, sessionId) -> first console audio at the terminal", in_call));
+    results.push(summary(
+        "requestMic (new call, toIds) -> first console audio at the terminal",
+        new_call,
+    ));
+    results.push(summary(
+        "requestMic (existing call, sessionId) -> first console audio at the terminal",
+        in_call,
+    ));
     c.close();
 
     // ---- load: N consoles, each in a call with its own terminal, all talking -----------------
@@ -283,8 +328,16 @@ fn main() {
         std::thread::sleep(Duration::from_secs(a.seconds));
         let wall = w0.elapsed().as_secs_f64();
         let cpu = (cpu_ticks(bridge.pid()) - cpu0) as f64 / 100.0 / wall;
-        let sent = consoles.iter().map(|c| c.2.load(Ordering::Relaxed)).sum::<u64>() - sent0;
-        let heard = ears.iter().map(|e| e.packets.load(Ordering::Relaxed)).sum::<u64>() - heard0;
+        let sent = consoles
+            .iter()
+            .map(|c| c.2.load(Ordering::Relaxed))
+            .sum::<u64>()
+            - sent0;
+        let heard = ears
+            .iter()
+            .map(|e| e.packets.load(Ordering::Relaxed))
+            .sum::<u64>()
+            - heard0;
         let line = json!({
             "consoles_talking": n,
             "codec": format!("{:?}", a.codec),
@@ -300,7 +353,10 @@ fn main() {
         c.1.store(true, Ordering::Relaxed);
     }
     let dropped = bridge.metric("pttbridge_console_audio_dropped_total", &[]);
-    println!("{}", json!({"bridge_audio_dropped_total": dropped, "results": results.len()}));
+    println!(
+        "{}",
+        json!({"bridge_audio_dropped_total": dropped, "results": results.len()})
+    );
 }
 
 fn wait_first(ear: &Ear) -> Instant {
@@ -309,7 +365,10 @@ fn wait_first(ear: &Ear) -> Instant {
         if let Some(t) = *ear.first.lock().unwrap() {
             return t;
         }
-        assert!(Instant::now() < deadline, "the terminal never heard the console");
+        assert!(
+            Instant::now() < deadline,
+            "the terminal never heard the console"
+        );
         std::thread::sleep(Duration::from_micros(200));
     }
 }

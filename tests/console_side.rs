@@ -800,9 +800,28 @@ fn the_python_example_console_talks_and_listens_at_16_khz() {
     let speech = fixture("audio/speech.wav");
     let mut py = std::process::Command::new(testkit::peers::venv_python())
         .arg(testkit::peers::peer_script("console.py"))
-        .args(["--url", &format!("ws://{}/muicall", bridge.addr()), "--base-url", BASE_URL])
-        .args(["--account", "zydd", "--password", "pw-zydd", "--call", &id1.to_string()])
-        .args(["--play", &speech.display().to_string(), "--rate", "16000", "--listen", "6"])
+        .args([
+            "--url",
+            &format!("ws://{}/muicall", bridge.addr()),
+            "--base-url",
+            BASE_URL,
+        ])
+        .args([
+            "--account",
+            "zydd",
+            "--password",
+            "pw-zydd",
+            "--call",
+            &id1.to_string(),
+        ])
+        .args([
+            "--play",
+            &speech.display().to_string(),
+            "--rate",
+            "16000",
+            "--listen",
+            "6",
+        ])
         .args(["--record", &heard.display().to_string()])
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdout(std::process::Stdio::piped())
@@ -820,7 +839,13 @@ fn the_python_example_console_talks_and_listens_at_16_khz() {
     expect(&mut out, "released", Duration::from_secs(30));
     settle();
     let rec = t1.record_stop(&dir.path().join("t1.wav"));
-    let zydd = rec["speakers"].as_array().unwrap().iter().find(|s| s["name"] == "zydd").cloned().expect("t1 heard it");
+    let zydd = rec["speakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "zydd")
+        .cloned()
+        .expect("t1 heard it");
     let cmp = compare_files(&speech, zydd["wav"].as_str().unwrap());
     println!("python console (PCM16 16 kHz) → t1: {cmp}");
     cmp.assert_matches(0.9, 0.05);

@@ -129,9 +129,10 @@ impl Call {
                 (CallState::Calling | CallState::Ringing | CallState::Answered, None)
                 | (CallState::Ringing | CallState::Answered, Some(false)) => {
                     m.state = CallState::Idle;
-                    m.muted = false;
                     if here.is_none() {
+                        // Gone from the server: nothing to unmute or move back.
                         m.session = None;
+                        m.muted = false;
                     }
                     changes.push(Change::Left(i));
                 }

@@ -152,9 +152,18 @@ struct Login {
     phase: Phase,
     user_id: u64,
     name: String,
+    /// Commands for `client`, forwarded in order by one task (so a "go home" cannot overtake
+    /// the creation of the next call's channel).
+    commands: mpsc::Sender<Command>,
 }
 
 impl Login {
+    /// Queues a command for the console's PTT session; `false` when it has stopped or is
+    /// hopelessly behind.
+    fn command(&self, cmd: Command) -> bool {
+        self.commands.try_send(cmd).is_ok()
+    }
+
     fn party(&self) -> Party {
         Party {
             side: Side::Console,
@@ -483,6 +492,15 @@ impl Connection {
         cc.udp_port = p.udp_port;
         cc.backoff = cfg.ptt.backoff();
         let (client, events) = client::spawn(cc);
+        let (commands, mut queued) = mpsc::channel::<Command>(64);
+        let forward = client.clone();
+        tokio::spawn(async move {
+            while let Some(cmd) = queued.recv().await {
+                if forward.command(cmd).await.is_err() {
+                    break;
+                }
+            }
+        });
         info!(%account, server = %p.id, "console logging in");
         self.login = Some(Login {
             level: cfg.config.level_of(&account),
@@ -493,6 +511,7 @@ impl Connection {
             phase: Phase::Pending(Instant::now() + cfg.config.login_timeout()),
             user_id: 0,
             name: String::new(),
+            commands,
         });
         self.audio_error_reported = false;
     }
@@ -502,7 +521,7 @@ impl Connection {
         self.abandon_creation();
         self.end_call(reason::ALL_LEFT, why, 0, false);
         if let Some(l) = self.login.take() {
-            let _ = l.client.command(Command::Shutdown).await;
+            let _ = l.commands.send(Command::Shutdown).await;
             let key = (l.server.ptt.id.clone(), l.account.clone());
             let mut accounts = self
                 .side
@@ -699,12 +718,7 @@ impl Connection {
             temporary: Some(true),
             ..Default::default()
         };
-        let client = login.client.clone();
-        if client
-            .command(Command::Send(Box::new(msg.into())))
-            .await
-            .is_err()
-        {
+        if !login.command(Command::Send(Box::new(msg.into()))) {
             return self.reply_error(
                 Some("createGroup"),
                 "ptt_stopped",
@@ -1134,16 +1148,19 @@ impl Connection {
         m.muted = false;
         let (id, session, origin) = (m.id, m.session, m.origin);
         let party = terminal_party(m);
-        if restore && let Some(session) = session {
-            let back = origin.filter(|o| *o != call.channel).unwrap_or(0);
-            let _ = server.moderator.submit(
-                Action::Move {
-                    session,
-                    channel: back,
-                },
-                id,
-                Some(self.outcome_tx.clone()),
-            );
+        if let Some(session) = session {
+            if restore {
+                let back = origin.filter(|o| *o != call.channel).unwrap_or(0);
+                let _ = server.moderator.submit(
+                    Action::Move {
+                        session,
+                        channel: back,
+                    },
+                    id,
+                    Some(self.outcome_tx.clone()),
+                );
+            }
+            // A terminal that walked out of the call while muted must not stay muted.
             if was_muted {
                 let _ = server.moderator.submit(
                     Action::Mute {
@@ -1220,11 +1237,7 @@ impl Connection {
         let Some(call) = self.call.take() else { return };
         if let Some(l) = &self.login {
             if l.phase == Phase::Up {
-                let client = l.client.clone();
-                let home = call.home_path.clone();
-                tokio::spawn(async move {
-                    let _ = client.command(Command::JoinChannel(home)).await;
-                });
+                l.command(Command::JoinChannel(call.home_path.clone()));
             }
             let party = l.party();
             self.publish(
