@@ -33,44 +33,7 @@ enum Cmd {
         file: PathBuf,
     },
     /// Join a PTT channel, play/record audio and print what happens as JSON lines.
-    Probe {
-        /// PTT server as HOST:PORT.
-        #[arg(long)]
-        server: String,
-        /// Account name.
-        #[arg(long)]
-        user: String,
-        /// Password.
-        #[arg(long, default_value = "")]
-        password: String,
-        /// Channel path to join ("North" or "North/Sub").
-        #[arg(long)]
-        channel: Option<String>,
-        /// WAV file to speak (16-bit PCM; any rate, mono or stereo).
-        #[arg(long)]
-        play: Option<PathBuf>,
-        /// Record what is heard to this WAV (plus one file per speaker).
-        #[arg(long)]
-        record: Option<PathBuf>,
-        /// Seconds to stay (default: length of --play + 2, else 5).
-        #[arg(long)]
-        seconds: Option<f64>,
-        /// Text message to send to the channel.
-        #[arg(long)]
-        text: Option<String>,
-        /// SHA-256 fingerprint of the server certificate.
-        #[arg(long)]
-        fingerprint: Option<String>,
-        /// Accept any server certificate.
-        #[arg(long)]
-        insecure: bool,
-        /// Use only the TCP tunnel for voice.
-        #[arg(long)]
-        no_udp: bool,
-        /// Server UDP port, if different from the TCP port.
-        #[arg(long)]
-        udp_port: Option<u16>,
-    },
+    Probe(ProbeOptions),
 }
 
 fn init_logs(level: &str, format: LogFormat) {
@@ -102,36 +65,9 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(anyhow::Error::new(e)),
         },
-        Cmd::Probe {
-            server,
-            user,
-            password,
-            channel,
-            play,
-            record,
-            seconds,
-            text,
-            fingerprint,
-            insecure,
-            no_udp,
-            udp_port,
-        } => {
+        Cmd::Probe(opts) => {
             init_logs("warn", LogFormat::Text);
-            ProbeOptions::trust_from(fingerprint.as_deref(), insecure).and_then(|trust| {
-                runtime.block_on(probe::run(ProbeOptions {
-                    server,
-                    user,
-                    password,
-                    channel,
-                    play,
-                    record,
-                    seconds,
-                    text,
-                    trust,
-                    udp: !no_udp,
-                    udp_port,
-                }))
-            })
+            runtime.block_on(probe::run(opts))
         }
     };
     match result {

@@ -25,41 +25,59 @@ const SEQ_UNIT: usize = 480;
 /// Opus bitrate for played audio: fits murmurd's default 72 kb/s limit with packet overhead.
 const BITRATE: i32 = 48_000;
 
-/// Probe options (the CLI fills them).
-#[derive(Debug, Clone)]
+/// Probe options, as given on the command line.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ProbeOptions {
-    /// `host:port` of the PTT server.
+    /// PTT server as HOST:PORT.
+    #[arg(long)]
     pub server: String,
     /// Account name.
+    #[arg(long)]
     pub user: String,
     /// Password.
+    #[arg(long, default_value = "")]
     pub password: String,
-    /// Channel path to join.
+    /// Channel path to join ("North" or "North/Sub").
+    #[arg(long)]
     pub channel: Option<String>,
-    /// WAV to speak.
+    /// WAV file to speak (16-bit PCM; any rate, mono or stereo).
+    #[arg(long)]
     pub play: Option<PathBuf>,
-    /// Where to write what was heard (`out.wav`, plus `out.<speaker>.wav`).
+    /// Record what is heard to this WAV (plus one file per speaker: out.<speaker>.wav).
+    #[arg(long)]
     pub record: Option<PathBuf>,
-    /// How long to stay (default: the WAV's length + 2 s, or 5 s).
+    /// Seconds to stay (default: length of --play + 2, else 5).
+    #[arg(long)]
     pub seconds: Option<f64>,
-    /// Text to send to the channel once joined.
+    /// Text message to send to the channel once joined.
+    #[arg(long)]
     pub text: Option<String>,
-    /// How to trust the server certificate.
-    pub trust: ServerTrust,
-    /// Try UDP voice.
-    pub udp: bool,
-    /// Server UDP port if different (tests point it at a black hole to block UDP).
+    /// SHA-256 fingerprint of the server certificate.
+    #[arg(
+        long,
+        conflicts_with = "insecure",
+        required_unless_present = "insecure"
+    )]
+    pub fingerprint: Option<String>,
+    /// Accept any server certificate.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Use only the TCP tunnel for voice.
+    #[arg(long)]
+    pub no_udp: bool,
+    /// Server UDP port, if different from the TCP port (tests point it at a black hole to block UDP).
+    #[arg(long)]
     pub udp_port: Option<u16>,
 }
 
 impl ProbeOptions {
-    /// Trust from the CLI flags: a fingerprint, or `--insecure`.
-    pub fn trust_from(fingerprint: Option<&str>, insecure: bool) -> anyhow::Result<ServerTrust> {
-        match (fingerprint, insecure) {
-            (Some(fp), false) => Ok(ServerTrust::Pinned(
+    /// How to trust the server: the pinned fingerprint, or anything with `--insecure`.
+    pub fn trust(&self) -> anyhow::Result<ServerTrust> {
+        match &self.fingerprint {
+            Some(fp) if !self.insecure => Ok(ServerTrust::Pinned(
                 parse_fingerprint(fp).map_err(|e| anyhow::anyhow!("--fingerprint: {e}"))?,
             )),
-            (None, true) => Ok(ServerTrust::AcceptInvalid),
+            None if self.insecure => Ok(ServerTrust::AcceptInvalid),
             _ => bail!("pass exactly one of --fingerprint SHA256 or --insecure"),
         }
     }
@@ -96,10 +114,10 @@ async fn probe(opts: &ProbeOptions) -> anyhow::Result<()> {
         username: opts.user.clone(),
         password: opts.password.clone(),
         channel: opts.channel.clone(),
-        udp: opts.udp,
+        udp: !opts.no_udp,
         ..SessionConfig::default()
     };
-    let mut cc = ClientConfig::new(host.clone(), port, opts.trust.clone(), session);
+    let mut cc = ClientConfig::new(host.clone(), port, opts.trust()?, session);
     cc.reconnect = false;
     cc.udp_port = opts.udp_port;
     let started = Instant::now();

@@ -1,10 +1,11 @@
 //! `pttbridge run`: starts every side and the HTTP port, runs until Ctrl-C/SIGTERM.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tracing::info;
+use tokio::sync::watch;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::http::{AppState, metrics_handle, router};
@@ -26,24 +27,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let ptt = PttSide::start(&config, bus.clone(), recorder);
     let console = crate::sides::console::ConsoleSide::start(&config, bus.clone());
+    let (shutdown_tx, shutdown) = watch::channel(false);
     let state = Arc::new(AppState {
         ptt,
         console,
         bus,
         started: Instant::now(),
         metrics,
+        shutdown: shutdown.clone(),
     });
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
     info!(address = %listener.local_addr()?, "HTTP listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server failed")?;
+    let mut stopping = shutdown.clone();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    });
+    tokio::select! {
+        result = server => result.context("HTTP server failed")?,
+        _ = async {
+            shutdown_signal().await;
+            // Long-lived streams (events, WebSockets) watch this and close; the server then
+            // finishes on its own. A client that does not let go is not waited for long.
+            let _ = shutdown_tx.send(true);
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them"),
+    }
     info!("stopped");
     Ok(())
 }
+
+/// How long open connections get to finish once shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Every hub event goes to the log at debug level (and `info` for the interesting ones).
 fn log_events(bus: &EventBus) {

@@ -861,3 +861,22 @@ fn the_python_example_console_talks_and_listens_at_16_khz() {
     assert!(py.wait().unwrap().success());
     t1.wait_in_channel("North", T);
 }
+
+#[test]
+fn stopping_the_bridge_sends_terminals_home_and_closes_consoles_with_1001() {
+    let server = murmur();
+    let mut bridge = bridge(&server);
+    let mut t1 = terminal(&server, "t1", "North");
+    let id1 = server.user_id("t1");
+    let mut c = Console::connect(bridge.addr());
+    c.login(BASE_URL, "zydd", "pw-zydd");
+    let sid = call(&mut c, &[id1]);
+    t1.wait_in_channel(&format!("call-{sid}"), T);
+    assert!(
+        bridge.stop(Duration::from_secs(10)).is_some(),
+        "the bridge stops on SIGTERM"
+    );
+    let closed = c.wait_closed(T).expect("console closed");
+    assert_eq!(closed.code, Some(1001), "{closed:?}");
+    t1.wait_in_channel("North", T);
+}

@@ -19,16 +19,19 @@ use super::AppState;
 pub(super) async fn stream(
     State(state): State<Arc<AppState>>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let rx = state.bus.subscribe();
-    let events = futures_util::stream::unfold(Some(rx), |rx| async move {
-        let mut rx = rx?;
-        match rx.recv().await {
+    let start = (state.bus.subscribe(), state.shutdown.clone());
+    let events = futures_util::stream::unfold(Some(start), |st| async move {
+        let (mut rx, mut shutdown) = st?;
+        let next = tokio::select! {
+            ev = rx.recv() => ev,
+            // The bridge is stopping: end the stream so the server can finish.
+            _ = shutdown.wait_for(|s| *s) => return None,
+        };
+        match next {
             Ok(ev) => {
                 let data = serde_json::to_string(&ev).unwrap_or_default();
-                Some((
-                    Ok(SseEvent::default().event(ev.kind.as_str()).data(data)),
-                    Some(rx),
-                ))
+                let sse = SseEvent::default().event(ev.kind.as_str()).data(data);
+                Some((Ok(sse), Some((rx, shutdown))))
             }
             Err(RecvError::Lagged(missed)) => {
                 metrics::counter!("pttbridge_event_subscribers_cut_total", "sink" => "sse")

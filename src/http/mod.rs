@@ -29,6 +29,8 @@ pub struct AppState {
     pub started: Instant,
     /// Prometheus renderer.
     pub metrics: PrometheusHandle,
+    /// Becomes `true` when the bridge shuts down: long-lived streams end then.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Installs the global Prometheus recorder once and returns its handle.

@@ -19,7 +19,7 @@ use ptt::proto;
 use ptt::session::{Event as PttEvent, SessionConfig};
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::audio::{Downstream, Upstream};
@@ -53,7 +53,7 @@ mod reason {
     pub const CHANNEL_GONE: i64 = 3;
 }
 
-pub(crate) async fn run(side: ConsoleSide, socket: WebSocket) {
+pub(crate) async fn run(side: ConsoleSide, socket: WebSocket, mut shutdown: watch::Receiver<bool>) {
     let id = side.0.next_conn.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("console", conn = id);
     async move {
@@ -81,7 +81,7 @@ pub(crate) async fn run(side: ConsoleSide, socket: WebSocket) {
             outcomes,
             closing: None,
         };
-        conn.run(&mut stream).await;
+        conn.run(&mut stream, &mut shutdown).await;
         conn.logout("the console disconnected").await;
         drop(conn);
         let _ = writer.await;
@@ -222,7 +222,11 @@ fn terminal_party(m: &Member) -> Party {
 }
 
 impl Connection {
-    async fn run(&mut self, stream: &mut futures_util::stream::SplitStream<WebSocket>) {
+    async fn run(
+        &mut self,
+        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
         loop {
             if let Some((code, reason)) = self.closing.take() {
                 let _ = self.out.try_send(Message::Close(Some(CloseFrame {
@@ -276,6 +280,10 @@ impl Connection {
                 },
                 Some(o) = self.outcomes.recv() => self.on_outcome(o).await,
                 _ = sleep_until(wake) => self.on_timer(Instant::now()).await,
+                // The bridge is stopping: calls end (terminals go home) and consoles are told.
+                _ = async { drop(shutdown.wait_for(|s| *s).await) } => {
+                    self.closing = Some((1001, "the bridge is shutting down".into()));
+                }
             }
         }
     }

@@ -129,12 +129,13 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
     let side = state.console.clone();
+    let shutdown = state.shutdown.clone();
     let max = side.0.config.max_message_bytes;
     // A frame above the message limit is still read to its end (up to DRAIN_FRAME_BYTES) so
     // the console can be told why it is closed (1009) instead of having its connection reset.
     ws.max_message_size(max)
         .max_frame_size(DRAIN_FRAME_BYTES.max(max))
-        .on_upgrade(move |socket| connection::run(side, socket))
+        .on_upgrade(move |socket| connection::run(side, socket, shutdown))
 }
 
 /// A fresh 64-bit call id: milliseconds since 2020 in the high bits, a counter below, so

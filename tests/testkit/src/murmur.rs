@@ -20,14 +20,10 @@ use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::peers;
 
@@ -523,7 +519,7 @@ fn channel_rows(paths: &[String]) -> (Vec<(String, u32)>, String) {
 /// Registered users with murmurd's legacy (unsalted SHA-1) password hash, which it accepts and
 /// upgrades to PBKDF2 on first login: this avoids computing PBKDF2 here.
 fn user_rows(users: &[(String, String)]) -> (Vec<(String, u32)>, String) {
-    use sha1::Sha1;
+    use sha1::{Digest, Sha1};
     let mut ids = Vec::new();
     let mut sql = String::new();
     for (i, (name, pw)) in users.iter().enumerate() {
@@ -550,16 +546,9 @@ fn hex(bytes: &[u8]) -> String {
 /// Completes a TLS handshake with `addr` and returns the SHA-256 fingerprint (lowercase hex) of the
 /// certificate the server presented. Any certificate is accepted: the caller compares fingerprints.
 pub fn tls_fingerprint(addr: SocketAddr, timeout: Duration) -> Result<String, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(rustls::ALL_VERSIONS)
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-        .with_no_client_auth();
+    let config = ptt::tls::client_config(ptt::tls::ServerTrust::AcceptInvalid);
     let name = ServerName::try_from("localhost").expect("server name");
-    let mut conn =
-        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
     let mut sock =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
     sock.set_read_timeout(Some(timeout)).ok();
@@ -571,7 +560,7 @@ pub fn tls_fingerprint(addr: SocketAddr, timeout: Duration) -> Result<String, St
     let fingerprint = conn
         .peer_certificates()
         .and_then(|c| c.first())
-        .map(|c| hex(&Sha256::digest(c.as_ref())))
+        .map(|c| hex(&ptt::tls::fingerprint(c.as_ref())))
         .ok_or("no server certificate")?;
     // Say goodbye properly so murmurd logs a clean close rather than an error.
     conn.send_close_notify();
@@ -579,80 +568,10 @@ pub fn tls_fingerprint(addr: SocketAddr, timeout: Duration) -> Result<String, St
     Ok(fingerprint)
 }
 
-#[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// Reads the test certificate and returns its fingerprint (checks [`TEST_CERT_SHA256`]).
+/// Reads a PEM certificate and returns its fingerprint (checks [`TEST_CERT_SHA256`]).
 pub fn fingerprint_of_pem(path: &Path) -> String {
-    let pem = fs::read_to_string(path).expect("read PEM");
-    let b64: String = pem
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    hex(&Sha256::digest(base64_decode(&b64)))
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()) {
-        let v = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
+    let der = CertificateDer::from_pem_file(path).expect("read PEM certificate");
+    hex(&ptt::tls::fingerprint(&der))
 }
 
 #[cfg(test)]

@@ -1,0 +1,99 @@
+//! The README's run command: `scripts/demo` brings up murmurd, the bridge and a
+//! speaking demo terminal. Run here with the test build of the bridge and free ports.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::events::capture;
+use testkit::http;
+use testkit::peers::{free_port, repo_root};
+
+#[test]
+fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
+    let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut demo = Command::new(repo_root().join("scripts/demo"))
+        .env("PTTBRIDGE_BIN", env!("CARGO_BIN_EXE_pttbridge"))
+        .env("DEMO_HTTP", http_addr.to_string())
+        .env("DEMO_PTT_PORT", free_port().to_string())
+        .env("DEMO_SECONDS", "60")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run scripts/demo");
+    let out = capture(demo.stdout.take().unwrap());
+    let err = capture(demo.stderr.take().unwrap());
+    let output = || {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.lock().unwrap(),
+            err.lock().unwrap()
+        )
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let health = loop {
+        if let Ok(r) = http::get(http_addr, "/healthz")
+            && r.json()["status"] == "ok"
+        {
+            break r.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "demo never became healthy\n{}",
+            output()
+        );
+        assert!(
+            demo.try_wait().unwrap().is_none(),
+            "demo exited early\n{}",
+            output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let account = &health["sides"]["ptt"]["servers"][0]["accounts"][0];
+    assert_eq!(account["channel"], "North", "{health}");
+
+    // The announcer speaks every 8 s: the bridge reports it talking in North.
+    let mut events = http::sse(http_addr, "/events").expect("/events");
+    let talk = events
+        .try_expect(
+            |e| e["type"] == "talk.started" && e["party"]["name"] == "announcer",
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|| panic!("no talk from the announcer\n{}", output()));
+    assert_eq!(talk["group_id"], "ptt:local:North");
+    assert!(
+        out.lock().unwrap().contains("pttbridge demo is up"),
+        "{}",
+        output()
+    );
+
+    // Stopping it stops everything it started. SIGTERM, not SIGINT: a process started from a
+    // background job inherits "ignore SIGINT", which bash cannot trap; one trap serves both.
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(demo.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while demo.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "demo did not stop on SIGTERM\n{}\n{}",
+            String::from_utf8_lossy(
+                &Command::new("ps")
+                    .args(["-ef", "--forest"])
+                    .output()
+                    .unwrap()
+                    .stdout
+            ),
+            output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped = Instant::now() + Duration::from_secs(5);
+    while http::get(http_addr, "/healthz").is_ok() {
+        assert!(Instant::now() < stopped, "the bridge outlived the demo");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
