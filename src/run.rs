@@ -27,6 +27,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let ptt = PttSide::start(&config, bus.clone(), recorder);
     let console = crate::sides::console::ConsoleSide::start(&config, bus.clone());
+    let consoles = console.clone();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let state = Arc::new(AppState {
         ptt,
@@ -54,6 +55,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them"),
     }
+    // Consoles' calls end with their terminals moved home before the process goes.
+    consoles.finish(SHUTDOWN_GRACE).await;
     info!("stopped");
     Ok(())
 }

@@ -58,6 +58,7 @@ pub(crate) async fn run(side: ConsoleSide, socket: WebSocket, mut shutdown: watc
     let span = info_span!("console", conn = id);
     async move {
         metrics::gauge!("pttbridge_console_connections").increment(1.0);
+        side.0.live.fetch_add(1, Ordering::SeqCst);
         info!("console connected");
         let (sink, mut stream) = socket.split();
         let (out, out_rx) = mpsc::channel(OUT_QUEUE);
@@ -82,10 +83,24 @@ pub(crate) async fn run(side: ConsoleSide, socket: WebSocket, mut shutdown: watc
             closing: None,
         };
         conn.run(&mut stream, &mut shutdown).await;
+        // Terminals go home before anything else, whatever ended the connection.
         conn.logout("the console disconnected").await;
-        drop(conn);
+        if let Some((code, reason)) = conn.closing.take() {
+            let _ = conn.out.try_send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })));
+            drop(conn);
+            // Keep reading (and discarding) for a moment: closing with unread data would
+            // reset the connection and the console would never see the close frame.
+            let until = tokio::time::Instant::now() + LINGER;
+            while let Ok(Some(_)) = tokio::time::timeout_at(until, stream.next()).await {}
+        } else {
+            drop(conn);
+        }
         let _ = writer.await;
         metrics::gauge!("pttbridge_console_connections").decrement(1.0);
+        side.0.live.fetch_sub(1, Ordering::SeqCst);
         info!("console gone");
     }
     .instrument(span)
@@ -228,15 +243,7 @@ impl Connection {
         shutdown: &mut watch::Receiver<bool>,
     ) {
         loop {
-            if let Some((code, reason)) = self.closing.take() {
-                let _ = self.out.try_send(Message::Close(Some(CloseFrame {
-                    code,
-                    reason: reason.into(),
-                })));
-                // Keep reading (and discarding) for a moment: closing with unread data would
-                // reset the connection and the console would never see the close frame.
-                let until = tokio::time::Instant::now() + LINGER;
-                while let Ok(Some(_)) = tokio::time::timeout_at(until, stream.next()).await {}
+            if self.closing.is_some() {
                 break;
             }
             if self.out.capacity() < OUT_HEADROOM {

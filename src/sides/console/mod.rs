@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     /// Terminals in calls: (server id, user id) → (connection id, call id).
     pub busy: Mutex<HashMap<(String, u64), (u64, u64)>>,
     next_conn: AtomicU64,
+    /// Console connections still running (they end their calls before they go).
+    pub live: std::sync::atomic::AtomicUsize,
 }
 
 /// The console side; cheap to clone.
@@ -97,6 +99,7 @@ impl ConsoleSide {
             accounts: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            live: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
@@ -121,6 +124,29 @@ impl ConsoleSide {
 /// Largest single frame read (and discarded) before an oversize message is refused: bounds
 /// the memory one connection can make the bridge hold.
 const DRAIN_FRAME_BYTES: usize = 16 << 20;
+
+impl ConsoleSide {
+    /// At shutdown: waits (at most `limit`) until every console connection has ended its call
+    /// and the admin sessions have done the moves that send terminals home.
+    pub async fn finish(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            let busy = self.0.live.load(Ordering::SeqCst) > 0
+                || self
+                    .0
+                    .servers
+                    .values()
+                    .any(|s| s.moderator.outstanding() > 0);
+            if !busy {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        for s in self.0.servers.values() {
+            s.moderator.shutdown().await;
+        }
+    }
+}
 
 /// `/muicall`.
 pub fn routes() -> Router<Arc<AppState>> {

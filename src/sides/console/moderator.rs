@@ -10,6 +10,8 @@
 //! succeeded were confirmed, by the `UserState` murmurd broadcasts, before it).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ptt::client::{self, ClientConfig, ClientEvent, ClientHandle, Command, LinkState};
@@ -60,6 +62,7 @@ struct Job {
     action: Action,
     tag: u64,
     reply: Option<mpsc::Sender<Outcome>>,
+    outstanding: Arc<AtomicUsize>,
 }
 
 struct Pending {
@@ -72,6 +75,8 @@ struct Pending {
 pub struct Moderator {
     jobs: mpsc::Sender<Job>,
     client: ClientHandle,
+    /// Actions submitted and not finished yet.
+    outstanding: Arc<AtomicUsize>,
 }
 
 /// Actions queued before the admin task counts as overloaded.
@@ -82,6 +87,7 @@ impl Moderator {
     pub fn spawn(config: ClientConfig, timeout: Duration, server: &str) -> Self {
         let (client, events) = client::spawn(config);
         let (jobs, rx) = mpsc::channel(QUEUE);
+        let outstanding = Arc::new(AtomicUsize::new(0));
         let task = Task {
             client: client.clone(),
             pending: VecDeque::new(),
@@ -91,7 +97,16 @@ impl Moderator {
             task.run(rx, events)
                 .instrument(info_span!("console_admin", server = %server)),
         );
-        Self { jobs, client }
+        Self {
+            jobs,
+            client,
+            outstanding,
+        }
+    }
+
+    /// Actions not finished yet.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::SeqCst)
     }
 
     /// Asks for `action`; its [`Outcome`] goes to `reply` (if given) with `tag`. Never waits.
@@ -101,9 +116,17 @@ impl Moderator {
         tag: u64,
         reply: Option<mpsc::Sender<Outcome>>,
     ) -> Result<(), String> {
-        self.jobs
-            .try_send(Job { action, tag, reply })
-            .map_err(|_| "the bridge's admin session is overloaded; try again".to_string())
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+        let job = Job {
+            action,
+            tag,
+            reply,
+            outstanding: self.outstanding.clone(),
+        };
+        self.jobs.try_send(job).map_err(|_| {
+            self.outstanding.fetch_sub(1, Ordering::SeqCst);
+            "the bridge's admin session is overloaded; try again".to_string()
+        })
     }
 
     /// Whether the admin session is connected.
@@ -124,6 +147,7 @@ struct Task {
 }
 
 fn finish(job: Job, result: Result<(), String>) {
+    job.outstanding.fetch_sub(1, Ordering::SeqCst);
     if let Err(e) = &result {
         debug!(action = ?job.action, error = %e, "admin action failed");
     }
