@@ -105,7 +105,7 @@ fn terminal(rt: &tokio::runtime::Runtime, server: &Murmur, name: &str) -> (Clien
     (handle, ear)
 }
 
-fn wait_synced(h: &ClientHandle, home: bool) {
+fn wait_synced(h: &ClientHandle, home: bool) -> bool {
     let deadline = Instant::now() + T;
     loop {
         let s = h.snapshot();
@@ -114,9 +114,11 @@ fn wait_synced(h: &ClientHandle, home: bool) {
             .and_then(|c| s.channel_path(c))
             .is_some_and(|p| p == "Home");
         if s.state == client::LinkState::Connected && (!home || in_home) {
-            return;
+            return true;
         }
-        assert!(Instant::now() < deadline, "terminal did not get to Home");
+        if Instant::now() > deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -221,10 +223,7 @@ fn main() {
     // One worker thread, pinned to core 0: "one core".
     // SAFETY: set before any other thread of this process reads the environment.
     unsafe { std::env::set_var("TOKIO_WORKER_THREADS", "1") };
-    let bridge = Bridge::start(
-        &bin,
-        &config.replace("level = \"info,pttbridge=debug\"", "level = \"warn\""),
-    );
+    let bridge = Bridge::start(&bin, &config);
     unsafe { std::env::remove_var("TOKIO_WORKER_THREADS") };
     pin(bridge.pid(), "0");
     bridge.wait_health(
@@ -245,7 +244,7 @@ fn main() {
 
     // ---- latency: requestMic → first console packet at the terminal ------------------------
     let (t0h, ear) = terminal(&rt, &server, "t0");
-    wait_synced(&t0h, true);
+    assert!(wait_synced(&t0h, true), "t0 did not get to Home");
     let id0 = server.user_id("t0");
     let mut c = Console::connect(bridge.addr());
     c.login(BASE_URL, "c0", "pw-c0");
@@ -289,7 +288,14 @@ fn main() {
         c.send(json!({"type": "tempCallHangup", "sessionId": sid}));
         c.expect(|v| v["type"] == "audioResp", T);
         *ear.armed.lock().unwrap() = None;
-        wait_synced(&t0h, true);
+        if !wait_synced(&t0h, true) {
+            let s = t0h.snapshot();
+            panic!(
+                "terminal not back Home after hang-up: in {:?}\n{}",
+                s.own_channel.and_then(|c| s.channel_path(c)),
+                bridge.logs_tail(60)
+            );
+        }
     }
     results.push(summary(
         "requestMic (new call, toIds) -> first console audio at the terminal",
@@ -309,7 +315,7 @@ fn main() {
         while consoles.len() < n {
             let i = consoles.len() + 1;
             let (h, ear) = terminal(&rt, &server, &format!("t{i}"));
-            wait_synced(&h, true);
+            assert!(wait_synced(&h, true), "t{i} did not get to Home");
             let mut c = Console::connect(bridge.addr());
             c.login(BASE_URL, &format!("c{i}"), &format!("pw-c{i}"));
             open_call(&mut c, server.user_id(&format!("t{i}")));

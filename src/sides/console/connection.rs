@@ -41,6 +41,9 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a console may leave its messages unread before it is cut off.
 const READ_STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Call channels are named `call-<sessionId>`.
+const CALL_CHANNEL_PREFIX: &str = "call-";
+
 /// Hang-up reason codes (`hangupReason.code`), documented in `docs/console.md`.
 mod reason {
     /// Every terminal left the call.
@@ -595,12 +598,29 @@ impl Connection {
         let user = u32::try_from(id)
             .ok()
             .and_then(|uid| snap.users.values().find(|u| u.user_id == Some(uid)));
+        // Where to send it back to. A terminal seen in a call channel is on its way home from
+        // a call that just ended (this session's view can lag the server's by a moment): its
+        // home is where the bridge last sent it, not the call channel about to vanish.
+        let key = (login.server.ptt.id.clone(), id);
+        let origin = user.map(|u| {
+            let in_call_channel = snap
+                .channels
+                .get(&u.channel_id)
+                .is_some_and(|c| c.temporary && c.name.starts_with(CALL_CHANNEL_PREFIX));
+            let mut homes = self.side.0.homes.lock().unwrap_or_else(|p| p.into_inner());
+            if in_call_channel {
+                homes.get(&key).copied().unwrap_or(0)
+            } else {
+                homes.insert(key.clone(), u.channel_id);
+                u.channel_id
+            }
+        });
         let mut m = Member {
             id,
             name: user.map(|u| u.name.clone()).unwrap_or_default(),
             session: user.map(|u| u.session),
             state: CallState::Idle,
-            origin: user.map(|u| u.channel_id),
+            origin,
             muted: false,
         };
         let result = |code, message: &str, name: &str| MemberResult {
@@ -726,7 +746,7 @@ impl Connection {
                 0,
             );
         };
-        let name = format!("call-{call_id}");
+        let name = format!("{CALL_CHANNEL_PREFIX}{call_id}");
         let msg = proto::ChannelState {
             parent: Some(parent),
             name: Some(name.clone()),

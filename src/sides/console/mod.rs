@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub accounts: Mutex<HashMap<(String, String), u64>>,
     /// Terminals in calls: (server id, user id) → (connection id, call id).
     pub busy: Mutex<HashMap<(String, u64), (u64, u64)>>,
+    /// Where each called terminal came from: (server id, user id) → channel id.
+    pub homes: Mutex<HashMap<(String, u64), u32>>,
     next_conn: AtomicU64,
     /// Console connections still running (they end their calls before they go).
     pub live: std::sync::atomic::AtomicUsize,
@@ -98,6 +100,7 @@ impl ConsoleSide {
             bus,
             accounts: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashMap::new()),
+            homes: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             live: std::sync::atomic::AtomicUsize::new(0),
         }))
