@@ -190,20 +190,15 @@ impl Task {
                 Err("the bridge's admin account is not connected to the PTT server".into()),
             );
         }
-        let Some(user) = snap.users.get(&job.action.session()) else {
-            return finish(job, Err("the terminal is no longer online".into()));
-        };
+        // No shortcut from our own view of the server: it can lag murmurd's by a moment (a
+        // terminal that just connected, or just moved). murmurd decides; a move to where the
+        // user already is gets no answer, which the timeout treats as done.
         let msg = match job.action {
-            Action::Move { session, channel } => {
-                if user.channel_id == channel {
-                    return finish(job, Ok(()));
-                }
-                proto::UserState {
-                    session: Some(session),
-                    channel_id: Some(channel),
-                    ..Default::default()
-                }
-            }
+            Action::Move { session, channel } => proto::UserState {
+                session: Some(session),
+                channel_id: Some(channel),
+                ..Default::default()
+            },
             Action::Mute { session, mute } => proto::UserState {
                 session: Some(session),
                 mute: Some(mute),
@@ -298,15 +293,21 @@ impl Task {
 
     fn expire(&mut self, now: Instant) {
         let timeout = self.timeout;
+        let snap = self.client.snapshot();
         while let Some(i) = self.pending.iter().position(|p| p.deadline <= now) {
             let p = self.pending.remove(i).expect("index in range");
-            finish(
-                p.job,
-                Err(format!(
+            let user = snap.users.get(&p.job.action.session());
+            let result = match (p.job.action, user) {
+                (_, None) => Err("the terminal is no longer online".to_string()),
+                // murmurd answers nothing when there is nothing to change.
+                (Action::Move { channel, .. }, Some(u)) if u.channel_id == channel => Ok(()),
+                (Action::Mute { .. }, Some(_)) => Ok(()),
+                _ => Err(format!(
                     "the PTT server did not confirm within {} ms",
                     timeout.as_millis()
                 )),
-            );
+            };
+            finish(p.job, result);
         }
     }
 }
