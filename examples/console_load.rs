@@ -215,7 +215,7 @@ fn main() {
         pin(pid, "1");
     }
     let config = format!(
-        "{}\n[console]\nrequests_per_second = 1000\nrequest_burst = 1000\nlogin_timeout_ms = 60000\n[[console.servers]]\nbase_url = \"{BASE_URL}\"\n\
+        "{}\n[console]\nrequests_per_second = 1000\nrequest_burst = 1000\nlogin_timeout_ms = 60000\nmove_timeout_ms = 30000\nsetup_wait_ms = 30000\n[[console.servers]]\nbase_url = \"{BASE_URL}\"\n\
          ptt_server = \"local\"\nadmin_username = \"SuperUser\"\nadmin_password = \"{}\"\n",
         ptt_server_toml("local", &server, &[("bridge", "Home")]),
         server.superuser_password()
@@ -327,6 +327,7 @@ fn main() {
             clients.push(h);
         }
         std::thread::sleep(Duration::from_secs(2)); // let every stream settle
+        let loadavg0 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let sent0: u64 = consoles.iter().map(|c| c.2.load(Ordering::Relaxed)).sum();
         let heard0: u64 = ears.iter().map(|e| e.packets.load(Ordering::Relaxed)).sum();
         let cpu0 = cpu_ticks(bridge.pid());
@@ -351,6 +352,7 @@ fn main() {
             "frames_sent_per_s": (sent as f64 / wall).round(),
             "packets_heard_per_s": (heard as f64 / wall).round(),
             "delivered_percent": ((heard as f64 / sent.max(1) as f64) * 1000.0).round() / 10.0,
+            "loadavg_before": loadavg0.split_whitespace().next().unwrap_or_default(),
         });
         println!("{line}");
         results.push(line);
