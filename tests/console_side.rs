@@ -731,6 +731,19 @@ fn bad_input_gets_clear_errors_while_another_console_keeps_talking() {
     let cmp = compare_files(&speech, zydd["wav"].as_str().unwrap());
     println!("console A during B's abuse → t1: {cmp}");
     cmp.assert_matches(0.9, 0.05);
+    // A console pushing audio faster than real time is held to it (no CPU burnt encoding it).
+    for f in testkit::console::encode_wav(&speech, Codec::Opus) {
+        a.send_binary(f);
+    }
+    let v = a.expect_type("audio", REPLY);
+    assert_eq!(v["code"], 0, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("faster than real time"),
+        "{v}"
+    );
     a.send(json!({"type": "releaseMic"}));
     assert_eq!(a.expect_type("releaseMic", REPLY)["code"], 1);
     // B's account was freed when its socket closed: a new console can use it.
@@ -749,6 +762,7 @@ fn bad_input_gets_clear_errors_while_another_console_keeps_talking() {
         "account_in_use",
         "login_failed",
         "bad_value",
+        "audio_too_fast",
     ] {
         assert!(
             bridge.metric("pttbridge_console_errors_total", &[("kind", kind)]) >= 1.0,
@@ -879,4 +893,42 @@ fn stopping_the_bridge_sends_terminals_home_and_closes_consoles_with_1001() {
     let closed = c.wait_closed(T).expect("console closed");
     assert_eq!(closed.code, Some(1001), "{closed:?}");
     t1.wait_in_channel("North", T);
+}
+
+#[test]
+fn on_talk_answer_mode_rings_until_the_terminal_talks() {
+    let server = murmur();
+    let bridge = bridge_with(
+        &server,
+        ("SuperUser", server.superuser_password()),
+        "answer = \"on_talk\"",
+    );
+    let mut t1 = terminal(&server, "t1", "North");
+    let id1 = server.user_id("t1");
+    let mut c = Console::connect(bridge.addr());
+    c.login(BASE_URL, "zydd", "pw-zydd");
+    let sid = call(&mut c, &[id1]);
+    c.expect_notify("tempCallRing", |v| v["data"]["fromId"] == id1, T);
+    let ringing = c.expect_notify(
+        "tempCallMemberUpdate",
+        |v| member_state(v, id1) == Some(3),
+        T,
+    );
+    assert_eq!(ringing["data"]["tempCallIdStr"], sid.as_str());
+    assert!(
+        c.try_expect(is_notify("tempCallAnswer"), Duration::from_millis(500))
+            .is_none(),
+        "no answer before the terminal talks"
+    );
+    c.send(json!({"type": "releaseMic"}));
+    assert_eq!(c.expect_type("releaseMic", REPLY)["code"], 1);
+    std::thread::sleep(Duration::from_millis(300));
+    t1.play(&fixture("audio/speech2.wav"));
+    c.expect_notify("tempCallAnswer", |v| v["data"]["fromId"] == id1, T);
+    c.expect_notify(
+        "tempCallMemberUpdate",
+        |v| member_state(v, id1) == Some(4),
+        T,
+    );
+    c.expect_notify("memberGetMic", |v| v["data"]["memberId"] == id1, T);
 }

@@ -41,6 +41,11 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a console may leave its messages unread before it is cut off.
 const READ_STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Console audio accepted per second of wall time (ms): 1.5 × real time.
+const AUDIO_MS_PER_S: u32 = 1500;
+/// Console audio accepted in a burst above that (ms), e.g. after a network stall.
+const AUDIO_BURST_MS: u32 = 1000;
+
 /// Call channels are named `call-<sessionId>`.
 const CALL_CHANNEL_PREFIX: &str = "call-";
 
@@ -71,6 +76,7 @@ pub(crate) async fn run(side: ConsoleSide, socket: WebSocket, mut shutdown: watc
         let cfg = &side.0.config;
         let mut conn = Connection {
             limiter: TokenBucket::new(cfg.requests_per_second, cfg.request_burst),
+            audio_budget: TokenBucket::new(AUDIO_MS_PER_S, AUDIO_BURST_MS),
             side: side.clone(),
             id,
             out,
@@ -139,11 +145,15 @@ impl TokenBucket {
     }
 
     fn take(&mut self, now: Instant) -> bool {
+        self.take_amount(now, 1.0)
+    }
+
+    fn take_amount(&mut self, now: Instant, amount: f64) -> bool {
         self.tokens =
             (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
         self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= amount {
+            self.tokens -= amount;
             true
         } else {
             false
@@ -212,6 +222,9 @@ struct Connection {
     upstream: Upstream,
     downstream: Downstream,
     limiter: TokenBucket,
+    /// Milliseconds of console audio allowed: a little faster than real time, so a console
+    /// cannot make the bridge encode (or the PTT server carry) more than it can speak.
+    audio_budget: TokenBucket,
     /// An audio error was reported and the console has not sent good audio since.
     audio_error_reported: bool,
     outcome_tx: mpsc::Sender<Outcome>,
@@ -1672,6 +1685,21 @@ impl Connection {
             Ok(x) => x,
             Err(e) => return self.audio_error("bad_audio", format!("audio: {e}")),
         };
+        let ms = match header.codec {
+            muicall::audio::Codec::Pcm16(rate) => {
+                (payload.len() / 2) as f64 * 1000.0 / f64::from(rate)
+            }
+            muicall::audio::Codec::Opus => media::opus_toc::parse(payload)
+                .map(|i| f64::from(i.duration_us()) / 1000.0)
+                .unwrap_or(20.0),
+        };
+        if !self.audio_budget.take_amount(Instant::now(), ms) {
+            return self.audio_error(
+                "audio_too_fast",
+                "audio: frames arrive faster than real time; send one 20 ms frame every 20 ms"
+                    .into(),
+            );
+        }
         let mut voice: Vec<OutgoingVoice> = Vec::new();
         if let Err(e) = self.upstream.push(&header, payload, &mut voice) {
             return self.audio_error("bad_audio", format!("audio: {e}"));
@@ -1792,4 +1820,26 @@ fn find_channel(snap: &ptt::client::Snapshot, path: &str) -> Option<u32> {
             .id;
     }
     Some(cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn token_bucket_allows_the_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1500, 1000);
+        b.at = t0;
+        assert!(b.take_amount(t0, 1000.0), "the burst");
+        assert!(!b.take_amount(t0, 20.0), "nothing left");
+        assert!(
+            b.take_amount(t0 + Duration::from_millis(20), 20.0),
+            "1.5 ms per ms refills a frame"
+        );
+        let mut r = TokenBucket::new(20, 40);
+        r.at = t0;
+        assert_eq!((0..100).filter(|_| r.take(t0)).count(), 40);
+    }
 }
