@@ -932,3 +932,30 @@ fn on_talk_answer_mode_rings_until_the_terminal_talks() {
     );
     c.expect_notify("memberGetMic", |v| v["data"]["memberId"] == id1, T);
 }
+
+#[test]
+fn a_console_that_vanishes_mid_call_sends_its_terminals_home() {
+    let server = murmur();
+    let bridge = bridge(&server);
+    let mut t1 = terminal(&server, "t1", "North");
+    let mut t2 = terminal(&server, "t2", "South");
+    let (id1, id2) = (server.user_id("t1"), server.user_id("t2"));
+    let mut c = Console::connect(bridge.addr());
+    c.login(BASE_URL, "zydd", "pw-zydd");
+    let sid = call(&mut c, &[id1, id2]);
+    t1.wait_in_channel(&format!("call-{sid}"), T);
+    t2.wait_in_channel(&format!("call-{sid}"), T);
+    c.close();
+    t1.wait_in_channel("North", T);
+    t2.wait_in_channel("South", T);
+    // The account and the terminals are free again.
+    let mut again = Console::connect(bridge.addr());
+    again.login(BASE_URL, "zydd", "pw-zydd");
+    let sid2 = call(&mut again, &[id1]);
+    t1.wait_in_channel(&format!("call-{sid2}"), T);
+    bridge.wait_health(
+        "one console logged in",
+        |h| h["sides"]["console"]["logged_in"] == 1,
+        T,
+    );
+}
