@@ -58,6 +58,8 @@ pub struct Config {
     pub recording: RecordingConfig,
     /// Console side (muicall WebSocket).
     pub console: crate::sides::console::config::ConsoleConfig,
+    /// Meeting side (RTCPeer + WebRTC).
+    pub meeting: crate::sides::meeting::config::MeetingConfig,
 }
 
 /// The single HTTP port: health, metrics, WebSockets, REST, web page.
@@ -229,6 +231,7 @@ impl Config {
                 format!("not a valid filter: {:?}", self.log.level),
             ));
         }
+        self.meeting.validate(self)?;
         let ptt = &self.ptt;
         if !(20..=60_000).contains(&ptt.talk_timeout_ms) {
             return Err(invalid(

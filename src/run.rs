@@ -29,10 +29,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let console = crate::sides::console::ConsoleSide::start(&config, bus.clone());
     let consoles = console.clone();
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let meeting =
+        crate::sides::meeting::Switchboard::new(config.meeting.clone(), bus.clone(), &ptt);
     let state = Arc::new(AppState {
         ptt,
         console,
         bus,
+        meeting,
         started: Instant::now(),
         metrics,
         shutdown: shutdown.clone(),

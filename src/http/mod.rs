@@ -25,6 +25,8 @@ pub struct AppState {
     pub console: crate::sides::console::ConsoleSide,
     /// Hub events.
     pub bus: Arc<EventBus>,
+    /// Meeting side (RTCPeer signalling and rooms).
+    pub meeting: Arc<crate::sides::meeting::Switchboard>,
     /// When the bridge started.
     pub started: Instant,
     /// Prometheus renderer.
@@ -49,8 +51,11 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// The router with every route.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+    let mut r = Router::new();
+    if state.meeting.config.enabled {
+        r = r.merge(crate::sides::meeting::routes(state.meeting.clone()));
+    }
+    r.route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/events", get(events::stream))
         .merge(crate::sides::console::routes())

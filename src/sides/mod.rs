@@ -1,4 +1,5 @@
 //! One module per side: each translates its protocol to and from the hub.
 
 pub mod console;
+pub mod meeting;
 pub mod ptt;

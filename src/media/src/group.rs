@@ -177,6 +177,14 @@ impl MixGroup {
         self.encodes
     }
 
+    /// Packets one talker played in the last tick (for latency measurement by callers).
+    pub fn popped(&self, id: u32) -> Option<&[crate::inbound::Popped]> {
+        self.talkers
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| t.inbound.popped())
+    }
+
     /// Jitter statistics of one talker.
     pub fn talker_stats(&self, id: u32) -> Option<crate::jitter::JitterStats> {
         self.talkers

@@ -78,14 +78,14 @@ impl Bridge {
         bridge
     }
 
-    /// Its process id (to measure or pin it).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Its HTTP address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Its process id (for CPU measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Its temp dir (config, recordings).

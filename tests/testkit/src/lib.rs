@@ -30,6 +30,7 @@ pub mod bridge;
 pub mod console;
 pub mod events;
 pub mod http;
+pub mod meeting;
 pub mod murmur;
 pub mod peers;
 pub mod terminal;

@@ -1,0 +1,195 @@
+//! `[meeting]`: the RTCPeer side (signalling server, meeting rooms, PTT dial-in, client mode).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{Config, ConfigError};
+
+/// The meeting side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MeetingConfig {
+    /// Serve `/rtcpeer`, `/app/getSign` and `/app/account` (server mode).
+    pub enabled: bool,
+    /// Address of the WebRTC host candidates (one UDP port per room on it).
+    pub rtc_ip: IpAddr,
+    /// Seconds a call may ring unanswered (and wait for onConnected after doAgree).
+    pub no_answer_timeout_s: u64,
+    /// Dial-in: ms between receiving doInvite and sending onRinging.
+    pub ring_delay_ms: u64,
+    /// Dial-in: ms between onRinging and doAgree.
+    pub answer_delay_ms: u64,
+    /// Most members in one room (the spec's newAppRoom allows 200).
+    pub max_room_members: usize,
+    /// Apps allowed to get a signature: `appId` and `secret`.
+    pub apps: Vec<AppCredentials>,
+    /// User ids that stand for PTT channels.
+    pub dial_in: Vec<DialIn>,
+    /// Numbering rule: when set, the PTT account at index i (config order, all servers) is also
+    /// callable as `number_base + i`.
+    pub number_base: Option<i64>,
+    /// Client mode: register at external RTCPeer servers as dial-in users.
+    pub upstream: Vec<Upstream>,
+}
+
+impl Default for MeetingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rtc_ip: IpAddr::from([127, 0, 0, 1]),
+            no_answer_timeout_s: 30,
+            ring_delay_ms: 200,
+            answer_delay_ms: 800,
+            max_room_members: 200,
+            apps: Vec::new(),
+            dial_in: Vec::new(),
+            number_base: None,
+            upstream: Vec::new(),
+        }
+    }
+}
+
+/// `appId` + `secret` for `GET /app/getSign`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppCredentials {
+    /// App id.
+    pub app_id: String,
+    /// Its secret.
+    pub secret: String,
+}
+
+/// How a dial-in id answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerPolicy {
+    /// Ring, then agree (busy while already linked).
+    #[default]
+    Answer,
+    /// Always onBusy.
+    Busy,
+    /// Always reject.
+    Reject,
+    /// Ring and never answer (the caller cancels or the call times out).
+    Ignore,
+}
+
+/// One callable PTT channel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialIn {
+    /// The RTCPeer user id callers dial.
+    pub user_id: i64,
+    /// PTT server id (`[[ptt.servers]] id`).
+    pub server: String,
+    /// PTT account username on that server; its channel is the one dialled.
+    pub account: String,
+    /// Display name in the meeting (default: the channel path).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// How calls are answered.
+    #[serde(default)]
+    pub policy: AnswerPolicy,
+    /// Mic level of meeting speakers on this channel's floor (higher pre-empts).
+    #[serde(default = "default_level")]
+    pub meeting_level: u8,
+    /// Mic level of PTT users on this channel's floor.
+    #[serde(default = "default_level")]
+    pub ptt_level: u8,
+}
+
+fn default_level() -> u8 {
+    1
+}
+
+/// Client mode: one external RTCPeer server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Base URL of its HTTP API, e.g. `http://host:8080` (`/app/getSign`, `/app/account`).
+    pub url: String,
+    /// `appId` for getSign.
+    pub app_id: String,
+    /// Secret for getSign.
+    pub secret: String,
+    /// Which dial-in ids to register there (their `user_id`s); the server assigns its own user
+    /// id to each account at login and that id is what its callers dial.
+    pub dial_in: Vec<i64>,
+}
+
+impl MeetingConfig {
+    /// No-answer timeout.
+    pub fn no_answer_timeout(&self) -> Duration {
+        Duration::from_secs(self.no_answer_timeout_s)
+    }
+
+    /// Checks what the types cannot, against the PTT accounts.
+    pub fn validate(&self, config: &Config) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid { key, reason };
+        if !(1..=3600).contains(&self.no_answer_timeout_s) {
+            return Err(invalid(
+                "meeting.no_answer_timeout_s".into(),
+                "must be between 1 and 3600".into(),
+            ));
+        }
+        if !(2..=10_000).contains(&self.max_room_members) {
+            return Err(invalid(
+                "meeting.max_room_members".into(),
+                "must be between 2 and 10000".into(),
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, d) in self.dial_in.iter().enumerate() {
+            let key = |k: &str| format!("meeting.dial_in[{i}].{k}");
+            if d.user_id <= 0 {
+                return Err(invalid(key("user_id"), "must be positive".into()));
+            }
+            if !ids.insert(d.user_id) {
+                return Err(invalid(
+                    key("user_id"),
+                    format!("duplicate id {}", d.user_id),
+                ));
+            }
+            let found = config
+                .ptt
+                .servers
+                .iter()
+                .filter(|s| s.id == d.server)
+                .flat_map(|s| &s.accounts)
+                .any(|a| a.username == d.account);
+            if !found {
+                return Err(invalid(
+                    key("account"),
+                    format!("no PTT account {:?} on server {:?}", d.account, d.server),
+                ));
+            }
+        }
+        if let Some(base) = self.number_base
+            && base <= 0
+        {
+            return Err(invalid(
+                "meeting.number_base".into(),
+                "must be positive".into(),
+            ));
+        }
+        for (i, u) in self.upstream.iter().enumerate() {
+            if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
+                return Err(invalid(
+                    format!("meeting.upstream[{i}].url"),
+                    "must start with http:// or https://".into(),
+                ));
+            }
+            for id in &u.dial_in {
+                if !self.dial_in.iter().any(|d| d.user_id == *id) {
+                    return Err(invalid(
+                        format!("meeting.upstream[{i}].dial_in"),
+                        format!("{id} is not a meeting.dial_in user_id"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

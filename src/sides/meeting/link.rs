@@ -1,0 +1,576 @@
+//! A PTT channel dialled into a meeting room: audio both ways, floor, chat. Owned by the room
+//! actor (sans-IO apart from the PTT account handle it sends voice and text through).
+//!
+//! - PTT → meeting: every PTT talker feeds a [`MixGroup`]: one talker passes through unchanged,
+//!   several are mixed (one shared encode). The room stamps each packet per listener with its
+//!   `OutboundClock`, so talker switches never jump the RTP timestamps.
+//! - meeting → PTT: each publisher's Opus (stereo from browsers) goes through a jitter buffer and
+//!   decoder, is down-mixed to mono, and its VAD (RFC 6464 level when the client sends it, else
+//!   energy) decides who speaks. While anyone speaks the link asks the channel's [`Floor`] for the
+//!   meeting party (queued behind a PTT talker, higher level pre-empts); holding it, it mixes the
+//!   speakers, encodes Opus mono and sends it into the channel through the bridge's PTT account.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+use media::Channels;
+use media::group::{GroupConfig, MixGroup, OutPacket};
+use media::inbound::{FRAME, FrameKind, InboundStream};
+use media::jitter::JitterConfig;
+use media::limiter::Limiter;
+use media::mixer::Mixer;
+use media::opus::{Application, Encoder};
+use media::passthrough::{Route, Source};
+use media::vad::{AudioLevel, Vad, VadConfig, VadEvent};
+use ptt::client::{Command, OutgoingVoice};
+use rtcpeer::bean::Client;
+use rtcpeer::id::Id;
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+use super::switchboard::DialTarget;
+use crate::hub::floor::{Decision, Floor};
+use crate::hub::{Event, EventKind, Party, Side};
+use crate::sides::ptt::{Account, ChannelAudio};
+
+/// Something the room must tell its members or the hub.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A PTT user started/stopped talking (push `memberTalking`, hub `talk.*` is the PTT side's).
+    PttTalking {
+        /// The PTT user.
+        party: Party,
+        /// Started or stopped.
+        talking: bool,
+    },
+    /// A meeting member started/stopped speaking (VAD).
+    MeetingTalking {
+        /// Client id.
+        client: Id,
+        /// Started or stopped.
+        talking: bool,
+    },
+    /// The meeting was refused the PTT floor.
+    FloorDenied {
+        /// Who holds it.
+        holder: Party,
+    },
+    /// The meeting got the floor (from the queue or at once).
+    FloorGranted,
+    /// Text from the PTT channel.
+    Text {
+        /// Sender.
+        from: Option<Party>,
+        /// Text.
+        text: String,
+    },
+}
+
+/// What a link waits for besides the room's own inputs.
+#[derive(Debug)]
+pub enum LinkInput {
+    /// PTT channel audio.
+    Audio(ChannelAudio),
+    /// A hub event (the channel's text messages are picked out of these).
+    Event(Event),
+    /// The PTT account or the bus went away.
+    Closed,
+}
+
+struct Speaker {
+    inbound: InboundStream,
+    stereo: Vec<i16>,
+    mono: Vec<i16>,
+    vad: Vad,
+    level: Option<AudioLevel>,
+    muted: bool,
+    voiced: bool,
+}
+
+/// Most arrival stamps kept for latency measurement (≈ 5 s of two talkers).
+const MAX_ARRIVALS: usize = 512;
+
+/// The link state inside a room.
+pub struct Link {
+    /// Dial-in id: the link's client id in the room.
+    pub dial: Id,
+    /// Who called.
+    pub caller: Id,
+    /// Its client bean.
+    pub client: Client,
+    /// PTT group id of the channel.
+    pub ptt_group: String,
+    account: Account,
+    audio: broadcast::Receiver<ChannelAudio>,
+    events: broadcast::Receiver<Event>,
+    group: MixGroup,
+    talkers: HashMap<u32, Party>,
+    floor: Floor,
+    meeting_party: Party,
+    meeting_level: u8,
+    ptt_level: u8,
+    speakers: HashMap<Id, Speaker>,
+    mixer: Mixer,
+    limiter: Limiter,
+    encoder: Encoder,
+    mix: Vec<i16>,
+    holding: bool,
+    denied: bool,
+    arrivals: VecDeque<(u32, u32, Instant)>,
+    /// Voice packets sent into the PTT channel.
+    pub voice_out: u64,
+    /// Packets the PTT account would not take (its queue was full).
+    pub voice_dropped: u64,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("dial", &self.dial)
+            .field("holding", &self.holding)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// A link for `target` in `room`, called by `caller`.
+    pub fn new(
+        target: &DialTarget,
+        caller: Id,
+        room: Id,
+        bus: &crate::hub::EventBus,
+    ) -> media::Result<Self> {
+        let account = target.account.clone();
+        let path = account.channel_path().unwrap_or_default();
+        let name = target.name.clone().unwrap_or_else(|| {
+            if path.is_empty() {
+                account.username.clone()
+            } else {
+                path.clone()
+            }
+        });
+        let mut extra = serde_json::Map::new();
+        extra.insert("pttChannel".into(), path.clone().into());
+        let client = Client {
+            id: Some(target.user_id),
+            name: Some(name),
+            mode: Some("ptt".into()),
+            stream_id: Some(target.user_id),
+            is_muted: Some(false),
+            extra,
+            ..Client::default()
+        };
+        let mut encoder = Encoder::new(48_000, Channels::Mono, Application::Audio)?;
+        encoder.set_bitrate(40_000)?;
+        encoder.set_complexity(5)?;
+        Ok(Self {
+            dial: target.user_id,
+            caller,
+            ptt_group: crate::sides::ptt::group_id(&account.server, &path),
+            audio: account.audio(),
+            events: bus.subscribe(),
+            group: MixGroup::new(GroupConfig::default())?,
+            talkers: HashMap::new(),
+            floor: Floor::new(None),
+            meeting_party: Party {
+                side: Side::Meeting,
+                id: format!("room:{room}"),
+                name: format!("meeting room {room}"),
+            },
+            meeting_level: target.meeting_level,
+            ptt_level: target.ptt_level,
+            speakers: HashMap::new(),
+            mixer: Mixer::new(FRAME),
+            limiter: Limiter::new(),
+            encoder,
+            mix: vec![0; FRAME],
+            holding: false,
+            denied: false,
+            arrivals: VecDeque::with_capacity(MAX_ARRIVALS),
+            voice_out: 0,
+            voice_dropped: 0,
+            account,
+            client,
+        })
+    }
+
+    /// The next PTT channel audio item or hub event.
+    pub async fn next(&mut self) -> LinkInput {
+        loop {
+            tokio::select! {
+                a = self.audio.recv() => match a {
+                    Ok(a) => return LinkInput::Audio(a),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "ptt_lag").increment(n);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return LinkInput::Closed,
+                },
+                e = self.events.recv() => match e {
+                    Ok(e) => return LinkInput::Event(e),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return LinkInput::Closed,
+                },
+            }
+        }
+    }
+
+    /// A hub event: PTT text in our channel becomes meeting chat.
+    pub fn on_event(&mut self, ev: &Event) -> Option<Notice> {
+        if ev.kind != EventKind::MessageText || ev.group_id != self.ptt_group {
+            return None;
+        }
+        if ev.detail["to_account"] != self.account.username.as_str() || ev.detail["private"] == true
+        {
+            return None;
+        }
+        let text = ev.detail["text"].as_str()?.to_owned();
+        Some(Notice::Text {
+            from: ev.party.clone(),
+            text,
+        })
+    }
+
+    /// PTT channel audio.
+    pub fn on_audio(&mut self, a: ChannelAudio, now: Instant, now_us: u64) -> Vec<Notice> {
+        let mut out = Vec::new();
+        match a {
+            ChannelAudio::TalkStarted { party, session } => {
+                if let Err(e) = self.group.add_talker(session) {
+                    warn!(error = %e, "PTT talker not mixed");
+                }
+                match self
+                    .floor
+                    .request(party.clone(), self.ptt_level, false, now)
+                {
+                    Decision::Preempted { .. } => {
+                        // The PTT user outranks the meeting: stop sending, the meeting asks again.
+                        self.stop_sending();
+                    }
+                    Decision::Denied { .. } => {
+                        debug!(talker = %party.name, "PTT user talks over the meeting")
+                    }
+                    _ => {}
+                }
+                self.talkers.insert(session, party.clone());
+                out.push(Notice::PttTalking {
+                    party,
+                    talking: true,
+                });
+            }
+            ChannelAudio::Voice {
+                session,
+                sequence,
+                opus,
+            } => {
+                if !self.talkers.contains_key(&session) {
+                    // Voice before TalkStarted (joined mid-burst): mix it all the same.
+                    let _ = self.group.add_talker(session);
+                }
+                let ts = (sequence.wrapping_mul(480)) as u32;
+                metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "ptt_in")
+                    .increment(1);
+                if self.arrivals.len() == MAX_ARRIVALS {
+                    self.arrivals.pop_front();
+                }
+                self.arrivals.push_back((session, ts, now));
+                self.group.push(session, ts, opus, now_us);
+            }
+            ChannelAudio::TalkStopped { party, session } => {
+                self.talkers.remove(&session);
+                self.group.remove_talker(session);
+                if let Some(next) = self.floor.release(&party, now)
+                    && next == self.meeting_party
+                {
+                    self.holding = true;
+                    self.denied = false;
+                    out.push(Notice::FloorGranted);
+                }
+                out.push(Notice::PttTalking {
+                    party,
+                    talking: false,
+                });
+            }
+        }
+        out
+    }
+
+    /// One RTP packet from a meeting publisher.
+    pub fn meeting_packet(
+        &mut self,
+        client: Id,
+        ts: u32,
+        payload: Bytes,
+        level: Option<i8>,
+        now_us: u64,
+    ) {
+        let speaker = match self.speakers.get_mut(&client) {
+            Some(s) => s,
+            None => {
+                let Ok(inbound) = InboundStream::new(JitterConfig::default(), Channels::Stereo)
+                else {
+                    return;
+                };
+                self.speakers.entry(client).or_insert(Speaker {
+                    inbound,
+                    stereo: vec![0; FRAME * 2],
+                    mono: vec![0; FRAME],
+                    // A long hangover keeps one PTT burst across the pauses between phrases.
+                    vad: Vad::new(VadConfig {
+                        hangover_frames: 40,
+                        ..VadConfig::default()
+                    }),
+                    level: None,
+                    muted: false,
+                    voiced: false,
+                })
+            }
+        };
+        if let Some(l) = level {
+            // str0m gives -dBov with the V bit split off; AudioLevel wants the wire byte.
+            speaker.level = Some(AudioLevel::from_byte((-l).clamp(0, 127) as u8));
+        }
+        speaker.inbound.push(ts, payload, now_us);
+    }
+
+    /// A member's mute state.
+    pub fn set_muted(&mut self, client: Id, muted: bool) {
+        if let Some(s) = self.speakers.get_mut(&client) {
+            s.muted = muted;
+        }
+    }
+
+    /// A member left.
+    pub fn remove_speaker(&mut self, client: Id) -> Vec<Notice> {
+        let mut out = Vec::new();
+        if let Some(s) = self.speakers.remove(&client)
+            && s.voiced
+        {
+            out.push(Notice::MeetingTalking {
+                client,
+                talking: false,
+            });
+        }
+        out
+    }
+
+    /// Meeting chat into the PTT channel.
+    pub fn send_text(&self, text: String) {
+        let client = self.account.client.clone();
+        // The command queue is bounded and async; chat must not hold up the room's media.
+        tokio::spawn(async move {
+            let _ = client
+                .command(Command::ChannelText {
+                    channel: None,
+                    message: text,
+                })
+                .await;
+        });
+    }
+
+    /// The 20 ms tick: PTT → meeting packets (to stamp per listener), and meeting → PTT voice.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        now_us: u64,
+        to_meeting: &mut Vec<OutPacket>,
+    ) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        let start = to_meeting.len();
+        let route = match self.group.tick(now_us) {
+            Ok(out) => {
+                to_meeting.extend(out.to_listeners.iter().cloned());
+                Some(out.route)
+            }
+            Err(e) => {
+                metrics::counter!("pttbridge_meeting_errors_total", "kind" => "mix").increment(1);
+                warn!(error = %e, "PTT mix tick failed");
+                None
+            }
+        };
+        if let Some(route) = route {
+            for p in &to_meeting[start..] {
+                self.measure(route, p, now);
+            }
+        }
+        self.meeting_to_ptt(now, now_us, &mut notices);
+        notices
+    }
+
+    fn measure(&self, route: Route, p: &OutPacket, now: Instant) {
+        let label = match route {
+            Route::PassThrough(_) => "passthrough",
+            _ => "mix",
+        };
+        // Pass-through: the packet's own arrival. Mix: the newest arrival whose audio is in it
+        // (each talker's packet played this tick arrived one jitter depth ago at least).
+        let arrived = match p.source {
+            Source::Talker(s) => self
+                .arrivals
+                .iter()
+                .find(|(ss, ts, _)| *ss == s && *ts == p.src_ts)
+                .map(|a| a.2),
+            Source::Mix => {
+                let mut newest: Option<Instant> = None;
+                for s in self.talkers.keys() {
+                    if let Some(popped) = self.group.popped(*s)
+                        && let Some(last) = popped.last()
+                        && let Some(a) = self
+                            .arrivals
+                            .iter()
+                            .find(|(ss, ts, _)| ss == s && *ts == last.ts)
+                    {
+                        newest = Some(newest.map_or(a.2, |n: Instant| n.max(a.2)));
+                    }
+                }
+                newest
+            }
+        };
+        if let Some(t) = arrived {
+            metrics::histogram!("pttbridge_meeting_bridge_latency_seconds", "route" => label)
+                .record(now.duration_since(t).as_secs_f64());
+        }
+    }
+
+    fn meeting_to_ptt(&mut self, now: Instant, now_us: u64, notices: &mut Vec<Notice>) {
+        self.mixer.clear();
+        let mut speaking = 0;
+        for (id, s) in &mut self.speakers {
+            let kind = s
+                .inbound
+                .pull(now_us, &mut s.stereo)
+                .unwrap_or(FrameKind::Silence);
+            if kind != FrameKind::Silence {
+                media::pcm::stereo_to_mono(&s.stereo, &mut s.mono);
+            } else {
+                s.mono.fill(0);
+            }
+            let ev = if s.muted {
+                s.vad.observe_nothing()
+            } else if let Some(level) = s.level.take() {
+                s.vad.observe_level(level)
+            } else if kind == FrameKind::Silence {
+                s.vad.observe_nothing()
+            } else {
+                s.vad.observe_pcm(&s.mono)
+            };
+            match ev {
+                Some(VadEvent::Started) => {
+                    s.voiced = true;
+                    notices.push(Notice::MeetingTalking {
+                        client: *id,
+                        talking: true,
+                    });
+                }
+                Some(VadEvent::Stopped) => {
+                    s.voiced = false;
+                    notices.push(Notice::MeetingTalking {
+                        client: *id,
+                        talking: false,
+                    });
+                }
+                None => {}
+            }
+            if !s.muted {
+                // While the room holds the floor every unmuted publisher is heard (word onsets
+                // and the quiet ends of phrases included); the VAD only decides whether to hold it.
+                self.mixer.add(&s.mono);
+                if s.vad.is_active() {
+                    speaking += 1;
+                }
+            }
+        }
+        if speaking == 0 {
+            if self.holding {
+                self.stop_sending();
+                self.floor.release(&self.meeting_party.clone(), now);
+            } else if self.denied {
+                // Gave up waiting: leave the queue.
+                self.floor.release(&self.meeting_party.clone(), now);
+            }
+            self.denied = false;
+            return;
+        }
+        if !self.holding {
+            match self
+                .floor
+                .request(self.meeting_party.clone(), self.meeting_level, true, now)
+            {
+                d if d.is_granted() => {
+                    self.holding = true;
+                    self.denied = false;
+                    notices.push(Notice::FloorGranted);
+                }
+                Decision::Denied { holder } => {
+                    if !self.denied {
+                        notices.push(Notice::FloorDenied { holder });
+                    }
+                    self.denied = true;
+                }
+                Decision::Queued { .. } => {
+                    if !self.denied {
+                        let holder = self
+                            .floor
+                            .holder()
+                            .map(|h| h.party.clone())
+                            .unwrap_or_else(|| self.meeting_party.clone());
+                        notices.push(Notice::FloorDenied { holder });
+                    }
+                    self.denied = true;
+                }
+                _ => {}
+            }
+        }
+        if !self.holding {
+            return;
+        }
+        self.mixer.render(&mut self.limiter, &mut self.mix);
+        match self.encoder.encode(&self.mix) {
+            Ok(opus) => self.send_voice(opus, false),
+            Err(e) => warn!(error = %e, "meeting → PTT encode failed"),
+        }
+    }
+
+    fn send_voice(&mut self, opus: Bytes, terminator: bool) {
+        let ok = self.account.client.send_voice(OutgoingVoice {
+            opus,
+            frames_10ms: 2,
+            terminator,
+            target: 0,
+        });
+        if ok {
+            self.voice_out += 1;
+            metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "ptt_out").increment(1);
+        } else {
+            self.voice_dropped += 1;
+            metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "ptt_queue_full")
+                .increment(1);
+        }
+    }
+
+    /// Ends the meeting's talk burst on the PTT side (terminator packet).
+    fn stop_sending(&mut self) {
+        if !self.holding {
+            return;
+        }
+        self.holding = false;
+        self.mix.fill(0);
+        if let Ok(opus) = self.encoder.encode(&self.mix) {
+            self.send_voice(opus, true);
+        }
+        let _ = self.encoder.reset();
+    }
+
+    /// Tears down: releases the floor and ends any burst in progress.
+    pub fn close(&mut self, now: Instant) {
+        self.stop_sending();
+        let me = self.meeting_party.clone();
+        self.floor.release(&me, now);
+        info!(dial = self.dial, "link closed");
+    }
+
+    /// Whether the meeting holds the PTT floor now.
+    pub fn holding(&self) -> bool {
+        self.holding
+    }
+}

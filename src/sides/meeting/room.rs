@@ -1,0 +1,1133 @@
+//! One meeting room: an actor owning its members, their WebRTC peers and (when a PTT channel is
+//! dialled in) the [`Link`]. All media of a room runs on this one task and one UDP port: incoming
+//! datagrams are matched to their peer by source address (after ICE, by `Rtc::accepts` before),
+//! and forwarding a packet to N listeners is N header stamps and N SRTP writes, no copies of the
+//! payload and no channel hops.
+//!
+//! Media model (SFU): `meeting.publish` opens a peer that carries a member's audio to the room;
+//! `meeting.play` opens a peer that carries one member's audio (or the PTT link's) to the player.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use media::group::OutPacket;
+use media::passthrough::{OutboundClock, Source};
+use rtcpeer::bean::{Client, Room};
+use rtcpeer::code;
+use rtcpeer::id::Id;
+use rtcpeer::push::{self, Push};
+use rtcpeer::reply::{self, Entered, Negotiated};
+use rtcpeer::request::Request;
+use serde_json::{Value, json};
+use str0m::format::Codec;
+use str0m::media::{Frequency, MediaTime, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::link::{Link, LinkInput, Notice};
+use super::peer;
+use super::switchboard::{DialTarget, Outbox, Refusal, Switchboard, push_outbox};
+use crate::hub::EventKind;
+
+/// Commands a room takes.
+pub enum RoomCmd {
+    /// A member enters.
+    Enter {
+        /// Its client.
+        client: Client,
+        /// Where its pushes go.
+        outbox: Option<Outbox>,
+        /// `meeting.enter`'s reply.
+        reply: oneshot::Sender<Result<Entered, Refusal>>,
+    },
+    /// A member leaves without a request (disconnect, entered elsewhere).
+    Leave {
+        /// Client id.
+        client: Id,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A `meeting.*` request from a member.
+    Request {
+        /// Client id of the sender.
+        from: Id,
+        /// The request.
+        req: Request,
+        /// Its reply.
+        reply: oneshot::Sender<Result<Value, Refusal>>,
+    },
+    /// The caller said onConnected to a dial-in id: bring the PTT channel in.
+    AttachLink(Box<LinkSetup>),
+    /// Take the PTT channel out.
+    DetachLink {
+        /// Dial-in id.
+        dial: Id,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// What a link needs.
+pub struct LinkSetup {
+    /// The dialled target.
+    pub target: DialTarget,
+    /// Who called.
+    pub caller: Id,
+}
+
+/// Handle to a room actor.
+#[derive(Clone, Debug)]
+pub struct RoomHandle {
+    tx: mpsc::Sender<RoomCmd>,
+}
+
+impl RoomHandle {
+    /// Sends a command, waiting for queue room.
+    pub async fn send(&self, cmd: RoomCmd) -> Result<(), mpsc::error::SendError<RoomCmd>> {
+        self.tx.send(cmd).await
+    }
+
+    /// Sends a command if the queue has room; false when it was full or the room is gone.
+    pub fn try_send(&self, cmd: RoomCmd) -> bool {
+        self.tx.try_send(cmd).is_ok()
+    }
+}
+
+/// Commands queued per room.
+const COMMANDS: usize = 256;
+/// A room with nobody in it closes after this long.
+const IDLE_CLOSE: Duration = Duration::from_secs(300);
+/// A peer that is not connected this long after its answer is dropped.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Starts a room with its own UDP port on `rtc_ip`.
+pub fn spawn(sb: Arc<Switchboard>, info: Room) -> std::io::Result<RoomHandle> {
+    let std_sock = std::net::UdpSocket::bind((sb.config.rtc_ip, 0))?;
+    std_sock.set_nonblocking(true)?;
+    let socket = UdpSocket::from_std(std_sock)?;
+    let local = socket.local_addr()?;
+    let (tx, rx) = mpsc::channel(COMMANDS);
+    let id = info.id.unwrap_or_default();
+    let actor = RoomActor {
+        sb,
+        id,
+        info,
+        socket,
+        local,
+        members: Vec::new(),
+        peers: HashMap::new(),
+        by_addr: HashMap::new(),
+        next_peer: 1,
+        link: None,
+        epoch: Instant::now(),
+        pending: Vec::new(),
+        out: Vec::with_capacity(4),
+        empty_since: Some(Instant::now()),
+        finished: false,
+    };
+    tokio::spawn(
+        actor
+            .run(rx)
+            .instrument(info_span!("room", room = id, port = local.port())),
+    );
+    Ok(RoomHandle { tx })
+}
+
+struct Member {
+    client: Client,
+    outbox: Option<Outbox>,
+    publishing: Option<u64>,
+}
+
+enum Kind {
+    Publish,
+    Play {
+        source: Id,
+        clock: OutboundClock,
+        ext: Unwrap,
+    },
+}
+
+/// Extends 32-bit RTP timestamps to 64 bits (str0m takes a monotonic media time).
+#[derive(Default)]
+struct Unwrap {
+    last: Option<u32>,
+    ext: u64,
+}
+
+impl Unwrap {
+    fn extend(&mut self, ts: u32) -> u64 {
+        match self.last {
+            None => self.ext = u64::from(ts) + (1 << 32),
+            Some(prev) => {
+                let d = ts.wrapping_sub(prev) as i32;
+                self.ext = self.ext.wrapping_add_signed(i64::from(d));
+            }
+        }
+        self.last = Some(ts);
+        self.ext
+    }
+}
+
+struct Peer {
+    owner: Id,
+    kind: Kind,
+    rtc: Rtc,
+    mid: Mid,
+    pt: Option<Pt>,
+    timeout: Instant,
+    connected: bool,
+    created: Instant,
+    dead: bool,
+}
+
+struct RoomActor {
+    sb: Arc<Switchboard>,
+    id: Id,
+    info: Room,
+    socket: UdpSocket,
+    local: SocketAddr,
+    members: Vec<Member>,
+    peers: HashMap<u64, Peer>,
+    by_addr: HashMap<SocketAddr, u64>,
+    next_peer: u64,
+    link: Option<Link>,
+    epoch: Instant,
+    /// Events drained from peers, handled after the current input.
+    pending: Vec<(u64, Event)>,
+    out: Vec<OutPacket>,
+    empty_since: Option<Instant>,
+    finished: bool,
+}
+
+async fn link_next(link: &mut Option<Link>) -> LinkInput {
+    match link {
+        Some(l) => l.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl RoomActor {
+    async fn run(mut self, mut rx: mpsc::Receiver<RoomCmd>) {
+        let mut buf = vec![0u8; 2048];
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        info!("room open");
+        loop {
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                    Err(e) => debug!(error = %e, "UDP receive error"),
+                },
+                cmd = rx.recv() => match cmd {
+                    Some(c) => self.on_cmd(c),
+                    None => break,
+                },
+                input = link_next(&mut self.link) => match input {
+                    LinkInput::Audio(a) => {
+                        let now = Instant::now();
+                        let us = self.us(now);
+                        if let Some(l) = self.link.as_mut() {
+                            let notices = l.on_audio(a, now, us);
+                            self.notices(notices);
+                        }
+                    }
+                    LinkInput::Event(e) => {
+                        if let Some(n) = self.link.as_mut().and_then(|l| l.on_event(&e)) {
+                            self.notices(vec![n]);
+                        }
+                    }
+                    LinkInput::Closed => self.detach_link("PTT account stopped"),
+                },
+                _ = tick.tick() => self.on_tick(),
+            }
+            self.process_pending();
+            if self.finished {
+                break;
+            }
+            if let Some(since) = self.empty_since
+                && since.elapsed() > IDLE_CLOSE
+            {
+                break;
+            }
+        }
+        self.detach_link("room closed");
+        self.sb.room_closed(self.id);
+        info!("room closed");
+    }
+
+    fn us(&self, now: Instant) -> u64 {
+        now.duration_since(self.epoch).as_micros() as u64
+    }
+
+    fn member(&self, id: Id) -> Option<&Member> {
+        self.members.iter().find(|m| m.client.id == Some(id))
+    }
+
+    fn push_all(&self, msg: &Push, except: Option<Id>) {
+        let v = msg.to_value();
+        for m in &self.members {
+            if m.client.id != except
+                && let Some(o) = &m.outbox
+            {
+                push_outbox(o, v.clone());
+            }
+        }
+    }
+
+    fn push_one(&self, to: Id, msg: &Push) -> bool {
+        match self.member(to).and_then(|m| m.outbox.as_ref()) {
+            Some(o) => push_outbox(o, msg.to_value()),
+            None => false,
+        }
+    }
+
+    // ---- datagrams and peers -------------------------------------------------------------
+
+    fn on_datagram(&mut self, data: &[u8], from: SocketAddr) {
+        let now = Instant::now();
+        let Ok(contents) = data.try_into() else {
+            metrics::counter!("pttbridge_meeting_errors_total", "kind" => "garbage_datagram")
+                .increment(1);
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: from,
+                destination: self.local,
+                contents,
+            },
+        );
+        let pid = match self.by_addr.get(&from) {
+            Some(p) if self.peers.contains_key(p) => Some(*p),
+            _ => self
+                .peers
+                .iter()
+                .find(|(_, p)| !p.dead && p.rtc.accepts(&input))
+                .map(|(id, _)| *id),
+        };
+        let Some(pid) = pid else {
+            metrics::counter!("pttbridge_meeting_errors_total", "kind" => "unknown_datagram")
+                .increment(1);
+            return;
+        };
+        self.by_addr.insert(from, pid);
+        let peer = self.peers.get_mut(&pid).expect("found above");
+        if let Err(e) = peer.rtc.handle_input(input) {
+            metrics::counter!("pttbridge_meeting_errors_total", "kind" => "rtc_input").increment(1);
+            debug!(peer = pid, error = %e, "peer rejected a datagram");
+        }
+        self.drain(pid);
+    }
+
+    /// Sends what a peer wants sent and queues its events.
+    fn drain(&mut self, pid: u64) {
+        let Some(peer) = self.peers.get_mut(&pid) else {
+            return;
+        };
+        loop {
+            match peer.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    if self.socket.try_send_to(&t.contents, t.destination).is_err() {
+                        metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "udp_send").increment(1);
+                    }
+                }
+                Ok(Output::Timeout(t)) => {
+                    peer.timeout = t;
+                    break;
+                }
+                Ok(Output::Event(e)) => self.pending.push((pid, e)),
+                Err(e) => {
+                    debug!(peer = pid, error = %e, "peer failed");
+                    peer.dead = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn process_pending(&mut self) {
+        while !self.pending.is_empty() {
+            let batch = std::mem::take(&mut self.pending);
+            for (pid, ev) in batch {
+                self.on_peer_event(pid, ev);
+            }
+        }
+        let dead: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.dead || !p.rtc.is_alive())
+            .map(|(id, _)| *id)
+            .collect();
+        for pid in dead {
+            self.remove_peer(pid, "connection lost");
+        }
+    }
+
+    fn on_peer_event(&mut self, pid: u64, ev: Event) {
+        match ev {
+            Event::Connected => {
+                let Some(p) = self.peers.get_mut(&pid) else {
+                    return;
+                };
+                p.connected = true;
+                let owner = p.owner;
+                let publish = matches!(p.kind, Kind::Publish);
+                metrics::gauge!("pttbridge_meeting_peers_connected").increment(1.0);
+                debug!(peer = pid, owner, publish, "peer connected");
+                if publish && let Some(m) = self.member(owner) {
+                    let msg = Push::Published(push::Published {
+                        room_id: self.id,
+                        client: m.client.clone(),
+                        published: true,
+                        v_code: None,
+                    });
+                    self.push_all(&msg, Some(owner));
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                if let Some(p) = self.peers.get_mut(&pid) {
+                    p.dead = true;
+                }
+            }
+            Event::MediaData(d) => {
+                let Some(p) = self.peers.get(&pid) else {
+                    return;
+                };
+                if !matches!(p.kind, Kind::Publish) {
+                    return;
+                }
+                let owner = p.owner;
+                metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "in").increment(1);
+                if d.params.spec().codec != Codec::Opus {
+                    // G.711 publishers are not forwarded or bridged yet.
+                    metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "codec")
+                        .increment(1);
+                    return;
+                }
+                let ts = d.time.rebase(Frequency::FORTY_EIGHT_KHZ).numer() as u32;
+                let payload = Bytes::copy_from_slice(&d.data);
+                let samples =
+                    media::opus_toc::parse(&payload).map_or(960, |i| i.samples_at(48_000));
+                let now = Instant::now();
+                let now_us = self.us(now);
+                if let Some(l) = self.link.as_mut() {
+                    l.meeting_packet(owner, ts, payload.clone(), d.ext_vals.audio_level, now_us);
+                }
+                let pkt = OutPacket {
+                    source: Source::Talker(owner as u32),
+                    src_ts: ts,
+                    samples,
+                    payload,
+                };
+                self.forward(owner, &pkt, now, now_us);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends one packet to every player of `source`.
+    fn forward(&mut self, source: Id, pkt: &OutPacket, now: Instant, now_us: u64) {
+        let targets: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.connected
+                    && !p.dead
+                    && matches!(p.kind, Kind::Play { source: s, .. } if s == source)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for pid in targets {
+            let Some(p) = self.peers.get_mut(&pid) else {
+                continue;
+            };
+            let Kind::Play { clock, ext, .. } = &mut p.kind else {
+                continue;
+            };
+            let Some(pt) = p.pt else { continue };
+            let h = clock.stamp(pkt.source, pkt.src_ts, pkt.samples, now_us);
+            let t = ext.extend(h.timestamp);
+            let Some(w) = p.rtc.writer(p.mid) else {
+                continue;
+            };
+            let res = w.start_of_talkspurt(h.marker).write(
+                pt,
+                now,
+                MediaTime::new(t, Frequency::FORTY_EIGHT_KHZ),
+                &pkt.payload[..],
+            );
+            match res {
+                Ok(()) => metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "out")
+                    .increment(1),
+                Err(e) => {
+                    metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "write")
+                        .increment(1);
+                    debug!(peer = pid, error = %e, "write failed");
+                }
+            }
+            self.drain(pid);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for pid in due {
+            if let Some(p) = self.peers.get_mut(&pid) {
+                if !p.connected && now.duration_since(p.created) > CONNECT_TIMEOUT {
+                    p.dead = true;
+                    continue;
+                }
+                if p.rtc.handle_input(Input::Timeout(now)).is_err() {
+                    p.dead = true;
+                }
+            }
+            self.drain(pid);
+        }
+        if self.link.is_some() {
+            let us = self.us(now);
+            let mut out = std::mem::take(&mut self.out);
+            out.clear();
+            let notices = self
+                .link
+                .as_mut()
+                .map(|l| l.tick(now, us, &mut out))
+                .unwrap_or_default();
+            let dial = self.link.as_ref().map(|l| l.dial).unwrap_or_default();
+            for pkt in &out {
+                self.forward(dial, pkt, now, us);
+            }
+            self.out = out;
+            self.notices(notices);
+        }
+    }
+
+    fn new_peer(
+        &mut self,
+        owner: Id,
+        offer: &str,
+        play_source: Option<Id>,
+    ) -> Result<(u64, String), Refusal> {
+        let now = Instant::now();
+        let a = peer::answer(offer, self.local, now).map_err(|e| {
+            metrics::counter!("pttbridge_meeting_errors_total", "kind" => "bad_sdp").increment(1);
+            Refusal(code::BAD_SDP, e.to_string())
+        })?;
+        if play_source.is_some() && !a.client_receives {
+            return Err(Refusal(
+                code::BAD_SDP,
+                "play needs an audio m-line the client receives (recvonly or sendrecv)".into(),
+            ));
+        }
+        if play_source.is_none() && !a.client_sends {
+            return Err(Refusal(
+                code::BAD_SDP,
+                "publish needs an audio m-line the client sends (sendonly or sendrecv)".into(),
+            ));
+        }
+        let mut rtc = a.rtc;
+        let pt = peer::pt_for(&mut rtc, a.mid, Codec::Opus);
+        if play_source.is_some() && pt.is_none() {
+            return Err(Refusal(
+                code::BAD_SDP,
+                "play needs Opus in the offer".into(),
+            ));
+        }
+        let pid = self.next_peer;
+        self.next_peer += 1;
+        let kind = match play_source {
+            None => Kind::Publish,
+            Some(source) => {
+                use rand::Rng;
+                let mut rng = rand::rng();
+                Kind::Play {
+                    source,
+                    clock: OutboundClock::new(rng.random(), rng.random(), rng.random::<u32>() >> 2),
+                    ext: Unwrap::default(),
+                }
+            }
+        };
+        self.peers.insert(
+            pid,
+            Peer {
+                owner,
+                kind,
+                rtc,
+                mid: a.mid,
+                pt,
+                timeout: now,
+                connected: false,
+                created: now,
+                dead: false,
+            },
+        );
+        metrics::gauge!("pttbridge_meeting_peers").increment(1.0);
+        self.drain(pid);
+        Ok((pid, a.answer))
+    }
+
+    fn remove_peer(&mut self, pid: u64, why: &str) {
+        let Some(mut p) = self.peers.remove(&pid) else {
+            return;
+        };
+        metrics::gauge!("pttbridge_meeting_peers").decrement(1.0);
+        if p.connected {
+            metrics::gauge!("pttbridge_meeting_peers_connected").decrement(1.0);
+        }
+        p.rtc.disconnect();
+        self.drain_dropped(&mut p);
+        self.by_addr.retain(|_, v| *v != pid);
+        debug!(peer = pid, owner = p.owner, why, "peer removed");
+        if matches!(p.kind, Kind::Publish) {
+            let owner = p.owner;
+            let mut client = None;
+            if let Some(m) = self.members.iter_mut().find(|m| m.client.id == Some(owner))
+                && m.publishing == Some(pid)
+            {
+                m.publishing = None;
+                client = Some(m.client.clone());
+            }
+            if let Some(l) = self.link.as_mut() {
+                let n = l.remove_speaker(owner);
+                self.notices(n);
+            }
+            if let Some(client) = client {
+                self.push_all(
+                    &Push::Published(push::Published {
+                        room_id: self.id,
+                        client,
+                        published: false,
+                        v_code: None,
+                    }),
+                    Some(owner),
+                );
+            }
+        }
+    }
+
+    fn drain_dropped(&self, p: &mut Peer) {
+        while let Ok(out) = p.rtc.poll_output() {
+            match out {
+                Output::Transmit(t) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Output::Timeout(_) => break,
+                Output::Event(_) => {}
+            }
+        }
+    }
+
+    // ---- commands ------------------------------------------------------------------------
+
+    fn on_cmd(&mut self, cmd: RoomCmd) {
+        match cmd {
+            RoomCmd::Enter {
+                client,
+                outbox,
+                reply,
+            } => {
+                let _ = reply.send(self.enter(client, outbox));
+            }
+            RoomCmd::Leave { client, reason } => self.leave(client, reason),
+            RoomCmd::Request { from, req, reply } => {
+                let r = self.request(from, req);
+                let _ = reply.send(r);
+            }
+            RoomCmd::AttachLink(setup) => self.attach_link(*setup),
+            RoomCmd::DetachLink { dial, reason } => {
+                if self.link.as_ref().is_some_and(|l| l.dial == dial) {
+                    self.detach_link(reason);
+                }
+            }
+        }
+    }
+
+    fn enter(&mut self, client: Client, outbox: Option<Outbox>) -> Result<Entered, Refusal> {
+        let id = client.id.unwrap_or_default();
+        let limit = self.info.number_limit.unwrap_or(200) as usize;
+        if self.member(id).is_some() {
+            // Same user again (another connection): the old presence is replaced (spec result 9).
+            if let Some(o) = self.member(id).and_then(|m| m.outbox.clone()) {
+                push_outbox(
+                    &o,
+                    Push::EnterRoom(push::Presence {
+                        room_id: self.id,
+                        client: client.clone(),
+                        result: Some(9),
+                    })
+                    .to_value(),
+                );
+            }
+            self.leave(id, "entered again");
+        } else if self.members.len() >= limit {
+            return Err(Refusal(
+                code::CONFLICT,
+                format!("room {} is full ({limit})", self.id),
+            ));
+        }
+        let members: Vec<Client> = self.members.iter().map(|m| m.client.clone()).collect();
+        self.push_all(
+            &Push::EnterRoom(push::Presence {
+                room_id: self.id,
+                client: client.clone(),
+                result: None,
+            }),
+            None,
+        );
+        self.members.push(Member {
+            client: client.clone(),
+            outbox,
+            publishing: None,
+        });
+        self.empty_since = None;
+        metrics::gauge!("pttbridge_meeting_members").increment(1.0);
+        Ok(Entered {
+            client,
+            members,
+            room: self.info.clone(),
+        })
+    }
+
+    fn leave(&mut self, id: Id, reason: &'static str) {
+        let Some(pos) = self.members.iter().position(|m| m.client.id == Some(id)) else {
+            return;
+        };
+        let m = self.members.remove(pos);
+        metrics::gauge!("pttbridge_meeting_members").decrement(1.0);
+        let owned: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.owner == id || matches!(p.kind, Kind::Play { source, .. } if source == id)
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in owned {
+            self.remove_peer(pid, reason);
+        }
+        self.push_all(
+            &Push::ExitRoom(push::Presence {
+                room_id: self.id,
+                client: m.client,
+                result: None,
+            }),
+            None,
+        );
+        debug!(client = id, reason, "member left");
+        if self.link.as_ref().is_some_and(|l| l.caller == id) {
+            self.detach_link("caller left");
+        }
+        if self.members.iter().all(|m| m.outbox.is_none()) {
+            self.empty_since = Some(Instant::now());
+        }
+    }
+
+    fn request(&mut self, from: Id, req: Request) -> Result<Value, Refusal> {
+        let (module, method) = req.envelope();
+        if self.member(from).is_none() {
+            return Err(Refusal(code::CONFLICT, "not in this room".into()));
+        }
+        match req {
+            Request::Exit => {
+                self.leave(from, "exit");
+                Ok(reply::ok(module, method))
+            }
+            Request::Finish => {
+                self.push_all(
+                    &Push::Finish(push::Finished {
+                        room_id: self.id,
+                        user_id: from,
+                    }),
+                    None,
+                );
+                self.detach_link("room finished");
+                let ids: Vec<Id> = self.members.iter().filter_map(|m| m.client.id).collect();
+                for id in ids {
+                    if id != from {
+                        self.leave(id, "finished");
+                    }
+                }
+                self.leave(from, "finished");
+                self.finished = true;
+                Ok(reply::ok(module, method))
+            }
+            Request::Publish(p) => {
+                if !p.audio {
+                    return Err(Refusal(
+                        code::BAD_FIELDS,
+                        "audio must be true: the bridge's rooms are audio only".into(),
+                    ));
+                }
+                let old = self.member(from).and_then(|m| m.publishing);
+                let (pid, sdp) = self.new_peer(from, &p.sdp, None)?;
+                if let Some(old) = old {
+                    self.remove_peer(old, "re-published");
+                }
+                let m = self
+                    .members
+                    .iter_mut()
+                    .find(|m| m.client.id == Some(from))
+                    .expect("checked above");
+                m.publishing = Some(pid);
+                let client = m.client.clone();
+                Ok(reply::ok_with(module, method, &Negotiated { client, sdp }))
+            }
+            Request::Play(p) => {
+                let Some(source) = p.client.id else {
+                    return Err(Refusal(code::BAD_FIELDS, "client.id is required".into()));
+                };
+                let client = if self.link.as_ref().is_some_and(|l| l.dial == source) {
+                    self.link.as_ref().map(|l| l.client.clone())
+                } else {
+                    self.member(source)
+                        .filter(|m| m.publishing.is_some())
+                        .map(|m| m.client.clone())
+                };
+                let Some(client) = client else {
+                    return Err(Refusal(
+                        code::NOT_FOUND,
+                        format!("client {source} is not publishing in room {}", self.id),
+                    ));
+                };
+                // A member may play a source several times (several devices, load tests);
+                // closePlay stops them all.
+                let (_, sdp) = self.new_peer(from, &p.sdp, Some(source))?;
+                Ok(reply::ok_with(module, method, &Negotiated { client, sdp }))
+            }
+            Request::ClosePlay(c) => {
+                let source = c.client.id;
+                let plays: Vec<u64> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, pp)| {
+                        pp.owner == from
+                            && matches!(pp.kind, Kind::Play { source: s, .. } if Some(s) == source)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                if plays.is_empty() {
+                    return Err(Refusal(code::NOT_FOUND, "not playing that client".into()));
+                }
+                for p in plays {
+                    self.remove_peer(p, "closePlay");
+                }
+                Ok(reply::ok(module, method))
+            }
+            Request::UpdateMute(u) => {
+                if let Some(m) = self.members.iter_mut().find(|m| m.client.id == Some(from)) {
+                    m.client.is_muted = Some(u.is_mute);
+                }
+                if let Some(l) = self.link.as_mut() {
+                    l.set_muted(from, u.is_mute);
+                }
+                Ok(reply::ok(module, method))
+            }
+            Request::MuteMsg(m) => {
+                if m.room_id != self.id {
+                    return Err(Refusal(
+                        code::CONFLICT,
+                        format!("you are in room {}, not {}", self.id, m.room_id),
+                    ));
+                }
+                let msg = Push::Mute(push::Muted {
+                    user_id: m.user_id,
+                    room_id: self.id,
+                    is_mute: m.is_mute,
+                    from_super: m.from_super,
+                });
+                if self.link.as_ref().is_some_and(|l| l.dial == m.user_id) {
+                    return Ok(reply::ok(module, method));
+                }
+                if !self.push_one(m.user_id, &msg) {
+                    return Err(Refusal(
+                        code::NOT_FOUND,
+                        format!("client {} is not in the room", m.user_id),
+                    ));
+                }
+                Ok(reply::ok(module, method))
+            }
+            Request::MuteAll(m) => {
+                self.push_all(
+                    &Push::MuteAll(push::Muted {
+                        user_id: from,
+                        room_id: self.id,
+                        is_mute: m.is_mute,
+                        from_super: None,
+                    }),
+                    Some(from),
+                );
+                Ok(reply::ok(module, method))
+            }
+            Request::KickOut(k) => {
+                let is_link = self.link.as_ref().is_some_and(|l| l.dial == k.user_id);
+                if !is_link && self.member(k.user_id).is_none() {
+                    return Err(Refusal(
+                        code::NOT_FOUND,
+                        format!("client {} is not in the room", k.user_id),
+                    ));
+                }
+                self.push_all(
+                    &Push::Kick(push::Kicked {
+                        user_id: k.user_id,
+                        room_id: self.id,
+                    }),
+                    None,
+                );
+                if is_link {
+                    self.detach_link("kicked out");
+                } else {
+                    self.leave(k.user_id, "kicked out");
+                }
+                Ok(reply::ok(module, method))
+            }
+            Request::Chat(c) => {
+                let client = self
+                    .member(from)
+                    .map(|m| m.client.clone())
+                    .unwrap_or_default();
+                let msg = Push::Chat(push::Chatted {
+                    user_id: from,
+                    room_id: self.id,
+                    content: c.content.clone(),
+                    client: client.clone(),
+                });
+                self.push_all(&msg, Some(from));
+                if let Some(l) = &self.link {
+                    let name = client.name.clone().unwrap_or_else(|| from.to_string());
+                    l.send_text(format!("{name}: {}", c.content));
+                }
+                self.sb.room_event(
+                    EventKind::MessageText,
+                    self.id,
+                    Some(super::switchboard::party(from, client.name.as_deref())),
+                    json!({ "text": c.content, "private": false }),
+                );
+                Ok(reply::ok(module, method))
+            }
+            Request::PrivateChat(c) => {
+                let client = self
+                    .member(from)
+                    .map(|m| m.client.clone())
+                    .unwrap_or_default();
+                if self
+                    .link
+                    .as_ref()
+                    .is_some_and(|l| l.dial == c.other_user_id)
+                {
+                    if let Some(l) = &self.link {
+                        let name = client.name.clone().unwrap_or_else(|| from.to_string());
+                        l.send_text(format!("{name} (private): {}", c.content));
+                    }
+                    return Ok(reply::ok(module, method));
+                }
+                let msg = Push::PrivateChat(push::Chatted {
+                    user_id: from,
+                    room_id: self.id,
+                    content: c.content,
+                    client,
+                });
+                if !self.push_one(c.other_user_id, &msg) {
+                    return Err(Refusal(
+                        code::NOT_FOUND,
+                        format!("client {} is not in the room", c.other_user_id),
+                    ));
+                }
+                Ok(reply::ok(module, method))
+            }
+            other => Err(Refusal(
+                code::NOT_FOUND,
+                format!(
+                    "{}.{} is not a room request",
+                    other.envelope().0,
+                    other.envelope().1
+                ),
+            )),
+        }
+    }
+
+    // ---- the PTT link --------------------------------------------------------------------
+
+    fn attach_link(&mut self, setup: LinkSetup) {
+        if self.link.is_some() {
+            warn!("a PTT channel is already linked into this room");
+            self.sb
+                .link_down(self.id, setup.target.user_id, "room already linked");
+            return;
+        }
+        let link = match Link::new(&setup.target, setup.caller, self.id, &self.sb.bus) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "cannot start the link");
+                self.sb
+                    .link_down(self.id, setup.target.user_id, "link failed");
+                return;
+            }
+        };
+        let client = link.client.clone();
+        let ptt_group = link.ptt_group.clone();
+        self.link = Some(link);
+        self.push_all(
+            &Push::EnterRoom(push::Presence {
+                room_id: self.id,
+                client: client.clone(),
+                result: None,
+            }),
+            None,
+        );
+        self.push_all(
+            &Push::Published(push::Published {
+                room_id: self.id,
+                client: client.clone(),
+                published: true,
+                v_code: None,
+            }),
+            None,
+        );
+        metrics::gauge!("pttbridge_meeting_links").increment(1.0);
+        metrics::counter!("pttbridge_meeting_links_total").increment(1);
+        info!(dial = setup.target.user_id, ptt = %ptt_group, "PTT channel linked");
+        self.sb.room_event(
+            EventKind::LinkUp,
+            self.id,
+            Some(super::switchboard::party(setup.target.user_id, client.name.as_deref())),
+            json!({ "ptt_group": ptt_group, "caller": setup.caller, "dial_in": setup.target.user_id }),
+        );
+    }
+
+    fn detach_link(&mut self, reason: &str) {
+        let Some(mut link) = self.link.take() else {
+            return;
+        };
+        link.close(Instant::now());
+        let dial = link.dial;
+        let plays: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(p.kind, Kind::Play { source, .. } if source == dial))
+            .map(|(id, _)| *id)
+            .collect();
+        for p in plays {
+            self.remove_peer(p, "link down");
+        }
+        self.push_all(
+            &Push::Published(push::Published {
+                room_id: self.id,
+                client: link.client.clone(),
+                published: false,
+                v_code: None,
+            }),
+            None,
+        );
+        self.push_all(
+            &Push::ExitRoom(push::Presence {
+                room_id: self.id,
+                client: link.client.clone(),
+                result: None,
+            }),
+            None,
+        );
+        metrics::gauge!("pttbridge_meeting_links").decrement(1.0);
+        info!(dial, reason, "PTT channel unlinked");
+        self.sb.room_event(
+            EventKind::LinkDown,
+            self.id,
+            Some(super::switchboard::party(dial, link.client.name.as_deref())),
+            json!({ "ptt_group": link.ptt_group, "reason": reason, "voice_out": link.voice_out }),
+        );
+        self.sb.link_down(self.id, dial, reason);
+    }
+
+    fn notices(&mut self, notices: Vec<Notice>) {
+        let Some(link) = &self.link else { return };
+        let dial = link.dial;
+        let link_client = link.client.clone();
+        let ptt_group = link.ptt_group.clone();
+        for n in notices {
+            match n {
+                Notice::PttTalking { party, talking } => {
+                    let mut member = link_client.clone();
+                    member.name = Some(party.name.clone());
+                    member
+                        .extra
+                        .insert("pttUser".into(), party.id.clone().into());
+                    self.push_all(
+                        &Push::MemberTalking(push::Talking {
+                            room_id: self.id,
+                            member,
+                            talking,
+                        }),
+                        None,
+                    );
+                }
+                Notice::MeetingTalking { client, talking } => {
+                    let member = self
+                        .member(client)
+                        .map(|m| m.client.clone())
+                        .unwrap_or_else(|| Client {
+                            id: Some(client),
+                            ..Client::default()
+                        });
+                    let party = super::switchboard::party(client, member.name.as_deref());
+                    self.push_all(
+                        &Push::MemberTalking(push::Talking {
+                            room_id: self.id,
+                            member,
+                            talking,
+                        }),
+                        None,
+                    );
+                    let kind = if talking {
+                        EventKind::TalkStarted
+                    } else {
+                        EventKind::TalkStopped
+                    };
+                    self.sb.room_event(
+                        kind,
+                        self.id,
+                        Some(party),
+                        json!({ "media_type": 2, "linked_to": ptt_group }),
+                    );
+                }
+                Notice::FloorDenied { holder } => {
+                    metrics::counter!("pttbridge_meeting_floor_denied_total").increment(1);
+                    self.sb.room_event(
+                        EventKind::FloorDenied,
+                        self.id,
+                        Some(super::switchboard::party(dial, link_client.name.as_deref())),
+                        json!({ "holder": holder, "ptt_group": ptt_group, "queued": true }),
+                    );
+                }
+                Notice::FloorGranted => debug!("meeting has the PTT floor"),
+                Notice::Text { from, text } => {
+                    let mut client = link_client.clone();
+                    if let Some(p) = &from {
+                        client.name = Some(p.name.clone());
+                    }
+                    self.push_all(
+                        &Push::Chat(push::Chatted {
+                            user_id: dial,
+                            room_id: self.id,
+                            content: text,
+                            client,
+                        }),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `/rtcpeer`: one WebSocket per client. Text frames are requests; each gets exactly one reply
+//! (errors too, in the protocol's shape: `result` ≠ 0 and a `message`). Pushes share the socket.
+//! A bad frame never closes the connection; binary frames are refused with an error reply.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use rtcpeer::frame::MAX_FRAME;
+use rtcpeer::{Frame, Request, reply};
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::switchboard::{OUTBOX, Switchboard};
+
+/// Upgrades `GET /rtcpeer`.
+pub async fn upgrade(State(sb): State<Arc<Switchboard>>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_FRAME * 2)
+        .on_upgrade(move |socket| serve(sb, socket))
+}
+
+async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
+    let (tx, mut rx) = mpsc::channel(OUTBOX);
+    let mut conn = sb.connect(tx.clone());
+    let span = info_span!("rtcpeer", conn = conn.id);
+    async {
+        let (mut sink, mut stream) = socket.split();
+        // Writer: replies and pushes, in order, from one queue.
+        let writer = tokio::spawn(async move {
+            while let Some(v) = rx.recv().await {
+                if sink
+                    .send(Message::Text(v.to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        while let Some(msg) = stream.next().await {
+            let text = match msg {
+                Ok(Message::Text(t)) => t,
+                Ok(Message::Binary(_)) => {
+                    metrics::counter!("pttbridge_meeting_errors_total", "kind" => "binary_frame")
+                        .increment(1);
+                    let _ = tx
+                        .send(reply::error(
+                            "",
+                            "",
+                            rtcpeer::code::MALFORMED,
+                            "binary frames are not used: send JSON text",
+                        ))
+                        .await;
+                    continue;
+                }
+                Ok(Message::Close(_)) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    debug!(error = %e, "socket error");
+                    break;
+                }
+            };
+            metrics::counter!("pttbridge_meeting_requests_total").increment(1);
+            let answer = match Frame::parse(text.as_str()).and_then(|f| Request::from_frame(&f)) {
+                Ok(req) => sb.handle(&mut conn, req).await,
+                Err(e) => {
+                    metrics::counter!("pttbridge_meeting_errors_total", "kind" => e.kind())
+                        .increment(1);
+                    warn!(error = %e, "bad request");
+                    let (module, method) = e.envelope();
+                    reply::error(module, method, e.code(), &e.to_string())
+                }
+            };
+            // Replies wait for room in the queue (the client reads them); only pushes are dropped.
+            if tx.send(answer).await.is_err() {
+                break;
+            }
+        }
+        sb.disconnect(&mut conn).await;
+        sb.closed();
+        drop(tx);
+        drop(conn);
+        // Room or registry may still hold a clone of the outbox for a moment: do not wait on them.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+    }
+    .instrument(span)
+    .await;
+}

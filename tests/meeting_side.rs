@@ -1,0 +1,336 @@
+//! The meeting side against real peers: an aiortc meeting participant (`tests/peers/meeting.py`)
+//! on the bridge's RTCPeer API and WebRTC, Debian's murmurd and pymumble terminals on the PTT side.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::audio::compare_files;
+use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::meeting::Participant;
+use testkit::murmur::Murmur;
+use testkit::peers::fixture;
+use testkit::terminal::Terminal;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
+const T: Duration = Duration::from_secs(15);
+const NORTH: i64 = 9001;
+const REJECTS: i64 = 9002;
+const BUSY: i64 = 9003;
+const NEVER_ANSWERS: i64 = 9004;
+
+fn meeting_toml() -> String {
+    format!(
+        r#"
+[meeting]
+ring_delay_ms = 100
+answer_delay_ms = 300
+no_answer_timeout_s = 3
+[[meeting.apps]]
+app_id = "test"
+secret = "test"
+[[meeting.dial_in]]
+user_id = {NORTH}
+server = "local"
+account = "bridge"
+name = "North"
+[[meeting.dial_in]]
+user_id = {REJECTS}
+server = "local"
+account = "bridge"
+policy = "reject"
+[[meeting.dial_in]]
+user_id = {BUSY}
+server = "local"
+account = "bridge"
+policy = "busy"
+[[meeting.dial_in]]
+user_id = {NEVER_ANSWERS}
+server = "local"
+account = "bridge"
+policy = "ignore"
+"#
+    )
+}
+
+fn start(server: &Murmur) -> Bridge {
+    let config = format!(
+        "{}\n{}",
+        ptt_server_toml("local", server, &[("bridge", "North")]),
+        meeting_toml()
+    );
+    let bridge = Bridge::start(BIN, &config);
+    bridge.wait_health(
+        "connected in North",
+        |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["channel"] == "North",
+        T,
+    );
+    bridge
+}
+
+fn new_room(p: &mut Participant) -> i64 {
+    let r = p.request(json!({"module":"room","method":"newAppRoom","name":"ops","numberLimit":10,"roomtype":1,"userId":p.id()}));
+    assert_eq!(r["result"], 0, "{r}");
+    r["roomId"].as_i64().expect("roomId")
+}
+
+fn enter(p: &mut Participant, room: i64) -> Value {
+    let r = p.request(
+        json!({"module":"meeting","method":"enter","userId":p.id(),"roomId":room,"roomType":1}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    r
+}
+
+fn invite(p: &mut Participant, target: i64, room: i64) -> Value {
+    p.request(json!({"module":"call","method":"doInvite","ownUserId":p.id(),"targetUserId":target,"type":1,"roomId":room}))
+}
+
+fn from(id: i64) -> impl Fn(&Value) -> bool {
+    move |m| m["ownUserId"] == id
+}
+
+/// Dials North and completes the call flow up to the link: returns the room.
+fn dial_north(p: &mut Participant) -> i64 {
+    let room = new_room(p);
+    enter(p, room);
+    let r = invite(p, NORTH, room);
+    assert_eq!(r["result"], 0, "{r}");
+    assert_eq!(r["roomId"], room);
+    let ringing = p.push("doEvent", from(NORTH), T);
+    assert_eq!(ringing["event"], "onRinging");
+    let agreed = p.push("doAgree", from(NORTH), T);
+    assert_eq!(agreed["roomId"], room);
+    let r = p.request(
+        json!({"module":"call","method":"doEvent","ownUserId":p.id(),"targetUserId":NORTH,
+        "event":"onConnected","roomId":room,"roomType":1}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    let entered = p.push("EnterRoom", |m| m["client"]["id"] == NORTH, T);
+    assert_eq!(entered["client"]["mode"], "ptt");
+    p.push(
+        "onPublished",
+        |m| m["client"]["id"] == NORTH && m["published"] == true,
+        T,
+    );
+    room
+}
+
+#[test]
+fn dial_in_call_flow_and_audio_both_ways() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut events = bridge.events();
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+
+    let room = dial_north(&mut carol);
+    for kind in ["call.ringing", "call.answered", "link.up"] {
+        events
+            .try_expect(
+                |e| e["type"] == kind && e["group_id"] == format!("meeting:{room}"),
+                T,
+            )
+            .unwrap_or_else(|| panic!("no {kind} event"));
+    }
+
+    // PTT → meeting, pass-through: alice speaks in North, carol plays the channel and records.
+    carol.cmd(json!({"cmd":"publish"}));
+    carol.expect(|e| e["event"] == "published", T);
+    carol.cmd(json!({"cmd":"play","client":NORTH}));
+    carol.expect(|e| e["event"] == "playing", T);
+    carol.expect(
+        |e| {
+            e["event"] == "pc_state"
+                && e["pc"] == format!("play:{NORTH}")
+                && e["state"] == "connected"
+        },
+        T,
+    );
+    carol.cmd(json!({"cmd":"record_start"}));
+    carol.expect(|e| e["event"] == "ack", T);
+    alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
+    let talking = carol.push("memberTalking", |m| m["talking"] == true, T);
+    assert_eq!(
+        talking["member"]["name"], "alice",
+        "memberTalking names the PTT talker: {talking}"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let dir = tempfile::tempdir().unwrap();
+    let heard = dir.path().join("carol.wav");
+    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
+    let rec = carol.expect(|e| e["event"] == "recorded", T);
+    let cmp = compare_files(fixture("audio/speech.wav"), &heard);
+    println!("PTT → meeting: {cmp}; {rec}");
+    cmp.assert_matches(0.9, 0.1);
+
+    // meeting → PTT: carol speaks, bob (pymumble) records what the bridge sent into North.
+    bob.record_start();
+    carol.cmd(json!({"cmd":"speak","wav":fixture("audio/speech.wav")}));
+    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000));
+    let bob_wav = dir.path().join("bob.wav");
+    bob.record_stop(&bob_wav);
+    let cmp = compare_files(fixture("audio/speech.wav"), &bob_wav);
+    println!("meeting → PTT: {cmp}");
+    cmp.assert_matches(0.85, 0.1);
+    events
+        .try_expect(
+            |e| e["type"] == "talk.started" && e["party"]["side"] == "meeting",
+            T,
+        )
+        .expect("talk.started for the meeting speaker");
+
+    // Chat both ways.
+    let r = carol.request(json!({"module":"meeting","method":"chat","content":"hello North"}));
+    assert_eq!(r["result"], 0);
+    alice.expect(
+        |e| {
+            e["event"] == "text"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with("hello North"))
+        },
+        T,
+    );
+    alice.text("hello meeting");
+    let chat = carol.push("onChat", |m| m["content"] == "hello meeting", T);
+    assert_eq!(chat["client"]["name"], "alice");
+
+    // Hang-up from the meeting side tears the link down.
+    let r = carol.request(
+        json!({"module":"call","method":"cancel","ownUserId":carol.id(),"targetUserId":NORTH}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    carol.push("ExitRoom", |m| m["client"]["id"] == NORTH, T);
+    let down = events
+        .try_expect(|e| e["type"] == "link.down", T)
+        .expect("link.down");
+    assert_eq!(down["group_id"], format!("meeting:{room}"));
+    let ended = events
+        .try_expect(|e| e["type"] == "call.ended", T)
+        .expect("call.ended");
+    assert_eq!(ended["detail"]["reason"], "hangup");
+    assert!(bridge.metric("pttbridge_meeting_rtp_total", &[("direction", "out")]) > 100.0);
+}
+
+#[test]
+fn reject_busy_no_answer_and_cancel() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut events = bridge.events();
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    let room = new_room(&mut carol);
+    enter(&mut carol, room);
+
+    assert_eq!(invite(&mut carol, REJECTS, room)["result"], 0);
+    carol.push("reject", from(REJECTS), T);
+    let e = events
+        .try_expect(|e| e["type"] == "call.ended", T)
+        .expect("ended");
+    assert_eq!(e["detail"]["reason"], "rejected");
+
+    assert_eq!(invite(&mut carol, BUSY, room)["result"], 0);
+    let busy = carol.push("doEvent", from(BUSY), T);
+    assert_eq!(busy["event"], "onBusy");
+    let e = events
+        .try_expect(|e| e["type"] == "call.ended", T)
+        .expect("ended");
+    assert_eq!(e["detail"]["reason"], "busy");
+
+    assert_eq!(invite(&mut carol, NEVER_ANSWERS, room)["result"], 0);
+    assert_eq!(
+        carol.push("doEvent", from(NEVER_ANSWERS), T)["event"],
+        "onRinging"
+    );
+    let timeout = carol.push("reject", from(NEVER_ANSWERS), Duration::from_secs(6));
+    assert_eq!(timeout["reason"], "noAnswer");
+    let e = events
+        .try_expect(|e| e["type"] == "call.ended", T)
+        .expect("ended");
+    assert_eq!(e["detail"]["reason"], "no_answer");
+
+    assert_eq!(invite(&mut carol, NEVER_ANSWERS, room)["result"], 0);
+    carol.push("doEvent", from(NEVER_ANSWERS), T);
+    let r = carol.request(json!({"module":"call","method":"cancel","ownUserId":carol.id(),"targetUserId":NEVER_ANSWERS}));
+    assert_eq!(r["result"], 0, "{r}");
+    let e = events
+        .try_expect(|e| e["type"] == "call.ended", T)
+        .expect("ended");
+    assert_eq!(e["detail"]["reason"], "cancelled");
+    assert!(
+        carol
+            .try_push("reject", from(NEVER_ANSWERS), Duration::from_secs(4))
+            .is_none(),
+        "a cancelled call does not time out later"
+    );
+
+    // Busy because the channel is already linked into another room.
+    let mut dave = Participant::join(bridge.addr(), "dave");
+    dial_north(&mut dave);
+    let room2 = new_room(&mut carol);
+    enter(&mut carol, room2);
+    assert_eq!(invite(&mut carol, NORTH, room2)["result"], 0);
+    assert_eq!(carol.push("doEvent", from(NORTH), T)["event"], "onBusy");
+}
+
+#[test]
+fn bad_input_gets_protocol_errors_and_the_connection_stays() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut carol = Participant::join(bridge.addr(), "carol");
+
+    let r = carol.raw("{not json");
+    assert_eq!(r["result"], 400, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("malformed JSON"));
+    let r = carol.raw(r#"{"module":"call","method":"teleport","ownUserId":1}"#);
+    assert_eq!(
+        (
+            r["result"].as_i64(),
+            r["module"].as_str(),
+            r["method"].as_str()
+        ),
+        (Some(404), Some("call"), Some("teleport"))
+    );
+    let r = carol.raw(r#"{"module":"nope","method":"x"}"#);
+    assert_eq!(r["result"], 404);
+    let r = carol.raw(r#"{"method":"doInvite"}"#);
+    assert_eq!(r["result"], 400);
+    let r = carol.raw(r#"{"module":"call","method":"doInvite","ownUserId":1}"#);
+    assert_eq!(r["result"], 422, "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("missing field"),
+        "{r}"
+    );
+
+    let room = new_room(&mut carol);
+    let r = invite(&mut carol, 424242, room);
+    assert_eq!(r["result"], 1, "unknown callee: {r}");
+    assert!(r["message"].as_str().unwrap().contains("not online"));
+    let r = invite(&mut carol, NORTH, 1);
+    assert_eq!(r["result"], 404, "unknown room: {r}");
+    let r = carol.request(json!({"module":"meeting","method":"publish","audio":true,"video":false,"sdp":"v=0\r\nthis is not sdp"}));
+    assert_eq!(r["result"], 409, "publish before enter: {r}");
+    enter(&mut carol, room);
+    let r = carol.request(json!({"module":"meeting","method":"publish","audio":true,"video":false,"sdp":"v=0\r\nthis is not sdp"}));
+    assert_eq!(r["result"], 488, "invalid SDP: {r}");
+    let r = carol.request(json!({"module":"meeting","method":"play","client":{"id":5},"sdp":"x"}));
+    assert_eq!(r["result"], 404, "play of nobody: {r}");
+    let r = carol.request(json!({"module":"call","method":"doAgree","ownUserId":carol.id(),"targetUserId":NORTH,"roomId":room}));
+    assert_eq!(r["result"], 409, "agree without a call: {r}");
+
+    // Still up, still served: a real offer is answered after all that.
+    carol.cmd(json!({"cmd":"publish"}));
+    let p = carol.expect(
+        |e| e["event"] == "published" || e["event"] == "publish_failed",
+        T,
+    );
+    assert_eq!(p["event"], "published", "{p}");
+    carol.expect(
+        |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
+        T,
+    );
+    assert!(bridge.metric("pttbridge_meeting_errors_total", &[]) >= 8.0);
+    // An unregistered connection is refused politely too.
+    assert_eq!(bridge.health()["status"], "ok");
+}

@@ -1,0 +1,194 @@
+//! A meeting participant peer: `tests/peers/meeting.py` (aiortc, a third-party WebRTC stack, and
+//! the websockets client) run with the repository's venv and driven by JSON lines. It logs in to
+//! the bridge's RTCPeer API, registers, and then sends what the test tells it; every frame the
+//! server sends comes back as a `{"event":"ws","msg":{...}}` event. Killed on drop.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::events::{EventQueue, capture, is_exit};
+use crate::peers;
+
+/// Default wait for a server reply.
+pub const REPLY: Duration = Duration::from_secs(15);
+
+/// A running aiortc participant.
+pub struct Participant {
+    account: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: EventQueue,
+    stderr: Arc<Mutex<String>>,
+    /// Its user (from `dockingLogin`).
+    pub user: Value,
+}
+
+impl Participant {
+    /// Logs in to the bridge at `addr` as `account` (app `test`/`test`) and registers.
+    pub fn join(addr: SocketAddr, account: &str) -> Participant {
+        let mut child = Command::new(peers::venv_python())
+            .arg("-u")
+            .arg(peers::peer_script("meeting.py"))
+            .args(["--url", &format!("http://{addr}"), "--account", account])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the meeting peer: {e}; run {}",
+                    peers::SETUP_COMMAND
+                )
+            });
+        let events = EventQueue::from_json_lines(child.stdout.take().unwrap());
+        let stderr = capture(child.stderr.take().unwrap());
+        let mut p = Participant {
+            account: account.to_owned(),
+            stdin: child.stdin.take(),
+            child,
+            events,
+            stderr,
+            user: Value::Null,
+        };
+        let ready = p.expect(
+            |e| e["event"] == "ready" || e["event"] == "error",
+            Duration::from_secs(30),
+        );
+        if ready["event"] != "ready" {
+            p.fail(&format!("could not log in: {ready}"));
+        }
+        p.user = ready["user"].clone();
+        // The registration reply was seen by the peer itself; take it off the queue.
+        p.expect(
+            |e| e["event"] == "ws" && e["msg"]["method"] == "doRegister",
+            REPLY,
+        );
+        p
+    }
+
+    /// Its user id.
+    pub fn id(&self) -> i64 {
+        self.user["id"].as_i64().expect("user id")
+    }
+
+    /// Sends a driver command.
+    pub fn cmd(&mut self, cmd: Value) {
+        let line = format!("{cmd}\n");
+        let ok = self
+            .stdin
+            .as_mut()
+            .is_some_and(|s| s.write_all(line.as_bytes()).and_then(|_| s.flush()).is_ok());
+        if !ok {
+            self.fail(&format!("cannot send {cmd}: it is not running"));
+        }
+    }
+
+    /// Sends a request and waits for the reply with the same module/method (and a `result`).
+    pub fn request(&mut self, msg: Value) -> Value {
+        let (module, method) = (msg["module"].clone(), msg["method"].clone());
+        self.cmd(json!({ "cmd": "send", "msg": msg }));
+        self.reply(&module, &method)
+    }
+
+    /// Sends a raw text frame and waits for the next error-shaped reply (any `result`).
+    pub fn raw(&mut self, text: &str) -> Value {
+        self.cmd(json!({ "cmd": "raw", "text": text }));
+        self.expect(
+            |e| e["event"] == "ws" && e["msg"].get("result").is_some(),
+            REPLY,
+        )["msg"]
+            .clone()
+    }
+
+    /// The next reply to `module.method`.
+    pub fn reply(&mut self, module: &Value, method: &Value) -> Value {
+        self.expect(
+            |e| {
+                e["event"] == "ws"
+                    && e["msg"]["module"] == *module
+                    && e["msg"]["method"] == *method
+                    && e["msg"].get("result").is_some()
+            },
+            REPLY,
+        )["msg"]
+            .clone()
+    }
+
+    /// Waits for a push `method` (no `result`) matching `pred`.
+    pub fn push(
+        &mut self,
+        method: &str,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Value {
+        self.expect(
+            |e| {
+                e["event"] == "ws"
+                    && e["msg"]["method"] == method
+                    && e["msg"].get("result").is_none()
+                    && pred(&e["msg"])
+            },
+            timeout,
+        )["msg"]
+            .clone()
+    }
+
+    /// Like [`push`](Self::push) but `None` on timeout.
+    pub fn try_push(
+        &mut self,
+        method: &str,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Option<Value> {
+        self.events
+            .try_expect(
+                |e| {
+                    e["event"] == "ws"
+                        && e["msg"]["method"] == method
+                        && e["msg"].get("result").is_none()
+                        && pred(&e["msg"])
+                },
+                timeout,
+            )
+            .filter(|e| !is_exit(e))
+            .map(|e| e["msg"].clone())
+    }
+
+    /// Waits for an event matching `pred`; panics with its output on timeout.
+    pub fn expect(&mut self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
+        match self.events.try_expect(&pred, timeout) {
+            Some(ev) if !is_exit(&ev) || pred(&ev) => ev,
+            Some(_) => self.fail("exited while waiting for an event"),
+            None => self.fail(&format!("no matching event within {timeout:?}")),
+        }
+    }
+
+    /// Kills the process without any goodbye (no exit, no WebSocket close, no DTLS alert).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Panics with the recent events and stderr.
+    pub fn fail(&mut self, what: &str) -> ! {
+        panic!(
+            "meeting peer {}: {what}\n{}\n--- stderr ---\n{}",
+            self.account,
+            self.events.tail(30),
+            self.stderr.lock().unwrap()
+        )
+    }
+}
+
+impl Drop for Participant {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
