@@ -129,6 +129,11 @@ impl Moderator {
         })
     }
 
+    /// The admin session's view of the server.
+    pub fn snapshot(&self) -> Arc<ptt::client::Snapshot> {
+        self.client.snapshot()
+    }
+
     /// Whether the admin session is connected.
     pub fn connected(&self) -> bool {
         self.client.snapshot().state == LinkState::Connected
