@@ -506,6 +506,7 @@ fn floor_preemption_by_the_dispatcher_and_denial_for_a_lower_level() {
         .find(|s| s["name"] == "t1")
         .expect("t2 heard t1 before");
     let cut = t1_track["last_s"].as_f64().unwrap();
+    println!("pre-emption at {preempt_at:.2} s; t1 last heard by t2 at {cut:.2} s");
     assert!(
         cut < preempt_at + 0.6,
         "t1's voice stopped reaching t2 at the pre-emption ({preempt_at:.2} s), last heard at {cut:.2} s of a 3.85 s burst: {rec}"
