@@ -64,6 +64,8 @@ pub struct Config {
     pub business: crate::events::config::BusinessConfig,
     /// Embedded storage (apps, call records).
     pub storage: crate::events::config::StorageConfig,
+    /// Console side (muicall WebSocket).
+    pub console: crate::sides::console::config::ConsoleConfig,
     /// Meeting side (RTCPeer + WebRTC).
     pub meeting: crate::sides::meeting::config::MeetingConfig,
 }
@@ -313,6 +315,7 @@ impl Config {
                 }
             }
         }
+        self.console.validate(&self.ptt)?;
         Ok(())
     }
 }

@@ -44,11 +44,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         platform.calls.clone(),
         config.business.ptt_call_idle(),
     );
+    let console = crate::sides::console::ConsoleSide::start(&config, bus.clone());
+    let consoles = console.clone();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let meeting =
         crate::sides::meeting::Switchboard::new(config.meeting.clone(), bus.clone(), &ptt);
     let state = Arc::new(AppState {
         ptt,
+        console,
         bus,
         meeting,
         started: Instant::now(),
@@ -75,6 +78,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them"),
     }
+    // Consoles' calls end with their terminals moved home before the process goes.
+    consoles.finish(SHUTDOWN_GRACE).await;
     info!("stopped");
     Ok(())
 }

@@ -33,8 +33,10 @@ fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let health = loop {
+        // "ok" comes with the sync; the channel join follows a moment later.
         if let Ok(r) = http::get(http_addr, "/healthz")
             && r.json()["status"] == "ok"
+            && r.json()["sides"]["ptt"]["servers"][0]["accounts"][0]["channel"] == "North"
         {
             break r.json();
         }

@@ -24,6 +24,8 @@ mod events;
 pub struct AppState {
     /// PTT side.
     pub ptt: PttSide,
+    /// Console side (`/muicall`).
+    pub console: crate::sides::console::ConsoleSide,
     /// Hub events.
     pub bus: Arc<EventBus>,
     /// Meeting side (RTCPeer signalling and rooms).
@@ -39,8 +41,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for a router without a config file: the given PTT side and platform, a meeting
-    /// side with its defaults, metrics installed.
+    /// State for a router without a config file: the given PTT side and platform, console and
+    /// meeting sides with their defaults, metrics installed.
     /// Used by `run` and by in-process servers (tests, the load tool).
     pub fn new(
         ptt: PttSide,
@@ -50,8 +52,10 @@ impl AppState {
     ) -> Self {
         let meeting =
             crate::sides::meeting::Switchboard::new(Default::default(), bus.clone(), &ptt);
+        let console = crate::sides::console::ConsoleSide::start(&Default::default(), bus.clone());
         Self {
             ptt,
+            console,
             bus,
             meeting,
             started: Instant::now(),
@@ -104,6 +108,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/egw", get(egw::upgrade))
         .route("/server/address", get(egw::server_address))
         .merge(business::routes())
+        .merge(crate::sides::console::routes())
         .with_state(state)
 }
 
@@ -115,7 +120,8 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "status": status,
         "uptime_s": state.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
-        "sides": { "ptt": { "state": if ptt_ok { "connected" } else { "degraded" }, "servers": servers } },
+        "sides": { "ptt": { "state": if ptt_ok { "connected" } else { "degraded" }, "servers": servers },
+                   "console": state.console.health() },
         "events": crate::events::health(&state.platform),
     });
     // Degraded is still 200: the bridge itself is alive and serving the sides that work.

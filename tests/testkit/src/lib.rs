@@ -28,6 +28,7 @@
 
 pub mod audio;
 pub mod bridge;
+pub mod console;
 pub mod events;
 pub mod http;
 pub mod meeting;

@@ -328,6 +328,29 @@ impl Terminal {
         names
     }
 
+    /// Path of the channel it is in now, as its client sees it.
+    pub fn current_channel(&mut self) -> String {
+        let ev = self.request(json!({"cmd": "users"}), REPLY_TIMEOUT);
+        ev["channel"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Polls until it is in channel `path`; panics naming where it is instead.
+    pub fn wait_in_channel(&mut self, path: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now_in = self.current_channel();
+            if now_in == path {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(format!(
+                    "not in channel {path:?} within {timeout:?}: in {now_in:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Asks it to disconnect and exit; kills it if it has not exited within 5 s.
     pub fn quit(mut self) {
         if let Some(stdin) = self.stdin.as_mut() {

@@ -1,0 +1,89 @@
+//! Deadlines (login, channel creation, mic grant) and the admin session's outcomes.
+
+use super::*;
+
+impl Connection {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let login = match self.login.as_ref().map(|l| l.phase) {
+            Some(Phase::Pending(t)) => Some(t),
+            _ => None,
+        };
+        let creating = self.creating.as_ref().map(|c| c.deadline);
+        let grant = self
+            .call
+            .as_ref()
+            .and_then(|c| c.pending_grant.as_ref().map(|g| g.1));
+        [login, creating, grant].into_iter().flatten().min()
+    }
+
+    pub(super) async fn on_timer(&mut self, now: Instant) {
+        if let Some(Phase::Pending(t)) = self.login.as_ref().map(|l| l.phase)
+            && now >= t
+        {
+            let secs = self.side.0.config.login_timeout().as_secs();
+            self.fail_login(format!(
+                "connect: the PTT server did not accept the login within {secs} s"
+            ))
+            .await;
+        }
+        if self.creating.as_ref().is_some_and(|c| now >= c.deadline) {
+            self.abandon_creation();
+            let ms = self.side.0.config.move_timeout_ms;
+            self.reply_error(
+                Some("createGroup"),
+                "ptt_timeout",
+                format!(
+                    "createGroup: the PTT server did not create the call channel within {ms} ms"
+                ),
+                0,
+            );
+        }
+        self.maybe_grant(now, false);
+    }
+
+    pub(super) async fn on_outcome(&mut self, o: Outcome) {
+        let Err(e) = o.result else { return };
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        match o.action {
+            Action::Move { channel, .. } if channel == call.channel => {
+                let Some(i) = call.member(o.tag) else { return };
+                if call.members[i].state != CallState::Calling {
+                    return;
+                }
+                warn!(member = o.tag, error = %e, "terminal could not be brought into the call");
+                error_metric("move_failed");
+                call.members[i].state = CallState::Idle;
+                let server = self
+                    .login
+                    .as_ref()
+                    .map(|l| l.server.ptt.id.clone())
+                    .unwrap_or_default();
+                self.busy_release(&server, o.tag);
+                let call = self.call.as_ref().expect("present");
+                let (id, owner, nobody) = (
+                    call.id,
+                    call.owner.0,
+                    !call.members.iter().any(Call::active),
+                );
+                let update = Notify::member_update(id, owner, call.member_list());
+                self.notify(update);
+                if nobody {
+                    self.end_call(
+                        reason::NOBODY,
+                        &format!("no terminal could be brought into the call: {e}"),
+                        0,
+                        true,
+                    );
+                } else {
+                    self.maybe_grant(Instant::now(), false);
+                }
+            }
+            _ => {
+                warn!(action = ?o.action, error = %e, "admin action failed");
+                error_metric("admin_action_failed");
+            }
+        }
+    }
+}

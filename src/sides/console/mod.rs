@@ -1,0 +1,205 @@
+//! The console side: legacy dispatch consoles speaking the muicall voice-plugin protocol on
+//! the `/muicall` WebSocket, translated to PTT temporary calls.
+//!
+//! Each console connection logs in to the PTT server with the console's own account (its
+//! own PTT session; the bridge keeps no passwords), creates a temporary channel for each
+//! call, and has the server's admin account ([`moderator`]) move the called terminals in
+//! and back. Audio travels as binary frames on the same socket ([`muicall::audio`]).
+//! `docs/console.md` describes the mapping and the protocol extensions.
+
+pub mod audio;
+pub mod call;
+pub mod config;
+mod connection;
+pub mod moderator;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::Response;
+use axum::routing::get;
+use ptt::client::ClientConfig;
+use ptt::session::SessionConfig;
+
+use crate::config::{Config, PttConfig, PttServer};
+use crate::http::AppState;
+use crate::hub::EventBus;
+use config::{ConsoleConfig, normalize_base_url};
+use moderator::Moderator;
+
+/// A PTT server consoles can reach through a base URL.
+#[derive(Debug)]
+pub(crate) struct ServerEntry {
+    /// The `[[ptt.servers]]` entry.
+    pub ptt: PttServer,
+    /// Its admin session.
+    pub moderator: Moderator,
+    /// Where call channels are created.
+    pub call_parent: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: ConsoleConfig,
+    pub ptt: PttConfig,
+    pub servers: HashMap<String, Arc<ServerEntry>>,
+    pub bus: Arc<EventBus>,
+    /// Logged-in accounts: (server id, account) → connection id. murmurd drops the older
+    /// session of a user who logs in twice, so two consoles must not share an account.
+    pub accounts: Mutex<HashMap<(String, String), u64>>,
+    /// Terminals in calls: (server id, user id) → (connection id, call id).
+    pub busy: Mutex<HashMap<(String, u64), (u64, u64)>>,
+    /// Where each called terminal came from: (server id, user id) → channel id.
+    pub homes: Mutex<HashMap<(String, u64), u32>>,
+    next_conn: AtomicU64,
+    /// Console connections still running (they end their calls before they go).
+    pub live: std::sync::atomic::AtomicUsize,
+}
+
+/// The console side; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ConsoleSide(pub(crate) Arc<Shared>);
+
+impl ConsoleSide {
+    /// Connects the admin account of every console server; consoles connect later.
+    pub fn start(config: &Config, bus: Arc<EventBus>) -> Self {
+        let mut servers = HashMap::new();
+        for s in &config.console.servers {
+            let Some(ptt) = config.ptt.servers.iter().find(|p| p.id == s.ptt_server) else {
+                continue; // rejected by validation already
+            };
+            let session = SessionConfig {
+                username: s.admin_username.clone(),
+                password: s.admin_password.clone(),
+                talk_timeout: config.ptt.talk_timeout(),
+                ..SessionConfig::default()
+            };
+            let mut cc = ClientConfig::new(ptt.host.clone(), ptt.port, ptt.trust(), session);
+            cc.udp_port = ptt.udp_port;
+            cc.backoff = config.ptt.backoff();
+            let moderator = Moderator::spawn(cc, config.console.move_timeout(), &ptt.id);
+            servers.insert(
+                normalize_base_url(&s.base_url),
+                Arc::new(ServerEntry {
+                    ptt: ptt.clone(),
+                    moderator,
+                    call_parent: s.call_parent.clone(),
+                }),
+            );
+        }
+        metrics::gauge!("pttbridge_console_connections").set(0.0);
+        Self(Arc::new(Shared {
+            config: config.console.clone(),
+            ptt: config.ptt.clone(),
+            servers,
+            bus,
+            accounts: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashMap::new()),
+            homes: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            live: std::sync::atomic::AtomicUsize::new(0),
+        }))
+    }
+
+    /// Consoles connected now.
+    pub fn health(&self) -> serde_json::Value {
+        let accounts = self
+            .0
+            .accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let admins: Vec<serde_json::Value> = self
+            .0
+            .servers
+            .values()
+            .map(|s| serde_json::json!({ "server": s.ptt.id, "admin_connected": s.moderator.connected() }))
+            .collect();
+        serde_json::json!({ "logged_in": accounts, "servers": admins })
+    }
+}
+
+/// Largest single frame read (and discarded) before an oversize message is refused: bounds
+/// the memory one connection can make the bridge hold.
+const DRAIN_FRAME_BYTES: usize = 16 << 20;
+
+impl ConsoleSide {
+    /// At shutdown: waits (at most `limit`) until every console connection has ended its call
+    /// and the admin sessions have done the moves that send terminals home.
+    pub async fn finish(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            let busy = self.0.live.load(Ordering::SeqCst) > 0
+                || self
+                    .0
+                    .servers
+                    .values()
+                    .any(|s| s.moderator.outstanding() > 0);
+            if !busy {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        for s in self.0.servers.values() {
+            s.moderator.shutdown().await;
+        }
+    }
+}
+
+/// `/muicall`.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/muicall", get(upgrade))
+}
+
+async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    let side = state.console.clone();
+    let shutdown = state.shutdown.clone();
+    let max = side.0.config.max_message_bytes;
+    // A frame above the message limit is still read to its end (up to DRAIN_FRAME_BYTES) so
+    // the console can be told why it is closed (1009) instead of having its connection reset.
+    ws.max_message_size(max)
+        .max_frame_size(DRAIN_FRAME_BYTES.max(max))
+        .on_upgrade(move |socket| connection::run(side, socket, shutdown))
+}
+
+/// A fresh 64-bit call id: milliseconds since 2020 in the high bits, a counter below, so
+/// ids grow with time, never repeat in a process, and exceed 2^53 like the spec's
+/// (consoles must use the `…Str` forms).
+pub(crate) fn new_call_id() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    const EPOCH_2020_MS: u64 = 1_577_836_800_000;
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .saturating_sub(EPOCH_2020_MS);
+    let candidate = ms << 22;
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = candidate.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(actual) => last = actual,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_ids_grow_and_need_the_string_form() {
+        let a = new_call_id();
+        let b = new_call_id();
+        assert!(b > a);
+        assert!(
+            a > 1 << 53,
+            "like the spec's ids, beyond a JavaScript number's exact range"
+        );
+    }
+}

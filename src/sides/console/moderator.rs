@@ -1,0 +1,326 @@
+//! The bridge's admin account on one PTT server: the only session that moves terminals
+//! into calls and back and mutes them while a console holds the floor.
+//!
+//! A default murmurd ACL gives registered users `MakeTempChannel` but not `Move` or
+//! `MuteDeafen` (those come with `Write`, i.e. the `admin` group or SuperUser), so a
+//! console's own account can create its call channel but cannot bring others into it.
+//!
+//! Requests are done in order on one connection, so murmurd answers them in order: a
+//! `PermissionDenied` belongs to the oldest request still waiting (requests that
+//! succeeded were confirmed, by the `UserState` murmurd broadcasts, before it).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ptt::client::{self, ClientConfig, ClientEvent, ClientHandle, Command, LinkState};
+use ptt::proto;
+use ptt::session::Event;
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info_span, warn};
+
+/// What the admin account is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Move a user (by session) into a channel.
+    Move {
+        /// User session.
+        session: u32,
+        /// Target channel id.
+        channel: u32,
+    },
+    /// Server-mute or unmute a user.
+    Mute {
+        /// User session.
+        session: u32,
+        /// Mute (true) or unmute.
+        mute: bool,
+    },
+}
+
+impl Action {
+    fn session(&self) -> u32 {
+        match *self {
+            Self::Move { session, .. } | Self::Mute { session, .. } => session,
+        }
+    }
+}
+
+/// How an action ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The requester's tag.
+    pub tag: u64,
+    /// The action.
+    pub action: Action,
+    /// `Err` says why, for the console operator.
+    pub result: Result<(), String>,
+}
+
+struct Job {
+    action: Action,
+    tag: u64,
+    reply: Option<mpsc::Sender<Outcome>>,
+    outstanding: Arc<AtomicUsize>,
+}
+
+struct Pending {
+    job: Job,
+    deadline: Instant,
+}
+
+/// Handle to a server's admin session; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Moderator {
+    jobs: mpsc::Sender<Job>,
+    client: ClientHandle,
+    /// Actions submitted and not finished yet.
+    outstanding: Arc<AtomicUsize>,
+}
+
+/// Actions queued before the admin task counts as overloaded.
+const QUEUE: usize = 1024;
+
+impl Moderator {
+    /// Connects the admin account (and keeps it connected) with `config`.
+    pub fn spawn(config: ClientConfig, timeout: Duration, server: &str) -> Self {
+        let (client, events) = client::spawn(config);
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let outstanding = Arc::new(AtomicUsize::new(0));
+        let task = Task {
+            client: client.clone(),
+            pending: VecDeque::new(),
+            timeout,
+        };
+        tokio::spawn(
+            task.run(rx, events)
+                .instrument(info_span!("console_admin", server = %server)),
+        );
+        Self {
+            jobs,
+            client,
+            outstanding,
+        }
+    }
+
+    /// Actions not finished yet.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::SeqCst)
+    }
+
+    /// Asks for `action`; its [`Outcome`] goes to `reply` (if given) with `tag`. Never waits.
+    pub fn submit(
+        &self,
+        action: Action,
+        tag: u64,
+        reply: Option<mpsc::Sender<Outcome>>,
+    ) -> Result<(), String> {
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+        let job = Job {
+            action,
+            tag,
+            reply,
+            outstanding: self.outstanding.clone(),
+        };
+        self.jobs.try_send(job).map_err(|_| {
+            self.outstanding.fetch_sub(1, Ordering::SeqCst);
+            "the bridge's admin session is overloaded; try again".to_string()
+        })
+    }
+
+    /// The admin session's view of the server.
+    pub fn snapshot(&self) -> Arc<ptt::client::Snapshot> {
+        self.client.snapshot()
+    }
+
+    /// Whether the admin session is connected.
+    pub fn connected(&self) -> bool {
+        self.client.snapshot().state == LinkState::Connected
+    }
+
+    /// Stops the admin session.
+    pub async fn shutdown(&self) {
+        let _ = self.client.command(Command::Shutdown).await;
+    }
+}
+
+struct Task {
+    client: ClientHandle,
+    pending: VecDeque<Pending>,
+    timeout: Duration,
+}
+
+fn finish(job: Job, result: Result<(), String>) {
+    job.outstanding.fetch_sub(1, Ordering::SeqCst);
+    if let Err(e) = &result {
+        debug!(action = ?job.action, error = %e, "admin action failed");
+    }
+    if let Some(tx) = job.reply {
+        // A console that is gone or not reading does not hold up the others.
+        let _ = tx.try_send(Outcome {
+            tag: job.tag,
+            action: job.action,
+            result,
+        });
+    }
+}
+
+impl Task {
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut events: mpsc::Receiver<ClientEvent>) {
+        loop {
+            let wake = self.pending.iter().map(|p| p.deadline).min();
+            tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => self.start(job).await,
+                    None => break,
+                },
+                ev = events.recv() => match ev {
+                    Some(ev) => self.event(ev),
+                    None => break,
+                },
+                _ = sleep_until(wake) => self.expire(Instant::now()),
+            }
+        }
+        for p in self.pending.drain(..) {
+            finish(p.job, Err("the bridge is shutting down".into()));
+        }
+    }
+
+    async fn start(&mut self, job: Job) {
+        let snap = self.client.snapshot();
+        if snap.state != LinkState::Connected {
+            return finish(
+                job,
+                Err("the bridge's admin account is not connected to the PTT server".into()),
+            );
+        }
+        // No shortcut from our own view of the server: it can lag murmurd's by a moment (a
+        // terminal that just connected, or just moved). murmurd decides; a move to where the
+        // user already is gets no answer, which the timeout treats as done.
+        let msg = match job.action {
+            Action::Move { session, channel } => proto::UserState {
+                session: Some(session),
+                channel_id: Some(channel),
+                ..Default::default()
+            },
+            Action::Mute { session, mute } => proto::UserState {
+                session: Some(session),
+                mute: Some(mute),
+                ..Default::default()
+            },
+        };
+        if self
+            .client
+            .command(Command::Send(Box::new(msg.into())))
+            .await
+            .is_err()
+        {
+            return finish(job, Err("the bridge's admin session has stopped".into()));
+        }
+        self.pending.push_back(Pending {
+            job,
+            deadline: Instant::now() + self.timeout,
+        });
+    }
+
+    fn complete(
+        &mut self,
+        matches: impl Fn(&Action) -> bool,
+        first_only: bool,
+        result: Result<(), String>,
+    ) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            if matches(&self.pending[i].job.action) {
+                let p = self.pending.remove(i).expect("index in range");
+                finish(p.job, result.clone());
+                if first_only {
+                    return;
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn event(&mut self, ev: ClientEvent) {
+        match ev {
+            ClientEvent::Session(Event::UserMoved { user, .. }) => {
+                let (s, c) = (user.session, user.channel_id);
+                self.complete(|a| matches!(a, Action::Move { session, channel } if *session == s && *channel == c), false, Ok(()));
+            }
+            ClientEvent::Session(Event::UserUpdated(user)) => {
+                let s = user.session;
+                self.complete(
+                    |a| matches!(a, Action::Mute { session, .. } if *session == s),
+                    true,
+                    Ok(()),
+                );
+            }
+            ClientEvent::Session(Event::UserLeft { user, .. }) => {
+                let s = user.session;
+                self.complete(
+                    |a| a.session() == s,
+                    false,
+                    Err("the terminal disconnected".into()),
+                );
+            }
+            ClientEvent::Session(Event::PermissionDenied { reason }) => {
+                warn!(%reason, "PTT server denied the admin account");
+                if let Some(p) = self.pending.pop_front() {
+                    let needs = match p.job.action {
+                        Action::Move { .. } => "moving the terminal: the admin account needs Move",
+                        Action::Mute { .. } => {
+                            "muting the terminal: the admin account needs MuteDeafen"
+                        }
+                    };
+                    finish(
+                        p.job,
+                        Err(format!("the PTT server denied {needs} ({reason})")),
+                    );
+                }
+            }
+            ClientEvent::Session(Event::Rejected { reason }) => {
+                warn!(%reason, "PTT server rejected the admin account");
+            }
+            ClientEvent::Disconnected { reason, .. } => {
+                for p in self.pending.drain(..) {
+                    finish(
+                        p.job,
+                        Err(format!("the admin session lost the PTT server: {reason}")),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.timeout;
+        let snap = self.client.snapshot();
+        while let Some(i) = self.pending.iter().position(|p| p.deadline <= now) {
+            let p = self.pending.remove(i).expect("index in range");
+            let user = snap.users.get(&p.job.action.session());
+            let result = match (p.job.action, user) {
+                (_, None) => Err("the terminal is no longer online".to_string()),
+                // murmurd answers nothing when there is nothing to change.
+                (Action::Move { channel, .. }, Some(u)) if u.channel_id == channel => Ok(()),
+                (Action::Mute { .. }, Some(_)) => Ok(()),
+                _ => Err(format!(
+                    "the PTT server did not confirm within {} ms",
+                    timeout.as_millis()
+                )),
+            };
+            finish(p.job, result);
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever.
+pub(crate) async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
