@@ -334,3 +334,62 @@ fn bad_input_gets_protocol_errors_and_the_connection_stays() {
     // An unregistered connection is refused politely too.
     assert_eq!(bridge.health()["status"], "ok");
 }
+
+/// A participant that offers video too: the answer keeps the video m-line bundled but inactive
+/// (aiortc cannot take a rejected one, see `peer::keep_declined_in_bundle`), and audio flows both
+/// ways as usual.
+#[test]
+fn video_offer_is_answered_audio_only() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    dial_north(&mut carol);
+    let dir = tempfile::tempdir().unwrap();
+
+    carol.cmd(json!({"cmd":"publish","video":true}));
+    let p = carol.expect(
+        |e| ["published", "publish_failed", "error"].contains(&e["event"].as_str().unwrap_or("")),
+        T,
+    );
+    assert_eq!(p["event"], "published", "{p}");
+    let answer = p["sdp_answer"].as_str().unwrap();
+    assert!(
+        answer.contains("m=video 9 ") && answer.contains("a=inactive"),
+        "{answer}"
+    );
+    carol.cmd(json!({"cmd":"play","client":NORTH,"video":true}));
+    let p = carol.expect(
+        |e| ["playing", "play_failed", "error"].contains(&e["event"].as_str().unwrap_or("")),
+        T,
+    );
+    assert_eq!(p["event"], "playing", "{p}");
+    for pc in ["publish".to_owned(), format!("play:{NORTH}")] {
+        carol.expect(
+            |e| e["event"] == "pc_state" && e["pc"] == pc.as_str() && e["state"] == "connected",
+            T,
+        );
+    }
+
+    bob.record_start();
+    carol.cmd(json!({"cmd":"speak","wav":fixture("audio/speech.wav")}));
+    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000));
+    let bob_wav = dir.path().join("bob.wav");
+    bob.record_stop(&bob_wav);
+    let cmp = compare_files(fixture("audio/speech.wav"), &bob_wav);
+    println!("meeting (with a video m-line) → PTT: {cmp}");
+    cmp.assert_matches(0.85, 0.1);
+
+    carol.cmd(json!({"cmd":"record_start"}));
+    carol.expect(|e| e["event"] == "ack", T);
+    alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(800));
+    let heard = dir.path().join("carol.wav");
+    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
+    carol.expect(|e| e["event"] == "recorded", T);
+    let cmp = compare_files(fixture("audio/speech.wav"), &heard);
+    println!("PTT → meeting (with a video m-line): {cmp}");
+    cmp.assert_matches(0.9, 0.1);
+}

@@ -21,7 +21,8 @@ It logs in over HTTP (GET /app/getSign, POST /app/account method=dockingLogin), 
                                                 until "speak"); with video, also a video m-line
                                                 the server should decline; meeting.publish + sdp
     {"cmd":"speak","wav":"in.wav"}              send a 48 kHz mono 16-bit WAV in real time
-    {"cmd":"play","client":N}                   recvonly peer for client N (meeting.play + sdp)
+    {"cmd":"play","client":N[,"video":true]}    recvonly peer for client N (meeting.play + sdp); with
+                                                video, also a recvonly video m-line
     {"cmd":"record_start"} / {"cmd":"record_stop","wav":"out.wav"}   what the played streams
                                                 delivered, on the RTP timeline (gaps kept)
     {"cmd":"close"}                             close every peer connection
@@ -216,10 +217,13 @@ class Participant:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.watch(pc, "play:%s" % client)
         pc.addTransceiver("audio", direction="recvonly")
+        if cmd.get("video"):
+            pc.addTransceiver("video", direction="recvonly")
 
         @pc.on("track")
         def on_track(track):
-            asyncio.ensure_future(self.consume(client, track))
+            if track.kind == "audio":
+                asyncio.ensure_future(self.consume(client, track))
 
         await pc.setLocalDescription(await pc.createOffer())
         sdp = loopback_only(pc.localDescription.sdp)
@@ -230,7 +234,7 @@ class Participant:
             return
         await pc.setRemoteDescription(RTCSessionDescription(loopback_only(reply["sdp"]), "answer"))
         self.plays[client] = pc
-        emit("playing", client=client)
+        emit("playing", client=client, sdp_answer=reply["sdp"])
 
     async def consume(self, client, track):
         first = True
