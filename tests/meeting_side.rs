@@ -393,3 +393,181 @@ fn video_offer_is_answered_audio_only() {
     println!("PTT → meeting (with a video m-line): {cmp}");
     cmp.assert_matches(0.9, 0.1);
 }
+
+/// A sine tone WAV (48 kHz mono, amplitude 0.3) in `dir`.
+fn tone_wav(dir: &tempfile::TempDir, name: &str, freq: f64, secs: f64) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    let samples: Vec<f32> = media::signal::sine(48_000, freq, TONE, secs)
+        .iter()
+        .map(|s| f32::from(*s) / 32767.0)
+        .collect();
+    testkit::audio::write_wav(&path, &samples).unwrap();
+    path
+}
+
+const TONE: f64 = 0.3;
+
+/// Amplitude (0..1) of `freq` in each 100 ms window of a recording.
+fn tone_track(path: &std::path::Path, freq: f64) -> Vec<f64> {
+    let pcm: Vec<i16> = testkit::audio::load_wav(path)
+        .iter()
+        .map(|s| (s * 32767.0) as i16)
+        .collect();
+    pcm.chunks_exact(4800)
+        .map(|w| media::signal::tone_amplitude(w, 48_000, freq))
+        .collect()
+}
+
+/// Two PTT talkers at once: both are heard in the meeting (mixed), and the listener's RTP
+/// timeline runs on without a jump through pass-through → mix → pass-through.
+#[test]
+fn two_ptt_talkers_are_mixed_without_timestamp_jumps() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let (low, high) = (440.0, 1000.0);
+    let a_wav = tone_wav(&dir, "a.wav", low, 4.0);
+    let b_wav = tone_wav(&dir, "b.wav", high, 2.0);
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    dial_north(&mut carol);
+    carol.cmd(json!({"cmd":"play","client":NORTH}));
+    carol.expect(
+        |e| {
+            e["event"] == "pc_state"
+                && e["pc"] == format!("play:{NORTH}")
+                && e["state"] == "connected"
+        },
+        T,
+    );
+    carol.cmd(json!({"cmd":"record_start"}));
+    carol.expect(|e| e["event"] == "ack", T);
+
+    alice.play(&a_wav);
+    std::thread::sleep(Duration::from_millis(1000));
+    bob.play(&b_wav);
+    alice.expect_event("play_done", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(800));
+    let heard = dir.path().join("carol.wav");
+    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
+    let rec = carol.expect(|e| e["event"] == "recorded", T);
+    println!("recorded: {rec}");
+
+    for who in ["alice", "bob"] {
+        carol.push(
+            "memberTalking",
+            |m| m["talking"] == true && m["member"]["name"] == who,
+            T,
+        );
+    }
+    let a = tone_track(&heard, low);
+    let b = tone_track(&heard, high);
+    let on = TONE * 0.4;
+    let both = a.iter().zip(&b).filter(|(a, b)| **a > on && **b > on).count();
+    let alice_only = a
+        .iter()
+        .zip(&b)
+        .filter(|(a, b)| **a > on && **b < on / 4.0)
+        .count();
+    println!(
+        "windows: {} with both tones, {alice_only} with alice alone; levels 440 Hz {a:.2?}, 1000 Hz {b:.2?}",
+        both
+    );
+    assert!(both >= 14, "both talkers heard at once for 1.4 s of bob's 2 s");
+    assert!(
+        alice_only >= 15,
+        "alice alone before and after bob (pass-through)"
+    );
+    // One RTP timeline: every frame follows the previous one by exactly its length.
+    assert_eq!(
+        rec["pts_odd"],
+        json!([]),
+        "RTP timestamp jumps: {}",
+        rec["pts_steps"]
+    );
+    assert!(rec["frames"].as_u64().unwrap() >= 190, "{rec}");
+    assert!(
+        bridge.metric(
+            "pttbridge_meeting_bridge_latency_seconds_count",
+            &[("route", "mix")]
+        ) > 0.0,
+        "the mix route was taken"
+    );
+}
+
+/// Floor: while a PTT user talks the meeting speaker is not sent into the channel (floor.denied);
+/// when the PTT user stops, the meeting speaker gets the floor and the channel hears them.
+#[test]
+fn ptt_talker_holds_the_floor_then_the_meeting_gets_it() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut events = bridge.events();
+    let dir = tempfile::tempdir().unwrap();
+    let (low, high) = (440.0, 1000.0);
+    let ptt_wav = tone_wav(&dir, "ptt.wav", low, 3.0);
+    let meeting_wav = tone_wav(&dir, "meeting.wav", high, 6.0);
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    let room = dial_north(&mut carol);
+    carol.cmd(json!({"cmd":"publish"}));
+    carol.expect(
+        |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
+        T,
+    );
+
+    bob.record_start();
+    alice.play(&ptt_wav);
+    std::thread::sleep(Duration::from_millis(500));
+    carol.cmd(json!({"cmd":"speak","wav":meeting_wav}));
+    let denied = events
+        .try_expect(|e| e["type"] == "floor.denied", T)
+        .expect("floor.denied while alice talks");
+    assert_eq!(denied["group_id"], format!("meeting:{room}"));
+    assert_eq!(denied["detail"]["holder"]["name"], "alice", "{denied}");
+    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000));
+    let bob_wav = dir.path().join("bob.wav");
+    let rec = bob.record_stop(&bob_wav);
+    println!("bob heard: {rec}");
+    let speaker = |name: &str| {
+        rec["speakers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("bob did not hear {name}: {rec}"))
+    };
+    let (a, m) = (speaker("alice"), speaker("bridge"));
+    let alice_end = a["last_s"].as_f64().unwrap();
+    let meeting_start = m["first_s"].as_f64().unwrap();
+    assert!(
+        meeting_start >= alice_end - 0.05,
+        "the meeting was sent over alice: it started at {meeting_start:.2} s, she stopped at {alice_end:.2} s"
+    );
+    assert!(
+        meeting_start - alice_end < 1.5,
+        "the meeting got the floor {:.2} s after alice stopped",
+        meeting_start - alice_end
+    );
+    // What the bridge sent is the meeting speaker's tone, for the rest of their speech.
+    let voice = m["voice_seconds"].as_f64().unwrap();
+    assert!(voice > 2.0, "meeting voice {voice:.2} s");
+    let bridge_track = tone_track(std::path::Path::new(m["wav"].as_str().unwrap()), high);
+    let loud = bridge_track.iter().filter(|a| **a > TONE * 0.4).count();
+    assert!(loud >= 20, "1000 Hz heard from the bridge in {loud} windows");
+    let alice_track = tone_track(std::path::Path::new(a["wav"].as_str().unwrap()), high);
+    assert!(
+        alice_track.iter().all(|a| *a < TONE * 0.1),
+        "no meeting audio in alice's stream"
+    );
+    events
+        .try_expect(
+            |e| e["type"] == "talk.started" && e["party"]["side"] == "meeting",
+            T,
+        )
+        .expect("talk.started for the meeting speaker");
+    assert!(bridge.metric("pttbridge_meeting_floor_denied_total", &[]) >= 1.0);
+}
