@@ -464,7 +464,11 @@ fn two_ptt_talkers_are_mixed_without_timestamp_jumps() {
     let a = tone_track(&heard, low);
     let b = tone_track(&heard, high);
     let on = TONE * 0.4;
-    let both = a.iter().zip(&b).filter(|(a, b)| **a > on && **b > on).count();
+    let both = a
+        .iter()
+        .zip(&b)
+        .filter(|(a, b)| **a > on && **b > on)
+        .count();
     let alice_only = a
         .iter()
         .zip(&b)
@@ -474,7 +478,10 @@ fn two_ptt_talkers_are_mixed_without_timestamp_jumps() {
         "windows: {} with both tones, {alice_only} with alice alone; levels 440 Hz {a:.2?}, 1000 Hz {b:.2?}",
         both
     );
-    assert!(both >= 14, "both talkers heard at once for 1.4 s of bob's 2 s");
+    assert!(
+        both >= 14,
+        "both talkers heard at once for 1.4 s of bob's 2 s"
+    );
     assert!(
         alice_only >= 15,
         "alice alone before and after bob (pass-through)"
@@ -557,7 +564,10 @@ fn ptt_talker_holds_the_floor_then_the_meeting_gets_it() {
     assert!(voice > 2.0, "meeting voice {voice:.2} s");
     let bridge_track = tone_track(std::path::Path::new(m["wav"].as_str().unwrap()), high);
     let loud = bridge_track.iter().filter(|a| **a > TONE * 0.4).count();
-    assert!(loud >= 20, "1000 Hz heard from the bridge in {loud} windows");
+    assert!(
+        loud >= 20,
+        "1000 Hz heard from the bridge in {loud} windows"
+    );
     let alice_track = tone_track(std::path::Path::new(a["wav"].as_str().unwrap()), high);
     assert!(
         alice_track.iter().all(|a| *a < TONE * 0.1),
@@ -570,4 +580,137 @@ fn ptt_talker_holds_the_floor_then_the_meeting_gets_it() {
         )
         .expect("talk.started for the meeting speaker");
     assert!(bridge.metric("pttbridge_meeting_floor_denied_total", &[]) >= 1.0);
+}
+
+/// carol dials North, publishes and speaks a long tone until the bridge holds the PTT floor for
+/// her; bob records the channel. Returns when the channel hears her, with bob recording since
+/// the returned instant.
+fn meeting_holds_the_floor(
+    bridge: &Bridge,
+    events: &mut testkit::events::EventQueue,
+    carol: &mut Participant,
+    bob: &mut Terminal,
+    dir: &tempfile::TempDir,
+) -> (i64, std::time::Instant) {
+    let room = dial_north(carol);
+    carol.cmd(json!({"cmd":"publish"}));
+    carol.expect(
+        |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
+        T,
+    );
+    carol.cmd(json!({"cmd":"play","client":NORTH}));
+    carol.expect(
+        |e| {
+            e["event"] == "pc_state"
+                && e["pc"] == format!("play:{NORTH}")
+                && e["state"] == "connected"
+        },
+        T,
+    );
+    bob.record_start();
+    let since = std::time::Instant::now();
+    carol.cmd(json!({"cmd":"speak","wav":tone_wav(dir, "long.wav", 1000.0, 20.0)}));
+    events
+        .try_expect(
+            |e| e["type"] == "talk.started" && e["party"]["side"] == "meeting",
+            T,
+        )
+        .expect("the meeting speaker takes the floor");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(bridge.metric("pttbridge_meeting_rtp_total", &[("direction", "ptt_out")]) > 20.0);
+    (room, since)
+}
+
+/// After the meeting side vanished at `gone` (bob recording since `since`): the link is down
+/// within 10 s, the call ended, the channel stopped hearing the meeting, nothing is left over.
+fn assert_released(
+    bridge: &Bridge,
+    events: &mut testkit::events::EventQueue,
+    bob: &mut Terminal,
+    dir: &tempfile::TempDir,
+    room: i64,
+    since: std::time::Instant,
+    gone: std::time::Instant,
+) {
+    let down = events
+        .try_expect(|e| e["type"] == "link.down", Duration::from_secs(10))
+        .expect("link.down within 10 s");
+    let took = gone.elapsed();
+    println!("link down {took:?} after the participant vanished: {down}");
+    assert_eq!(down["group_id"], format!("meeting:{room}"));
+    let ended = events
+        .try_expect(|e| e["type"] == "call.ended", T)
+        .expect("call.ended");
+    assert_eq!(ended["detail"]["reason"], "gone", "{ended}");
+    let h = bridge.health();
+    assert_eq!(h["sides"]["meeting"]["links"], json!([]), "{h}");
+    assert_eq!(h["sides"]["meeting"]["calls"], 0, "{h}");
+    assert_eq!(bridge.metric("pttbridge_meeting_links ", &[]), 0.0);
+    assert_eq!(bridge.metric("pttbridge_meeting_peers ", &[]), 0.0);
+    // The channel stopped hearing the meeting soon after it vanished (VAD hangover, no more).
+    std::thread::sleep(Duration::from_millis(1000));
+    let rec = bob.record_stop(&dir.path().join("bob.wav"));
+    let bridge_voice = rec["speakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "bridge")
+        .cloned()
+        .unwrap_or_else(|| panic!("bob never heard the meeting: {rec}"));
+    let stopped = bridge_voice["last_s"].as_f64().unwrap();
+    let vanished = (gone - since).as_secs_f64();
+    println!(
+        "meeting voice stopped {:.2} s after the participant vanished",
+        stopped - vanished
+    );
+    assert!(
+        stopped < vanished + 1.5,
+        "the bridge kept the floor: voice until {stopped:.2} s, participant gone at {vanished:.2} s"
+    );
+}
+
+/// SIGKILL the meeting participant (caller, speaker, floor holder) mid-call.
+#[test]
+fn killed_participant_releases_floor_and_link() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut events = bridge.events();
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    let (room, since) = meeting_holds_the_floor(&bridge, &mut events, &mut carol, &mut bob, &dir);
+    carol.kill();
+    let gone = std::time::Instant::now();
+    assert_released(&bridge, &mut events, &mut bob, &dir, room, since, gone);
+    // The channel is free: a PTT user talks and nobody is denied.
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    alice.play_and_wait(&tone_wav(&dir, "short.wav", 440.0, 0.5), T);
+    assert_eq!(bridge.health()["status"], "ok");
+}
+
+/// SIGSTOP the participant: its sockets stay open and silent. ICE consent checks notice the
+/// WebRTC peers are gone; the signalling socket's ping timeout lets the client go; the floor and
+/// the link are released within 10 s.
+#[test]
+fn frozen_participant_is_noticed_by_ice_and_socket_timeouts() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut events = bridge.events();
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    let (room, since) = meeting_holds_the_floor(&bridge, &mut events, &mut carol, &mut bob, &dir);
+    let lost_before = bridge.metric("pttbridge_meeting_peers_lost_total", &[]);
+    carol.freeze();
+    let gone = std::time::Instant::now();
+    assert_released(&bridge, &mut events, &mut bob, &dir, room, since, gone);
+    assert_eq!(
+        bridge.metric("pttbridge_meeting_peers_lost_total", &[]) - lost_before,
+        2.0,
+        "both WebRTC peers (publish, play) were found dead by ICE before the socket timed out"
+    );
+    assert_eq!(
+        bridge.metric("pttbridge_meeting_errors_total", &[("kind", "ws_timeout")]),
+        1.0
+    );
 }

@@ -67,7 +67,10 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "status": status,
         "uptime_s": state.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
-        "sides": { "ptt": { "state": if ptt_ok { "connected" } else { "degraded" }, "servers": servers } },
+        "sides": {
+            "ptt": { "state": if ptt_ok { "connected" } else { "degraded" }, "servers": servers },
+            "meeting": state.meeting.health(),
+        },
     });
     // Degraded is still 200: the bridge itself is alive and serving the sides that work.
     (StatusCode::OK, Json(body))

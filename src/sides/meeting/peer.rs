@@ -4,7 +4,7 @@
 //! ever flows and every WebRTC stack (aiortc included) takes the answer.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
@@ -31,16 +31,26 @@ pub fn init_crypto() {
     ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
 }
 
+/// ICE checks on a connected pair at most 1 s apart (str0m's default: 3 s), so a live client
+/// answers something every second and the room can tell a vanished one after a few silent
+/// seconds (`room::CONSENT_TIMEOUT`); 5 unanswered checks in a row also fail the pair in str0m.
+const STUN_INITIAL_RTO: Duration = Duration::from_millis(200);
+const STUN_MAX_RTO: Duration = Duration::from_millis(1000);
+const STUN_MAX_RETRANSMITS: usize = 5;
+
 /// A configured `Rtc` for audio.
 pub fn new_rtc(now: Instant) -> Rtc {
     init_crypto();
-    RtcConfig::new()
+    let mut config = RtcConfig::new()
         .clear_codecs()
         .enable_opus(true, false)
         .enable_pcmu(true, false)
         .enable_pcma(true, false)
-        .set_rtcp_report_interval_audio(std::time::Duration::from_secs(1))
-        .build(now)
+        .set_rtcp_report_interval_audio(Duration::from_secs(1));
+    config.set_initial_stun_rto(STUN_INITIAL_RTO);
+    config.set_max_stun_rto(STUN_MAX_RTO);
+    config.set_max_stun_retransmits(STUN_MAX_RETRANSMITS);
+    config.build(now)
 }
 
 /// An answered peer: its `Rtc` and the SDP answer.

@@ -105,6 +105,12 @@ const COMMANDS: usize = 256;
 const IDLE_CLOSE: Duration = Duration::from_secs(300);
 /// A peer that is not connected this long after its answer is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A connected peer we have heard nothing from (no STUN answer to our once-a-second consent
+/// checks, no RTP, no RTCP) for this long has lost consent (RFC 7675): it is gone. str0m alone
+/// would wait ≥ 15 s, as it counts the client's own recent checks as signs of life.
+const CONSENT_TIMEOUT: Duration = Duration::from_secs(4);
+/// How often connected peers are swept for lost consent.
+const CONSENT_SWEEP: Duration = Duration::from_millis(500);
 
 /// Starts a room with its own UDP port on `rtc_ip`.
 pub fn spawn(sb: Arc<Switchboard>, info: Room) -> std::io::Result<RoomHandle> {
@@ -130,6 +136,7 @@ pub fn spawn(sb: Arc<Switchboard>, info: Room) -> std::io::Result<RoomHandle> {
         out: Vec::with_capacity(4),
         empty_since: Some(Instant::now()),
         finished: false,
+        swept: Instant::now(),
     };
     tokio::spawn(
         actor
@@ -184,6 +191,8 @@ struct Peer {
     timeout: Instant,
     connected: bool,
     created: Instant,
+    /// Last datagram from the client.
+    heard: Instant,
     dead: bool,
 }
 
@@ -204,6 +213,7 @@ struct RoomActor {
     out: Vec<OutPacket>,
     empty_since: Option<Instant>,
     finished: bool,
+    swept: Instant,
 }
 
 async fn link_next(link: &mut Option<Link>) -> LinkInput {
@@ -321,6 +331,7 @@ impl RoomActor {
         };
         self.by_addr.insert(from, pid);
         let peer = self.peers.get_mut(&pid).expect("found above");
+        peer.heard = now;
         if let Err(e) = peer.rtc.handle_input(input) {
             metrics::counter!("pttbridge_meeting_errors_total", "kind" => "rtc_input").increment(1);
             debug!(peer = pid, error = %e, "peer rejected a datagram");
@@ -368,6 +379,9 @@ impl RoomActor {
             .map(|(id, _)| *id)
             .collect();
         for pid in dead {
+            // ICE consent or DTLS failed (or we stopped hearing it): the client vanished.
+            metrics::counter!("pttbridge_meeting_peers_lost_total").increment(1);
+            info!(peer = pid, "WebRTC peer lost (ICE/DTLS timeout)");
             self.remove_peer(pid, "connection lost");
         }
     }
@@ -480,6 +494,18 @@ impl RoomActor {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        if now.duration_since(self.swept) >= CONSENT_SWEEP {
+            self.swept = now;
+            for (pid, p) in &mut self.peers {
+                if p.connected && !p.dead && now.duration_since(p.heard) > CONSENT_TIMEOUT {
+                    debug!(
+                        peer = pid,
+                        "no STUN answer, RTP or RTCP for {CONSENT_TIMEOUT:?}"
+                    );
+                    p.dead = true;
+                }
+            }
+        }
         let due: Vec<u64> = self
             .peers
             .iter()
@@ -572,6 +598,7 @@ impl RoomActor {
                 timeout: now,
                 connected: false,
                 created: now,
+                heard: now,
                 dead: false,
             },
         );

@@ -524,6 +524,8 @@ impl Switchboard {
 
     /// The connection closed (or logged out): leave its room, end its calls, unregister.
     pub async fn disconnect(self: &Arc<Self>, conn: &mut Conn) {
+        // Calls end first (reason `gone`), then the room sees the member leave.
+        self.end_calls_of(conn);
         if let Some(room) = conn.room.take()
             && let Some(h) = self.room(room)
             && let Some(me) = conn.user
@@ -536,7 +538,11 @@ impl Switchboard {
                 .await;
             self.member_left(room, me);
         }
-        let Some(me) = conn.user.take() else {
+        conn.user = None;
+    }
+
+    fn end_calls_of(&self, conn: &Conn) {
+        let Some(me) = conn.user else {
             return;
         };
         let mut st = self.state();
@@ -1002,6 +1008,24 @@ impl Switchboard {
     /// Publishes a hub event from a room.
     pub fn room_event(&self, kind: EventKind, room: Id, party: Option<Party>, detail: Value) {
         self.publish(kind, Some(room), party, detail);
+    }
+
+    /// `/healthz` view: registered users, live calls, rooms and PTT links.
+    pub fn health(&self) -> Value {
+        let st = self.state();
+        let mut links: Vec<Value> = st
+            .linked
+            .iter()
+            .map(|(dial, room)| json!({ "dial_in": dial, "room": room }))
+            .collect();
+        links.sort_by_key(|l| l["dial_in"].as_i64());
+        json!({
+            "enabled": self.config.enabled,
+            "registered": st.users.len(),
+            "calls": st.calls.values().filter(|c| !c.call.is_ended()).count(),
+            "rooms": st.rooms.len(),
+            "links": links,
+        })
     }
 
     /// Hangs up the link of `dial` from the bridge side (admin API, PTT-side hang-up).
