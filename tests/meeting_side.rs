@@ -714,3 +714,135 @@ fn frozen_participant_is_noticed_by_ice_and_socket_timeouts() {
         1.0
     );
 }
+
+/// murmurd dies mid-call while a PTT user talks: the meeting hears the talk end cleanly (no
+/// noise, no clipping, nothing during the outage); the link stays, the bridge's PTT account
+/// comes back after murmurd restarts, and audio flows both ways again.
+#[test]
+fn murmurd_killed_mid_call_then_the_link_comes_back() {
+    let mut server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut events = bridge.events();
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    dial_north(&mut carol);
+    carol.cmd(json!({"cmd":"publish"}));
+    carol.cmd(json!({"cmd":"play","client":NORTH}));
+    for pc in ["publish".to_owned(), format!("play:{NORTH}")] {
+        carol.expect(
+            |e| e["event"] == "pc_state" && e["pc"] == pc.as_str() && e["state"] == "connected",
+            T,
+        );
+    }
+
+    carol.cmd(json!({"cmd":"record_start"}));
+    carol.expect(|e| e["event"] == "ack", T);
+    alice.play(&tone_wav(&dir, "long.wav", 440.0, 8.0));
+    carol.push("memberTalking", |m| m["talking"] == true, T);
+    std::thread::sleep(Duration::from_millis(2000));
+    server.kill();
+    // pymumble would reconnect on its own and go on with the tone: this terminal is done.
+    drop(alice);
+    events
+        .try_expect(|e| e["type"] == "side.disconnected", T)
+        .expect("side.disconnected");
+    carol.push("memberTalking", |m| m["talking"] == false, T);
+    std::thread::sleep(Duration::from_millis(3000));
+    let outage = dir.path().join("outage.wav");
+    carol.cmd(json!({"cmd":"record_stop","wav":outage}));
+    let rec = carol.expect(|e| e["event"] == "recorded", T);
+    println!("around the outage: {rec}");
+
+    // What the meeting heard: the tone, then it ends; no burst, no clipping, no noise after.
+    let pcm = testkit::audio::load_wav(&outage);
+    let peak = pcm.iter().fold(0f32, |m, s| m.max(s.abs()));
+    assert!(
+        peak < 0.4,
+        "peak {peak:.3} for a 0.3 tone: a burst or clipping"
+    );
+    let tone = tone_track(&outage, 440.0);
+    let last = tone
+        .iter()
+        .rposition(|a| *a > TONE * 0.5)
+        .expect("the tone was heard");
+    assert!(last >= 15, "about 2 s of tone before the kill: {tone:.2?}");
+    for (i, w) in pcm.chunks_exact(4800).enumerate().take(last) {
+        let rms = testkit::audio::rms(w) as f64;
+        let clean = (tone[i] / std::f64::consts::SQRT_2) / rms.max(1e-9);
+        assert!(
+            clean > 0.9,
+            "window {i}: only {:.0} % of the energy is the tone",
+            clean * 100.0
+        );
+    }
+    let tail = &pcm[((last + 2) * 4800).min(pcm.len())..];
+    let tail_peak = tail.iter().fold(0f32, |m, s| m.max(s.abs()));
+    assert!(
+        tail_peak < 0.01,
+        "after the talk ended: peak {tail_peak:.3} ({} samples)",
+        tail.len()
+    );
+    assert!(
+        (rec["frames"].as_u64().unwrap() as f64) < 50.0 * 3.0,
+        "nothing sent while murmurd was down: {rec}"
+    );
+    assert_eq!(rec["pts_odd"], json!([]), "{rec}");
+
+    // murmurd returns: the bridge's account rejoins North and the link never went down.
+    server.restart();
+    bridge.wait_health(
+        "connected in North again",
+        |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["channel"] == "North",
+        T,
+    );
+    assert_eq!(
+        bridge.health()["sides"]["meeting"]["links"][0]["dial_in"],
+        NORTH
+    );
+    assert!(
+        events.history().iter().all(|e| e["type"] != "link.down"),
+        "the link stayed up"
+    );
+
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    carol.cmd(json!({"cmd":"record_start"}));
+    carol.expect(|e| e["event"] == "ack", T);
+    alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(800));
+    let heard = dir.path().join("after.wav");
+    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
+    carol.expect(|e| e["event"] == "recorded", T);
+    // aiortc's audio jitter buffer (prefetch 4) holds the last 4 packets of a burst until the
+    // next one arrives: the tone's tail from before the outage opens this recording, then the
+    // RTP timeline's gap (kept as zeros). Compare what follows the gap.
+    let pcm = testkit::audio::load_wav(&heard);
+    let gap = pcm
+        .windows(48_000)
+        .position(|w| w.iter().all(|s| *s == 0.0))
+        .expect("the outage is a gap on the RTP timeline");
+    assert!(gap < 12_000, "stale audio before the gap: {gap} samples");
+    let stale_peak = pcm[..gap].iter().fold(0f32, |m, s| m.max(s.abs()));
+    assert!(
+        stale_peak < 0.4,
+        "the tone's held-back tail: peak {stale_peak:.3}"
+    );
+    let after: Vec<f32> = pcm[gap..].to_vec();
+    let cmp = testkit::audio::compare(
+        &testkit::audio::load_wav(fixture("audio/speech.wav")),
+        &after,
+    );
+    println!("PTT → meeting after the restart: {cmp}");
+    cmp.assert_matches(0.9, 0.1);
+
+    bob.record_start();
+    carol.cmd(json!({"cmd":"speak","wav":fixture("audio/speech.wav")}));
+    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000));
+    let bob_wav = dir.path().join("bob.wav");
+    bob.record_stop(&bob_wav);
+    let cmp = compare_files(fixture("audio/speech.wav"), &bob_wav);
+    println!("meeting → PTT after the restart: {cmp}");
+    cmp.assert_matches(0.85, 0.1);
+}

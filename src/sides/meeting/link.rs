@@ -117,6 +117,8 @@ pub struct Link {
     mix: Vec<i16>,
     holding: bool,
     denied: bool,
+    /// The PTT account is connected (meeting audio is only sent then).
+    ptt_up: bool,
     arrivals: VecDeque<(u32, u32, Instant)>,
     /// Voice packets sent into the PTT channel.
     pub voice_out: u64,
@@ -187,6 +189,7 @@ impl Link {
             mix: vec![0; FRAME],
             holding: false,
             denied: false,
+            ptt_up: true,
             arrivals: VecDeque::with_capacity(MAX_ARRIVALS),
             voice_out: 0,
             voice_dropped: 0,
@@ -215,8 +218,53 @@ impl Link {
         }
     }
 
-    /// A hub event: PTT text in our channel becomes meeting chat.
-    pub fn on_event(&mut self, ev: &Event) -> Option<Notice> {
+    /// A hub event: PTT text in our channel becomes meeting chat; our PTT account losing its
+    /// server ends every PTT talk burst in progress (no terminator will ever come for them).
+    pub fn on_event(&mut self, ev: &Event, now: Instant) -> Vec<Notice> {
+        let ours = ev.detail["side"] == "ptt"
+            && ev.detail["server"] == self.account.server.as_str()
+            && ev.detail["account"] == self.account.username.as_str();
+        match ev.kind {
+            EventKind::SideDisconnected if ours => self.ptt_down(now),
+            EventKind::SideConnected if ours => {
+                if !self.ptt_up {
+                    info!(
+                        dial = self.dial,
+                        "PTT account back: the link carries audio again"
+                    );
+                }
+                self.ptt_up = true;
+                Vec::new()
+            }
+            _ => self.text(ev).into_iter().collect(),
+        }
+    }
+
+    /// The PTT account lost its server: talkers are gone, the floor is free, the meeting's
+    /// burst (if any) is over; nothing is sent until the account is back.
+    fn ptt_down(&mut self, now: Instant) -> Vec<Notice> {
+        warn!(
+            dial = self.dial,
+            "PTT account disconnected: the link waits for it"
+        );
+        self.ptt_up = false;
+        let mut out = Vec::new();
+        for (session, party) in std::mem::take(&mut self.talkers) {
+            self.group.remove_talker(session);
+            self.floor.release(&party, now);
+            out.push(Notice::PttTalking {
+                party,
+                talking: false,
+            });
+        }
+        self.stop_sending();
+        let me = self.meeting_party.clone();
+        self.floor.release(&me, now);
+        self.denied = false;
+        out
+    }
+
+    fn text(&self, ev: &Event) -> Option<Notice> {
         if ev.kind != EventKind::MessageText || ev.group_id != self.ptt_group {
             return None;
         }
@@ -480,7 +528,7 @@ impl Link {
                 }
             }
         }
-        if speaking == 0 {
+        if speaking == 0 || !self.ptt_up {
             if self.holding {
                 self.stop_sending();
                 self.floor.release(&self.meeting_party.clone(), now);

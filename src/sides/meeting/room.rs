@@ -249,8 +249,9 @@ impl RoomActor {
                         }
                     }
                     LinkInput::Event(e) => {
-                        if let Some(n) = self.link.as_mut().and_then(|l| l.on_event(&e)) {
-                            self.notices(vec![n]);
+                        let now = Instant::now();
+                        if let Some(n) = self.link.as_mut().map(|l| l.on_event(&e, now)) {
+                            self.notices(n);
                         }
                     }
                     LinkInput::Closed => self.detach_link("PTT account stopped"),
