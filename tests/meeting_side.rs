@@ -846,3 +846,62 @@ fn murmurd_killed_mid_call_then_the_link_comes_back() {
     println!("meeting → PTT after the restart: {cmp}");
     cmp.assert_matches(0.85, 0.1);
 }
+
+/// Hang-up from the bridge side: the operator's HTTP route, and `/hangup` typed in the PTT
+/// channel. Either way the caller gets `cancel {reason:"hangup"}`, the channel leaves the room.
+#[test]
+fn hang_up_from_the_operator_and_from_the_ptt_channel() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut events = bridge.events();
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+
+    let expect_hung_up =
+        |carol: &mut Participant, events: &mut testkit::events::EventQueue, room: i64| {
+            let cancel = carol.push("cancel", from(NORTH), T);
+            assert_eq!(cancel["reason"], "hangup", "{cancel}");
+            carol.push(
+                "ExitRoom",
+                |m| m["client"]["id"] == NORTH && m["roomId"] == room,
+                T,
+            );
+            let down = events
+                .try_expect(|e| e["type"] == "link.down", T)
+                .expect("link.down");
+            assert_eq!(down["detail"]["reason"], "hangup");
+            assert_eq!(down["group_id"], format!("meeting:{room}"));
+            let ended = events
+                .try_expect(|e| e["type"] == "call.ended", T)
+                .expect("call.ended");
+            assert_eq!(ended["detail"]["reason"], "hangup");
+        };
+
+    let room = dial_north(&mut carol);
+    let links = bridge.get("/meeting/links").json();
+    assert_eq!(
+        links["links"],
+        json!([{"dial_in": NORTH, "room": room}]),
+        "{links}"
+    );
+    let r = bridge.request("POST", &format!("/meeting/links/{NORTH}/hangup"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["code"], 0);
+    expect_hung_up(&mut carol, &mut events, room);
+    assert_eq!(bridge.get("/meeting/links").json()["links"], json!([]));
+    let r = bridge.request("POST", &format!("/meeting/links/{NORTH}/hangup"), None);
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (404, json!(404)),
+        "{}",
+        r.body
+    );
+    let r = bridge.request("POST", "/meeting/links/north/hangup", None);
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // Called again, hung up by a PTT user in the channel.
+    let room = dial_north(&mut carol);
+    alice.text("/hangup");
+    expect_hung_up(&mut carol, &mut events, room);
+    assert_eq!(bridge.health()["sides"]["meeting"]["links"], json!([]));
+}

@@ -49,11 +49,9 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// The router with every route.
 pub fn router(state: Arc<AppState>) -> Router {
-    let mut r = Router::new();
-    if state.meeting.config.enabled {
-        r = r.merge(crate::sides::meeting::routes(state.meeting.clone()));
-    }
-    r.route("/healthz", get(healthz))
+    Router::new()
+        .merge(crate::sides::meeting::routes(state.meeting.clone()))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/events", get(events::stream))
         .with_state(state)

@@ -58,6 +58,11 @@ pub enum Notice {
     },
     /// The meeting got the floor (from the queue or at once).
     FloorGranted,
+    /// A PTT user sent [`HANGUP_COMMAND`] (in the channel, or privately to the bridge's account).
+    HangUp {
+        /// Who.
+        by: Option<Party>,
+    },
     /// Text from the PTT channel.
     Text {
         /// Sender.
@@ -87,6 +92,10 @@ struct Speaker {
     muted: bool,
     voiced: bool,
 }
+
+/// Text a PTT user sends (in the linked channel, or privately to the bridge's account) to hang
+/// up the meeting call from the PTT side.
+pub const HANGUP_COMMAND: &str = "/hangup";
 
 /// Most arrival stamps kept for latency measurement (≈ 5 s of two talkers).
 const MAX_ARRIVALS: usize = 512;
@@ -265,17 +274,25 @@ impl Link {
     }
 
     fn text(&self, ev: &Event) -> Option<Notice> {
-        if ev.kind != EventKind::MessageText || ev.group_id != self.ptt_group {
-            return None;
-        }
-        if ev.detail["to_account"] != self.account.username.as_str() || ev.detail["private"] == true
+        if ev.kind != EventKind::MessageText
+            || ev.detail["to_account"] != self.account.username.as_str()
         {
             return None;
         }
-        let text = ev.detail["text"].as_str()?.to_owned();
-        Some(Notice::Text {
+        let private = ev.detail["private"] == true;
+        if !private && ev.group_id != self.ptt_group {
+            return None;
+        }
+        let text = ev.detail["text"].as_str()?;
+        if text.trim().eq_ignore_ascii_case(HANGUP_COMMAND) {
+            return Some(Notice::HangUp {
+                by: ev.party.clone(),
+            });
+        }
+        // Other private messages to the bridge's account are not the meeting's business.
+        (!private).then(|| Notice::Text {
             from: ev.party.clone(),
-            text,
+            text: text.to_owned(),
         })
     }
 

@@ -1084,8 +1084,10 @@ impl RoomActor {
         let dial = link.dial;
         let link_client = link.client.clone();
         let ptt_group = link.ptt_group.clone();
+        let mut hang_up = None;
         for n in notices {
             match n {
+                Notice::HangUp { by } => hang_up = Some(by),
                 Notice::PttTalking { party, talking } => {
                     let mut member = link_client.clone();
                     member.name = Some(party.name.clone());
@@ -1156,6 +1158,10 @@ impl RoomActor {
                     );
                 }
             }
+        }
+        if let Some(by) = hang_up {
+            info!(by = ?by.as_ref().map(|p| &p.name), "hang-up from the PTT channel");
+            self.detach_link("hangup");
         }
     }
 }
