@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use media::Channels;
+use media::g711::Law;
 use media::group::{GroupConfig, MixGroup, OutPacket};
 use media::inbound::{FRAME, FrameKind, InboundStream};
 use media::jitter::JitterConfig;
@@ -30,6 +31,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use super::switchboard::DialTarget;
+use super::transcode::{G711Inbound, G711Outbound};
 use crate::hub::floor::{Decision, Floor};
 use crate::hub::{Event, EventKind, Party, Side};
 use crate::sides::ptt::{Account, ChannelAudio};
@@ -85,6 +87,8 @@ pub enum LinkInput {
 
 struct Speaker {
     inbound: InboundStream,
+    /// Set while the publisher sends G.711: its packets become Opus frames for `inbound`.
+    g711: Option<G711Inbound>,
     stereo: Vec<i16>,
     mono: Vec<i16>,
     vad: Vad,
@@ -129,6 +133,8 @@ pub struct Link {
     /// The PTT account is connected (meeting audio is only sent then).
     ptt_up: bool,
     arrivals: VecDeque<(u32, u32, Instant)>,
+    g711_out: G711Outbound,
+    g711_ts: u32,
     /// Voice packets sent into the PTT channel.
     pub voice_out: u64,
     /// Packets the PTT account would not take (its queue was full).
@@ -199,6 +205,8 @@ impl Link {
             holding: false,
             denied: false,
             ptt_up: true,
+            g711_out: G711Outbound::new()?,
+            g711_ts: 0,
             arrivals: VecDeque::with_capacity(MAX_ARRIVALS),
             voice_out: 0,
             voice_dropped: 0,
@@ -360,10 +368,11 @@ impl Link {
         out
     }
 
-    /// One RTP packet from a meeting publisher.
+    /// One RTP packet from a meeting publisher: Opus (`law` None) or G.711; `ts` in 48 kHz units.
     pub fn meeting_packet(
         &mut self,
         client: Id,
+        law: Option<Law>,
         ts: u32,
         payload: Bytes,
         level: Option<i8>,
@@ -378,6 +387,7 @@ impl Link {
                 };
                 self.speakers.entry(client).or_insert(Speaker {
                     inbound,
+                    g711: None,
                     stereo: vec![0; FRAME * 2],
                     mono: vec![0; FRAME],
                     // A long hangover keeps one PTT burst across the pauses between phrases.
@@ -395,7 +405,30 @@ impl Link {
             // str0m gives -dBov with the V bit split off; AudioLevel wants the wire byte.
             speaker.level = Some(AudioLevel::from_byte((-l).clamp(0, 127) as u8));
         }
-        speaker.inbound.push(ts, payload, now_us);
+        let Some(law) = law else {
+            speaker.g711 = None;
+            speaker.inbound.push(ts, payload, now_us);
+            return;
+        };
+        if speaker.g711.as_ref().is_none_or(|g| g.law() != law) {
+            match G711Inbound::new(law) {
+                Ok(g) => speaker.g711 = Some(g),
+                Err(e) => {
+                    warn!(error = %e, "no G.711 decoder for a publisher");
+                    return;
+                }
+            }
+        }
+        let Some(g) = speaker.g711.as_mut() else {
+            return;
+        };
+        let inbound = &mut speaker.inbound;
+        if let Err(e) = g.push(ts, &payload, |ts, opus| {
+            inbound.push(ts, opus, now_us);
+        }) {
+            metrics::counter!("pttbridge_meeting_errors_total", "kind" => "transcode").increment(1);
+            debug!(error = %e, "G.711 publisher packet not transcoded");
+        }
     }
 
     /// A member's mute state.
@@ -433,18 +466,45 @@ impl Link {
         });
     }
 
-    /// The 20 ms tick: PTT → meeting packets (to stamp per listener), and meeting → PTT voice.
+    /// The 20 ms tick: PTT → meeting packets (Opus, to stamp per listener; and G.711 for the
+    /// laws `g711` asks for: µ-law, A-law), and meeting → PTT voice.
     pub fn tick(
         &mut self,
         now: Instant,
         now_us: u64,
         to_meeting: &mut Vec<OutPacket>,
+        g711: (bool, bool),
+        to_g711: &mut Vec<(Law, OutPacket)>,
     ) -> Vec<Notice> {
         let mut notices = Vec::new();
         let start = to_meeting.len();
+        // The G.711 timeline advances every tick, sent or not, so pauses keep their length.
+        let g711_ts = self.g711_ts;
+        self.g711_ts = self.g711_ts.wrapping_add(FRAME as u32);
         let route = match self.group.tick(now_us) {
             Ok(out) => {
                 to_meeting.extend(out.to_listeners.iter().cloned());
+                if out.route == Route::Silent || g711 == (false, false) {
+                    self.g711_out.idle();
+                } else if let Err(e) = self.g711_out.encode(out.listener_pcm, g711.0, g711.1) {
+                    metrics::counter!("pttbridge_meeting_errors_total", "kind" => "transcode")
+                        .increment(1);
+                    debug!(error = %e, "PTT audio not transcoded to G.711");
+                } else {
+                    for law in [Law::Mu, Law::A] {
+                        if let Some(p) = self.g711_out.payload(law) {
+                            to_g711.push((
+                                law,
+                                OutPacket {
+                                    source: Source::Mix,
+                                    src_ts: g711_ts,
+                                    samples: FRAME as u32,
+                                    payload: p.clone(),
+                                },
+                            ));
+                        }
+                    }
+                }
                 Some(out.route)
             }
             Err(e) => {

@@ -9,6 +9,7 @@
 //!   room), audio forwarding, and the PTT [`link`] when a channel is dialled in.
 //! - [`link`]: audio both ways between a room and a PTT channel, floor, chat.
 //! - [`operator`]: HTTP routes to list and hang up dial-ins.
+//! - [`transcode`]: G.711 publishers and players on the (Opus) PTT link.
 //!
 //! The wire contract (including the `sdp` field of publish/play) is in `docs/rtcpeer.md`.
 
@@ -19,6 +20,7 @@ pub mod operator;
 pub mod peer;
 pub mod room;
 pub mod switchboard;
+pub mod transcode;
 pub mod ws;
 
 use std::sync::Arc;

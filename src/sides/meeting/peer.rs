@@ -1,4 +1,4 @@
-//! One WebRTC peer connection (str0m, sans-IO): audio only, Opus first (PCMU/PCMA accepted),
+//! One WebRTC peer connection (str0m, sans-IO): audio only, Opus first, PCMU/PCMA for the PTT link,
 //! ICE host candidates on the room's UDP port, DTLS-SRTP, bundle. Video m-lines in an offer are
 //! declined: answered inactive inside the bundle (see `keep_declined_in_bundle`), so no video
 //! ever flows and every WebRTC stack (aiortc included) takes the answer.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use media::g711::Law;
 use media::group::OutPacket;
 use media::passthrough::{OutboundClock, Source};
 use rtcpeer::bean::{Client, Room};
@@ -134,6 +135,7 @@ pub fn spawn(sb: Arc<Switchboard>, info: Room) -> std::io::Result<RoomHandle> {
         epoch: Instant::now(),
         pending: Vec::new(),
         out: Vec::with_capacity(4),
+        out_g711: Vec::with_capacity(2),
         empty_since: Some(Instant::now()),
         finished: false,
         swept: Instant::now(),
@@ -187,7 +189,9 @@ struct Peer {
     kind: Kind,
     rtc: Rtc,
     mid: Mid,
+    /// What a play peer is sent (and its payload type): Opus, or G.711 for the PTT link.
     pt: Option<Pt>,
+    codec: Codec,
     timeout: Instant,
     connected: bool,
     created: Instant,
@@ -211,6 +215,7 @@ struct RoomActor {
     /// Events drained from peers, handled after the current input.
     pending: Vec<(u64, Event)>,
     out: Vec<OutPacket>,
+    out_g711: Vec<(Law, OutPacket)>,
     empty_since: Option<Instant>,
     finished: bool,
     swept: Instant,
@@ -422,20 +427,46 @@ impl RoomActor {
                 }
                 let owner = p.owner;
                 metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "in").increment(1);
-                if d.params.spec().codec != Codec::Opus {
-                    // G.711 publishers are not forwarded or bridged yet.
-                    metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "codec")
-                        .increment(1);
-                    return;
-                }
                 let ts = d.time.rebase(Frequency::FORTY_EIGHT_KHZ).numer() as u32;
                 let payload = Bytes::copy_from_slice(&d.data);
+                let law = match d.params.spec().codec {
+                    Codec::Opus => None,
+                    Codec::PCMU => Some(Law::Mu),
+                    Codec::PCMA => Some(Law::A),
+                    _ => {
+                        metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "codec")
+                            .increment(1);
+                        return;
+                    }
+                };
+                if let Some(law) = law {
+                    // G.711 goes to the PTT channel (transcoded); members only play Opus.
+                    let now_us = self.us(Instant::now());
+                    if let Some(l) = self.link.as_mut() {
+                        l.meeting_packet(
+                            owner,
+                            Some(law),
+                            ts,
+                            payload,
+                            d.ext_vals.audio_level,
+                            now_us,
+                        );
+                    }
+                    return;
+                }
                 let samples =
                     media::opus_toc::parse(&payload).map_or(960, |i| i.samples_at(48_000));
                 let now = Instant::now();
                 let now_us = self.us(now);
                 if let Some(l) = self.link.as_mut() {
-                    l.meeting_packet(owner, ts, payload.clone(), d.ext_vals.audio_level, now_us);
+                    l.meeting_packet(
+                        owner,
+                        None,
+                        ts,
+                        payload.clone(),
+                        d.ext_vals.audio_level,
+                        now_us,
+                    );
                 }
                 let pkt = OutPacket {
                     source: Source::Talker(owner as u32),
@@ -443,20 +474,21 @@ impl RoomActor {
                     samples,
                     payload,
                 };
-                self.forward(owner, &pkt, now, now_us);
+                self.forward(owner, Codec::Opus, &pkt, now, now_us);
             }
             _ => {}
         }
     }
 
-    /// Sends one packet to every player of `source`.
-    fn forward(&mut self, source: Id, pkt: &OutPacket, now: Instant, now_us: u64) {
+    /// Sends one packet to every player of `source` that is sent `codec`.
+    fn forward(&mut self, source: Id, codec: Codec, pkt: &OutPacket, now: Instant, now_us: u64) {
         let targets: Vec<u64> = self
             .peers
             .iter()
             .filter(|(_, p)| {
                 p.connected
                     && !p.dead
+                    && p.codec == codec
                     && matches!(p.kind, Kind::Play { source: s, .. } if s == source)
             })
             .map(|(id, _)| *id)
@@ -525,20 +557,37 @@ impl RoomActor {
             }
             self.drain(pid);
         }
-        if self.link.is_some() {
+        if let Some(dial) = self.link.as_ref().map(|l| l.dial) {
             let us = self.us(now);
             let mut out = std::mem::take(&mut self.out);
+            let mut out_g711 = std::mem::take(&mut self.out_g711);
             out.clear();
+            out_g711.clear();
+            let plays = |codec| {
+                self.peers.values().any(|p| {
+                    p.codec == codec
+                        && p.connected
+                        && matches!(p.kind, Kind::Play { source, .. } if source == dial)
+                })
+            };
+            let laws = (plays(Codec::PCMU), plays(Codec::PCMA));
             let notices = self
                 .link
                 .as_mut()
-                .map(|l| l.tick(now, us, &mut out))
+                .map(|l| l.tick(now, us, &mut out, laws, &mut out_g711))
                 .unwrap_or_default();
-            let dial = self.link.as_ref().map(|l| l.dial).unwrap_or_default();
             for pkt in &out {
-                self.forward(dial, pkt, now, us);
+                self.forward(dial, Codec::Opus, pkt, now, us);
+            }
+            for (law, pkt) in &out_g711 {
+                let codec = match law {
+                    Law::Mu => Codec::PCMU,
+                    Law::A => Codec::PCMA,
+                };
+                self.forward(dial, codec, pkt, now, us);
             }
             self.out = out;
+            self.out_g711 = out_g711;
             self.notices(notices);
         }
     }
@@ -567,13 +616,32 @@ impl RoomActor {
             ));
         }
         let mut rtc = a.rtc;
-        let pt = peer::pt_for(&mut rtc, a.mid, Codec::Opus);
-        if play_source.is_some() && pt.is_none() {
+        // Players get Opus; a player of the PTT channel may take G.711 instead (transcoded).
+        let plays_link =
+            play_source.is_some_and(|s| self.link.as_ref().is_some_and(|l| l.dial == s));
+        let choices: &[Codec] = if plays_link {
+            &[Codec::Opus, Codec::PCMU, Codec::PCMA]
+        } else {
+            &[Codec::Opus]
+        };
+        let chosen = choices
+            .iter()
+            .find_map(|c| peer::pt_for(&mut rtc, a.mid, *c).map(|pt| (pt, *c)));
+        if play_source.is_some() && chosen.is_none() {
             return Err(Refusal(
                 code::BAD_SDP,
-                "play needs Opus in the offer".into(),
+                if plays_link {
+                    "play needs Opus, PCMU or PCMA in the offer"
+                } else {
+                    "playing a member needs Opus in the offer (G.711 is for the PTT channel)"
+                }
+                .into(),
             ));
         }
+        let (pt, codec) = match chosen {
+            Some((pt, c)) => (Some(pt), c),
+            None => (None, Codec::Opus),
+        };
         let pid = self.next_peer;
         self.next_peer += 1;
         let kind = match play_source {
@@ -596,6 +664,7 @@ impl RoomActor {
                 rtc,
                 mid: a.mid,
                 pt,
+                codec,
                 timeout: now,
                 connected: false,
                 created: now,
