@@ -212,6 +212,28 @@ fn dial_in_call_flow_and_audio_both_ways() {
         .expect("call.ended");
     assert_eq!(ended["detail"]["reason"], "hangup");
     assert!(bridge.metric("pttbridge_meeting_rtp_total", &[("direction", "out")]) > 100.0);
+
+    // The side's metrics: calls, links, RTP both ways, jitter buffers, errors by kind.
+    let text = bridge.get("/metrics").body;
+    for name in [
+        "pttbridge_meeting_calls_total{kind=\"dial_in\"}",
+        "pttbridge_meeting_calls_ended_total{reason=\"hangup\"}",
+        "pttbridge_meeting_calls ",
+        "pttbridge_meeting_links ",
+        "pttbridge_meeting_links_total",
+        "pttbridge_meeting_rtp_total{direction=\"in\"}",
+        "pttbridge_meeting_rtp_total{direction=\"out\"}",
+        "pttbridge_meeting_rtp_total{direction=\"ptt_in\"}",
+        "pttbridge_meeting_rtp_total{direction=\"ptt_out\"}",
+        "pttbridge_meeting_jitter_depth_ms{direction=\"ptt_in\",quantile=\"0.5\"}",
+        "pttbridge_meeting_jitter_depth_ms{direction=\"meeting_in\",quantile=\"0.5\"}",
+        "pttbridge_meeting_bridge_latency_seconds{route=\"passthrough\",quantile=\"0.99\"}",
+        "pttbridge_meeting_peers_connected ",
+    ] {
+        assert!(text.contains(name), "{name} not exported:\n{text}");
+    }
+    assert_eq!(bridge.metric("pttbridge_meeting_calls ", &[]), 0.0);
+    assert_eq!(bridge.metric("pttbridge_meeting_links ", &[]), 0.0);
 }
 
 #[test]

@@ -108,7 +108,8 @@ fn default_level() -> u8 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// Base URL of its HTTP API, e.g. `http://host:8080` (`/app/getSign`, `/app/account`).
+    /// Base URL of its HTTP API, e.g. `http://host:8080` (`/app/getSign`, `/app/account`,
+    /// `/rtcpeer` under it). Plain `http://` only.
     pub url: String,
     /// `appId` for getSign.
     pub app_id: String,
@@ -175,11 +176,8 @@ impl MeetingConfig {
             ));
         }
         for (i, u) in self.upstream.iter().enumerate() {
-            if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
-                return Err(invalid(
-                    format!("meeting.upstream[{i}].url"),
-                    "must start with http:// or https://".into(),
-                ));
+            if let Err(e) = super::upstream::login::Base::parse(&u.url) {
+                return Err(invalid(format!("meeting.upstream[{i}].url"), e.to_string()));
             }
             for id in &u.dial_in {
                 if !self.dial_in.iter().any(|d| d.user_id == *id) {

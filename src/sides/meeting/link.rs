@@ -18,7 +18,7 @@ use media::Channels;
 use media::g711::Law;
 use media::group::{GroupConfig, MixGroup, OutPacket};
 use media::inbound::{FRAME, FrameKind, InboundStream};
-use media::jitter::JitterConfig;
+use media::jitter::{JitterConfig, JitterStats};
 use media::limiter::Limiter;
 use media::mixer::Mixer;
 use media::opus::{Application, Encoder};
@@ -89,12 +89,46 @@ struct Speaker {
     inbound: InboundStream,
     /// Set while the publisher sends G.711: its packets become Opus frames for `inbound`.
     g711: Option<G711Inbound>,
+    reported: JitterReport,
     stereo: Vec<i16>,
     mono: Vec<i16>,
     vad: Vad,
     level: Option<AudioLevel>,
     muted: bool,
     voiced: bool,
+}
+
+/// Ticks (20 ms) between jitter-buffer reports: once a second.
+const REPORT_TICKS: u64 = 50;
+
+/// Jitter-buffer counters of one inbound stream already exported, so only deltas are added.
+#[derive(Debug, Default)]
+struct JitterReport {
+    late: u64,
+    lost: u64,
+    concealed: u64,
+    dropped: u64,
+}
+
+impl JitterReport {
+    /// Exports the depth (summary `pttbridge_meeting_jitter_depth_ms`) and the new late, lost,
+    /// concealed and dropped packets (`pttbridge_meeting_jitter_packets_total{kind}`).
+    fn report(&mut self, s: &JitterStats, direction: &'static str) {
+        metrics::histogram!("pttbridge_meeting_jitter_depth_ms", "direction" => direction)
+            .record(f64::from(s.depth_ms));
+        for (kind, now, last) in [
+            ("late", s.late, &mut self.late),
+            ("lost", s.lost, &mut self.lost),
+            ("concealed", s.concealed, &mut self.concealed),
+            ("dropped", s.dropped, &mut self.dropped),
+        ] {
+            if now > *last {
+                metrics::counter!("pttbridge_meeting_jitter_packets_total", "direction" => direction, "kind" => kind)
+                    .increment(now - *last);
+            }
+            *last = now;
+        }
+    }
 }
 
 /// Text a PTT user sends (in the linked channel, or privately to the bridge's account) to hang
@@ -135,6 +169,8 @@ pub struct Link {
     arrivals: VecDeque<(u32, u32, Instant)>,
     g711_out: G711Outbound,
     g711_ts: u32,
+    ticks: u64,
+    talker_reports: HashMap<u32, JitterReport>,
     /// Voice packets sent into the PTT channel.
     pub voice_out: u64,
     /// Packets the PTT account would not take (its queue was full).
@@ -207,6 +243,8 @@ impl Link {
             ptt_up: true,
             g711_out: G711Outbound::new()?,
             g711_ts: 0,
+            ticks: 0,
+            talker_reports: HashMap::new(),
             arrivals: VecDeque::with_capacity(MAX_ARRIVALS),
             voice_out: 0,
             voice_dropped: 0,
@@ -267,6 +305,7 @@ impl Link {
         self.ptt_up = false;
         let mut out = Vec::new();
         for (session, party) in std::mem::take(&mut self.talkers) {
+            self.report_talker(session);
             self.group.remove_talker(session);
             self.floor.release(&party, now);
             out.push(Notice::PttTalking {
@@ -351,6 +390,7 @@ impl Link {
             }
             ChannelAudio::TalkStopped { party, session } => {
                 self.talkers.remove(&session);
+                self.report_talker(session);
                 self.group.remove_talker(session);
                 if let Some(next) = self.floor.release(&party, now)
                     && next == self.meeting_party
@@ -388,6 +428,7 @@ impl Link {
                 self.speakers.entry(client).or_insert(Speaker {
                     inbound,
                     g711: None,
+                    reported: JitterReport::default(),
                     stereo: vec![0; FRAME * 2],
                     mono: vec![0; FRAME],
                     // A long hangover keeps one PTT burst across the pauses between phrases.
@@ -441,13 +482,14 @@ impl Link {
     /// A member left.
     pub fn remove_speaker(&mut self, client: Id) -> Vec<Notice> {
         let mut out = Vec::new();
-        if let Some(s) = self.speakers.remove(&client)
-            && s.voiced
-        {
-            out.push(Notice::MeetingTalking {
-                client,
-                talking: false,
-            });
+        if let Some(mut s) = self.speakers.remove(&client) {
+            s.reported.report(&s.inbound.stats(), "meeting_in");
+            if s.voiced {
+                out.push(Notice::MeetingTalking {
+                    client,
+                    talking: false,
+                });
+            }
         }
         out
     }
@@ -519,7 +561,30 @@ impl Link {
             }
         }
         self.meeting_to_ptt(now, now_us, &mut notices);
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(REPORT_TICKS) {
+            let sessions: Vec<u32> = self.talkers.keys().copied().collect();
+            for s in sessions {
+                self.report_talker(s);
+            }
+            for sp in self.speakers.values_mut() {
+                sp.reported.report(&sp.inbound.stats(), "meeting_in");
+            }
+        }
         notices
+    }
+
+    /// Exports a PTT talker's jitter-buffer figures (forgotten once it is no longer a talker).
+    fn report_talker(&mut self, session: u32) {
+        let Some(stats) = self.group.talker_stats(session) else {
+            self.talker_reports.remove(&session);
+            return;
+        };
+        let r = self.talker_reports.entry(session).or_default();
+        r.report(&stats, "ptt_in");
+        if !self.talkers.contains_key(&session) {
+            self.talker_reports.remove(&session);
+        }
     }
 
     fn measure(&self, route: Route, p: &OutPacket, now: Instant) {

@@ -10,6 +10,8 @@
 //! - [`link`]: audio both ways between a room and a PTT channel, floor, chat.
 //! - [`operator`]: HTTP routes to list and hang up dial-ins.
 //! - [`transcode`]: G.711 publishers and players on the (Opus) PTT link.
+//! - [`upstream`]: client mode: registered at external RTCPeer servers as the dial-in users,
+//!   answering their calls with the same link.
 //!
 //! The wire contract (including the `sdp` field of publish/play) is in `docs/rtcpeer.md`.
 
@@ -21,6 +23,7 @@ pub mod peer;
 pub mod room;
 pub mod switchboard;
 pub mod transcode;
+pub mod upstream;
 pub mod ws;
 
 use std::sync::Arc;

@@ -11,6 +11,28 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::{Candidate, Rtc, RtcConfig};
 
+/// Extends 32-bit RTP timestamps to 64 bits (str0m takes a monotonic media time).
+#[derive(Debug, Default)]
+pub struct Unwrap {
+    last: Option<u32>,
+    ext: u64,
+}
+
+impl Unwrap {
+    /// The 64-bit timestamp of `ts`.
+    pub fn extend(&mut self, ts: u32) -> u64 {
+        match self.last {
+            None => self.ext = u64::from(ts) + (1 << 32),
+            Some(prev) => {
+                let d = ts.wrapping_sub(prev) as i32;
+                self.ext = self.ext.wrapping_add_signed(i64::from(d));
+            }
+        }
+        self.last = Some(ts);
+        self.ext
+    }
+}
+
 /// Why an offer cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum OfferError {

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::link::{Link, LinkInput, Notice};
-use super::peer;
+use super::peer::{self, Unwrap};
 use super::switchboard::{DialTarget, Outbox, Refusal, Switchboard, push_outbox};
 use crate::hub::EventKind;
 
@@ -161,27 +161,6 @@ enum Kind {
         clock: OutboundClock,
         ext: Unwrap,
     },
-}
-
-/// Extends 32-bit RTP timestamps to 64 bits (str0m takes a monotonic media time).
-#[derive(Default)]
-struct Unwrap {
-    last: Option<u32>,
-    ext: u64,
-}
-
-impl Unwrap {
-    fn extend(&mut self, ts: u32) -> u64 {
-        match self.last {
-            None => self.ext = u64::from(ts) + (1 << 32),
-            Some(prev) => {
-                let d = ts.wrapping_sub(prev) as i32;
-                self.ext = self.ext.wrapping_add_signed(i64::from(d));
-            }
-        }
-        self.last = Some(ts);
-        self.ext
-    }
 }
 
 struct Peer {
