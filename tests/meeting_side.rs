@@ -53,10 +53,15 @@ policy = "ignore"
 }
 
 fn start(server: &Murmur) -> Bridge {
+    start_with(server, "")
+}
+
+/// `extra` goes into the `[meeting]` table.
+fn start_with(server: &Murmur, extra: &str) -> Bridge {
     let config = format!(
         "{}\n{}",
         ptt_server_toml("local", server, &[("bridge", "North")]),
-        meeting_toml()
+        meeting_toml().replacen("[meeting]\n", &format!("[meeting]\n{extra}\n"), 1)
     );
     let bridge = Bridge::start(BIN, &config);
     bridge.wait_health(
@@ -227,7 +232,7 @@ fn dial_in_call_flow_and_audio_both_ways() {
         "pttbridge_meeting_rtp_total{direction=\"ptt_out\"}",
         "pttbridge_meeting_jitter_depth_ms{direction=\"ptt_in\",quantile=\"0.5\"}",
         "pttbridge_meeting_jitter_depth_ms{direction=\"meeting_in\",quantile=\"0.5\"}",
-        "pttbridge_meeting_bridge_latency_seconds{route=\"passthrough\",quantile=\"0.99\"}",
+        "pttbridge_meeting_bridge_latency_seconds{route=\"direct\",quantile=\"0.99\"}",
         "pttbridge_meeting_peers_connected ",
     ] {
         assert!(text.contains(name), "{name} not exported:\n{text}");
@@ -441,11 +446,22 @@ fn tone_track(path: &std::path::Path, freq: f64) -> Vec<f64> {
 }
 
 /// Two PTT talkers at once: both are heard in the meeting (mixed), and the listener's RTP
-/// timeline runs on without a jump through pass-through → mix → pass-through.
+/// timeline runs on without a jump through pass-through → mix → pass-through. Default
+/// (direct) pass-through: the lone talker's packets are forwarded on arrival until bob starts.
 #[test]
 fn two_ptt_talkers_are_mixed_without_timestamp_jumps() {
+    two_ptt_talkers("");
+}
+
+/// The same with `passthrough = "buffered"` (every packet through the link's jitter buffer).
+#[test]
+fn two_ptt_talkers_buffered_pass_through() {
+    two_ptt_talkers("passthrough = \"buffered\"");
+}
+
+fn two_ptt_talkers(extra: &str) {
     let server = Murmur::start(&["North"]);
-    let bridge = start(&server);
+    let bridge = start_with(&server, extra);
     let dir = tempfile::tempdir().unwrap();
     let (low, high) = (440.0, 1000.0);
     let a_wav = tone_wav(&dir, "a.wav", low, 4.0);
@@ -522,6 +538,18 @@ fn two_ptt_talkers_are_mixed_without_timestamp_jumps() {
             &[("route", "mix")]
         ) > 0.0,
         "the mix route was taken"
+    );
+    let lone = if extra.is_empty() {
+        "direct"
+    } else {
+        "passthrough"
+    };
+    assert!(
+        bridge.metric(
+            "pttbridge_meeting_bridge_latency_seconds_count",
+            &[("route", lone)]
+        ) > 30.0,
+        "alice alone went {lone}"
     );
 }
 

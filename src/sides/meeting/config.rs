@@ -32,6 +32,21 @@ pub struct MeetingConfig {
     pub number_base: Option<i64>,
     /// Client mode: register at external RTCPeer servers as dial-in users.
     pub upstream: Vec<Upstream>,
+    /// How a lone PTT talker reaches the meeting.
+    pub passthrough: PassThrough,
+}
+
+/// How a lone PTT talker's packets reach meeting listeners.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PassThrough {
+    /// Forwarded the moment they arrive (the listeners' own jitter buffers absorb the jitter).
+    /// A burst in which a second PTT user starts talking switches to the mix and stays mixed
+    /// until the channel is quiet.
+    #[default]
+    Direct,
+    /// Through the link's jitter buffer, sent on its 20 ms tick (adds the buffer's depth).
+    Buffered,
 }
 
 impl Default for MeetingConfig {
@@ -47,6 +62,7 @@ impl Default for MeetingConfig {
             dial_in: Vec::new(),
             number_base: None,
             upstream: Vec::new(),
+            passthrough: PassThrough::default(),
         }
     }
 }

@@ -30,6 +30,7 @@ use rtcpeer::id::Id;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
+use super::config::PassThrough;
 use super::switchboard::DialTarget;
 use super::transcode::{G711Inbound, G711Outbound};
 use crate::hub::floor::{Decision, Floor};
@@ -171,6 +172,11 @@ pub struct Link {
     g711_ts: u32,
     ticks: u64,
     talker_reports: HashMap<u32, JitterReport>,
+    passthrough: PassThrough,
+    /// Direct pass-through in progress: the lone talker and the end of its last packet.
+    direct: Option<(u32, u32)>,
+    /// This burst had two talkers at once: the mix carries it to the end.
+    burst_mixed: bool,
     /// Voice packets sent into the PTT channel.
     pub voice_out: u64,
     /// Packets the PTT account would not take (its queue was full).
@@ -193,6 +199,7 @@ impl Link {
         caller: Id,
         room: Id,
         bus: &crate::hub::EventBus,
+        passthrough: PassThrough,
     ) -> media::Result<Self> {
         let account = target.account.clone();
         let path = account.channel_path().unwrap_or_default();
@@ -245,6 +252,9 @@ impl Link {
             g711_ts: 0,
             ticks: 0,
             talker_reports: HashMap::new(),
+            passthrough,
+            direct: None,
+            burst_mixed: false,
             arrivals: VecDeque::with_capacity(MAX_ARRIVALS),
             voice_out: 0,
             voice_dropped: 0,
@@ -303,6 +313,8 @@ impl Link {
             "PTT account disconnected: the link waits for it"
         );
         self.ptt_up = false;
+        self.direct = None;
+        self.burst_mixed = false;
         let mut out = Vec::new();
         for (session, party) in std::mem::take(&mut self.talkers) {
             self.report_talker(session);
@@ -343,11 +355,52 @@ impl Link {
         })
     }
 
-    /// PTT channel audio.
-    pub fn on_audio(&mut self, a: ChannelAudio, now: Instant, now_us: u64) -> Vec<Notice> {
+    /// A second talker joins the burst: the mix takes over for everyone until the channel is
+    /// quiet again. The lone talker's packets already forwarded are skipped in its jitter
+    /// buffer, so the mix continues its audio where direct forwarding left off.
+    fn end_direct(&mut self) {
+        if let Some((session, end)) = self.direct.take() {
+            self.group.skip_talker_through(session, end);
+        }
+        self.burst_mixed = true;
+    }
+
+    /// Whether `session`'s packet at `ts` goes to the meeting on arrival (direct pass-through).
+    fn direct_for(&mut self, session: u32, ts: u32) -> bool {
+        if self.passthrough != PassThrough::Direct || self.burst_mixed {
+            return false;
+        }
+        if self.talkers.keys().any(|s| *s != session) {
+            self.end_direct();
+            return false;
+        }
+        match self.direct {
+            // In order or after a gap (loss): forward. Late or repeated: the listener has
+            // moved on, drop it (its jitter buffer would anyway).
+            Some((s, end)) if s == session => (ts.wrapping_sub(end) as i32) >= 0,
+            Some(_) => {
+                self.end_direct();
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// PTT channel audio. Packets of a lone talker that go to the meeting at once (direct
+    /// pass-through) are appended to `to_meeting`; the room sends them now.
+    pub fn on_audio(
+        &mut self,
+        a: ChannelAudio,
+        now: Instant,
+        now_us: u64,
+        to_meeting: &mut Vec<OutPacket>,
+    ) -> Vec<Notice> {
         let mut out = Vec::new();
         match a {
             ChannelAudio::TalkStarted { party, session } => {
+                if self.talkers.keys().any(|s| *s != session) {
+                    self.end_direct();
+                }
                 if let Err(e) = self.group.add_talker(session) {
                     warn!(error = %e, "PTT talker not mixed");
                 }
@@ -386,10 +439,31 @@ impl Link {
                     self.arrivals.pop_front();
                 }
                 self.arrivals.push_back((session, ts, now));
+                if self.direct_for(session, ts) {
+                    let samples = media::opus_toc::parse(&opus)
+                        .map_or(FRAME as u32, |i| i.samples_at(48_000));
+                    self.direct = Some((session, ts.wrapping_add(samples)));
+                    to_meeting.push(OutPacket {
+                        source: Source::Talker(session),
+                        src_ts: ts,
+                        samples,
+                        payload: opus.clone(),
+                    });
+                } else if self.direct.is_some_and(|(s, _)| s == session) {
+                    metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "late")
+                        .increment(1);
+                }
+                // Buffered and decoded all the same: for G.711 players, and for the mix if a
+                // second talker joins.
                 self.group.push(session, ts, opus, now_us);
             }
             ChannelAudio::TalkStopped { party, session } => {
                 self.talkers.remove(&session);
+                if self.talkers.is_empty() {
+                    // The burst is over: the next one may go direct again.
+                    self.direct = None;
+                    self.burst_mixed = false;
+                }
                 self.report_talker(session);
                 self.group.remove_talker(session);
                 if let Some(next) = self.floor.release(&party, now)
@@ -525,7 +599,9 @@ impl Link {
         self.g711_ts = self.g711_ts.wrapping_add(FRAME as u32);
         let route = match self.group.tick(now_us) {
             Ok(out) => {
-                to_meeting.extend(out.to_listeners.iter().cloned());
+                if self.direct.is_none() {
+                    to_meeting.extend(out.to_listeners.iter().cloned());
+                }
                 if out.route == Route::Silent || g711 == (false, false) {
                     self.g711_out.idle();
                 } else if let Err(e) = self.g711_out.encode(out.listener_pcm, g711.0, g711.1) {

@@ -228,7 +228,18 @@ impl RoomActor {
                         let now = Instant::now();
                         let us = self.us(now);
                         if let Some(l) = self.link.as_mut() {
-                            let notices = l.on_audio(a, now, us);
+                            let mut direct = std::mem::take(&mut self.out);
+                            direct.clear();
+                            let notices = l.on_audio(a, now, us, &mut direct);
+                            let dial = l.dial;
+                            for pkt in &direct {
+                                self.forward(dial, Codec::Opus, pkt, now, us);
+                            }
+                            if !direct.is_empty() {
+                                metrics::histogram!("pttbridge_meeting_bridge_latency_seconds", "route" => "direct")
+                                    .record(now.elapsed().as_secs_f64());
+                            }
+                            self.out = direct;
                             self.notices(notices);
                         }
                     }
@@ -1044,7 +1055,13 @@ impl RoomActor {
                 .link_down(self.id, setup.target.user_id, "room already linked");
             return;
         }
-        let link = match Link::new(&setup.target, setup.caller, self.id, &self.sb.bus) {
+        let link = match Link::new(
+            &setup.target,
+            setup.caller,
+            self.id,
+            &self.sb.bus,
+            self.sb.config.passthrough,
+        ) {
             Ok(l) => l,
             Err(e) => {
                 warn!(error = %e, "cannot start the link");

@@ -117,8 +117,14 @@ pub struct CallMedia {
 
 /// Starts the actor for a connected call; notices come back on the returned receiver.
 pub fn spawn(c: CallMedia) -> anyhow::Result<(MediaHandle, mpsc::Receiver<MediaNotice>)> {
-    let link = Link::new(&c.target, c.caller, c.room, &c.sb.bus)
-        .map_err(|e| anyhow!("cannot start the link: {e}"))?;
+    let link = Link::new(
+        &c.target,
+        c.caller,
+        c.room,
+        &c.sb.bus,
+        c.sb.config.passthrough,
+    )
+    .map_err(|e| anyhow!("cannot start the link: {e}"))?;
     let (tx, rx) = mpsc::channel(64);
     let (notice_tx, notice_rx) = mpsc::channel(64);
     let (dgram_tx, dgram_rx) = mpsc::channel(1024);
@@ -201,7 +207,13 @@ impl Actor {
                     LinkInput::Audio(a) => {
                         let now = Instant::now();
                         let us = self.us(now);
-                        let n = self.link.on_audio(a, now, us);
+                        let mut direct = std::mem::take(&mut self.out);
+                        direct.clear();
+                        let n = self.link.on_audio(a, now, us, &mut direct);
+                        for pkt in &direct {
+                            self.send(pkt, now, us);
+                        }
+                        self.out = direct;
                         self.on_notices(n);
                     }
                     LinkInput::Event(e) => {
