@@ -268,6 +268,9 @@ async fn main() {
             stop.clone(),
         ));
     }
+    // Keep reading the signalling socket: pings are answered while reading, and the bridge lets a
+    // client go after 8 s without a pong.
+    tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
     while (connected.load(Ordering::Relaxed) as usize) < n
         && t_setup.elapsed() < Duration::from_secs(120)
     {
@@ -301,6 +304,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let window = Duration::from_secs(a.seconds);
     let m0 = bridge.get("/metrics").body;
+    let me0 = cpu_seconds(std::process::id());
     let (cpu0, rx0, t0) = (
         cpu_seconds(bridge_pid),
         received.load(Ordering::Relaxed),
@@ -315,11 +319,49 @@ async fn main() {
     let m1 = bridge.get("/metrics").body;
     stop.store(1, Ordering::Relaxed);
     let cpu = (cpu1 - cpu0) / secs;
+    let me = (cpu_seconds(std::process::id()) - me0) / secs;
     let sent = counter(&m1, "pttbridge_meeting_rtp_total{direction=\"out\"}")
         - counter(&m0, "pttbridge_meeting_rtp_total{direction=\"out\"}");
     let got = (rx1 - rx0) as f64;
     let ptt_in = counter(&m1, "pttbridge_meeting_rtp_total{direction=\"ptt_in\"}")
         - counter(&m0, "pttbridge_meeting_rtp_total{direction=\"ptt_in\"}");
+    let voice_in = |m: &str| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("pttbridge_ptt_voice_packets_total{")
+                    && l.contains("direction=\"in\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let ptt_voice = voice_in(&m1) - voice_in(&m0);
+    println!(
+        "PTT voice packets received by the bridge's account: {ptt_voice:.0} ({:.1}/s)",
+        ptt_voice / t0.elapsed().as_secs_f64()
+    );
+    if std::env::var_os("LOAD_DEBUG").is_some() {
+        let logs = bridge.logs();
+        for pat in [
+            "no STUN answer",
+            "peer failed",
+            "peer lost",
+            "IceConnectionState",
+            "Disconnected",
+        ] {
+            let hits: Vec<&str> = logs.lines().filter(|l| l.contains(pat)).collect();
+            println!(
+                "  log {pat:?}: {} lines; first: {}",
+                hits.len(),
+                hits.first().unwrap_or(&"")
+            );
+        }
+        for l in m1
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.contains("quantile") && !l.contains("_sum"))
+        {
+            println!("  {l}");
+        }
+    }
     println!(
         "listeners {n}, talkers {}, pass-through {}: bridge CPU {:.1} % of a core, {:.2} µs of CPU per second per listener, {:.0} listeners per core",
         a.talkers,
@@ -327,6 +369,10 @@ async fn main() {
         cpu * 100.0,
         cpu * 1e6 / n as f64,
         n as f64 / cpu.max(1e-9)
+    );
+    println!(
+        "the listeners (this process, one thread): {:.1} % of a core",
+        me * 100.0
     );
     println!(
         "packets: PTT in {ptt_in:.0} ({:.1}/s), bridge sent {sent:.0} ({:.1}/s per listener), listeners received {got:.0}: loss {:.2} %",

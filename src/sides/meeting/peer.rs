@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::rtp::Extension;
 use str0m::{Candidate, Rtc, RtcConfig};
 
 /// Extends 32-bit RTP timestamps to 64 bits (str0m takes a monotonic media time).
@@ -63,7 +64,13 @@ const STUN_MAX_RETRANSMITS: usize = 5;
 /// A configured `Rtc` for audio.
 pub fn new_rtc(now: Instant) -> Rtc {
     init_crypto();
+    // RTP header extensions: the audio level (VAD) and the mid (bundle demux) only. Without
+    // transport-cc a listener sends no transport-wide feedback (≈ 10 RTCP packets/s each from
+    // browsers and str0m) that audio without bandwidth estimation has no use for.
     let mut config = RtcConfig::new()
+        .clear_extension_map()
+        .set_extension(1, Extension::AudioLevel)
+        .set_extension(4, Extension::RtpMid)
         .clear_codecs()
         .enable_opus(true, false)
         .enable_pcmu(true, false)

@@ -115,9 +115,7 @@ const CONSENT_SWEEP: Duration = Duration::from_millis(500);
 
 /// Starts a room with its own UDP port on `rtc_ip`.
 pub fn spawn(sb: Arc<Switchboard>, info: Room) -> std::io::Result<RoomHandle> {
-    let std_sock = std::net::UdpSocket::bind((sb.config.rtc_ip, 0))?;
-    std_sock.set_nonblocking(true)?;
-    let socket = UdpSocket::from_std(std_sock)?;
+    let socket = media_socket(SocketAddr::new(sb.config.rtc_ip, 0))?;
     let local = socket.local_addr()?;
     let (tx, rx) = mpsc::channel(COMMANDS);
     let id = info.id.unwrap_or_default();
@@ -146,6 +144,26 @@ pub fn spawn(sb: Arc<Switchboard>, info: Room) -> std::io::Result<RoomHandle> {
             .instrument(info_span!("room", room = id, port = local.port())),
     );
     Ok(RoomHandle { tx })
+}
+
+/// Kernel buffer asked for on a room's UDP socket (Linux caps it at `net.core.rmem_max` /
+/// `wmem_max`). One socket carries every peer of the room: with the default ≈ 200 KB, a few
+/// tens of ms in which the actor is busy forwarding to a thousand listeners overflow it, and the
+/// STUN answers, RTCP and publishers' RTP it drops make peers look dead.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams taken from the socket per wake-up before the other inputs get a turn.
+const RECV_BATCH: usize = 64;
+
+/// A non-blocking UDP socket with large kernel buffers.
+fn media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol as SockProto, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
+    // Best effort: a smaller buffer still works, it only drops sooner under load.
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 struct Member {
@@ -216,7 +234,16 @@ impl RoomActor {
         loop {
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                    Ok((n, from)) => {
+                        self.on_datagram(&buf[..n], from);
+                        // Whatever else is queued, without another trip through select.
+                        for _ in 1..RECV_BATCH {
+                            match self.socket.try_recv_from(&mut buf) {
+                                Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     Err(e) => debug!(error = %e, "UDP receive error"),
                 },
                 cmd = rx.recv() => match cmd {
@@ -314,11 +341,15 @@ impl RoomActor {
         );
         let pid = match self.by_addr.get(&from) {
             Some(p) if self.peers.contains_key(p) => Some(*p),
-            _ => self
+            // A new address can only be a peer's ICE check (STUN: first byte 0..=3, RFC 7983);
+            // anything else from an unknown address (e.g. a peer we dropped) is not worth a
+            // scan of every peer.
+            _ if data.first().is_some_and(|b| *b <= 3) => self
                 .peers
                 .iter()
                 .find(|(_, p)| !p.dead && p.rtc.accepts(&input))
                 .map(|(id, _)| *id),
+            _ => None,
         };
         let Some(pid) = pid else {
             metrics::counter!("pttbridge_meeting_errors_total", "kind" => "unknown_datagram")
