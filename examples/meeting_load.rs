@@ -1,13 +1,19 @@
 //! Load tool: N WebRTC listeners (str0m, the bridge's own WebRTC stack) playing one dialled-in
-//! PTT channel with one talker. Prints the bridge's CPU per listener, listeners per core, and
-//! packet loss.
+//! PTT channel with one talker (pass-through) or two (mixing). Prints the bridge's CPU per
+//! listener, listeners per core, memory per listener, packet loss, and the bridge-added latency
+//! (PTT voice packet in → RTP packet out) per route from its own histogram.
 //!
 //! ```sh
 //! cargo build --release --bin pttbridge --example meeting_load
-//! target/release/examples/meeting_load 1000          # N listeners (default 200)
+//! target/release/examples/meeting_load 1000                 # N listeners, one talker
+//! target/release/examples/meeting_load 1 --talkers 2        # latency while mixing
+//! target/release/examples/meeting_load 300 --seconds 20
+//! target/release/examples/meeting_load 1 --passthrough buffered   # through the jitter buffer
 //! ```
-//! It starts its own murmurd (channel North), a pymumble talker that repeats a speech WAV, and
-//! the release `pttbridge` next to this binary; everything on 127.0.0.1.
+//! It starts its own murmurd (channel North), pymumble talkers that repeat a speech WAV, and
+//! the release `pttbridge` next to this binary; everything on 127.0.0.1. The listeners run in
+//! this process on one thread, so on a small machine they compete with the bridge for CPU:
+//! the bridge's own CPU time is what is reported.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -118,12 +124,70 @@ async fn listener(
     }
 }
 
+fn rss_kib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `name{labels..., quantile="q"} value` lines of a Prometheus summary.
+fn quantiles(metrics: &str, name: &str, label: &str) -> Vec<(String, f64)> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| {
+            let q = l.split("quantile=\"").nth(1)?.split('"').next()?.to_owned();
+            let v = l.rsplit(' ').next()?.parse().ok()?;
+            Some((q, v))
+        })
+        .collect()
+}
+
+fn counter(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+struct Args {
+    listeners: usize,
+    talkers: usize,
+    seconds: u64,
+    passthrough: String,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        listeners: 200,
+        talkers: 1,
+        seconds: 10,
+        passthrough: "direct".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--talkers" => a.talkers = it.next().and_then(|v| v.parse().ok()).unwrap_or(1),
+            "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
+            "--passthrough" => a.passthrough = it.next().unwrap_or_default(),
+            n => {
+                a.listeners = n
+                    .parse()
+                    .expect("usage: meeting_load [N] [--talkers K] [--seconds S]")
+            }
+        }
+    }
+    a
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(200);
+    let a = args();
+    let n = a.listeners;
     let bin = std::env::current_exe()
         .unwrap()
         .parent()
@@ -133,8 +197,9 @@ async fn main() {
 
     let server = Murmur::start(&["North"]);
     let config = format!(
-        "{}\n[meeting]\nring_delay_ms = 10\nanswer_delay_ms = 10\n[[meeting.dial_in]]\nuser_id = {DIAL}\nserver = \"local\"\naccount = \"bridge\"\n",
-        ptt_server_toml("local", &server, &[("bridge", "North")])
+        "{}\n[meeting]\nring_delay_ms = 10\nanswer_delay_ms = 10\npassthrough = \"{}\"\n[[meeting.dial_in]]\nuser_id = {DIAL}\nserver = \"local\"\naccount = \"bridge\"\n",
+        ptt_server_toml("local", &server, &[("bridge", "North")]),
+        a.passthrough
     );
     let bridge = Bridge::start(&bin, &config);
     bridge.wait_health(
@@ -178,6 +243,8 @@ async fn main() {
     let received = Arc::new(AtomicU64::new(0));
     let connected = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicU64::new(0));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss0 = rss_kib(bridge_pid);
     let t_setup = Instant::now();
     for _ in 0..n {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -201,6 +268,9 @@ async fn main() {
             stop.clone(),
         ));
     }
+    // Keep reading the signalling socket: pings are answered while reading, and the bridge lets a
+    // client go after 8 s without a pong.
+    tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
     while (connected.load(Ordering::Relaxed) as usize) < n
         && t_setup.elapsed() < Duration::from_secs(120)
     {
@@ -212,14 +282,29 @@ async fn main() {
         t_setup.elapsed().as_secs_f64()
     );
 
-    // The talker: one pymumble terminal repeating speech (continuous, so 50 packets/s expected).
-    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let rss1 = rss_kib(bridge_pid);
+    println!(
+        "bridge memory: {:.1} MiB before the listeners, {:.1} MiB with {n}: {:.1} KiB per listener",
+        rss0 / 1024.0,
+        rss1 / 1024.0,
+        (rss1 - rss0) / n as f64
+    );
+
+    // The talkers: pymumble terminals repeating speech (continuous: 50 packets/s each).
     let wav = fixture("audio/speech.wav");
-    for _ in 0..6 {
-        alice.play(&wav);
+    let repeats = (a.seconds as usize + 6) / 3 + 1;
+    let mut talkers = Vec::new();
+    for i in 0..a.talkers {
+        let mut t = Terminal::connect(server.port(), &format!("talker{i}"), Some("North"));
+        for _ in 0..repeats {
+            t.play(&wav);
+        }
+        talkers.push(t);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let window = Duration::from_secs(10);
+    let window = Duration::from_secs(a.seconds);
+    let m0 = bridge.get("/metrics").body;
+    let me0 = cpu_seconds(std::process::id());
     let (cpu0, rx0, t0) = (
         cpu_seconds(bridge_pid),
         received.load(Ordering::Relaxed),
@@ -231,27 +316,93 @@ async fn main() {
         received.load(Ordering::Relaxed),
         t0.elapsed().as_secs_f64(),
     );
+    let m1 = bridge.get("/metrics").body;
     stop.store(1, Ordering::Relaxed);
     let cpu = (cpu1 - cpu0) / secs;
-    let expected = 50.0 * secs * n as f64;
+    let me = (cpu_seconds(std::process::id()) - me0) / secs;
+    let sent = counter(&m1, "pttbridge_meeting_rtp_total{direction=\"out\"}")
+        - counter(&m0, "pttbridge_meeting_rtp_total{direction=\"out\"}");
     let got = (rx1 - rx0) as f64;
+    let ptt_in = counter(&m1, "pttbridge_meeting_rtp_total{direction=\"ptt_in\"}")
+        - counter(&m0, "pttbridge_meeting_rtp_total{direction=\"ptt_in\"}");
+    let voice_in = |m: &str| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("pttbridge_ptt_voice_packets_total{")
+                    && l.contains("direction=\"in\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let ptt_voice = voice_in(&m1) - voice_in(&m0);
     println!(
-        "listeners {n}: bridge CPU {:.1} % of a core, {:.2} µs/s per listener ({:.4} % of a core), {:.0} listeners per core",
+        "PTT voice packets received by the bridge's account: {ptt_voice:.0} ({:.1}/s)",
+        ptt_voice / t0.elapsed().as_secs_f64()
+    );
+    if std::env::var_os("LOAD_DEBUG").is_some() {
+        let logs = bridge.logs();
+        for pat in [
+            "no STUN answer",
+            "peer failed",
+            "peer lost",
+            "IceConnectionState",
+            "Disconnected",
+        ] {
+            let hits: Vec<&str> = logs.lines().filter(|l| l.contains(pat)).collect();
+            println!(
+                "  log {pat:?}: {} lines; first: {}",
+                hits.len(),
+                hits.first().unwrap_or(&"")
+            );
+        }
+        for l in m1
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.contains("quantile") && !l.contains("_sum"))
+        {
+            println!("  {l}");
+        }
+    }
+    println!(
+        "listeners {n}, talkers {}, pass-through {}: bridge CPU {:.1} % of a core, {:.2} µs of CPU per second per listener, {:.0} listeners per core",
+        a.talkers,
+        a.passthrough,
         cpu * 100.0,
         cpu * 1e6 / n as f64,
-        cpu * 100.0 / n as f64,
         n as f64 / cpu.max(1e-9)
     );
     println!(
-        "packets: {got:.0} received of {expected:.0} expected at 50/s: loss {:.2} %",
-        (1.0 - got / expected).max(0.0) * 100.0
+        "the listeners (this process, one thread): {:.1} % of a core",
+        me * 100.0
     );
-    let lat = bridge.get("/metrics").body;
-    for l in lat
-        .lines()
-        .filter(|l| l.starts_with("pttbridge_meeting_bridge_latency_seconds"))
-    {
-        println!("{l}");
+    println!(
+        "packets: PTT in {ptt_in:.0} ({:.1}/s), bridge sent {sent:.0} ({:.1}/s per listener), listeners received {got:.0}: loss {:.2} %",
+        ptt_in / secs,
+        sent / secs / n as f64,
+        (1.0 - got / sent.max(1.0)).max(0.0) * 100.0
+    );
+    for route in ["direct", "passthrough", "mix"] {
+        let q = quantiles(
+            &m1,
+            "pttbridge_meeting_bridge_latency_seconds",
+            &format!("route=\"{route}\""),
+        );
+        if q.is_empty() {
+            continue;
+        }
+        let show: Vec<String> = q
+            .iter()
+            .filter_map(|(q, v)| {
+                let name = match q.as_str() {
+                    "0.5" => "p50",
+                    "0.9" => "p90",
+                    "0.99" => "p99",
+                    "1" => "max",
+                    _ => return None,
+                };
+                Some(format!("{name} {:.1} ms", v * 1e3))
+            })
+            .collect();
+        println!("bridge latency {route}: {}", show.join(", "));
     }
-    drop(alice);
+    drop(talkers);
 }

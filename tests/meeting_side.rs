@@ -53,10 +53,15 @@ policy = "ignore"
 }
 
 fn start(server: &Murmur) -> Bridge {
+    start_with(server, "")
+}
+
+/// `extra` goes into the `[meeting]` table.
+fn start_with(server: &Murmur, extra: &str) -> Bridge {
     let config = format!(
         "{}\n{}",
         ptt_server_toml("local", server, &[("bridge", "North")]),
-        meeting_toml()
+        meeting_toml().replacen("[meeting]\n", &format!("[meeting]\n{extra}\n"), 1)
     );
     let bridge = Bridge::start(BIN, &config);
     bridge.wait_health(
@@ -212,6 +217,28 @@ fn dial_in_call_flow_and_audio_both_ways() {
         .expect("call.ended");
     assert_eq!(ended["detail"]["reason"], "hangup");
     assert!(bridge.metric("pttbridge_meeting_rtp_total", &[("direction", "out")]) > 100.0);
+
+    // The side's metrics: calls, links, RTP both ways, jitter buffers, errors by kind.
+    let text = bridge.get("/metrics").body;
+    for name in [
+        "pttbridge_meeting_calls_total{kind=\"dial_in\"}",
+        "pttbridge_meeting_calls_ended_total{reason=\"hangup\"}",
+        "pttbridge_meeting_calls ",
+        "pttbridge_meeting_links ",
+        "pttbridge_meeting_links_total",
+        "pttbridge_meeting_rtp_total{direction=\"in\"}",
+        "pttbridge_meeting_rtp_total{direction=\"out\"}",
+        "pttbridge_meeting_rtp_total{direction=\"ptt_in\"}",
+        "pttbridge_meeting_rtp_total{direction=\"ptt_out\"}",
+        "pttbridge_meeting_jitter_depth_ms{direction=\"ptt_in\",quantile=\"0.5\"}",
+        "pttbridge_meeting_jitter_depth_ms{direction=\"meeting_in\",quantile=\"0.5\"}",
+        "pttbridge_meeting_bridge_latency_seconds{route=\"direct\",quantile=\"0.99\"}",
+        "pttbridge_meeting_peers_connected ",
+    ] {
+        assert!(text.contains(name), "{name} not exported:\n{text}");
+    }
+    assert_eq!(bridge.metric("pttbridge_meeting_calls ", &[]), 0.0);
+    assert_eq!(bridge.metric("pttbridge_meeting_links ", &[]), 0.0);
 }
 
 #[test]
@@ -333,4 +360,661 @@ fn bad_input_gets_protocol_errors_and_the_connection_stays() {
     assert!(bridge.metric("pttbridge_meeting_errors_total", &[]) >= 8.0);
     // An unregistered connection is refused politely too.
     assert_eq!(bridge.health()["status"], "ok");
+}
+
+/// A participant that offers video too: the answer keeps the video m-line bundled but inactive
+/// (aiortc cannot take a rejected one, see `peer::keep_declined_in_bundle`), and audio flows both
+/// ways as usual.
+#[test]
+fn video_offer_is_answered_audio_only() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    dial_north(&mut carol);
+    let dir = tempfile::tempdir().unwrap();
+
+    carol.cmd(json!({"cmd":"publish","video":true}));
+    let p = carol.expect(
+        |e| ["published", "publish_failed", "error"].contains(&e["event"].as_str().unwrap_or("")),
+        T,
+    );
+    assert_eq!(p["event"], "published", "{p}");
+    let answer = p["sdp_answer"].as_str().unwrap();
+    assert!(
+        answer.contains("m=video 9 ") && answer.contains("a=inactive"),
+        "{answer}"
+    );
+    carol.cmd(json!({"cmd":"play","client":NORTH,"video":true}));
+    let p = carol.expect(
+        |e| ["playing", "play_failed", "error"].contains(&e["event"].as_str().unwrap_or("")),
+        T,
+    );
+    assert_eq!(p["event"], "playing", "{p}");
+    for pc in ["publish".to_owned(), format!("play:{NORTH}")] {
+        carol.expect(
+            |e| e["event"] == "pc_state" && e["pc"] == pc.as_str() && e["state"] == "connected",
+            T,
+        );
+    }
+
+    bob.record_start();
+    carol.cmd(json!({"cmd":"speak","wav":fixture("audio/speech.wav")}));
+    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000));
+    let bob_wav = dir.path().join("bob.wav");
+    bob.record_stop(&bob_wav);
+    let cmp = compare_files(fixture("audio/speech.wav"), &bob_wav);
+    println!("meeting (with a video m-line) → PTT: {cmp}");
+    cmp.assert_matches(0.85, 0.1);
+
+    carol.cmd(json!({"cmd":"record_start"}));
+    carol.expect(|e| e["event"] == "ack", T);
+    alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(800));
+    let heard = dir.path().join("carol.wav");
+    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
+    carol.expect(|e| e["event"] == "recorded", T);
+    let cmp = compare_files(fixture("audio/speech.wav"), &heard);
+    println!("PTT → meeting (with a video m-line): {cmp}");
+    cmp.assert_matches(0.9, 0.1);
+}
+
+/// A sine tone WAV (48 kHz mono, amplitude 0.3) in `dir`.
+fn tone_wav(dir: &tempfile::TempDir, name: &str, freq: f64, secs: f64) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    let samples: Vec<f32> = media::signal::sine(48_000, freq, TONE, secs)
+        .iter()
+        .map(|s| f32::from(*s) / 32767.0)
+        .collect();
+    testkit::audio::write_wav(&path, &samples).unwrap();
+    path
+}
+
+const TONE: f64 = 0.3;
+
+/// Amplitude (0..1) of `freq` in each 100 ms window of a recording.
+fn tone_track(path: &std::path::Path, freq: f64) -> Vec<f64> {
+    let pcm: Vec<i16> = testkit::audio::load_wav(path)
+        .iter()
+        .map(|s| (s * 32767.0) as i16)
+        .collect();
+    pcm.chunks_exact(4800)
+        .map(|w| media::signal::tone_amplitude(w, 48_000, freq))
+        .collect()
+}
+
+/// Two PTT talkers at once: both are heard in the meeting (mixed), and the listener's RTP
+/// timeline runs on without a jump through pass-through → mix → pass-through. Default
+/// (direct) pass-through: the lone talker's packets are forwarded on arrival until bob starts.
+#[test]
+fn two_ptt_talkers_are_mixed_without_timestamp_jumps() {
+    two_ptt_talkers("");
+}
+
+/// The same with `passthrough = "buffered"` (every packet through the link's jitter buffer).
+#[test]
+fn two_ptt_talkers_buffered_pass_through() {
+    two_ptt_talkers("passthrough = \"buffered\"");
+}
+
+fn two_ptt_talkers(extra: &str) {
+    let server = Murmur::start(&["North"]);
+    let bridge = start_with(&server, extra);
+    let dir = tempfile::tempdir().unwrap();
+    let (low, high) = (440.0, 1000.0);
+    let a_wav = tone_wav(&dir, "a.wav", low, 4.0);
+    let b_wav = tone_wav(&dir, "b.wav", high, 2.0);
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    dial_north(&mut carol);
+    carol.cmd(json!({"cmd":"play","client":NORTH}));
+    carol.expect(
+        |e| {
+            e["event"] == "pc_state"
+                && e["pc"] == format!("play:{NORTH}")
+                && e["state"] == "connected"
+        },
+        T,
+    );
+    carol.cmd(json!({"cmd":"record_start"}));
+    carol.expect(|e| e["event"] == "ack", T);
+
+    alice.play(&a_wav);
+    std::thread::sleep(Duration::from_millis(1000));
+    bob.play(&b_wav);
+    alice.expect_event("play_done", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(800));
+    let heard = dir.path().join("carol.wav");
+    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
+    let rec = carol.expect(|e| e["event"] == "recorded", T);
+    println!("recorded: {rec}");
+
+    for who in ["alice", "bob"] {
+        carol.push(
+            "memberTalking",
+            |m| m["talking"] == true && m["member"]["name"] == who,
+            T,
+        );
+    }
+    let a = tone_track(&heard, low);
+    let b = tone_track(&heard, high);
+    let on = TONE * 0.4;
+    let both = a
+        .iter()
+        .zip(&b)
+        .filter(|(a, b)| **a > on && **b > on)
+        .count();
+    let alice_only = a
+        .iter()
+        .zip(&b)
+        .filter(|(a, b)| **a > on && **b < on / 4.0)
+        .count();
+    println!(
+        "windows: {} with both tones, {alice_only} with alice alone; levels 440 Hz {a:.2?}, 1000 Hz {b:.2?}",
+        both
+    );
+    assert!(
+        both >= 14,
+        "both talkers heard at once for 1.4 s of bob's 2 s"
+    );
+    assert!(
+        alice_only >= 15,
+        "alice alone before and after bob (pass-through)"
+    );
+    // One RTP timeline: every frame follows the previous one by exactly its length.
+    assert_eq!(
+        rec["pts_odd"],
+        json!([]),
+        "RTP timestamp jumps: {}",
+        rec["pts_steps"]
+    );
+    assert!(rec["frames"].as_u64().unwrap() >= 190, "{rec}");
+    assert!(
+        bridge.metric(
+            "pttbridge_meeting_bridge_latency_seconds_count",
+            &[("route", "mix")]
+        ) > 0.0,
+        "the mix route was taken"
+    );
+    let lone = if extra.is_empty() {
+        "direct"
+    } else {
+        "passthrough"
+    };
+    assert!(
+        bridge.metric(
+            "pttbridge_meeting_bridge_latency_seconds_count",
+            &[("route", lone)]
+        ) > 30.0,
+        "alice alone went {lone}"
+    );
+}
+
+/// Floor: while a PTT user talks the meeting speaker is not sent into the channel (floor.denied);
+/// when the PTT user stops, the meeting speaker gets the floor and the channel hears them.
+#[test]
+fn ptt_talker_holds_the_floor_then_the_meeting_gets_it() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut events = bridge.events();
+    let dir = tempfile::tempdir().unwrap();
+    let (low, high) = (440.0, 1000.0);
+    let ptt_wav = tone_wav(&dir, "ptt.wav", low, 3.0);
+    let meeting_wav = tone_wav(&dir, "meeting.wav", high, 6.0);
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    let room = dial_north(&mut carol);
+    carol.cmd(json!({"cmd":"publish"}));
+    carol.expect(
+        |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
+        T,
+    );
+
+    bob.record_start();
+    alice.play(&ptt_wav);
+    std::thread::sleep(Duration::from_millis(500));
+    carol.cmd(json!({"cmd":"speak","wav":meeting_wav}));
+    let denied = events
+        .try_expect(|e| e["type"] == "floor.denied", T)
+        .expect("floor.denied while alice talks");
+    assert_eq!(denied["group_id"], format!("meeting:{room}"));
+    assert_eq!(denied["detail"]["holder"]["name"], "alice", "{denied}");
+    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000));
+    let bob_wav = dir.path().join("bob.wav");
+    let rec = bob.record_stop(&bob_wav);
+    println!("bob heard: {rec}");
+    let speaker = |name: &str| {
+        rec["speakers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("bob did not hear {name}: {rec}"))
+    };
+    let (a, m) = (speaker("alice"), speaker("bridge"));
+    let alice_end = a["last_s"].as_f64().unwrap();
+    let meeting_start = m["first_s"].as_f64().unwrap();
+    assert!(
+        meeting_start >= alice_end - 0.05,
+        "the meeting was sent over alice: it started at {meeting_start:.2} s, she stopped at {alice_end:.2} s"
+    );
+    assert!(
+        meeting_start - alice_end < 1.5,
+        "the meeting got the floor {:.2} s after alice stopped",
+        meeting_start - alice_end
+    );
+    // What the bridge sent is the meeting speaker's tone, for the rest of their speech.
+    let voice = m["voice_seconds"].as_f64().unwrap();
+    assert!(voice > 2.0, "meeting voice {voice:.2} s");
+    let bridge_track = tone_track(std::path::Path::new(m["wav"].as_str().unwrap()), high);
+    let loud = bridge_track.iter().filter(|a| **a > TONE * 0.4).count();
+    assert!(
+        loud >= 20,
+        "1000 Hz heard from the bridge in {loud} windows"
+    );
+    let alice_track = tone_track(std::path::Path::new(a["wav"].as_str().unwrap()), high);
+    assert!(
+        alice_track.iter().all(|a| *a < TONE * 0.1),
+        "no meeting audio in alice's stream"
+    );
+    events
+        .try_expect(
+            |e| e["type"] == "talk.started" && e["party"]["side"] == "meeting",
+            T,
+        )
+        .expect("talk.started for the meeting speaker");
+    assert!(bridge.metric("pttbridge_meeting_floor_denied_total", &[]) >= 1.0);
+}
+
+/// carol dials North, publishes and speaks a long tone until the bridge holds the PTT floor for
+/// her; bob records the channel. Returns when the channel hears her, with bob recording since
+/// the returned instant.
+fn meeting_holds_the_floor(
+    bridge: &Bridge,
+    events: &mut testkit::events::EventQueue,
+    carol: &mut Participant,
+    bob: &mut Terminal,
+    dir: &tempfile::TempDir,
+) -> (i64, std::time::Instant) {
+    let room = dial_north(carol);
+    carol.cmd(json!({"cmd":"publish"}));
+    carol.expect(
+        |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
+        T,
+    );
+    carol.cmd(json!({"cmd":"play","client":NORTH}));
+    carol.expect(
+        |e| {
+            e["event"] == "pc_state"
+                && e["pc"] == format!("play:{NORTH}")
+                && e["state"] == "connected"
+        },
+        T,
+    );
+    bob.record_start();
+    let since = std::time::Instant::now();
+    carol.cmd(json!({"cmd":"speak","wav":tone_wav(dir, "long.wav", 1000.0, 20.0)}));
+    events
+        .try_expect(
+            |e| e["type"] == "talk.started" && e["party"]["side"] == "meeting",
+            T,
+        )
+        .expect("the meeting speaker takes the floor");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(bridge.metric("pttbridge_meeting_rtp_total", &[("direction", "ptt_out")]) > 20.0);
+    (room, since)
+}
+
+/// After the meeting side vanished at `gone` (bob recording since `since`): the link is down
+/// within 10 s, the call ended, the channel stopped hearing the meeting, nothing is left over.
+fn assert_released(
+    bridge: &Bridge,
+    events: &mut testkit::events::EventQueue,
+    bob: &mut Terminal,
+    dir: &tempfile::TempDir,
+    room: i64,
+    since: std::time::Instant,
+    gone: std::time::Instant,
+) {
+    let down = events
+        .try_expect(|e| e["type"] == "link.down", Duration::from_secs(10))
+        .expect("link.down within 10 s");
+    let took = gone.elapsed();
+    println!("link down {took:?} after the participant vanished: {down}");
+    assert_eq!(down["group_id"], format!("meeting:{room}"));
+    let ended = events
+        .try_expect(|e| e["type"] == "call.ended", T)
+        .expect("call.ended");
+    assert_eq!(ended["detail"]["reason"], "gone", "{ended}");
+    let h = bridge.health();
+    assert_eq!(h["sides"]["meeting"]["links"], json!([]), "{h}");
+    assert_eq!(h["sides"]["meeting"]["calls"], 0, "{h}");
+    assert_eq!(bridge.metric("pttbridge_meeting_links ", &[]), 0.0);
+    assert_eq!(bridge.metric("pttbridge_meeting_peers ", &[]), 0.0);
+    // The channel stopped hearing the meeting soon after it vanished (VAD hangover, no more).
+    std::thread::sleep(Duration::from_millis(1000));
+    let rec = bob.record_stop(&dir.path().join("bob.wav"));
+    let bridge_voice = rec["speakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "bridge")
+        .cloned()
+        .unwrap_or_else(|| panic!("bob never heard the meeting: {rec}"));
+    let stopped = bridge_voice["last_s"].as_f64().unwrap();
+    let vanished = (gone - since).as_secs_f64();
+    println!(
+        "meeting voice stopped {:.2} s after the participant vanished",
+        stopped - vanished
+    );
+    assert!(
+        stopped < vanished + 1.5,
+        "the bridge kept the floor: voice until {stopped:.2} s, participant gone at {vanished:.2} s"
+    );
+}
+
+/// SIGKILL the meeting participant (caller, speaker, floor holder) mid-call.
+#[test]
+fn killed_participant_releases_floor_and_link() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut events = bridge.events();
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    let (room, since) = meeting_holds_the_floor(&bridge, &mut events, &mut carol, &mut bob, &dir);
+    carol.kill();
+    let gone = std::time::Instant::now();
+    assert_released(&bridge, &mut events, &mut bob, &dir, room, since, gone);
+    // The channel is free: a PTT user talks and nobody is denied.
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    alice.play_and_wait(&tone_wav(&dir, "short.wav", 440.0, 0.5), T);
+    assert_eq!(bridge.health()["status"], "ok");
+}
+
+/// SIGSTOP the participant: its sockets stay open and silent. ICE consent checks notice the
+/// WebRTC peers are gone; the signalling socket's ping timeout lets the client go; the floor and
+/// the link are released within 10 s.
+#[test]
+fn frozen_participant_is_noticed_by_ice_and_socket_timeouts() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut events = bridge.events();
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    let (room, since) = meeting_holds_the_floor(&bridge, &mut events, &mut carol, &mut bob, &dir);
+    let lost_before = bridge.metric("pttbridge_meeting_peers_lost_total", &[]);
+    carol.freeze();
+    let gone = std::time::Instant::now();
+    assert_released(&bridge, &mut events, &mut bob, &dir, room, since, gone);
+    assert_eq!(
+        bridge.metric("pttbridge_meeting_peers_lost_total", &[]) - lost_before,
+        2.0,
+        "both WebRTC peers (publish, play) were found dead by ICE before the socket timed out"
+    );
+    assert_eq!(
+        bridge.metric("pttbridge_meeting_errors_total", &[("kind", "ws_timeout")]),
+        1.0
+    );
+}
+
+/// murmurd dies mid-call while a PTT user talks: the meeting hears the talk end cleanly (no
+/// noise, no clipping, nothing during the outage); the link stays, the bridge's PTT account
+/// comes back after murmurd restarts, and audio flows both ways again.
+#[test]
+fn murmurd_killed_mid_call_then_the_link_comes_back() {
+    let mut server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut events = bridge.events();
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    dial_north(&mut carol);
+    carol.cmd(json!({"cmd":"publish"}));
+    carol.cmd(json!({"cmd":"play","client":NORTH}));
+    for pc in ["publish".to_owned(), format!("play:{NORTH}")] {
+        carol.expect(
+            |e| e["event"] == "pc_state" && e["pc"] == pc.as_str() && e["state"] == "connected",
+            T,
+        );
+    }
+
+    carol.cmd(json!({"cmd":"record_start"}));
+    carol.expect(|e| e["event"] == "ack", T);
+    alice.play(&tone_wav(&dir, "long.wav", 440.0, 8.0));
+    carol.push("memberTalking", |m| m["talking"] == true, T);
+    std::thread::sleep(Duration::from_millis(2000));
+    server.kill();
+    // pymumble would reconnect on its own and go on with the tone: this terminal is done.
+    drop(alice);
+    events
+        .try_expect(|e| e["type"] == "side.disconnected", T)
+        .expect("side.disconnected");
+    carol.push("memberTalking", |m| m["talking"] == false, T);
+    std::thread::sleep(Duration::from_millis(3000));
+    let outage = dir.path().join("outage.wav");
+    carol.cmd(json!({"cmd":"record_stop","wav":outage}));
+    let rec = carol.expect(|e| e["event"] == "recorded", T);
+    println!("around the outage: {rec}");
+
+    // What the meeting heard: the tone, then it ends; no burst, no clipping, no noise after.
+    let pcm = testkit::audio::load_wav(&outage);
+    let peak = pcm.iter().fold(0f32, |m, s| m.max(s.abs()));
+    assert!(
+        peak < 0.4,
+        "peak {peak:.3} for a 0.3 tone: a burst or clipping"
+    );
+    let tone = tone_track(&outage, 440.0);
+    let last = tone
+        .iter()
+        .rposition(|a| *a > TONE * 0.5)
+        .expect("the tone was heard");
+    assert!(last >= 15, "about 2 s of tone before the kill: {tone:.2?}");
+    for (i, w) in pcm.chunks_exact(4800).enumerate().take(last) {
+        let rms = testkit::audio::rms(w) as f64;
+        let clean = (tone[i] / std::f64::consts::SQRT_2) / rms.max(1e-9);
+        assert!(
+            clean > 0.9,
+            "window {i}: only {:.0} % of the energy is the tone",
+            clean * 100.0
+        );
+    }
+    let tail = &pcm[((last + 2) * 4800).min(pcm.len())..];
+    let tail_peak = tail.iter().fold(0f32, |m, s| m.max(s.abs()));
+    assert!(
+        tail_peak < 0.01,
+        "after the talk ended: peak {tail_peak:.3} ({} samples)",
+        tail.len()
+    );
+    assert!(
+        (rec["frames"].as_u64().unwrap() as f64) < 50.0 * 3.0,
+        "nothing sent while murmurd was down: {rec}"
+    );
+    assert_eq!(rec["pts_odd"], json!([]), "{rec}");
+
+    // murmurd returns: the bridge's account rejoins North and the link never went down.
+    server.restart();
+    bridge.wait_health(
+        "connected in North again",
+        |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["channel"] == "North",
+        T,
+    );
+    assert_eq!(
+        bridge.health()["sides"]["meeting"]["links"][0]["dial_in"],
+        NORTH
+    );
+    assert!(
+        events.history().iter().all(|e| e["type"] != "link.down"),
+        "the link stayed up"
+    );
+
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    carol.cmd(json!({"cmd":"record_start"}));
+    carol.expect(|e| e["event"] == "ack", T);
+    alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(800));
+    let heard = dir.path().join("after.wav");
+    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
+    carol.expect(|e| e["event"] == "recorded", T);
+    // aiortc's audio jitter buffer (prefetch 4) holds the last 4 packets of a burst until the
+    // next one arrives: the tone's tail from before the outage opens this recording, then the
+    // RTP timeline's gap (kept as zeros). Compare what follows the gap.
+    let pcm = testkit::audio::load_wav(&heard);
+    let gap = pcm
+        .windows(48_000)
+        .position(|w| w.iter().all(|s| *s == 0.0))
+        .expect("the outage is a gap on the RTP timeline");
+    assert!(gap < 12_000, "stale audio before the gap: {gap} samples");
+    let stale_peak = pcm[..gap].iter().fold(0f32, |m, s| m.max(s.abs()));
+    assert!(
+        stale_peak < 0.4,
+        "the tone's held-back tail: peak {stale_peak:.3}"
+    );
+    let after: Vec<f32> = pcm[gap..].to_vec();
+    let cmp = testkit::audio::compare(
+        &testkit::audio::load_wav(fixture("audio/speech.wav")),
+        &after,
+    );
+    println!("PTT → meeting after the restart: {cmp}");
+    cmp.assert_matches(0.9, 0.1);
+
+    bob.record_start();
+    carol.cmd(json!({"cmd":"speak","wav":fixture("audio/speech.wav")}));
+    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000));
+    let bob_wav = dir.path().join("bob.wav");
+    bob.record_stop(&bob_wav);
+    let cmp = compare_files(fixture("audio/speech.wav"), &bob_wav);
+    println!("meeting → PTT after the restart: {cmp}");
+    cmp.assert_matches(0.85, 0.1);
+}
+
+/// Hang-up from the bridge side: the operator's HTTP route, and `/hangup` typed in the PTT
+/// channel. Either way the caller gets `cancel {reason:"hangup"}`, the channel leaves the room.
+#[test]
+fn hang_up_from_the_operator_and_from_the_ptt_channel() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut events = bridge.events();
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+
+    let expect_hung_up =
+        |carol: &mut Participant, events: &mut testkit::events::EventQueue, room: i64| {
+            let cancel = carol.push("cancel", from(NORTH), T);
+            assert_eq!(cancel["reason"], "hangup", "{cancel}");
+            carol.push(
+                "ExitRoom",
+                |m| m["client"]["id"] == NORTH && m["roomId"] == room,
+                T,
+            );
+            let down = events
+                .try_expect(|e| e["type"] == "link.down", T)
+                .expect("link.down");
+            assert_eq!(down["detail"]["reason"], "hangup");
+            assert_eq!(down["group_id"], format!("meeting:{room}"));
+            let ended = events
+                .try_expect(|e| e["type"] == "call.ended", T)
+                .expect("call.ended");
+            assert_eq!(ended["detail"]["reason"], "hangup");
+        };
+
+    let room = dial_north(&mut carol);
+    let links = bridge.get("/meeting/links").json();
+    assert_eq!(
+        links["links"],
+        json!([{"dial_in": NORTH, "room": room}]),
+        "{links}"
+    );
+    let r = bridge.request("POST", &format!("/meeting/links/{NORTH}/hangup"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["code"], 0);
+    expect_hung_up(&mut carol, &mut events, room);
+    assert_eq!(bridge.get("/meeting/links").json()["links"], json!([]));
+    let r = bridge.request("POST", &format!("/meeting/links/{NORTH}/hangup"), None);
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (404, json!(404)),
+        "{}",
+        r.body
+    );
+    let r = bridge.request("POST", "/meeting/links/north/hangup", None);
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // Called again, hung up by a PTT user in the channel.
+    let room = dial_north(&mut carol);
+    alice.text("/hangup");
+    expect_hung_up(&mut carol, &mut events, room);
+    assert_eq!(bridge.health()["sides"]["meeting"]["links"], json!([]));
+}
+
+/// A participant that only speaks G.711 µ-law (aiortc forced to PCMU): the bridge transcodes
+/// both ways (PTT Opus ⇄ PCMU 8 kHz), held to the same bars as Opus (speech windows are
+/// dominated by the band G.711 keeps; measured medians ≈ 0.99 and 0.98).
+#[test]
+fn g711_participant_is_bridged_both_ways() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    dial_north(&mut carol);
+    carol.cmd(json!({"cmd":"publish","codec":"PCMU"}));
+    let p = carol.expect(
+        |e| e["event"] == "published" || e["event"] == "publish_failed",
+        T,
+    );
+    let answer = p["sdp_answer"].as_str().unwrap_or_default();
+    assert!(
+        answer.contains("PCMU/8000") && !answer.contains("opus"),
+        "{p}"
+    );
+    carol.cmd(json!({"cmd":"play","client":NORTH,"codec":"PCMU"}));
+    let p = carol.expect(
+        |e| e["event"] == "playing" || e["event"] == "play_failed",
+        T,
+    );
+    let answer = p["sdp_answer"].as_str().unwrap_or_default();
+    assert!(
+        answer.contains("PCMU/8000") && !answer.contains("opus"),
+        "{p}"
+    );
+    for pc in ["publish".to_owned(), format!("play:{NORTH}")] {
+        carol.expect(
+            |e| e["event"] == "pc_state" && e["pc"] == pc.as_str() && e["state"] == "connected",
+            T,
+        );
+    }
+
+    carol.cmd(json!({"cmd":"record_start"}));
+    carol.expect(|e| e["event"] == "ack", T);
+    alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(800));
+    let heard = dir.path().join("carol.wav");
+    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
+    let rec = carol.expect(|e| e["event"] == "recorded", T);
+    assert_eq!(rec["rate"], 8000, "{rec}");
+    assert_eq!(rec["pts_odd"], json!([]), "{rec}");
+    let cmp = compare_files(fixture("audio/speech.wav"), &heard);
+    println!("PTT → meeting as PCMU: {cmp}");
+    cmp.assert_matches(0.9, 0.1);
+
+    bob.record_start();
+    carol.cmd(json!({"cmd":"speak","wav":fixture("audio/speech.wav")}));
+    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000));
+    let bob_wav = dir.path().join("bob.wav");
+    bob.record_stop(&bob_wav);
+    let cmp = compare_files(fixture("audio/speech.wav"), &bob_wav);
+    println!("meeting as PCMU → PTT: {cmp}");
+    cmp.assert_matches(0.85, 0.1);
 }

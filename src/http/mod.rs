@@ -98,11 +98,9 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// The router with every route.
 pub fn router(state: Arc<AppState>) -> Router {
-    let mut r = Router::new();
-    if state.meeting.config.enabled {
-        r = r.merge(crate::sides::meeting::routes(state.meeting.clone()));
-    }
-    r.route("/healthz", get(healthz))
+    Router::new()
+        .merge(crate::sides::meeting::routes(state.meeting.clone()))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/events", get(events::stream))
         .route("/egw", get(egw::upgrade))
@@ -120,8 +118,11 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "status": status,
         "uptime_s": state.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
-        "sides": { "ptt": { "state": if ptt_ok { "connected" } else { "degraded" }, "servers": servers },
-                   "console": state.console.health() },
+        "sides": {
+            "ptt": { "state": if ptt_ok { "connected" } else { "degraded" }, "servers": servers },
+            "console": state.console.health(),
+            "meeting": state.meeting.health(),
+        },
         "events": crate::events::health(&state.platform),
     });
     // Degraded is still 200: the bridge itself is alive and serving the sides that work.

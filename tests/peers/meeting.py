@@ -17,13 +17,18 @@ It logs in over HTTP (GET /app/getSign, POST /app/account method=dockingLogin), 
   stdin commands:
     {"cmd":"send","msg":{...}}                  send a JSON request as is
     {"cmd":"raw","text":"..."}                  send any text frame (bad-input tests)
-    {"cmd":"publish"[,"video":true]}            RTCPeerConnection sending one audio track (silent
-                                                until "speak"); with video, also a video m-line
-                                                the server should decline; meeting.publish + sdp
+    {"cmd":"publish"[,"video":true][,"codec":"PCMU"]}   RTCPeerConnection sending one audio track
+                                                (silent until "speak"); with video, also a video
+                                                m-line the server should decline; with codec, only
+                                                that audio codec is offered; meeting.publish + sdp
     {"cmd":"speak","wav":"in.wav"}              send a 48 kHz mono 16-bit WAV in real time
-    {"cmd":"play","client":N}                   recvonly peer for client N (meeting.play + sdp)
+    {"cmd":"play","client":N[,"video":true][,"codec":"PCMU"]}   recvonly peer for client N
+                                                (meeting.play + sdp); with video, also a recvonly
+                                                video m-line; with codec, only that audio codec
     {"cmd":"record_start"} / {"cmd":"record_stop","wav":"out.wav"}   what the played streams
-                                                delivered, on the RTP timeline (gaps kept)
+                                                delivered, on the RTP timeline (gaps kept), as
+                                                48 kHz (8 kHz G.711 is resampled; pts_steps stay
+                                                in the codec's clock)
     {"cmd":"close"}                             close every peer connection
     {"cmd":"quit"}
 
@@ -44,9 +49,9 @@ import wave
 import aioice.ice
 import numpy as np
 import websockets
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
-from av import AudioFrame
+from av import AudioFrame, AudioResampler
 
 RATE = 48000
 FRAME = 960
@@ -64,6 +69,13 @@ def log(msg):
     sys.stderr.flush()
 
 
+def only_codec(transceiver, codec):
+    """Offer only `codec` (e.g. "PCMU") on this audio transceiver."""
+    if codec:
+        caps = RTCRtpSender.getCapabilities("audio").codecs
+        transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() == "audio/" + codec.lower()])
+
+
 def loopback_only(sdp):
     """Drop every ICE candidate that is not on 127.0.0.1 (both directions)."""
     out = []
@@ -72,6 +84,15 @@ def loopback_only(sdp):
             continue
         out.append(line)
     return "\r\n".join(out) + "\r\n"
+
+
+def resample(audio, rate):
+    """Mono int16 at `rate` → 48 kHz, in one pass (libswresample through PyAV)."""
+    frame = AudioFrame.from_ndarray(audio.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = rate
+    r = AudioResampler(format="s16", layout="mono", rate=RATE)
+    out = [f.to_ndarray().reshape(-1) for f in r.resample(frame) + r.resample(None)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
 
 
 class WavTrack(AudioStreamTrack):
@@ -185,7 +206,7 @@ class Participant:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.watch(pc, "publish")
         self.track = WavTrack()
-        pc.addTransceiver(self.track, direction="sendonly")
+        only_codec(pc.addTransceiver(self.track, direction="sendonly"), cmd.get("codec"))
         if cmd.get("video"):
             pc.addTransceiver("video", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
@@ -215,11 +236,14 @@ class Participant:
         client = cmd["client"]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.watch(pc, "play:%s" % client)
-        pc.addTransceiver("audio", direction="recvonly")
+        only_codec(pc.addTransceiver("audio", direction="recvonly"), cmd.get("codec"))
+        if cmd.get("video"):
+            pc.addTransceiver("video", direction="recvonly")
 
         @pc.on("track")
         def on_track(track):
-            asyncio.ensure_future(self.consume(client, track))
+            if track.kind == "audio":
+                asyncio.ensure_future(self.consume(client, track))
 
         await pc.setLocalDescription(await pc.createOffer())
         sdp = loopback_only(pc.localDescription.sdp)
@@ -230,7 +254,7 @@ class Participant:
             return
         await pc.setRemoteDescription(RTCSessionDescription(loopback_only(reply["sdp"]), "answer"))
         self.plays[client] = pc
-        emit("playing", client=client)
+        emit("playing", client=client, sdp_answer=reply["sdp"])
 
     async def consume(self, client, track):
         first = True
@@ -248,7 +272,7 @@ class Participant:
             pcm = frame.to_ndarray().reshape(-1)
             if len(frame.layout.channels) == 2:
                 pcm = ((pcm[0::2].astype(np.int32) + pcm[1::2].astype(np.int32)) // 2).astype(np.int16)
-            rec.append((client, frame.pts, pcm))
+            rec.append((client, frame.pts, pcm, frame.sample_rate))
 
     def record_stop(self, cmd):
         rec, self.recording = self.recording or [], None
@@ -257,7 +281,8 @@ class Participant:
         last = {}
         chunks = []
         pos = 0
-        for client, pts, pcm in rec:
+        rate = rec[0][3] if rec else RATE
+        for client, pts, pcm, _ in rec:
             if client in last and pts is not None:
                 step = pts - last[client]
                 steps[str(step)] = steps.get(str(step), 0) + 1
@@ -265,19 +290,22 @@ class Participant:
                     odd.append(step)
                 # Keep pauses the sender's timeline shows (up to 10 s), as silence.
                 gap = step - len(pcm)
-                if 0 < gap <= 10 * RATE:
+                if 0 < gap <= 10 * rate:
                     chunks.append(np.zeros(gap, dtype=np.int16))
                     pos += gap
             last[client] = pts
             chunks.append(pcm)
             pos += len(pcm)
         audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+        if rate != RATE and len(audio):
+            audio = resample(audio, rate)
         with wave.open(cmd["wav"], "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
             w.setframerate(RATE)
             w.writeframes(audio.tobytes())
-        emit("recorded", wav=cmd["wav"], seconds=len(audio) / RATE, frames=len(rec), pts_steps=steps, pts_odd=odd,
+        emit("recorded", wav=cmd["wav"], seconds=len(audio) / RATE, frames=len(rec), rate=rate, pts_steps=steps,
+             pts_odd=odd,
              rms=float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) if len(audio) else 0.0)
 
     async def command(self, cmd):

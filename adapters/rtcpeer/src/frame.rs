@@ -127,6 +127,14 @@ impl Frame {
         })
     }
 
+    /// The whole frame as one JSON object again (`module`, `method` and the body).
+    pub fn into_value(self) -> Value {
+        let mut body = self.body;
+        body.insert("module".into(), Value::String(self.module));
+        body.insert("method".into(), Value::String(self.method));
+        Value::Object(body)
+    }
+
     /// `result` when present (replies have it, pushes never do).
     pub fn result(&self) -> Option<i64> {
         self.body.get("result").and_then(Value::as_i64)

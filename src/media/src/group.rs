@@ -185,6 +185,16 @@ impl MixGroup {
             .map(|t| t.inbound.popped())
     }
 
+    /// Forgets a talker's buffered audio up to `ts`: its packets were forwarded to listeners on
+    /// arrival (direct pass-through), so when the group starts mixing it continues from there
+    /// instead of playing them a second time.
+    pub fn skip_talker_through(&mut self, id: u32, ts: u32) -> usize {
+        self.talkers
+            .iter_mut()
+            .find(|t| t.id == id)
+            .map_or(0, |t| t.inbound.skip_through(ts))
+    }
+
     /// Jitter statistics of one talker.
     pub fn talker_stats(&self, id: u32) -> Option<crate::jitter::JitterStats> {
         self.talkers

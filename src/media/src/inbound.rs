@@ -100,6 +100,13 @@ impl InboundStream {
         self.jitter.push(ts, payload, arrival_us)
     }
 
+    /// Drops audio up to `ts` that was delivered another way (see [`JitterBuffer::skip_through`]),
+    /// decoded leftovers included.
+    pub fn skip_through(&mut self, ts: u32) -> usize {
+        self.len = 0;
+        self.jitter.skip_through(ts)
+    }
+
     /// Jitter statistics.
     pub fn stats(&self) -> JitterStats {
         self.jitter.stats()

@@ -368,6 +368,30 @@ impl JitterBuffer {
         self.last_transit = Some(transit);
     }
 
+    /// Forgets queued audio that ends at or before `ts` (48 kHz units, as pushed) and moves the
+    /// playout point up to it: that audio reached the listener another way (a caller that
+    /// forwarded the packets on arrival and now needs the stream decoded from where they left
+    /// off). Not counted as loss. Returns the packets removed.
+    pub fn skip_through(&mut self, ts: u32) -> usize {
+        let Some(ts) = self.extend(ts) else {
+            return 0;
+        };
+        let mut removed = 0;
+        while self
+            .queue
+            .front()
+            .is_some_and(|e| e.ts + u64::from(e.samples) <= ts)
+        {
+            self.queue.pop_front();
+            removed += 1;
+        }
+        if self.state == State::Playing && ts > self.next_ts {
+            self.next_ts = ts;
+            self.stretch = 0;
+        }
+        removed
+    }
+
     /// Takes the next thing to render. Call it whenever playout needs audio;
     /// `now_us` is the same clock as arrivals.
     pub fn pop(&mut self, now_us: u64) -> Playout {
@@ -495,6 +519,25 @@ mod tests {
             min_depth_ms: 40,
             ..JitterConfig::default()
         }
+    }
+
+    #[test]
+    fn skip_through_drops_what_was_delivered_and_plays_on_from_there() {
+        let mut jb = JitterBuffer::new(cfg());
+        for id in 0..5u8 {
+            jb.push(u32::from(id) * 960, pkt(id), u64::from(id) * 20_000);
+        }
+        assert_eq!(played(&jb.pop(100_000)), Some(0));
+        // Packets 1..=3 were forwarded another way: only 4 is left to play.
+        assert_eq!(jb.skip_through(4 * 960), 3);
+        assert_eq!(played(&jb.pop(120_000)), Some(4));
+        assert_eq!(jb.stats().lost, 0);
+        assert_eq!(jb.stats().dropped, 0);
+        // Past everything queued: the next packet due is the one after.
+        jb.push(5 * 960, pkt(5), 120_000);
+        jb.push(6 * 960, pkt(6), 140_000);
+        assert_eq!(jb.skip_through(6 * 960), 1);
+        assert_eq!(played(&jb.pop(140_000)), Some(6));
     }
 
     #[test]

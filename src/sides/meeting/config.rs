@@ -32,6 +32,21 @@ pub struct MeetingConfig {
     pub number_base: Option<i64>,
     /// Client mode: register at external RTCPeer servers as dial-in users.
     pub upstream: Vec<Upstream>,
+    /// How a lone PTT talker reaches the meeting.
+    pub passthrough: PassThrough,
+}
+
+/// How a lone PTT talker's packets reach meeting listeners.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PassThrough {
+    /// Forwarded the moment they arrive (the listeners' own jitter buffers absorb the jitter).
+    /// A burst in which a second PTT user starts talking switches to the mix and stays mixed
+    /// until the channel is quiet.
+    #[default]
+    Direct,
+    /// Through the link's jitter buffer, sent on its 20 ms tick (adds the buffer's depth).
+    Buffered,
 }
 
 impl Default for MeetingConfig {
@@ -47,6 +62,7 @@ impl Default for MeetingConfig {
             dial_in: Vec::new(),
             number_base: None,
             upstream: Vec::new(),
+            passthrough: PassThrough::default(),
         }
     }
 }
@@ -108,7 +124,8 @@ fn default_level() -> u8 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// Base URL of its HTTP API, e.g. `http://host:8080` (`/app/getSign`, `/app/account`).
+    /// Base URL of its HTTP API, e.g. `http://host:8080` (`/app/getSign`, `/app/account`,
+    /// `/rtcpeer` under it). Plain `http://` only.
     pub url: String,
     /// `appId` for getSign.
     pub app_id: String,
@@ -175,11 +192,8 @@ impl MeetingConfig {
             ));
         }
         for (i, u) in self.upstream.iter().enumerate() {
-            if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
-                return Err(invalid(
-                    format!("meeting.upstream[{i}].url"),
-                    "must start with http:// or https://".into(),
-                ));
+            if let Err(e) = super::upstream::login::Base::parse(&u.url) {
+                return Err(invalid(format!("meeting.upstream[{i}].url"), e.to_string()));
             }
             for id in &u.dial_in {
                 if !self.dial_in.iter().any(|d| d.user_id == *id) {

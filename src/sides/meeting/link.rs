@@ -15,9 +15,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use media::Channels;
+use media::g711::Law;
 use media::group::{GroupConfig, MixGroup, OutPacket};
 use media::inbound::{FRAME, FrameKind, InboundStream};
-use media::jitter::JitterConfig;
+use media::jitter::{JitterConfig, JitterStats};
 use media::limiter::Limiter;
 use media::mixer::Mixer;
 use media::opus::{Application, Encoder};
@@ -29,7 +30,9 @@ use rtcpeer::id::Id;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
+use super::config::PassThrough;
 use super::switchboard::DialTarget;
+use super::transcode::{G711Inbound, G711Outbound};
 use crate::hub::floor::{Decision, Floor};
 use crate::hub::{Event, EventKind, Party, Side};
 use crate::sides::ptt::{Account, ChannelAudio};
@@ -58,6 +61,11 @@ pub enum Notice {
     },
     /// The meeting got the floor (from the queue or at once).
     FloorGranted,
+    /// A PTT user sent [`HANGUP_COMMAND`] (in the channel, or privately to the bridge's account).
+    HangUp {
+        /// Who.
+        by: Option<Party>,
+    },
     /// Text from the PTT channel.
     Text {
         /// Sender.
@@ -80,6 +88,9 @@ pub enum LinkInput {
 
 struct Speaker {
     inbound: InboundStream,
+    /// Set while the publisher sends G.711: its packets become Opus frames for `inbound`.
+    g711: Option<G711Inbound>,
+    reported: JitterReport,
     stereo: Vec<i16>,
     mono: Vec<i16>,
     vad: Vad,
@@ -87,6 +98,43 @@ struct Speaker {
     muted: bool,
     voiced: bool,
 }
+
+/// Ticks (20 ms) between jitter-buffer reports: once a second.
+const REPORT_TICKS: u64 = 50;
+
+/// Jitter-buffer counters of one inbound stream already exported, so only deltas are added.
+#[derive(Debug, Default)]
+struct JitterReport {
+    late: u64,
+    lost: u64,
+    concealed: u64,
+    dropped: u64,
+}
+
+impl JitterReport {
+    /// Exports the depth (summary `pttbridge_meeting_jitter_depth_ms`) and the new late, lost,
+    /// concealed and dropped packets (`pttbridge_meeting_jitter_packets_total{kind}`).
+    fn report(&mut self, s: &JitterStats, direction: &'static str) {
+        metrics::histogram!("pttbridge_meeting_jitter_depth_ms", "direction" => direction)
+            .record(f64::from(s.depth_ms));
+        for (kind, now, last) in [
+            ("late", s.late, &mut self.late),
+            ("lost", s.lost, &mut self.lost),
+            ("concealed", s.concealed, &mut self.concealed),
+            ("dropped", s.dropped, &mut self.dropped),
+        ] {
+            if now > *last {
+                metrics::counter!("pttbridge_meeting_jitter_packets_total", "direction" => direction, "kind" => kind)
+                    .increment(now - *last);
+            }
+            *last = now;
+        }
+    }
+}
+
+/// Text a PTT user sends (in the linked channel, or privately to the bridge's account) to hang
+/// up the meeting call from the PTT side.
+pub const HANGUP_COMMAND: &str = "/hangup";
 
 /// Most arrival stamps kept for latency measurement (≈ 5 s of two talkers).
 const MAX_ARRIVALS: usize = 512;
@@ -117,7 +165,18 @@ pub struct Link {
     mix: Vec<i16>,
     holding: bool,
     denied: bool,
+    /// The PTT account is connected (meeting audio is only sent then).
+    ptt_up: bool,
     arrivals: VecDeque<(u32, u32, Instant)>,
+    g711_out: G711Outbound,
+    g711_ts: u32,
+    ticks: u64,
+    talker_reports: HashMap<u32, JitterReport>,
+    passthrough: PassThrough,
+    /// Direct pass-through in progress: the lone talker and the end of its last packet.
+    direct: Option<(u32, u32)>,
+    /// This burst had two talkers at once: the mix carries it to the end.
+    burst_mixed: bool,
     /// Voice packets sent into the PTT channel.
     pub voice_out: u64,
     /// Packets the PTT account would not take (its queue was full).
@@ -140,6 +199,7 @@ impl Link {
         caller: Id,
         room: Id,
         bus: &crate::hub::EventBus,
+        passthrough: PassThrough,
     ) -> media::Result<Self> {
         let account = target.account.clone();
         let path = account.channel_path().unwrap_or_default();
@@ -187,6 +247,14 @@ impl Link {
             mix: vec![0; FRAME],
             holding: false,
             denied: false,
+            ptt_up: true,
+            g711_out: G711Outbound::new()?,
+            g711_ts: 0,
+            ticks: 0,
+            talker_reports: HashMap::new(),
+            passthrough,
+            direct: None,
+            burst_mixed: false,
             arrivals: VecDeque::with_capacity(MAX_ARRIVALS),
             voice_out: 0,
             voice_dropped: 0,
@@ -215,27 +283,124 @@ impl Link {
         }
     }
 
-    /// A hub event: PTT text in our channel becomes meeting chat.
-    pub fn on_event(&mut self, ev: &Event) -> Option<Notice> {
-        if ev.kind != EventKind::MessageText || ev.group_id != self.ptt_group {
-            return None;
+    /// A hub event: PTT text in our channel becomes meeting chat; our PTT account losing its
+    /// server ends every PTT talk burst in progress (no terminator will ever come for them).
+    pub fn on_event(&mut self, ev: &Event, now: Instant) -> Vec<Notice> {
+        let ours = ev.detail["side"] == "ptt"
+            && ev.detail["server"] == self.account.server.as_str()
+            && ev.detail["account"] == self.account.username.as_str();
+        match ev.kind {
+            EventKind::SideDisconnected if ours => self.ptt_down(now),
+            EventKind::SideConnected if ours => {
+                if !self.ptt_up {
+                    info!(
+                        dial = self.dial,
+                        "PTT account back: the link carries audio again"
+                    );
+                }
+                self.ptt_up = true;
+                Vec::new()
+            }
+            _ => self.text(ev).into_iter().collect(),
         }
-        if ev.detail["to_account"] != self.account.username.as_str() || ev.detail["private"] == true
+    }
+
+    /// The PTT account lost its server: talkers are gone, the floor is free, the meeting's
+    /// burst (if any) is over; nothing is sent until the account is back.
+    fn ptt_down(&mut self, now: Instant) -> Vec<Notice> {
+        warn!(
+            dial = self.dial,
+            "PTT account disconnected: the link waits for it"
+        );
+        self.ptt_up = false;
+        self.direct = None;
+        self.burst_mixed = false;
+        let mut out = Vec::new();
+        for (session, party) in std::mem::take(&mut self.talkers) {
+            self.report_talker(session);
+            self.group.remove_talker(session);
+            self.floor.release(&party, now);
+            out.push(Notice::PttTalking {
+                party,
+                talking: false,
+            });
+        }
+        self.stop_sending();
+        let me = self.meeting_party.clone();
+        self.floor.release(&me, now);
+        self.denied = false;
+        out
+    }
+
+    fn text(&self, ev: &Event) -> Option<Notice> {
+        if ev.kind != EventKind::MessageText
+            || ev.detail["to_account"] != self.account.username.as_str()
         {
             return None;
         }
-        let text = ev.detail["text"].as_str()?.to_owned();
-        Some(Notice::Text {
+        let private = ev.detail["private"] == true;
+        if !private && ev.group_id != self.ptt_group {
+            return None;
+        }
+        let text = ev.detail["text"].as_str()?;
+        if text.trim().eq_ignore_ascii_case(HANGUP_COMMAND) {
+            return Some(Notice::HangUp {
+                by: ev.party.clone(),
+            });
+        }
+        // Other private messages to the bridge's account are not the meeting's business.
+        (!private).then(|| Notice::Text {
             from: ev.party.clone(),
-            text,
+            text: text.to_owned(),
         })
     }
 
-    /// PTT channel audio.
-    pub fn on_audio(&mut self, a: ChannelAudio, now: Instant, now_us: u64) -> Vec<Notice> {
+    /// A second talker joins the burst: the mix takes over for everyone until the channel is
+    /// quiet again. The lone talker's packets already forwarded are skipped in its jitter
+    /// buffer, so the mix continues its audio where direct forwarding left off.
+    fn end_direct(&mut self) {
+        if let Some((session, end)) = self.direct.take() {
+            self.group.skip_talker_through(session, end);
+        }
+        self.burst_mixed = true;
+    }
+
+    /// Whether `session`'s packet at `ts` goes to the meeting on arrival (direct pass-through).
+    fn direct_for(&mut self, session: u32, ts: u32) -> bool {
+        if self.passthrough != PassThrough::Direct || self.burst_mixed {
+            return false;
+        }
+        if self.talkers.keys().any(|s| *s != session) {
+            self.end_direct();
+            return false;
+        }
+        match self.direct {
+            // In order or after a gap (loss): forward. Late or repeated: the listener has
+            // moved on, drop it (its jitter buffer would anyway).
+            Some((s, end)) if s == session => (ts.wrapping_sub(end) as i32) >= 0,
+            Some(_) => {
+                self.end_direct();
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// PTT channel audio. Packets of a lone talker that go to the meeting at once (direct
+    /// pass-through) are appended to `to_meeting`; the room sends them now.
+    pub fn on_audio(
+        &mut self,
+        a: ChannelAudio,
+        now: Instant,
+        now_us: u64,
+        to_meeting: &mut Vec<OutPacket>,
+    ) -> Vec<Notice> {
         let mut out = Vec::new();
         match a {
             ChannelAudio::TalkStarted { party, session } => {
+                if self.talkers.keys().any(|s| *s != session) {
+                    self.end_direct();
+                }
                 if let Err(e) = self.group.add_talker(session) {
                     warn!(error = %e, "PTT talker not mixed");
                 }
@@ -274,10 +439,32 @@ impl Link {
                     self.arrivals.pop_front();
                 }
                 self.arrivals.push_back((session, ts, now));
+                if self.direct_for(session, ts) {
+                    let samples = media::opus_toc::parse(&opus)
+                        .map_or(FRAME as u32, |i| i.samples_at(48_000));
+                    self.direct = Some((session, ts.wrapping_add(samples)));
+                    to_meeting.push(OutPacket {
+                        source: Source::Talker(session),
+                        src_ts: ts,
+                        samples,
+                        payload: opus.clone(),
+                    });
+                } else if self.direct.is_some_and(|(s, _)| s == session) {
+                    metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "late")
+                        .increment(1);
+                }
+                // Buffered and decoded all the same: for G.711 players, and for the mix if a
+                // second talker joins.
                 self.group.push(session, ts, opus, now_us);
             }
             ChannelAudio::TalkStopped { party, session } => {
                 self.talkers.remove(&session);
+                if self.talkers.is_empty() {
+                    // The burst is over: the next one may go direct again.
+                    self.direct = None;
+                    self.burst_mixed = false;
+                }
+                self.report_talker(session);
                 self.group.remove_talker(session);
                 if let Some(next) = self.floor.release(&party, now)
                     && next == self.meeting_party
@@ -295,10 +482,11 @@ impl Link {
         out
     }
 
-    /// One RTP packet from a meeting publisher.
+    /// One RTP packet from a meeting publisher: Opus (`law` None) or G.711; `ts` in 48 kHz units.
     pub fn meeting_packet(
         &mut self,
         client: Id,
+        law: Option<Law>,
         ts: u32,
         payload: Bytes,
         level: Option<i8>,
@@ -313,6 +501,8 @@ impl Link {
                 };
                 self.speakers.entry(client).or_insert(Speaker {
                     inbound,
+                    g711: None,
+                    reported: JitterReport::default(),
                     stereo: vec![0; FRAME * 2],
                     mono: vec![0; FRAME],
                     // A long hangover keeps one PTT burst across the pauses between phrases.
@@ -330,7 +520,30 @@ impl Link {
             // str0m gives -dBov with the V bit split off; AudioLevel wants the wire byte.
             speaker.level = Some(AudioLevel::from_byte((-l).clamp(0, 127) as u8));
         }
-        speaker.inbound.push(ts, payload, now_us);
+        let Some(law) = law else {
+            speaker.g711 = None;
+            speaker.inbound.push(ts, payload, now_us);
+            return;
+        };
+        if speaker.g711.as_ref().is_none_or(|g| g.law() != law) {
+            match G711Inbound::new(law) {
+                Ok(g) => speaker.g711 = Some(g),
+                Err(e) => {
+                    warn!(error = %e, "no G.711 decoder for a publisher");
+                    return;
+                }
+            }
+        }
+        let Some(g) = speaker.g711.as_mut() else {
+            return;
+        };
+        let inbound = &mut speaker.inbound;
+        if let Err(e) = g.push(ts, &payload, |ts, opus| {
+            inbound.push(ts, opus, now_us);
+        }) {
+            metrics::counter!("pttbridge_meeting_errors_total", "kind" => "transcode").increment(1);
+            debug!(error = %e, "G.711 publisher packet not transcoded");
+        }
     }
 
     /// A member's mute state.
@@ -343,13 +556,14 @@ impl Link {
     /// A member left.
     pub fn remove_speaker(&mut self, client: Id) -> Vec<Notice> {
         let mut out = Vec::new();
-        if let Some(s) = self.speakers.remove(&client)
-            && s.voiced
-        {
-            out.push(Notice::MeetingTalking {
-                client,
-                talking: false,
-            });
+        if let Some(mut s) = self.speakers.remove(&client) {
+            s.reported.report(&s.inbound.stats(), "meeting_in");
+            if s.voiced {
+                out.push(Notice::MeetingTalking {
+                    client,
+                    talking: false,
+                });
+            }
         }
         out
     }
@@ -368,18 +582,47 @@ impl Link {
         });
     }
 
-    /// The 20 ms tick: PTT → meeting packets (to stamp per listener), and meeting → PTT voice.
+    /// The 20 ms tick: PTT → meeting packets (Opus, to stamp per listener; and G.711 for the
+    /// laws `g711` asks for: µ-law, A-law), and meeting → PTT voice.
     pub fn tick(
         &mut self,
         now: Instant,
         now_us: u64,
         to_meeting: &mut Vec<OutPacket>,
+        g711: (bool, bool),
+        to_g711: &mut Vec<(Law, OutPacket)>,
     ) -> Vec<Notice> {
         let mut notices = Vec::new();
         let start = to_meeting.len();
+        // The G.711 timeline advances every tick, sent or not, so pauses keep their length.
+        let g711_ts = self.g711_ts;
+        self.g711_ts = self.g711_ts.wrapping_add(FRAME as u32);
         let route = match self.group.tick(now_us) {
             Ok(out) => {
-                to_meeting.extend(out.to_listeners.iter().cloned());
+                if self.direct.is_none() {
+                    to_meeting.extend(out.to_listeners.iter().cloned());
+                }
+                if out.route == Route::Silent || g711 == (false, false) {
+                    self.g711_out.idle();
+                } else if let Err(e) = self.g711_out.encode(out.listener_pcm, g711.0, g711.1) {
+                    metrics::counter!("pttbridge_meeting_errors_total", "kind" => "transcode")
+                        .increment(1);
+                    debug!(error = %e, "PTT audio not transcoded to G.711");
+                } else {
+                    for law in [Law::Mu, Law::A] {
+                        if let Some(p) = self.g711_out.payload(law) {
+                            to_g711.push((
+                                law,
+                                OutPacket {
+                                    source: Source::Mix,
+                                    src_ts: g711_ts,
+                                    samples: FRAME as u32,
+                                    payload: p.clone(),
+                                },
+                            ));
+                        }
+                    }
+                }
                 Some(out.route)
             }
             Err(e) => {
@@ -394,7 +637,30 @@ impl Link {
             }
         }
         self.meeting_to_ptt(now, now_us, &mut notices);
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(REPORT_TICKS) {
+            let sessions: Vec<u32> = self.talkers.keys().copied().collect();
+            for s in sessions {
+                self.report_talker(s);
+            }
+            for sp in self.speakers.values_mut() {
+                sp.reported.report(&sp.inbound.stats(), "meeting_in");
+            }
+        }
         notices
+    }
+
+    /// Exports a PTT talker's jitter-buffer figures (forgotten once it is no longer a talker).
+    fn report_talker(&mut self, session: u32) {
+        let Some(stats) = self.group.talker_stats(session) else {
+            self.talker_reports.remove(&session);
+            return;
+        };
+        let r = self.talker_reports.entry(session).or_default();
+        r.report(&stats, "ptt_in");
+        if !self.talkers.contains_key(&session) {
+            self.talker_reports.remove(&session);
+        }
     }
 
     fn measure(&self, route: Route, p: &OutPacket, now: Instant) {
@@ -480,7 +746,7 @@ impl Link {
                 }
             }
         }
-        if speaking == 0 {
+        if speaking == 0 || !self.ptt_up {
             if self.holding {
                 self.stop_sending();
                 self.floor.release(&self.meeting_party.clone(), now);

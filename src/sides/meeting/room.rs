@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use media::g711::Law;
 use media::group::OutPacket;
 use media::passthrough::{OutboundClock, Source};
 use rtcpeer::bean::{Client, Room};
@@ -31,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::link::{Link, LinkInput, Notice};
-use super::peer;
+use super::peer::{self, Unwrap};
 use super::switchboard::{DialTarget, Outbox, Refusal, Switchboard, push_outbox};
 use crate::hub::EventKind;
 
@@ -105,12 +106,16 @@ const COMMANDS: usize = 256;
 const IDLE_CLOSE: Duration = Duration::from_secs(300);
 /// A peer that is not connected this long after its answer is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A connected peer we have heard nothing from (no STUN answer to our once-a-second consent
+/// checks, no RTP, no RTCP) for this long has lost consent (RFC 7675): it is gone. str0m alone
+/// would wait ≥ 15 s, as it counts the client's own recent checks as signs of life.
+const CONSENT_TIMEOUT: Duration = Duration::from_secs(4);
+/// How often connected peers are swept for lost consent.
+const CONSENT_SWEEP: Duration = Duration::from_millis(500);
 
 /// Starts a room with its own UDP port on `rtc_ip`.
 pub fn spawn(sb: Arc<Switchboard>, info: Room) -> std::io::Result<RoomHandle> {
-    let std_sock = std::net::UdpSocket::bind((sb.config.rtc_ip, 0))?;
-    std_sock.set_nonblocking(true)?;
-    let socket = UdpSocket::from_std(std_sock)?;
+    let socket = media_socket(SocketAddr::new(sb.config.rtc_ip, 0))?;
     let local = socket.local_addr()?;
     let (tx, rx) = mpsc::channel(COMMANDS);
     let id = info.id.unwrap_or_default();
@@ -128,8 +133,10 @@ pub fn spawn(sb: Arc<Switchboard>, info: Room) -> std::io::Result<RoomHandle> {
         epoch: Instant::now(),
         pending: Vec::new(),
         out: Vec::with_capacity(4),
+        out_g711: Vec::with_capacity(2),
         empty_since: Some(Instant::now()),
         finished: false,
+        swept: Instant::now(),
     };
     tokio::spawn(
         actor
@@ -137,6 +144,26 @@ pub fn spawn(sb: Arc<Switchboard>, info: Room) -> std::io::Result<RoomHandle> {
             .instrument(info_span!("room", room = id, port = local.port())),
     );
     Ok(RoomHandle { tx })
+}
+
+/// Kernel buffer asked for on a room's UDP socket (Linux caps it at `net.core.rmem_max` /
+/// `wmem_max`). One socket carries every peer of the room: with the default ≈ 200 KB, a few
+/// tens of ms in which the actor is busy forwarding to a thousand listeners overflow it, and the
+/// STUN answers, RTCP and publishers' RTP it drops make peers look dead.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams taken from the socket per wake-up before the other inputs get a turn.
+const RECV_BATCH: usize = 64;
+
+/// A non-blocking UDP socket with large kernel buffers.
+fn media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol as SockProto, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
+    // Best effort: a smaller buffer still works, it only drops sooner under load.
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 struct Member {
@@ -154,36 +181,19 @@ enum Kind {
     },
 }
 
-/// Extends 32-bit RTP timestamps to 64 bits (str0m takes a monotonic media time).
-#[derive(Default)]
-struct Unwrap {
-    last: Option<u32>,
-    ext: u64,
-}
-
-impl Unwrap {
-    fn extend(&mut self, ts: u32) -> u64 {
-        match self.last {
-            None => self.ext = u64::from(ts) + (1 << 32),
-            Some(prev) => {
-                let d = ts.wrapping_sub(prev) as i32;
-                self.ext = self.ext.wrapping_add_signed(i64::from(d));
-            }
-        }
-        self.last = Some(ts);
-        self.ext
-    }
-}
-
 struct Peer {
     owner: Id,
     kind: Kind,
     rtc: Rtc,
     mid: Mid,
+    /// What a play peer is sent (and its payload type): Opus, or G.711 for the PTT link.
     pt: Option<Pt>,
+    codec: Codec,
     timeout: Instant,
     connected: bool,
     created: Instant,
+    /// Last datagram from the client.
+    heard: Instant,
     dead: bool,
 }
 
@@ -202,8 +212,10 @@ struct RoomActor {
     /// Events drained from peers, handled after the current input.
     pending: Vec<(u64, Event)>,
     out: Vec<OutPacket>,
+    out_g711: Vec<(Law, OutPacket)>,
     empty_since: Option<Instant>,
     finished: bool,
+    swept: Instant,
 }
 
 async fn link_next(link: &mut Option<Link>) -> LinkInput {
@@ -222,7 +234,16 @@ impl RoomActor {
         loop {
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                    Ok((n, from)) => {
+                        self.on_datagram(&buf[..n], from);
+                        // Whatever else is queued, without another trip through select.
+                        for _ in 1..RECV_BATCH {
+                            match self.socket.try_recv_from(&mut buf) {
+                                Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     Err(e) => debug!(error = %e, "UDP receive error"),
                 },
                 cmd = rx.recv() => match cmd {
@@ -234,13 +255,25 @@ impl RoomActor {
                         let now = Instant::now();
                         let us = self.us(now);
                         if let Some(l) = self.link.as_mut() {
-                            let notices = l.on_audio(a, now, us);
+                            let mut direct = std::mem::take(&mut self.out);
+                            direct.clear();
+                            let notices = l.on_audio(a, now, us, &mut direct);
+                            let dial = l.dial;
+                            for pkt in &direct {
+                                self.forward(dial, Codec::Opus, pkt, now, us);
+                            }
+                            if !direct.is_empty() {
+                                metrics::histogram!("pttbridge_meeting_bridge_latency_seconds", "route" => "direct")
+                                    .record(now.elapsed().as_secs_f64());
+                            }
+                            self.out = direct;
                             self.notices(notices);
                         }
                     }
                     LinkInput::Event(e) => {
-                        if let Some(n) = self.link.as_mut().and_then(|l| l.on_event(&e)) {
-                            self.notices(vec![n]);
+                        let now = Instant::now();
+                        if let Some(n) = self.link.as_mut().map(|l| l.on_event(&e, now)) {
+                            self.notices(n);
                         }
                     }
                     LinkInput::Closed => self.detach_link("PTT account stopped"),
@@ -308,11 +341,15 @@ impl RoomActor {
         );
         let pid = match self.by_addr.get(&from) {
             Some(p) if self.peers.contains_key(p) => Some(*p),
-            _ => self
+            // A new address can only be a peer's ICE check (STUN: first byte 0..=3, RFC 7983);
+            // anything else from an unknown address (e.g. a peer we dropped) is not worth a
+            // scan of every peer.
+            _ if data.first().is_some_and(|b| *b <= 3) => self
                 .peers
                 .iter()
                 .find(|(_, p)| !p.dead && p.rtc.accepts(&input))
                 .map(|(id, _)| *id),
+            _ => None,
         };
         let Some(pid) = pid else {
             metrics::counter!("pttbridge_meeting_errors_total", "kind" => "unknown_datagram")
@@ -321,6 +358,7 @@ impl RoomActor {
         };
         self.by_addr.insert(from, pid);
         let peer = self.peers.get_mut(&pid).expect("found above");
+        peer.heard = now;
         if let Err(e) = peer.rtc.handle_input(input) {
             metrics::counter!("pttbridge_meeting_errors_total", "kind" => "rtc_input").increment(1);
             debug!(peer = pid, error = %e, "peer rejected a datagram");
@@ -368,6 +406,9 @@ impl RoomActor {
             .map(|(id, _)| *id)
             .collect();
         for pid in dead {
+            // ICE consent or DTLS failed (or we stopped hearing it): the client vanished.
+            metrics::counter!("pttbridge_meeting_peers_lost_total").increment(1);
+            info!(peer = pid, "WebRTC peer lost (ICE/DTLS timeout)");
             self.remove_peer(pid, "connection lost");
         }
     }
@@ -407,20 +448,46 @@ impl RoomActor {
                 }
                 let owner = p.owner;
                 metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "in").increment(1);
-                if d.params.spec().codec != Codec::Opus {
-                    // G.711 publishers are not forwarded or bridged yet.
-                    metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "codec")
-                        .increment(1);
-                    return;
-                }
                 let ts = d.time.rebase(Frequency::FORTY_EIGHT_KHZ).numer() as u32;
                 let payload = Bytes::copy_from_slice(&d.data);
+                let law = match d.params.spec().codec {
+                    Codec::Opus => None,
+                    Codec::PCMU => Some(Law::Mu),
+                    Codec::PCMA => Some(Law::A),
+                    _ => {
+                        metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "codec")
+                            .increment(1);
+                        return;
+                    }
+                };
+                if let Some(law) = law {
+                    // G.711 goes to the PTT channel (transcoded); members only play Opus.
+                    let now_us = self.us(Instant::now());
+                    if let Some(l) = self.link.as_mut() {
+                        l.meeting_packet(
+                            owner,
+                            Some(law),
+                            ts,
+                            payload,
+                            d.ext_vals.audio_level,
+                            now_us,
+                        );
+                    }
+                    return;
+                }
                 let samples =
                     media::opus_toc::parse(&payload).map_or(960, |i| i.samples_at(48_000));
                 let now = Instant::now();
                 let now_us = self.us(now);
                 if let Some(l) = self.link.as_mut() {
-                    l.meeting_packet(owner, ts, payload.clone(), d.ext_vals.audio_level, now_us);
+                    l.meeting_packet(
+                        owner,
+                        None,
+                        ts,
+                        payload.clone(),
+                        d.ext_vals.audio_level,
+                        now_us,
+                    );
                 }
                 let pkt = OutPacket {
                     source: Source::Talker(owner as u32),
@@ -428,20 +495,21 @@ impl RoomActor {
                     samples,
                     payload,
                 };
-                self.forward(owner, &pkt, now, now_us);
+                self.forward(owner, Codec::Opus, &pkt, now, now_us);
             }
             _ => {}
         }
     }
 
-    /// Sends one packet to every player of `source`.
-    fn forward(&mut self, source: Id, pkt: &OutPacket, now: Instant, now_us: u64) {
+    /// Sends one packet to every player of `source` that is sent `codec`.
+    fn forward(&mut self, source: Id, codec: Codec, pkt: &OutPacket, now: Instant, now_us: u64) {
         let targets: Vec<u64> = self
             .peers
             .iter()
             .filter(|(_, p)| {
                 p.connected
                     && !p.dead
+                    && p.codec == codec
                     && matches!(p.kind, Kind::Play { source: s, .. } if s == source)
             })
             .map(|(id, _)| *id)
@@ -480,6 +548,18 @@ impl RoomActor {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        if now.duration_since(self.swept) >= CONSENT_SWEEP {
+            self.swept = now;
+            for (pid, p) in &mut self.peers {
+                if p.connected && !p.dead && now.duration_since(p.heard) > CONSENT_TIMEOUT {
+                    debug!(
+                        peer = pid,
+                        "no STUN answer, RTP or RTCP for {CONSENT_TIMEOUT:?}"
+                    );
+                    p.dead = true;
+                }
+            }
+        }
         let due: Vec<u64> = self
             .peers
             .iter()
@@ -498,20 +578,37 @@ impl RoomActor {
             }
             self.drain(pid);
         }
-        if self.link.is_some() {
+        if let Some(dial) = self.link.as_ref().map(|l| l.dial) {
             let us = self.us(now);
             let mut out = std::mem::take(&mut self.out);
+            let mut out_g711 = std::mem::take(&mut self.out_g711);
             out.clear();
+            out_g711.clear();
+            let plays = |codec| {
+                self.peers.values().any(|p| {
+                    p.codec == codec
+                        && p.connected
+                        && matches!(p.kind, Kind::Play { source, .. } if source == dial)
+                })
+            };
+            let laws = (plays(Codec::PCMU), plays(Codec::PCMA));
             let notices = self
                 .link
                 .as_mut()
-                .map(|l| l.tick(now, us, &mut out))
+                .map(|l| l.tick(now, us, &mut out, laws, &mut out_g711))
                 .unwrap_or_default();
-            let dial = self.link.as_ref().map(|l| l.dial).unwrap_or_default();
             for pkt in &out {
-                self.forward(dial, pkt, now, us);
+                self.forward(dial, Codec::Opus, pkt, now, us);
+            }
+            for (law, pkt) in &out_g711 {
+                let codec = match law {
+                    Law::Mu => Codec::PCMU,
+                    Law::A => Codec::PCMA,
+                };
+                self.forward(dial, codec, pkt, now, us);
             }
             self.out = out;
+            self.out_g711 = out_g711;
             self.notices(notices);
         }
     }
@@ -540,13 +637,32 @@ impl RoomActor {
             ));
         }
         let mut rtc = a.rtc;
-        let pt = peer::pt_for(&mut rtc, a.mid, Codec::Opus);
-        if play_source.is_some() && pt.is_none() {
+        // Players get Opus; a player of the PTT channel may take G.711 instead (transcoded).
+        let plays_link =
+            play_source.is_some_and(|s| self.link.as_ref().is_some_and(|l| l.dial == s));
+        let choices: &[Codec] = if plays_link {
+            &[Codec::Opus, Codec::PCMU, Codec::PCMA]
+        } else {
+            &[Codec::Opus]
+        };
+        let chosen = choices
+            .iter()
+            .find_map(|c| peer::pt_for(&mut rtc, a.mid, *c).map(|pt| (pt, *c)));
+        if play_source.is_some() && chosen.is_none() {
             return Err(Refusal(
                 code::BAD_SDP,
-                "play needs Opus in the offer".into(),
+                if plays_link {
+                    "play needs Opus, PCMU or PCMA in the offer"
+                } else {
+                    "playing a member needs Opus in the offer (G.711 is for the PTT channel)"
+                }
+                .into(),
             ));
         }
+        let (pt, codec) = match chosen {
+            Some((pt, c)) => (Some(pt), c),
+            None => (None, Codec::Opus),
+        };
         let pid = self.next_peer;
         self.next_peer += 1;
         let kind = match play_source {
@@ -569,9 +685,11 @@ impl RoomActor {
                 rtc,
                 mid: a.mid,
                 pt,
+                codec,
                 timeout: now,
                 connected: false,
                 created: now,
+                heard: now,
                 dead: false,
             },
         );
@@ -968,7 +1086,13 @@ impl RoomActor {
                 .link_down(self.id, setup.target.user_id, "room already linked");
             return;
         }
-        let link = match Link::new(&setup.target, setup.caller, self.id, &self.sb.bus) {
+        let link = match Link::new(
+            &setup.target,
+            setup.caller,
+            self.id,
+            &self.sb.bus,
+            self.sb.config.passthrough,
+        ) {
             Ok(l) => l,
             Err(e) => {
                 warn!(error = %e, "cannot start the link");
@@ -1056,8 +1180,10 @@ impl RoomActor {
         let dial = link.dial;
         let link_client = link.client.clone();
         let ptt_group = link.ptt_group.clone();
+        let mut hang_up = None;
         for n in notices {
             match n {
+                Notice::HangUp { by } => hang_up = Some(by),
                 Notice::PttTalking { party, talking } => {
                     let mut member = link_client.clone();
                     member.name = Some(party.name.clone());
@@ -1128,6 +1254,10 @@ impl RoomActor {
                     );
                 }
             }
+        }
+        if let Some(by) = hang_up {
+            info!(by = ?by.as_ref().map(|p| &p.name), "hang-up from the PTT channel");
+            self.detach_link("hangup");
         }
     }
 }

@@ -84,6 +84,8 @@ pub struct State {
     next_appointment: Id,
     /// Dial-in id → room it is linked into.
     linked: HashMap<Id, Id>,
+    /// Dial-in ids in a call on an upstream server (client mode).
+    upstream_calls: HashSet<Id>,
 }
 
 impl State {
@@ -131,6 +133,8 @@ pub struct Switchboard {
     dial: HashMap<Id, DialTarget>,
     state: Mutex<State>,
     next_conn: AtomicU64,
+    /// Client mode: one registration per (upstream, dial-in id).
+    pub registrations: super::upstream::Registrations,
 }
 
 impl std::fmt::Debug for Switchboard {
@@ -206,6 +210,7 @@ impl Switchboard {
                 ..State::default()
             }),
             next_conn: AtomicU64::new(1),
+            registrations: Default::default(),
         })
     }
 
@@ -524,6 +529,8 @@ impl Switchboard {
 
     /// The connection closed (or logged out): leave its room, end its calls, unregister.
     pub async fn disconnect(self: &Arc<Self>, conn: &mut Conn) {
+        // Calls end first (reason `gone`), then the room sees the member leave.
+        self.end_calls_of(conn);
         if let Some(room) = conn.room.take()
             && let Some(h) = self.room(room)
             && let Some(me) = conn.user
@@ -536,7 +543,11 @@ impl Switchboard {
                 .await;
             self.member_left(room, me);
         }
-        let Some(me) = conn.user.take() else {
+        conn.user = None;
+    }
+
+    fn end_calls_of(&self, conn: &Conn) {
+        let Some(me) = conn.user else {
             return;
         };
         let mut st = self.state();
@@ -618,8 +629,11 @@ impl Switchboard {
         let _ = call.invite(now);
         st.next_call += 1;
         let id = st.next_call;
-        let callee_busy = st.busy(target) || (dial.is_some() && st.linked.contains_key(&target));
+        let callee_busy = st.busy(target)
+            || (dial.is_some()
+                && (st.linked.contains_key(&target) || st.upstream_calls.contains(&target)));
         st.calls.insert(id, LiveCall { call });
+        metrics::gauge!("pttbridge_meeting_calls").set(st.calls.len() as f64);
         metrics::counter!("pttbridge_meeting_calls_total", "kind" => if dial.is_some() { "dial_in" } else { "relay" }).increment(1);
         self.publish(
             EventKind::CallRinging,
@@ -750,6 +764,7 @@ impl Switchboard {
         let Some(c) = st.calls.remove(&call) else {
             return;
         };
+        metrics::gauge!("pttbridge_meeting_calls").set(st.calls.len() as f64);
         metrics::counter!("pttbridge_meeting_calls_ended_total", "reason" => reason.as_str())
             .increment(1);
         self.publish(
@@ -1002,6 +1017,51 @@ impl Switchboard {
     /// Publishes a hub event from a room.
     pub fn room_event(&self, kind: EventKind, room: Id, party: Option<Party>, detail: Value) {
         self.publish(kind, Some(room), party, detail);
+    }
+
+    /// Client mode: takes `dial` for a call on an upstream server; false when it is in a call
+    /// or linked already (here or on another upstream).
+    pub fn claim_dial(&self, dial: Id) -> bool {
+        let mut st = self.state();
+        let busy = st.linked.contains_key(&dial)
+            || st.upstream_calls.contains(&dial)
+            || st
+                .calls
+                .values()
+                .any(|c| !c.call.is_ended() && c.call.callee == dial);
+        if busy {
+            return false;
+        }
+        st.upstream_calls.insert(dial)
+    }
+
+    /// Client mode: the upstream call of `dial` is over.
+    pub fn release_dial(&self, dial: Id) {
+        self.state().upstream_calls.remove(&dial);
+    }
+
+    /// Starts client mode (`[[meeting.upstream]]`): one registration task per dial-in id.
+    pub fn start_upstreams(self: &Arc<Self>) {
+        super::upstream::start(self);
+    }
+
+    /// `/healthz` view: registered users, live calls, rooms and PTT links.
+    pub fn health(&self) -> Value {
+        let st = self.state();
+        let mut links: Vec<Value> = st
+            .linked
+            .iter()
+            .map(|(dial, room)| json!({ "dial_in": dial, "room": room }))
+            .collect();
+        links.sort_by_key(|l| l["dial_in"].as_i64());
+        json!({
+            "enabled": self.config.enabled,
+            "registered": st.users.len(),
+            "calls": st.calls.values().filter(|c| !c.call.is_ended()).count(),
+            "rooms": st.rooms.len(),
+            "links": links,
+            "upstream": *self.registrations.lock().unwrap_or_else(|p| p.into_inner()),
+        })
     }
 
     /// Hangs up the link of `dial` from the bridge side (admin API, PTT-side hang-up).

@@ -1,8 +1,10 @@
 //! `/rtcpeer`: one WebSocket per client. Text frames are requests; each gets exactly one reply
 //! (errors too, in the protocol's shape: `result` ≠ 0 and a `message`). Pushes share the socket.
-//! A bad frame never closes the connection; binary frames are refused with an error reply.
+//! A bad frame never closes the connection; binary frames are refused with an error reply. The
+//! server pings every 2 s and lets a client go after 8 s without a frame or a pong.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -11,9 +13,14 @@ use futures_util::{SinkExt, StreamExt};
 use rtcpeer::frame::MAX_FRAME;
 use rtcpeer::{Frame, Request, reply};
 use tokio::sync::mpsc;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::switchboard::{OUTBOX, Switchboard};
+
+/// The server pings every client this often…
+const PING_EVERY: Duration = Duration::from_secs(2);
+/// …and drops one it has heard nothing from (no frame, no pong) for this long.
+const SILENCE: Duration = Duration::from_secs(8);
 
 /// Upgrades `GET /rtcpeer`.
 pub async fn upgrade(State(sb): State<Arc<Switchboard>>, ws: WebSocketUpgrade) -> Response {
@@ -27,20 +34,37 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
     let span = info_span!("rtcpeer", conn = conn.id);
     async {
         let (mut sink, mut stream) = socket.split();
-        // Writer: replies and pushes, in order, from one queue.
+        // Writer: replies and pushes, in order, from one queue; a ping when it has been quiet.
         let writer = tokio::spawn(async move {
-            while let Some(v) = rx.recv().await {
-                if sink
-                    .send(Message::Text(v.to_string().into()))
-                    .await
-                    .is_err()
-                {
+            let mut ping = tokio::time::interval(PING_EVERY);
+            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let msg = tokio::select! {
+                    v = rx.recv() => match v {
+                        Some(v) => Message::Text(v.to_string().into()),
+                        None => break,
+                    },
+                    _ = ping.tick() => Message::Ping(Default::default()),
+                };
+                if sink.send(msg).await.is_err() {
                     break;
                 }
             }
             let _ = sink.close().await;
         });
-        while let Some(msg) = stream.next().await {
+        loop {
+            // Anything from the client (a pong included) proves it is there; a client that
+            // vanished without closing (frozen, unplugged) is let go after SILENCE.
+            let msg = match tokio::time::timeout(SILENCE, stream.next()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(_) => {
+                    metrics::counter!("pttbridge_meeting_errors_total", "kind" => "ws_timeout")
+                        .increment(1);
+                    info!("no frame or pong for {SILENCE:?}: the client is gone");
+                    break;
+                }
+            };
             let text = match msg {
                 Ok(Message::Text(t)) => t,
                 Ok(Message::Binary(_)) => {
@@ -84,7 +108,7 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
         drop(tx);
         drop(conn);
         // Room or registry may still hold a clone of the outbox for a moment: do not wait on them.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     }
     .instrument(span)
     .await;

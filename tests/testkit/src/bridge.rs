@@ -43,8 +43,13 @@ impl Bridge {
     /// Runs `bin run --config` with `config` plus an `[http]` table on a free port and
     /// JSON logs, and waits until `/healthz` answers.
     pub fn start(bin: impl AsRef<Path>, config: &str) -> Bridge {
+        Self::start_at(bin, config, ([127, 0, 0, 1], peers::free_port()).into())
+    }
+
+    /// [`start`](Self::start) with the HTTP port at `addr` (e.g. one another process was told
+    /// about before this bridge existed).
+    pub fn start_at(bin: impl AsRef<Path>, config: &str, addr: SocketAddr) -> Bridge {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addr: SocketAddr = ([127, 0, 0, 1], peers::free_port()).into();
         let full = format!(
             "[http]\nlisten = \"{addr}\"\n[log]\nlevel = \"info,pttbridge=debug\"\n\n{config}"
         );

@@ -169,10 +169,21 @@ impl Participant {
         }
     }
 
-    /// Kills the process without any goodbye (no exit, no WebSocket close, no DTLS alert).
+    /// Kills the process with SIGKILL, without any goodbye (no WebSocket close frame, no DTLS
+    /// alert; the kernel resets its sockets).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Stops the process with SIGSTOP: it stays alive, its sockets stay open (the kernel still
+    /// acknowledges TCP) but nothing answers — a client that vanished without closing anything.
+    pub fn freeze(&mut self) {
+        let ok = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot SIGSTOP the meeting peer");
     }
 
     /// Panics with the recent events and stderr.

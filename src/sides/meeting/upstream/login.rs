@@ -1,0 +1,247 @@
+//! Logging in to an external RTCPeer server (spec 6.1, 6.2): `GET /app/getSign`, then
+//! `POST /app/account` `method=dockingLogin` → `SID` and our user id there. Two small HTTP/1.1
+//! requests on a fresh connection each (`Connection: close`), plain `http://` only: a client
+//! crate would be a large dependency for two requests a reconnect.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rtcpeer::id::Id;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Most bytes read from a login response.
+const MAX_RESPONSE: usize = 1 << 20;
+/// Each request's deadline.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An upstream's base URL, split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    /// `host:port`.
+    pub authority: String,
+    /// Path prefix without a trailing `/` (usually empty).
+    pub prefix: String,
+}
+
+impl Base {
+    /// Parses `http://host[:port][/prefix]`.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let Some(rest) = url.strip_prefix("http://") else {
+            bail!("{url}: only http:// upstreams are supported");
+        };
+        let (authority, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            bail!("{url}: no host");
+        }
+        let authority = if authority.contains(':') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Self {
+            authority,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The signalling socket's URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}{}/rtcpeer", self.authority, self.prefix)
+    }
+}
+
+/// What a login gives.
+#[derive(Debug, Clone)]
+pub struct LoggedIn {
+    /// Session id for `call.doRegister`.
+    pub sid: String,
+    /// Our user id on that server (what its callers dial).
+    pub user_id: Id,
+}
+
+/// getSign + dockingLogin as `account` (shown as `name`).
+pub async fn login(
+    base: &Base,
+    app_id: &str,
+    secret: &str,
+    account: &str,
+    name: &str,
+) -> anyhow::Result<LoggedIn> {
+    let path = format!(
+        "/app/getSign?appId={}&secret={}",
+        form_encode(app_id),
+        form_encode(secret)
+    );
+    let sign = request(base, "GET", &path, None).await?;
+    if sign["code"] != 200 {
+        bail!("getSign refused: {sign}");
+    }
+    let sign = sign["data"].as_str().context("getSign: no data")?;
+    let form = format!(
+        "method=dockingLogin&account={}&sign={}&userName={}",
+        form_encode(account),
+        form_encode(sign),
+        form_encode(name)
+    );
+    let r = request(base, "POST", "/app/account", Some(form)).await?;
+    if r["result"] != 0 {
+        bail!("dockingLogin refused: {r}");
+    }
+    Ok(LoggedIn {
+        sid: r["SID"]
+            .as_str()
+            .context("dockingLogin: no SID")?
+            .to_owned(),
+        user_id: rtcpeer::id::de_id(r["user"]["id"].clone()).context("dockingLogin: no user.id")?,
+    })
+}
+
+/// `application/x-www-form-urlencoded` / query component encoding.
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn request(
+    base: &Base,
+    method: &str,
+    path: &str,
+    form: Option<String>,
+) -> anyhow::Result<Value> {
+    let what = format!("{method} http://{}{}{path}", base.authority, base.prefix);
+    tokio::time::timeout(TIMEOUT, exchange(base, method, path, form))
+        .await
+        .with_context(|| format!("{what}: no answer in {TIMEOUT:?}"))?
+        .with_context(|| what)
+}
+
+async fn exchange(
+    base: &Base,
+    method: &str,
+    path: &str,
+    form: Option<String>,
+) -> anyhow::Result<Value> {
+    let mut stream = TcpStream::connect(&base.authority).await?;
+    let host = &base.authority;
+    let mut req = format!(
+        "{method} {}{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n",
+        base.prefix
+    );
+    let body = form.unwrap_or_default();
+    if method == "POST" {
+        req.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    stream.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    (&mut stream)
+        .take(MAX_RESPONSE as u64)
+        .read_to_end(&mut raw)
+        .await?;
+    parse_response(&raw)
+}
+
+/// Status 200 and a JSON body (plain or chunked).
+fn parse_response(raw: &[u8]) -> anyhow::Result<Value> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..split]).context("headers are not text")?;
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .context("no status line")?;
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    if status != "200" {
+        bail!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(200)
+                .collect::<String>()
+        );
+    }
+    serde_json::from_slice(&body).context("the body is not JSON")
+}
+
+fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(data.len());
+    loop {
+        let eol = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("bad chunk header")?;
+        let size_text = std::str::from_utf8(&data[..eol])?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if data.len() < size + 2 {
+            bail!("truncated chunk");
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        let b = Base::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(b.authority, "127.0.0.1:8080");
+        assert_eq!(b.ws_url(), "ws://127.0.0.1:8080/rtcpeer");
+        let b = Base::parse("http://meet.example/api/").unwrap();
+        assert_eq!(
+            (b.authority.as_str(), b.prefix.as_str()),
+            ("meet.example:80", "/api")
+        );
+        assert!(Base::parse("https://x").is_err());
+        assert!(Base::parse("http:///x").is_err());
+    }
+
+    #[test]
+    fn responses_plain_and_chunked() {
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"code\":200}";
+        assert_eq!(parse_response(plain).unwrap()["code"], 200);
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked).unwrap()["a"], 1);
+        let err = b"HTTP/1.1 500 Oops\r\n\r\nbroken";
+        assert!(parse_response(err).unwrap_err().to_string().contains("500"));
+        assert!(parse_response(b"garbage").is_err());
+    }
+
+    #[test]
+    fn form_encoding() {
+        assert_eq!(form_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+}

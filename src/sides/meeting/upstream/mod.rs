@@ -1,0 +1,750 @@
+//! Client mode: the bridge logs in to external RTCPeer servers (`[[meeting.upstream]]`) as the
+//! users that stand for its PTT channels, and answers their calls there like it does on its own
+//! server: ring, agree (or busy / reject per policy), and on the caller's `onConnected` enter the
+//! caller's room, publish the channel, play every member that publishes, and run the same
+//! [`Link`](super::link::Link) (see [`media`]).
+//!
+//! One task per (upstream, dial-in id), sequential and sans-lock: log in (getSign +
+//! dockingLogin), open `/rtcpeer`, `call.doRegister`, then handle pushes. Requests are sent one
+//! at a time and wait for their reply; pushes arriving meanwhile are queued. Losing the server
+//! ends a call in progress and starts over with exponential backoff and jitter; `/healthz` shows
+//! each registration (`sides.meeting.upstream`).
+
+pub mod login;
+pub mod media;
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use ptt::backoff::Backoff;
+use rtcpeer::call::{Call, EndReason, Input, Role};
+use rtcpeer::id::Id;
+use rtcpeer::push::Push;
+use rtcpeer::{Frame, code};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use self::login::Base;
+use self::media::{CallMedia, MediaCmd, MediaHandle, MediaNotice};
+use super::config::{AnswerPolicy, Upstream};
+use super::switchboard::{DialTarget, Switchboard, party};
+use crate::hub::EventKind;
+use crate::hub::event::Draft;
+
+/// How long a request waits for its reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A registration that lasted this long resets the backoff.
+const STABLE: Duration = Duration::from_secs(30);
+/// We ping the server this often when it is quiet (keeps NATs and idle timeouts happy).
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+/// One registration as `/healthz` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Registration {
+    /// The server.
+    pub url: String,
+    /// Our dial-in id (the channel).
+    pub dial_in: Id,
+    /// `connecting`, `registered` or `retrying`.
+    pub state: &'static str,
+    /// Our user id there: what its callers dial.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Id>,
+    /// Why it is not registered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Reconnects since start.
+    pub reconnects: u64,
+    /// The caller and room of the call in progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<Value>,
+}
+
+/// Registrations of all upstream tasks.
+pub type Registrations = Arc<Mutex<Vec<Registration>>>;
+
+/// Starts one task per (upstream, dial-in id).
+pub fn start(sb: &Arc<Switchboard>) {
+    for up in &sb.config.upstream {
+        for id in &up.dial_in {
+            let Some(target) = sb.dial_target(*id).cloned() else {
+                warn!(id, "upstream dial-in id has no PTT account");
+                continue;
+            };
+            let index = {
+                let mut regs = sb.registrations.lock().unwrap_or_else(|p| p.into_inner());
+                regs.push(Registration {
+                    url: up.url.clone(),
+                    dial_in: *id,
+                    state: "connecting",
+                    user_id: None,
+                    reason: None,
+                    reconnects: 0,
+                    call: None,
+                });
+                regs.len() - 1
+            };
+            let task = Task {
+                sb: sb.clone(),
+                up: up.clone(),
+                target,
+                index,
+            };
+            let span = info_span!("upstream", url = %up.url, dial = id);
+            tokio::spawn(task.run().instrument(span));
+        }
+    }
+}
+
+struct Task {
+    sb: Arc<Switchboard>,
+    up: Upstream,
+    target: DialTarget,
+    index: usize,
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+impl Task {
+    fn update(&self, f: impl FnOnce(&mut Registration)) {
+        let mut regs = self
+            .sb
+            .registrations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = regs.get_mut(self.index) {
+            f(r);
+        }
+    }
+
+    async fn run(self) {
+        let backoff = Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+        };
+        let mut attempt = 0u32;
+        loop {
+            self.update(|r| r.state = "connecting");
+            let started = Instant::now();
+            let err = match self.session().await {
+                Ok(()) => anyhow!("the server closed the connection"),
+                Err(e) => e,
+            };
+            if started.elapsed() > STABLE {
+                attempt = 0;
+            }
+            let delay = backoff.delay(attempt);
+            attempt = attempt.saturating_add(1);
+            warn!(error = %format!("{err:#}"), retry_in = ?delay, "upstream lost");
+            metrics::counter!("pttbridge_meeting_upstream_reconnects_total").increment(1);
+            self.update(|r| {
+                r.state = "retrying";
+                r.reason = Some(format!("{err:#}"));
+                r.reconnects += 1;
+                r.call = None;
+            });
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One login + registration, until the connection is lost.
+    async fn session(&self) -> anyhow::Result<()> {
+        let base = Base::parse(&self.up.url)?;
+        let account = format!("ptt-{}", self.target.user_id);
+        let name = self
+            .target
+            .name
+            .clone()
+            .or_else(|| self.target.account.channel_path())
+            .unwrap_or_else(|| account.clone());
+        let logged = login::login(&base, &self.up.app_id, &self.up.secret, &account, &name).await?;
+        let (ws, _) = tokio::time::timeout(
+            REPLY_TIMEOUT,
+            tokio_tungstenite::connect_async(base.ws_url()),
+        )
+        .await
+        .context("WebSocket: no answer")??;
+        let mut s = Signal {
+            ws,
+            queued: VecDeque::new(),
+        };
+        let me = logged.user_id;
+        s.request(json!({"module":"call","method":"doRegister","SID":logged.sid,"userId":me,"deviceType":"ptt"}))
+            .await?;
+        info!(user_id = me, "registered upstream");
+        self.update(|r| {
+            r.state = "registered";
+            r.user_id = Some(me);
+            r.reason = None;
+        });
+        let host = base.authority.clone();
+        let mut calls = Calls {
+            task: self,
+            me,
+            host,
+            call: None,
+        };
+        let result = calls.serve(&mut s).await;
+        calls.end(&mut s, EndReason::Gone, false).await;
+        result
+    }
+}
+
+/// The signalling socket: requests wait for their reply, pushes queue up meanwhile.
+struct Signal {
+    ws: Ws,
+    queued: VecDeque<Push>,
+}
+
+impl Signal {
+    async fn send(&mut self, msg: Value) -> anyhow::Result<()> {
+        self.ws.send(Message::Text(msg.to_string().into())).await?;
+        Ok(())
+    }
+
+    /// Sends a request and returns its successful reply (`result` 0).
+    async fn request(&mut self, msg: Value) -> anyhow::Result<Value> {
+        let reply = self.ask(msg).await?;
+        if reply["result"] != 0 {
+            bail!("{}.{} refused: {reply}", reply["module"], reply["method"]);
+        }
+        Ok(reply)
+    }
+
+    /// Sends a request and returns its reply, whatever its `result`.
+    async fn ask(&mut self, msg: Value) -> anyhow::Result<Value> {
+        let (module, method) = (msg["module"].clone(), msg["method"].clone());
+        self.send(msg).await?;
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.frame())
+                .await
+                .with_context(|| format!("no reply to {module}.{method}"))??;
+            if frame.result().is_some()
+                && module.as_str() == Some(frame.module.as_str())
+                && method.as_str() == Some(frame.method.as_str())
+            {
+                return Ok(frame.into_value());
+            }
+            self.queue(&frame);
+        }
+    }
+
+    fn queue(&mut self, frame: &Frame) {
+        match Push::from_frame(frame) {
+            Ok(Some(p)) => self.queued.push_back(p),
+            Ok(None) => debug!(module = %frame.module, method = %frame.method, "unexpected reply"),
+            Err(e) => debug!(error = %e, "push not understood"),
+        }
+    }
+
+    /// The next push.
+    async fn push(&mut self) -> anyhow::Result<Push> {
+        loop {
+            if let Some(p) = self.queued.pop_front() {
+                return Ok(p);
+            }
+            let frame = self.frame().await?;
+            self.queue(&frame);
+        }
+    }
+
+    async fn frame(&mut self) -> anyhow::Result<Frame> {
+        loop {
+            match self.ws.next().await {
+                None => bail!("connection closed"),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(Message::Text(t))) => match Frame::parse(t.as_str()) {
+                    Ok(f) => return Ok(f),
+                    Err(e) => debug!(error = %e, "not a frame"),
+                },
+                Some(Ok(Message::Close(_))) => bail!("the server closed the connection"),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// The call this registration is in.
+struct Live {
+    call: Call,
+    caller: Id,
+    room: Id,
+    /// When to send onRinging / doAgree next.
+    next_step: Option<(Instant, Input)>,
+    media: Option<(MediaHandle, mpsc::Receiver<MediaNotice>)>,
+    claimed: bool,
+}
+
+struct Calls<'a> {
+    task: &'a Task,
+    me: Id,
+    host: String,
+    call: Option<Live>,
+}
+
+enum Wake {
+    Push(Box<anyhow::Result<Push>>),
+    Step(Input),
+    Notice(Option<MediaNotice>),
+    Timeout,
+    Ping,
+}
+
+impl Calls<'_> {
+    fn group(&self, room: Id) -> String {
+        format!("meeting:{}/{room}", self.host)
+    }
+
+    fn event(&self, kind: EventKind, room: Id, actor: Id, detail: Value) {
+        let mut d = Draft::new(self.task.sb.app.clone(), kind, self.group(room)).detail(detail);
+        d.party = Some(party(actor, None));
+        self.task.sb.bus.publish(d);
+    }
+
+    async fn serve(&mut self, s: &mut Signal) -> anyhow::Result<()> {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let step = self.call.as_ref().and_then(|c| c.next_step);
+            let deadline = self.call.as_ref().and_then(|c| c.call.deadline());
+            let wake = {
+                let notices = self.call.as_mut().and_then(|c| c.media.as_mut());
+                tokio::select! {
+                    p = s.push() => Wake::Push(Box::new(p)),
+                    _ = sleep_until(step.map(|s| s.0)) => Wake::Step(step.map(|s| s.1).unwrap_or(Input::Ring)),
+                    _ = sleep_until(deadline) => Wake::Timeout,
+                    n = recv_notice(notices) => Wake::Notice(n),
+                    _ = ping.tick() => Wake::Ping,
+                }
+            };
+            match wake {
+                Wake::Push(p) => self.on_push(s, (*p)?).await?,
+                Wake::Step(input) => self.step(s, input).await?,
+                Wake::Timeout => {
+                    if let Some(c) = self.call.as_mut()
+                        && c.call.poll_timeout(Instant::now()).is_some()
+                    {
+                        info!("the call was not connected in time");
+                        self.end(s, EndReason::NoAnswer, true).await;
+                    }
+                }
+                Wake::Notice(Some(MediaNotice::Chat(text))) => {
+                    s.request(json!({"module":"meeting","method":"chat","content":text}))
+                        .await?;
+                }
+                Wake::Notice(Some(MediaNotice::HangUp(why))) => {
+                    info!(why, "hanging up");
+                    self.end(s, EndReason::HungUp, true).await;
+                }
+                Wake::Notice(None) => self.end(s, EndReason::HungUp, true).await,
+                Wake::Ping => s.ws.send(Message::Ping(Default::default())).await?,
+            }
+        }
+    }
+
+    async fn on_push(&mut self, s: &mut Signal, p: Push) -> anyhow::Result<()> {
+        match p {
+            Push::Invite(inv) => {
+                let caller = inv.from.own_user_id;
+                let Some(room) = inv.room_id else {
+                    warn!(caller, "doInvite without roomId: rejected");
+                    self.say(s, "reject", caller, json!({})).await?;
+                    return Ok(());
+                };
+                self.invited(s, caller, room).await?;
+            }
+            Push::Cancel(e) | Push::Reject(e) if self.is_caller(e.from.own_user_id) => {
+                let reason = if self.connected() {
+                    EndReason::HungUp
+                } else {
+                    EndReason::Cancelled
+                };
+                self.end(s, reason, false).await;
+            }
+            Push::Event(ev) => {
+                let caller = ev.from.own_user_id;
+                if !self.is_caller(caller) {
+                    return Ok(());
+                }
+                if ev.event == rtcpeer::request::CallEvent::Connected {
+                    self.connected_by_caller(s).await?;
+                }
+            }
+            Push::Published(p) => {
+                let Some(id) = p.client.id else {
+                    return Ok(());
+                };
+                if id == self.me || !self.in_room(p.room_id) {
+                    return Ok(());
+                }
+                if p.published {
+                    self.play(s, id).await?;
+                } else {
+                    self.unplay(s, id, false).await?;
+                }
+            }
+            Push::ExitRoom(pr) => {
+                if !self.in_room(pr.room_id) {
+                    return Ok(());
+                }
+                match pr.client.id {
+                    Some(id) if self.is_caller(id) => {
+                        info!("the caller left the room");
+                        self.end(s, EndReason::HungUp, true).await;
+                    }
+                    Some(id) if id == self.me => self.end(s, EndReason::HungUp, false).await,
+                    Some(id) => self.unplay(s, id, false).await?,
+                    None => {}
+                }
+            }
+            Push::Finish(f) if self.in_room(f.room_id) => {
+                self.end(s, EndReason::HungUp, false).await
+            }
+            Push::Kick(k) if k.user_id == self.me && self.in_room(k.room_id) => {
+                self.end(s, EndReason::HungUp, false).await
+            }
+            Push::Chat(c) if self.in_room(c.room_id) && c.user_id != self.me => {
+                let name = c
+                    .client
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| c.user_id.to_string());
+                if let Some((m, _)) = self.call.as_ref().and_then(|c| c.media.as_ref()) {
+                    m.send(MediaCmd::Chat {
+                        text: format!("{name}: {}", c.content),
+                    })
+                    .await;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn is_caller(&self, id: Id) -> bool {
+        self.call.as_ref().is_some_and(|c| c.caller == id)
+    }
+
+    fn in_room(&self, room: Id) -> bool {
+        self.call.as_ref().is_some_and(|c| c.room == room)
+    }
+
+    fn connected(&self) -> bool {
+        self.call
+            .as_ref()
+            .is_some_and(|c| c.call.state() == rtcpeer::call::State::Connected)
+    }
+
+    /// A call event from us to `to` (`doEvent`, `doAgree`, `reject`, `cancel`).
+    async fn say(&self, s: &mut Signal, method: &str, to: Id, extra: Value) -> anyhow::Result<()> {
+        let mut msg = json!({"module":"call","method":method,"ownUserId":self.me,"targetUserId":to,"ownDeviceType":"ptt"});
+        if let (Some(m), Some(e)) = (msg.as_object_mut(), extra.as_object()) {
+            m.extend(e.clone());
+        }
+        let reply = s.ask(msg).await?;
+        if reply["result"] != code::OK {
+            debug!(method, %reply, "call step refused");
+        }
+        Ok(())
+    }
+
+    async fn invited(&mut self, s: &mut Signal, caller: Id, room: Id) -> anyhow::Result<()> {
+        let t = &self.task.target;
+        let busy = self.call.is_some() || !self.task.sb.claim_dial(t.user_id);
+        if busy {
+            info!(caller, "busy");
+            self.say(
+                s,
+                "doEvent",
+                caller,
+                json!({"event":"onBusy","roomId":room}),
+            )
+            .await?;
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut call = Call::new(
+            caller,
+            self.me,
+            room,
+            self.task.sb.config.no_answer_timeout(),
+            now,
+        );
+        let _ = call.invite(now);
+        metrics::counter!("pttbridge_meeting_calls_total", "kind" => "upstream").increment(1);
+        self.event(
+            EventKind::CallRinging,
+            room,
+            caller,
+            json!({"callee": t.user_id, "stage": "invited", "upstream": self.task.up.url}),
+        );
+        let first = match t.policy {
+            AnswerPolicy::Reject => Input::Reject,
+            AnswerPolicy::Busy => Input::Busy,
+            AnswerPolicy::Answer | AnswerPolicy::Ignore => Input::Ring,
+        };
+        let ring = Duration::from_millis(self.task.sb.config.ring_delay_ms);
+        self.call = Some(Live {
+            call,
+            caller,
+            room,
+            next_step: Some((now + ring, first)),
+            media: None,
+            claimed: true,
+        });
+        self.task
+            .update(|r| r.call = Some(json!({"caller": caller, "room": room})));
+        Ok(())
+    }
+
+    /// The bridge's own callee step (ring, busy, reject, agree) when its delay is up.
+    async fn step(&mut self, s: &mut Signal, input: Input) -> anyhow::Result<()> {
+        let Some(c) = self.call.as_mut() else {
+            return Ok(());
+        };
+        c.next_step = None;
+        let (caller, room) = (c.caller, c.room);
+        let Ok(state) = c.call.handle(input, Role::Callee, Instant::now()) else {
+            return Ok(());
+        };
+        match input {
+            Input::Ring => {
+                self.say(
+                    s,
+                    "doEvent",
+                    caller,
+                    json!({"event":"onRinging","roomId":room}),
+                )
+                .await?;
+                self.event(
+                    EventKind::CallRinging,
+                    room,
+                    self.task.target.user_id,
+                    json!({"stage":"ringing"}),
+                );
+                if self.task.target.policy == AnswerPolicy::Answer
+                    && let Some(c) = self.call.as_mut()
+                {
+                    let answer = Duration::from_millis(self.task.sb.config.answer_delay_ms);
+                    c.next_step = Some((Instant::now() + answer, Input::Agree));
+                }
+            }
+            Input::Agree => {
+                self.say(s, "doAgree", caller, json!({"roomId":room}))
+                    .await?;
+                self.event(
+                    EventKind::CallAnswered,
+                    room,
+                    self.task.target.user_id,
+                    json!({}),
+                );
+            }
+            Input::Busy => {
+                self.say(
+                    s,
+                    "doEvent",
+                    caller,
+                    json!({"event":"onBusy","roomId":room}),
+                )
+                .await?;
+            }
+            _ => self.say(s, "reject", caller, json!({})).await?,
+        }
+        if let rtcpeer::call::State::Ended(reason) = state {
+            self.end(s, reason, false).await;
+        }
+        Ok(())
+    }
+
+    /// The caller says onConnected: enter its room, publish the channel, play the members.
+    async fn connected_by_caller(&mut self, s: &mut Signal) -> anyhow::Result<()> {
+        let Some(c) = self.call.as_mut() else {
+            return Ok(());
+        };
+        if c.call
+            .handle(Input::Connected, Role::Caller, Instant::now())
+            .is_err()
+        {
+            return Ok(());
+        }
+        let (caller, room) = (c.caller, c.room);
+        let t = &self.task.target;
+        let entered = s
+            .request(json!({"module":"meeting","method":"enter","userId":self.me,"roomId":room,
+                "roomType":1,"username":t.name.clone().unwrap_or_else(|| format!("ptt-{}", t.user_id))}))
+            .await;
+        let entered = match entered {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, "cannot enter the caller's room");
+                self.end(s, EndReason::HungUp, true).await;
+                return Ok(());
+            }
+        };
+        let media = media::spawn(CallMedia {
+            sb: self.task.sb.clone(),
+            target: t.clone(),
+            caller,
+            room,
+            group: self.group(room),
+            local_ip: local_ip(&self.task.sb),
+        });
+        let (handle, notices) = match media {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "no media for the call");
+                self.end(s, EndReason::HungUp, true).await;
+                return Ok(());
+            }
+        };
+        let offer = handle.offer(None).await?;
+        let published = s
+            .request(json!({"module":"meeting","method":"publish","audio":true,"video":false,"sdp":offer}))
+            .await;
+        match published {
+            Ok(r) => {
+                let sdp = r["sdp"].as_str().unwrap_or_default().to_owned();
+                handle.send(MediaCmd::Answer { key: None, sdp }).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "publish refused");
+                if let Some(c) = self.call.as_mut() {
+                    c.media = Some((handle, notices));
+                }
+                self.end(s, EndReason::HungUp, true).await;
+                return Ok(());
+            }
+        }
+        if let Some(c) = self.call.as_mut() {
+            c.media = Some((handle, notices));
+        }
+        // Play everyone already there; those not publishing (yet) say so and come with
+        // onPublished later.
+        let members: Vec<Id> = entered["members"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|c| c["id"].as_i64()).collect())
+            .unwrap_or_default();
+        let me = self.me;
+        for id in members.into_iter().filter(|id| *id != me) {
+            self.play(s, id).await?;
+        }
+        Ok(())
+    }
+
+    async fn play(&mut self, s: &mut Signal, member: Id) -> anyhow::Result<()> {
+        let Some((handle, _)) = self.call.as_ref().and_then(|c| c.media.as_ref()) else {
+            return Ok(());
+        };
+        let offer = handle.offer(Some(member)).await?;
+        let r = s
+            .ask(json!({"module":"meeting","method":"play","client":{"id":member},"sdp":offer}))
+            .await?;
+        let Some((handle, _)) = self.call.as_ref().and_then(|c| c.media.as_ref()) else {
+            return Ok(());
+        };
+        if r["result"] == code::OK {
+            let sdp = r["sdp"].as_str().unwrap_or_default().to_owned();
+            handle
+                .send(MediaCmd::Answer {
+                    key: Some(member),
+                    sdp,
+                })
+                .await;
+            debug!(member, "playing");
+        } else {
+            handle.send(MediaCmd::Drop { member }).await;
+            debug!(member, reply = %r, "not playing (yet)");
+        }
+        Ok(())
+    }
+
+    async fn unplay(&mut self, s: &mut Signal, member: Id, tell: bool) -> anyhow::Result<()> {
+        let Some((handle, _)) = self.call.as_ref().and_then(|c| c.media.as_ref()) else {
+            return Ok(());
+        };
+        handle.send(MediaCmd::Drop { member }).await;
+        if tell {
+            s.ask(json!({"module":"meeting","method":"closePlay","client":{"id":member}}))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the call in progress: tells the caller (when `tell`), leaves the room, stops the
+    /// media, frees the channel.
+    async fn end(&mut self, s: &mut Signal, reason: EndReason, tell: bool) {
+        let Some(mut c) = self.call.take() else {
+            return;
+        };
+        let state = c.call.state();
+        let _ = c.call.handle(Input::HangUp, Role::Callee, Instant::now());
+        let was_connected = c.media.is_some();
+        if tell {
+            let method = if matches!(
+                state,
+                rtcpeer::call::State::Connected | rtcpeer::call::State::Agreed
+            ) {
+                "cancel"
+            } else {
+                "reject"
+            };
+            let _ = self
+                .say(s, method, c.caller, json!({"reason": "hangup"}))
+                .await;
+        }
+        if was_connected {
+            let _ = s.ask(json!({"module":"meeting","method":"exit"})).await;
+        }
+        if let Some((m, _)) = c.media.take() {
+            m.send(MediaCmd::Stop {
+                reason: reason.as_str(),
+            })
+            .await;
+        }
+        if c.claimed {
+            self.task.sb.release_dial(self.task.target.user_id);
+        }
+        metrics::counter!("pttbridge_meeting_calls_ended_total", "reason" => reason.as_str())
+            .increment(1);
+        self.event(
+            EventKind::CallEnded,
+            c.room,
+            c.caller,
+            json!({"callee": self.task.target.user_id, "reason": reason.as_str(),
+                   "seconds": c.call.started().elapsed().as_secs_f64(), "upstream": self.task.up.url}),
+        );
+        self.task.update(|r| r.call = None);
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_notice(
+    media: Option<&mut (MediaHandle, mpsc::Receiver<MediaNotice>)>,
+) -> Option<MediaNotice> {
+    match media {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Address for our WebRTC sockets: `meeting.rtc_ip`.
+fn local_ip(sb: &Switchboard) -> IpAddr {
+    sb.config.rtc_ip
+}
