@@ -42,13 +42,16 @@ pub enum SideCommand {
         /// Why (shown to the user where the side can).
         reason: String,
     },
-    /// Bring the party into a group (invite): PTT move to the channel, console call,
-    /// meeting invite.
+    /// Bring the party into a group (invite): PTT move to the channel, a terminal added to a
+    /// console call, a meeting invite (or a PTT channel dialled into the room). Routed to the
+    /// side that owns the group (see [`group_side`]), which may differ from the party's.
     Invite {
         /// App.
         app: String,
         /// Party id on its side.
         party: String,
+        /// The party's side (`ptt:3` invited into a console call reaches the console side).
+        side: Side,
         /// Bridge group id (`ptt:<server>:<path>`, a meeting room, ...).
         group: String,
         /// Caller's extra data.
@@ -103,6 +106,17 @@ pub enum CommandError {
     Failed(String),
 }
 
+/// The side owning a bridge group id: `ptt:<server>:<path>`, `console:<sessionId>`,
+/// `meeting:<room>`.
+pub fn group_side(group: &str) -> Option<Side> {
+    match group.split_once(':')?.0 {
+        "ptt" => Some(Side::Ptt),
+        "console" => Some(Side::Console),
+        "meeting" => Some(Side::Meeting),
+        _ => None,
+    }
+}
+
 /// What a side implements to take commands.
 pub trait SideCommands: Send + Sync + std::fmt::Debug + 'static {
     /// Carries out `cmd`; resolves when the side has done it (or knows it cannot).
@@ -129,8 +143,12 @@ impl CommandRouter {
             .insert(side, handler);
     }
 
-    /// Sends `cmd` to `side`.
+    /// Sends `cmd` to `side` (the party's side; an invite goes to the side owning the group).
     pub async fn execute(&self, side: Side, cmd: SideCommand) -> Result<Delivered, CommandError> {
+        let side = match &cmd {
+            SideCommand::Invite { group, .. } => group_side(group).unwrap_or(side),
+            _ => side,
+        };
         let handler = self
             .sides
             .read()
