@@ -50,6 +50,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown) = watch::channel(false);
     let meeting =
         crate::sides::meeting::Switchboard::new(config.meeting.clone(), bus.clone(), &ptt);
+    meeting.wire(&platform);
     meeting.start_upstreams();
     let state = Arc::new(AppState {
         ptt,
