@@ -5,6 +5,7 @@
 //! meeting dial-ins in `GET /v1/consuming/records`, and every event on `/events` with
 //! contiguous versions.
 
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use muicall::audio::Codec;
@@ -18,6 +19,9 @@ use testkit::meeting::Participant;
 use testkit::murmur::Murmur;
 use testkit::peers::fixture;
 use testkit::terminal::Terminal;
+
+#[path = "support/egw_client.rs"]
+mod egw_client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
 const T: Duration = Duration::from_secs(15);
@@ -154,6 +158,81 @@ fn assert_contiguous(events: &mut EventQueue, sides: &[&str]) {
     }
 }
 
+/// An EGW subscriber (app login, app `default`) on its own runtime, from a full sync on: the
+/// frames it receives are collected for the end of the test.
+struct EgwTap {
+    base: u64,
+    frames: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl EgwTap {
+    fn start(bridge: &Bridge) -> EgwTap {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr = bridge.addr();
+        let (tx, frames) = mpsc::channel();
+        let base = rt.block_on(async move {
+            let mut c = egw_client::Client::connect(addr).await;
+            c.login("default", SECRET).await;
+            c.subscribe(Some(&["default"])).await;
+            let sync = c.full_sync(&["default"]).await;
+            tokio::spawn(async move {
+                while let Some(f) = c.next(Duration::from_secs(600)).await {
+                    if tx.send(f).is_err() {
+                        break;
+                    }
+                }
+            });
+            sync[0]["version"].as_u64().expect("sync version")
+        });
+        EgwTap {
+            base,
+            frames,
+            seen: Vec::new(),
+            _rt: rt,
+        }
+    }
+
+    /// Waits for a frame matching `pred`.
+    fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(f) = self.seen.iter().find(|f| pred(f)) {
+            return f.clone();
+        }
+        let deadline = Instant::now() + T;
+        while let Ok(f) = self
+            .frames
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(f.clone());
+            if pred(&f) {
+                return f;
+            }
+        }
+        panic!("EGW: no {what}; saw {:#?}", self.seen);
+    }
+
+    /// Every push so far continues the full sync's version without a gap.
+    fn assert_contiguous(&mut self) {
+        self.seen.extend(self.frames.try_iter());
+        let versions: Vec<u64> = self
+            .seen
+            .iter()
+            .filter(|f| f["app_id"] == "default")
+            .filter_map(|f| f["version"].as_u64())
+            .collect();
+        assert!(versions.len() > 10, "EGW pushes: {versions:?}");
+        assert_eq!(versions[0], self.base + 1, "EGW continues the full sync");
+        for w in versions.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "EGW gap: {versions:?}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Console
 
@@ -211,6 +290,7 @@ fn a_console_is_online_takes_platform_commands_and_its_calls_are_recorded() {
     let (ptt1, ptt2) = (format!("ptt:{id1}"), format!("ptt:{id2}"));
     let id2s = id2.to_string();
     assert_eq!(user_state(&bridge, "console:zydd")["state"], 0);
+    let mut egw = EgwTap::start(&bridge);
 
     // ---- login: the console is online on the platforms ----
     let mut c = Console::connect(bridge.addr());
@@ -379,6 +459,22 @@ fn a_console_is_online_takes_platform_commands_and_its_calls_are_recorded() {
         "console gone",
     );
     assert_contiguous(&mut events, &["console", "ptt"]);
+    egw.wait("console online", |f| {
+        f["id"] == 20110 && f["type"] == "side.connected" && f["user_id"] == "console:zydd"
+    });
+    egw.wait("console joins its call", |f| {
+        f["id"] == 20100 && f["user_id"] == "console:zydd" && f["group_id"] == group
+    });
+    egw.wait("console talks", |f| {
+        f["id"] == 20102 && f["user_id"] == "console:zydd" && f["media_type"] == 2
+    });
+    egw.wait("invited terminal joins", |f| {
+        f["id"] == 20100 && f["user_id"] == ptt2.as_str() && f["group_id"] == group
+    });
+    egw.wait("console offline", |f| {
+        f["id"] == 20110 && f["type"] == "side.disconnected" && f["user_id"] == "console:zydd"
+    });
+    egw.assert_contiguous();
     for kind in [
         "party.joined",
         "party.left",
@@ -455,6 +551,7 @@ fn meeting_users_are_online_take_platform_commands_and_dial_ins_are_recorded() {
     let bridge = meeting_bridge(&server);
     let mut events = bridge.events();
     let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut egw = EgwTap::start(&bridge);
     let mut carol = Participant::join(bridge.addr(), "carol");
     let carol_id = format!("meeting:{}", carol.id());
 
@@ -656,6 +753,22 @@ fn meeting_users_are_online_take_platform_commands_and_dial_ins_are_recorded() {
 
     // ---- every event of the app on one stream, versions contiguous ----
     assert_contiguous(&mut events, &["meeting", "ptt"]);
+    egw.wait("carol online", |f| {
+        f["id"] == 20110 && f["type"] == "side.connected" && f["user_id"] == carol_id.as_str()
+    });
+    egw.wait("carol in the room", |f| {
+        f["id"] == 20100 && f["user_id"] == carol_id.as_str() && f["group_id"] == group
+    });
+    egw.wait("carol speaks", |f| {
+        f["id"] == 20102 && f["user_id"] == carol_id.as_str() && f["group_id"] == group
+    });
+    egw.wait("dial-in link up", |f| {
+        f["id"] == 20110 && f["type"] == "link.up"
+    });
+    egw.wait("dave offline", |f| {
+        f["id"] == 20110 && f["type"] == "side.disconnected" && f["user_id"] == dave_id.as_str()
+    });
+    egw.assert_contiguous();
     drop(carol);
     wait_event(
         &mut events,
