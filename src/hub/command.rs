@@ -170,3 +170,70 @@ impl CommandRouter {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers with its own side's name, so a test sees who got the command.
+    #[derive(Debug)]
+    struct Echo(&'static str);
+
+    impl SideCommands for Echo {
+        fn execute(&self, _cmd: SideCommand) -> BoxFuture<Result<Delivered, CommandError>> {
+            let terminal = self.0.to_string();
+            Box::pin(async move { Ok(Delivered { terminal }) })
+        }
+    }
+
+    fn router() -> CommandRouter {
+        let r = CommandRouter::new();
+        r.register(Side::Ptt, Arc::new(Echo("ptt")));
+        r.register(Side::Console, Arc::new(Echo("console")));
+        r
+    }
+
+    fn invite(group: &str) -> SideCommand {
+        SideCommand::Invite {
+            app: "a".into(),
+            party: "3".into(),
+            side: Side::Ptt,
+            group: group.into(),
+            extend: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn invites_go_to_the_side_owning_the_group_other_commands_to_the_users() {
+        let r = router();
+        let to = |d: Result<Delivered, CommandError>| d.map(|d| d.terminal);
+        assert_eq!(
+            to(r.execute(Side::Ptt, invite("console:42")).await),
+            Ok("console".into())
+        );
+        assert_eq!(
+            to(r.execute(Side::Ptt, invite("ptt:local:North")).await),
+            Ok("ptt".into())
+        );
+        assert_eq!(
+            to(r.execute(Side::Ptt, invite("no-side")).await),
+            Ok("ptt".into()),
+            "a group without a side prefix goes to the user's side"
+        );
+        assert_eq!(
+            r.execute(Side::Ptt, invite("meeting:600")).await,
+            Err(CommandError::NoSide("meeting"))
+        );
+        let kick = SideCommand::Kick {
+            app: "a".into(),
+            party: "zydd".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(
+            to(r.execute(Side::Console, kick).await),
+            Ok("console".into())
+        );
+        assert_eq!(group_side("meeting:h:1/600"), Some(Side::Meeting));
+        assert_eq!(group_side("console"), None);
+    }
+}
