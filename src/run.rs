@@ -45,10 +45,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.business.ptt_call_idle(),
     );
     let console = crate::sides::console::ConsoleSide::start(&config, bus.clone());
+    console.wire(&platform);
     let consoles = console.clone();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let meeting =
         crate::sides::meeting::Switchboard::new(config.meeting.clone(), bus.clone(), &ptt);
+    meeting.wire(&platform);
     meeting.start_upstreams();
     let state = Arc::new(AppState {
         ptt,

@@ -327,8 +327,8 @@ fn business_rest_with_real_ptt_peers() {
         .collect();
     assert_eq!(
         results,
-        vec![0, 2, 1],
-        "delivered, not online, no console side yet: {r}"
+        vec![0, 2, 2],
+        "delivered, not online, no such console logged in: {r}"
     );
     assert_eq!(r["user_list"][0]["mutex_type"], "m");
     alice.expect(
@@ -516,8 +516,8 @@ fn business_rest_with_real_ptt_peers() {
             "/v1/kickout",
             Some(json!({"app_id": "default", "user_id": "console:1"})),
         ),
-        502,
-        "console",
+        404,
+        "not online",
     );
     ok(api.app(
         "POST",

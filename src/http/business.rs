@@ -573,6 +573,7 @@ async fn invite(State(state): State<Arc<AppState>>, headers: HeaderMap, raw: Byt
         let cmd = SideCommand::Invite {
             app: req.app_id.clone(),
             party,
+            side,
             group: req.group_id.clone(),
             extend: req.extend_info.clone(),
         };

@@ -42,13 +42,16 @@ pub enum SideCommand {
         /// Why (shown to the user where the side can).
         reason: String,
     },
-    /// Bring the party into a group (invite): PTT move to the channel, console call,
-    /// meeting invite.
+    /// Bring the party into a group (invite): PTT move to the channel, a terminal added to a
+    /// console call, a meeting invite (or a PTT channel dialled into the room). Routed to the
+    /// side that owns the group (see [`group_side`]), which may differ from the party's.
     Invite {
         /// App.
         app: String,
         /// Party id on its side.
         party: String,
+        /// The party's side (`ptt:3` invited into a console call reaches the console side).
+        side: Side,
         /// Bridge group id (`ptt:<server>:<path>`, a meeting room, ...).
         group: String,
         /// Caller's extra data.
@@ -103,6 +106,17 @@ pub enum CommandError {
     Failed(String),
 }
 
+/// The side owning a bridge group id: `ptt:<server>:<path>`, `console:<sessionId>`,
+/// `meeting:<room>`.
+pub fn group_side(group: &str) -> Option<Side> {
+    match group.split_once(':')?.0 {
+        "ptt" => Some(Side::Ptt),
+        "console" => Some(Side::Console),
+        "meeting" => Some(Side::Meeting),
+        _ => None,
+    }
+}
+
 /// What a side implements to take commands.
 pub trait SideCommands: Send + Sync + std::fmt::Debug + 'static {
     /// Carries out `cmd`; resolves when the side has done it (or knows it cannot).
@@ -129,8 +143,12 @@ impl CommandRouter {
             .insert(side, handler);
     }
 
-    /// Sends `cmd` to `side`.
+    /// Sends `cmd` to `side` (the party's side; an invite goes to the side owning the group).
     pub async fn execute(&self, side: Side, cmd: SideCommand) -> Result<Delivered, CommandError> {
+        let side = match &cmd {
+            SideCommand::Invite { group, .. } => group_side(group).unwrap_or(side),
+            _ => side,
+        };
         let handler = self
             .sides
             .read()
@@ -150,5 +168,72 @@ impl CommandRouter {
         metrics::counter!("pttbridge_side_commands_total", "side" => side.as_str(), "command" => name, "outcome" => outcome)
             .increment(1);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers with its own side's name, so a test sees who got the command.
+    #[derive(Debug)]
+    struct Echo(&'static str);
+
+    impl SideCommands for Echo {
+        fn execute(&self, _cmd: SideCommand) -> BoxFuture<Result<Delivered, CommandError>> {
+            let terminal = self.0.to_string();
+            Box::pin(async move { Ok(Delivered { terminal }) })
+        }
+    }
+
+    fn router() -> CommandRouter {
+        let r = CommandRouter::new();
+        r.register(Side::Ptt, Arc::new(Echo("ptt")));
+        r.register(Side::Console, Arc::new(Echo("console")));
+        r
+    }
+
+    fn invite(group: &str) -> SideCommand {
+        SideCommand::Invite {
+            app: "a".into(),
+            party: "3".into(),
+            side: Side::Ptt,
+            group: group.into(),
+            extend: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn invites_go_to_the_side_owning_the_group_other_commands_to_the_users() {
+        let r = router();
+        let to = |d: Result<Delivered, CommandError>| d.map(|d| d.terminal);
+        assert_eq!(
+            to(r.execute(Side::Ptt, invite("console:42")).await),
+            Ok("console".into())
+        );
+        assert_eq!(
+            to(r.execute(Side::Ptt, invite("ptt:local:North")).await),
+            Ok("ptt".into())
+        );
+        assert_eq!(
+            to(r.execute(Side::Ptt, invite("no-side")).await),
+            Ok("ptt".into()),
+            "a group without a side prefix goes to the user's side"
+        );
+        assert_eq!(
+            r.execute(Side::Ptt, invite("meeting:600")).await,
+            Err(CommandError::NoSide("meeting"))
+        );
+        let kick = SideCommand::Kick {
+            app: "a".into(),
+            party: "zydd".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(
+            to(r.execute(Side::Console, kick).await),
+            Ok("console".into())
+        );
+        assert_eq!(group_side("meeting:h:1/600"), Some(Side::Meeting));
+        assert_eq!(group_side("console"), None);
     }
 }

@@ -89,6 +89,13 @@ impl SideCommands for PttCommands {
                 | SideCommand::Kick { app, .. }
                 | SideCommand::Invite { app, .. } => app.clone(),
             };
+            if let SideCommand::Invite { group, side, .. } = &cmd
+                && *side != crate::hub::Side::Ptt
+            {
+                return Err(CommandError::Unsupported(format!(
+                    "only PTT users can be moved into the PTT channel {group}"
+                )));
+            }
             let (client, session, server) = this
                 .find(&app, cmd.party())
                 .ok_or(CommandError::NotOnline)?;

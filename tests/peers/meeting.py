@@ -188,6 +188,8 @@ class Participant:
                             w[1].set_result(msg)
                             self.waiters.remove(w)
                             break
+            # A clean close (1000/1001) ends the loop without an exception.
+            emit("ws_closed", code=self.ws.close_code, reason=self.ws.close_reason)
         except websockets.ConnectionClosed as e:
             emit("ws_closed", code=e.code, reason=e.reason)
 

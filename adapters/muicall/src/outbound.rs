@@ -365,12 +365,16 @@ pub enum NotifyBody {
     /// Bridge extension: the console's PTT session went down or came back.
     #[serde(rename = "serverState")]
     ServerState {
-        /// `connected` or `reconnecting`.
+        /// `connected`, `reconnecting` or `loggedOut`.
         state: String,
         /// Why it is down.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Bridge extension: a platform's message for this console (business gateway
+    /// `POST /v1/online/trans-cmd`); `data` is the caller's `trans_mess` as given.
+    #[serde(rename = "transCmd")]
+    TransCmd(serde_json::Value),
 }
 
 impl Notify {
@@ -471,6 +475,11 @@ impl Notify {
         )
     }
 
+    /// `transCmd` (extension): a platform's message, as given.
+    pub fn trans_cmd(message: serde_json::Value) -> Self {
+        Self::new(NotifyBody::TransCmd(message), None)
+    }
+
     /// The `cmd`.
     pub fn cmd(&self) -> &'static str {
         match self.body {
@@ -481,6 +490,7 @@ impl Notify {
             NotifyBody::TempCallMemberUpdate { .. } => "tempCallMemberUpdate",
             NotifyBody::TempCallHangup { .. } => "tempCallHangup",
             NotifyBody::ServerState { .. } => "serverState",
+            NotifyBody::TransCmd(_) => "transCmd",
         }
     }
 }
@@ -508,6 +518,16 @@ mod tests {
         assert_eq!(response_type("loginOut"), "logoutResp");
         assert_eq!(response_type("kickGroupMember"), "audioResp");
         assert_eq!(response_type("requestMic"), "requestMic");
+    }
+
+    #[test]
+    fn a_platform_message_is_a_notification_with_its_data_as_given() {
+        let msg = json!({"text": "evacuate North", "level": 2});
+        let n = Notify::trans_cmd(msg.clone());
+        let v = serde_json::to_value(&n).unwrap();
+        assert_eq!(v, json!({"type":"notify","cmd":"transCmd","data":msg}));
+        assert_eq!(n.cmd(), "transCmd");
+        assert_eq!(serde_json::from_value::<Notify>(v).unwrap(), n);
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub struct Evented {
     /// Why the server sent it itself (e.g. `noAnswer`); absent when a peer sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Bridge extension: a platform's message (`onTransCmd`, business gateway trans-cmd),
+    /// as the platform gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
 
 /// `reject` / `cancel`.

@@ -9,13 +9,14 @@
 
 pub mod audio;
 pub mod call;
+pub mod commands;
 pub mod config;
 mod connection;
 pub mod moderator;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -27,8 +28,9 @@ use ptt::client::ClientConfig;
 use ptt::session::SessionConfig;
 
 use crate::config::{Config, PttConfig, PttServer};
+use crate::events::Platform;
 use crate::http::AppState;
-use crate::hub::EventBus;
+use crate::hub::{Calls, EventBus, Side};
 use config::{ConsoleConfig, normalize_base_url};
 use moderator::Moderator;
 
@@ -59,6 +61,12 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// Console connections still running (they end their calls before they go).
     pub live: std::sync::atomic::AtomicUsize,
+    /// Platform commands to each connection: connection id → its order queue.
+    pub orders: Mutex<HashMap<u64, tokio::sync::mpsc::Sender<commands::Order>>>,
+    /// Calls up now: call id → (app, connection id), for invites into `console:<sessionId>`.
+    pub call_owners: Mutex<HashMap<u64, (String, u64)>>,
+    /// Call records, once [`ConsoleSide::wire`] gave them.
+    pub calls: OnceLock<Calls>,
 }
 
 /// The console side; cheap to clone.
@@ -103,7 +111,19 @@ impl ConsoleSide {
             homes: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             live: std::sync::atomic::AtomicUsize::new(0),
+            orders: Mutex::new(HashMap::new()),
+            call_owners: Mutex::new(HashMap::new()),
+            calls: OnceLock::new(),
         }))
+    }
+
+    /// Joins the platform: consoles take its commands (kickout, trans-cmd, invite) and their
+    /// temporary calls are recorded in its call records.
+    pub fn wire(&self, platform: &Platform) {
+        let _ = self.0.calls.set(platform.calls.clone());
+        platform
+            .commands
+            .register(Side::Console, commands::ConsoleCommands::new(self.clone()));
     }
 
     /// Consoles connected now.

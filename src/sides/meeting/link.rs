@@ -11,6 +11,7 @@
 //!   speakers, encodes Opus mono and sends it into the channel through the bridge's PTT account.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -33,6 +34,7 @@ use tracing::{debug, info, warn};
 use super::config::PassThrough;
 use super::switchboard::DialTarget;
 use super::transcode::{G711Inbound, G711Outbound};
+use crate::hub::calls::CallCounters;
 use crate::hub::floor::{Decision, Floor};
 use crate::hub::{Event, EventKind, Party, Side};
 use crate::sides::ptt::{Account, ChannelAudio};
@@ -181,6 +183,9 @@ pub struct Link {
     pub voice_out: u64,
     /// Packets the PTT account would not take (its queue was full).
     pub voice_dropped: u64,
+    /// The call record's counters: PTT voice packets in and meeting voice packets sent into
+    /// the channel (each once, however many listeners).
+    pub counters: Option<Arc<CallCounters>>,
 }
 
 impl std::fmt::Debug for Link {
@@ -258,6 +263,7 @@ impl Link {
             arrivals: VecDeque::with_capacity(MAX_ARRIVALS),
             voice_out: 0,
             voice_dropped: 0,
+            counters: None,
             account,
             client,
         })
@@ -435,6 +441,9 @@ impl Link {
                 let ts = (sequence.wrapping_mul(480)) as u32;
                 metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "ptt_in")
                     .increment(1);
+                if let Some(c) = &self.counters {
+                    c.audio(1, opus.len());
+                }
                 if self.arrivals.len() == MAX_ARRIVALS {
                     self.arrivals.pop_front();
                 }
@@ -798,6 +807,7 @@ impl Link {
     }
 
     fn send_voice(&mut self, opus: Bytes, terminator: bool) {
+        let bytes = opus.len();
         let ok = self.account.client.send_voice(OutgoingVoice {
             opus,
             frames_10ms: 2,
@@ -806,6 +816,9 @@ impl Link {
         });
         if ok {
             self.voice_out += 1;
+            if let Some(c) = &self.counters {
+                c.audio(1, bytes);
+            }
             metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "ptt_out").increment(1);
         } else {
             self.voice_dropped += 1;

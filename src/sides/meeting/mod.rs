@@ -9,6 +9,7 @@
 //!   room), audio forwarding, and the PTT [`link`] when a channel is dialled in.
 //! - [`link`]: audio both ways between a room and a PTT channel, floor, chat.
 //! - [`operator`]: HTTP routes to list and hang up dial-ins.
+//! - [`commands`]: platform commands (kickout, trans-cmd, invite) for meeting users.
 //! - [`transcode`]: G.711 publishers and players on the (Opus) PTT link.
 //! - [`upstream`]: client mode: registered at external RTCPeer servers as the dial-in users,
 //!   answering their calls with the same link.
@@ -16,6 +17,7 @@
 //! The wire contract (including the `sdp` field of publish/play) is in `docs/rtcpeer.md`.
 
 pub mod auth;
+pub mod commands;
 pub mod config;
 pub mod link;
 pub mod operator;

@@ -65,6 +65,11 @@ pub enum RoomCmd {
     },
     /// The caller said onConnected to a dial-in id: bring the PTT channel in.
     AttachLink(Box<LinkSetup>),
+    /// A platform ends this member's session: `tiren` to the room, then it leaves.
+    Kick {
+        /// Client id.
+        client: Id,
+    },
     /// Take the PTT channel out.
     DetachLink {
         /// Dial-in id.
@@ -78,8 +83,10 @@ pub enum RoomCmd {
 pub struct LinkSetup {
     /// The dialled target.
     pub target: DialTarget,
-    /// Who called.
+    /// Who called ([`PLATFORM`](super::switchboard::PLATFORM) for a platform's invite).
     pub caller: Id,
+    /// Told whether the link came up (platform invites wait for it).
+    pub ready: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 /// Handle to a room actor.
@@ -766,6 +773,18 @@ impl RoomActor {
                 let _ = reply.send(r);
             }
             RoomCmd::AttachLink(setup) => self.attach_link(*setup),
+            RoomCmd::Kick { client } => {
+                if self.member(client).is_some() {
+                    self.push_all(
+                        &Push::Kick(push::Kicked {
+                            user_id: client,
+                            room_id: self.id,
+                        }),
+                        None,
+                    );
+                    self.leave(client, "kicked out");
+                }
+            }
             RoomCmd::DetachLink { dial, reason } => {
                 if self.link.as_ref().is_some_and(|l| l.dial == dial) {
                     self.detach_link(reason);
@@ -1079,12 +1098,18 @@ impl RoomActor {
 
     // ---- the PTT link --------------------------------------------------------------------
 
-    fn attach_link(&mut self, setup: LinkSetup) {
+    fn attach_link(&mut self, mut setup: LinkSetup) {
+        let ready = setup.ready.take();
+        let tell = |r: Result<(), String>| {
+            if let Some(tx) = ready {
+                let _ = tx.send(r);
+            }
+        };
         if self.link.is_some() {
             warn!("a PTT channel is already linked into this room");
             self.sb
                 .link_down(self.id, setup.target.user_id, "room already linked");
-            return;
+            return tell(Err("a PTT channel is already linked into this room".into()));
         }
         let link = match Link::new(
             &setup.target,
@@ -1098,9 +1123,11 @@ impl RoomActor {
                 warn!(error = %e, "cannot start the link");
                 self.sb
                     .link_down(self.id, setup.target.user_id, "link failed");
-                return;
+                return tell(Err(format!("cannot start the link: {e}")));
             }
         };
+        let mut link = link;
+        link.counters = self.sb.link_up(self.id, setup.target.user_id, setup.caller);
         let client = link.client.clone();
         let ptt_group = link.ptt_group.clone();
         self.link = Some(link);
@@ -1130,6 +1157,7 @@ impl RoomActor {
             Some(super::switchboard::party(setup.target.user_id, client.name.as_deref())),
             json!({ "ptt_group": ptt_group, "caller": setup.caller, "dial_in": setup.target.user_id }),
         );
+        tell(Ok(()));
     }
 
     fn detach_link(&mut self, reason: &str) {

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use rtcpeer::bean::{Client, Room};
@@ -22,8 +22,9 @@ use tracing::{debug, info, warn};
 use super::auth::Accounts;
 use super::config::{AnswerPolicy, MeetingConfig};
 use super::room::{self, RoomCmd, RoomHandle};
+use crate::hub::calls::CallCounters;
 use crate::hub::event::Draft;
-use crate::hub::{EventBus, EventKind, Party, Side};
+use crate::hub::{CallRecorder, CallStart, Calls, EventBus, EventKind, Party, Side};
 use crate::sides::ptt::{Account, PttSide};
 
 /// Frames queued for one client before pushes to it are dropped.
@@ -61,31 +62,40 @@ pub struct DialTarget {
     pub account: Account,
 }
 
-struct Registered {
-    conn: u64,
-    outbox: Outbox,
+pub(super) struct Registered {
+    pub(super) conn: u64,
+    pub(super) outbox: Outbox,
     device_type: Option<String>,
+    /// Ends the connection (platform kickout) with a reason.
+    pub(super) kick: mpsc::Sender<String>,
 }
 
 struct LiveCall {
     call: Call,
+    /// RTCPeer messages of this call so far (requests and pushes; replies not counted).
+    signals: u64,
 }
+
+/// The caller id of calls a platform makes (business gateway invite): no user has it.
+pub const PLATFORM: Id = 0;
 
 /// Everything behind the lock.
 #[derive(Default)]
 pub struct State {
     /// Signatures and sessions.
     pub accounts: Accounts,
-    users: HashMap<Id, Registered>,
+    pub(super) users: HashMap<Id, Registered>,
     calls: HashMap<u64, LiveCall>,
     next_call: u64,
-    rooms: HashMap<Id, RoomHandle>,
+    pub(super) rooms: HashMap<Id, RoomHandle>,
     next_room: Id,
     next_appointment: Id,
     /// Dial-in id → room it is linked into.
-    linked: HashMap<Id, Id>,
+    pub(super) linked: HashMap<Id, Id>,
     /// Dial-in ids in a call on an upstream server (client mode).
-    upstream_calls: HashSet<Id>,
+    pub(super) upstream_calls: HashSet<Id>,
+    /// Call records of the links up now, by dial-in id.
+    records: HashMap<Id, CallRecorder>,
 }
 
 impl State {
@@ -98,6 +108,37 @@ impl State {
                     || (c.call.caller == b && c.call.callee == a)
             })
             .map(|(id, _)| *id)
+    }
+
+    /// Counts `n` signalling messages of call `call` (and in its link's record, if up).
+    fn signal(&mut self, call: u64, n: u64) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.signals += n;
+        if let Some(r) = self.records.get(&c.call.callee) {
+            r.counters().signal(n);
+        }
+    }
+
+    /// Whether dial-in `dial` is linked or in a call (here or upstream).
+    pub(super) fn dial_busy(&self, dial: Id) -> bool {
+        self.linked.contains_key(&dial)
+            || self.upstream_calls.contains(&dial)
+            || self
+                .calls
+                .values()
+                .any(|c| !c.call.is_ended() && c.call.callee == dial)
+    }
+
+    /// Whether a platform call to `user` into `room` is still going.
+    pub(super) fn platform_call(&self, user: Id, room: Id) -> bool {
+        self.calls.values().any(|c| {
+            !c.call.is_ended()
+                && c.call.caller == PLATFORM
+                && c.call.callee == user
+                && c.call.room_id == room
+        })
     }
 
     fn busy(&self, user: Id) -> bool {
@@ -120,6 +161,11 @@ pub struct Conn {
     pub name: Option<String>,
     /// Room it entered.
     pub room: Option<Id>,
+    /// The SID it registered with (a kickout ends that session).
+    pub sid: Option<String>,
+    /// Kickouts of this connection (platform): the reason. The socket task ends it.
+    pub kicked: mpsc::Receiver<String>,
+    kick: mpsc::Sender<String>,
 }
 
 /// The meeting side's shared state.
@@ -135,6 +181,8 @@ pub struct Switchboard {
     next_conn: AtomicU64,
     /// Client mode: one registration per (upstream, dial-in id).
     pub registrations: super::upstream::Registrations,
+    /// Call records of dial-in links, once [`Switchboard::wire`] gave them.
+    pub(super) calls: OnceLock<Calls>,
 }
 
 impl std::fmt::Debug for Switchboard {
@@ -211,6 +259,7 @@ impl Switchboard {
             }),
             next_conn: AtomicU64::new(1),
             registrations: Default::default(),
+            calls: OnceLock::new(),
         })
     }
 
@@ -232,16 +281,26 @@ impl Switchboard {
     /// A new connection.
     pub fn connect(&self, outbox: Outbox) -> Conn {
         metrics::gauge!("pttbridge_meeting_connections").increment(1.0);
+        let (kick, kicked) = mpsc::channel(1);
         Conn {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             outbox,
             user: None,
             name: None,
             room: None,
+            sid: None,
+            kicked,
+            kick,
         }
     }
 
-    fn publish(&self, kind: EventKind, room: Option<Id>, party: Option<Party>, detail: Value) {
+    pub(super) fn publish(
+        &self,
+        kind: EventKind,
+        room: Option<Id>,
+        party: Option<Party>,
+        detail: Value,
+    ) {
         let mut d = Draft::new(
             self.app.clone(),
             kind,
@@ -253,7 +312,7 @@ impl Switchboard {
     }
 
     /// Sends a push to a registered user; false when it is not online or not reading.
-    fn push_to(&self, state: &State, user: Id, msg: &Push) -> bool {
+    pub(super) fn push_to(&self, state: &State, user: Id, msg: &Push) -> bool {
         let Some(r) = state.users.get(&user) else {
             return false;
         };
@@ -415,14 +474,27 @@ impl Switchboard {
             ));
         }
         conn.name = session.user.name.clone();
-        if let Some(old) = st.users.insert(
+        conn.sid = Some(sid.to_owned());
+        let detail = json!({ "side": "meeting", "terminal": conn.id.to_string(),
+                             "device_type": device_type.clone() });
+        let old = st.users.insert(
             user,
             Registered {
                 conn: conn.id,
                 outbox: conn.outbox.clone(),
                 device_type,
+                kick: conn.kick.clone(),
             },
-        ) && old.conn != conn.id
+        );
+        // Online on the platforms (in a room or not) until this connection unregisters.
+        self.publish(
+            EventKind::SideConnected,
+            None,
+            Some(party(user, conn.name.as_deref())),
+            detail,
+        );
+        if let Some(old) = old
+            && old.conn != conn.id
         {
             info!(
                 user,
@@ -543,7 +615,27 @@ impl Switchboard {
                 .await;
             self.member_left(room, me);
         }
+        self.unregister(conn);
         conn.user = None;
+    }
+
+    /// The connection's user is no longer reachable here (unless it registered again from
+    /// another connection): platforms see it offline.
+    fn unregister(&self, conn: &Conn) {
+        let Some(me) = conn.user else {
+            return;
+        };
+        let mut st = self.state();
+        if st.users.get(&me).is_some_and(|r| r.conn == conn.id) {
+            st.users.remove(&me);
+            self.publish(
+                EventKind::SideDisconnected,
+                None,
+                Some(party(me, conn.name.as_deref())),
+                json!({ "side": "meeting", "terminal": conn.id.to_string() }),
+            );
+        }
+        metrics::gauge!("pttbridge_meeting_registered").set(st.users.len() as f64);
     }
 
     fn end_calls_of(&self, conn: &Conn) {
@@ -551,9 +643,6 @@ impl Switchboard {
             return;
         };
         let mut st = self.state();
-        if st.users.get(&me).is_some_and(|r| r.conn == conn.id) {
-            st.users.remove(&me);
-        }
         let live: Vec<u64> = st
             .calls
             .iter()
@@ -580,9 +669,9 @@ impl Switchboard {
                 reason: Some("offline".into()),
             });
             self.push_to(&st, other, &msg);
+            st.signal(id, 1);
             self.end_call(&mut st, id, EndReason::Gone, room);
         }
-        metrics::gauge!("pttbridge_meeting_registered").set(st.users.len() as f64);
     }
 
     /// Connection count bookkeeping when a socket task ends.
@@ -632,7 +721,8 @@ impl Switchboard {
         let callee_busy = st.busy(target)
             || (dial.is_some()
                 && (st.linked.contains_key(&target) || st.upstream_calls.contains(&target)));
-        st.calls.insert(id, LiveCall { call });
+        st.calls.insert(id, LiveCall { call, signals: 0 });
+        st.signal(id, 1);
         metrics::gauge!("pttbridge_meeting_calls").set(st.calls.len() as f64);
         metrics::counter!("pttbridge_meeting_calls_total", "kind" => if dial.is_some() { "dial_in" } else { "relay" }).increment(1);
         self.publish(
@@ -662,6 +752,7 @@ impl Switchboard {
                         format!("user {target} is not reachable"),
                     ));
                 }
+                st.signal(id, 1);
             }
             Some(d) => {
                 drop(st);
@@ -714,6 +805,7 @@ impl Switchboard {
                 room_id: Some(room),
                 room_type: None,
                 reason: None,
+                data: None,
             }),
             Input::Busy => Push::Event(push::Evented {
                 from,
@@ -721,6 +813,7 @@ impl Switchboard {
                 room_id: Some(room),
                 room_type: None,
                 reason: None,
+                data: None,
             }),
             Input::Agree => Push::Agree(push::Agreed {
                 from,
@@ -729,6 +822,7 @@ impl Switchboard {
             _ => Push::Reject(push::Ended { from, reason: None }),
         };
         self.push_to(&st, caller, &msg);
+        st.signal(call, 1);
         self.after_step(&mut st, call, state, input, room, caller);
         true
     }
@@ -760,7 +854,18 @@ impl Switchboard {
         }
     }
 
-    fn end_call(&self, st: &mut State, call: u64, reason: EndReason, room: Id) {
+    /// Numbers and keeps a new call (its invitation counted as its first signal).
+    pub(super) fn add_call(&self, st: &mut State, call: Call) -> u64 {
+        st.next_call += 1;
+        let id = st.next_call;
+        st.calls.insert(id, LiveCall { call, signals: 0 });
+        st.signal(id, 1);
+        metrics::gauge!("pttbridge_meeting_calls").set(st.calls.len() as f64);
+        metrics::counter!("pttbridge_meeting_calls_total", "kind" => "platform").increment(1);
+        id
+    }
+
+    pub(super) fn end_call(&self, st: &mut State, call: u64, reason: EndReason, room: Id) {
         let Some(c) = st.calls.remove(&call) else {
             return;
         };
@@ -786,7 +891,7 @@ impl Switchboard {
         }
     }
 
-    fn arm_timer(self: &Arc<Self>, call: u64) {
+    pub(super) fn arm_timer(self: &Arc<Self>, call: u64) {
         let sb = self.clone();
         tokio::spawn(async move {
             loop {
@@ -828,6 +933,7 @@ impl Switchboard {
                             reason,
                         }),
                     );
+                    st.signal(call, 2);
                     sb.end_call(&mut st, call, EndReason::NoAnswer, room);
                     return;
                 }
@@ -880,8 +986,19 @@ impl Switchboard {
             }),
             _ => Push::Reject(push::Ended { from, reason: None }),
         };
-        self.push_to(&st, caller, &msg);
+        let pushed = self.push_to(&st, caller, &msg);
+        st.signal(id, 1 + u64::from(pushed));
         self.after_step(&mut st, id, state, input, call_room, me);
+        if caller == PLATFORM
+            && state == CallState::Agreed
+            && let Some(c) = st.calls.get_mut(&id)
+        {
+            // A platform's invite: nobody on the calling side sends onConnected; the callee
+            // enters the room itself. The call is connected from here on (ends on cancel).
+            let _ = c
+                .call
+                .handle(Input::Connected, Role::Caller, Instant::now());
+        }
         Ok(())
     }
 
@@ -908,7 +1025,8 @@ impl Switchboard {
             },
             reason: None,
         });
-        self.push_to(&st, p.target_user_id, &msg);
+        let pushed = self.push_to(&st, p.target_user_id, &msg);
+        st.signal(id, 1 + u64::from(pushed));
         self.after_step(&mut st, id, state, Input::Cancel, room, me);
         Ok(())
     }
@@ -937,6 +1055,7 @@ impl Switchboard {
             room_id: e.room_id,
             room_type: e.room_type,
             reason: None,
+            data: None,
         });
         let Some(input) = input else {
             // Custom events are relayed as they are.
@@ -956,6 +1075,7 @@ impl Switchboard {
             .handle(input, role, Instant::now())
             .map_err(|e| Refusal::new(code::CONFLICT, e.to_string()))?;
         let room = c.call.room_id;
+        st.signal(id, 1);
         if input == Input::Connected
             && let Some(d) = self.dial.get(&target)
         {
@@ -964,14 +1084,15 @@ impl Switchboard {
                 let link = room::LinkSetup {
                     target: d.clone(),
                     caller: me,
+                    ready: None,
                 };
                 if !h.try_send(RoomCmd::AttachLink(Box::new(link))) {
                     st.linked.remove(&target);
                     warn!(room, "room did not take the link");
                 }
             }
-        } else {
-            self.push_to(&st, target, &msg);
+        } else if self.push_to(&st, target, &msg) {
+            st.signal(id, 1);
         }
         self.after_step(&mut st, id, state, input, room, me);
         Ok(())
@@ -983,6 +1104,7 @@ impl Switchboard {
         if st.linked.get(&dial) == Some(&room) {
             st.linked.remove(&dial);
         }
+        let record = st.records.remove(&dial);
         let live = st
             .calls
             .iter()
@@ -1004,9 +1126,41 @@ impl Switchboard {
                         reason: Some("hangup".into()),
                     }),
                 );
+                st.signal(id, 1);
+                if let Some(r) = &record {
+                    r.counters().signal(1);
+                }
             }
             self.end_call(&mut st, id, EndReason::HungUp, room);
         }
+        if let Some(r) = record {
+            r.finish(reason);
+        }
+    }
+
+    /// The room brought dial-in `dial` in: its call record starts (the call's signalling so
+    /// far included); the link counts its audio in the returned counters.
+    pub fn link_up(&self, room: Id, dial: Id, caller: Id) -> Option<Arc<CallCounters>> {
+        let calls = self.calls.get()?;
+        let mut st = self.state();
+        let mut start =
+            CallStart::new(self.app.clone(), group_id(room), [Side::Meeting, Side::Ptt]);
+        if caller != PLATFORM {
+            start = start.initiator(party(caller, None));
+        }
+        let rec = calls.start(start);
+        // A platform's dial has no RTCPeer call: its one signal is the invite itself.
+        let signals = st
+            .calls
+            .values()
+            .find(|c| !c.call.is_ended() && c.call.callee == dial && c.call.room_id == room)
+            .map_or(u64::from(caller == PLATFORM), |c| c.signals);
+        rec.counters().signal(signals);
+        let counters = rec.counters();
+        if let Some(old) = st.records.insert(dial, rec) {
+            old.finish("replaced");
+        }
+        Some(counters)
     }
 
     /// A room stopped (finished and empty).
@@ -1023,13 +1177,7 @@ impl Switchboard {
     /// or linked already (here or on another upstream).
     pub fn claim_dial(&self, dial: Id) -> bool {
         let mut st = self.state();
-        let busy = st.linked.contains_key(&dial)
-            || st.upstream_calls.contains(&dial)
-            || st
-                .calls
-                .values()
-                .any(|c| !c.call.is_ended() && c.call.callee == dial);
-        if busy {
+        if st.dial_busy(dial) {
             return false;
         }
         st.upstream_calls.insert(dial)

@@ -55,7 +55,19 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
         loop {
             // Anything from the client (a pong included) proves it is there; a client that
             // vanished without closing (frozen, unplugged) is let go after SILENCE.
-            let msg = match tokio::time::timeout(SILENCE, stream.next()).await {
+            let next = tokio::select! {
+                m = tokio::time::timeout(SILENCE, stream.next()) => Ok(m),
+                Some(reason) = conn.kicked.recv() => Err(reason),
+            };
+            let next = match next {
+                Ok(m) => m,
+                Err(reason) => {
+                    // A platform's kickout: the client is told why, then the socket closes.
+                    sb.kick_out(&mut conn, &reason).await;
+                    break;
+                }
+            };
+            let msg = match next {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(_) => {

@@ -49,6 +49,7 @@ impl Connection {
         let id = call.id;
         let update = Notify::member_update(id, call.owner.0, call.member_list());
         self.call = Some(call);
+        self.start_record(id);
         self.send_json(
             &Reply::new("createGroup", 1, "建立会话组成功")
                 .transaction(c.transaction)
@@ -358,5 +359,6 @@ impl Connection {
         if notify {
             self.notify(Notify::hangup(id, from, code, why));
         }
+        self.finish_record(id, why);
     }
 }

@@ -54,10 +54,17 @@ impl Connection {
         }
         self.audio_error_reported = false;
         let client = &self.login.as_ref().expect("checked").client;
+        let mut carried = (0, 0);
         for v in voice {
-            if !client.send_voice(v) {
+            let bytes = v.opus.len();
+            if client.send_voice(v) {
+                carried = (carried.0 + 1, carried.1 + bytes);
+            } else {
                 metrics::counter!("pttbridge_console_audio_dropped_total", "reason" => "ptt_queue_full").increment(1);
             }
+        }
+        if let Some(r) = &self.record {
+            r.counters().audio(carried.0, carried.1);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod call_control;
 mod console_audio;
+mod platform;
 mod ptt_events;
 mod requests;
 mod timers;
@@ -30,9 +31,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::audio::{Downstream, Upstream};
 use super::call::{Call, Change, Member};
+use super::commands::{ORDERS, Order};
 use super::config::normalize_base_url;
 use super::moderator::{Action, Outcome, sleep_until};
 use super::{ConsoleSide, ServerEntry, new_call_id};
+use crate::hub::CallRecorder;
 use crate::hub::event::Draft;
 use crate::hub::floor::{Decision, Floor};
 use crate::hub::{EventKind, Party, Side};
@@ -65,6 +68,8 @@ mod reason {
     pub const SERVER_LOST: i64 = 2;
     /// The call channel went away, or the console was moved out of it.
     pub const CHANNEL_GONE: i64 = 3;
+    /// A platform ended the console's session (business gateway kickout).
+    pub const KICKED: i64 = 4;
 }
 
 pub(crate) async fn run(side: ConsoleSide, socket: WebSocket, mut shutdown: watch::Receiver<bool>) {
@@ -78,6 +83,12 @@ pub(crate) async fn run(side: ConsoleSide, socket: WebSocket, mut shutdown: watc
         let (out, out_rx) = mpsc::channel(OUT_QUEUE);
         let writer = tokio::spawn(write_loop(sink, out_rx));
         let (outcome_tx, outcomes) = mpsc::channel(256);
+        let (order_tx, orders) = mpsc::channel(ORDERS);
+        side.0
+            .orders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, order_tx);
         let bitrate = side.0.config.opus_bitrate;
         let cfg = &side.0.config;
         let mut conn = Connection {
@@ -95,9 +106,18 @@ pub(crate) async fn run(side: ConsoleSide, socket: WebSocket, mut shutdown: watc
             audio_error_reported: false,
             outcome_tx,
             outcomes,
+            orders,
+            invites: Vec::new(),
+            record: None,
             closing: None,
         };
         conn.run(&mut stream, &mut shutdown).await;
+        // No more platform commands: those still queued are answered "not online".
+        side.0
+            .orders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         // Terminals go home before anything else, whatever ended the connection.
         conn.logout("the console disconnected").await;
         if let Some((code, reason)) = conn.closing.take() {
@@ -189,6 +209,8 @@ struct Login {
     /// Commands for `client`, forwarded in order by one task (so a "go home" cannot overtake
     /// the creation of the next call's channel).
     commands: mpsc::Sender<Command>,
+    /// `side.connected` was published for this login (so `side.disconnected` is owed).
+    announced: bool,
 }
 
 impl Login {
@@ -235,6 +257,12 @@ struct Connection {
     audio_error_reported: bool,
     outcome_tx: mpsc::Sender<Outcome>,
     outcomes: mpsc::Receiver<Outcome>,
+    /// Platform commands for this console.
+    orders: mpsc::Receiver<Order>,
+    /// Platform invites waiting for their terminal to arrive in the call.
+    invites: Vec<platform::PendingInvite>,
+    /// The call record of the call up now.
+    record: Option<CallRecorder>,
     /// Close the socket with this code and reason.
     closing: Option<(u16, String)>,
 }
@@ -308,11 +336,15 @@ impl Connection {
                     None => self.lost_client().await,
                 },
                 Some(o) = self.outcomes.recv() => self.on_outcome(o).await,
+                Some(o) = self.orders.recv() => self.on_order(o).await,
                 _ = sleep_until(wake) => self.on_timer(Instant::now()).await,
                 // The bridge is stopping: calls end (terminals go home) and consoles are told.
                 _ = async { drop(shutdown.wait_for(|s| *s).await) } => {
                     self.closing = Some((1001, "the bridge is shutting down".into()));
                 }
+            }
+            if !self.invites.is_empty() {
+                self.settle_invites(Instant::now());
             }
         }
     }
@@ -322,6 +354,7 @@ impl Connection {
             Ok(t) => t,
             Err(e) => return warn!("cannot serialize a reply: {e}"),
         };
+        self.count_signal();
         if self.out.try_send(Message::Text(text.into())).is_err() && self.closing.is_none() {
             // Control messages must not be lost; a console this far behind is cut off.
             error_metric("console_not_reading");

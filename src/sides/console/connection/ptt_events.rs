@@ -19,6 +19,7 @@ impl Connection {
                         metrics::counter!("pttbridge_console_logins_total", "result" => "ok")
                             .increment(1);
                         self.reply("login", 1, "登录成功");
+                        self.announce_online();
                     }
                     Phase::Reconnecting => {
                         l.phase = Phase::Up;
@@ -327,6 +328,7 @@ impl Connection {
             return;
         }
         let source = call.members[i].id as u32;
+        self.count_audio(opus.len());
         let mut frames = Vec::new();
         let late = self
             .downstream

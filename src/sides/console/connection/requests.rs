@@ -28,6 +28,7 @@ impl Connection {
         }
         metrics::counter!("pttbridge_console_requests_total", "type" => req.type_name())
             .increment(1);
+        self.count_signal();
         match req {
             Request::InitServer { base_url } => self.init_server(&base_url).await,
             Request::Connect {
@@ -173,6 +174,7 @@ impl Connection {
             user_id: 0,
             name: String::new(),
             commands,
+            announced: false,
         });
         self.audio_error_reported = false;
     }
@@ -182,6 +184,7 @@ impl Connection {
         self.abandon_creation();
         self.end_call(reason::ALL_LEFT, why, 0, false);
         if let Some(l) = self.login.take() {
+            self.announce_offline(&l, why);
             let _ = l.commands.send(Command::Shutdown).await;
             let key = (l.server.ptt.id.clone(), l.account.clone());
             let mut accounts = self
@@ -494,10 +497,25 @@ impl Connection {
         if !self.check_call("addGroupMember", session_id) {
             return;
         }
+        let results = self.add_to_call(session_id, &ids);
+        let call = self.call.as_ref().expect("checked");
+        let update = Notify::member_update(call.id, call.owner.0, call.member_list());
+        self.send_json(&MemberResp::new(
+            "addGroupMember",
+            session_id,
+            transaction.map(|t| t.as_text()),
+            results,
+        ));
+        self.notify(update);
+    }
+
+    /// Brings terminals `ids` into the call (checked: it is up and ours, the login is up);
+    /// the per-member results of `addGroupMember`.
+    pub(super) fn add_to_call(&mut self, session_id: u64, ids: &[u64]) -> Vec<MemberResult> {
         let login = self.login.as_ref().expect("checked");
         let mut results = Vec::new();
         let mut new = Vec::new();
-        for id in ids {
+        for &id in ids {
             let call = self.call.as_ref().expect("checked");
             if let Some(i) = call.member(id)
                 && Call::active(&call.members[i])
@@ -538,14 +556,7 @@ impl Connection {
                 None => call.members.push(m),
             }
         }
-        let update = Notify::member_update(call.id, call.owner.0, call.member_list());
-        self.send_json(&MemberResp::new(
-            "addGroupMember",
-            session_id,
-            transaction.map(|t| t.as_text()),
-            results,
-        ));
-        self.notify(update);
+        results
     }
 
     pub(super) fn kick_members(

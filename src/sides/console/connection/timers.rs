@@ -13,7 +13,8 @@ impl Connection {
             .call
             .as_ref()
             .and_then(|c| c.pending_grant.as_ref().map(|g| g.1));
-        [login, creating, grant].into_iter().flatten().min()
+        let invite = self.invites.iter().map(|i| i.deadline).min();
+        [login, creating, grant, invite].into_iter().flatten().min()
     }
 
     pub(super) async fn on_timer(&mut self, now: Instant) {
