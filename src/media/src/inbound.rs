@@ -143,14 +143,19 @@ impl InboundStream {
         let mut voice = false;
         let mut concealed = false;
         while self.len < need {
-            // Grow only when the sender uses packets longer than 20 ms;
-            // bounded by len < FRAME and the 120 ms packet maximum.
-            let room = self.jitter.max_next_samples() as usize * self.channels;
-            if self.pcm.len() < self.len + room {
-                self.pcm.resize(self.len + room, 0);
+            let playout = self.jitter.pop(now_us);
+            let Some(samples) = playout.samples() else {
+                break;
+            };
+            let n = samples as usize * self.channels;
+            // Sized from what was actually popped (the buffer may skip a packet
+            // on the way): grows only for packets longer than 20 ms, bounded by
+            // len < FRAME and the 120 ms packet maximum.
+            if self.pcm.len() < self.len + n {
+                self.pcm.resize(self.len + n, 0);
             }
-            let tail = &mut self.pcm[self.len..];
-            let got = match self.jitter.pop(now_us) {
+            let tail = &mut self.pcm[self.len..self.len + n];
+            let got = match playout {
                 Playout::Idle => break,
                 Playout::Packet {
                     ts,
@@ -164,8 +169,7 @@ impl InboundStream {
                             samples,
                         });
                     }
-                    let n = samples as usize * self.channels;
-                    match self.decoder.decode(Some(&payload), false, &mut tail[..n]) {
+                    match self.decoder.decode(Some(&payload), false, tail) {
                         Ok(k) => {
                             voice = true;
                             k
@@ -174,19 +178,17 @@ impl InboundStream {
                             // Parses but does not decode: conceal its slot instead.
                             self.decode_errors += 1;
                             concealed = true;
-                            conceal(&mut self.decoder, None, &mut tail[..n])
+                            conceal(&mut self.decoder, None, tail)
                         }
                     }
                 }
-                Playout::Fec { next, samples } => {
+                Playout::Fec { next, .. } => {
                     concealed = true;
-                    let n = samples as usize * self.channels;
-                    conceal(&mut self.decoder, Some(&next), &mut tail[..n])
+                    conceal(&mut self.decoder, Some(&next), tail)
                 }
-                Playout::Conceal { samples } => {
+                Playout::Conceal { .. } => {
                     concealed = true;
-                    let n = samples as usize * self.channels;
-                    conceal(&mut self.decoder, None, &mut tail[..n])
+                    conceal(&mut self.decoder, None, tail)
                 }
             };
             self.len += got * self.channels;

@@ -95,6 +95,18 @@ pub enum Playout {
     Idle,
 }
 
+impl Playout {
+    /// The 48 kHz samples this step renders; `None` when idle.
+    pub fn samples(&self) -> Option<u32> {
+        match self {
+            Playout::Packet { samples, .. }
+            | Playout::Fec { samples, .. }
+            | Playout::Conceal { samples } => Some(*samples),
+            Playout::Idle => None,
+        }
+    }
+}
+
 /// Counters and gauges for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JitterStats {
@@ -212,13 +224,6 @@ impl JitterBuffer {
     /// Whether the buffer is playing out (as opposed to buffering / idle).
     pub fn is_playing(&self) -> bool {
         self.state == State::Playing
-    }
-
-    /// Most samples (48 kHz) the next [`pop`](Self::pop) can ask to render.
-    pub fn max_next_samples(&self) -> u32 {
-        self.queue
-            .front()
-            .map_or(self.last_samples, |e| e.samples.max(self.last_samples))
     }
 
     /// Bytes this buffer holds on the heap (queue slots + payloads), for memory accounting.
