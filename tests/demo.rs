@@ -78,8 +78,14 @@ fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
         output()
     );
     let page = http::get(http_addr, "/").expect("GET /");
-    assert!(page.body.contains("<title>pttbridge</title>"), "{}", page.body);
-    let state = http::get(http_addr, "/api/state").expect("/api/state").json();
+    assert!(
+        page.body.contains("<title>pttbridge</title>"),
+        "{}",
+        page.body
+    );
+    let state = http::get(http_addr, "/api/state")
+        .expect("/api/state")
+        .json();
     assert_eq!(state["dial_in"][0]["user_id"], 9001, "{state}");
     assert_eq!(state["dial_in"][0]["channel"], "North", "{state}");
 

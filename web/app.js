@@ -115,6 +115,9 @@ phone.addEventListener('talking', (e) => {
   $('#ptt').textContent = on ? 'Talking…' : 'Hold to talk';
 });
 
+// For the browser console (and tests): the page's two halves.
+window.pttbridge = { live, phone };
+
 // ---- what we hear: the <audio> element plays it, an analyser drives the meter ------------------
 let ctx = null;
 let analyser = null;

@@ -37,6 +37,7 @@ export class LiveView {
   talking = new Map(); // party key → {name, group, since}
   levels = new Map(); // party key → dBov
   events = [];
+  names = new Map(); // party key → last name seen (some events carry only the id)
   online = false;
 
   constructor(root) {
@@ -62,6 +63,8 @@ export class LiveView {
         }
       }
       this.talking = now;
+      for (const g of this.state.groups) for (const m of g.members) if (m.name) this.names.set(m.party, m.name);
+      for (const o of this.state.online) if (o.name) this.names.set(o.party, o.name);
       this.render();
       this.root.dispatchEvent(new CustomEvent('state', { detail: this.state }));
     } catch (e) {
@@ -108,6 +111,7 @@ export class LiveView {
 
   #event(ev) {
     const key = partyKey(ev.party);
+    if (key && ev.party.name) this.names.set(key, ev.party.name);
     if (ev.type === 'talk.started' && key) {
       this.talking.set(key, { name: ev.party.name, group: ev.group_id, since: ev.time_ms || Date.now() });
     } else if (ev.type === 'talk.stopped' && key) {
@@ -161,7 +165,7 @@ export class LiveView {
       .sort((a, b) => a.name.localeCompare(b.name))
       .map((c) => `
         <li class="channel${c.temporary ? ' temporary' : ''}">
-          <span class="channel-name">${esc(c.parent === null ? srv.id : c.name)}</span>
+          <span class="channel-name">${esc(c.name)}</span>
           <ul class="users">${c.users.map((u) => this.#user(u)).join('')}</ul>
           <ul class="channels">${tree(c.id)}</ul>
         </li>`).join('');
@@ -217,7 +221,8 @@ export class LiveView {
   }
 
   #eventRow(e) {
-    const who = e.party ? e.party.name || partyKey(e.party) : '';
+    const key = partyKey(e.party);
+    const who = e.party ? e.party.name || this.names.get(key) || key : '';
     const d = e.detail || {};
     const extra = e.type === 'message.text' ? d.text || d.message || '' : d.reason || '';
     return `<li class="ev ${esc(e.type.replace('.', '-'))}">

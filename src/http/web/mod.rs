@@ -67,7 +67,10 @@ pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
     let meter = levels::LevelMeter::start(&state.ptt, state.shutdown.clone());
     Router::new()
         .route("/", get(|| async { asset("index.html") }))
-        .route("/web/{file}", get(|Path(file): Path<String>| async move { asset(&file) }))
+        .route(
+            "/web/{file}",
+            get(|Path(file): Path<String>| async move { asset(&file) }),
+        )
         .route("/api/state", get(state::snapshot))
         .merge(
             Router::new()

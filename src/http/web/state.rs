@@ -129,8 +129,11 @@ fn channel_tree(
     snap.channels
         .values()
         .map(|c| {
-            let mut users: Vec<&::ptt::session::User> =
-                snap.users.values().filter(|u| u.channel_id == c.id).collect();
+            let mut users: Vec<&::ptt::session::User> = snap
+                .users
+                .values()
+                .filter(|u| u.channel_id == c.id)
+                .collect();
             users.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
             let users: Vec<Value> = users
                 .into_iter()

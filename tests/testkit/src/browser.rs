@@ -98,7 +98,9 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e} (run {SETUP_COMMAND})", bin.display()));
+            .unwrap_or_else(|e| {
+                panic!("cannot start {}: {e} (run {SETUP_COMMAND})", bin.display())
+            });
         let stderr = capture(child.stderr.take().unwrap());
         // Chromium writes the port it picked to DevToolsActivePort in the profile.
         let port_file = profile.join("DevToolsActivePort");
@@ -260,7 +262,10 @@ impl Page {
         if let Some(e) = r.get("errorText") {
             panic!("navigate {url}: {e}");
         }
-        self.wait_for("document.readyState === 'complete'", Duration::from_secs(15));
+        self.wait_for(
+            "document.readyState === 'complete'",
+            Duration::from_secs(15),
+        );
     }
 
     /// Evaluates a JS expression (promises are awaited) and returns its JSON value; panics with
@@ -391,20 +396,31 @@ impl Page {
     }
 
     /// Starts recording what the page plays from the `<audio>`/`<video>` element `selector`
-    /// (its `srcObject` stream), through WebAudio at 48 kHz mono.
+    /// (its `srcObject` stream), through WebAudio at 48 kHz mono. An AudioWorklet takes the
+    /// samples on the audio thread, so a busy page cannot make the recording drop any.
     pub fn record_start(&self, selector: &str) {
         self.eval(&format!(
             r#"(async () => {{
                 const el = document.querySelector({sel});
                 if (!el || !el.srcObject) throw new Error('nothing playing in ' + {sel});
                 const ctx = new AudioContext({{ sampleRate: 48000 }});
+                const code = `registerProcessor('testkit-tap', class extends AudioWorkletProcessor {{
+                    process(inputs) {{
+                        const ch = inputs[0][0];
+                        if (ch) this.port.postMessage(ch.slice(0));
+                        return true;
+                    }}
+                }});`;
+                const url = URL.createObjectURL(new Blob([code], {{ type: 'text/javascript' }}));
+                await ctx.audioWorklet.addModule(url);
                 await ctx.resume();
                 const src = ctx.createMediaStreamSource(el.srcObject);
-                const node = ctx.createScriptProcessor(4096, 1, 1);
+                const node = new AudioWorkletNode(ctx, 'testkit-tap', {{
+                    numberOfInputs: 1, numberOfOutputs: 0, channelCount: 1,
+                    channelCountMode: 'explicit', channelInterpretation: 'speakers' }});
                 const chunks = [];
-                node.onaudioprocess = (e) => chunks.push(new Float32Array(e.inputBuffer.getChannelData(0)));
+                node.port.onmessage = (e) => chunks.push(e.data);
                 src.connect(node);
-                node.connect(ctx.destination);
                 window.__testkitRecording = {{ ctx, src, node, chunks }};
             }})()"#,
             sel = Value::String(selector.into())

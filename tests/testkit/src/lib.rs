@@ -28,8 +28,8 @@
 //! ```
 
 pub mod audio;
-pub mod browser;
 pub mod bridge;
+pub mod browser;
 pub mod console;
 pub mod events;
 pub mod http;
