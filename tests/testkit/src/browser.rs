@@ -54,8 +54,19 @@ pub fn chromium() -> PathBuf {
 
 impl Browser {
     /// Starts headless Chromium with a fresh profile. `fake_mic`: a WAV the fake microphone plays
-    /// once (`%noloop`; end it with silence, the device repeats its last 10 ms).
+    /// once (`%noloop`; end it with silence, the device repeats its last 10 ms). Pages may use
+    /// the microphone without asking.
     pub fn launch(fake_mic: Option<&Path>) -> Browser {
+        Browser::start(fake_mic, true)
+    }
+
+    /// Like [`launch`](Self::launch) with no fake file, but every request for the microphone is
+    /// refused, as when the user blocks it (`getUserMedia` fails with `NotAllowedError`).
+    pub fn launch_denying_microphone() -> Browser {
+        Browser::start(None, false)
+    }
+
+    fn start(fake_mic: Option<&Path>, allow_mic: bool) -> Browser {
         let bin = chromium();
         let dir = tempfile::tempdir().expect("temp dir");
         let profile = dir.path().join("profile");
@@ -73,7 +84,6 @@ impl Browser {
             "--no-default-browser-check",
             "--mute-audio",
             "--window-size=1280,860",
-            "--use-fake-ui-for-media-stream",
             "--use-fake-device-for-media-stream",
             "--allow-loopback-in-peer-connection",
             "--autoplay-policy=no-user-gesture-required",
@@ -83,7 +93,13 @@ impl Browser {
             "--remote-debugging-address=127.0.0.1",
             "--remote-debugging-port=0",
         ])
-        .arg(format!("--user-data-dir={}", profile.display()));
+        .arg(format!("--user-data-dir={}", profile.display()))
+        // The fake permission prompt answers every request at once, either way.
+        .arg(if allow_mic {
+            "--use-fake-ui-for-media-stream"
+        } else {
+            "--use-fake-ui-for-media-stream=deny"
+        });
         if let Some(wav) = fake_mic {
             cmd.arg(format!(
                 "--use-file-for-fake-audio-capture={}%noloop",
@@ -181,8 +197,11 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         let pgid = self.child.id();
+        // `kill -s KILL -- -PGID`, never `kill -KILL -PGID`: procps-ng 4.0.2 (Debian 12) parses the
+        // latter's group as a signal-ish number and can end up calling kill(-1), killing every
+        // process of the user.
         let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{pgid}")])
+            .args(["-s", "KILL", "--", &format!("-{pgid}")])
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
