@@ -12,10 +12,10 @@ use serde_json::Value;
 use testkit::audio::{
     CompareOptions, Comparison, compare_files, compare_with, load_wav, write_wav,
 };
-use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::bridge::Bridge;
 use testkit::browser::{Browser, Page};
 use testkit::murmur::Murmur;
-use testkit::peers::{fixture, free_port};
+use testkit::peers::{fixture, free_port, repo_root};
 use testkit::terminal::Terminal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
@@ -25,12 +25,39 @@ const NORTH: i64 = 9001;
 /// The tests compare real-time audio: on a 2-core machine they run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// The demo's own configuration (`config/demo.toml`: the account `bridge` in North, North
+/// callable as 9001, the console admin) pointed at this test's murmurd; `[http]` and `[log]` come
+/// from the harness.
 fn config(server: &Murmur) -> String {
-    format!(
-        "{}\n[meeting]\nring_delay_ms = 100\nanswer_delay_ms = 200\n\
-         [[meeting.dial_in]]\nuser_id = {NORTH}\nserver = \"local\"\naccount = \"bridge\"\nname = \"North\"\n",
-        ptt_server_toml("local", server, &[("bridge", "North")])
-    )
+    let demo = std::fs::read_to_string(repo_root().join("config/demo.toml")).unwrap();
+    let mut out = String::new();
+    let mut skip = false;
+    for line in demo.lines() {
+        if line.starts_with('[') {
+            skip = line == "[http]" || line == "[log]";
+        }
+        if skip {
+            continue;
+        }
+        match line {
+            "port = 64740" => out.push_str(&format!("port = {}", server.port())),
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    assert!(
+        out.contains(&format!("port = {}", server.port())) && out.contains("user_id = 9001"),
+        "config/demo.toml changed shape:\n{out}"
+    );
+    out
+}
+
+/// A murmurd like the demo's: North and South, the SuperUser password the demo config uses.
+fn demo_server() -> Murmur {
+    Murmur::builder()
+        .channels(&["North", "South"])
+        .superuser_password("demo-superuser")
+        .start()
 }
 
 fn start_bridge(server: &Murmur, addr: Option<std::net::SocketAddr>) -> Bridge {
@@ -162,7 +189,7 @@ fn assert_not_blank(page: &Page, png: &Path) {
 #[test]
 fn the_page_calls_a_ptt_channel_hears_it_and_talks_into_it() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let server = Murmur::start(&["North"]);
+    let server = demo_server();
     let bridge = start_bridge(&server, None);
     let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
     let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
@@ -198,6 +225,12 @@ fn the_page_calls_a_ptt_channel_hears_it_and_talks_into_it() {
     println!("call up and playing in {:?}", t0.elapsed());
     let links = bridge.get("/meeting/links").json();
     assert_eq!(links["links"][0]["dial_in"], NORTH, "{links}");
+    // The live view shows the link: the page's room ⇄ North.
+    page.wait_for(
+        "(() => { const t = document.querySelector('#links').innerText;
+                  return t.includes('Web listener') && t.includes('North (9001)'); })()",
+        T,
+    );
 
     // PTT → page: alice speaks; the page names her while she talks; what it plays is recorded.
     page.record_start("#call-audio");
@@ -298,7 +331,7 @@ fn the_page_calls_a_ptt_channel_hears_it_and_talks_into_it() {
 #[test]
 fn a_bridge_crash_mid_call_is_shown_and_the_call_comes_back_without_a_reload() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let server = Murmur::start(&["North"]);
+    let server = demo_server();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let bridge = start_bridge(&server, Some(addr));
     let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
@@ -328,7 +361,7 @@ fn a_bridge_crash_mid_call_is_shown_and_the_call_comes_back_without_a_reload() {
 
     // It comes back on the same address: the page signs in again and redials by itself.
     let t0 = Instant::now();
-    let _bridge = start_bridge(&server, Some(addr));
+    let bridge = start_bridge(&server, Some(addr));
     wait_in_call(&page, Duration::from_secs(30));
     println!(
         "call restored {:?} after the bridge came back",
@@ -356,5 +389,71 @@ fn a_bridge_crash_mid_call_is_shown_and_the_call_comes_back_without_a_reload() {
     println!("page's receiver: {}", receiver_stats(&page));
     let cmp = compare_played(&heard);
     println!("after the restart, PTT → page: {cmp}");
+    cmp.assert_matches(0.85, 0.15);
+
+    // The PTT side hangs up (the operator API here): the page says who ended the call.
+    let r = bridge.request("POST", &format!("/meeting/links/{NORTH}/hangup"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let status = page.wait_for(
+        "document.body.dataset.call === 'idle' && document.querySelector('#call-status').textContent",
+        T,
+    );
+    assert_eq!(status, "The PTT side hung up.");
+}
+
+#[test]
+fn without_the_microphone_the_page_says_so_and_keeps_listening() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let server = demo_server();
+    let bridge = start_bridge(&server, None);
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    // The user blocks the microphone: every getUserMedia is refused.
+    let browser = Browser::launch_denying_microphone();
+    let page = browser.page();
+    page.navigate(&format!("http://{}/", bridge.addr()));
+    dial(&page, &NORTH.to_string(), None);
+    wait_in_call(&page, T);
+
+    // Push-to-talk: a plain error, and the call stays up.
+    page.key(true, " ", "Space", 32);
+    let status = page.wait_for(
+        "document.querySelector('#call-status.error') && document.querySelector('#call-status').textContent",
+        T,
+    );
+    page.key(false, " ", "Space", 32);
+    println!("push-to-talk without a microphone: {status}");
+    assert!(
+        status.as_str().unwrap().contains("Microphone blocked"),
+        "{status}"
+    );
+    assert_eq!(page.eval("document.body.dataset.call"), "connected");
+    assert!(
+        !page
+            .eval("document.querySelector('#ptt').classList.contains('active')")
+            .as_bool()
+            .unwrap()
+    );
+
+    // Open mic: the same, and the switch goes back off.
+    page.eval("document.querySelector('#call-status').textContent = ''");
+    page.eval("document.querySelector('#open-mic').click()");
+    page.wait_for(
+        "document.querySelector('#call-status').textContent.includes('Microphone blocked') &&
+         !document.querySelector('#open-mic').checked",
+        T,
+    );
+    assert_eq!(page.eval("document.body.dataset.call"), "connected");
+
+    // Listening goes on: alice is heard and named.
+    page.record_start("#call-audio");
+    alice.play(&fixture("audio/speech.wav"));
+    page.wait_for(
+        "document.querySelector('#call-talkers').innerText.includes('alice')",
+        T,
+    );
+    alice.expect_event("play_done", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(800));
+    let cmp = compare_played(&page.record_stop());
+    println!("PTT → page without a microphone: {cmp}");
     cmp.assert_matches(0.85, 0.15);
 }

@@ -173,9 +173,8 @@ document.addEventListener('keyup', (e) => {
 });
 window.addEventListener('blur', () => phone.talk(false));
 $('#open-mic').addEventListener('change', (e) => phone.setOpenMic(e.target.checked));
+// The switch follows the phone: off after a call, or when the microphone cannot be had.
 phone.addEventListener('status', () => {
-  if (phone.state === 'idle' && phone.openMic) {
-    $('#open-mic').checked = false;
-    phone.setOpenMic(false);
-  }
+  if (phone.state === 'idle' && phone.openMic) phone.setOpenMic(false);
+  $('#open-mic').checked = phone.openMic;
 });

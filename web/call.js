@@ -74,7 +74,8 @@ export class Phone extends EventTarget {
   wanted = false; // the user wants to be in a call (drives reconnection)
   pub = null;
   play = null;
-  mic = null;
+  mic = null; // our microphone track (MediaStreamTrack), enabled while we talk
+  micProcessed = false; // it has echo cancellation / noise suppression (open mic)
   micPending = null;
   ptt = false;
   openMic = false;
@@ -355,23 +356,29 @@ export class Phone extends EventTarget {
 
   /**
    * The microphone is opened the first time the user talks, not when the call starts: a
-   * listener is never asked for it. Push-to-talk gets the raw signal (the user decides when to
-   * send, like a radio); open mic gets the browser's echo cancellation and noise suppression.
+   * listener is never asked for it. Push-to-talk takes it raw (the user decides when to send,
+   * like a radio; a press must not wait for a new device); open mic needs the browser's echo
+   * cancellation and noise suppression, or the channel would hear itself from the speakers, so
+   * switching it on reopens a raw microphone with them.
    */
   #ensureMic() {
-    if (this.mic && this.mic.readyState === 'live') return Promise.resolve();
-    if (this.micPending) return this.micPending;
     const processed = this.openMic;
+    const live = this.mic && this.mic.readyState === 'live';
+    if (live && (this.micProcessed || !processed)) return Promise.resolve();
+    if (this.micPending) return this.micPending.then(() => this.#ensureMic());
     const audio = {
       echoCancellation: processed, noiseSuppression: processed, autoGainControl: processed, channelCount: 1,
     };
     this.micPending = navigator.mediaDevices
       .getUserMedia({ audio })
       .then(async (stream) => {
+        const old = this.mic;
         this.mic = stream.getAudioTracks()[0];
+        this.micProcessed = processed;
         this.mic.enabled = false;
         const sender = this.pub && this.pub.getSenders()[0];
         if (sender) await sender.replaceTrack(this.mic);
+        if (old) old.stop();
       })
       .catch((e) => {
         this.ptt = false;

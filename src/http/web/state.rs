@@ -134,7 +134,7 @@ fn channel_tree(
                 .values()
                 .filter(|u| u.channel_id == c.id)
                 .collect();
-            users.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+            users.sort_by_key(|u| u.name.to_lowercase());
             let users: Vec<Value> = users
                 .into_iter()
                 .map(|u| {
