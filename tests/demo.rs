@@ -69,6 +69,25 @@ fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
         "{}",
         output()
     );
+    // The page's URL is printed, the page is served and North is callable from it.
+    assert!(
+        out.lock()
+            .unwrap()
+            .contains(&format!("Web page        http://{http_addr}/")),
+        "{}",
+        output()
+    );
+    let page = http::get(http_addr, "/").expect("GET /");
+    assert!(
+        page.body.contains("<title>pttbridge</title>"),
+        "{}",
+        page.body
+    );
+    let state = http::get(http_addr, "/api/state")
+        .expect("/api/state")
+        .json();
+    assert_eq!(state["dial_in"][0]["user_id"], 9001, "{state}");
+    assert_eq!(state["dial_in"][0]["channel"], "North", "{state}");
 
     // Stopping it stops everything it started. SIGTERM, not SIGINT: a process started from a
     // background job inherits "ignore SIGINT", which bash cannot trap; one trap serves both.

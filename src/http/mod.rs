@@ -18,6 +18,7 @@ use crate::sides::ptt::PttSide;
 pub mod business;
 pub mod egw;
 mod events;
+pub mod web;
 
 /// What the handlers need.
 #[derive(Debug, Clone)]
@@ -107,6 +108,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/server/address", get(egw::server_address))
         .merge(business::routes())
         .merge(crate::sides::console::routes())
+        .merge(web::routes(&state))
         .with_state(state)
 }
 

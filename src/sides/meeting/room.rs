@@ -1175,6 +1175,9 @@ impl RoomActor {
         for p in plays {
             self.remove_peer(p, "link down");
         }
+        // The call ends first (the caller's `cancel` carries the reason), then its media and
+        // presence go: a client that reads them in order shows why, not just "link down".
+        self.sb.link_down(self.id, dial, reason);
         self.push_all(
             &Push::Published(push::Published {
                 room_id: self.id,
@@ -1200,7 +1203,6 @@ impl RoomActor {
             Some(super::switchboard::party(dial, link.client.name.as_deref())),
             json!({ "ptt_group": link.ptt_group, "reason": reason, "voice_out": link.voice_out }),
         );
-        self.sb.link_down(self.id, dial, reason);
     }
 
     fn notices(&mut self, notices: Vec<Notice>) {

@@ -240,6 +240,11 @@ pub struct CompareOptions {
     /// Active speech starts/ends at the first/last sample above this fraction of the signal's own
     /// peak (0.05 = 26 dB below the peak).
     pub active_rel_threshold: f32,
+    /// 0: every window is compared at the one lag found for the whole recording. Otherwise each
+    /// window is compared at its own best lag within this many ms of it: for players whose jitter
+    /// buffer time-stretches (a browser's NetEQ adds or removes ~10 ms pieces as its delay adapts),
+    /// which shifts the alignment during a burst without changing the waveform.
+    pub window_search_ms: u32,
 }
 
 impl Default for CompareOptions {
@@ -249,6 +254,7 @@ impl Default for CompareOptions {
             speech_rel_rms: 0.1,
             good_correlation: 0.9,
             active_rel_threshold: 0.05,
+            window_search_ms: 0,
         }
     }
 }
@@ -383,10 +389,13 @@ pub fn compare_with(reference: &[f32], recording: &[f32], opt: &CompareOptions) 
         .iter()
         .filter(|(r, _)| loudest > 0.0 && *r >= loudest * opt.speech_rel_rms)
         .map(|(_, i)| {
-            pearson(
-                &reference[i * win..(i + 1) * win],
-                &aligned[i * win..(i + 1) * win],
-            )
+            let source = &reference[i * win..(i + 1) * win];
+            if opt.window_search_ms == 0 {
+                pearson(source, &aligned[i * win..(i + 1) * win])
+            } else {
+                let search = (RATE * opt.window_search_ms / 1000) as isize;
+                best_local_pearson(source, recording, (i * win) as isize + lag, search)
+            }
         })
         .collect();
     corrs.sort_by(|a, b| a.total_cmp(b));
@@ -443,6 +452,30 @@ pub fn compare_with(reference: &[f32], recording: &[f32], opt: &CompareOptions) 
     }
 }
 
+/// The best correlation of `source` with `recording[start + d ..]` for |d| <= `search`: the FFT
+/// cross-correlation peak over that stretch (and d = 0), each refined by a few samples.
+fn best_local_pearson(source: &[f32], recording: &[f32], start: isize, search: isize) -> f32 {
+    let at = |d: isize| {
+        let s = start + d;
+        if s < 0 || s as usize + source.len() > recording.len() {
+            return -1.0;
+        }
+        pearson(source, &recording[s as usize..s as usize + source.len()])
+    };
+    let lo = (start - search).max(0);
+    let hi = (start + search + source.len() as isize).min(recording.len() as isize);
+    let mut candidates = vec![0];
+    if hi - lo >= source.len() as isize {
+        let peak = find_lag(source, &recording[lo as usize..hi as usize]) + lo - start;
+        candidates.push(peak.clamp(-search, search));
+    }
+    candidates
+        .into_iter()
+        .flat_map(|d| d - 2..=d + 2)
+        .map(at)
+        .fold(-1.0, f32::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,6 +492,29 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amp
             })
             .collect()
+    }
+
+    #[test]
+    fn window_search_follows_a_time_stretched_copy_but_not_noise() {
+        let src = load_wav(fixture("audio/speech.wav"));
+        // 10 ms dropped every 300 ms, as a jitter buffer that accelerates does.
+        let mut rec = vec![0.0; 4_800];
+        for chunk in src.chunks(14_400) {
+            rec.extend_from_slice(&chunk[chunk.len().min(480)..]);
+        }
+        let opt = CompareOptions {
+            window_search_ms: 80,
+            ..CompareOptions::default()
+        };
+        let local = compare_with(&src, &rec, &opt);
+        assert!(local.median_correlation > 0.95, "{local}");
+        let global = compare(&src, &rec);
+        assert!(
+            global.median_correlation < local.median_correlation,
+            "{global}"
+        );
+        let hiss = compare_with(&src, &noise(src.len() + 9_600, 7, 0.1), &opt);
+        assert!(hiss.median_correlation < 0.5, "{hiss}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`murmur::Murmur`]: Debian's `murmurd` on a free loopback port in a temp dir, with channels.
 //! - [`terminal::Terminal`]: a pymumble PTT terminal (`tests/peers/terminal.py`) driven by JSON lines.
 //! - [`nats::NatsServer`]: Debian's `nats-server -js` on a free port with a temp store (kill/restart).
+//! - [`browser`]: Debian's headless `chromium` driven over the DevTools Protocol.
 //! - [`bridge`]: the `pttbridge` binary under test (and its `probe`), observed over HTTP.
 //! - [`events`] / [`http`]: JSON event queues and a tiny HTTP client for them.
 //! - [`audio`]: WAV loading, alignment by cross-correlation, per-window correlation, SNR, durations.
@@ -28,6 +29,7 @@
 
 pub mod audio;
 pub mod bridge;
+pub mod browser;
 pub mod console;
 pub mod events;
 pub mod http;
