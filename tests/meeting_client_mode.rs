@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::audio::compare_files;
+use testkit::audio::{compare_files, load_wav};
 use testkit::bridge::{Bridge, ptt_server_toml};
 use testkit::meeting::Participant;
 use testkit::murmur::Murmur;
@@ -197,4 +197,34 @@ dial_in = [{NORTH}]
     assert!(registration(&h)["call"].is_null(), "{h}");
     assert_eq!(registration(&h)["state"], "registered");
     assert_eq!(b.metric("pttbridge_meeting_links ", &[]), 0.0);
+
+    // B's call record of it: both sides, the call's signalling, the audio both ways.
+    let t0 = std::time::Instant::now();
+    let rec = loop {
+        let r = b
+            .get("/v1/consuming/records?start_time=0&end_time=99999999999999&page=1&page_size=100")
+            .json();
+        let found = r["record_list"].as_array().and_then(|l| {
+            l.iter()
+                .find(|r| r["group_id"] == format!("meeting:{a_addr}/{room}"))
+                .cloned()
+        });
+        if let Some(rec) = found {
+            break rec;
+        }
+        assert!(t0.elapsed() < T, "no record of the call on B: {r}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("B's record: {rec}");
+    assert_eq!(rec["sides"], json!(["meeting", "ptt"]), "{rec}");
+    assert_eq!(rec["end_reason"], "hangup", "{rec}");
+    assert_eq!(rec["client_id"], format!("meeting:{}", carol.id()), "{rec}");
+    // doInvite, onRinging, doAgree, onConnected, cancel.
+    assert_eq!(rec["total_sig_num"], 5, "{rec}");
+    let speech = load_wav(fixture("audio/speech.wav")).len() as f64 / 48_000.0 * 50.0;
+    let packets = rec["audio_packets"].as_f64().unwrap_or(0.0);
+    assert!(
+        packets >= 2.0 * 0.8 * speech && packets <= 2.0 * 1.3 * speech + 40.0,
+        "{packets} packets for ~{speech:.0} each way"
+    );
 }

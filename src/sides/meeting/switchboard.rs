@@ -1141,14 +1141,8 @@ impl Switchboard {
     /// The room brought dial-in `dial` in: its call record starts (the call's signalling so
     /// far included); the link counts its audio in the returned counters.
     pub fn link_up(&self, room: Id, dial: Id, caller: Id) -> Option<Arc<CallCounters>> {
-        let calls = self.calls.get()?;
+        let rec = self.start_record(group_id(room), caller)?;
         let mut st = self.state();
-        let mut start =
-            CallStart::new(self.app.clone(), group_id(room), [Side::Meeting, Side::Ptt]);
-        if caller != PLATFORM {
-            start = start.initiator(party(caller, None));
-        }
-        let rec = calls.start(start);
         // A platform's dial has no RTCPeer call: its one signal is the invite itself.
         let signals = st
             .calls
@@ -1161,6 +1155,17 @@ impl Switchboard {
             old.finish("replaced");
         }
         Some(counters)
+    }
+
+    /// Starts the call record of a meeting ⇄ PTT link in hub group `group`, called by `caller`
+    /// (the platform when [`PLATFORM`]); `None` until [`Switchboard::wire`] gave the records.
+    pub fn start_record(&self, group: String, caller: Id) -> Option<CallRecorder> {
+        let calls = self.calls.get()?;
+        let mut start = CallStart::new(self.app.clone(), group, [Side::Meeting, Side::Ptt]);
+        if caller != PLATFORM {
+            start = start.initiator(party(caller, None));
+        }
+        Some(calls.start(start))
     }
 
     /// A room stopped (finished and empty).

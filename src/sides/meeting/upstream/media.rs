@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::hub::EventKind;
+use crate::hub::calls::CallCounters;
 use crate::sides::meeting::link::{Link, LinkInput, Notice};
 use crate::sides::meeting::peer::{self, Unwrap};
 use crate::sides::meeting::switchboard::{DialTarget, Switchboard, party};
@@ -113,11 +114,13 @@ pub struct CallMedia {
     pub group: String,
     /// Address for our peers' sockets.
     pub local_ip: IpAddr,
+    /// The call record's counters (audio both ways), when records are kept.
+    pub counters: Option<Arc<CallCounters>>,
 }
 
 /// Starts the actor for a connected call; notices come back on the returned receiver.
 pub fn spawn(c: CallMedia) -> anyhow::Result<(MediaHandle, mpsc::Receiver<MediaNotice>)> {
-    let link = Link::new(
+    let mut link = Link::new(
         &c.target,
         c.caller,
         c.room,
@@ -125,6 +128,7 @@ pub fn spawn(c: CallMedia) -> anyhow::Result<(MediaHandle, mpsc::Receiver<MediaN
         c.sb.config.passthrough,
     )
     .map_err(|e| anyhow!("cannot start the link: {e}"))?;
+    link.counters = c.counters.clone();
     let (tx, rx) = mpsc::channel(64);
     let (notice_tx, notice_rx) = mpsc::channel(64);
     let (dgram_tx, dgram_rx) = mpsc::channel(1024);

@@ -37,8 +37,8 @@ use self::login::Base;
 use self::media::{CallMedia, MediaCmd, MediaHandle, MediaNotice};
 use super::config::{AnswerPolicy, Upstream};
 use super::switchboard::{DialTarget, Switchboard, party};
-use crate::hub::EventKind;
 use crate::hub::event::Draft;
+use crate::hub::{CallRecorder, EventKind};
 
 /// How long a request waits for its reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -284,6 +284,20 @@ struct Live {
     next_step: Option<(Instant, Input)>,
     media: Option<(MediaHandle, mpsc::Receiver<MediaNotice>)>,
     claimed: bool,
+    /// Call signalling so far (the invite, our steps, the caller's); the record starts with it.
+    signals: u64,
+    /// The call record, from the link going up until the call ends.
+    record: Option<CallRecorder>,
+}
+
+impl Live {
+    /// Counts one signalling message of the call.
+    fn signal(&mut self) {
+        self.signals += 1;
+        if let Some(r) = &self.record {
+            r.counters().signal(1);
+        }
+    }
 }
 
 struct Calls<'a> {
@@ -365,6 +379,7 @@ impl Calls<'_> {
                 self.invited(s, caller, room).await?;
             }
             Push::Cancel(e) | Push::Reject(e) if self.is_caller(e.from.own_user_id) => {
+                self.signal();
                 let reason = if self.connected() {
                     EndReason::HungUp
                 } else {
@@ -377,6 +392,7 @@ impl Calls<'_> {
                 if !self.is_caller(caller) {
                     return Ok(());
                 }
+                self.signal();
                 if ev.event == rtcpeer::request::CallEvent::Connected {
                     self.connected_by_caller(s).await?;
                 }
@@ -430,6 +446,12 @@ impl Calls<'_> {
             _ => {}
         }
         Ok(())
+    }
+
+    fn signal(&mut self) {
+        if let Some(c) = self.call.as_mut() {
+            c.signal();
+        }
     }
 
     fn is_caller(&self, id: Id) -> bool {
@@ -502,6 +524,8 @@ impl Calls<'_> {
             next_step: Some((now + ring, first)),
             media: None,
             claimed: true,
+            signals: 1,
+            record: None,
         });
         self.task
             .update(|r| r.call = Some(json!({"caller": caller, "room": room})));
@@ -518,6 +542,7 @@ impl Calls<'_> {
         let Ok(state) = c.call.handle(input, Role::Callee, Instant::now()) else {
             return Ok(());
         };
+        c.signal();
         match input {
             Input::Ring => {
                 self.say(
@@ -592,7 +617,16 @@ impl Calls<'_> {
                 return Ok(());
             }
         };
+        let record = self.task.sb.start_record(self.group(room), caller);
+        let counters = record.as_ref().map(|r| r.counters());
+        if let Some(c) = self.call.as_mut() {
+            if let Some(r) = &record {
+                r.counters().signal(c.signals);
+            }
+            c.record = record;
+        }
         let media = media::spawn(CallMedia {
+            counters,
             sb: self.task.sb.clone(),
             target: t.clone(),
             caller,
@@ -691,6 +725,7 @@ impl Calls<'_> {
         let _ = c.call.handle(Input::HangUp, Role::Callee, Instant::now());
         let was_connected = c.media.is_some();
         if tell {
+            c.signal();
             let method = if matches!(
                 state,
                 rtcpeer::call::State::Connected | rtcpeer::call::State::Agreed
@@ -714,6 +749,9 @@ impl Calls<'_> {
         }
         if c.claimed {
             self.task.sb.release_dial(self.task.target.user_id);
+        }
+        if let Some(r) = c.record.take() {
+            r.finish(reason.as_str());
         }
         metrics::counter!("pttbridge_meeting_calls_ended_total", "reason" => reason.as_str())
             .increment(1);
