@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use testkit::audio::{compare_files, load_wav};
 use testkit::bridge::{Bridge, ptt_server_toml};
-use testkit::meeting::Participant;
+use testkit::meeting::{Participant, speak_into_ptt};
 use testkit::murmur::Murmur;
 use testkit::peers::{fixture, free_port};
 use testkit::terminal::Terminal;
@@ -132,28 +132,25 @@ dial_in = [{NORTH}]
     // PTT → meeting: alice in North, through B's publish and A's room, to carol.
     carol.cmd(json!({"cmd":"play","client":b_user}));
     pc_connected(&mut carol, &format!("play:{b_user}"));
-    carol.cmd(json!({"cmd":"record_start"}));
-    carol.expect(|e| e["event"] == "ack", T);
+    carol.record_start();
     alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(800));
     let dir = tempfile::tempdir().unwrap();
     let heard = dir.path().join("carol.wav");
-    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
-    carol.expect(|e| e["event"] == "recorded", T);
+    carol.record_stop(&heard);
     let cmp = compare_files(fixture("audio/speech.wav"), &heard);
     println!("PTT → B → A → meeting: {cmp}");
     cmp.assert_matches(0.9, 0.1);
 
     // meeting → PTT: carol speaks, A forwards to B's play peer, B takes the floor in North.
-    bob.record_start();
-    carol.cmd(json!({"cmd":"speak","wav":fixture("audio/speech.wav")}));
-    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(1000));
-    let bob_wav = dir.path().join("bob.wav");
-    bob.record_stop(&bob_wav);
-    let cmp = compare_files(fixture("audio/speech.wav"), &bob_wav);
-    println!("meeting → A → B → PTT: {cmp}");
-    cmp.assert_matches(0.85, 0.1);
+    speak_into_ptt(
+        &mut carol,
+        &mut bob,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("bob.wav"),
+        "meeting → A → B → PTT",
+    )
+    .assert_matches(0.85, 0.1);
 
     // Chat both ways.
     let r = carol.request(json!({"module":"meeting","method":"chat","content":"hello North"}));

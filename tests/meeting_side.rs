@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use testkit::audio::compare_files;
 use testkit::bridge::{Bridge, ptt_server_toml};
-use testkit::meeting::Participant;
+use testkit::meeting::{Participant, speak_into_ptt};
 use testkit::murmur::Murmur;
 use testkit::peers::fixture;
 use testkit::terminal::Terminal;
@@ -152,8 +152,7 @@ fn dial_in_call_flow_and_audio_both_ways() {
         },
         T,
     );
-    carol.cmd(json!({"cmd":"record_start"}));
-    carol.expect(|e| e["event"] == "ack", T);
+    carol.record_start();
     alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
     let talking = carol.push("memberTalking", |m| m["talking"] == true, T);
     assert_eq!(
@@ -163,22 +162,20 @@ fn dial_in_call_flow_and_audio_both_ways() {
     std::thread::sleep(Duration::from_millis(800));
     let dir = tempfile::tempdir().unwrap();
     let heard = dir.path().join("carol.wav");
-    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
-    let rec = carol.expect(|e| e["event"] == "recorded", T);
+    let rec = carol.record_stop(&heard);
     let cmp = compare_files(fixture("audio/speech.wav"), &heard);
     println!("PTT → meeting: {cmp}; {rec}");
     cmp.assert_matches(0.9, 0.1);
 
     // meeting → PTT: carol speaks, bob (pymumble) records what the bridge sent into North.
-    bob.record_start();
-    carol.cmd(json!({"cmd":"speak","wav":fixture("audio/speech.wav")}));
-    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(1000));
-    let bob_wav = dir.path().join("bob.wav");
-    bob.record_stop(&bob_wav);
-    let cmp = compare_files(fixture("audio/speech.wav"), &bob_wav);
-    println!("meeting → PTT: {cmp}");
-    cmp.assert_matches(0.85, 0.1);
+    speak_into_ptt(
+        &mut carol,
+        &mut bob,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("bob.wav"),
+        "meeting → PTT",
+    )
+    .assert_matches(0.85, 0.1);
     events
         .try_expect(
             |e| e["type"] == "talk.started" && e["party"]["side"] == "meeting",
@@ -399,23 +396,20 @@ fn video_offer_is_answered_audio_only() {
         );
     }
 
-    bob.record_start();
-    carol.cmd(json!({"cmd":"speak","wav":fixture("audio/speech.wav")}));
-    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(1000));
-    let bob_wav = dir.path().join("bob.wav");
-    bob.record_stop(&bob_wav);
-    let cmp = compare_files(fixture("audio/speech.wav"), &bob_wav);
-    println!("meeting (with a video m-line) → PTT: {cmp}");
-    cmp.assert_matches(0.85, 0.1);
+    speak_into_ptt(
+        &mut carol,
+        &mut bob,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("bob.wav"),
+        "meeting (with a video m-line) → PTT",
+    )
+    .assert_matches(0.85, 0.1);
 
-    carol.cmd(json!({"cmd":"record_start"}));
-    carol.expect(|e| e["event"] == "ack", T);
+    carol.record_start();
     alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(800));
     let heard = dir.path().join("carol.wav");
-    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
-    carol.expect(|e| e["event"] == "recorded", T);
+    carol.record_stop(&heard);
     let cmp = compare_files(fixture("audio/speech.wav"), &heard);
     println!("PTT → meeting (with a video m-line): {cmp}");
     cmp.assert_matches(0.9, 0.1);
@@ -479,8 +473,7 @@ fn two_ptt_talkers(extra: &str) {
         },
         T,
     );
-    carol.cmd(json!({"cmd":"record_start"}));
-    carol.expect(|e| e["event"] == "ack", T);
+    carol.record_start();
 
     alice.play(&a_wav);
     std::thread::sleep(Duration::from_millis(1000));
@@ -488,8 +481,7 @@ fn two_ptt_talkers(extra: &str) {
     alice.expect_event("play_done", Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(800));
     let heard = dir.path().join("carol.wav");
-    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
-    let rec = carol.expect(|e| e["event"] == "recorded", T);
+    let rec = carol.record_stop(&heard);
     println!("recorded: {rec}");
 
     for who in ["alice", "bob"] {
@@ -577,7 +569,7 @@ fn ptt_talker_holds_the_floor_then_the_meeting_gets_it() {
     bob.record_start();
     alice.play(&ptt_wav);
     std::thread::sleep(Duration::from_millis(500));
-    carol.cmd(json!({"cmd":"speak","wav":meeting_wav}));
+    carol.speak(&meeting_wav);
     let denied = events
         .try_expect(|e| e["type"] == "floor.denied", T)
         .expect("floor.denied while alice talks");
@@ -659,7 +651,7 @@ fn meeting_holds_the_floor(
     );
     bob.record_start();
     let since = std::time::Instant::now();
-    carol.cmd(json!({"cmd":"speak","wav":tone_wav(dir, "long.wav", 1000.0, 20.0)}));
+    carol.speak(&tone_wav(dir, "long.wav", 1000.0, 20.0));
     events
         .try_expect(
             |e| e["type"] == "talk.started" && e["party"]["side"] == "meeting",
@@ -786,8 +778,7 @@ fn murmurd_killed_mid_call_then_the_link_comes_back() {
         );
     }
 
-    carol.cmd(json!({"cmd":"record_start"}));
-    carol.expect(|e| e["event"] == "ack", T);
+    carol.record_start();
     alice.play(&tone_wav(&dir, "long.wav", 440.0, 8.0));
     carol.push("memberTalking", |m| m["talking"] == true, T);
     std::thread::sleep(Duration::from_millis(2000));
@@ -800,8 +791,7 @@ fn murmurd_killed_mid_call_then_the_link_comes_back() {
     carol.push("memberTalking", |m| m["talking"] == false, T);
     std::thread::sleep(Duration::from_millis(3000));
     let outage = dir.path().join("outage.wav");
-    carol.cmd(json!({"cmd":"record_stop","wav":outage}));
-    let rec = carol.expect(|e| e["event"] == "recorded", T);
+    let rec = carol.record_stop(&outage);
     println!("around the outage: {rec}");
 
     // What the meeting heard: the tone, then it ends; no burst, no clipping, no noise after.
@@ -857,13 +847,11 @@ fn murmurd_killed_mid_call_then_the_link_comes_back() {
 
     let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
     let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
-    carol.cmd(json!({"cmd":"record_start"}));
-    carol.expect(|e| e["event"] == "ack", T);
+    carol.record_start();
     alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(800));
     let heard = dir.path().join("after.wav");
-    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
-    carol.expect(|e| e["event"] == "recorded", T);
+    carol.record_stop(&heard);
     // aiortc's audio jitter buffer (prefetch 4) holds the last 4 packets of a burst until the
     // next one arrives: the tone's tail from before the outage opens this recording, then the
     // RTP timeline's gap (kept as zeros). Compare what follows the gap.
@@ -886,15 +874,14 @@ fn murmurd_killed_mid_call_then_the_link_comes_back() {
     println!("PTT → meeting after the restart: {cmp}");
     cmp.assert_matches(0.9, 0.1);
 
-    bob.record_start();
-    carol.cmd(json!({"cmd":"speak","wav":fixture("audio/speech.wav")}));
-    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(1000));
-    let bob_wav = dir.path().join("bob.wav");
-    bob.record_stop(&bob_wav);
-    let cmp = compare_files(fixture("audio/speech.wav"), &bob_wav);
-    println!("meeting → PTT after the restart: {cmp}");
-    cmp.assert_matches(0.85, 0.1);
+    speak_into_ptt(
+        &mut carol,
+        &mut bob,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("bob.wav"),
+        "meeting → PTT after the restart",
+    )
+    .assert_matches(0.85, 0.1);
 }
 
 /// Hang-up from the bridge side: the operator's HTTP route, and `/hangup` typed in the PTT
@@ -995,26 +982,23 @@ fn g711_participant_is_bridged_both_ways() {
         );
     }
 
-    carol.cmd(json!({"cmd":"record_start"}));
-    carol.expect(|e| e["event"] == "ack", T);
+    carol.record_start();
     alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(800));
     let heard = dir.path().join("carol.wav");
-    carol.cmd(json!({"cmd":"record_stop","wav":heard}));
-    let rec = carol.expect(|e| e["event"] == "recorded", T);
+    let rec = carol.record_stop(&heard);
     assert_eq!(rec["rate"], 8000, "{rec}");
     assert_eq!(rec["pts_odd"], json!([]), "{rec}");
     let cmp = compare_files(fixture("audio/speech.wav"), &heard);
     println!("PTT → meeting as PCMU: {cmp}");
     cmp.assert_matches(0.9, 0.1);
 
-    bob.record_start();
-    carol.cmd(json!({"cmd":"speak","wav":fixture("audio/speech.wav")}));
-    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(1000));
-    let bob_wav = dir.path().join("bob.wav");
-    bob.record_stop(&bob_wav);
-    let cmp = compare_files(fixture("audio/speech.wav"), &bob_wav);
-    println!("meeting as PCMU → PTT: {cmp}");
-    cmp.assert_matches(0.85, 0.1);
+    speak_into_ptt(
+        &mut carol,
+        &mut bob,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("bob.wav"),
+        "meeting as PCMU → PTT",
+    )
+    .assert_matches(0.85, 0.1);
 }

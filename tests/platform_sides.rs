@@ -604,8 +604,7 @@ fn meeting_users_are_online_take_platform_commands_and_dial_ins_are_recorded() {
     );
     alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
     carol.push("memberTalking", |m| m["talking"] == false, T);
-    carol.cmd(json!({"cmd":"speak","wav":fixture("audio/speech2.wav")}));
-    carol.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
+    carol.speak_and_wait(&fixture("audio/speech2.wav"), Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(1000));
     let r = carol.request(
         json!({"module":"call","method":"cancel","ownUserId":carol.id(),"targetUserId":NORTH}),

@@ -335,6 +335,15 @@ impl Translator {
         self.bus.publish(draft);
     }
 
+    /// A burst ended: the channel's audio consumers and the platforms hear of it together.
+    fn talk_stopped(&self, session: u32, party: Party, group: String, detail: serde_json::Value) {
+        let _ = self.audio.send(ChannelAudio::TalkStopped {
+            party: party.clone(),
+            session,
+        });
+        self.publish(EventKind::TalkStopped, group, Some(party), detail);
+    }
+
     fn group_of(&self, channel: u32) -> String {
         let snap = self.client.snapshot();
         group_id(
@@ -363,14 +372,10 @@ impl Translator {
                 // Bursts in progress end with the connection: platforms must not keep showing
                 // those users as talking.
                 for (session, (party, group)) in std::mem::take(&mut self.talking) {
-                    let _ = self.audio.send(ChannelAudio::TalkStopped {
-                        party: party.clone(),
+                    self.talk_stopped(
                         session,
-                    });
-                    self.publish(
-                        EventKind::TalkStopped,
+                        party,
                         group,
-                        Some(party),
                         json!({ "media_type": 2, "terminated": false, "reason": "connection lost" }),
                     );
                 }
@@ -469,14 +474,10 @@ impl Translator {
                     Some(started) => started,
                     None => self.talker(session, name, channel),
                 };
-                let _ = self.audio.send(ChannelAudio::TalkStopped {
-                    party: party.clone(),
+                self.talk_stopped(
                     session,
-                });
-                self.publish(
-                    EventKind::TalkStopped,
+                    party,
                     group,
-                    Some(party),
                     json!({ "media_type": 2, "terminated": terminated }),
                 );
             }

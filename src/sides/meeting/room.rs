@@ -310,6 +310,15 @@ impl RoomActor {
         self.members.iter().find(|m| m.client.id == Some(id))
     }
 
+    /// EnterRoom / ExitRoom body for `client` in this room.
+    fn presence(&self, client: Client, result: Option<i64>) -> push::Presence {
+        push::Presence {
+            room_id: self.id,
+            client,
+            result,
+        }
+    }
+
     fn push_all(&self, msg: &Push, except: Option<Id>) {
         let v = msg.to_value();
         for m in &self.members {
@@ -801,12 +810,7 @@ impl RoomActor {
             if let Some(o) = self.member(id).and_then(|m| m.outbox.clone()) {
                 push_outbox(
                     &o,
-                    Push::EnterRoom(push::Presence {
-                        room_id: self.id,
-                        client: client.clone(),
-                        result: Some(9),
-                    })
-                    .to_value(),
+                    Push::EnterRoom(self.presence(client.clone(), Some(9))).to_value(),
                 );
             }
             self.leave(id, "entered again");
@@ -817,14 +821,7 @@ impl RoomActor {
             ));
         }
         let members: Vec<Client> = self.members.iter().map(|m| m.client.clone()).collect();
-        self.push_all(
-            &Push::EnterRoom(push::Presence {
-                room_id: self.id,
-                client: client.clone(),
-                result: None,
-            }),
-            None,
-        );
+        self.push_all(&Push::EnterRoom(self.presence(client.clone(), None)), None);
         self.members.push(Member {
             client: client.clone(),
             outbox,
@@ -856,14 +853,7 @@ impl RoomActor {
         for pid in owned {
             self.remove_peer(pid, reason);
         }
-        self.push_all(
-            &Push::ExitRoom(push::Presence {
-                room_id: self.id,
-                client: m.client,
-                result: None,
-            }),
-            None,
-        );
+        self.push_all(&Push::ExitRoom(self.presence(m.client, None)), None);
         debug!(client = id, reason, "member left");
         if self.link.as_ref().is_some_and(|l| l.caller == id) {
             self.detach_link("caller left");
@@ -1131,14 +1121,7 @@ impl RoomActor {
         let client = link.client.clone();
         let ptt_group = link.ptt_group.clone();
         self.link = Some(link);
-        self.push_all(
-            &Push::EnterRoom(push::Presence {
-                room_id: self.id,
-                client: client.clone(),
-                result: None,
-            }),
-            None,
-        );
+        self.push_all(&Push::EnterRoom(self.presence(client.clone(), None)), None);
         self.push_all(
             &Push::Published(push::Published {
                 room_id: self.id,
@@ -1188,11 +1171,7 @@ impl RoomActor {
             None,
         );
         self.push_all(
-            &Push::ExitRoom(push::Presence {
-                room_id: self.id,
-                client: link.client.clone(),
-                result: None,
-            }),
+            &Push::ExitRoom(self.presence(link.client.clone(), None)),
             None,
         );
         metrics::gauge!("pttbridge_meeting_links").decrement(1.0);

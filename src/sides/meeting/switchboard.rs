@@ -686,12 +686,7 @@ impl Switchboard {
         call_type: Option<i64>,
         room: Id,
     ) -> Result<(), Refusal> {
-        if p.own_user_id != me {
-            return Err(Refusal::new(
-                code::CONFLICT,
-                "ownUserId is not the registered user",
-            ));
-        }
+        own_user(me, p.own_user_id)?;
         let target = p.target_user_id;
         if target == me {
             return Err(Refusal::new(code::CONFLICT, "cannot call yourself"));
@@ -955,12 +950,7 @@ impl Switchboard {
         input: Input,
         room: Option<Id>,
     ) -> Result<(), Refusal> {
-        if p.own_user_id != me {
-            return Err(Refusal::new(
-                code::CONFLICT,
-                "ownUserId is not the registered user",
-            ));
-        }
+        own_user(me, p.own_user_id)?;
         let mut st = self.state();
         let id = self.live_call(&st, me, p.target_user_id)?;
         let c = st.calls.get_mut(&id).expect("found above");
@@ -1003,12 +993,7 @@ impl Switchboard {
     }
 
     fn cancel(&self, me: Id, p: &CallPeers) -> Result<(), Refusal> {
-        if p.own_user_id != me {
-            return Err(Refusal::new(
-                code::CONFLICT,
-                "ownUserId is not the registered user",
-            ));
-        }
+        own_user(me, p.own_user_id)?;
         let mut st = self.state();
         let id = self.live_call(&st, me, p.target_user_id)?;
         let c = st.calls.get_mut(&id).expect("found above");
@@ -1032,12 +1017,7 @@ impl Switchboard {
     }
 
     fn event(&self, me: Id, e: &DoEvent) -> Result<(), Refusal> {
-        if e.peers.own_user_id != me {
-            return Err(Refusal::new(
-                code::CONFLICT,
-                "ownUserId is not the registered user",
-            ));
-        }
+        own_user(me, e.peers.own_user_id)?;
         let target = e.peers.target_user_id;
         let mut st = self.state();
         let input = match e.event {
@@ -1242,6 +1222,18 @@ pub fn push_outbox(outbox: &Outbox, msg: Value) -> bool {
             false
         }
         Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// Call signalling names its sender in `ownUserId`; it must be the connection's own user.
+fn own_user(me: Id, own_user_id: Id) -> Result<(), Refusal> {
+    if own_user_id == me {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            code::CONFLICT,
+            "ownUserId is not the registered user",
+        ))
     }
 }
 

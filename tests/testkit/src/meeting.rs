@@ -5,14 +5,17 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::audio::{Comparison, compare_files};
 use crate::events::{EventQueue, capture, is_exit};
 use crate::peers;
+use crate::terminal::Terminal;
 
 /// Default wait for a server reply.
 pub const REPLY: Duration = Duration::from_secs(15);
@@ -160,6 +163,30 @@ impl Participant {
             .map(|e| e["msg"].clone())
     }
 
+    /// Starts recording what it hears (all remote audio, mixed); returns once the peer has.
+    pub fn record_start(&mut self) {
+        self.cmd(json!({ "cmd": "record_start" }));
+        self.expect(|e| e["event"] == "ack" && e["cmd"] == "record_start", REPLY);
+    }
+
+    /// Stops recording, writes the WAV and returns the peer's `recorded` report (rate, duration,
+    /// RTP timestamp oddities).
+    pub fn record_stop(&mut self, wav: &Path) -> Value {
+        self.cmd(json!({ "cmd": "record_stop", "wav": wav }));
+        self.expect(|e| e["event"] == "recorded", REPLY)
+    }
+
+    /// Speaks a WAV into its published stream in real time, without waiting.
+    pub fn speak(&mut self, wav: &Path) {
+        self.cmd(json!({ "cmd": "speak", "wav": wav }));
+    }
+
+    /// Speaks a WAV and waits until it has been sent (plus `timeout` for the peer to finish).
+    pub fn speak_and_wait(&mut self, wav: &Path, timeout: Duration) -> Value {
+        self.speak(wav);
+        self.expect(|e| e["event"] == "speak_done", timeout)
+    }
+
     /// Waits for an event matching `pred`; panics with its output on timeout.
     pub fn expect(&mut self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
         match self.events.try_expect(&pred, timeout) {
@@ -195,6 +222,26 @@ impl Participant {
             self.stderr.lock().unwrap()
         )
     }
+}
+
+/// Meeting → PTT: `speaker` speaks `wav` while `listener`, a PTT terminal in the linked channel,
+/// records what arrives into `recording`; returns (and prints, labelled `route`) how the
+/// recording compares with `wav`.
+pub fn speak_into_ptt(
+    speaker: &mut Participant,
+    listener: &mut Terminal,
+    wav: &Path,
+    recording: &Path,
+    route: &str,
+) -> Comparison {
+    listener.record_start();
+    speaker.speak_and_wait(wav, Duration::from_secs(30));
+    // The tail of the burst is still in the jitter buffers and on its way through the server.
+    std::thread::sleep(Duration::from_millis(1000));
+    listener.record_stop(recording);
+    let cmp = compare_files(wav, recording);
+    println!("{route}: {cmp}");
+    cmp
 }
 
 impl Drop for Participant {
