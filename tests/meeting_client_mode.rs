@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::audio::{compare_files, load_wav};
+use testkit::audio::load_wav;
 use testkit::bridge::{Bridge, ptt_server_toml};
-use testkit::meeting::{Participant, speak_into_ptt};
+use testkit::meeting::{Participant, hear_from_ptt, speak_into_ptt};
 use testkit::murmur::Murmur;
 use testkit::peers::{fixture, free_port};
 use testkit::terminal::Terminal;
@@ -132,15 +132,16 @@ dial_in = [{NORTH}]
     // PTT → meeting: alice in North, through B's publish and A's room, to carol.
     carol.cmd(json!({"cmd":"play","client":b_user}));
     pc_connected(&mut carol, &format!("play:{b_user}"));
-    carol.record_start();
-    alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(800));
     let dir = tempfile::tempdir().unwrap();
-    let heard = dir.path().join("carol.wav");
-    carol.record_stop(&heard);
-    let cmp = compare_files(fixture("audio/speech.wav"), &heard);
-    println!("PTT → B → A → meeting: {cmp}");
-    cmp.assert_matches(0.9, 0.1);
+    hear_from_ptt(
+        &mut carol,
+        &mut alice,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("carol.wav"),
+        "PTT → B → A → meeting",
+    )
+    .0
+    .assert_matches(0.9, 0.1);
 
     // meeting → PTT: carol speaks, A forwards to B's play peer, B takes the floor in North.
     speak_into_ptt(

@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::audio::compare_files;
 use testkit::bridge::{Bridge, ptt_server_toml};
-use testkit::meeting::{Participant, speak_into_ptt};
+use testkit::meeting::{Participant, hear_from_ptt, speak_into_ptt};
 use testkit::murmur::Murmur;
 use testkit::peers::fixture;
 use testkit::terminal::Terminal;
@@ -152,20 +151,20 @@ fn dial_in_call_flow_and_audio_both_ways() {
         },
         T,
     );
-    carol.record_start();
-    alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
+    let dir = tempfile::tempdir().unwrap();
+    let (cmp, _) = hear_from_ptt(
+        &mut carol,
+        &mut alice,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("carol.wav"),
+        "PTT → meeting",
+    );
+    cmp.assert_matches(0.9, 0.1);
     let talking = carol.push("memberTalking", |m| m["talking"] == true, T);
     assert_eq!(
         talking["member"]["name"], "alice",
         "memberTalking names the PTT talker: {talking}"
     );
-    std::thread::sleep(Duration::from_millis(800));
-    let dir = tempfile::tempdir().unwrap();
-    let heard = dir.path().join("carol.wav");
-    let rec = carol.record_stop(&heard);
-    let cmp = compare_files(fixture("audio/speech.wav"), &heard);
-    println!("PTT → meeting: {cmp}; {rec}");
-    cmp.assert_matches(0.9, 0.1);
 
     // meeting → PTT: carol speaks, bob (pymumble) records what the bridge sent into North.
     speak_into_ptt(
@@ -405,14 +404,15 @@ fn video_offer_is_answered_audio_only() {
     )
     .assert_matches(0.85, 0.1);
 
-    carol.record_start();
-    alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(800));
-    let heard = dir.path().join("carol.wav");
-    carol.record_stop(&heard);
-    let cmp = compare_files(fixture("audio/speech.wav"), &heard);
-    println!("PTT → meeting (with a video m-line): {cmp}");
-    cmp.assert_matches(0.9, 0.1);
+    hear_from_ptt(
+        &mut carol,
+        &mut alice,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("carol.wav"),
+        "PTT → meeting (with a video m-line)",
+    )
+    .0
+    .assert_matches(0.9, 0.1);
 }
 
 /// A sine tone WAV (48 kHz mono, amplitude 0.3) in `dir`.
@@ -982,15 +982,15 @@ fn g711_participant_is_bridged_both_ways() {
         );
     }
 
-    carol.record_start();
-    alice.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(800));
-    let heard = dir.path().join("carol.wav");
-    let rec = carol.record_stop(&heard);
+    let (cmp, rec) = hear_from_ptt(
+        &mut carol,
+        &mut alice,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("carol.wav"),
+        "PTT → meeting as PCMU",
+    );
     assert_eq!(rec["rate"], 8000, "{rec}");
     assert_eq!(rec["pts_odd"], json!([]), "{rec}");
-    let cmp = compare_files(fixture("audio/speech.wav"), &heard);
-    println!("PTT → meeting as PCMU: {cmp}");
     cmp.assert_matches(0.9, 0.1);
 
     speak_into_ptt(

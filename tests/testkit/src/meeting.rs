@@ -244,6 +244,26 @@ pub fn speak_into_ptt(
     cmp
 }
 
+/// PTT → meeting check: `speaker` (a PTT terminal) plays `wav` in its channel while `listener`
+/// records into `recording`; prints the comparison under `route` and returns it with the
+/// participant's recording summary.
+pub fn hear_from_ptt(
+    listener: &mut Participant,
+    speaker: &mut Terminal,
+    wav: &Path,
+    recording: &Path,
+    route: &str,
+) -> (Comparison, Value) {
+    listener.record_start();
+    speaker.play_and_wait(wav, Duration::from_secs(30));
+    // The burst's tail is still in the bridge's and the participant's jitter buffers.
+    std::thread::sleep(Duration::from_millis(800));
+    let summary = listener.record_stop(recording);
+    let cmp = compare_files(wav, recording);
+    println!("{route}: {cmp}; {summary}");
+    (cmp, summary)
+}
+
 impl Drop for Participant {
     fn drop(&mut self) {
         let _ = self.child.kill();
