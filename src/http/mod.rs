@@ -107,7 +107,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/egw", get(egw::upgrade))
         .route("/server/address", get(egw::server_address))
         .merge(business::routes())
-        .merge(crate::sides::console::routes())
+        .merge(crate::sides::console::routes(
+            state.console.clone(),
+            state.shutdown.clone(),
+        ))
         .merge(web::routes(&state))
         .with_state(state)
 }

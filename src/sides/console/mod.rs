@@ -26,10 +26,10 @@ use axum::response::Response;
 use axum::routing::get;
 use ptt::client::ClientConfig;
 use ptt::session::SessionConfig;
+use tokio::sync::watch;
 
 use crate::config::{Config, PttConfig, PttServer};
 use crate::events::Platform;
-use crate::http::AppState;
 use crate::hub::{Calls, EventBus, Side};
 use config::{ConsoleConfig, normalize_base_url};
 use moderator::Moderator;
@@ -171,14 +171,20 @@ impl ConsoleSide {
     }
 }
 
-/// `/muicall`.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/muicall", get(upgrade))
+/// `/muicall`: consoles' WebSockets, each ended cleanly when `shutdown` turns true.
+pub fn routes<S: Clone + Send + Sync + 'static>(
+    side: ConsoleSide,
+    shutdown: watch::Receiver<bool>,
+) -> Router<S> {
+    Router::new()
+        .route("/muicall", get(upgrade))
+        .with_state((side, shutdown))
 }
 
-async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
-    let side = state.console.clone();
-    let shutdown = state.shutdown.clone();
+async fn upgrade(
+    State((side, shutdown)): State<(ConsoleSide, watch::Receiver<bool>)>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let max = side.0.config.max_message_bytes;
     // A frame above the message limit is still read to its end (up to DRAIN_FRAME_BYTES) so
     // the console can be told why it is closed (1009) instead of having its connection reset.

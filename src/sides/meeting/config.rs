@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{ConfigError, PttConfig};
 
 /// The meeting side.
 #[derive(Debug, Clone, Deserialize)]
@@ -143,7 +143,7 @@ impl MeetingConfig {
     }
 
     /// Checks what the types cannot, against the PTT accounts.
-    pub fn validate(&self, config: &Config) -> Result<(), ConfigError> {
+    pub fn validate(&self, ptt: &PttConfig) -> Result<(), ConfigError> {
         let invalid = |key: String, reason: String| ConfigError::Invalid { key, reason };
         if !(1..=3600).contains(&self.no_answer_timeout_s) {
             return Err(invalid(
@@ -169,8 +169,7 @@ impl MeetingConfig {
                     format!("duplicate id {}", d.user_id),
                 ));
             }
-            let found = config
-                .ptt
+            let found = ptt
                 .servers
                 .iter()
                 .filter(|s| s.id == d.server)
