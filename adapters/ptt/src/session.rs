@@ -7,7 +7,7 @@
 //! every behaviour is testable with byte vectors and fake instants.
 //!
 //! One `Session` lives for one TLS connection; reconnecting means a new session (the
-//! driver in [`crate::client`] restores the channel).
+//! tokio driver, module `client` behind the `client` feature, restores the channel).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
