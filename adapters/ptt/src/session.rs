@@ -1103,3 +1103,254 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 16] = [7; 16];
+    const CLIENT_NONCE: [u8; 16] = [0x11; 16];
+    const SERVER_NONCE: [u8; 16] = [0x22; 16];
+    const OWN: u32 = 7;
+    const TALKER: u32 = 3;
+
+    fn frames(msgs: Vec<ControlMessage>) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        for m in msgs {
+            m.encode(&mut out);
+        }
+        out.to_vec()
+    }
+
+    /// A session synced with a server speaking `format`, `TALKER` in the channel, and with
+    /// `udp` the crypto keyed and UDP proven by one ping from the returned server state.
+    fn synced(format: VoiceFormat, udp: bool) -> (Session, CryptState) {
+        let now = Instant::now();
+        let mut session = Session::new(SessionConfig::default(), now);
+        let version = match format {
+            VoiceFormat::Legacy => proto::Version {
+                version_v1: Some(0x0001_0304),
+                ..Default::default()
+            },
+            VoiceFormat::Protobuf => proto::Version {
+                version_v2: Some(1 << 48 | 5 << 32),
+                ..Default::default()
+            },
+        };
+        let mut script = vec![
+            version.into(),
+            proto::ChannelState {
+                channel_id: Some(0),
+                name: Some("Root".into()),
+                ..Default::default()
+            }
+            .into(),
+        ];
+        for (s, name) in [(OWN, "me"), (TALKER, "talker")] {
+            script.push(
+                proto::UserState {
+                    session: Some(s),
+                    name: Some(name.into()),
+                    channel_id: Some(0),
+                    ..Default::default()
+                }
+                .into(),
+            );
+        }
+        script.push(
+            proto::ServerSync {
+                session: Some(OWN),
+                ..Default::default()
+            }
+            .into(),
+        );
+        if udp {
+            script.push(
+                proto::CryptSetup {
+                    key: Some(KEY.to_vec().into()),
+                    client_nonce: Some(CLIENT_NONCE.to_vec().into()),
+                    server_nonce: Some(SERVER_NONCE.to_vec().into()),
+                }
+                .into(),
+            );
+        }
+        session.handle_tcp(&frames(script), now).unwrap();
+        let mut server = CryptState::new();
+        server.set_key(&KEY, &SERVER_NONCE, &CLIENT_NONCE).unwrap();
+        if udp {
+            let mut ping = BytesMut::new();
+            voice_packet::encode(
+                &UdpPacket::Ping { timestamp: 1 },
+                format,
+                Direction::FromServer,
+                &mut ping,
+            )
+            .unwrap();
+            let mut sealed = Vec::new();
+            server.encrypt(&ping, &mut sealed);
+            session.handle_udp(&sealed, now);
+            assert!(session.udp_working());
+        }
+        assert!(session.is_synced());
+        while session.poll_event().is_some() {}
+        while session.poll_transmit().is_some() {}
+        (session, server)
+    }
+
+    fn opus(i: usize) -> Vec<u8> {
+        (0..40 + i % 30).map(|j| (i * 7 + j) as u8).collect()
+    }
+
+    /// What the session should put on the wire for `send_voice(opus(i), 2, terminator, target)`.
+    fn encoded(format: VoiceFormat, i: usize, terminator: bool, target: u8) -> BytesMut {
+        let mut out = BytesMut::new();
+        voice_packet::encode(
+            &UdpPacket::Audio(VoicePacket {
+                target_or_context: target,
+                session: None,
+                sequence: 2 * i as u64,
+                payload: opus(i).into(),
+                terminator,
+                position: None,
+            }),
+            format,
+            Direction::ToServer,
+            &mut out,
+        )
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn voice_sent_over_udp_is_the_encoded_packet_sealed() {
+        for format in [VoiceFormat::Legacy, VoiceFormat::Protobuf] {
+            let (mut session, _) = synced(format, true);
+            let mut server = CryptState::new();
+            server.set_key(&KEY, &SERVER_NONCE, &CLIENT_NONCE).unwrap();
+            for i in 0..2000 {
+                let (terminator, target) = (i % 10 == 9, (i % 3) as u8);
+                assert!(session.send_voice(&opus(i), 2, terminator, target));
+                let Some(Transmit::Udp(datagram)) = session.poll_transmit() else {
+                    panic!("no datagram");
+                };
+                assert_eq!(session.poll_transmit(), None);
+                let mut plain = Vec::new();
+                server.decrypt(&datagram, &mut plain).unwrap();
+                assert_eq!(
+                    plain,
+                    encoded(format, i, terminator, target),
+                    "{format:?} {i}"
+                );
+            }
+            assert_eq!(session.stats().udp_voice_out, 2000);
+        }
+    }
+
+    #[test]
+    fn voice_through_the_tunnel_is_a_udptunnel_frame() {
+        for format in [VoiceFormat::Legacy, VoiceFormat::Protobuf] {
+            let (mut session, _) = synced(format, false);
+            for i in 0..2000 {
+                assert!(session.send_voice(&opus(i), 2, false, 0));
+                let mut expected = BytesMut::new();
+                ControlMessage::UdpTunnel(encoded(format, i, false, 0).freeze())
+                    .encode(&mut expected);
+                assert_eq!(
+                    session.poll_transmit(),
+                    Some(Transmit::Tcp(expected.freeze()))
+                );
+            }
+            assert_eq!(session.stats().tcp_voice_out, 2000);
+        }
+    }
+
+    /// Server-to-client voice packet `i` from `TALKER`.
+    fn incoming(format: VoiceFormat, i: usize) -> BytesMut {
+        let mut out = BytesMut::new();
+        voice_packet::encode(
+            &UdpPacket::Audio(VoicePacket {
+                target_or_context: 0,
+                session: Some(TALKER),
+                sequence: 2 * i as u64,
+                payload: opus(i).into(),
+                terminator: false,
+                position: None,
+            }),
+            format,
+            Direction::FromServer,
+            &mut out,
+        )
+        .unwrap();
+        out
+    }
+
+    /// Every payload received, over both paths and across many receive chunks, stays
+    /// what was sent while all of them are held at once.
+    #[test]
+    fn received_payloads_stay_intact_while_held() {
+        for format in [VoiceFormat::Legacy, VoiceFormat::Protobuf] {
+            let (mut session, mut server) = synced(format, true);
+            let now = Instant::now();
+            let mut held = Vec::new();
+            for i in 0..2000 {
+                let plain = incoming(format, i);
+                if i % 2 == 0 {
+                    let mut sealed = Vec::new();
+                    server.encrypt(&plain, &mut sealed);
+                    session.handle_udp(&sealed, now);
+                } else {
+                    let frame = frames(vec![ControlMessage::UdpTunnel(plain.freeze())]);
+                    session.handle_tcp(&frame, now).unwrap();
+                }
+                while let Some(ev) = session.poll_event() {
+                    match ev {
+                        Event::Voice {
+                            session: s,
+                            sequence,
+                            opus,
+                            path,
+                            ..
+                        } => {
+                            assert_eq!((s, sequence), (TALKER, 2 * i as u64));
+                            let expected = if i % 2 == 0 { Path::Udp } else { Path::Tcp };
+                            assert_eq!(path, expected);
+                            held.push(opus);
+                        }
+                        Event::TalkStarted { .. } => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+            assert_eq!(held.len(), 2000);
+            for (i, opus_in) in held.iter().enumerate() {
+                assert_eq!(opus_in[..], opus(i)[..], "{format:?} packet {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_datagram_that_fails_decryption_leaves_nothing_behind() {
+        let (mut session, mut server) = synced(VoiceFormat::Legacy, true);
+        let now = Instant::now();
+        let mut sealed = Vec::new();
+        server.encrypt(&incoming(VoiceFormat::Legacy, 1), &mut sealed);
+        let mut forged = sealed.clone();
+        forged[5] ^= 1;
+        session.handle_udp(&forged, now);
+        assert!(matches!(
+            session.poll_event(),
+            Some(Event::Fault {
+                kind: ErrorKind::BadCrypto,
+                ..
+            })
+        ));
+        session.handle_udp(&sealed, now);
+        let voice = std::iter::from_fn(|| session.poll_event())
+            .find_map(|ev| match ev {
+                Event::Voice { opus, .. } => Some(opus),
+                _ => None,
+            })
+            .expect("the authentic datagram is heard");
+        assert_eq!(voice[..], opus(1)[..]);
+    }
+}
