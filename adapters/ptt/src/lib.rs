@@ -24,6 +24,7 @@
 //! core alone with `ptt = { path = "adapters/ptt", default-features = false }`; CI runs
 //! `cargo test -p ptt --no-default-features` to keep it building that way.
 
+mod arena;
 pub mod backoff;
 #[cfg(feature = "client")]
 pub mod client;

@@ -14,17 +14,23 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::framing::{FrameDecoder, FrameError};
-use crate::message::{ControlMessage, DecodeError};
-use crate::ocb2::CryptState;
+use crate::arena::Arena;
+use crate::framing::{self, FrameDecoder, FrameError};
+use crate::message::{ControlMessage, DecodeError, MessageType};
+use crate::ocb2::{self, CryptState};
 use crate::proto;
-use crate::voice_packet::{self, Direction, UdpPacket, VoiceFormat, VoicePacket};
+use crate::voice_packet::{self, Direction, UdpPacket, VoiceFormat, VoicePacket, VoicePacketRef};
 
 /// Protocol version this client announces: 1.5.0, so servers that can do protobuf voice use it.
 pub const CLIENT_VERSION: (u16, u8, u8) = (1, 5, 0);
 
 /// Largest Opus payload the voice formats can carry (13-bit length in the legacy format).
 pub const MAX_OPUS_PAYLOAD: usize = 0x1fff;
+
+/// Size of the chunks received and sent packets are cut from: ~200 voice packets, so the
+/// allocation per packet is amortised away, while a packet someone keeps holds at most this
+/// much memory alive.
+const ARENA_CHUNK: usize = 16 * 1024;
 
 /// Settings of one session.
 #[derive(Debug, Clone)]
@@ -324,7 +330,6 @@ struct Udp {
     unanswered_since: Option<Instant>,
     next_ping: Instant,
     last_resync_request: Option<Instant>,
-    scratch: Vec<u8>,
 }
 
 /// One client connection's protocol state.
@@ -351,6 +356,12 @@ pub struct Session {
     tcp_ping_sent: Option<Instant>,
     tcp_rtt: Option<Duration>,
     stats: Stats,
+    /// Plaintext of the voice packet or UDP ping being sent, reused for every packet.
+    plain: BytesMut,
+    /// Outgoing datagrams and tunnelled voice frames are cut from here.
+    tx: Arena,
+    /// Decrypted datagrams are written here; received Opus payloads are slices of it.
+    rx: Arena,
 }
 
 impl Session {
@@ -381,12 +392,14 @@ impl Session {
                 unanswered_since: None,
                 next_ping: now,
                 last_resync_request: None,
-                scratch: Vec::with_capacity(1500),
             },
             started: now,
             tcp_ping_sent: None,
             tcp_rtt: None,
             stats: Stats::default(),
+            plain: BytesMut::new(),
+            tx: Arena::new(ARENA_CHUNK),
+            rx: Arena::new(ARENA_CHUNK),
             config,
         };
         session.send(proto::Version {
@@ -440,11 +453,10 @@ impl Session {
             return;
         }
         self.stats.udp_in += 1;
-        let mut plain = std::mem::take(&mut self.udp.scratch);
-        plain.clear();
-        let decrypted = self.udp.crypt.decrypt(datagram, &mut plain);
-        if let Err(e) = decrypted {
-            self.udp.scratch = plain;
+        // Decrypt straight into the receive arena: the Opus payload of the event is then a
+        // slice of it, with no copy and (amortised) no allocation.
+        let plain = self.rx.buf(datagram.len());
+        if let Err(e) = self.udp.crypt.decrypt_into(datagram, plain) {
             self.fault(ErrorKind::BadCrypto, e.to_string());
             self.maybe_request_resync(now);
             return;
@@ -455,8 +467,7 @@ impl Session {
             self.udp.working = true;
             self.events.push_back(Event::UdpChanged { working: true });
         }
-        let packet = Bytes::copy_from_slice(&plain);
-        self.udp.scratch = plain;
+        let packet = self.rx.take();
         self.handle_voice_bytes(packet, Path::Udp, now);
     }
 
@@ -538,27 +549,28 @@ impl Session {
             self.stats.voice_out_dropped += 1;
             return false;
         }
-        let packet = UdpPacket::Audio(VoicePacket {
+        let packet = VoicePacketRef {
             target_or_context: target,
             session: None,
             sequence: self.send_sequence,
-            payload: Bytes::copy_from_slice(opus),
+            payload: opus,
             terminator,
             position: None,
-        });
-        let mut plain = BytesMut::with_capacity(opus.len() + 16);
-        if let Err(e) =
-            voice_packet::encode(&packet, self.voice_format, Direction::ToServer, &mut plain)
-        {
+        };
+        self.plain.clear();
+        if let Err(e) = voice_packet::encode_audio(
+            &packet,
+            self.voice_format,
+            Direction::ToServer,
+            &mut self.plain,
+        ) {
             self.stats.voice_out_dropped += 1;
             self.fault(ErrorKind::BadVoice, format!("cannot send voice: {e}"));
             return false;
         }
         self.send_sequence += u64::from(frames_10ms.max(1));
         if self.udp.working {
-            let mut sealed = Vec::with_capacity(plain.len() + 4);
-            self.udp.crypt.encrypt(&plain, &mut sealed);
-            self.transmits.push_back(Transmit::Udp(sealed.into()));
+            self.seal_plain();
             self.stats.udp_voice_out += 1;
         } else {
             if self.tcp_backlog > self.config.max_tcp_backlog {
@@ -569,7 +581,11 @@ impl Session {
                 );
                 return false;
             }
-            self.send(ControlMessage::UdpTunnel(plain.freeze()));
+            // The frame `ControlMessage::UdpTunnel` would encode, written without one.
+            let frame = self.tx.buf(framing::HEADER_LEN + self.plain.len());
+            framing::encode_frame(MessageType::UdpTunnel as u16, &self.plain, frame);
+            let frame = self.tx.take();
+            self.push_tcp(frame);
             self.stats.tcp_voice_out += 1;
         }
         true
@@ -579,8 +595,7 @@ impl Session {
     pub fn send(&mut self, msg: impl Into<ControlMessage>) {
         let mut buf = BytesMut::new();
         msg.into().encode(&mut buf);
-        self.tcp_backlog += buf.len();
-        self.transmits.push_back(Transmit::Tcp(buf.freeze()));
+        self.push_tcp(buf.freeze());
     }
 
     // ---- outputs ------------------------------------------------------------------------
@@ -1010,22 +1025,34 @@ impl Session {
     }
 
     fn send_udp_ping(&mut self, now: Instant) {
-        let mut plain = BytesMut::with_capacity(16);
         let timestamp = self.stats.udp_in.wrapping_add(1);
+        self.plain.clear();
         if voice_packet::encode(
             &UdpPacket::Ping { timestamp },
             self.voice_format,
             Direction::ToServer,
-            &mut plain,
+            &mut self.plain,
         )
         .is_err()
         {
             return;
         }
-        let mut sealed = Vec::with_capacity(plain.len() + 4);
-        self.udp.crypt.encrypt(&plain, &mut sealed);
-        self.transmits.push_back(Transmit::Udp(sealed.into()));
+        self.seal_plain();
         self.udp.unanswered_since.get_or_insert(now);
+    }
+
+    /// Encrypts `self.plain` into a datagram cut from the send arena and queues it.
+    fn seal_plain(&mut self) {
+        let sealed = self.tx.buf(ocb2::HEADER_LEN + self.plain.len());
+        self.udp.crypt.encrypt_into(&self.plain, sealed);
+        let datagram = self.tx.take();
+        self.transmits.push_back(Transmit::Udp(datagram));
+    }
+
+    /// Queues bytes for the TLS stream, counted against `max_tcp_backlog` until polled.
+    fn push_tcp(&mut self, bytes: Bytes) {
+        self.tcp_backlog += bytes.len();
+        self.transmits.push_back(Transmit::Tcp(bytes));
     }
 
     fn handle_voice_bytes(&mut self, packet: Bytes, path: Path, now: Instant) {
