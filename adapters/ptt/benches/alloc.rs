@@ -9,6 +9,17 @@
 //! Received payloads are kept alive for the last [`KEEP`] packets, as a jitter buffer would,
 //! so buffers they were cut from cannot simply be reused in place. Times are wall-clock per
 //! packet on a shared machine: a rough guide only; the allocation counts are exact.
+//!
+//! Allocations per packet, legacy / protobuf format, before → after the session sent and
+//! received through arenas ("after" is a 16 KiB chunk and its shared header per ~230
+//! received packets; sent packets reuse one chunk, as the driver drops them once sent):
+//!
+//! | packet                          | before        | after         |
+//! |---------------------------------|---------------|---------------|
+//! | sent over UDP                   | 4 / 4         | 0 / 0         |
+//! | sent through the TCP tunnel     | 5 / 5         | 0 / 0         |
+//! | received over UDP               | 2 / 2         | 0.008 / 0.009 |
+//! | received through the TCP tunnel | 0.036 / 0.038 | 0.009 / 0.009 |
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
