@@ -390,6 +390,8 @@ impl Driver {
         let start = Instant::now();
         let mut session = Session::new(session_config, start);
         let mut last_rx = start;
+        // Reused for every read of this connection, so a segment or datagram costs no
+        // allocation here; the session writes what it keeps into its own arenas.
         let mut tcp_buf = vec![0u8; 16 * 1024];
         let mut udp_buf = vec![0u8; 2048];
         let outcome = loop {

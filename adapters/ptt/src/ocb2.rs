@@ -42,6 +42,7 @@ use std::fmt;
 
 use aes::Aes128;
 use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
+use bytes::BytesMut;
 
 /// AES-128 key length.
 pub const KEY_LEN: usize = 16;
@@ -251,19 +252,57 @@ impl CryptState {
     /// Encrypts one datagram: advances the encrypt nonce and appends
     /// `HEADER_LEN + plain.len()` bytes to `out`.
     pub fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>) {
-        increment(&mut self.encrypt_iv);
         let start = out.len();
         out.resize(start + HEADER_LEN + plain.len(), 0);
-        let (head, body) = out[start..].split_at_mut(HEADER_LEN);
-        let (tag, _) = ocb_encrypt(&self.cipher, &self.encrypt_iv, plain, body, true);
-        head[0] = self.encrypt_iv[0];
-        head[1..].copy_from_slice(&tag[..3]);
+        self.seal(plain, &mut out[start..]);
+    }
+
+    /// [`encrypt`](Self::encrypt) appending to a `BytesMut`, so the datagram can be split off
+    /// as [`Bytes`](bytes::Bytes) without another copy or allocation.
+    pub fn encrypt_into(&mut self, plain: &[u8], out: &mut BytesMut) {
+        let start = out.len();
+        out.resize(start + HEADER_LEN + plain.len(), 0);
+        self.seal(plain, &mut out[start..]);
     }
 
     /// Authenticates and decrypts one datagram, appending the plaintext to `out`.
     ///
     /// On error `out` is left as it was, the nonce state is unchanged and no counter moves.
     pub fn decrypt(&mut self, packet: &[u8], out: &mut Vec<u8>) -> Result<(), CryptError> {
+        let start = out.len();
+        out.resize(start + packet.len().saturating_sub(HEADER_LEN), 0);
+        let result = self.open(packet, &mut out[start..]);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    /// [`decrypt`](Self::decrypt) appending to a `BytesMut`, so the plaintext can be split off
+    /// as [`Bytes`](bytes::Bytes) (and the Opus payload sliced out of it) without another copy.
+    pub fn decrypt_into(&mut self, packet: &[u8], out: &mut BytesMut) -> Result<(), CryptError> {
+        let start = out.len();
+        out.resize(start + packet.len().saturating_sub(HEADER_LEN), 0);
+        let result = self.open(packet, &mut out[start..]);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    /// Encrypts `plain` into `out`, which is exactly `HEADER_LEN + plain.len()` bytes.
+    fn seal(&mut self, plain: &[u8], out: &mut [u8]) {
+        increment(&mut self.encrypt_iv);
+        let (head, body) = out.split_at_mut(HEADER_LEN);
+        let (tag, _) = ocb_encrypt(&self.cipher, &self.encrypt_iv, plain, body, true);
+        head[0] = self.encrypt_iv[0];
+        head[1..].copy_from_slice(&tag[..3]);
+    }
+
+    /// Authenticates and decrypts `packet` into `out`, which is exactly
+    /// `packet.len() - HEADER_LEN` bytes (empty when the packet is shorter than its header).
+    /// On error the nonce state and counters are unchanged; `out` holds garbage.
+    fn open(&mut self, packet: &[u8], out: &mut [u8]) -> Result<(), CryptError> {
         if !self.keyed {
             return Err(CryptError::NotKeyed);
         }
@@ -325,13 +364,10 @@ impl CryptState {
             }
         }
 
-        let start = out.len();
-        out.resize(start + body.len(), 0);
-        let (tag, shape_ok) = ocb_decrypt(&self.cipher, &self.decrypt_iv, body, &mut out[start..]);
+        let (tag, shape_ok) = ocb_decrypt(&self.cipher, &self.decrypt_iv, body, out);
         // Compare without an early exit (constant time over the 3 bytes).
         let tag_ok = ((tag[0] ^ t0) | (tag[1] ^ t1) | (tag[2] ^ t2)) == 0;
         if !tag_ok || !shape_ok {
-            out.truncate(start);
             self.decrypt_iv = saved;
             return Err(if tag_ok {
                 CryptError::Forgery
@@ -915,5 +951,38 @@ mod tests {
         let p = seal(&mut server, b"");
         assert_eq!(p.len(), 4);
         assert_eq!(open(&mut client, &p).unwrap(), b"");
+    }
+
+    /// The `BytesMut` variants write the same bytes as the `Vec` ones, append after what is
+    /// there, and leave `out` as it was on error.
+    #[test]
+    fn bytes_mut_variants_match_the_vec_ones() {
+        let (mut client, mut server) = pair();
+        let (mut client2, mut server2) = pair();
+        for len in [0, 1, 15, 16, 17, 60, 100] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
+            let sealed = seal(&mut server, &plain);
+            let mut sealed2 = BytesMut::from(&b"head"[..]);
+            server2.encrypt_into(&plain, &mut sealed2);
+            assert_eq!(&sealed2[..4], b"head");
+            assert_eq!(sealed2[4..], sealed[..], "{len} bytes");
+
+            let mut out = BytesMut::from(&b"x"[..]);
+            client2.decrypt_into(&sealed, &mut out).unwrap();
+            assert_eq!(out[1..], open(&mut client, &sealed).unwrap()[..]);
+            assert_eq!(client2.decrypt_iv(), client.decrypt_iv());
+            // Replayed: refused, `out` untouched.
+            assert_eq!(
+                client2.decrypt_into(&sealed, &mut out),
+                Err(CryptError::Replay(sealed[0]))
+            );
+            assert_eq!(out.len(), 1 + len);
+        }
+        let mut out = BytesMut::new();
+        assert_eq!(
+            client2.decrypt_into(&[1, 2, 3], &mut out),
+            Err(CryptError::TooShort(3))
+        );
+        assert!(out.is_empty());
     }
 }

@@ -7,24 +7,30 @@
 //! every behaviour is testable with byte vectors and fake instants.
 //!
 //! One `Session` lives for one TLS connection; reconnecting means a new session (the
-//! driver in [`crate::client`] restores the channel).
+//! tokio driver, module `client` behind the `client` feature, restores the channel).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::framing::{FrameDecoder, FrameError};
-use crate::message::{ControlMessage, DecodeError};
-use crate::ocb2::CryptState;
+use crate::arena::Arena;
+use crate::framing::{self, FrameDecoder, FrameError};
+use crate::message::{ControlMessage, DecodeError, MessageType};
+use crate::ocb2::{self, CryptState};
 use crate::proto;
-use crate::voice_packet::{self, Direction, UdpPacket, VoiceFormat, VoicePacket};
+use crate::voice_packet::{self, Direction, UdpPacket, VoiceFormat, VoicePacket, VoicePacketRef};
 
 /// Protocol version this client announces: 1.5.0, so servers that can do protobuf voice use it.
 pub const CLIENT_VERSION: (u16, u8, u8) = (1, 5, 0);
 
 /// Largest Opus payload the voice formats can carry (13-bit length in the legacy format).
 pub const MAX_OPUS_PAYLOAD: usize = 0x1fff;
+
+/// Size of the chunks received and sent packets are cut from: ~200 voice packets, so the
+/// allocation per packet is amortised away, while a packet someone keeps holds at most this
+/// much memory alive.
+const ARENA_CHUNK: usize = 16 * 1024;
 
 /// Settings of one session.
 #[derive(Debug, Clone)]
@@ -324,7 +330,6 @@ struct Udp {
     unanswered_since: Option<Instant>,
     next_ping: Instant,
     last_resync_request: Option<Instant>,
-    scratch: Vec<u8>,
 }
 
 /// One client connection's protocol state.
@@ -351,6 +356,12 @@ pub struct Session {
     tcp_ping_sent: Option<Instant>,
     tcp_rtt: Option<Duration>,
     stats: Stats,
+    /// Plaintext of the voice packet or UDP ping being sent, reused for every packet.
+    plain: BytesMut,
+    /// Outgoing datagrams and tunnelled voice frames are cut from here.
+    tx: Arena,
+    /// Decrypted datagrams are written here; received Opus payloads are slices of it.
+    rx: Arena,
 }
 
 impl Session {
@@ -381,12 +392,14 @@ impl Session {
                 unanswered_since: None,
                 next_ping: now,
                 last_resync_request: None,
-                scratch: Vec::with_capacity(1500),
             },
             started: now,
             tcp_ping_sent: None,
             tcp_rtt: None,
             stats: Stats::default(),
+            plain: BytesMut::new(),
+            tx: Arena::new(ARENA_CHUNK),
+            rx: Arena::new(ARENA_CHUNK),
             config,
         };
         session.send(proto::Version {
@@ -440,11 +453,10 @@ impl Session {
             return;
         }
         self.stats.udp_in += 1;
-        let mut plain = std::mem::take(&mut self.udp.scratch);
-        plain.clear();
-        let decrypted = self.udp.crypt.decrypt(datagram, &mut plain);
-        if let Err(e) = decrypted {
-            self.udp.scratch = plain;
+        // Decrypt straight into the receive arena: the Opus payload of the event is then a
+        // slice of it, with no copy and (amortised) no allocation.
+        let plain = self.rx.buf(datagram.len());
+        if let Err(e) = self.udp.crypt.decrypt_into(datagram, plain) {
             self.fault(ErrorKind::BadCrypto, e.to_string());
             self.maybe_request_resync(now);
             return;
@@ -455,8 +467,7 @@ impl Session {
             self.udp.working = true;
             self.events.push_back(Event::UdpChanged { working: true });
         }
-        let packet = Bytes::copy_from_slice(&plain);
-        self.udp.scratch = plain;
+        let packet = self.rx.take();
         self.handle_voice_bytes(packet, Path::Udp, now);
     }
 
@@ -538,27 +549,28 @@ impl Session {
             self.stats.voice_out_dropped += 1;
             return false;
         }
-        let packet = UdpPacket::Audio(VoicePacket {
+        let packet = VoicePacketRef {
             target_or_context: target,
             session: None,
             sequence: self.send_sequence,
-            payload: Bytes::copy_from_slice(opus),
+            payload: opus,
             terminator,
             position: None,
-        });
-        let mut plain = BytesMut::with_capacity(opus.len() + 16);
-        if let Err(e) =
-            voice_packet::encode(&packet, self.voice_format, Direction::ToServer, &mut plain)
-        {
+        };
+        self.plain.clear();
+        if let Err(e) = voice_packet::encode_audio(
+            &packet,
+            self.voice_format,
+            Direction::ToServer,
+            &mut self.plain,
+        ) {
             self.stats.voice_out_dropped += 1;
             self.fault(ErrorKind::BadVoice, format!("cannot send voice: {e}"));
             return false;
         }
         self.send_sequence += u64::from(frames_10ms.max(1));
         if self.udp.working {
-            let mut sealed = Vec::with_capacity(plain.len() + 4);
-            self.udp.crypt.encrypt(&plain, &mut sealed);
-            self.transmits.push_back(Transmit::Udp(sealed.into()));
+            self.seal_plain();
             self.stats.udp_voice_out += 1;
         } else {
             if self.tcp_backlog > self.config.max_tcp_backlog {
@@ -569,7 +581,11 @@ impl Session {
                 );
                 return false;
             }
-            self.send(ControlMessage::UdpTunnel(plain.freeze()));
+            // The frame `ControlMessage::UdpTunnel` would encode, written without one.
+            let frame = self.tx.buf(framing::HEADER_LEN + self.plain.len());
+            framing::encode_frame(MessageType::UdpTunnel as u16, &self.plain, frame);
+            let frame = self.tx.take();
+            self.push_tcp(frame);
             self.stats.tcp_voice_out += 1;
         }
         true
@@ -579,8 +595,7 @@ impl Session {
     pub fn send(&mut self, msg: impl Into<ControlMessage>) {
         let mut buf = BytesMut::new();
         msg.into().encode(&mut buf);
-        self.tcp_backlog += buf.len();
-        self.transmits.push_back(Transmit::Tcp(buf.freeze()));
+        self.push_tcp(buf.freeze());
     }
 
     // ---- outputs ------------------------------------------------------------------------
@@ -1010,22 +1025,34 @@ impl Session {
     }
 
     fn send_udp_ping(&mut self, now: Instant) {
-        let mut plain = BytesMut::with_capacity(16);
         let timestamp = self.stats.udp_in.wrapping_add(1);
+        self.plain.clear();
         if voice_packet::encode(
             &UdpPacket::Ping { timestamp },
             self.voice_format,
             Direction::ToServer,
-            &mut plain,
+            &mut self.plain,
         )
         .is_err()
         {
             return;
         }
-        let mut sealed = Vec::with_capacity(plain.len() + 4);
-        self.udp.crypt.encrypt(&plain, &mut sealed);
-        self.transmits.push_back(Transmit::Udp(sealed.into()));
+        self.seal_plain();
         self.udp.unanswered_since.get_or_insert(now);
+    }
+
+    /// Encrypts `self.plain` into a datagram cut from the send arena and queues it.
+    fn seal_plain(&mut self) {
+        let sealed = self.tx.buf(ocb2::HEADER_LEN + self.plain.len());
+        self.udp.crypt.encrypt_into(&self.plain, sealed);
+        let datagram = self.tx.take();
+        self.transmits.push_back(Transmit::Udp(datagram));
+    }
+
+    /// Queues bytes for the TLS stream, counted against `max_tcp_backlog` until polled.
+    fn push_tcp(&mut self, bytes: Bytes) {
+        self.tcp_backlog += bytes.len();
+        self.transmits.push_back(Transmit::Tcp(bytes));
     }
 
     fn handle_voice_bytes(&mut self, packet: Bytes, path: Path, now: Instant) {
@@ -1101,5 +1128,256 @@ impl Session {
         for s in ended {
             self.end_talk(s, false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 16] = [7; 16];
+    const CLIENT_NONCE: [u8; 16] = [0x11; 16];
+    const SERVER_NONCE: [u8; 16] = [0x22; 16];
+    const OWN: u32 = 7;
+    const TALKER: u32 = 3;
+
+    fn frames(msgs: Vec<ControlMessage>) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        for m in msgs {
+            m.encode(&mut out);
+        }
+        out.to_vec()
+    }
+
+    /// A session synced with a server speaking `format`, `TALKER` in the channel, and with
+    /// `udp` the crypto keyed and UDP proven by one ping from the returned server state.
+    fn synced(format: VoiceFormat, udp: bool) -> (Session, CryptState) {
+        let now = Instant::now();
+        let mut session = Session::new(SessionConfig::default(), now);
+        let version = match format {
+            VoiceFormat::Legacy => proto::Version {
+                version_v1: Some(0x0001_0304),
+                ..Default::default()
+            },
+            VoiceFormat::Protobuf => proto::Version {
+                version_v2: Some(1 << 48 | 5 << 32),
+                ..Default::default()
+            },
+        };
+        let mut script = vec![
+            version.into(),
+            proto::ChannelState {
+                channel_id: Some(0),
+                name: Some("Root".into()),
+                ..Default::default()
+            }
+            .into(),
+        ];
+        for (s, name) in [(OWN, "me"), (TALKER, "talker")] {
+            script.push(
+                proto::UserState {
+                    session: Some(s),
+                    name: Some(name.into()),
+                    channel_id: Some(0),
+                    ..Default::default()
+                }
+                .into(),
+            );
+        }
+        script.push(
+            proto::ServerSync {
+                session: Some(OWN),
+                ..Default::default()
+            }
+            .into(),
+        );
+        if udp {
+            script.push(
+                proto::CryptSetup {
+                    key: Some(KEY.to_vec().into()),
+                    client_nonce: Some(CLIENT_NONCE.to_vec().into()),
+                    server_nonce: Some(SERVER_NONCE.to_vec().into()),
+                }
+                .into(),
+            );
+        }
+        session.handle_tcp(&frames(script), now).unwrap();
+        let mut server = CryptState::new();
+        server.set_key(&KEY, &SERVER_NONCE, &CLIENT_NONCE).unwrap();
+        if udp {
+            let mut ping = BytesMut::new();
+            voice_packet::encode(
+                &UdpPacket::Ping { timestamp: 1 },
+                format,
+                Direction::FromServer,
+                &mut ping,
+            )
+            .unwrap();
+            let mut sealed = Vec::new();
+            server.encrypt(&ping, &mut sealed);
+            session.handle_udp(&sealed, now);
+            assert!(session.udp_working());
+        }
+        assert!(session.is_synced());
+        while session.poll_event().is_some() {}
+        while session.poll_transmit().is_some() {}
+        (session, server)
+    }
+
+    fn opus(i: usize) -> Vec<u8> {
+        (0..40 + i % 30).map(|j| (i * 7 + j) as u8).collect()
+    }
+
+    /// What the session should put on the wire for `send_voice(opus(i), 2, terminator, target)`.
+    fn encoded(format: VoiceFormat, i: usize, terminator: bool, target: u8) -> BytesMut {
+        let mut out = BytesMut::new();
+        voice_packet::encode(
+            &UdpPacket::Audio(VoicePacket {
+                target_or_context: target,
+                session: None,
+                sequence: 2 * i as u64,
+                payload: opus(i).into(),
+                terminator,
+                position: None,
+            }),
+            format,
+            Direction::ToServer,
+            &mut out,
+        )
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn voice_sent_over_udp_is_the_encoded_packet_sealed() {
+        for format in [VoiceFormat::Legacy, VoiceFormat::Protobuf] {
+            let (mut session, _) = synced(format, true);
+            let mut server = CryptState::new();
+            server.set_key(&KEY, &SERVER_NONCE, &CLIENT_NONCE).unwrap();
+            for i in 0..2000 {
+                let (terminator, target) = (i % 10 == 9, (i % 3) as u8);
+                assert!(session.send_voice(&opus(i), 2, terminator, target));
+                let Some(Transmit::Udp(datagram)) = session.poll_transmit() else {
+                    panic!("no datagram");
+                };
+                assert_eq!(session.poll_transmit(), None);
+                let mut plain = Vec::new();
+                server.decrypt(&datagram, &mut plain).unwrap();
+                assert_eq!(
+                    plain,
+                    encoded(format, i, terminator, target),
+                    "{format:?} {i}"
+                );
+            }
+            assert_eq!(session.stats().udp_voice_out, 2000);
+        }
+    }
+
+    #[test]
+    fn voice_through_the_tunnel_is_a_udptunnel_frame() {
+        for format in [VoiceFormat::Legacy, VoiceFormat::Protobuf] {
+            let (mut session, _) = synced(format, false);
+            for i in 0..2000 {
+                assert!(session.send_voice(&opus(i), 2, false, 0));
+                let mut expected = BytesMut::new();
+                ControlMessage::UdpTunnel(encoded(format, i, false, 0).freeze())
+                    .encode(&mut expected);
+                assert_eq!(
+                    session.poll_transmit(),
+                    Some(Transmit::Tcp(expected.freeze()))
+                );
+            }
+            assert_eq!(session.stats().tcp_voice_out, 2000);
+        }
+    }
+
+    /// Server-to-client voice packet `i` from `TALKER`.
+    fn incoming(format: VoiceFormat, i: usize) -> BytesMut {
+        let mut out = BytesMut::new();
+        voice_packet::encode(
+            &UdpPacket::Audio(VoicePacket {
+                target_or_context: 0,
+                session: Some(TALKER),
+                sequence: 2 * i as u64,
+                payload: opus(i).into(),
+                terminator: false,
+                position: None,
+            }),
+            format,
+            Direction::FromServer,
+            &mut out,
+        )
+        .unwrap();
+        out
+    }
+
+    /// Every payload received, over both paths and across many receive chunks, stays
+    /// what was sent while all of them are held at once.
+    #[test]
+    fn received_payloads_stay_intact_while_held() {
+        for format in [VoiceFormat::Legacy, VoiceFormat::Protobuf] {
+            let (mut session, mut server) = synced(format, true);
+            let now = Instant::now();
+            let mut held = Vec::new();
+            for i in 0..2000 {
+                let plain = incoming(format, i);
+                if i % 2 == 0 {
+                    let mut sealed = Vec::new();
+                    server.encrypt(&plain, &mut sealed);
+                    session.handle_udp(&sealed, now);
+                } else {
+                    let frame = frames(vec![ControlMessage::UdpTunnel(plain.freeze())]);
+                    session.handle_tcp(&frame, now).unwrap();
+                }
+                while let Some(ev) = session.poll_event() {
+                    match ev {
+                        Event::Voice {
+                            session: s,
+                            sequence,
+                            opus,
+                            path,
+                            ..
+                        } => {
+                            assert_eq!((s, sequence), (TALKER, 2 * i as u64));
+                            let expected = if i % 2 == 0 { Path::Udp } else { Path::Tcp };
+                            assert_eq!(path, expected);
+                            held.push(opus);
+                        }
+                        Event::TalkStarted { .. } => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+            assert_eq!(held.len(), 2000);
+            for (i, opus_in) in held.iter().enumerate() {
+                assert_eq!(opus_in[..], opus(i)[..], "{format:?} packet {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_datagram_that_fails_decryption_leaves_nothing_behind() {
+        let (mut session, mut server) = synced(VoiceFormat::Legacy, true);
+        let now = Instant::now();
+        let mut sealed = Vec::new();
+        server.encrypt(&incoming(VoiceFormat::Legacy, 1), &mut sealed);
+        let mut forged = sealed.clone();
+        forged[5] ^= 1;
+        session.handle_udp(&forged, now);
+        assert!(matches!(
+            session.poll_event(),
+            Some(Event::Fault {
+                kind: ErrorKind::BadCrypto,
+                ..
+            })
+        ));
+        session.handle_udp(&sealed, now);
+        let voice = std::iter::from_fn(|| session.poll_event())
+            .find_map(|ev| match ev {
+                Event::Voice { opus, .. } => Some(opus),
+                _ => None,
+            })
+            .expect("the authentic datagram is heard");
+        assert_eq!(voice[..], opus(1)[..]);
     }
 }

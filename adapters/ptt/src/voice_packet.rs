@@ -118,6 +118,38 @@ pub struct VoicePacket {
     pub position: Option<[f32; 3]>,
 }
 
+/// A [`VoicePacket`] to encode with its payload borrowed, so a sender needs no owned
+/// [`Bytes`] (and no copy) for each packet: see [`encode_audio`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VoicePacketRef<'a> {
+    /// As [`VoicePacket::target_or_context`].
+    pub target_or_context: u8,
+    /// As [`VoicePacket::session`].
+    pub session: Option<u32>,
+    /// As [`VoicePacket::sequence`].
+    pub sequence: u64,
+    /// The Opus packet.
+    pub payload: &'a [u8],
+    /// As [`VoicePacket::terminator`].
+    pub terminator: bool,
+    /// As [`VoicePacket::position`].
+    pub position: Option<[f32; 3]>,
+}
+
+impl VoicePacket {
+    /// This packet with its payload borrowed.
+    pub fn borrowed(&self) -> VoicePacketRef<'_> {
+        VoicePacketRef {
+            target_or_context: self.target_or_context,
+            session: self.session,
+            sequence: self.sequence,
+            payload: &self.payload,
+            terminator: self.terminator,
+            position: self.position,
+        }
+    }
+}
+
 /// Anything that travels on the voice channel.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UdpPacket {
@@ -217,19 +249,7 @@ pub fn encode(
     out: &mut BytesMut,
 ) -> Result<(), VoiceError> {
     match packet {
-        UdpPacket::Audio(v) => {
-            if v.target_or_context > MAX_TARGET {
-                return Err(VoiceError::BadTarget(v.target_or_context.into()));
-            }
-            let session = match direction {
-                Direction::FromServer => Some(v.session.ok_or(VoiceError::MissingSession)?),
-                Direction::ToServer => None,
-            };
-            match format {
-                VoiceFormat::Legacy => encode_legacy_audio(v, session, out),
-                VoiceFormat::Protobuf => encode_protobuf_audio(v, session, direction, out),
-            }
-        }
+        UdpPacket::Audio(v) => encode_audio(&v.borrowed(), format, direction, out),
         UdpPacket::Ping { timestamp } => {
             match format {
                 VoiceFormat::Legacy => {
@@ -250,6 +270,28 @@ pub fn encode(
             Ok(())
         }
         UdpPacket::OtherCodec { codec } => Err(VoiceError::CannotEncodeOtherCodec(*codec)),
+    }
+}
+
+/// Appends the wire form of one Opus packet to `out`, reading the payload where it is.
+///
+/// The same bytes and errors as [`encode`] of the [`UdpPacket::Audio`] holding this packet.
+pub fn encode_audio(
+    packet: &VoicePacketRef<'_>,
+    format: VoiceFormat,
+    direction: Direction,
+    out: &mut BytesMut,
+) -> Result<(), VoiceError> {
+    if packet.target_or_context > MAX_TARGET {
+        return Err(VoiceError::BadTarget(packet.target_or_context.into()));
+    }
+    let session = match direction {
+        Direction::FromServer => Some(packet.session.ok_or(VoiceError::MissingSession)?),
+        Direction::ToServer => None,
+    };
+    match format {
+        VoiceFormat::Legacy => encode_legacy_audio(packet, session, out),
+        VoiceFormat::Protobuf => encode_protobuf_audio(packet, session, direction, out),
     }
 }
 
@@ -390,7 +432,7 @@ fn legacy_position(rest: &[u8]) -> Option<[f32; 3]> {
 }
 
 fn encode_legacy_audio(
-    v: &VoicePacket,
+    v: &VoicePacketRef<'_>,
     session: Option<u32>,
     out: &mut BytesMut,
 ) -> Result<(), VoiceError> {
@@ -406,7 +448,7 @@ fn encode_legacy_audio(
     }
     varint::encode(v.sequence, out);
     varint::encode(length_field, out);
-    out.put_slice(&v.payload);
+    out.put_slice(v.payload);
     if let Some(position) = v.position {
         for p in position {
             out.put_f32_le(p);
@@ -416,30 +458,52 @@ fn encode_legacy_audio(
 }
 
 fn encode_protobuf_audio(
-    v: &VoicePacket,
+    v: &VoicePacketRef<'_>,
     session: Option<u32>,
     direction: Direction,
     out: &mut BytesMut,
 ) -> Result<(), VoiceError> {
+    // prost wants `opus_data` as an owned `Bytes`; to write a borrowed payload without
+    // copying it into one, the message goes out in tag order in three parts: fields 1-4 by
+    // prost, field 5 (`opus_data`) by hand, fields 6-16 by prost. Encodings of disjoint
+    // fields concatenate, so the bytes are exactly prost's for the whole message (tested).
     let header = u32::from(v.target_or_context);
-    let audio = udp::Audio {
+    let head = udp::Audio {
         header: Some(match direction {
             Direction::ToServer => udp::audio::Header::Target(header),
             Direction::FromServer => udp::audio::Header::Context(header),
         }),
         sender_session: session.unwrap_or(0),
         frame_number: v.sequence,
-        // A reference-count bump, not a copy.
-        opus_data: v.payload.clone(),
+        ..Default::default()
+    };
+    let tail = udp::Audio {
         positional_data: v.position.map(Vec::from).unwrap_or_default(),
         volume_adjustment: 0.0,
         is_terminator: v.terminator,
+        ..Default::default()
     };
-    out.reserve(1 + audio.encoded_len());
+    let len = v.payload.len();
+    // proto3 leaves an empty `bytes` field out, as prost does.
+    let opus_len = if len == 0 {
+        0
+    } else {
+        1 + prost::length_delimiter_len(len) + len
+    };
+    out.reserve(1 + head.encoded_len() + opus_len + tail.encoded_len());
     out.put_u8(protobuf_kind::AUDIO);
-    audio.encode(out)?;
+    head.encode(out)?;
+    if len > 0 {
+        out.put_u8(OPUS_DATA_KEY);
+        prost::encode_length_delimiter(len, out)?;
+        out.put_slice(v.payload);
+    }
+    tail.encode(out)?;
     Ok(())
 }
+
+/// Key of `MumbleUDP.Audio.opus_data`: field 5, wire type 2 (length-delimited).
+const OPUS_DATA_KEY: u8 = 5 << 3 | 2;
 
 fn decode_protobuf(packet: Bytes, direction: Direction) -> Result<UdpPacket, VoiceError> {
     let kind = *packet.first().ok_or(VoiceError::Empty)?;
@@ -803,5 +867,46 @@ mod tests {
             dec(&[0], Protobuf, FromServer).unwrap(),
             audio(Some(0), 0, Bytes::new(), false)
         );
+    }
+
+    proptest::proptest! {
+        /// The protobuf audio encoder writes `opus_data` by hand: its bytes must stay exactly
+        /// what prost writes for the whole message, in both directions.
+        #[test]
+        fn protobuf_audio_is_byte_identical_to_prost(
+            target in 0..=MAX_TARGET,
+            session in proptest::prelude::any::<u32>(),
+            sequence in proptest::prelude::any::<u64>(),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            terminator in proptest::prelude::any::<bool>(),
+            position in proptest::option::of(proptest::prelude::any::<[f32; 3]>()),
+            from_server in proptest::prelude::any::<bool>(),
+        ) {
+            let direction = if from_server { FromServer } else { ToServer };
+            let prost_audio = udp::Audio {
+                header: Some(if from_server {
+                    udp::audio::Header::Context(target.into())
+                } else {
+                    udp::audio::Header::Target(target.into())
+                }),
+                sender_session: if from_server { session } else { 0 },
+                frame_number: sequence,
+                opus_data: payload.clone().into(),
+                positional_data: position.map(Vec::from).unwrap_or_default(),
+                volume_adjustment: 0.0,
+                is_terminator: terminator,
+            };
+            let mut expected = vec![protobuf_kind::AUDIO];
+            prost_audio.encode(&mut expected).unwrap();
+            let packet = UdpPacket::Audio(VoicePacket {
+                target_or_context: target,
+                session: Some(session),
+                sequence,
+                payload: payload.into(),
+                terminator,
+                position,
+            });
+            proptest::prop_assert_eq!(enc(&packet, Protobuf, direction), expected);
+        }
     }
 }
