@@ -215,7 +215,7 @@ impl MixGroup {
         Some(t.inbound.push(ts, payload, arrival_us))
     }
 
-    /// Bytes this group holds now: its own heap plus every libopus state
+    /// Bytes this group holds now: its own heap (packet arenas included) plus every libopus state
     /// (talkers hold an encoder only while they are being mixed).
     pub fn memory_bytes(&self) -> usize {
         let dec = crate::opus::Decoder::state_bytes(Channels::Mono);
@@ -228,11 +228,12 @@ impl MixGroup {
                     + t.inbound.heap_bytes()
                     + t.pcm.capacity() * 2
                     + dec
-                    + if t.encoder.is_some() { enc } else { 0 }
+                    + t.encoder.as_ref().map_or(0, |e| enc + e.heap_bytes())
             })
             .sum();
         std::mem::size_of::<Self>()
             + enc
+            + self.encoder.heap_bytes()
             + talkers
             + (self.talkers.capacity() - self.talkers.len()) * std::mem::size_of::<Talker>()
             + self.mixer.heap_bytes()

@@ -6,6 +6,7 @@
 //!
 //! | module | concept |
 //! |---|---|
+//! | [`arena`] | packets as `Bytes` cut from shared chunks (no allocation per packet) |
 //! | [`opus`] | Opus [`opus::Encoder`] / [`opus::Decoder`] (48 kHz mono/stereo, `i16`) |
 //! | [`opus_toc`] | Opus TOC / framing: frame count and duration without decoding |
 //! | [`g711`] | G.711 µ-law / A-law |
@@ -44,6 +45,7 @@
 //! # Ok::<(), media::Error>(())
 //! ```
 
+pub mod arena;
 pub mod error;
 pub mod g711;
 pub mod group;

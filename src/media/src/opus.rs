@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 
+use crate::arena::PacketArena;
 use crate::error::{Error, Result};
 use crate::pcm::Channels;
 
@@ -60,6 +61,8 @@ pub struct Encoder {
     inner: ::opus::Encoder,
     rate: u32,
     channels: Channels,
+    /// Where [`Encoder::encode`]'s packets are cut from: no allocation per packet.
+    arena: PacketArena,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -84,6 +87,7 @@ impl Encoder {
             inner,
             rate,
             channels,
+            arena: PacketArena::default(),
         })
     }
 
@@ -150,7 +154,12 @@ impl Encoder {
     pub fn encode(&mut self, pcm: &[i16]) -> Result<Bytes> {
         let mut buf = [0u8; MAX_PACKET];
         let n = self.encode_into(pcm, &mut buf)?;
-        Ok(Bytes::copy_from_slice(&buf[..n]))
+        Ok(self.arena.copy(&buf[..n]))
+    }
+
+    /// Heap bytes besides the libopus state: the chunk its packets are cut from.
+    pub fn heap_bytes(&self) -> usize {
+        self.arena.capacity()
     }
 
     /// Bytes of libopus state one encoder holds (for memory accounting).
