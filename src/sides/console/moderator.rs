@@ -8,6 +8,10 @@
 //! Requests are done in order on one connection, so murmurd answers them in order: a
 //! `PermissionDenied` belongs to the oldest request still waiting (requests that
 //! succeeded were confirmed, by the `UserState` murmurd broadcasts, before it).
+//!
+//! While the admin session is reconnecting (the PTT server restarted: consoles and terminals
+//! may be back before it is), requests wait for it up to the same timeout instead of failing
+//! a call that would work a moment later.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -91,6 +95,7 @@ impl Moderator {
         let task = Task {
             client: client.clone(),
             pending: VecDeque::new(),
+            waiting: VecDeque::new(),
             timeout,
         };
         tokio::spawn(
@@ -147,7 +152,10 @@ impl Moderator {
 
 struct Task {
     client: ClientHandle,
+    /// Sent to the server, waiting for its confirmation.
     pending: VecDeque<Pending>,
+    /// Not sent yet: the admin session was not connected.
+    waiting: VecDeque<Pending>,
     timeout: Duration,
 }
 
@@ -169,31 +177,44 @@ fn finish(job: Job, result: Result<(), String>) {
 impl Task {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut events: mpsc::Receiver<ClientEvent>) {
         loop {
-            let wake = self.pending.iter().map(|p| p.deadline).min();
+            let wake = self
+                .pending
+                .iter()
+                .chain(&self.waiting)
+                .map(|p| p.deadline)
+                .min();
             tokio::select! {
                 job = jobs.recv() => match job {
-                    Some(job) => self.start(job).await,
+                    Some(job) => {
+                        let deadline = Instant::now() + self.timeout;
+                        self.start(job, deadline).await
+                    }
                     None => break,
                 },
                 ev = events.recv() => match ev {
+                    Some(ClientEvent::Session(Event::Synced { .. })) => {
+                        // Back on the server: what waited for it goes out now, in order.
+                        for w in std::mem::take(&mut self.waiting) {
+                            self.start(w.job, w.deadline).await;
+                        }
+                    }
                     Some(ev) => self.event(ev),
                     None => break,
                 },
                 _ = sleep_until(wake) => self.expire(Instant::now()),
             }
         }
-        for p in self.pending.drain(..) {
+        for p in self.pending.drain(..).chain(self.waiting.drain(..)) {
             finish(p.job, Err("the bridge is shutting down".into()));
         }
     }
 
-    async fn start(&mut self, job: Job) {
+    /// Sends `job` now, or keeps it until the session is back (at most until `deadline`).
+    async fn start(&mut self, job: Job, deadline: Instant) {
         let snap = self.client.snapshot();
         if snap.state != LinkState::Connected {
-            return finish(
-                job,
-                Err("the bridge's admin account is not connected to the PTT server".into()),
-            );
+            self.waiting.push_back(Pending { job, deadline });
+            return;
         }
         // No shortcut from our own view of the server: it can lag murmurd's by a moment (a
         // terminal that just connected, or just moved). murmurd decides; a move to where the
@@ -218,10 +239,7 @@ impl Task {
         {
             return finish(job, Err("the bridge's admin session has stopped".into()));
         }
-        self.pending.push_back(Pending {
-            job,
-            deadline: Instant::now() + self.timeout,
-        });
+        self.pending.push_back(Pending { job, deadline });
     }
 
     fn complete(
@@ -297,6 +315,13 @@ impl Task {
     }
 
     fn expire(&mut self, now: Instant) {
+        while let Some(i) = self.waiting.iter().position(|p| p.deadline <= now) {
+            let p = self.waiting.remove(i).expect("index in range");
+            finish(
+                p.job,
+                Err("the bridge's admin account is not connected to the PTT server".into()),
+            );
+        }
         let timeout = self.timeout;
         let snap = self.client.snapshot();
         while let Some(i) = self.pending.iter().position(|p| p.deadline <= now) {

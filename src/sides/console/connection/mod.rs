@@ -21,7 +21,9 @@ use muicall::{
     CallState, HangupResp, MemberResp, MemberResult, Notify, Reply, Request, RequestError,
     Transaction, response_type,
 };
-use ptt::client::{self, ClientConfig, ClientEvent, ClientHandle, Command, OutgoingVoice};
+use ptt::client::{
+    self, ClientConfig, ClientEvent, ClientHandle, Command, LinkState, OutgoingVoice,
+};
 use ptt::proto;
 use ptt::session::{Event as PttEvent, SessionConfig};
 use serde::Serialize;

@@ -172,6 +172,11 @@ impl Connection {
             return;
         };
         let snap = login.client.snapshot();
+        if snap.state != LinkState::Connected {
+            // The session lost the server and with it its view of the users: nobody left
+            // the call, the server went (its Disconnected event ends the call with that reason).
+            return;
+        }
         let changes = call.observe(&snap.users, answer);
         if changes.is_empty() {
             return;
