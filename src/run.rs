@@ -1,7 +1,7 @@
 //! `pttbridge run`: starts every side and the HTTP port, runs until Ctrl-C/SIGTERM.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -11,15 +11,14 @@ use crate::config::Config;
 use crate::events::Platform;
 use crate::http::{AppState, metrics_handle, router};
 use crate::hub::EventBus;
-use crate::hub::Side;
 use crate::recording::Recorder;
-use crate::sides::ptt::PttSide;
-use crate::sides::{ptt_calls, ptt_commands::PttCommands};
+use crate::sides::SideContext;
 use crate::storage::{AppRow, Store};
 
 /// Runs the bridge with a loaded configuration.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let metrics = metrics_handle();
+    // The recorder is installed before any side registers a metric.
+    metrics_handle();
     let bus = Arc::new(EventBus::new());
     log_events(&bus);
     let recorder = match &config.recording.dir {
@@ -35,33 +34,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Before any side starts: the sink subscribes now and misses nothing.
         platform.nats = Some(crate::events::nats::start(&config.nats, &bus)?);
     }
-    let ptt = PttSide::start(&config, bus.clone(), recorder);
-    platform
-        .commands
-        .register(Side::Ptt, PttCommands::new(ptt.clone()));
-    ptt_calls::start(
-        &ptt,
-        platform.calls.clone(),
-        config.business.ptt_call_idle(),
-    );
-    let console = crate::sides::console::ConsoleSide::start(&config, bus.clone());
-    console.wire(&platform);
-    let consoles = console.clone();
+    let mut ctx = SideContext {
+        config: &config,
+        bus: bus.clone(),
+        platform: &platform,
+        recorder,
+        ptt: None,
+    };
+    let sides = crate::sides::start_all(&mut ctx)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let meeting =
-        crate::sides::meeting::Switchboard::new(config.meeting.clone(), bus.clone(), &ptt);
-    meeting.wire(&platform);
-    meeting.start_upstreams();
-    let state = Arc::new(AppState {
-        ptt,
-        console,
+    let state = Arc::new(AppState::new(
+        sides.clone(),
         bus,
-        meeting,
-        started: Instant::now(),
-        metrics,
         platform,
-        shutdown: shutdown.clone(),
-    });
+        shutdown.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
@@ -81,8 +68,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them"),
     }
-    // Consoles' calls end with their terminals moved home before the process goes.
-    consoles.finish(SHUTDOWN_GRACE).await;
+    // Sides end their sessions (consoles' calls end with their terminals moved home) before
+    // the process goes.
+    futures_util::future::join_all(sides.iter().map(|s| s.shutdown(SHUTDOWN_GRACE))).await;
     info!("stopped");
     Ok(())
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use pttbridge::events::Platform;
 use pttbridge::http::{AppState, business};
 use pttbridge::hub::EventBus;
-use pttbridge::sides::ptt::PttSide;
 use pttbridge::storage::Store;
 use serde_json::Value;
 
@@ -31,7 +30,7 @@ fn serve() -> std::net::SocketAddr {
             let platform = Platform::new(Default::default(), Default::default(), store);
             let (_running, shutdown) = tokio::sync::watch::channel(false);
             let state = Arc::new(AppState::new(
-                PttSide::default(),
+                Vec::new(),
                 Arc::new(EventBus::new()),
                 platform,
                 shutdown,

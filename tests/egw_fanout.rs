@@ -14,7 +14,6 @@ use pttbridge::events::config::{Developer, EgwConfig};
 use pttbridge::http::AppState;
 use pttbridge::hub::event::Draft;
 use pttbridge::hub::{EventBus, EventKind, Party, Side};
-use pttbridge::sides::ptt::PttSide;
 use pttbridge::storage::Store;
 use serde_json::json;
 
@@ -29,12 +28,7 @@ async fn serve(
     let bus = Arc::new(EventBus::new());
     let platform = Platform::new(egw, Default::default(), Store::open(None).unwrap());
     let (running, shutdown) = tokio::sync::watch::channel(false);
-    let state = Arc::new(AppState::new(
-        PttSide::default(),
-        bus.clone(),
-        platform,
-        shutdown,
-    ));
+    let state = Arc::new(AppState::new(Vec::new(), bus.clone(), platform, shutdown));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(pttbridge::http::serve(l, state));

@@ -23,7 +23,6 @@ use pttbridge::events::config::{Developer, EgwConfig, NatsConfig};
 use pttbridge::http::AppState;
 use pttbridge::hub::event::Draft;
 use pttbridge::hub::{EventBus, EventKind, Party, Side};
-use pttbridge::sides::ptt::PttSide;
 use pttbridge::storage::Store;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -185,12 +184,7 @@ async fn egw(args: &[String]) -> anyhow::Result<()> {
     };
     let platform = Platform::new(egw, Default::default(), Store::open(None)?);
     let (_running, shutdown) = tokio::sync::watch::channel(false);
-    let state = Arc::new(AppState::new(
-        PttSide::default(),
-        bus.clone(),
-        platform,
-        shutdown,
-    ));
+    let state = Arc::new(AppState::new(Vec::new(), bus.clone(), platform, shutdown));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(pttbridge::http::serve(listener, state));

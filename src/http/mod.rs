@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::events::Platform;
 use crate::hub::EventBus;
-use crate::sides::ptt::PttSide;
+use crate::sides::Side;
 
 pub mod business;
 pub mod egw;
@@ -23,14 +23,10 @@ pub mod web;
 /// What the handlers need.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// PTT side.
-    pub ptt: PttSide,
-    /// Console side (`/muicall`).
-    pub console: crate::sides::console::ConsoleSide,
+    /// Every side, PTT first.
+    pub sides: Vec<Arc<dyn Side>>,
     /// Hub events.
     pub bus: Arc<EventBus>,
-    /// Meeting side (RTCPeer signalling and rooms).
-    pub meeting: Arc<crate::sides::meeting::Switchboard>,
     /// When the bridge started.
     pub started: Instant,
     /// Prometheus renderer.
@@ -42,23 +38,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for a router without a config file: the given PTT side and platform, console and
-    /// meeting sides with their defaults, metrics installed.
-    /// Used by `run` and by in-process servers (tests, the load tool).
+    /// State for a router over `sides` (none: the platform surfaces alone, as the load
+    /// tool and the API tests serve them), metrics installed.
     pub fn new(
-        ptt: PttSide,
+        sides: Vec<Arc<dyn Side>>,
         bus: Arc<EventBus>,
         platform: Platform,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        let meeting =
-            crate::sides::meeting::Switchboard::new(Default::default(), bus.clone(), &ptt);
-        let console = crate::sides::console::ConsoleSide::start(&Default::default(), bus.clone());
         Self {
-            ptt,
-            console,
+            sides,
             bus,
-            meeting,
             started: Instant::now(),
             metrics: metrics_handle(),
             platform,
@@ -97,37 +87,34 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// The router with every route.
+/// The router with every route: each side's, the platform's, the page's, health and metrics.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .merge(crate::sides::meeting::routes(state.meeting.clone()))
+    let mut r = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/events", get(events::stream))
         .route("/egw", get(egw::upgrade))
         .route("/server/address", get(egw::server_address))
         .merge(business::routes())
-        .merge(crate::sides::console::routes(
-            state.console.clone(),
-            state.shutdown.clone(),
-        ))
-        .merge(web::routes(&state))
-        .with_state(state)
+        .merge(web::routes())
+        .with_state(state.clone());
+    for side in &state.sides {
+        r = r.merge(side.routes(&state.shutdown));
+    }
+    r
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let servers = state.ptt.health();
-    let ptt_ok = servers.iter().all(|s| s.state == "connected");
-    let status = if ptt_ok { "ok" } else { "degraded" };
+    let mut sides = serde_json::Map::new();
+    for side in &state.sides {
+        sides.insert(side.kind().as_str().into(), side.health());
+    }
+    let ok = state.sides.iter().all(|s| s.healthy());
     let body = json!({
-        "status": status,
+        "status": if ok { "ok" } else { "degraded" },
         "uptime_s": state.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
-        "sides": {
-            "ptt": { "state": if ptt_ok { "connected" } else { "degraded" }, "servers": servers },
-            "console": state.console.health(),
-            "meeting": state.meeting.health(),
-        },
+        "sides": sides,
         "events": crate::events::health(&state.platform),
     });
     // Degraded is still 200: the bridge itself is alive and serving the sides that work.
@@ -135,7 +122,9 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    state.ptt.export_metrics();
+    for side in &state.sides {
+        side.export_metrics();
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -5,7 +5,8 @@
 //! - `GET /api/state`: a snapshot for the live view (PTT servers with their channel trees,
 //!   dial-in channels, links, groups and who talks in them, consoles online).
 //! - `GET /api/levels`: Server-Sent Events, ten times a second while anyone talks, with the
-//!   audio level of each PTT talker the bridge hears (see [`levels`]).
+//!   audio level of each PTT talker the bridge hears (served by the PTT side:
+//!   [`crate::sides::ptt::levels`]).
 //!
 //! Everything else the page needs it takes from the public surfaces: `/events` (hub events),
 //! `/healthz`, `/app/getSign` + `/app/account` and the `/rtcpeer` WebSocket.
@@ -20,7 +21,6 @@ use axum::routing::get;
 
 use super::AppState;
 
-pub mod levels;
 mod state;
 
 /// The page's files: name, content type, bytes.
@@ -62,9 +62,8 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The page's routes. Starts the level meter (one task per PTT account).
-pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
-    let meter = levels::LevelMeter::start(&state.ptt, state.shutdown.clone());
+/// The page's routes (the PTT side serves `/api/levels`).
+pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(|| async { asset("index.html") }))
         .route(
@@ -72,11 +71,6 @@ pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
             get(|Path(file): Path<String>| async move { asset(&file) }),
         )
         .route("/api/state", get(state::snapshot))
-        .merge(
-            Router::new()
-                .route("/api/levels", get(levels::stream))
-                .with_state(meter),
-        )
 }
 
 fn asset(name: &str) -> Response {

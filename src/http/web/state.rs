@@ -1,5 +1,6 @@
-//! `GET /api/state`: one snapshot of what the live view draws, taken from what the sides already
-//! keep (PTT client snapshots, the switchboard, the hub's per-app state model). The page then
+//! `GET /api/state`: one snapshot of what the live view draws: the hub's per-app state model,
+//! and each side's own part ([`crate::sides::Side::live_view`]: PTT servers and channel trees,
+//! dial-ins and links, consoles). The page then
 //! follows `/events` and asks again when the structure changes.
 //!
 //! ```json
@@ -15,71 +16,21 @@
 //!  "meeting":{"enabled":true,"registered":1,"calls":1,"rooms":1}}
 //! ```
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
+use crate::events::state::user_id;
 use crate::http::AppState;
-use crate::hub::Party;
-use crate::sides::ptt;
-
-fn key(p: &Party) -> String {
-    format!("{}:{}", p.side.as_str(), p.id)
-}
 
 pub(super) async fn snapshot(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(build(&state))
 }
 
+/// The hub's groups and who is online, then what each side shows of itself.
 fn build(state: &AppState) -> Value {
-    let own: HashSet<(String, String)> = state
-        .ptt
-        .accounts
-        .iter()
-        .map(|a| (a.server.clone(), a.username.clone()))
-        .collect();
-    let servers: Vec<Value> = state
-        .ptt
-        .health()
-        .into_iter()
-        .map(|h| {
-            // Every session sees the whole server: the first account's view is the tree.
-            let channels = state
-                .ptt
-                .accounts
-                .iter()
-                .find(|a| a.server == h.id)
-                .map(|a| channel_tree(&a.client.snapshot(), &h.id, &own))
-                .unwrap_or_default();
-            json!({
-                "id": h.id, "host": h.host, "port": h.port, "state": h.state,
-                "accounts": h.accounts, "channels": channels,
-            })
-        })
-        .collect();
-
-    let sb = &state.meeting;
-    let mut dial_ids: Vec<_> = sb.dial_ids().into_iter().collect();
-    dial_ids.sort_unstable();
-    let dial_in: Vec<Value> = dial_ids
-        .iter()
-        .filter_map(|id| sb.dial_target(*id))
-        .map(|d| {
-            let channel = d.account.channel_path();
-            json!({
-                "user_id": d.user_id,
-                "name": d.name.clone().or_else(|| channel.clone()),
-                "server": d.account.server,
-                "channel": channel,
-                "policy": format!("{:?}", d.policy).to_lowercase(),
-            })
-        })
-        .collect();
-    let meeting = sb.health();
-
     let mut groups = Vec::new();
     let mut online = Vec::new();
     for app in state.bus.apps() {
@@ -90,7 +41,7 @@ fn build(state: &AppState) -> Value {
                 .values()
                 .map(|m| {
                     json!({
-                        "party": key(&m.party), "side": m.party.side.as_str(),
+                        "party": user_id(&m.party), "side": m.party.side.as_str(),
                         "name": m.party.name, "talking": !m.media.is_empty(),
                     })
                 })
@@ -99,57 +50,21 @@ fn build(state: &AppState) -> Value {
         }
         for o in model.online.values() {
             online.push(json!({
-                "app": app, "party": key(&o.party), "side": o.party.side.as_str(),
+                "app": app, "party": user_id(&o.party), "side": o.party.side.as_str(),
                 "name": o.party.name,
             }));
         }
     }
-
-    json!({
+    let mut out = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
-        "ptt": servers,
-        "dial_in": dial_in,
-        "links": meeting["links"],
         "groups": groups,
         "online": online,
-        "consoles": state.console.health(),
-        "meeting": {
-            "enabled": meeting["enabled"], "registered": meeting["registered"],
-            "calls": meeting["calls"], "rooms": meeting["rooms"],
-        },
-    })
-}
-
-fn channel_tree(
-    snap: &::ptt::client::Snapshot,
-    server: &str,
-    own: &HashSet<(String, String)>,
-) -> Vec<Value> {
-    snap.channels
-        .values()
-        .map(|c| {
-            let mut users: Vec<&::ptt::session::User> = snap
-                .users
-                .values()
-                .filter(|u| u.channel_id == c.id)
-                .collect();
-            users.sort_by_key(|u| u.name.to_lowercase());
-            let users: Vec<Value> = users
-                .into_iter()
-                .map(|u| {
-                    json!({
-                        "party": key(&ptt::party(u)), "name": u.name, "session": u.session,
-                        "bridge": own.contains(&(server.to_owned(), u.name.clone())),
-                        "muted": u.muted,
-                    })
-                })
-                .collect();
-            json!({
-                "id": c.id, "parent": c.parent, "name": c.name,
-                "path": snap.channel_path(c.id).unwrap_or_default(),
-                "temporary": c.temporary, "users": users,
-            })
-        })
-        .collect()
+    });
+    for side in &state.sides {
+        for (k, v) in side.live_view() {
+            out[k] = v;
+        }
+    }
+    out
 }

@@ -29,7 +29,6 @@ use ptt::session::SessionConfig;
 use tokio::sync::watch;
 
 use crate::config::{Config, PttConfig, PttServer};
-use crate::events::Platform;
 use crate::hub::{Calls, EventBus, Side};
 use config::{ConsoleConfig, normalize_base_url};
 use moderator::Moderator;
@@ -73,9 +72,46 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone)]
 pub struct ConsoleSide(pub(crate) Arc<Shared>);
 
+impl super::Side for ConsoleSide {
+    fn start(ctx: &super::SideContext<'_>) -> anyhow::Result<Arc<Self>> {
+        let side = ConsoleSide::connect(ctx.config, ctx.bus.clone());
+        // Temporary calls are recorded in the platform's call records.
+        let _ = side.0.calls.set(ctx.platform.calls.clone());
+        Ok(Arc::new(side))
+    }
+
+    fn kind(&self) -> Side {
+        Side::Console
+    }
+
+    fn routes(&self, shutdown: &watch::Receiver<bool>) -> Router {
+        routes(self.clone(), shutdown.clone())
+    }
+
+    fn health(&self) -> serde_json::Value {
+        self.status()
+    }
+
+    fn live_view(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("consoles".into(), self.status());
+        m
+    }
+
+    /// Consoles take platform commands: kickout, trans-cmd, invite.
+    fn commands(&self) -> Option<Arc<dyn crate::hub::SideCommands>> {
+        Some(commands::ConsoleCommands::new(self.clone()))
+    }
+
+    fn shutdown(&self, grace: std::time::Duration) -> crate::hub::command::BoxFuture<()> {
+        let side = self.clone();
+        Box::pin(async move { side.finish(grace).await })
+    }
+}
+
 impl ConsoleSide {
     /// Connects the admin account of every console server; consoles connect later.
-    pub fn start(config: &Config, bus: Arc<EventBus>) -> Self {
+    pub fn connect(config: &Config, bus: Arc<EventBus>) -> Self {
         let mut servers = HashMap::new();
         for s in &config.console.servers {
             let Some(ptt) = config.ptt.servers.iter().find(|p| p.id == s.ptt_server) else {
@@ -117,17 +153,8 @@ impl ConsoleSide {
         }))
     }
 
-    /// Joins the platform: consoles take its commands (kickout, trans-cmd, invite) and their
-    /// temporary calls are recorded in its call records.
-    pub fn wire(&self, platform: &Platform) {
-        let _ = self.0.calls.set(platform.calls.clone());
-        platform
-            .commands
-            .register(Side::Console, commands::ConsoleCommands::new(self.clone()));
-    }
-
-    /// Consoles connected now.
-    pub fn health(&self) -> serde_json::Value {
+    /// Consoles logged in now, and whether each server's admin session is connected.
+    pub fn status(&self) -> serde_json::Value {
         let accounts = self
             .0
             .accounts

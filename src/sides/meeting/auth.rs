@@ -2,8 +2,8 @@
 //! `POST /app/account` `method=dockingLogin` logs a third-party account in with that signature
 //! and returns a `SID` plus the user. The `SID` is what `call.doRegister` presents.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
@@ -14,7 +14,7 @@ use rtcpeer::reply::{DockingLogin, GetSign};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::Switchboard;
+use super::config::AppCredentials;
 
 /// A logged-in session.
 #[derive(Debug, Clone)]
@@ -25,9 +25,22 @@ pub struct Session {
     pub app_id: String,
 }
 
-/// Signatures issued and sessions opened.
+/// Signatures issued and sessions opened, behind their own lock (never held across an await).
 #[derive(Debug, Default)]
 pub struct Accounts {
+    inner: Mutex<AccountBook>,
+}
+
+impl Accounts {
+    /// The book, locked.
+    pub fn lock(&self) -> MutexGuard<'_, AccountBook> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Signatures, sessions and the account → user id map.
+#[derive(Debug, Default)]
+pub struct AccountBook {
     /// Signature → app id.
     signs: HashMap<String, String>,
     /// SID → session.
@@ -48,7 +61,7 @@ fn token() -> String {
         .collect()
 }
 
-impl Accounts {
+impl AccountBook {
     /// Issues a signature for `app_id`.
     pub fn sign(&mut self, app_id: &str) -> String {
         let s = token();
@@ -110,6 +123,18 @@ impl Accounts {
     }
 }
 
+/// What the login routes need: the signatures and sessions, the apps that may sign, and the
+/// user ids reserved for dial-ins.
+#[derive(Debug)]
+pub struct AuthState {
+    /// Signatures and sessions (shared with the switchboard, which checks SIDs).
+    pub accounts: Arc<Accounts>,
+    /// `[[meeting.apps]]`.
+    pub apps: Vec<AppCredentials>,
+    /// Dial-in ids: never handed to a user.
+    pub reserved: HashSet<Id>,
+}
+
 /// `GET /app/getSign` query.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -120,7 +145,7 @@ pub struct SignQuery {
 
 /// `GET /app/getSign?appId=..&secret=..`.
 pub async fn get_sign(
-    State(sb): State<Arc<Switchboard>>,
+    State(auth): State<Arc<AuthState>>,
     Query(q): Query<SignQuery>,
 ) -> Json<GetSign> {
     let (Some(app_id), Some(secret)) = (q.app_id, q.secret) else {
@@ -130,7 +155,7 @@ pub async fn get_sign(
             message: "appId and secret are required".into(),
         });
     };
-    let apps = &sb.config.apps;
+    let apps = &auth.apps;
     // No apps configured: an open embedded deployment, any app may sign.
     let known = apps.is_empty()
         || apps
@@ -145,7 +170,7 @@ pub async fn get_sign(
             message: "unknown appId or wrong secret".into(),
         });
     }
-    let sign = sb.state().accounts.sign(&app_id);
+    let sign = auth.accounts.lock().sign(&app_id);
     Json(GetSign {
         code: 200,
         data: Some(sign),
@@ -156,7 +181,7 @@ pub async fn get_sign(
 /// `POST /app/account`: form fields (or one `params` field holding them as JSON, as in the
 /// spec's 6.2.2.4 example; a JSON body works too).
 pub async fn account(
-    State(sb): State<Arc<Switchboard>>,
+    State(auth): State<Arc<AuthState>>,
     headers: HeaderMap,
     body: String,
 ) -> Json<DockingLogin> {
@@ -194,12 +219,11 @@ pub async fn account(
         return fail(2, "sign is required");
     };
     let account = text("account").unwrap_or_default();
-    let dial = sb.dial_ids();
     let login =
-        sb.state()
-            .accounts
+        auth.accounts
+            .lock()
             .login(&sign, &account, text("userName"), text("avatar"), |id| {
-                dial.contains(&id)
+                auth.reserved.contains(&id)
             });
     match login {
         Ok((sid, session)) => Json(DockingLogin {
@@ -276,7 +300,7 @@ mod tests {
 
     #[test]
     fn login_needs_an_issued_sign_and_keeps_ids_stable() {
-        let mut a = Accounts::default();
+        let mut a = AccountBook::default();
         assert_eq!(
             a.login("nope", "x", None, None, |_| false).unwrap_err().0,
             2

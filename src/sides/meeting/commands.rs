@@ -26,9 +26,12 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tracing::info;
 
-use super::room::{LinkSetup, RoomCmd};
-use super::switchboard::{Conn, PLATFORM, Switchboard, group_id, party, push_outbox};
-use crate::events::Platform;
+use super::calls::PLATFORM;
+use super::events::{group_id, party};
+use super::outbox::push_outbox;
+use super::registrar::Conn;
+use super::room::RoomCmd;
+use super::switchboard::{AttachError, Switchboard};
 use crate::hub::command::BoxFuture;
 use crate::hub::{CommandError, Delivered, EventKind, Side, SideCommand, SideCommands};
 
@@ -58,7 +61,7 @@ impl SideCommands for MeetingCommands {
                     let room = group
                         .strip_prefix("meeting:")
                         .and_then(|r| r.parse::<Id>().ok())
-                        .filter(|r| sb.state().rooms.contains_key(r))
+                        .filter(|r| sb.state().rooms.contains(*r))
                         .ok_or_else(|| CommandError::UnknownGroup(group.clone()))?;
                     if side != Side::Meeting {
                         return Err(CommandError::Unsupported(format!(
@@ -66,11 +69,11 @@ impl SideCommands for MeetingCommands {
                         )));
                     }
                     let user = user
-                        .filter(|_| app == sb.app)
+                        .filter(|_| app == sb.events.app())
                         .ok_or(CommandError::NotOnline)?;
                     sb.platform_invite(user, room, extend).await
                 }
-                _ if app != sb.app => Err(CommandError::NotOnline),
+                _ if app != sb.events.app() => Err(CommandError::NotOnline),
                 SideCommand::Deliver { message, .. } => {
                     sb.deliver(user.ok_or(CommandError::NotOnline)?, message)
                 }
@@ -83,20 +86,18 @@ impl SideCommands for MeetingCommands {
     }
 }
 
-impl Switchboard {
-    /// Joins the platform: meeting users take its commands, dial-in links are recorded.
-    pub fn wire(self: &Arc<Self>, platform: &Platform) {
-        let _ = self.calls.set(platform.calls.clone());
-        platform.commands.register(
-            Side::Meeting,
-            Arc::new(MeetingCommands { sb: self.clone() }),
-        );
+impl MeetingCommands {
+    /// The handler over `sb`.
+    pub fn new(sb: Arc<Switchboard>) -> Arc<Self> {
+        Arc::new(Self { sb })
     }
+}
 
+impl Switchboard {
     /// trans-cmd: a `doEvent` push to `user`.
     fn deliver(&self, user: Id, message: Value) -> Result<Delivered, CommandError> {
         let st = self.state();
-        let r = st.users.get(&user).ok_or(CommandError::NotOnline)?;
+        let r = st.registry.get(user).ok_or(CommandError::NotOnline)?;
         let event = message
             .get("event")
             .and_then(Value::as_str)
@@ -127,7 +128,7 @@ impl Switchboard {
     /// kickout: tells the connection of `user` to end (its socket task does the rest).
     fn kick(&self, user: Id, reason: String) -> Result<Delivered, CommandError> {
         let st = self.state();
-        let r = st.users.get(&user).ok_or(CommandError::NotOnline)?;
+        let r = st.registry.get(user).ok_or(CommandError::NotOnline)?;
         // A kick already queued is as good as this one.
         let _ = r.kick.try_send(reason);
         Ok(Delivered {
@@ -153,10 +154,10 @@ impl Switchboard {
         });
         push_outbox(&conn.outbox, bye.to_value());
         let room = conn.room.take();
-        let handle = room.and_then(|r| self.state().rooms.get(&r).cloned());
+        let handle = room.and_then(|r| self.room(r));
         if let (Some(room), Some(h)) = (room, handle) {
             let _ = h.send(RoomCmd::Kick { client: me }).await;
-            self.publish(
+            self.events.room(
                 EventKind::PartyLeft,
                 Some(room),
                 Some(party(me, None)),
@@ -164,7 +165,7 @@ impl Switchboard {
             );
         }
         if let Some(sid) = conn.sid.take() {
-            self.state().accounts.logout(&sid);
+            self.accounts.lock().logout(&sid);
         }
         self.disconnect(conn).await;
     }
@@ -178,32 +179,16 @@ impl Switchboard {
     ) -> Result<Delivered, CommandError> {
         if let Some(target) = self.dial_target(user).cloned() {
             let (ready, linked) = oneshot::channel();
-            {
-                let mut st = self.state();
-                let busy = st.dial_busy(user);
-                if busy {
-                    return Err(CommandError::Failed(format!(
+            self.attach(&target, room, PLATFORM, Some(ready))
+                .map_err(|e| match e {
+                    AttachError::Busy => CommandError::Failed(format!(
                         "dial-in {user} is busy (linked or in a call)"
-                    )));
-                }
-                let h = st
-                    .rooms
-                    .get(&room)
-                    .cloned()
-                    .ok_or_else(|| CommandError::UnknownGroup(group_id(room)))?;
-                st.linked.insert(user, room);
-                let setup = LinkSetup {
-                    target,
-                    caller: PLATFORM,
-                    ready: Some(ready),
-                };
-                if !h.try_send(RoomCmd::AttachLink(Box::new(setup))) {
-                    st.linked.remove(&user);
-                    return Err(CommandError::Failed(
-                        "the room is not taking commands".into(),
-                    ));
-                }
-            }
+                    )),
+                    AttachError::NoRoom => CommandError::UnknownGroup(group_id(room)),
+                    AttachError::RoomBusy => {
+                        CommandError::Failed("the room is not taking commands".into())
+                    }
+                })?;
             return match linked.await {
                 Ok(Ok(())) => Ok(Delivered {
                     terminal: format!("link:{user}"),
@@ -214,11 +199,11 @@ impl Switchboard {
         }
         let mut st = self.state();
         let conn = st
-            .users
-            .get(&user)
+            .registry
+            .get(user)
             .map(|r| r.conn)
             .ok_or(CommandError::NotOnline)?;
-        if st.platform_call(user, room) {
+        if st.calls.platform_call(user, room) {
             return Err(CommandError::Failed(format!(
                 "{user} is already being invited into room {room}"
             )));
@@ -226,7 +211,7 @@ impl Switchboard {
         let now = Instant::now();
         let mut call = Call::new(PLATFORM, user, room, self.config.no_answer_timeout(), now);
         let _ = call.invite(now);
-        let id = self.add_call(&mut st, call);
+        let id = self.add_platform_call(&mut st, call);
         let msg = Push::Invite(push::Invited {
             from: push::From {
                 own_user_id: PLATFORM,
@@ -241,14 +226,13 @@ impl Switchboard {
                 "meeting user {user} is not reading its socket"
             )));
         }
-        self.publish(
+        self.events.room(
             EventKind::CallRinging,
             Some(room),
             Some(party(user, None)),
             json!({ "call": id, "stage": "invited", "caller": "platform", "extend": extend }),
         );
         drop(st);
-        self.arm_timer(id);
         Ok(Delivered {
             terminal: conn.to_string(),
         })

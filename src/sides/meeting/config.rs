@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::bridge::passthrough::PassThrough;
 use crate::config::{ConfigError, PttConfig};
 
 /// The meeting side.
@@ -34,19 +35,6 @@ pub struct MeetingConfig {
     pub upstream: Vec<Upstream>,
     /// How a lone PTT talker reaches the meeting.
     pub passthrough: PassThrough,
-}
-
-/// How a lone PTT talker's packets reach meeting listeners.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PassThrough {
-    /// Forwarded the moment they arrive (the listeners' own jitter buffers absorb the jitter).
-    /// A burst in which a second PTT user starts talking switches to the mix and stays mixed
-    /// until the channel is quiet.
-    #[default]
-    Direct,
-    /// Through the link's jitter buffer, sent on its 20 ms tick (adds the buffer's depth).
-    Buffered,
 }
 
 impl Default for MeetingConfig {

@@ -3,28 +3,36 @@
 //!
 //! - [`auth`]: `GET /app/getSign`, `POST /app/account` (`dockingLogin`) → `SID`.
 //! - [`ws`]: `/rtcpeer`, one JSON WebSocket per client; every request gets a reply.
-//! - [`switchboard`]: registered users, calls (the `rtcpeer::call` state machine), rooms, and the
-//!   dial-in users that stand for PTT channels (the bridge answers those itself).
-//! - [`room`]: one actor per meeting room: members, their WebRTC peers (str0m, one UDP port per
-//!   room), audio forwarding, and the PTT [`link`] when a channel is dialled in.
-//! - [`link`]: audio both ways between a room and a PTT channel, floor, chat.
-//! - [`operator`]: HTTP routes to list and hang up dial-ins.
-//! - [`commands`]: platform commands (kickout, trans-cmd, invite) for meeting users.
-//! - [`transcode`]: G.711 publishers and players on the (Opus) PTT link.
+//! - [`switchboard`]: call control over [`registrar`] (who is registered where), [`calls`]
+//!   (the `rtcpeer::call` state machine per call, one timer), [`rooms`] (the room directory)
+//!   and [`dial`] (the dial-in ids that stand for PTT channels, and each one's link state).
+//! - [`room`]: one actor per meeting room: membership and requests, its media plane
+//!   ([`room::media`]: one UDP port, the members' WebRTC peers) and the PTT [`room::link`]
+//!   when a channel is dialled in — a [`crate::bridge::Link`], as in client mode.
+//! - [`rtc`]: WebRTC set-up (SDP) and the peer set rooms and client mode share.
 //! - [`upstream`]: client mode: registered at external RTCPeer servers as the dial-in users,
 //!   answering their calls with the same link.
+//! - [`operator`]: HTTP routes to list and hang up dial-ins; [`commands`]: platform commands
+//!   (kickout, trans-cmd, invite) for meeting users.
+//! - Leaves: [`events`] (how the side names itself on the hub), [`outbox`] (a connection's
+//!   bounded queue), [`refusal`] (the protocol's error shape), [`config`].
 //!
 //! The wire contract (including the `sdp` field of publish/play) is in `docs/rtcpeer.md`.
 
 pub mod auth;
+pub mod calls;
 pub mod commands;
 pub mod config;
-pub mod link;
+pub mod dial;
+pub mod events;
 pub mod operator;
-pub mod peer;
+pub mod outbox;
+pub mod refusal;
+pub mod registrar;
 pub mod room;
+pub mod rooms;
+pub mod rtc;
 pub mod switchboard;
-pub mod transcode;
 pub mod upstream;
 pub mod ws;
 
@@ -32,19 +40,127 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
 
+use self::auth::AuthState;
+use self::dial::DialPlan;
+use self::events::Publisher;
+use self::upstream::Registrations;
 pub use switchboard::Switchboard;
 
-/// Routes of the meeting side: the operator's always, the RTCPeer server's in server mode.
-pub fn routes<S: Clone + Send + Sync + 'static>(sb: Arc<Switchboard>) -> Router<S> {
-    let mut r = Router::new()
-        .route("/meeting/links", get(operator::links))
-        .route("/meeting/links/{dial_in}/hangup", post(operator::hang_up));
-    if sb.config.enabled {
-        r = r
-            .route("/rtcpeer", get(ws::upgrade))
-            .route("/app/getSign", get(auth::get_sign))
-            .route("/app/account", post(auth::account));
+/// The meeting side: its switchboard, client-mode registrations and login routes' state.
+#[derive(Debug)]
+pub struct MeetingSide {
+    /// Call control.
+    pub switchboard: Arc<Switchboard>,
+    /// Client mode's registrations at upstream servers.
+    pub upstreams: Registrations,
+    auth: Arc<AuthState>,
+}
+
+impl MeetingSide {
+    /// The side over `ptt`'s accounts: the switchboard, and client mode started.
+    pub fn new(
+        config: config::MeetingConfig,
+        ptt: &crate::sides::ptt::PttSide,
+        bus: Arc<crate::hub::EventBus>,
+    ) -> Self {
+        let dial = DialPlan::new(&config, ptt);
+        let app = ptt
+            .accounts
+            .first()
+            .map_or_else(|| "default".to_owned(), |a| a.app.clone());
+        let auth = Arc::new(AuthState {
+            accounts: Arc::default(),
+            apps: config.apps.clone(),
+            reserved: dial.ids(),
+        });
+        let switchboard = Switchboard::new(
+            config,
+            dial,
+            Publisher::new(bus, app),
+            auth.accounts.clone(),
+        );
+        let upstreams = upstream::start(&switchboard);
+        Self {
+            switchboard,
+            upstreams,
+            auth,
+        }
     }
-    r.with_state(sb)
+}
+
+impl crate::sides::Side for MeetingSide {
+    fn start(ctx: &crate::sides::SideContext<'_>) -> anyhow::Result<Arc<Self>> {
+        let ptt = ctx.ptt.clone().unwrap_or_default();
+        let side = Self::new(ctx.config.meeting.clone(), &ptt, ctx.bus.clone());
+        // Dial-in links are recorded in the platform's call records.
+        let _ = side.switchboard.records.set(ctx.platform.calls.clone());
+        Ok(Arc::new(side))
+    }
+
+    fn kind(&self) -> crate::hub::Side {
+        crate::hub::Side::Meeting
+    }
+
+    /// The operator's routes always, the RTCPeer server's in server mode.
+    fn routes(&self, _shutdown: &watch::Receiver<bool>) -> Router {
+        let sb = self.switchboard.clone();
+        let mut r = Router::new()
+            .route("/meeting/links", get(operator::links))
+            .route("/meeting/links/{dial_in}/hangup", post(operator::hang_up))
+            .with_state(sb.clone());
+        if sb.config.enabled {
+            r = r.route("/rtcpeer", get(ws::upgrade).with_state(sb)).merge(
+                Router::new()
+                    .route("/app/getSign", get(auth::get_sign))
+                    .route("/app/account", post(auth::account))
+                    .with_state(self.auth.clone()),
+            );
+        }
+        r
+    }
+
+    fn health(&self) -> Value {
+        let mut h = self.switchboard.health();
+        h["upstream"] = json!(*self.upstreams.lock().unwrap_or_else(|p| p.into_inner()));
+        h
+    }
+
+    fn live_view(&self) -> Map<String, Value> {
+        let sb = &self.switchboard;
+        let mut ids: Vec<_> = sb.dial_plan().ids().into_iter().collect();
+        ids.sort_unstable();
+        let dial_in: Vec<Value> = ids
+            .iter()
+            .filter_map(|id| sb.dial_target(*id))
+            .map(|d| {
+                let channel = d.account.channel_path();
+                json!({
+                    "user_id": d.user_id,
+                    "name": d.name.clone().or_else(|| channel.clone()),
+                    "server": d.account.server,
+                    "channel": channel,
+                    "policy": format!("{:?}", d.policy).to_lowercase(),
+                })
+            })
+            .collect();
+        let h = sb.health();
+        let mut m = Map::new();
+        m.insert("dial_in".into(), dial_in.into());
+        m.insert("links".into(), h["links"].clone());
+        m.insert(
+            "meeting".into(),
+            json!({
+                "enabled": h["enabled"], "registered": h["registered"],
+                "calls": h["calls"], "rooms": h["rooms"],
+            }),
+        );
+        m
+    }
+
+    fn commands(&self) -> Option<Arc<dyn crate::hub::SideCommands>> {
+        Some(commands::MeetingCommands::new(self.switchboard.clone()))
+    }
 }

@@ -1,11 +1,16 @@
-//! Signalling state: who is registered, which calls are live, which rooms exist, and the dial-in
-//! users the bridge answers for. One lock, never held across an await; pushes to clients go
-//! through bounded per-connection outboxes (`try_send`: a client that does not read loses pushes,
-//! counted, and never slows anyone else).
+//! Call control: the RTCPeer requests of registered users, the calls between them (the
+//! `rtcpeer::call` state machine), calls to dial-in ids that the bridge answers itself, and
+//! the link state those calls lead to. It owns one lock over the signalling state, each part
+//! kept by its own module — [`Registry`] (who is registered where), [`CallTable`] (live calls),
+//! [`RoomDirectory`] (open rooms) and [`Lines`] (what each dial-in is doing) — never held
+//! across an await. Pushes go through bounded per-connection outboxes (`try_send`: a client
+//! that does not read loses pushes, counted, and never slows anyone else). One timer task runs
+//! every call's deadlines and the bridge's own answering steps.
+//!
+//! Rooms run on their own tasks and reach back through [`RoomHost`], which this implements.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use rtcpeer::bean::{Client, Room};
@@ -16,173 +21,72 @@ use rtcpeer::push::{self, Push};
 use rtcpeer::reply::{self, MeetingCreated, RoomCreated};
 use rtcpeer::request::{CallEvent, CallPeers, DoEvent, Request};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tracing::{debug, info, warn};
 
 use super::auth::Accounts;
+use super::calls::{CallTable, PLATFORM};
 use super::config::{AnswerPolicy, MeetingConfig};
-use super::room::{self, RoomCmd, RoomHandle};
+use super::dial::{DialPlan, DialTarget, Lines};
+use super::events::{Publisher, group_id, party};
+use super::outbox::Outbox;
+use super::refusal::Refusal;
+use super::registrar::{Conn, Registered, Registry};
+use super::room::{self, LinkSetup, RoomCmd, RoomConfig, RoomHandle, RoomHost};
+use super::rooms::RoomDirectory;
 use crate::hub::calls::CallCounters;
-use crate::hub::event::Draft;
-use crate::hub::{CallRecorder, CallStart, Calls, EventBus, EventKind, Party, Side};
-use crate::sides::ptt::{Account, PttSide};
-
-/// Frames queued for one client before pushes to it are dropped.
-pub const OUTBOX: usize = 512;
-
-/// Where a connection's outgoing frames go.
-pub type Outbox = mpsc::Sender<Value>;
-
-/// A failed request: `result` code and message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Refusal(pub i64, pub String);
-
-impl Refusal {
-    fn new(code: i64, msg: impl Into<String>) -> Self {
-        Self(code, msg.into())
-    }
-}
+use crate::hub::{CallRecorder, CallStart, Calls, EventKind, Party, Side};
 
 type Answer = Result<Value, Refusal>;
 
-/// A user id that stands for a PTT channel.
-#[derive(Debug, Clone)]
-pub struct DialTarget {
-    /// The id callers dial.
-    pub user_id: Id,
-    /// Display name in rooms.
-    pub name: Option<String>,
-    /// How calls are answered.
-    pub policy: AnswerPolicy,
-    /// Floor level of meeting speakers.
-    pub meeting_level: u8,
-    /// Floor level of PTT talkers.
-    pub ptt_level: u8,
-    /// The PTT account whose channel is dialled.
-    pub account: Account,
-}
-
-pub(super) struct Registered {
-    pub(super) conn: u64,
-    pub(super) outbox: Outbox,
-    device_type: Option<String>,
-    /// Ends the connection (platform kickout) with a reason.
-    pub(super) kick: mpsc::Sender<String>,
-}
-
-struct LiveCall {
-    call: Call,
-    /// RTCPeer messages of this call so far (requests and pushes; replies not counted).
-    signals: u64,
-}
-
-/// The caller id of calls a platform makes (business gateway invite): no user has it.
-pub const PLATFORM: Id = 0;
-
 /// Everything behind the lock.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct State {
-    /// Signatures and sessions.
-    pub accounts: Accounts,
-    pub(super) users: HashMap<Id, Registered>,
-    calls: HashMap<u64, LiveCall>,
-    next_call: u64,
-    pub(super) rooms: HashMap<Id, RoomHandle>,
-    next_room: Id,
+    /// Registered users.
+    pub registry: Registry,
+    /// Live calls.
+    pub calls: CallTable,
+    /// Open rooms.
+    pub rooms: RoomDirectory,
+    /// What each dial-in line is doing.
+    pub lines: Lines,
     next_appointment: Id,
-    /// Dial-in id → room it is linked into.
-    pub(super) linked: HashMap<Id, Id>,
-    /// Dial-in ids in a call on an upstream server (client mode).
-    pub(super) upstream_calls: HashSet<Id>,
-    /// Call records of the links up now, by dial-in id.
-    records: HashMap<Id, CallRecorder>,
 }
 
 impl State {
-    fn call_of(&self, a: Id, b: Id) -> Option<u64> {
-        self.calls
-            .iter()
-            .filter(|(_, c)| !c.call.is_ended())
-            .find(|(_, c)| {
-                (c.call.caller == a && c.call.callee == b)
-                    || (c.call.caller == b && c.call.callee == a)
-            })
-            .map(|(id, _)| *id)
-    }
-
     /// Counts `n` signalling messages of call `call` (and in its link's record, if up).
     fn signal(&mut self, call: u64, n: u64) {
-        let Some(c) = self.calls.get_mut(&call) else {
+        let Some(c) = self.calls.get_mut(call) else {
             return;
         };
         c.signals += n;
-        if let Some(r) = self.records.get(&c.call.callee) {
+        let callee = c.call.callee;
+        if let Some(r) = self.lines.record(callee) {
             r.counters().signal(n);
         }
     }
 
     /// Whether dial-in `dial` is linked or in a call (here or upstream).
-    pub(super) fn dial_busy(&self, dial: Id) -> bool {
-        self.linked.contains_key(&dial)
-            || self.upstream_calls.contains(&dial)
-            || self
-                .calls
-                .values()
-                .any(|c| !c.call.is_ended() && c.call.callee == dial)
-    }
-
-    /// Whether a platform call to `user` into `room` is still going.
-    pub(super) fn platform_call(&self, user: Id, room: Id) -> bool {
-        self.calls.values().any(|c| {
-            !c.call.is_ended()
-                && c.call.caller == PLATFORM
-                && c.call.callee == user
-                && c.call.room_id == room
-        })
-    }
-
-    fn busy(&self, user: Id) -> bool {
-        self.calls
-            .values()
-            .any(|c| !c.call.is_ended() && (c.call.caller == user || c.call.callee == user))
+    pub fn dial_busy(&self, dial: Id) -> bool {
+        self.lines.busy(dial) || self.calls.calling(dial)
     }
 }
 
-/// One signalling connection's view.
-#[derive(Debug)]
-pub struct Conn {
-    /// Connection number.
-    pub id: u64,
-    /// Its outbox.
-    pub outbox: Outbox,
-    /// Registered user.
-    pub user: Option<Id>,
-    /// Display name of the user.
-    pub name: Option<String>,
-    /// Room it entered.
-    pub room: Option<Id>,
-    /// The SID it registered with (a kickout ends that session).
-    pub sid: Option<String>,
-    /// Kickouts of this connection (platform): the reason. The socket task ends it.
-    pub kicked: mpsc::Receiver<String>,
-    kick: mpsc::Sender<String>,
-}
-
-/// The meeting side's shared state.
+/// The meeting side's call control. See the module docs.
 pub struct Switchboard {
     /// `[meeting]`.
     pub config: MeetingConfig,
-    /// Hub events.
-    pub bus: Arc<EventBus>,
-    /// App (tenant) of meeting events.
-    pub app: String,
-    dial: HashMap<Id, DialTarget>,
+    /// Hub events of the meeting side.
+    pub events: Publisher,
+    /// Signatures and sessions (`/app/...` logins; SIDs checked on `doRegister`).
+    pub accounts: Arc<Accounts>,
+    dial: DialPlan,
     state: Mutex<State>,
     next_conn: AtomicU64,
-    /// Client mode: one registration per (upstream, dial-in id).
-    pub registrations: super::upstream::Registrations,
+    /// Wakes the timer task when the calls change.
+    timers: Arc<Notify>,
     /// Call records of dial-in links, once [`Switchboard::wire`] gave them.
-    pub(super) calls: OnceLock<Calls>,
+    pub(super) records: OnceLock<Calls>,
 }
 
 impl std::fmt::Debug for Switchboard {
@@ -193,74 +97,30 @@ impl std::fmt::Debug for Switchboard {
     }
 }
 
-/// Group id of a meeting room in hub events.
-pub fn group_id(room: Id) -> String {
-    format!("meeting:{room}")
-}
-
-/// Party of a meeting user.
-pub fn party(id: Id, name: Option<&str>) -> Party {
-    Party {
-        side: Side::Meeting,
-        id: id.to_string(),
-        name: name.unwrap_or_default().to_owned(),
-    }
-}
-
 impl Switchboard {
-    /// Builds the switchboard; dial-in ids are resolved against the PTT accounts.
-    pub fn new(config: MeetingConfig, bus: Arc<EventBus>, ptt: &PttSide) -> Arc<Self> {
-        let mut dial = HashMap::new();
-        for d in &config.dial_in {
-            if let Some(account) = ptt
-                .accounts
-                .iter()
-                .find(|a| a.server == d.server && a.username == d.account)
-            {
-                dial.insert(
-                    d.user_id,
-                    DialTarget {
-                        user_id: d.user_id,
-                        name: d.name.clone(),
-                        policy: d.policy,
-                        meeting_level: d.meeting_level,
-                        ptt_level: d.ptt_level,
-                        account: account.clone(),
-                    },
-                );
-            }
-        }
-        if let Some(base) = config.number_base {
-            for (i, account) in ptt.accounts.iter().enumerate() {
-                let id = base + i as i64;
-                dial.entry(id).or_insert_with(|| DialTarget {
-                    user_id: id,
-                    name: None,
-                    policy: AnswerPolicy::Answer,
-                    meeting_level: 1,
-                    ptt_level: 1,
-                    account: account.clone(),
-                });
-            }
-        }
-        let app = ptt
-            .accounts
-            .first()
-            .map_or_else(|| "default".to_owned(), |a| a.app.clone());
-        Arc::new(Self {
+    /// Builds the switchboard (dial-in ids resolved against the PTT accounts) and starts its
+    /// timer task.
+    pub fn new(
+        config: MeetingConfig,
+        dial: DialPlan,
+        events: Publisher,
+        accounts: Arc<Accounts>,
+    ) -> Arc<Self> {
+        let sb = Arc::new(Self {
             config,
-            bus,
-            app,
+            events,
+            accounts,
             dial,
             state: Mutex::new(State {
-                next_room: 599,
                 next_appointment: 1,
                 ..State::default()
             }),
             next_conn: AtomicU64::new(1),
-            registrations: Default::default(),
-            calls: OnceLock::new(),
-        })
+            timers: Arc::new(Notify::new()),
+            records: OnceLock::new(),
+        });
+        tokio::spawn(run_timers(Arc::downgrade(&sb), sb.timers.clone()));
+        sb
     }
 
     /// The locked state (never hold it across an await).
@@ -268,75 +128,44 @@ impl Switchboard {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every dial-in id.
-    pub fn dial_ids(&self) -> HashSet<Id> {
-        self.dial.keys().copied().collect()
+    /// The dial plan.
+    pub fn dial_plan(&self) -> &DialPlan {
+        &self.dial
     }
 
     /// The dial-in target of `id`.
     pub fn dial_target(&self, id: Id) -> Option<&DialTarget> {
-        self.dial.get(&id)
+        self.dial.get(id)
+    }
+
+    fn room_config(&self) -> RoomConfig {
+        RoomConfig {
+            rtc_ip: self.config.rtc_ip,
+            passthrough: self.config.passthrough,
+        }
     }
 
     /// A new connection.
     pub fn connect(&self, outbox: Outbox) -> Conn {
         metrics::gauge!("pttbridge_meeting_connections").increment(1.0);
-        let (kick, kicked) = mpsc::channel(1);
-        Conn {
-            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
-            outbox,
-            user: None,
-            name: None,
-            room: None,
-            sid: None,
-            kicked,
-            kick,
-        }
+        Conn::new(self.next_conn.fetch_add(1, Ordering::Relaxed), outbox)
     }
 
-    pub(super) fn publish(
-        &self,
-        kind: EventKind,
-        room: Option<Id>,
-        party: Option<Party>,
-        detail: Value,
-    ) {
-        let mut d = Draft::new(
-            self.app.clone(),
-            kind,
-            room.map(group_id).unwrap_or_default(),
-        )
-        .detail(detail);
-        d.party = party;
-        self.bus.publish(d);
-    }
-
-    /// Sends a push to a registered user; false when it is not online or not reading.
-    pub(super) fn push_to(&self, state: &State, user: Id, msg: &Push) -> bool {
-        let Some(r) = state.users.get(&user) else {
-            return false;
-        };
-        push_outbox(&r.outbox, msg.to_value())
+    /// Connection count bookkeeping when a socket task ends.
+    pub fn closed(&self) {
+        metrics::gauge!("pttbridge_meeting_connections").decrement(1.0);
     }
 
     /// Handles one request of `conn`; the reply to send back.
     pub async fn handle(self: &Arc<Self>, conn: &mut Conn, req: Request) -> Value {
         let (module, method) = req.envelope();
-        let answer = self.dispatch(conn, req).await;
-        match answer {
+        match self.dispatch(conn, req).await {
             Ok(v) => v,
-            Err(Refusal(c, msg)) => {
-                let kind = match c {
-                    code::UNAUTHORIZED => "unauthorized",
-                    code::NOT_FOUND => "not_found",
-                    code::CONFLICT => "conflict",
-                    code::BAD_SDP => "bad_sdp",
-                    code::FAILED => "failed",
-                    _ => "other",
-                };
-                metrics::counter!("pttbridge_meeting_errors_total", "kind" => kind).increment(1);
-                debug!(module, method, code = c, %msg, "request refused");
-                reply::error(module, method, c, &msg)
+            Err(r) => {
+                metrics::counter!("pttbridge_meeting_errors_total", "kind" => r.kind())
+                    .increment(1);
+                debug!(module, method, code = r.0, msg = %r.1, "request refused");
+                reply::error(module, method, r.0, &r.1)
             }
         }
     }
@@ -388,7 +217,7 @@ impl Switchboard {
             }
             Request::MeetingNew(r) => {
                 let room_id = match r.room_id {
-                    Some(id) if self.state().rooms.contains_key(&id) => id,
+                    Some(id) if self.state().rooms.contains(id) => id,
                     Some(id) => return Err(Refusal::new(code::NOT_FOUND, format!("no room {id}"))),
                     None => self.new_room(me, r.name.clone(), r.meeting_type, 200)?,
                 };
@@ -410,7 +239,7 @@ impl Switchboard {
                         "userId is not the registered user",
                     ));
                 }
-                self.state().accounts.logout(&r.sid);
+                self.accounts.lock().logout(&r.sid);
                 self.disconnect(conn).await;
                 Ok(reply::ok(module, method))
             }
@@ -437,9 +266,7 @@ impl Switchboard {
                         reply: tx,
                     })
                     .await?;
-                let out = rx
-                    .await
-                    .map_err(|_| Refusal::new(code::INTERNAL, "room stopped"))??;
+                let out = rx.await.map_err(|_| Refusal::stopped("room"))??;
                 if leaving {
                     conn.room = None;
                     self.member_left(room, me);
@@ -449,9 +276,17 @@ impl Switchboard {
         }
     }
 
-    fn room(&self, id: Id) -> Option<RoomHandle> {
-        self.state().rooms.get(&id).cloned()
+    /// The handle of room `id`.
+    pub fn room(&self, id: Id) -> Option<RoomHandle> {
+        self.state().rooms.get(id).cloned()
     }
+
+    /// Sends a push to a registered user; false when it is not online or not reading.
+    pub fn push_to(&self, st: &State, user: Id, msg: &Push) -> bool {
+        st.registry.push(user, msg)
+    }
+
+    // ---- registration and rooms ----------------------------------------------------------
 
     fn register(
         &self,
@@ -460,8 +295,8 @@ impl Switchboard {
         user: Id,
         device_type: Option<String>,
     ) -> Answer {
-        let mut st = self.state();
-        let Some(session) = st.accounts.session(sid) else {
+        let session = self.accounts.lock().session(sid).cloned();
+        let Some(session) = session else {
             return Err(Refusal::new(
                 code::UNAUTHORIZED,
                 "unknown SID: log in with /app/account",
@@ -477,7 +312,8 @@ impl Switchboard {
         conn.sid = Some(sid.to_owned());
         let detail = json!({ "side": "meeting", "terminal": conn.id.to_string(),
                              "device_type": device_type.clone() });
-        let old = st.users.insert(
+        let mut st = self.state();
+        let old = st.registry.insert(
             user,
             Registered {
                 conn: conn.id,
@@ -487,7 +323,7 @@ impl Switchboard {
             },
         );
         // Online on the platforms (in a room or not) until this connection unregisters.
-        self.publish(
+        self.events.room(
             EventKind::SideConnected,
             None,
             Some(party(user, conn.name.as_deref())),
@@ -502,7 +338,7 @@ impl Switchboard {
             );
         }
         conn.user = Some(user);
-        metrics::gauge!("pttbridge_meeting_registered").set(st.users.len() as f64);
+        metrics::gauge!("pttbridge_meeting_registered").set(st.registry.len() as f64);
         Ok(reply::ok("call", "doRegister"))
     }
 
@@ -517,11 +353,7 @@ impl Switchboard {
             return Err(Refusal::new(code::BAD_FIELDS, "name must not be empty"));
         }
         let limit = limit.clamp(2, self.config.max_room_members as i64);
-        let id = {
-            let mut st = self.state();
-            st.next_room += 1;
-            st.next_room
-        };
+        let id = self.state().rooms.next_id();
         let info = Room {
             id: Some(id),
             name: Some(name),
@@ -532,7 +364,8 @@ impl Switchboard {
             is_has_pwd: Some(false),
             ..Room::default()
         };
-        let handle = room::spawn(self.clone(), info).map_err(|e| {
+        let host: Arc<dyn RoomHost> = self.clone();
+        let handle = room::spawn(host, self.room_config(), info).map_err(|e| {
             Refusal::new(
                 code::INTERNAL,
                 format!("cannot open the room's media port: {e}"),
@@ -577,11 +410,9 @@ impl Switchboard {
                 reply: tx,
             })
             .await?;
-        let entered = rx
-            .await
-            .map_err(|_| Refusal::new(code::INTERNAL, "room stopped"))??;
+        let entered = rx.await.map_err(|_| Refusal::stopped("room"))??;
         conn.room = Some(room_id);
-        self.publish(
+        self.events.room(
             EventKind::PartyJoined,
             Some(room_id),
             Some(party(me, client.name.as_deref())),
@@ -591,7 +422,7 @@ impl Switchboard {
     }
 
     fn member_left(&self, room: Id, me: Id) {
-        self.publish(
+        self.events.room(
             EventKind::PartyLeft,
             Some(room),
             Some(party(me, None)),
@@ -626,31 +457,26 @@ impl Switchboard {
             return;
         };
         let mut st = self.state();
-        if st.users.get(&me).is_some_and(|r| r.conn == conn.id) {
-            st.users.remove(&me);
-            self.publish(
+        if st.registry.remove(me, conn.id) {
+            self.events.room(
                 EventKind::SideDisconnected,
                 None,
                 Some(party(me, conn.name.as_deref())),
                 json!({ "side": "meeting", "terminal": conn.id.to_string() }),
             );
         }
-        metrics::gauge!("pttbridge_meeting_registered").set(st.users.len() as f64);
+        metrics::gauge!("pttbridge_meeting_registered").set(st.registry.len() as f64);
     }
+
+    // ---- calls ---------------------------------------------------------------------------
 
     fn end_calls_of(&self, conn: &Conn) {
         let Some(me) = conn.user else {
             return;
         };
         let mut st = self.state();
-        let live: Vec<u64> = st
-            .calls
-            .iter()
-            .filter(|(_, c)| !c.call.is_ended() && (c.call.caller == me || c.call.callee == me))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in live {
-            let Some(c) = st.calls.get_mut(&id) else {
+        for id in st.calls.of(me) {
+            let Some(c) = st.calls.get_mut(id) else {
                 continue;
             };
             let role = c.call.role_of(me).unwrap_or(Role::Caller);
@@ -674,11 +500,6 @@ impl Switchboard {
         }
     }
 
-    /// Connection count bookkeeping when a socket task ends.
-    pub fn closed(&self) {
-        metrics::gauge!("pttbridge_meeting_connections").decrement(1.0);
-    }
-
     fn invite(
         self: &Arc<Self>,
         me: Id,
@@ -692,35 +513,30 @@ impl Switchboard {
             return Err(Refusal::new(code::CONFLICT, "cannot call yourself"));
         }
         let mut st = self.state();
-        if !st.rooms.contains_key(&room) {
+        if !st.rooms.contains(room) {
             return Err(Refusal::new(code::NOT_FOUND, format!("no room {room}")));
         }
-        let dial = self.dial.get(&target).cloned();
-        if dial.is_none() && !st.users.contains_key(&target) {
+        let dial = self.dial.get(target).cloned();
+        if dial.is_none() && !st.registry.contains(target) {
             return Err(Refusal::new(
                 code::FAILED,
                 format!("user {target} is not online"),
             ));
         }
-        if st.call_of(me, target).is_some() {
+        if st.calls.between(me, target).is_some() {
             return Err(Refusal::new(
                 code::CONFLICT,
                 format!("already in a call with {target}"),
             ));
         }
         let now = Instant::now();
+        let callee_busy = st.calls.busy(target) || (dial.is_some() && st.lines.busy(target));
         let mut call = Call::new(me, target, room, self.config.no_answer_timeout(), now);
         let _ = call.invite(now);
-        st.next_call += 1;
-        let id = st.next_call;
-        let callee_busy = st.busy(target)
-            || (dial.is_some()
-                && (st.linked.contains_key(&target) || st.upstream_calls.contains(&target)));
-        st.calls.insert(id, LiveCall { call, signals: 0 });
+        let id = st.calls.add(call);
         st.signal(id, 1);
-        metrics::gauge!("pttbridge_meeting_calls").set(st.calls.len() as f64);
         metrics::counter!("pttbridge_meeting_calls_total", "kind" => if dial.is_some() { "dial_in" } else { "relay" }).increment(1);
-        self.publish(
+        self.events.room(
             EventKind::CallRinging,
             Some(room),
             Some(party(me, None)),
@@ -731,7 +547,7 @@ impl Switchboard {
                 let device = p
                     .own_device_type
                     .clone()
-                    .or_else(|| st.users.get(&me).and_then(|r| r.device_type.clone()));
+                    .or_else(|| st.registry.get(me).and_then(|r| r.device_type.clone()));
                 let msg = Push::Invite(push::Invited {
                     from: push::From {
                         own_user_id: me,
@@ -750,76 +566,126 @@ impl Switchboard {
                 st.signal(id, 1);
             }
             Some(d) => {
-                drop(st);
-                self.answer_as_bridge(id, d, callee_busy);
+                // The bridge answers like a person would: its first step after the ring delay.
+                let policy = if callee_busy {
+                    AnswerPolicy::Busy
+                } else {
+                    d.policy
+                };
+                let first = match policy {
+                    AnswerPolicy::Reject => Input::Reject,
+                    AnswerPolicy::Busy => Input::Busy,
+                    AnswerPolicy::Answer | AnswerPolicy::Ignore => Input::Ring,
+                };
+                let ring = Duration::from_millis(self.config.ring_delay_ms);
+                if let Some(c) = st.calls.get_mut(id) {
+                    c.step = Some((now + ring, first));
+                }
             }
         }
-        self.arm_timer(id);
+        drop(st);
+        self.timers.notify_one();
         Ok(())
     }
 
-    /// The bridge answers a call to a dial-in id like a person would.
-    fn answer_as_bridge(self: &Arc<Self>, call: u64, d: DialTarget, busy: bool) {
-        let sb = self.clone();
-        let ring = Duration::from_millis(self.config.ring_delay_ms);
-        let answer = Duration::from_millis(self.config.answer_delay_ms);
-        tokio::spawn(async move {
-            tokio::time::sleep(ring).await;
-            let policy = if busy { AnswerPolicy::Busy } else { d.policy };
-            let first = match policy {
-                AnswerPolicy::Reject => Input::Reject,
-                AnswerPolicy::Busy => Input::Busy,
-                AnswerPolicy::Answer | AnswerPolicy::Ignore => Input::Ring,
-            };
-            if !sb.bridge_step(call, d.user_id, first) || policy != AnswerPolicy::Answer {
-                return;
-            }
-            tokio::time::sleep(answer).await;
-            sb.bridge_step(call, d.user_id, Input::Agree);
-        });
-    }
-
-    /// One callee step taken by the bridge for a dial-in id; false when the call is gone.
-    fn bridge_step(&self, call: u64, dial: Id, input: Input) -> bool {
-        let mut st = self.state();
-        let Some(c) = st.calls.get_mut(&call) else {
-            return false;
+    /// One callee step taken by the bridge for a dial-in id (its timer came due).
+    fn bridge_step(&self, st: &mut State, call: u64, input: Input) {
+        let Some(c) = st.calls.get_mut(call) else {
+            return;
         };
+        let dial = c.call.callee;
         let Ok(state) = c.call.handle(input, Role::Callee, Instant::now()) else {
-            return false;
+            return;
         };
         let (caller, room) = (c.call.caller, c.call.room_id);
+        let answers = self
+            .dial
+            .get(dial)
+            .is_some_and(|d| d.policy == AnswerPolicy::Answer);
+        if input == Input::Ring && answers {
+            c.step = Some((
+                Instant::now() + Duration::from_millis(self.config.answer_delay_ms),
+                Input::Agree,
+            ));
+        }
         let from = push::From {
             own_user_id: dial,
             own_device_type: Some("ptt".into()),
         };
-        let msg = match input {
-            Input::Ring => Push::Event(push::Evented {
-                from,
-                event: CallEvent::Ringing,
+        let event = |event| {
+            Push::Event(push::Evented {
+                from: from.clone(),
+                event,
                 room_id: Some(room),
                 room_type: None,
                 reason: None,
                 data: None,
-            }),
-            Input::Busy => Push::Event(push::Evented {
-                from,
-                event: CallEvent::Busy,
-                room_id: Some(room),
-                room_type: None,
-                reason: None,
-                data: None,
-            }),
-            Input::Agree => Push::Agree(push::Agreed {
-                from,
-                room_id: Some(room),
-            }),
-            _ => Push::Reject(push::Ended { from, reason: None }),
+            })
         };
-        self.push_to(&st, caller, &msg);
+        let msg = match input {
+            Input::Ring => event(CallEvent::Ringing),
+            Input::Busy => event(CallEvent::Busy),
+            Input::Agree => Push::Agree(push::Agreed {
+                from: from.clone(),
+                room_id: Some(room),
+            }),
+            _ => Push::Reject(push::Ended {
+                from: from.clone(),
+                reason: None,
+            }),
+        };
+        self.push_to(st, caller, &msg);
         st.signal(call, 1);
-        self.after_step(&mut st, call, state, input, room, caller);
-        true
+        self.after_step(st, call, state, input, room, caller);
+    }
+
+    /// A call's no-answer deadline passed: both sides are told, the call ends.
+    fn expire(&self, st: &mut State, call: u64) {
+        let Some(c) = st.calls.get_mut(call) else {
+            return;
+        };
+        if c.call.poll_timeout(Instant::now()).is_none() {
+            return;
+        }
+        let (caller, callee, room) = (c.call.caller, c.call.callee, c.call.room_id);
+        info!(call, caller, callee, "call not answered in time");
+        let reason = Some("noAnswer".to_owned());
+        self.push_to(
+            st,
+            callee,
+            &Push::Cancel(push::Ended {
+                from: push::From {
+                    own_user_id: caller,
+                    own_device_type: None,
+                },
+                reason: reason.clone(),
+            }),
+        );
+        self.push_to(
+            st,
+            caller,
+            &Push::Reject(push::Ended {
+                from: push::From {
+                    own_user_id: callee,
+                    own_device_type: None,
+                },
+                reason,
+            }),
+        );
+        st.signal(call, 2);
+        self.end_call(st, call, EndReason::NoAnswer, room);
+    }
+
+    /// Runs what the calls' timer has due at `now`.
+    fn on_timers(&self, now: Instant) {
+        let mut st = self.state();
+        let (steps, expired) = st.calls.due(now);
+        for (call, input) in steps {
+            self.bridge_step(&mut st, call, input);
+        }
+        for call in expired {
+            self.expire(&mut st, call);
+        }
     }
 
     fn after_step(
@@ -832,13 +698,13 @@ impl Switchboard {
         actor: Id,
     ) {
         match state {
-            CallState::Ringing if input == Input::Ring => self.publish(
+            CallState::Ringing if input == Input::Ring => self.events.room(
                 EventKind::CallRinging,
                 Some(room),
                 Some(party(actor, None)),
                 json!({ "call": call, "stage": "ringing" }),
             ),
-            CallState::Agreed => self.publish(
+            CallState::Agreed => self.events.room(
                 EventKind::CallAnswered,
                 Some(room),
                 Some(party(actor, None)),
@@ -847,27 +713,25 @@ impl Switchboard {
             CallState::Ended(reason) => self.end_call(st, call, reason, room),
             _ => {}
         }
+        self.timers.notify_one();
     }
 
-    /// Numbers and keeps a new call (its invitation counted as its first signal).
-    pub(super) fn add_call(&self, st: &mut State, call: Call) -> u64 {
-        st.next_call += 1;
-        let id = st.next_call;
-        st.calls.insert(id, LiveCall { call, signals: 0 });
+    /// Numbers and keeps a platform's call (its invitation counted as its first signal).
+    pub(super) fn add_platform_call(&self, st: &mut State, call: Call) -> u64 {
+        let id = st.calls.add(call);
         st.signal(id, 1);
-        metrics::gauge!("pttbridge_meeting_calls").set(st.calls.len() as f64);
         metrics::counter!("pttbridge_meeting_calls_total", "kind" => "platform").increment(1);
+        self.timers.notify_one();
         id
     }
 
     pub(super) fn end_call(&self, st: &mut State, call: u64, reason: EndReason, room: Id) {
-        let Some(c) = st.calls.remove(&call) else {
+        let Some(c) = st.calls.remove(call) else {
             return;
         };
-        metrics::gauge!("pttbridge_meeting_calls").set(st.calls.len() as f64);
         metrics::counter!("pttbridge_meeting_calls_ended_total", "reason" => reason.as_str())
             .increment(1);
-        self.publish(
+        self.events.room(
             EventKind::CallEnded,
             Some(room),
             Some(party(c.call.caller, None)),
@@ -875,69 +739,19 @@ impl Switchboard {
                     "seconds": c.call.started().elapsed().as_secs_f64() }),
         );
         // A dial-in that was linked: take the link down with the call.
-        if st.linked.get(&c.call.callee) == Some(&room)
-            && let Some(h) = st.rooms.get(&room)
+        let dial = c.call.callee;
+        if st.lines.room_of(dial) == Some(room)
+            && let Some(h) = st.rooms.get(room)
         {
-            st.linked.remove(&c.call.callee);
             let _ = h.try_send(RoomCmd::DetachLink {
-                dial: c.call.callee,
+                dial,
                 reason: reason.as_str(),
             });
         }
     }
 
-    pub(super) fn arm_timer(self: &Arc<Self>, call: u64) {
-        let sb = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let deadline = {
-                    let st = sb.state();
-                    match st.calls.get(&call).and_then(|c| c.call.deadline()) {
-                        Some(d) => d,
-                        None => return,
-                    }
-                };
-                tokio::time::sleep_until(deadline.into()).await;
-                let mut st = sb.state();
-                let Some(c) = st.calls.get_mut(&call) else {
-                    return;
-                };
-                if c.call.poll_timeout(Instant::now()).is_some() {
-                    let (caller, callee, room) = (c.call.caller, c.call.callee, c.call.room_id);
-                    info!(call, caller, callee, "call not answered in time");
-                    let reason = Some("noAnswer".to_owned());
-                    sb.push_to(
-                        &st,
-                        callee,
-                        &Push::Cancel(push::Ended {
-                            from: push::From {
-                                own_user_id: caller,
-                                own_device_type: None,
-                            },
-                            reason: reason.clone(),
-                        }),
-                    );
-                    sb.push_to(
-                        &st,
-                        caller,
-                        &Push::Reject(push::Ended {
-                            from: push::From {
-                                own_user_id: callee,
-                                own_device_type: None,
-                            },
-                            reason,
-                        }),
-                    );
-                    st.signal(call, 2);
-                    sb.end_call(&mut st, call, EndReason::NoAnswer, room);
-                    return;
-                }
-            }
-        });
-    }
-
     fn live_call(&self, st: &State, me: Id, other: Id) -> Result<u64, Refusal> {
-        st.call_of(me, other).ok_or_else(|| {
+        st.calls.between(me, other).ok_or_else(|| {
             Refusal::new(code::CONFLICT, format!("no call between {me} and {other}"))
         })
     }
@@ -953,7 +767,7 @@ impl Switchboard {
         own_user(me, p.own_user_id)?;
         let mut st = self.state();
         let id = self.live_call(&st, me, p.target_user_id)?;
-        let c = st.calls.get_mut(&id).expect("found above");
+        let c = st.calls.get_mut(id).expect("found above");
         if c.call.role_of(me) != Some(Role::Callee) {
             return Err(Refusal::new(
                 code::CONFLICT,
@@ -981,13 +795,14 @@ impl Switchboard {
         self.after_step(&mut st, id, state, input, call_room, me);
         if caller == PLATFORM
             && state == CallState::Agreed
-            && let Some(c) = st.calls.get_mut(&id)
+            && let Some(c) = st.calls.get_mut(id)
         {
             // A platform's invite: nobody on the calling side sends onConnected; the callee
             // enters the room itself. The call is connected from here on (ends on cancel).
             let _ = c
                 .call
                 .handle(Input::Connected, Role::Caller, Instant::now());
+            self.timers.notify_one();
         }
         Ok(())
     }
@@ -996,7 +811,7 @@ impl Switchboard {
         own_user(me, p.own_user_id)?;
         let mut st = self.state();
         let id = self.live_call(&st, me, p.target_user_id)?;
-        let c = st.calls.get_mut(&id).expect("found above");
+        let c = st.calls.get_mut(id).expect("found above");
         let role = c.call.role_of(me).expect("a party of its own call");
         let state = c
             .call
@@ -1048,7 +863,7 @@ impl Switchboard {
             return Ok(());
         };
         let id = self.live_call(&st, me, target)?;
-        let c = st.calls.get_mut(&id).expect("found above");
+        let c = st.calls.get_mut(id).expect("found above");
         let role = c.call.role_of(me).expect("a party of its own call");
         let state = c
             .call
@@ -1057,17 +872,18 @@ impl Switchboard {
         let room = c.call.room_id;
         st.signal(id, 1);
         if input == Input::Connected
-            && let Some(d) = self.dial.get(&target)
+            && let Some(d) = self.dial.get(target)
         {
-            if let Some(h) = st.rooms.get(&room).cloned() {
-                st.linked.insert(target, room);
-                let link = room::LinkSetup {
+            if let Some(h) = st.rooms.get(room).cloned()
+                && st.lines.attach(target, room)
+            {
+                let link = LinkSetup {
                     target: d.clone(),
                     caller: me,
                     ready: None,
                 };
                 if !h.try_send(RoomCmd::AttachLink(Box::new(link))) {
-                    st.linked.remove(&target);
+                    st.lines.down(target, room);
                     warn!(room, "room did not take the link");
                 }
             }
@@ -1078,20 +894,131 @@ impl Switchboard {
         Ok(())
     }
 
-    /// The room says a dial-in link ended (caller left, room finished, kicked, hung up).
-    pub fn link_down(&self, room: Id, dial: Id, reason: &str) {
+    /// Claims `dial` and asks `room` to bring its channel in; `ready` hears whether it came
+    /// up. Fails when the dial-in is busy or the room is gone or not taking commands.
+    pub(super) fn attach(
+        &self,
+        dial: &DialTarget,
+        room: Id,
+        caller: Id,
+        ready: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Result<(), AttachError> {
         let mut st = self.state();
-        if st.linked.get(&dial) == Some(&room) {
-            st.linked.remove(&dial);
+        if st.dial_busy(dial.user_id) {
+            return Err(AttachError::Busy);
         }
-        let record = st.records.remove(&dial);
-        let live = st
+        let h = st.rooms.get(room).cloned().ok_or(AttachError::NoRoom)?;
+        st.lines.attach(dial.user_id, room);
+        let setup = LinkSetup {
+            target: dial.clone(),
+            caller,
+            ready,
+        };
+        if !h.try_send(RoomCmd::AttachLink(Box::new(setup))) {
+            st.lines.down(dial.user_id, room);
+            return Err(AttachError::RoomBusy);
+        }
+        Ok(())
+    }
+
+    /// Starts the call record of a meeting ⇄ PTT link in hub group `group`, called by `caller`
+    /// (the platform when [`PLATFORM`]); `None` until [`Switchboard::wire`] gave the records.
+    pub fn start_record(&self, group: String, caller: Id) -> Option<CallRecorder> {
+        let calls = self.records.get()?;
+        let mut start = CallStart::new(
+            self.events.app().to_owned(),
+            group,
+            [Side::Meeting, Side::Ptt],
+        );
+        if caller != PLATFORM {
+            start = start.initiator(party(caller, None));
+        }
+        Some(calls.start(start))
+    }
+
+    /// Client mode: takes `dial` for a call on an upstream server; false when it is in a call
+    /// or linked already (here or on another upstream).
+    pub fn claim_dial(&self, dial: Id) -> bool {
+        let mut st = self.state();
+        !st.calls.calling(dial) && st.lines.claim_upstream(dial)
+    }
+
+    /// Client mode: the upstream call of `dial` is over.
+    pub fn release_dial(&self, dial: Id) {
+        self.state().lines.release_upstream(dial);
+    }
+
+    /// `/healthz` view: registered users, live calls, rooms and PTT links.
+    pub fn health(&self) -> Value {
+        let st = self.state();
+        let links: Vec<Value> = st
+            .lines
+            .links()
+            .into_iter()
+            .map(|(dial, room)| json!({ "dial_in": dial, "room": room }))
+            .collect();
+        json!({
+            "enabled": self.config.enabled,
+            "registered": st.registry.len(),
+            "calls": st.calls.live_count(),
+            "rooms": st.rooms.len(),
+            "links": links,
+        })
+    }
+
+    /// Hangs up the link of `dial` from the bridge side (admin API, PTT-side hang-up).
+    pub fn hang_up(&self, dial: Id) -> bool {
+        let st = self.state();
+        let Some(room) = st.lines.room_of(dial) else {
+            return false;
+        };
+        if let Some(h) = st.rooms.get(room) {
+            let _ = h.try_send(RoomCmd::DetachLink {
+                dial,
+                reason: "hangup",
+            });
+        }
+        true
+    }
+}
+
+/// Why a dial-in could not be brought into a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// Linked or in a call already.
+    #[error("the dial-in is busy (linked or in a call)")]
+    Busy,
+    /// No such room.
+    #[error("no such room")]
+    NoRoom,
+    /// The room's command queue is full.
+    #[error("the room is not taking commands")]
+    RoomBusy,
+}
+
+impl RoomHost for Switchboard {
+    fn link_up(&self, room: Id, dial: Id, caller: Id) -> Option<Arc<CallCounters>> {
+        let rec = self.start_record(group_id(room), caller);
+        let mut st = self.state();
+        // A platform's dial has no RTCPeer call: its one signal is the invite itself.
+        let signals = st
             .calls
-            .iter()
-            .find(|(_, c)| !c.call.is_ended() && c.call.callee == dial && c.call.room_id == room)
-            .map(|(id, _)| *id);
-        if let Some(id) = live {
-            let c = st.calls.get_mut(&id).expect("found above");
+            .to_in_room(dial, room)
+            .and_then(|id| st.calls.get(id))
+            .map_or(u64::from(caller == PLATFORM), |c| c.signals);
+        let counters = rec.as_ref().map(|r| {
+            r.counters().signal(signals);
+            r.counters()
+        });
+        st.lines.up(dial, room, rec);
+        counters
+    }
+
+    fn link_down(&self, room: Id, dial: Id, reason: &str) {
+        let mut st = self.state();
+        let record = st.lines.down(dial, room);
+        if let Some(id) = st.calls.to_in_room(dial, room) {
+            let c = st.calls.get_mut(id).expect("found above");
             let caller = c.call.caller;
             let _ = c.call.handle(Input::HangUp, Role::Callee, Instant::now());
             if reason != "caller left" {
@@ -1118,110 +1045,39 @@ impl Switchboard {
         }
     }
 
-    /// The room brought dial-in `dial` in: its call record starts (the call's signalling so
-    /// far included); the link counts its audio in the returned counters.
-    pub fn link_up(&self, room: Id, dial: Id, caller: Id) -> Option<Arc<CallCounters>> {
-        let rec = self.start_record(group_id(room), caller)?;
-        let mut st = self.state();
-        // A platform's dial has no RTCPeer call: its one signal is the invite itself.
-        let signals = st
-            .calls
-            .values()
-            .find(|c| !c.call.is_ended() && c.call.callee == dial && c.call.room_id == room)
-            .map_or(u64::from(caller == PLATFORM), |c| c.signals);
-        rec.counters().signal(signals);
-        let counters = rec.counters();
-        if let Some(old) = st.records.insert(dial, rec) {
-            old.finish("replaced");
-        }
-        Some(counters)
+    fn room_closed(&self, room: Id) {
+        self.state().rooms.remove(room);
     }
 
-    /// Starts the call record of a meeting ⇄ PTT link in hub group `group`, called by `caller`
-    /// (the platform when [`PLATFORM`]); `None` until [`Switchboard::wire`] gave the records.
-    pub fn start_record(&self, group: String, caller: Id) -> Option<CallRecorder> {
-        let calls = self.calls.get()?;
-        let mut start = CallStart::new(self.app.clone(), group, [Side::Meeting, Side::Ptt]);
-        if caller != PLATFORM {
-            start = start.initiator(party(caller, None));
-        }
-        Some(calls.start(start))
-    }
-
-    /// A room stopped (finished and empty).
-    pub fn room_closed(&self, room: Id) {
-        self.state().rooms.remove(&room);
-    }
-
-    /// Publishes a hub event from a room.
-    pub fn room_event(&self, kind: EventKind, room: Id, party: Option<Party>, detail: Value) {
-        self.publish(kind, Some(room), party, detail);
-    }
-
-    /// Client mode: takes `dial` for a call on an upstream server; false when it is in a call
-    /// or linked already (here or on another upstream).
-    pub fn claim_dial(&self, dial: Id) -> bool {
-        let mut st = self.state();
-        if st.dial_busy(dial) {
-            return false;
-        }
-        st.upstream_calls.insert(dial)
-    }
-
-    /// Client mode: the upstream call of `dial` is over.
-    pub fn release_dial(&self, dial: Id) {
-        self.state().upstream_calls.remove(&dial);
-    }
-
-    /// Starts client mode (`[[meeting.upstream]]`): one registration task per dial-in id.
-    pub fn start_upstreams(self: &Arc<Self>) {
-        super::upstream::start(self);
-    }
-
-    /// `/healthz` view: registered users, live calls, rooms and PTT links.
-    pub fn health(&self) -> Value {
-        let st = self.state();
-        let mut links: Vec<Value> = st
-            .linked
-            .iter()
-            .map(|(dial, room)| json!({ "dial_in": dial, "room": room }))
-            .collect();
-        links.sort_by_key(|l| l["dial_in"].as_i64());
-        json!({
-            "enabled": self.config.enabled,
-            "registered": st.users.len(),
-            "calls": st.calls.values().filter(|c| !c.call.is_ended()).count(),
-            "rooms": st.rooms.len(),
-            "links": links,
-            "upstream": *self.registrations.lock().unwrap_or_else(|p| p.into_inner()),
-        })
-    }
-
-    /// Hangs up the link of `dial` from the bridge side (admin API, PTT-side hang-up).
-    pub fn hang_up(&self, dial: Id) -> bool {
-        let st = self.state();
-        let Some(room) = st.linked.get(&dial).copied() else {
-            return false;
-        };
-        if let Some(h) = st.rooms.get(&room) {
-            let _ = h.try_send(RoomCmd::DetachLink {
-                dial,
-                reason: "hangup",
-            });
-        }
-        true
+    fn publish(&self, kind: EventKind, room: Id, party: Option<Party>, detail: Value) {
+        self.events.room(kind, Some(room), party, detail);
     }
 }
 
-/// `try_send` with a drop counter.
-pub fn push_outbox(outbox: &Outbox, msg: Value) -> bool {
-    match outbox.try_send(msg) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            metrics::counter!("pttbridge_meeting_pushes_dropped_total").increment(1);
-            false
+/// The calls' one timer: sleeps until the earliest deadline or bridge step, or until the
+/// table changes; ends with the switchboard (whose drop wakes it).
+async fn run_timers(sb: Weak<Switchboard>, wake: Arc<Notify>) {
+    // Far enough to mean "nothing due"; re-armed by any change.
+    const IDLE: Duration = Duration::from_secs(3600);
+    loop {
+        let next = match sb.upgrade() {
+            Some(sb) => sb.state().calls.next_deadline(),
+            None => return,
+        };
+        let at = next.map_or_else(|| tokio::time::Instant::now() + IDLE, Into::into);
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            // A change since the deadline was read left a permit: this returns at once.
+            _ = wake.notified() => {}
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let Some(sb) = sb.upgrade() else { return };
+        sb.on_timers(Instant::now());
+    }
+}
+
+impl Drop for Switchboard {
+    fn drop(&mut self) {
+        self.timers.notify_one();
     }
 }
 
@@ -1234,11 +1090,5 @@ fn own_user(me: Id, own_user_id: Id) -> Result<(), Refusal> {
             code::CONFLICT,
             "ownUserId is not the registered user",
         ))
-    }
-}
-
-impl From<mpsc::error::SendError<RoomCmd>> for Refusal {
-    fn from(_: mpsc::error::SendError<RoomCmd>) -> Self {
-        Refusal::new(code::INTERNAL, "room stopped")
     }
 }

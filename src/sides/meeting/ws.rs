@@ -15,7 +15,8 @@ use rtcpeer::{Frame, Request, reply};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::switchboard::{OUTBOX, Switchboard};
+use super::outbox::OUTBOX;
+use super::switchboard::Switchboard;
 
 /// The server pings every client this often…
 const PING_EVERY: Duration = Duration::from_secs(2);

@@ -1,38 +1,37 @@
 //! Client mode's media: the PTT [`Link`] of a call answered on an external RTCPeer server, with
 //! the bridge as a WebRTC *client* of that server's room. One actor per call owns the link and
-//! its str0m peers: a `publish` peer that sends the channel's audio (pass-through Opus, mixed
-//! when several talk), and one `play` peer per member that publishes (their audio is the meeting
-//! side of the link: VAD, floor, mix into the channel).
+//! its peers (the same [`PeerSet`] rooms use): a `publish` peer that sends the channel's audio
+//! (pass-through Opus, mixed when several talk), and one `play` peer per member that publishes
+//! (their audio is the group side of the link: VAD, floor, mix into the channel).
 //!
 //! Each peer has its own UDP socket: the server tells a room's peers apart by their source
 //! address (one port per room on its side), so ours must differ.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use bytes::Bytes;
+use media::arena::PacketArena;
 use media::g711::Law;
-use media::group::OutPacket;
-use media::passthrough::OutboundClock;
 use rtcpeer::id::Id;
 use serde_json::json;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::media::{Direction, Frequency, MediaKind};
+use str0m::net::Transmit;
+use str0m::{Candidate, Event};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::hub::EventKind;
+use crate::bridge::{Link, LinkConfig, Notice, Output, PassThrough, PttPort};
 use crate::hub::calls::CallCounters;
-use crate::sides::meeting::link::{Link, LinkInput, Notice};
-use crate::sides::meeting::peer::{self, Unwrap};
-use crate::sides::meeting::switchboard::{DialTarget, Switchboard, party};
+use crate::hub::{EventKind, Party, Side};
+use crate::sides::meeting::dial::DialTarget;
+use crate::sides::meeting::events::{Publisher, party};
+use crate::sides::meeting::rtc::{Peer, PeerSet, sdp};
+use crate::sides::ptt::ChannelEvent;
 
 /// Which of our peers: the publish peer, or the play peer of a member.
 pub type PeerKey = Option<Id>;
@@ -102,8 +101,10 @@ impl MediaHandle {
 
 /// A call's media: where it is and who called.
 pub struct CallMedia {
-    /// Switchboard (config, hub).
-    pub sb: Arc<Switchboard>,
+    /// Hub events.
+    pub events: Publisher,
+    /// How a lone PTT talker reaches the room.
+    pub passthrough: PassThrough,
     /// The channel.
     pub target: DialTarget,
     /// The caller (its leaving ends the call).
@@ -120,12 +121,19 @@ pub struct CallMedia {
 
 /// Starts the actor for a connected call; notices come back on the returned receiver.
 pub fn spawn(c: CallMedia) -> anyhow::Result<(MediaHandle, mpsc::Receiver<MediaNotice>)> {
+    let now = Instant::now();
     let mut link = Link::new(
-        &c.target,
-        c.caller,
-        c.room,
-        &c.sb.bus,
-        c.sb.config.passthrough,
+        LinkConfig {
+            passthrough: c.passthrough,
+            group_party: Party {
+                side: Side::Meeting,
+                id: format!("room:{}", c.room),
+                name: format!("meeting room {}", c.room),
+            },
+            group_level: c.target.meeting_level,
+            ptt_level: c.target.ptt_level,
+        },
+        now,
     )
     .map_err(|e| anyhow!("cannot start the link: {e}"))?;
     link.counters = c.counters.clone();
@@ -134,55 +142,58 @@ pub fn spawn(c: CallMedia) -> anyhow::Result<(MediaHandle, mpsc::Receiver<MediaN
     let (dgram_tx, dgram_rx) = mpsc::channel(1024);
     let span = info_span!("upstream_call", room = c.room, dial = c.target.user_id);
     let actor = Actor {
+        name: c.target.display_name(),
+        ptt_group: crate::sides::ptt::group_id(
+            &c.target.account.server,
+            &c.target.account.channel_path().unwrap_or_default(),
+        ),
+        feed: c.target.account.channel(),
+        port: PttPort::new(c.target.account.clone()),
         c,
         link,
-        peers: HashMap::new(),
+        peers: PeerSet::new(now),
         dgram_tx,
         notices: notice_tx,
-        epoch: Instant::now(),
-        out: Vec::with_capacity(4),
-        out_g711: Vec::new(),
+        epoch: now,
+        arena: PacketArena::default(),
+        rtp_in: metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "in"),
     };
     tokio::spawn(actor.run(rx, dgram_rx).instrument(span));
     Ok((MediaHandle { tx }, notice_rx))
 }
 
-struct ClientPeer {
-    rtc: Rtc,
+/// What client mode keeps about each of its peers.
+struct ClientTag {
     socket: Arc<UdpSocket>,
-    local: SocketAddr,
-    mid: Option<Mid>,
+    /// Our offer, until the server answers it.
     pending: Option<SdpPendingOffer>,
-    pt: Option<Pt>,
-    clock: OutboundClock,
-    ext: Unwrap,
-    connected: bool,
-    heard: Instant,
-    timeout: Instant,
-    dead: bool,
     reader: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for ClientPeer {
+impl Drop for ClientTag {
     fn drop(&mut self) {
         self.reader.abort();
     }
 }
 
-/// Silence (no STUN answer, RTP, RTCP) after which a connected peer is gone: as in server mode.
-const CONSENT_TIMEOUT: Duration = Duration::from_secs(4);
-/// A peer that has not connected this long after its offer is given up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// One transmit on the peer's own socket.
+fn send(tag: &ClientTag, t: &Transmit) -> bool {
+    tag.socket.try_send_to(&t.contents, t.destination).is_ok()
+}
 
 struct Actor {
     c: CallMedia,
-    link: Link,
-    peers: HashMap<PeerKey, ClientPeer>,
+    name: String,
+    ptt_group: String,
+    link: Link<Id>,
+    feed: broadcast::Receiver<ChannelEvent>,
+    port: PttPort,
+    peers: PeerSet<PeerKey, ClientTag>,
     dgram_tx: mpsc::Sender<(PeerKey, Vec<u8>, SocketAddr)>,
     notices: mpsc::Sender<MediaNotice>,
     epoch: Instant,
-    out: Vec<OutPacket>,
-    out_g711: Vec<(Law, OutPacket)>,
+    arena: PacketArena,
+    rtp_in: metrics::Counter,
 }
 
 impl Actor {
@@ -207,35 +218,34 @@ impl Actor {
                     None => break,
                 },
                 Some((key, data, from)) = dgrams.recv() => self.on_datagram(key, &data, from),
-                input = self.link.next() => match input {
-                    LinkInput::Audio(a) => {
-                        let now = Instant::now();
-                        let us = self.us(now);
-                        let mut direct = std::mem::take(&mut self.out);
-                        direct.clear();
-                        let n = self.link.on_audio(a, now, us, &mut direct);
-                        for pkt in &direct {
-                            self.send(pkt, now, us);
-                        }
-                        self.out = direct;
-                        self.on_notices(n);
+                ev = self.feed.recv() => match ev {
+                    Ok(ev) => self.on_ptt(ev),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "ptt_lag").increment(n);
                     }
-                    LinkInput::Event(e) => {
-                        let n = self.link.on_event(&e, Instant::now());
-                        self.on_notices(n);
-                    }
-                    LinkInput::Closed => {
+                    Err(broadcast::error::RecvError::Closed) => {
                         reason = "PTT account stopped";
                         let _ = self.notices.try_send(MediaNotice::HangUp(reason));
                         break;
                     }
                 },
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => {
+                    // What arrived while this task waited goes in before the tick pulls audio.
+                    while let Ok((key, data, from)) = dgrams.try_recv() {
+                        self.on_datagram(key, &data, from);
+                    }
+                    while let Ok(ev) = self.feed.try_recv() {
+                        self.on_ptt(ev);
+                    }
+                    self.on_tick();
+                }
             }
         }
         self.link.close(Instant::now());
-        for p in self.peers.values_mut() {
-            p.rtc.disconnect();
+        self.route(Instant::now());
+        let keys: Vec<PeerKey> = self.peers.iter().map(|(k, _)| *k).collect();
+        for k in keys {
+            self.peers.remove(&k, &mut send);
         }
         self.link_event(EventKind::LinkDown, reason);
         info!(reason, "upstream call media down");
@@ -246,17 +256,15 @@ impl Actor {
     }
 
     fn link_event(&self, kind: EventKind, reason: &str) {
-        let mut d =
-            crate::hub::event::Draft::new(self.c.sb.app.clone(), kind, self.c.group.clone())
-                .detail(json!({
-                    "ptt_group": self.link.ptt_group, "caller": self.c.caller,
-                    "dial_in": self.c.target.user_id, "reason": reason, "mode": "client",
-                }));
-        d.party = Some(party(
-            self.c.target.user_id,
-            self.link.client.name.as_deref(),
-        ));
-        self.c.sb.bus.publish(d);
+        self.c.events.group(
+            kind,
+            self.c.group.clone(),
+            Some(party(self.c.target.user_id, Some(&self.name))),
+            json!({
+                "ptt_group": self.ptt_group, "caller": self.c.caller,
+                "dial_in": self.c.target.user_id, "reason": reason, "mode": "client",
+            }),
+        );
         let g = metrics::gauge!("pttbridge_meeting_links");
         match kind {
             EventKind::LinkUp => {
@@ -267,6 +275,12 @@ impl Actor {
         }
     }
 
+    fn on_ptt(&mut self, ev: ChannelEvent) {
+        let now = Instant::now();
+        self.link.handle_ptt(ev, now);
+        self.route(now);
+    }
+
     fn on_cmd(&mut self, cmd: MediaCmd) {
         match cmd {
             MediaCmd::Offer { key, reply } => {
@@ -275,7 +289,7 @@ impl Actor {
             MediaCmd::Answer { key, sdp } => {
                 if let Err(e) = self.answer(key, &sdp) {
                     warn!(?key, error = %e, "the server's answer cannot be used");
-                    self.peers.remove(&key);
+                    self.peers.remove(&key, &mut send);
                     if key.is_none() {
                         let _ = self
                             .notices
@@ -284,13 +298,15 @@ impl Actor {
                 }
             }
             MediaCmd::Drop { member } => {
-                if let Some(mut p) = self.peers.remove(&Some(member)) {
-                    p.rtc.disconnect();
-                    let n = self.link.remove_speaker(member);
-                    self.on_notices(n);
+                if self.peers.remove(&Some(member), &mut send).is_some() {
+                    self.link.remove_member(member);
+                    self.route(Instant::now());
                 }
             }
-            MediaCmd::Chat { text } => self.link.send_text(text),
+            MediaCmd::Chat { text } => {
+                self.link.send_text(text);
+                self.route(Instant::now());
+            }
             MediaCmd::Stop { .. } => {}
         }
     }
@@ -301,7 +317,7 @@ impl Actor {
         let socket = Arc::new(UdpSocket::from_std(std_sock)?);
         let local = socket.local_addr()?;
         let now = Instant::now();
-        let mut rtc = peer::new_rtc(now);
+        let mut rtc = sdp::new_rtc(now);
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| anyhow!("{e}"))?);
         let dir = if key.is_none() {
             Direction::SendOnly
@@ -312,268 +328,146 @@ impl Actor {
         let mid = api.add_media(MediaKind::Audio, dir, None, None, None);
         let (offer, pending) = api.apply().context("no offer to make")?;
         let reader = tokio::spawn(read_datagrams(socket.clone(), key, self.dgram_tx.clone()));
-        use rand::Rng;
-        let mut rng = rand::rng();
-        let old = self.peers.insert(
-            key,
-            ClientPeer {
-                rtc,
-                socket,
-                local,
-                mid: Some(mid),
-                pending: Some(pending),
-                pt: None,
-                clock: OutboundClock::new(rng.random(), rng.random(), rng.random::<u32>() >> 2),
-                ext: Unwrap::default(),
-                connected: false,
-                heard: now,
-                timeout: now,
-                dead: false,
-                reader,
-            },
-        );
-        if let Some(mut old) = old {
+        let tag = ClientTag {
+            socket,
+            pending: Some(pending),
+            reader,
+        };
+        let mut peer = Peer::new(rtc, tag, local, now);
+        peer.mid = Some(mid);
+        if let Some(mut old) = self.peers.insert(key, peer) {
             old.rtc.disconnect();
         }
         Ok(offer.to_sdp_string())
     }
 
-    fn answer(&mut self, key: PeerKey, sdp: &str) -> anyhow::Result<()> {
+    fn answer(&mut self, key: PeerKey, sdp_text: &str) -> anyhow::Result<()> {
         let p = self.peers.get_mut(&key).context("no such offer")?;
-        let pending = p.pending.take().context("answered twice")?;
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| anyhow!("invalid SDP: {e}"))?;
+        let pending = p.tag.pending.take().context("answered twice")?;
+        let answer =
+            SdpAnswer::from_sdp_string(sdp_text).map_err(|e| anyhow!("invalid SDP: {e}"))?;
         p.rtc
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| anyhow!("{e}"))?;
         if let Some(mid) = p.mid {
-            p.pt = peer::pt_for(&mut p.rtc, mid, Codec::Opus);
+            p.pt = sdp::pt_for(&mut p.rtc, mid, Codec::Opus);
         }
         if key.is_none() && p.pt.is_none() {
             return Err(anyhow!("the server did not take Opus"));
         }
-        self.drain(key);
+        self.peers.drain(key, &mut send);
+        self.process_events();
         Ok(())
     }
 
     fn on_datagram(&mut self, key: PeerKey, data: &[u8], from: SocketAddr) {
-        let now = Instant::now();
-        let Some(p) = self.peers.get_mut(&key) else {
-            return;
-        };
-        let Ok(contents) = data.try_into() else {
-            return;
-        };
-        p.heard = now;
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source: from,
-                destination: p.local,
-                contents,
-            },
-        );
-        if let Err(e) = p.rtc.handle_input(input) {
-            metrics::counter!("pttbridge_meeting_errors_total", "kind" => "rtc_input").increment(1);
-            debug!(?key, error = %e, "peer rejected a datagram");
-        }
-        self.drain(key);
+        self.peers
+            .receive(key, from, data, Instant::now(), &mut send);
+        self.process_events();
     }
 
-    fn drain(&mut self, key: PeerKey) {
-        let mut events = Vec::new();
-        let Some(p) = self.peers.get_mut(&key) else {
-            return;
-        };
-        loop {
-            match p.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => {
-                    if p.socket.try_send_to(&t.contents, t.destination).is_err() {
-                        metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "udp_send").increment(1);
-                    }
+    fn process_events(&mut self) {
+        while let Some((key, ev)) = self.peers.poll_event() {
+            match ev {
+                Event::Connected => debug!(?key, "peer connected"),
+                Event::MediaData(d) => {
+                    let Some(member) = key else { continue };
+                    self.rtp_in.increment(1);
+                    let law = match d.params.spec().codec {
+                        Codec::Opus => None,
+                        Codec::PCMU => Some(Law::Mu),
+                        Codec::PCMA => Some(Law::A),
+                        _ => continue,
+                    };
+                    let ts = d.time.rebase(Frequency::FORTY_EIGHT_KHZ).numer() as u32;
+                    let payload = self.arena.copy(&d.data);
+                    self.link.handle_member_packet(
+                        member,
+                        law,
+                        ts,
+                        payload,
+                        d.ext_vals.audio_level,
+                        Instant::now(),
+                    );
                 }
-                Ok(Output::Timeout(t)) => {
-                    p.timeout = t;
-                    break;
-                }
-                Ok(Output::Event(e)) => events.push(e),
-                Err(e) => {
-                    debug!(?key, error = %e, "peer failed");
-                    p.dead = true;
-                    break;
-                }
+                _ => {}
             }
-        }
-        for e in events {
-            self.on_event(key, e);
-        }
-    }
-
-    fn on_event(&mut self, key: PeerKey, ev: Event) {
-        match ev {
-            Event::Connected => {
-                if let Some(p) = self.peers.get_mut(&key) {
-                    p.connected = true;
-                    debug!(?key, "peer connected");
-                }
-            }
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                if let Some(p) = self.peers.get_mut(&key) {
-                    p.dead = true;
-                }
-            }
-            Event::MediaData(d) => {
-                let Some(member) = key else { return };
-                metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "in").increment(1);
-                let law = match d.params.spec().codec {
-                    Codec::Opus => None,
-                    Codec::PCMU => Some(Law::Mu),
-                    Codec::PCMA => Some(Law::A),
-                    _ => return,
-                };
-                let ts = d.time.rebase(Frequency::FORTY_EIGHT_KHZ).numer() as u32;
-                let now_us = self.us(Instant::now());
-                self.link.meeting_packet(
-                    member,
-                    law,
-                    ts,
-                    Bytes::copy_from_slice(&d.data),
-                    d.ext_vals.audio_level,
-                    now_us,
-                );
-            }
-            _ => {}
         }
     }
 
     fn on_tick(&mut self) {
         let now = Instant::now();
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for key in keys {
-            let Some(p) = self.peers.get_mut(&key) else {
-                continue;
-            };
-            let silent = now.duration_since(p.heard);
-            if (p.connected && silent > CONSENT_TIMEOUT)
-                || (!p.connected && silent > CONNECT_TIMEOUT)
-            {
-                p.dead = true;
-            }
-            if !p.dead && p.timeout <= now && p.rtc.handle_input(Input::Timeout(now)).is_err() {
-                p.dead = true;
-            }
-            self.drain(key);
-        }
-        let dead: Vec<PeerKey> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.dead || !p.rtc.is_alive())
-            .map(|(k, _)| *k)
-            .collect();
-        for key in dead {
+        self.peers.handle_timeouts(now, &mut send);
+        self.process_events();
+        for key in self.peers.dead() {
             metrics::counter!("pttbridge_meeting_peers_lost_total").increment(1);
             info!(?key, "peer to the upstream room lost");
-            self.peers.remove(&key);
+            self.peers.remove(&key, &mut send);
             match key {
                 None => {
                     let _ = self.notices.try_send(MediaNotice::HangUp("media lost"));
                 }
-                Some(member) => {
-                    let n = self.link.remove_speaker(member);
-                    self.on_notices(n);
-                }
+                Some(member) => self.link.remove_member(member),
             }
         }
-        let us = self.us(now);
-        let mut out = std::mem::take(&mut self.out);
-        let mut out_g711 = std::mem::take(&mut self.out_g711);
-        out.clear();
-        let n = self
-            .link
-            .tick(now, us, &mut out, (false, false), &mut out_g711);
-        for pkt in &out {
-            self.send(pkt, now, us);
-        }
-        self.out = out;
-        self.out_g711 = out_g711;
-        self.on_notices(n);
+        self.link.handle_tick(now);
+        self.route(now);
     }
 
-    /// One packet of the channel's audio on the publish peer.
-    fn send(&mut self, pkt: &OutPacket, now: Instant, now_us: u64) {
-        let Some(p) = self.peers.get_mut(&None) else {
-            return;
-        };
-        let (Some(pt), Some(mid), true) = (p.pt, p.mid, p.connected) else {
-            return;
-        };
-        let h = p.clock.stamp(pkt.source, pkt.src_ts, pkt.samples, now_us);
-        let t = p.ext.extend(h.timestamp);
-        let Some(w) = p.rtc.writer(mid) else { return };
-        match w.start_of_talkspurt(h.marker).write(
-            pt,
-            now,
-            MediaTime::new(t, Frequency::FORTY_EIGHT_KHZ),
-            &pkt.payload[..],
-        ) {
-            Ok(()) => {
-                metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "out").increment(1)
-            }
-            Err(e) => {
-                metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "write")
-                    .increment(1);
-                debug!(error = %e, "write failed");
+    /// Carries out what the link emitted.
+    fn route(&mut self, now: Instant) {
+        let now_us = self.us(now);
+        while let Some(out) = self.link.poll_output() {
+            match out {
+                // The server's room only takes our Opus; G.711 players are its business.
+                Output::Listeners(p) => self.peers.write(None, &p, now, now_us, &mut send),
+                Output::ListenersG711(..) => {}
+                Output::PttVoice { opus, terminator } => {
+                    self.port.voice(opus, terminator);
+                }
+                Output::PttText(text) => self.port.text(text),
+                Output::Notice(n) => self.on_notice(n),
             }
         }
-        self.drain(None);
     }
 
-    fn on_notices(&mut self, notices: Vec<Notice>) {
-        for n in notices {
-            match n {
-                Notice::Text { from, text } => {
-                    let text = match from {
-                        Some(p) => format!("{}: {text}", p.name),
-                        None => text,
-                    };
-                    let _ = self.notices.try_send(MediaNotice::Chat(text));
-                }
-                Notice::HangUp { .. } => {
-                    let _ = self.notices.try_send(MediaNotice::HangUp("hangup"));
-                }
-                Notice::MeetingTalking { client, talking } => {
-                    let kind = if talking {
-                        EventKind::TalkStarted
-                    } else {
-                        EventKind::TalkStopped
-                    };
-                    let mut d = crate::hub::event::Draft::new(
-                        self.c.sb.app.clone(),
-                        kind,
-                        self.c.group.clone(),
-                    )
-                    .detail(json!({ "media_type": 2, "linked_to": self.link.ptt_group }));
-                    d.party = Some(party(client, None));
-                    self.c.sb.bus.publish(d);
-                }
-                Notice::FloorDenied { holder } => {
-                    metrics::counter!("pttbridge_meeting_floor_denied_total").increment(1);
-                    let mut d = crate::hub::event::Draft::new(
-                        self.c.sb.app.clone(),
-                        EventKind::FloorDenied,
-                        self.c.group.clone(),
-                    )
-                    .detail(json!({ "holder": holder, "ptt_group": self.link.ptt_group, "queued": true }));
-                    d.party = Some(party(
-                        self.c.target.user_id,
-                        self.link.client.name.as_deref(),
-                    ));
-                    self.c.sb.bus.publish(d);
-                }
-                // The server's room tells its members who talks; the PTT side publishes talk.*.
-                Notice::PttTalking { .. } | Notice::FloorGranted => {}
+    fn on_notice(&mut self, n: Notice<Id>) {
+        match n {
+            Notice::Text { from, text } => {
+                let text = match from {
+                    Some(p) => format!("{}: {text}", p.name),
+                    None => text,
+                };
+                let _ = self.notices.try_send(MediaNotice::Chat(text));
             }
+            Notice::HangUp { .. } => {
+                let _ = self.notices.try_send(MediaNotice::HangUp("hangup"));
+            }
+            Notice::MemberTalking { member, talking } => {
+                let kind = if talking {
+                    EventKind::TalkStarted
+                } else {
+                    EventKind::TalkStopped
+                };
+                self.c.events.group(
+                    kind,
+                    self.c.group.clone(),
+                    Some(party(member, None)),
+                    json!({ "media_type": 2, "linked_to": self.ptt_group }),
+                );
+            }
+            Notice::FloorDenied { holder } => {
+                metrics::counter!("pttbridge_meeting_floor_denied_total").increment(1);
+                self.c.events.group(
+                    EventKind::FloorDenied,
+                    self.c.group.clone(),
+                    Some(party(self.c.target.user_id, Some(&self.name))),
+                    json!({ "holder": holder, "ptt_group": self.ptt_group, "queued": true }),
+                );
+            }
+            // The server's room tells its members who talks; the PTT side publishes talk.*.
+            Notice::PttTalking { .. } | Notice::FloorGranted => {}
         }
     }
 }

@@ -14,7 +14,6 @@ pub mod login;
 pub mod media;
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,8 +35,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use self::login::Base;
 use self::media::{CallMedia, MediaCmd, MediaHandle, MediaNotice};
 use super::config::{AnswerPolicy, Upstream};
-use super::switchboard::{DialTarget, Switchboard, party};
-use crate::hub::event::Draft;
+use super::dial::DialTarget;
+use super::events::party;
+use super::switchboard::Switchboard;
 use crate::hub::{CallRecorder, EventKind};
 
 /// How long a request waits for its reply.
@@ -72,8 +72,9 @@ pub struct Registration {
 /// Registrations of all upstream tasks.
 pub type Registrations = Arc<Mutex<Vec<Registration>>>;
 
-/// Starts one task per (upstream, dial-in id).
-pub fn start(sb: &Arc<Switchboard>) {
+/// Starts one task per (upstream, dial-in id); their registrations show in what it returns.
+pub fn start(sb: &Arc<Switchboard>) -> Registrations {
+    let registrations = Registrations::default();
     for up in &sb.config.upstream {
         for id in &up.dial_in {
             let Some(target) = sb.dial_target(*id).cloned() else {
@@ -81,7 +82,7 @@ pub fn start(sb: &Arc<Switchboard>) {
                 continue;
             };
             let index = {
-                let mut regs = sb.registrations.lock().unwrap_or_else(|p| p.into_inner());
+                let mut regs = registrations.lock().unwrap_or_else(|p| p.into_inner());
                 regs.push(Registration {
                     url: up.url.clone(),
                     dial_in: *id,
@@ -95,6 +96,7 @@ pub fn start(sb: &Arc<Switchboard>) {
             };
             let task = Task {
                 sb: sb.clone(),
+                registrations: registrations.clone(),
                 up: up.clone(),
                 target,
                 index,
@@ -103,10 +105,12 @@ pub fn start(sb: &Arc<Switchboard>) {
             tokio::spawn(task.run().instrument(span));
         }
     }
+    registrations
 }
 
 struct Task {
     sb: Arc<Switchboard>,
+    registrations: Registrations,
     up: Upstream,
     target: DialTarget,
     index: usize,
@@ -116,11 +120,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 impl Task {
     fn update(&self, f: impl FnOnce(&mut Registration)) {
-        let mut regs = self
-            .sb
-            .registrations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut regs = self.registrations.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = regs.get_mut(self.index) {
             f(r);
         }
@@ -321,9 +321,10 @@ impl Calls<'_> {
     }
 
     fn event(&self, kind: EventKind, room: Id, actor: Id, detail: Value) {
-        let mut d = Draft::new(self.task.sb.app.clone(), kind, self.group(room)).detail(detail);
-        d.party = Some(party(actor, None));
-        self.task.sb.bus.publish(d);
+        self.task
+            .sb
+            .events
+            .group(kind, self.group(room), Some(party(actor, None)), detail);
     }
 
     async fn serve(&mut self, s: &mut Signal) -> anyhow::Result<()> {
@@ -627,12 +628,13 @@ impl Calls<'_> {
         }
         let media = media::spawn(CallMedia {
             counters,
-            sb: self.task.sb.clone(),
+            events: self.task.sb.events.clone(),
+            passthrough: self.task.sb.config.passthrough,
             target: t.clone(),
             caller,
             room,
             group: self.group(room),
-            local_ip: local_ip(&self.task.sb),
+            local_ip: self.task.sb.config.rtc_ip,
         });
         let (handle, notices) = match media {
             Ok(m) => m,
@@ -780,9 +782,4 @@ async fn recv_notice(
         Some((_, rx)) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// Address for our WebRTC sockets: `meeting.rtc_ip`.
-fn local_ip(sb: &Switchboard) -> IpAddr {
-    sb.config.rtc_ip
 }

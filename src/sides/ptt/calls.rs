@@ -15,7 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span};
 
-use super::ptt::{Account, ChannelAudio, PttSide, group_id};
+use super::{Account, ChannelEvent, PttSide, group_id};
 use crate::hub::calls::CallCounters;
 use crate::hub::{CallRecorder, CallStart, Calls, Side};
 
@@ -55,7 +55,7 @@ struct Conversation {
 
 impl Tracker {
     async fn run(self) {
-        let mut audio = self.account.audio();
+        let mut audio = self.account.channel();
         let mut state = self.account.client.watch();
         let mut current: Option<Conversation> = None;
         loop {
@@ -65,7 +65,7 @@ impl Tracker {
                 .map(|c| c.last_activity + self.idle);
             tokio::select! {
                 msg = audio.recv() => match msg {
-                    Ok(ChannelAudio::TalkStarted { party, session }) => {
+                    Ok(ChannelEvent::TalkStarted { party, session }) => {
                         let group = group_id(&self.account.server, &self.account.channel_path().unwrap_or_default());
                         if current.as_ref().is_some_and(|c| c.group != group) {
                             self.finish(current.take(), "channel changed");
@@ -88,13 +88,13 @@ impl Tracker {
                         conv.counters.signal(1);
                         conv.last_activity = Instant::now();
                     }
-                    Ok(ChannelAudio::Voice { opus, .. }) => {
+                    Ok(ChannelEvent::Voice { opus, .. }) => {
                         if let Some(c) = &mut current {
                             c.counters.audio(1, opus.len());
                             c.last_activity = Instant::now();
                         }
                     }
-                    Ok(ChannelAudio::TalkStopped { session, .. }) => {
+                    Ok(ChannelEvent::TalkStopped { session, .. }) => {
                         if let Some(c) = &mut current {
                             c.talking.remove(&session);
                             c.counters.signal(1);
@@ -102,6 +102,8 @@ impl Tracker {
                             c.last_stop_ms = now_ms();
                         }
                     }
+                    // The conversation follows talk and voice; the account's state comes by `watch`.
+                    Ok(ChannelEvent::Text { .. } | ChannelEvent::Connected | ChannelEvent::Disconnected) => {}
                     Err(RecvError::Lagged(n)) => {
                         metrics::counter!("pttbridge_errors_total", "side" => "ptt", "kind" => "call_tracker_lagged").increment(n);
                     }

@@ -1,5 +1,5 @@
-//! One WebRTC peer connection (str0m, sans-IO): audio only, Opus first, PCMU/PCMA for the PTT link,
-//! ICE host candidates on the room's UDP port, DTLS-SRTP, bundle. Video m-lines in an offer are
+//! Setting up one WebRTC peer connection (str0m, sans-IO): audio only, Opus first, PCMU/PCMA for
+//! the PTT link, ICE host candidates, DTLS-SRTP, bundle; offers answered, answers taken. Video m-lines in an offer are
 //! declined: answered inactive inside the bundle (see `keep_declined_in_bundle`), so no video
 //! ever flows and every WebRTC stack (aiortc included) takes the answer.
 
@@ -56,7 +56,7 @@ pub fn init_crypto() {
 
 /// ICE checks on a connected pair at most 1 s apart (str0m's default: 3 s), so a live client
 /// answers something every second and the room can tell a vanished one after a few silent
-/// seconds (`room::CONSENT_TIMEOUT`); 5 unanswered checks in a row also fail the pair in str0m.
+/// seconds (`peer_set::CONSENT_TIMEOUT`); 5 unanswered checks in a row also fail the pair in str0m.
 const STUN_INITIAL_RTO: Duration = Duration::from_millis(200);
 const STUN_MAX_RTO: Duration = Duration::from_millis(1000);
 const STUN_MAX_RETRANSMITS: usize = 5;

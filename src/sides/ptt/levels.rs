@@ -27,8 +27,8 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::debug;
 
+use super::{Account, ChannelEvent, PttSide, group_id};
 use crate::hub::Party;
-use crate::sides::ptt::{ChannelAudio, PttSide, group_id};
 
 /// How often levels are sent.
 const WINDOW: Duration = Duration::from_millis(100);
@@ -68,7 +68,7 @@ impl LevelMeter {
         let talkers = Arc::new(Mutex::new(Talkers::default()));
         // Accounts of one server in one channel would double a talker; the map key dedups.
         for account in &ptt.accounts {
-            let rx = account.audio();
+            let rx = account.channel();
             let server = account.server.clone();
             let channel = account.clone();
             let talkers = talkers.clone();
@@ -85,9 +85,9 @@ impl LevelMeter {
 }
 
 async fn follow(
-    mut rx: broadcast::Receiver<ChannelAudio>,
+    mut rx: broadcast::Receiver<ChannelEvent>,
     server: String,
-    account: crate::sides::ptt::Account,
+    account: Account,
     talkers: Arc<Mutex<Talkers>>,
     frames: broadcast::Sender<Arc<str>>,
 ) {
@@ -101,7 +101,7 @@ async fn follow(
         };
         let mut t = talkers.lock().unwrap_or_else(|p| p.into_inner());
         match audio {
-            ChannelAudio::TalkStarted { party, session } => {
+            ChannelEvent::TalkStarted { party, session } => {
                 let group = group_id(&server, &account.channel_path().unwrap_or_default());
                 t.by_session.insert(
                     (server.clone(), session),
@@ -113,10 +113,12 @@ async fn follow(
                     },
                 );
             }
-            ChannelAudio::TalkStopped { session, .. } => {
+            ChannelEvent::TalkStopped { session, .. } => {
                 t.by_session.remove(&(server.clone(), session));
             }
-            ChannelAudio::Voice { session, opus, .. } => {
+            // Text and the account's connection do not move a level meter.
+            ChannelEvent::Text { .. } | ChannelEvent::Connected | ChannelEvent::Disconnected => {}
+            ChannelEvent::Voice { session, opus, .. } => {
                 if frames.receiver_count() == 0 {
                     continue;
                 }

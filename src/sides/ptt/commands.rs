@@ -13,7 +13,7 @@ use ptt::client::{ClientHandle, Command, LinkState};
 use ptt::{ControlMessage, proto};
 use serde_json::Value;
 
-use super::ptt::{PttSide, party};
+use super::{PttSide, party};
 use crate::hub::command::BoxFuture;
 use crate::hub::{CommandError, Delivered, SideCommand, SideCommands};
 

@@ -5,8 +5,18 @@
 //! channel) is reported by the first account of each server only; talk and text,
 //! which a session only sees in its own channel, are reported by every account.
 
+pub mod calls;
+pub mod commands;
+pub mod levels;
+mod view;
+
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use serde_json::Value;
+use tokio::sync::watch;
 
 use ptt::client::{self, ClientConfig, ClientEvent, ClientHandle, LinkState};
 use ptt::session::{Event as PttEvent, SessionConfig, User};
@@ -15,14 +25,16 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::config::Config;
+use crate::config::PttConfig;
 use crate::hub::event::Draft;
 use crate::hub::{EventBus, EventKind, Party, Side};
 use crate::recording::Recorder;
 
-/// What a linked side hears from an account's channel: talk state and Opus packets.
+/// What a link hears from the PTT account it rides on, as typed messages: its channel's talk
+/// state, voice and text (and text sent privately to the account), and the account's
+/// connection. A link needs nothing else from the PTT side.
 #[derive(Debug, Clone)]
-pub enum ChannelAudio {
+pub enum ChannelEvent {
     /// A PTT user started talking.
     TalkStarted {
         /// The talker.
@@ -46,10 +58,24 @@ pub enum ChannelAudio {
         /// Its session.
         session: u32,
     },
+    /// Text in the account's channel, or sent privately to the account.
+    Text {
+        /// The sender, when the server names one.
+        from: Option<Party>,
+        /// The message.
+        text: String,
+        /// Sent to the account alone rather than to the channel.
+        private: bool,
+    },
+    /// The account is (again) synced with its server and in its channel.
+    Connected,
+    /// The account lost its server; it reconnects by itself. Bursts in progress have ended
+    /// (their `TalkStopped` came first).
+    Disconnected,
 }
 
-/// Audio packets buffered per subscriber before it lags (about 2.5 s of one talker).
-const AUDIO_BUFFER: usize = 128;
+/// Channel events buffered per subscriber before it lags (about 2.5 s of one talker).
+const CHANNEL_BUFFER: usize = 128;
 
 /// One connected (or connecting) account.
 #[derive(Debug, Clone)]
@@ -62,15 +88,16 @@ pub struct Account {
     pub username: String,
     /// The running client.
     pub client: ClientHandle,
-    /// Channel audio for links; subscribe with [`Account::audio`].
-    audio: tokio::sync::broadcast::Sender<ChannelAudio>,
+    /// The channel feed for links; subscribe with [`Account::channel`].
+    channel: tokio::sync::broadcast::Sender<ChannelEvent>,
 }
 
 impl Account {
-    /// Talk state and voice of this account's channel from now on. A subscriber that
-    /// falls behind gets `Lagged` and skips ahead; the PTT side never waits for it.
-    pub fn audio(&self) -> tokio::sync::broadcast::Receiver<ChannelAudio> {
-        self.audio.subscribe()
+    /// Talk state, voice and text of this account's channel, and its connection, from now
+    /// on. A subscriber that falls behind gets `Lagged` and skips ahead; the PTT side never
+    /// waits for it.
+    pub fn channel(&self) -> tokio::sync::broadcast::Receiver<ChannelEvent> {
+        self.channel.subscribe()
     }
 
     /// Path of the channel this account is in now.
@@ -129,11 +156,61 @@ pub struct ServerHealth {
     pub accounts: Vec<AccountHealth>,
 }
 
+impl super::Side for PttSide {
+    fn start(ctx: &super::SideContext<'_>) -> anyhow::Result<Arc<Self>> {
+        let side = PttSide::connect(&ctx.config.ptt, ctx.bus.clone(), ctx.recorder.clone());
+        calls::start(
+            &side,
+            ctx.platform.calls.clone(),
+            ctx.config.business.ptt_call_idle(),
+        );
+        Ok(Arc::new(side))
+    }
+
+    fn kind(&self) -> Side {
+        Side::Ptt
+    }
+
+    fn routes(&self, shutdown: &watch::Receiver<bool>) -> Router {
+        Router::new()
+            .route("/api/levels", get(levels::stream))
+            .with_state(levels::LevelMeter::start(self, shutdown.clone()))
+    }
+
+    fn health(&self) -> Value {
+        let servers = self.server_health();
+        let state = if super::Side::healthy(self) {
+            "connected"
+        } else {
+            "degraded"
+        };
+        json!({ "state": state, "servers": servers })
+    }
+
+    fn healthy(&self) -> bool {
+        self.server_health().iter().all(|s| s.state == "connected")
+    }
+
+    fn live_view(&self) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("ptt".into(), view::servers(self));
+        m
+    }
+
+    fn export_metrics(&self) {
+        self.refresh_client_metrics();
+    }
+
+    fn commands(&self) -> Option<Arc<dyn crate::hub::SideCommands>> {
+        Some(commands::PttCommands::new(self.clone()))
+    }
+}
+
 impl PttSide {
     /// Starts a client for every configured account.
-    pub fn start(config: &Config, bus: Arc<EventBus>, recorder: Option<Recorder>) -> Self {
+    pub fn connect(config: &PttConfig, bus: Arc<EventBus>, recorder: Option<Recorder>) -> Self {
         let mut side = PttSide::default();
-        for server in &config.ptt.servers {
+        for server in &config.servers {
             side.servers.push(ServerInfo {
                 id: server.id.clone(),
                 host: server.host.clone(),
@@ -147,15 +224,15 @@ impl PttSide {
                     password: account.password.clone(),
                     channel: account.channel.clone(),
                     udp: server.udp,
-                    talk_timeout: config.ptt.talk_timeout(),
+                    talk_timeout: config.talk_timeout(),
                     ..SessionConfig::default()
                 };
                 let mut cc =
                     ClientConfig::new(server.host.clone(), server.port, server.trust(), session);
                 cc.udp_port = server.udp_port;
-                cc.backoff = config.ptt.backoff();
+                cc.backoff = config.backoff();
                 let (handle, events) = client::spawn(cc);
-                let (audio, _) = tokio::sync::broadcast::channel(AUDIO_BUFFER);
+                let (channel, _) = tokio::sync::broadcast::channel(CHANNEL_BUFFER);
                 let translator = Translator {
                     app: server.app.clone(),
                     server: server.id.clone(),
@@ -168,7 +245,7 @@ impl PttSide {
                     syncing: None,
                     recorder: recorder.clone(),
                     source: format!("{}/{}", server.id, account.username),
-                    audio: audio.clone(),
+                    channel: channel.clone(),
                     talking: HashMap::new(),
                 };
                 let span = info_span!("ptt", server = %server.id, account = %account.username);
@@ -178,7 +255,7 @@ impl PttSide {
                     app: server.app.clone(),
                     username: account.username.clone(),
                     client: handle,
-                    audio,
+                    channel,
                 });
             }
         }
@@ -186,7 +263,7 @@ impl PttSide {
     }
 
     /// Health of every server.
-    pub fn health(&self) -> Vec<ServerHealth> {
+    pub fn server_health(&self) -> Vec<ServerHealth> {
         self.servers
             .iter()
             .map(|s| {
@@ -215,7 +292,7 @@ impl PttSide {
     }
 
     /// Refreshes counters that live in the clients (packet counts) before a metrics scrape.
-    pub fn export_metrics(&self) {
+    pub fn refresh_client_metrics(&self) {
         for a in &self.accounts {
             let snap = a.client.snapshot();
             let st = snap.stats;
@@ -309,8 +386,8 @@ struct Translator {
     recorder: Option<Recorder>,
     /// This account as a recording source: `server/account`.
     source: String,
-    /// Fan-out of this account's channel audio to links.
-    audio: tokio::sync::broadcast::Sender<ChannelAudio>,
+    /// Fan-out of this account's channel events to links.
+    channel: tokio::sync::broadcast::Sender<ChannelEvent>,
     /// Who is talking where, by session: a stop names the same party and group as its start
     /// (the user may be gone from the server by then, or have moved).
     talking: HashMap<u32, (Party, String)>,
@@ -337,7 +414,7 @@ impl Translator {
 
     /// A burst ended: the channel's audio consumers and the platforms hear of it together.
     fn talk_stopped(&self, session: u32, party: Party, group: String, detail: serde_json::Value) {
-        let _ = self.audio.send(ChannelAudio::TalkStopped {
+        let _ = self.channel.send(ChannelEvent::TalkStopped {
             party: party.clone(),
             session,
         });
@@ -386,6 +463,7 @@ impl Translator {
                     json!({ "side": "ptt", "server": self.server, "account": self.username, "reason": reason,
                             "retry_in_ms": retry_in.map(|d| d.as_millis() as u64) }),
                 );
+                let _ = self.channel.send(ChannelEvent::Disconnected);
             }
             ClientEvent::Stopped => {}
             ClientEvent::Session(ev) => self.handle_session(ev),
@@ -401,6 +479,7 @@ impl Translator {
                     None,
                     json!({ "side": "ptt", "server": self.server, "account": self.username, "session": session }),
                 );
+                let _ = self.channel.send(ChannelEvent::Connected);
                 if let Some(fresh) = self.syncing.take() {
                     self.reconcile(fresh);
                 }
@@ -445,7 +524,7 @@ impl Translator {
                         party.clone(),
                     );
                 }
-                let _ = self.audio.send(ChannelAudio::TalkStarted {
+                let _ = self.channel.send(ChannelEvent::TalkStarted {
                     party: party.clone(),
                     session,
                 });
@@ -498,6 +577,16 @@ impl Translator {
                         name: actor_name.clone().unwrap_or_default(),
                     },
                 });
+                // Links hear their own channel's text and what is sent to the account alone.
+                let ours =
+                    channels.is_empty() || snap.own_channel.is_some_and(|c| channels.contains(&c));
+                if private || ours {
+                    let _ = self.channel.send(ChannelEvent::Text {
+                        from: party.clone(),
+                        text: message.clone(),
+                        private,
+                    });
+                }
                 self.publish(
                     EventKind::MessageText,
                     self.group_of(channel),
@@ -525,7 +614,7 @@ impl Translator {
                 if let Some(r) = &self.recorder {
                     r.packet((self.source.clone(), session), sequence, opus.clone());
                 }
-                let _ = self.audio.send(ChannelAudio::Voice {
+                let _ = self.channel.send(ChannelEvent::Voice {
                     session,
                     sequence,
                     opus,

@@ -1,4 +1,4 @@
-//! G.711 (PCMU/PCMA, 8 kHz) on the PTT link, whose own audio is Opus 48 kHz.
+//! G.711 (PCMU/PCMA, 8 kHz) on a link to a PTT channel, whose own audio is Opus 48 kHz.
 //!
 //! - [`G711Inbound`]: a meeting publisher sending G.711. Its packets are decoded, resampled to
 //!   48 kHz and encoded as Opus frames on arrival, so they enter the same per-speaker jitter

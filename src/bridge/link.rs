@@ -1,0 +1,755 @@
+//! A PTT channel joined to a group on another side, sans-IO: the caller hands in what happened
+//! (`handle_*`, each with an explicit `now`) and drains what to do ([`Link::poll_output`]).
+//! No sockets, tasks or channels inside; the same core runs in a meeting room, in a call
+//! answered on an external RTCPeer server, and in unit tests with a fake clock.
+//!
+//! ```text
+//!   PTT channel ── ChannelEvent ──▶ ┌──────────────────────────────┐ ── Listeners(Opus) ──▶ group
+//!   (TalkStarted/Voice/TalkStopped, │ PTT → group: one talker       │ ── ListenersG711 ───▶ members
+//!    Text, Connected/Disconnected)  │  passes through, several are  │
+//!                                   │  mixed (one shared encode)    │
+//!                                   │ floor: PTT talkers, the group │ ── Notice ──────────▶ caller
+//!                                   │  (one party), levels, queue   │
+//!   group members ── packets ─────▶ │ group → PTT: jitter buffer,   │ ── PttVoice ───────▶ PTT
+//!   (Opus / G.711, RFC 6464 level)  │  decode, VAD, mix, encode     │ ── PttText ────────▶ channel
+//!                      tick (20 ms) └──────────────────────────────┘
+//! ```
+//!
+//! - **PTT → group**: every PTT talker feeds a [`MixGroup`]: a lone talker passes through
+//!   unchanged — on arrival ([`PassThrough::Direct`]) or on the tick — and several are mixed
+//!   with one shared encode. The caller stamps each packet per listener with its own
+//!   `OutboundClock`, so talker switches never jump a listener's RTP timestamps.
+//! - **group → PTT**: each member's audio goes through a jitter buffer and decoder, is
+//!   down-mixed to mono, and its VAD (RFC 6464 level when the member sends it, else energy)
+//!   or the side's explicit talk state decides who speaks. While anyone speaks the link asks
+//!   the channel's [`Floor`] for the group (queued behind a PTT talker; a higher level
+//!   pre-empts); holding it, it mixes the speakers, encodes Opus mono and emits PTT voice.
+//! - Text: channel text becomes [`Notice::Text`]; [`HANGUP_COMMAND`] becomes
+//!   [`Notice::HangUp`]; [`Link::send_text`] emits [`Output::PttText`].
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use media::Channels;
+use media::g711::Law;
+use media::group::{GroupConfig, MixGroup, OutPacket};
+use media::inbound::{FRAME, FrameKind};
+use media::limiter::Limiter;
+use media::mixer::Mixer;
+use media::opus::{Application, Encoder};
+use media::passthrough::{Route, Source};
+use tracing::{debug, info, warn};
+
+use super::g711::G711Outbound;
+use super::member::Member;
+use super::metrics::{JitterReport, LinkMetrics};
+pub use super::passthrough::PassThrough;
+use crate::hub::Party;
+use crate::hub::calls::CallCounters;
+use crate::hub::floor::{Decision, Floor, MicLevel};
+use crate::sides::ptt::ChannelEvent;
+
+/// Text a PTT user sends (in the linked channel, or privately to the bridge's account) to hang
+/// up the link from the PTT side.
+pub const HANGUP_COMMAND: &str = "/hangup";
+
+/// Ticks (20 ms) between jitter-buffer reports: once a second.
+const REPORT_TICKS: u64 = 50;
+/// Most arrival stamps kept for latency measurement (≈ 5 s of two talkers).
+const MAX_ARRIVALS: usize = 512;
+
+/// What a link is set up with.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// How a lone PTT talker reaches the group.
+    pub passthrough: PassThrough,
+    /// The party the group appears as on the PTT floor (e.g. `meeting room 600`).
+    pub group_party: Party,
+    /// Floor level of the group's speakers.
+    pub group_level: MicLevel,
+    /// Floor level of PTT talkers.
+    pub ptt_level: MicLevel,
+}
+
+/// Something the caller must do.
+#[derive(Debug, Clone)]
+pub enum Output<M> {
+    /// PTT audio (Opus 48 kHz) for every listener of the group: stamp it with each
+    /// listener's clock.
+    Listeners(OutPacket),
+    /// The same tick's PTT audio as G.711, for listeners that take `Law`.
+    ListenersG711(Law, OutPacket),
+    /// One 20 ms Opus packet (48 kHz mono) into the PTT channel; `terminator` ends the burst.
+    PttVoice {
+        /// The packet.
+        opus: Bytes,
+        /// Last packet of the group's talk burst.
+        terminator: bool,
+    },
+    /// Text into the PTT channel.
+    PttText(String),
+    /// Something to tell the group or the platforms.
+    Notice(Notice<M>),
+}
+
+/// What happened, for the caller to tell its group and the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice<M> {
+    /// A PTT user started/stopped talking.
+    PttTalking {
+        /// The PTT user.
+        party: Party,
+        /// Started or stopped.
+        talking: bool,
+    },
+    /// A group member started/stopped talking (VAD, or the side's explicit state).
+    MemberTalking {
+        /// The member.
+        member: M,
+        /// Started or stopped.
+        talking: bool,
+    },
+    /// The group was refused the PTT floor (or queued behind `holder`).
+    FloorDenied {
+        /// Who holds it.
+        holder: Party,
+    },
+    /// The group got the PTT floor (at once, from the queue, or after a pre-emption ended).
+    FloorGranted,
+    /// A PTT user sent [`HANGUP_COMMAND`] (in the channel, or privately to the account).
+    HangUp {
+        /// Who.
+        by: Option<Party>,
+    },
+    /// Text from the PTT channel.
+    Text {
+        /// Sender.
+        from: Option<Party>,
+        /// Text.
+        text: String,
+    },
+}
+
+/// A PTT channel ⇄ group link. See the module docs.
+pub struct Link<M> {
+    cfg: LinkConfig,
+    epoch: Instant,
+    out: VecDeque<Output<M>>,
+    metrics: LinkMetrics,
+    // ---- PTT → group
+    group: MixGroup,
+    talkers: HashMap<u32, Party>,
+    /// Direct pass-through in progress: the lone talker and the end of its last packet.
+    direct: Option<(u32, u32)>,
+    /// This burst had two talkers at once: the mix carries it to the end.
+    burst_mixed: bool,
+    /// PTT audio is not given to the group (the talk state still is).
+    ptt_muted: bool,
+    arrivals: VecDeque<(u32, u32, Instant)>,
+    talker_reports: HashMap<u32, JitterReport>,
+    g711_out: G711Outbound,
+    g711_ts: u32,
+    /// Laws some listener takes: µ-law, A-law.
+    g711_laws: (bool, bool),
+    // ---- group → PTT
+    members: HashMap<M, Member>,
+    mixer: Mixer,
+    limiter: Limiter,
+    encoder: Encoder,
+    mix: Vec<i16>,
+    floor: Floor,
+    holding: bool,
+    denied: bool,
+    /// The PTT account is connected (group audio is only sent then).
+    ptt_up: bool,
+    /// Ticks in a row the held floor had no audio from any speaker (a gap mid-burst).
+    gap_ticks: u32,
+    ticks: u64,
+    /// Voice packets emitted into the PTT channel.
+    voice_out: u64,
+    /// The call record's counters: PTT voice packets in and group voice packets out (each
+    /// once, however many listeners).
+    pub counters: Option<Arc<CallCounters>>,
+}
+
+impl<M> std::fmt::Debug for Link<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("group", &self.cfg.group_party.id)
+            .field("holding", &self.holding)
+            .field("talkers", &self.talkers.len())
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
+    /// A link starting at `now`.
+    pub fn new(cfg: LinkConfig, now: Instant) -> media::Result<Self> {
+        let mut encoder = Encoder::new(48_000, Channels::Mono, Application::Audio)?;
+        encoder.set_bitrate(40_000)?;
+        encoder.set_complexity(5)?;
+        Ok(Self {
+            cfg,
+            epoch: now,
+            out: VecDeque::with_capacity(16),
+            metrics: LinkMetrics::new(),
+            group: MixGroup::new(GroupConfig::default())?,
+            talkers: HashMap::new(),
+            direct: None,
+            burst_mixed: false,
+            ptt_muted: false,
+            arrivals: VecDeque::with_capacity(MAX_ARRIVALS),
+            talker_reports: HashMap::new(),
+            g711_out: G711Outbound::new()?,
+            g711_ts: 0,
+            g711_laws: (false, false),
+            members: HashMap::new(),
+            mixer: Mixer::new(FRAME),
+            limiter: Limiter::new(),
+            encoder,
+            mix: vec![0; FRAME],
+            floor: Floor::new(None),
+            holding: false,
+            denied: false,
+            ptt_up: true,
+            gap_ticks: 0,
+            ticks: 0,
+            voice_out: 0,
+            counters: None,
+        })
+    }
+
+    /// The next thing to do, in order; `None` when there is nothing (call after every input).
+    pub fn poll_output(&mut self) -> Option<Output<M>> {
+        self.out.pop_front()
+    }
+
+    /// Whether the group holds the PTT floor now.
+    pub fn holding(&self) -> bool {
+        self.holding
+    }
+
+    /// Voice packets emitted into the PTT channel so far.
+    pub fn voice_out(&self) -> u64 {
+        self.voice_out
+    }
+
+    fn us(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    fn notice(&mut self, n: Notice<M>) {
+        self.out.push_back(Output::Notice(n));
+    }
+
+    // ---- inputs --------------------------------------------------------------------------
+
+    /// What the PTT account reports about its channel.
+    pub fn handle_ptt(&mut self, ev: ChannelEvent, now: Instant) {
+        match ev {
+            ChannelEvent::TalkStarted { party, session } => self.talk_started(party, session, now),
+            ChannelEvent::Voice {
+                session,
+                sequence,
+                opus,
+            } => self.ptt_voice(session, sequence, opus, now),
+            ChannelEvent::TalkStopped { party, session } => self.talk_stopped(party, session, now),
+            ChannelEvent::Text {
+                from,
+                text,
+                private,
+            } => self.text(from, text, private),
+            ChannelEvent::Connected => {
+                if !self.ptt_up {
+                    info!(
+                        group = %self.cfg.group_party.id,
+                        "PTT account back: the link carries audio again"
+                    );
+                }
+                self.ptt_up = true;
+            }
+            ChannelEvent::Disconnected => self.ptt_down(now),
+        }
+    }
+
+    /// One RTP packet from member `member`: Opus (`law` None) or G.711; `ts` in 48 kHz units;
+    /// `level` its RFC 6464 audio level as str0m gives it (−dBov), if it sent one.
+    pub fn handle_member_packet(
+        &mut self,
+        member: M,
+        law: Option<Law>,
+        ts: u32,
+        payload: Bytes,
+        level: Option<i8>,
+        now: Instant,
+    ) {
+        let now_us = self.us(now);
+        let m = match self.members.entry(member) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => match Member::new() {
+                Ok(m) => e.insert(m),
+                Err(err) => {
+                    warn!(error = %err, "no decoder for a group member");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = m.push(law, ts, payload, level, now_us) {
+            self.metrics.transcode_errors.increment(1);
+            debug!(error = %e, "group member packet not taken");
+        }
+    }
+
+    /// A member's mute state: a muted member is not heard on the PTT channel.
+    pub fn set_member_muted(&mut self, member: M, muted: bool) {
+        if let Some(m) = self.members.get_mut(&member) {
+            m.muted = muted;
+        }
+    }
+
+    /// A member's talk state as its side knows it (a push-to-talk button): `Some` overrides
+    /// the VAD, `None` hands the decision back to it. Takes effect on the next tick.
+    pub fn set_member_talking(&mut self, member: M, talking: Option<bool>) {
+        if let Some(m) = self.members.get_mut(&member) {
+            m.explicit = talking;
+        }
+    }
+
+    /// Whether the group hears the PTT channel (talk state is reported either way).
+    pub fn set_ptt_muted(&mut self, muted: bool) {
+        self.ptt_muted = muted;
+    }
+
+    /// Which G.711 laws some listener takes (µ-law, A-law); each costs one encode per tick.
+    pub fn set_g711_listeners(&mut self, mu: bool, a: bool) {
+        self.g711_laws = (mu, a);
+    }
+
+    /// A member left: its audio and talk state go.
+    pub fn remove_member(&mut self, member: M) {
+        if let Some(mut m) = self.members.remove(&member) {
+            m.reported
+                .report(&m.stats(), &self.metrics.jitter_members_in);
+            if m.reported_talking {
+                self.notice(Notice::MemberTalking {
+                    member,
+                    talking: false,
+                });
+            }
+        }
+    }
+
+    /// Group chat into the PTT channel.
+    pub fn send_text(&mut self, text: String) {
+        self.out.push_back(Output::PttText(text));
+    }
+
+    /// The 20 ms tick: PTT → group packets (buffered pass-through or mix, and G.711), and
+    /// group → PTT voice. Call it every 20 ms (late ticks are caught up by calling it again).
+    pub fn handle_tick(&mut self, now: Instant) {
+        let now_us = self.us(now);
+        self.ptt_to_group_tick(now, now_us);
+        self.group_to_ptt_tick(now, now_us);
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(REPORT_TICKS) {
+            let sessions: Vec<u32> = self.talkers.keys().copied().collect();
+            for s in sessions {
+                self.report_talker(s);
+            }
+            for m in self.members.values_mut() {
+                m.reported
+                    .report(&m.stats(), &self.metrics.jitter_members_in);
+            }
+        }
+    }
+
+    /// Tears down: releases the floor and ends the group's burst in progress (its
+    /// terminator is the last output).
+    pub fn close(&mut self, now: Instant) {
+        self.stop_sending();
+        let me = self.cfg.group_party.clone();
+        self.floor.release(&me, now);
+        info!(group = %self.cfg.group_party.id, "link closed");
+    }
+
+    // ---- PTT → group -------------------------------------------------------------------
+
+    fn talk_started(&mut self, party: Party, session: u32, now: Instant) {
+        if self.talkers.keys().any(|s| *s != session) {
+            self.end_direct();
+        }
+        if let Err(e) = self.group.add_talker(session) {
+            warn!(error = %e, "PTT talker not mixed");
+        }
+        match self
+            .floor
+            .request(party.clone(), self.cfg.ptt_level, false, now)
+        {
+            Decision::Preempted { .. } => {
+                // The PTT user outranks the group: stop sending, the group asks again.
+                self.stop_sending();
+            }
+            Decision::Denied { .. } => {
+                debug!(talker = %party.name, "PTT user talks over the group")
+            }
+            _ => {}
+        }
+        self.talkers.insert(session, party.clone());
+        self.notice(Notice::PttTalking {
+            party,
+            talking: true,
+        });
+    }
+
+    fn ptt_voice(&mut self, session: u32, sequence: u64, opus: Bytes, now: Instant) {
+        if !self.talkers.contains_key(&session) {
+            // Voice before TalkStarted (joined mid-burst): mix it all the same.
+            let _ = self.group.add_talker(session);
+        }
+        let ts = (sequence.wrapping_mul(480)) as u32;
+        self.metrics.ptt_in.increment(1);
+        if let Some(c) = &self.counters {
+            c.audio(1, opus.len());
+        }
+        if self.arrivals.len() == MAX_ARRIVALS {
+            self.arrivals.pop_front();
+        }
+        self.arrivals.push_back((session, ts, now));
+        if self.direct_for(session, ts) {
+            let samples =
+                media::opus_toc::parse(&opus).map_or(FRAME as u32, |i| i.samples_at(48_000));
+            self.direct = Some((session, ts.wrapping_add(samples)));
+            if !self.ptt_muted {
+                self.out.push_back(Output::Listeners(OutPacket {
+                    source: Source::Talker(session),
+                    src_ts: ts,
+                    samples,
+                    payload: opus.clone(),
+                }));
+            }
+        } else if self.direct.is_some_and(|(s, _)| s == session) {
+            self.metrics.dropped_late.increment(1);
+        }
+        // Buffered and decoded all the same: for G.711 listeners, and for the mix if a second
+        // talker joins.
+        let now_us = self.us(now);
+        self.group.push(session, ts, opus, now_us);
+    }
+
+    fn talk_stopped(&mut self, party: Party, session: u32, now: Instant) {
+        self.talkers.remove(&session);
+        if self.talkers.is_empty() {
+            // The burst is over: the next one may go direct again.
+            self.direct = None;
+            self.burst_mixed = false;
+        }
+        self.report_talker(session);
+        self.group.remove_talker(session);
+        if let Some(next) = self.floor.release(&party, now)
+            && next == self.cfg.group_party
+        {
+            self.holding = true;
+            self.denied = false;
+            self.notice(Notice::FloorGranted);
+        }
+        self.notice(Notice::PttTalking {
+            party,
+            talking: false,
+        });
+    }
+
+    fn text(&mut self, from: Option<Party>, text: String, private: bool) {
+        if text.trim().eq_ignore_ascii_case(HANGUP_COMMAND) {
+            self.notice(Notice::HangUp { by: from });
+        } else if !private {
+            // Other private messages to the bridge's account are not the group's business.
+            self.notice(Notice::Text { from, text });
+        }
+    }
+
+    /// The PTT account lost its server: talkers are gone, the floor is free, the group's
+    /// burst (if any) is over; nothing is sent until the account is back.
+    fn ptt_down(&mut self, now: Instant) {
+        warn!(
+            group = %self.cfg.group_party.id,
+            "PTT account disconnected: the link waits for it"
+        );
+        self.ptt_up = false;
+        self.direct = None;
+        self.burst_mixed = false;
+        let mut talkers: Vec<(u32, Party)> = self.talkers.drain().collect();
+        talkers.sort_by_key(|(s, _)| *s);
+        for (session, party) in talkers {
+            self.report_talker(session);
+            self.group.remove_talker(session);
+            self.floor.release(&party, now);
+            self.notice(Notice::PttTalking {
+                party,
+                talking: false,
+            });
+        }
+        self.stop_sending();
+        let me = self.cfg.group_party.clone();
+        self.floor.release(&me, now);
+        self.denied = false;
+    }
+
+    /// A second talker joins the burst: the mix takes over for everyone until the channel is
+    /// quiet again. The lone talker's packets already forwarded are skipped in its jitter
+    /// buffer, so the mix continues its audio where direct forwarding left off.
+    fn end_direct(&mut self) {
+        if let Some((session, end)) = self.direct.take() {
+            self.group.skip_talker_through(session, end);
+        }
+        self.burst_mixed = true;
+    }
+
+    /// Whether `session`'s packet at `ts` goes to the group on arrival (direct pass-through).
+    fn direct_for(&mut self, session: u32, ts: u32) -> bool {
+        if self.cfg.passthrough != PassThrough::Direct || self.burst_mixed {
+            return false;
+        }
+        if self.talkers.keys().any(|s| *s != session) {
+            self.end_direct();
+            return false;
+        }
+        match self.direct {
+            // In order or after a gap (loss): forward. Late or repeated: the listener has
+            // moved on, drop it (its jitter buffer would anyway).
+            Some((s, end)) if s == session => (ts.wrapping_sub(end) as i32) >= 0,
+            Some(_) => {
+                self.end_direct();
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn ptt_to_group_tick(&mut self, now: Instant, now_us: u64) {
+        // The G.711 timeline advances every tick, sent or not, so pauses keep their length.
+        let g711_ts = self.g711_ts;
+        self.g711_ts = self.g711_ts.wrapping_add(FRAME as u32);
+        let out = match self.group.tick(now_us) {
+            Ok(out) => out,
+            Err(e) => {
+                self.metrics.mix_errors.increment(1);
+                warn!(error = %e, "PTT mix tick failed");
+                return;
+            }
+        };
+        let route = out.route;
+        let send = !self.ptt_muted;
+        if self.direct.is_none() && send {
+            for p in out.to_listeners {
+                self.out.push_back(Output::Listeners(p.clone()));
+            }
+        }
+        let (mu, a) = self.g711_laws;
+        if route == Route::Silent || !(mu || a) || !send {
+            self.g711_out.idle();
+        } else if let Err(e) = self.g711_out.encode(out.listener_pcm, mu, a) {
+            self.metrics.transcode_errors.increment(1);
+            debug!(error = %e, "PTT audio not transcoded to G.711");
+        } else {
+            for law in [Law::Mu, Law::A] {
+                if let Some(p) = self.g711_out.payload(law) {
+                    self.out.push_back(Output::ListenersG711(
+                        law,
+                        OutPacket {
+                            source: Source::Mix,
+                            src_ts: g711_ts,
+                            samples: FRAME as u32,
+                            payload: p.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        if self.direct.is_none() {
+            self.measure(route, now);
+        }
+    }
+
+    /// Exports a PTT talker's jitter-buffer figures (forgotten once it is no longer a talker).
+    fn report_talker(&mut self, session: u32) {
+        let Some(stats) = self.group.talker_stats(session) else {
+            self.talker_reports.remove(&session);
+            return;
+        };
+        let r = self.talker_reports.entry(session).or_default();
+        r.report(&stats, &self.metrics.jitter_ptt_in);
+        if !self.talkers.contains_key(&session) {
+            self.talker_reports.remove(&session);
+        }
+    }
+
+    /// Latency of this tick's packet: pass-through, its own arrival; mix, the newest arrival
+    /// whose audio is in it (each talker's packet played this tick arrived one jitter depth
+    /// ago at least).
+    fn measure(&self, route: Route, now: Instant) {
+        let arrived = match route {
+            Route::Silent => None,
+            Route::PassThrough(s) => self.group.popped(s).and_then(|popped| {
+                let last = popped.last()?;
+                self.arrival_of(s, last.ts)
+            }),
+            _ => {
+                let mut newest: Option<Instant> = None;
+                for s in self.talkers.keys() {
+                    if let Some(last) = self.group.popped(*s).and_then(|p| p.last())
+                        && let Some(a) = self.arrival_of(*s, last.ts)
+                    {
+                        newest = Some(newest.map_or(a, |n| n.max(a)));
+                    }
+                }
+                newest
+            }
+        };
+        if let Some(t) = arrived {
+            let h = match route {
+                Route::PassThrough(_) => &self.metrics.latency_passthrough,
+                _ => &self.metrics.latency_mix,
+            };
+            h.record(now.saturating_duration_since(t).as_secs_f64());
+        }
+    }
+
+    fn arrival_of(&self, session: u32, ts: u32) -> Option<Instant> {
+        self.arrivals
+            .iter()
+            .rev()
+            .find(|(s, t, _)| *s == session && *t == ts)
+            .map(|a| a.2)
+    }
+
+    // ---- group → PTT -------------------------------------------------------------------
+
+    fn group_to_ptt_tick(&mut self, now: Instant, now_us: u64) {
+        self.mixer.clear();
+        let mut speaking = 0;
+        let mut heard = false;
+        let mut changes: Vec<(M, bool)> = Vec::new();
+        for (id, m) in &mut self.members {
+            m.pull(now_us);
+            let talking = m.talking();
+            if talking != m.reported_talking {
+                m.reported_talking = talking;
+                changes.push((*id, talking));
+            }
+            if !m.muted {
+                // While the group holds the floor every unmuted member is heard (word onsets
+                // and the quiet ends of phrases included); the VAD only decides whether to
+                // hold it.
+                self.mixer.add(&m.mono);
+                if m.speaking() {
+                    speaking += 1;
+                    heard |= m.last_kind == FrameKind::Voice;
+                }
+            }
+        }
+        // Reported in member order for repeatable output (HashMap order is not).
+        changes.sort_unstable();
+        for (member, talking) in changes {
+            self.notice(Notice::MemberTalking { member, talking });
+        }
+        if speaking == 0 || !self.ptt_up {
+            self.end_gap();
+            let me = self.cfg.group_party.clone();
+            if self.holding {
+                self.stop_sending();
+                self.floor.release(&me, now);
+            } else if self.denied {
+                // Gave up waiting: leave the queue.
+                self.floor.release(&me, now);
+            }
+            self.denied = false;
+            return;
+        }
+        if !self.holding {
+            self.request_floor(now);
+        }
+        if !self.holding {
+            return;
+        }
+        if heard {
+            self.end_gap();
+        } else {
+            // Holding the floor for a speaker whose audio did not come in time.
+            self.gap_ticks += 1;
+            self.metrics.to_ptt_gap_frames.increment(1);
+        }
+        self.mixer.render(&mut self.limiter, &mut self.mix);
+        match self.encoder.encode(&self.mix) {
+            Ok(opus) => self.send_voice(opus, false),
+            Err(e) => warn!(error = %e, "group → PTT encode failed"),
+        }
+    }
+
+    fn request_floor(&mut self, now: Instant) {
+        let me = self.cfg.group_party.clone();
+        match self
+            .floor
+            .request(me.clone(), self.cfg.group_level, true, now)
+        {
+            d if d.is_granted() => {
+                self.holding = true;
+                self.denied = false;
+                self.notice(Notice::FloorGranted);
+            }
+            Decision::Denied { holder } => {
+                if !self.denied {
+                    self.notice(Notice::FloorDenied { holder });
+                }
+                self.denied = true;
+            }
+            Decision::Queued { .. } => {
+                if !self.denied {
+                    let holder = self.floor.holder().map(|h| h.party.clone()).unwrap_or(me);
+                    self.notice(Notice::FloorDenied { holder });
+                }
+                self.denied = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// A gap on the group → PTT path ended: its length goes to the histogram.
+    fn end_gap(&mut self) {
+        if self.gap_ticks > 0 {
+            self.metrics
+                .to_ptt_gap_seconds
+                .record(f64::from(self.gap_ticks) * 0.02);
+            debug!(
+                frames = self.gap_ticks,
+                "group → PTT: a speaker's audio was missing mid-burst"
+            );
+            self.gap_ticks = 0;
+        }
+    }
+
+    fn send_voice(&mut self, opus: Bytes, terminator: bool) {
+        self.voice_out += 1;
+        if let Some(c) = &self.counters {
+            c.audio(1, opus.len());
+        }
+        self.out.push_back(Output::PttVoice { opus, terminator });
+    }
+
+    /// Ends the group's talk burst on the PTT side (terminator packet).
+    fn stop_sending(&mut self) {
+        if !self.holding {
+            return;
+        }
+        self.holding = false;
+        self.end_gap();
+        self.mix.fill(0);
+        if let Ok(opus) = self.encoder.encode(&self.mix) {
+            self.send_voice(opus, true);
+        }
+        let _ = self.encoder.reset();
+    }
+}

@@ -1,0 +1,993 @@
+//! One meeting room: an actor owning its members (membership and the `meeting.*` requests,
+//! with the pushes they cause), its media plane ([`media`]: one UDP port, the members' WebRTC
+//! peers) and, when a PTT channel is dialled in, the [`link`]. Everything a room does runs on
+//! this one task; it reaches the rest of the meeting side only through [`RoomHost`].
+//!
+//! Each 20 ms tick first takes in whatever datagrams and PTT voice are already waiting, then
+//! runs the link: a tick that comes late (the process was not scheduled for a while) must not
+//! find the jitter buffers empty while the audio they wait for sits unread in a socket.
+
+pub mod link;
+pub mod media;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::media::arena::PacketArena;
+use ::media::g711::Law;
+use ::media::group::OutPacket;
+use ::media::passthrough::Source;
+use rtcpeer::bean::{Client, Room};
+use rtcpeer::code;
+use rtcpeer::id::Id;
+use rtcpeer::push::{self, Push};
+use rtcpeer::reply::{self, Entered, Negotiated};
+use rtcpeer::request::Request;
+use serde_json::{Value, json};
+use str0m::Event;
+use str0m::format::Codec;
+use str0m::media::Frequency;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use self::link::{FeedInput, RoomLink};
+use self::media::{PeerTag, Role, RoomMedia};
+use super::dial::DialTarget;
+use super::events::party;
+use super::outbox::{Outbox, push_outbox};
+use super::refusal::Refusal;
+use crate::bridge::{Notice, Output, PassThrough};
+use crate::hub::calls::CallCounters;
+use crate::hub::{EventKind, Party};
+
+/// What a room needs from the meeting side around it (the switchboard implements it).
+pub trait RoomHost: Send + Sync + 'static {
+    /// The room's PTT link came up: its call record starts; the link counts its audio in the
+    /// returned counters.
+    fn link_up(&self, room: Id, dial: Id, caller: Id) -> Option<Arc<CallCounters>>;
+    /// The room's link ended, or never came up (caller left, room finished, kicked, hung up).
+    fn link_down(&self, room: Id, dial: Id, reason: &str);
+    /// The room stopped.
+    fn room_closed(&self, room: Id);
+    /// A hub event in this room.
+    fn publish(&self, kind: EventKind, room: Id, party: Option<Party>, detail: Value);
+}
+
+/// How rooms are set up (from `[meeting]`).
+#[derive(Debug, Clone, Copy)]
+pub struct RoomConfig {
+    /// Address of the rooms' media ports.
+    pub rtc_ip: IpAddr,
+    /// How a lone PTT talker reaches the room.
+    pub passthrough: PassThrough,
+}
+
+/// Commands a room takes.
+pub enum RoomCmd {
+    /// A member enters.
+    Enter {
+        /// Its client.
+        client: Client,
+        /// Where its pushes go.
+        outbox: Option<Outbox>,
+        /// `meeting.enter`'s reply.
+        reply: oneshot::Sender<Result<Entered, Refusal>>,
+    },
+    /// A member leaves without a request (disconnect, entered elsewhere).
+    Leave {
+        /// Client id.
+        client: Id,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A `meeting.*` request from a member.
+    Request {
+        /// Client id of the sender.
+        from: Id,
+        /// The request.
+        req: Request,
+        /// Its reply.
+        reply: oneshot::Sender<Result<Value, Refusal>>,
+    },
+    /// Bring a PTT channel in (the caller said onConnected, or a platform invited it).
+    AttachLink(Box<LinkSetup>),
+    /// A platform ends this member's session: `tiren` to the room, then it leaves.
+    Kick {
+        /// Client id.
+        client: Id,
+    },
+    /// Take the PTT channel out.
+    DetachLink {
+        /// Dial-in id.
+        dial: Id,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// What a link needs.
+pub struct LinkSetup {
+    /// The dialled target.
+    pub target: DialTarget,
+    /// Who called ([`PLATFORM`](super::calls::PLATFORM) for a platform's invite).
+    pub caller: Id,
+    /// Told whether the link came up (platform invites wait for it).
+    pub ready: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Handle to a room actor.
+#[derive(Clone, Debug)]
+pub struct RoomHandle {
+    tx: mpsc::Sender<RoomCmd>,
+}
+
+impl RoomHandle {
+    /// Sends a command, waiting for queue room.
+    pub async fn send(&self, cmd: RoomCmd) -> Result<(), Refusal> {
+        self.tx
+            .send(cmd)
+            .await
+            .map_err(|_| Refusal::stopped("room"))
+    }
+
+    /// Sends a command if the queue has room; false when it was full or the room is gone.
+    pub fn try_send(&self, cmd: RoomCmd) -> bool {
+        self.tx.try_send(cmd).is_ok()
+    }
+}
+
+/// Commands queued per room.
+const COMMANDS: usize = 256;
+/// A room with nobody in it closes after this long.
+const IDLE_CLOSE: Duration = Duration::from_secs(300);
+/// Datagrams taken from the socket per wake-up before the other inputs get a turn.
+const RECV_BATCH: usize = 64;
+/// Most waiting datagrams and PTT events taken in before a tick (bounded so a flood cannot
+/// hold the tick back forever).
+const CATCH_UP: usize = 1024;
+
+/// Starts a room with its own UDP port.
+pub fn spawn(host: Arc<dyn RoomHost>, cfg: RoomConfig, info: Room) -> std::io::Result<RoomHandle> {
+    let media = RoomMedia::bind(cfg.rtc_ip)?;
+    let port = media.local().port();
+    let (tx, rx) = mpsc::channel(COMMANDS);
+    let id = info.id.unwrap_or_default();
+    let actor = RoomActor {
+        host,
+        cfg,
+        id,
+        info,
+        media,
+        members: Vec::new(),
+        link: None,
+        arena: PacketArena::default(),
+        empty_since: Some(Instant::now()),
+        finished: false,
+        direct_latency: metrics::histogram!("pttbridge_meeting_bridge_latency_seconds", "route" => "direct"),
+        rtp_in: metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "in"),
+        tick_delay: metrics::histogram!("pttbridge_meeting_tick_delay_seconds"),
+    };
+    tokio::spawn(
+        actor
+            .run(rx)
+            .instrument(info_span!("room", room = id, port)),
+    );
+    Ok(RoomHandle { tx })
+}
+
+struct Member {
+    client: Client,
+    outbox: Option<Outbox>,
+    publishing: Option<u64>,
+}
+
+struct RoomActor {
+    host: Arc<dyn RoomHost>,
+    cfg: RoomConfig,
+    id: Id,
+    info: Room,
+    media: RoomMedia,
+    members: Vec<Member>,
+    link: Option<RoomLink>,
+    /// Members' packets are copied out of str0m's buffers into shared chunks.
+    arena: PacketArena,
+    empty_since: Option<Instant>,
+    finished: bool,
+    direct_latency: metrics::Histogram,
+    rtp_in: metrics::Counter,
+    tick_delay: metrics::Histogram,
+}
+
+async fn link_next(link: &mut Option<RoomLink>) -> FeedInput {
+    match link {
+        Some(l) => l.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl RoomActor {
+    async fn run(mut self, mut rx: mpsc::Receiver<RoomCmd>) {
+        let mut buf = vec![0u8; 2048];
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        info!("room open");
+        loop {
+            tokio::select! {
+                r = self.media.socket().recv_from(&mut buf) => match r {
+                    Ok((n, from)) => {
+                        self.on_datagram(&buf[..n], from);
+                        // Whatever else is queued, without another trip through select.
+                        self.read_waiting(&mut buf, RECV_BATCH - 1);
+                    }
+                    Err(e) => debug!(error = %e, "UDP receive error"),
+                },
+                cmd = rx.recv() => match cmd {
+                    Some(c) => self.on_cmd(c),
+                    None => break,
+                },
+                input = link_next(&mut self.link) => self.on_feed(input),
+                due = tick.tick() => self.on_tick(&mut buf, due.into_std()),
+            }
+            self.process_peer_events();
+            if self.finished {
+                break;
+            }
+            if let Some(since) = self.empty_since
+                && since.elapsed() > IDLE_CLOSE
+            {
+                break;
+            }
+        }
+        self.detach_link("room closed");
+        self.host.room_closed(self.id);
+        info!("room closed");
+    }
+
+    fn member(&self, id: Id) -> Option<&Member> {
+        self.members.iter().find(|m| m.client.id == Some(id))
+    }
+
+    /// EnterRoom / ExitRoom body for `client` in this room.
+    fn presence(&self, client: Client, result: Option<i64>) -> push::Presence {
+        push::Presence {
+            room_id: self.id,
+            client,
+            result,
+        }
+    }
+
+    fn push_all(&self, msg: &Push, except: Option<Id>) {
+        let v = msg.to_value();
+        for m in &self.members {
+            if m.client.id != except
+                && let Some(o) = &m.outbox
+            {
+                push_outbox(o, v.clone());
+            }
+        }
+    }
+
+    fn push_one(&self, to: Id, msg: &Push) -> bool {
+        match self.member(to).and_then(|m| m.outbox.as_ref()) {
+            Some(o) => push_outbox(o, msg.to_value()),
+            None => false,
+        }
+    }
+
+    fn publish(&self, kind: EventKind, party: Option<Party>, detail: Value) {
+        self.host.publish(kind, self.id, party, detail);
+    }
+
+    // ---- media ---------------------------------------------------------------------------
+
+    /// Datagrams already in the socket, up to `max`, without waiting.
+    fn read_waiting(&mut self, buf: &mut [u8], max: usize) {
+        for _ in 0..max {
+            match self.media.socket().try_recv_from(buf) {
+                Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, data: &[u8], from: std::net::SocketAddr) {
+        self.media.on_datagram(data, from, Instant::now());
+    }
+
+    fn process_peer_events(&mut self) {
+        while let Some((pid, ev)) = self.media.poll_event() {
+            self.on_peer_event(pid, ev);
+        }
+        for pid in self.media.dead() {
+            // ICE consent or DTLS failed (or we stopped hearing it): the client vanished.
+            metrics::counter!("pttbridge_meeting_peers_lost_total").increment(1);
+            info!(peer = pid, "WebRTC peer lost (ICE/DTLS timeout)");
+            self.remove_peer(pid, "connection lost");
+        }
+    }
+
+    fn on_peer_event(&mut self, pid: u64, ev: Event) {
+        let Some(tag) = self.media.peers().get(&pid).map(|p| p.tag) else {
+            return;
+        };
+        match ev {
+            Event::Connected => {
+                debug!(
+                    peer = pid,
+                    owner = tag.owner,
+                    publish = tag.role == Role::Publish,
+                    "peer connected"
+                );
+                if tag.role == Role::Publish
+                    && let Some(m) = self.member(tag.owner)
+                {
+                    let msg = Push::Published(push::Published {
+                        room_id: self.id,
+                        client: m.client.clone(),
+                        published: true,
+                        v_code: None,
+                    });
+                    self.push_all(&msg, Some(tag.owner));
+                }
+            }
+            Event::MediaData(d) => {
+                if tag.role != Role::Publish {
+                    return;
+                }
+                let owner = tag.owner;
+                self.rtp_in.increment(1);
+                let ts = d.time.rebase(Frequency::FORTY_EIGHT_KHZ).numer() as u32;
+                let law = match d.params.spec().codec {
+                    Codec::Opus => None,
+                    Codec::PCMU => Some(Law::Mu),
+                    Codec::PCMA => Some(Law::A),
+                    _ => {
+                        metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "codec")
+                            .increment(1);
+                        return;
+                    }
+                };
+                let payload = self.arena.copy(&d.data);
+                let now = Instant::now();
+                let level = d.ext_vals.audio_level;
+                if law.is_some() {
+                    // G.711 goes to the PTT channel (transcoded); members only play Opus.
+                    if let Some(l) = self.link.as_mut() {
+                        l.core
+                            .handle_member_packet(owner, law, ts, payload, level, now);
+                    }
+                    return;
+                }
+                let samples =
+                    ::media::opus_toc::parse(&payload).map_or(960, |i| i.samples_at(48_000));
+                if let Some(l) = self.link.as_mut() {
+                    l.core
+                        .handle_member_packet(owner, None, ts, payload.clone(), level, now);
+                }
+                let pkt = OutPacket {
+                    source: Source::Talker(owner as u32),
+                    src_ts: ts,
+                    samples,
+                    payload,
+                };
+                self.media.forward(owner, Codec::Opus, &pkt, now);
+            }
+            _ => {}
+        }
+    }
+
+    fn remove_peer(&mut self, pid: u64, why: &str) {
+        let Some(tag) = self.media.remove_peer(pid, why) else {
+            return;
+        };
+        if tag.role != Role::Publish {
+            return;
+        }
+        let owner = tag.owner;
+        let mut client = None;
+        if let Some(m) = self.members.iter_mut().find(|m| m.client.id == Some(owner))
+            && m.publishing == Some(pid)
+        {
+            m.publishing = None;
+            client = Some(m.client.clone());
+        }
+        if let Some(l) = self.link.as_mut() {
+            l.core.remove_member(owner);
+            self.route_link(Instant::now());
+        }
+        if let Some(client) = client {
+            self.push_all(
+                &Push::Published(push::Published {
+                    room_id: self.id,
+                    client,
+                    published: false,
+                    v_code: None,
+                }),
+                Some(owner),
+            );
+        }
+    }
+
+    fn on_tick(&mut self, buf: &mut [u8], due: Instant) {
+        let now = Instant::now();
+        self.tick_delay
+            .record(now.saturating_duration_since(due).as_secs_f64());
+        // Audio that arrived while this task waited for its turn goes in before the tick
+        // pulls from the jitter buffers.
+        self.read_waiting(buf, CATCH_UP);
+        for _ in 0..CATCH_UP {
+            let Some(input) = self.link.as_mut().and_then(|l| l.try_next()) else {
+                break;
+            };
+            self.on_feed(input);
+        }
+        let now = Instant::now();
+        self.media.handle_timeouts(now);
+        self.process_peer_events();
+        let Some(l) = self.link.as_mut() else { return };
+        let dial = l.dial;
+        l.core.set_g711_listeners(
+            self.media.plays(dial, Codec::PCMU),
+            self.media.plays(dial, Codec::PCMA),
+        );
+        l.core.handle_tick(now);
+        self.route_link(now);
+    }
+
+    // ---- the PTT link --------------------------------------------------------------------
+
+    fn on_feed(&mut self, input: FeedInput) {
+        match input {
+            FeedInput::Event(ev) => {
+                let Some(l) = self.link.as_mut() else { return };
+                let now = Instant::now();
+                l.core.handle_ptt(ev, now);
+                if self.route_link(now) {
+                    self.direct_latency.record(now.elapsed().as_secs_f64());
+                }
+            }
+            FeedInput::Closed => self.detach_link("PTT account stopped"),
+        }
+    }
+
+    /// Carries out what the link emitted; true when PTT audio went to players.
+    fn route_link(&mut self, now: Instant) -> bool {
+        let Some(l) = self.link.as_mut() else {
+            return false;
+        };
+        let dial = l.dial;
+        let mut forwarded = false;
+        let mut notices = Vec::new();
+        while let Some(out) = l.core.poll_output() {
+            match out {
+                Output::Listeners(p) => {
+                    self.media.forward(dial, Codec::Opus, &p, now);
+                    forwarded = true;
+                }
+                Output::ListenersG711(law, p) => {
+                    let codec = match law {
+                        Law::Mu => Codec::PCMU,
+                        Law::A => Codec::PCMA,
+                    };
+                    self.media.forward(dial, codec, &p, now);
+                }
+                Output::PttVoice { opus, terminator } => {
+                    l.port.voice(opus, terminator);
+                }
+                Output::PttText(text) => l.port.text(text),
+                Output::Notice(n) => notices.push(n),
+            }
+        }
+        if !notices.is_empty() {
+            self.notices(notices);
+        }
+        forwarded
+    }
+
+    fn attach_link(&mut self, mut setup: LinkSetup) {
+        let ready = setup.ready.take();
+        let tell = |r: Result<(), String>| {
+            if let Some(tx) = ready {
+                let _ = tx.send(r);
+            }
+        };
+        let dial = setup.target.user_id;
+        if self.link.is_some() {
+            warn!("a PTT channel is already linked into this room");
+            self.host.link_down(self.id, dial, "room already linked");
+            return tell(Err("a PTT channel is already linked into this room".into()));
+        }
+        let mut link = match RoomLink::new(
+            &setup.target,
+            setup.caller,
+            self.id,
+            self.cfg.passthrough,
+            Instant::now(),
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "cannot start the link");
+                self.host.link_down(self.id, dial, "link failed");
+                return tell(Err(format!("cannot start the link: {e}")));
+            }
+        };
+        link.core.counters = self.host.link_up(self.id, dial, setup.caller);
+        let client = link.client.clone();
+        let ptt_group = link.ptt_group.clone();
+        self.link = Some(link);
+        self.push_all(&Push::EnterRoom(self.presence(client.clone(), None)), None);
+        self.push_all(
+            &Push::Published(push::Published {
+                room_id: self.id,
+                client: client.clone(),
+                published: true,
+                v_code: None,
+            }),
+            None,
+        );
+        metrics::gauge!("pttbridge_meeting_links").increment(1.0);
+        metrics::counter!("pttbridge_meeting_links_total").increment(1);
+        info!(dial, ptt = %ptt_group, "PTT channel linked");
+        self.publish(
+            EventKind::LinkUp,
+            Some(party(dial, client.name.as_deref())),
+            json!({ "ptt_group": ptt_group, "caller": setup.caller, "dial_in": dial }),
+        );
+        tell(Ok(()));
+    }
+
+    fn detach_link(&mut self, reason: &str) {
+        let Some(mut link) = self.link.take() else {
+            return;
+        };
+        let now = Instant::now();
+        link.core.close(now);
+        while let Some(out) = link.core.poll_output() {
+            // Only the burst's terminator matters now; the room hears nothing more of it.
+            if let Output::PttVoice { opus, terminator } = out {
+                link.port.voice(opus, terminator);
+            }
+        }
+        let dial = link.dial;
+        for p in self
+            .media
+            .peers_where(|t| t.role == Role::Play { source: dial })
+        {
+            self.remove_peer(p, "link down");
+        }
+        // The call ends first (the caller's `cancel` carries the reason), then its media and
+        // presence go: a client that reads them in order shows why, not just "link down".
+        self.host.link_down(self.id, dial, reason);
+        self.push_all(
+            &Push::Published(push::Published {
+                room_id: self.id,
+                client: link.client.clone(),
+                published: false,
+                v_code: None,
+            }),
+            None,
+        );
+        self.push_all(
+            &Push::ExitRoom(self.presence(link.client.clone(), None)),
+            None,
+        );
+        metrics::gauge!("pttbridge_meeting_links").decrement(1.0);
+        info!(dial, reason, "PTT channel unlinked");
+        self.publish(
+            EventKind::LinkDown,
+            Some(party(dial, link.client.name.as_deref())),
+            json!({ "ptt_group": link.ptt_group, "reason": reason, "voice_out": link.core.voice_out() }),
+        );
+    }
+
+    fn notices(&mut self, notices: Vec<Notice<Id>>) {
+        let Some(link) = &self.link else { return };
+        let dial = link.dial;
+        let link_client = link.client.clone();
+        let ptt_group = link.ptt_group.clone();
+        let mut hang_up = None;
+        for n in notices {
+            match n {
+                Notice::HangUp { by } => hang_up = Some(by),
+                Notice::PttTalking { party: p, talking } => {
+                    let mut member = link_client.clone();
+                    member.name = Some(p.name.clone());
+                    member.extra.insert("pttUser".into(), p.id.clone().into());
+                    self.push_all(
+                        &Push::MemberTalking(push::Talking {
+                            room_id: self.id,
+                            member,
+                            talking,
+                        }),
+                        None,
+                    );
+                }
+                Notice::MemberTalking {
+                    member: client,
+                    talking,
+                } => {
+                    let member = self
+                        .member(client)
+                        .map(|m| m.client.clone())
+                        .unwrap_or_else(|| Client {
+                            id: Some(client),
+                            ..Client::default()
+                        });
+                    let who = party(client, member.name.as_deref());
+                    self.push_all(
+                        &Push::MemberTalking(push::Talking {
+                            room_id: self.id,
+                            member,
+                            talking,
+                        }),
+                        None,
+                    );
+                    let kind = if talking {
+                        EventKind::TalkStarted
+                    } else {
+                        EventKind::TalkStopped
+                    };
+                    self.publish(
+                        kind,
+                        Some(who),
+                        json!({ "media_type": 2, "linked_to": ptt_group }),
+                    );
+                }
+                Notice::FloorDenied { holder } => {
+                    metrics::counter!("pttbridge_meeting_floor_denied_total").increment(1);
+                    self.publish(
+                        EventKind::FloorDenied,
+                        Some(party(dial, link_client.name.as_deref())),
+                        json!({ "holder": holder, "ptt_group": ptt_group, "queued": true }),
+                    );
+                }
+                Notice::FloorGranted => debug!("meeting has the PTT floor"),
+                Notice::Text { from, text } => {
+                    let mut client = link_client.clone();
+                    if let Some(p) = &from {
+                        client.name = Some(p.name.clone());
+                    }
+                    self.push_all(
+                        &Push::Chat(push::Chatted {
+                            user_id: dial,
+                            room_id: self.id,
+                            content: text,
+                            client,
+                        }),
+                        None,
+                    );
+                }
+            }
+        }
+        if let Some(by) = hang_up {
+            info!(by = ?by.as_ref().map(|p| &p.name), "hang-up from the PTT channel");
+            self.detach_link("hangup");
+        }
+    }
+
+    /// Chat from a member into the PTT channel.
+    fn link_text(&mut self, text: String) {
+        if let Some(l) = self.link.as_mut() {
+            l.core.send_text(text);
+            self.route_link(Instant::now());
+        }
+    }
+
+    // ---- commands ------------------------------------------------------------------------
+
+    fn on_cmd(&mut self, cmd: RoomCmd) {
+        match cmd {
+            RoomCmd::Enter {
+                client,
+                outbox,
+                reply,
+            } => {
+                let _ = reply.send(self.enter(client, outbox));
+            }
+            RoomCmd::Leave { client, reason } => self.leave(client, reason),
+            RoomCmd::Request { from, req, reply } => {
+                let r = self.request(from, req);
+                let _ = reply.send(r);
+            }
+            RoomCmd::AttachLink(setup) => self.attach_link(*setup),
+            RoomCmd::Kick { client } => {
+                if self.member(client).is_some() {
+                    self.push_all(
+                        &Push::Kick(push::Kicked {
+                            user_id: client,
+                            room_id: self.id,
+                        }),
+                        None,
+                    );
+                    self.leave(client, "kicked out");
+                }
+            }
+            RoomCmd::DetachLink { dial, reason } => {
+                if self.link.as_ref().is_some_and(|l| l.dial == dial) {
+                    self.detach_link(reason);
+                }
+            }
+        }
+    }
+
+    fn enter(&mut self, client: Client, outbox: Option<Outbox>) -> Result<Entered, Refusal> {
+        let id = client.id.unwrap_or_default();
+        let limit = self.info.number_limit.unwrap_or(200) as usize;
+        if self.member(id).is_some() {
+            // Same user again (another connection): the old presence is replaced (spec result 9).
+            if let Some(o) = self.member(id).and_then(|m| m.outbox.clone()) {
+                push_outbox(
+                    &o,
+                    Push::EnterRoom(self.presence(client.clone(), Some(9))).to_value(),
+                );
+            }
+            self.leave(id, "entered again");
+        } else if self.members.len() >= limit {
+            return Err(Refusal::new(
+                code::CONFLICT,
+                format!("room {} is full ({limit})", self.id),
+            ));
+        }
+        let members: Vec<Client> = self.members.iter().map(|m| m.client.clone()).collect();
+        self.push_all(&Push::EnterRoom(self.presence(client.clone(), None)), None);
+        self.members.push(Member {
+            client: client.clone(),
+            outbox,
+            publishing: None,
+        });
+        self.empty_since = None;
+        metrics::gauge!("pttbridge_meeting_members").increment(1.0);
+        Ok(Entered {
+            client,
+            members,
+            room: self.info.clone(),
+        })
+    }
+
+    fn leave(&mut self, id: Id, reason: &'static str) {
+        let Some(pos) = self.members.iter().position(|m| m.client.id == Some(id)) else {
+            return;
+        };
+        let m = self.members.remove(pos);
+        metrics::gauge!("pttbridge_meeting_members").decrement(1.0);
+        let owned = self
+            .media
+            .peers_where(|t: &PeerTag| t.owner == id || t.role == Role::Play { source: id });
+        for pid in owned {
+            self.remove_peer(pid, reason);
+        }
+        self.push_all(&Push::ExitRoom(self.presence(m.client, None)), None);
+        debug!(client = id, reason, "member left");
+        if self.link.as_ref().is_some_and(|l| l.caller == id) {
+            self.detach_link("caller left");
+        }
+        if self.members.iter().all(|m| m.outbox.is_none()) {
+            self.empty_since = Some(Instant::now());
+        }
+    }
+
+    fn linked(&self, id: Id) -> bool {
+        self.link.as_ref().is_some_and(|l| l.dial == id)
+    }
+
+    fn request(&mut self, from: Id, req: Request) -> Result<Value, Refusal> {
+        let (module, method) = req.envelope();
+        if self.member(from).is_none() {
+            return Err(Refusal::new(code::CONFLICT, "not in this room"));
+        }
+        match req {
+            Request::Exit => {
+                self.leave(from, "exit");
+                Ok(reply::ok(module, method))
+            }
+            Request::Finish => {
+                self.push_all(
+                    &Push::Finish(push::Finished {
+                        room_id: self.id,
+                        user_id: from,
+                    }),
+                    None,
+                );
+                self.detach_link("room finished");
+                let ids: Vec<Id> = self.members.iter().filter_map(|m| m.client.id).collect();
+                for id in ids {
+                    if id != from {
+                        self.leave(id, "finished");
+                    }
+                }
+                self.leave(from, "finished");
+                self.finished = true;
+                Ok(reply::ok(module, method))
+            }
+            Request::Publish(p) => {
+                if !p.audio {
+                    return Err(Refusal::new(
+                        code::BAD_FIELDS,
+                        "audio must be true: the bridge's rooms are audio only",
+                    ));
+                }
+                let old = self.member(from).and_then(|m| m.publishing);
+                let (pid, sdp) =
+                    self.media
+                        .new_peer(from, &p.sdp, None, &[Codec::Opus], Instant::now())?;
+                if let Some(old) = old {
+                    self.remove_peer(old, "re-published");
+                }
+                let m = self
+                    .members
+                    .iter_mut()
+                    .find(|m| m.client.id == Some(from))
+                    .expect("checked above");
+                m.publishing = Some(pid);
+                let client = m.client.clone();
+                Ok(reply::ok_with(module, method, &Negotiated { client, sdp }))
+            }
+            Request::Play(p) => {
+                let Some(source) = p.client.id else {
+                    return Err(Refusal::new(code::BAD_FIELDS, "client.id is required"));
+                };
+                let plays_link = self.linked(source);
+                let client = if plays_link {
+                    self.link.as_ref().map(|l| l.client.clone())
+                } else {
+                    self.member(source)
+                        .filter(|m| m.publishing.is_some())
+                        .map(|m| m.client.clone())
+                };
+                let Some(client) = client else {
+                    return Err(Refusal::new(
+                        code::NOT_FOUND,
+                        format!("client {source} is not publishing in room {}", self.id),
+                    ));
+                };
+                // Players get Opus; a player of the PTT channel may take G.711 instead
+                // (transcoded). A member may play a source several times (several devices,
+                // load tests); closePlay stops them all.
+                let codecs: &[Codec] = if plays_link {
+                    &[Codec::Opus, Codec::PCMU, Codec::PCMA]
+                } else {
+                    &[Codec::Opus]
+                };
+                let (_, sdp) =
+                    self.media
+                        .new_peer(from, &p.sdp, Some(source), codecs, Instant::now())?;
+                Ok(reply::ok_with(module, method, &Negotiated { client, sdp }))
+            }
+            Request::ClosePlay(c) => {
+                let source = c.client.id;
+                let plays = self.media.peers_where(|t| {
+                    t.owner == from
+                        && matches!(t.role, Role::Play { source: s } if Some(s) == source)
+                });
+                if plays.is_empty() {
+                    return Err(Refusal::new(code::NOT_FOUND, "not playing that client"));
+                }
+                for p in plays {
+                    self.remove_peer(p, "closePlay");
+                }
+                Ok(reply::ok(module, method))
+            }
+            Request::UpdateMute(u) => {
+                if let Some(m) = self.members.iter_mut().find(|m| m.client.id == Some(from)) {
+                    m.client.is_muted = Some(u.is_mute);
+                }
+                if let Some(l) = self.link.as_mut() {
+                    l.core.set_member_muted(from, u.is_mute);
+                }
+                Ok(reply::ok(module, method))
+            }
+            Request::MuteMsg(m) => {
+                if m.room_id != self.id {
+                    return Err(Refusal::new(
+                        code::CONFLICT,
+                        format!("you are in room {}, not {}", self.id, m.room_id),
+                    ));
+                }
+                let msg = Push::Mute(push::Muted {
+                    user_id: m.user_id,
+                    room_id: self.id,
+                    is_mute: m.is_mute,
+                    from_super: m.from_super,
+                });
+                if self.linked(m.user_id) {
+                    return Ok(reply::ok(module, method));
+                }
+                if !self.push_one(m.user_id, &msg) {
+                    return Err(Refusal::new(
+                        code::NOT_FOUND,
+                        format!("client {} is not in the room", m.user_id),
+                    ));
+                }
+                Ok(reply::ok(module, method))
+            }
+            Request::MuteAll(m) => {
+                self.push_all(
+                    &Push::MuteAll(push::Muted {
+                        user_id: from,
+                        room_id: self.id,
+                        is_mute: m.is_mute,
+                        from_super: None,
+                    }),
+                    Some(from),
+                );
+                Ok(reply::ok(module, method))
+            }
+            Request::KickOut(k) => {
+                let is_link = self.linked(k.user_id);
+                if !is_link && self.member(k.user_id).is_none() {
+                    return Err(Refusal::new(
+                        code::NOT_FOUND,
+                        format!("client {} is not in the room", k.user_id),
+                    ));
+                }
+                self.push_all(
+                    &Push::Kick(push::Kicked {
+                        user_id: k.user_id,
+                        room_id: self.id,
+                    }),
+                    None,
+                );
+                if is_link {
+                    self.detach_link("kicked out");
+                } else {
+                    self.leave(k.user_id, "kicked out");
+                }
+                Ok(reply::ok(module, method))
+            }
+            Request::Chat(c) => {
+                let client = self
+                    .member(from)
+                    .map(|m| m.client.clone())
+                    .unwrap_or_default();
+                let msg = Push::Chat(push::Chatted {
+                    user_id: from,
+                    room_id: self.id,
+                    content: c.content.clone(),
+                    client: client.clone(),
+                });
+                self.push_all(&msg, Some(from));
+                let name = client.name.clone().unwrap_or_else(|| from.to_string());
+                self.link_text(format!("{name}: {}", c.content));
+                self.publish(
+                    EventKind::MessageText,
+                    Some(party(from, client.name.as_deref())),
+                    json!({ "text": c.content, "private": false }),
+                );
+                Ok(reply::ok(module, method))
+            }
+            Request::PrivateChat(c) => {
+                let client = self
+                    .member(from)
+                    .map(|m| m.client.clone())
+                    .unwrap_or_default();
+                if self.linked(c.other_user_id) {
+                    let name = client.name.clone().unwrap_or_else(|| from.to_string());
+                    self.link_text(format!("{name} (private): {}", c.content));
+                    return Ok(reply::ok(module, method));
+                }
+                let msg = Push::PrivateChat(push::Chatted {
+                    user_id: from,
+                    room_id: self.id,
+                    content: c.content,
+                    client,
+                });
+                if !self.push_one(c.other_user_id, &msg) {
+                    return Err(Refusal::new(
+                        code::NOT_FOUND,
+                        format!("client {} is not in the room", c.other_user_id),
+                    ));
+                }
+                Ok(reply::ok(module, method))
+            }
+            other => Err(Refusal::new(
+                code::NOT_FOUND,
+                format!(
+                    "{}.{} is not a room request",
+                    other.envelope().0,
+                    other.envelope().1
+                ),
+            )),
+        }
+    }
+}
