@@ -813,6 +813,9 @@ fn the_python_example_console_talks_and_listens_at_16_khz() {
     let dir = tempfile::tempdir().unwrap();
     let heard = dir.path().join("python-heard.wav");
     let speech = fixture("audio/speech.wav");
+    // Recording from before the console can talk: the first words cannot slip past a test
+    // thread that is slow to start recording.
+    t1.record_start();
     let mut py = std::process::Command::new(testkit::peers::venv_python())
         .arg(testkit::peers::peer_script("console.py"))
         .args([
@@ -835,7 +838,9 @@ fn the_python_example_console_talks_and_listens_at_16_khz() {
             "--rate",
             "16000",
             "--listen",
-            "6",
+            "30",
+            "--quiet",
+            "1.5",
         ])
         .args(["--record", &heard.display().to_string()])
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -850,7 +855,6 @@ fn the_python_example_console_talks_and_listens_at_16_khz() {
             .unwrap_or_else(|| panic!("python console: no {ev}\n{}", out.tail(40)))
     };
     expect(&mut out, "talking", T);
-    t1.record_start();
     expect(&mut out, "released", Duration::from_secs(30));
     settle();
     let rec = t1.record_stop(&dir.path().join("t1.wav"));
@@ -864,8 +868,9 @@ fn the_python_example_console_talks_and_listens_at_16_khz() {
     let cmp = compare_files(&speech, zydd["wav"].as_str().unwrap());
     println!("python console (PCM16 16 kHz) → t1: {cmp}");
     cmp.assert_matches(0.9, 0.05);
-    // The admin unmutes the terminals right after releaseMic (asynchronously).
-    std::thread::sleep(Duration::from_millis(300));
+    // The admin unmutes the terminals right after releaseMic (asynchronously); the console
+    // listens until t1 has finished talking.
+    t1.wait_unmuted(T);
     t1.play(&fixture("audio/speech2.wav"));
     let recorded = expect(&mut out, "recorded", Duration::from_secs(30));
     assert!(recorded["frames"].as_u64().unwrap() >= 150, "{recorded}");

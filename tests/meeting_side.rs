@@ -230,6 +230,9 @@ fn dial_in_call_flow_and_audio_both_ways() {
         "pttbridge_meeting_jitter_depth_ms{direction=\"meeting_in\",quantile=\"0.5\"}",
         "pttbridge_meeting_bridge_latency_seconds{route=\"direct\",quantile=\"0.99\"}",
         "pttbridge_meeting_peers_connected ",
+        "pttbridge_meeting_to_ptt_gaps_total ",
+        "pttbridge_meeting_to_ptt_gap_seconds_count ",
+        "pttbridge_meeting_tick_delay_seconds{quantile=\"0.99\"}",
     ] {
         assert!(text.contains(name), "{name} not exported:\n{text}");
     }
@@ -413,6 +416,93 @@ fn video_offer_is_answered_audio_only() {
     )
     .0
     .assert_matches(0.9, 0.1);
+}
+
+/// Threads that keep every core busy until dropped: a machine shared with other work.
+struct Busy {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Busy {
+    fn start(n: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                    x
+                })
+            })
+            .collect();
+        Busy { stop, threads }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A meeting speaker's utterance reaches the PTT channel in one piece while every core is busy
+/// with other work (two spinning threads, on top of murmurd, pymumble and aiortc): one talk
+/// burst, the floor held through the pauses between phrases, every word there.
+#[test]
+fn meeting_speech_reaches_ptt_in_one_piece_on_a_busy_machine() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut events = bridge.events();
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    dial_north(&mut carol);
+    carol.cmd(json!({"cmd":"publish"}));
+    carol.expect(|e| e["event"] == "published", T);
+    carol.expect(
+        |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
+        T,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let busy = Busy::start(2);
+    let cmp = speak_into_ptt(
+        &mut carol,
+        &mut bob,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("bob.wav"),
+        "meeting → PTT on a busy machine",
+    );
+    drop(busy);
+    cmp.assert_matches(0.85, 0.1);
+    // One burst on the meeting side too: carol started talking once and stopped once.
+    std::thread::sleep(Duration::from_millis(500));
+    let talk: Vec<String> = events
+        .history()
+        .iter()
+        .filter(|e| {
+            e["party"]["side"] == "meeting"
+                && (e["type"] == "talk.started" || e["type"] == "talk.stopped")
+        })
+        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(talk, ["talk.started", "talk.stopped"], "carol's talk state");
+    println!(
+        "busy machine: {} frames of the speaker's audio missing mid-burst (filled in without moving \
+         on); room tick delay p99 {:.1} ms",
+        bridge.metric("pttbridge_meeting_to_ptt_gaps_total", &[]),
+        bridge.metric(
+            "pttbridge_meeting_tick_delay_seconds",
+            &[("quantile", "0.99")]
+        ) * 1000.0,
+    );
 }
 
 /// A sine tone WAV (48 kHz mono, amplitude 0.3) in `dir`.
@@ -852,21 +942,36 @@ fn murmurd_killed_mid_call_then_the_link_comes_back() {
     std::thread::sleep(Duration::from_millis(800));
     let heard = dir.path().join("after.wav");
     carol.record_stop(&heard);
-    // aiortc's audio jitter buffer (prefetch 4) holds the last 4 packets of a burst until the
-    // next one arrives: the tone's tail from before the outage opens this recording, then the
-    // RTP timeline's gap (kept as zeros). Compare what follows the gap.
+    // aiortc's audio jitter buffer (prefetch 4) may hold the last packets of the burst before
+    // the outage until the next one arrives: then the tone's tail opens this recording and the
+    // RTP timeline's gap (kept as zeros) follows it. On a busy machine it may have let them go
+    // before this recording started: then it opens with the new speech, and no tone may be in
+    // it at all. Either way what follows is compared.
     let pcm = testkit::audio::load_wav(&heard);
     let gap = pcm
         .windows(48_000)
-        .position(|w| w.iter().all(|s| *s == 0.0))
-        .expect("the outage is a gap on the RTP timeline");
-    assert!(gap < 12_000, "stale audio before the gap: {gap} samples");
-    let stale_peak = pcm[..gap].iter().fold(0f32, |m, s| m.max(s.abs()));
-    assert!(
-        stale_peak < 0.4,
-        "the tone's held-back tail: peak {stale_peak:.3}"
-    );
-    let after: Vec<f32> = pcm[gap..].to_vec();
+        .position(|w| w.iter().all(|s| *s == 0.0));
+    let after: Vec<f32> = match gap {
+        Some(gap) => {
+            assert!(gap < 12_000, "stale audio before the gap: {gap} samples");
+            let stale_peak = pcm[..gap].iter().fold(0f32, |m, s| m.max(s.abs()));
+            assert!(
+                stale_peak < 0.4,
+                "the tone's held-back tail: peak {stale_peak:.3}"
+            );
+            pcm[gap..].to_vec()
+        }
+        None => {
+            // No gap means nothing from before the outage: the tone must not be there (a
+            // timeline that closed the outage up would put it right before the speech).
+            let tone = tone_track(&heard, 440.0);
+            assert!(
+                tone.iter().all(|a| *a < TONE * 0.2),
+                "no gap on the RTP timeline, yet the tone from before the outage: {tone:.2?}"
+            );
+            pcm
+        }
+    };
     let cmp = testkit::audio::compare(
         &testkit::audio::load_wav(fixture("audio/speech.wav")),
         &after,

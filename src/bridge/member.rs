@@ -16,6 +16,11 @@ use super::metrics::JitterReport;
 /// VAD hangover: 40 frames (800 ms) keep one PTT burst across the pauses between phrases.
 const HANGOVER_FRAMES: u32 = 40;
 
+/// Least depth of a member's jitter buffer. A PTT channel is half-duplex: 60 ms more before the
+/// radio hears a speaker costs nothing, while a sender that stalls for a few tens of ms (a busy
+/// browser or machine) would otherwise run the buffer dry mid-word.
+const MIN_DEPTH_MS: u32 = 60;
+
 /// A member's inbound audio and talk state.
 pub(crate) struct Member {
     inbound: InboundStream,
@@ -57,7 +62,13 @@ impl Member {
     /// A member that has sent nothing yet.
     pub fn new() -> media::Result<Self> {
         Ok(Self {
-            inbound: InboundStream::new(JitterConfig::default(), Channels::Stereo)?,
+            inbound: InboundStream::new(
+                JitterConfig {
+                    min_depth_ms: MIN_DEPTH_MS,
+                    ..JitterConfig::default()
+                },
+                Channels::Stereo,
+            )?,
             g711: None,
             reported: JitterReport::default(),
             stereo: vec![0; FRAME * 2],

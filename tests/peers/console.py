@@ -9,8 +9,9 @@ header (version 1, codec, flags, reserved, sequence u32 BE in 10 ms units, sourc
              --play speech.wav --rate 16000 --listen 6 --record heard.wav
 
 Logs in, calls the terminals (requestMic with toIds), talks the WAV (48 kHz mono 16-bit) as PCM16
-at --rate, releases the mic, records what the terminals say for --listen seconds (PCM16 at --rate,
-written at 48 kHz), hangs up and logs out. Every message received is printed as a JSON line; its
+at --rate, releases the mic, records what the terminals say for --listen seconds (or, with --quiet S,
+until S seconds pass without audio after some was heard; PCM16 at --rate, written at 48 kHz), hangs
+up and logs out. Every message received is printed as a JSON line; its
 own milestones are printed as {"event": ...} lines.
 """
 
@@ -75,11 +76,16 @@ class Console:
         if codec in (1, 2, 3):
             self.heard.append((seq, np.frombuffer(frame[HEADER.size:], dtype="<i2")))
 
-    def listen(self, seconds):
+    def listen(self, seconds, quiet_after=None):
+        """Records audio frames for at most `seconds`; with `quiet_after`, stops once audio has
+        come and then nothing for that long (the talker finished)."""
         deadline = time.time() + seconds
         while time.time() < deadline:
+            wait = deadline - time.time()
+            if quiet_after is not None and self.heard:
+                wait = min(wait, quiet_after)
             try:
-                m = self.ws.recv(timeout=max(0.01, deadline - time.time()))
+                m = self.ws.recv(timeout=max(0.01, wait))
             except TimeoutError:
                 break
             if isinstance(m, bytes):
@@ -98,6 +104,8 @@ def main():
     p.add_argument("--play", required=True, help="48 kHz mono 16-bit WAV to say")
     p.add_argument("--rate", type=int, default=16000, choices=sorted(CODEC))
     p.add_argument("--listen", type=float, default=0.0, help="seconds to listen after releasing the mic")
+    p.add_argument("--quiet", type=float, default=None,
+                   help="stop listening this many seconds after the last frame heard")
     p.add_argument("--record", help="write what was heard here (48 kHz)")
     a = p.parse_args()
 
@@ -137,7 +145,7 @@ def main():
         emit(event="released", frames=len(frames))
 
         if a.listen > 0:
-            c.listen(a.listen)
+            c.listen(a.listen, a.quiet)
             if c.heard:
                 seq0 = c.heard[0][0]
                 total = (c.heard[-1][0] - seq0) // 2 * step + step

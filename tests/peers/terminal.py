@@ -17,7 +17,7 @@ driven by JSON lines:
         "chunks":..,"first_s":..,"last_s":..,"voice_seconds":..,"reanchors":..,"seq_jumps":..,
         "seq_skipped_ms":..,"rms":..,"peak":..}]}   (seq_jumps: places where the sender skipped
         sequence numbers, i.e. claimed a gap; reanchors: times its timeline was re-based on arrival)
-    {"event":"users","channel":..,"users":[{"name":..,"session":..}]}
+    {"event":"users","channel":..,"users":[{"name":..,"session":..,"muted":..}]}  (muted: by the server)
     {"event":"ack","cmd":..}        (a command was carried out)
     {"event":"error","message":..}  {"event":"disconnected","reason":..}
   Replies to a command (ack, recorded, users, error) carry its "cmd" and echo its "id" when it has one.
@@ -27,6 +27,7 @@ driven by JSON lines:
     {"cmd":"record_start"}
     {"cmd":"record_stop","wav":"out.wav"}   write the mix of all speakers on one timeline to out.wav and
                                             each speaker to out.wav.<name>.wav (48 kHz mono 16-bit)
+                                            and when each chunk arrived to out.wav.chunks.json
     {"cmd":"text","message":"hi"[,"to":"user name"]}   to the current channel, or privately to a user
     {"cmd":"move","channel":"North/Sub"}
     {"cmd":"users"}
@@ -233,6 +234,7 @@ class Recording:
         self.names = {}  # session -> name
         self.reanchors = {}  # session -> times the timeline was re-anchored on arrival time
         self.seq_jumps = {}  # session -> (places where sequence numbers were skipped, steps skipped)
+        self.timeline = []  # (session, sequence, arrival s, placed s, samples): kept beside the WAV
 
     def note(self, session, reanchored, skipped):
         self.reanchors[session] = self.reanchors.get(session, 0) + int(reanchored)
@@ -241,8 +243,11 @@ class Recording:
             jumps, steps = jumps + 1, steps + skipped
         self.seq_jumps[session] = (jumps, steps)
 
-    def add(self, session, name, start_time, pcm):
+    def add(self, session, name, start_time, pcm, sequence=None, arrival=None):
         offset = int(round((start_time - self.t0) * RATE))
+        if arrival is not None:
+            self.timeline.append((session, sequence, round(arrival - self.t0, 4),
+                                  round(start_time - self.t0, 4), len(pcm) // 2))
         samples = np.frombuffer(pcm, dtype="<i2")
         if offset < 0:  # started before the recording: keep the part inside it
             samples = samples[-offset:]
@@ -286,6 +291,9 @@ class Recording:
             )
         mixed = np.clip(mix, -32768, 32767).astype(np.int16)
         write_wav(path, mixed)
+        # When each chunk arrived and where it was placed: how a gap in a recording came to be.
+        with open(path + ".chunks.json", "w") as f:
+            json.dump(self.timeline, f)
         return {"wav": path, "seconds": round(end / RATE, 4), **level_stats(mixed), "speakers": per_speaker}
 
 
@@ -422,7 +430,7 @@ class Terminal:
                 sp.talk_started = now
             if self.recording is not None:
                 self.recording.note(session, reanchored, skipped)
-                self.recording.add(session, sp.name, start, chunk.pcm)
+                self.recording.add(session, sp.name, start, chunk.pcm, chunk.sequence, now)
         if started:
             emit("talk_start", name=sp.name, session=session)
 
@@ -505,7 +513,8 @@ class Terminal:
             emit("ack", channel=self.channel_path(target["channel_id"]), **ack)
         elif cmd == "users":
             cid = self.my_channel_id()
-            users = [{"name": u.get("name"), "session": u["session"]}
+            users = [{"name": u.get("name"), "session": u["session"],
+                      "muted": bool(u.get("mute") or u.get("suppress"))}
                      for u in list(self.m.users.values()) if u["channel_id"] == cid]
             emit("users", channel=self.channel_path(cid), users=users, **ack)
         elif cmd == "quit":

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::audio::{Comparison, compare_files};
+use crate::audio::{CompareOptions, Comparison, compare_files, compare_with, load_wav};
 use crate::events::{EventQueue, capture, is_exit};
 use crate::peers;
 use crate::terminal::Terminal;
@@ -224,9 +224,19 @@ impl Participant {
     }
 }
 
+/// How far (ms) each 100 ms window of a meeting → PTT recording may sit from the recording's
+/// overall alignment. The bridge re-times a meeting speaker onto the PTT clock through a jitter
+/// buffer; when the speaker's packets come late (its machine was busy), the buffer conceals
+/// without moving on, so nothing is lost and the rest of the utterance plays a frame or a few
+/// later — a slightly longer pause, not a gap in a word. Each window is compared where it
+/// landed, within this much; the bars (correlation, duration) are unchanged.
+pub const MEETING_TO_PTT_SEARCH_MS: u32 = 100;
+
 /// Meeting → PTT: `speaker` speaks `wav` while `listener`, a PTT terminal in the linked channel,
 /// records what arrives into `recording`; returns (and prints, labelled `route`) how the
-/// recording compares with `wav`.
+/// recording compares with `wav`. Panics unless the utterance reached PTT as one talk burst
+/// from the bridge: one run of voice sequence numbers, never re-anchored on arrival time (the
+/// floor was held through the speaker's pauses; nothing was dropped on the way).
 pub fn speak_into_ptt(
     speaker: &mut Participant,
     listener: &mut Terminal,
@@ -238,10 +248,52 @@ pub fn speak_into_ptt(
     speaker.speak_and_wait(wav, Duration::from_secs(30));
     // The tail of the burst is still in the jitter buffers and on its way through the server.
     std::thread::sleep(Duration::from_millis(1000));
-    listener.record_stop(recording);
-    let cmp = compare_files(wav, recording);
-    println!("{route}: {cmp}");
+    let summary = listener.record_stop(recording);
+    let opt = CompareOptions {
+        window_search_ms: MEETING_TO_PTT_SEARCH_MS,
+        ..CompareOptions::default()
+    };
+    let cmp = compare_with(&load_wav(wav), &load_wav(recording), &opt);
+    println!("{route}: {cmp}; {summary}");
+    keep_for_diagnosis(route, recording);
+    let speakers = summary["speakers"].as_array().cloned().unwrap_or_default();
+    let bridge: Vec<&Value> = speakers
+        .iter()
+        .filter(|s| s["chunks"].as_u64() > Some(0))
+        .collect();
+    assert_eq!(
+        bridge.len(),
+        1,
+        "{route}: one PTT talker (the bridge) expected: {summary}"
+    );
+    assert!(
+        bridge[0]["reanchors"] == 0 && bridge[0]["seq_jumps"] == 0,
+        "{route}: the utterance did not reach PTT as one burst: {summary}"
+    );
     cmp
+}
+
+/// With `KEEP_TEST_FILES` set, copies a recording and its arrival timeline (`.chunks.json`)
+/// to `$TMPDIR/pttbridge-kept/` and says where.
+pub fn keep_for_diagnosis(route: &str, recording: &Path) {
+    if std::env::var_os("KEEP_TEST_FILES").is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join("pttbridge-kept");
+    let _ = std::fs::create_dir_all(&dir);
+    let stem = format!(
+        "{}-{}",
+        std::process::id(),
+        route.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    let chunks = format!("{}.chunks.json", recording.display());
+    for (from, ext) in [
+        (recording.display().to_string(), "wav"),
+        (chunks, "chunks.json"),
+    ] {
+        let _ = std::fs::copy(&from, dir.join(format!("{stem}.{ext}")));
+    }
+    println!("{route}: kept in {}", dir.join(&stem).display());
 }
 
 /// PTT → meeting check: `speaker` (a PTT terminal) plays `wav` in its channel while `listener`
@@ -266,7 +318,23 @@ pub fn hear_from_ptt(
 
 impl Drop for Participant {
     fn drop(&mut self) {
+        // A failing test shows what the peer said last (e.g. why it exited early).
+        if std::thread::panicking() {
+            let exited = self.child.try_wait().ok().flatten();
+            eprintln!(
+                "--- meeting peer {} (exited: {exited:?}) ---\n{}\n--- its stderr ---\n{}",
+                self.account,
+                self.events.tail(10),
+                tail(&self.stderr.lock().unwrap_or_else(|p| p.into_inner()), 30)
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -334,6 +334,27 @@ impl Terminal {
         ev["channel"].as_str().unwrap_or_default().to_string()
     }
 
+    /// Polls until the server no longer mutes it (a console's floor mutes the terminals in its
+    /// call; the unmute after `releaseMic` is asynchronous); panics if it stays muted.
+    pub fn wait_unmuted(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ev = self.request(json!({"cmd": "users"}), REPLY_TIMEOUT);
+            let me = self.session();
+            let muted = ev["users"]
+                .as_array()
+                .and_then(|a| a.iter().find(|u| u["session"] == me))
+                .is_some_and(|u| u["muted"] == true);
+            if !muted {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(format!("still muted by the server after {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Polls until it is in channel `path`; panics naming where it is instead.
     pub fn wait_in_channel(&mut self, path: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
