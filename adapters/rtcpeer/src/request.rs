@@ -45,6 +45,32 @@ pub struct CallPeers {
     pub target_device_type: Option<String>,
 }
 
+/// `call.reject` / `call.cancel` (5.3, 5.4): the peers, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndCall {
+    /// Sender and the other party.
+    #[serde(flatten)]
+    pub peers: CallPeers,
+    /// Why the sender ends the call (bridge extension, not in the spec; the bridge in client
+    /// mode says `hangup` when it hangs up itself). Read leniently — a value that is not a
+    /// string is dropped — because servers ignored the field before it was typed.
+    #[serde(
+        default,
+        deserialize_with = "de_opt_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reason: Option<String>,
+}
+
+/// A string, or `None` for anything else (absent, `null`, a number...).
+fn de_opt_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
 /// `call.doInvite` (5.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -387,9 +413,9 @@ pub enum Request {
     /// `call.doAgree`
     DoAgree(DoAgree),
     /// `call.reject`
-    Reject(CallPeers),
+    Reject(EndCall),
     /// `call.cancel`
-    Cancel(CallPeers),
+    Cancel(EndCall),
     /// `call.doEvent`
     DoEvent(DoEvent),
     /// `room.newAppRoom`
@@ -592,5 +618,46 @@ mod tests {
         let Request::DoEvent(e) = &r else { panic!() };
         assert_eq!(e.event, CallEvent::Other("onWave".into()));
         assert_eq!(r.to_value()["event"], "onWave");
+    }
+
+    #[test]
+    fn reject_and_cancel_carry_a_reason() {
+        for method in ["reject", "cancel"] {
+            let text = format!(
+                r#"{{"module":"call","method":"{method}","ownUserId":9001,"targetUserId":1001,"ownDeviceType":"ptt","reason":"hangup"}}"#
+            );
+            let r = Request::parse(&text).unwrap();
+            let (Request::Reject(e) | Request::Cancel(e)) = &r else {
+                panic!("{r:?}")
+            };
+            assert_eq!(e.reason.as_deref(), Some("hangup"));
+            assert_eq!(e.peers.target_user_id, 1001);
+            // Byte for byte: the envelope, the peers, then the reason.
+            assert_eq!(r.to_value().to_string(), text);
+        }
+    }
+
+    #[test]
+    fn a_reason_that_is_not_text_is_ignored() {
+        let r = Request::parse(
+            r#"{"module":"call","method":"reject","ownUserId":1,"targetUserId":2,"reason":5}"#,
+        )
+        .unwrap();
+        let Request::Reject(e) = &r else { panic!() };
+        assert_eq!(e.reason, None);
+        assert_eq!(
+            r.to_value().to_string(),
+            r#"{"module":"call","method":"reject","ownUserId":1,"targetUserId":2}"#
+        );
+    }
+
+    #[test]
+    fn exit_round_trips() {
+        let r = Request::parse(r#"{"module":"meeting","method":"exit"}"#).unwrap();
+        assert_eq!(r, Request::Exit);
+        assert_eq!(
+            r.to_value().to_string(),
+            r#"{"module":"meeting","method":"exit"}"#
+        );
     }
 }

@@ -195,12 +195,13 @@ impl Switchboard {
                 self.callee_step(me, &r.peers, Input::Agree, Some(r.room_id))?;
                 Ok(reply::ok(module, method))
             }
-            Request::Reject(p) => {
-                self.callee_step(me, &p, Input::Reject, None)?;
+            Request::Reject(r) => {
+                // `reason` (a bridge extension) is not relayed: a peer's reject carries none.
+                self.callee_step(me, &r.peers, Input::Reject, None)?;
                 Ok(reply::ok(module, method))
             }
-            Request::Cancel(p) => {
-                self.cancel(me, &p)?;
+            Request::Cancel(r) => {
+                self.cancel(me, &r.peers)?;
                 Ok(reply::ok(module, method))
             }
             Request::DoEvent(e) => {

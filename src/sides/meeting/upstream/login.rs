@@ -1,13 +1,15 @@
 //! Logging in to an external RTCPeer server (spec 6.1, 6.2): `GET /app/getSign`, then
 //! `POST /app/account` `method=dockingLogin` → `SID` and our user id there. Two small HTTP/1.1
 //! requests on a fresh connection each (`Connection: close`), plain `http://` only: a client
-//! crate would be a large dependency for two requests a reconnect.
+//! crate would be a large dependency for two requests a reconnect. The answers are read as the
+//! adapter's [`GetSign`] and [`DockingLogin`].
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rtcpeer::id::Id;
-use serde_json::Value;
+use rtcpeer::reply::{DockingLogin, GetSign};
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -77,27 +79,33 @@ pub async fn login(
         form_encode(app_id),
         form_encode(secret)
     );
-    let sign = request(base, "GET", &path, None).await?;
-    if sign["code"] != 200 {
-        bail!("getSign refused: {sign}");
+    let sign: GetSign = request(base, "GET", &path, None).await.context("getSign")?;
+    if sign.code != 200 {
+        bail!("getSign refused: code {}: {}", sign.code, sign.message);
     }
-    let sign = sign["data"].as_str().context("getSign: no data")?;
+    let sign = sign.data.context("getSign: no data")?;
     let form = format!(
         "method=dockingLogin&account={}&sign={}&userName={}",
         form_encode(account),
-        form_encode(sign),
+        form_encode(&sign),
         form_encode(name)
     );
-    let r = request(base, "POST", "/app/account", Some(form)).await?;
-    if r["result"] != 0 {
-        bail!("dockingLogin refused: {r}");
+    let login: DockingLogin = request(base, "POST", "/app/account", Some(form))
+        .await
+        .context("dockingLogin")?;
+    if login.result != 0 {
+        bail!(
+            "dockingLogin refused: result {}: {}",
+            login.result,
+            login.message.as_deref().unwrap_or("no message")
+        );
     }
     Ok(LoggedIn {
-        sid: r["SID"]
-            .as_str()
-            .context("dockingLogin: no SID")?
-            .to_owned(),
-        user_id: rtcpeer::id::de_id(r["user"]["id"].clone()).context("dockingLogin: no user.id")?,
+        sid: login.sid.context("dockingLogin: no SID")?,
+        user_id: login
+            .user
+            .and_then(|u| u.id)
+            .context("dockingLogin: no user.id")?,
     })
 }
 
@@ -114,12 +122,13 @@ fn form_encode(s: &str) -> String {
     out
 }
 
-async fn request(
+/// One HTTP exchange, its JSON body read as `T`.
+async fn request<T: DeserializeOwned>(
     base: &Base,
     method: &str,
     path: &str,
     form: Option<String>,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<T> {
     let what = format!("{method} http://{}{}{path}", base.authority, base.prefix);
     tokio::time::timeout(TIMEOUT, exchange(base, method, path, form))
         .await
@@ -127,12 +136,12 @@ async fn request(
         .with_context(|| what)
 }
 
-async fn exchange(
+async fn exchange<T: DeserializeOwned>(
     base: &Base,
     method: &str,
     path: &str,
     form: Option<String>,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<T> {
     let mut stream = TcpStream::connect(&base.authority).await?;
     let host = &base.authority;
     let mut req = format!(
@@ -157,8 +166,8 @@ async fn exchange(
     parse_response(&raw)
 }
 
-/// Status 200 and a JSON body (plain or chunked).
-fn parse_response(raw: &[u8]) -> anyhow::Result<Value> {
+/// Status 200 and a JSON body (plain or chunked) that reads as `T`.
+fn parse_response<T: DeserializeOwned>(raw: &[u8]) -> anyhow::Result<T> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -186,7 +195,7 @@ fn parse_response(raw: &[u8]) -> anyhow::Result<Value> {
                 .collect::<String>()
         );
     }
-    serde_json::from_slice(&body).context("the body is not JSON")
+    serde_json::from_slice(&body).context("the body is not the expected JSON")
 }
 
 fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -213,6 +222,7 @@ fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn base_urls() {
@@ -231,17 +241,31 @@ mod tests {
     #[test]
     fn responses_plain_and_chunked() {
         let plain = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"code\":200}";
-        assert_eq!(parse_response(plain).unwrap()["code"], 200);
+        assert_eq!(parse_response::<Value>(plain).unwrap()["code"], 200);
         let chunked =
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked).unwrap()["a"], 1);
+        assert_eq!(parse_response::<Value>(chunked).unwrap()["a"], 1);
         let err = b"HTTP/1.1 500 Oops\r\n\r\nbroken";
-        assert!(parse_response(err).unwrap_err().to_string().contains("500"));
-        assert!(parse_response(b"garbage").is_err());
+        let err = parse_response::<Value>(err).unwrap_err();
+        assert!(err.to_string().contains("500"));
+        assert!(parse_response::<Value>(b"garbage").is_err());
     }
 
     #[test]
     fn form_encoding() {
         assert_eq!(form_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+
+    #[test]
+    fn answers_are_typed() {
+        let sign = b"HTTP/1.1 200 OK\r\n\r\n{\"code\":200,\"data\":\"abc\",\"message\":\"OK\"}";
+        let sign: GetSign = parse_response(sign).unwrap();
+        assert_eq!(sign.data.as_deref(), Some("abc"));
+        let login = b"HTTP/1.1 200 OK\r\n\r\n{\"result\":0,\"method\":\"dockingLogin\",\"module\":\"account\",\"SID\":\"s\",\"user\":{\"id\":\"1001\"}}";
+        let login: DockingLogin = parse_response(login).unwrap();
+        assert_eq!(login.user.and_then(|u| u.id), Some(1001));
+        // A body of another shape is an error, not a panic.
+        let wrong = b"HTTP/1.1 200 OK\r\n\r\n{\"code\":\"200\"}";
+        assert!(parse_response::<GetSign>(wrong).is_err());
     }
 }

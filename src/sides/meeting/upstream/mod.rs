@@ -9,6 +9,13 @@
 //! at a time and wait for their reply; pushes arriving meanwhile are queued. Losing the server
 //! ends a call in progress and starts over with exponential backoff and jitter; `/healthz` shows
 //! each registration (`sides.meeting.upstream`).
+//!
+//! Everything on the wire goes through the `rtcpeer` adapter, as in server mode: requests are
+//! [`Request`] values serialised by [`Request::to_value`]; a reply is the [`Frame`] whose
+//! `module`/`method` match the request and that has a `result` ([`Frame::result`], 0 = success),
+//! and its fields are read as the adapter's reply types ([`reply::Entered`] for
+//! `meeting.enter`, [`reply::Negotiated`] for `publish`/`play`, [`reply::Generic`] otherwise). A
+//! refused request or a reply that does not parse is an error naming the request.
 
 pub mod login;
 pub mod media;
@@ -20,11 +27,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use ptt::backoff::Backoff;
+use rtcpeer::bean::Client;
 use rtcpeer::call::{Call, EndReason, Input, Role};
 use rtcpeer::id::Id;
 use rtcpeer::push::Push;
+use rtcpeer::reply::{self, Entered, Negotiated};
+use rtcpeer::request::{
+    CallEvent, CallPeers, Chat, ClosePlay, DoAgree, DoEvent, DoRegister, EndCall, Enter, Play,
+    Publish, Request,
+};
 use rtcpeer::{Frame, code};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -46,6 +60,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const STABLE: Duration = Duration::from_secs(30);
 /// We ping the server this often when it is quiet (keeps NATs and idle timeouts happy).
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// Our `deviceType` / `ownDeviceType` there.
+const DEVICE_TYPE: &str = "ptt";
 
 /// One registration as `/healthz` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -179,7 +195,12 @@ impl Task {
             queued: VecDeque::new(),
         };
         let me = logged.user_id;
-        s.request(json!({"module":"call","method":"doRegister","SID":logged.sid,"userId":me,"deviceType":"ptt"}))
+        let _: reply::Generic = s
+            .request(&Request::DoRegister(DoRegister {
+                sid: logged.sid,
+                user_id: me,
+                device_type: Some(DEVICE_TYPE.into()),
+            }))
             .await?;
         info!(user_id = me, "registered upstream");
         self.update(|r| {
@@ -207,34 +228,28 @@ struct Signal {
 }
 
 impl Signal {
-    async fn send(&mut self, msg: Value) -> anyhow::Result<()> {
-        self.ws.send(Message::Text(msg.to_string().into())).await?;
+    async fn send(&mut self, req: &Request) -> anyhow::Result<()> {
+        let text = req.to_value().to_string();
+        self.ws.send(Message::Text(text.into())).await?;
         Ok(())
     }
 
-    /// Sends a request and returns its successful reply (`result` 0).
-    async fn request(&mut self, msg: Value) -> anyhow::Result<Value> {
-        let reply = self.ask(msg).await?;
-        if reply["result"] != 0 {
-            bail!("{}.{} refused: {reply}", reply["module"], reply["method"]);
-        }
-        Ok(reply)
+    /// Sends a request and reads its successful reply (`result` 0) as `T`.
+    async fn request<T: DeserializeOwned>(&mut self, req: &Request) -> anyhow::Result<T> {
+        accepted(&self.ask(req).await?)
     }
 
     /// Sends a request and returns its reply, whatever its `result`.
-    async fn ask(&mut self, msg: Value) -> anyhow::Result<Value> {
-        let (module, method) = (msg["module"].clone(), msg["method"].clone());
-        self.send(msg).await?;
+    async fn ask(&mut self, req: &Request) -> anyhow::Result<Frame> {
+        let (module, method) = req.envelope();
+        self.send(req).await?;
         let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
         loop {
             let frame = tokio::time::timeout_at(deadline, self.frame())
                 .await
                 .with_context(|| format!("no reply to {module}.{method}"))??;
-            if frame.result().is_some()
-                && module.as_str() == Some(frame.module.as_str())
-                && method.as_str() == Some(frame.method.as_str())
-            {
-                return Ok(frame.into_value());
+            if frame.result().is_some() && frame.module == module && frame.method == method {
+                return Ok(frame);
             }
             self.queue(&frame);
         }
@@ -355,8 +370,12 @@ impl Calls<'_> {
                     }
                 }
                 Wake::Notice(Some(MediaNotice::Chat(text))) => {
-                    s.request(json!({"module":"meeting","method":"chat","content":text}))
-                        .await?;
+                    let chat = Request::Chat(Chat {
+                        user_id: None,
+                        room_id: None,
+                        content: text,
+                    });
+                    let _: reply::Generic = s.request(&chat).await?;
                 }
                 Wake::Notice(Some(MediaNotice::HangUp(why))) => {
                     info!(why, "hanging up");
@@ -374,7 +393,7 @@ impl Calls<'_> {
                 let caller = inv.from.own_user_id;
                 let Some(room) = inv.room_id else {
                     warn!(caller, "doInvite without roomId: rejected");
-                    self.say(s, "reject", caller, json!({})).await?;
+                    self.say(s, &end_call(self.me, caller, false, None)).await?;
                     return Ok(());
                 };
                 self.invited(s, caller, room).await?;
@@ -469,15 +488,13 @@ impl Calls<'_> {
             .is_some_and(|c| c.call.state() == rtcpeer::call::State::Connected)
     }
 
-    /// A call event from us to `to` (`doEvent`, `doAgree`, `reject`, `cancel`).
-    async fn say(&self, s: &mut Signal, method: &str, to: Id, extra: Value) -> anyhow::Result<()> {
-        let mut msg = json!({"module":"call","method":method,"ownUserId":self.me,"targetUserId":to,"ownDeviceType":"ptt"});
-        if let (Some(m), Some(e)) = (msg.as_object_mut(), extra.as_object()) {
-            m.extend(e.clone());
-        }
-        let reply = s.ask(msg).await?;
-        if reply["result"] != code::OK {
-            debug!(method, %reply, "call step refused");
+    /// A call step from us (`doEvent`, `doAgree`, `reject`, `cancel`). A refusal is only
+    /// logged: the call state machine has moved on either way, and the caller's pushes (or the
+    /// no-answer timer) settle the call.
+    async fn say(&self, s: &mut Signal, req: &Request) -> anyhow::Result<()> {
+        let reply = s.ask(req).await?;
+        if let Some(why) = refusal(&reply) {
+            debug!(request = %envelope(req), why, "call step refused");
         }
         Ok(())
     }
@@ -487,13 +504,8 @@ impl Calls<'_> {
         let busy = self.call.is_some() || !self.task.sb.claim_dial(t.user_id);
         if busy {
             info!(caller, "busy");
-            self.say(
-                s,
-                "doEvent",
-                caller,
-                json!({"event":"onBusy","roomId":room}),
-            )
-            .await?;
+            self.say(s, &call_event(self.me, caller, CallEvent::Busy, room))
+                .await?;
             return Ok(());
         }
         let now = Instant::now();
@@ -546,13 +558,8 @@ impl Calls<'_> {
         c.signal();
         match input {
             Input::Ring => {
-                self.say(
-                    s,
-                    "doEvent",
-                    caller,
-                    json!({"event":"onRinging","roomId":room}),
-                )
-                .await?;
+                self.say(s, &call_event(self.me, caller, CallEvent::Ringing, room))
+                    .await?;
                 self.event(
                     EventKind::CallRinging,
                     room,
@@ -567,8 +574,12 @@ impl Calls<'_> {
                 }
             }
             Input::Agree => {
-                self.say(s, "doAgree", caller, json!({"roomId":room}))
-                    .await?;
+                let agree = Request::DoAgree(DoAgree {
+                    peers: peers(self.me, caller),
+                    call_type: None,
+                    room_id: room,
+                });
+                self.say(s, &agree).await?;
                 self.event(
                     EventKind::CallAnswered,
                     room,
@@ -577,15 +588,10 @@ impl Calls<'_> {
                 );
             }
             Input::Busy => {
-                self.say(
-                    s,
-                    "doEvent",
-                    caller,
-                    json!({"event":"onBusy","roomId":room}),
-                )
-                .await?;
+                self.say(s, &call_event(self.me, caller, CallEvent::Busy, room))
+                    .await?;
             }
-            _ => self.say(s, "reject", caller, json!({})).await?,
+            _ => self.say(s, &end_call(self.me, caller, false, None)).await?,
         }
         if let rtcpeer::call::State::Ended(reason) = state {
             self.end(s, reason, false).await;
@@ -606,14 +612,21 @@ impl Calls<'_> {
         }
         let (caller, room) = (c.caller, c.room);
         let t = &self.task.target;
-        let entered = s
-            .request(json!({"module":"meeting","method":"enter","userId":self.me,"roomId":room,
-                "roomType":1,"username":t.name.clone().unwrap_or_else(|| format!("ptt-{}", t.user_id))}))
-            .await;
+        let enter = Request::Enter(Enter {
+            user_id: Some(self.me),
+            room_id: room,
+            room_type: 1,
+            username: Some(
+                t.name
+                    .clone()
+                    .unwrap_or_else(|| format!("ptt-{}", t.user_id)),
+            ),
+        });
+        let entered: anyhow::Result<Entered> = s.request(&enter).await;
         let entered = match entered {
             Ok(e) => e,
             Err(e) => {
-                warn!(error = %e, "cannot enter the caller's room");
+                warn!(error = %format!("{e:#}"), "cannot enter the caller's room");
                 self.end(s, EndReason::HungUp, true).await;
                 return Ok(());
             }
@@ -645,16 +658,23 @@ impl Calls<'_> {
             }
         };
         let offer = handle.offer(None).await?;
-        let published = s
-            .request(json!({"module":"meeting","method":"publish","audio":true,"video":false,"sdp":offer}))
-            .await;
+        let publish = Request::Publish(Publish {
+            audio: true,
+            video: false,
+            sdp: offer,
+        });
+        let published: anyhow::Result<Negotiated> = s.request(&publish).await;
         match published {
-            Ok(r) => {
-                let sdp = r["sdp"].as_str().unwrap_or_default().to_owned();
-                handle.send(MediaCmd::Answer { key: None, sdp }).await;
+            Ok(n) => {
+                handle
+                    .send(MediaCmd::Answer {
+                        key: None,
+                        sdp: n.sdp,
+                    })
+                    .await;
             }
             Err(e) => {
-                warn!(error = %e, "publish refused");
+                warn!(error = %format!("{e:#}"), "cannot publish");
                 if let Some(c) = self.call.as_mut() {
                     c.media = Some((handle, notices));
                 }
@@ -667,10 +687,7 @@ impl Calls<'_> {
         }
         // Play everyone already there; those not publishing (yet) say so and come with
         // onPublished later.
-        let members: Vec<Id> = entered["members"]
-            .as_array()
-            .map(|m| m.iter().filter_map(|c| c["id"].as_i64()).collect())
-            .unwrap_or_default();
+        let members: Vec<Id> = entered.members.iter().filter_map(|c| c.id).collect();
         let me = self.me;
         for id in members.into_iter().filter(|id| *id != me) {
             self.play(s, id).await?;
@@ -683,24 +700,36 @@ impl Calls<'_> {
             return Ok(());
         };
         let offer = handle.offer(Some(member)).await?;
-        let r = s
-            .ask(json!({"module":"meeting","method":"play","client":{"id":member},"sdp":offer}))
-            .await?;
+        let play = Request::Play(Play {
+            client: member_client(member),
+            sdp: offer,
+            dom_id: None,
+        });
+        let reply = s.ask(&play).await?;
         let Some((handle, _)) = self.call.as_ref().and_then(|c| c.media.as_ref()) else {
             return Ok(());
         };
-        if r["result"] == code::OK {
-            let sdp = r["sdp"].as_str().unwrap_or_default().to_owned();
-            handle
-                .send(MediaCmd::Answer {
-                    key: Some(member),
-                    sdp,
-                })
-                .await;
-            debug!(member, "playing");
-        } else {
+        // A member not publishing (yet) is refused; its onPublished brings it back.
+        if let Some(why) = refusal(&reply) {
             handle.send(MediaCmd::Drop { member }).await;
-            debug!(member, reply = %r, "not playing (yet)");
+            debug!(member, why, "not playing (yet)");
+            return Ok(());
+        }
+        // An answer that does not parse loses that member, not the call.
+        match decode::<Negotiated>(&reply) {
+            Ok(n) => {
+                handle
+                    .send(MediaCmd::Answer {
+                        key: Some(member),
+                        sdp: n.sdp,
+                    })
+                    .await;
+                debug!(member, "playing");
+            }
+            Err(e) => {
+                handle.send(MediaCmd::Drop { member }).await;
+                warn!(member, error = %format!("{e:#}"), "cannot play");
+            }
         }
         Ok(())
     }
@@ -711,8 +740,10 @@ impl Calls<'_> {
         };
         handle.send(MediaCmd::Drop { member }).await;
         if tell {
-            s.ask(json!({"module":"meeting","method":"closePlay","client":{"id":member}}))
-                .await?;
+            let close = Request::ClosePlay(ClosePlay {
+                client: member_client(member),
+            });
+            s.ask(&close).await?;
         }
         Ok(())
     }
@@ -728,20 +759,15 @@ impl Calls<'_> {
         let was_connected = c.media.is_some();
         if tell {
             c.signal();
-            let method = if matches!(
+            let agreed = matches!(
                 state,
                 rtcpeer::call::State::Connected | rtcpeer::call::State::Agreed
-            ) {
-                "cancel"
-            } else {
-                "reject"
-            };
-            let _ = self
-                .say(s, method, c.caller, json!({"reason": "hangup"}))
-                .await;
+            );
+            let hang_up = end_call(self.me, c.caller, agreed, Some("hangup"));
+            let _ = self.say(s, &hang_up).await;
         }
         if was_connected {
-            let _ = s.ask(json!({"module":"meeting","method":"exit"})).await;
+            let _ = s.ask(&Request::Exit).await;
         }
         if let Some((m, _)) = c.media.take() {
             m.send(MediaCmd::Stop {
@@ -768,6 +794,88 @@ impl Calls<'_> {
     }
 }
 
+/// `me` and `to` as the parties of a call request.
+fn peers(me: Id, to: Id) -> CallPeers {
+    CallPeers {
+        own_user_id: me,
+        target_user_id: to,
+        own_device_type: Some(DEVICE_TYPE.into()),
+        target_device_type: None,
+    }
+}
+
+/// `doEvent` `event` from `me` to `to` about `room`.
+fn call_event(me: Id, to: Id, event: CallEvent, room: Id) -> Request {
+    Request::DoEvent(DoEvent {
+        peers: peers(me, to),
+        event,
+        room_id: Some(room),
+        room_type: None,
+    })
+}
+
+/// `reject` (or `cancel`, once agreed) from `me` to `to`, with `reason` when we hang up.
+fn end_call(me: Id, to: Id, cancel: bool, reason: Option<&str>) -> Request {
+    let end = EndCall {
+        peers: peers(me, to),
+        reason: reason.map(Into::into),
+    };
+    if cancel {
+        Request::Cancel(end)
+    } else {
+        Request::Reject(end)
+    }
+}
+
+/// `module.method` of a request, for errors and logs.
+fn envelope(req: &Request) -> String {
+    let (module, method) = req.envelope();
+    format!("{module}.{method}")
+}
+
+/// Why a reply refuses its request (`result` and `message`), or `None` when it succeeded.
+fn refusal(reply: &Frame) -> Option<String> {
+    let result = reply.result()?;
+    if result == code::OK {
+        return None;
+    }
+    let message = reply
+        .decode::<reply::Generic>()
+        .ok()
+        .and_then(|g| g.message);
+    Some(match message {
+        Some(m) => format!("result {result}: {m}"),
+        None => format!("result {result}"),
+    })
+}
+
+/// The reply's fields as `T`; an error naming the request when they do not parse.
+fn decode<T: DeserializeOwned>(reply: &Frame) -> anyhow::Result<T> {
+    reply.decode().with_context(|| {
+        format!(
+            "the reply to {}.{} is not understood",
+            reply.module, reply.method
+        )
+    })
+}
+
+/// A successful reply's fields as `T`; an error naming the request when it was refused or its
+/// fields do not parse.
+fn accepted<T: DeserializeOwned>(reply: &Frame) -> anyhow::Result<T> {
+    if let Some(why) = refusal(reply) {
+        bail!("{}.{} refused: {why}", reply.module, reply.method);
+    }
+    decode(reply)
+}
+
+/// The `client` of `play`/`closePlay`: only its id counts.
+fn member_client(id: Id) -> Client {
+    Client {
+        id: Some(id),
+        ..Client::default()
+    }
+}
+
 async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -781,5 +889,102 @@ async fn recv_notice(
     match media {
         Some((_, rx)) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(req: &Request) -> String {
+        req.to_value().to_string()
+    }
+
+    /// The requests come out byte for byte as they did when client mode wrote them by hand.
+    #[test]
+    fn requests_keep_their_wire_form() {
+        assert_eq!(
+            wire(&call_event(7, 3, CallEvent::Ringing, 599)),
+            r#"{"module":"call","method":"doEvent","ownUserId":7,"targetUserId":3,"ownDeviceType":"ptt","event":"onRinging","roomId":599}"#
+        );
+        assert_eq!(
+            wire(&call_event(7, 3, CallEvent::Busy, 599)),
+            r#"{"module":"call","method":"doEvent","ownUserId":7,"targetUserId":3,"ownDeviceType":"ptt","event":"onBusy","roomId":599}"#
+        );
+        let agree = Request::DoAgree(DoAgree {
+            peers: peers(7, 3),
+            call_type: None,
+            room_id: 599,
+        });
+        assert_eq!(
+            wire(&agree),
+            r#"{"module":"call","method":"doAgree","ownUserId":7,"targetUserId":3,"ownDeviceType":"ptt","roomId":599}"#
+        );
+        assert_eq!(
+            wire(&end_call(7, 3, false, None)),
+            r#"{"module":"call","method":"reject","ownUserId":7,"targetUserId":3,"ownDeviceType":"ptt"}"#
+        );
+        assert_eq!(
+            wire(&end_call(7, 3, true, Some("hangup"))),
+            r#"{"module":"call","method":"cancel","ownUserId":7,"targetUserId":3,"ownDeviceType":"ptt","reason":"hangup"}"#
+        );
+        let register = Request::DoRegister(DoRegister {
+            sid: "s".into(),
+            user_id: 7,
+            device_type: Some(DEVICE_TYPE.into()),
+        });
+        assert_eq!(
+            wire(&register),
+            r#"{"module":"call","method":"doRegister","SID":"s","userId":7,"deviceType":"ptt"}"#
+        );
+        let play = Request::Play(Play {
+            client: member_client(3),
+            sdp: "v=0".into(),
+            dom_id: None,
+        });
+        assert_eq!(
+            wire(&play),
+            r#"{"module":"meeting","method":"play","client":{"id":3},"sdp":"v=0"}"#
+        );
+        let close = Request::ClosePlay(ClosePlay {
+            client: member_client(3),
+        });
+        assert_eq!(
+            wire(&close),
+            r#"{"module":"meeting","method":"closePlay","client":{"id":3}}"#
+        );
+    }
+
+    fn frame(text: &str) -> Frame {
+        Frame::parse(text).unwrap()
+    }
+
+    #[test]
+    fn replies_are_typed_or_a_clear_error() {
+        let ok = frame(
+            r#"{"module":"meeting","method":"publish","result":0,"client":{"id":7},"sdp":"v=0"}"#,
+        );
+        assert_eq!(refusal(&ok), None);
+        assert_eq!(accepted::<Negotiated>(&ok).unwrap().sdp, "v=0");
+
+        let refused = frame(
+            r#"{"module":"meeting","method":"play","result":409,"message":"not publishing"}"#,
+        );
+        assert_eq!(
+            refusal(&refused).as_deref(),
+            Some("result 409: not publishing")
+        );
+        let e = accepted::<Negotiated>(&refused).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "meeting.play refused: result 409: not publishing"
+        );
+
+        let odd = frame(r#"{"module":"meeting","method":"enter","result":0,"members":3}"#);
+        let e = accepted::<Entered>(&odd).unwrap_err();
+        assert!(
+            format!("{e:#}").starts_with("the reply to meeting.enter is not understood: "),
+            "{e:#}"
+        );
     }
 }
