@@ -11,7 +11,8 @@
 //! target/release/examples/meeting_load 1 --passthrough buffered   # through the jitter buffer
 //! ```
 //! It starts its own murmurd (channel North), pymumble talkers that repeat a speech WAV, and
-//! the release `pttbridge` next to this binary; everything on 127.0.0.1. The listeners run in
+//! the release `pttbridge` next to this binary (or `$PTTBRIDGE_BIN`); everything on 127.0.0.1.
+//! A bridge built with `--features count-allocs` also gives its heap allocations per packet. The listeners run in
 //! this process on one thread, so on a small machine they compete with the bridge for CPU:
 //! the bridge's own CPU time is what is reported.
 
@@ -188,11 +189,17 @@ fn args() -> Args {
 async fn main() {
     let a = args();
     let n = a.listeners;
-    let bin = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("../pttbridge");
+    // Another build of the bridge (e.g. an earlier commit, for before/after figures) when
+    // PTTBRIDGE_BIN says so.
+    let bin = std::env::var_os("PTTBRIDGE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::current_exe()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("../pttbridge")
+        });
     str0m::crypto::from_feature_flags().install_process_default();
 
     let server = Murmur::start(&["North"]);
@@ -380,6 +387,16 @@ async fn main() {
         sent / secs / n as f64,
         (1.0 - got / sent.max(1.0)).max(0.0) * 100.0
     );
+    let allocs = counter(&m1, "pttbridge_process_allocations_total")
+        - counter(&m0, "pttbridge_process_allocations_total");
+    if allocs > 0.0 {
+        println!(
+            "heap allocations in the bridge (built with --features count-allocs): {:.0}/s, {:.2} per RTP packet sent, {:.1} per PTT voice packet in",
+            allocs / secs,
+            allocs / sent.max(1.0),
+            allocs / ptt_in.max(1.0)
+        );
+    }
     for route in ["direct", "passthrough", "mix"] {
         let q = quantiles(
             &m1,

@@ -5,6 +5,7 @@
 //! module per protocol side), [`http`] (the one HTTP port), [`probe`] (the PTT
 //! diagnostic client) and [`run`] (wiring it all together).
 
+pub mod alloc_count;
 pub mod bridge;
 pub mod config;
 pub mod events;

@@ -125,6 +125,9 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     for side in &state.sides {
         side.export_metrics();
     }
+    if let Some(n) = crate::alloc_count::allocations() {
+        metrics::counter!("pttbridge_process_allocations_total").absolute(n);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
