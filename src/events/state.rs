@@ -32,12 +32,7 @@ pub fn user_id(party: &Party) -> String {
 /// Splits a `<side>:<id>` user id.
 pub fn parse_user_id(user_id: &str) -> Option<(Side, &str)> {
     let (side, id) = user_id.split_once(':')?;
-    let side = match side {
-        "ptt" => Side::Ptt,
-        "console" => Side::Console,
-        "meeting" => Side::Meeting,
-        _ => return None,
-    };
+    let side = Side::parse(side)?;
     (!id.is_empty()).then_some((side, id))
 }
 

@@ -109,12 +109,7 @@ pub enum CommandError {
 /// The side owning a bridge group id: `ptt:<server>:<path>`, `console:<sessionId>`,
 /// `meeting:<room>`.
 pub fn group_side(group: &str) -> Option<Side> {
-    match group.split_once(':')?.0 {
-        "ptt" => Some(Side::Ptt),
-        "console" => Some(Side::Console),
-        "meeting" => Some(Side::Meeting),
-        _ => None,
-    }
+    Side::parse(group.split_once(':')?.0)
 }
 
 /// What a side implements to take commands.

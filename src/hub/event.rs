@@ -15,6 +15,9 @@ pub enum Side {
 }
 
 impl Side {
+    /// Every side.
+    pub const ALL: [Side; 3] = [Side::Ptt, Side::Console, Side::Meeting];
+
     /// Lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -22,6 +25,11 @@ impl Side {
             Self::Console => "console",
             Self::Meeting => "meeting",
         }
+    }
+
+    /// The side named `name` (as [`Side::as_str`] writes it); the one place names are read.
+    pub fn parse(name: &str) -> Option<Side> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
 }
 
