@@ -43,7 +43,7 @@ pub struct ProbeOptions {
     /// WAV file to speak (16-bit PCM; any rate, mono or stereo).
     #[arg(long)]
     pub play: Option<PathBuf>,
-    /// Record what is heard to this WAV (plus one file per speaker: out.<speaker>.wav).
+    /// Record what is heard to this WAV (plus one file per speaker: `out.<speaker>.wav`).
     #[arg(long)]
     pub record: Option<PathBuf>,
     /// Seconds to stay (default: length of --play + 2, else 5).

@@ -13,7 +13,7 @@
 //! What a record means is the side's call: a console temporary call (`sessionId`), a meeting
 //! room dialled into a PTT channel, and — on the PTT side on its own — a *conversation* of a PTT
 //! channel the bridge sits in: from the first talk burst until the channel has been silent for
-//! `business.ptt_call_idle_ms` (see `sides::ptt_calls`).
+//! `business.ptt_call_idle_ms` (see `sides::ptt::calls`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -9,7 +9,7 @@
 //!   call (or cannot be brought in). A console itself cannot be invited anywhere.
 //!
 //! Console party ids are the account names (`console:zydd`). Each command goes to the
-//! connection's own task as an [`Order`] and is answered through a oneshot.
+//! connection's own task as an `Order` and is answered through a oneshot.
 
 use std::sync::Arc;
 

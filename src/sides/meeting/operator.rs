@@ -6,7 +6,7 @@
 //!   the room sees the channel leave, hub events `link.down` and `call.ended` say `hangup`.
 //!
 //! PTT users hang up from the channel with the text command
-//! [`HANGUP_COMMAND`](super::link::HANGUP_COMMAND).
+//! [`HANGUP_COMMAND`](crate::bridge::HANGUP_COMMAND).
 
 use std::sync::Arc;
 

@@ -85,7 +85,7 @@ pub struct Switchboard {
     next_conn: AtomicU64,
     /// Wakes the timer task when the calls change.
     timers: Arc<Notify>,
-    /// Call records of dial-in links, once [`Switchboard::wire`] gave them.
+    /// Call records of dial-in links, once the side has the platform's (at start).
     pub(super) records: OnceLock<Calls>,
 }
 
@@ -923,7 +923,7 @@ impl Switchboard {
     }
 
     /// Starts the call record of a meeting ⇄ PTT link in hub group `group`, called by `caller`
-    /// (the platform when [`PLATFORM`]); `None` until [`Switchboard::wire`] gave the records.
+    /// (the platform when [`PLATFORM`]); `None` until the meeting side was given the platform's records.
     pub fn start_record(&self, group: String, caller: Id) -> Option<CallRecorder> {
         let calls = self.records.get()?;
         let mut start = CallStart::new(

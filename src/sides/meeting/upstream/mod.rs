@@ -2,7 +2,7 @@
 //! users that stand for its PTT channels, and answers their calls there like it does on its own
 //! server: ring, agree (or busy / reject per policy), and on the caller's `onConnected` enter the
 //! caller's room, publish the channel, play every member that publishes, and run the same
-//! [`Link`](super::link::Link) (see [`media`]).
+//! [`Link`](crate::bridge::Link) (see [`media`]).
 //!
 //! One task per (upstream, dial-in id), sequential and sans-lock: log in (getSign +
 //! dockingLogin), open `/rtcpeer`, `call.doRegister`, then handle pushes. Requests are sent one
