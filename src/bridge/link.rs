@@ -449,7 +449,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         }
         self.report_talker(session);
         self.group.remove_talker(session);
-        if let Some(next) = self.floor.release(&party, now)
+        if let Some(next) = self.release_floor(&party, now)
             && next == self.cfg.group_party
         {
             self.holding = true;
@@ -661,7 +661,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
             let me = self.cfg.group_party.clone();
             if self.holding {
                 self.stop_sending();
-                self.floor.release(&me, now);
+                self.release_floor(&me, now);
             } else if self.denied {
                 // Gave up waiting: leave the queue.
                 self.floor.release(&me, now);
@@ -687,6 +687,26 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
             Ok(opus) => self.send_voice(opus, false),
             Err(e) => warn!(error = %e, "group → PTT encode failed"),
         }
+    }
+
+    /// `party` lets go of the floor (or of its place in the queue). If a PTT user is still
+    /// talking (one who talked over the holder, or started while another held it), the floor
+    /// passes to them rather than to the queue or to nobody: the group must not get it and
+    /// talk over a PTT user it does not outrank just because another party stopped first.
+    /// Returns who got it from the queue.
+    fn release_floor(&mut self, party: &Party, now: Instant) -> Option<Party> {
+        let heir = self
+            .talkers
+            .iter()
+            .filter(|(_, p)| *p != party)
+            .min_by_key(|(s, _)| **s)
+            .map(|(_, p)| p.clone());
+        if let Some(heir) = heir
+            && self.floor.hand_over(party, heir, self.cfg.ptt_level, now)
+        {
+            return None;
+        }
+        self.floor.release(party, now)
     }
 
     fn request_floor(&mut self, now: Instant) {

@@ -658,6 +658,93 @@ fn a_member_waits_for_the_ptt_talker_then_gets_the_floor() {
     assert!(tone_amplitude(&pcm, RATE, 600.0) > 0.2);
 }
 
+#[test]
+fn the_floor_stays_with_a_ptt_user_still_talking() {
+    // Two PTT users talk; the one holding the floor stops, the other goes on: the floor is
+    // not free for the group.
+    let mut p = Pair::new(PassThrough::Direct);
+    p.ptt_talk(1, 440.0, 100);
+    p.tick(2);
+    p.ptt_talk(2, 1000.0, 100);
+    p.tick(5);
+    p.ptt_stop(1);
+    p.tick(2);
+    p.outputs();
+    p.member_speak(5, 600.0, 100);
+    p.tick(20);
+    let out = p.outputs();
+    assert!(
+        ptt_voice(&out).is_empty(),
+        "the group talked over user 2: {:?}",
+        show(&out)
+    );
+    assert_eq!(
+        notices(&out),
+        vec![
+            member_talking(5, true),
+            Notice::FloorDenied { holder: user(2) }
+        ]
+    );
+    p.ptt_stop(2);
+    assert_eq!(
+        notices(&p.outputs()),
+        vec![Notice::FloorGranted, talking(user(2), false)]
+    );
+
+    // The same when the group had queued behind user 1 before user 2 started.
+    let mut p = Pair::new(PassThrough::Direct);
+    p.ptt_talk(1, 440.0, 100);
+    p.tick(2);
+    p.member_speak(5, 600.0, 100);
+    p.tick(5);
+    p.ptt_talk(2, 1000.0, 100);
+    p.tick(5);
+    p.ptt_stop(1);
+    p.tick(10);
+    let out = p.outputs();
+    assert!(
+        ptt_voice(&out).is_empty(),
+        "the group talked over user 2: {:?}",
+        show(&out)
+    );
+    assert!(!notices(&out).contains(&Notice::FloorGranted));
+    p.ptt_stop(2);
+    p.tick(3);
+    let out = p.outputs();
+    assert!(notices(&out).contains(&Notice::FloorGranted));
+    assert_eq!(ptt_voice(&out).len(), 3);
+}
+
+#[test]
+fn a_ptt_user_talking_over_the_group_keeps_the_floor_once_the_group_stops() {
+    // Equal levels: a PTT user starts while the group talks (denied, talks over it anyway);
+    // the group's burst ends; when a member speaks again the PTT user is still talking.
+    let mut p = Pair::new(PassThrough::Direct);
+    p.member_speak(5, 600.0, 10);
+    p.tick(10);
+    assert!(p.link.holding());
+    p.ptt_talk(1, 440.0, 200);
+    p.member_silent(5, HANGOVER + 10);
+    p.tick(HANGOVER + 10);
+    assert!(!p.link.holding());
+    p.outputs();
+    p.member_speak(5, 600.0, 20);
+    p.tick(20);
+    let out = p.outputs();
+    assert!(
+        ptt_voice(&out).is_empty(),
+        "the group talked over user 1: {:?}",
+        show(&out)
+    );
+    assert_eq!(
+        notices(&out),
+        vec![
+            member_talking(5, true),
+            Notice::FloorDenied { holder: user(1) }
+        ]
+    );
+}
+
 // ---- 4. pre-emption --------------------------------------------------------------------
 
 #[test]
