@@ -849,6 +849,45 @@ fn a_muted_member_is_not_heard_on_ptt() {
 }
 
 #[test]
+fn a_member_muted_before_its_first_packet_stays_muted() {
+    // A side may report a member's mute before its audio starts flowing.
+    let mut p = Pair::new(PassThrough::Direct);
+    p.link.set_member_muted(5, true);
+    p.member_speak(5, 600.0, 30);
+    p.tick(30);
+    let out = p.outputs();
+    assert!(
+        ptt_voice(&out).is_empty(),
+        "a muted member was heard: {:?}",
+        show(&out)
+    );
+    assert!(notices(&out).is_empty(), "{:?}", show(&out));
+    p.link.set_member_muted(5, false);
+    p.member_speak(5, 600.0, 10);
+    p.tick(10);
+    let out = p.outputs();
+    assert_eq!(
+        notices(&out),
+        vec![member_talking(5, true), Notice::FloorGranted]
+    );
+
+    // Same for a talk state set before the first packet.
+    let mut p = Pair::new(PassThrough::Direct);
+    p.link.set_member_talking(5, Some(false));
+    p.member_speak(5, 600.0, 30);
+    p.tick(30);
+    assert!(ptt_voice(&p.outputs()).is_empty());
+
+    // A member that leaves before sending anything leaves no state behind.
+    let mut p = Pair::new(PassThrough::Direct);
+    p.link.set_member_muted(6, true);
+    p.link.remove_member(6);
+    p.member_speak(6, 600.0, 10);
+    p.tick(10);
+    assert!(notices(&p.outputs()).contains(&Notice::FloorGranted));
+}
+
+#[test]
 fn ptt_mute_hides_ptt_audio_but_not_its_talk_state() {
     let mut p = Pair::new(PassThrough::Direct);
     p.link.set_g711_listeners(true, false);
