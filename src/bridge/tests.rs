@@ -603,13 +603,13 @@ fn a_speaking_member_takes_the_floor_and_releases_it_after_the_hangover() {
     p.tick(80);
     let out = p.outputs();
     let voice = ptt_voice(&out);
-    let (last, terms) = voice.split_last().expect("a terminator");
+    let (last, hangover) = voice.split_last().expect("a terminator");
     assert!(last.2, "the burst ends with a terminator: {:?}", show(&out));
-    assert!(terms.iter().all(|v| !v.2), "one terminator");
+    assert!(hangover.iter().all(|v| !v.2), "one terminator");
     assert!(
-        (HANGOVER..=HANGOVER + 2).contains(&terms.len()),
+        (HANGOVER..=HANGOVER + 2).contains(&hangover.len()),
         "voice through the hangover, then stop: {} packets",
-        terms.len()
+        hangover.len()
     );
     assert_eq!(
         steps_of(&out, &member_talking(5, false)),
@@ -618,6 +618,29 @@ fn a_speaking_member_takes_the_floor_and_releases_it_after_the_hangover() {
     );
     assert!(!p.link.holding());
     assert_eq!(notices(&out), vec![member_talking(5, false)]);
+}
+
+#[test]
+fn a_member_that_stops_sending_releases_the_floor_too() {
+    // A browser that stops sending altogether (DTX, or its track ended): the link conceals a
+    // few frames, then hears nothing, and the hangover runs out as with silence.
+    let mut p = Pair::new(PassThrough::Direct);
+    p.member_speak(5, 600.0, 30);
+    p.tick(30);
+    assert!(p.link.holding());
+    p.outputs();
+    p.tick(80);
+    let out = p.outputs();
+    let voice = ptt_voice(&out);
+    let (last, hangover) = voice.split_last().expect("a terminator");
+    assert!(last.2, "{:?}", show(&out));
+    assert!(
+        (HANGOVER..=HANGOVER + 6).contains(&hangover.len()),
+        "{} packets after the member went quiet",
+        hangover.len()
+    );
+    assert_eq!(notices(&out), vec![member_talking(5, false)]);
+    assert!(!p.link.holding());
 }
 
 #[test]
