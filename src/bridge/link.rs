@@ -156,6 +156,9 @@ pub struct Link<M> {
     g711_laws: (bool, bool),
     // ---- group → PTT
     members: HashMap<M, Member>,
+    /// Mute and talk state (`(muted, explicit)`) set for members that have sent no audio yet:
+    /// their first packet makes their [`Member`] with it.
+    presets: HashMap<M, (bool, Option<bool>)>,
     mixer: Mixer,
     limiter: Limiter,
     encoder: Encoder,
@@ -208,6 +211,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
             g711_ts: 0,
             g711_laws: (false, false),
             members: HashMap::new(),
+            presets: HashMap::new(),
             mixer: Mixer::new(FRAME),
             limiter: Limiter::new(),
             encoder,
@@ -291,7 +295,13 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         let m = match self.members.entry(member) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => match Member::new() {
-                Ok(m) => e.insert(m),
+                Ok(mut m) => {
+                    if let Some((muted, explicit)) = self.presets.remove(&member) {
+                        m.muted = muted;
+                        m.explicit = explicit;
+                    }
+                    e.insert(m)
+                }
                 Err(err) => {
                     warn!(error = %err, "no decoder for a group member");
                     return;
@@ -304,18 +314,22 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         }
     }
 
-    /// A member's mute state: a muted member is not heard on the PTT channel.
+    /// A member's mute state: a muted member is not heard on the PTT channel. Set before its
+    /// first packet, it holds from that packet on.
     pub fn set_member_muted(&mut self, member: M, muted: bool) {
-        if let Some(m) = self.members.get_mut(&member) {
-            m.muted = muted;
+        match self.members.get_mut(&member) {
+            Some(m) => m.muted = muted,
+            None => self.presets.entry(member).or_default().0 = muted,
         }
     }
 
     /// A member's talk state as its side knows it (a push-to-talk button): `Some` overrides
-    /// the VAD, `None` hands the decision back to it. Takes effect on the next tick.
+    /// the VAD, `None` hands the decision back to it. Takes effect on the next tick (set before
+    /// the member's first packet, from that packet on).
     pub fn set_member_talking(&mut self, member: M, talking: Option<bool>) {
-        if let Some(m) = self.members.get_mut(&member) {
-            m.explicit = talking;
+        match self.members.get_mut(&member) {
+            Some(m) => m.explicit = talking,
+            None => self.presets.entry(member).or_default().1 = talking,
         }
     }
 
@@ -331,6 +345,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
 
     /// A member left: its audio and talk state go.
     pub fn remove_member(&mut self, member: M) {
+        self.presets.remove(&member);
         if let Some(mut m) = self.members.remove(&member) {
             m.reported
                 .report(&m.stats(), &self.metrics.jitter_members_in);
@@ -449,7 +464,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         }
         self.report_talker(session);
         self.group.remove_talker(session);
-        if let Some(next) = self.floor.release(&party, now)
+        if let Some(next) = self.release_floor(&party, now)
             && next == self.cfg.group_party
         {
             self.holding = true;
@@ -661,7 +676,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
             let me = self.cfg.group_party.clone();
             if self.holding {
                 self.stop_sending();
-                self.floor.release(&me, now);
+                self.release_floor(&me, now);
             } else if self.denied {
                 // Gave up waiting: leave the queue.
                 self.floor.release(&me, now);
@@ -687,6 +702,26 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
             Ok(opus) => self.send_voice(opus, false),
             Err(e) => warn!(error = %e, "group → PTT encode failed"),
         }
+    }
+
+    /// `party` lets go of the floor (or of its place in the queue). If a PTT user is still
+    /// talking (one who talked over the holder, or started while another held it), the floor
+    /// passes to them rather than to the queue or to nobody: the group must not get it and
+    /// talk over a PTT user it does not outrank just because another party stopped first.
+    /// Returns who got it from the queue.
+    fn release_floor(&mut self, party: &Party, now: Instant) -> Option<Party> {
+        let heir = self
+            .talkers
+            .iter()
+            .filter(|(_, p)| *p != party)
+            .min_by_key(|(s, _)| **s)
+            .map(|(_, p)| p.clone());
+        if let Some(heir) = heir
+            && self.floor.hand_over(party, heir, self.cfg.ptt_level, now)
+        {
+            return None;
+        }
+        self.floor.release(party, now)
     }
 
     fn request_floor(&mut self, now: Instant) {

@@ -15,6 +15,8 @@ mod member;
 mod metrics;
 pub mod passthrough;
 pub mod port;
+#[cfg(test)]
+mod tests;
 
 pub use link::{HANGUP_COMMAND, Link, LinkConfig, Notice, Output};
 pub use passthrough::PassThrough;

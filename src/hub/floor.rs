@@ -154,6 +154,23 @@ impl Floor {
         None
     }
 
+    /// `from`, holding the floor, hands it straight to `to` at `level` (who leaves the queue if
+    /// it was waiting): the queue is not served. For a holder whose turn passes to someone
+    /// already talking. Returns false (and changes nothing) when `from` does not hold it.
+    pub fn hand_over(&mut self, from: &Party, to: Party, level: MicLevel, now: Instant) -> bool {
+        let Some(holder) = self.holder.as_mut().filter(|h| h.party == *from) else {
+            return false;
+        };
+        // Field access, not remove_queued(): `holder` still borrows self.holder.
+        self.queue.retain(|(p, _)| *p != to);
+        *holder = Holder {
+            party: to,
+            level,
+            since: now,
+        };
+        true
+    }
+
     /// Ends a turn that ran past the talk limit; the queue is served.
     pub fn tick(&mut self, now: Instant) -> Vec<Change> {
         let (Some(limit), Some(h)) = (self.talk_limit, &self.holder) else {
@@ -266,6 +283,27 @@ mod tests {
         assert_eq!(f.release(&p("t2"), now), None, "leaving the queue");
         assert_eq!(f.release(&p("t1"), now), None);
         assert!(f.holder().is_none());
+    }
+
+    #[test]
+    fn hand_over_skips_the_queue() {
+        let now = Instant::now();
+        let mut f = Floor::new(None);
+        f.request(p("a"), 1, false, now);
+        f.request(p("q"), 1, true, now);
+        f.request(p("b"), 1, true, now);
+        assert!(
+            !f.hand_over(&p("q"), p("b"), 1, now),
+            "only the holder hands over"
+        );
+        assert!(f.hand_over(&p("a"), p("b"), 1, now));
+        assert_eq!(f.holder().unwrap().party, p("b"));
+        assert_eq!(
+            f.queue().collect::<Vec<_>>(),
+            vec![&p("q")],
+            "b left the queue"
+        );
+        assert_eq!(f.release(&p("b"), now), Some(p("q")));
     }
 
     #[test]
