@@ -19,7 +19,7 @@ const HANGOVER_FRAMES: u32 = 40;
 /// Least depth of a member's jitter buffer. A PTT channel is half-duplex: 60 ms more before the
 /// radio hears a speaker costs nothing, while a sender that stalls for a few tens of ms (a busy
 /// browser or machine) would otherwise run the buffer dry mid-word.
-const MIN_DEPTH_MS: u32 = 60;
+pub(crate) const MIN_DEPTH_MS: u32 = 60;
 
 /// A member's inbound audio and talk state.
 pub(crate) struct Member {

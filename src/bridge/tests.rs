@@ -30,6 +30,8 @@ const LOUD: f64 = 0.3;
 const QUIET: f64 = 0.001;
 /// The link's VAD hangover (`member::HANGOVER_FRAMES`).
 const HANGOVER: usize = 40;
+/// Frames a member's jitter buffer holds before its audio plays (its least depth).
+const DEPTH: usize = (super::member::MIN_DEPTH_MS / 20) as usize;
 
 type Emitted = (u64, Cause, Output<i64>);
 
@@ -576,11 +578,16 @@ fn a_speaking_member_takes_the_floor_and_releases_it_after_the_hangover() {
         "talking and granted on one tick"
     );
     assert_eq!(
-        granted, 11,
-        "the VAD's onset: the second loud frame (steps 10, 11)"
+        granted,
+        10 + DEPTH as u64,
+        "the VAD's onset: the second loud frame (steps 10, 11) once through the jitter buffer"
     );
     let voice = ptt_voice(&out);
-    assert_eq!(voice.len(), 49, "a packet every tick from the grant on");
+    assert_eq!(
+        voice.len(),
+        50 - DEPTH,
+        "a packet every tick from the grant on"
+    );
     for (i, (step, _, term)) in voice.iter().enumerate() {
         assert_eq!(*step, granted + i as u64);
         assert!(!term);
@@ -607,7 +614,7 @@ fn a_speaking_member_takes_the_floor_and_releases_it_after_the_hangover() {
     assert!(last.2, "the burst ends with a terminator: {:?}", show(&out));
     assert!(hangover.iter().all(|v| !v.2), "one terminator");
     assert!(
-        (HANGOVER..=HANGOVER + 2).contains(&hangover.len()),
+        (HANGOVER..=HANGOVER + DEPTH + 1).contains(&hangover.len()),
         "voice through the hangover, then stop: {} packets",
         hangover.len()
     );
@@ -635,7 +642,7 @@ fn a_member_that_stops_sending_releases_the_floor_too() {
     let (last, hangover) = voice.split_last().expect("a terminator");
     assert!(last.2, "{:?}", show(&out));
     assert!(
-        (HANGOVER..=HANGOVER + 6).contains(&hangover.len()),
+        (HANGOVER..=HANGOVER + DEPTH + 5).contains(&hangover.len()),
         "{} packets after the member went quiet",
         hangover.len()
     );

@@ -513,6 +513,12 @@ impl RoomActor {
             }
         };
         link.core.counters = self.host.link_up(self.id, dial, setup.caller);
+        // Members who muted themselves before the channel came are not heard on it either.
+        for m in &self.members {
+            if let (Some(id), Some(true)) = (m.client.id, m.client.is_muted) {
+                link.core.set_member_muted(id, true);
+            }
+        }
         let client = link.client.clone();
         let ptt_group = link.ptt_group.clone();
         self.link = Some(link);
@@ -821,6 +827,12 @@ impl RoomActor {
                     .expect("checked above");
                 m.publishing = Some(pid);
                 let client = m.client.clone();
+                // A member muted before (re)publishing stays muted on the PTT channel.
+                if client.is_muted == Some(true)
+                    && let Some(l) = self.link.as_mut()
+                {
+                    l.core.set_member_muted(from, true);
+                }
                 Ok(reply::ok_with(module, method, &Negotiated { client, sdp }))
             }
             Request::Play(p) => {
