@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::audio::{CompareOptions, Comparison, compare_files, compare_with, load_wav};
+use crate::audio::{CompareOptions, Comparison, compare_with, load_wav};
 use crate::events::{EventQueue, capture, is_exit};
 use crate::peers;
 use crate::terminal::Terminal;
@@ -224,13 +224,14 @@ impl Participant {
     }
 }
 
-/// How far (ms) each 100 ms window of a meeting → PTT recording may sit from the recording's
-/// overall alignment. The bridge re-times a meeting speaker onto the PTT clock through a jitter
-/// buffer; when the speaker's packets come late (its machine was busy), the buffer conceals
-/// without moving on, so nothing is lost and the rest of the utterance plays a frame or a few
-/// later — a slightly longer pause, not a gap in a word. Each window is compared where it
+/// How far (ms) each 100 ms window of a recording made through the bridge may sit from the
+/// recording's overall alignment. The bridge re-times audio through a jitter buffer wherever it
+/// cannot forward packets as they are (meeting → PTT; PTT → meeting when mixed, buffered or
+/// transcoded to G.711): when the sender's packets come late (its machine was busy), the buffer
+/// conceals without moving on, so nothing is lost and the rest of the burst plays a frame or a
+/// few later — a slightly longer pause, not a gap in a word. Each window is compared where it
 /// landed, within this much; the bars (correlation, duration) are unchanged.
-pub const MEETING_TO_PTT_SEARCH_MS: u32 = 100;
+pub const JITTER_SEARCH_MS: u32 = 100;
 
 /// Meeting → PTT: `speaker` speaks `wav` while `listener`, a PTT terminal in the linked channel,
 /// records what arrives into `recording`; returns (and prints, labelled `route`) how the
@@ -250,7 +251,7 @@ pub fn speak_into_ptt(
     std::thread::sleep(Duration::from_millis(1000));
     let summary = listener.record_stop(recording);
     let opt = CompareOptions {
-        window_search_ms: MEETING_TO_PTT_SEARCH_MS,
+        window_search_ms: JITTER_SEARCH_MS,
         ..CompareOptions::default()
     };
     let cmp = compare_with(&load_wav(wav), &load_wav(recording), &opt);
@@ -311,7 +312,11 @@ pub fn hear_from_ptt(
     // The burst's tail is still in the bridge's and the participant's jitter buffers.
     std::thread::sleep(Duration::from_millis(800));
     let summary = listener.record_stop(recording);
-    let cmp = compare_files(wav, recording);
+    let opt = CompareOptions {
+        window_search_ms: JITTER_SEARCH_MS,
+        ..CompareOptions::default()
+    };
+    let cmp = compare_with(&load_wav(wav), &load_wav(recording), &opt);
     println!("{route}: {cmp}; {summary}");
     (cmp, summary)
 }
