@@ -233,6 +233,16 @@ impl Participant {
 /// landed, within this much; the bars (correlation, duration) are unchanged.
 pub const JITTER_SEARCH_MS: u32 = 100;
 
+/// `recording` against its source `wav`, each window where it landed within
+/// [`JITTER_SEARCH_MS`].
+pub fn compare_through_bridge(wav: &Path, recording: &Path) -> Comparison {
+    let opt = CompareOptions {
+        window_search_ms: JITTER_SEARCH_MS,
+        ..CompareOptions::default()
+    };
+    compare_with(&load_wav(wav), &load_wav(recording), &opt)
+}
+
 /// Meeting → PTT: `speaker` speaks `wav` while `listener`, a PTT terminal in the linked channel,
 /// records what arrives into `recording`; returns (and prints, labelled `route`) how the
 /// recording compares with `wav`. Panics unless the utterance reached PTT as one talk burst
@@ -250,11 +260,7 @@ pub fn speak_into_ptt(
     // The tail of the burst is still in the jitter buffers and on its way through the server.
     std::thread::sleep(Duration::from_millis(1000));
     let summary = listener.record_stop(recording);
-    let opt = CompareOptions {
-        window_search_ms: JITTER_SEARCH_MS,
-        ..CompareOptions::default()
-    };
-    let cmp = compare_with(&load_wav(wav), &load_wav(recording), &opt);
+    let cmp = compare_through_bridge(wav, recording);
     println!("{route}: {cmp}; {summary}");
     keep_for_diagnosis(route, recording);
     let speakers = summary["speakers"].as_array().cloned().unwrap_or_default();
@@ -312,11 +318,7 @@ pub fn hear_from_ptt(
     // The burst's tail is still in the bridge's and the participant's jitter buffers.
     std::thread::sleep(Duration::from_millis(800));
     let summary = listener.record_stop(recording);
-    let opt = CompareOptions {
-        window_search_ms: JITTER_SEARCH_MS,
-        ..CompareOptions::default()
-    };
-    let cmp = compare_with(&load_wav(wav), &load_wav(recording), &opt);
+    let cmp = compare_through_bridge(wav, recording);
     println!("{route}: {cmp}; {summary}");
     (cmp, summary)
 }

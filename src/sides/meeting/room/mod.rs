@@ -600,14 +600,7 @@ impl RoomActor {
                     let mut member = link_client.clone();
                     member.name = Some(p.name.clone());
                     member.extra.insert("pttUser".into(), p.id.clone().into());
-                    self.push_all(
-                        &Push::MemberTalking(push::Talking {
-                            room_id: self.id,
-                            member,
-                            talking,
-                        }),
-                        None,
-                    );
+                    self.push_talking(member, talking);
                 }
                 Notice::MemberTalking {
                     member: client,
@@ -621,14 +614,7 @@ impl RoomActor {
                             ..Client::default()
                         });
                     let who = party(client, member.name.as_deref());
-                    self.push_all(
-                        &Push::MemberTalking(push::Talking {
-                            room_id: self.id,
-                            member,
-                            talking,
-                        }),
-                        None,
-                    );
+                    self.push_talking(member, talking);
                     let kind = if talking {
                         EventKind::TalkStarted
                     } else {
@@ -670,6 +656,18 @@ impl RoomActor {
             info!(by = ?by.as_ref().map(|p| &p.name), "hang-up from the PTT channel");
             self.detach_link("hangup");
         }
+    }
+
+    /// `memberTalking` to everyone in the room.
+    fn push_talking(&self, member: Client, talking: bool) {
+        self.push_all(
+            &Push::MemberTalking(push::Talking {
+                room_id: self.id,
+                member,
+                talking,
+            }),
+            None,
+        );
     }
 
     /// Chat from a member into the PTT channel.
