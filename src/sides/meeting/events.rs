@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use rtcpeer::id::Id;
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::bridge::Notice;
 use crate::hub::event::Draft;
 use crate::hub::{EventBus, EventKind, Party, Side};
 
@@ -56,5 +57,41 @@ impl Publisher {
         let mut d = Draft::new(self.app.clone(), kind, group).detail(detail);
         d.party = party;
         self.bus.publish(d);
+    }
+}
+
+/// The hub event a link's notice makes, the same in a room and in client mode: a member's talk
+/// state (`talk.*`, linked to the PTT group) or the group refused the PTT floor
+/// (`floor.denied`, from the dial-in). `member_name` names a member; other notices make none
+/// (PTT talk is the PTT side's to publish).
+pub fn link_event(
+    n: &Notice<Id>,
+    dial: Id,
+    dial_name: Option<&str>,
+    ptt_group: &str,
+    member_name: Option<&str>,
+) -> Option<(EventKind, Party, Value)> {
+    match n {
+        Notice::MemberTalking { member, talking } => {
+            let kind = if *talking {
+                EventKind::TalkStarted
+            } else {
+                EventKind::TalkStopped
+            };
+            Some((
+                kind,
+                party(*member, member_name),
+                json!({ "media_type": 2, "linked_to": ptt_group }),
+            ))
+        }
+        Notice::FloorDenied { holder } => {
+            metrics::counter!("pttbridge_meeting_floor_denied_total").increment(1);
+            Some((
+                EventKind::FloorDenied,
+                party(dial, dial_name),
+                json!({ "holder": holder, "ptt_group": ptt_group, "queued": true }),
+            ))
+        }
+        _ => None,
     }
 }

@@ -34,7 +34,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use self::link::{FeedInput, RoomLink};
 use self::media::{PeerTag, Role, RoomMedia};
 use super::dial::DialTarget;
-use super::events::party;
+use super::events::{link_event, party};
 use super::outbox::{Outbox, push_outbox};
 use super::refusal::Refusal;
 use crate::bridge::{Notice, Output, PassThrough};
@@ -613,26 +613,12 @@ impl RoomActor {
                             id: Some(client),
                             ..Client::default()
                         });
-                    let who = party(client, member.name.as_deref());
+                    let name = member.name.clone();
                     self.push_talking(member, talking);
-                    let kind = if talking {
-                        EventKind::TalkStarted
-                    } else {
-                        EventKind::TalkStopped
-                    };
-                    self.publish(
-                        kind,
-                        Some(who),
-                        json!({ "media_type": 2, "linked_to": ptt_group }),
-                    );
+                    self.link_event(&n, dial, &link_client, &ptt_group, name.as_deref());
                 }
-                Notice::FloorDenied { holder } => {
-                    metrics::counter!("pttbridge_meeting_floor_denied_total").increment(1);
-                    self.publish(
-                        EventKind::FloorDenied,
-                        Some(party(dial, link_client.name.as_deref())),
-                        json!({ "holder": holder, "ptt_group": ptt_group, "queued": true }),
-                    );
+                Notice::FloorDenied { .. } => {
+                    self.link_event(&n, dial, &link_client, &ptt_group, None);
                 }
                 Notice::FloorGranted => debug!("meeting has the PTT floor"),
                 Notice::Text { from, text } => {
@@ -655,6 +641,22 @@ impl RoomActor {
         if let Some(by) = hang_up {
             info!(by = ?by.as_ref().map(|p| &p.name), "hang-up from the PTT channel");
             self.detach_link("hangup");
+        }
+    }
+
+    /// Publishes the hub event of a link notice (`talk.*` of a member, `floor.denied`).
+    fn link_event(
+        &self,
+        n: &Notice<Id>,
+        dial: Id,
+        link: &Client,
+        ptt_group: &str,
+        member_name: Option<&str>,
+    ) {
+        if let Some((kind, who, detail)) =
+            link_event(n, dial, link.name.as_deref(), ptt_group, member_name)
+        {
+            self.publish(kind, Some(who), detail);
         }
     }
 

@@ -29,7 +29,7 @@ use crate::bridge::{Link, LinkConfig, Notice, Output, PassThrough, PttPort};
 use crate::hub::calls::CallCounters;
 use crate::hub::{EventKind, Party, Side};
 use crate::sides::meeting::dial::DialTarget;
-use crate::sides::meeting::events::{Publisher, party};
+use crate::sides::meeting::events::{Publisher, link_event, party};
 use crate::sides::meeting::rtc::{Peer, PeerSet, sdp};
 use crate::sides::ptt::ChannelEvent;
 
@@ -444,27 +444,15 @@ impl Actor {
             Notice::HangUp { .. } => {
                 let _ = self.notices.try_send(MediaNotice::HangUp("hangup"));
             }
-            Notice::MemberTalking { member, talking } => {
-                let kind = if talking {
-                    EventKind::TalkStarted
-                } else {
-                    EventKind::TalkStopped
-                };
-                self.c.events.group(
-                    kind,
-                    self.c.group.clone(),
-                    Some(party(member, None)),
-                    json!({ "media_type": 2, "linked_to": self.ptt_group }),
-                );
-            }
-            Notice::FloorDenied { holder } => {
-                metrics::counter!("pttbridge_meeting_floor_denied_total").increment(1);
-                self.c.events.group(
-                    EventKind::FloorDenied,
-                    self.c.group.clone(),
-                    Some(party(self.c.target.user_id, Some(&self.name))),
-                    json!({ "holder": holder, "ptt_group": self.ptt_group, "queued": true }),
-                );
+            n @ (Notice::MemberTalking { .. } | Notice::FloorDenied { .. }) => {
+                let dial = self.c.target.user_id;
+                if let Some((kind, who, detail)) =
+                    link_event(&n, dial, Some(&self.name), &self.ptt_group, None)
+                {
+                    self.c
+                        .events
+                        .group(kind, self.c.group.clone(), Some(who), detail);
+                }
             }
             // The server's room tells its members who talks; the PTT side publishes talk.*.
             Notice::PttTalking { .. } | Notice::FloorGranted => {}
