@@ -108,14 +108,15 @@ fn measure(mut frame: impl FnMut(usize)) -> (Option<f64>, f64) {
 fn upstream(codec: Codec, opus: &[Bytes]) -> (Option<f64>, f64) {
     let frames = console_frames(codec, opus);
     let mut up = Upstream::new(BITRATE);
+    // Kept by the connection across frames.
+    let mut voice: Vec<OutgoingVoice> = Vec::new();
     measure(|i| {
-        // As `on_audio`: parse the binary frame, convert, send each voice packet.
+        // As `on_audio`: count, parse the binary frame, convert, send each voice packet.
+        metrics::counter!("pttbridge_console_audio_frames_total", "direction" => "in").increment(1);
         let data = &frames[i % frames.len()];
         let (header, payload) = Header::parse(data).unwrap();
-        metrics::counter!("pttbridge_console_audio_frames_total", "direction" => "in").increment(1);
-        let mut voice: Vec<OutgoingVoice> = Vec::new();
         up.push(&header, payload, &mut voice).unwrap();
-        for v in voice {
+        for v in voice.drain(..) {
             black_box(v);
         }
     })
@@ -123,13 +124,14 @@ fn upstream(codec: Codec, opus: &[Bytes]) -> (Option<f64>, f64) {
 
 fn downstream(format: AudioFormat, opus: &[Bytes]) -> (Option<f64>, f64) {
     let mut down = Downstream::new(format);
+    // Kept by the connection across packets.
+    let mut frames: Vec<Bytes> = Vec::new();
     measure(|i| {
         // As `terminal_voice`: convert one PTT packet, queue each frame as a binary message.
-        let mut frames = Vec::new();
         let late = down.push(7, 42, i as u64 * 2, &opus[i % opus.len()], &mut frames);
         assert_eq!(late, 0);
-        for f in frames {
-            black_box(Message::Binary(f.into()));
+        for f in frames.drain(..) {
+            black_box(Message::Binary(f));
             metrics::counter!("pttbridge_console_audio_frames_total", "direction" => "out")
                 .increment(1);
         }

@@ -48,14 +48,15 @@ impl Connection {
                     .into(),
             );
         }
-        let mut voice: Vec<OutgoingVoice> = Vec::new();
-        if let Err(e) = self.upstream.push(&header, payload, &mut voice) {
+        if let Err(e) = self.upstream.push(&header, payload, &mut self.voice_out) {
+            // Packets converted before the failure are not sent (as before).
+            self.voice_out.clear();
             return self.audio_error("bad_audio", format!("audio: {e}"));
         }
         self.audio_error_reported = false;
         let client = &self.login.as_ref().expect("checked").client;
         let mut carried = (0, 0);
-        for v in voice {
+        for v in self.voice_out.drain(..) {
             let bytes = v.opus.len();
             if client.send_voice(v) {
                 carried = (carried.0 + 1, carried.1 + bytes);

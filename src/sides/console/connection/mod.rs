@@ -105,6 +105,8 @@ pub(crate) async fn run(side: ConsoleSide, socket: WebSocket, mut shutdown: watc
             call: None,
             upstream: Upstream::new(bitrate),
             downstream: Downstream::new(muicall::AudioFormat::default()),
+            voice_out: Vec::new(),
+            frames_out: Vec::new(),
             audio_error_reported: false,
             outcome_tx,
             outcomes,
@@ -251,6 +253,10 @@ struct Connection {
     call: Option<Call>,
     upstream: Upstream,
     downstream: Downstream,
+    /// The voice packets of one console frame on their way to PTT; kept between frames.
+    voice_out: Vec<OutgoingVoice>,
+    /// The binary frames of one PTT packet on their way to the console; kept between packets.
+    frames_out: Vec<Bytes>,
     limiter: TokenBucket,
     /// Milliseconds of console audio allowed: a little faster than real time, so a console
     /// cannot make the bridge encode (or the PTT server carry) more than it can speak.

@@ -334,16 +334,15 @@ impl Connection {
         }
         let source = call.members[i].id as u32;
         self.count_audio(opus.len());
-        let mut frames = Vec::new();
         let late = self
             .downstream
-            .push(session, source, sequence, opus, &mut frames);
+            .push(session, source, sequence, opus, &mut self.frames_out);
         if late > 0 {
             metrics::counter!("pttbridge_console_audio_dropped_total", "reason" => "late")
                 .increment(late);
         }
-        for f in frames {
-            if self.out.try_send(Message::Binary(f.into())).is_ok() {
+        for f in self.frames_out.drain(..) {
+            if self.out.try_send(Message::Binary(f)).is_ok() {
                 metrics::counter!("pttbridge_console_audio_frames_total", "direction" => "out")
                     .increment(1);
             } else {
