@@ -108,11 +108,12 @@ fn measure(mut frame: impl FnMut(usize)) -> (Option<f64>, f64) {
 fn upstream(codec: Codec, opus: &[Bytes]) -> (Option<f64>, f64) {
     let frames = console_frames(codec, opus);
     let mut up = Upstream::new(BITRATE);
-    // Kept by the connection across frames.
+    // Kept by the connection across frames, as its counters are.
     let mut voice: Vec<OutgoingVoice> = Vec::new();
+    let frames_in = metrics::counter!("pttbridge_console_audio_frames_total", "direction" => "in");
     measure(|i| {
         // As `on_audio`: count, parse the binary frame, convert, send each voice packet.
-        metrics::counter!("pttbridge_console_audio_frames_total", "direction" => "in").increment(1);
+        frames_in.increment(1);
         let data = &frames[i % frames.len()];
         let (header, payload) = Header::parse(data).unwrap();
         up.push(&header, payload, &mut voice).unwrap();
@@ -124,16 +125,17 @@ fn upstream(codec: Codec, opus: &[Bytes]) -> (Option<f64>, f64) {
 
 fn downstream(format: AudioFormat, opus: &[Bytes]) -> (Option<f64>, f64) {
     let mut down = Downstream::new(format);
-    // Kept by the connection across packets.
+    // Kept by the connection across packets, as its counters are.
     let mut frames: Vec<Bytes> = Vec::new();
+    let frames_out =
+        metrics::counter!("pttbridge_console_audio_frames_total", "direction" => "out");
     measure(|i| {
         // As `terminal_voice`: convert one PTT packet, queue each frame as a binary message.
         let late = down.push(7, 42, i as u64 * 2, &opus[i % opus.len()], &mut frames);
         assert_eq!(late, 0);
         for f in frames.drain(..) {
             black_box(Message::Binary(f));
-            metrics::counter!("pttbridge_console_audio_frames_total", "direction" => "out")
-                .increment(1);
+            frames_out.increment(1);
         }
     })
 }

@@ -329,7 +329,9 @@ impl Connection {
         };
         let Some((s, i)) = call.talker else { return };
         if s != session {
-            metrics::counter!("pttbridge_console_audio_dropped_total", "reason" => "not_floor_holder").increment(1);
+            self.audio_metrics
+                .dropped(AudioDrop::NotFloorHolder)
+                .increment(1);
             return;
         }
         let source = call.members[i].id as u32;
@@ -338,15 +340,15 @@ impl Connection {
             .downstream
             .push(session, source, sequence, opus, &mut self.frames_out);
         if late > 0 {
-            metrics::counter!("pttbridge_console_audio_dropped_total", "reason" => "late")
-                .increment(late);
+            self.audio_metrics.dropped(AudioDrop::Late).increment(late);
         }
         for f in self.frames_out.drain(..) {
             if self.out.try_send(Message::Binary(f)).is_ok() {
-                metrics::counter!("pttbridge_console_audio_frames_total", "direction" => "out")
-                    .increment(1);
+                self.audio_metrics.frame_out().increment(1);
             } else {
-                metrics::counter!("pttbridge_console_audio_dropped_total", "reason" => "console_slow").increment(1);
+                self.audio_metrics
+                    .dropped(AudioDrop::ConsoleSlow)
+                    .increment(1);
             }
         }
     }
