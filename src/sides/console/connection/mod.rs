@@ -233,6 +233,11 @@ impl Login {
             name: self.account.clone(),
         }
     }
+
+    /// `p == self.party()` without building it (asked for every console audio frame).
+    fn is(&self, p: &Party) -> bool {
+        p.side == Side::Console && p.id == self.account && p.name == self.account
+    }
 }
 
 /// A call whose channel the PTT server is creating.
