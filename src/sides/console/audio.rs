@@ -6,12 +6,18 @@
 //!   packets unchanged; PCM consoles get them decoded (gaps concealed with Opus PLC) and
 //!   resampled. No jitter buffer is added here: frames leave as they arrive, and their
 //!   sequence numbers let the console place them in time.
+//!
+//! Per 20 ms frame neither direction allocates: working buffers are kept between frames, the
+//! output goes into the caller's (reused) `Vec`, and packets and frames are `Bytes` cut from
+//! shared chunks ([`PacketArena`]), so an allocation happens once per few dozen frames
+//! (`cargo bench --bench console_audio_alloc --features count-allocs` measures it).
 
 use bytes::Bytes;
 use media::Channels;
+use media::arena::{DEFAULT_CHUNK, PacketArena};
 use media::opus::{Application, Decoder, Encoder};
 use media::resample::Resampler;
-use muicall::audio::{Codec, Header};
+use muicall::audio::{Codec, HEADER_LEN, Header};
 use muicall::{AudioCodecName, AudioFormat};
 use ptt::client::OutgoingVoice;
 
@@ -19,17 +25,62 @@ use ptt::client::OutgoingVoice;
 const FRAME_48K: usize = 960;
 /// Concealment covers at most this many missing 20 ms frames; a larger gap is a new burst.
 const MAX_CONCEALED_FRAMES: u64 = 5;
+/// Console frames one arena chunk holds (PTT → console): one allocation per this many frames.
+const FRAMES_PER_CHUNK: usize = 32;
 
 /// Console → PTT conversion for one console.
 pub struct Upstream {
+    /// PCM of the current rate waiting for a whole 20 ms frame.
+    pending: Vec<i16>,
+    pending_rate: u32,
+    encode: Encode48,
+    /// Opus packets passed through, cut from shared chunks.
+    arena: PacketArena,
+}
+
+/// 20 ms PCM frames of any rate → 48 kHz → Opus.
+struct Encode48 {
     bitrate: i32,
     encoder: Option<Encoder>,
     /// Resampler to 48 kHz and the rate it converts from.
     resampler: Option<(u32, Resampler)>,
-    /// PCM of the current rate waiting for a whole 20 ms frame.
-    pending: Vec<i16>,
-    pending_rate: u32,
     frame48: Vec<i16>,
+}
+
+impl Encode48 {
+    fn encoder(&mut self) -> Result<&mut Encoder, String> {
+        open_encoder(&mut self.encoder, self.bitrate)
+    }
+
+    /// One 20 ms frame at `rate` as an Opus packet (cut from the encoder's arena).
+    fn encode(&mut self, rate: u32, pcm: &[i16]) -> Result<Bytes, String> {
+        if rate == 48_000 {
+            self.frame48.copy_from_slice(pcm);
+        } else {
+            if self.resampler.as_ref().is_none_or(|(r, _)| *r != rate) {
+                let rs = Resampler::new(rate, 48_000, Channels::Mono).map_err(|e| e.to_string())?;
+                self.resampler = Some((rate, rs));
+            }
+            let (_, rs) = self.resampler.as_mut().expect("just set");
+            rs.process(pcm, &mut self.frame48)
+                .map_err(|e| e.to_string())?;
+        }
+        open_encoder(&mut self.encoder, self.bitrate)?
+            .encode(&self.frame48)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The encoder in `slot`, created on first use.
+fn open_encoder(slot: &mut Option<Encoder>, bitrate: i32) -> Result<&mut Encoder, String> {
+    if slot.is_none() {
+        // Audio, not Voip: measurably better waveform fidelity (see media's notes).
+        let mut e =
+            Encoder::new(48_000, Channels::Mono, Application::Audio).map_err(|e| e.to_string())?;
+        e.set_bitrate(bitrate).map_err(|e| e.to_string())?;
+        *slot = Some(e);
+    }
+    Ok(slot.as_mut().expect("just set"))
 }
 
 impl std::fmt::Debug for Upstream {
@@ -44,27 +95,20 @@ impl Upstream {
     /// A converter that encodes PCM at `bitrate`.
     pub fn new(bitrate: i32) -> Self {
         Self {
-            bitrate,
-            encoder: None,
-            resampler: None,
             pending: Vec::new(),
             pending_rate: 0,
-            frame48: vec![0; FRAME_48K],
+            encode: Encode48 {
+                bitrate,
+                encoder: None,
+                resampler: None,
+                frame48: vec![0; FRAME_48K],
+            },
+            arena: PacketArena::default(),
         }
     }
 
-    fn encoder(&mut self) -> Result<&mut Encoder, String> {
-        if self.encoder.is_none() {
-            // Audio, not Voip: measurably better waveform fidelity (see media's notes).
-            let mut e = Encoder::new(48_000, Channels::Mono, Application::Audio)
-                .map_err(|e| e.to_string())?;
-            e.set_bitrate(self.bitrate).map_err(|e| e.to_string())?;
-            self.encoder = Some(e);
-        }
-        Ok(self.encoder.as_mut().expect("just set"))
-    }
-
-    /// Converts one console frame; the voice packets to send are appended to `out`.
+    /// Converts one console frame; the voice packets to send are appended to `out` (keep it
+    /// between frames: nothing is allocated per frame then).
     pub fn push(
         &mut self,
         header: &Header,
@@ -85,7 +129,7 @@ impl Upstream {
                     ));
                 }
                 out.push(OutgoingVoice {
-                    opus: Bytes::copy_from_slice(payload),
+                    opus: self.arena.copy(payload),
                     frames_10ms: info.samples_48k / 480,
                     terminator: header.last,
                     target: 0,
@@ -110,8 +154,9 @@ impl Upstream {
                 }
                 let frames = self.pending.len() / n;
                 for i in 0..frames {
-                    let chunk: Vec<i16> = self.pending[i * n..(i + 1) * n].to_vec();
-                    let opus = self.encode_pcm(rate, &chunk)?;
+                    let opus = self
+                        .encode
+                        .encode(rate, &self.pending[i * n..(i + 1) * n])?;
                     out.push(OutgoingVoice {
                         opus,
                         frames_10ms: 2,
@@ -125,27 +170,10 @@ impl Upstream {
         }
     }
 
-    fn encode_pcm(&mut self, rate: u32, pcm: &[i16]) -> Result<Bytes, String> {
-        let mut frame = std::mem::take(&mut self.frame48);
-        if rate == 48_000 {
-            frame.copy_from_slice(pcm);
-        } else {
-            if self.resampler.as_ref().is_none_or(|(r, _)| *r != rate) {
-                let rs = Resampler::new(rate, 48_000, Channels::Mono).map_err(|e| e.to_string())?;
-                self.resampler = Some((rate, rs));
-            }
-            let (_, rs) = self.resampler.as_mut().expect("just set");
-            rs.process(pcm, &mut frame).map_err(|e| e.to_string())?;
-        }
-        let r = self.encoder()?.encode(&frame).map_err(|e| e.to_string());
-        self.frame48 = frame;
-        r
-    }
-
     /// One short silent packet that ends the console's talk burst on the PTT side.
     pub fn terminator(&mut self) -> Option<OutgoingVoice> {
         let silence = [0i16; FRAME_48K];
-        let opus = self.encoder().ok()?.encode(&silence).ok()?;
+        let opus = self.encode.encoder().ok()?.encode(&silence).ok()?;
         self.pending.clear();
         Some(OutgoingVoice {
             opus,
@@ -167,6 +195,12 @@ pub struct Downstream {
     /// Decoded 48 kHz audio waiting for a whole 20 ms frame (packets may be 10-60 ms).
     carry: Vec<i16>,
     out_seq: u32,
+    /// One 20 ms frame at the console's rate (the resampler's output).
+    resampled: Vec<i16>,
+    /// The frame being written (header + payload), then copied out of `arena`.
+    frame: Vec<u8>,
+    /// The frames sent, cut from shared chunks.
+    arena: PacketArena,
 }
 
 impl std::fmt::Debug for Downstream {
@@ -180,6 +214,11 @@ impl std::fmt::Debug for Downstream {
 impl Downstream {
     /// Frames in `format`.
     pub fn new(format: AudioFormat) -> Self {
+        // A chunk holds a few dozen frames of this format (Opus: packets of ~100 bytes).
+        let frame_bytes = match format.codec {
+            AudioCodecName::Opus => DEFAULT_CHUNK / FRAMES_PER_CHUNK,
+            AudioCodecName::Pcm16 => (format.rate / 50) as usize * 2,
+        } + HEADER_LEN;
         Self {
             format,
             decoder: None,
@@ -188,6 +227,9 @@ impl Downstream {
             pcm: vec![0; 5760],
             carry: Vec::new(),
             out_seq: 0,
+            resampled: Vec::new(),
+            frame: Vec::new(),
+            arena: PacketArena::new(FRAMES_PER_CHUNK * frame_bytes),
         }
     }
 
@@ -203,15 +245,17 @@ impl Downstream {
         }
     }
 
-    /// Converts one PTT voice packet of `session` (talker id `source`); frames go to `out`.
-    /// Returns the number of packets dropped as late or duplicate (0 or 1).
+    /// Converts one PTT voice packet of `session` (talker id `source`); whole binary frames
+    /// (header and payload) are appended to `out` (keep it between packets: nothing is
+    /// allocated per packet then). Returns the number of packets dropped as late or
+    /// duplicate (0 or 1).
     pub fn push(
         &mut self,
         session: u32,
         source: u32,
         sequence: u64,
         opus: &[u8],
-        out: &mut Vec<Vec<u8>>,
+        out: &mut Vec<Bytes>,
     ) -> u64 {
         let samples = media::opus_toc::parse(opus)
             .map(|i| i.samples_48k)
@@ -240,7 +284,9 @@ impl Downstream {
                 seq: sequence as u32,
                 source,
             };
-            out.push(h.frame(opus));
+            self.frame.clear();
+            h.write(opus, &mut self.frame);
+            out.push(self.arena.copy(&self.frame));
             return 0;
         }
         if self.decoder.is_none() {
@@ -267,33 +313,39 @@ impl Downstream {
         }
         let rate = self.format.rate;
         while self.carry.len() >= FRAME_48K {
-            let frame: Vec<i16> = self.carry.drain(..FRAME_48K).collect();
-            let pcm: Vec<i16> = if rate == 48_000 {
+            let frame = &self.carry[..FRAME_48K];
+            let pcm: &[i16] = if rate == 48_000 {
                 frame
             } else {
                 if self.resampler.is_none() {
                     match Resampler::new(48_000, rate, Channels::Mono) {
                         Ok(r) => self.resampler = Some(r),
-                        Err(_) => return 1,
+                        Err(_) => {
+                            self.carry.drain(..FRAME_48K);
+                            return 1;
+                        }
                     }
                 }
                 let rs = self.resampler.as_mut().expect("just set");
-                let mut o = vec![0i16; rs.output_len()];
-                if rs.process(&frame, &mut o).is_err() {
+                self.resampled.resize(rs.output_len(), 0);
+                if rs.process(frame, &mut self.resampled).is_err() {
+                    self.carry.drain(..FRAME_48K);
                     continue;
                 }
-                o
+                &self.resampled
             };
-            let mut bytes = Vec::with_capacity(pcm.len() * 2);
-            media::pcm::to_le_bytes(&pcm, &mut bytes);
             let h = Header {
                 codec: Codec::Pcm16(rate),
                 last: false,
                 seq: self.out_seq,
                 source,
             };
+            self.frame.clear();
+            h.write(&[], &mut self.frame);
+            media::pcm::to_le_bytes(pcm, &mut self.frame);
             self.out_seq = self.out_seq.wrapping_add(2);
-            out.push(h.frame(&bytes));
+            out.push(self.arena.copy(&self.frame));
+            self.carry.drain(..FRAME_48K);
         }
         0
     }
@@ -397,6 +449,42 @@ mod tests {
             1,
             "late packet dropped"
         );
+    }
+
+    #[test]
+    fn packets_and_frames_are_cut_from_shared_chunks() {
+        // What makes a frame cost no allocation: consecutive outputs are neighbours in one chunk.
+        let adjacent = |a: &Bytes, b: &Bytes| a.as_ptr().wrapping_add(a.len()) == b.as_ptr();
+        let mut enc = Encoder::new(48_000, Channels::Mono, Application::Audio).unwrap();
+        let packets: Vec<Bytes> = tone(48_000, 60)
+            .chunks(960)
+            .map(|c| enc.encode(c).unwrap())
+            .collect();
+        let formats = [
+            (AudioCodecName::Opus, 48_000),
+            (AudioCodecName::Pcm16, 8_000),
+        ];
+        for (codec, rate) in formats.into_iter().chain([(AudioCodecName::Pcm16, 48_000)]) {
+            let mut down = Downstream::new(AudioFormat { codec, rate });
+            let mut out = Vec::new();
+            for (i, p) in packets.iter().enumerate() {
+                assert_eq!(down.push(1, 2, i as u64 * 2, p, &mut out), 0);
+            }
+            assert_eq!(out.len(), 3, "{codec:?} {rate}");
+            assert!(adjacent(&out[0], &out[1]) && adjacent(&out[1], &out[2]));
+        }
+        let mut up = Upstream::new(48_000);
+        let mut out = Vec::new();
+        let h = Header {
+            codec: Codec::Opus,
+            last: false,
+            seq: 0,
+            source: 0,
+        };
+        for p in &packets {
+            up.push(&h, p, &mut out).unwrap();
+        }
+        assert!(adjacent(&out[0].opus, &out[1].opus) && adjacent(&out[1].opus, &out[2].opus));
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl Connection {
 
     pub(super) fn console_holds(&self) -> bool {
         match (&self.call, &self.login) {
-            (Some(c), Some(l)) => c.floor.holder().is_some_and(|h| h.party == l.party()),
+            (Some(c), Some(l)) => c.floor.holder().is_some_and(|h| l.is(&h.party)),
             _ => false,
         }
     }

@@ -31,6 +31,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use self::console_audio::{AudioDrop, AudioMetrics};
 use super::audio::{Downstream, Upstream};
 use super::call::{Call, Change, Member};
 use super::commands::{ORDERS, Order};
@@ -105,6 +106,9 @@ pub(crate) async fn run(side: ConsoleSide, socket: WebSocket, mut shutdown: watc
             call: None,
             upstream: Upstream::new(bitrate),
             downstream: Downstream::new(muicall::AudioFormat::default()),
+            voice_out: Vec::new(),
+            frames_out: Vec::new(),
+            audio_metrics: AudioMetrics::default(),
             audio_error_reported: false,
             outcome_tx,
             outcomes,
@@ -229,6 +233,11 @@ impl Login {
             name: self.account.clone(),
         }
     }
+
+    /// `p == self.party()` without building it (asked for every console audio frame).
+    fn is(&self, p: &Party) -> bool {
+        p.side == Side::Console && p.id == self.account && p.name == self.account
+    }
 }
 
 /// A call whose channel the PTT server is creating.
@@ -251,6 +260,11 @@ struct Connection {
     call: Option<Call>,
     upstream: Upstream,
     downstream: Downstream,
+    /// The voice packets of one console frame on their way to PTT; kept between frames.
+    voice_out: Vec<OutgoingVoice>,
+    /// The binary frames of one PTT packet on their way to the console; kept between packets.
+    frames_out: Vec<Bytes>,
+    audio_metrics: AudioMetrics,
     limiter: TokenBucket,
     /// Milliseconds of console audio allowed: a little faster than real time, so a console
     /// cannot make the bridge encode (or the PTT server carry) more than it can speak.

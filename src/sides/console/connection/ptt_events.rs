@@ -329,25 +329,26 @@ impl Connection {
         };
         let Some((s, i)) = call.talker else { return };
         if s != session {
-            metrics::counter!("pttbridge_console_audio_dropped_total", "reason" => "not_floor_holder").increment(1);
+            self.audio_metrics
+                .dropped(AudioDrop::NotFloorHolder)
+                .increment(1);
             return;
         }
         let source = call.members[i].id as u32;
         self.count_audio(opus.len());
-        let mut frames = Vec::new();
         let late = self
             .downstream
-            .push(session, source, sequence, opus, &mut frames);
+            .push(session, source, sequence, opus, &mut self.frames_out);
         if late > 0 {
-            metrics::counter!("pttbridge_console_audio_dropped_total", "reason" => "late")
-                .increment(late);
+            self.audio_metrics.dropped(AudioDrop::Late).increment(late);
         }
-        for f in frames {
-            if self.out.try_send(Message::Binary(f.into())).is_ok() {
-                metrics::counter!("pttbridge_console_audio_frames_total", "direction" => "out")
-                    .increment(1);
+        for f in self.frames_out.drain(..) {
+            if self.out.try_send(Message::Binary(f)).is_ok() {
+                self.audio_metrics.frame_out().increment(1);
             } else {
-                metrics::counter!("pttbridge_console_audio_dropped_total", "reason" => "console_slow").increment(1);
+                self.audio_metrics
+                    .dropped(AudioDrop::ConsoleSlow)
+                    .increment(1);
             }
         }
     }
