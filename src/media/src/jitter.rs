@@ -449,6 +449,13 @@ impl JitterBuffer {
             };
         };
         self.conceal_run = 0;
+        if front.ts + u64::from(front.samples) <= self.next_ts {
+            // Entirely in the past: the playout point moved beyond it while it waited (a long
+            // packet dropped for the depth cap covered it). Playing it would turn the clock back.
+            self.queue.pop_front();
+            self.stats.late += 1;
+            return self.pop(now_us);
+        }
         if front.ts <= self.next_ts {
             // Due now (or overlapping slightly: play it rather than drop audio).
             let e = self.queue.pop_front().expect("front exists");
@@ -543,6 +550,38 @@ mod tests {
         jb.push(6 * 960, pkt(6), 140_000);
         assert_eq!(jb.skip_through(6 * 960), 1);
         assert_eq!(played(&jb.pop(140_000)), Some(6));
+    }
+
+    /// A 120 ms packet arriving out of order covered audio already queued; the depth cap
+    /// dropped it and moved the playout point past that audio. The stale packets must be
+    /// skipped, not played with the clock turned back (found by the proptest below).
+    #[test]
+    fn packets_left_behind_by_the_depth_cap_are_skipped_not_replayed() {
+        let c = JitterConfig {
+            capacity: 8,
+            max_depth_ms: 120,
+            ..JitterConfig::default()
+        };
+        let mut jb = JitterBuffer::new(c);
+        let p = |v: &[u8]| Bytes::from(v.to_vec());
+        jb.push(82_560, p(&[96, 3, 1, 2, 3, 4, 5]), 0); // 10 ms
+        jb.push(80_640, p(&[65, 3, 1, 2, 3, 4, 5]), 0); // 20 ms
+        assert!(matches!(jb.pop(0), Playout::Packet { ts: 80_640, .. }));
+        assert!(matches!(jb.pop(0), Playout::Conceal { .. }));
+        jb.push(83_040, p(&[104, 3, 1, 2, 3, 4, 5]), 0); // 20 ms
+        jb.push(80_160, p(&[57, 3, 1, 2, 3, 4, 5]), 0); // 120 ms, reaching past both
+        jb.push(88_800, p(&[200, 3, 1, 2, 3, 4, 5]), 0); // 5 ms; the cap drops the long one
+        let late = jb.stats().late;
+        let next = jb.pop(0);
+        assert!(
+            matches!(
+                next,
+                Playout::Packet { ts: 88_800, .. } | Playout::Conceal { .. }
+            ),
+            "{next:?}"
+        );
+        assert!(jb.depth_ms() <= 120, "depth {}", jb.depth_ms());
+        assert_eq!(jb.stats().late, late + 2, "the two stale packets, counted");
     }
 
     #[test]
