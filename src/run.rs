@@ -7,6 +7,8 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::auth::Operators;
+use crate::auth::operator::{self, TokenSource};
 use crate::config::Config;
 use crate::events::Platform;
 use crate::http::{AppState, metrics_handle, router};
@@ -43,21 +45,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let sides = crate::sides::start_all(&mut ctx)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let state = Arc::new(AppState::new(
-        sides.clone(),
-        bus,
-        platform,
-        shutdown.clone(),
-    ));
+    let operators = operators(&config, &platform.store)?;
+    let state = Arc::new(
+        AppState::new(sides.clone(), bus, platform, shutdown.clone()).with_operators(operators),
+    );
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
     info!(address = %listener.local_addr()?, "HTTP listening");
     let mut stopping = shutdown.clone();
-    let server = axum::serve(crate::http::no_delay(listener), router(state))
-        .with_graceful_shutdown(async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        });
+    let server = axum::serve(
+        crate::http::no_delay(listener),
+        router(state).into_make_service_with_connect_info::<crate::auth::web::ClientAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    });
     tokio::select! {
         result = server => result.context("HTTP server failed")?,
         _ = async {
@@ -73,6 +76,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     futures_util::future::join_all(sides.iter().map(|s| s.shutdown(SHUTDOWN_GRACE))).await;
     info!("stopped");
     Ok(())
+}
+
+/// Operator credentials: `[operator] token`, the environment, or the digests kept from an
+/// earlier start; with none, a token is generated, its digest kept, and the token shown once.
+fn operators(config: &Config, store: &Store) -> anyhow::Result<Arc<Operators>> {
+    let stored = store
+        .operator_tokens()
+        .context("storage: cannot read operator tokens")?;
+    let env = std::env::var(operator::TOKEN_ENV).ok();
+    let (ops, source) = Operators::from_config(&config.operator, env, stored);
+    match source {
+        TokenSource::Generated(token) => {
+            for d in ops.digests() {
+                store
+                    .add_operator_token(d, unix_ms())
+                    .context("storage: cannot keep the operator token")?;
+            }
+            let kept = if config.storage.path.is_some() {
+                "its digest is kept in storage.path; it is not shown again"
+            } else {
+                "storage is in memory: a new one is made at every start"
+            };
+            // Shown once, on the terminal that started the bridge; never logged.
+            eprintln!(
+                "\noperator token (sign in at http://{}/#token={token}; {kept}):\n  {token}\n",
+                config.http.listen
+            );
+            warn!("no operator token configured: generated one and printed it on stderr");
+        }
+        TokenSource::Stored => info!("operator token: the one generated at an earlier start"),
+        TokenSource::Environment => info!("operator token from {}", operator::TOKEN_ENV),
+        TokenSource::Config => info!("operator token from operator.token"),
+    }
+    Ok(Arc::new(ops))
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Opens the store and writes the config's apps into it.

@@ -23,7 +23,8 @@ pub enum StoreError {
 pub struct AppRow {
     /// Id.
     pub app_id: String,
-    /// Secret.
+    /// The digest of its secret (`auth::secret::digest`): what the store keeps; a plain secret
+    /// written here is turned into its digest when the store is next opened.
     pub app_secret: String,
     /// Name.
     pub app_name: String,
@@ -91,7 +92,20 @@ CREATE TABLE IF NOT EXISTS call_records (
     end_reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS call_records_by_time ON call_records (start_ms, app_id);
+CREATE TABLE IF NOT EXISTS operator_tokens (
+    digest TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL
+);
 ";
+
+/// A secret as the store keeps it: its digest (a digest is kept as it is).
+fn as_digest(secret: &str) -> String {
+    if crate::auth::secret::is_digest(secret) {
+        secret.to_owned()
+    } else {
+        crate::auth::secret::digest(secret)
+    }
+}
 
 fn services_json(services: &[(i64, Option<i64>)]) -> String {
     serde_json::to_string(services).unwrap_or_else(|_| "[]".into())
@@ -112,9 +126,47 @@ impl Store {
             None => Connection::open_in_memory()?,
         };
         conn.execute_batch(SCHEMA)?;
-        Ok(Self {
+        let store = Self {
             conn: Arc::new(Mutex::new(conn)),
-        })
+        };
+        store.digest_plain_secrets()?;
+        Ok(store)
+    }
+
+    /// Databases written before secrets were kept as digests hold them in plain text: replace
+    /// each with its digest (the apps keep working; nobody can read the secret back).
+    fn digest_plain_secrets(&self) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let plain: Vec<(String, String)> = conn
+            .prepare("SELECT app_id, app_secret FROM apps")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .filter_map(Result::ok)
+            .filter(|(_, secret): &(String, String)| !crate::auth::secret::is_digest(secret))
+            .collect();
+        for (app_id, secret) in plain {
+            conn.execute(
+                "UPDATE apps SET app_secret = ?1 WHERE app_id = ?2",
+                rusqlite::params![crate::auth::secret::digest(&secret), app_id],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Digests of operator tokens generated at earlier starts.
+    pub fn operator_tokens(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT digest FROM operator_tokens ORDER BY created_ms")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.filter_map(Result::ok).collect())
+    }
+
+    /// Keeps the digest of a generated operator token.
+    pub fn add_operator_token(&self, digest: &str, created_ms: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO operator_tokens (digest, created_ms) VALUES (?1, ?2)",
+            rusqlite::params![digest, created_ms],
+        )?;
+        Ok(())
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -128,7 +180,7 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 app.app_id,
-                app.app_secret,
+                as_digest(&app.app_secret),
                 app.app_name,
                 app.status,
                 app.consumption_limit,
@@ -158,7 +210,7 @@ impl Store {
                  app_name = excluded.app_name",
             params![
                 app.app_id,
-                app.app_secret,
+                as_digest(&app.app_secret),
                 app.app_name,
                 app.status,
                 app.consumption_limit,
@@ -168,7 +220,16 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces an app's fields (by id); false when there is no such app.
+    /// Sets an app's secret digest (rotation); false when there is no such app.
+    pub fn set_app_secret(&self, app_id: &str, digest: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE apps SET app_secret = ?2 WHERE app_id = ?1",
+            params![app_id, as_digest(digest)],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Replaces an app's fields (by id, its secret aside); false when there is no such app.
     pub fn update_app(&self, app: &AppRow) -> Result<bool, StoreError> {
         let r = self.conn().execute(
             "UPDATE apps SET app_name = ?2, status = ?3, consumption_limit = ?4, services = ?5

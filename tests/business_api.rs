@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::bridge::{Bridge, OPERATOR, ptt_server_toml};
 use testkit::http::Response;
 use testkit::murmur::Murmur;
 use testkit::peers::fixture;
@@ -13,7 +13,6 @@ use testkit::terminal::Terminal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
 const T: Duration = Duration::from_secs(15);
-const ADMIN: &str = "Bearer admin-token-123";
 const SECRET: &str = "default-secret";
 
 fn config(murmur: &Murmur) -> String {
@@ -28,7 +27,6 @@ fn config(murmur: &Murmur) -> String {
     format!(
         r#"
 [business]
-admin_token = "admin-token-123"
 ptt_call_idle_ms = 1500
 [[business.apps]]
 app_id = "default"
@@ -71,8 +69,9 @@ impl Api<'_> {
     fn app(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call(method, path, body, &[("X-App-Secret", SECRET)])
     }
+    /// As an operator (app management is theirs).
     fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call(method, path, body, &[("Authorization", ADMIN)])
+        self.call(method, path, body, &[OPERATOR])
     }
 }
 
@@ -106,7 +105,7 @@ fn business_rest_with_real_ptt_peers() {
     fails(
         api.call("POST", "/v1/app", Some(create.clone()), &[]),
         401,
-        "admin token",
+        "operator",
     );
     let created = ok(api.admin("POST", "/v1/app", Some(create.clone())));
     let app_id = created["app_id"].as_str().unwrap().to_string();
@@ -150,12 +149,7 @@ fn business_rest_with_real_ptt_peers() {
         400,
         "colour",
     );
-    let r = bridge.request_with(
-        "POST",
-        "/v1/app",
-        Some("{not json"),
-        &[("Authorization", ADMIN)],
-    );
+    let r = bridge.request_with("POST", "/v1/app", Some("{not json"), &[OPERATOR]);
     assert_eq!(r.status, 400, "{}", r.body);
 
     let mine = [("X-App-Secret", app_secret.as_str())];
@@ -186,14 +180,49 @@ fn business_rest_with_real_ptt_peers() {
         401,
         "wrong",
     );
+    // An unknown app answers like a wrong secret: app ids cannot be probed.
     fails(
         api.app("GET", "/v1/app?app_id=nope", None),
+        401,
+        "unknown app or wrong app secret",
+    );
+    fails(
+        api.admin("GET", "/v1/app?app_id=nope", None),
         404,
         "unknown app_id",
     );
-    fails(api.app("GET", "/v1/app", None), 401, "admin");
+    fails(api.app("GET", "/v1/app", None), 401, "operator");
     let all = ok(api.admin("GET", "/v1/app", None));
     assert_eq!(all["app_list"].as_array().unwrap().len(), 2, "{all}");
+    assert!(
+        all["app_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a.get("app_secret").is_none()),
+        "secrets are never listed: {all}"
+    );
+    assert!(got.get("app_secret").is_none(), "nor shown again: {got}");
+    // Rotation: a new secret, shown once; the old one stops working.
+    fails(
+        api.call(
+            "POST",
+            &format!("/v1/app/secret?app_id={app_id}"),
+            None,
+            &mine,
+        ),
+        401,
+        "operator",
+    );
+    let rotated = ok(api.admin("POST", &format!("/v1/app/secret?app_id={app_id}"), None));
+    let app_secret = rotated["app_secret"].as_str().unwrap().to_string();
+    fails(
+        api.call("GET", &format!("/v1/app?app_id={app_id}"), None, &mine),
+        401,
+        "wrong app secret",
+    );
+    let mine = [("X-App-Secret", app_secret.as_str())];
+    ok(api.call("GET", &format!("/v1/app?app_id={app_id}"), None, &mine));
     let patched = ok(api.call(
         "PATCH",
         "/v1/app",
@@ -201,6 +230,17 @@ fn business_rest_with_real_ptt_peers() {
         &mine,
     ));
     assert_eq!(patched["status"], "offline");
+    // An offline app cannot act; an operator brings it back.
+    fails(
+        api.call("GET", &format!("/v1/app?app_id={app_id}"), None, &mine),
+        403,
+        "offline",
+    );
+    ok(api.admin(
+        "PATCH",
+        "/v1/app",
+        Some(json!({"app_id": app_id, "status": "online"})),
+    ));
     fails(
         api.call(
             "PATCH",
@@ -220,8 +260,8 @@ fn business_rest_with_real_ptt_peers() {
     ok(api.call("DELETE", &format!("/v1/app?app_id={app_id}"), None, &mine));
     fails(
         api.call("GET", &format!("/v1/app?app_id={app_id}"), None, &mine),
-        404,
-        "unknown",
+        401,
+        "unknown app",
     );
 
     // ---- presence ----
@@ -473,7 +513,7 @@ fn business_rest_with_real_ptt_peers() {
     fails(
         api.app("GET", &records_path.replace("app_id=default&", ""), None),
         401,
-        "admin",
+        "operator",
     );
 
     // ---- kickout: bob is removed from the server ----
@@ -507,8 +547,8 @@ fn business_rest_with_real_ptt_peers() {
             "/v1/kickout",
             Some(json!({"app_id": "nope", "user_id": bob_id})),
         ),
-        404,
-        "unknown app_id",
+        401,
+        "unknown app or wrong app secret",
     );
     fails(
         api.app(

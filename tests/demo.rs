@@ -9,10 +9,16 @@ use testkit::events::capture;
 use testkit::http;
 use testkit::peers::{free_port, repo_root};
 
+/// The operator token the demo is given (it makes one itself when none is).
+const TOKEN: &str = "demo-test-operator-token-42";
+
 #[test]
 fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
     let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = ("Authorization", bearer.as_str());
     let mut demo = Command::new(repo_root().join("scripts/demo"))
+        .env("PTTBRIDGE_OPERATOR_TOKEN", TOKEN)
         .env("PTTBRIDGE_BIN", env!("CARGO_BIN_EXE_pttbridge"))
         .env("DEMO_HTTP", http_addr.to_string())
         .env("DEMO_PTT_PORT", free_port().to_string())
@@ -34,7 +40,7 @@ fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let health = loop {
         // "ok" comes with the sync; the channel join follows a moment later.
-        if let Ok(r) = http::get(http_addr, "/healthz")
+        if let Ok(r) = http::request_with(http_addr, "GET", "/healthz", None, &[auth])
             && r.json()["status"] == "ok"
             && r.json()["sides"]["ptt"]["servers"][0]["accounts"][0]["channel"] == "North"
         {
@@ -56,7 +62,7 @@ fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
     assert_eq!(account["channel"], "North", "{health}");
 
     // The announcer speaks every 8 s: the bridge reports it talking in North.
-    let mut events = http::sse(http_addr, "/events").expect("/events");
+    let mut events = http::sse_with(http_addr, "/events", &[auth]).expect("/events");
     let talk = events
         .try_expect(
             |e| e["type"] == "talk.started" && e["party"]["name"] == "announcer",
@@ -71,9 +77,9 @@ fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
     );
     // The page's URL is printed, the page is served and North is callable from it.
     assert!(
-        out.lock()
-            .unwrap()
-            .contains(&format!("Web page        http://{http_addr}/")),
+        out.lock().unwrap().contains(&format!(
+            "Web page        http://{http_addr}/#token={TOKEN}"
+        )),
         "{}",
         output()
     );
@@ -83,7 +89,14 @@ fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
         "{}",
         page.body
     );
-    let state = http::get(http_addr, "/api/state")
+    assert_eq!(
+        http::get(http_addr, "/api/state")
+            .expect("/api/state")
+            .status,
+        401,
+        "the live view's data is the operators'"
+    );
+    let state = http::request_with(http_addr, "GET", "/api/state", None, &[auth])
         .expect("/api/state")
         .json();
     assert_eq!(state["dial_in"][0]["user_id"], 9001, "{state}");

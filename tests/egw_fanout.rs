@@ -16,6 +16,7 @@ use pttbridge::hub::event::Draft;
 use pttbridge::hub::{EventBus, EventKind, Party, Side};
 use pttbridge::storage::Store;
 use serde_json::json;
+use testkit::bridge::{OPERATOR, OPERATOR_TOKEN};
 
 /// The server's address, the bus, and the shutdown switch (keep it: dropping it stops streams).
 async fn serve(
@@ -28,7 +29,15 @@ async fn serve(
     let bus = Arc::new(EventBus::new());
     let platform = Platform::new(egw, Default::default(), Store::open(None).unwrap());
     let (running, shutdown) = tokio::sync::watch::channel(false);
-    let state = Arc::new(AppState::new(Vec::new(), bus.clone(), platform, shutdown));
+    let operators = pttbridge::auth::Operators::new(
+        vec![pttbridge::auth::secret::digest(OPERATOR_TOKEN)],
+        std::time::Duration::from_secs(3600),
+        false,
+    );
+    let state = Arc::new(
+        AppState::new(Vec::new(), bus.clone(), platform, shutdown)
+            .with_operators(Arc::new(operators)),
+    );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(pttbridge::http::serve(l, state));
@@ -135,7 +144,9 @@ async fn a_client_that_never_reads_is_cut_off_while_the_others_get_everything() 
         "stuck client: {got} frames buffered before the cut, last version {last_version}, then {end}"
     );
     assert!(last_version < N, "cut off before the end");
-    let metrics = testkit::http::get(addr, "/metrics").unwrap().body;
+    let metrics = testkit::http::request_with(addr, "GET", "/metrics", None, &[OPERATOR])
+        .unwrap()
+        .body;
     let cut: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("pttbridge_event_subscribers_cut_total") && l.contains("egw"))

@@ -333,8 +333,9 @@ fn bad_input_gets_protocol_errors_and_the_connection_stays() {
     let r = invite(&mut carol, 424242, room);
     assert_eq!(r["result"], 1, "unknown callee: {r}");
     assert!(r["message"].as_str().unwrap().contains("not online"));
+    // An unknown room and someone else's answer alike (403): room ids cannot be probed.
     let r = invite(&mut carol, NORTH, 1);
-    assert_eq!(r["result"], 404, "unknown room: {r}");
+    assert_eq!(r["result"], 403, "unknown room: {r}");
     let r = carol.request(json!({"module":"meeting","method":"publish","audio":true,"video":false,"sdp":"v=0\r\nthis is not sdp"}));
     assert_eq!(r["result"], 409, "publish before enter: {r}");
     enter(&mut carol, room);

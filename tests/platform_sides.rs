@@ -30,9 +30,7 @@ const BASE_URL: &str = "http://ptt.test:8080";
 const NORTH: i64 = 9001;
 
 fn business_toml() -> String {
-    format!(
-        "[business]\nadmin_token = \"admin-token-123\"\n[[business.apps]]\napp_id = \"default\"\napp_secret = \"{SECRET}\"\n"
-    )
+    format!("[[business.apps]]\napp_id = \"default\"\napp_secret = \"{SECRET}\"\n")
 }
 
 /// `{code, message, ...}` of a call with the app's secret.

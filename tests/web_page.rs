@@ -12,7 +12,7 @@ use serde_json::Value;
 use testkit::audio::{
     CompareOptions, Comparison, compare_files, compare_with, load_wav, write_wav,
 };
-use testkit::bridge::Bridge;
+use testkit::bridge::{Bridge, OPERATOR_TOKEN};
 use testkit::browser::{Browser, Page};
 use testkit::murmur::Murmur;
 use testkit::peers::{fixture, free_port, repo_root};
@@ -196,7 +196,7 @@ fn the_page_calls_a_ptt_channel_hears_it_and_talks_into_it() {
     let dir = test_dir();
     let browser = Browser::launch(Some(&mic_wav(dir.path())));
     let page = browser.page();
-    page.navigate(&format!("http://{}/", bridge.addr()));
+    page.navigate(&format!("http://{}/#token={OPERATOR_TOKEN}", bridge.addr()));
 
     // The live view shows the server's channel tree with its users.
     page.wait_for(
@@ -337,7 +337,7 @@ fn a_bridge_crash_mid_call_is_shown_and_the_call_comes_back_without_a_reload() {
     let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
     let browser = Browser::launch(None);
     let page = browser.page();
-    page.navigate(&format!("http://{addr}/"));
+    page.navigate(&format!("http://{addr}/#token={OPERATOR_TOKEN}"));
     dial(&page, &NORTH.to_string(), None);
     wait_in_call(&page, T);
     // Marks the document: a reload would lose it.
@@ -410,7 +410,7 @@ fn without_the_microphone_the_page_says_so_and_keeps_listening() {
     // The user blocks the microphone: every getUserMedia is refused.
     let browser = Browser::launch_denying_microphone();
     let page = browser.page();
-    page.navigate(&format!("http://{}/", bridge.addr()));
+    page.navigate(&format!("http://{}/#token={OPERATOR_TOKEN}", bridge.addr()));
     dial(&page, &NORTH.to_string(), None);
     wait_in_call(&page, T);
 

@@ -6,9 +6,55 @@ import { Phone } from './call.js';
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
+// ---- operator sign-in: the page's data is the operators' ---------------------------------------
+// A `#token=…` in the address (the bridge prints such a link at start) signs in at once and is
+// taken out of the address; otherwise the page asks for the token.
+async function signIn(token) {
+  const r = await fetch('/api/login', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ token }),
+  });
+  if (r.ok) return null;
+  const body = await r.json().catch(() => ({}));
+  return body.message || `sign-in refused (${r.status})`;
+}
+
+async function signedIn() {
+  const fromUrl = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (fromUrl) {
+    history.replaceState(null, '', location.pathname + location.search);
+    if (!(await signIn(fromUrl))) return true;
+  }
+  try {
+    return (await (await fetch('/api/session')).json()).operator === true;
+  } catch {
+    return false;
+  }
+}
+
+function showSignIn() {
+  $('#signin').hidden = false;
+  $('#app').hidden = true;
+  $('#signin-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const error = await signIn($('#signin-token').value);
+    if (error) {
+      $('#signin-status').textContent = error;
+      $('#signin-status').className = 'status error';
+    } else {
+      location.reload();
+    }
+  });
+}
+
+const operator = await signedIn();
+if (!operator) showSignIn();
+else $('#app').hidden = false;
+
 // ---- live view and the bridge's status --------------------------------------------------------
 const live = new LiveView($('#live'));
-live.start();
+if (operator) live.start();
 
 async function health() {
   const pill = $('#bridge-status');
@@ -42,8 +88,6 @@ $('#call-name').value = saved('pttbridge.name', () => 'Web listener');
 $('#call-name').addEventListener('change', (e) => localStorage.setItem('pttbridge.name', e.target.value.trim()));
 
 const phone = new Phone(() => ({
-  appId: $('#app-id').value.trim() || 'web',
-  secret: $('#app-secret').value,
   account,
   name: $('#call-name').value.trim() || 'Web listener',
 }));

@@ -85,7 +85,7 @@ export class Phone extends EventTarget {
 
   constructor(credentials) {
     super();
-    this.credentials = credentials; // () => {appId, secret, account, name}
+    this.credentials = credentials; // () => {account, name}
   }
 
   #emit(type, detail) {

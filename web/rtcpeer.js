@@ -20,16 +20,20 @@ async function fetchJson(url, init) {
   }
 }
 
-/** getSign + dockingLogin → `{sid, userId, name}`. */
-export async function login({ appId, secret, account, name }) {
-  const q = new URLSearchParams({ appId, secret });
-  const sign = await fetchJson(`/app/getSign?${q}`);
-  if (sign.code !== 200) {
-    throw new Refused(`sign-in refused: ${sign.message || sign.code}`, sign.code);
+/**
+ * The page's docking login → `{sid, userId, name}`. A third-party client does getSign with its
+ * app's secret and dockingLogin (docs/rtcpeer.md); the page holds no app secret: the bridge logs
+ * the signed-in operator's page in itself (`POST /api/meeting/login`, same answer as dockingLogin).
+ */
+export async function login({ account, name }) {
+  const r = await fetchJson('/api/meeting/login', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ account, userName: name }),
+  });
+  if (r.result !== 0) {
+    throw new Refused(`login refused: ${r.message || `result ${r.result ?? r.code}`}`, r.result ?? r.code);
   }
-  const form = new URLSearchParams({ method: 'dockingLogin', account, sign: sign.data, userName: name });
-  const r = await fetchJson('/app/account', { method: 'POST', body: form });
-  if (r.result !== 0) throw new Refused(`login refused: ${r.message || `result ${r.result}`}`, r.result);
   return { sid: r.SID, userId: r.user.id, name: r.user.name || name };
 }
 

@@ -141,6 +141,10 @@ pub struct Link<M> {
     metrics: LinkMetrics,
     // ---- PTT → group
     group: MixGroup,
+    /// PTT session → the link's id for its current burst (see [`Link::talker_key`]); every
+    /// map below is keyed by that id, as are the sources of the packets given to listeners.
+    talk_keys: HashMap<u32, u32>,
+    next_talk_key: u32,
     talkers: HashMap<u32, Party>,
     /// Direct pass-through in progress: the lone talker and the end of its last packet.
     direct: Option<(u32, u32)>,
@@ -201,6 +205,8 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
             out: VecDeque::with_capacity(16),
             metrics: LinkMetrics::new(),
             group: MixGroup::new(GroupConfig::default())?,
+            talk_keys: HashMap::new(),
+            next_talk_key: 0,
             talkers: HashMap::new(),
             direct: None,
             burst_mixed: false,
@@ -255,13 +261,23 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
     /// What the PTT account reports about its channel.
     pub fn handle_ptt(&mut self, ev: ChannelEvent, now: Instant) {
         match ev {
-            ChannelEvent::TalkStarted { party, session } => self.talk_started(party, session, now),
+            ChannelEvent::TalkStarted { party, session } => {
+                let talker = self.talker_key(session);
+                self.talk_started(party, talker, now)
+            }
             ChannelEvent::Voice {
                 session,
                 sequence,
                 opus,
-            } => self.ptt_voice(session, sequence, opus, now),
-            ChannelEvent::TalkStopped { party, session } => self.talk_stopped(party, session, now),
+            } => {
+                let talker = self.talker_key(session);
+                self.ptt_voice(talker, sequence, opus, now)
+            }
+            ChannelEvent::TalkStopped { party, session } => {
+                let talker = self.talker_key(session);
+                self.talk_keys.remove(&session);
+                self.talk_stopped(party, talker, now)
+            }
             ChannelEvent::Text {
                 from,
                 text,
@@ -276,8 +292,23 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
                 }
                 self.ptt_up = true;
             }
-            ChannelEvent::Disconnected => self.ptt_down(now),
+            ChannelEvent::Disconnected => {
+                self.ptt_down(now);
+                // A server that comes back numbers its sessions afresh.
+                self.talk_keys.clear();
+            }
         }
+    }
+
+    /// The link's own id for the burst `session` is in: a new one for every burst, so a
+    /// session number the server reuses (after a restart) is a new source to the listeners'
+    /// clocks, and its pause since the last burst is kept.
+    fn talker_key(&mut self, session: u32) -> u32 {
+        let next = &mut self.next_talk_key;
+        *self.talk_keys.entry(session).or_insert_with(|| {
+            *next = next.wrapping_add(1);
+            *next
+        })
     }
 
     /// One RTP packet from member `member`: Opus (`law` None) or G.711; `ts` in 48 kHz units;

@@ -382,7 +382,8 @@ fn direct_pass_through_forwards_each_packet_on_arrival() {
         );
         assert_eq!(step, sent_step);
         assert_eq!(pkt.payload, *opus, "payload untouched");
-        assert_eq!(pkt.source, Source::Talker(7));
+        assert_eq!(pkt.source, fwd[0].2.source, "one source for the burst");
+        assert!(matches!(pkt.source, Source::Talker(_)));
         assert_eq!(pkt.src_ts, (*seq * 480) as u32);
         assert_eq!(pkt.samples, FRAME as u32);
     }
@@ -393,6 +394,34 @@ fn direct_pass_through_forwards_each_packet_on_arrival() {
     let out = p.outputs();
     assert_eq!(notices(&out), vec![talking(user(7), false)]);
     assert_eq!(out.len(), 1, "{:?}", show(&out));
+}
+
+/// Each burst is its own source to the listeners' clocks, even when the PTT server hands the
+/// same session number to someone else after a restart: their pause since the last burst is
+/// kept on the listeners' RTP timeline, never closed up.
+#[test]
+fn a_session_number_reused_after_a_reconnect_is_a_new_source() {
+    let mut p = Pair::new(PassThrough::Direct);
+    p.ptt_talk(3, 440.0, 5);
+    p.tick(5);
+    let first = listeners(&p.outputs())[0].2.source;
+    // The server goes away mid-burst (its users with it) and comes back.
+    p.ptt.remove(&3);
+    p.ptt_event(ChannelEvent::Disconnected);
+    p.ptt_event(ChannelEvent::Connected);
+    p.outputs();
+    p.ptt_talk(3, 440.0, 5);
+    p.tick(5);
+    let again = listeners(&p.outputs())[0].2.source;
+    assert_ne!(
+        first, again,
+        "after the reconnect, session 3 is someone new"
+    );
+    p.ptt_stop(3);
+    p.ptt_talk(3, 440.0, 5);
+    p.tick(5);
+    let next_burst = listeners(&p.outputs())[0].2.source;
+    assert_ne!(again, next_burst, "a new burst is a new source");
 }
 
 #[test]
@@ -418,7 +447,8 @@ fn buffered_pass_through_sends_unchanged_packets_on_ticks() {
             "a steady delay: the buffer's depth"
         );
         assert_eq!(pkt.payload, *opus, "payload untouched");
-        assert_eq!(pkt.source, Source::Talker(7));
+        assert_eq!(pkt.source, fwd[0].2.source, "one source for the burst");
+        assert!(matches!(pkt.source, Source::Talker(_)));
         assert_eq!(pkt.src_ts, (*seq * 480) as u32);
     }
     assert!(delay <= 2, "the buffer holds one packet, not {delay} ticks");

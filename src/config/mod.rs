@@ -37,6 +37,32 @@ pub struct Config {
     pub console: crate::sides::console::config::ConsoleConfig,
     /// Meeting side (RTCPeer + WebRTC).
     pub meeting: crate::sides::meeting::config::MeetingConfig,
+    /// Operators: who may watch and steer the bridge.
+    pub operator: OperatorConfig,
+}
+
+/// `[operator]`: the credentials of the page's live view, `/api/*`, `/events`,
+/// `/meeting/links*`, app management and metrics (see `docs/security.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// An operator token (at least 16 characters). Unset, and `PTTBRIDGE_OPERATOR_TOKEN` unset
+    /// too: one is generated at first start, kept as a digest in the store and printed once.
+    pub token: Option<String>,
+    /// Hours a signed-in page stays signed in.
+    pub session_hours: u64,
+    /// Serve `/metrics` without a token (for a scraper on a trusted network).
+    pub public_metrics: bool,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            session_hours: 12,
+            public_metrics: false,
+        }
+    }
 }
 
 /// The single HTTP port: health, metrics, WebSockets, REST, web page.
@@ -130,6 +156,20 @@ impl Config {
         self.meeting.validate(&self.ptt)?;
         self.ptt.validate()?;
         self.console.validate(&self.ptt)?;
+        if self
+            .operator
+            .token
+            .as_ref()
+            .is_some_and(|t| t.trim().len() < 16)
+        {
+            return Err(invalid("operator.token", "at least 16 characters"));
+        }
+        if !(1..=24 * 30).contains(&self.operator.session_hours) {
+            return Err(invalid(
+                "operator.session_hours",
+                "must be between 1 and 720",
+            ));
+        }
         Ok(())
     }
 }

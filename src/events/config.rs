@@ -109,9 +109,6 @@ impl Default for NatsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusinessConfig {
-    /// Token for app management (`POST /v1/app`, listing all apps), presented as
-    /// `Authorization: Bearer <token>`. Unset: app management is open (local use only).
-    pub admin_token: Option<String>,
     /// Apps created (or updated) at start, so config-defined tenants (e.g. a PTT server's `app`)
     /// have a known secret.
     pub apps: Vec<SeedApp>,
@@ -122,7 +119,6 @@ pub struct BusinessConfig {
 impl Default for BusinessConfig {
     fn default() -> Self {
         Self {
-            admin_token: None,
             apps: Vec::new(),
             ptt_call_idle_ms: 10_000,
         }
@@ -229,11 +225,6 @@ pub fn validate(
     if nats.duplicate_window_s == 0 {
         return Err(invalid("nats.duplicate_window_s", "must be > 0"));
     }
-    if let Some(t) = &business.admin_token
-        && t.len() < 8
-    {
-        return Err(invalid("business.admin_token", "at least 8 characters"));
-    }
     if !(200..=3_600_000).contains(&business.ptt_call_idle_ms) {
         return Err(invalid(
             "business.ptt_call_idle_ms",
@@ -293,8 +284,9 @@ mod tests {
             ("[nats]\noutbox = 0", "nats.outbox"),
             ("[nats]\nsubject_prefix = \"a.b\"", "nats.subject_prefix"),
             (
-                "[business]\nadmin_token = \"short\"",
-                "business.admin_token",
+                // App management is the operators' now (`[operator] token`).
+                "[business]\nadmin_token = \"long-enough-token\"",
+                "admin_token",
             ),
             (
                 "[[business.apps]]\napp_id = \"a\"\napp_secret = \"short\"",

@@ -33,6 +33,8 @@ pub struct Platform {
     pub nats: Option<Arc<nats::SinkStats>>,
     /// Bus events as EGW frames, serialised once for all connections.
     pub egw_feed: Arc<egw::EgwFeed>,
+    /// Failed EGW logins, per developer/app id and per address.
+    pub egw_failures: Arc<crate::auth::FailureLimiter<String>>,
 }
 
 impl Platform {
@@ -44,16 +46,52 @@ impl Platform {
             calls: Calls::new(store.clone()),
             store,
             commands: CommandRouter::new(),
+            egw_failures: Arc::new(crate::auth::FailureLimiter::new(
+                10,
+                std::time::Duration::from_secs(60),
+                4096,
+            )),
             nats: None,
             egw_feed: Arc::default(),
         }
     }
 
+    /// An EGW login from `addr`: refused (`None`) while that address or that id has failed
+    /// too often lately; failures counted.
+    pub fn authenticate_from(
+        &self,
+        addr: Option<std::net::IpAddr>,
+        dev_id: &str,
+        token: &str,
+    ) -> Option<::egw::Grant> {
+        let now = std::time::Instant::now();
+        let keys = [
+            Some(format!("id:{dev_id}")),
+            addr.map(|a| format!("addr:{a}")),
+        ];
+        if keys
+            .iter()
+            .flatten()
+            .any(|k| self.egw_failures.check(k, now).is_some())
+        {
+            metrics::counter!("pttbridge_auth_failures_total", "surface" => "egw", "reason" => "throttled").increment(1);
+            return None;
+        }
+        let grant = self.authenticate(dev_id, token);
+        if grant.is_none() {
+            metrics::counter!("pttbridge_auth_failures_total", "surface" => "egw", "reason" => "credentials").increment(1);
+            for k in keys.into_iter().flatten() {
+                self.egw_failures.failed(k, now);
+            }
+        }
+        grant
+    }
+
     /// Decides an EGW login: a configured developer (its apps, or all), or an app's own
-    /// `app_id` + `app_secret` (that app only).
+    /// `app_id` + `app_secret` (that app only, while online).
     pub fn authenticate(&self, dev_id: &str, token: &str) -> Option<::egw::Grant> {
         if let Some(d) = self.egw.developers.iter().find(|d| d.dev_id == dev_id) {
-            return same_secret(&d.token, token).then(|| {
+            return crate::auth::secret::same(&d.token, token).then(|| {
                 if d.apps.is_empty() {
                     ::egw::Grant::AllApps
                 } else {
@@ -62,14 +100,9 @@ impl Platform {
             });
         }
         let app = self.store.app(dev_id).ok().flatten()?;
-        same_secret(&app.app_secret, token).then(|| ::egw::Grant::Apps([app.app_id].into()))
+        (app.status == "online" && crate::auth::secret::verify(&app.app_secret, token))
+            .then(|| ::egw::Grant::Apps([app.app_id].into()))
     }
-}
-
-/// Compares secrets in time independent of where they differ.
-pub fn same_secret(expected: &str, given: &str) -> bool {
-    let (a, b) = (expected.as_bytes(), given.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The `events` part of `/healthz`: the NATS sink's state, when it runs.

@@ -3,10 +3,13 @@
 //! matching HTTP status).
 //!
 //! Authentication: every call about an app presents that app's secret in the
-//! `X-App-Secret` header (the secret is returned once by `POST /v1/app`, or set in
-//! `[[business.apps]]`). App management — creating apps, listing all apps, records of all apps —
-//! needs `Authorization: Bearer <business.admin_token>` when an admin token is configured; the
-//! admin token is also accepted wherever an app secret is.
+//! `X-App-Secret` header (the secret is returned once by `POST /v1/app` or
+//! `POST /v1/app/secret`, or set in `[[business.apps]]`; the store keeps only its digest and
+//! never lists it). An app that is `offline` cannot act. App management — creating apps,
+//! listing all apps, records of all apps, rotating a secret — is the operators'
+//! (`Authorization: Bearer <operator token>` or the page's session); operator credentials are
+//! also accepted wherever an app secret is. An unknown app and a wrong secret get the same
+//! answer, so app ids cannot be probed.
 
 use std::sync::Arc;
 
@@ -46,6 +49,7 @@ pub fn routes() -> Router<Arc<AppState>> {
                 .patch(patch_app)
                 .delete(delete_app),
         )
+        .route("/v1/app/secret", post(rotate_secret))
         .route("/v1/online/user/state", get(user_state))
         .route("/v1/kickout", post(kickout))
         .route("/v1/online/trans-cmd", post(trans_cmd))
@@ -192,62 +196,57 @@ fn string(m: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<S
         .map(str::to_string)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+/// Whether the request carries operator credentials.
+fn is_operator(state: &AppState, headers: &HeaderMap) -> bool {
+    state.operators.authorized(headers)
 }
 
-/// Whether the request carries the admin token (or no admin token is configured).
-fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
-    match &state.platform.business.admin_token {
-        None => true,
-        Some(t) => bearer(headers).is_some_and(|b| crate::events::same_secret(t, b)),
-    }
-}
-
-fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if is_admin(state, headers) {
+fn require_operator(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if is_operator(state, headers) {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             codes::UNAUTHORIZED,
-            "admin token required (Authorization: Bearer <business.admin_token>)",
+            "operator credentials required (Authorization: Bearer <operator token>)",
         ))
     }
 }
 
-/// The app `app_id`, if the request may act for it: its secret in `X-App-Secret`, or the
-/// admin token when one is configured.
+/// The app `app_id`, if the request may act for it: its secret in `X-App-Secret` (and the app
+/// online), or operator credentials.
 fn authorize(state: &AppState, headers: &HeaderMap, app_id: &str) -> Result<AppRow, ApiError> {
     if app_id.is_empty() {
         return Err(ApiError::bad("missing app_id"));
     }
-    let app = state.platform.store.app(app_id)?.ok_or_else(|| {
-        ApiError::new(
+    let operator = is_operator(state, headers);
+    let app = state.platform.store.app(app_id)?;
+    let secret = headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok());
+    let refused = |why: &str| {
+        metrics::counter!("pttbridge_auth_failures_total", "surface" => "business", "reason" => "app_secret").increment(1);
+        ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, why)
+    };
+    match (app, secret) {
+        (Some(app), _) if operator => Ok(app),
+        (None, _) if operator => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             codes::UNKNOWN_APP,
             format!("unknown app_id {app_id:?}"),
-        )
-    })?;
-    let admin = state.platform.business.admin_token.is_some() && is_admin(state, headers);
-    let secret = headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok());
-    match secret {
-        Some(s) if crate::events::same_secret(&app.app_secret, s) => Ok(app),
-        _ if admin => Ok(app),
-        Some(_) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            codes::UNAUTHORIZED,
-            "wrong app secret",
         )),
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            codes::UNAUTHORIZED,
-            "missing X-App-Secret header",
-        )),
+        (Some(app), Some(s)) if crate::auth::secret::verify(&app.app_secret, s) => {
+            if app.status == "online" {
+                Ok(app)
+            } else {
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    codes::UNAUTHORIZED,
+                    "the app is offline: an operator can set it online",
+                ))
+            }
+        }
+        // Unknown app or wrong secret: one answer, so app ids cannot be probed.
+        (_, Some(_)) => Err(refused("unknown app or wrong app secret")),
+        (_, None) => Err(refused("missing X-App-Secret header")),
     }
 }
 
@@ -256,10 +255,11 @@ fn random_hex() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An app as the REST shows it: never its secret (only [`with_secret`] adds a new one, once).
 fn app_info(a: &AppRow) -> AppInfo {
     AppInfo {
         app_id: a.app_id.clone(),
-        app_secret: a.app_secret.clone(),
+        app_secret: None,
         app_name: a.app_name.clone(),
         status: a.status.clone(),
         consumption_limit: a.consumption_limit,
@@ -314,12 +314,18 @@ fn check_name_status(name: Option<&str>, status: Option<&str>) -> Result<(), Api
     Ok(())
 }
 
+/// `info` with the app's new secret: shown this once, never stored in the clear.
+fn with_secret(mut info: AppInfo, secret: String) -> AppInfo {
+    info.app_secret = Some(secret);
+    info
+}
+
 async fn create_app(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     raw: Bytes,
 ) -> ApiResult {
-    require_admin(&state, &headers)?;
+    require_operator(&state, &headers)?;
     let req: CreateApp = body(&raw)?;
     check_name_status(Some(&req.app_name), req.status.as_deref())?;
     if req.consumption_limit.is_some_and(|l| l < 0) {
@@ -328,9 +334,10 @@ async fn create_app(
     if req.service.is_empty() {
         return Err(ApiError::bad("service must list at least one service"));
     }
+    let secret = crate::auth::secret::token();
     let row = AppRow {
         app_id: random_hex(),
-        app_secret: random_hex(),
+        app_secret: crate::auth::secret::digest(&secret),
         app_name: req.app_name,
         status: req.status.unwrap_or_else(|| "offline".into()),
         consumption_limit: req.consumption_limit,
@@ -338,7 +345,27 @@ async fn create_app(
     };
     state.platform.store.insert_app(&row)?;
     info!(app_id = %row.app_id, app_name = %row.app_name, "app created");
-    ok(Envelope::ok().merge(&app_info(&row)))
+    ok(Envelope::ok().merge(&with_secret(app_info(&row), secret)))
+}
+
+/// `POST /v1/app/secret?app_id=`: a new secret for the app (operators only); the old one
+/// stops working at once. The new one is shown this once.
+async fn rotate_secret(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<AppQuery>,
+) -> ApiResult {
+    require_operator(&state, &headers)?;
+    let app_id = q.app_id.unwrap_or_default();
+    let mut row = authorize(&state, &headers, &app_id)?;
+    let secret = crate::auth::secret::token();
+    row.app_secret = crate::auth::secret::digest(&secret);
+    state
+        .platform
+        .store
+        .set_app_secret(&row.app_id, &row.app_secret)?;
+    info!(app_id = %row.app_id, "app secret rotated");
+    ok(Envelope::ok().merge(&with_secret(app_info(&row), secret)))
 }
 
 async fn patch_app(
@@ -397,7 +424,7 @@ async fn get_app(
             ok(Envelope::ok().merge(&app_info(&row)))
         }
         None => {
-            require_admin(&state, &headers)?;
+            require_operator(&state, &headers)?;
             let list: Vec<AppInfo> = state.platform.store.apps()?.iter().map(app_info).collect();
             ok(Envelope::ok().with("app_list", serde_json::to_value(list).unwrap_or_default()))
         }
@@ -615,7 +642,7 @@ async fn records(
     let app_name = match &app {
         Some(a) => Some(authorize(&state, &headers, a)?.app_name),
         None => {
-            require_admin(&state, &headers)?;
+            require_operator(&state, &headers)?;
             None
         }
     };
@@ -667,6 +694,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/app"),
     ("patch", "/v1/app"),
     ("delete", "/v1/app"),
+    ("post", "/v1/app/secret"),
     ("get", "/v1/online/user/state"),
     ("post", "/v1/kickout"),
     ("post", "/v1/online/trans-cmd"),

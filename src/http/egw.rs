@@ -22,6 +22,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::AppState;
+use crate::auth::web::PeerIp;
 use futures_util::SinkExt;
 
 use crate::events::egw::sync_reply;
@@ -32,7 +33,11 @@ pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4000;
 pub const CLOSE_TOO_SLOW: u16 = 4001;
 
 /// `GET /egw`: upgrades to the EGW WebSocket.
-pub(super) async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+pub(super) async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    PeerIp(addr): PeerIp,
+    ws: WebSocketUpgrade,
+) -> Response {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let conn = NEXT.fetch_add(1, Ordering::Relaxed);
     // Room for an oversize frame to reach the parser (which answers "too large"); far beyond
@@ -44,7 +49,7 @@ pub(super) async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppSta
         .read_buffer_size(8 * 1024)
         .on_upgrade(move |socket| {
             let span = info_span!("egw", conn);
-            connection(socket, state).instrument(span)
+            connection(socket, state, addr).instrument(span)
         })
 }
 
@@ -55,7 +60,7 @@ enum End {
     Stuck,
 }
 
-async fn connection(mut socket: WebSocket, state: Arc<AppState>) {
+async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<std::net::IpAddr>) {
     // Subscribed before anything else: every event from now on is either in a later full
     // sync's snapshot or in this receiver (or both, and then skipped by version).
     let mut rx = state.platform.egw_feed.subscribe(&state.bus);
@@ -87,7 +92,7 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>) {
                     Some(Ok(_)) => continue, // ping/pong: answered by the WebSocket layer
                 };
                 deadline = Instant::now() + idle;
-                let out = match session.handle(text.as_str(), |d, t| platform.authenticate(d, t)) {
+                let out = match session.handle(text.as_str(), |d, t| platform.authenticate_from(addr, d, t)) {
                     Ok(Action::Reply(r)) => vec![r.to_json()],
                     Ok(Action::FullSync { apps, seq }) => {
                         let wanted: Vec<(String, Option<Vec<String>>)> = match apps {

@@ -1,16 +1,17 @@
 //! The single HTTP port: health, metrics, and (as the sides land) their WebSockets and REST.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
+use crate::auth::{self, Operators};
 use crate::events::Platform;
 use crate::hub::EventBus;
 use crate::sides::Side;
@@ -35,11 +36,14 @@ pub struct AppState {
     pub platform: Platform,
     /// Becomes `true` when the bridge shuts down: long-lived streams end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Operator credentials (the page, `/api/*`, `/events`, app management, metrics).
+    pub operators: Arc<Operators>,
 }
 
 impl AppState {
     /// State for a router over `sides` (none: the platform surfaces alone, as the load
-    /// tool and the API tests serve them), metrics installed.
+    /// tool and the API tests serve them), metrics installed, no operator token accepted
+    /// (see [`AppState::with_operators`]).
     pub fn new(
         sides: Vec<Arc<dyn Side>>,
         bus: Arc<EventBus>,
@@ -53,24 +57,57 @@ impl AppState {
             metrics: metrics_handle(),
             platform,
             shutdown,
+            operators: Arc::new(Operators::new(Vec::new(), Duration::from_secs(3600), false)),
         }
+    }
+
+    /// The same with these operators.
+    pub fn with_operators(mut self, operators: Arc<Operators>) -> Self {
+        self.operators = operators;
+        self
     }
 }
 
 /// Serves `router(state)` on `listener` until the process ends (tests, the load tool).
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
-    axum::serve(no_delay(listener), router(state)).await
+    axum::serve(
+        no_delay(listener),
+        router(state).into_make_service_with_connect_info::<crate::auth::web::ClientAddr>(),
+    )
+    .await
 }
 
 /// The listener with `TCP_NODELAY` on every accepted connection: WebSocket frames (events,
 /// signalling) are small and must not wait for Nagle and the peer's delayed ACK (~40 ms).
-pub fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
+pub fn no_delay(listener: tokio::net::TcpListener) -> NoDelay {
+    NoDelay(listener)
+}
+
+/// A TCP listener that sets `TCP_NODELAY` on what it accepts (see [`no_delay`]).
+#[derive(Debug)]
+pub struct NoDelay(tokio::net::TcpListener);
+
+impl axum::serve::Listener for NoDelay {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (tcp, addr) = axum::serve::Listener::accept(&mut self.0).await;
         let _ = tcp.set_nodelay(true);
-    })
+        (tcp, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, NoDelay>>
+    for crate::auth::web::ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, NoDelay>) -> Self {
+        crate::auth::web::ClientAddr(*stream.remote_addr())
+    }
 }
 
 /// Installs the global Prometheus recorder once and returns its handle.
@@ -88,30 +125,54 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 /// The router with every route: each side's, the platform's, the page's, health and metrics.
+/// Operator routes (the live view's data, `/events`, `/metrics` unless made public, the sides'
+/// operator routes) are guarded by [`auth::web::require_operator`]; the rest authenticate by
+/// their own protocol, or are liveness and the page's static files.
 pub fn router(state: Arc<AppState>) -> Router {
-    let mut r = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
+    let ops = state.operators.clone();
+    let mut operator = Router::new()
         .route("/events", get(events::stream))
+        .merge(web::operator_routes())
+        .with_state(state.clone());
+    let mut public = Router::new()
+        .route("/healthz", get(healthz))
         .route("/egw", get(egw::upgrade))
         .route("/server/address", get(egw::server_address))
         .merge(business::routes())
         .merge(web::routes())
         .with_state(state.clone());
-    for side in &state.sides {
-        r = r.merge(side.routes(&state.shutdown));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics_text))
+        .with_state(state.clone());
+    if ops.public_metrics {
+        public = public.merge(metrics);
+    } else {
+        operator = operator.merge(metrics);
     }
-    r
+    for side in &state.sides {
+        let routes = side.routes(&state.shutdown);
+        public = public.merge(routes.public);
+        operator = operator.merge(routes.operator);
+    }
+    let guard = axum::middleware::from_fn_with_state(ops.clone(), auth::web::require_operator);
+    public
+        .merge(operator.route_layer(guard))
+        .merge(auth::web::routes(ops))
 }
 
-async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+/// Liveness for anyone; the sides' details for operators.
+async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
+    let ok = state.sides.iter().all(|s| s.healthy());
+    let status = if ok { "ok" } else { "degraded" };
+    if !state.operators.authorized(&headers) {
+        return (StatusCode::OK, Json(json!({ "status": status })));
+    }
     let mut sides = serde_json::Map::new();
     for side in &state.sides {
         sides.insert(side.kind().as_str().into(), side.health());
     }
-    let ok = state.sides.iter().all(|s| s.healthy());
     let body = json!({
-        "status": if ok { "ok" } else { "degraded" },
+        "status": status,
         "uptime_s": state.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
         "sides": sides,

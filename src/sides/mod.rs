@@ -34,9 +34,9 @@ pub trait Side: Send + Sync + std::fmt::Debug + 'static {
 
     /// Its HTTP routes, with their own state, for the one HTTP port. `shutdown` turns true
     /// when the bridge stops: long-lived streams end then.
-    fn routes(&self, shutdown: &watch::Receiver<bool>) -> Router {
+    fn routes(&self, shutdown: &watch::Receiver<bool>) -> SideRoutes {
         let _ = shutdown;
-        Router::new()
+        SideRoutes::default()
     }
 
     /// Its entry in `/healthz` (`sides.<kind>`).
@@ -65,6 +65,15 @@ pub trait Side: Send + Sync + std::fmt::Debug + 'static {
         let _ = grace;
         Box::pin(async {})
     }
+}
+
+/// A side's HTTP routes, by who may use them.
+#[derive(Debug, Default)]
+pub struct SideRoutes {
+    /// Routes its own protocol authenticates (a WebSocket login, an app's sign).
+    pub public: Router,
+    /// Routes only operators may use (the HTTP port checks their credentials).
+    pub operator: Router,
 }
 
 /// What a side starts with.

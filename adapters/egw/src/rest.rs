@@ -145,8 +145,10 @@ pub struct PatchApp {
 pub struct AppInfo {
     /// Id.
     pub app_id: String,
-    /// Secret: presented as `X-App-Secret` on the app's calls.
-    pub app_secret: String,
+    /// Secret: presented as `X-App-Secret` on the app's calls. Only in the answers that create
+    /// or rotate it (shown once); never listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_secret: Option<String>,
     /// Name.
     pub app_name: String,
     /// `online` / `offline`.

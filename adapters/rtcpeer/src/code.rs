@@ -10,6 +10,11 @@ pub const FAILED: i64 = 1;
 pub const MALFORMED: i64 = 400;
 /// The connection has not registered (`call.doRegister`) or the SID is unknown.
 pub const UNAUTHORIZED: i64 = 401;
+/// The user may not do that: enter a room it was not invited into, act on another user's
+/// session, end or moderate a room it does not own.
+pub const FORBIDDEN: i64 = 403;
+/// A limit was reached (rooms, calls, connections): try later.
+pub const TOO_MANY: i64 = 429;
 /// Unknown `module`/`method`, or a room/user/client that does not exist.
 pub const NOT_FOUND: i64 = 404;
 /// A field is missing or has the wrong type.

@@ -62,7 +62,12 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The page's routes (the PTT side serves `/api/levels`).
+/// The live view's data: operators only (the PTT side serves `/api/levels`).
+pub fn operator_routes() -> Router<Arc<AppState>> {
+    Router::new().route("/api/state", get(state::snapshot))
+}
+
+/// The page's static files: open to anyone (the page asks for operator sign-in itself).
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(|| async { asset("index.html") }))
@@ -70,7 +75,6 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/web/{file}",
             get(|Path(file): Path<String>| async move { asset(&file) }),
         )
-        .route("/api/state", get(state::snapshot))
 }
 
 fn asset(name: &str) -> Response {

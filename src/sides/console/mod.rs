@@ -64,8 +64,14 @@ pub(crate) struct Shared {
     pub orders: Mutex<HashMap<u64, tokio::sync::mpsc::Sender<commands::Order>>>,
     /// Calls up now: call id → (app, connection id), for invites into `console:<sessionId>`.
     pub call_owners: Mutex<HashMap<u64, (String, u64)>>,
-    /// Call records, once [`ConsoleSide::wire`] gave them.
+    /// Call records, once the side has the platform's (at start).
     pub calls: OnceLock<Calls>,
+    /// Accounts consoles may never use: the bridge's own PTT accounts and the console admin
+    /// accounts, as (server id, username). A console logging in with one would knock the
+    /// bridge's session off the server.
+    pub reserved: std::collections::HashSet<(String, String)>,
+    /// Failed console logins, per account and per address.
+    pub failures: crate::auth::FailureLimiter<String>,
 }
 
 /// The console side; cheap to clone.
@@ -84,8 +90,12 @@ impl super::Side for ConsoleSide {
         Side::Console
     }
 
-    fn routes(&self, shutdown: &watch::Receiver<bool>) -> Router {
-        routes(self.clone(), shutdown.clone())
+    fn routes(&self, shutdown: &watch::Receiver<bool>) -> super::SideRoutes {
+        // Consoles log in on the socket with their own PTT accounts.
+        super::SideRoutes {
+            public: routes(self.clone(), shutdown.clone()),
+            ..Default::default()
+        }
     }
 
     fn health(&self) -> serde_json::Value {
@@ -150,6 +160,12 @@ impl ConsoleSide {
             orders: Mutex::new(HashMap::new()),
             call_owners: Mutex::new(HashMap::new()),
             calls: OnceLock::new(),
+            reserved: reserved_accounts(config),
+            failures: crate::auth::FailureLimiter::new(
+                LOGIN_FAILURES,
+                std::time::Duration::from_secs(60),
+                4096,
+            ),
         }))
     }
 
@@ -169,6 +185,25 @@ impl ConsoleSide {
             .collect();
         serde_json::json!({ "logged_in": accounts, "servers": admins })
     }
+}
+
+/// Wrong passwords (per account, or per address) within a minute before logins are refused
+/// for a minute.
+const LOGIN_FAILURES: u32 = 5;
+
+/// The bridge's own PTT accounts and the console admin accounts, per server.
+fn reserved_accounts(config: &Config) -> std::collections::HashSet<(String, String)> {
+    let own = config.ptt.servers.iter().flat_map(|s| {
+        s.accounts
+            .iter()
+            .map(|a| (s.id.clone(), a.username.clone()))
+    });
+    let admins = config
+        .console
+        .servers
+        .iter()
+        .map(|c| (c.ptt_server.clone(), c.admin_username.clone()));
+    own.chain(admins).collect()
 }
 
 /// Largest single frame read (and discarded) before an oversize message is refused: bounds
@@ -210,6 +245,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(
 
 async fn upgrade(
     State((side, shutdown)): State<(ConsoleSide, watch::Receiver<bool>)>,
+    crate::auth::web::PeerIp(addr): crate::auth::web::PeerIp,
     ws: WebSocketUpgrade,
 ) -> Response {
     let max = side.0.config.max_message_bytes;
@@ -217,7 +253,7 @@ async fn upgrade(
     // the console can be told why it is closed (1009) instead of having its connection reset.
     ws.max_message_size(max)
         .max_frame_size(DRAIN_FRAME_BYTES.max(max))
-        .on_upgrade(move |socket| connection::run(side, socket, shutdown))
+        .on_upgrade(move |socket| connection::run(side, socket, shutdown, addr))
 }
 
 /// A fresh 64-bit call id: milliseconds since 2020 in the high bits, a counter below, so

@@ -3,7 +3,9 @@
 //! and returns a `SID` plus the user. The `SID` is what `call.doRegister` presents.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
@@ -15,6 +17,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::config::AppCredentials;
+use crate::auth::{FailureLimiter, Signer};
+use crate::storage::Store;
 
 /// A logged-in session.
 #[derive(Debug, Clone)]
@@ -38,40 +42,46 @@ impl Accounts {
     }
 }
 
-/// Signatures, sessions and the account → user id map.
-#[derive(Debug, Default)]
+/// Sessions and the (app, account) → user id map. Signs are issued and redeemed by the
+/// [`Signer`]; a redeemed sign names the app whose account namespace the login is in.
+#[derive(Debug)]
 pub struct AccountBook {
-    /// Signature → app id.
-    signs: HashMap<String, String>,
-    /// SID → session.
-    sessions: HashMap<String, Session>,
-    /// Account name → user id (stable for the bridge's lifetime).
-    ids: HashMap<String, Id>,
+    /// SID → session and when it expires.
+    sessions: HashMap<String, (Session, Instant)>,
+    /// (app id, account) → user id (stable for the bridge's lifetime).
+    ids: HashMap<(String, String), Id>,
     next_id: Id,
+    /// How long a SID is good for.
+    session_ttl: Duration,
+}
+
+impl Default for AccountBook {
+    fn default() -> Self {
+        Self {
+            sessions: HashMap::new(),
+            ids: HashMap::new(),
+            next_id: FIRST_USER_ID,
+            session_ttl: SESSION_TTL,
+        }
+    }
 }
 
 /// First user id handed out; dial-in ids are skipped.
 const FIRST_USER_ID: Id = 1001;
-
-fn token() -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..16)
-        .map(|_| format!("{:02x}", rng.random::<u8>()))
-        .collect()
-}
+/// How long a SID is good for when not logged out.
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Most sessions kept; the one closest to expiry goes first.
+const MAX_SESSIONS: usize = 100_000;
+/// Most accounts given an id (per bridge lifetime).
+const MAX_ACCOUNTS: usize = 1_000_000;
 
 impl AccountBook {
-    /// Issues a signature for `app_id`.
-    pub fn sign(&mut self, app_id: &str) -> String {
-        let s = token();
-        self.signs.insert(s.clone(), app_id.to_owned());
-        s
-    }
-
-    /// The session of `sid`.
+    /// The live session of `sid`.
     pub fn session(&self, sid: &str) -> Option<&Session> {
-        self.sessions.get(sid)
+        self.sessions
+            .get(sid)
+            .filter(|(_, exp)| *exp > Instant::now())
+            .map(|(s, _)| s)
     }
 
     /// Ends a session.
@@ -79,61 +89,132 @@ impl AccountBook {
         self.sessions.remove(sid).is_some()
     }
 
-    /// Logs `account` in; `taken` says which ids are reserved (dial-in users).
+    /// Logs `account` of app `app_id` in (the app vouched for it with a sign); `taken` says
+    /// which ids are reserved (dial-in users).
     pub fn login(
         &mut self,
-        sign: &str,
+        app_id: &str,
         account: &str,
         name: Option<String>,
         avatar: Option<String>,
         taken: impl Fn(Id) -> bool,
     ) -> Result<(String, Session), (i64, &'static str)> {
-        let Some(app_id) = self.signs.get(sign).cloned() else {
-            return Err((2, "unknown sign: get one from /app/getSign"));
-        };
         if account.trim().is_empty() {
             return Err((4, "account is required"));
         }
-        if self.next_id == 0 {
-            self.next_id = FIRST_USER_ID;
+        if account.len() > 128 {
+            return Err((4, "account is longer than 128 bytes"));
         }
-        let id = match self.ids.get(account) {
+        let key = (app_id.to_owned(), account.to_owned());
+        let id = match self.ids.get(&key) {
             Some(id) => *id,
+            None if self.ids.len() >= MAX_ACCOUNTS => {
+                return Err((5, "too many accounts on this bridge"));
+            }
             None => {
                 while taken(self.next_id) {
                     self.next_id += 1;
                 }
                 let id = self.next_id;
                 self.next_id += 1;
-                self.ids.insert(account.to_owned(), id);
+                self.ids.insert(key, id);
                 id
             }
         };
         let user = User {
             id: Some(id),
             account: Some(account.to_owned()),
-            name: Some(name.unwrap_or_else(|| account.to_owned())),
-            photo: avatar,
+            name: Some(
+                name.filter(|n| !n.trim().is_empty())
+                    .unwrap_or_else(|| account.to_owned())
+                    .chars()
+                    .take(64)
+                    .collect(),
+            ),
+            photo: avatar.filter(|a| a.len() <= 1024),
             ..User::default()
         };
-        let sid = token();
-        let session = Session { user, app_id };
-        self.sessions.insert(sid.clone(), session.clone());
+        let now = Instant::now();
+        if self.sessions.len() >= MAX_SESSIONS {
+            self.sessions.retain(|_, (_, exp)| *exp > now);
+            if self.sessions.len() >= MAX_SESSIONS
+                && let Some(k) = self
+                    .sessions
+                    .iter()
+                    .min_by_key(|(_, (_, e))| *e)
+                    .map(|(k, _)| k.clone())
+            {
+                self.sessions.remove(&k);
+            }
+        }
+        let sid = crate::auth::secret::token();
+        let session = Session {
+            user,
+            app_id: app_id.to_owned(),
+        };
+        self.sessions
+            .insert(sid.clone(), (session.clone(), now + self.session_ttl));
         Ok((sid, session))
     }
 }
 
-/// What the login routes need: the signatures and sessions, the apps that may sign, and the
-/// user ids reserved for dial-ins.
+/// What the login routes need: the apps that may sign, the signer, the sessions, and the user
+/// ids reserved for dial-ins.
 #[derive(Debug)]
 pub struct AuthState {
     /// Signatures and sessions (shared with the switchboard, which checks SIDs).
     pub accounts: Arc<Accounts>,
     /// `[[meeting.apps]]`.
     pub apps: Vec<AppCredentials>,
+    /// Platform apps (`/v1/app`, `[[business.apps]]`): they may sign too, while online.
+    pub store: Option<Store>,
+    /// Issues and redeems signs.
+    pub signer: Signer,
+    /// Wrong app secrets per address.
+    pub failures: FailureLimiter<IpAddr>,
     /// Dial-in ids: never handed to a user.
     pub reserved: HashSet<Id>,
 }
+
+impl AuthState {
+    /// Login state over `accounts` for the configured `apps` (and the store's).
+    pub fn new(
+        accounts: Arc<Accounts>,
+        apps: Vec<AppCredentials>,
+        store: Option<Store>,
+        reserved: HashSet<Id>,
+    ) -> Self {
+        Self {
+            accounts,
+            apps,
+            store,
+            signer: Signer::new(SIGN_TTL),
+            failures: FailureLimiter::new(10, Duration::from_secs(60), 4096),
+            reserved,
+        }
+    }
+
+    /// Whether `app_id` with `secret` may have signs: a configured meeting app, or a platform
+    /// app that is online. Every candidate is checked, so timing does not tell which exists.
+    pub fn app_may_sign(&self, app_id: &str, secret: &str) -> bool {
+        let configured = self.apps.iter().fold(false, |ok, a| {
+            (crate::auth::secret::same(&a.app_id, app_id)
+                & crate::auth::secret::same(&a.secret, secret))
+                | ok
+        });
+        let stored = self
+            .store
+            .as_ref()
+            .and_then(|s| s.app(app_id).ok().flatten())
+            .is_some_and(|a| {
+                crate::auth::secret::verify(&a.app_secret, secret) && a.status == "online"
+            });
+        configured || stored
+    }
+}
+
+/// How long a sign from getSign is good for.
+const SIGN_TTL: Duration = Duration::from_secs(300);
 
 /// `GET /app/getSign` query.
 #[derive(Debug, Deserialize)]
@@ -143,9 +224,10 @@ pub struct SignQuery {
     secret: Option<String>,
 }
 
-/// `GET /app/getSign?appId=..&secret=..`.
+/// `GET /app/getSign?appId=..&secret=..`: a sign for a known app that proved its secret.
 pub async fn get_sign(
     State(auth): State<Arc<AuthState>>,
+    crate::auth::web::PeerIp(addr): crate::auth::web::PeerIp,
     Query(q): Query<SignQuery>,
 ) -> Json<GetSign> {
     let (Some(app_id), Some(secret)) = (q.app_id, q.secret) else {
@@ -155,27 +237,99 @@ pub async fn get_sign(
             message: "appId and secret are required".into(),
         });
     };
-    let apps = &auth.apps;
-    // No apps configured: an open embedded deployment, any app may sign.
-    let known = apps.is_empty()
-        || apps
-            .iter()
-            .any(|a| a.app_id == app_id && a.secret == secret);
-    if !known {
+    let now = Instant::now();
+    if let Some(a) = addr
+        && let Some(wait) = auth.failures.check(&a, now)
+    {
+        metrics::counter!("pttbridge_auth_failures_total", "surface" => "rtcpeer", "reason" => "throttled").increment(1);
+        return Json(GetSign {
+            code: 429,
+            data: None,
+            message: format!(
+                "too many wrong app secrets from this address; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        });
+    }
+    if !auth.app_may_sign(&app_id, &secret) {
+        if let Some(a) = addr {
+            auth.failures.failed(a, now);
+        }
         metrics::counter!("pttbridge_meeting_errors_total", "kind" => "bad_app_secret")
             .increment(1);
+        metrics::counter!("pttbridge_auth_failures_total", "surface" => "rtcpeer", "reason" => "app_secret").increment(1);
         return Json(GetSign {
             code: 401,
             data: None,
             message: "unknown appId or wrong secret".into(),
         });
     }
-    let sign = auth.accounts.lock().sign(&app_id);
-    Json(GetSign {
-        code: 200,
-        data: Some(sign),
-        message: "OK".into(),
-    })
+    match auth.signer.issue(&app_id, SystemTime::now()) {
+        Ok(sign) => Json(GetSign {
+            code: 200,
+            data: Some(sign),
+            message: "OK".into(),
+        }),
+        Err(e) => Json(GetSign {
+            code: 503,
+            data: None,
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// The app namespace of accounts the web page logs in (the page holds no app secret).
+pub const PAGE_APP: &str = "pttbridge-page";
+
+/// `POST /api/meeting/login` (operators only): `{"account": .., "userName": ..}` → the same
+/// answer as `dockingLogin`, for the web page's meeting client. The operator's own session is
+/// what vouches for the account, as an app's sign does for its users.
+pub async fn operator_login(
+    State(auth): State<Arc<AuthState>>,
+    body: String,
+) -> Json<DockingLogin> {
+    let fields: Map<String, Value> = serde_json::from_str(&body).unwrap_or_default();
+    let text = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
+    let account = text("account").unwrap_or_default();
+    let login = auth
+        .accounts
+        .lock()
+        .login(PAGE_APP, &account, text("userName"), None, |id| {
+            auth.reserved.contains(&id)
+        });
+    docking_answer(login)
+}
+
+/// `dockingLogin`'s answer to a login.
+fn docking_answer(login: Result<(String, Session), (i64, &'static str)>) -> Json<DockingLogin> {
+    match login {
+        Ok((sid, session)) => Json(DockingLogin {
+            result: 0,
+            method: "dockingLogin".into(),
+            module: "account".into(),
+            sid: Some(sid),
+            organisation: Some(Company {
+                id: Some(2),
+                name: Some(session.app_id.clone()),
+                ..Company::default()
+            }),
+            user: Some(session.user),
+            message: None,
+        }),
+        Err((code, msg)) => {
+            metrics::counter!("pttbridge_meeting_errors_total", "kind" => "login_failed")
+                .increment(1);
+            Json(DockingLogin {
+                result: code,
+                method: "dockingLogin".into(),
+                module: "account".into(),
+                sid: None,
+                organisation: None,
+                user: None,
+                message: Some(msg.into()),
+            })
+        }
+    }
 }
 
 /// `POST /app/account`: form fields (or one `params` field holding them as JSON, as in the
@@ -218,29 +372,21 @@ pub async fn account(
     let Some(sign) = text("sign") else {
         return fail(2, "sign is required");
     };
+    let app_id = match auth.signer.redeem(&sign, SystemTime::now()) {
+        Ok(app) => app,
+        Err(e) => {
+            metrics::counter!("pttbridge_auth_failures_total", "surface" => "rtcpeer", "reason" => "sign").increment(1);
+            return fail(2, &e.to_string());
+        }
+    };
     let account = text("account").unwrap_or_default();
     let login =
         auth.accounts
             .lock()
-            .login(&sign, &account, text("userName"), text("avatar"), |id| {
+            .login(&app_id, &account, text("userName"), text("avatar"), |id| {
                 auth.reserved.contains(&id)
             });
-    match login {
-        Ok((sid, session)) => Json(DockingLogin {
-            result: 0,
-            method: "dockingLogin".into(),
-            module: "account".into(),
-            sid: Some(sid),
-            organisation: Some(Company {
-                id: Some(2),
-                name: Some(session.app_id.clone()),
-                ..Company::default()
-            }),
-            user: Some(session.user),
-            message: None,
-        }),
-        Err((code, msg)) => fail(code, msg),
-    }
+    docking_answer(login)
 }
 
 fn form_fields(body: &str) -> Map<String, Value> {
@@ -299,26 +445,47 @@ mod tests {
     }
 
     #[test]
-    fn login_needs_an_issued_sign_and_keeps_ids_stable() {
+    fn ids_are_stable_per_app_and_account_and_sessions_end() {
         let mut a = AccountBook::default();
-        assert_eq!(
-            a.login("nope", "x", None, None, |_| false).unwrap_err().0,
-            2
-        );
-        let s = a.sign("app");
         let (sid, first) = a
-            .login(&s, "alice", None, None, |id| id == FIRST_USER_ID)
+            .login("app", "alice", None, None, |id| id == FIRST_USER_ID)
             .unwrap();
         assert_eq!(
             first.user.id,
             Some(FIRST_USER_ID + 1),
             "reserved ids are skipped"
         );
-        let (_, again) = a.login(&s, "alice", None, None, |_| false).unwrap();
+        let (_, again) = a.login("app", "alice", None, None, |_| false).unwrap();
         assert_eq!(again.user.id, first.user.id);
+        let (_, other) = a
+            .login("other-app", "alice", None, None, |_| false)
+            .unwrap();
+        assert_ne!(
+            other.user.id, first.user.id,
+            "another app's alice is someone else"
+        );
         assert!(a.session(&sid).is_some());
         assert!(a.logout(&sid));
         assert!(a.session(&sid).is_none());
-        assert_eq!(a.login(&s, " ", None, None, |_| false).unwrap_err().0, 4);
+        assert_eq!(a.login("app", " ", None, None, |_| false).unwrap_err().0, 4);
+        a.session_ttl = Duration::ZERO;
+        let (expired, _) = a.login("app", "bob", None, None, |_| false).unwrap();
+        assert!(a.session(&expired).is_none(), "expired");
+    }
+
+    #[test]
+    fn signs_need_a_known_app_and_its_secret() {
+        let auth = AuthState::new(
+            Arc::default(),
+            vec![AppCredentials {
+                app_id: "web".into(),
+                secret: "web-secret".into(),
+            }],
+            None,
+            HashSet::new(),
+        );
+        assert!(auth.app_may_sign("web", "web-secret"));
+        assert!(!auth.app_may_sign("web", "wrong"));
+        assert!(!auth.app_may_sign("nope", "web-secret"));
     }
 }

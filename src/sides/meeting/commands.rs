@@ -29,7 +29,7 @@ use tracing::info;
 use super::calls::PLATFORM;
 use super::events::{group_id, party};
 use super::outbox::push_outbox;
-use super::registrar::Conn;
+use super::registrar::{Conn, Kick};
 use super::room::RoomCmd;
 use super::switchboard::{AttachError, Switchboard};
 use crate::hub::command::BoxFuture;
@@ -130,7 +130,10 @@ impl Switchboard {
         let st = self.state();
         let r = st.registry.get(user).ok_or(CommandError::NotOnline)?;
         // A kick already queued is as good as this one.
-        let _ = r.kick.try_send(reason);
+        let _ = r.kick.try_send(Kick {
+            reason,
+            end_session: true,
+        });
         Ok(Delivered {
             terminal: r.conn.to_string(),
         })
@@ -138,9 +141,10 @@ impl Switchboard {
 
     /// Ends a kicked connection's session: `doEvent onKickout` with the reason, `tiren` to its
     /// room (and out of it), calls ended, SID logged out. The socket task closes it after.
-    pub async fn kick_out(self: &Arc<Self>, conn: &mut Conn, reason: &str) {
+    pub async fn kick_out(self: &Arc<Self>, conn: &mut Conn, kick: &Kick) {
+        let reason = kick.reason.as_str();
         let Some(me) = conn.user else { return };
-        info!(user = me, %reason, "meeting user kicked out by a platform");
+        info!(user = me, %reason, "meeting user's connection ended from outside");
         let bye = Push::Event(push::Evented {
             from: push::From {
                 own_user_id: PLATFORM,
@@ -153,6 +157,11 @@ impl Switchboard {
             data: None,
         });
         push_outbox(&conn.outbox, bye.to_value());
+        if !kick.end_session {
+            // Registered again elsewhere: this connection just goes (the socket task closes
+            // and disconnects it; what is the user's now stays with the newer connection).
+            return;
+        }
         let room = conn.room.take();
         let handle = room.and_then(|r| self.room(r));
         if let (Some(room), Some(h)) = (room, handle) {
@@ -208,6 +217,8 @@ impl Switchboard {
                 "{user} is already being invited into room {room}"
             )));
         }
+        // The invited user may enter the room.
+        st.rooms.invite(room, user);
         let now = Instant::now();
         let mut call = Call::new(PLATFORM, user, room, self.config.no_answer_timeout(), now);
         let _ = call.invite(now);

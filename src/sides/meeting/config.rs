@@ -24,6 +24,14 @@ pub struct MeetingConfig {
     pub answer_delay_ms: u64,
     /// Most members in one room (the spec's newAppRoom allows 200).
     pub max_room_members: usize,
+    /// Most rooms open at once (each holds a UDP port).
+    pub max_rooms: usize,
+    /// Most rooms one user may have open.
+    pub max_rooms_per_user: usize,
+    /// Most calls one user may have ringing or connected at once.
+    pub max_calls_per_user: usize,
+    /// Most `/rtcpeer` connections at once.
+    pub max_connections: usize,
     /// Apps allowed to get a signature: `appId` and `secret`.
     pub apps: Vec<AppCredentials>,
     /// User ids that stand for PTT channels.
@@ -46,6 +54,10 @@ impl Default for MeetingConfig {
             ring_delay_ms: 200,
             answer_delay_ms: 800,
             max_room_members: 200,
+            max_rooms: 500,
+            max_rooms_per_user: 10,
+            max_calls_per_user: 10,
+            max_connections: 2_000,
             apps: Vec::new(),
             dial_in: Vec::new(),
             number_base: None,
@@ -144,6 +156,19 @@ impl MeetingConfig {
                 "meeting.max_room_members".into(),
                 "must be between 2 and 10000".into(),
             ));
+        }
+        for (key, value, max) in [
+            ("max_rooms", self.max_rooms, 20_000),
+            ("max_rooms_per_user", self.max_rooms_per_user, 1_000),
+            ("max_calls_per_user", self.max_calls_per_user, 1_000),
+            ("max_connections", self.max_connections, 100_000),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(invalid(
+                    format!("meeting.{key}"),
+                    format!("must be between 1 and {max}"),
+                ));
+            }
         }
         let mut ids = std::collections::HashSet::new();
         for (i, d) in self.dial_in.iter().enumerate() {

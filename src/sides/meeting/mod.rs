@@ -65,17 +65,19 @@ impl MeetingSide {
         config: config::MeetingConfig,
         ptt: &crate::sides::ptt::PttSide,
         bus: Arc<crate::hub::EventBus>,
+        store: Option<crate::storage::Store>,
     ) -> Self {
         let dial = DialPlan::new(&config, ptt);
         let app = ptt
             .accounts
             .first()
             .map_or_else(|| "default".to_owned(), |a| a.app.clone());
-        let auth = Arc::new(AuthState {
-            accounts: Arc::default(),
-            apps: config.apps.clone(),
-            reserved: dial.ids(),
-        });
+        let auth = Arc::new(AuthState::new(
+            Arc::default(),
+            config.apps.clone(),
+            store,
+            dial.ids(),
+        ));
         let switchboard = Switchboard::new(
             config,
             dial,
@@ -94,7 +96,12 @@ impl MeetingSide {
 impl crate::sides::Side for MeetingSide {
     fn start(ctx: &crate::sides::SideContext<'_>) -> anyhow::Result<Arc<Self>> {
         let ptt = ctx.ptt.clone().unwrap_or_default();
-        let side = Self::new(ctx.config.meeting.clone(), &ptt, ctx.bus.clone());
+        let side = Self::new(
+            ctx.config.meeting.clone(),
+            &ptt,
+            ctx.bus.clone(),
+            Some(ctx.platform.store.clone()),
+        );
         // Dial-in links are recorded in the platform's call records.
         let _ = side.switchboard.records.set(ctx.platform.calls.clone());
         Ok(Arc::new(side))
@@ -104,22 +111,31 @@ impl crate::sides::Side for MeetingSide {
         crate::hub::Side::Meeting
     }
 
-    /// The operator's routes always, the RTCPeer server's in server mode.
-    fn routes(&self, _shutdown: &watch::Receiver<bool>) -> Router {
+    /// The operator's routes always, the RTCPeer server's in server mode (authenticated by
+    /// the app's sign and the user's SID).
+    fn routes(&self, _shutdown: &watch::Receiver<bool>) -> crate::sides::SideRoutes {
         let sb = self.switchboard.clone();
-        let mut r = Router::new()
+        let operator = Router::new()
             .route("/meeting/links", get(operator::links))
             .route("/meeting/links/{dial_in}/hangup", post(operator::hang_up))
-            .with_state(sb.clone());
-        if sb.config.enabled {
-            r = r.route("/rtcpeer", get(ws::upgrade).with_state(sb)).merge(
+            .with_state(sb.clone())
+            .merge(
                 Router::new()
-                    .route("/app/getSign", get(auth::get_sign))
-                    .route("/app/account", post(auth::account))
+                    .route("/api/meeting/login", post(auth::operator_login))
                     .with_state(self.auth.clone()),
             );
+        let mut public = Router::new();
+        if sb.config.enabled {
+            public = public
+                .route("/rtcpeer", get(ws::upgrade).with_state(sb))
+                .merge(
+                    Router::new()
+                        .route("/app/getSign", get(auth::get_sign))
+                        .route("/app/account", post(auth::account))
+                        .with_state(self.auth.clone()),
+                );
         }
-        r
+        crate::sides::SideRoutes { public, operator }
     }
 
     fn health(&self) -> Value {

@@ -26,6 +26,8 @@ impl Refusal {
             code::CONFLICT => "conflict",
             code::BAD_SDP => "bad_sdp",
             code::FAILED => "failed",
+            code::FORBIDDEN => "forbidden",
+            code::TOO_MANY => "too_many",
             _ => "other",
         }
     }

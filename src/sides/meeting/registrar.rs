@@ -18,8 +18,18 @@ pub struct Registered {
     pub outbox: Outbox,
     /// The device type it registered with.
     pub device_type: Option<String>,
-    /// Ends the connection (platform kickout) with a reason.
-    pub kick: mpsc::Sender<String>,
+    /// Ends the connection (a platform's kickout, or the user registering elsewhere).
+    pub kick: mpsc::Sender<Kick>,
+}
+
+/// Why a connection is being ended from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kick {
+    /// What the client is told (`doEvent onKickout`'s reason).
+    pub reason: String,
+    /// Also end its session (SID): a platform's kickout does; a newer registration of the same
+    /// user does not (it may be using the same session).
+    pub end_session: bool,
 }
 
 /// Registered users by id (a user registers from one connection at a time; the last wins).
@@ -87,10 +97,10 @@ pub struct Conn {
     pub room: Option<Id>,
     /// The SID it registered with (a kickout ends that session).
     pub sid: Option<String>,
-    /// Kickouts of this connection (platform): the reason. The socket task ends it.
-    pub kicked: mpsc::Receiver<String>,
+    /// Kickouts of this connection. The socket task ends it.
+    pub kicked: mpsc::Receiver<Kick>,
     /// The sending end handed to the registry.
-    pub(super) kick: mpsc::Sender<String>,
+    pub(super) kick: mpsc::Sender<Kick>,
 }
 
 impl Conn {

@@ -1,41 +1,56 @@
-//! The room directory: every open room by id, and the ids handed to new rooms.
+//! The room directory: every open room by id, who owns it and who may enter it, and the ids
+//! handed to new rooms. Room ids are random (not the next number): an id seen once says
+//! nothing about the others, and knowing one is not enough to enter — only the room's owner
+//! and those invited into it (by a call or a platform) may.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rtcpeer::id::Id;
 
 use super::room::RoomHandle;
 
-/// Room ids start after this (the first room is 600).
-const FIRST_ROOM: Id = 600;
+/// Room ids are drawn from this range (nine digits: fits any JSON number).
+const IDS: std::ops::RangeInclusive<Id> = 100_000_000..=999_999_999;
+/// Most users invited into one room (beyond: the oldest invitations are not kept).
+const MAX_INVITED: usize = 1024;
 
-/// Open rooms by id.
+/// One open room.
 #[derive(Debug)]
-pub struct RoomDirectory {
-    rooms: HashMap<Id, RoomHandle>,
-    next: Id,
+struct Entry {
+    handle: RoomHandle,
+    owner: Id,
+    invited: HashSet<Id>,
 }
 
-impl Default for RoomDirectory {
-    fn default() -> Self {
-        Self {
-            rooms: HashMap::new(),
-            next: FIRST_ROOM,
-        }
-    }
+/// Open rooms by id.
+#[derive(Debug, Default)]
+pub struct RoomDirectory {
+    rooms: HashMap<Id, Entry>,
 }
 
 impl RoomDirectory {
-    /// The id for the next room.
+    /// A fresh id for the next room (random, unused).
     pub fn next_id(&mut self) -> Id {
-        let id = self.next;
-        self.next += 1;
-        id
+        use rand::Rng;
+        let mut rng = rand::rng();
+        loop {
+            let id = rng.random_range(IDS);
+            if !self.rooms.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
-    /// Lists an opened room.
-    pub fn insert(&mut self, id: Id, handle: RoomHandle) {
-        self.rooms.insert(id, handle);
+    /// Lists an opened room owned by `owner`.
+    pub fn insert(&mut self, id: Id, owner: Id, handle: RoomHandle) {
+        self.rooms.insert(
+            id,
+            Entry {
+                handle,
+                owner,
+                invited: HashSet::new(),
+            },
+        );
     }
 
     /// A room stopped.
@@ -45,12 +60,33 @@ impl RoomDirectory {
 
     /// The handle of room `id`.
     pub fn get(&self, id: Id) -> Option<&RoomHandle> {
-        self.rooms.get(&id)
+        self.rooms.get(&id).map(|e| &e.handle)
     }
 
     /// Whether room `id` is open.
     pub fn contains(&self, id: Id) -> bool {
         self.rooms.contains_key(&id)
+    }
+
+    /// `user` may enter room `id` from now on (called into it).
+    pub fn invite(&mut self, id: Id, user: Id) {
+        if let Some(e) = self.rooms.get_mut(&id)
+            && (e.invited.len() < MAX_INVITED || e.invited.contains(&user))
+        {
+            e.invited.insert(user);
+        }
+    }
+
+    /// Whether `user` may enter room `id`: its owner, or invited.
+    pub fn may_enter(&self, id: Id, user: Id) -> bool {
+        self.rooms
+            .get(&id)
+            .is_some_and(|e| e.owner == user || e.invited.contains(&user))
+    }
+
+    /// Rooms `owner` has open.
+    pub fn owned_by(&self, owner: Id) -> usize {
+        self.rooms.values().filter(|e| e.owner == owner).count()
     }
 
     /// How many rooms are open.

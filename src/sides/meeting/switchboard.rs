@@ -31,7 +31,7 @@ use super::dial::{DialPlan, DialTarget, Lines};
 use super::events::{Publisher, group_id, party};
 use super::outbox::Outbox;
 use super::refusal::Refusal;
-use super::registrar::{Conn, Registered, Registry};
+use super::registrar::{Conn, Kick, Registered, Registry};
 use super::room::{self, LinkSetup, RoomCmd, RoomConfig, RoomHandle, RoomHost};
 use super::rooms::RoomDirectory;
 use crate::hub::calls::CallCounters;
@@ -83,6 +83,8 @@ pub struct Switchboard {
     dial: DialPlan,
     state: Mutex<State>,
     next_conn: AtomicU64,
+    /// `/rtcpeer` connections open now.
+    open: std::sync::atomic::AtomicUsize,
     /// Wakes the timer task when the calls change.
     timers: Arc<Notify>,
     /// Call records of dial-in links, once the side has the platform's (at start).
@@ -116,6 +118,7 @@ impl Switchboard {
                 ..State::default()
             }),
             next_conn: AtomicU64::new(1),
+            open: std::sync::atomic::AtomicUsize::new(0),
             timers: Arc::new(Notify::new()),
             records: OnceLock::new(),
         });
@@ -145,14 +148,21 @@ impl Switchboard {
         }
     }
 
+    /// `/rtcpeer` connections open now.
+    pub fn connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
     /// A new connection.
     pub fn connect(&self, outbox: Outbox) -> Conn {
+        self.open.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("pttbridge_meeting_connections").increment(1.0);
         Conn::new(self.next_conn.fetch_add(1, Ordering::Relaxed), outbox)
     }
 
     /// Connection count bookkeeping when a socket task ends.
     pub fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("pttbridge_meeting_connections").decrement(1.0);
     }
 
@@ -238,6 +248,14 @@ impl Switchboard {
                     return Err(Refusal::new(
                         code::FAILED,
                         "userId is not the registered user",
+                    ));
+                }
+                // Only this connection's own session: another user's SID is not the caller's
+                // to end.
+                if conn.sid.as_deref() != Some(r.sid.as_str()) {
+                    return Err(Refusal::new(
+                        code::FORBIDDEN,
+                        "SID is not this connection's session",
                     ));
                 }
                 self.accounts.lock().logout(&r.sid);
@@ -333,10 +351,16 @@ impl Switchboard {
         if let Some(old) = old
             && old.conn != conn.id
         {
+            // The same user signed in again (its app vouched for it anew): one registration
+            // per user, so the older connection is told why and closed.
             info!(
                 user,
-                "registered again from another connection; the old one is no longer called"
+                "registered again from another connection; the older one is closed"
             );
+            let _ = old.kick.try_send(Kick {
+                reason: "registered again from another connection".into(),
+                end_session: false,
+            });
         }
         conn.user = Some(user);
         metrics::gauge!("pttbridge_meeting_registered").set(st.registry.len() as f64);
@@ -354,7 +378,32 @@ impl Switchboard {
             return Err(Refusal::new(code::BAD_FIELDS, "name must not be empty"));
         }
         let limit = limit.clamp(2, self.config.max_room_members as i64);
-        let id = self.state().rooms.next_id();
+        let id = {
+            let mut st = self.state();
+            if st.rooms.len() >= self.config.max_rooms {
+                metrics::counter!("pttbridge_meeting_limited_total", "limit" => "rooms")
+                    .increment(1);
+                return Err(Refusal::new(
+                    code::TOO_MANY,
+                    format!(
+                        "the bridge has {} rooms open (meeting.max_rooms): try later",
+                        self.config.max_rooms
+                    ),
+                ));
+            }
+            if st.rooms.owned_by(owner) >= self.config.max_rooms_per_user {
+                metrics::counter!("pttbridge_meeting_limited_total", "limit" => "rooms_per_user")
+                    .increment(1);
+                return Err(Refusal::new(
+                    code::TOO_MANY,
+                    format!(
+                        "you have {} rooms open (meeting.max_rooms_per_user): finish one first",
+                        self.config.max_rooms_per_user
+                    ),
+                ));
+            }
+            st.rooms.next_id()
+        };
         let info = Room {
             id: Some(id),
             name: Some(name),
@@ -372,7 +421,7 @@ impl Switchboard {
                 format!("cannot open the room's media port: {e}"),
             )
         })?;
-        self.state().rooms.insert(id, handle);
+        self.state().rooms.insert(id, owner, handle);
         metrics::counter!("pttbridge_meeting_rooms_total").increment(1);
         Ok(id)
     }
@@ -384,14 +433,27 @@ impl Switchboard {
         room_id: Id,
         username: Option<String>,
     ) -> Result<reply::Entered, Refusal> {
-        let handle = self
-            .room(room_id)
-            .ok_or_else(|| Refusal::new(code::NOT_FOUND, format!("no room {room_id}")))?;
+        let handle = {
+            let st = self.state();
+            let handle = st.rooms.get(room_id).cloned();
+            // An unknown room and a closed one answer alike: room ids cannot be probed.
+            match handle {
+                Some(h) if st.rooms.may_enter(room_id, me) => h,
+                _ => {
+                    metrics::counter!("pttbridge_auth_failures_total", "surface" => "rtcpeer", "reason" => "room").increment(1);
+                    return Err(Refusal::new(
+                        code::FORBIDDEN,
+                        format!("room {room_id}: no such room, or you were not invited into it"),
+                    ));
+                }
+            }
+        };
         if let Some(old) = conn.room.take()
             && let Some(h) = self.room(old)
         {
             let _ = h.try_send(RoomCmd::Leave {
                 client: me,
+                conn: conn.id,
                 reason: "entered another room",
             });
         }
@@ -407,6 +469,7 @@ impl Switchboard {
         handle
             .send(RoomCmd::Enter {
                 client: client.clone(),
+                conn: conn.id,
                 outbox: Some(conn.outbox.clone()),
                 reply: tx,
             })
@@ -431,10 +494,20 @@ impl Switchboard {
         );
     }
 
-    /// The connection closed (or logged out): leave its room, end its calls, unregister.
+    /// The connection closed (or logged out): leave its room, end its calls, unregister. A
+    /// connection its user has since registered from elsewhere only leaves what is still its
+    /// own: the user's calls now belong to the newer connection.
     pub async fn disconnect(self: &Arc<Self>, conn: &mut Conn) {
         // Calls end first (reason `gone`), then the room sees the member leave.
-        self.end_calls_of(conn);
+        let current = conn.user.is_some_and(|me| {
+            self.state()
+                .registry
+                .get(me)
+                .is_some_and(|r| r.conn == conn.id)
+        });
+        if current {
+            self.end_calls_of(conn);
+        }
         if let Some(room) = conn.room.take()
             && let Some(h) = self.room(room)
             && let Some(me) = conn.user
@@ -442,6 +515,7 @@ impl Switchboard {
             let _ = h
                 .send(RoomCmd::Leave {
                     client: me,
+                    conn: conn.id,
                     reason: "disconnected",
                 })
                 .await;
@@ -514,8 +588,23 @@ impl Switchboard {
             return Err(Refusal::new(code::CONFLICT, "cannot call yourself"));
         }
         let mut st = self.state();
-        if !st.rooms.contains(room) {
-            return Err(Refusal::new(code::NOT_FOUND, format!("no room {room}")));
+        // Only a room one may enter can be called into.
+        if !st.rooms.may_enter(room, me) {
+            return Err(Refusal::new(
+                code::FORBIDDEN,
+                format!("room {room}: no such room, or you were not invited into it"),
+            ));
+        }
+        if st.calls.of(me).len() >= self.config.max_calls_per_user {
+            metrics::counter!("pttbridge_meeting_limited_total", "limit" => "calls_per_user")
+                .increment(1);
+            return Err(Refusal::new(
+                code::TOO_MANY,
+                format!(
+                    "you have {} calls going (meeting.max_calls_per_user)",
+                    self.config.max_calls_per_user
+                ),
+            ));
         }
         let dial = self.dial.get(target).cloned();
         if dial.is_none() && !st.registry.contains(target) {
@@ -536,6 +625,8 @@ impl Switchboard {
         let _ = call.invite(now);
         let id = st.calls.add(call);
         st.signal(id, 1);
+        // The called user may enter the room it is called into.
+        st.rooms.invite(room, target);
         metrics::counter!("pttbridge_meeting_calls_total", "kind" => if dial.is_some() { "dial_in" } else { "relay" }).increment(1);
         self.events.room(
             EventKind::CallRinging,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use rtcpeer::frame::MAX_FRAME;
 use rtcpeer::{Frame, Request, reply};
@@ -23,8 +23,16 @@ const PING_EVERY: Duration = Duration::from_secs(2);
 /// …and drops one it has heard nothing from (no frame, no pong) for this long.
 const SILENCE: Duration = Duration::from_secs(8);
 
-/// Upgrades `GET /rtcpeer`.
+/// Upgrades `GET /rtcpeer` (503 when `meeting.max_connections` are open).
 pub async fn upgrade(State(sb): State<Arc<Switchboard>>, ws: WebSocketUpgrade) -> Response {
+    if sb.connections() >= sb.config.max_connections {
+        metrics::counter!("pttbridge_meeting_limited_total", "limit" => "connections").increment(1);
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many /rtcpeer connections (meeting.max_connections); try later\n",
+        )
+            .into_response();
+    }
     ws.max_message_size(MAX_FRAME * 2)
         .on_upgrade(move |socket| serve(sb, socket))
 }

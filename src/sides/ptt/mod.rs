@@ -171,10 +171,14 @@ impl super::Side for PttSide {
         Side::Ptt
     }
 
-    fn routes(&self, shutdown: &watch::Receiver<bool>) -> Router {
-        Router::new()
-            .route("/api/levels", get(levels::stream))
-            .with_state(levels::LevelMeter::start(self, shutdown.clone()))
+    fn routes(&self, shutdown: &watch::Receiver<bool>) -> super::SideRoutes {
+        // The levels of who talks where: the live view's, so operators' only.
+        super::SideRoutes {
+            operator: Router::new()
+                .route("/api/levels", get(levels::stream))
+                .with_state(levels::LevelMeter::start(self, shutdown.clone())),
+            ..Default::default()
+        }
     }
 
     fn health(&self) -> Value {

@@ -31,6 +31,12 @@ pub fn ptt_server_toml(id: &str, murmur: &Murmur, accounts: &[(&str, &str)]) -> 
     t
 }
 
+/// The operator token every test bridge is started with (`[operator] token`).
+pub const OPERATOR_TOKEN: &str = "testkit-operator-token-0001";
+
+/// The `Authorization` header of [`OPERATOR_TOKEN`].
+pub const OPERATOR: (&str, &str) = ("Authorization", "Bearer testkit-operator-token-0001");
+
 /// A running bridge. Killed on drop.
 pub struct Bridge {
     child: Child,
@@ -40,8 +46,9 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Runs `bin run --config` with `config` plus an `[http]` table on a free port and
-    /// JSON logs, and waits until `/healthz` answers.
+    /// Runs `bin run --config` with `config` plus an `[http]` table on a free port, an
+    /// `[operator]` token ([`OPERATOR_TOKEN`], which this handle presents on every request) and
+    /// debug logs, and waits until `/healthz` answers.
     pub fn start(bin: impl AsRef<Path>, config: &str) -> Bridge {
         Self::start_at(bin, config, ([127, 0, 0, 1], peers::free_port()).into())
     }
@@ -51,7 +58,7 @@ impl Bridge {
     pub fn start_at(bin: impl AsRef<Path>, config: &str, addr: SocketAddr) -> Bridge {
         let dir = tempfile::tempdir().expect("temp dir");
         let full = format!(
-            "[http]\nlisten = \"{addr}\"\n[log]\nlevel = \"info,pttbridge=debug\"\n\n{config}"
+            "[http]\nlisten = \"{addr}\"\n[log]\nlevel = \"info,pttbridge=debug\"\n[operator]\ntoken = \"{OPERATOR_TOKEN}\"\n\n{config}"
         );
         let path = dir.path().join("bridge.toml");
         std::fs::write(&path, &full).expect("write config");
@@ -98,19 +105,19 @@ impl Bridge {
         self.dir.path()
     }
 
-    /// `GET path`.
+    /// `GET path`, as an operator.
     pub fn get(&self, path: &str) -> Response {
-        http::get(self.addr, path)
-            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.logs_tail(60)))
+        self.request("GET", path, None)
     }
 
-    /// Any request with an optional JSON body.
+    /// Any request with an optional JSON body, as an operator.
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Response {
-        http::request(self.addr, method, path, body)
+        http::request_with(self.addr, method, path, body, &[OPERATOR])
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs_tail(60)))
     }
 
-    /// Any request with an optional JSON body and extra headers.
+    /// Any request with an optional JSON body and these headers only (no operator
+    /// credentials unless given): what an app or an outsider sends.
     pub fn request_with(
         &self,
         method: &str,
@@ -136,7 +143,9 @@ impl Bridge {
     ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
-            let h = http::get(self.addr, "/healthz").ok().map(|r| r.json());
+            let h = http::request_with(self.addr, "GET", "/healthz", None, &[OPERATOR])
+                .ok()
+                .map(|r| r.json());
             if let Some(h) = &h
                 && pred(h)
             {
@@ -156,7 +165,7 @@ impl Bridge {
 
     /// Subscribes to `/events` (hub events as JSON, each with `type`, `version`, `group_id`, `party`, ...).
     pub fn events(&self) -> EventQueue {
-        http::sse(self.addr, "/events")
+        http::sse_with(self.addr, "/events", &[OPERATOR])
             .unwrap_or_else(|e| panic!("/events: {e}\n{}", self.logs_tail(60)))
     }
 

@@ -129,7 +129,16 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
 /// Follows a Server-Sent Events stream: each `data:` line's JSON becomes one event of the
 /// queue (with the SSE event name added as `"sse"`), then the exit marker when it ends.
 pub fn sse(addr: SocketAddr, path: &str) -> std::io::Result<EventQueue> {
-    let s = send(addr, "GET", path, None, &[])?;
+    sse_with(addr, path, &[])
+}
+
+/// [`sse`] with extra request headers (e.g. an operator's `Authorization`).
+pub fn sse_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<EventQueue> {
+    let s = send(addr, "GET", path, None, headers)?;
     s.set_read_timeout(None)?;
     let mut r = BufReader::new(s);
     let (status, _) = read_head(&mut r)?;

@@ -75,7 +75,12 @@ mod reason {
     pub const KICKED: i64 = 4;
 }
 
-pub(crate) async fn run(side: ConsoleSide, socket: WebSocket, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    side: ConsoleSide,
+    socket: WebSocket,
+    mut shutdown: watch::Receiver<bool>,
+    addr: Option<std::net::IpAddr>,
+) {
     let id = side.0.next_conn.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("console", conn = id);
     async move {
@@ -99,6 +104,7 @@ pub(crate) async fn run(side: ConsoleSide, socket: WebSocket, mut shutdown: watc
             audio_budget: TokenBucket::new(AUDIO_MS_PER_S, AUDIO_BURST_MS),
             side: side.clone(),
             id,
+            addr,
             out,
             server: None,
             login: None,
@@ -253,6 +259,8 @@ struct Creating {
 struct Connection {
     side: ConsoleSide,
     id: u64,
+    /// Where the console connects from (failed logins are throttled per address).
+    addr: Option<std::net::IpAddr>,
     out: mpsc::Sender<Message>,
     server: Option<Arc<ServerEntry>>,
     login: Option<Login>,

@@ -34,6 +34,7 @@ impl Connection {
                     Some(Phase::Pending(_))
                 );
                 if pending {
+                    self.login_refused();
                     self.fail_login(format!(
                         "connect: the PTT server rejected the login: {reason}"
                     ))

@@ -114,10 +114,33 @@ impl Connection {
                 0,
             );
         };
+        let key = (server.ptt.id.clone(), account.clone());
+        if self.side.0.reserved.contains(&key) {
+            metrics::counter!("pttbridge_auth_failures_total", "surface" => "console", "reason" => "reserved_account").increment(1);
+            return self.reply_error(
+                Some("connect"),
+                "reserved_account",
+                format!(
+                    "connect: {account:?} is one of the bridge's own accounts on this server; a console logs in with its own"
+                ),
+                0,
+            );
+        }
+        if let Some(wait) = self.login_throttled(&key) {
+            metrics::counter!("pttbridge_auth_failures_total", "surface" => "console", "reason" => "throttled").increment(1);
+            return self.reply_error(
+                Some("connect"),
+                "login_throttled",
+                format!(
+                    "connect: too many failed logins for this account or from this address; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+                0,
+            );
+        }
         if self.login.is_some() {
             self.logout("the console logged in again").await;
         }
-        let key = (server.ptt.id.clone(), account.clone());
         {
             let mut accounts = self
                 .side
@@ -197,6 +220,34 @@ impl Connection {
                 accounts.remove(&key);
             }
             info!(account = %l.account, %why, "console logged out");
+        }
+    }
+
+    /// Limiter keys of a login: the account on its server, and the console's address.
+    fn login_keys(&self, key: &(String, String)) -> [Option<String>; 2] {
+        [
+            Some(format!("account:{}/{}", key.0, key.1)),
+            self.addr.map(|a| format!("addr:{a}")),
+        ]
+    }
+
+    /// How long logins for `key` (or from this address) are refused, if they are.
+    fn login_throttled(&self, key: &(String, String)) -> Option<std::time::Duration> {
+        let now = Instant::now();
+        self.login_keys(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.side.0.failures.check(&k, now))
+            .max()
+    }
+
+    /// The PTT server refused the console's credentials: counts towards throttling.
+    pub(super) fn login_refused(&self) {
+        let Some(l) = &self.login else { return };
+        let key = (l.server.ptt.id.clone(), l.account.clone());
+        let now = Instant::now();
+        for k in self.login_keys(&key).into_iter().flatten() {
+            self.side.0.failures.failed(k, now);
         }
     }
 

@@ -69,15 +69,20 @@ pub enum RoomCmd {
     Enter {
         /// Its client.
         client: Client,
+        /// Its signalling connection (members are one per user: the latest wins).
+        conn: u64,
         /// Where its pushes go.
         outbox: Option<Outbox>,
         /// `meeting.enter`'s reply.
         reply: oneshot::Sender<Result<Entered, Refusal>>,
     },
-    /// A member leaves without a request (disconnect, entered elsewhere).
+    /// A member leaves without a request (disconnect, entered elsewhere): only if it is
+    /// still in the room from connection `conn` (not since entered again from another).
     Leave {
         /// Client id.
         client: Id,
+        /// The connection it entered from.
+        conn: u64,
         /// Why.
         reason: &'static str,
     },
@@ -178,6 +183,7 @@ pub fn spawn(host: Arc<dyn RoomHost>, cfg: RoomConfig, info: Room) -> std::io::R
 
 struct Member {
     client: Client,
+    conn: u64,
     outbox: Option<Outbox>,
     publishing: Option<u64>,
 }
@@ -686,12 +692,21 @@ impl RoomActor {
         match cmd {
             RoomCmd::Enter {
                 client,
+                conn,
                 outbox,
                 reply,
             } => {
-                let _ = reply.send(self.enter(client, outbox));
+                let _ = reply.send(self.enter(client, conn, outbox));
             }
-            RoomCmd::Leave { client, reason } => self.leave(client, reason),
+            RoomCmd::Leave {
+                client,
+                conn,
+                reason,
+            } => {
+                if self.member(client).is_some_and(|m| m.conn == conn) {
+                    self.leave(client, reason);
+                }
+            }
             RoomCmd::Request { from, req, reply } => {
                 let r = self.request(from, req);
                 let _ = reply.send(r);
@@ -717,7 +732,12 @@ impl RoomActor {
         }
     }
 
-    fn enter(&mut self, client: Client, outbox: Option<Outbox>) -> Result<Entered, Refusal> {
+    fn enter(
+        &mut self,
+        client: Client,
+        conn: u64,
+        outbox: Option<Outbox>,
+    ) -> Result<Entered, Refusal> {
         let id = client.id.unwrap_or_default();
         let limit = self.info.number_limit.unwrap_or(200) as usize;
         if self.member(id).is_some() {
@@ -739,6 +759,7 @@ impl RoomActor {
         self.push_all(&Push::EnterRoom(self.presence(client.clone(), None)), None);
         self.members.push(Member {
             client: client.clone(),
+            conn,
             outbox,
             publishing: None,
         });
@@ -773,6 +794,19 @@ impl RoomActor {
         }
     }
 
+    /// Only the room's owner may end it or moderate others (a compere is the meeting-spec
+    /// issue's; the rule here is who created the room).
+    fn owner_only(&self, from: Id, what: &str) -> Result<(), Refusal> {
+        if self.info.owner_id == Some(from) {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                code::FORBIDDEN,
+                format!("only the room's owner may {what}"),
+            ))
+        }
+    }
+
     fn linked(&self, id: Id) -> bool {
         self.link.as_ref().is_some_and(|l| l.dial == id)
     }
@@ -788,6 +822,7 @@ impl RoomActor {
                 Ok(reply::ok(module, method))
             }
             Request::Finish => {
+                self.owner_only(from, "finish the room")?;
                 self.push_all(
                     &Push::Finish(push::Finished {
                         room_id: self.id,
@@ -890,6 +925,7 @@ impl RoomActor {
                 Ok(reply::ok(module, method))
             }
             Request::MuteMsg(m) => {
+                self.owner_only(from, "mute other members")?;
                 if m.room_id != self.id {
                     return Err(Refusal::new(
                         code::CONFLICT,
@@ -914,6 +950,7 @@ impl RoomActor {
                 Ok(reply::ok(module, method))
             }
             Request::MuteAll(m) => {
+                self.owner_only(from, "mute everyone")?;
                 self.push_all(
                     &Push::MuteAll(push::Muted {
                         user_id: from,
@@ -926,6 +963,7 @@ impl RoomActor {
                 Ok(reply::ok(module, method))
             }
             Request::KickOut(k) => {
+                self.owner_only(from, "kick members out")?;
                 let is_link = self.linked(k.user_id);
                 if !is_link && self.member(k.user_id).is_none() {
                     return Err(Refusal::new(
