@@ -18,6 +18,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use logsafe::esc;
 use rtcpeer::call::Call;
 use rtcpeer::id::Id;
 use rtcpeer::push::{self, Push};
@@ -140,7 +141,7 @@ impl Switchboard {
     /// room (and out of it), calls ended, SID logged out. The socket task closes it after.
     pub async fn kick_out(self: &Arc<Self>, conn: &mut Conn, reason: &str) {
         let Some(me) = conn.user else { return };
-        info!(user = me, %reason, "meeting user kicked out by a platform");
+        info!(user = me, reason = %esc(reason), "meeting user kicked out by a platform");
         let bye = Push::Event(push::Evented {
             from: push::From {
                 own_user_id: PLATFORM,

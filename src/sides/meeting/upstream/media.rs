@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use logsafe::esc;
 use media::arena::PacketArena;
 use media::g711::Law;
 use rtcpeer::id::Id;
@@ -288,7 +289,7 @@ impl Actor {
             }
             MediaCmd::Answer { key, sdp } => {
                 if let Err(e) = self.answer(key, &sdp) {
-                    warn!(?key, error = %e, "the server's answer cannot be used");
+                    warn!(?key, error = %esc(&e), "the server's answer cannot be used");
                     self.peers.remove(&key, &mut send);
                     if key.is_none() {
                         let _ = self
