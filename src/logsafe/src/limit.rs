@@ -93,6 +93,11 @@ impl RateLimit {
         Self::new(what, Level::WARN, PER_WINDOW, WINDOW)
     }
 
+    /// [`PER_WINDOW`] info lines per [`WINDOW`].
+    pub const fn info(what: &'static str) -> Self {
+        Self::new(what, Level::INFO, PER_WINDOW, WINDOW)
+    }
+
     /// [`PER_WINDOW`] debug lines per [`WINDOW`].
     pub const fn debug(what: &'static str) -> Self {
         Self::new(what, Level::DEBUG, PER_WINDOW, WINDOW)
