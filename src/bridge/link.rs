@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use logsafe::esc;
 use media::Channels;
 use media::g711::Law;
 use media::group::{GroupConfig, MixGroup, OutPacket};
@@ -409,7 +410,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
                 self.stop_sending();
             }
             Decision::Denied { .. } => {
-                debug!(talker = %party.name, "PTT user talks over the group")
+                debug!(talker = %esc(&party.name), "PTT user talks over the group")
             }
             _ => {}
         }
