@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use logsafe::esc;
+use logsafe::{RateLimit, esc};
 use media::arena::PacketArena;
 use media::g711::Law;
 use rtcpeer::id::Id;
@@ -478,7 +478,12 @@ async fn read_datagrams(
                         .increment(1);
                 }
             }
-            Err(e) => debug!(error = %e, "UDP receive error"),
+            Err(e) => {
+                static UDP_ERROR: RateLimit = RateLimit::debug("UDP receive error");
+                if UDP_ERROR.allow() {
+                    debug!(error = %e, "UDP receive error");
+                }
+            }
         }
     }
 }
