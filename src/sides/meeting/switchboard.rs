@@ -165,7 +165,7 @@ impl Switchboard {
             Err(r) => {
                 metrics::counter!("pttbridge_meeting_errors_total", "kind" => r.kind())
                     .increment(1);
-                static REFUSED: RateLimit = RateLimit::debug("request refused");
+                static REFUSED: RateLimit = RateLimit::debug("request refused (meeting)");
                 if REFUSED.allow() {
                     debug!(module, method, code = r.0, msg = %esc(&r.1), "request refused");
                 }

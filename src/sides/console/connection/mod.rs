@@ -396,7 +396,7 @@ impl Connection {
         call: u64,
     ) {
         error_metric(kind);
-        static REFUSED: RateLimit = RateLimit::debug("request refused");
+        static REFUSED: RateLimit = RateLimit::debug("request refused (console)");
         if REFUSED.allow() {
             debug!(kind, message = %esc(&message), "request refused");
         }

@@ -223,7 +223,7 @@ impl RoomActor {
                     }
                     Err(e) => {
                         // ICMP errors (port unreachable) a peer can provoke at will.
-                        static UDP_ERROR: RateLimit = RateLimit::debug("UDP receive error");
+                        static UDP_ERROR: RateLimit = RateLimit::debug("UDP receive error (room)");
                         if UDP_ERROR.allow() {
                             debug!(error = %e, "UDP receive error");
                         }

@@ -479,7 +479,8 @@ async fn read_datagrams(
                 }
             }
             Err(e) => {
-                static UDP_ERROR: RateLimit = RateLimit::debug("UDP receive error");
+                static UDP_ERROR: RateLimit =
+                    RateLimit::debug("UDP receive error (client-mode call)");
                 if UDP_ERROR.allow() {
                     debug!(error = %e, "UDP receive error");
                 }
