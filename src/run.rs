@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use logsafe::esc;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -142,17 +143,35 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
     }
     Ok(store)
 }
+/// How much of an event's detail (JSON) the event log shows.
+const EVENT_DETAIL_BYTES: usize = 200;
 /// How long open connections get to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// Every hub event goes to the log at debug level (and `info` for the interesting ones).
+/// Every hub event goes to the log at debug level (target `pttbridge::events`), one short line:
+/// what a peer wrote (chat text, names, reasons) escaped and cut off, so neither a forged line
+/// nor a 100 KB chat message reaches the log whole.
 fn log_events(bus: &EventBus) {
     let mut rx = bus.subscribe();
     tokio::spawn(async move {
         loop {
             match rx.recv().await {
                 Ok(ev) => {
-                    info!(target: "pttbridge::events", event = %serde_json::to_string(&ev).unwrap_or_default())
+                    let (side, id, name) = ev.party.as_ref().map_or(("", "", ""), |p| {
+                        (p.side.as_str(), p.id.as_str(), p.name.as_str())
+                    });
+                    let colon = if side.is_empty() { "" } else { ":" };
+                    tracing::debug!(
+                        target: "pttbridge::events",
+                        kind = ev.kind.as_str(),
+                        app = %esc(&ev.app_id).limit(64),
+                        version = ev.version,
+                        group = %esc(&ev.group_id).limit(128),
+                        party = %format_args!("{side}{colon}{}", esc(id).limit(64)),
+                        name = %esc(name).limit(64),
+                        detail = %esc(&ev.detail).limit(EVENT_DETAIL_BYTES),
+                        "event"
+                    )
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "event log fell behind");

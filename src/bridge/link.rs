@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use logsafe::{RateLimit, esc};
 use media::Channels;
 use media::g711::Law;
 use media::group::{GroupConfig, MixGroup, OutPacket};
@@ -341,7 +342,11 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         };
         if let Err(e) = m.push(law, ts, payload, level, now_us) {
             self.metrics.transcode_errors.increment(1);
-            debug!(error = %e, "group member packet not taken");
+            // A member can send bad packets as fast as it likes.
+            static NOT_TAKEN: RateLimit = RateLimit::debug("group member packet not taken");
+            if NOT_TAKEN.allow() {
+                debug!(error = %esc(&e), "group member packet not taken");
+            }
         }
     }
 
@@ -440,7 +445,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
                 self.stop_sending();
             }
             Decision::Denied { .. } => {
-                debug!(talker = %party.name, "PTT user talks over the group")
+                debug!(talker = %esc(&party.name), "PTT user talks over the group")
             }
             _ => {}
         }
@@ -599,7 +604,11 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
             self.g711_out.idle();
         } else if let Err(e) = self.g711_out.encode(out.listener_pcm, mu, a) {
             self.metrics.transcode_errors.increment(1);
-            debug!(error = %e, "PTT audio not transcoded to G.711");
+            static NOT_TRANSCODED: RateLimit =
+                RateLimit::debug("PTT audio not transcoded to G.711");
+            if NOT_TRANSCODED.allow() {
+                debug!(error = %esc(&e), "PTT audio not transcoded to G.711");
+            }
         } else {
             for law in [Law::Mu, Law::A] {
                 if let Some(p) = self.g711_out.payload(law) {

@@ -22,6 +22,7 @@ use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMes
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
+use logsafe::esc;
 use serde::Serialize;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use tracing::{Instrument, info, info_span, warn};
@@ -180,7 +181,7 @@ impl Sink {
                             metrics::counter!("pttbridge_nats_reconnects_total").increment(1);
                             warn!("NATS disconnected; holding events in the outbox");
                         }
-                        other => info!(event = %other, "NATS"),
+                        other => info!(event = %esc(&other), "NATS"),
                     }
                 }
             }
@@ -266,7 +267,7 @@ impl Sink {
                         }
                         Err(why) => {
                             if failed.is_empty() {
-                                warn!(error = %why, version = ev.version, app = %ev.app_id, "NATS publish failed; will re-send in order");
+                                warn!(error = %esc(&why), version = ev.version, app = %esc(&ev.app_id), "NATS publish failed; will re-send in order");
                             }
                             self.stats.retried.fetch_add(1, Ordering::Relaxed);
                             metrics::counter!("pttbridge_nats_retries_total").increment(1);
@@ -346,14 +347,14 @@ impl Sink {
             })),
             Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
                 // Cannot ever succeed: count and move on rather than block the stream.
-                warn!(error = %e, "event too large for NATS; dropped");
+                warn!(error = %esc(&e), "event too large for NATS; dropped");
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("pttbridge_nats_dropped_total", "reason" => "too_large")
                     .increment(1);
                 Ok(Box::pin(async move { (ev, Ok(false)) }))
             }
             Err(e) => {
-                warn!(error = %e, version = ev.version, "NATS publish not sent");
+                warn!(error = %esc(&e), version = ev.version, "NATS publish not sent");
                 Err(ev)
             }
         }
@@ -388,12 +389,12 @@ impl Sink {
                     false
                 }
                 Err(e) => {
-                    warn!(error = %e, "JetStream stream info failed");
+                    warn!(error = %esc(&e), "JetStream stream info failed");
                     false
                 }
             },
             Err(e) => {
-                warn!(error = %e, "JetStream stream not ready yet");
+                warn!(error = %esc(&e), "JetStream stream not ready yet");
                 false
             }
         }

@@ -100,7 +100,7 @@ impl From<StoreError> for ApiError {
                 format!("{what} already exists"),
             ),
             other => {
-                warn!(error = %other, "storage error");
+                warn!(error = %logsafe::esc(&other), "storage error");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     codes::INTERNAL,
@@ -344,7 +344,7 @@ async fn create_app(
         services: check_services(&req.service)?,
     };
     state.platform.store.insert_app(&row)?;
-    info!(app_id = %row.app_id, app_name = %row.app_name, "app created");
+    info!(app_id = %logsafe::esc(&row.app_id), app_name = %logsafe::esc(&row.app_name), "app created");
     ok(Envelope::ok().merge(&with_secret(app_info(&row), secret)))
 }
 
@@ -364,7 +364,7 @@ async fn rotate_secret(
         .platform
         .store
         .set_app_secret(&row.app_id, &row.app_secret)?;
-    info!(app_id = %row.app_id, "app secret rotated");
+    info!(app_id = %logsafe::esc(&row.app_id), "app secret rotated");
     ok(Envelope::ok().merge(&with_secret(app_info(&row), secret)))
 }
 
@@ -409,7 +409,7 @@ async fn delete_app(
     let app_id = q.app_id.unwrap_or_default();
     let row = authorize(&state, &headers, &app_id)?;
     state.platform.store.delete_app(&row.app_id)?;
-    info!(app_id = %row.app_id, "app deleted");
+    info!(app_id = %logsafe::esc(&row.app_id), "app deleted");
     ok(Envelope::ok())
 }
 
@@ -539,7 +539,7 @@ async fn kickout(State(state): State<Arc<AppState>>, headers: HeaderMap, raw: By
         .execute(side, cmd)
         .await
         .map_err(command_error)?;
-    info!(app_id = %req.app_id, user_id = %req.user_id, terminal = %done.terminal, "user kicked out");
+    info!(app_id = %logsafe::esc(&req.app_id), user_id = %logsafe::esc(&req.user_id), terminal = %logsafe::esc(&done.terminal), "user kicked out");
     ok(Envelope::ok())
 }
 
@@ -568,7 +568,7 @@ async fn trans_cmd(
             Ok(d) => (0, d.terminal),
             Err(CommandError::NotOnline) => (2, String::new()),
             Err(e) => {
-                warn!(user_id = %u.user_id, error = %e, "trans-cmd not delivered");
+                warn!(user_id = %logsafe::esc(&u.user_id), error = %logsafe::esc(&e), "trans-cmd not delivered");
                 (1, String::new())
             }
         };
@@ -608,7 +608,7 @@ async fn invite(State(state): State<Arc<AppState>>, headers: HeaderMap, raw: Byt
             if let CommandError::UnknownGroup(_) = e {
                 return Err(command_error(e));
             }
-            warn!(user_id = %user, error = %e, "invite failed");
+            warn!(user_id = %logsafe::esc(&user), error = %logsafe::esc(&e), "invite failed");
             failed.push(user.clone());
         }
     }

@@ -115,7 +115,12 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
                     }
                     Err(e) => {
                         count_error(e.kind());
-                        debug!(error = %e, "EGW request refused");
+                        // Bad frames and failed logins, as often as a client likes.
+                        static REFUSED: logsafe::RateLimit =
+                            logsafe::RateLimit::debug("EGW request refused");
+                        if REFUSED.allow() {
+                            debug!(error = %logsafe::esc(&e), "EGW request refused");
+                        }
                         vec![e.reply().to_json()]
                     }
                 };
@@ -178,7 +183,10 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
             } else {
                 "heartbeat_timeout"
             };
-            info!(code, %reason, "EGW client cut off");
+            static CUT: logsafe::RateLimit = logsafe::RateLimit::info("EGW client cut off");
+            if CUT.allow() {
+                info!(code, %reason, "EGW client cut off");
+            }
             metrics::counter!("pttbridge_event_subscribers_cut_total", "sink" => "egw", "reason" => label).increment(1);
             let close = Message::Close(Some(CloseFrame {
                 code,
@@ -187,7 +195,11 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
             let _ = timeout(send_timeout, socket.send(close)).await;
         }
         End::Stuck => {
-            warn!("EGW client stopped reading; cut off");
+            static STUCK: logsafe::RateLimit =
+                logsafe::RateLimit::warn("EGW client stopped reading; cut off");
+            if STUCK.allow() {
+                warn!("EGW client stopped reading; cut off");
+            }
             metrics::counter!("pttbridge_event_subscribers_cut_total", "sink" => "egw", "reason" => "send_timeout").increment(1);
         }
     }

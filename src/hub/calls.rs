@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use logsafe::esc;
 use tracing::warn;
 
 use super::event::{Party, Side};
@@ -178,7 +179,7 @@ impl CallRecorder {
                 Some(id)
             }
             Err(e) => {
-                warn!(error = %e, group = %row.group_id, "call record lost");
+                warn!(error = %esc(&e), group = %esc(&row.group_id), "call record lost");
                 metrics::counter!("pttbridge_errors_total", "side" => "events", "kind" => "call_record")
                     .increment(1);
                 None

@@ -355,7 +355,8 @@ async def main():
         emit("error", message="login failed: %s" % e)
         sys.exit(1)
     loop = asyncio.get_event_loop()
-    reader = asyncio.StreamReader()
+    # Command lines carry whole frames (up to the server's 256 KiB limit and beyond, for tests).
+    reader = asyncio.StreamReader(limit=4 * 2**20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while True:
         line = await reader.readline()

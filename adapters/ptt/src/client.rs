@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use logsafe::{RateLimit, esc};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::net::{TcpStream, UdpSocket};
@@ -321,7 +322,7 @@ impl Driver {
                 .reconnect
                 .then(|| self.config.backoff.delay(attempt));
             attempt = attempt.saturating_add(1);
-            warn!(server = %self.config.host, port = self.config.port, %reason, ?retry_in, "PTT connection lost");
+            warn!(server = %self.config.host, port = self.config.port, reason = %esc(&reason), ?retry_in, "PTT connection lost");
             self.update_snapshot(|s| {
                 s.state = LinkState::Reconnecting {
                     reason: reason.clone(),
@@ -358,7 +359,9 @@ impl Driver {
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Shutdown) => return false,
                     Some(Command::JoinChannel(path)) => self.desired_channel = Some(path),
-                    Some(other) => debug!(?other, "dropping command while disconnected"),
+                    Some(other) => {
+                        debug!(other = %esc(format_args!("{other:?}")), "dropping command while disconnected")
+                    }
                 },
                 // Voice while disconnected is stale by the time we are back: drop it.
                 Some(_) = self.voice.recv() => {}
@@ -495,7 +498,12 @@ impl Driver {
                     continue;
                 }
                 Event::Fault { kind, detail } => {
-                    warn!(kind = kind.as_str(), %detail, "PTT protocol fault");
+                    // Garbage datagrams (a spoofed source will do) and bad messages, as many as
+                    // anyone likes to send: at most so many lines per window, process-wide.
+                    static FAULT: RateLimit = RateLimit::warn("PTT protocol fault");
+                    if FAULT.allow() {
+                        warn!(kind = kind.as_str(), detail = %esc(detail), "PTT protocol fault");
+                    }
                 }
                 Event::Synced { session: own, .. } => {
                     info!(server = %self.config.host, session = own, "PTT session synced");

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use logsafe::esc;
 use ptt::client::{self, ClientConfig, ClientEvent, ClientHandle, Command, LinkState};
 use ptt::proto;
 use ptt::session::Event;
@@ -162,7 +163,7 @@ struct Task {
 fn finish(job: Job, result: Result<(), String>) {
     job.outstanding.fetch_sub(1, Ordering::SeqCst);
     if let Err(e) = &result {
-        debug!(action = ?job.action, error = %e, "admin action failed");
+        debug!(action = ?job.action, error = %esc(&e), "admin action failed");
     }
     if let Some(tx) = job.reply {
         // A console that is gone or not reading does not hold up the others.
@@ -285,7 +286,7 @@ impl Task {
                 );
             }
             ClientEvent::Session(Event::PermissionDenied { reason }) => {
-                warn!(%reason, "PTT server denied the admin account");
+                warn!(reason = %esc(&reason), "PTT server denied the admin account");
                 if let Some(p) = self.pending.pop_front() {
                     let needs = match p.job.action {
                         Action::Move { .. } => "moving the terminal: the admin account needs Move",
@@ -300,7 +301,7 @@ impl Task {
                 }
             }
             ClientEvent::Session(Event::Rejected { reason }) => {
-                warn!(%reason, "PTT server rejected the admin account");
+                warn!(reason = %esc(&reason), "PTT server rejected the admin account");
             }
             ClientEvent::Disconnected { reason, .. } => {
                 for p in self.pending.drain(..) {

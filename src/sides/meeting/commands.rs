@@ -18,6 +18,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use logsafe::esc;
 use rtcpeer::call::Call;
 use rtcpeer::id::Id;
 use rtcpeer::push::{self, Push};
@@ -144,7 +145,7 @@ impl Switchboard {
     pub async fn kick_out(self: &Arc<Self>, conn: &mut Conn, kick: &Kick) {
         let reason = kick.reason.as_str();
         let Some(me) = conn.user else { return };
-        info!(user = me, %reason, "meeting user's connection ended from outside");
+        info!(user = me, reason = %esc(reason), "meeting user's connection ended from outside");
         let bye = Push::Event(push::Evented {
             from: push::From {
                 own_user_id: PLATFORM,

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use logsafe::{RateLimit, esc};
 use rtcpeer::bean::{Client, Room};
 use rtcpeer::call::{Call, EndReason, Input, Role, State as CallState};
 use rtcpeer::code;
@@ -174,7 +175,10 @@ impl Switchboard {
             Err(r) => {
                 metrics::counter!("pttbridge_meeting_errors_total", "kind" => r.kind())
                     .increment(1);
-                debug!(module, method, code = r.0, msg = %r.1, "request refused");
+                static REFUSED: RateLimit = RateLimit::debug("request refused (meeting)");
+                if REFUSED.allow() {
+                    debug!(module, method, code = r.0, msg = %esc(&r.1), "request refused");
+                }
                 reply::error(module, method, r.0, &r.1)
             }
         }

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
+use logsafe::{RateLimit, esc};
 use rtcpeer::frame::MAX_FRAME;
 use rtcpeer::{Frame, Request, reply};
 use tokio::sync::mpsc;
@@ -104,7 +105,7 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
                 Ok(Message::Close(_)) => break,
                 Ok(_) => continue,
                 Err(e) => {
-                    debug!(error = %e, "socket error");
+                    debug!(error = %esc(&e), "socket error");
                     break;
                 }
             };
@@ -114,7 +115,11 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
                 Err(e) => {
                     metrics::counter!("pttbridge_meeting_errors_total", "kind" => e.kind())
                         .increment(1);
-                    warn!(error = %e, "bad request");
+                    // Any client can send these at will: at most so many lines per window.
+                    static BAD_REQUEST: RateLimit = RateLimit::warn("bad request");
+                    if BAD_REQUEST.allow() {
+                        warn!(error = %esc(&e), "bad request");
+                    }
                     let (module, method) = e.envelope();
                     reply::error(module, method, e.code(), &e.to_string())
                 }

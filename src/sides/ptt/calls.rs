@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use logsafe::esc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span};
@@ -71,7 +72,7 @@ impl Tracker {
                             self.finish(current.take(), "channel changed");
                         }
                         let conv = current.get_or_insert_with(|| {
-                            debug!(%group, "PTT conversation started");
+                            debug!(group = %esc(&group), "PTT conversation started");
                             let recorder = self.calls.start(
                                 CallStart::new(self.account.app.clone(), group.clone(), [Side::Ptt]).initiator(party),
                             );
@@ -126,7 +127,7 @@ impl Tracker {
 
     fn finish(&self, conv: Option<Conversation>, reason: &str) {
         if let Some(c) = conv {
-            debug!(group = %c.group, reason, "PTT conversation ended");
+            debug!(group = %esc(&c.group), reason, "PTT conversation ended");
             let end = if c.talking.is_empty() {
                 c.last_stop_ms
             } else {

@@ -18,6 +18,7 @@ use axum::routing::get;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use logsafe::esc;
 use ptt::client::{self, ClientConfig, ClientEvent, ClientHandle, LinkState};
 use ptt::session::{Event as PttEvent, SessionConfig, User};
 use serde::Serialize;
@@ -599,16 +600,20 @@ impl Translator {
                 );
             }
             PttEvent::JoinFailed { path, reason } => {
-                warn!(%path, %reason, "cannot join PTT channel");
+                warn!(path = %esc(&path), reason = %esc(&reason), "cannot join PTT channel");
             }
-            PttEvent::InChannel { path, .. } => info!(channel = %path, "in PTT channel"),
-            PttEvent::PermissionDenied { reason } => warn!(%reason, "PTT permission denied"),
+            PttEvent::InChannel { path, .. } => info!(channel = %esc(&path), "in PTT channel"),
+            PttEvent::PermissionDenied { reason } => {
+                warn!(reason = %esc(&reason), "PTT permission denied")
+            }
             PttEvent::UdpChanged { working } => info!(working, "PTT UDP voice state changed"),
             PttEvent::Fault { kind, .. } => {
                 metrics::counter!("pttbridge_ptt_errors_total", "server" => self.server.clone(), "kind" => kind.as_str())
                     .increment(1);
             }
-            PttEvent::Rejected { reason } => warn!(%reason, "PTT server rejected the account"),
+            PttEvent::Rejected { reason } => {
+                warn!(reason = %esc(&reason), "PTT server rejected the account")
+            }
             PttEvent::Voice {
                 session,
                 sequence,

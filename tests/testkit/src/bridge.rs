@@ -56,20 +56,35 @@ impl Bridge {
     /// [`start`](Self::start) with the HTTP port at `addr` (e.g. one another process was told
     /// about before this bridge existed).
     pub fn start_at(bin: impl AsRef<Path>, config: &str, addr: SocketAddr) -> Bridge {
+        Self::launch(bin.as_ref(), config, addr, "info,pttbridge=debug", false)
+    }
+
+    /// [`start`](Self::start) with `[log] level = level` (e.g. `"info"`, the default) instead
+    /// of the tests' `"info,pttbridge=debug"`, and `RUST_LOG` (which would override it) unset.
+    pub fn start_with_log_level(bin: impl AsRef<Path>, config: &str, level: &str) -> Bridge {
+        let addr = ([127, 0, 0, 1], peers::free_port()).into();
+        Self::launch(bin.as_ref(), config, addr, level, true)
+    }
+
+    fn launch(bin: &Path, config: &str, addr: SocketAddr, level: &str, exact: bool) -> Bridge {
         let dir = tempfile::tempdir().expect("temp dir");
         let full = format!(
-            "[http]\nlisten = \"{addr}\"\n[log]\nlevel = \"info,pttbridge=debug\"\n[operator]\ntoken = \"{OPERATOR_TOKEN}\"\n\n{config}"
+            "[http]\nlisten = \"{addr}\"\n[log]\nlevel = \"{level}\"\n[operator]\ntoken = \"{OPERATOR_TOKEN}\"\n\n{config}"
         );
         let path = dir.path().join("bridge.toml");
         std::fs::write(&path, &full).expect("write config");
-        let mut child = Command::new(bin.as_ref())
+        let mut command = Command::new(bin);
+        if exact {
+            command.env_remove("RUST_LOG");
+        }
+        let mut child = command
             .args(["run", "--config"])
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.as_ref().display()));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let stderr = capture(child.stderr.take().unwrap());
         let mut bridge = Bridge {
             child,

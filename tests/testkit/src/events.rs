@@ -125,14 +125,25 @@ pub fn capture(reader: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     std::thread::spawn(move || {
         let mut r = BufReader::new(reader);
         let mut buf = [0u8; 4096];
+        // A character split between two reads is decoded whole, with the next read.
+        let mut pending = Vec::new();
         while let Ok(n) = r.read(&mut buf) {
             if n == 0 {
                 break;
             }
+            pending.extend_from_slice(&buf[..n]);
+            let whole = match std::str::from_utf8(&pending) {
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                _ => pending.len(),
+            };
             sink.lock()
                 .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
+                .push_str(&String::from_utf8_lossy(&pending[..whole]));
+            pending.drain(..whole);
         }
+        sink.lock()
+            .unwrap()
+            .push_str(&String::from_utf8_lossy(&pending));
     });
     text
 }

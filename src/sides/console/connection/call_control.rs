@@ -35,7 +35,7 @@ impl Connection {
                     Some(self.outcome_tx.clone()),
                 )
             {
-                warn!(member = m.id, %e, "cannot ask for a move");
+                warn!(member = m.id, e = %esc(&e), "cannot ask for a move");
             }
         }
         metrics::counter!("pttbridge_console_calls_total").increment(1);
@@ -130,7 +130,7 @@ impl Connection {
             m.id,
             Some(self.outcome_tx.clone()),
         ) {
-            warn!(member = m.id, %e, "cannot (un)mute");
+            warn!(member = m.id, e = %esc(&e), "cannot (un)mute");
         }
     }
 
@@ -190,7 +190,7 @@ impl Connection {
                         json!({ "media_type": 2, "preempted": true }),
                     );
                 }
-                info!(call = id, preempted = %previous.name, "console pre-empted a terminal");
+                info!(call = id, preempted = %esc(&previous.name), "console pre-empted a terminal");
                 self.console_took_floor();
                 self.send_json(
                     &Reply::new("requestMic", 2, "麦克风打开成功")
@@ -355,7 +355,7 @@ impl Connection {
             None,
             json!({ "code": code, "reason": why, "seconds": call.started.elapsed().as_secs_f64() }),
         );
-        info!(call = id, %why, "call ended");
+        info!(call = id, why = %esc(why), "call ended");
         if notify {
             self.notify(Notify::hangup(id, from, code, why));
         }

@@ -16,6 +16,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use logsafe::{RateLimit, esc};
 use muicall::audio::Header;
 use muicall::{
     CallState, HangupResp, MemberResp, MemberResult, Notify, Reply, Request, RequestError,
@@ -345,7 +346,11 @@ impl Connection {
                         } else {
                             ("websocket_protocol", 1002)
                         };
-                        warn!(error = %text, "closing the console connection");
+                        // Any client can open connections and break the protocol at will.
+                        static CLOSING: RateLimit = RateLimit::warn("closing the console connection");
+                        if CLOSING.allow() {
+                            warn!(error = %esc(&text), "closing the console connection");
+                        }
                         error_metric(kind);
                         let reason = if code == 1009 {
                             format!("message too large (limit {} bytes)", self.side.0.config.max_message_bytes)
@@ -399,7 +404,10 @@ impl Connection {
         call: u64,
     ) {
         error_metric(kind);
-        debug!(kind, %message, "request refused");
+        static REFUSED: RateLimit = RateLimit::debug("request refused (console)");
+        if REFUSED.allow() {
+            debug!(kind, message = %esc(&message), "request refused");
+        }
         match request_type {
             None => self.reply("error", 0, message),
             Some(t @ ("addGroupMember" | "kickGroupMember")) => {

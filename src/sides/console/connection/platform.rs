@@ -114,7 +114,7 @@ impl Connection {
             Order::Kick { reason, done } => {
                 let r = self.logged_in_terminal();
                 if r.is_ok() {
-                    info!(%reason, "console kicked out by a platform");
+                    info!(reason = %esc(&reason), "console kicked out by a platform");
                     if self.creating.is_some() {
                         self.abandon_creation();
                         self.reply_error(

@@ -15,7 +15,7 @@ impl Connection {
                 match l.phase {
                     Phase::Pending(_) => {
                         l.phase = Phase::Up;
-                        info!(account = %l.account, user_id = l.user_id, "console logged in");
+                        info!(account = %esc(&l.account), user_id = l.user_id, "console logged in");
                         metrics::counter!("pttbridge_console_logins_total", "result" => "ok")
                             .increment(1);
                         self.reply("login", 1, "登录成功");
@@ -113,7 +113,7 @@ impl Connection {
                         0,
                     );
                 } else {
-                    warn!(%reason, "PTT server denied the console's session");
+                    warn!(reason = %esc(&reason), "PTT server denied the console's session");
                 }
             }
             ClientEvent::Session(

@@ -186,7 +186,7 @@ impl Connection {
                 }
             }
         });
-        info!(%account, server = %p.id, "console logging in");
+        info!(account = %esc(&account), server = %p.id, "console logging in");
         self.login = Some(Login {
             level: cfg.config.level_of(&account),
             account,
@@ -219,7 +219,7 @@ impl Connection {
             if accounts.get(&key) == Some(&self.id) {
                 accounts.remove(&key);
             }
-            info!(account = %l.account, %why, "console logged out");
+            info!(account = %esc(&l.account), why = %esc(why), "console logged out");
         }
     }
 
@@ -464,7 +464,7 @@ impl Connection {
                 0,
             );
         }
-        debug!(call = call_id, %name, "creating the call channel");
+        debug!(call = call_id, name = %esc(&name), "creating the call channel");
         self.creating = Some(Creating {
             call_id,
             name,
@@ -600,7 +600,7 @@ impl Connection {
                     Some(self.outcome_tx.clone()),
                 )
             {
-                warn!(member = m.id, %e, "cannot ask for a move");
+                warn!(member = m.id, e = %esc(&e), "cannot ask for a move");
             }
             match call.member(m.id) {
                 Some(i) => call.members[i] = m,

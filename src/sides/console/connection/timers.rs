@@ -53,7 +53,7 @@ impl Connection {
                 if call.members[i].state != CallState::Calling {
                     return;
                 }
-                warn!(member = o.tag, error = %e, "terminal could not be brought into the call");
+                warn!(member = o.tag, error = %esc(&e), "terminal could not be brought into the call");
                 error_metric("move_failed");
                 call.members[i].state = CallState::Idle;
                 let server = self
@@ -82,7 +82,7 @@ impl Connection {
                 }
             }
             _ => {
-                warn!(action = ?o.action, error = %e, "admin action failed");
+                warn!(action = ?o.action, error = %esc(&e), "admin action failed");
                 error_metric("admin_action_failed");
             }
         }

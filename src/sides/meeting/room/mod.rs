@@ -18,6 +18,7 @@ use ::media::arena::PacketArena;
 use ::media::g711::Law;
 use ::media::group::OutPacket;
 use ::media::passthrough::Source;
+use logsafe::{RateLimit, esc};
 use rtcpeer::bean::{Client, Room};
 use rtcpeer::code;
 use rtcpeer::id::Id;
@@ -226,7 +227,13 @@ impl RoomActor {
                         // Whatever else is queued, without another trip through select.
                         self.read_waiting(&mut buf, RECV_BATCH - 1);
                     }
-                    Err(e) => debug!(error = %e, "UDP receive error"),
+                    Err(e) => {
+                        // ICMP errors (port unreachable) a peer can provoke at will.
+                        static UDP_ERROR: RateLimit = RateLimit::debug("UDP receive error (room)");
+                        if UDP_ERROR.allow() {
+                            debug!(error = %e, "UDP receive error");
+                        }
+                    }
                 },
                 cmd = rx.recv() => match cmd {
                     Some(c) => self.on_cmd(c),
@@ -540,7 +547,7 @@ impl RoomActor {
         );
         metrics::gauge!("pttbridge_meeting_links").increment(1.0);
         metrics::counter!("pttbridge_meeting_links_total").increment(1);
-        info!(dial, ptt = %ptt_group, "PTT channel linked");
+        info!(dial, ptt = %esc(&ptt_group), "PTT channel linked");
         self.publish(
             EventKind::LinkUp,
             Some(party(dial, client.name.as_deref())),
@@ -645,7 +652,7 @@ impl RoomActor {
             }
         }
         if let Some(by) = hang_up {
-            info!(by = ?by.as_ref().map(|p| &p.name), "hang-up from the PTT channel");
+            info!(by = %esc(by.as_ref().map_or("", |p| p.name.as_str())), "hang-up from the PTT channel");
             self.detach_link("hangup");
         }
     }

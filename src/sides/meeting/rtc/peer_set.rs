@@ -13,6 +13,7 @@ use std::hash::Hash;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use logsafe::{RateLimit, esc};
 use media::group::OutPacket;
 use media::passthrough::OutboundClock;
 use metrics::Counter;
@@ -192,7 +193,10 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug, T> PeerSet<K, T> {
         p.heard = now;
         if let Err(e) = p.rtc.handle_input(receive(now, from, p.local, contents)) {
             self.metrics.rtc_input.increment(1);
-            debug!(peer = ?key, error = %e, "peer rejected a datagram");
+            static REJECTED: RateLimit = RateLimit::debug("peer rejected a datagram");
+            if REJECTED.allow() {
+                debug!(peer = ?key, error = %esc(&e), "peer rejected a datagram");
+            }
         }
         drain_peer(key, p, &mut self.events, &self.metrics, send);
         true
@@ -353,7 +357,7 @@ fn write_peer<K: std::fmt::Debug, T>(
         Ok(()) => m.rtp_out.increment(1),
         Err(e) => {
             m.write_failed.increment(1);
-            debug!(peer = ?key, error = %e, "write failed");
+            debug!(peer = ?key, error = %esc(&e), "write failed");
         }
     }
 }
@@ -387,7 +391,7 @@ fn drain_peer<K: Copy + std::fmt::Debug, T>(
                 events.push((key, e));
             }
             Err(e) => {
-                debug!(peer = ?key, error = %e, "peer failed");
+                debug!(peer = ?key, error = %esc(&e), "peer failed");
                 p.dead = true;
                 break;
             }

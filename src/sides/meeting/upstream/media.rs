@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use logsafe::{RateLimit, esc};
 use media::arena::PacketArena;
 use media::g711::Law;
 use rtcpeer::id::Id;
@@ -288,7 +289,7 @@ impl Actor {
             }
             MediaCmd::Answer { key, sdp } => {
                 if let Err(e) = self.answer(key, &sdp) {
-                    warn!(?key, error = %e, "the server's answer cannot be used");
+                    warn!(?key, error = %esc(&e), "the server's answer cannot be used");
                     self.peers.remove(&key, &mut send);
                     if key.is_none() {
                         let _ = self
@@ -477,7 +478,13 @@ async fn read_datagrams(
                         .increment(1);
                 }
             }
-            Err(e) => debug!(error = %e, "UDP receive error"),
+            Err(e) => {
+                static UDP_ERROR: RateLimit =
+                    RateLimit::debug("UDP receive error (client-mode call)");
+                if UDP_ERROR.allow() {
+                    debug!(error = %e, "UDP receive error");
+                }
+            }
         }
     }
 }

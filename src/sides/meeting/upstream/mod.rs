@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
+use logsafe::esc;
 use ptt::backoff::Backoff;
 use rtcpeer::bean::Client;
 use rtcpeer::call::{Call, EndReason, Input, Role};
@@ -161,7 +162,7 @@ impl Task {
             }
             let delay = backoff.delay(attempt);
             attempt = attempt.saturating_add(1);
-            warn!(error = %format!("{err:#}"), retry_in = ?delay, "upstream lost");
+            warn!(error = %esc(format_args!("{err:#}")), retry_in = ?delay, "upstream lost");
             metrics::counter!("pttbridge_meeting_upstream_reconnects_total").increment(1);
             self.update(|r| {
                 r.state = "retrying";
@@ -258,8 +259,10 @@ impl Signal {
     fn queue(&mut self, frame: &Frame) {
         match Push::from_frame(frame) {
             Ok(Some(p)) => self.queued.push_back(p),
-            Ok(None) => debug!(module = %frame.module, method = %frame.method, "unexpected reply"),
-            Err(e) => debug!(error = %e, "push not understood"),
+            Ok(None) => {
+                debug!(module = %esc(&frame.module), method = %esc(&frame.method), "unexpected reply")
+            }
+            Err(e) => debug!(error = %esc(&e), "push not understood"),
         }
     }
 
@@ -281,7 +284,7 @@ impl Signal {
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(Message::Text(t))) => match Frame::parse(t.as_str()) {
                     Ok(f) => return Ok(f),
-                    Err(e) => debug!(error = %e, "not a frame"),
+                    Err(e) => debug!(error = %esc(&e), "not a frame"),
                 },
                 Some(Ok(Message::Close(_))) => bail!("the server closed the connection"),
                 Some(Ok(_)) => {}
@@ -494,7 +497,7 @@ impl Calls<'_> {
     async fn say(&self, s: &mut Signal, req: &Request) -> anyhow::Result<()> {
         let reply = s.ask(req).await?;
         if let Some(why) = refusal(&reply) {
-            debug!(request = %envelope(req), why, "call step refused");
+            debug!(request = %envelope(req), why = %esc(&why), "call step refused");
         }
         Ok(())
     }
@@ -626,7 +629,7 @@ impl Calls<'_> {
         let entered = match entered {
             Ok(e) => e,
             Err(e) => {
-                warn!(error = %format!("{e:#}"), "cannot enter the caller's room");
+                warn!(error = %esc(format_args!("{e:#}")), "cannot enter the caller's room");
                 self.end(s, EndReason::HungUp, true).await;
                 return Ok(());
             }
@@ -652,7 +655,7 @@ impl Calls<'_> {
         let (handle, notices) = match media {
             Ok(m) => m,
             Err(e) => {
-                warn!(error = %e, "no media for the call");
+                warn!(error = %esc(&e), "no media for the call");
                 self.end(s, EndReason::HungUp, true).await;
                 return Ok(());
             }
@@ -674,7 +677,7 @@ impl Calls<'_> {
                     .await;
             }
             Err(e) => {
-                warn!(error = %format!("{e:#}"), "cannot publish");
+                warn!(error = %esc(format_args!("{e:#}")), "cannot publish");
                 if let Some(c) = self.call.as_mut() {
                     c.media = Some((handle, notices));
                 }
@@ -712,7 +715,7 @@ impl Calls<'_> {
         // A member not publishing (yet) is refused; its onPublished brings it back.
         if let Some(why) = refusal(&reply) {
             handle.send(MediaCmd::Drop { member }).await;
-            debug!(member, why, "not playing (yet)");
+            debug!(member, why = %esc(&why), "not playing (yet)");
             return Ok(());
         }
         // An answer that does not parse loses that member, not the call.
@@ -728,7 +731,7 @@ impl Calls<'_> {
             }
             Err(e) => {
                 handle.send(MediaCmd::Drop { member }).await;
-                warn!(member, error = %format!("{e:#}"), "cannot play");
+                warn!(member, error = %esc(format_args!("{e:#}")), "cannot play");
             }
         }
         Ok(())
