@@ -223,6 +223,17 @@ fn business_rest_with_real_ptt_peers() {
     );
     let mine = [("X-App-Secret", app_secret.as_str())];
     ok(api.call("GET", &format!("/v1/app?app_id={app_id}"), None, &mine));
+    // An app cannot lift its own quotas.
+    fails(
+        api.call(
+            "PATCH",
+            "/v1/app",
+            Some(json!({"app_id": app_id, "consumption_limit": 1_000_000})),
+            &mine,
+        ),
+        403,
+        "operator",
+    );
     let patched = ok(api.call(
         "PATCH",
         "/v1/app",

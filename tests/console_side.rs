@@ -653,6 +653,16 @@ fn bad_input_gets_clear_errors_while_another_console_keeps_talking() {
     b.send(json!({"type": "connect", "data": {"account": "low", "password": "wrong"}}));
     let v = err(&mut b, "login");
     assert!(v["message"].as_str().unwrap().contains("rejected"), "{v}");
+    // The bridge's own accounts (its console admin, its PTT accounts) are never a console's,
+    // even with the right password.
+    for (account, password) in [("SuperUser", server.superuser_password()), ("bridge", "")] {
+        b.send(json!({"type": "connect", "data": {"account": account, "password": password}}));
+        let v = err(&mut b, "login");
+        assert!(
+            v["message"].as_str().unwrap().contains("bridge's own"),
+            "{account}: {v}"
+        );
+    }
     b.login(BASE_URL, "low", "pw-low");
     b.send(json!({"type": "requestMic", "transaction": 1}));
     let v = err(&mut b, "requestMic");
@@ -762,6 +772,7 @@ fn bad_input_gets_clear_errors_while_another_console_keeps_talking() {
         "oversize_frame",
         "account_in_use",
         "login_failed",
+        "reserved_account",
         "bad_value",
         "audio_too_fast",
     ] {

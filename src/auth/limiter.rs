@@ -1,4 +1,5 @@
-//! Failed-login throttling: after [`FailureLimiter::max_failures`] failures for one key (an
+//! Limits on what one client may do. [`TokenBucket`]: requests (or audio) per second with a
+//! burst allowance, per connection. [`FailureLimiter`], failed-login throttling: after [`FailureLimiter::max_failures`] failures for one key (an
 //! account, an address) within the window, further attempts for that key are refused until
 //! the window has passed since the last failure. Bounded memory: at most `capacity` keys are
 //! tracked; when full, the stalest entry goes (an attacker spraying keys cannot grow it).
@@ -93,6 +94,47 @@ impl<K: Eq + Hash + Clone> FailureLimiter<K> {
     }
 }
 
+/// A rate with a burst allowance: `take` succeeds while tokens remain, and tokens come back
+/// at `rate` per second up to `burst`. One per connection, so no lock.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// Full (`burst` tokens), refilling at `rate` per second.
+    pub fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes one token, if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.take_amount(now, 1.0)
+    }
+
+    /// Takes `amount` tokens (e.g. milliseconds of audio), if there are that many.
+    pub fn take_amount(&mut self, now: Instant, amount: f64) -> bool {
+        self.tokens = (self.tokens
+            + now.saturating_duration_since(self.at).as_secs_f64() * self.rate)
+            .min(self.burst);
+        self.at = self.at.max(now);
+        if self.tokens >= amount {
+            self.tokens -= amount;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +164,21 @@ mod tests {
             l.failed(i, t + Duration::from_millis(u64::from(i)));
         }
         assert!(l.len() <= 50);
+    }
+
+    #[test]
+    fn token_bucket_allows_the_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1500, 1000);
+        b.at = t0;
+        assert!(b.take_amount(t0, 1000.0), "the burst");
+        assert!(!b.take_amount(t0, 20.0), "nothing left");
+        assert!(
+            b.take_amount(t0 + Duration::from_millis(20), 20.0),
+            "1.5 ms per ms refills a frame"
+        );
+        let mut r = TokenBucket::new(20, 40);
+        r.at = t0;
+        assert_eq!((0..100).filter(|_| r.take(t0)).count(), 40);
     }
 }

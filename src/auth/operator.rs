@@ -153,6 +153,19 @@ impl Operators {
         addr: Option<IpAddr>,
         now: Instant,
     ) -> Result<String, LoginError> {
+        self.check_from(token, addr, now)?;
+        let expiry = unix_ms() + self.session_ttl.as_millis() as u64;
+        Ok(format!("{expiry}.{}", self.seal(expiry)))
+    }
+
+    /// Checks `token` presented from `addr` (a sign-in or a request's bearer token), counting
+    /// failures per address so that no route lets an address guess tokens quickly.
+    pub fn check_from(
+        &self,
+        token: &str,
+        addr: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<(), LoginError> {
         if let Some(a) = addr
             && let Some(wait) = self.failures.check(&a, now)
         {
@@ -169,8 +182,7 @@ impl Operators {
         if let Some(a) = addr {
             self.failures.succeeded(&a);
         }
-        let expiry = unix_ms() + self.session_ttl.as_millis() as u64;
-        Ok(format!("{expiry}.{}", self.seal(expiry)))
+        Ok(())
     }
 
     fn seal(&self, expiry: u64) -> String {

@@ -77,6 +77,27 @@ pub async fn require_operator(
     }
 }
 
+/// Middleware for every route: a request with a wrong bearer token counts as a failed sign-in
+/// from its address, and an address with too many is answered 429 until its window passes.
+/// The route itself still decides what the token allows.
+pub async fn throttle_bearer(
+    State(ops): State<Arc<Operators>>,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
+    let Some(token) = super::operator::bearer(req.headers()) else {
+        return next.run(req).await;
+    };
+    match ops.check_from(token, client_ip(req.extensions()), Instant::now()) {
+        Err(e @ LoginError::Throttled(_)) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({ "code": 429, "message": e.to_string() })),
+        )
+            .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Login {
     token: String,

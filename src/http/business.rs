@@ -376,6 +376,18 @@ async fn patch_app(
     let req: PatchApp = body(&raw)?;
     let mut row = authorize(&state, &headers, &req.app_id)?;
     check_name_status(req.app_name.as_deref(), req.status.as_deref())?;
+    // An app may rename itself or go offline; bringing it online and its quotas are the
+    // operator's to set, or an app could lift its own limits.
+    let raises = req.status.as_deref() == Some("online")
+        || req.consumption_limit.is_some()
+        || req.service.is_some();
+    if raises && !is_operator(&state, &headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::UNAUTHORIZED,
+            "only an operator sets an app online or changes consumption_limit and service",
+        ));
+    }
     if let Some(n) = req.app_name {
         row.app_name = n;
     }

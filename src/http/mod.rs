@@ -155,9 +155,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         operator = operator.merge(routes.operator);
     }
     let guard = axum::middleware::from_fn_with_state(ops.clone(), auth::web::require_operator);
+    let throttle = axum::middleware::from_fn_with_state(ops.clone(), auth::web::throttle_bearer);
     public
         .merge(operator.route_layer(guard))
         .merge(auth::web::routes(ops))
+        .layer(throttle)
 }
 
 /// Liveness for anyone; the sides' details for operators.

@@ -137,6 +137,28 @@ pub enum ErrorKind {
     UnknownId,
     /// Voice dropped because the TCP socket is backed up.
     VoiceBackpressure,
+    /// A user or channel beyond [`MAX_USERS`] / [`MAX_CHANNELS`], ignored.
+    OverLimit,
+}
+
+/// Most users one server's state may hold: a server (or something posing as one) that
+/// announces more is not allowed to grow the bridge's memory without bound.
+pub const MAX_USERS: usize = 65_536;
+/// Most channels one server's state may hold.
+pub const MAX_CHANNELS: usize = 65_536;
+/// Longest user or channel name kept, in bytes (longer ones are cut at a character boundary).
+pub const MAX_NAME: usize = 512;
+
+/// `name`, cut to at most [`MAX_NAME`] bytes.
+fn bounded_name(mut name: String) -> String {
+    if name.len() > MAX_NAME {
+        let mut end = MAX_NAME;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name
 }
 
 impl ErrorKind {
@@ -150,6 +172,7 @@ impl ErrorKind {
             Self::BadCrypto => "bad_crypto",
             Self::UnknownId => "unknown_id",
             Self::VoiceBackpressure => "voice_backpressure",
+            Self::OverLimit => "over_limit",
         }
     }
 }
@@ -855,6 +878,13 @@ impl Session {
             );
             return;
         };
+        if self.channels.len() >= MAX_CHANNELS && !self.channels.contains_key(&id) {
+            self.fault(
+                ErrorKind::OverLimit,
+                format!("more than {MAX_CHANNELS} channels: channel {id} ignored"),
+            );
+            return;
+        }
         let entry = self.channels.entry(id).or_insert_with(|| Channel {
             id,
             parent: None,
@@ -866,7 +896,7 @@ impl Session {
             entry.parent = (p != id).then_some(p);
         }
         if let Some(name) = c.name {
-            entry.name = name;
+            entry.name = bounded_name(name);
         }
         if let Some(t) = c.temporary {
             entry.temporary = t;
@@ -888,14 +918,22 @@ impl Session {
                 flags.iter().any(|f| f == &Some(true))
             }
         };
+        let full = self.users.len() >= MAX_USERS;
         match self.users.get_mut(&session) {
+            None if full => {
+                self.fault(
+                    ErrorKind::OverLimit,
+                    format!("more than {MAX_USERS} users: session {session} ignored"),
+                );
+            }
             None => {
                 let user = User {
                     session,
-                    name: u
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("session-{session}")),
+                    name: bounded_name(
+                        u.name
+                            .clone()
+                            .unwrap_or_else(|| format!("session-{session}")),
+                    ),
                     user_id: u.user_id,
                     channel_id: u.channel_id.unwrap_or(0),
                     muted: muted(false),
@@ -906,7 +944,7 @@ impl Session {
             Some(user) => {
                 let from = user.channel_id;
                 if let Some(name) = u.name.clone() {
-                    user.name = name;
+                    user.name = bounded_name(name);
                 }
                 if u.user_id.is_some() {
                     user.user_id = u.user_id;
@@ -1246,6 +1284,63 @@ mod tests {
         )
         .unwrap();
         out
+    }
+
+    #[test]
+    fn a_server_cannot_grow_the_state_without_bound() {
+        let (mut session, _) = synced(VoiceFormat::Protobuf, false);
+        let now = Instant::now();
+        let long = "é".repeat(MAX_NAME); // 2 bytes each: twice the cap
+        let flood = |n: u32, users: bool| -> Vec<ControlMessage> {
+            (0..n)
+                .map(|i| {
+                    if users {
+                        proto::UserState {
+                            session: Some(1000 + i),
+                            name: Some(long.clone()),
+                            channel_id: Some(0),
+                            ..Default::default()
+                        }
+                        .into()
+                    } else {
+                        proto::ChannelState {
+                            channel_id: Some(1000 + i),
+                            name: Some(long.clone()),
+                            ..Default::default()
+                        }
+                        .into()
+                    }
+                })
+                .collect()
+        };
+        let extra = 5;
+        session
+            .handle_tcp(&frames(flood(MAX_USERS as u32 + extra, true)), now)
+            .unwrap();
+        session
+            .handle_tcp(&frames(flood(MAX_CHANNELS as u32 + extra, false)), now)
+            .unwrap();
+        assert_eq!(session.users().len(), MAX_USERS);
+        assert_eq!(session.channels().len(), MAX_CHANNELS);
+        let name = &session.users()[&1000].name;
+        assert!(
+            name.len() <= MAX_NAME && name.chars().all(|c| c == 'é'),
+            "cut at a character boundary"
+        );
+        let over = std::iter::from_fn(|| session.poll_event())
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Fault {
+                        kind: ErrorKind::OverLimit,
+                        ..
+                    }
+                )
+            })
+            .count();
+        // Two users (ours and TALKER) and the root channel were there before the flood.
+        assert_eq!(over, 2 * extra as usize + 2 + 1);
+        assert!(session.is_synced(), "still connected");
     }
 
     #[test]

@@ -253,6 +253,9 @@ async fn upgrade(
     // the console can be told why it is closed (1009) instead of having its connection reset.
     ws.max_message_size(max)
         .max_frame_size(DRAIN_FRAME_BYTES.max(max))
+        // Console frames are small (20-60 ms of audio, short JSON): tungstenite's default
+        // 128 KiB read buffer per connection would be most of a console's memory.
+        .read_buffer_size(16 * 1024)
         .on_upgrade(move |socket| connection::run(side, socket, shutdown, addr))
 }
 

@@ -1,7 +1,8 @@
 //! `/rtcpeer`: one WebSocket per client. Text frames are requests; each gets exactly one reply
 //! (errors too, in the protocol's shape: `result` ≠ 0 and a `message`). Pushes share the socket.
 //! A bad frame never closes the connection; binary frames are refused with an error reply. The
-//! server pings every 2 s and lets a client go after 8 s without a frame or a pong.
+//! server pings every 2 s and lets a client go after 8 s without a frame or a pong, 30 s
+//! without registering, or 10 s without taking a frame it was sent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +19,22 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::outbox::OUTBOX;
 use super::switchboard::Switchboard;
+use crate::auth::limiter::TokenBucket;
 
 /// The server pings every client this often…
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// …and drops one it has heard nothing from (no frame, no pong) for this long.
 const SILENCE: Duration = Duration::from_secs(8);
+/// A connection that has not registered (`call.doRegister`) this long after opening is
+/// closed: before that it can do nothing but hold a connection slot.
+const REGISTER_WITHIN: Duration = Duration::from_secs(30);
+/// A client that has not taken a frame for this long has stopped reading: it is let go
+/// rather than holding its connection (and its queued replies) forever.
+const WRITE_STALL: Duration = Duration::from_secs(10);
+/// Requests one connection may make per second, and in a burst: a real client makes a few
+/// per call; beyond this they are answered 429 rather than served.
+const REQUESTS_PER_S: u32 = 20;
+const REQUEST_BURST: u32 = 60;
 
 /// Upgrades `GET /rtcpeer` (503 when `meeting.max_connections` are open).
 pub async fn upgrade(State(sb): State<Arc<Switchboard>>, ws: WebSocketUpgrade) -> Response {
@@ -35,6 +47,8 @@ pub async fn upgrade(State(sb): State<Arc<Switchboard>>, ws: WebSocketUpgrade) -
             .into_response();
     }
     ws.max_message_size(MAX_FRAME * 2)
+        // Requests are small JSON (an SDP is a few KiB): no 128 KiB read buffer per client.
+        .read_buffer_size(16 * 1024)
         .on_upgrade(move |socket| serve(sb, socket))
 }
 
@@ -56,24 +70,51 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
                     },
                     _ = ping.tick() => Message::Ping(Default::default()),
                 };
-                if sink.send(msg).await.is_err() {
-                    break;
+                match tokio::time::timeout(WRITE_STALL, sink.send(msg)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        metrics::counter!("pttbridge_meeting_errors_total", "kind" => "write_stall")
+                            .increment(1);
+                        info!("the client took no frame for {WRITE_STALL:?}: let go");
+                        // Dropping the queue ends the reader too (its next reply has nowhere to go).
+                        return;
+                    }
                 }
             }
             let _ = sink.close().await;
         });
+        let register_by = tokio::time::Instant::now() + REGISTER_WITHIN;
+        let mut budget = TokenBucket::new(REQUESTS_PER_S, REQUEST_BURST);
         loop {
             // Anything from the client (a pong included) proves it is there; a client that
             // vanished without closing (frozen, unplugged) is let go after SILENCE.
             let next = tokio::select! {
                 m = tokio::time::timeout(SILENCE, stream.next()) => Ok(m),
-                Some(reason) = conn.kicked.recv() => Err(reason),
+                Some(reason) = conn.kicked.recv() => Err(Some(reason)),
+                _ = tokio::time::sleep_until(register_by), if conn.user.is_none() => Err(None),
             };
             let next = match next {
                 Ok(m) => m,
-                Err(reason) => {
+                Err(Some(reason)) => {
                     // A platform's kickout: the client is told why, then the socket closes.
                     sb.kick_out(&mut conn, &reason).await;
+                    break;
+                }
+                Err(None) => {
+                    metrics::counter!("pttbridge_meeting_errors_total", "kind" => "register_timeout")
+                        .increment(1);
+                    info!("not registered within {REGISTER_WITHIN:?}: closed");
+                    let why = format!(
+                        "register (call.doRegister with your SID) within {} s of connecting",
+                        REGISTER_WITHIN.as_secs()
+                    );
+                    let _ = tx.try_send(reply::error(
+                        "call",
+                        "doRegister",
+                        rtcpeer::code::UNAUTHORIZED,
+                        &why,
+                    ));
                     break;
                 }
             };
@@ -110,7 +151,22 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
                 }
             };
             metrics::counter!("pttbridge_meeting_requests_total").increment(1);
-            let answer = match Frame::parse(text.as_str()).and_then(|f| Request::from_frame(&f)) {
+            let parsed = Frame::parse(text.as_str()).and_then(|f| Request::from_frame(&f));
+            let answer = match parsed {
+                _ if !budget.take(std::time::Instant::now()) => {
+                    metrics::counter!("pttbridge_meeting_errors_total", "kind" => "rate_limited")
+                        .increment(1);
+                    let (module, method) = match &parsed {
+                        Ok(req) => req.envelope(),
+                        Err(e) => e.envelope(),
+                    };
+                    reply::error(
+                        module,
+                        method,
+                        rtcpeer::code::TOO_MANY,
+                        &format!("more than {REQUESTS_PER_S} requests per second: slow down"),
+                    )
+                }
                 Ok(req) => sb.handle(&mut conn, req).await,
                 Err(e) => {
                     metrics::counter!("pttbridge_meeting_errors_total", "kind" => e.kind())

@@ -17,6 +17,8 @@ use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use logsafe::{RateLimit, esc};
+
+use crate::auth::limiter::TokenBucket;
 use muicall::audio::Header;
 use muicall::{
     CallState, HangupResp, MemberResp, MemberResult, Notify, Reply, Request, RequestError,
@@ -53,6 +55,12 @@ const OUT_HEADROOM: usize = 32;
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a console may leave its messages unread before it is cut off.
 const READ_STALL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long one message may wait for the socket to take it before the connection is given
+/// up (a console that stopped reading must not keep its task and slot forever).
+const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(10);
+/// A connection must log in (`initServer`, `connect`) this soon after opening, or after
+/// logging out, or it is closed: until then it only holds a connection slot.
+const LOGIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Console audio accepted per second of wall time (ms): 1.5 × real time.
 const AUDIO_MS_PER_S: u32 = 1500;
@@ -123,6 +131,7 @@ pub(crate) async fn run(
             invites: Vec::new(),
             record: None,
             closing: None,
+            login_by: Instant::now() + LOGIN_WITHIN,
         };
         conn.run(&mut stream, &mut shutdown).await;
         // No more platform commands: those still queued are answered "not online".
@@ -146,7 +155,15 @@ pub(crate) async fn run(
         } else {
             drop(conn);
         }
-        let _ = writer.await;
+        // What is still queued gets a bounded moment to go out; a console reading slowly
+        // does not keep the task.
+        let mut writer = writer;
+        if tokio::time::timeout(WRITE_STALL, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
         metrics::gauge!("pttbridge_console_connections").decrement(1.0);
         side.0.live.fetch_sub(1, Ordering::SeqCst);
         info!("console gone");
@@ -158,46 +175,16 @@ pub(crate) async fn run(
 async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Message>) {
     while let Some(m) = rx.recv().await {
         let close = matches!(m, Message::Close(_));
-        if sink.send(m).await.is_err() || close {
-            break;
+        match tokio::time::timeout(WRITE_STALL, sink.send(m)).await {
+            Ok(Ok(())) if !close => {}
+            Ok(_) => break,
+            Err(_) => {
+                error_metric("console_not_reading");
+                return;
+            }
         }
     }
-    let _ = sink.close().await;
-}
-
-/// Requests per second with a burst allowance.
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: u32, burst: u32) -> Self {
-        Self {
-            rate: f64::from(rate),
-            burst: f64::from(burst),
-            tokens: f64::from(burst),
-            at: Instant::now(),
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        self.take_amount(now, 1.0)
-    }
-
-    fn take_amount(&mut self, now: Instant, amount: f64) -> bool {
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
-        self.at = now;
-        if self.tokens >= amount {
-            self.tokens -= amount;
-            true
-        } else {
-            false
-        }
-    }
+    let _ = tokio::time::timeout(WRITE_STALL, sink.close()).await;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +249,8 @@ struct Connection {
     id: u64,
     /// Where the console connects from (failed logins are throttled per address).
     addr: Option<std::net::IpAddr>,
+    /// While logged out: when the connection is closed unless it has logged in.
+    login_by: Instant,
     out: mpsc::Sender<Message>,
     server: Option<Arc<ServerEntry>>,
     login: Option<Login>,
@@ -461,26 +450,4 @@ fn find_channel(snap: &ptt::client::Snapshot, path: &str) -> Option<u32> {
             .id;
     }
     Some(cur)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn token_bucket_allows_the_burst_then_the_rate() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(1500, 1000);
-        b.at = t0;
-        assert!(b.take_amount(t0, 1000.0), "the burst");
-        assert!(!b.take_amount(t0, 20.0), "nothing left");
-        assert!(
-            b.take_amount(t0 + Duration::from_millis(20), 20.0),
-            "1.5 ms per ms refills a frame"
-        );
-        let mut r = TokenBucket::new(20, 40);
-        r.at = t0;
-        assert_eq!((0..100).filter(|_| r.take(t0)).count(), 40);
-    }
 }

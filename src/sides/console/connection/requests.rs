@@ -207,6 +207,7 @@ impl Connection {
         self.abandon_creation();
         self.end_call(reason::ALL_LEFT, why, 0, false);
         if let Some(l) = self.login.take() {
+            self.login_by = Instant::now() + LOGIN_WITHIN;
             self.announce_offline(&l, why);
             let _ = l.commands.send(Command::Shutdown).await;
             let key = (l.server.ptt.id.clone(), l.account.clone());

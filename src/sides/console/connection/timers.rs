@@ -6,6 +6,7 @@ impl Connection {
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let login = match self.login.as_ref().map(|l| l.phase) {
             Some(Phase::Pending(t)) => Some(t),
+            None => Some(self.login_by),
             _ => None,
         };
         let creating = self.creating.as_ref().map(|c| c.deadline);
@@ -18,6 +19,15 @@ impl Connection {
     }
 
     pub(super) async fn on_timer(&mut self, now: Instant) {
+        if self.login.is_none() && now >= self.login_by && self.closing.is_none() {
+            error_metric("login_timeout");
+            let secs = LOGIN_WITHIN.as_secs();
+            self.closing = Some((
+                1008,
+                format!("log in (initServer, then connect) within {secs} s"),
+            ));
+            return;
+        }
         if let Some(Phase::Pending(t)) = self.login.as_ref().map(|l| l.phase)
             && now >= t
         {
