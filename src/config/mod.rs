@@ -1,16 +1,17 @@
 //! Bridge configuration: TOML, every option defaulted (see `config/bridge.toml`),
 //! validated at start so a bad file fails with the key and the reason.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 mod error;
+mod http_config;
 mod ptt_config;
 
 pub use error::ConfigError;
 pub(crate) use error::invalid;
+pub use http_config::HttpConfig;
 pub use ptt_config::{PttAccount, PttConfig, PttServer};
 
 /// The whole configuration.
@@ -37,22 +38,6 @@ pub struct Config {
     pub console: crate::sides::console::config::ConsoleConfig,
     /// Meeting side (RTCPeer + WebRTC).
     pub meeting: crate::sides::meeting::config::MeetingConfig,
-}
-
-/// The single HTTP port: health, metrics, WebSockets, REST, web page.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Address to listen on.
-    pub listen: SocketAddr,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-        }
-    }
 }
 
 /// Log output.
@@ -126,6 +111,7 @@ impl Config {
                 format!("not a valid filter: {:?}", self.log.level),
             ));
         }
+        self.http.validate()?;
         crate::events::config::validate(&self.egw, &self.nats, &self.business)?;
         self.meeting.validate(&self.ptt)?;
         self.ptt.validate()?;

@@ -25,7 +25,8 @@ pub struct EgwConfig {
     /// A frame that cannot be written to a client within this time cuts the client off
     /// (a client that does not read must not hold anything up).
     pub send_timeout_ms: u64,
-    /// URL returned by `GET /server/address?appType=8`; unset: `ws://<Host header>/egw`.
+    /// URL returned by `GET /server/address?appType=8`; unset: from `[http]` (`public_url`, else
+    /// the listen address), never from a request's Host header.
     pub public_url: Option<String>,
     /// Developer logins (`dev_id` + `token`). An app's own `app_id` + `app_secret` also log in,
     /// limited to that app.

@@ -18,6 +18,7 @@ use crate::sides::Side;
 pub mod business;
 pub mod egw;
 mod events;
+pub mod listener;
 pub mod web;
 
 /// What the handlers need.
@@ -57,20 +58,17 @@ impl AppState {
     }
 }
 
-/// Serves `router(state)` on `listener` until the process ends (tests, the load tool).
+/// Serves `router(state)` on `listener` until `state.shutdown` (tests, the load tool): the
+/// bounded listener with the default timeouts and no connection caps (their clients all come
+/// from loopback).
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
-    axum::serve(no_delay(listener), router(state)).await
-}
-
-/// The listener with `TCP_NODELAY` on every accepted connection: WebSocket frames (events,
-/// signalling) are small and must not wait for Nagle and the peer's delayed ACK (~40 ms).
-pub fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    })
+    let config = crate::config::HttpConfig {
+        max_connections: 1_000_000,
+        max_connections_per_ip: 1_000_000,
+        ..Default::default()
+    };
+    let shutdown = state.shutdown.clone();
+    listener::serve(listener, router(state), &config, shutdown).await
 }
 
 /// Installs the global Prometheus recorder once and returns its handle.
