@@ -41,7 +41,8 @@ pub struct Bridge {
 
 impl Bridge {
     /// Runs `bin run --config` with `config` plus an `[http]` table on a free port and
-    /// JSON logs, and waits until `/healthz` answers.
+    /// JSON logs, and waits until `/healthz` answers. An `[http]` table in `config` gets the
+    /// `listen` line added (e.g. TLS: see [`crate::tls`] and [`crate::http::use_tls`]).
     pub fn start(bin: impl AsRef<Path>, config: &str) -> Bridge {
         Self::start_at(bin, config, ([127, 0, 0, 1], peers::free_port()).into())
     }
@@ -50,9 +51,13 @@ impl Bridge {
     /// about before this bridge existed).
     pub fn start_at(bin: impl AsRef<Path>, config: &str, addr: SocketAddr) -> Bridge {
         let dir = tempfile::tempdir().expect("temp dir");
-        let full = format!(
-            "[http]\nlisten = \"{addr}\"\n[log]\nlevel = \"info,pttbridge=debug\"\n\n{config}"
-        );
+        let listen = format!("[http]\nlisten = \"{addr}\"\n");
+        let log = "[log]\nlevel = \"info,pttbridge=debug\"\n";
+        let full = if config.contains("[http]\n") {
+            format!("{}\n{log}", config.replacen("[http]\n", &listen, 1))
+        } else {
+            format!("{listen}{log}\n{config}")
+        };
         let path = dir.path().join("bridge.toml");
         std::fs::write(&path, &full).expect("write config");
         let mut child = Command::new(bin.as_ref())
