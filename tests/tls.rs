@@ -2,6 +2,7 @@
 //! (`tests/peers/meeting.py`, Python's ssl + websockets) logs in over `https://`, signals over
 //! `wss://` — checking the bridge's certificate against the test CA — and completes a dial-in
 //! call with audio both ways through Debian's murmurd and pymumble terminals.
+//! Outbound: the NATS sink connects to Debian's nats-server over TLS with a user and password.
 //! (The page over HTTPS in Chromium is in `web_page.rs`; client mode at a TLS upstream in
 //! `meeting_client_mode.rs`; the listener's bounds in `http_listener.rs`.)
 
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 use testkit::bridge::{Bridge, ptt_server_toml};
 use testkit::meeting::{Participant, hear_from_ptt, speak_into_ptt};
 use testkit::murmur::Murmur;
+use testkit::nats::NatsServer;
 use testkit::peers::{fixture, free_port};
 use testkit::terminal::Terminal;
 use testkit::tls::TestCa;
@@ -137,4 +139,66 @@ name = "North"
     carol.push("ExitRoom", |m| m["client"]["id"] == NORTH, T);
     // The signalling socket was a TLS connection the listener counted.
     assert!(bridge.metric("pttbridge_http_connections ", &[]) >= 1.0);
+}
+
+/// A bridge whose NATS sink goes to `nats` over TLS (`tls://`, the test CA) with `extra`.
+fn nats_bridge(nats: &NatsServer, extra: &str, ca: &std::path::Path) -> Bridge {
+    let config = format!(
+        "[nats]\nurl = \"tls://127.0.0.1:{}\"\ntls_ca_file = \"{}\"\n{extra}",
+        nats.port(),
+        ca.display()
+    );
+    Bridge::start(BIN, &config)
+}
+
+#[test]
+fn the_nats_sink_connects_over_tls_with_a_user_and_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("pttbridge test CA");
+    let ca_pem = ca.write_ca(dir.path());
+    let cert = ca.write_server(dir.path(), "nats");
+    let nats = NatsServer::start_with(&[
+        "--tls",
+        "--tlscert",
+        cert.cert.to_str().unwrap(),
+        "--tlskey",
+        cert.key.to_str().unwrap(),
+        "--user",
+        "bridge",
+        "--pass",
+        "s3cret-pass",
+    ]);
+
+    // Wrong password: TLS works, the login is refused.
+    let wrong = nats_bridge(&nats, "user = \"bridge\"\npassword = \"wrong\"\n", &ca_pem);
+    let t0 = std::time::Instant::now();
+    while !wrong.logs().to_lowercase().contains("authorization") {
+        assert!(
+            t0.elapsed() < T,
+            "no authorization error\n{}",
+            wrong.logs_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let h = wrong.health()["events"]["nats"].clone();
+    println!("wrong password: {h}");
+    assert_eq!(h["connected"], false, "{h}");
+    drop(wrong);
+
+    let bridge = nats_bridge(
+        &nats,
+        "user = \"bridge\"\npassword = \"s3cret-pass\"\ntls_required = true\n",
+        &ca_pem,
+    );
+    let h = bridge.wait_health(
+        "NATS connected over TLS, stream ready",
+        |h| h["events"]["nats"]["connected"] == true && h["events"]["nats"]["stream_ready"] == true,
+        T,
+    );
+    println!("over TLS: {}", h["events"]["nats"]);
+    assert!(
+        nats.log().contains("TLS") || nats.log().contains("tls"),
+        "nats-server runs TLS:\n{}",
+        nats.log()
+    );
 }
