@@ -444,3 +444,37 @@ fn plain_http_is_redirected_and_the_server_address_comes_from_the_config() {
     let r = bridge.get("/server/address?appType=8");
     assert_eq!(r.json()["result"], "wss://bridge.example.net/ptt/egw");
 }
+
+#[test]
+fn shutdown_closes_waiting_connections_at_once_and_lets_streams_end() {
+    let mut bridge = Bridge::start(BIN, "");
+    let addr = bridge.addr();
+    let mut events = bridge.events();
+    // Kept alive after a request, and one still sending its headers.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).unwrap();
+    let mut partial = TcpStream::connect(addr).unwrap();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let status = bridge.stop(T).expect("the bridge stopped on SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(closed_within(&mut idle, T) && closed_within(&mut partial, T));
+    assert!(
+        events.try_expect(testkit::events::is_exit, T).is_some(),
+        "the event stream ended"
+    );
+    let logs = bridge.logs();
+    assert!(logs.contains("stopped"), "{logs}");
+    // Nobody had to be cut off when the grace ran out.
+    assert!(
+        !logs.contains("connections still open"),
+        "{}",
+        bridge.logs_tail(20)
+    );
+}

@@ -17,9 +17,10 @@
 //!   the gauge `pttbridge_http_connections`. Timeouts: `pttbridge_http_timeouts_total{kind}`.
 //! - `TCP_NODELAY` on every connection: WebSocket frames (events, signalling) are small and must
 //!   not wait for Nagle and the peer's delayed ACK (~40 ms).
-//! - **Graceful shutdown**: once `shutdown` turns `true`, no more connections are accepted, idle
-//!   ones are closed and the others finish their request; [`serve`] returns when all are gone
-//!   (the caller bounds how long it waits; dropping the future drops the connections).
+//! - **Graceful shutdown**: once `shutdown` turns `true`, no more connections are accepted, those
+//!   between requests or still sending headers are closed at once and the others finish their
+//!   request; [`serve`] returns when all are gone (the caller bounds how long it waits; dropping
+//!   the future drops the connections).
 //! - An optional plain-HTTP listener (`redirect_listen`) answers everything with a 301 to the
 //!   same path on HTTPS (`public_url`'s host, else the request's host with the HTTPS port).
 //!
@@ -524,6 +525,11 @@ impl Connection {
                     }
                 }
                 _ = stopping(&mut shutdown), if !draining => {
+                    // Between requests, or still receiving one's headers: nothing is lost by
+                    // closing now. Otherwise the request in progress finishes first.
+                    if activity.deadline(&limits).is_some() {
+                        return;
+                    }
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
