@@ -50,10 +50,12 @@ fn slowloris_is_closed_after_the_header_timeout_while_others_are_served() {
     let addr = bridge.addr();
 
     // A slowloris client: a request line and one header byte every 200 ms, never finishing.
+    // (Every lower bound here is measured from before the client acts, so that the server's
+    // own clock cannot have started earlier.)
+    let t0 = Instant::now();
     let mut slow = TcpStream::connect(addr).unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    let t0 = Instant::now();
     let trickle = {
         let mut s = slow.try_clone().unwrap();
         std::thread::spawn(move || {
@@ -92,12 +94,12 @@ fn slowloris_is_closed_after_the_header_timeout_while_others_are_served() {
     // Kept alive after a request, a connection may idle for idle_timeout_ms (longer than the
     // header timeout), then it is closed.
     let mut keep = TcpStream::connect(addr).unwrap();
+    let t0 = Instant::now();
     keep.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut first = [0u8; 12];
     keep.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
-    let t0 = Instant::now();
     let (_, _) = read_until_closed(&mut keep, T).expect("idle connection still open");
     let idle = t0.elapsed();
     println!("idle kept-alive connection closed after {idle:?} (idle_timeout_ms = 3000)");
