@@ -214,8 +214,9 @@ fn main() {
     if let Some(pid) = server.pid() {
         pin(pid, "1");
     }
+    // Every console connects from 127.0.0.1: lift the per-address cap (64 by default).
     let config = format!(
-        "{}\n[console]\nrequests_per_second = 1000\nrequest_burst = 1000\nlogin_timeout_ms = 60000\nmove_timeout_ms = 30000\nsetup_wait_ms = 30000\n[[console.servers]]\nbase_url = \"{BASE_URL}\"\n\
+        "[http]\nmax_connections_per_ip = 4096\n{}\n[console]\nrequests_per_second = 1000\nrequest_burst = 1000\nlogin_timeout_ms = 60000\nmove_timeout_ms = 30000\nsetup_wait_ms = 30000\n[[console.servers]]\nbase_url = \"{BASE_URL}\"\n\
          ptt_server = \"local\"\nadmin_username = \"SuperUser\"\nadmin_password = \"{}\"\n",
         ptt_server_toml("local", &server, &[("bridge", "Home")]),
         server.superuser_password()

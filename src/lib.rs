@@ -17,4 +17,5 @@ pub mod recording;
 pub mod run;
 pub mod sides;
 pub mod storage;
+pub mod tls;
 pub mod wav;

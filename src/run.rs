@@ -32,7 +32,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let store = open_store(&config)?;
-    let mut platform = Platform::new(config.egw.clone(), config.business.clone(), store);
+    let mut egw = config.egw.clone();
+    // `/server/address` gives this URL, never one made from a request's Host header.
+    egw.public_url = egw.public_url.or_else(|| config.http.egw_url());
+    if egw.public_url.is_none() {
+        warn!(
+            "http.listen is a wildcard address and http.public_url is unset: /server/address cannot name the event gateway"
+        );
+    }
+    let mut platform = Platform::new(egw, config.business.clone(), store);
     if config.nats.url.is_some() {
         // Before any side starts: the sink subscribes now and misses nothing.
         platform.nats = Some(crate::events::nats::start(&config.nats, &bus)?);
@@ -54,14 +62,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
     info!(address = %listener.local_addr()?, "HTTP listening");
-    let mut stopping = shutdown.clone();
-    let server = axum::serve(
-        crate::http::no_delay(listener),
-        router(state).into_make_service_with_connect_info::<crate::auth::web::ClientAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stopping.wait_for(|s| *s).await;
-    });
+    let server = crate::http::listener::serve(listener, router(state), &config.http, shutdown);
     tokio::select! {
         result = server => result.context("HTTP server failed")?,
         _ = async {

@@ -1,6 +1,8 @@
 //! Client mode: one bridge (B) registers its PTT channel as a user on another bridge's RTCPeer
 //! server (A) and answers calls there. An aiortc participant on A calls B's user; audio flows
-//! both ways through A's room (B is a WebRTC client of it) and B's PTT link to murmurd.
+//! both ways through A's room (B is a WebRTC client of it) and B's PTT link to murmurd. A serves
+//! HTTPS/WSS with a test CA's certificate: B logs in over `https://` and signals over `wss://`,
+//! checking it against that CA (`ca_file`), as does the participant.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use testkit::meeting::{Participant, hear_from_ptt, speak_into_ptt};
 use testkit::murmur::Murmur;
 use testkit::peers::{fixture, free_port};
 use testkit::terminal::Terminal;
+use testkit::tls::TestCa;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
 const T: Duration = Duration::from_secs(15);
@@ -32,6 +35,11 @@ fn pc_connected(p: &mut Participant, pc: &str) {
 fn client_mode_answers_calls_on_another_bridge() {
     let server = Murmur::start(&["North"]);
     let a_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let tls_dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("pttbridge test CA");
+    let ca_pem = ca.write_ca(tls_dir.path());
+    let a_cert = ca.write_server(tls_dir.path(), "a");
+    testkit::http::use_tls(a_addr, ca.client_config());
 
     // B first: its upstream is not there yet, so it retries with backoff.
     let b_config = format!(
@@ -46,12 +54,14 @@ server = "local"
 account = "bridge"
 name = "North"
 [[meeting.upstream]]
-url = "http://{a_addr}"
+url = "https://{a_addr}"
+ca_file = "{}"
 app_id = "test"
 secret = "test"
 dial_in = [{NORTH}]
 "#,
-        ptt_server_toml("local", &server, &[("bridge", "North")])
+        ptt_server_toml("local", &server, &[("bridge", "North")]),
+        ca_pem.display()
     );
     let b = Bridge::start(BIN, &b_config);
     b.wait_health(
@@ -79,9 +89,12 @@ dial_in = [{NORTH}]
     );
 
     // A appears: B logs in and registers; its user id there is what callers dial.
-    let a = Bridge::start_at(
+    let _a = Bridge::start_at(
         BIN,
-        "[meeting]\n[[meeting.apps]]\napp_id = \"test\"\nsecret = \"test\"\n",
+        &format!(
+            "[http]\n{}[meeting]\n[[meeting.apps]]\napp_id = \"test\"\nsecret = \"test\"\n",
+            a_cert.http_toml()
+        ),
         a_addr,
     );
     let registered = b.wait_health(
@@ -97,7 +110,7 @@ dial_in = [{NORTH}]
 
     let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
     let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
-    let mut carol = Participant::join(a.addr(), "carol");
+    let mut carol = Participant::join_url(&format!("https://{a_addr}"), Some(&ca_pem), "carol");
     let r = carol.request(json!({"module":"room","method":"newAppRoom","name":"ops","numberLimit":10,"roomtype":1,"userId":carol.id()}));
     let room = r["roomId"].as_i64().expect("roomId");
     let r = carol.request(

@@ -2,7 +2,8 @@
 //! Protocol): the browser meeting client dials a PTT channel on a real bridge with Debian's
 //! murmurd and pymumble terminals; audio is compared both ways; the live view shows who talks;
 //! screenshots are kept; an unknown number and a bridge crash mid-call are shown plainly and the
-//! call comes back without a reload.
+//! call comes back without a reload; served over HTTPS, the page works the same (microphone
+//! included).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -326,6 +327,67 @@ fn the_page_calls_a_ptt_channel_hears_it_and_talks_into_it() {
         assert!(Instant::now() < deadline, "link still up after hang-up");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn over_https_the_page_loads_calls_and_its_microphone_reaches_ptt() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let server = demo_server();
+    let dir = test_dir();
+    let ca = testkit::tls::TestCa::new("pttbridge test CA");
+    let cert = ca.write_server(dir.path(), "bridge");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    testkit::http::use_tls(addr, ca.client_config());
+    let config = format!("{}\n[http]\n{}", config(&server), cert.http_toml());
+    let bridge = Bridge::start_at(BIN, &config, addr);
+    bridge.wait_health(
+        "connected in North",
+        |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["channel"] == "North",
+        T,
+    );
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    // Chromium accepts this one certificate (by its public key), nothing else: no blanket
+    // --ignore-certificate-errors.
+    let browser = Browser::launch_with(
+        Some(&mic_wav(dir.path())),
+        &[format!(
+            "--ignore-certificate-errors-spki-list={}",
+            cert.spki_sha256
+        )],
+    );
+    let page = browser.page();
+    page.navigate(&format!("https://127.0.0.1:{}/", addr.port()));
+    assert_eq!(page.eval("location.protocol"), "https:");
+    assert_eq!(page.eval("window.isSecureContext"), true);
+    // The live view follows the event stream over HTTPS.
+    page.wait_for(
+        "document.querySelector('#servers').innerText.includes('bob')",
+        T,
+    );
+
+    // The call signals over wss:// (the page picks it from its own https: location).
+    dial(&page, &NORTH.to_string(), None);
+    wait_in_call(&page, T);
+
+    // Page → PTT: push-to-talk with the fake microphone, recorded by bob.
+    let speech_s = load_wav(fixture("audio/speech.wav")).len() as f64 / 48_000.0;
+    bob.record_start();
+    page.key(true, " ", "Space", 32);
+    page.wait_for(
+        "document.querySelector('#ptt').classList.contains('active')",
+        T,
+    );
+    std::thread::sleep(Duration::from_secs_f64(speech_s + 0.6));
+    page.key(false, " ", "Space", 32);
+    std::thread::sleep(Duration::from_millis(1000));
+    let bob_wav = dir.path().join("bob-https.wav");
+    bob.record_stop(&bob_wav);
+    let cmp = compare_files(fixture("audio/speech.wav"), &bob_wav);
+    println!("page over HTTPS → PTT: {cmp}");
+    cmp.assert_matches(0.85, 0.15);
+
+    page.eval("document.querySelector('#hangup').click()");
+    page.wait_for("document.body.dataset.call === 'idle'", T);
 }
 
 #[test]

@@ -19,12 +19,6 @@ use serde_json::json;
 
 use super::operator::{COOKIE, LoginError, Operators, cookie};
 
-/// The peer address of a connection, recorded by the server for every request on it
-/// (`Router::into_make_service_with_connect_info::<ClientAddr>()`; the listener implements
-/// `Connected` for it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
-
 /// Extractor: the address a request came from, when the server recorded it.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerIp(pub Option<IpAddr>);
@@ -42,7 +36,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerIp {
 
 /// The address a request came from, when the server recorded it.
 pub fn client_ip(req: &axum::http::Extensions) -> Option<IpAddr> {
-    req.get::<ConnectInfo<ClientAddr>>().map(|c| c.0.0.ip())
+    // The listener (`http::listener`) records every connection's peer address.
+    req.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
 /// 401 with the reason and how to sign in, in the `{code, message}` envelope the REST

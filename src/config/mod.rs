@@ -1,16 +1,17 @@
 //! Bridge configuration: TOML, every option defaulted (see `config/bridge.toml`),
 //! validated at start so a bad file fails with the key and the reason.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 mod error;
+mod http_config;
 mod ptt_config;
 
 pub use error::ConfigError;
 pub(crate) use error::invalid;
+pub use http_config::HttpConfig;
 pub use ptt_config::{PttAccount, PttConfig, PttServer};
 
 /// The whole configuration.
@@ -61,22 +62,6 @@ impl Default for OperatorConfig {
             token: None,
             session_hours: 12,
             public_metrics: false,
-        }
-    }
-}
-
-/// The single HTTP port: health, metrics, WebSockets, REST, web page.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Address to listen on.
-    pub listen: SocketAddr,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
         }
     }
 }
@@ -152,6 +137,7 @@ impl Config {
                 format!("not a valid filter: {:?}", self.log.level),
             ));
         }
+        self.http.validate()?;
         crate::events::config::validate(&self.egw, &self.nats, &self.business)?;
         self.meeting.validate(&self.ptt)?;
         self.ptt.validate()?;

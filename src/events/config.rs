@@ -25,7 +25,8 @@ pub struct EgwConfig {
     /// A frame that cannot be written to a client within this time cuts the client off
     /// (a client that does not read must not hold anything up).
     pub send_timeout_ms: u64,
-    /// URL returned by `GET /server/address?appType=8`; unset: `ws://<Host header>/egw`.
+    /// URL returned by `GET /server/address?appType=8`; unset: from `[http]` (`public_url`, else
+    /// the listen address), never from a request's Host header.
     pub public_url: Option<String>,
     /// Developer logins (`dev_id` + `token`). An app's own `app_id` + `app_secret` also log in,
     /// limited to that app.
@@ -88,6 +89,17 @@ pub struct NatsConfig {
     pub ack_timeout_ms: u64,
     /// JetStream de-duplication window for a newly created stream, seconds.
     pub duplicate_window_s: u64,
+    /// PEM CA certificate(s) the server's certificate is checked with (added to the system's
+    /// roots).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Refuse a connection that is not TLS (a `tls://` URL requires it too).
+    pub tls_required: bool,
+    /// NATS credentials file (user JWT + NKey seed), e.g. from `nsc`.
+    pub creds_file: Option<PathBuf>,
+    /// User name (with `password`).
+    pub user: Option<String>,
+    /// Password of `user`.
+    pub password: Option<String>,
 }
 
 impl Default for NatsConfig {
@@ -101,6 +113,11 @@ impl Default for NatsConfig {
             max_in_flight: 4096,
             ack_timeout_ms: 2_000,
             duplicate_window_s: 120,
+            tls_ca_file: None,
+            tls_required: false,
+            creds_file: None,
+            user: None,
+            password: None,
         }
     }
 }
@@ -151,6 +168,15 @@ pub struct SeedApp {
 pub struct StorageConfig {
     /// Database file; unset = in memory (lost at exit).
     pub path: Option<PathBuf>,
+}
+
+/// The connect options of a NATS credentials file (read and parsed).
+pub fn nats_credentials(path: &std::path::Path) -> Result<async_nats::ConnectOptions, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    async_nats::ConnectOptions::new()
+        .credentials(&text)
+        .map_err(|e| format!("{}: not a NATS credentials file: {e}", path.display()))
 }
 
 /// Checks the platform sections.
@@ -225,6 +251,25 @@ pub fn validate(
     if nats.duplicate_window_s == 0 {
         return Err(invalid("nats.duplicate_window_s", "must be > 0"));
     }
+    if let Some(ca) = &nats.tls_ca_file
+        && let Err(e) = crate::tls::load_certs(ca)
+    {
+        return Err(invalid("nats.tls_ca_file", e));
+    }
+    if let Some(path) = &nats.creds_file {
+        nats_credentials(path).map_err(|e| invalid("nats.creds_file", e))?;
+        if nats.user.is_some() {
+            return Err(invalid(
+                "nats.user",
+                "set either nats.creds_file or nats.user",
+            ));
+        }
+    }
+    match (&nats.user, &nats.password) {
+        (Some(_), None) => return Err(invalid("nats.password", "required with nats.user")),
+        (None, Some(_)) => return Err(invalid("nats.user", "required with nats.password")),
+        _ => {}
+    }
     if !(200..=3_600_000).contains(&business.ptt_call_idle_ms) {
         return Err(invalid(
             "business.ptt_call_idle_ms",
@@ -281,6 +326,15 @@ mod tests {
                 "egw.developers[0]",
             ),
             ("[nats]\nurl = \"http://x\"", "nats.url"),
+            (
+                "[nats]\ntls_ca_file = \"/nonexistent/ca.pem\"",
+                "nats.tls_ca_file: cannot read",
+            ),
+            (
+                "[nats]\ncreds_file = \"/nonexistent/x.creds\"",
+                "nats.creds_file: cannot read",
+            ),
+            ("[nats]\nuser = \"u\"", "nats.password: required"),
             ("[nats]\noutbox = 0", "nats.outbox"),
             ("[nats]\nsubject_prefix = \"a.b\"", "nats.subject_prefix"),
             (

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow};
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -142,20 +142,43 @@ pub fn start(config: &NatsConfig, bus: &EventBus) -> anyhow::Result<Arc<SinkStat
         .url
         .clone()
         .context("nats.url: not set (the sink is off)")?;
+    let options = connect_options(config)?;
     let stats = Arc::new(SinkStats::default());
     let rx = bus.subscribe();
     let sink = Sink {
         config: config.clone(),
         url,
+        options,
         stats: stats.clone(),
     };
     tokio::spawn(sink.run(rx).instrument(info_span!("nats")));
     Ok(stats)
 }
 
+/// TLS and credentials from the config, passed through to async-nats.
+fn connect_options(config: &NatsConfig) -> anyhow::Result<async_nats::ConnectOptions> {
+    let mut options = match &config.creds_file {
+        Some(path) => {
+            super::config::nats_credentials(path).map_err(|e| anyhow!("nats.creds_file: {e}"))?
+        }
+        None => async_nats::ConnectOptions::new(),
+    };
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(ca) = &config.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if config.tls_required {
+        options = options.require_tls(true);
+    }
+    Ok(options)
+}
+
 struct Sink {
     config: NatsConfig,
     url: String,
+    options: async_nats::ConnectOptions,
     stats: Arc<SinkStats>,
 }
 
@@ -164,8 +187,9 @@ type AckFuture = std::pin::Pin<
 >;
 
 impl Sink {
-    async fn run(self, mut rx: broadcast::Receiver<Event>) {
+    async fn run(mut self, mut rx: broadcast::Receiver<Event>) {
         let stats = self.stats.clone();
+        let options = std::mem::take(&mut self.options);
         let on_event = {
             let stats = stats.clone();
             move |ev: async_nats::Event| {
@@ -186,7 +210,7 @@ impl Sink {
                 }
             }
         };
-        let client = async_nats::ConnectOptions::new()
+        let client = options
             .name("pttbridge")
             .retry_on_initial_connect()
             .max_reconnects(None)

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use egw::rest::{Envelope, codes};
 use egw::{Action, Session};
@@ -269,7 +269,6 @@ pub(super) struct AddressQuery {
 /// `GET /server/address?appType=8`: the EGW URL in the business envelope.
 pub(super) async fn server_address(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(q): Query<AddressQuery>,
 ) -> impl IntoResponse {
     match q.app_type.as_deref() {
@@ -298,15 +297,19 @@ pub(super) async fn server_address(
             );
         }
     }
-    let url = match &state.platform.egw.public_url {
-        Some(u) => u.clone(),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("127.0.0.1");
-            format!("ws://{host}/egw")
-        }
+    // From the config only (`egw.public_url`, else `[http]`'s public URL or listen address):
+    // a request's Host header is the client's word, not the bridge's address.
+    let Some(url) = state.platform.egw.public_url.clone() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                Envelope::error(
+                    codes::INTERNAL,
+                    "the bridge's public address is not configured: set http.public_url or egw.public_url",
+                )
+                .into_value(),
+            ),
+        );
     };
     (
         StatusCode::OK,

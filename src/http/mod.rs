@@ -19,6 +19,7 @@ use crate::sides::Side;
 pub mod business;
 pub mod egw;
 mod events;
+pub mod listener;
 pub mod web;
 
 /// What the handlers need.
@@ -68,46 +69,17 @@ impl AppState {
     }
 }
 
-/// Serves `router(state)` on `listener` until the process ends (tests, the load tool).
+/// Serves `router(state)` on `listener` until `state.shutdown` (tests, the load tool): the
+/// bounded listener with the default timeouts and no connection caps (their clients all come
+/// from loopback).
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
-    axum::serve(
-        no_delay(listener),
-        router(state).into_make_service_with_connect_info::<crate::auth::web::ClientAddr>(),
-    )
-    .await
-}
-
-/// The listener with `TCP_NODELAY` on every accepted connection: WebSocket frames (events,
-/// signalling) are small and must not wait for Nagle and the peer's delayed ACK (~40 ms).
-pub fn no_delay(listener: tokio::net::TcpListener) -> NoDelay {
-    NoDelay(listener)
-}
-
-/// A TCP listener that sets `TCP_NODELAY` on what it accepts (see [`no_delay`]).
-#[derive(Debug)]
-pub struct NoDelay(tokio::net::TcpListener);
-
-impl axum::serve::Listener for NoDelay {
-    type Io = tokio::net::TcpStream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (tcp, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        let _ = tcp.set_nodelay(true);
-        (tcp, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, NoDelay>>
-    for crate::auth::web::ClientAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, NoDelay>) -> Self {
-        crate::auth::web::ClientAddr(*stream.remote_addr())
-    }
+    let config = crate::config::HttpConfig {
+        max_connections: 1_000_000,
+        max_connections_per_ip: 1_000_000,
+        ..Default::default()
+    };
+    let shutdown = state.shutdown.clone();
+    listener::serve(listener, router(state), &config, shutdown).await
 }
 
 /// Installs the global Prometheus recorder once and returns its handle.

@@ -3,7 +3,9 @@
 (PyPI 1.16.0) and the websockets client.
 
 It logs in over HTTP (GET /app/getSign, POST /app/account method=dockingLogin), opens the
-/rtcpeer WebSocket, registers (call.doRegister), and is then driven by JSON lines:
+/rtcpeer WebSocket, registers (call.doRegister), and is then driven by JSON lines. An https://
+--url is HTTPS and wss:// (certificates checked: against --ca FILE when given, else the system's
+roots).
 
   stdout: one JSON object per line, always with an "event" key:
     {"event":"ready","user":{...},"sid":"..."}
@@ -40,6 +42,7 @@ import argparse
 import asyncio
 import fractions
 import json
+import ssl
 import sys
 import time
 import urllib.parse
@@ -144,6 +147,8 @@ class Participant:
         self.track = None
         self.plays = {}
         self.recording = None
+        # None for http://: urllib and websockets then use plain TCP.
+        self.ssl = ssl.create_default_context(cafile=args.ca) if args.url.startswith("https://") else None
 
     def http(self, path, data=None):
         url = self.args.url.rstrip("/") + path
@@ -151,7 +156,7 @@ class Participant:
         req = urllib.request.Request(url, data=body)
         if body is not None:
             req.add_header("Content-Type", "application/x-www-form-urlencoded")
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=self.ssl) as r:
             return json.loads(r.read().decode())
 
     async def login(self):
@@ -164,8 +169,9 @@ class Participant:
             raise RuntimeError("dockingLogin failed: %s" % login)
         self.user = login["user"]
         self.sid = login["SID"]
-        ws_url = self.args.url.replace("http://", "ws://").rstrip("/") + "/rtcpeer"
-        self.ws = await websockets.connect(ws_url, max_size=2**20)
+        base = self.args.url.rstrip("/")
+        ws_url = "wss://" + base[len("https://"):] if self.ssl else base.replace("http://", "ws://", 1)
+        self.ws = await websockets.connect(ws_url + "/rtcpeer", max_size=2**20, ssl=self.ssl)
         asyncio.ensure_future(self.reader())
         reply = await self.request({"module": "call", "method": "doRegister", "SID": self.sid,
                                     "userId": self.user["id"], "deviceType": "pc"})
@@ -345,6 +351,7 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True, help="bridge base URL, e.g. http://127.0.0.1:8080")
     ap.add_argument("--account", required=True)
+    ap.add_argument("--ca", help="PEM CA file to check an https:// server's certificate with")
     ap.add_argument("--app-id", default="test")
     ap.add_argument("--secret", default="test")
     args = ap.parse_args()

@@ -124,9 +124,13 @@ fn default_level() -> u8 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// Base URL of its HTTP API, e.g. `http://host:8080` (`/app/getSign`, `/app/account`,
-    /// `/rtcpeer` under it). Plain `http://` only.
+    /// Base URL of its HTTP API, e.g. `https://host` (`/app/getSign`, `/app/account`,
+    /// `/rtcpeer` under it); `https://` is TLS with `wss://` signalling.
     pub url: String,
+    /// PEM CA certificate(s) to check an `https://` upstream's certificate with; unset = the
+    /// system's roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// `appId` for getSign.
     pub app_id: String,
     /// Secret for getSign.
@@ -204,8 +208,22 @@ impl MeetingConfig {
             ));
         }
         for (i, u) in self.upstream.iter().enumerate() {
-            if let Err(e) = super::upstream::login::Base::parse(&u.url) {
-                return Err(invalid(format!("meeting.upstream[{i}].url"), e.to_string()));
+            let base = match super::upstream::login::Base::parse(&u.url) {
+                Ok(b) => b,
+                Err(e) => {
+                    return Err(invalid(format!("meeting.upstream[{i}].url"), e.to_string()));
+                }
+            };
+            if let Some(ca) = &u.ca_file {
+                if !base.tls {
+                    return Err(invalid(
+                        format!("meeting.upstream[{i}].ca_file"),
+                        "only for an https:// url".into(),
+                    ));
+                }
+                if let Err(e) = crate::tls::client_config(Some(ca), &[]) {
+                    return Err(invalid(format!("meeting.upstream[{i}].ca_file"), e));
+                }
             }
             for id in &u.dial_in {
                 if !self.dial_in.iter().any(|d| d.user_id == *id) {

@@ -48,7 +48,8 @@ pub struct Bridge {
 impl Bridge {
     /// Runs `bin run --config` with `config` plus an `[http]` table on a free port, an
     /// `[operator]` token ([`OPERATOR_TOKEN`], which this handle presents on every request) and
-    /// debug logs, and waits until `/healthz` answers.
+    /// debug logs, and waits until `/healthz` answers. An `[http]` table in `config` gets the
+    /// `listen` line added (e.g. TLS: see [`crate::tls`] and [`crate::http::use_tls`]).
     pub fn start(bin: impl AsRef<Path>, config: &str) -> Bridge {
         Self::start_at(bin, config, ([127, 0, 0, 1], peers::free_port()).into())
     }
@@ -68,9 +69,14 @@ impl Bridge {
 
     fn launch(bin: &Path, config: &str, addr: SocketAddr, level: &str, exact: bool) -> Bridge {
         let dir = tempfile::tempdir().expect("temp dir");
-        let full = format!(
-            "[http]\nlisten = \"{addr}\"\n[log]\nlevel = \"{level}\"\n[operator]\ntoken = \"{OPERATOR_TOKEN}\"\n\n{config}"
-        );
+        let listen = format!("[http]\nlisten = \"{addr}\"\n");
+        let head =
+            format!("[log]\nlevel = \"{level}\"\n[operator]\ntoken = \"{OPERATOR_TOKEN}\"\n");
+        let full = if config.contains("[http]\n") {
+            format!("{}\n{head}", config.replacen("[http]\n", &listen, 1))
+        } else {
+            format!("{listen}{head}\n{config}")
+        };
         let path = dir.path().join("bridge.toml");
         std::fs::write(&path, &full).expect("write config");
         let mut command = Command::new(bin);

@@ -57,16 +57,23 @@ impl Browser {
     /// once (`%noloop`; end it with silence, the device repeats its last 10 ms). Pages may use
     /// the microphone without asking.
     pub fn launch(fake_mic: Option<&Path>) -> Browser {
-        Browser::start(fake_mic, true)
+        Browser::start(fake_mic, true, &[])
+    }
+
+    /// Like [`launch`](Self::launch) with extra command-line flags, e.g.
+    /// `--ignore-certificate-errors-spki-list=<hash>` to accept one test certificate
+    /// ([`crate::tls::ServerFiles::spki_sha256`]).
+    pub fn launch_with(fake_mic: Option<&Path>, flags: &[String]) -> Browser {
+        Browser::start(fake_mic, true, flags)
     }
 
     /// Like [`launch`](Self::launch) with no fake file, but every request for the microphone is
     /// refused, as when the user blocks it (`getUserMedia` fails with `NotAllowedError`).
     pub fn launch_denying_microphone() -> Browser {
-        Browser::start(None, false)
+        Browser::start(None, false, &[])
     }
 
-    fn start(fake_mic: Option<&Path>, allow_mic: bool) -> Browser {
+    fn start(fake_mic: Option<&Path>, allow_mic: bool, flags: &[String]) -> Browser {
         let bin = chromium();
         let dir = tempfile::tempdir().expect("temp dir");
         let profile = dir.path().join("profile");
@@ -106,6 +113,7 @@ impl Browser {
                 wav.display()
             ));
         }
+        cmd.args(flags);
         cmd.arg("about:blank");
         // Its own process group, so dropping the browser ends its renderers too.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);

@@ -8,6 +8,7 @@
 //! - [`browser`]: Debian's headless `chromium` driven over the DevTools Protocol.
 //! - [`bridge`]: the `pttbridge` binary under test (and its `probe`), observed over HTTP.
 //! - [`events`] / [`http`]: JSON event queues and a tiny HTTP client for them.
+//! - [`tls`]: a test CA and server certificates (HTTPS/WSS tests).
 //! - [`audio`]: WAV loading, alignment by cross-correlation, per-window correlation, SNR, durations.
 //!
 //! ```no_run
@@ -38,3 +39,4 @@ pub mod murmur;
 pub mod nats;
 pub mod peers;
 pub mod terminal;
+pub mod tls;

@@ -34,10 +34,23 @@ pub struct Participant {
 impl Participant {
     /// Logs in to the bridge at `addr` as `account` (app `test`/`test`) and registers.
     pub fn join(addr: SocketAddr, account: &str) -> Participant {
-        let mut child = Command::new(peers::venv_python())
-            .arg("-u")
-            .arg(peers::peer_script("meeting.py"))
-            .args(["--url", &format!("http://{addr}"), "--account", account])
+        Self::join_url(&format!("http://{addr}"), None, account)
+    }
+
+    /// Like [`join`](Self::join) at a base URL (`https://…` with `ca`, a PEM CA file the peer
+    /// checks the server's certificate with, for HTTPS and WSS).
+    pub fn join_url(url: &str, ca: Option<&Path>, account: &str) -> Participant {
+        let mut cmd = Command::new(peers::venv_python());
+        cmd.arg("-u").arg(peers::peer_script("meeting.py")).args([
+            "--url",
+            url,
+            "--account",
+            account,
+        ]);
+        if let Some(ca) = ca {
+            cmd.arg("--ca").arg(ca);
+        }
+        let mut child = cmd
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

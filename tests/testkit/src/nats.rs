@@ -22,11 +22,18 @@ pub struct NatsServer {
     port: u16,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    args: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts nats-server with JetStream on a free port; waits for "Server is ready".
     pub fn start() -> NatsServer {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start) with extra command-line options (e.g. `--tls`,
+    /// `--tlscert`, `--tlskey`, `--user`, `--pass`).
+    pub fn start_with(args: &[&str]) -> NatsServer {
         let dir = tempfile::Builder::new()
             .prefix("nats-")
             .tempdir()
@@ -36,6 +43,7 @@ impl NatsServer {
             port: 0,
             child: None,
             log: Arc::new(Mutex::new(String::new())),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         for attempt in 1..=5 {
             n.port = peers::free_port();
@@ -60,6 +68,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.dir.path().join("store"))
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,9 +1,10 @@
 //! Logging in to an external RTCPeer server (spec 6.1, 6.2): `GET /app/getSign`, then
 //! `POST /app/account` `method=dockingLogin` → `SID` and our user id there. Two small HTTP/1.1
-//! requests on a fresh connection each (`Connection: close`), plain `http://` only: a client
-//! crate would be a large dependency for two requests a reconnect. The answers are read as the
-//! adapter's [`GetSign`] and [`DockingLogin`].
+//! requests on a fresh connection each (`Connection: close`), over TLS for an `https://`
+//! upstream: a client crate would be a large dependency for two requests a reconnect. The
+//! answers are read as the adapter's [`GetSign`] and [`DockingLogin`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -11,7 +12,6 @@ use rtcpeer::id::Id;
 use rtcpeer::reply::{DockingLogin, GetSign};
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Most bytes read from a login response.
 const MAX_RESPONSE: usize = 1 << 20;
@@ -21,17 +21,23 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// An upstream's base URL, split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Base {
+    /// `https://` (TLS for the requests and `wss://` for the signalling socket).
+    pub tls: bool,
     /// `host:port`.
     pub authority: String,
+    /// The host alone (what its certificate must name), IPv6 without brackets.
+    pub host: String,
     /// Path prefix without a trailing `/` (usually empty).
     pub prefix: String,
 }
 
 impl Base {
-    /// Parses `http://host[:port][/prefix]`.
+    /// Parses `http(s)://host[:port][/prefix]`.
     pub fn parse(url: &str) -> anyhow::Result<Self> {
-        let Some(rest) = url.strip_prefix("http://") else {
-            bail!("{url}: only http:// upstreams are supported");
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            _ => bail!("{url}: must be http:// or https://"),
         };
         let (authority, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
@@ -40,20 +46,45 @@ impl Base {
         if authority.is_empty() {
             bail!("{url}: no host");
         }
-        let authority = if authority.contains(':') {
+        // A port after the host (an IPv6 literal is in brackets, with colons of its own).
+        let host = match authority.rfind(':') {
+            Some(i) if !authority[i..].contains(']') => &authority[..i],
+            _ => authority,
+        };
+        let authority = if host.len() < authority.len() {
             authority.to_owned()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if tls { 443 } else { 80 })
         };
         Ok(Self {
+            tls,
             authority,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             prefix: prefix.to_owned(),
         })
     }
 
     /// The signalling socket's URL.
     pub fn ws_url(&self) -> String {
-        format!("ws://{}{}/rtcpeer", self.authority, self.prefix)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}{}/rtcpeer", self.authority, self.prefix)
+    }
+
+    /// A connection to the server: for an `https://` base, TLS with the server's certificate
+    /// checked against `trust`.
+    pub async fn connect(
+        &self,
+        trust: Option<&Arc<rustls::ClientConfig>>,
+    ) -> std::io::Result<Box<dyn crate::tls::Stream>> {
+        let tls = match (self.tls, trust) {
+            (false, _) => None,
+            (true, Some(config)) => Some((config, self.host.as_str())),
+            (true, None) => return Err(std::io::Error::other("https:// but no TLS trust")),
+        };
+        crate::tls::connect(&self.authority, tls).await
     }
 }
 
@@ -69,6 +100,7 @@ pub struct LoggedIn {
 /// getSign + dockingLogin as `account` (shown as `name`).
 pub async fn login(
     base: &Base,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     app_id: &str,
     secret: &str,
     account: &str,
@@ -79,7 +111,9 @@ pub async fn login(
         form_encode(app_id),
         form_encode(secret)
     );
-    let sign: GetSign = request(base, "GET", &path, None).await.context("getSign")?;
+    let sign: GetSign = request(base, tls, "GET", &path, None)
+        .await
+        .context("getSign")?;
     if sign.code != 200 {
         bail!("getSign refused: code {}: {}", sign.code, sign.message);
     }
@@ -90,7 +124,7 @@ pub async fn login(
         form_encode(&sign),
         form_encode(name)
     );
-    let login: DockingLogin = request(base, "POST", "/app/account", Some(form))
+    let login: DockingLogin = request(base, tls, "POST", "/app/account", Some(form))
         .await
         .context("dockingLogin")?;
     if login.result != 0 {
@@ -125,12 +159,17 @@ fn form_encode(s: &str) -> String {
 /// One HTTP exchange, its JSON body read as `T`.
 async fn request<T: DeserializeOwned>(
     base: &Base,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     method: &str,
     path: &str,
     form: Option<String>,
 ) -> anyhow::Result<T> {
-    let what = format!("{method} http://{}{}{path}", base.authority, base.prefix);
-    tokio::time::timeout(TIMEOUT, exchange(base, method, path, form))
+    let scheme = if base.tls { "https" } else { "http" };
+    let what = format!(
+        "{method} {scheme}://{}{}{path}",
+        base.authority, base.prefix
+    );
+    tokio::time::timeout(TIMEOUT, exchange(base, tls, method, path, form))
         .await
         .with_context(|| format!("{what}: no answer in {TIMEOUT:?}"))?
         .with_context(|| what)
@@ -138,11 +177,12 @@ async fn request<T: DeserializeOwned>(
 
 async fn exchange<T: DeserializeOwned>(
     base: &Base,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     method: &str,
     path: &str,
     form: Option<String>,
 ) -> anyhow::Result<T> {
-    let mut stream = TcpStream::connect(&base.authority).await?;
+    let mut stream = base.connect(tls).await?;
     let host = &base.authority;
     let mut req = format!(
         "{method} {}{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n",
@@ -159,10 +199,17 @@ async fn exchange<T: DeserializeOwned>(
     req.push_str(&body);
     stream.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
-    (&mut stream)
+    let read = (&mut stream)
         .take(MAX_RESPONSE as u64)
         .read_to_end(&mut raw)
-        .await?;
+        .await;
+    // A TLS server that closes without close_notify has still sent its whole answer
+    // (`Connection: close`): what was read is judged on its own.
+    if let Err(e) = read
+        && (raw.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof)
+    {
+        return Err(e.into());
+    }
     parse_response(&raw)
 }
 
@@ -229,12 +276,25 @@ mod tests {
         let b = Base::parse("http://127.0.0.1:8080").unwrap();
         assert_eq!(b.authority, "127.0.0.1:8080");
         assert_eq!(b.ws_url(), "ws://127.0.0.1:8080/rtcpeer");
+        assert!(!b.tls);
         let b = Base::parse("http://meet.example/api/").unwrap();
         assert_eq!(
             (b.authority.as_str(), b.prefix.as_str()),
             ("meet.example:80", "/api")
         );
-        assert!(Base::parse("https://x").is_err());
+        let b = Base::parse("https://meet.example").unwrap();
+        assert_eq!(
+            (b.tls, b.authority.as_str(), b.host.as_str()),
+            (true, "meet.example:443", "meet.example")
+        );
+        assert_eq!(b.ws_url(), "wss://meet.example:443/rtcpeer");
+        let b = Base::parse("https://[::1]:8443/x").unwrap();
+        assert_eq!(
+            (b.authority.as_str(), b.host.as_str(), b.prefix.as_str()),
+            ("[::1]:8443", "::1", "/x")
+        );
+        assert_eq!(Base::parse("https://[::1]").unwrap().authority, "[::1]:443");
+        assert!(Base::parse("ftp://x").is_err());
         assert!(Base::parse("http:///x").is_err());
     }
 

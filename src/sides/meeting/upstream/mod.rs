@@ -6,7 +6,9 @@
 //!
 //! One task per (upstream, dial-in id), sequential and sans-lock: log in (getSign +
 //! dockingLogin), open `/rtcpeer`, `call.doRegister`, then handle pushes. Requests are sent one
-//! at a time and wait for their reply; pushes arriving meanwhile are queued. Losing the server
+//! at a time and wait for their reply; pushes arriving meanwhile are queued. An `https://`
+//! upstream is reached over TLS (`wss://` for `/rtcpeer`), its certificate checked against the
+//! system's roots or the upstream's `ca_file`. Losing the server
 //! ends a call in progress and starts over with exponential backoff and jitter; `/healthz` shows
 //! each registration (`sides.meeting.upstream`).
 //!
@@ -41,10 +43,9 @@ use rtcpeer::{Frame, code};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::login::Base;
@@ -115,6 +116,7 @@ pub fn start(sb: &Arc<Switchboard>) -> Registrations {
                 sb: sb.clone(),
                 registrations: registrations.clone(),
                 up: up.clone(),
+                trust: trust(up),
                 target,
                 index,
             };
@@ -125,15 +127,26 @@ pub fn start(sb: &Arc<Switchboard>) -> Registrations {
     registrations
 }
 
+/// The TLS trust for an `https://` upstream (`None` for `http://`), or why there is none.
+fn trust(up: &Upstream) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    if !up.url.starts_with("https://") {
+        return Ok(None);
+    }
+    crate::tls::client_config(up.ca_file.as_deref(), &[b"http/1.1"])
+        .map(Some)
+        .map_err(|e| format!("TLS: {e}"))
+}
+
 struct Task {
     sb: Arc<Switchboard>,
     registrations: Registrations,
     up: Upstream,
+    trust: Result<Option<Arc<rustls::ClientConfig>>, String>,
     target: DialTarget,
     index: usize,
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<Box<dyn crate::tls::Stream>>;
 
 impl Task {
     fn update(&self, f: impl FnOnce(&mut Registration)) {
@@ -184,13 +197,25 @@ impl Task {
             .clone()
             .or_else(|| self.target.account.channel_path())
             .unwrap_or_else(|| account.clone());
-        let logged = login::login(&base, &self.up.app_id, &self.up.secret, &account, &name).await?;
-        let (ws, _) = tokio::time::timeout(
-            REPLY_TIMEOUT,
-            tokio_tungstenite::connect_async(base.ws_url()),
+        let trust = self.trust.clone().map_err(|e| anyhow!(e))?;
+        let logged = login::login(
+            &base,
+            trust.as_ref(),
+            &self.up.app_id,
+            &self.up.secret,
+            &account,
+            &name,
         )
+        .await?;
+        let (ws, _) = tokio::time::timeout(REPLY_TIMEOUT, async {
+            let stream = base.connect(trust.as_ref()).await?;
+            tokio_tungstenite::client_async(base.ws_url(), stream)
+                .await
+                .map_err(anyhow::Error::from)
+        })
         .await
-        .context("WebSocket: no answer")??;
+        .context("WebSocket: no answer")?
+        .with_context(|| base.ws_url())?;
         let mut s = Signal {
             ws,
             queued: VecDeque::new(),
