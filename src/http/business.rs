@@ -450,6 +450,7 @@ async fn user_state(
 ) -> ApiResult {
     let q = serde_urlencoded_like(raw.as_deref().unwrap_or(""))?;
     let app_id = string(&q, "app_id").ok_or_else(|| ApiError::bad("missing app_id"))?;
+    authorize(&state, &headers, &app_id)?;
     let msg_id = int(&q, "msg_id", true)?.unwrap_or(0);
     let page = int(&q, "page", false)?.unwrap_or(1);
     let page_size = int(&q, "page_size", false)?.unwrap_or(i64::from(MAX_PAGE_SIZE));
@@ -461,7 +462,6 @@ async fn user_state(
             "page_size must be 1..={MAX_PAGE_SIZE}"
         )));
     }
-    authorize(&state, &headers, &app_id)?;
     let (_, model) = state.bus.snapshot(&app_id, None);
     let presence = model.presence();
     let entry = |uid: &str| {
@@ -635,6 +635,15 @@ async fn records(
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> ApiResult {
     let q = serde_urlencoded_like(raw.as_deref().unwrap_or(""))?;
+    // Credentials first: a stranger learns nothing, not even which parameters are wrong.
+    let app = string(&q, "app_id");
+    let app_name = match &app {
+        Some(a) => Some(authorize(&state, &headers, a)?.app_name),
+        None => {
+            require_operator(&state, &headers)?;
+            None
+        }
+    };
     let start = int(&q, "start_time", true)?.unwrap_or(0);
     let end = int(&q, "end_time", true)?.unwrap_or(0);
     let page = int(&q, "page", true)?.unwrap_or(1);
@@ -650,14 +659,6 @@ async fn records(
             "page_size must be 1..={MAX_PAGE_SIZE}, got {page_size}"
         )));
     }
-    let app = string(&q, "app_id");
-    let app_name = match &app {
-        Some(a) => Some(authorize(&state, &headers, a)?.app_name),
-        None => {
-            require_operator(&state, &headers)?;
-            None
-        }
-    };
     let store = &state.platform.store;
     let (rows, total) = store.calls(start, end, app.as_deref(), page as u32, page_size as u32)?;
     let names: std::collections::HashMap<String, String> = store
