@@ -501,6 +501,7 @@ fn unauthenticated_sockets_are_closed() {
     );
     let egw_closed = egw.closed(Duration::from_secs(10));
     assert_eq!(egw_closed.code, Some(4002), "{egw_closed:?}");
+    assert!(egw_closed.reason.contains("login"), "{egw_closed:?}");
     let c = console
         .wait_closed(Duration::from_secs(10))
         .expect("console closed");
