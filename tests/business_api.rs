@@ -506,7 +506,7 @@ fn business_rest_with_real_ptt_peers() {
     fails(
         api.app(
             "GET",
-            "/v1/consuming/records?end_time=1&page=1&page_size=10",
+            "/v1/consuming/records?app_id=default&end_time=1&page=1&page_size=10",
             None,
         ),
         400,
@@ -515,7 +515,7 @@ fn business_rest_with_real_ptt_peers() {
     fails(
         api.app(
             "GET",
-            "/v1/consuming/records?start_time=5&end_time=1&page=1&page_size=10",
+            "/v1/consuming/records?app_id=default&start_time=5&end_time=1&page=1&page_size=10",
             None,
         ),
         400,

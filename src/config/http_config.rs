@@ -28,6 +28,9 @@ pub struct HttpConfig {
     pub header_timeout_ms: u64,
     /// A kept-alive connection with no request for this long is closed.
     pub idle_timeout_ms: u64,
+    /// A connection whose peer takes none of what is written to it for this long (a response,
+    /// an event stream, a WebSocket) is closed: a client that stops reading holds nothing.
+    pub write_timeout_ms: u64,
     /// Open connections at most (both listeners, WebSockets included); more are closed at once.
     pub max_connections: usize,
     /// Open connections at most from one IP address.
@@ -45,6 +48,7 @@ impl Default for HttpConfig {
             tls_key: None,
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            write_timeout_ms: 30_000,
             max_connections: 4096,
             max_connections_per_ip: 64,
             redirect_listen: None,
@@ -66,6 +70,11 @@ impl HttpConfig {
     /// Idle keep-alive timeout.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// Write-stall timeout.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
     }
 
     /// The base URL clients use (no trailing `/`): `public_url`, else `http(s)://<listen>`;
@@ -129,6 +138,12 @@ impl HttpConfig {
             return Err(invalid(
                 "http.idle_timeout_ms",
                 "must be between 100 and 86400000",
+            ));
+        }
+        if !(1_000..=3_600_000).contains(&self.write_timeout_ms) {
+            return Err(invalid(
+                "http.write_timeout_ms",
+                "must be between 1000 and 3600000",
             ));
         }
         if !(1..=1_000_000).contains(&self.max_connections) {

@@ -20,6 +20,11 @@ pub struct PttConfig {
     pub reconnect_initial_ms: u64,
     /// Largest reconnect delay in ms.
     pub reconnect_max_ms: u64,
+    /// Most users the bridge keeps of one PTT server's state (per session); more are ignored
+    /// and counted, so a server flooding user announcements cannot grow the bridge's memory.
+    pub max_users: usize,
+    /// Most channels kept of one PTT server's state (per session).
+    pub max_channels: usize,
 }
 
 impl Default for PttConfig {
@@ -29,6 +34,8 @@ impl Default for PttConfig {
             talk_timeout_ms: 300,
             reconnect_initial_ms: 250,
             reconnect_max_ms: 4000,
+            max_users: ptt::session::DEFAULT_MAX_USERS,
+            max_channels: ptt::session::DEFAULT_MAX_CHANNELS,
         }
     }
 }
@@ -104,8 +111,29 @@ impl PttServer {
 
 impl PttConfig {
     /// Checks what the types cannot: server ids, hosts, certificate pins, account names.
+    /// The settings of a PTT session as `username` with the bridge-wide ones (talk timeout,
+    /// caps on the server's state).
+    pub fn session(&self, username: String, password: String) -> ptt::session::SessionConfig {
+        ptt::session::SessionConfig {
+            username,
+            password,
+            talk_timeout: self.talk_timeout(),
+            max_users: self.max_users,
+            max_channels: self.max_channels,
+            ..ptt::session::SessionConfig::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let ptt = self;
+        for (key, value) in [
+            ("ptt.max_users", ptt.max_users),
+            ("ptt.max_channels", ptt.max_channels),
+        ] {
+            if !(16..=10_000_000).contains(&value) {
+                return Err(invalid(key, "must be between 16 and 10000000"));
+            }
+        }
         if !(20..=60_000).contains(&ptt.talk_timeout_ms) {
             return Err(invalid(
                 "ptt.talk_timeout_ms",

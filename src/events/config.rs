@@ -22,6 +22,9 @@ fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
 pub struct EgwConfig {
     /// A connection that sends nothing (no heartbeat, no request) for this long is closed.
     pub heartbeat_timeout_ms: u64,
+    /// A connection must log in (20000) within this many ms of opening, or is closed (4002):
+    /// heartbeats alone do not keep an anonymous socket and its bus subscription.
+    pub auth_timeout_ms: u64,
     /// A frame that cannot be written to a client within this time cuts the client off
     /// (a client that does not read must not hold anything up).
     pub send_timeout_ms: u64,
@@ -37,6 +40,7 @@ impl Default for EgwConfig {
     fn default() -> Self {
         Self {
             heartbeat_timeout_ms: 60_000,
+            auth_timeout_ms: 30_000,
             send_timeout_ms: 5_000,
             public_url: None,
             developers: Vec::new(),
@@ -48,6 +52,11 @@ impl EgwConfig {
     /// Heartbeat timeout.
     pub fn heartbeat_timeout(&self) -> Duration {
         Duration::from_millis(self.heartbeat_timeout_ms)
+    }
+
+    /// Time to log in.
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_millis(self.auth_timeout_ms)
     }
 
     /// Send timeout.
@@ -189,6 +198,12 @@ pub fn validate(
         return Err(invalid(
             "egw.heartbeat_timeout_ms",
             "must be between 1000 and 3600000",
+        ));
+    }
+    if !(1_000..=600_000).contains(&egw.auth_timeout_ms) {
+        return Err(invalid(
+            "egw.auth_timeout_ms",
+            "must be between 1000 and 600000",
         ));
     }
     if !(100..=60_000).contains(&egw.send_timeout_ms) {

@@ -5,8 +5,8 @@
 //! the buffered events above V is gap-free and never counts an event twice. A client is cut
 //! off — never waited for — when it falls behind the bus buffer (close 4001), when one frame
 //! cannot be written within `egw.send_timeout_ms` (it stopped reading), or when it sends
-//! nothing for `egw.heartbeat_timeout_ms` (close 4000), or has not logged in 30 s after
-//! connecting (close 4002).
+//! nothing for `egw.heartbeat_timeout_ms` (close 4000), or has not logged in within
+//! `egw.auth_timeout_ms` of connecting (close 4002).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,11 +32,8 @@ use crate::events::egw::sync_reply;
 pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4000;
 /// Close code: the client fell behind the event stream.
 pub const CLOSE_TOO_SLOW: u16 = 4001;
-/// Close code: the client did not log in (20000) within [`LOGIN_WITHIN`].
+/// Close code: the client did not log in (20000) within `egw.auth_timeout_ms`.
 pub const CLOSE_LOGIN_TIMEOUT: u16 = 4002;
-/// A connection must log in this soon after opening: heartbeats alone do not keep an
-/// anonymous socket (and its bus subscription) open.
-pub const LOGIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `GET /egw`: upgrades to the EGW WebSocket.
 pub(super) async fn upgrade(
@@ -77,7 +74,7 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
     // Per app: events up to this version are in a full sync already sent.
     let mut synced: HashMap<String, u64> = HashMap::new();
     let mut deadline = Instant::now() + idle;
-    let login_by = Instant::now() + LOGIN_WITHIN;
+    let login_by = Instant::now() + platform.egw.auth_timeout();
     let mut shutdown = state.shutdown.clone();
     metrics::gauge!("pttbridge_egw_connections").increment(1.0);
     debug!("EGW client connected");
@@ -170,7 +167,7 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
             // The bridge is stopping: say so and let the server finish.
             () = async { let _ = shutdown.wait_for(|s| *s).await; } => break End::Shutdown,
             _ = sleep_until(login_by), if session.grant().is_none() => {
-                break End::Cut(CLOSE_LOGIN_TIMEOUT, format!("no login (20000) within {} s", LOGIN_WITHIN.as_secs()));
+                break End::Cut(CLOSE_LOGIN_TIMEOUT, format!("no login (20000) within {} ms", platform.egw.auth_timeout_ms));
             }
             _ = sleep_until(deadline) => {
                 break End::Cut(CLOSE_HEARTBEAT_TIMEOUT, format!("no heartbeat for {} ms", idle.as_millis()));

@@ -176,6 +176,7 @@ struct Limits {
     max_per_ip: usize,
     header_timeout: Duration,
     idle_timeout: Duration,
+    write_timeout: Duration,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
 }
 
@@ -186,6 +187,7 @@ impl Limits {
             max_per_ip: config.max_connections_per_ip,
             header_timeout: config.header_timeout(),
             idle_timeout: config.idle_timeout(),
+            write_timeout: config.write_timeout(),
             open: Mutex::new((0, HashMap::new())),
         })
     }
@@ -327,13 +329,43 @@ impl Activity {
     }
 }
 
-/// The socket (TCP or TLS) as hyper sees it: reads are noted for the timeouts; the slot goes
-/// with it (into the WebSocket after an upgrade).
+/// The socket (TCP or TLS) as hyper sees it: reads are noted for the timeouts; a write the
+/// peer does not take within the write timeout fails it (the connection, or the WebSocket it
+/// became, closes); the slot goes with it (into the WebSocket after an upgrade).
 struct Watched<S> {
     // Released first: the slot is free by the time the socket closes.
     _slot: Slot,
     io: S,
     activity: Arc<Activity>,
+    write_timeout: Duration,
+    /// Running while a write is blocked on the peer.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Watched<S> {
+    /// Passes a write's outcome on, timing how long the peer has been taking nothing.
+    fn watch_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let timeout = self.write_timeout;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if timer.as_mut().poll(cx).is_ready() {
+            metrics::counter!("pttbridge_http_timeouts_total", "kind" => "write").increment(1);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer took nothing written to it within http.write_timeout_ms",
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -358,7 +390,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_write(cx, buf);
+        me.watch_write(cx, r)
     }
 
     fn poll_write_vectored(
@@ -366,7 +400,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_write_vectored(cx, bufs);
+        me.watch_write(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -374,7 +410,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_flush(cx);
+        me.watch_write(cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -493,6 +531,8 @@ impl Connection {
             io,
             activity: activity.clone(),
             _slot: slot,
+            write_timeout: limits.write_timeout,
+            stalled: None,
         });
         let service = Service {
             router: TowerToHyperService::new(router),
@@ -723,6 +763,35 @@ mod tests {
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         assert!(limits.admit(mapped).is_none());
         assert_eq!(limits.open.lock().unwrap().0, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_fails_the_write_after_the_timeout() {
+        use tokio::io::AsyncWriteExt;
+        let limits = Limits::new(&HttpConfig::default());
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut w = Watched {
+            _slot: limits.admit([10, 0, 0, 1].into()).unwrap(),
+            io: ours,
+            activity: Arc::new(Activity::new()),
+            write_timeout: Duration::from_secs(30),
+            stalled: None,
+        };
+        // A reading peer: no timeout however long it takes in all.
+        for _ in 0..4 {
+            w.write_all(&[1; 64]).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            let mut buf = [0; 64];
+            tokio::io::AsyncReadExt::read_exact(&mut theirs, &mut buf)
+                .await
+                .unwrap();
+        }
+        // Then it stops reading: the write that cannot go out fails after the timeout.
+        w.write_all(&[2; 64]).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let e = w.write_all(&[3; 64]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub struct SessionConfig {
     pub max_tcp_backlog: usize,
     /// Release string sent in `Version`.
     pub release: String,
+    /// Most users the server's state may hold (more are ignored, each a counted fault).
+    pub max_users: usize,
+    /// Most channels the server's state may hold.
+    pub max_channels: usize,
 }
 
 impl Default for SessionConfig {
@@ -70,6 +74,8 @@ impl Default for SessionConfig {
             udp_timeout: Duration::from_secs(3),
             max_tcp_backlog: 256 * 1024,
             release: concat!("pttbridge ", env!("CARGO_PKG_VERSION")).into(),
+            max_users: DEFAULT_MAX_USERS,
+            max_channels: DEFAULT_MAX_CHANNELS,
         }
     }
 }
@@ -137,15 +143,15 @@ pub enum ErrorKind {
     UnknownId,
     /// Voice dropped because the TCP socket is backed up.
     VoiceBackpressure,
-    /// A user or channel beyond [`MAX_USERS`] / [`MAX_CHANNELS`], ignored.
+    /// A user or channel beyond [`SessionConfig::max_users`] / `max_channels`, ignored.
     OverLimit,
 }
 
-/// Most users one server's state may hold: a server (or something posing as one) that
+/// Default of [`SessionConfig::max_users`]: a server (or something posing as one) that
 /// announces more is not allowed to grow the bridge's memory without bound.
-pub const MAX_USERS: usize = 65_536;
-/// Most channels one server's state may hold.
-pub const MAX_CHANNELS: usize = 65_536;
+pub const DEFAULT_MAX_USERS: usize = 65_536;
+/// Default of [`SessionConfig::max_channels`].
+pub const DEFAULT_MAX_CHANNELS: usize = 65_536;
 /// Longest user or channel name kept, in bytes (longer ones are cut at a character boundary).
 pub const MAX_NAME: usize = 512;
 
@@ -878,10 +884,11 @@ impl Session {
             );
             return;
         };
-        if self.channels.len() >= MAX_CHANNELS && !self.channels.contains_key(&id) {
+        let max = self.config.max_channels;
+        if self.channels.len() >= max && !self.channels.contains_key(&id) {
             self.fault(
                 ErrorKind::OverLimit,
-                format!("more than {MAX_CHANNELS} channels: channel {id} ignored"),
+                format!("more than {max} channels: channel {id} ignored"),
             );
             return;
         }
@@ -918,12 +925,13 @@ impl Session {
                 flags.iter().any(|f| f == &Some(true))
             }
         };
-        let full = self.users.len() >= MAX_USERS;
+        let max = self.config.max_users;
+        let full = self.users.len() >= max;
         match self.users.get_mut(&session) {
             None if full => {
                 self.fault(
                     ErrorKind::OverLimit,
-                    format!("more than {MAX_USERS} users: session {session} ignored"),
+                    format!("more than {max} users: session {session} ignored"),
                 );
             }
             None => {
@@ -1289,6 +1297,8 @@ mod tests {
     #[test]
     fn a_server_cannot_grow_the_state_without_bound() {
         let (mut session, _) = synced(VoiceFormat::Protobuf, false);
+        session.config.max_users = 100;
+        session.config.max_channels = 50;
         let now = Instant::now();
         let long = "é".repeat(MAX_NAME); // 2 bytes each: twice the cap
         let flood = |n: u32, users: bool| -> Vec<ControlMessage> {
@@ -1315,13 +1325,13 @@ mod tests {
         };
         let extra = 5;
         session
-            .handle_tcp(&frames(flood(MAX_USERS as u32 + extra, true)), now)
+            .handle_tcp(&frames(flood(100 + extra, true)), now)
             .unwrap();
         session
-            .handle_tcp(&frames(flood(MAX_CHANNELS as u32 + extra, false)), now)
+            .handle_tcp(&frames(flood(50 + extra, false)), now)
             .unwrap();
-        assert_eq!(session.users().len(), MAX_USERS);
-        assert_eq!(session.channels().len(), MAX_CHANNELS);
+        assert_eq!(session.users().len(), 100);
+        assert_eq!(session.channels().len(), 50);
         let name = &session.users()[&1000].name;
         assert!(
             name.len() <= MAX_NAME && name.chars().all(|c| c == 'é'),

@@ -356,9 +356,6 @@ pub struct KickOut {
     pub room_id: Id,
 }
 
-/// Longest chat `content` accepted, in bytes of UTF-8 (4 KiB).
-pub const MAX_CHAT: usize = 4096;
-
 /// `meeting.chat` (3.26). `userId`/`roomId` default to the sender's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -489,26 +486,6 @@ impl Request {
 
     /// Types a parsed envelope.
     pub fn from_frame(f: &Frame) -> Result<Request, FrameError> {
-        let req = Self::decode(f)?;
-        // Chat goes to every member of a room and into a PTT channel: bounded well below a
-        // frame, so one client cannot make the bridge copy a quarter megabyte to everyone.
-        if let Self::Chat(Chat { content, .. }) | Self::PrivateChat(PrivateChat { content, .. }) =
-            &req
-            && content.len() > MAX_CHAT
-        {
-            return Err(FrameError::Fields {
-                module: f.module.clone(),
-                method: f.method.clone(),
-                reason: format!(
-                    "content is {} bytes; at most {MAX_CHAT} are sent",
-                    content.len()
-                ),
-            });
-        }
-        Ok(req)
-    }
-
-    fn decode(f: &Frame) -> Result<Request, FrameError> {
         Ok(match (f.module.as_str(), f.method.as_str()) {
             ("call", "doRegister") => Self::DoRegister(f.decode()?),
             ("call", "doInvite") => Self::DoInvite(f.decode()?),
@@ -617,23 +594,6 @@ mod tests {
         let e = Request::parse(r#"{"module":"call","method":"dance"}"#).unwrap_err();
         assert_eq!(e.code(), code::NOT_FOUND);
         assert_eq!(e.envelope(), ("call", "dance"));
-    }
-
-    #[test]
-    fn chat_longer_than_the_cap_is_refused_naming_the_limit() {
-        let at_cap = "字".repeat(MAX_CHAT / 3);
-        let ok = format!(r#"{{"module":"meeting","method":"chat","content":"{at_cap}"}}"#);
-        assert!(Request::parse(&ok).is_ok());
-        for method in ["chat", "privateChat"] {
-            let text = format!(
-                r#"{{"module":"meeting","method":"{method}","otherUserId":2,"content":"{}"}}"#,
-                "x".repeat(MAX_CHAT + 1)
-            );
-            let e = Request::parse(&text).unwrap_err();
-            assert_eq!(e.code(), code::BAD_FIELDS, "{e}");
-            assert!(e.to_string().contains("4096"), "{e}");
-            assert_eq!(e.envelope(), ("meeting", method));
-        }
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct ConsoleConfig {
     pub answer: AnswerMode,
     /// How long a login may take (ms).
     pub login_timeout_ms: u64,
+    /// A connection must log in (`initServer`, `connect`) within this many ms of opening or of
+    /// logging out, or is closed (1008).
+    pub auth_timeout_ms: u64,
     /// How long the PTT server may take to create a call channel or move a terminal (ms).
     pub move_timeout_ms: u64,
     /// Most time `requestMic` waits for the called terminals to arrive before granting (ms).
@@ -47,6 +50,7 @@ impl Default for ConsoleConfig {
             account_mic_levels: HashMap::new(),
             answer: AnswerMode::Auto,
             login_timeout_ms: 10_000,
+            auth_timeout_ms: 30_000,
             move_timeout_ms: 5_000,
             setup_wait_ms: 1_500,
             max_message_bytes: 64 * 1024,
@@ -129,6 +133,12 @@ impl ConsoleConfig {
                 "must be between 1000 and 120000",
             ));
         }
+        if !(1_000..=600_000).contains(&self.auth_timeout_ms) {
+            return Err(invalid(
+                key("auth_timeout_ms"),
+                "must be between 1000 and 600000",
+            ));
+        }
         if !(100..=60_000).contains(&self.move_timeout_ms) {
             return Err(invalid(
                 key("move_timeout_ms"),
@@ -207,7 +217,12 @@ impl ConsoleConfig {
             .unwrap_or(self.mic_level)
     }
 
-    /// Login timeout.
+    /// How long a connection may stay without logging in.
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_millis(self.auth_timeout_ms)
+    }
+
+    /// How long a login may take.
     pub fn login_timeout(&self) -> Duration {
         Duration::from_millis(self.login_timeout_ms)
     }

@@ -25,7 +25,6 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::response::Response;
 use axum::routing::get;
 use ptt::client::ClientConfig;
-use ptt::session::SessionConfig;
 use tokio::sync::watch;
 
 use crate::config::{Config, PttConfig, PttServer};
@@ -127,12 +126,9 @@ impl ConsoleSide {
             let Some(ptt) = config.ptt.servers.iter().find(|p| p.id == s.ptt_server) else {
                 continue; // rejected by validation already
             };
-            let session = SessionConfig {
-                username: s.admin_username.clone(),
-                password: s.admin_password.clone(),
-                talk_timeout: config.ptt.talk_timeout(),
-                ..SessionConfig::default()
-            };
+            let session = config
+                .ptt
+                .session(s.admin_username.clone(), s.admin_password.clone());
             let mut cc = ClientConfig::new(ptt.host.clone(), ptt.port, ptt.trust(), session);
             cc.udp_port = ptt.udp_port;
             cc.backoff = config.ptt.backoff();

@@ -32,6 +32,15 @@ pub struct MeetingConfig {
     pub max_calls_per_user: usize,
     /// Most `/rtcpeer` connections at once.
     pub max_connections: usize,
+    /// A `/rtcpeer` socket must register (`call.doRegister`) within this many ms, or is closed.
+    pub auth_timeout_ms: u64,
+    /// Requests one socket may make per second (a burst of `request_burst`); more are
+    /// answered 429.
+    pub requests_per_second: u32,
+    /// Requests one socket may make at once above the rate.
+    pub request_burst: u32,
+    /// Longest chat `content` (`chat`, `privateChat`), in bytes; longer is answered 422.
+    pub max_chat_bytes: usize,
     /// Apps allowed to get a signature: `appId` and `secret`.
     pub apps: Vec<AppCredentials>,
     /// User ids that stand for PTT channels.
@@ -58,6 +67,10 @@ impl Default for MeetingConfig {
             max_rooms_per_user: 10,
             max_calls_per_user: 10,
             max_connections: 2_000,
+            auth_timeout_ms: 30_000,
+            requests_per_second: 20,
+            request_burst: 60,
+            max_chat_bytes: 4096,
             apps: Vec::new(),
             dial_in: Vec::new(),
             number_base: None,
@@ -166,6 +179,14 @@ impl MeetingConfig {
             ("max_rooms_per_user", self.max_rooms_per_user, 1_000),
             ("max_calls_per_user", self.max_calls_per_user, 1_000),
             ("max_connections", self.max_connections, 100_000),
+            ("auth_timeout_ms", self.auth_timeout_ms as usize, 600_000),
+            (
+                "requests_per_second",
+                self.requests_per_second as usize,
+                10_000,
+            ),
+            ("request_burst", self.request_burst as usize, 100_000),
+            ("max_chat_bytes", self.max_chat_bytes, 128 * 1024),
         ] {
             if !(1..=max).contains(&value) {
                 return Err(invalid(
@@ -173,6 +194,12 @@ impl MeetingConfig {
                     format!("must be between 1 and {max}"),
                 ));
             }
+        }
+        if self.auth_timeout_ms < 1_000 {
+            return Err(invalid(
+                "meeting.auth_timeout_ms".into(),
+                "must be between 1000 and 600000".into(),
+            ));
         }
         let mut ids = std::collections::HashSet::new();
         for (i, d) in self.dial_in.iter().enumerate() {

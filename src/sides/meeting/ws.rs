@@ -1,8 +1,8 @@
 //! `/rtcpeer`: one WebSocket per client. Text frames are requests; each gets exactly one reply
 //! (errors too, in the protocol's shape: `result` ≠ 0 and a `message`). Pushes share the socket.
 //! A bad frame never closes the connection; binary frames are refused with an error reply. The
-//! server pings every 2 s and lets a client go after 8 s without a frame or a pong, 30 s
-//! without registering, or 10 s without taking a frame it was sent.
+//! server pings every 2 s and lets a client go after 8 s without a frame or a pong,
+//! `meeting.auth_timeout_ms` without registering, or 10 s without taking a frame it was sent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,16 +25,9 @@ use crate::auth::limiter::TokenBucket;
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// …and drops one it has heard nothing from (no frame, no pong) for this long.
 const SILENCE: Duration = Duration::from_secs(8);
-/// A connection that has not registered (`call.doRegister`) this long after opening is
-/// closed: before that it can do nothing but hold a connection slot.
-const REGISTER_WITHIN: Duration = Duration::from_secs(30);
 /// A client that has not taken a frame for this long has stopped reading: it is let go
 /// rather than holding its connection (and its queued replies) forever.
 const WRITE_STALL: Duration = Duration::from_secs(10);
-/// Requests one connection may make per second, and in a burst: a real client makes a few
-/// per call; beyond this they are answered 429 rather than served.
-const REQUESTS_PER_S: u32 = 20;
-const REQUEST_BURST: u32 = 60;
 
 /// Upgrades `GET /rtcpeer` (503 when `meeting.max_connections` are open).
 pub async fn upgrade(State(sb): State<Arc<Switchboard>>, ws: WebSocketUpgrade) -> Response {
@@ -84,8 +77,13 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
             }
             let _ = sink.close().await;
         });
-        let register_by = tokio::time::Instant::now() + REGISTER_WITHIN;
-        let mut budget = TokenBucket::new(REQUESTS_PER_S, REQUEST_BURST);
+        // Until it registers a socket can do nothing but hold a connection slot: it gets
+        // `auth_timeout_ms`. A real client makes a few requests per call: beyond the rate they
+        // are answered 429 rather than served.
+        let cfg = &sb.config;
+        let auth_timeout = Duration::from_millis(cfg.auth_timeout_ms);
+        let register_by = tokio::time::Instant::now() + auth_timeout;
+        let mut budget = TokenBucket::new(cfg.requests_per_second, cfg.request_burst);
         loop {
             // Anything from the client (a pong included) proves it is there; a client that
             // vanished without closing (frozen, unplugged) is let go after SILENCE.
@@ -104,10 +102,10 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
                 Err(None) => {
                     metrics::counter!("pttbridge_meeting_errors_total", "kind" => "register_timeout")
                         .increment(1);
-                    info!("not registered within {REGISTER_WITHIN:?}: closed");
+                    info!("not registered within {auth_timeout:?}: closed");
                     let why = format!(
-                        "register (call.doRegister with your SID) within {} s of connecting",
-                        REGISTER_WITHIN.as_secs()
+                        "register (call.doRegister with your SID) within {} ms of connecting",
+                        cfg.auth_timeout_ms
                     );
                     let _ = tx.try_send(reply::error(
                         "call",
@@ -164,7 +162,25 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
                         module,
                         method,
                         rtcpeer::code::TOO_MANY,
-                        &format!("more than {REQUESTS_PER_S} requests per second: slow down"),
+                        &format!(
+                            "more than {} requests per second: slow down",
+                            cfg.requests_per_second
+                        ),
+                    )
+                }
+                Ok(req) if chat_len(&req) > cfg.max_chat_bytes => {
+                    metrics::counter!("pttbridge_meeting_errors_total", "kind" => "chat_too_long")
+                        .increment(1);
+                    let (module, method) = req.envelope();
+                    reply::error(
+                        module,
+                        method,
+                        rtcpeer::code::BAD_FIELDS,
+                        &format!(
+                            "content is {} bytes; at most {} (meeting.max_chat_bytes) are sent",
+                            chat_len(&req),
+                            cfg.max_chat_bytes
+                        ),
                     )
                 }
                 Ok(req) => sb.handle(&mut conn, req).await,
@@ -194,4 +210,14 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
     }
     .instrument(span)
     .await;
+}
+
+/// Bytes of chat text in `req` (0 for anything but `chat` and `privateChat`): chat goes to
+/// every member and into a PTT channel, so it is bounded well below a frame.
+fn chat_len(req: &Request) -> usize {
+    match req {
+        Request::Chat(c) => c.content.len(),
+        Request::PrivateChat(c) => c.content.len(),
+        _ => 0,
+    }
 }

@@ -225,12 +225,9 @@ impl PttSide {
                 server.accounts.iter().map(|a| a.username.clone()).collect();
             for (i, account) in server.accounts.iter().enumerate() {
                 let session = SessionConfig {
-                    username: account.username.clone(),
-                    password: account.password.clone(),
                     channel: account.channel.clone(),
                     udp: server.udp,
-                    talk_timeout: config.talk_timeout(),
-                    ..SessionConfig::default()
+                    ..config.session(account.username.clone(), account.password.clone())
                 };
                 let mut cc =
                     ClientConfig::new(server.host.clone(), server.port, server.trust(), session);

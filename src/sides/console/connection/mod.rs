@@ -28,7 +28,7 @@ use ptt::client::{
     self, ClientConfig, ClientEvent, ClientHandle, Command, LinkState, OutgoingVoice,
 };
 use ptt::proto;
-use ptt::session::{Event as PttEvent, SessionConfig};
+use ptt::session::Event as PttEvent;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -58,9 +58,6 @@ const READ_STALL: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long one message may wait for the socket to take it before the connection is given
 /// up (a console that stopped reading must not keep its task and slot forever).
 const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(10);
-/// A connection must log in (`initServer`, `connect`) this soon after opening, or after
-/// logging out, or it is closed: until then it only holds a connection slot.
-const LOGIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Console audio accepted per second of wall time (ms): 1.5 × real time.
 const AUDIO_MS_PER_S: u32 = 1500;
@@ -131,7 +128,8 @@ pub(crate) async fn run(
             invites: Vec::new(),
             record: None,
             closing: None,
-            login_by: Instant::now() + LOGIN_WITHIN,
+            // Until it logs in a connection only holds a slot: `console.auth_timeout_ms`.
+            login_by: Instant::now() + cfg.auth_timeout(),
         };
         conn.run(&mut stream, &mut shutdown).await;
         // No more platform commands: those still queued are answered "not online".

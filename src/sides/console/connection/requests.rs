@@ -166,12 +166,7 @@ impl Connection {
             }
         }
         let cfg = &self.side.0;
-        let session = SessionConfig {
-            username: account.clone(),
-            password,
-            talk_timeout: cfg.ptt.talk_timeout(),
-            ..SessionConfig::default()
-        };
+        let session = cfg.ptt.session(account.clone(), password);
         let p = &server.ptt;
         let mut cc = ClientConfig::new(p.host.clone(), p.port, p.trust(), session);
         cc.udp_port = p.udp_port;
@@ -207,7 +202,7 @@ impl Connection {
         self.abandon_creation();
         self.end_call(reason::ALL_LEFT, why, 0, false);
         if let Some(l) = self.login.take() {
-            self.login_by = Instant::now() + LOGIN_WITHIN;
+            self.login_by = Instant::now() + self.side.0.config.auth_timeout();
             self.announce_offline(&l, why);
             let _ = l.commands.send(Command::Shutdown).await;
             let key = (l.server.ptt.id.clone(), l.account.clone());

@@ -21,10 +21,10 @@ impl Connection {
     pub(super) async fn on_timer(&mut self, now: Instant) {
         if self.login.is_none() && now >= self.login_by && self.closing.is_none() {
             error_metric("login_timeout");
-            let secs = LOGIN_WITHIN.as_secs();
+            let ms = self.side.0.config.auth_timeout_ms;
             self.closing = Some((
                 1008,
-                format!("log in (initServer, then connect) within {secs} s"),
+                format!("log in (initServer, then connect) within {ms} ms"),
             ));
             return;
         }
