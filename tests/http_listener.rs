@@ -5,13 +5,14 @@
 //! replaced certificate is served without a restart, and plain HTTP is redirected to HTTPS.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::bridge::Bridge;
+use testkit::bridge::{Bridge, OPERATOR_TOKEN};
 use testkit::peers::free_port;
+use testkit::rtcpeer::tcp_from;
 use testkit::tls::{ServerFiles, TestCa};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
@@ -122,15 +123,6 @@ fn slowloris_is_closed_after_the_header_timeout_while_others_are_served() {
     assert!(bridge.metric("pttbridge_http_timeouts_total", &[("kind", "idle")]) >= 1.0);
 }
 
-/// A TCP connection to `to` from the loopback address `from`.
-fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    s.bind(&SocketAddr::from((from, 0)).into())?;
-    s.connect_timeout(&to.into(), Duration::from_secs(5))?;
-    Ok(s.into())
-}
-
 /// `GET /healthz` on `s` (HTTP/1.0): the status line, or what went wrong.
 fn healthz_on(mut s: TcpStream) -> Result<String, String> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -144,10 +136,14 @@ fn healthz_on(mut s: TcpStream) -> Result<String, String> {
     }
 }
 
-/// `/metrics` fetched from the loopback address `from`.
+/// `/metrics` fetched, as an operator, from the loopback address `from`.
 fn metrics_from(from: [u8; 4], addr: SocketAddr) -> String {
-    let mut s = connect_from(from, addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut s = tcp_from(IpAddr::from(from), addr, None).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.0\r\nAuthorization: Bearer {OPERATOR_TOKEN}\r\n\r\n"
+    )
+    .unwrap();
     let mut v = String::new();
     s.read_to_string(&mut v).unwrap();
     v
@@ -195,7 +191,9 @@ fn the_per_address_cap_refuses_the_next_connection_and_counts_it() {
     println!("connection {} from 127.0.0.1: {refused:?}", CAP + 1);
     assert!(refused.is_err(), "{refused:?}");
     // Another address is served meanwhile.
-    let other = healthz_on(connect_from([127, 0, 0, 2], addr).expect("connect from 127.0.0.2"));
+    let other = healthz_on(
+        tcp_from(IpAddr::from([127, 0, 0, 2]), addr, None).expect("connect from 127.0.0.2"),
+    );
     assert_eq!(other.as_deref(), Ok("HTTP/1.0 200 OK"), "{other:?}");
 
     // One held connection goes away: its slot is free again.

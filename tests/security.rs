@@ -4,14 +4,13 @@
 //! tokens are throttled; secrets never come back. The RTCPeer and EGW clients here are written
 //! from the specs' examples (`fixtures/rtcpeer`, `fixtures/egw`), not the bridge's types.
 
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::bridge::{Bridge, OPERATOR, OPERATOR_TOKEN, ptt_server_toml};
 use testkit::console::Console;
 use testkit::murmur::Murmur;
-use tungstenite::{Message, WebSocket};
+use testkit::rtcpeer::{Socket, docking_login, get_sign, sign_in};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
 const T: Duration = Duration::from_secs(10);
@@ -32,159 +31,6 @@ fn start() -> (Murmur, Bridge) {
     );
     let bridge = Bridge::start(BIN, &config);
     (murmur, bridge)
-}
-
-/// A plain WebSocket client: JSON text frames in and out, with deadlines.
-struct Socket {
-    ws: WebSocket<TcpStream>,
-    /// Frames received that were not what a wait was looking for (pushes, mostly).
-    seen: Vec<Value>,
-}
-
-/// How a socket ended.
-#[derive(Debug)]
-struct Closed {
-    code: Option<u16>,
-    reason: String,
-    /// The last text frames before the close.
-    last: Vec<Value>,
-}
-
-impl Socket {
-    fn open(addr: SocketAddr, path: &str) -> Socket {
-        let tcp = TcpStream::connect(addr).expect("connect");
-        tcp.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let (ws, _) =
-            tungstenite::client(format!("ws://{addr}{path}"), tcp).expect("WebSocket handshake");
-        Socket {
-            ws,
-            seen: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, v: &Value) {
-        self.ws
-            .send(Message::Text(v.to_string().into()))
-            .expect("send");
-    }
-
-    /// The next text frame within `timeout`; `Err` when the socket closed.
-    fn next(&mut self, timeout: Duration) -> Result<Option<Value>, Closed> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            match self.ws.read() {
-                Ok(Message::Text(t)) => {
-                    return Ok(Some(serde_json::from_str(&t).expect("JSON frame")));
-                }
-                Ok(Message::Close(frame)) => {
-                    return Err(Closed {
-                        code: frame.as_ref().map(|f| u16::from(f.code)),
-                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-                        last: self.seen.split_off(self.seen.len().saturating_sub(3)),
-                    });
-                }
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => {
-                    return Err(Closed {
-                        code: None,
-                        reason: e.to_string(),
-                        last: self.seen.split_off(self.seen.len().saturating_sub(3)),
-                    });
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Waits for a frame matching `pred`, keeping the others in `seen`.
-    fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + T;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next(left) {
-                Ok(Some(v)) if pred(&v) => return v,
-                Ok(Some(v)) => self.seen.push(v),
-                Ok(None) => panic!("no {what} within {T:?}; seen {:?}", self.seen),
-                Err(c) => panic!("closed waiting for {what}: {c:?}"),
-            }
-        }
-    }
-
-    /// Sends an RTCPeer request and returns its reply (the frame with the same module and
-    /// method that carries `result`).
-    fn request(&mut self, req: Value) -> Value {
-        self.send(&req);
-        let (module, method) = (req["module"].clone(), req["method"].clone());
-        self.wait(&format!("{module}.{method} reply"), |v| {
-            v["module"] == module && v["method"] == method && v.get("result").is_some()
-        })
-    }
-
-    /// Waits until the socket is closed by the server.
-    fn closed(&mut self, within: Duration) -> Closed {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next(left) {
-                Ok(Some(v)) => self.seen.push(v),
-                Ok(None) => panic!("still open after {within:?}; seen {:?}", self.seen),
-                Err(c) => return c,
-            }
-        }
-    }
-}
-
-/// An RTCPeer user: signed in through `getSign` and `dockingLogin`, registered on its socket.
-struct User {
-    id: i64,
-    sid: String,
-    ws: Socket,
-}
-
-fn get_sign(addr: SocketAddr, app: (&str, &str)) -> Value {
-    let path = format!("/app/getSign?appId={}&secret={}", app.0, app.1);
-    testkit::http::get(addr, &path).unwrap().json()
-}
-
-fn docking_login(addr: SocketAddr, sign: &str, account: &str) -> Value {
-    let body =
-        json!({"method": "dockingLogin", "account": account, "userName": account, "sign": sign});
-    testkit::http::request(addr, "POST", "/app/account", Some(&body.to_string()))
-        .unwrap()
-        .json()
-}
-
-fn sign_in(addr: SocketAddr, app: (&str, &str), account: &str) -> User {
-    let sign = get_sign(addr, app);
-    assert_eq!(sign["code"], 200, "{sign}");
-    let login = docking_login(addr, sign["data"].as_str().unwrap(), account);
-    assert_eq!(login["result"], 0, "{login}");
-    let id = login["user"]["id"].as_i64().expect("user.id");
-    let sid = login["SID"].as_str().expect("SID").to_string();
-    let mut ws = Socket::open(addr, "/rtcpeer");
-    let r = ws.request(
-        json!({"module":"call","method":"doRegister","SID":sid,"userId":id,"deviceType":"pc"}),
-    );
-    assert_eq!(r["result"], 0, "{account} registers: {r}");
-    User { id, sid, ws }
-}
-
-fn new_room(u: &mut User) -> i64 {
-    let r = u.ws.request(json!({"module":"room","method":"newAppRoom","name":"ops","numberLimit":10,"roomtype":1,"userId":u.id}));
-    assert_eq!(r["result"], 0, "{r}");
-    r["roomId"].as_i64().expect("roomId")
-}
-
-fn enter(u: &mut User, room: i64) -> Value {
-    u.ws.request(
-        json!({"module":"meeting","method":"enter","userId":u.id,"roomId":room,"roomType":1,"username":"x"}),
-    )
 }
 
 fn no_secret_in(body: &str) {
@@ -374,18 +220,18 @@ fn meeting_users_cannot_act_for_each_other() {
     assert_eq!(r["result"], 401, "unregistered sockets do nothing: {r}");
 
     // Rooms: alice's room admits alice and whom she invites; nobody else, not even by guessing.
-    let room = new_room(&mut alice);
-    assert_eq!(enter(&mut alice, room)["result"], 0);
-    let r = enter(&mut mallory, room);
+    let room = alice.new_room();
+    assert_eq!(alice.enter(room)["result"], 0);
+    let r = mallory.enter(room);
     assert_eq!(r["result"], 403, "{r}");
-    let r = enter(&mut mallory, room + 1);
+    let r = mallory.enter(room + 1);
     assert_eq!(r["result"], 403, "an unknown room looks the same: {r}");
     let r = alice.ws.request(json!({"module":"call","method":"doInvite","ownUserId":alice.id,"targetUserId":bob.id,"type":1,"roomId":room}));
     assert_eq!(r["result"], 0, "{r}");
     bob.ws.wait("doInvite push", |v| {
         v["method"] == "doInvite" && v.get("result").is_none()
     });
-    assert_eq!(enter(&mut bob, room)["result"], 0, "the invited may enter");
+    assert_eq!(bob.enter(room)["result"], 0, "the invited may enter");
     // Mallory cannot invite herself into alice's room either.
     let r = mallory.ws.request(json!({"module":"call","method":"doInvite","ownUserId":mallory.id,"targetUserId":alice.id,"type":1,"roomId":room}));
     assert_eq!(r["result"], 403, "{r}");

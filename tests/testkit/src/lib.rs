@@ -8,6 +8,7 @@
 //! - [`browser`]: Debian's headless `chromium` driven over the DevTools Protocol.
 //! - [`bridge`]: the `pttbridge` binary under test (and its `probe`), observed over HTTP.
 //! - [`events`] / [`http`]: JSON event queues and a tiny HTTP client for them.
+//! - [`rtcpeer`]: RTCPeer sign-in and a plain JSON WebSocket client (sockets from any 127/8 address).
 //! - [`tls`]: a test CA and server certificates (HTTPS/WSS tests).
 //! - [`audio`]: WAV loading, alignment by cross-correlation, per-window correlation, SNR, durations.
 //!
@@ -38,5 +39,6 @@ pub mod meeting;
 pub mod murmur;
 pub mod nats;
 pub mod peers;
+pub mod rtcpeer;
 pub mod terminal;
 pub mod tls;
