@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use logsafe::{RateLimit, esc};
 use rtcpeer::frame::MAX_FRAME;
 use rtcpeer::{Frame, Request, reply};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::outbox::OUTBOX;
@@ -47,6 +47,8 @@ pub async fn upgrade(State(sb): State<Arc<Switchboard>>, ws: WebSocketUpgrade) -
 
 async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
     let (tx, mut rx) = mpsc::channel(OUTBOX);
+    // Why the server ends the connection, for the close frame (after what is queued).
+    let (close_tx, mut close_rx) = oneshot::channel::<CloseFrame>();
     let mut conn = sb.connect(tx.clone());
     let span = info_span!("rtcpeer", conn = conn.id);
     async {
@@ -57,9 +59,18 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
             ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let msg = tokio::select! {
+                    biased;
                     v = rx.recv() => match v {
                         Some(v) => Message::Text(v.to_string().into()),
                         None => break,
+                    },
+                    frame = &mut close_rx => match frame {
+                        Ok(frame) => {
+                            let close = Message::Close(Some(frame));
+                            let _ = tokio::time::timeout(WRITE_STALL, sink.send(close)).await;
+                            return;
+                        }
+                        Err(_) => break,
                     },
                     _ = ping.tick() => Message::Ping(Default::default()),
                 };
@@ -75,7 +86,16 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
                     }
                 }
             }
-            let _ = sink.close().await;
+            // The queue ended (every sender gone): a close frame, with the reason if there is one.
+            match close_rx.try_recv() {
+                Ok(frame) => {
+                    let close = Message::Close(Some(frame));
+                    let _ = tokio::time::timeout(WRITE_STALL, sink.send(close)).await;
+                }
+                Err(_) => {
+                    let _ = sink.close().await;
+                }
+            }
         });
         // Until it registers a socket can do nothing but hold a connection slot: it gets
         // `auth_timeout_ms`. A real client makes a few requests per call: beyond the rate they
@@ -84,6 +104,7 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
         let auth_timeout = Duration::from_millis(cfg.auth_timeout_ms);
         let register_by = tokio::time::Instant::now() + auth_timeout;
         let mut budget = TokenBucket::new(cfg.requests_per_second, cfg.request_burst);
+        let mut close = None;
         loop {
             // Anything from the client (a pong included) proves it is there; a client that
             // vanished without closing (frozen, unplugged) is let go after SILENCE.
@@ -113,6 +134,10 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
                         rtcpeer::code::UNAUTHORIZED,
                         &why,
                     ));
+                    close = Some(CloseFrame {
+                        code: axum::extract::ws::close_code::POLICY,
+                        reason: why.into(),
+                    });
                     break;
                 }
             };
@@ -203,6 +228,9 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
         }
         sb.disconnect(&mut conn).await;
         sb.closed();
+        if let Some(frame) = close {
+            let _ = close_tx.send(frame);
+        }
         drop(tx);
         drop(conn);
         // Room or registry may still hold a clone of the outbox for a moment: do not wait on them.
