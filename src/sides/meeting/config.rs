@@ -32,6 +32,8 @@ pub struct MeetingConfig {
     pub max_calls_per_user: usize,
     /// Most `/rtcpeer` connections at once.
     pub max_connections: usize,
+    /// Seconds a room with nobody in it stays open (holding its UDP port) before it closes.
+    pub empty_room_close_s: u64,
     /// A `/rtcpeer` socket must register (`call.doRegister`) within this many ms, or is closed.
     pub auth_timeout_ms: u64,
     /// Requests one socket may make per second (a burst of `request_burst`); more are
@@ -67,6 +69,7 @@ impl Default for MeetingConfig {
             max_rooms_per_user: 10,
             max_calls_per_user: 10,
             max_connections: 2_000,
+            empty_room_close_s: 300,
             auth_timeout_ms: 30_000,
             requests_per_second: 20,
             request_burst: 60,
@@ -179,6 +182,11 @@ impl MeetingConfig {
             ("max_rooms_per_user", self.max_rooms_per_user, 1_000),
             ("max_calls_per_user", self.max_calls_per_user, 1_000),
             ("max_connections", self.max_connections, 100_000),
+            (
+                "empty_room_close_s",
+                self.empty_room_close_s as usize,
+                86_400,
+            ),
             ("auth_timeout_ms", self.auth_timeout_ms as usize, 600_000),
             (
                 "requests_per_second",
@@ -249,7 +257,10 @@ impl MeetingConfig {
                     ));
                 }
                 if let Err(e) = crate::tls::client_config(Some(ca), &[]) {
-                    return Err(invalid(format!("meeting.upstream[{i}].ca_file"), e));
+                    return Err(invalid(
+                        format!("meeting.upstream[{i}].ca_file"),
+                        e.to_string(),
+                    ));
                 }
             }
             for id in &u.dial_in {

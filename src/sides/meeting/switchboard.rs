@@ -146,6 +146,7 @@ impl Switchboard {
         RoomConfig {
             rtc_ip: self.config.rtc_ip,
             passthrough: self.config.passthrough,
+            empty_close: Duration::from_secs(self.config.empty_room_close_s),
         }
     }
 

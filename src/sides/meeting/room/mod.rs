@@ -62,6 +62,8 @@ pub struct RoomConfig {
     pub rtc_ip: IpAddr,
     /// How a lone PTT talker reaches the room.
     pub passthrough: PassThrough,
+    /// A room with nobody in it closes after this long (its UDP port goes with it).
+    pub empty_close: Duration,
 }
 
 /// Commands a room takes.
@@ -145,8 +147,6 @@ impl RoomHandle {
 
 /// Commands queued per room.
 const COMMANDS: usize = 256;
-/// A room with nobody in it closes after this long.
-const IDLE_CLOSE: Duration = Duration::from_secs(300);
 /// Datagrams taken from the socket per wake-up before the other inputs get a turn.
 const RECV_BATCH: usize = 64;
 /// Most waiting datagrams and PTT events taken in before a tick (bounded so a flood cannot
@@ -247,7 +247,7 @@ impl RoomActor {
                 break;
             }
             if let Some(since) = self.empty_since
-                && since.elapsed() > IDLE_CLOSE
+                && since.elapsed() > self.cfg.empty_close
             {
                 break;
             }
