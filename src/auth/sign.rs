@@ -2,6 +2,8 @@
 //! and `dockingLogin` takes back. A sign names its app and its expiry, sealed with
 //! HMAC-SHA256 under the bridge's key, and is good for one login within its lifetime: a sign
 //! seen in a log, a proxy or a browser cannot be replayed, forged for another app, or kept.
+//! Issuing keeps nothing (the seal is the proof), so asking for signs costs the bridge no
+//! memory; only a used sign's nonce is kept, until the sign would have expired anyway.
 //!
 //! Form: `<app id, hex>.<expiry, Unix ms>.<nonce, hex>.<HMAC, hex>`.
 
@@ -14,8 +16,9 @@ use sha2::Sha256;
 
 use super::secret::hex;
 
-/// Most signs outstanding (issued, not yet used or expired); more are refused until some go.
-const MAX_OUTSTANDING: usize = 100_000;
+/// Most used signs remembered (each until its expiry); beyond it logins are refused until some
+/// expire.
+const MAX_USED: usize = 100_000;
 
 /// Why a sign was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,18 +32,21 @@ pub enum SignError {
     /// Already used for a login.
     #[error("the sign was already used: get a new one from /app/getSign")]
     Used,
-    /// Too many signs outstanding.
-    #[error("too many signs outstanding; try again shortly")]
+    /// Too many signs used within one lifetime.
+    #[error("too many logins at once; try again shortly")]
     Busy,
 }
+
+/// Random bytes in a sign, so that no two are alike.
+const NONCE: usize = 12;
 
 /// Issues and redeems signs. See the module docs.
 #[derive(Debug)]
 pub struct Signer {
     key: [u8; 32],
     ttl: Duration,
-    /// Nonces issued and not yet redeemed → expiry (Unix ms).
-    outstanding: Mutex<HashMap<String, u64>>,
+    /// Nonces of signs already used → their expiry (Unix ms).
+    used: Mutex<HashMap<[u8; NONCE], u64>>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -54,7 +60,7 @@ impl Signer {
         Self {
             key: rand::random(),
             ttl,
-            outstanding: Mutex::new(HashMap::new()),
+            used: Mutex::new(HashMap::new()),
         }
     }
 
@@ -65,21 +71,13 @@ impl Signer {
     }
 
     /// A sign for `app_id`, valid from `now` for the signer's lifetime.
-    pub fn issue(&self, app_id: &str, now: SystemTime) -> Result<String, SignError> {
+    pub fn issue(&self, app_id: &str, now: SystemTime) -> String {
         let now_ms = unix_ms(now);
         let expiry = now_ms + self.ttl.as_millis() as u64;
-        let nonce = hex(&rand::random::<[u8; 12]>());
-        let mut outstanding = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
-        if outstanding.len() >= MAX_OUTSTANDING {
-            outstanding.retain(|_, exp| *exp > now_ms);
-            if outstanding.len() >= MAX_OUTSTANDING {
-                return Err(SignError::Busy);
-            }
-        }
-        outstanding.insert(nonce.clone(), expiry);
+        let nonce = hex(&rand::random::<[u8; NONCE]>());
         let payload = format!("{}.{expiry}.{nonce}", hex(app_id.as_bytes()));
         let mac = self.mac(&payload);
-        Ok(format!("{payload}.{mac}"))
+        format!("{payload}.{mac}")
     }
 
     /// Checks `sign` at `now` and uses it up: the app it was issued to.
@@ -102,14 +100,24 @@ impl Signer {
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or(SignError::Invalid)?;
         let expiry: u64 = expiry.parse().map_err(|_| SignError::Invalid)?;
-        let mut outstanding = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
-        if unix_ms(now) >= expiry {
-            outstanding.remove(nonce);
+        let nonce: [u8; NONCE] = unhex(nonce)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(SignError::Invalid)?;
+        let now_ms = unix_ms(now);
+        if now_ms >= expiry {
             return Err(SignError::Expired);
         }
-        if outstanding.remove(nonce).is_none() {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if used.contains_key(&nonce) {
             return Err(SignError::Used);
         }
+        if used.len() >= MAX_USED {
+            used.retain(|_, exp| *exp > now_ms);
+            if used.len() >= MAX_USED {
+                return Err(SignError::Busy);
+            }
+        }
+        used.insert(nonce, expiry);
         Ok(app)
     }
 }
@@ -132,10 +140,10 @@ mod tests {
     fn a_sign_names_its_app_and_is_good_once_within_its_lifetime() {
         let s = Signer::new(Duration::from_secs(300));
         let now = SystemTime::now();
-        let sign = s.issue("app.one", now).unwrap();
+        let sign = s.issue("app.one", now);
         assert_eq!(s.redeem(&sign, now).as_deref(), Ok("app.one"));
         assert_eq!(s.redeem(&sign, now), Err(SignError::Used), "single use");
-        let late = s.issue("app.one", now).unwrap();
+        let late = s.issue("app.one", now);
         assert_eq!(
             s.redeem(&late, now + Duration::from_secs(301)),
             Err(SignError::Expired)
@@ -147,12 +155,12 @@ mod tests {
         let s = Signer::new(Duration::from_secs(300));
         let other = Signer::new(Duration::from_secs(300));
         let now = SystemTime::now();
-        let sign = s.issue("a", now).unwrap();
+        let sign = s.issue("a", now);
         // Another app's name with the same seal, another bridge's sign, garbage.
         let forged = sign.replacen(&hex(b"a"), &hex(b"b"), 1);
         assert_eq!(s.redeem(&forged, now), Err(SignError::Invalid));
         assert_eq!(
-            s.redeem(&other.issue("a", now).unwrap(), now),
+            s.redeem(&other.issue("a", now), now),
             Err(SignError::Invalid)
         );
         for junk in ["", "...", "zz.1.2.3", "00.1.2", &"a".repeat(10_000)] {
