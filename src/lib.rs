@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bridge;
 pub mod config;
 pub mod events;
+pub mod heap;
 pub mod http;
 pub mod hub;
 pub mod probe;

@@ -54,6 +54,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let sides = crate::sides::start_all(&mut ctx)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
+    crate::heap::spawn(shutdown.clone());
     let operators = operators(&config, &platform.store)?;
     let state = Arc::new(
         AppState::new(sides.clone(), bus, platform, shutdown.clone()).with_operators(operators),
