@@ -163,6 +163,9 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if let Some(n) = crate::alloc_count::allocations() {
         metrics::counter!("pttbridge_process_allocations_total").absolute(n);
     }
+    if let Some(n) = crate::alloc_count::live_bytes() {
+        metrics::gauge!("pttbridge_process_heap_live_bytes").set(n as f64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
