@@ -28,7 +28,8 @@ pub enum Part {
 }
 
 /// A certificate or key file that cannot be used, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
 pub struct FileError {
     /// The file at fault.
     pub part: Part,
@@ -36,10 +37,29 @@ pub struct FileError {
     pub reason: String,
 }
 
-impl std::fmt::Display for FileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.reason)
-    }
+/// Why a client TLS configuration could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustError {
+    /// The CA file cannot be read or holds no certificate.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A certificate in the CA file is not usable as a trust anchor.
+    #[error("{path}: not a usable CA certificate: {reason}")]
+    BadCa {
+        /// The CA file.
+        path: String,
+        /// What rustls said.
+        reason: String,
+    },
+    /// No CA file given and the system has no usable roots.
+    #[error("no system CA certificates found ({errors} errors); set a CA file")]
+    NoSystemRoots {
+        /// How many system certificates failed to load.
+        errors: usize,
+    },
+    /// The crypto provider cannot do the default protocol versions.
+    #[error("TLS setup: {0}")]
+    Setup(String),
 }
 
 fn read(part: Part, path: &Path) -> Result<Vec<u8>, FileError> {
@@ -50,17 +70,26 @@ fn read(part: Part, path: &Path) -> Result<Vec<u8>, FileError> {
 }
 
 /// The certificates of a PEM file (at least one).
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read(Part::Cert, path).map_err(|e| e.reason)?;
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, FileError> {
+    let pem = read(Part::Cert, path)?;
     certs_from_pem(&pem, path)
 }
 
-fn certs_from_pem(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certs_from_pem(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, FileError> {
+    let bad = |reason| FileError {
+        part: Part::Cert,
+        reason,
+    };
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+        .map_err(|e| {
+            bad(format!(
+                "{}: not a PEM certificate file: {e}",
+                path.display()
+            ))
+        })?;
     if certs.is_empty() {
-        return Err(format!("no CERTIFICATE block in {}", path.display()));
+        return Err(bad(format!("no CERTIFICATE block in {}", path.display())));
     }
     Ok(certs)
 }
@@ -75,10 +104,7 @@ pub fn server_config(
 ) -> Result<Arc<rustls::ServerConfig>, FileError> {
     let cert_pem = read(Part::Cert, cert)?;
     let key_pem = read(Part::Key, key)?;
-    let chain = certs_from_pem(&cert_pem, cert).map_err(|reason| FileError {
-        part: Part::Cert,
-        reason,
-    })?;
+    let chain = certs_from_pem(&cert_pem, cert)?;
     let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| FileError {
         part: Part::Key,
         reason: format!("{}: no usable PEM private key: {e}", key.display()),
@@ -121,30 +147,30 @@ pub fn server_config(
 pub fn client_config(
     ca_file: Option<&Path>,
     alpn: &[&[u8]],
-) -> Result<Arc<rustls::ClientConfig>, String> {
+) -> Result<Arc<rustls::ClientConfig>, TrustError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
             for cert in load_certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| TrustError::BadCa {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
             }
         }
         None => {
             let found = rustls_native_certs::load_native_certs();
             let (added, _) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
-                return Err(format!(
-                    "no system CA certificates found ({} errors); set a CA file",
-                    found.errors.len()
-                ));
+                return Err(TrustError::NoSystemRoots {
+                    errors: found.errors.len(),
+                });
             }
         }
     }
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| TrustError::Setup(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();

@@ -269,7 +269,7 @@ pub fn validate(
     if let Some(ca) = &nats.tls_ca_file
         && let Err(e) = crate::tls::load_certs(ca)
     {
-        return Err(invalid("nats.tls_ca_file", e));
+        return Err(invalid("nats.tls_ca_file", e.to_string()));
     }
     if let Some(path) = &nats.creds_file {
         nats_credentials(path).map_err(|e| invalid("nats.creds_file", e))?;

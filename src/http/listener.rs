@@ -72,7 +72,7 @@ pub async fn serve(
     let limits = Limits::new(config);
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
-            let store = CertStore::load(cert.clone(), key.clone()).map_err(io::Error::other)?;
+            let store = CertStore::load(cert.clone(), key.clone())?;
             tokio::spawn(store.clone().watch(shutdown.clone()));
             Some(store)
         }
@@ -602,14 +602,15 @@ type Stamp = [(Option<SystemTime>, u64); 2];
 const ALPN: &[&[u8]] = &[b"http/1.1"];
 
 impl CertStore {
-    fn load(cert: PathBuf, key: PathBuf) -> Result<Arc<Self>, String> {
+    /// The files' certificate and key; the error names the config key of the file at fault.
+    fn load(cert: PathBuf, key: PathBuf) -> io::Result<Arc<Self>> {
         let seen = stamp(&cert, &key);
         let config = crate::tls::server_config(&cert, &key, ALPN).map_err(|e| {
             let k = match e.part {
                 crate::tls::Part::Cert => "http.tls_cert",
                 crate::tls::Part::Key => "http.tls_key",
             };
-            format!("{k}: {}", e.reason)
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{k}: {e}"))
         })?;
         info!(cert = %cert.display(), "HTTPS: certificate loaded");
         Ok(Arc::new(Self {
