@@ -12,8 +12,13 @@ use testkit::meeting::Participant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
 
+/// The chat size cap and the request rate limit lifted as far as they go: what reaches the log
+/// is under test here (`tests/security.rs` and `tests/abuse.rs` test the limits).
 const MEETING: &str = r#"
 [meeting]
+max_chat_bytes = 131072
+requests_per_second = 10000
+request_burst = 100000
 [[meeting.apps]]
 app_id = "test"
 secret = "test"

@@ -31,6 +31,24 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// `Ok` when `value`, the value of `key`, lies in `range`; else the error naming the bounds.
+    pub fn check_range<T: PartialOrd + std::fmt::Display>(
+        key: impl Into<String>,
+        value: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<(), ConfigError> {
+        if range.contains(&value) {
+            Ok(())
+        } else {
+            Err(invalid(
+                key,
+                format!("must be between {} and {}", range.start(), range.end()),
+            ))
+        }
+    }
+}
+
 pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),

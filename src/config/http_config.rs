@@ -128,30 +128,22 @@ impl HttpConfig {
             (None, Some(_)) => return Err(invalid("http.tls_cert", "required with http.tls_key")),
             (None, None) => {}
         }
-        if !(100..=600_000).contains(&self.header_timeout_ms) {
-            return Err(invalid(
-                "http.header_timeout_ms",
-                "must be between 100 and 600000",
-            ));
-        }
-        if !(100..=86_400_000).contains(&self.idle_timeout_ms) {
-            return Err(invalid(
-                "http.idle_timeout_ms",
-                "must be between 100 and 86400000",
-            ));
-        }
-        if !(1_000..=3_600_000).contains(&self.write_timeout_ms) {
-            return Err(invalid(
-                "http.write_timeout_ms",
-                "must be between 1000 and 3600000",
-            ));
-        }
-        if !(1..=1_000_000).contains(&self.max_connections) {
-            return Err(invalid(
-                "http.max_connections",
-                "must be between 1 and 1000000",
-            ));
-        }
+        ConfigError::check_range(
+            "http.header_timeout_ms",
+            self.header_timeout_ms,
+            100..=600_000,
+        )?;
+        ConfigError::check_range(
+            "http.idle_timeout_ms",
+            self.idle_timeout_ms,
+            100..=86_400_000,
+        )?;
+        ConfigError::check_range(
+            "http.write_timeout_ms",
+            self.write_timeout_ms,
+            1_000..=3_600_000,
+        )?;
+        ConfigError::check_range("http.max_connections", self.max_connections, 1..=1_000_000)?;
         if self.max_connections_per_ip == 0 || self.max_connections_per_ip > self.max_connections {
             return Err(invalid(
                 "http.max_connections_per_ip",

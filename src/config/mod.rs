@@ -150,12 +150,11 @@ impl Config {
         {
             return Err(invalid("operator.token", "at least 16 characters"));
         }
-        if !(1..=24 * 30).contains(&self.operator.session_hours) {
-            return Err(invalid(
-                "operator.session_hours",
-                "must be between 1 and 720",
-            ));
-        }
+        ConfigError::check_range(
+            "operator.session_hours",
+            self.operator.session_hours,
+            1..=24 * 30,
+        )?;
         Ok(())
     }
 }

@@ -130,16 +130,9 @@ impl PttConfig {
             ("ptt.max_users", ptt.max_users),
             ("ptt.max_channels", ptt.max_channels),
         ] {
-            if !(16..=10_000_000).contains(&value) {
-                return Err(invalid(key, "must be between 16 and 10000000"));
-            }
+            ConfigError::check_range(key, value, 16..=10_000_000)?;
         }
-        if !(20..=60_000).contains(&ptt.talk_timeout_ms) {
-            return Err(invalid(
-                "ptt.talk_timeout_ms",
-                "must be between 20 and 60000",
-            ));
-        }
+        ConfigError::check_range("ptt.talk_timeout_ms", ptt.talk_timeout_ms, 20..=60_000)?;
         if ptt.reconnect_initial_ms == 0 || ptt.reconnect_initial_ms > ptt.reconnect_max_ms {
             return Err(invalid(
                 "ptt.reconnect_initial_ms",

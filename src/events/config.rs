@@ -194,24 +194,13 @@ pub fn validate(
     nats: &NatsConfig,
     business: &BusinessConfig,
 ) -> Result<(), ConfigError> {
-    if !(1_000..=3_600_000).contains(&egw.heartbeat_timeout_ms) {
-        return Err(invalid(
-            "egw.heartbeat_timeout_ms",
-            "must be between 1000 and 3600000",
-        ));
-    }
-    if !(1_000..=600_000).contains(&egw.auth_timeout_ms) {
-        return Err(invalid(
-            "egw.auth_timeout_ms",
-            "must be between 1000 and 600000",
-        ));
-    }
-    if !(100..=60_000).contains(&egw.send_timeout_ms) {
-        return Err(invalid(
-            "egw.send_timeout_ms",
-            "must be between 100 and 60000",
-        ));
-    }
+    ConfigError::check_range(
+        "egw.heartbeat_timeout_ms",
+        egw.heartbeat_timeout_ms,
+        1_000..=3_600_000,
+    )?;
+    ConfigError::check_range("egw.auth_timeout_ms", egw.auth_timeout_ms, 1_000..=600_000)?;
+    ConfigError::check_range("egw.send_timeout_ms", egw.send_timeout_ms, 100..=60_000)?;
     if let Some(url) = &egw.public_url
         && !(url.starts_with("ws://") || url.starts_with("wss://"))
     {
@@ -251,18 +240,9 @@ pub fn validate(
             "letters, digits, '_' or '-'",
         ));
     }
-    if nats.outbox == 0 || nats.outbox > 10_000_000 {
-        return Err(invalid("nats.outbox", "must be between 1 and 10000000"));
-    }
-    if nats.max_in_flight == 0 || nats.max_in_flight > 65_536 {
-        return Err(invalid("nats.max_in_flight", "must be between 1 and 65536"));
-    }
-    if !(100..=60_000).contains(&nats.ack_timeout_ms) {
-        return Err(invalid(
-            "nats.ack_timeout_ms",
-            "must be between 100 and 60000",
-        ));
-    }
+    ConfigError::check_range("nats.outbox", nats.outbox, 1..=10_000_000)?;
+    ConfigError::check_range("nats.max_in_flight", nats.max_in_flight, 1..=65_536)?;
+    ConfigError::check_range("nats.ack_timeout_ms", nats.ack_timeout_ms, 100..=60_000)?;
     if nats.duplicate_window_s == 0 {
         return Err(invalid("nats.duplicate_window_s", "must be > 0"));
     }
@@ -285,12 +265,11 @@ pub fn validate(
         (None, Some(_)) => return Err(invalid("nats.user", "required with nats.password")),
         _ => {}
     }
-    if !(200..=3_600_000).contains(&business.ptt_call_idle_ms) {
-        return Err(invalid(
-            "business.ptt_call_idle_ms",
-            "must be between 200 and 3600000",
-        ));
-    }
+    ConfigError::check_range(
+        "business.ptt_call_idle_ms",
+        business.ptt_call_idle_ms,
+        200..=3_600_000,
+    )?;
     let mut ids = HashSet::new();
     for (i, a) in business.apps.iter().enumerate() {
         if a.app_id.is_empty() || a.app_id.len() > 64 || a.app_id.contains(char::is_whitespace) {

@@ -127,45 +127,32 @@ impl ConsoleConfig {
         if self.mic_level == 0 || self.terminal_mic_level == 0 {
             return Err(invalid(key("mic_level"), "mic levels start at 1"));
         }
-        if !(1_000..=120_000).contains(&self.login_timeout_ms) {
-            return Err(invalid(
-                key("login_timeout_ms"),
-                "must be between 1000 and 120000",
-            ));
-        }
-        if !(1_000..=600_000).contains(&self.auth_timeout_ms) {
-            return Err(invalid(
-                key("auth_timeout_ms"),
-                "must be between 1000 and 600000",
-            ));
-        }
-        if !(100..=60_000).contains(&self.move_timeout_ms) {
-            return Err(invalid(
-                key("move_timeout_ms"),
-                "must be between 100 and 60000",
-            ));
-        }
+        ConfigError::check_range(
+            key("login_timeout_ms"),
+            self.login_timeout_ms,
+            1_000..=120_000,
+        )?;
+        ConfigError::check_range(
+            key("auth_timeout_ms"),
+            self.auth_timeout_ms,
+            1_000..=600_000,
+        )?;
+        ConfigError::check_range(key("move_timeout_ms"), self.move_timeout_ms, 100..=60_000)?;
         if self.setup_wait_ms > 30_000 {
             return Err(invalid(key("setup_wait_ms"), "must be at most 30000"));
         }
-        if !(1024..=16 * 1024 * 1024).contains(&self.max_message_bytes) {
-            return Err(invalid(
-                key("max_message_bytes"),
-                "must be between 1024 and 16777216",
-            ));
-        }
+        ConfigError::check_range(
+            key("max_message_bytes"),
+            self.max_message_bytes,
+            1024..=16 * 1024 * 1024,
+        )?;
         if self.requests_per_second == 0 || self.request_burst == 0 {
             return Err(invalid(
                 key("requests_per_second"),
                 "must be at least 1 (and request_burst too)",
             ));
         }
-        if !(6_000..=510_000).contains(&self.opus_bitrate) {
-            return Err(invalid(
-                key("opus_bitrate"),
-                "must be between 6000 and 510000",
-            ));
-        }
+        ConfigError::check_range(key("opus_bitrate"), self.opus_bitrate, 6_000..=510_000)?;
         let mut urls = HashSet::new();
         for (i, s) in self.servers.iter().enumerate() {
             let k = |f: &str| format!("console.servers[{i}].{f}");

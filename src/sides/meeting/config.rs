@@ -165,18 +165,16 @@ impl MeetingConfig {
     /// Checks what the types cannot, against the PTT accounts.
     pub fn validate(&self, ptt: &PttConfig) -> Result<(), ConfigError> {
         let invalid = |key: String, reason: String| ConfigError::Invalid { key, reason };
-        if !(1..=3600).contains(&self.no_answer_timeout_s) {
-            return Err(invalid(
-                "meeting.no_answer_timeout_s".into(),
-                "must be between 1 and 3600".into(),
-            ));
-        }
-        if !(2..=10_000).contains(&self.max_room_members) {
-            return Err(invalid(
-                "meeting.max_room_members".into(),
-                "must be between 2 and 10000".into(),
-            ));
-        }
+        ConfigError::check_range(
+            "meeting.no_answer_timeout_s",
+            self.no_answer_timeout_s,
+            1..=3600,
+        )?;
+        ConfigError::check_range(
+            "meeting.max_room_members",
+            self.max_room_members,
+            2..=10_000,
+        )?;
         for (key, value, max) in [
             ("max_rooms", self.max_rooms, 20_000),
             ("max_rooms_per_user", self.max_rooms_per_user, 1_000),
@@ -187,7 +185,6 @@ impl MeetingConfig {
                 self.empty_room_close_s as usize,
                 86_400,
             ),
-            ("auth_timeout_ms", self.auth_timeout_ms as usize, 600_000),
             (
                 "requests_per_second",
                 self.requests_per_second as usize,
@@ -196,19 +193,13 @@ impl MeetingConfig {
             ("request_burst", self.request_burst as usize, 100_000),
             ("max_chat_bytes", self.max_chat_bytes, 128 * 1024),
         ] {
-            if !(1..=max).contains(&value) {
-                return Err(invalid(
-                    format!("meeting.{key}"),
-                    format!("must be between 1 and {max}"),
-                ));
-            }
+            ConfigError::check_range(format!("meeting.{key}"), value, 1..=max)?;
         }
-        if self.auth_timeout_ms < 1_000 {
-            return Err(invalid(
-                "meeting.auth_timeout_ms".into(),
-                "must be between 1000 and 600000".into(),
-            ));
-        }
+        ConfigError::check_range(
+            "meeting.auth_timeout_ms",
+            self.auth_timeout_ms,
+            1_000..=600_000,
+        )?;
         let mut ids = std::collections::HashSet::new();
         for (i, d) in self.dial_in.iter().enumerate() {
             let key = |k: &str| format!("meeting.dial_in[{i}].{k}");
