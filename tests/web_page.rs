@@ -356,7 +356,10 @@ fn over_https_the_page_loads_calls_and_its_microphone_reaches_ptt() {
         )],
     );
     let page = browser.page();
-    page.navigate(&format!("https://127.0.0.1:{}/", addr.port()));
+    page.navigate(&format!(
+        "https://127.0.0.1:{}/#token={OPERATOR_TOKEN}",
+        addr.port()
+    ));
     assert_eq!(page.eval("location.protocol"), "https:");
     assert_eq!(page.eval("window.isSecureContext"), true);
     // The live view follows the event stream over HTTPS.
