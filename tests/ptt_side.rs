@@ -222,6 +222,10 @@ fn bridge_reconnects_after_murmurd_restarts_and_audio_flows_again() {
     let bridge = Bridge::start(BIN, &config);
     bridge.wait_health("connected in North", connected_in("North"), T);
     let mut events = bridge.events();
+    let probes = |bridge: &Bridge| {
+        ["/livez", "/readyz", "/healthz"].map(|p| bridge.request_with("GET", p, None, &[]).status)
+    };
+    assert_eq!(probes(&bridge), [200, 200, 200], "live, ready, healthy");
 
     server.kill();
     let down = bridge.wait_health(
@@ -235,6 +239,11 @@ fn bridge_reconnects_after_murmurd_restarts_and_audio_flows_again() {
         .to_string();
     assert!(!reason.is_empty(), "health says why: {down}");
     println!("while murmurd is down: {down}");
+    assert_eq!(
+        probes(&bridge),
+        [200, 503, 503],
+        "alive, but neither ready nor healthy"
+    );
     events
         .try_expect(|e| e["type"] == "side.disconnected", T)
         .expect("side.disconnected event");
@@ -248,6 +257,7 @@ fn bridge_reconnects_after_murmurd_restarts_and_audio_flows_again() {
     println!("reconnected and rejoined North {took:?} after murmurd was back");
     assert!(took < Duration::from_secs(5), "reconnect took {took:?}");
     assert!(account(&bridge.health())["reconnects"].as_u64().unwrap() >= 1);
+    assert_eq!(probes(&bridge), [200, 200, 200], "ready again");
     events
         .try_expect(|e| e["type"] == "side.connected", T)
         .expect("side.connected event");
@@ -321,4 +331,21 @@ fn a_bad_config_fails_at_start_naming_the_key() {
         .output()
         .unwrap();
     assert!(ok.status.success());
+    // A config that is valid but does nothing passes, with a warning that says so.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", empty.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("ok, with 1 warning"), "{stdout}");
+    assert!(
+        stderr.contains("warning: ptt.servers: none configured"),
+        "{stderr}"
+    );
 }

@@ -49,16 +49,15 @@ fn every_route_needs_its_credentials() {
         testkit::http::request(addr, method, path, body).unwrap()
     };
 
-    // Open to anyone: liveness (status only), the page's static files, where /egw is.
-    let h = anon("GET", "/healthz", None);
-    assert_eq!(h.status, 200);
-    let keys: Vec<_> = h.json().as_object().unwrap().keys().cloned().collect();
-    assert_eq!(
-        keys,
-        ["status"],
-        "liveness reveals nothing else: {}",
-        h.body
-    );
+    // Open to anyone: liveness, readiness and health (status only), the page's static files,
+    // where /egw is.
+    assert_eq!(anon("GET", "/livez", None).status, 200);
+    for path in ["/livez", "/readyz", "/healthz"] {
+        let h = anon("GET", path, None);
+        assert!([200, 503].contains(&h.status), "{path}: {}", h.status);
+        let keys: Vec<_> = h.json().as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["status"], "{path} reveals nothing else: {}", h.body);
+    }
     assert!(
         bridge.get("/healthz").json()["sides"].is_object(),
         "operators get the details"
@@ -173,7 +172,7 @@ fn every_route_needs_its_credentials() {
     assert_eq!(r.status, 429, "throttled, even the right token: {}", r.body);
     assert!(r.body.contains("try again"), "{}", r.body);
     // Liveness stays open.
-    assert_eq!(anon("GET", "/healthz", None).status, 200);
+    assert_eq!(anon("GET", "/livez", None).status, 200);
 }
 
 /// What one meeting user or app might try against another: impersonation, entering or ending

@@ -108,6 +108,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state.clone());
     let mut public = Router::new()
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/egw", get(egw::upgrade))
         .route("/server/address", get(egw::server_address))
         .merge(business::routes())
@@ -134,12 +136,40 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(throttle)
 }
 
-/// Liveness for anyone; the sides' details for operators.
+/// Whether every side works (every configured PTT server connected, and so on): what
+/// `/readyz` and `/healthz` answer by.
+fn ready(state: &AppState) -> bool {
+    state.sides.iter().all(|s| s.healthy())
+}
+
+/// 200 for as long as the process serves HTTP: restart it only when this fails.
+async fn livez() -> impl IntoResponse {
+    Json(json!({ "status": "alive" }))
+}
+
+/// 200 when every side works, 503 until then and while any is degraded: send traffic (or an
+/// operator's attention) by this.
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if ready(&state) {
+        (StatusCode::OK, Json(json!({ "status": "ready" })))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready" })),
+        )
+    }
+}
+
+/// Health: 200 "ok" or 503 "degraded" for anyone; the sides' details for operators.
 async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
-    let ok = state.sides.iter().all(|s| s.healthy());
-    let status = if ok { "ok" } else { "degraded" };
+    let ok = ready(&state);
+    let (code, status) = if ok {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "degraded")
+    };
     if !state.operators.authorized(&headers) {
-        return (StatusCode::OK, Json(json!({ "status": status })));
+        return (code, Json(json!({ "status": status })));
     }
     let mut sides = serde_json::Map::new();
     for side in &state.sides {
@@ -152,8 +182,8 @@ async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl
         "sides": sides,
         "events": crate::events::health(&state.platform),
     });
-    // Degraded is still 200: the bridge itself is alive and serving the sides that work.
-    (StatusCode::OK, Json(body))
+    // Degraded is 503 with the details: a monitor sees it; the process is alive (/livez).
+    (code, Json(body))
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
