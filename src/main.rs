@@ -1,5 +1,6 @@
 //! The `pttbridge` command line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,8 +39,10 @@ enum Cmd {
 
 fn init_logs(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Colour only for a person at a terminal: a pipe, a file or journald gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -52,8 +55,15 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = match cli.command {
         Cmd::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
+            Ok(cfg) => {
+                let warnings = cfg.warnings();
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
+                match warnings.len() {
+                    0 => println!("{}: ok", file.display()),
+                    n => println!("{}: ok, with {n} warning(s)", file.display()),
+                }
                 Ok(())
             }
             Err(e) => Err(anyhow::Error::new(e)),
@@ -61,6 +71,9 @@ fn main() -> ExitCode {
         Cmd::Run { config } => match Config::load(&config) {
             Ok(cfg) => {
                 init_logs(&cfg.log.level, cfg.log.format);
+                for w in cfg.warnings() {
+                    tracing::warn!("config: {w}");
+                }
                 runtime.block_on(pttbridge::run::run(cfg))
             }
             Err(e) => Err(anyhow::Error::new(e)),

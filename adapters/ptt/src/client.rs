@@ -387,7 +387,12 @@ impl Driver {
             Err(reason) => return closed(reason),
         };
         let (mut reader, udp) = (reader, udp);
-        info!(server = %self.config.host, %addr, "PTT connected, authenticating");
+        info!(
+            server = %self.config.host,
+            %addr,
+            account = %logsafe::esc(&self.config.session.username).limit(64),
+            "PTT connected, authenticating"
+        );
         let mut session_config = self.config.session.clone();
         session_config.channel = self.desired_channel.clone();
         let start = Instant::now();

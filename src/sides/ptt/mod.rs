@@ -599,7 +599,11 @@ impl Translator {
             PttEvent::JoinFailed { path, reason } => {
                 warn!(path = %esc(&path), reason = %esc(&reason), "cannot join PTT channel");
             }
-            PttEvent::InChannel { path, .. } => info!(channel = %esc(&path), "in PTT channel"),
+            PttEvent::InChannel { path, .. } => {
+                // The root channel's path is empty: name it.
+                let channel = if path.is_empty() { "(root)" } else { &path };
+                info!(channel = %esc(channel), "in PTT channel")
+            }
             PttEvent::PermissionDenied { reason } => {
                 warn!(reason = %esc(&reason), "PTT permission denied")
             }
