@@ -103,6 +103,67 @@ pub struct RecordingConfig {
     pub dir: Option<PathBuf>,
 }
 
+/// toml's messages say what serde expected in Rust's words ("expected u16", "expected struct
+/// TransUser", "invalid socket address syntax"); an operator reads them in the config's.
+fn plain_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 12] = [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected usize", "expected a whole number of 0 or more"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a string", "expected a quoted string"),
+        (
+            "invalid socket address syntax",
+            "expected an IP:PORT such as \"127.0.0.1:8080\" (an IP address, not a host name)",
+        ),
+    ];
+    let mut out = message.to_owned();
+    for (rust, plain) in WORDS {
+        out = out.replace(rust, plain);
+    }
+    // "expected struct TransUser" and the like: a table of settings.
+    while let Some(at) = out.find("expected struct ") {
+        let name_end = out[at + 16..]
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .map_or(out.len(), |n| at + 16 + n);
+        out.replace_range(at..name_end, "expected a table of settings");
+    }
+    out
+}
+
+/// `log.level`: a level, or directives `target=level` after an optional default level. A bare
+/// word that is no level would be taken as a target name and silence everything else.
+fn check_log_level(level: &str) -> Result<(), ConfigError> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let hint =
+        "use error, warn, info, debug or trace, or directives such as \"info,pttbridge=debug\"";
+    for part in level.split(',').map(str::trim) {
+        let lvl = part.rsplit_once('=').map_or(part, |(_, l)| l).trim();
+        if !LEVELS.contains(&lvl.to_ascii_lowercase().as_str()) {
+            return Err(invalid(
+                "log.level",
+                format!("{part:?} is not a level: {hint}"),
+            ));
+        }
+    }
+    if tracing_subscriber::EnvFilter::try_new(level).is_err() {
+        return Err(invalid(
+            "log.level",
+            format!("{level:?} cannot be read: {hint}"),
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads, parses and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -123,20 +184,29 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<config>"),
-            message: e.to_string(),
+            message: plain_words(&e.to_string()),
         })?;
         config.validate()?;
         Ok(config)
     }
 
+    /// What a valid config leaves the bridge unable to do, in the config's words: worth saying
+    /// at `check-config` and at start, not worth refusing.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.ptt.servers.is_empty() {
+            w.push(
+                "ptt.servers: none configured: the bridge connects to no PTT server, so no \
+                 channel can be called, heard or bridged"
+                    .to_owned(),
+            );
+        }
+        w
+    }
+
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(invalid(
-                "log.level",
-                format!("not a valid filter: {:?}", self.log.level),
-            ));
-        }
+        check_log_level(&self.log.level)?;
         self.http.validate()?;
         crate::events::config::validate(&self.egw, &self.nats, &self.business)?;
         self.meeting.validate(&self.ptt)?;
@@ -195,8 +265,10 @@ mod tests {
     }
 
     #[test]
-    fn the_empty_file_is_valid() {
-        Config::parse("").unwrap();
+    fn the_empty_file_is_valid_but_warned_about() {
+        let c = Config::parse("").unwrap();
+        assert!(c.warnings()[0].starts_with("ptt.servers: none configured"));
+        assert!(Config::parse(GOOD).unwrap().warnings().is_empty());
     }
 
     #[test]
@@ -222,6 +294,34 @@ mod tests {
         );
         assert!(err("[ptt]\ntalk_timeout_ms = 5\n").contains("ptt.talk_timeout_ms"));
         assert!(err("[log]\nformat = \"xml\"").contains("format"));
+    }
+
+    #[test]
+    fn type_errors_are_in_the_configs_words_not_rusts() {
+        let e = err("[[ptt.servers]]\nid = \"a\"\nhost = \"h\"\nport = 70000\n");
+        assert!(e.contains("a whole number from 0 to 65535"), "{e}");
+        let e = err("[http]\nlisten = \"localhost:8080\"\n");
+        assert!(e.contains("an IP:PORT such as \"127.0.0.1:8080\""), "{e}");
+        let e = err("[meeting]\nupstream = [1]\n");
+        assert!(e.contains("a table of settings"), "{e}");
+        assert!(!e.contains("struct"), "{e}");
+    }
+
+    #[test]
+    fn a_log_level_that_would_log_nothing_is_refused() {
+        for bad in ["loud", "info,pttbridge", "pttbridge=chatty"] {
+            let e = err(&format!("[log]\nlevel = \"{bad}\""));
+            assert!(e.starts_with("log.level: "), "{e}");
+            assert!(e.contains("is not a level"), "{e}");
+        }
+        for good in [
+            "warn",
+            "INFO",
+            "info,pttbridge=debug",
+            "pttbridge::events=trace,off",
+        ] {
+            Config::parse(&format!("[log]\nlevel = \"{good}\"")).unwrap();
+        }
     }
 
     #[test]
