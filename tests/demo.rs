@@ -101,6 +101,16 @@ fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
         .json();
     assert_eq!(state["dial_in"][0]["user_id"], 9001, "{state}");
     assert_eq!(state["dial_in"][0]["channel"], "North", "{state}");
+    // The demo's tenant is a platform app, as the OpenAPI examples assume.
+    let users = http::request_with(
+        http_addr,
+        "GET",
+        "/v1/online/user/state?app_id=default&msg_id=1&page_size=10",
+        None,
+        &[("X-App-Secret", "demo-app-secret-0001")],
+    )
+    .expect("/v1/online/user/state");
+    assert_eq!(users.status, 200, "{}", users.body);
 
     // Stopping it stops everything it started. SIGTERM, not SIGINT: a process started from a
     // background job inherits "ignore SIGINT", which bash cannot trap; one trap serves both.
@@ -130,4 +140,32 @@ fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
         assert!(Instant::now() < stopped, "the bridge outlived the demo");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// With its HTTP port taken the bridge cannot start: the demo says so and exits non-zero,
+/// having stopped what it started, instead of announcing that it is up.
+#[test]
+fn the_demo_fails_loudly_when_the_bridge_cannot_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to take");
+    let http_addr = taken.local_addr().unwrap();
+    let demo = Command::new(repo_root().join("scripts/demo"))
+        .env("PTTBRIDGE_OPERATOR_TOKEN", TOKEN)
+        .env("PTTBRIDGE_BIN", env!("CARGO_BIN_EXE_pttbridge"))
+        .env("DEMO_HTTP", http_addr.to_string())
+        .env("DEMO_PTT_PORT", free_port().to_string())
+        .env("DEMO_SECONDS", "60")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/demo");
+    let (out, err) = (
+        String::from_utf8_lossy(&demo.stdout),
+        String::from_utf8_lossy(&demo.stderr),
+    );
+    println!("--- stdout ---\n{out}\n--- stderr ---\n{err}");
+    assert!(!demo.status.success(), "exit status {}", demo.status);
+    assert!(!out.contains("demo is up"), "claimed to be up");
+    assert!(
+        err.contains("ERROR: the bridge exited at start") && err.contains("http.listen"),
+        "the reason, naming the key"
+    );
 }
