@@ -134,17 +134,63 @@ fn rss_kib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// `name{labels..., quantile="q"} value` lines of a Prometheus summary.
-fn quantiles(metrics: &str, name: &str, label: &str) -> Vec<(String, f64)> {
-    metrics
+/// The cumulative `name_bucket{labels..., le="b"}` counts of a Prometheus histogram, by bound.
+fn buckets(metrics: &str, name: &str, label: &str) -> Vec<(f64, f64)> {
+    let mut b: Vec<(f64, f64)> = metrics
         .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter(|l| l.starts_with(&format!("{name}_bucket{{")) && l.contains(label))
         .filter_map(|l| {
-            let q = l.split("quantile=\"").nth(1)?.split('"').next()?.to_owned();
-            let v = l.rsplit(' ').next()?.parse().ok()?;
-            Some((q, v))
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
         })
-        .collect()
+        .collect();
+    b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    b
+}
+
+/// Quantiles `qs` of what a histogram recorded between two scrapes, interpolated linearly within
+/// the bucket (as Prometheus' `histogram_quantile` does); `None` when nothing was recorded.
+fn quantiles(before: &str, after: &str, name: &str, label: &str, qs: &[f64]) -> Option<Vec<f64>> {
+    let (b0, b1) = (buckets(before, name, label), buckets(after, name, label));
+    let counts: Vec<(f64, f64)> = b1
+        .iter()
+        .map(|(le, n)| {
+            let was = b0.iter().find(|(l, _)| l == le).map_or(0.0, |(_, n)| *n);
+            (*le, n - was)
+        })
+        .collect();
+    let total = counts.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    Some(
+        qs.iter()
+            .map(|q| {
+                let rank = q * total;
+                let (mut lower, mut below) = (0.0, 0.0);
+                for &(le, n) in &counts {
+                    if n >= rank {
+                        if le.is_infinite() {
+                            return lower;
+                        }
+                        let share = if n > below {
+                            (rank - below) / (n - below)
+                        } else {
+                            1.0
+                        };
+                        return lower + (le - lower) * share;
+                    }
+                    (lower, below) = (le, n);
+                }
+                lower
+            })
+            .collect(),
+    )
 }
 
 fn counter(metrics: &str, prefix: &str) -> f64 {
@@ -364,7 +410,7 @@ async fn main() {
         }
         for l in m1
             .lines()
-            .filter(|l| !l.starts_with('#') && !l.contains("quantile") && !l.contains("_sum"))
+            .filter(|l| !l.starts_with('#') && !l.contains("_bucket") && !l.contains("_sum"))
         {
             println!("  {l}");
         }
@@ -398,26 +444,19 @@ async fn main() {
         );
     }
     for route in ["direct", "passthrough", "mix"] {
-        let q = quantiles(
+        let Some(q) = quantiles(
+            &m0,
             &m1,
             "pttbridge_meeting_bridge_latency_seconds",
             &format!("route=\"{route}\""),
-        );
-        if q.is_empty() {
+            &[0.5, 0.9, 0.99],
+        ) else {
             continue;
-        }
-        let show: Vec<String> = q
+        };
+        let show: Vec<String> = ["p50", "p90", "p99"]
             .iter()
-            .filter_map(|(q, v)| {
-                let name = match q.as_str() {
-                    "0.5" => "p50",
-                    "0.9" => "p90",
-                    "0.99" => "p99",
-                    "1" => "max",
-                    _ => return None,
-                };
-                Some(format!("{name} {:.1} ms", v * 1e3))
-            })
+            .zip(&q)
+            .map(|(name, v)| format!("{name} {:.2} ms", v * 1e3))
             .collect();
         println!("bridge latency {route}: {}", show.join(", "));
     }

@@ -13,6 +13,7 @@ pub mod events;
 pub mod heap;
 pub mod http;
 pub mod hub;
+pub mod metrics_catalog;
 pub mod probe;
 pub mod recording;
 pub mod run;

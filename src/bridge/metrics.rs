@@ -51,7 +51,7 @@ impl LinkMetrics {
 /// The jitter-buffer series of one direction.
 #[derive(Debug, Clone)]
 pub(crate) struct JitterMetrics {
-    depth_ms: Histogram,
+    depth: Histogram,
     late: Counter,
     lost: Counter,
     concealed: Counter,
@@ -62,7 +62,7 @@ impl JitterMetrics {
     fn new(direction: &'static str) -> Self {
         let kind = |kind: &'static str| metrics::counter!("pttbridge_meeting_jitter_packets_total", "direction" => direction, "kind" => kind);
         Self {
-            depth_ms: metrics::histogram!("pttbridge_meeting_jitter_depth_ms", "direction" => direction),
+            depth: metrics::histogram!("pttbridge_meeting_jitter_depth_seconds", "direction" => direction),
             late: kind("late"),
             lost: kind("lost"),
             concealed: kind("concealed"),
@@ -84,7 +84,7 @@ impl JitterReport {
     /// Exports the depth and the late, lost, concealed and dropped packets new since the last
     /// report.
     pub fn report(&mut self, s: &JitterStats, m: &JitterMetrics) {
-        m.depth_ms.record(f64::from(s.depth_ms));
+        m.depth.record(f64::from(s.depth_ms) / 1000.0);
         for (now, last, counter) in [
             (s.late, &mut self.late, &m.late),
             (s.lost, &mut self.lost, &m.lost),

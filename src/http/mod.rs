@@ -87,10 +87,16 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Histograms, not summaries: buckets add up across scrapes and instances, and a
+            // summary's quantiles read 0 once its window has passed.
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(crate::metrics_catalog::BUCKETS)
+                .expect("bucket bounds are given")
+                .build_recorder();
             let handle = recorder.handle();
             // Another recorder may be installed already (tests); ours then just renders empty.
             let _ = metrics::set_global_recorder(recorder);
+            crate::metrics_catalog::register();
             handle
         })
         .clone()
@@ -196,8 +202,7 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if let Some(n) = crate::alloc_count::live_bytes() {
         metrics::gauge!("pttbridge_process_heap_live_bytes").set(n as f64);
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let mut text = state.metrics.render();
+    text.push_str(&crate::metrics_catalog::process_text());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -1,0 +1,784 @@
+//! Every Prometheus series the bridge exports, described in one place: its type, unit and what
+//! it counts (the `# HELP` line), registered at start when it has no labels so that dashboards
+//! and alerts find it from the first scrape, plus `pttbridge_build_info` and the standard
+//! `process_*` series (read from `/proc` at each scrape). `tests/metrics.rs` checks that every
+//! name the code uses is here, and that a running bridge exports them with HELP and TYPE.
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use metrics::Unit;
+
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (`_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution (seconds).
+    Histogram,
+}
+
+/// One metric: name, kind, unit, help, and whether it carries labels (only unlabelled ones can
+/// be registered before their first use).
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// The series name.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: Kind,
+    /// Its unit (also in the name's suffix).
+    pub unit: Unit,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// Whether it has labels.
+    pub labelled: bool,
+}
+
+const fn m(
+    name: &'static str,
+    kind: Kind,
+    unit: Unit,
+    labelled: bool,
+    help: &'static str,
+) -> Metric {
+    Metric {
+        name,
+        kind,
+        unit,
+        help,
+        labelled,
+    }
+}
+
+use Kind::{Counter as C, Gauge as G, Histogram as H};
+use Unit::{Bytes as B, Count as N, Seconds as S};
+
+/// Every series of the bridge (those of the `count-allocs` feature included).
+pub const ALL: &[Metric] = &[
+    // HTTP listener
+    m(
+        "pttbridge_http_connections",
+        G,
+        N,
+        false,
+        "TCP connections open on the HTTP listener (WebSockets included).",
+    ),
+    m(
+        "pttbridge_http_connections_refused_total",
+        C,
+        N,
+        true,
+        "Connections refused by a cap, by reason (total, per_ip).",
+    ),
+    m(
+        "pttbridge_http_timeouts_total",
+        C,
+        N,
+        true,
+        "Connections closed by a timeout, by kind (header, idle, write, tls_handshake).",
+    ),
+    m(
+        "pttbridge_http_tls_handshakes_failed_total",
+        C,
+        N,
+        false,
+        "TLS handshakes that failed on the HTTP listener.",
+    ),
+    m(
+        "pttbridge_http_tls_reloads_total",
+        C,
+        N,
+        true,
+        "TLS certificate reloads, by result (ok, failed).",
+    ),
+    m(
+        "pttbridge_http_tls_certificate_expiry_timestamp_seconds",
+        G,
+        S,
+        false,
+        "When the served TLS certificate expires (notAfter), in Unix seconds.",
+    ),
+    m(
+        "pttbridge_auth_failures_total",
+        C,
+        N,
+        true,
+        "Requests refused for their credentials, by surface and reason.",
+    ),
+    // Events
+    m(
+        "pttbridge_events_total",
+        C,
+        N,
+        true,
+        "Hub events published, by type.",
+    ),
+    m(
+        "pttbridge_event_subscribers_cut_total",
+        C,
+        N,
+        true,
+        "Event subscribers cut off, by sink and reason (lagged, slow).",
+    ),
+    m(
+        "pttbridge_egw_connections",
+        G,
+        N,
+        false,
+        "EGW WebSocket connections open.",
+    ),
+    m(
+        "pttbridge_egw_events_sent_total",
+        C,
+        N,
+        false,
+        "Event frames sent to EGW subscribers.",
+    ),
+    m(
+        "pttbridge_nats_published_total",
+        C,
+        N,
+        true,
+        "Events acknowledged by JetStream, by whether JetStream saw a duplicate.",
+    ),
+    m(
+        "pttbridge_nats_dropped_total",
+        C,
+        N,
+        true,
+        "Events dropped before reaching NATS, by reason (outbox full).",
+    ),
+    m(
+        "pttbridge_nats_reconnects_total",
+        C,
+        N,
+        false,
+        "Reconnections to NATS.",
+    ),
+    m(
+        "pttbridge_nats_outbox_events",
+        G,
+        N,
+        false,
+        "Events waiting in the NATS outbox (NATS away or slow).",
+    ),
+    m(
+        "pttbridge_nats_outbox_limit_events",
+        G,
+        N,
+        false,
+        "The outbox's limit (nats.outbox); beyond it the oldest events are dropped.",
+    ),
+    m(
+        "pttbridge_nats_retries_total",
+        C,
+        N,
+        false,
+        "Publishes re-sent after no acknowledgement in time.",
+    ),
+    m(
+        "pttbridge_call_records_total",
+        C,
+        N,
+        false,
+        "Call records written to the store.",
+    ),
+    m(
+        "pttbridge_calls_active",
+        G,
+        N,
+        false,
+        "Conversations with a call record open.",
+    ),
+    m(
+        "pttbridge_side_commands_total",
+        C,
+        N,
+        true,
+        "Platform commands handed to a side, by side.",
+    ),
+    m(
+        "pttbridge_errors_total",
+        C,
+        N,
+        true,
+        "Errors outside a side's own counters, by side and kind.",
+    ),
+    // PTT
+    m(
+        "pttbridge_ptt_connected",
+        G,
+        N,
+        true,
+        "1 when the PTT account is connected and synced, per server and account.",
+    ),
+    m(
+        "pttbridge_ptt_users",
+        G,
+        N,
+        true,
+        "Users the PTT server announces, per server and account.",
+    ),
+    m(
+        "pttbridge_ptt_udp_working",
+        G,
+        N,
+        true,
+        "1 when voice goes over UDP (else the TCP tunnel), per server and account.",
+    ),
+    m(
+        "pttbridge_ptt_reconnects_total",
+        C,
+        N,
+        true,
+        "Reconnections to the PTT server, per server and account.",
+    ),
+    m(
+        "pttbridge_ptt_disconnects_total",
+        C,
+        N,
+        true,
+        "Losses of the PTT connection, per server.",
+    ),
+    m(
+        "pttbridge_ptt_errors_total",
+        C,
+        N,
+        true,
+        "PTT protocol faults, per server and kind (bad_protobuf, over_limit, ...).",
+    ),
+    m(
+        "pttbridge_ptt_talk_bursts_total",
+        C,
+        N,
+        true,
+        "Talk bursts heard on the PTT side, per server.",
+    ),
+    m(
+        "pttbridge_ptt_voice_packets_total",
+        C,
+        N,
+        true,
+        "Voice packets, per server, account, direction and transport.",
+    ),
+    m(
+        "pttbridge_ptt_voice_dropped_total",
+        C,
+        N,
+        true,
+        "Voice packets dropped (queue full, bad packet), per account and direction.",
+    ),
+    m(
+        "pttbridge_recordings_total",
+        C,
+        N,
+        false,
+        "Talk bursts recorded to Ogg Opus files.",
+    ),
+    m(
+        "pttbridge_recording_errors_total",
+        C,
+        N,
+        false,
+        "Recordings that failed to write.",
+    ),
+    m(
+        "pttbridge_recording_dropped_total",
+        C,
+        N,
+        false,
+        "Voice packets the recorder could not take in time.",
+    ),
+    // Consoles
+    m(
+        "pttbridge_console_connections",
+        G,
+        N,
+        false,
+        "Console WebSocket connections open (/muicall).",
+    ),
+    m(
+        "pttbridge_console_logins_total",
+        C,
+        N,
+        true,
+        "Console logins, by result.",
+    ),
+    m(
+        "pttbridge_console_requests_total",
+        C,
+        N,
+        true,
+        "Console requests, by type.",
+    ),
+    m(
+        "pttbridge_console_errors_total",
+        C,
+        N,
+        true,
+        "Console requests refused or failed, by kind.",
+    ),
+    m(
+        "pttbridge_console_calls_total",
+        C,
+        N,
+        false,
+        "Temporary calls started by consoles.",
+    ),
+    m(
+        "pttbridge_console_calls_active",
+        G,
+        N,
+        false,
+        "Console calls in progress.",
+    ),
+    m(
+        "pttbridge_console_floor_total",
+        C,
+        N,
+        true,
+        "Console floor requests, by outcome.",
+    ),
+    m(
+        "pttbridge_console_talk_bursts_total",
+        C,
+        N,
+        true,
+        "Talk bursts in console calls, by who talked.",
+    ),
+    m(
+        "pttbridge_console_audio_frames_total",
+        C,
+        N,
+        true,
+        "Console audio frames, by direction.",
+    ),
+    m(
+        "pttbridge_console_audio_dropped_total",
+        C,
+        N,
+        true,
+        "Console audio frames dropped, by reason.",
+    ),
+    m(
+        "pttbridge_console_ptt_faults_total",
+        C,
+        N,
+        true,
+        "PTT protocol faults on consoles' own PTT sessions, by kind.",
+    ),
+    // Meeting
+    m(
+        "pttbridge_meeting_connections",
+        G,
+        N,
+        false,
+        "RTCPeer WebSocket connections open (/rtcpeer).",
+    ),
+    m(
+        "pttbridge_meeting_registered",
+        G,
+        N,
+        false,
+        "Meeting users registered (call.doRegister).",
+    ),
+    m(
+        "pttbridge_meeting_requests_total",
+        C,
+        N,
+        false,
+        "RTCPeer requests received.",
+    ),
+    m(
+        "pttbridge_meeting_errors_total",
+        C,
+        N,
+        true,
+        "RTCPeer requests refused or failed, by kind.",
+    ),
+    m(
+        "pttbridge_meeting_limited_total",
+        C,
+        N,
+        true,
+        "Requests refused by a cap, by limit.",
+    ),
+    m(
+        "pttbridge_meeting_pushes_dropped_total",
+        C,
+        N,
+        false,
+        "Pushes dropped for clients that do not read.",
+    ),
+    m(
+        "pttbridge_meeting_calls",
+        G,
+        N,
+        false,
+        "Meeting calls ringing or connected.",
+    ),
+    m(
+        "pttbridge_meeting_calls_total",
+        C,
+        N,
+        true,
+        "Meeting calls started, by kind.",
+    ),
+    m(
+        "pttbridge_meeting_calls_ended_total",
+        C,
+        N,
+        true,
+        "Meeting calls ended, by reason.",
+    ),
+    m(
+        "pttbridge_meeting_rooms_total",
+        C,
+        N,
+        false,
+        "Rooms opened.",
+    ),
+    m(
+        "pttbridge_meeting_members",
+        G,
+        N,
+        false,
+        "Members in rooms.",
+    ),
+    m(
+        "pttbridge_meeting_links",
+        G,
+        N,
+        false,
+        "PTT channels dialled into rooms now.",
+    ),
+    m(
+        "pttbridge_meeting_links_total",
+        C,
+        N,
+        false,
+        "PTT channel links made.",
+    ),
+    m(
+        "pttbridge_meeting_floor_denied_total",
+        C,
+        N,
+        false,
+        "Floor requests between a room and its PTT channel that were denied.",
+    ),
+    m(
+        "pttbridge_meeting_peers",
+        G,
+        N,
+        false,
+        "WebRTC peers in rooms.",
+    ),
+    m(
+        "pttbridge_meeting_peers_connected",
+        G,
+        N,
+        false,
+        "WebRTC peers with media flowing.",
+    ),
+    m(
+        "pttbridge_meeting_peers_lost_total",
+        C,
+        N,
+        false,
+        "WebRTC peers that went silent and were dropped.",
+    ),
+    m(
+        "pttbridge_meeting_rtp_total",
+        C,
+        N,
+        true,
+        "RTP packets, by direction.",
+    ),
+    m(
+        "pttbridge_meeting_rtp_dropped_total",
+        C,
+        N,
+        true,
+        "RTP packets dropped, by reason.",
+    ),
+    m(
+        "pttbridge_meeting_jitter_packets_total",
+        C,
+        N,
+        true,
+        "Jitter-buffer packet events (late, lost, concealed, dropped), by direction.",
+    ),
+    m(
+        "pttbridge_meeting_jitter_depth_seconds",
+        H,
+        S,
+        true,
+        "Jitter-buffer depth of inbound streams, by direction.",
+    ),
+    m(
+        "pttbridge_meeting_bridge_latency_seconds",
+        H,
+        S,
+        true,
+        "PTT voice in to the RTP packet carrying it out, by route.",
+    ),
+    m(
+        "pttbridge_meeting_tick_delay_seconds",
+        H,
+        S,
+        false,
+        "How late a room's 20 ms media tick ran.",
+    ),
+    m(
+        "pttbridge_meeting_to_ptt_gaps_total",
+        C,
+        N,
+        false,
+        "20 ms frames a meeting talker's audio was missing mid-burst on the way to PTT.",
+    ),
+    m(
+        "pttbridge_meeting_to_ptt_gap_seconds",
+        H,
+        S,
+        false,
+        "Length of each gap in a meeting talker's audio on the way to PTT.",
+    ),
+    m(
+        "pttbridge_meeting_upstream_reconnects_total",
+        C,
+        N,
+        false,
+        "Reconnections to external RTCPeer servers (client mode).",
+    ),
+    // Process
+    m(
+        "pttbridge_process_heap_trim_seconds",
+        H,
+        S,
+        false,
+        "How long each return of free heap to the OS took.",
+    ),
+    m(
+        "pttbridge_process_allocations_total",
+        C,
+        N,
+        false,
+        "Heap allocations (count-allocs builds only).",
+    ),
+    m(
+        "pttbridge_process_heap_live_bytes",
+        G,
+        B,
+        false,
+        "Bytes live on the heap (count-allocs builds only).",
+    ),
+    m(
+        "pttbridge_build_info",
+        G,
+        N,
+        true,
+        "Always 1; the labels name the build (version).",
+    ),
+];
+
+/// Histogram bucket bounds, in seconds: fine below 50 ms, where the media paths live (a 20 ms
+/// frame, the bridge's own latency), coarse above.
+pub const BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.007_5, 0.01, 0.015, 0.02, 0.025,
+    0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Series that exist only with a feature or a part configured (`count-allocs`, NATS, TLS):
+/// not registered at start, where they would read 0 and mean nothing.
+pub const CONDITIONAL: [&str; 5] = [
+    "pttbridge_process_allocations_total",
+    "pttbridge_process_heap_live_bytes",
+    "pttbridge_nats_outbox_events",
+    "pttbridge_nats_outbox_limit_events",
+    "pttbridge_http_tls_certificate_expiry_timestamp_seconds",
+];
+
+/// Labelled series whose label values are known in advance: registered at start too, so that
+/// the alert rules and the dashboard (`deploy/`) have them before the first call or fault.
+const KNOWN: &[(&str, &[(&str, &str)])] = &[
+    ("pttbridge_meeting_rtp_total", &[("direction", "in")]),
+    ("pttbridge_meeting_rtp_total", &[("direction", "out")]),
+    ("pttbridge_meeting_rtp_total", &[("direction", "ptt_in")]),
+    ("pttbridge_meeting_rtp_total", &[("direction", "ptt_out")]),
+    (
+        "pttbridge_meeting_jitter_packets_total",
+        &[("direction", "ptt_in"), ("kind", "lost")],
+    ),
+    (
+        "pttbridge_meeting_jitter_packets_total",
+        &[("direction", "meeting_in"), ("kind", "lost")],
+    ),
+    (
+        "pttbridge_meeting_jitter_depth_seconds",
+        &[("direction", "ptt_in")],
+    ),
+    (
+        "pttbridge_meeting_jitter_depth_seconds",
+        &[("direction", "meeting_in")],
+    ),
+    (
+        "pttbridge_meeting_bridge_latency_seconds",
+        &[("route", "direct")],
+    ),
+    (
+        "pttbridge_meeting_bridge_latency_seconds",
+        &[("route", "passthrough")],
+    ),
+    (
+        "pttbridge_meeting_bridge_latency_seconds",
+        &[("route", "mix")],
+    ),
+    (
+        "pttbridge_event_subscribers_cut_total",
+        &[("sink", "egw"), ("reason", "too_slow")],
+    ),
+    (
+        "pttbridge_event_subscribers_cut_total",
+        &[("sink", "egw"), ("reason", "send_timeout")],
+    ),
+    (
+        "pttbridge_event_subscribers_cut_total",
+        &[("sink", "egw_feed"), ("reason", "lagged")],
+    ),
+    ("pttbridge_nats_dropped_total", &[("reason", "outbox_full")]),
+    (
+        "pttbridge_http_connections_refused_total",
+        &[("reason", "total")],
+    ),
+    (
+        "pttbridge_http_connections_refused_total",
+        &[("reason", "per_ip")],
+    ),
+    ("pttbridge_http_timeouts_total", &[("kind", "header")]),
+    ("pttbridge_http_timeouts_total", &[("kind", "idle")]),
+    ("pttbridge_http_timeouts_total", &[("kind", "write")]),
+];
+
+static STARTED: OnceLock<f64> = OnceLock::new();
+
+/// Describes every series to the recorder and registers the unlabelled ones (and build info).
+/// Call once the recorder is installed.
+pub fn register() {
+    STARTED.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    });
+    for m in ALL {
+        match m.kind {
+            Kind::Counter => metrics::describe_counter!(m.name, m.unit, m.help),
+            Kind::Gauge => metrics::describe_gauge!(m.name, m.unit, m.help),
+            Kind::Histogram => metrics::describe_histogram!(m.name, m.unit, m.help),
+        }
+        if m.labelled || CONDITIONAL.contains(&m.name) {
+            continue;
+        }
+        match m.kind {
+            Kind::Counter => metrics::counter!(m.name).increment(0),
+            Kind::Gauge => metrics::gauge!(m.name).increment(0.0),
+            Kind::Histogram => drop(metrics::histogram!(m.name)),
+        }
+    }
+    for (name, labels) in KNOWN {
+        let kind = ALL.iter().find(|m| m.name == *name).map(|m| m.kind);
+        match kind {
+            Some(Kind::Counter) => metrics::counter!(*name, *labels).increment(0),
+            Some(Kind::Gauge) => metrics::gauge!(*name, *labels).increment(0.0),
+            Some(Kind::Histogram) => drop(metrics::histogram!(*name, *labels)),
+            None => {}
+        }
+    }
+    metrics::gauge!("pttbridge_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// The standard `process_*` series of this process, in Prometheus text format (read from
+/// `/proc` now; empty where there is no `/proc`).
+pub fn process_text() -> String {
+    let mut out = String::new();
+    let mut put = |name: &str, kind: &str, help: &str, value: f64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    // SAFETY: sysconf only reads configuration values.
+    let (tick, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE) as f64,
+        )
+    };
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which may hold spaces) start at field 3.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+        if let (Some(user), Some(system)) = (field(14), field(15))
+            && tick > 0.0
+        {
+            put(
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                (user + system) / tick,
+            );
+        }
+    }
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+        let mut it = statm
+            .split_whitespace()
+            .map(|v| v.parse::<f64>().unwrap_or(0.0));
+        let (virt, res) = (it.next().unwrap_or(0.0), it.next().unwrap_or(0.0));
+        put(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            virt * page,
+        );
+        put(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            res * page,
+        );
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        put(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            dir.count() as f64,
+        );
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        put(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            limit.rlim_cur as f64,
+        );
+    }
+    if let Some(started) = STARTED.get() {
+        put(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            *started,
+        );
+    }
+    out
+}
