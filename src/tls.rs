@@ -94,6 +94,63 @@ fn certs_from_pem(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>
     Ok(certs)
 }
 
+/// When a DER certificate stops being valid (its `notAfter`), in Unix seconds; `None` when the
+/// bytes are not a certificate. A walk down Certificate → TBSCertificate → Validity, enough for
+/// the expiry metric without an X.509 library.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert, _) = tlv(der)?;
+    let (_, tbs, _) = tlv(cert)?;
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = tlv(rest)?.2; // [0] version
+    }
+    for _ in 0..3 {
+        rest = tlv(rest)?.2; // serial, signature algorithm, issuer
+    }
+    let (_, validity, _) = tlv(rest)?;
+    let after = tlv(validity)?.2; // past notBefore
+    let (tag, time, _) = tlv(after)?;
+    let text = std::str::from_utf8(time).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy: i64 = text.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
+        }
+        0x18 => (text.get(..4)?.parse().ok()?, text.get(4..)?),
+        _ => return None,
+    };
+    let field = |at: usize| -> Option<i64> { rest.get(at..at + 2)?.parse().ok() };
+    let (month, day) = (field(0)?, field(2)?);
+    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// One DER element: its tag, its contents and what follows it.
+fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, b) = b.split_first()?;
+    let (&first, b) = b.split_first()?;
+    let (len, b) = if first < 0x80 {
+        (usize::from(first), b)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || b.len() < n {
+            return None;
+        }
+        let len = b[..n]
+            .iter()
+            .fold(0usize, |l, &x| (l << 8) | usize::from(x));
+        (len, &b[n..])
+    };
+    (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
+}
+
 /// A server config from a PEM certificate chain (leaf first) and its PEM private key (PKCS#8,
 /// PKCS#1 or SEC1), offering `alpn`. Fails naming the file at fault: unreadable, no PEM block,
 /// a key that does not parse or does not match the certificate.
@@ -204,6 +261,20 @@ pub async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn not_after_reads_the_certificates_expiry() {
+        let pem = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/certs/murmur-cert.pem"
+        );
+        let cert = &load_certs(Path::new(pem)).unwrap()[0];
+        // openssl x509 -enddate: "Jan  1 00:00:00 2120 GMT"
+        assert_eq!(not_after(cert.as_ref()), Some(4_733_510_400));
+        assert_eq!(not_after(&cert.as_ref()[..40]), None, "cut short");
+        assert_eq!(not_after(b"\x30\x80garbage"), None);
+        assert_eq!(not_after(&[]), None);
+    }
 
     #[test]
     fn bad_files_name_the_part() {

@@ -238,6 +238,9 @@ impl Sink {
             .build(client.clone());
 
         let mut outbox: VecDeque<Event> = VecDeque::new();
+        // The outbox's fill against its limit: an alert fires before events start to drop.
+        let queued = metrics::gauge!("pttbridge_nats_outbox_events");
+        metrics::gauge!("pttbridge_nats_outbox_limit_events").set(self.config.outbox as f64);
         let mut inflight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
         let mut failed: Vec<Event> = Vec::new();
         let mut backoff = Duration::from_millis(100);
@@ -277,6 +280,7 @@ impl Sink {
             self.stats
                 .queued
                 .store(outbox.len() as u64, Ordering::Relaxed);
+            queued.set(outbox.len() as f64);
 
             tokio::select! {
                 biased;

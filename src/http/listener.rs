@@ -601,6 +601,17 @@ type Stamp = [(Option<SystemTime>, u64); 2];
 /// ALPN: HTTP/1.1 only (WebSockets need it; no h2 here).
 const ALPN: &[&[u8]] = &[b"http/1.1"];
 
+/// `pttbridge_http_tls_certificate_expiry_timestamp_seconds`: when the served certificate expires
+/// (its leaf's notAfter), for an alert well before it does.
+fn export_expiry(cert: &std::path::Path) {
+    let expiry = crate::tls::load_certs(cert)
+        .ok()
+        .and_then(|chain| crate::tls::not_after(chain.first()?.as_ref()));
+    if let Some(at) = expiry {
+        metrics::gauge!("pttbridge_http_tls_certificate_expiry_timestamp_seconds").set(at as f64);
+    }
+}
+
 impl CertStore {
     /// The files' certificate and key; the error names the config key of the file at fault.
     fn load(cert: PathBuf, key: PathBuf) -> io::Result<Arc<Self>> {
@@ -613,6 +624,7 @@ impl CertStore {
             io::Error::new(io::ErrorKind::InvalidInput, format!("{k}: {e}"))
         })?;
         info!(cert = %cert.display(), "HTTPS: certificate loaded");
+        export_expiry(&cert);
         Ok(Arc::new(Self {
             cert,
             key,
@@ -633,6 +645,7 @@ impl CertStore {
         match crate::tls::server_config(&self.cert, &self.key, ALPN) {
             Ok(config) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
+                export_expiry(&self.cert);
                 metrics::counter!("pttbridge_http_tls_reloads_total", "result" => "ok")
                     .increment(1);
                 info!(cert = %self.cert.display(), trigger = why, "HTTPS: certificate reloaded");
