@@ -365,10 +365,17 @@ fn bad_input_gets_protocol_errors_and_the_connection_stays() {
 /// A participant that offers video too: the answer keeps the video m-line bundled but inactive
 /// (aiortc cannot take a rejected one, see `peer::keep_declined_in_bundle`), and audio flows both
 /// ways as usual.
+/// Also the NAT settings at work: rooms bind to every address but announce 127.0.0.1, from a
+/// port range, and the aiortc client's media flows both ways through them.
 #[test]
 fn video_offer_is_answered_audio_only() {
     let server = Murmur::start(&["North"]);
-    let bridge = start(&server);
+    let min = testkit::peers::free_port();
+    let max = min.saturating_add(9);
+    let bridge = start_with(
+        &server,
+        &format!("rtc_bind_ip = \"0.0.0.0\"\nrtc_port_min = {min}\nrtc_port_max = {max}"),
+    );
     let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
     let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
     let mut carol = Participant::join(bridge.addr(), "carol");
@@ -385,6 +392,15 @@ fn video_offer_is_answered_audio_only() {
     assert!(
         answer.contains("m=video 9 ") && answer.contains("a=inactive"),
         "{answer}"
+    );
+    let candidate_port: u16 = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=candidate:"))
+        .and_then(|c| c.split_whitespace().nth(5)?.parse().ok())
+        .unwrap_or_else(|| panic!("a host candidate: {answer}"));
+    assert!(
+        (min..=max).contains(&candidate_port) && answer.contains(" 127.0.0.1 "),
+        "the room announces 127.0.0.1 and a port of {min}-{max}: {answer}"
     );
     carol.cmd(json!({"cmd":"play","client":NORTH,"video":true}));
     let p = carol.expect(

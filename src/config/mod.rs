@@ -308,6 +308,26 @@ mod tests {
     }
 
     #[test]
+    fn meeting_nat_settings_are_checked() {
+        let ok = Config::parse(
+            "[meeting]\nrtc_ip = \"203.0.113.7\"\nrtc_bind_ip = \"0.0.0.0\"\nrtc_port_min = 40000\nrtc_port_max = 40099\n",
+        )
+        .unwrap();
+        let media = ok.meeting.media_address();
+        assert_eq!(media.bind.to_string(), "0.0.0.0");
+        assert_eq!(media.announce.to_string(), "203.0.113.7");
+        assert_eq!(media.ports, Some((40000, 40099)));
+        assert!(
+            err("[meeting]\nrtc_port_min = 40000\n").starts_with("meeting.rtc_port_max: required")
+        );
+        assert!(
+            err("[meeting]\nrtc_port_min = 5\nrtc_port_max = 4\n")
+                .starts_with("meeting.rtc_port_min:")
+        );
+        assert!(err("[meeting]\nrtc_ip = \"0.0.0.0\"\n").starts_with("meeting.rtc_ip:"));
+    }
+
+    #[test]
     fn a_log_level_that_would_log_nothing_is_refused() {
         for bad in ["loud", "info,pttbridge", "pttbridge=chatty"] {
             let e = err(&format!("[log]\nlevel = \"{bad}\""));

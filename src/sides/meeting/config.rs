@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::room::media::MediaAddress;
 pub use crate::bridge::passthrough::PassThrough;
 use crate::config::{ConfigError, PttConfig};
 
@@ -16,6 +17,13 @@ pub struct MeetingConfig {
     pub enabled: bool,
     /// Address of the WebRTC host candidates (one UDP port per room on it).
     pub rtc_ip: IpAddr,
+    /// Address the rooms' sockets bind to, when not `rtc_ip` (behind a 1:1 NAT: the private
+    /// address or 0.0.0.0, while `rtc_ip` is the public one).
+    pub rtc_bind_ip: Option<IpAddr>,
+    /// Lowest UDP port a room may take (with `rtc_port_max`; unset: any free port).
+    pub rtc_port_min: Option<u16>,
+    /// Highest UDP port a room may take.
+    pub rtc_port_max: Option<u16>,
     /// Seconds a call may ring unanswered (and wait for onConnected after doAgree).
     pub no_answer_timeout_s: u64,
     /// Dial-in: ms between receiving doInvite and sending onRinging.
@@ -61,6 +69,9 @@ impl Default for MeetingConfig {
         Self {
             enabled: true,
             rtc_ip: IpAddr::from([127, 0, 0, 1]),
+            rtc_bind_ip: None,
+            rtc_port_min: None,
+            rtc_port_max: None,
             no_answer_timeout_s: 30,
             ring_delay_ms: 200,
             answer_delay_ms: 800,
@@ -162,9 +173,45 @@ impl MeetingConfig {
         Duration::from_secs(self.no_answer_timeout_s)
     }
 
+    /// Where rooms open their ports and what they announce.
+    pub fn media_address(&self) -> MediaAddress {
+        MediaAddress {
+            bind: self.rtc_bind_ip.unwrap_or(self.rtc_ip),
+            announce: self.rtc_ip,
+            ports: self.rtc_port_min.zip(self.rtc_port_max),
+        }
+    }
+
     /// Checks what the types cannot, against the PTT accounts.
     pub fn validate(&self, ptt: &PttConfig) -> Result<(), ConfigError> {
         let invalid = |key: String, reason: String| ConfigError::Invalid { key, reason };
+        match (self.rtc_port_min, self.rtc_port_max) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "meeting.rtc_port_max".into(),
+                    "required with meeting.rtc_port_min".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "meeting.rtc_port_min".into(),
+                    "required with meeting.rtc_port_max".into(),
+                ));
+            }
+            (Some(min), Some(max)) if min == 0 || min > max => {
+                return Err(invalid(
+                    "meeting.rtc_port_min".into(),
+                    format!("must be from 1 to meeting.rtc_port_max ({max})"),
+                ));
+            }
+            _ => {}
+        }
+        if self.rtc_ip.is_unspecified() {
+            return Err(invalid(
+                "meeting.rtc_ip".into(),
+                "is announced to clients: an address they can reach, not 0.0.0.0 (bind to it with meeting.rtc_bind_ip)".into(),
+            ));
+        }
         ConfigError::check_range(
             "meeting.no_answer_timeout_s",
             self.no_answer_timeout_s,

@@ -144,7 +144,7 @@ impl Switchboard {
 
     fn room_config(&self) -> RoomConfig {
         RoomConfig {
-            rtc_ip: self.config.rtc_ip,
+            media: self.config.media_address(),
             passthrough: self.config.passthrough,
             empty_close: Duration::from_secs(self.config.empty_room_close_s),
         }

@@ -41,6 +41,18 @@ pub enum Role {
     },
 }
 
+/// Where rooms open their media ports and what they announce (`[meeting]` `rtc_ip`,
+/// `rtc_bind_ip`, `rtc_port_min`/`rtc_port_max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaAddress {
+    /// The address sockets bind to (e.g. a private address, or 0.0.0.0).
+    pub bind: IpAddr,
+    /// The address announced in ICE candidates: the same, or the public address of a 1:1 NAT.
+    pub announce: IpAddr,
+    /// The ports rooms take from (both ends included), or any free port.
+    pub ports: Option<(u16, u16)>,
+}
+
 /// A room's record of one peer.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerTag {
@@ -86,10 +98,31 @@ fn media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 impl RoomMedia {
-    /// Opens the room's port on `ip` (any free port).
-    pub fn bind(ip: IpAddr) -> std::io::Result<Self> {
-        let socket = media_socket(SocketAddr::new(ip, 0))?;
-        let local = socket.local_addr()?;
+    /// Opens the room's port at `addr.bind` (a free one of `addr.ports`, from a random start, or
+    /// any), announced as `addr.announce` with the same port.
+    pub fn bind(addr: MediaAddress) -> std::io::Result<Self> {
+        let socket = match addr.ports {
+            None => media_socket(SocketAddr::new(addr.bind, 0))?,
+            Some((min, max)) => {
+                let n = u32::from(max.saturating_sub(min)) + 1;
+                let first = rand::random::<u32>() % n;
+                (0..n)
+                    .find_map(|i| {
+                        let port = min + ((first + i) % n) as u16;
+                        media_socket(SocketAddr::new(addr.bind, port)).ok()
+                    })
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::AddrInUse,
+                            format!(
+                                "no free UDP port in {min}-{max} on {} (meeting.rtc_port_min/rtc_port_max)",
+                                addr.bind
+                            ),
+                        )
+                    })?
+            }
+        };
+        let local = SocketAddr::new(addr.announce, socket.local_addr()?.port());
         let now = Instant::now();
         Ok(Self {
             socket,
@@ -279,4 +312,55 @@ impl RoomMedia {
 /// One transmit on the room's socket; false when the kernel would not take it.
 fn send(socket: &UdpSocket, t: &Transmit) -> bool {
     socket.try_send_to(&t.contents, t.destination).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first of `n` consecutive loopback UDP ports that are all free now.
+    fn free_range(n: u16) -> u16 {
+        loop {
+            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let first = probe.local_addr().unwrap().port();
+            drop(probe);
+            if first.checked_add(n).is_some()
+                && (first..first + n).all(|p| std::net::UdpSocket::bind(("0.0.0.0", p)).is_ok())
+            {
+                return first;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn rooms_take_ports_from_the_range_and_announce_the_public_address() {
+        let min = free_range(3);
+        let addr = MediaAddress {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            announce: IpAddr::from([203, 0, 113, 7]),
+            ports: Some((min, min + 2)),
+        };
+        let rooms: Vec<RoomMedia> = (0..3).map(|_| RoomMedia::bind(addr).unwrap()).collect();
+        let mut ports: Vec<u16> = rooms.iter().map(|r| r.local().port()).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [min, min + 1, min + 2], "each a port of the range");
+        for r in &rooms {
+            assert_eq!(
+                r.local().ip(),
+                addr.announce,
+                "candidates name the public address"
+            );
+            assert!(
+                r.socket().local_addr().unwrap().ip().is_unspecified(),
+                "bound as asked"
+            );
+        }
+        let full = RoomMedia::bind(addr).expect_err("the range is used up");
+        assert!(full.to_string().contains("meeting.rtc_port_min"), "{full}");
+        drop(rooms);
+        assert!(
+            RoomMedia::bind(addr).is_ok(),
+            "a closed room's port is taken again"
+        );
+    }
 }

@@ -10,7 +10,6 @@
 pub mod link;
 pub mod media;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::link::{FeedInput, RoomLink};
-use self::media::{PeerTag, Role, RoomMedia};
+use self::media::{MediaAddress, PeerTag, Role, RoomMedia};
 use super::dial::DialTarget;
 use super::events::{link_event, party};
 use super::outbox::{Outbox, push_outbox};
@@ -58,8 +57,8 @@ pub trait RoomHost: Send + Sync + 'static {
 /// How rooms are set up (from `[meeting]`).
 #[derive(Debug, Clone, Copy)]
 pub struct RoomConfig {
-    /// Address of the rooms' media ports.
-    pub rtc_ip: IpAddr,
+    /// Where the rooms' media ports are opened and what they announce.
+    pub media: MediaAddress,
     /// How a lone PTT talker reaches the room.
     pub passthrough: PassThrough,
     /// A room with nobody in it closes after this long (its UDP port goes with it).
@@ -155,7 +154,7 @@ const CATCH_UP: usize = 1024;
 
 /// Starts a room with its own UDP port.
 pub fn spawn(host: Arc<dyn RoomHost>, cfg: RoomConfig, info: Room) -> std::io::Result<RoomHandle> {
-    let media = RoomMedia::bind(cfg.rtc_ip)?;
+    let media = RoomMedia::bind(cfg.media)?;
     let port = media.local().port();
     let (tx, rx) = mpsc::channel(COMMANDS);
     let id = info.id.unwrap_or_default();
