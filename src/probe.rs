@@ -117,11 +117,25 @@ async fn probe(opts: &ProbeOptions) -> anyhow::Result<()> {
         udp: !opts.no_udp,
         ..SessionConfig::default()
     };
-    let mut cc = ClientConfig::new(host.clone(), port, opts.trust()?, session);
+    let trust = opts.trust()?;
+    let mut cc = ClientConfig::new(host.clone(), port, trust.clone(), session);
     cc.reconnect = false;
     cc.udp_port = opts.udp_port;
     let started = Instant::now();
     emit(json!({ "event": "connecting", "server": opts.server, "user": opts.user }));
+    // What to pin: the server's certificate, seen before the session's own handshake, so it is
+    // printed even when a wrong pin makes that handshake fail.
+    match server_fingerprint(&host, port).await {
+        Ok(fp) => emit(json!({
+            "event": "certificate",
+            "fingerprint": ptt::tls::format_fingerprint(&fp),
+            "pinned": match &trust {
+                ServerTrust::Pinned(pin) => Value::Bool(*pin == fp),
+                ServerTrust::AcceptInvalid => Value::Null,
+            },
+        })),
+        Err(e) => emit(json!({ "event": "error", "message": format!("TLS: {e:#}") })),
+    }
     let (handle, mut events) = client::spawn(cc);
 
     // Phase 1: connected and in the channel.
@@ -403,6 +417,33 @@ impl Recorder {
         write_mono_48k(path, &mix)?;
         Ok(files)
     }
+}
+
+/// The SHA-256 fingerprint of the certificate `host:port` presents (any certificate accepted:
+/// this only reads it).
+async fn server_fingerprint(host: &str, port: u16) -> anyhow::Result<[u8; 32]> {
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .context("connect timed out")??;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .with_context(|| format!("{host:?} is not a server name"))?;
+    let config = ptt::tls::client_config(ServerTrust::AcceptInvalid);
+    let tls = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .context("TLS handshake timed out")??;
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .context("the server sent no certificate")?;
+    Ok(ptt::tls::fingerprint(cert.as_ref()))
 }
 
 fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {

@@ -349,3 +349,46 @@ fn a_bad_config_fails_at_start_naming_the_key() {
         "{stderr}"
     );
 }
+
+/// `pttbridge probe` prints the fingerprint to pin (docs/deploy.md): with `--insecure` it says
+/// what the server presents; with a wrong `--fingerprint` it says that too, and that it differs,
+/// before the pinned connection fails.
+#[test]
+fn the_probe_prints_the_servers_fingerprint_to_pin() {
+    let server = Murmur::start(&["North"]);
+    let run = |trust: &[&str]| -> Vec<serde_json::Value> {
+        let out = std::process::Command::new(BIN)
+            .arg("probe")
+            .args(["--server", &format!("127.0.0.1:{}", server.port())])
+            .args(trust)
+            .args(["--user", "pinner", "--seconds", "1"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let certificate = |events: &[serde_json::Value]| {
+        events
+            .iter()
+            .find(|e| e["event"] == "certificate")
+            .cloned()
+            .unwrap_or_else(|| panic!("no certificate event: {events:?}"))
+    };
+    // Printed as the config writes it (hex pairs joined by ':'); the test server's pin is plain hex.
+    let hex = |c: &serde_json::Value| c["fingerprint"].as_str().unwrap_or("").replace(':', "");
+    let insecure = run(&["--insecure"]);
+    let c = certificate(&insecure);
+    assert_eq!(hex(&c), server.cert_sha256(), "{c}");
+    assert!(c["pinned"].is_null(), "{c}");
+    let wrong = "00:".repeat(31) + "00";
+    let pinned_wrong = run(&["--fingerprint", &wrong]);
+    let c = certificate(&pinned_wrong);
+    assert_eq!(hex(&c), server.cert_sha256(), "{c}");
+    assert_eq!(c["pinned"], false, "{c}");
+    assert!(
+        pinned_wrong.iter().any(|e| e["event"] == "error"),
+        "the pinned connection fails: {pinned_wrong:?}"
+    );
+}
