@@ -522,3 +522,34 @@ fn without_the_microphone_the_page_says_so_and_keeps_listening() {
     println!("PTT → page without a microphone: {cmp}");
     cmp.assert_matches(0.85, 0.15);
 }
+
+/// The event list starts with what happened before the page was opened (the bridge keeps its
+/// last events), not empty however long the bridge has run.
+#[test]
+fn the_event_list_shows_what_happened_before_the_page_opened() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let server = demo_server();
+    let bridge = start_bridge(&server, None);
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut events = bridge.events();
+    alice.text("said before the page opened");
+    events
+        .try_expect(|e| e["type"] == "message.text", T)
+        .expect("the text reached the bridge");
+    let browser = Browser::launch(None);
+    let page = browser.page();
+    page.navigate(&format!("http://{}/#token={OPERATOR_TOKEN}", bridge.addr()));
+    page.wait_for(
+        "document.querySelector('#events').innerText.includes('said before the page opened')",
+        T,
+    );
+    let list = text_of(&page, "#events");
+    for kind in ["message.text", "party.joined", "side.connected"] {
+        assert!(list.contains(kind), "{kind} in the list on load:\n{list}");
+    }
+    // Newest first, as live events are.
+    let text_at = list.find("message.text").unwrap();
+    let connected_at = list.find("side.connected").unwrap();
+    assert!(text_at < connected_at, "newest first:\n{list}");
+    drop(alice);
+}

@@ -37,6 +37,7 @@ export class LiveView {
   talking = new Map(); // party key → {name, group, since}
   levels = new Map(); // party key → dBov
   events = [];
+  historyLoaded = false;
   names = new Map(); // party key → last name seen (some events carry only the id)
   online = false;
 
@@ -55,6 +56,15 @@ export class LiveView {
     try {
       const r = await fetch('/api/state');
       this.state = await r.json();
+      if (!this.historyLoaded) {
+        // Once: what happened before the page opened, behind what the stream brought since.
+        this.historyLoaded = true;
+        const seen = new Set(this.events.map((e) => `${e.app_id}:${e.version}`));
+        const older = (this.state.recent_events || [])
+          .filter((e) => !seen.has(`${e.app_id}:${e.version}`))
+          .reverse();
+        this.events = this.events.concat(older).slice(0, RECENT);
+      }
       // The snapshot knows who talks right now (the hub's model); keep start times we saw.
       const now = new Map();
       for (const g of this.state.groups) {

@@ -34,7 +34,7 @@ pub(super) async fn stream(
                 Some((Ok(sse), Some((rx, shutdown))))
             }
             Err(RecvError::Lagged(missed)) => {
-                metrics::counter!("pttbridge_event_subscribers_cut_total", "sink" => "sse")
+                metrics::counter!("pttbridge_event_subscribers_cut_total", "sink" => "sse", "reason" => "lagged")
                     .increment(1);
                 let msg = format!("{{\"missed\":{missed},\"reason\":\"subscriber too slow\"}}");
                 Some((Ok(SseEvent::default().event("lagged").data(msg)), None))

@@ -6,9 +6,10 @@
 //! a subscriber that took the snapshot after subscribing skips buffered events up to
 //! that version and continues without loss or double counting. Subscribers that fall
 //! behind the bounded buffer are told so (`Lagged`) instead of slowing the publisher;
-//! the sinks then cut them off with a reason.
+//! the sinks then cut them off with a reason. The last [`RECENT`] events are kept, in order, for
+//! a view that opens late (the web page's event list).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,6 +17,9 @@ use tokio::sync::broadcast;
 
 use super::event::{Draft, Event};
 use crate::events::state::AppModel;
+
+/// Events kept for [`EventBus::recent`].
+pub const RECENT: usize = 60;
 
 /// Events buffered per subscriber before it counts as lagging.
 pub const SUBSCRIBER_BUFFER: usize = 8192;
@@ -25,6 +29,8 @@ pub const SUBSCRIBER_BUFFER: usize = 8192;
 pub struct EventBus {
     apps: Mutex<HashMap<String, Ledger>>,
     tx: broadcast::Sender<Event>,
+    /// The last [`RECENT`] events, oldest first (taken after `apps`, never before).
+    recent: Mutex<VecDeque<Event>>,
 }
 
 /// One app's numbering and state.
@@ -47,6 +53,7 @@ impl EventBus {
         Self {
             apps: Mutex::new(HashMap::new()),
             tx,
+            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
         }
     }
 
@@ -70,6 +77,13 @@ impl EventBus {
         ledger.model.apply(&event);
         // No subscribers is fine: the event is still numbered.
         let _ = self.tx.send(event.clone());
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(event.clone());
+        }
         drop(apps);
         metrics::counter!("pttbridge_events_total", "type" => event.kind.as_str()).increment(1);
         event
@@ -100,6 +114,12 @@ impl EventBus {
         }
     }
 
+    /// The last [`RECENT`] events of every app, oldest first, in publishing order.
+    pub fn recent(&self) -> Vec<Event> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().cloned().collect()
+    }
+
     /// Every app that has published an event.
     pub fn apps(&self) -> Vec<String> {
         let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
@@ -113,6 +133,18 @@ impl EventBus {
 mod tests {
     use super::*;
     use crate::hub::EventKind;
+
+    #[test]
+    fn the_last_events_are_kept_in_order_and_no_more() {
+        let bus = EventBus::new();
+        assert!(bus.recent().is_empty());
+        for _ in 0..RECENT + 5 {
+            bus.publish(Draft::new("a", EventKind::TalkStarted, "g"));
+        }
+        let recent: Vec<u64> = bus.recent().iter().map(|e| e.version).collect();
+        let expected: Vec<u64> = (6..=(RECENT as u64 + 5)).collect();
+        assert_eq!(recent, expected);
+    }
 
     #[tokio::test]
     async fn versions_are_contiguous_per_app_under_concurrency() {

@@ -60,6 +60,8 @@ fn build(state: &AppState) -> Value {
         "uptime_s": state.started.elapsed().as_secs(),
         "groups": groups,
         "online": online,
+        // The page's event list starts with what happened before it opened.
+        "recent_events": state.bus.recent(),
     });
     for side in &state.sides {
         for (k, v) in side.live_view() {
