@@ -677,25 +677,25 @@ pub fn register() {
             Kind::Gauge => metrics::describe_gauge!(m.name, m.unit, m.help),
             Kind::Histogram => metrics::describe_histogram!(m.name, m.unit, m.help),
         }
-        if m.labelled || CONDITIONAL.contains(&m.name) {
-            continue;
-        }
-        match m.kind {
-            Kind::Counter => metrics::counter!(m.name).increment(0),
-            Kind::Gauge => metrics::gauge!(m.name).increment(0.0),
-            Kind::Histogram => drop(metrics::histogram!(m.name)),
+        if !m.labelled && !CONDITIONAL.contains(&m.name) {
+            register_series(m.kind, m.name, &[]);
         }
     }
     for (name, labels) in KNOWN {
-        let kind = ALL.iter().find(|m| m.name == *name).map(|m| m.kind);
-        match kind {
-            Some(Kind::Counter) => metrics::counter!(*name, *labels).increment(0),
-            Some(Kind::Gauge) => metrics::gauge!(*name, *labels).increment(0.0),
-            Some(Kind::Histogram) => drop(metrics::histogram!(*name, *labels)),
-            None => {}
+        if let Some(m) = ALL.iter().find(|m| m.name == *name) {
+            register_series(m.kind, name, labels);
         }
     }
     metrics::gauge!("pttbridge_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Creates a series (value 0, or an empty histogram) so it is exported before its first use.
+fn register_series(kind: Kind, name: &'static str, labels: &[(&'static str, &'static str)]) {
+    match kind {
+        Kind::Counter => metrics::counter!(name, labels).increment(0),
+        Kind::Gauge => metrics::gauge!(name, labels).increment(0.0),
+        Kind::Histogram => drop(metrics::histogram!(name, labels)),
+    }
 }
 
 /// The standard `process_*` series of this process, in Prometheus text format (read from

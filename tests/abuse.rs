@@ -867,54 +867,50 @@ fn a_hostile_ptt_server_cannot_grow_the_bridge_without_bound() {
     let pid = bridge.pid();
     let over_limit = || bridge.metric("pttbridge_ptt_errors_total", &[("kind", "over_limit")]);
     let state_before = bridge.get("/api/state").body.len();
+    // One flood: announced, then taken in (every refusal counted) within 60 s.
+    let flood = |what: &str| {
+        let before = over_limit();
+        orders
+            .send(Order::Flood {
+                n: N,
+                name_len: 400,
+            })
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while over_limit() - before < f64::from(2 * (N - CAP)) {
+            assert!(
+                Instant::now() < deadline,
+                "{what} was not taken in within 60 s (over-limit count {})\n{}",
+                over_limit() - before,
+                bridge.logs_tail(20)
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+        before
+    };
+    // ...and removed by the server, the bridge letting go of it within 60 s.
+    let remove = |what: &str| {
+        orders.send(Order::Remove { n: N }).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !flood_removed(&bridge) {
+            assert!(
+                Instant::now() < deadline,
+                "{what} was not removed within 60 s"
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    };
     // The same flood once first: the baseline is taken with its code paths in memory (the
     // binary's pages count in RSS as they are first run) and with what the allocator keeps
     // after a first burst (see the other test); the second flood must give back all it takes.
-    let warm_up = N;
-    orders
-        .send(Order::Flood {
-            n: warm_up,
-            name_len: 400,
-        })
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while over_limit() < f64::from(2 * (N - CAP)) {
-        assert!(
-            Instant::now() < deadline,
-            "the warm-up flood was not taken in"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-    orders.send(Order::Remove { n: warm_up }).unwrap();
-    while !flood_removed(&bridge) {
-        assert!(
-            Instant::now() < deadline,
-            "the warm-up flood was not removed"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    flood("the warm-up flood");
+    remove("the warm-up flood");
     wait_for_heap_trim(&bridge);
     let baseline = footprint(pid);
-    let refused_before = over_limit();
 
-    orders
-        .send(Order::Flood {
-            n: N,
-            name_len: 400,
-        })
-        .unwrap();
     // While the flood stands, the bridge keeps no more than the caps (the root channel and its
     // own user are among them) and counts every refusal.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while over_limit() - refused_before < f64::from(2 * (N - CAP)) {
-        assert!(
-            Instant::now() < deadline,
-            "the flood was not taken in within 60 s (over-limit count {})\n{}",
-            over_limit(),
-            bridge.logs_tail(20)
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
+    let refused_before = flood("the flood");
     let held = footprint(pid);
     let whole = bridge.get("/api/state").body.len();
     let state = ptt_state(&bridge);
@@ -954,15 +950,7 @@ fn a_hostile_ptt_server_cannot_grow_the_bridge_without_bound() {
     );
 
     // The server removes them: the bridge lets go of them and of the memory.
-    orders.send(Order::Remove { n: N }).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !flood_removed(&bridge) {
-        assert!(
-            Instant::now() < deadline,
-            "the removals were not applied within 30 s"
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
+    remove("the flood");
     let health = bridge.health();
     assert!(connected(&health), "still connected: {health}");
     let after = settle(pid, baseline, Duration::from_secs(20));

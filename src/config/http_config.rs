@@ -178,10 +178,7 @@ impl HttpConfig {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
-
-    fn err(text: &str) -> String {
-        Config::parse(text).unwrap_err().to_string()
-    }
+    use crate::config::tests::err;
 
     #[test]
     fn defaults_and_urls() {

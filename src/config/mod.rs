@@ -230,7 +230,7 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const GOOD: &str = r#"
@@ -245,7 +245,8 @@ mod tests {
         channel = "North"
     "#;
 
-    fn err(text: &str) -> String {
+    /// The error `Config::parse` gives for `text` (for the config modules' tests).
+    pub(crate) fn err(text: &str) -> String {
         Config::parse(text).unwrap_err().to_string()
     }
 

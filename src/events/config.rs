@@ -297,10 +297,7 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
-
-    fn err(text: &str) -> String {
-        Config::parse(text).unwrap_err().to_string()
-    }
+    use crate::config::tests::err;
 
     #[test]
     fn platform_sections_default_and_name_their_keys() {

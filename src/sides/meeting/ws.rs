@@ -57,26 +57,20 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
         let writer = tokio::spawn(async move {
             let mut ping = tokio::time::interval(PING_EVERY);
             ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            // Ends with the reader's close frame (after what was queued), if it gave one.
+            let frame = loop {
                 let msg = tokio::select! {
                     biased;
                     v = rx.recv() => match v {
                         Some(v) => Message::Text(v.to_string().into()),
-                        None => break,
+                        None => break None,
                     },
-                    frame = &mut close_rx => match frame {
-                        Ok(frame) => {
-                            let close = Message::Close(Some(frame));
-                            let _ = tokio::time::timeout(WRITE_STALL, sink.send(close)).await;
-                            return;
-                        }
-                        Err(_) => break,
-                    },
+                    frame = &mut close_rx => break frame.ok(),
                     _ = ping.tick() => Message::Ping(Default::default()),
                 };
                 match tokio::time::timeout(WRITE_STALL, sink.send(msg)).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(_)) => break,
+                    Ok(Err(_)) => break None,
                     Err(_) => {
                         metrics::counter!("pttbridge_meeting_errors_total", "kind" => "write_stall")
                             .increment(1);
@@ -85,14 +79,14 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
                         return;
                     }
                 }
-            }
-            // The queue ended (every sender gone): a close frame, with the reason if there is one.
-            match close_rx.try_recv() {
-                Ok(frame) => {
+            };
+            // The queue may have ended (every sender gone) just as the reason was given.
+            match frame.or_else(|| close_rx.try_recv().ok()) {
+                Some(frame) => {
                     let close = Message::Close(Some(frame));
                     let _ = tokio::time::timeout(WRITE_STALL, sink.send(close)).await;
                 }
-                Err(_) => {
+                None => {
                     let _ = sink.close().await;
                 }
             }
