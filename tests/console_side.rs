@@ -976,3 +976,67 @@ fn a_console_that_vanishes_mid_call_sends_its_terminals_home() {
         T,
     );
 }
+
+/// murmurd hands session numbers out again after a restart, so a request made from a view of
+/// the old run (a terminal sent home as its call ended with the server) can name a session that
+/// is now someone else's — it was the console itself, moved out of its next call. The admin
+/// account refuses a session that belongs to another user and still moves the right one.
+#[test]
+fn the_admin_never_moves_a_session_that_belongs_to_another_user() {
+    use ptt::client::ClientConfig;
+    use ptt::session::SessionConfig;
+    use ptt::tls::{ServerTrust, parse_fingerprint};
+    use pttbridge::sides::console::moderator::{Action, Moderator};
+
+    let server = murmur();
+    let mut t1 = terminal(&server, "t1", "North");
+    let mut t2 = terminal(&server, "t2", "North");
+    let (id1, south) = (u64::from(server.user_id("t1")), server.channel_id("South"));
+    let (s1, s2) = (t1.session() as u32, t2.session() as u32);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let outcomes = rt.block_on(async {
+        let session = SessionConfig {
+            username: "SuperUser".into(),
+            password: server.superuser_password().into(),
+            ..SessionConfig::default()
+        };
+        let trust = ServerTrust::Pinned(parse_fingerprint(server.cert_sha256()).unwrap());
+        let admin = Moderator::spawn(
+            ClientConfig::new(server.host(), server.port(), trust, session),
+            Duration::from_secs(5),
+            "local",
+        );
+        let deadline = tokio::time::Instant::now() + T;
+        while !(admin.connected() && admin.snapshot().users.contains_key(&s2)) {
+            assert!(tokio::time::Instant::now() < deadline, "admin never synced");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        for session in [s2, s1] {
+            let move_to_south = Action::Move {
+                session,
+                channel: south,
+            };
+            admin.submit(move_to_south, id1, Some(tx.clone())).unwrap();
+        }
+        let mut outcomes = Vec::new();
+        for _ in 0..2 {
+            let o = tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap();
+            outcomes.push(o);
+        }
+        admin.shutdown().await;
+        outcomes
+    });
+    let of = |s: u32| {
+        outcomes
+            .iter()
+            .find(|o| matches!(o.action, Action::Move { session, .. } if session == s))
+            .unwrap_or_else(|| panic!("no outcome for session {s}: {outcomes:?}"))
+    };
+    let refused = of(s2).result.as_ref().unwrap_err();
+    assert!(refused.contains("no longer connected"), "{refused}");
+    assert_eq!(of(s1).result, Ok(()), "{outcomes:?}");
+    t1.wait_in_channel("South", T);
+    // murmurd answers in order: t1's move is done, so a move of t2 would have been too.
+    assert_eq!(t2.current_channel(), "North");
+}

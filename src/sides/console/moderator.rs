@@ -12,6 +12,12 @@
 //! While the admin session is reconnecting (the PTT server restarted: consoles and terminals
 //! may be back before it is), requests wait for it up to the same timeout instead of failing
 //! a call that would work a moment later.
+//!
+//! Session numbers are only unique within one run of the server: after a restart murmurd hands
+//! them out again, so a request made from a view of the old run (a terminal sent home as its
+//! call ended with the server) could name a session that is now someone else — typically the
+//! console itself. Every request therefore names the registered user it is meant for, and a
+//! session that belongs to another user is refused instead of moved.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -55,8 +61,8 @@ impl Action {
 /// How an action ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// The requester's tag.
-    pub tag: u64,
+    /// The registered user the action was for.
+    pub user: u64,
     /// The action.
     pub action: Action,
     /// `Err` says why, for the console operator.
@@ -65,7 +71,7 @@ pub struct Outcome {
 
 struct Job {
     action: Action,
-    tag: u64,
+    user: u64,
     reply: Option<mpsc::Sender<Outcome>>,
     outstanding: Arc<AtomicUsize>,
 }
@@ -115,17 +121,18 @@ impl Moderator {
         self.outstanding.load(Ordering::SeqCst)
     }
 
-    /// Asks for `action`; its [`Outcome`] goes to `reply` (if given) with `tag`. Never waits.
+    /// Asks for `action` on the session of registered user `user`; its [`Outcome`] goes to
+    /// `reply` (if given). Never waits.
     pub fn submit(
         &self,
         action: Action,
-        tag: u64,
+        user: u64,
         reply: Option<mpsc::Sender<Outcome>>,
     ) -> Result<(), String> {
         self.outstanding.fetch_add(1, Ordering::SeqCst);
         let job = Job {
             action,
-            tag,
+            user,
             reply,
             outstanding: self.outstanding.clone(),
         };
@@ -168,7 +175,7 @@ fn finish(job: Job, result: Result<(), String>) {
     if let Some(tx) = job.reply {
         // A console that is gone or not reading does not hold up the others.
         let _ = tx.try_send(Outcome {
-            tag: job.tag,
+            user: job.user,
             action: job.action,
             result,
         });
@@ -217,9 +224,18 @@ impl Task {
             self.waiting.push_back(Pending { job, deadline });
             return;
         }
-        // No shortcut from our own view of the server: it can lag murmurd's by a moment (a
-        // terminal that just connected, or just moved). murmurd decides; a move to where the
-        // user already is gets no answer, which the timeout treats as done.
+        // The one thing our view can tell for certain: the session is someone else's now.
+        if let Some(other) = snap.users.get(&job.action.session())
+            && other.user_id.map(u64::from) != Some(job.user)
+        {
+            return finish(
+                job,
+                Err("the terminal is no longer connected (the PTT server restarted)".into()),
+            );
+        }
+        // Otherwise no shortcut from our own view of the server: it can lag murmurd's by a
+        // moment (a terminal that just connected, or just moved). murmurd decides; a move to
+        // where the user already is gets no answer, which the timeout treats as done.
         let msg = match job.action {
             Action::Move { session, channel } => proto::UserState {
                 session: Some(session),

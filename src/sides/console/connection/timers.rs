@@ -59,11 +59,11 @@ impl Connection {
         };
         match o.action {
             Action::Move { channel, .. } if channel == call.channel => {
-                let Some(i) = call.member(o.tag) else { return };
+                let Some(i) = call.member(o.user) else { return };
                 if call.members[i].state != CallState::Calling {
                     return;
                 }
-                warn!(member = o.tag, error = %esc(&e), "terminal could not be brought into the call");
+                warn!(member = o.user, error = %esc(&e), "terminal could not be brought into the call");
                 error_metric("move_failed");
                 call.members[i].state = CallState::Idle;
                 let server = self
@@ -71,7 +71,7 @@ impl Connection {
                     .as_ref()
                     .map(|l| l.server.ptt.id.clone())
                     .unwrap_or_default();
-                self.busy_release(&server, o.tag);
+                self.busy_release(&server, o.user);
                 let call = self.call.as_ref().expect("present");
                 let (id, owner, nobody) = (
                     call.id,
