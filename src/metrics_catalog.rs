@@ -545,6 +545,42 @@ pub const ALL: &[Metric] = &[
         false,
         "Length of each gap in a meeting talker's audio on the way to PTT.",
     ),
+    // Latency and audio health across sides
+    m(
+        "pttbridge_ptt_join_seconds",
+        H,
+        S,
+        false,
+        "From starting to connect a PTT account to being in its channel (TCP, TLS, login, sync, join).",
+    ),
+    m(
+        "pttbridge_console_mic_to_audio_seconds",
+        H,
+        S,
+        false,
+        "From a console's requestMic to its first audio sent into the PTT channel (call set-up and floor included).",
+    ),
+    m(
+        "pttbridge_event_delivery_seconds",
+        H,
+        S,
+        true,
+        "From an event's publication to its delivery, by sink (egw and sse: written; nats: acknowledged).",
+    ),
+    m(
+        "pttbridge_talk_burst_impaired_ratio",
+        H,
+        N,
+        true,
+        "Share of a talk burst's packets that were lost, late or concealed, one observation per burst, by side and kind.",
+    ),
+    m(
+        "pttbridge_talk_burst_jitter_depth_seconds",
+        H,
+        S,
+        true,
+        "Jitter-buffer target depth at the end of each talk burst, by side.",
+    ),
     m(
         "pttbridge_meeting_upstream_reconnects_total",
         C,
@@ -589,6 +625,10 @@ pub const BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.007_5, 0.01, 0.015, 0.02, 0.025,
     0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Bucket bounds of the ratio histograms (`*_ratio`): a share from 0 to 1, fine where audio
+/// is still good (under 5 % lost).
+pub const RATIO_BUCKETS: &[f64] = &[0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
 
 /// Series that exist only with a feature or a part configured (`count-allocs`, NATS, TLS):
 /// not registered at start, where they would read 0 and mean nothing.
@@ -646,6 +686,41 @@ const KNOWN: &[(&str, &[(&str, &str)])] = &[
     (
         "pttbridge_event_subscribers_cut_total",
         &[("sink", "egw_feed"), ("reason", "lagged")],
+    ),
+    ("pttbridge_event_delivery_seconds", &[("sink", "egw")]),
+    ("pttbridge_event_delivery_seconds", &[("sink", "sse")]),
+    ("pttbridge_event_delivery_seconds", &[("sink", "nats")]),
+    (
+        "pttbridge_talk_burst_impaired_ratio",
+        &[("side", "ptt"), ("kind", "lost")],
+    ),
+    (
+        "pttbridge_talk_burst_impaired_ratio",
+        &[("side", "ptt"), ("kind", "late")],
+    ),
+    (
+        "pttbridge_talk_burst_impaired_ratio",
+        &[("side", "ptt"), ("kind", "concealed")],
+    ),
+    (
+        "pttbridge_talk_burst_jitter_depth_seconds",
+        &[("side", "ptt")],
+    ),
+    (
+        "pttbridge_talk_burst_impaired_ratio",
+        &[("side", "meeting"), ("kind", "lost")],
+    ),
+    (
+        "pttbridge_talk_burst_impaired_ratio",
+        &[("side", "meeting"), ("kind", "late")],
+    ),
+    (
+        "pttbridge_talk_burst_impaired_ratio",
+        &[("side", "meeting"), ("kind", "concealed")],
+    ),
+    (
+        "pttbridge_talk_burst_jitter_depth_seconds",
+        &[("side", "meeting")],
     ),
     ("pttbridge_nats_dropped_total", &[("reason", "outbox_full")]),
     (

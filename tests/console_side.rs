@@ -296,6 +296,11 @@ fn console_calls_two_terminals_talks_hears_and_hangs_up() {
             &[("talker", "terminal")]
         ) >= 1.0
     );
+    // The console's requestMic was answered with a call whose first audio reached PTT.
+    assert_eq!(
+        bridge.metric("pttbridge_console_mic_to_audio_seconds_count", &[]),
+        1.0
+    );
     let _ = Instant::now();
 }
 

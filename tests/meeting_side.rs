@@ -238,6 +238,35 @@ fn dial_in_call_flow_and_audio_both_ways() {
     }
     assert_eq!(bridge.metric("pttbridge_meeting_calls ", &[]), 0.0);
     assert_eq!(bridge.metric("pttbridge_meeting_links ", &[]), 0.0);
+
+    // One audio-health observation per talk burst and side: alice's burst came in from PTT,
+    // carol's from the meeting, both clean on loopback (under 5 % of packets lost or late).
+    for side in ["ptt", "meeting"] {
+        for kind in ["lost", "late"] {
+            let labels = [("side", side), ("kind", kind)];
+            let bursts = bridge.metric("pttbridge_talk_burst_impaired_ratio_count", &labels);
+            assert!(bursts >= 1.0, "no {side} burst measured");
+            let clean = bridge.metric(
+                "pttbridge_talk_burst_impaired_ratio_bucket",
+                &[("side", side), ("kind", kind), ("le", "0.05")],
+            );
+            assert_eq!(clean, bursts, "{side} bursts with over 5 % {kind}:\n{text}");
+            // Ratio buckets (0 to 1), not the seconds ones.
+            let fifth = bridge.metric(
+                "pttbridge_talk_burst_impaired_ratio_bucket",
+                &[("side", side), ("kind", kind), ("le", "0.2")],
+            );
+            assert_eq!(fifth, bursts, "ratio buckets missing:\n{text}");
+        }
+        let depth = bridge.metric(
+            "pttbridge_talk_burst_jitter_depth_seconds_count",
+            &[("side", side)],
+        );
+        assert!(depth >= 1.0, "no {side} jitter depth per burst");
+    }
+    // The bridge's account joined North once; the events reached this test's SSE stream.
+    assert!(bridge.metric("pttbridge_ptt_join_seconds_count", &[]) >= 1.0);
+    assert!(bridge.metric("pttbridge_event_delivery_seconds_count", &[("sink", "sse")]) >= 3.0);
 }
 
 #[test]

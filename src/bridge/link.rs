@@ -46,7 +46,7 @@ use tracing::{debug, info, warn};
 
 use super::g711::G711Outbound;
 use super::member::Member;
-use super::metrics::{JitterReport, LinkMetrics};
+use super::metrics::{BurstStart, JitterReport, LinkMetrics};
 pub use super::passthrough::PassThrough;
 use crate::hub::Party;
 use crate::hub::calls::CallCounters;
@@ -383,9 +383,10 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
     pub fn remove_member(&mut self, member: M) {
         self.presets.remove(&member);
         if let Some(mut m) = self.members.remove(&member) {
-            m.reported
-                .report(&m.stats(), &self.metrics.jitter_members_in);
+            let stats = m.stats();
+            m.reported.report(&stats, &self.metrics.jitter_members_in);
             if m.reported_talking {
+                self.metrics.burst_members.record(&m.burst_start, &stats);
                 self.notice(Notice::MemberTalking {
                     member,
                     talking: false,
@@ -639,6 +640,14 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         r.report(&stats, &self.metrics.jitter_ptt_in);
         if !self.talkers.contains_key(&session) {
             self.talker_reports.remove(&session);
+            // A talker's stream lives for one burst: its figures are the burst's.
+            if let Some(h) = self
+                .metrics
+                .burst_ptt
+                .record(&BurstStart::default(), &stats)
+            {
+                debug!(session, ?h, "PTT talk burst audio");
+            }
         }
     }
 
@@ -694,6 +703,12 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
             if talking != m.reported_talking {
                 m.reported_talking = talking;
                 changes.push((*id, talking));
+                let stats = m.stats();
+                if talking {
+                    m.burst_start = BurstStart::of(&stats);
+                } else if let Some(h) = self.metrics.burst_members.record(&m.burst_start, &stats) {
+                    debug!(?h, "member talk burst audio");
+                }
             }
             if !m.muted {
                 // While the group holds the floor every unmuted member is heard (word onsets

@@ -11,7 +11,7 @@ use media::jitter::JitterConfig;
 use media::vad::{AudioLevel, Vad, VadConfig};
 
 use super::g711::G711Inbound;
-use super::metrics::JitterReport;
+use super::metrics::{BurstStart, JitterReport};
 
 /// VAD hangover: 40 frames (800 ms) keep one PTT burst across the pauses between phrases.
 const HANGOVER_FRAMES: u32 = 40;
@@ -27,6 +27,8 @@ pub(crate) struct Member {
     /// Set while the member sends G.711: its packets become Opus frames for `inbound`.
     g711: Option<G711Inbound>,
     pub reported: JitterReport,
+    /// The jitter-buffer counters when the member's current talk burst began.
+    pub burst_start: BurstStart,
     stereo: Vec<i16>,
     /// This tick's frame, mono.
     pub mono: Vec<i16>,
@@ -71,6 +73,7 @@ impl Member {
             )?,
             g711: None,
             reported: JitterReport::default(),
+            burst_start: BurstStart::default(),
             stereo: vec![0; FRAME * 2],
             mono: vec![0; FRAME],
             vad: Vad::new(VadConfig {

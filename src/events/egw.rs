@@ -33,6 +33,8 @@ pub struct Frame {
     pub version: u64,
     /// The frame text (shared, not copied, per connection).
     pub text: Utf8Bytes,
+    /// The event's publication time (ms since the Unix epoch).
+    pub time_ms: u64,
 }
 
 /// The bus projected to EGW frames by one task, so a thousand connections share one
@@ -66,6 +68,7 @@ async fn project(mut rx: broadcast::Receiver<Event>, tx: broadcast::Sender<Frame
                     app_id: Arc::from(ev.app_id.as_str()),
                     version: ev.version,
                     text: Utf8Bytes::from(frame(&ev)),
+                    time_ms: ev.time_ms,
                 });
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {

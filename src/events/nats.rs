@@ -292,6 +292,8 @@ impl Sink {
                             let counter = if duplicate { &self.stats.duplicates } else { &self.stats.acked };
                             counter.fetch_add(1, Ordering::Relaxed);
                             metrics::counter!("pttbridge_nats_published_total", "duplicate" => if duplicate { "true" } else { "false" }).increment(1);
+                            metrics::histogram!("pttbridge_event_delivery_seconds", "sink" => "nats")
+                    .record(crate::hub::Event::age_seconds(ev.time_ms));
                         }
                         Err(why) => {
                             if failed.is_empty() {

@@ -73,6 +73,7 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
     let mut session = Session::new();
     // Per app: events up to this version are in a full sync already sent.
     let mut synced: HashMap<String, u64> = HashMap::new();
+    let delivered = metrics::histogram!("pttbridge_event_delivery_seconds", "sink" => "egw");
     let mut deadline = Instant::now() + idle;
     let login_by = Instant::now() + platform.egw.auth_timeout();
     let mut shutdown = state.shutdown.clone();
@@ -138,11 +139,13 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
                 Ok(first) => {
                     // Take what else is ready too and write it with one flush.
                     let mut batch = Vec::new();
+                    let mut published = Vec::new();
                     let mut next = Some(first);
                     let mut lagged = None;
                     while let Some(f) = next.take() {
                         if session.wants(&f.app_id) && synced.get(&*f.app_id).is_none_or(|v| f.version > *v) {
                             batch.push(Message::Text(f.text));
+                            published.push(f.time_ms);
                         }
                         if batch.len() < 64 {
                             match rx.try_recv() {
@@ -155,6 +158,9 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
                     let n = batch.len() as u64;
                     if n > 0 && !send_all(&mut socket, batch, send_timeout).await { break End::Stuck; }
                     metrics::counter!("pttbridge_egw_events_sent_total").increment(n);
+                    for t in published {
+                        delivered.record(crate::hub::Event::age_seconds(t));
+                    }
                     if let Some(missed) = lagged {
                         break End::Cut(CLOSE_TOO_SLOW, format!("too slow: {missed} events missed; reconnect and full-sync"));
                     }

@@ -29,6 +29,8 @@ pub(super) async fn stream(
         };
         match next {
             Ok(ev) => {
+                metrics::histogram!("pttbridge_event_delivery_seconds", "sink" => "sse")
+                    .record(crate::hub::Event::age_seconds(ev.time_ms));
                 let data = serde_json::to_string(&ev).unwrap_or_default();
                 let sse = SseEvent::default().event(ev.kind.as_str()).data(data);
                 Some((Ok(sse), Some((rx, shutdown))))

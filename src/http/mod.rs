@@ -92,6 +92,11 @@ pub fn metrics_handle() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets(crate::metrics_catalog::BUCKETS)
                 .expect("bucket bounds are given")
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_ratio".into()),
+                    crate::metrics_catalog::RATIO_BUCKETS,
+                )
+                .expect("bucket bounds are given")
                 .build_recorder();
             let handle = recorder.handle();
             // Another recorder may be installed already (tests); ours then just renders empty.

@@ -131,6 +131,17 @@ pub struct Event {
     pub detail: serde_json::Value,
 }
 
+impl Event {
+    /// Seconds since an event of time `time_ms` was published (to the millisecond), for
+    /// `pttbridge_event_delivery_seconds`.
+    pub fn age_seconds(time_ms: u64) -> f64 {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        now_ms.saturating_sub(time_ms) as f64 / 1000.0
+    }
+}
+
 /// An event before the bus numbers it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Draft {

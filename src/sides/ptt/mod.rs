@@ -249,6 +249,8 @@ impl PttSide {
                     source: format!("{}/{}", server.id, account.username),
                     channel: channel.clone(),
                     talking: HashMap::new(),
+                    connecting_since: None,
+                    home: account.channel.clone().unwrap_or_default(),
                 };
                 let span = info_span!("ptt", server = %server.id, account = %account.username);
                 tokio::spawn(translator.run(events).instrument(span));
@@ -393,6 +395,11 @@ struct Translator {
     /// Who is talking where, by session: a stop names the same party and group as its start
     /// (the user may be gone from the server by then, or have moved).
     talking: HashMap<u32, (Party, String)>,
+    /// When the current connection attempt started, until the account is in its channel
+    /// (`pttbridge_ptt_join_seconds`).
+    connecting_since: Option<std::time::Instant>,
+    /// The channel the account is configured to be in ("" for the root).
+    home: String,
 }
 
 impl Translator {
@@ -436,6 +443,7 @@ impl Translator {
     fn handle(&mut self, ev: ClientEvent) {
         match ev {
             ClientEvent::Connecting { attempt } => {
+                self.connecting_since = Some(std::time::Instant::now());
                 if self.reports_presence {
                     self.syncing = Some(HashMap::new());
                 }
@@ -600,6 +608,13 @@ impl Translator {
                 warn!(path = %esc(&path), reason = %esc(&reason), "cannot join PTT channel");
             }
             PttEvent::InChannel { path, .. } => {
+                // Sync puts the account in the root (or where murmurd remembers it) first.
+                if path == self.home
+                    && let Some(since) = self.connecting_since.take()
+                {
+                    metrics::histogram!("pttbridge_ptt_join_seconds")
+                        .record(since.elapsed().as_secs_f64());
+                }
                 // The root channel's path is empty: name it.
                 let channel = if path.is_empty() { "(root)" } else { &path };
                 info!(channel = %esc(channel), "in PTT channel")

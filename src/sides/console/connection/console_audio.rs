@@ -139,6 +139,12 @@ impl Connection {
                     .increment(1);
             }
         }
+        if carried.0 > 0
+            && let Some(asked) = self.mic_asked.take()
+        {
+            metrics::histogram!("pttbridge_console_mic_to_audio_seconds")
+                .record(asked.elapsed().as_secs_f64());
+        }
         if let Some(r) = &self.record {
             r.counters().audio(carried.0, carried.1);
         }

@@ -122,6 +122,7 @@ pub(crate) async fn run(
             frames_out: Vec::new(),
             audio_metrics: AudioMetrics::default(),
             audio_error_reported: false,
+            mic_asked: None,
             outcome_tx,
             outcomes,
             orders,
@@ -267,6 +268,9 @@ struct Connection {
     audio_budget: TokenBucket,
     /// An audio error was reported and the console has not sent good audio since.
     audio_error_reported: bool,
+    /// When the console last asked for the mic, until its first audio reaches the PTT channel
+    /// (`pttbridge_console_mic_to_audio_seconds`).
+    mic_asked: Option<Instant>,
     outcome_tx: mpsc::Sender<Outcome>,
     outcomes: mpsc::Receiver<Outcome>,
     /// Platform commands for this console.

@@ -348,6 +348,7 @@ impl Connection {
         transaction: Option<Transaction>,
         session_id: Option<u64>,
     ) {
+        self.mic_asked = Some(Instant::now());
         let login = match self.up_login() {
             Ok(l) => l,
             Err(e) => {
@@ -483,6 +484,7 @@ impl Connection {
     }
 
     pub(super) fn release_mic(&mut self, session_id: Option<u64>) {
+        self.mic_asked = None;
         let Some(call) = self.call.as_ref() else {
             return self.reply_error(
                 Some("releaseMic"),
