@@ -22,11 +22,12 @@ fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
         .env("PTTBRIDGE_BIN", env!("CARGO_BIN_EXE_pttbridge"))
         .env("DEMO_HTTP", http_addr.to_string())
         .env("DEMO_PTT_PORT", free_port().to_string())
-        .env("DEMO_SECONDS", "60")
+        .env("DEMO_SECONDS", "120")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run scripts/demo");
+    let _stop = StopOnDrop(demo.id());
     let out = capture(demo.stdout.take().unwrap());
     let err = capture(demo.stderr.take().unwrap());
     let output = || {
@@ -70,6 +71,41 @@ fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
         )
         .unwrap_or_else(|| panic!("no talk from the announcer\n{}", output()));
     assert_eq!(talk["group_id"], "ptt:local:North");
+
+    // murmurd dies and comes back: the bridge reconnects, the announcer is started again, and
+    // it is heard through the bridge once more (a new stream: only what happens from now on).
+    let dir = out
+        .lock()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.split_once(") in ").map(|(_, d)| d.trim().to_string()))
+        .unwrap_or_else(|| panic!("the demo did not say where murmurd runs\n{}", output()));
+    let ini = format!("{dir}/murmur.ini");
+    let killed = Command::new("pkill")
+        .args(["-KILL", "-f", &format!("^murmurd -ini {ini} -fg$")])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "the demo's murmurd was not running");
+    let restarted = Restarted(
+        Command::new("murmurd")
+            .args(["-ini", &ini, "-fg"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start murmurd again"),
+    );
+    let mut events = http::sse_with(http_addr, "/events", &[auth]).expect("/events");
+    events
+        .try_expect(
+            |e| e["type"] == "talk.started" && e["party"]["name"] == "announcer",
+            Duration::from_secs(40),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "the announcer was not heard after the restart\n{}",
+                output()
+            )
+        });
     assert!(
         out.lock().unwrap().contains("pttbridge demo is up"),
         "{}",
@@ -139,6 +175,29 @@ fn the_demo_comes_up_and_the_announcer_is_heard_through_the_bridge() {
     while http::get(http_addr, "/healthz").is_ok() {
         assert!(Instant::now() < stopped, "the bridge outlived the demo");
         std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(restarted);
+}
+
+/// A failed assertion must not leave the demo (bridge, murmurd, announcer) running.
+struct StopOnDrop(u32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The murmurd this test started in place of the demo's: stopped however the test ends.
+struct Restarted(std::process::Child);
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
