@@ -383,6 +383,8 @@ fn add_and_kick_mid_call_busy_and_offline_and_everyone_goes_home() {
         REPLY,
     );
     let results = kicked["data"]["results"].as_array().unwrap();
+    // The spec's kick request has no transaction, yet its reply requires one: the call id.
+    assert_eq!(kicked["transaction"], sid.as_str(), "{kicked}");
     assert_eq!(results[0]["code"], 0, "{kicked}");
     assert_eq!(results[1]["code"], 1, "not in the call: {kicked}");
     assert_shape(
@@ -672,12 +674,26 @@ fn bad_input_gets_clear_errors_while_another_console_keeps_talking() {
     b.send(json!({"type": "requestMic", "transaction": 1}));
     let v = err(&mut b, "requestMic");
     assert!(v["message"].as_str().unwrap().contains("toIds"), "{v}");
-    b.send(json!({"type": "requestMic", "sessionId": sid}));
+    assert_eq!(
+        v["transaction"], 1,
+        "a refusal names the request it answers: {v}"
+    );
+    b.send(json!({"type": "requestMic", "sessionId": sid, "transaction": 2}));
     let v = err(&mut b, "requestMic");
     assert!(
         v["message"].as_str().unwrap().contains("unknown sessionId"),
         "another console's call is unknown here: {v}"
     );
+    assert_eq!(v["transaction"], 2, "{v}");
+    assert_eq!(v["sessionId"], sid.as_str(), "{v}");
+    // A call that cannot be made: its createGroup refusal carries the requestMic's transaction.
+    b.send(json!({"type": "requestMic", "toIds": [999_999], "transaction": 4}));
+    let v = err(&mut b, "createGroup");
+    assert_eq!(v["transaction"], 4, "{v}");
+    // Even a request refused for its shape is answered with what it carried.
+    b.send(json!({"type": "requestMic", "toIds": {"no": 1}, "transaction": 3}));
+    let v = err(&mut b, "requestMic");
+    assert_eq!(v["transaction"], 3, "{v}");
     b.send(json!({"type": "tempCallHangup", "sessionId": sid}));
     let v = b.expect(
         |v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup",
@@ -690,6 +706,7 @@ fn bad_input_gets_clear_errors_while_another_console_keeps_talking() {
         REPLY,
     );
     assert_eq!(v["code"], 0, "{v}");
+    assert_eq!(v["transaction"], sid.as_str(), "{v}");
     b.send(json!({"type": "requestMic", "toIds": "x,y"}));
     err(&mut b, "requestMic");
     b.send_binary(vec![9; 40]);

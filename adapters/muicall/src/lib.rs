@@ -22,7 +22,9 @@ pub use outbound::{
     CallMember, CallState, HangupReason, HangupResp, HangupResult, MemberResp, MemberRespData,
     MemberResult, Notify, NotifyBody, Reply, response_type,
 };
-pub use request::{AudioCodecName, AudioFormat, ErrorKind, Request, RequestError, Transaction};
+pub use request::{
+    AudioCodecName, AudioFormat, Echo, ErrorKind, Request, RequestError, Transaction,
+};
 
 /// Parses one text frame from a console. Never panics, whatever the input.
 pub fn parse_request(text: &str) -> Result<Request, RequestError> {

@@ -67,6 +67,37 @@ pub enum Request {
 }
 
 impl Request {
+    /// The `transaction` and call id this request carries, for its replies.
+    pub fn echo(&self) -> Echo {
+        let (transaction, session_id) = match self {
+            Self::RequestMic {
+                transaction,
+                session_id,
+                ..
+            } => (transaction.clone(), *session_id),
+            Self::AddGroupMember {
+                transaction,
+                session_id,
+                ..
+            }
+            | Self::KickGroupMember {
+                transaction,
+                session_id,
+                ..
+            } => (transaction.clone(), Some(*session_id)),
+            Self::ReleaseMic { session_id } => (None, *session_id),
+            Self::TempCallHangup { session_id } => (None, Some(*session_id)),
+            Self::InitServer { .. }
+            | Self::Connect { .. }
+            | Self::LoginOut
+            | Self::AudioFormat(_) => (None, None),
+        };
+        Echo {
+            transaction,
+            session_id,
+        }
+    }
+
     /// The `type` this request arrived with.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -173,6 +204,44 @@ pub struct RequestError {
     pub request_type: Option<String>,
     /// What is wrong, naming the field.
     pub message: String,
+    /// What the request carried to match its reply by (`transaction`, `sessionId`), read
+    /// leniently so that even a refused request's reply can be matched to it.
+    pub echo: Echo,
+}
+
+/// The fields a console matches a reply to its request by: the request's `transaction` and the
+/// call (`sessionId`) it named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Echo {
+    /// `transaction`, as sent (number or string).
+    pub transaction: Option<Transaction>,
+    /// `sessionId` (or `data.groupId`).
+    pub session_id: Option<u64>,
+}
+
+impl Echo {
+    /// Whatever of `transaction` and `sessionId` can be read from a request object, ignoring
+    /// what cannot.
+    fn lenient(top: &Map<String, Value>) -> Self {
+        let transaction = match top.get("transaction") {
+            Some(Value::String(s)) => Some(Transaction::Text(s.clone())),
+            Some(v) => u64_of(v).map(Transaction::Number),
+            None => None,
+        };
+        let session_id = ["sessionIdStr", "sessionId"]
+            .iter()
+            .find_map(|k| top.get(*k).and_then(u64_of))
+            .or_else(|| {
+                let data = top.get("data")?.as_object()?;
+                ["groupIdStr", "groupId"]
+                    .iter()
+                    .find_map(|k| data.get(*k).and_then(u64_of))
+            });
+        Self {
+            transaction,
+            session_id,
+        }
+    }
 }
 
 struct Fields<'a> {
@@ -186,6 +255,7 @@ impl<'a> Fields<'a> {
             kind,
             request_type: Some(self.ty.to_string()),
             message: format!("{}: {message}", self.ty),
+            echo: Echo::lenient(self.top),
         }
     }
 
@@ -322,12 +392,14 @@ pub(crate) fn parse(text: &str) -> Result<Request, RequestError> {
         kind: ErrorKind::InvalidJson,
         request_type: None,
         message: format!("invalid JSON: {e}"),
+        echo: Echo::default(),
     })?;
     let Value::Object(top) = &value else {
         return Err(RequestError {
             kind: ErrorKind::NotAnObject,
             request_type: None,
             message: "a request must be a JSON object with a \"type\"".into(),
+            echo: Echo::default(),
         });
     };
     let ty = match top.get("type") {
@@ -337,6 +409,7 @@ pub(crate) fn parse(text: &str) -> Result<Request, RequestError> {
                 kind: ErrorKind::MissingType,
                 request_type: None,
                 message: format!("\"type\" must be a string, got {other}"),
+                echo: Echo::lenient(top),
             });
         }
         None => {
@@ -344,6 +417,7 @@ pub(crate) fn parse(text: &str) -> Result<Request, RequestError> {
                 kind: ErrorKind::MissingType,
                 request_type: None,
                 message: "\"type\" is required".into(),
+                echo: Echo::lenient(top),
             });
         }
     };
@@ -458,6 +532,7 @@ pub(crate) fn parse(text: &str) -> Result<Request, RequestError> {
                 kind: ErrorKind::UnknownType,
                 request_type: Some(other.to_string()),
                 message: format!("unknown type {other:?}"),
+                echo: Echo::lenient(top),
             });
         }
     })

@@ -21,7 +21,7 @@ use logsafe::{RateLimit, esc};
 use crate::auth::limiter::TokenBucket;
 use muicall::audio::Header;
 use muicall::{
-    CallState, HangupResp, MemberResp, MemberResult, Notify, Reply, Request, RequestError,
+    CallState, Echo, HangupResp, MemberResp, MemberResult, Notify, Reply, Request, RequestError,
     Transaction, response_type,
 };
 use ptt::client::{
@@ -123,6 +123,7 @@ pub(crate) async fn run(
             audio_metrics: AudioMetrics::default(),
             audio_error_reported: false,
             mic_asked: None,
+            echo: Echo::default(),
             outcome_tx,
             outcomes,
             orders,
@@ -271,6 +272,8 @@ struct Connection {
     /// When the console last asked for the mic, until its first audio reaches the PTT channel
     /// (`pttbridge_console_mic_to_audio_seconds`).
     mic_asked: Option<Instant>,
+    /// What the request being handled carries to match its replies by (empty between requests).
+    echo: Echo,
     outcome_tx: mpsc::Sender<Outcome>,
     outcomes: mpsc::Receiver<Outcome>,
     /// Platform commands for this console.
@@ -399,15 +402,22 @@ impl Connection {
         if REFUSED.allow() {
             debug!(kind, message = %esc(&message), "request refused");
         }
+        let call = self.echo.session_id.unwrap_or(call);
+        let session = (call != 0).then_some(call);
+        let transaction = self.echo.transaction.clone();
         match request_type {
-            None => self.reply("error", 0, message),
             Some(t @ ("addGroupMember" | "kickGroupMember")) => {
-                self.send_json(&MemberResp::failed(t, call, None, message))
+                let transaction = member_transaction(transaction.as_ref(), call);
+                self.send_json(&MemberResp::failed(t, call, Some(transaction), message))
             }
             Some("tempCallHangup") => self.send_json(&HangupResp::new(call, -1, message)),
-            Some(t) => {
-                let kind = response_type(t).to_string();
-                self.reply(&kind, 0, message)
+            _ => {
+                let kind = request_type.map_or("error", response_type).to_string();
+                let mut reply = Reply::new(kind, 0, message).transaction(transaction);
+                if let Some(id) = session {
+                    reply = reply.session(id);
+                }
+                self.send_json(&reply)
             }
         }
     }
@@ -430,6 +440,13 @@ impl Connection {
         d.party = party;
         self.side.0.bus.publish(d);
     }
+}
+
+/// The `transaction` of an `addGroupMember`/`kickGroupMember` reply, which the spec requires
+/// though its requests have none: the request's own when it sent one, else the call id (the
+/// spec's table describes the field as "会话 id", and its example is a string).
+fn member_transaction(sent: Option<&Transaction>, call: u64) -> String {
+    sent.map_or_else(|| call.to_string(), Transaction::as_text)
 }
 
 fn call_of(req: &Request) -> u64 {

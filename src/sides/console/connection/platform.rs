@@ -115,15 +115,7 @@ impl Connection {
                 let r = self.logged_in_terminal();
                 if r.is_ok() {
                     info!(reason = %esc(&reason), "console kicked out by a platform");
-                    if self.creating.is_some() {
-                        self.abandon_creation();
-                        self.reply_error(
-                            Some("createGroup"),
-                            "kicked_out",
-                            format!("createGroup: {reason}"),
-                            0,
-                        );
-                    }
+                    self.refuse_creation("kicked_out", format!("createGroup: {reason}"));
                     self.end_call(reason::KICKED, &reason, 0, true);
                     self.logout(&reason).await;
                     self.notify(Notify::server_state("loggedOut", Some(reason)));

@@ -105,12 +105,9 @@ impl Connection {
             }
             ClientEvent::Session(PttEvent::PermissionDenied { reason }) => {
                 if self.creating.is_some() {
-                    self.abandon_creation();
-                    self.reply_error(
-                        Some("createGroup"),
+                    self.refuse_creation(
                         "ptt_denied",
                         format!("createGroup: the PTT server refused to create the call channel: {reason}"),
-                        0,
                     );
                 } else {
                     warn!(reason = %esc(&reason), "PTT server denied the console's session");
@@ -144,15 +141,10 @@ impl Connection {
     }
 
     pub(super) fn abandon_creation_with_reply(&mut self, reason: &str) {
-        if self.creating.is_some() {
-            self.abandon_creation();
-            self.reply_error(
-                Some("createGroup"),
-                "server_lost",
-                format!("createGroup: PTT server connection lost: {reason}"),
-                0,
-            );
-        }
+        self.refuse_creation(
+            "server_lost",
+            format!("createGroup: PTT server connection lost: {reason}"),
+        );
     }
 
     pub(super) async fn lost_client(&mut self) {

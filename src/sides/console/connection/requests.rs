@@ -3,17 +3,28 @@
 use super::*;
 
 impl Connection {
+    /// One request from the console. Its replies, refusals included, echo its `transaction`
+    /// and call id ([`Echo`]) while it is handled.
     pub(super) async fn on_text(&mut self, text: &str) {
-        let req = match muicall::parse_request(text) {
-            Ok(r) => r,
+        match muicall::parse_request(text) {
+            Ok(req) => {
+                self.echo = req.echo();
+                self.on_request(req).await;
+            }
             Err(RequestError {
                 kind,
                 request_type,
                 message,
+                echo,
             }) => {
-                return self.reply_error(request_type.as_deref(), kind.as_str(), message, 0);
+                self.echo = echo;
+                self.reply_error(request_type.as_deref(), kind.as_str(), message, 0);
             }
-        };
+        }
+        self.echo = Echo::default();
+    }
+
+    async fn on_request(&mut self, req: Request) {
         if !self.limiter.take(Instant::now()) {
             let limit = self.side.0.config.requests_per_second;
             return self.reply_error(
@@ -483,6 +494,22 @@ impl Connection {
         }
     }
 
+    /// The call being set up cannot be: its `createGroup` reply says why, with the
+    /// `transaction` of the `requestMic` that asked for it and the call id it would have had.
+    pub(super) fn refuse_creation(&mut self, kind: &'static str, message: String) {
+        let Some(c) = self.creating.as_ref() else {
+            return;
+        };
+        let echo = Echo {
+            transaction: c.transaction.clone(),
+            session_id: Some(c.call_id),
+        };
+        self.abandon_creation();
+        self.echo = echo;
+        self.reply_error(Some("createGroup"), kind, message, 0);
+        self.echo = Echo::default();
+    }
+
     pub(super) fn release_mic(&mut self, session_id: Option<u64>) {
         self.mic_asked = None;
         let Some(call) = self.call.as_ref() else {
@@ -552,7 +579,7 @@ impl Connection {
         self.send_json(&MemberResp::new(
             "addGroupMember",
             session_id,
-            transaction.map(|t| t.as_text()),
+            Some(member_transaction(transaction.as_ref(), session_id)),
             results,
         ));
         self.notify(update);
@@ -644,7 +671,7 @@ impl Connection {
         self.send_json(&MemberResp::new(
             "kickGroupMember",
             session_id,
-            transaction.map(|t| t.as_text()),
+            Some(member_transaction(transaction.as_ref(), session_id)),
             results,
         ));
         self.notify(update);

@@ -38,15 +38,12 @@ impl Connection {
             .await;
         }
         if self.creating.as_ref().is_some_and(|c| now >= c.deadline) {
-            self.abandon_creation();
             let ms = self.side.0.config.move_timeout_ms;
-            self.reply_error(
-                Some("createGroup"),
+            self.refuse_creation(
                 "ptt_timeout",
                 format!(
                     "createGroup: the PTT server did not create the call channel within {ms} ms"
                 ),
-                0,
             );
         }
         self.maybe_grant(now, false);
