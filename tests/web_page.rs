@@ -553,3 +553,67 @@ fn the_event_list_shows_what_happened_before_the_page_opened() {
     assert!(text_at < connected_at, "newest first:\n{list}");
     drop(alice);
 }
+
+/// A call made while a terminal is mid-burst names the talker at once (the bridge tells a new
+/// link who is talking in its channel), not at the terminal's next burst.
+#[test]
+fn a_call_made_mid_burst_names_the_talker_at_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let server = demo_server();
+    let bridge = start_bridge(&server, None);
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let dir = test_dir();
+    // One long burst: the speech fixture over and over, longer than anything below waits.
+    let speech = load_wav(fixture("audio/speech.wav"));
+    let mut long = Vec::new();
+    while long.len() < 48_000 * 60 {
+        long.extend_from_slice(&speech);
+    }
+    let long_wav = dir.path().join("long.wav");
+    write_wav(&long_wav, &long).unwrap();
+
+    let browser = Browser::launch(None);
+    let page = browser.page();
+    page.navigate(&format!("http://{}/#token={OPERATOR_TOKEN}", bridge.addr()));
+    page.wait_for(
+        "document.querySelector('#servers').innerText.includes('alice')",
+        T,
+    );
+    let mut events = bridge.events();
+    alice.play(&long_wav);
+    events
+        .try_expect(
+            |e| e["type"] == "talk.started" && e["party"]["name"] == "alice",
+            T,
+        )
+        .expect("alice's burst started");
+
+    dial(&page, &NORTH.to_string(), None);
+    wait_in_call(&page, T);
+    page.wait_for(
+        "document.querySelector('#call-talkers').innerText.includes('alice')",
+        T,
+    );
+    // Still her first burst: it has neither ended nor started again.
+    assert!(
+        !alice.history().iter().any(|e| e["event"] == "play_done"),
+        "the burst ended before the call named her"
+    );
+    let bursts = events
+        .history()
+        .iter()
+        .filter(|e| {
+            (e["type"] == "talk.started" || e["type"] == "talk.stopped")
+                && e["party"]["name"] == "alice"
+        })
+        .count();
+    assert_eq!(bursts, 1, "one burst, still going:\n{}", events.tail(20));
+
+    // She stops: the call says so.
+    alice.stop_play();
+    page.wait_for(
+        "!document.querySelector('#call-talkers').innerText.includes('alice')",
+        T,
+    );
+}
+
