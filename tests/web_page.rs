@@ -554,6 +554,80 @@ fn the_event_list_shows_what_happened_before_the_page_opened() {
     drop(alice);
 }
 
+/// The call panel follows the channel, not only the call: with its PTT server down the channel
+/// is said to be unreachable (not a green "In a call"), and the call is back in the in-call look
+/// when the server is — whether it was down before the call or went down during it.
+#[test]
+fn a_channel_whose_ptt_server_is_down_is_shown_unreachable_until_it_is_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut server = demo_server();
+    let bridge = start_bridge(&server, None);
+    let browser = Browser::launch(None);
+    let page = browser.page();
+    page.navigate(&format!("http://{}/#token={OPERATOR_TOKEN}", bridge.addr()));
+    page.wait_for(
+        "document.querySelector('#servers').innerText.includes('North')",
+        T,
+    );
+
+    server.kill();
+    bridge.wait_health(
+        "without its PTT server",
+        |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["state"] != "connected",
+        T,
+    );
+    dial(&page, &NORTH.to_string(), None);
+    wait_in_call(&page, T);
+    let status = page.wait_for(
+        "document.body.dataset.reach === 'unreachable' && document.querySelector('#call-status').textContent",
+        T,
+    );
+    println!("called while its server is down: {status}");
+    assert!(
+        status
+            .as_str()
+            .unwrap()
+            .starts_with("North is unreachable: its PTT server is down"),
+        "{status}"
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#call-status').className"),
+        "status warn",
+        "not the in-call look"
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#call').classList.contains('unreachable')"),
+        true
+    );
+
+    // The server comes back: so does the in-call look, in the same call.
+    server.restart();
+    let status = page.wait_for(
+        "document.body.dataset.reach === 'ok' && document.querySelector('#call-status.ok') &&
+         document.querySelector('#call-status').textContent",
+        Duration::from_secs(30),
+    );
+    assert_eq!(status, "In a call with North (9001).");
+    assert_eq!(page.eval("document.body.dataset.call"), "connected");
+    assert_eq!(
+        page.eval("document.querySelector('#call').classList.contains('unreachable')"),
+        false
+    );
+
+    // It goes down during the call: said at once, the call stays.
+    server.kill();
+    let status = page.wait_for(
+        "document.body.dataset.reach === 'unreachable' && document.querySelector('#call-status.warn') &&
+         document.querySelector('#call-status').textContent",
+        T,
+    );
+    assert!(
+        status.as_str().unwrap().starts_with("North is unreachable"),
+        "{status}"
+    );
+    assert_eq!(page.eval("document.body.dataset.call"), "connected");
+}
+
 /// A call made while a terminal is mid-burst names the talker at once (the bridge tells a new
 /// link who is talking in its channel), not at the terminal's next burst.
 #[test]
