@@ -226,10 +226,10 @@ fn the_page_calls_a_ptt_channel_hears_it_and_talks_into_it() {
     println!("call up and playing in {:?}", t0.elapsed());
     let links = bridge.get("/meeting/links").json();
     assert_eq!(links["links"][0]["dial_in"], NORTH, "{links}");
-    // The live view shows the link: the page's room ⇄ North.
+    // The live view shows the link: North ⇄ the page's room.
     page.wait_for(
         "(() => { const t = document.querySelector('#links').innerText;
-                  return t.includes('Web listener') && t.includes('North (9001)'); })()",
+                  return t.includes('Web listener') && t.includes('North') && t.includes('9001'); })()",
         T,
     );
 
@@ -691,3 +691,81 @@ fn a_call_made_mid_burst_names_the_talker_at_once() {
     );
 }
 
+/// The live view lists each link with the channel's name first (the room number secondary), how
+/// long it has been up (ticking), and a button that hangs it up through the operator route.
+#[test]
+fn the_live_view_times_a_link_and_hangs_it_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let server = demo_server();
+    let bridge = start_bridge(&server, None);
+    let browser = Browser::launch(None);
+    let page = browser.page();
+    page.navigate(&format!("http://{}/#token={OPERATOR_TOKEN}", bridge.addr()));
+    dial(&page, &NORTH.to_string(), None);
+    wait_in_call(&page, T);
+    let room = bridge.get("/meeting/links").json()["links"][0]["room"].clone();
+    assert!(room.is_i64(), "{room}");
+
+    let row = "document.querySelector('#links li.link[data-dial=\"9001\"]')";
+    let text = page.wait_for(
+        &format!("{row} && {row}.querySelector('.duration[data-since]') && {row}.innerText"),
+        T,
+    );
+    let text = text.as_str().unwrap();
+    println!("link row: {text:?}");
+    let name_at = text.find("North").expect("the channel's name");
+    let room_at = text
+        .find(&format!("room {room}"))
+        .expect("the room's number");
+    assert!(name_at < room_at, "channel first: {text:?}");
+    // The room number is secondary text.
+    assert_eq!(
+        page.eval(&format!(
+            "[...{row}.querySelectorAll('.sub')].some((e) => e.textContent === 'room {room}')"
+        )),
+        true,
+        "room number in secondary text"
+    );
+    // The event list names the room by its channel too.
+    page.wait_for(
+        &format!("document.querySelector('#events').innerText.includes('North · room {room}')"),
+        T,
+    );
+
+    // The duration ticks.
+    let first = page.eval(&format!("{row}.querySelector('.duration').textContent"));
+    let first = first.as_str().unwrap().to_string();
+    assert!(
+        first.len() >= 4 && first.contains(':'),
+        "a duration like 0:03: {first:?}"
+    );
+    page.wait_for(
+        &format!(
+            "{row} && {row}.querySelector('.duration').textContent !== {}",
+            js(&first)
+        ),
+        T,
+    );
+
+    // Hang up from the list: the link goes, and the call ends as a PTT-side hang-up.
+    let mut events = bridge.events();
+    page.eval(&format!(
+        "{row}.querySelector('button[data-hangup]').click()"
+    ));
+    let status = page.wait_for(
+        "document.body.dataset.call === 'idle' && document.querySelector('#call-status').textContent",
+        T,
+    );
+    assert_eq!(status, "The PTT side hung up.");
+    page.wait_for(&format!("!{row}"), T);
+    assert_eq!(
+        bridge.get("/meeting/links").json()["links"],
+        Value::Array(vec![])
+    );
+    events
+        .try_expect(
+            |e| e["type"] == "link.down" && e["detail"]["reason"] == "hangup",
+            T,
+        )
+        .expect("link.down for the hang-up");
+}
