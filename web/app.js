@@ -96,6 +96,7 @@ const phone = new Phone(() => ({
 let dialIn = []; // the snapshot's dial-ins: name, and whether each channel's PTT account is connected
 let phoneStatus = { state: 'idle', text: 'Not in a call.', tone: 'info' };
 let wasUnreachable = false;
+let recheck = null;
 $('#live').addEventListener('state', (e) => {
   dialIn = e.detail.dial_in;
   renderCall();
@@ -162,6 +163,10 @@ function renderCall() {
     phoneStatus = { state, text: `In a call with ${phone.target.label}.`, tone: 'ok' };
   }
   wasUnreachable = !!down;
+  // The snapshot is fetched again on side.connected; while the channel is away, it is also
+  // looked at every few seconds, so a missed or early event cannot leave the panel saying so.
+  clearTimeout(recheck);
+  if (down) recheck = setTimeout(() => live.refresh(), 3000);
   if (down) setStatus(down, 'warn');
   else setStatus(phoneStatus.text, phoneStatus.tone);
   document.body.dataset.call = state;
