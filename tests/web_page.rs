@@ -226,10 +226,10 @@ fn the_page_calls_a_ptt_channel_hears_it_and_talks_into_it() {
     println!("call up and playing in {:?}", t0.elapsed());
     let links = bridge.get("/meeting/links").json();
     assert_eq!(links["links"][0]["dial_in"], NORTH, "{links}");
-    // The live view shows the link: the page's room ⇄ North.
+    // The live view shows the link: North ⇄ the page's room.
     page.wait_for(
         "(() => { const t = document.querySelector('#links').innerText;
-                  return t.includes('Web listener') && t.includes('North (9001)'); })()",
+                  return t.includes('Web listener') && t.includes('North') && t.includes('9001'); })()",
         T,
     );
 
@@ -552,4 +552,220 @@ fn the_event_list_shows_what_happened_before_the_page_opened() {
     let connected_at = list.find("side.connected").unwrap();
     assert!(text_at < connected_at, "newest first:\n{list}");
     drop(alice);
+}
+
+/// The call panel follows the channel, not only the call: with its PTT server down the channel
+/// is said to be unreachable (not a green "In a call"), and the call is back in the in-call look
+/// when the server is — whether it was down before the call or went down during it.
+#[test]
+fn a_channel_whose_ptt_server_is_down_is_shown_unreachable_until_it_is_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut server = demo_server();
+    let bridge = start_bridge(&server, None);
+    let browser = Browser::launch(None);
+    let page = browser.page();
+    page.navigate(&format!("http://{}/#token={OPERATOR_TOKEN}", bridge.addr()));
+    page.wait_for(
+        "document.querySelector('#servers').innerText.includes('North')",
+        T,
+    );
+
+    server.kill();
+    bridge.wait_health(
+        "without its PTT server",
+        |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["state"] != "connected",
+        T,
+    );
+    dial(&page, &NORTH.to_string(), None);
+    wait_in_call(&page, T);
+    let status = page.wait_for(
+        "document.body.dataset.reach === 'unreachable' && document.querySelector('#call-status').textContent",
+        T,
+    );
+    println!("called while its server is down: {status}");
+    assert!(
+        status
+            .as_str()
+            .unwrap()
+            .starts_with("North is unreachable: its PTT server is down"),
+        "{status}"
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#call-status').className"),
+        "status warn",
+        "not the in-call look"
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#call').classList.contains('unreachable')"),
+        true
+    );
+
+    // The server comes back: so does the in-call look, in the same call.
+    server.restart();
+    let status = page.wait_for(
+        "document.body.dataset.reach === 'ok' && document.querySelector('#call-status.ok') &&
+         document.querySelector('#call-status').textContent",
+        Duration::from_secs(30),
+    );
+    assert_eq!(status, "In a call with North (9001).");
+    assert_eq!(page.eval("document.body.dataset.call"), "connected");
+    assert_eq!(
+        page.eval("document.querySelector('#call').classList.contains('unreachable')"),
+        false
+    );
+
+    // It goes down during the call: said at once, the call stays.
+    server.kill();
+    let status = page.wait_for(
+        "document.body.dataset.reach === 'unreachable' && document.querySelector('#call-status.warn') &&
+         document.querySelector('#call-status').textContent",
+        T,
+    );
+    assert!(
+        status.as_str().unwrap().starts_with("North is unreachable"),
+        "{status}"
+    );
+    assert_eq!(page.eval("document.body.dataset.call"), "connected");
+}
+
+/// A call made while a terminal is mid-burst names the talker at once (the bridge tells a new
+/// link who is talking in its channel), not at the terminal's next burst.
+#[test]
+fn a_call_made_mid_burst_names_the_talker_at_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let server = demo_server();
+    let bridge = start_bridge(&server, None);
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let dir = test_dir();
+    // One long burst: the speech fixture over and over, longer than anything below waits.
+    let speech = load_wav(fixture("audio/speech.wav"));
+    let mut long = Vec::new();
+    while long.len() < 48_000 * 60 {
+        long.extend_from_slice(&speech);
+    }
+    let long_wav = dir.path().join("long.wav");
+    write_wav(&long_wav, &long).unwrap();
+
+    let browser = Browser::launch(None);
+    let page = browser.page();
+    page.navigate(&format!("http://{}/#token={OPERATOR_TOKEN}", bridge.addr()));
+    page.wait_for(
+        "document.querySelector('#servers').innerText.includes('alice')",
+        T,
+    );
+    let mut events = bridge.events();
+    alice.play(&long_wav);
+    events
+        .try_expect(
+            |e| e["type"] == "talk.started" && e["party"]["name"] == "alice",
+            T,
+        )
+        .expect("alice's burst started");
+
+    dial(&page, &NORTH.to_string(), None);
+    wait_in_call(&page, T);
+    page.wait_for(
+        "document.querySelector('#call-talkers').innerText.includes('alice')",
+        T,
+    );
+    // Still her first burst: it has neither ended nor started again.
+    assert!(
+        !alice.history().iter().any(|e| e["event"] == "play_done"),
+        "the burst ended before the call named her"
+    );
+    let bursts = events
+        .history()
+        .iter()
+        .filter(|e| {
+            (e["type"] == "talk.started" || e["type"] == "talk.stopped")
+                && e["party"]["name"] == "alice"
+        })
+        .count();
+    assert_eq!(bursts, 1, "one burst, still going:\n{}", events.tail(20));
+
+    // She stops: the call says so.
+    alice.stop_play();
+    page.wait_for(
+        "!document.querySelector('#call-talkers').innerText.includes('alice')",
+        T,
+    );
+}
+
+/// The live view lists each link with the channel's name first (the room number secondary), how
+/// long it has been up (ticking), and a button that hangs it up through the operator route.
+#[test]
+fn the_live_view_times_a_link_and_hangs_it_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let server = demo_server();
+    let bridge = start_bridge(&server, None);
+    let browser = Browser::launch(None);
+    let page = browser.page();
+    page.navigate(&format!("http://{}/#token={OPERATOR_TOKEN}", bridge.addr()));
+    dial(&page, &NORTH.to_string(), None);
+    wait_in_call(&page, T);
+    let room = bridge.get("/meeting/links").json()["links"][0]["room"].clone();
+    assert!(room.is_i64(), "{room}");
+
+    let row = "document.querySelector('#links li.link[data-dial=\"9001\"]')";
+    let text = page.wait_for(
+        &format!("{row} && {row}.querySelector('.duration[data-since]') && {row}.innerText"),
+        T,
+    );
+    let text = text.as_str().unwrap();
+    println!("link row: {text:?}");
+    let name_at = text.find("North").expect("the channel's name");
+    let room_at = text
+        .find(&format!("room {room}"))
+        .expect("the room's number");
+    assert!(name_at < room_at, "channel first: {text:?}");
+    // The room number is secondary text.
+    assert_eq!(
+        page.eval(&format!(
+            "[...{row}.querySelectorAll('.sub')].some((e) => e.textContent === 'room {room}')"
+        )),
+        true,
+        "room number in secondary text"
+    );
+    // The event list names the room by its channel too.
+    page.wait_for(
+        &format!("document.querySelector('#events').innerText.includes('North · room {room}')"),
+        T,
+    );
+
+    // The duration ticks.
+    let first = page.eval(&format!("{row}.querySelector('.duration').textContent"));
+    let first = first.as_str().unwrap().to_string();
+    assert!(
+        first.len() >= 4 && first.contains(':'),
+        "a duration like 0:03: {first:?}"
+    );
+    page.wait_for(
+        &format!(
+            "{row} && {row}.querySelector('.duration').textContent !== {}",
+            js(&first)
+        ),
+        T,
+    );
+
+    // Hang up from the list: the link goes, and the call ends as a PTT-side hang-up.
+    let mut events = bridge.events();
+    page.eval(&format!(
+        "{row}.querySelector('button[data-hangup]').click()"
+    ));
+    let status = page.wait_for(
+        "document.body.dataset.call === 'idle' && document.querySelector('#call-status').textContent",
+        T,
+    );
+    assert_eq!(status, "The PTT side hung up.");
+    page.wait_for(&format!("!{row}"), T);
+    assert_eq!(
+        bridge.get("/meeting/links").json()["links"],
+        Value::Array(vec![])
+    );
+    events
+        .try_expect(
+            |e| e["type"] == "link.down" && e["detail"]["reason"] == "hangup",
+            T,
+        )
+        .expect("link.down for the hang-up");
 }

@@ -93,7 +93,13 @@ const phone = new Phone(() => ({
 }));
 
 // Channels to dial come from the live snapshot; "Another number…" takes any id.
+let dialIn = []; // the snapshot's dial-ins: name, and whether each channel's PTT account is connected
+let phoneStatus = { state: 'idle', text: 'Not in a call.', tone: 'info' };
+let wasUnreachable = false;
+let recheck = null;
 $('#live').addEventListener('state', (e) => {
+  dialIn = e.detail.dial_in;
+  renderCall();
   const select = $('#call-target');
   const current = select.value;
   const options = e.detail.dial_in
@@ -121,7 +127,8 @@ $('#call-form').addEventListener('submit', (e) => {
   const raw = other ? $('#call-number').value.trim() : select.value;
   const id = Number(raw);
   if (!raw || !Number.isInteger(id)) {
-    setStatus('Enter the number to call.', 'error');
+    phoneStatus = { state: phone.state, text: 'Enter the number to call.', tone: 'error' };
+    renderCall();
     return;
   }
   const label = other ? `number ${id}` : select.selectedOptions[0].textContent;
@@ -135,14 +142,45 @@ function setStatus(text, tone = 'info') {
   el.className = `status ${tone}`;
 }
 
-phone.addEventListener('status', (e) => {
-  const { state, text, tone } = e.detail;
-  setStatus(text, tone);
+/**
+ * Why the channel in the call cannot be reached now (its PTT account is not connected to its
+ * server), or null. The bridge keeps the call up and the channel comes back by itself; the
+ * live snapshot says when (it is fetched again on every side.connected / side.disconnected).
+ */
+function unreachable(target) {
+  const d = target && dialIn.find((x) => x.user_id === target.id);
+  if (!d || !d.state || d.state === 'connected') return null;
+  const name = d.name || d.channel || target.label;
+  return `${name} is unreachable: its PTT server is down${d.reason ? ` (${d.reason})` : ''}. ` +
+    'The call stays up and comes back when the server does.';
+}
+
+// The call panel: the phone's state, and in a call whether the channel can be reached.
+function renderCall() {
+  const { state } = phoneStatus;
+  const down = state === 'connected' ? unreachable(phone.target) : null;
+  if (!down && wasUnreachable && state === 'connected') {
+    phoneStatus = { state, text: `In a call with ${phone.target.label}.`, tone: 'ok' };
+  }
+  wasUnreachable = !!down;
+  // The snapshot is fetched again on side.connected; while the channel is away, it is also
+  // looked at every few seconds, so a missed or early event cannot leave the panel saying so.
+  clearTimeout(recheck);
+  if (down) recheck = setTimeout(() => live.refresh(), 3000);
+  if (down) setStatus(down, 'warn');
+  else setStatus(phoneStatus.text, phoneStatus.tone);
   document.body.dataset.call = state;
+  document.body.dataset.reach = down ? 'unreachable' : 'ok';
+  $('#call').classList.toggle('unreachable', !!down);
   $('#call-form').hidden = state !== 'idle';
   $('#call-live').hidden = state !== 'connected';
   $('#hangup').hidden = state === 'idle';
   $('#hangup').textContent = state === 'connected' ? 'Hang up' : 'Cancel';
+}
+
+phone.addEventListener('status', (e) => {
+  phoneStatus = e.detail;
+  renderCall();
 });
 
 phone.addEventListener('talkers', (e) => {

@@ -18,18 +18,33 @@ const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
 /** dBov (−127…0) → meter fill 0…1: speech lives between about −60 and 0. */
 export const meterFill = (dbov) => Math.max(0, Math.min(1, (dbov + 60) / 60));
 
-/** A friendly name for a group id: `ptt:local:North` → `North`, `meeting:600` → `meeting room 600`. */
-function groupLabel(id, state) {
+/** `m:ss` (or `h:mm:ss`) of a duration in milliseconds. */
+export function duration(ms) {
+  const t = Math.max(0, Math.floor(ms / 1000));
+  const h = Math.floor(t / 3600);
+  const m = Math.floor((t % 3600) / 60);
+  const ss = String(t % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+}
+
+/**
+ * A friendly name for a group id, as HTML (escaped): `ptt:local:North` → `North`; a meeting room
+ * with a PTT channel linked is named by the channel first, its number secondary (`North · room
+ * 600`); other rooms `meeting room 600`. `rooms` maps room numbers to the channel names seen
+ * linked into them (so events of a link that has since gone still read the same).
+ */
+function groupLabel(id, rooms) {
   if (!id) return '';
   const [side, ...rest] = id.split(':');
-  if (side === 'ptt') return rest.slice(1).join(':') || '/';
+  if (side === 'ptt') return esc(rest.slice(1).join(':') || '/');
   if (side === 'meeting') {
-    const link = state && state.links.find((l) => String(l.room) === rest[0]);
-    const dial = link && state.dial_in.find((d) => d.user_id === link.dial_in);
-    return `meeting room ${rest[0]}${dial ? ` ⇄ ${dial.name}` : ''}`;
+    const channel = rooms.get(rest[0]);
+    return channel
+      ? `${esc(channel)} <span class="sub">· room ${esc(rest[0])}</span>`
+      : `meeting room ${esc(rest[0])}`;
   }
-  if (side === 'console') return `console call ${rest.join(':')}`;
-  return id;
+  if (side === 'console') return `console call ${esc(rest.join(':'))}`;
+  return esc(id);
 }
 
 export class LiveView {
@@ -40,15 +55,51 @@ export class LiveView {
   historyLoaded = false;
   names = new Map(); // party key → last name seen (some events carry only the id)
   online = false;
+  rooms = new Map(); // meeting room number → name of the PTT channel linked into it
+  linkSince = new Map(); // "dial:room" → when (this page's clock) the link came up
+  hangingUp = new Set(); // dial-in ids being hung up
+  linkError = '';
 
   constructor(root) {
     this.root = root;
     this.$ = (sel) => root.querySelector(sel);
+    // The operator hangs a link up from the list (the buttons are redrawn with it).
+    this.$('#links').addEventListener('click', (e) => {
+      const button = e.target.closest('button[data-hangup]');
+      if (button) this.hangUp(Number(button.dataset.hangup));
+    });
   }
 
   start() {
     this.#follow();
     this.#meters();
+    this.refresh();
+    // Link durations tick between snapshots.
+    setInterval(() => {
+      for (const el of this.root.querySelectorAll('[data-since]')) {
+        el.textContent = duration(Date.now() - Number(el.dataset.since));
+      }
+    }, 1000);
+  }
+
+  /** Ends the link of dial-in `dial` (`POST /meeting/links/{id}/hangup`, operator session). */
+  async hangUp(dial) {
+    if (this.hangingUp.has(dial)) return;
+    this.hangingUp.add(dial);
+    this.linkError = '';
+    this.render();
+    try {
+      const r = await fetch(`/meeting/links/${encodeURIComponent(dial)}/hangup`, { method: 'POST' });
+      if (!r.ok) {
+        const body = await r.json().catch(() => ({}));
+        this.linkError = `Cannot hang up ${dial}: ${body.message || `the bridge answered ${r.status}`}`;
+      }
+    } catch (e) {
+      this.linkError = `Cannot hang up ${dial}: ${e.message}`;
+    } finally {
+      this.hangingUp.delete(dial);
+    }
+    this.render();
     this.refresh();
   }
 
@@ -56,6 +107,13 @@ export class LiveView {
     try {
       const r = await fetch('/api/state');
       this.state = await r.json();
+      const since = new Map();
+      for (const l of this.state.links) {
+        const dial = this.state.dial_in.find((d) => d.user_id === l.dial_in);
+        if (dial) this.rooms.set(String(l.room), dial.name || dial.channel || String(l.dial_in));
+        if (l.up_ms != null) since.set(`${l.dial_in}:${l.room}`, Date.now() - l.up_ms);
+      }
+      this.linkSince = since;
       if (!this.historyLoaded) {
         // Once: what happened before the page opened, behind what the stream brought since.
         this.historyLoaded = true;
@@ -159,7 +217,7 @@ export class LiveView {
       <div class="talker" data-party="${esc(key)}">
         <span class="dot"></span>
         <span class="who">${esc(t.name || key)}</span>
-        <span class="where">${esc(groupLabel(t.group, this.state))}</span>
+        <span class="where">${groupLabel(t.group, this.rooms)}</span>
         ${this.#meter(key)}
       </div>`).join('');
   }
@@ -210,8 +268,16 @@ export class LiveView {
       const dial = s.dial_in.find((d) => d.user_id === l.dial_in);
       const room = s.groups.find((g) => g.id === `meeting:${l.room}`);
       const who = room ? room.members.filter((m) => m.side === 'meeting').map((m) => m.name || m.party) : [];
-      rows.push(`<li><span class="kind">meeting</span> room ${esc(l.room)}${who.length ? ` (${esc(who.join(', '))})` : ''}
-        <span class="arrow">⇄</span> <span class="kind">PTT</span> ${esc(dial ? `${dial.channel || dial.name} (${dial.user_id})` : l.dial_in)}</li>`);
+      const since = this.linkSince.get(`${l.dial_in}:${l.room}`);
+      const busy = this.hangingUp.has(l.dial_in);
+      rows.push(`<li class="link" data-dial="${esc(l.dial_in)}">
+        <span class="kind">PTT</span> <span class="name">${esc(dial ? dial.name || dial.channel : l.dial_in)}</span>
+        <span class="sub">${esc(l.dial_in)}</span>
+        <span class="arrow">⇄</span> <span class="kind">meeting</span> ${esc(who.join(', ') || 'nobody yet')}
+        <span class="sub">room ${esc(l.room)}</span>
+        <span class="duration" title="linked for"${since === undefined ? '>linking…' : ` data-since="${since}">${duration(Date.now() - since)}`}</span>
+        <button type="button" class="danger small" data-hangup="${esc(l.dial_in)}"${busy ? ' disabled' : ''}>${busy ? 'Hanging up…' : 'Hang up'}</button>
+      </li>`);
     }
     for (const g of s.groups.filter((g) => g.id.startsWith('console:'))) {
       const consoles = g.members.filter((m) => m.side === 'console').map((m) => m.name || m.party);
@@ -221,6 +287,7 @@ export class LiveView {
     }
     const dials = s.dial_in.map((d) => `${esc(d.name)} <code>${d.user_id}</code>`).join(', ');
     return (rows.length ? `<ul class="rows">${rows.join('')}</ul>` : '<p class="empty">No links right now.</p>') +
+      (this.linkError ? `<p class="status error">${esc(this.linkError)}</p>` : '') +
       (dials ? `<p class="hint">Callable PTT channels: ${dials}</p>` : '');
   }
 
@@ -239,7 +306,7 @@ export class LiveView {
       <time>${clock(e.time_ms || Date.now())}</time>
       <span class="chip">${esc(e.type)}</span>
       <span class="who">${esc(who)}</span>
-      <span class="where">${esc(groupLabel(e.group_id, this.state))}</span>
+      <span class="where">${groupLabel(e.group_id, this.rooms)}</span>
       ${extra ? `<span class="extra">${esc(extra)}</span>` : ''}
     </li>`;
   }

@@ -1,15 +1,19 @@
 //! `GET /api/state`: one snapshot of what the live view draws: the hub's per-app state model,
 //! and each side's own part ([`crate::sides::Side::live_view`]: PTT servers and channel trees,
 //! dial-ins and links, consoles). The page then
-//! follows `/events` and asks again when the structure changes.
+//! follows `/events` and asks again when the structure changes. A dial-in's `state` is its PTT
+//! account's (`connected`, `connecting`, `reconnecting`, `stopped`; `reason` when not connected):
+//! the page's call panel says the channel is unreachable while it is not connected. A link's
+//! `up_ms` is how long it has been up (null while coming up), which the page ticks on from.
 //!
 //! ```json
 //! {"version":"0.1.0","uptime_s":12,
 //!  "ptt":[{"id":"local","host":"127.0.0.1","port":64740,"state":"connected","accounts":[..],
 //!          "channels":[{"id":1,"parent":0,"name":"North","path":"North","temporary":false,
 //!                       "users":[{"party":"ptt:s3","name":"alice","session":3,"bridge":false,"muted":false}]}]}],
-//!  "dial_in":[{"user_id":9001,"name":"North","server":"local","channel":"North","policy":"answer"}],
-//!  "links":[{"dial_in":9001,"room":600}],
+//!  "dial_in":[{"user_id":9001,"name":"North","server":"local","channel":"North","policy":"answer",
+//!             "state":"connected","reason":null}],
+//!  "links":[{"dial_in":9001,"room":600,"up_ms":65000}],
 //!  "groups":[{"app":"default","id":"meeting:600","members":[{"party":"meeting:1001","name":"ann","talking":true}]}],
 //!  "online":[{"app":"default","party":"console:zydd","name":"zydd"}],
 //!  "consoles":{"logged_in":1,"servers":[..]},

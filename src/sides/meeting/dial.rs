@@ -4,6 +4,7 @@
 //! the call record of that link, or that it is in a call on an upstream server.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use rtcpeer::id::Id;
 
@@ -118,9 +119,10 @@ impl DialPlan {
 enum Line {
     /// Its channel is being brought into `room` (the room has not said it is up yet).
     Attaching { room: Id },
-    /// Its channel is in `room`; the link's call record runs until it goes down.
+    /// Its channel is in `room` since `since`; the link's call record runs until it goes down.
     Linked {
         room: Id,
+        since: Instant,
         record: Option<CallRecorder>,
     },
     /// It is in a call on an upstream RTCPeer server (client mode).
@@ -158,7 +160,15 @@ impl Lines {
 
     /// The link of `dial` into `room` is up, recorded by `record`.
     pub fn up(&mut self, dial: Id, room: Id, record: Option<CallRecorder>) {
-        let old = self.lines.insert(dial, Line::Linked { room, record });
+        let since = Instant::now();
+        let old = self.lines.insert(
+            dial,
+            Line::Linked {
+                room,
+                since,
+                record,
+            },
+        );
         if let Some(Line::Linked {
             record: Some(old), ..
         }) = old
@@ -183,6 +193,14 @@ impl Lines {
     pub fn record(&self, dial: Id) -> Option<&CallRecorder> {
         match self.lines.get(&dial)? {
             Line::Linked { record, .. } => record.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Since when `dial`'s link has been up (None while it is coming up, or not linked).
+    pub fn linked_since(&self, dial: Id) -> Option<Instant> {
+        match self.lines.get(&dial)? {
+            Line::Linked { since, .. } => Some(*since),
             _ => None,
         }
     }
@@ -225,8 +243,10 @@ mod tests {
         assert!(l.attach(9001, 600));
         assert!(!l.attach(9001, 601), "busy while attaching");
         assert!(!l.claim_upstream(9001));
+        assert!(l.linked_since(9001).is_none(), "not up while attaching");
         l.up(9001, 600, None);
         assert_eq!(l.links(), vec![(9001, 600)]);
+        assert!(l.linked_since(9001).is_some());
         assert!(l.down(9001, 601).is_none());
         assert!(l.busy(9001), "another room cannot free it");
         l.down(9001, 600);

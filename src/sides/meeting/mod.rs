@@ -153,12 +153,16 @@ impl crate::sides::Side for MeetingSide {
             .filter_map(|id| sb.dial_target(*id))
             .map(|d| {
                 let channel = d.account.channel_path();
+                // Whether the channel can be reached now: its account's connection.
+                let account = d.account.health();
                 json!({
                     "user_id": d.user_id,
                     "name": d.name.clone().or_else(|| channel.clone()),
                     "server": d.account.server,
                     "channel": channel,
                     "policy": format!("{:?}", d.policy).to_lowercase(),
+                    "state": account.state,
+                    "reason": account.reason,
                 })
             })
             .collect();

@@ -1,6 +1,7 @@
 //! Operator HTTP routes for PTT dial-ins (business-gateway envelope `{code, message, ...}`):
 //!
-//! - `GET /meeting/links` → `{"code":0,"message":"OK","links":[{"dial_in":9001,"room":600}]}`
+//! - `GET /meeting/links` → `{"code":0,"message":"OK","links":[{"dial_in":9001,"room":600,"up_ms":65000}]}`
+//!   (`up_ms`: how long the link has been up; null while it is coming up)
 //! - `POST /meeting/links/{dial_in}/hangup` → `{"code":0,"message":"OK"}`, or 404 with
 //!   `{"code":404,"message":"9001 is not linked"}`. The caller gets `cancel {reason:"hangup"}`,
 //!   the room sees the channel leave, hub events `link.down` and `call.ended` say `hangup`.

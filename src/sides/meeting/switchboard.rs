@@ -1052,7 +1052,14 @@ impl Switchboard {
             .lines
             .links()
             .into_iter()
-            .map(|(dial, room)| json!({ "dial_in": dial, "room": room }))
+            .map(|(dial, room)| {
+                // How long it has been up (null while it is coming up): the page ticks from it.
+                let up_ms = st
+                    .lines
+                    .linked_since(dial)
+                    .map(|t| t.elapsed().as_millis() as u64);
+                json!({ "dial_in": dial, "room": room, "up_ms": up_ms })
+            })
             .collect();
         json!({
             "enabled": self.config.enabled,

@@ -90,7 +90,7 @@ pub struct Account {
     /// The running client.
     pub client: ClientHandle,
     /// The channel feed for links; subscribe with [`Account::channel`].
-    channel: tokio::sync::broadcast::Sender<ChannelEvent>,
+    channel: Arc<Feed>,
 }
 
 impl Account {
@@ -98,13 +98,102 @@ impl Account {
     /// on. A subscriber that falls behind gets `Lagged` and skips ahead; the PTT side never
     /// waits for it.
     pub fn channel(&self) -> tokio::sync::broadcast::Receiver<ChannelEvent> {
-        self.channel.subscribe()
+        self.channel.tx.subscribe()
+    }
+
+    /// [`Account::channel`], with the channel's present told first: `Disconnected` when the
+    /// account is not in its channel now, and a `TalkStarted` for every burst in progress (a
+    /// link made mid-burst names the talker at once). Taken together, so nothing is missed
+    /// or told twice.
+    pub fn channel_now(
+        &self,
+    ) -> (
+        tokio::sync::broadcast::Receiver<ChannelEvent>,
+        Vec<ChannelEvent>,
+    ) {
+        self.channel.subscribe_now()
     }
 
     /// Path of the channel this account is in now.
     pub fn channel_path(&self) -> Option<String> {
         let snap = self.client.snapshot();
         snap.own_channel.and_then(|c| snap.channel_path(c))
+    }
+
+    /// Whether the account is connected, and why not.
+    pub fn health(&self) -> AccountHealth {
+        account_health(self)
+    }
+}
+
+/// An account's channel feed ([`ChannelEvent`]s to every subscriber) and the present a new
+/// subscriber is told first: whether the account is in its channel, and who talks there.
+/// Events that change the present are sent under its lock.
+#[derive(Debug)]
+struct Feed {
+    tx: tokio::sync::broadcast::Sender<ChannelEvent>,
+    present: std::sync::Mutex<Present>,
+}
+
+#[derive(Debug, Default)]
+struct Present {
+    connected: bool,
+    talking: std::collections::BTreeMap<u32, Party>,
+}
+
+impl Feed {
+    fn new() -> Self {
+        Self {
+            tx: tokio::sync::broadcast::channel(CHANNEL_BUFFER).0,
+            present: Default::default(),
+        }
+    }
+
+    fn send(&self, ev: ChannelEvent) {
+        let mut present = self.present.lock().unwrap_or_else(|p| p.into_inner());
+        match &ev {
+            ChannelEvent::TalkStarted { party, session } => {
+                present.talking.insert(*session, party.clone());
+            }
+            ChannelEvent::TalkStopped { session, .. } => {
+                present.talking.remove(session);
+            }
+            ChannelEvent::Connected => present.connected = true,
+            ChannelEvent::Disconnected => {
+                present.connected = false;
+                present.talking.clear();
+            }
+            ChannelEvent::Voice { .. } | ChannelEvent::Text { .. } => {
+                drop(present);
+                let _ = self.tx.send(ev);
+                return;
+            }
+        }
+        let _ = self.tx.send(ev);
+    }
+
+    fn subscribe_now(
+        &self,
+    ) -> (
+        tokio::sync::broadcast::Receiver<ChannelEvent>,
+        Vec<ChannelEvent>,
+    ) {
+        let present = self.present.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = self.tx.subscribe();
+        let mut now = Vec::new();
+        if !present.connected {
+            now.push(ChannelEvent::Disconnected);
+        }
+        now.extend(
+            present
+                .talking
+                .iter()
+                .map(|(session, party)| ChannelEvent::TalkStarted {
+                    party: party.clone(),
+                    session: *session,
+                }),
+        );
+        (rx, now)
     }
 }
 
@@ -234,7 +323,7 @@ impl PttSide {
                 cc.udp_port = server.udp_port;
                 cc.backoff = config.backoff();
                 let (handle, events) = client::spawn(cc);
-                let (channel, _) = tokio::sync::broadcast::channel(CHANNEL_BUFFER);
+                let channel = Arc::new(Feed::new());
                 let translator = Translator {
                     app: server.app.clone(),
                     server: server.id.clone(),
@@ -391,7 +480,7 @@ struct Translator {
     /// This account as a recording source: `server/account`.
     source: String,
     /// Fan-out of this account's channel events to links.
-    channel: tokio::sync::broadcast::Sender<ChannelEvent>,
+    channel: Arc<Feed>,
     /// Who is talking where, by session: a stop names the same party and group as its start
     /// (the user may be gone from the server by then, or have moved).
     talking: HashMap<u32, (Party, String)>,
@@ -423,7 +512,7 @@ impl Translator {
 
     /// A burst ended: the channel's audio consumers and the platforms hear of it together.
     fn talk_stopped(&self, session: u32, party: Party, group: String, detail: serde_json::Value) {
-        let _ = self.channel.send(ChannelEvent::TalkStopped {
+        self.channel.send(ChannelEvent::TalkStopped {
             party: party.clone(),
             session,
         });
@@ -473,7 +562,7 @@ impl Translator {
                     json!({ "side": "ptt", "server": self.server, "account": self.username, "reason": reason,
                             "retry_in_ms": retry_in.map(|d| d.as_millis() as u64) }),
                 );
-                let _ = self.channel.send(ChannelEvent::Disconnected);
+                self.channel.send(ChannelEvent::Disconnected);
             }
             ClientEvent::Stopped => {}
             ClientEvent::Session(ev) => self.handle_session(ev),
@@ -489,7 +578,7 @@ impl Translator {
                     None,
                     json!({ "side": "ptt", "server": self.server, "account": self.username, "session": session }),
                 );
-                let _ = self.channel.send(ChannelEvent::Connected);
+                self.channel.send(ChannelEvent::Connected);
                 if let Some(fresh) = self.syncing.take() {
                     self.reconcile(fresh);
                 }
@@ -534,7 +623,7 @@ impl Translator {
                         party.clone(),
                     );
                 }
-                let _ = self.channel.send(ChannelEvent::TalkStarted {
+                self.channel.send(ChannelEvent::TalkStarted {
                     party: party.clone(),
                     session,
                 });
@@ -591,7 +680,7 @@ impl Translator {
                 let ours =
                     channels.is_empty() || snap.own_channel.is_some_and(|c| channels.contains(&c));
                 if private || ours {
-                    let _ = self.channel.send(ChannelEvent::Text {
+                    self.channel.send(ChannelEvent::Text {
                         from: party.clone(),
                         text: message.clone(),
                         private,
@@ -639,7 +728,7 @@ impl Translator {
                 if let Some(r) = &self.recorder {
                     r.packet((self.source.clone(), session), sequence, opus.clone());
                 }
-                let _ = self.channel.send(ChannelEvent::Voice {
+                self.channel.send(ChannelEvent::Voice {
                     session,
                     sequence,
                     opus,
@@ -730,5 +819,65 @@ impl Translator {
         for (party, group) in fresh.into_values() {
             self.place(party, group);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Party {
+        Party {
+            side: Side::Ptt,
+            id: "s3".into(),
+            name: "alice".into(),
+        }
+    }
+
+    fn started(session: u32) -> ChannelEvent {
+        ChannelEvent::TalkStarted {
+            party: alice(),
+            session,
+        }
+    }
+
+    /// What a new subscriber is told first: `Disconnected` until the account is in its
+    /// channel, then the bursts in progress; after it, only what the feed sends.
+    fn present(feed: &Feed) -> Vec<String> {
+        let (mut rx, now) = feed.subscribe_now();
+        assert!(rx.try_recv().is_err(), "nothing told twice");
+        now.iter()
+            .map(|e| match e {
+                ChannelEvent::TalkStarted { party, session } => format!("{} {session}", party.name),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_subscriber_is_told_the_channels_present() {
+        let feed = Feed::new();
+        assert_eq!(present(&feed), ["Disconnected"]);
+        feed.send(ChannelEvent::Connected);
+        assert!(present(&feed).is_empty());
+        feed.send(started(3));
+        feed.send(ChannelEvent::Voice {
+            session: 3,
+            sequence: 0,
+            opus: bytes::Bytes::from_static(&[0]),
+        });
+        assert_eq!(present(&feed), ["alice 3"]);
+        feed.send(ChannelEvent::TalkStopped {
+            party: alice(),
+            session: 3,
+        });
+        assert!(present(&feed).is_empty());
+        feed.send(started(4));
+        feed.send(ChannelEvent::Disconnected);
+        assert_eq!(
+            present(&feed),
+            ["Disconnected"],
+            "bursts end with the server"
+        );
     }
 }

@@ -38,6 +38,8 @@ pub struct RoomLink {
     /// Where its PTT voice and text go.
     pub port: PttPort,
     feed: broadcast::Receiver<ChannelEvent>,
+    /// The channel's present when the link was made (see [`RoomLink::take_present`]).
+    present: Vec<ChannelEvent>,
     lagged: metrics::Counter,
 }
 
@@ -85,16 +87,25 @@ impl RoomLink {
             },
             now,
         )?;
+        let (feed, present) = account.channel_now();
         Ok(Self {
             dial: target.user_id,
             caller,
             client,
             ptt_group: crate::sides::ptt::group_id(&account.server, &path),
             core,
-            feed: account.channel(),
+            feed,
+            present,
             port: PttPort::new(account),
             lagged: metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "ptt_lag"),
         })
+    }
+
+    /// What the channel was doing when the link was made, as events to handle before the
+    /// feed's: the account being away, bursts in progress (so a room that links a channel
+    /// mid-burst names the talker at once, not at the next burst).
+    pub fn take_present(&mut self) -> Vec<ChannelEvent> {
+        std::mem::take(&mut self.present)
     }
 
     /// The next event of the PTT channel (a lagging link skips ahead, counted).

@@ -552,6 +552,14 @@ impl RoomActor {
             Some(party(dial, client.name.as_deref())),
             json!({ "ptt_group": ptt_group, "caller": setup.caller, "dial_in": dial }),
         );
+        // Members hear of the channel's present (its talkers) once they know the link.
+        if let Some(l) = self.link.as_mut() {
+            let now = Instant::now();
+            for ev in l.take_present() {
+                l.core.handle_ptt(ev, now);
+            }
+            self.route_link(now);
+        }
         tell(Ok(()));
     }
 
