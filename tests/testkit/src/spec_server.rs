@@ -59,7 +59,7 @@ impl SpecServer {
         let ready = s
             .events
             .try_expect(|e| e["event"] == "ready", Duration::from_secs(30));
-        if !ready.is_some_and(|e| !is_exit(&e)) {
+        if ready.is_none_or(|e| is_exit(&e)) {
             let err = s.stderr.lock().unwrap().clone();
             let hint = if err.contains("ModuleNotFoundError") {
                 format!(
