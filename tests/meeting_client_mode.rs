@@ -239,3 +239,242 @@ dial_in = [{NORTH}]
         "{packets} packets for ~{speech:.0} each way"
     );
 }
+
+/// Client mode against a server written from the spec alone (`tests/peers/rtcpeer_server.py`):
+/// it logs in with the spec's `params` form, registers, and the server's caller invites it with
+/// the spec's shapes (a doInvite without roomId; the room and its type come with onConnected).
+/// The server answers only what the spec answers (doRegister, enter, publish, play, exit): never
+/// the ring, the agree or the chat. Audio both ways through the server's aiortc media (the `sdp`
+/// extension), mute and private chat aimed at the channel, then an onFinish with only userId —
+/// and the registration is still up afterwards, well past the reply timeout.
+#[test]
+fn client_mode_meets_a_spec_strict_server() {
+    use testkit::meeting::compare_through_bridge;
+    use testkit::spec_server::SpecServer;
+
+    const ROOM: i64 = 8801;
+    // A video room: enter must carry the roomType onConnected gave, not always 1.
+    const ROOM_TYPE: i64 = 2;
+    const CALLER: i64 = 1;
+
+    let murmur = Murmur::start(&["North"]);
+    let port = free_port();
+    let tls_dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("pttbridge test CA");
+    let ca_pem = ca.write_ca(tls_dir.path());
+    let cert = ca.write_server(tls_dir.path(), "spec");
+    let mut srv = SpecServer::start(port, &cert);
+
+    let b = Bridge::start(
+        BIN,
+        &format!(
+            r#"{}
+[meeting]
+enabled = false
+ring_delay_ms = 100
+answer_delay_ms = 200
+[[meeting.dial_in]]
+user_id = {NORTH}
+server = "local"
+account = "bridge"
+name = "North"
+[[meeting.upstream]]
+url = "https://127.0.0.1:{port}"
+ca_file = "{}"
+app_id = "test"
+secret = "test"
+dial_in = [{NORTH}]
+"#,
+            ptt_server_toml("local", &murmur, &[("bridge", "North")]),
+            ca_pem.display()
+        ),
+    );
+    b.wait_health(
+        "B in North",
+        |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["channel"] == "North",
+        T,
+    );
+    let registered = b.wait_health(
+        "B registered at the spec server",
+        |h| registration(h)["state"] == "registered",
+        Duration::from_secs(30),
+    );
+    let me = registration(&registered)["user_id"]
+        .as_i64()
+        .expect("B's user id there");
+    let reconnects = registration(&registered)["reconnects"].clone();
+    let reg = srv.expect(|e| e["event"] == "registered", T);
+    assert_eq!(reg["userId"], me, "{reg}");
+    assert_eq!(reg["deviceType"], "pc", "{reg}");
+    let login = srv.expect(|e| e["event"] == "http" && e["path"] == "/app/account", T);
+    let params: Value = serde_json::from_str(login["fields"]["params"].as_str().unwrap()).unwrap();
+    assert_eq!(params["appkey"], "test", "{login}");
+    assert_eq!(params["method"], "dockingLogin", "{login}");
+    let mut b_events = b.events();
+
+    let mut alice = Terminal::connect(murmur.port(), "alice", Some("North"));
+    let mut bob = Terminal::connect(murmur.port(), "bob", Some("North"));
+
+    // The caller invites B's user: doInvite with no roomId (4.1.3). B rings and agrees — both
+    // unanswered by the server — echoing the caller's device type (4.1.4).
+    srv.cmd(json!({"cmd":"invite","to":me}));
+    let ring = srv.received("call", "doEvent", |m| m["event"] == "onRinging", T);
+    assert_eq!(
+        (
+            &ring["ownUserId"],
+            &ring["targetUserId"],
+            &ring["targetDeviceType"]
+        ),
+        (&json!(me), &json!(CALLER), &json!("pc")),
+        "{ring}"
+    );
+    let agree = srv.received("call", "doAgree", |_| true, T);
+    assert_eq!(agree["targetUserId"], CALLER, "{agree}");
+    assert!(agree.get("roomId").is_none(), "no room known yet: {agree}");
+
+    // onConnected names the room and its type (4.7): B enters with that roomType, publishes,
+    // and tries to play the caller (not publishing yet: refused).
+    srv.cmd(json!({"cmd":"connected","to":me,"roomId":ROOM,"roomType":ROOM_TYPE}));
+    let enter = srv.received("meeting", "enter", |_| true, T);
+    assert_eq!(
+        (&enter["userId"], &enter["roomId"], &enter["roomType"]),
+        (&json!(me), &json!(ROOM), &json!(ROOM_TYPE)),
+        "{enter}"
+    );
+    srv.received("meeting", "publish", |_| true, T);
+    srv.expect(
+        |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
+        T,
+    );
+    b_events
+        .try_expect(|e| e["type"] == "link.up", T)
+        .expect("link.up on B");
+    // The spec's onPublished (event "play", 3.23.3) brings the caller's stream: B plays it.
+    srv.cmd(json!({"cmd":"publish_caller"}));
+    srv.expect(
+        |e| e["event"] == "pc_state" && e["pc"] == "play" && e["state"] == "connected",
+        T,
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let speech = fixture("audio/speech.wav");
+
+    // onMute aimed at the channel (3.9): its audio stops going into the room.
+    srv.cmd(
+        json!({"cmd":"push","to":me,"msg":{"module":"meeting","method":"onMute",
+        "userId":me,"roomId":ROOM,"isMute":true,"super":"fromSuper"}}),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let muted = srv.record(&dir.path().join("muted.wav"), |_| {
+        alice.play_and_wait(&speech, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(800));
+    });
+    println!("muted: {muted}");
+    assert!(
+        muted["rms"].as_f64().unwrap_or(0.0) < 30.0,
+        "the muted channel was heard in the room: {muted}"
+    );
+    // Unmuted: PTT → B → the spec server's room.
+    srv.cmd(
+        json!({"cmd":"push","to":me,"msg":{"module":"meeting","method":"onMute",
+        "userId":me,"roomId":ROOM,"isMute":false,"super":"fromSuper"}}),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let heard = dir.path().join("heard.wav");
+    let rec = srv.record(&heard, |_| {
+        alice.play_and_wait(&speech, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(800));
+    });
+    let cmp = compare_through_bridge(&speech, &heard);
+    println!("PTT → B → spec server: {cmp}; {rec}");
+    cmp.assert_matches(0.9, 0.1);
+
+    // The caller speaks: spec server → B's play peer → the floor in North → bob.
+    let on_ptt = dir.path().join("bob.wav");
+    bob.record_start();
+    srv.cmd(json!({"cmd":"speak","wav":speech}));
+    srv.expect(|e| e["event"] == "speak_done", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000));
+    let summary = bob.record_stop(&on_ptt);
+    // Re-timed by B's jitter buffer on the way into PTT: each window is compared where it
+    // landed (as every meeting → PTT check does).
+    let cmp = compare_through_bridge(&speech, &on_ptt);
+    println!("spec server → B → PTT: {cmp}; {summary}");
+    cmp.assert_matches(0.9, 0.1);
+
+    // Channel text → meeting.chat with the spec's required userId and roomId (never answered).
+    alice.text("hello meeting");
+    let chat = srv.received(
+        "meeting",
+        "chat",
+        |m| {
+            m["content"]
+                .as_str()
+                .is_some_and(|c| c.ends_with("hello meeting"))
+        },
+        T,
+    );
+    assert_eq!(
+        (&chat["userId"], &chat["roomId"]),
+        (&json!(me), &json!(ROOM)),
+        "{chat}"
+    );
+    // Private chat to the channel (3.27) reaches it like the room's chat.
+    srv.cmd(
+        json!({"cmd":"push","to":me,"msg":{"module":"meeting","method":"onPrivateChat",
+        "userId":CALLER,"roomId":ROOM,"content":"psst North",
+        "client":{"id":CALLER,"name":"Dispatcher"}}}),
+    );
+    alice.expect(
+        |e| {
+            e["event"] == "text"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with("psst North"))
+        },
+        T,
+    );
+
+    // onFinish with only userId (3.3.4) ends the call: B leaves the room, its link goes down.
+    srv.cmd(json!({"cmd":"push","to":me,"msg":{"module":"meeting","method":"onFinish","userId":CALLER}}));
+    srv.received("meeting", "exit", |_| true, T);
+    b_events
+        .try_expect(|e| e["type"] == "link.down", T)
+        .expect("link.down on B");
+    let ended = b_events
+        .try_expect(|e| e["type"] == "call.ended", T)
+        .expect("call.ended on B");
+    println!("{ended}");
+
+    // Well past the reply timeout since the unanswered ring, agree and chat: still registered,
+    // on the same connection.
+    std::thread::sleep(Duration::from_secs(2));
+    let h = b.health();
+    assert_eq!(registration(&h)["state"], "registered", "{h}");
+    assert_eq!(registration(&h)["reconnects"], reconnects, "{h}");
+    assert!(registration(&h)["call"].is_null(), "{h}");
+
+    let history = srv.history();
+    let violations: Vec<&Value> = history
+        .iter()
+        .filter(|e| e["event"] == "violation")
+        .collect();
+    assert!(violations.is_empty(), "not to the spec: {violations:?}");
+    // The server never answered the call steps or the chat (it cannot: the spec has no reply).
+    let answered: Vec<&Value> = history
+        .iter()
+        .filter(|e| {
+            e["event"] == "ws_out"
+                && e["msg"].get("result").is_some()
+                && matches!(
+                    e["msg"]["method"].as_str(),
+                    Some("doEvent" | "doAgree" | "chat" | "reject" | "cancel" | "closePlay")
+                )
+        })
+        .collect();
+    assert!(answered.is_empty(), "{answered:?}");
+    assert!(
+        !history.iter().any(|e| e["event"] == "unregistered"),
+        "B's registration was dropped"
+    );
+}

@@ -111,7 +111,9 @@ pub struct Presence {
     pub result: Option<i64>,
 }
 
-/// `onPublished`: a member's stream started (`published: true`) or stopped.
+/// `onPublished`: a member's stream started or stopped. The spec (3.23.3) says so with `event`
+/// (`play`, `close`, `audioMode`); the bridge's own server also sends `published` (true/false).
+/// Read it with [`Published::started`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Published {
@@ -120,20 +122,43 @@ pub struct Published {
     pub room_id: Id,
     /// Publisher.
     pub client: Client,
-    /// Started (true) or stopped.
-    pub published: bool,
+    /// Bridge extension: started (true) or stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<bool>,
+    /// Spec 3.23.3: `play` (playable now), `close` (stopped), `audioMode` (video off, audio on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
     /// `rePlay` when the stream was re-published: play it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v_code: Option<String>,
 }
 
-/// `onFinish` (3.3.4).
+impl Published {
+    /// Whether the member's audio can be played now (`Some(true)`), has stopped
+    /// (`Some(false)`), or is unchanged (`None`: `audioMode` only turns video off). The spec's
+    /// `event` wins over the bridge's `published`.
+    pub fn started(&self) -> Option<bool> {
+        match self.event.as_deref() {
+            Some("play") => Some(true),
+            Some("close") => Some(false),
+            Some(_) => None,
+            None => self.published,
+        }
+    }
+}
+
+/// `onFinish` (3.3.4): the spec's event data is `userId` alone; the bridge's server adds
+/// `roomId`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finished {
-    /// Room.
-    #[serde(deserialize_with = "de_id")]
-    pub room_id: Id,
+    /// Room (bridge extension).
+    #[serde(
+        default,
+        deserialize_with = "de_opt_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub room_id: Option<Id>,
     /// Who finished it.
     #[serde(deserialize_with = "de_id")]
     pub user_id: Id,
@@ -151,7 +176,8 @@ pub struct Chatted {
     pub room_id: Id,
     /// Text.
     pub content: String,
-    /// Sender.
+    /// Sender (read as empty when a server leaves it out).
+    #[serde(default)]
     pub client: Client,
 }
 

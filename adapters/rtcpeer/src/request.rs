@@ -96,9 +96,14 @@ pub struct DoAgree {
     /// 1 audio, 2 video, 3 video return.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub call_type: Option<i64>,
-    /// Room of the invitation.
-    #[serde(deserialize_with = "de_id")]
-    pub room_id: Id,
+    /// Room of the invitation (5.2; the JS `agree` of 4.2 has none: the server knows the
+    /// call's room, and the caller names it in `onConnected`).
+    #[serde(
+        default,
+        deserialize_with = "de_opt_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub room_id: Option<Id>,
 }
 
 /// The `event` of `call.doEvent` (5.5).

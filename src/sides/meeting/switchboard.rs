@@ -207,7 +207,7 @@ impl Switchboard {
                 ))
             }
             Request::DoAgree(r) => {
-                self.callee_step(me, &r.peers, Input::Agree, Some(r.room_id))?;
+                self.callee_step(me, &r.peers, Input::Agree, r.room_id)?;
                 Ok(reply::ok(module, method))
             }
             Request::Reject(r) => {

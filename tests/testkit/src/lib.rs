@@ -40,5 +40,6 @@ pub mod murmur;
 pub mod nats;
 pub mod peers;
 pub mod rtcpeer;
+pub mod spec_server;
 pub mod terminal;
 pub mod tls;

@@ -337,7 +337,8 @@ impl RoomActor {
                     let msg = Push::Published(push::Published {
                         room_id: self.id,
                         client: m.client.clone(),
-                        published: true,
+                        published: Some(true),
+                        event: Some("play".into()),
                         v_code: None,
                     });
                     self.push_all(&msg, Some(tag.owner));
@@ -413,7 +414,8 @@ impl RoomActor {
                 &Push::Published(push::Published {
                     room_id: self.id,
                     client,
-                    published: false,
+                    published: Some(false),
+                    event: Some("close".into()),
                     v_code: None,
                 }),
                 Some(owner),
@@ -539,7 +541,8 @@ impl RoomActor {
             &Push::Published(push::Published {
                 room_id: self.id,
                 client: client.clone(),
-                published: true,
+                published: Some(true),
+                event: Some("play".into()),
                 v_code: None,
             }),
             None,
@@ -589,7 +592,8 @@ impl RoomActor {
             &Push::Published(push::Published {
                 room_id: self.id,
                 client: link.client.clone(),
-                published: false,
+                published: Some(false),
+                event: Some("close".into()),
                 v_code: None,
             }),
             None,
@@ -839,7 +843,7 @@ impl RoomActor {
                 self.owner_only(from, "finish the room")?;
                 self.push_all(
                     &Push::Finish(push::Finished {
-                        room_id: self.id,
+                        room_id: Some(self.id),
                         user_id: from,
                     }),
                     None,

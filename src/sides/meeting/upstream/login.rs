@@ -1,5 +1,6 @@
 //! Logging in to an external RTCPeer server (spec 6.1, 6.2): `GET /app/getSign`, then
-//! `POST /app/account` `method=dockingLogin` → `SID` and our user id there. Two small HTTP/1.1
+//! `POST /app/account` with the spec's one `params` field (`method: dockingLogin`, `appkey`,
+//! `sign`, ...) → `SID` and our user id there. Two small HTTP/1.1
 //! requests on a fresh connection each (`Connection: close`), over TLS for an `https://`
 //! upstream: a client crate would be a large dependency for two requests a reconnect. The
 //! answers are read as the adapter's [`GetSign`] and [`DockingLogin`].
@@ -118,12 +119,7 @@ pub async fn login(
         bail!("getSign refused: code {}: {}", sign.code, sign.message);
     }
     let sign = sign.data.context("getSign: no data")?;
-    let form = format!(
-        "method=dockingLogin&account={}&sign={}&userName={}",
-        form_encode(account),
-        form_encode(&sign),
-        form_encode(name)
-    );
+    let form = docking_form(app_id, &sign, account, name);
     let login: DockingLogin = request(base, tls, "POST", "/app/account", Some(form))
         .await
         .context("dockingLogin")?;
@@ -141,6 +137,20 @@ pub async fn login(
             .and_then(|u| u.id)
             .context("dockingLogin: no user.id")?,
     })
+}
+
+/// The `dockingLogin` body as the spec's example sends it (6.2.2.4): one form field `params`
+/// holding the fields as JSON, with `appkey` (the company's access key: our `app_id`) and the
+/// `sign` from `getSign` (6.2.2.2 marks it required).
+fn docking_form(app_id: &str, sign: &str, account: &str, name: &str) -> String {
+    let params = serde_json::json!({
+        "method": "dockingLogin",
+        "account": account,
+        "userName": name,
+        "appkey": app_id,
+        "sign": sign,
+    });
+    format!("params={}", form_encode(&params.to_string()))
 }
 
 /// `application/x-www-form-urlencoded` / query component encoding.
@@ -309,6 +319,36 @@ mod tests {
         let err = parse_response::<Value>(err).unwrap_err();
         assert!(err.to_string().contains("500"));
         assert!(parse_response::<Value>(b"garbage").is_err());
+    }
+
+    #[test]
+    fn docking_login_posts_params_with_appkey() {
+        let form = docking_form("app 1", "s&g", "ptt-9001", "North");
+        let value = form.strip_prefix("params=").expect("one params field");
+        assert!(!value.contains(['&', '=']), "{form}");
+        let decoded = percent_decode(value);
+        let params: Value = serde_json::from_str(&decoded).unwrap();
+        assert_eq!(
+            params,
+            serde_json::json!({"method":"dockingLogin","account":"ptt-9001","userName":"North",
+                               "appkey":"app 1","sign":"s&g"})
+        );
+    }
+
+    fn percent_decode(s: &str) -> String {
+        let mut out = Vec::new();
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
     }
 
     #[test]

@@ -58,6 +58,12 @@ pub enum MediaCmd {
         /// The member.
         member: Id,
     },
+    /// The room muted (true) or unmuted the channel (`onMute`/`onMuteAll`): while muted, the
+    /// channel's audio is not sent into the room.
+    Mute {
+        /// Muted.
+        muted: bool,
+    },
     /// Meeting chat for the PTT channel.
     Chat {
         /// `name: text`.
@@ -158,6 +164,7 @@ pub fn spawn(c: CallMedia) -> anyhow::Result<(MediaHandle, mpsc::Receiver<MediaN
         epoch: now,
         arena: PacketArena::default(),
         rtp_in: metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "in"),
+        muted: false,
     };
     tokio::spawn(actor.run(rx, dgram_rx).instrument(span));
     Ok((MediaHandle { tx }, notice_rx))
@@ -195,6 +202,8 @@ struct Actor {
     epoch: Instant,
     arena: PacketArena,
     rtp_in: metrics::Counter,
+    /// The room muted the channel: its audio is dropped instead of published.
+    muted: bool,
 }
 
 impl Actor {
@@ -303,6 +312,12 @@ impl Actor {
                     self.link.remove_member(member);
                     self.route(Instant::now());
                 }
+            }
+            MediaCmd::Mute { muted } => {
+                if muted != self.muted {
+                    info!(muted, "the room (un)muted the channel");
+                }
+                self.muted = muted;
             }
             MediaCmd::Chat { text } => {
                 self.link.send_text(text);
@@ -422,6 +437,7 @@ impl Actor {
         while let Some(out) = self.link.poll_output() {
             match out {
                 // The server's room only takes our Opus; G.711 players are its business.
+                Output::Listeners(_) if self.muted => {}
                 Output::Listeners(p) => self.peers.write(None, &p, now, now_us, &mut send),
                 Output::ListenersG711(..) => {}
                 Output::PttVoice { opus, terminator } => {

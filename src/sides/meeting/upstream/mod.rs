@@ -5,8 +5,12 @@
 //! [`Link`](crate::bridge::Link) (see [`media`]).
 //!
 //! One task per (upstream, dial-in id), sequential and sans-lock: log in (getSign +
-//! dockingLogin), open `/rtcpeer`, `call.doRegister`, then handle pushes. Requests are sent one
-//! at a time and wait for their reply; pushes arriving meanwhile are queued. An `https://`
+//! dockingLogin), open `/rtcpeer`, `call.doRegister`, then handle pushes. Only the requests the
+//! spec gives return values to wait for their reply (`doRegister`, `meeting.enter`, `publish`,
+//! `play`, `exit`; pushes arriving meanwhile are queued); the call steps (`doEvent` ring/busy,
+//! `doAgree`, `reject`, `cancel`), `chat` and `closePlay` are sent and not waited for: the spec
+//! defines no reply to them, and a server that answers anyway has its answer dropped. A reply
+//! that does not come in time fails that request (and so the call), never the registration. An `https://`
 //! upstream is reached over TLS (`wss://` for `/rtcpeer`), its certificate checked against the
 //! system's roots or the upstream's `ca_file`. Losing the server
 //! ends a call in progress and starts over with exponential backoff and jitter; `/healthz` shows
@@ -58,12 +62,17 @@ use crate::hub::{CallRecorder, EventKind};
 
 /// How long a request waits for its reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long leaving a room waits for the reply to `meeting.exit`.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// A registration that lasted this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(30);
 /// We ping the server this often when it is quiet (keeps NATs and idle timeouts happy).
 const PING_EVERY: Duration = Duration::from_secs(5);
-/// Our `deviceType` / `ownDeviceType` there.
-const DEVICE_TYPE: &str = "ptt";
+/// Our `deviceType` / `ownDeviceType` there: one of the spec's list (pc, Android, iOS,
+/// webphone, tv).
+const DEVICE_TYPE: &str = "pc";
+/// `meeting.enter` `roomType` when neither `onConnected` nor the invitation says: audio.
+const AUDIO_ROOM: i64 = 1;
 
 /// One registration as `/healthz` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -260,22 +269,28 @@ impl Signal {
         Ok(())
     }
 
-    /// Sends a request and reads its successful reply (`result` 0) as `T`.
+    /// Sends a request and reads its successful reply (`result` 0) as `T`; no reply within
+    /// [`REPLY_TIMEOUT`] is an error naming the request.
     async fn request<T: DeserializeOwned>(&mut self, req: &Request) -> anyhow::Result<T> {
-        accepted(&self.ask(req).await?)
+        match self.ask(req, REPLY_TIMEOUT).await? {
+            Some(reply) => accepted(&reply),
+            None => bail!("no reply to {} in {REPLY_TIMEOUT:?}", envelope(req)),
+        }
     }
 
-    /// Sends a request and returns its reply, whatever its `result`.
-    async fn ask(&mut self, req: &Request) -> anyhow::Result<Frame> {
+    /// Sends a request and returns its reply, whatever its `result`, or `None` when none came
+    /// within `wait`. Errors are the connection's.
+    async fn ask(&mut self, req: &Request, wait: Duration) -> anyhow::Result<Option<Frame>> {
         let (module, method) = req.envelope();
         self.send(req).await?;
-        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.frame())
-                .await
-                .with_context(|| format!("no reply to {module}.{method}"))??;
+            let Ok(frame) = tokio::time::timeout_at(deadline, self.frame()).await else {
+                return Ok(None);
+            };
+            let frame = frame?;
             if frame.result().is_some() && frame.module == module && frame.method == method {
-                return Ok(frame);
+                return Ok(Some(frame));
             }
             self.queue(&frame);
         }
@@ -322,7 +337,15 @@ impl Signal {
 struct Live {
     call: Call,
     caller: Id,
-    room: Id,
+    /// The caller's `ownDeviceType`: our `targetDeviceType` (as the spec's 4.1.4 example does).
+    caller_device: Option<String>,
+    /// The caller's room: from the invitation when it names one (the bridge's own server
+    /// does), else from `onConnected` (spec 4.7).
+    room: Option<Id>,
+    /// The invitation's `type` (1 audio, 2 video, 3 video return).
+    call_type: Option<i64>,
+    /// The room muted the channel (`onMute`/`onMuteAll`).
+    muted: bool,
     /// When to send onRinging / doAgree next.
     next_step: Option<(Instant, Input)>,
     media: Option<(MediaHandle, mpsc::Receiver<MediaNotice>)>,
@@ -359,11 +382,14 @@ enum Wake {
 }
 
 impl Calls<'_> {
-    fn group(&self, room: Id) -> String {
-        format!("meeting:{}/{room}", self.host)
+    fn group(&self, room: Option<Id>) -> String {
+        match room {
+            Some(room) => format!("meeting:{}/{room}", self.host),
+            None => format!("meeting:{}", self.host),
+        }
     }
 
-    fn event(&self, kind: EventKind, room: Id, actor: Id, detail: Value) {
+    fn event(&self, kind: EventKind, room: Option<Id>, actor: Id, detail: Value) {
         self.task
             .sb
             .events
@@ -398,12 +424,14 @@ impl Calls<'_> {
                     }
                 }
                 Wake::Notice(Some(MediaNotice::Chat(text))) => {
+                    // Spec 3.26: userId (our client id: our user id) and roomId are required.
+                    let room = self.call.as_ref().and_then(|c| c.room);
                     let chat = Request::Chat(Chat {
-                        user_id: None,
-                        room_id: None,
+                        user_id: Some(self.me),
+                        room_id: room,
                         content: text,
                     });
-                    let _: reply::Generic = s.request(&chat).await?;
+                    s.send(&chat).await?;
                 }
                 Wake::Notice(Some(MediaNotice::HangUp(why))) => {
                     info!(why, "hanging up");
@@ -418,13 +446,10 @@ impl Calls<'_> {
     async fn on_push(&mut self, s: &mut Signal, p: Push) -> anyhow::Result<()> {
         match p {
             Push::Invite(inv) => {
-                let caller = inv.from.own_user_id;
-                let Some(room) = inv.room_id else {
-                    warn!(caller, "doInvite without roomId: rejected");
-                    self.say(s, &end_call(self.me, caller, false, None)).await?;
-                    return Ok(());
-                };
-                self.invited(s, caller, room).await?;
+                // The spec's doInvite names no room (it comes with onConnected, 4.7); the
+                // bridge's own server adds it.
+                self.invited(s, inv.from, inv.room_id, inv.call_type)
+                    .await?;
             }
             Push::Cancel(e) | Push::Reject(e) if self.is_caller(e.from.own_user_id) => {
                 self.signal();
@@ -442,7 +467,8 @@ impl Calls<'_> {
                 }
                 self.signal();
                 if ev.event == rtcpeer::request::CallEvent::Connected {
-                    self.connected_by_caller(s).await?;
+                    self.connected_by_caller(s, ev.room_id, ev.room_type)
+                        .await?;
                 }
             }
             Push::Published(p) => {
@@ -452,10 +478,10 @@ impl Calls<'_> {
                 if id == self.me || !self.in_room(p.room_id) {
                     return Ok(());
                 }
-                if p.published {
-                    self.play(s, id).await?;
-                } else {
-                    self.unplay(s, id, false).await?;
+                match p.started() {
+                    Some(true) => self.play(s, id).await?,
+                    Some(false) => self.unplay(s, id, false).await?,
+                    None => {}
                 }
             }
             Push::ExitRoom(pr) => {
@@ -472,13 +498,25 @@ impl Calls<'_> {
                     None => {}
                 }
             }
-            Push::Finish(f) if self.in_room(f.room_id) => {
+            // The spec's onFinish carries only `userId` (3.3.4): it is about the room we are in.
+            Push::Finish(f) if f.room_id.map_or(self.entered(), |r| self.in_room(r)) => {
                 self.end(s, EndReason::HungUp, false).await
+            }
+            // Spec 3.9: onMute names its target; 3.10: onMuteAll mutes everyone but its sender.
+            Push::Mute(m) if m.user_id == self.me && self.in_room(m.room_id) => {
+                self.mute(m.is_mute).await
+            }
+            Push::MuteAll(m) if m.user_id != self.me && self.in_room(m.room_id) => {
+                self.mute(m.is_mute).await
             }
             Push::Kick(k) if k.user_id == self.me && self.in_room(k.room_id) => {
                 self.end(s, EndReason::HungUp, false).await
             }
-            Push::Chat(c) if self.in_room(c.room_id) && c.user_id != self.me => {
+            // Private chat (3.27) reaches only its addressee: here, the channel. Its text goes to
+            // the channel like the room's chat.
+            Push::Chat(c) | Push::PrivateChat(c)
+                if self.in_room(c.room_id) && c.user_id != self.me =>
+            {
                 let name = c
                     .client
                     .name
@@ -507,7 +545,23 @@ impl Calls<'_> {
     }
 
     fn in_room(&self, room: Id) -> bool {
-        self.call.as_ref().is_some_and(|c| c.room == room)
+        self.call.as_ref().is_some_and(|c| c.room == Some(room))
+    }
+
+    /// Whether the call in progress has entered its room.
+    fn entered(&self) -> bool {
+        self.call.as_ref().is_some_and(|c| c.media.is_some())
+    }
+
+    /// The room (un)muted the channel: keep it for the call and tell its media.
+    async fn mute(&mut self, muted: bool) {
+        let Some(c) = self.call.as_mut() else {
+            return;
+        };
+        c.muted = muted;
+        if let Some((m, _)) = c.media.as_ref() {
+            m.send(MediaCmd::Mute { muted }).await;
+        }
     }
 
     fn connected(&self) -> bool {
@@ -516,31 +570,38 @@ impl Calls<'_> {
             .is_some_and(|c| c.call.state() == rtcpeer::call::State::Connected)
     }
 
-    /// A call step from us (`doEvent`, `doAgree`, `reject`, `cancel`). A refusal is only
-    /// logged: the call state machine has moved on either way, and the caller's pushes (or the
-    /// no-answer timer) settle the call.
+    /// A call step from us (`doEvent`, `doAgree`, `reject`, `cancel`). Sent, not waited for:
+    /// the spec defines no reply (4.2–4.8); the call state machine has moved on either way,
+    /// and the caller's pushes (or the no-answer timer) settle the call. A server that replies
+    /// anyway (a refusal too) has its reply dropped and logged.
     async fn say(&self, s: &mut Signal, req: &Request) -> anyhow::Result<()> {
-        let reply = s.ask(req).await?;
-        if let Some(why) = refusal(&reply) {
-            debug!(request = %envelope(req), why = %esc(&why), "call step refused");
-        }
-        Ok(())
+        debug!(request = %envelope(req), "call step");
+        s.send(req).await
     }
 
-    async fn invited(&mut self, s: &mut Signal, caller: Id, room: Id) -> anyhow::Result<()> {
+    async fn invited(
+        &mut self,
+        s: &mut Signal,
+        from: rtcpeer::push::From,
+        room: Option<Id>,
+        call_type: Option<i64>,
+    ) -> anyhow::Result<()> {
+        let (caller, caller_device) = (from.own_user_id, from.own_device_type);
         let t = &self.task.target;
         let busy = self.call.is_some() || !self.task.sb.claim_dial(t.user_id);
         if busy {
             info!(caller, "busy");
-            self.say(s, &call_event(self.me, caller, CallEvent::Busy, room))
+            let to = (caller, caller_device);
+            self.say(s, &call_event(self.me, to, CallEvent::Busy, room))
                 .await?;
             return Ok(());
         }
         let now = Instant::now();
+        // The state machine's room is not used here (ours is `Live::room`).
         let mut call = Call::new(
             caller,
             self.me,
-            room,
+            room.unwrap_or_default(),
             self.task.sb.config.no_answer_timeout(),
             now,
         );
@@ -561,7 +622,10 @@ impl Calls<'_> {
         self.call = Some(Live {
             call,
             caller,
+            caller_device,
             room,
+            call_type,
+            muted: false,
             next_step: Some((now + ring, first)),
             media: None,
             claimed: true,
@@ -580,13 +644,14 @@ impl Calls<'_> {
         };
         c.next_step = None;
         let (caller, room) = (c.caller, c.room);
+        let to = (caller, c.caller_device.clone());
         let Ok(state) = c.call.handle(input, Role::Callee, Instant::now()) else {
             return Ok(());
         };
         c.signal();
         match input {
             Input::Ring => {
-                self.say(s, &call_event(self.me, caller, CallEvent::Ringing, room))
+                self.say(s, &call_event(self.me, to, CallEvent::Ringing, room))
                     .await?;
                 self.event(
                     EventKind::CallRinging,
@@ -603,7 +668,7 @@ impl Calls<'_> {
             }
             Input::Agree => {
                 let agree = Request::DoAgree(DoAgree {
-                    peers: peers(self.me, caller),
+                    peers: peers(self.me, to),
                     call_type: None,
                     room_id: room,
                 });
@@ -616,10 +681,10 @@ impl Calls<'_> {
                 );
             }
             Input::Busy => {
-                self.say(s, &call_event(self.me, caller, CallEvent::Busy, room))
+                self.say(s, &call_event(self.me, to, CallEvent::Busy, room))
                     .await?;
             }
-            _ => self.say(s, &end_call(self.me, caller, false, None)).await?,
+            _ => self.say(s, &end_call(self.me, to, false, None)).await?,
         }
         if let rtcpeer::call::State::Ended(reason) = state {
             self.end(s, reason, false).await;
@@ -627,8 +692,14 @@ impl Calls<'_> {
         Ok(())
     }
 
-    /// The caller says onConnected: enter its room, publish the channel, play the members.
-    async fn connected_by_caller(&mut self, s: &mut Signal) -> anyhow::Result<()> {
+    /// The caller says onConnected (with the room and its type, spec 4.7): enter its room,
+    /// publish the channel, play the members.
+    async fn connected_by_caller(
+        &mut self,
+        s: &mut Signal,
+        room: Option<Id>,
+        room_type: Option<i64>,
+    ) -> anyhow::Result<()> {
         let Some(c) = self.call.as_mut() else {
             return Ok(());
         };
@@ -638,12 +709,21 @@ impl Calls<'_> {
         {
             return Ok(());
         }
-        let (caller, room) = (c.caller, c.room);
+        let Some(room) = room.or(c.room) else {
+            warn!(caller = c.caller, "onConnected names no room: hanging up");
+            self.end(s, EndReason::HungUp, true).await;
+            return Ok(());
+        };
+        c.room = Some(room);
+        let room_type = room_type.or(c.call_type).unwrap_or(AUDIO_ROOM);
+        let caller = c.caller;
+        self.task
+            .update(|r| r.call = Some(json!({"caller": caller, "room": room})));
         let t = &self.task.target;
         let enter = Request::Enter(Enter {
             user_id: Some(self.me),
             room_id: room,
-            room_type: 1,
+            room_type,
             username: Some(
                 t.name
                     .clone()
@@ -659,7 +739,7 @@ impl Calls<'_> {
                 return Ok(());
             }
         };
-        let record = self.task.sb.start_record(self.group(room), caller);
+        let record = self.task.sb.start_record(self.group(Some(room)), caller);
         let counters = record.as_ref().map(|r| r.counters());
         if let Some(c) = self.call.as_mut() {
             if let Some(r) = &record {
@@ -674,7 +754,7 @@ impl Calls<'_> {
             target: t.clone(),
             caller,
             room,
-            group: self.group(room),
+            group: self.group(Some(room)),
             local_ip: self.task.sb.config.rtc_ip,
         });
         let (handle, notices) = match media {
@@ -711,6 +791,9 @@ impl Calls<'_> {
             }
         }
         if let Some(c) = self.call.as_mut() {
+            if c.muted {
+                handle.send(MediaCmd::Mute { muted: true }).await;
+            }
             c.media = Some((handle, notices));
         }
         // Play everyone already there; those not publishing (yet) say so and come with
@@ -733,8 +816,14 @@ impl Calls<'_> {
             sdp: offer,
             dom_id: None,
         });
-        let reply = s.ask(&play).await?;
+        let reply = s.ask(&play, REPLY_TIMEOUT).await?;
         let Some((handle, _)) = self.call.as_ref().and_then(|c| c.media.as_ref()) else {
+            return Ok(());
+        };
+        // No answer loses that member (its next onPublished tries again), not the call.
+        let Some(reply) = reply else {
+            handle.send(MediaCmd::Drop { member }).await;
+            warn!(member, "no reply to meeting.play in time");
             return Ok(());
         };
         // A member not publishing (yet) is refused; its onPublished brings it back.
@@ -768,10 +857,11 @@ impl Calls<'_> {
         };
         handle.send(MediaCmd::Drop { member }).await;
         if tell {
+            // Spec 3.6 returns nothing: not waited for.
             let close = Request::ClosePlay(ClosePlay {
                 client: member_client(member),
             });
-            s.ask(&close).await?;
+            s.send(&close).await?;
         }
         Ok(())
     }
@@ -791,11 +881,13 @@ impl Calls<'_> {
                 state,
                 rtcpeer::call::State::Connected | rtcpeer::call::State::Agreed
             );
-            let hang_up = end_call(self.me, c.caller, agreed, Some("hangup"));
+            let to = (c.caller, c.caller_device.clone());
+            let hang_up = end_call(self.me, to, agreed, Some("hangup"));
             let _ = self.say(s, &hang_up).await;
         }
         if was_connected {
-            let _ = s.ask(&Request::Exit).await;
+            // Best effort: a server that does not answer in time is not waited for longer.
+            let _ = s.ask(&Request::Exit, EXIT_WAIT).await;
         }
         if let Some((m, _)) = c.media.take() {
             m.send(MediaCmd::Stop {
@@ -822,28 +914,31 @@ impl Calls<'_> {
     }
 }
 
+/// The other party of a call: its id and, when it said, its device type.
+type To = (Id, Option<String>);
+
 /// `me` and `to` as the parties of a call request.
-fn peers(me: Id, to: Id) -> CallPeers {
+fn peers(me: Id, (to, device): To) -> CallPeers {
     CallPeers {
         own_user_id: me,
         target_user_id: to,
         own_device_type: Some(DEVICE_TYPE.into()),
-        target_device_type: None,
+        target_device_type: device,
     }
 }
 
-/// `doEvent` `event` from `me` to `to` about `room`.
-fn call_event(me: Id, to: Id, event: CallEvent, room: Id) -> Request {
+/// `doEvent` `event` from `me` to `to` about `room` (when known).
+fn call_event(me: Id, to: To, event: CallEvent, room: Option<Id>) -> Request {
     Request::DoEvent(DoEvent {
         peers: peers(me, to),
         event,
-        room_id: Some(room),
+        room_id: room,
         room_type: None,
     })
 }
 
 /// `reject` (or `cancel`, once agreed) from `me` to `to`, with `reason` when we hang up.
-fn end_call(me: Id, to: Id, cancel: bool, reason: Option<&str>) -> Request {
+fn end_call(me: Id, to: To, cancel: bool, reason: Option<&str>) -> Request {
     let end = EndCall {
         peers: peers(me, to),
         reason: reason.map(Into::into),
@@ -932,29 +1027,29 @@ mod tests {
     #[test]
     fn requests_keep_their_wire_form() {
         assert_eq!(
-            wire(&call_event(7, 3, CallEvent::Ringing, 599)),
-            r#"{"module":"call","method":"doEvent","ownUserId":7,"targetUserId":3,"ownDeviceType":"ptt","event":"onRinging","roomId":599}"#
+            wire(&call_event(7, (3, None), CallEvent::Ringing, Some(599))),
+            r#"{"module":"call","method":"doEvent","ownUserId":7,"targetUserId":3,"ownDeviceType":"pc","event":"onRinging","roomId":599}"#
         );
         assert_eq!(
-            wire(&call_event(7, 3, CallEvent::Busy, 599)),
-            r#"{"module":"call","method":"doEvent","ownUserId":7,"targetUserId":3,"ownDeviceType":"ptt","event":"onBusy","roomId":599}"#
+            wire(&call_event(7, (3, None), CallEvent::Busy, Some(599))),
+            r#"{"module":"call","method":"doEvent","ownUserId":7,"targetUserId":3,"ownDeviceType":"pc","event":"onBusy","roomId":599}"#
         );
         let agree = Request::DoAgree(DoAgree {
-            peers: peers(7, 3),
+            peers: peers(7, (3, None)),
             call_type: None,
-            room_id: 599,
+            room_id: Some(599),
         });
         assert_eq!(
             wire(&agree),
-            r#"{"module":"call","method":"doAgree","ownUserId":7,"targetUserId":3,"ownDeviceType":"ptt","roomId":599}"#
+            r#"{"module":"call","method":"doAgree","ownUserId":7,"targetUserId":3,"ownDeviceType":"pc","roomId":599}"#
         );
         assert_eq!(
-            wire(&end_call(7, 3, false, None)),
-            r#"{"module":"call","method":"reject","ownUserId":7,"targetUserId":3,"ownDeviceType":"ptt"}"#
+            wire(&end_call(7, (3, None), false, None)),
+            r#"{"module":"call","method":"reject","ownUserId":7,"targetUserId":3,"ownDeviceType":"pc"}"#
         );
         assert_eq!(
-            wire(&end_call(7, 3, true, Some("hangup"))),
-            r#"{"module":"call","method":"cancel","ownUserId":7,"targetUserId":3,"ownDeviceType":"ptt","reason":"hangup"}"#
+            wire(&end_call(7, (3, None), true, Some("hangup"))),
+            r#"{"module":"call","method":"cancel","ownUserId":7,"targetUserId":3,"ownDeviceType":"pc","reason":"hangup"}"#
         );
         let register = Request::DoRegister(DoRegister {
             sid: "s".into(),
@@ -963,7 +1058,7 @@ mod tests {
         });
         assert_eq!(
             wire(&register),
-            r#"{"module":"call","method":"doRegister","SID":"s","userId":7,"deviceType":"ptt"}"#
+            r#"{"module":"call","method":"doRegister","SID":"s","userId":7,"deviceType":"pc"}"#
         );
         let play = Request::Play(Play {
             client: member_client(3),
@@ -980,6 +1075,70 @@ mod tests {
         assert_eq!(
             wire(&close),
             r#"{"module":"meeting","method":"closePlay","client":{"id":3}}"#
+        );
+    }
+
+    /// What the spec's own examples send reads as the bridge needs it (4.1, 3.23.3, 3.3.4).
+    #[test]
+    fn spec_shaped_pushes_parse() {
+        let push = |t: &str| Push::from_frame(&frame(t)).unwrap().unwrap();
+        match push(
+            r#"{"module":"call","method":"doInvite","ownUserId":3,"ownDeviceType":"pc","type":1}"#,
+        ) {
+            Push::Invite(i) => assert_eq!((i.from.own_user_id, i.room_id), (3, None)),
+            p => panic!("{p:?}"),
+        }
+        let published = |t: &str| match push(t) {
+            Push::Published(p) => p.started(),
+            p => panic!("{p:?}"),
+        };
+        let ev = |e: &str| {
+            format!(
+                r#"{{"module":"meeting","method":"onPublished","roomId":5,"client":{{"id":3}},"event":"{e}"}}"#
+            )
+        };
+        assert_eq!(published(&ev("play")), Some(true));
+        assert_eq!(published(&ev("close")), Some(false));
+        assert_eq!(published(&ev("audioMode")), None);
+        assert_eq!(
+            published(
+                r#"{"module":"meeting","method":"onPublished","roomId":5,"client":{"id":3},"published":true}"#
+            ),
+            Some(true)
+        );
+        match push(r#"{"module":"meeting","method":"onFinish","userId":3}"#) {
+            Push::Finish(f) => assert_eq!((f.user_id, f.room_id), (3, None)),
+            p => panic!("{p:?}"),
+        }
+        match push(
+            r#"{"module":"meeting","method":"onPrivateChat","userId":3,"roomId":5,"content":"hi"}"#,
+        ) {
+            Push::PrivateChat(c) => assert_eq!(c.content, "hi"),
+            p => panic!("{p:?}"),
+        }
+    }
+
+    /// Chat carries the spec's required userId and roomId (3.26); agree without a known room
+    /// leaves roomId out (4.2).
+    #[test]
+    fn chat_and_agree_as_the_spec_has_them() {
+        let chat = Request::Chat(Chat {
+            user_id: Some(7),
+            room_id: Some(599),
+            content: "North: hi".into(),
+        });
+        assert_eq!(
+            wire(&chat),
+            r#"{"module":"meeting","method":"chat","userId":7,"roomId":599,"content":"North: hi"}"#
+        );
+        let agree = Request::DoAgree(DoAgree {
+            peers: peers(7, (3, Some("webphone".into()))),
+            call_type: None,
+            room_id: None,
+        });
+        assert_eq!(
+            wire(&agree),
+            r#"{"module":"call","method":"doAgree","ownUserId":7,"targetUserId":3,"ownDeviceType":"pc","targetDeviceType":"webphone"}"#
         );
     }
 
