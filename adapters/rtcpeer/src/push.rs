@@ -223,6 +223,18 @@ pub struct Kicked {
     pub room_id: Id,
 }
 
+/// `onCompere` (3.17.3): `userId` is the room's compere from now on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Compere {
+    /// The new compere's client id.
+    #[serde(deserialize_with = "de_id")]
+    pub user_id: Id,
+    /// Room.
+    #[serde(deserialize_with = "de_id")]
+    pub room_id: Id,
+}
+
 /// Any pushed event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Push {
@@ -256,6 +268,8 @@ pub enum Push {
     MuteAll(Muted),
     /// `meeting.tiren`
     Kick(Kicked),
+    /// `meeting.onCompere`
+    Compere(Compere),
 }
 
 impl Push {
@@ -277,6 +291,7 @@ impl Push {
             Self::Mute(_) => ("meeting", "onMute"),
             Self::MuteAll(_) => ("meeting", "onMuteAll"),
             Self::Kick(_) => ("meeting", "tiren"),
+            Self::Compere(_) => ("meeting", "onCompere"),
         }
     }
 
@@ -295,6 +310,7 @@ impl Push {
             Self::MemberTalking(m) => encode(module, method, m),
             Self::Mute(m) | Self::MuteAll(m) => encode(module, method, m),
             Self::Kick(m) => encode(module, method, m),
+            Self::Compere(m) => encode(module, method, m),
         }
     }
 
@@ -319,6 +335,7 @@ impl Push {
             ("meeting", "onMute") => Self::Mute(f.decode()?),
             ("meeting", "onMuteAll") => Self::MuteAll(f.decode()?),
             ("meeting", "tiren") => Self::Kick(f.decode()?),
+            ("meeting", "onCompere") => Self::Compere(f.decode()?),
             (module, method) => {
                 return Err(FrameError::Unknown {
                     module: module.into(),

@@ -361,6 +361,18 @@ pub struct KickOut {
     pub room_id: Id,
 }
 
+/// `meeting.setCompere` (3.17): hand the room's compere (moderator) role to `userId`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetCompere {
+    /// The new compere's client id.
+    #[serde(deserialize_with = "de_id")]
+    pub user_id: Id,
+    /// Room.
+    #[serde(deserialize_with = "de_id")]
+    pub room_id: Id,
+}
+
 /// `meeting.chat` (3.26). `userId`/`roomId` default to the sender's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -451,6 +463,8 @@ pub enum Request {
     MuteAll(MuteAll),
     /// `meeting.kickOut`
     KickOut(KickOut),
+    /// `meeting.setCompere`
+    SetCompere(SetCompere),
     /// `meeting.chat`
     Chat(Chat),
     /// `meeting.privateChat`
@@ -479,6 +493,7 @@ pub const METHODS: &[(&str, &str)] = &[
     ("meeting", "muteMsg"),
     ("meeting", "muteAll"),
     ("meeting", "kickOut"),
+    ("meeting", "setCompere"),
     ("meeting", "chat"),
     ("meeting", "privateChat"),
 ];
@@ -512,6 +527,7 @@ impl Request {
             ("meeting", "muteMsg") => Self::MuteMsg(f.decode()?),
             ("meeting", "muteAll") => Self::MuteAll(f.decode()?),
             ("meeting", "kickOut") => Self::KickOut(f.decode()?),
+            ("meeting", "setCompere") => Self::SetCompere(f.decode()?),
             ("meeting", "chat") => Self::Chat(f.decode()?),
             ("meeting", "privateChat") => Self::PrivateChat(f.decode()?),
             (module, method) => {
@@ -546,6 +562,7 @@ impl Request {
             Self::MuteMsg(_) => ("meeting", "muteMsg"),
             Self::MuteAll(_) => ("meeting", "muteAll"),
             Self::KickOut(_) => ("meeting", "kickOut"),
+            Self::SetCompere(_) => ("meeting", "setCompere"),
             Self::Chat(_) => ("meeting", "chat"),
             Self::PrivateChat(_) => ("meeting", "privateChat"),
         }
@@ -574,6 +591,7 @@ impl Request {
             Self::MuteMsg(m) => encode(module, method, m),
             Self::MuteAll(m) => encode(module, method, m),
             Self::KickOut(m) => encode(module, method, m),
+            Self::SetCompere(m) => encode(module, method, m),
             Self::Chat(m) => encode(module, method, m),
             Self::PrivateChat(m) => encode(module, method, m),
         }
