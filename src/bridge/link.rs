@@ -374,6 +374,19 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         self.ptt_muted = muted;
     }
 
+    /// Whether the group is kept from hearing the PTT channel ([`Link::set_ptt_muted`]).
+    pub fn ptt_muted(&self) -> bool {
+        self.ptt_muted
+    }
+
+    /// The PTT users talking now, in the order their bursts began: what a group member who
+    /// arrives mid-burst (or hears the channel again) is told.
+    pub fn ptt_talkers(&self) -> Vec<Party> {
+        let mut talkers: Vec<(&u32, &Party)> = self.talkers.iter().collect();
+        talkers.sort_by_key(|(k, _)| **k);
+        talkers.into_iter().map(|(_, p)| p.clone()).collect()
+    }
+
     /// Which G.711 laws some listener takes (µ-law, A-law); each costs one encode per tick.
     pub fn set_g711_listeners(&mut self, mu: bool, a: bool) {
         self.g711_laws = (mu, a);
