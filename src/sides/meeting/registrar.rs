@@ -97,6 +97,9 @@ pub struct Conn {
     pub room: Option<Id>,
     /// The SID it registered with (a kickout ends that session).
     pub sid: Option<String>,
+    /// Its session came from an operator's login (`POST /api/meeting/login`): it may moderate
+    /// rooms like their compere.
+    pub operator: bool,
     /// Kickouts of this connection. The socket task ends it.
     pub kicked: mpsc::Receiver<Kick>,
     /// The sending end handed to the registry.
@@ -114,6 +117,7 @@ impl Conn {
             name: None,
             room: None,
             sid: None,
+            operator: false,
             kicked,
             kick,
         }

@@ -168,10 +168,13 @@ impl Switchboard {
         metrics::gauge!("pttbridge_meeting_connections").decrement(1.0);
     }
 
-    /// Handles one request of `conn`; the reply to send back.
-    pub async fn handle(self: &Arc<Self>, conn: &mut Conn, req: Request) -> Value {
+    /// Handles one request of `conn`; the reply to send back, or `None` when it is queued
+    /// already (a room queues its `meeting.enter` reply itself, ahead of the pushes that
+    /// follow it).
+    pub async fn handle(self: &Arc<Self>, conn: &mut Conn, req: Request) -> Option<Value> {
         let (module, method) = req.envelope();
-        match self.dispatch(conn, req).await {
+        Some(match self.dispatch(conn, req).await {
+            Ok(Value::Null) => return None,
             Ok(v) => v,
             Err(r) => {
                 metrics::counter!("pttbridge_meeting_errors_total", "kind" => r.kind())
@@ -182,7 +185,7 @@ impl Switchboard {
                 }
                 reply::error(module, method, r.0, &r.1)
             }
-        }
+        })
     }
 
     async fn dispatch(self: &Arc<Self>, conn: &mut Conn, req: Request) -> Answer {
@@ -268,8 +271,12 @@ impl Switchboard {
                 Ok(reply::ok(module, method))
             }
             Request::Enter(r) => {
-                let entered = self.enter(conn, me, r.room_id, r.username).await?;
-                Ok(reply::ok_with(module, method, &entered))
+                let admitted = self.enter(conn, me, r.room_id, r.username).await?;
+                if admitted.replied {
+                    // Sent by the room (see `handle`).
+                    return Ok(Value::Null);
+                }
+                Ok(reply::ok_with(module, method, &admitted.entered))
             }
             other => {
                 let Some(room) = conn.room else {
@@ -286,6 +293,7 @@ impl Switchboard {
                 handle
                     .send(RoomCmd::Request {
                         from: me,
+                        operator: conn.operator,
                         req: other,
                         reply: tx,
                     })
@@ -334,6 +342,8 @@ impl Switchboard {
         }
         conn.name = session.user.name.clone();
         conn.sid = Some(sid.to_owned());
+        // Signed in by an operator (the page's meeting client): may moderate any room it is in.
+        conn.operator = session.app_id == super::auth::PAGE_APP;
         let detail = json!({ "side": "meeting", "terminal": conn.id.to_string(),
                              "device_type": device_type.clone() });
         let mut st = self.state();
@@ -437,7 +447,7 @@ impl Switchboard {
         me: Id,
         room_id: Id,
         username: Option<String>,
-    ) -> Result<reply::Entered, Refusal> {
+    ) -> Result<room::Admitted, Refusal> {
         let handle = {
             let st = self.state();
             let handle = st.rooms.get(room_id).cloned();

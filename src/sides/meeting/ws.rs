@@ -202,7 +202,11 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
                         ),
                     )
                 }
-                Ok(req) => sb.handle(&mut conn, req).await,
+                Ok(req) => match sb.handle(&mut conn, req).await {
+                    Some(answer) => answer,
+                    // Queued already, in order with the pushes that follow it.
+                    None => continue,
+                },
                 Err(e) => {
                     metrics::counter!("pttbridge_meeting_errors_total", "kind" => e.kind())
                         .increment(1);

@@ -75,8 +75,8 @@ pub enum RoomCmd {
         conn: u64,
         /// Where its pushes go.
         outbox: Option<Outbox>,
-        /// `meeting.enter`'s reply.
-        reply: oneshot::Sender<Result<Entered, Refusal>>,
+        /// How the enter went.
+        reply: oneshot::Sender<Result<Admitted, Refusal>>,
     },
     /// A member leaves without a request (disconnect, entered elsewhere): only if it is
     /// still in the room from connection `conn` (not since entered again from another).
@@ -92,6 +92,9 @@ pub enum RoomCmd {
     Request {
         /// Client id of the sender.
         from: Id,
+        /// The sender signed in through an operator (the web page's meeting client): it may
+        /// moderate like the room's compere.
+        operator: bool,
         /// The request.
         req: Request,
         /// Its reply.
@@ -111,6 +114,18 @@ pub enum RoomCmd {
         /// Why.
         reason: &'static str,
     },
+}
+
+/// A member that entered: its `meeting.enter` reply, and whether the room queued that reply
+/// itself. It does when the member has an outbox: the reply goes first and what the newcomer
+/// must hear of the room's present (the PTT channel's presence, its stream, its talker) right
+/// after it, so a client never gets a push for a room it does not know it is in yet.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The reply's body.
+    pub entered: Entered,
+    /// The reply is queued already (do not send it again).
+    pub replied: bool,
 }
 
 /// What a link needs.
@@ -153,16 +168,24 @@ const RECV_BATCH: usize = 64;
 const CATCH_UP: usize = 1024;
 
 /// Starts a room with its own UDP port.
-pub fn spawn(host: Arc<dyn RoomHost>, cfg: RoomConfig, info: Room) -> std::io::Result<RoomHandle> {
+pub fn spawn(
+    host: Arc<dyn RoomHost>,
+    cfg: RoomConfig,
+    mut info: Room,
+) -> std::io::Result<RoomHandle> {
     let media = RoomMedia::bind(cfg.media)?;
     let port = media.local().port();
     let (tx, rx) = mpsc::channel(COMMANDS);
     let id = info.id.unwrap_or_default();
+    // The room's creator is its first compere (`superModeId`, spec 8.3).
+    let compere = info.owner_id.unwrap_or_default();
+    info.super_mode_id = Some(compere);
     let actor = RoomActor {
         host,
         cfg,
         id,
         info,
+        compere,
         media,
         members: Vec::new(),
         link: None,
@@ -193,6 +216,8 @@ struct RoomActor {
     cfg: RoomConfig,
     id: Id,
     info: Room,
+    /// Who moderates (`setCompere` hands it on): kicks, mutes, finishes.
+    compere: Id,
     media: RoomMedia,
     members: Vec<Member>,
     link: Option<RoomLink>,
@@ -616,15 +641,17 @@ impl RoomActor {
         let dial = link.dial;
         let link_client = link.client.clone();
         let ptt_group = link.ptt_group.clone();
+        let muted = link.core.ptt_muted();
         let mut hang_up = None;
         for n in notices {
             match n {
                 Notice::HangUp { by } => hang_up = Some(by),
                 Notice::PttTalking { party: p, talking } => {
-                    let mut member = link_client.clone();
-                    member.name = Some(p.name.clone());
-                    member.extra.insert("pttUser".into(), p.id.clone().into());
-                    self.push_talking(member, talking);
+                    // A muted channel is not heard, nor named as talking (the mute said
+                    // "stopped" for whoever was talking then).
+                    if !muted {
+                        self.push_talking(talker_client(&link_client, &p), talking);
+                    }
                 }
                 Notice::MemberTalking {
                     member: client,
@@ -725,8 +752,13 @@ impl RoomActor {
                     self.leave(client, reason);
                 }
             }
-            RoomCmd::Request { from, req, reply } => {
-                let r = self.request(from, req);
+            RoomCmd::Request {
+                from,
+                operator,
+                req,
+                reply,
+            } => {
+                let r = self.request(from, operator, req);
                 let _ = reply.send(r);
             }
             RoomCmd::AttachLink(setup) => self.attach_link(*setup),
@@ -752,11 +784,12 @@ impl RoomActor {
 
     fn enter(
         &mut self,
-        client: Client,
+        mut client: Client,
         conn: u64,
         outbox: Option<Outbox>,
-    ) -> Result<Entered, Refusal> {
+    ) -> Result<Admitted, Refusal> {
         let id = client.id.unwrap_or_default();
+        client.is_super_moderator = Some(id == self.compere);
         let limit = self.info.number_limit.unwrap_or(200) as usize;
         if self.member(id).is_some() {
             // Same user again (another connection): the old presence is replaced (spec result 9).
@@ -773,21 +806,62 @@ impl RoomActor {
                 format!("room {} is full ({limit})", self.id),
             ));
         }
-        let members: Vec<Client> = self.members.iter().map(|m| m.client.clone()).collect();
+        // The others, the PTT channel among them (a client like any other to the newcomer).
+        let mut members: Vec<Client> = self.members.iter().map(|m| m.client.clone()).collect();
+        members.extend(self.link.as_ref().map(|l| l.client.clone()));
         self.push_all(&Push::EnterRoom(self.presence(client.clone(), None)), None);
-        self.members.push(Member {
+        let entered = Entered {
             client: client.clone(),
+            members,
+            room: self.info.clone(),
+        };
+        // The reply first, then what the others heard before this member came (the channel's
+        // EnterRoom and onPublished, its talker mid-burst), all ahead of any later push.
+        let replied = outbox.as_ref().is_some_and(|o| {
+            push_outbox(o, reply::ok_with("meeting", "enter", &entered))
+                && self
+                    .link_present()
+                    .into_iter()
+                    .all(|p| push_outbox(o, p.to_value()))
+        });
+        self.members.push(Member {
+            client,
             conn,
             outbox,
             publishing: None,
         });
         self.empty_since = None;
         metrics::gauge!("pttbridge_meeting_members").increment(1.0);
-        Ok(Entered {
-            client,
-            members,
-            room: self.info.clone(),
-        })
+        Ok(Admitted { entered, replied })
+    }
+
+    /// What a member entering now would have been told of the PTT channel had it been here
+    /// when the channel came: `EnterRoom`, `onPublished` (so it can `play` it) and, while a
+    /// PTT user talks and the channel is not muted, `memberTalking`.
+    fn link_present(&self) -> Vec<Push> {
+        let Some(l) = &self.link else {
+            return Vec::new();
+        };
+        let mut out = vec![
+            Push::EnterRoom(self.presence(l.client.clone(), None)),
+            Push::Published(push::Published {
+                room_id: self.id,
+                client: l.client.clone(),
+                published: Some(true),
+                event: Some("play".into()),
+                v_code: None,
+            }),
+        ];
+        if !l.core.ptt_muted() {
+            out.extend(l.core.ptt_talkers().iter().map(|p| {
+                Push::MemberTalking(push::Talking {
+                    room_id: self.id,
+                    member: talker_client(&l.client, p),
+                    talking: true,
+                })
+            }));
+        }
+        out
     }
 
     fn leave(&mut self, id: Id, reason: &'static str) {
@@ -812,24 +886,69 @@ impl RoomActor {
         }
     }
 
-    /// Only the room's owner may end it or moderate others (a compere is the meeting-spec
-    /// issue's; the rule here is who created the room).
-    fn owner_only(&self, from: Id, what: &str) -> Result<(), Refusal> {
-        if self.info.owner_id == Some(from) {
+    /// Only the room's compere (its creator until `setCompere` hands the role on) or an
+    /// operator may end the room or moderate others.
+    fn moderator_only(&self, from: Id, operator: bool, what: &str) -> Result<(), Refusal> {
+        if from == self.compere || operator {
             Ok(())
         } else {
             Err(Refusal::new(
                 code::FORBIDDEN,
-                format!("only the room's owner may {what}"),
+                format!(
+                    "only the room's compere (superModeId {}) may {what}",
+                    self.compere
+                ),
             ))
         }
+    }
+
+    /// A moderation request names the room it is meant for: it must be this one.
+    fn this_room(&self, room: Id) -> Result<(), Refusal> {
+        if room == self.id {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                code::CONFLICT,
+                format!("you are in room {}, not {room}", self.id),
+            ))
+        }
+    }
+
+    /// Mutes (or unmutes) the PTT channel: its audio stops reaching the room (players get
+    /// nothing, not even comfort noise) and its talkers are no longer named; everyone is told
+    /// with `onMute` for the channel's client. Talkers mid-burst are said to stop (mute) or
+    /// start again (unmute). False when no channel is linked.
+    fn mute_link(&mut self, muted: bool, from_super: Option<String>) -> bool {
+        let Some(l) = self.link.as_mut() else {
+            return false;
+        };
+        let changed = l.core.ptt_muted() != muted;
+        l.core.set_ptt_muted(muted);
+        l.client.is_muted = Some(muted);
+        let (dial, client, talkers) = (l.dial, l.client.clone(), l.core.ptt_talkers());
+        self.push_all(
+            &Push::Mute(push::Muted {
+                user_id: dial,
+                room_id: self.id,
+                is_mute: muted,
+                from_super,
+            }),
+            None,
+        );
+        if changed {
+            info!(dial, muted, "PTT channel muted in the room");
+            for p in &talkers {
+                self.push_talking(talker_client(&client, p), !muted);
+            }
+        }
+        true
     }
 
     fn linked(&self, id: Id) -> bool {
         self.link.as_ref().is_some_and(|l| l.dial == id)
     }
 
-    fn request(&mut self, from: Id, req: Request) -> Result<Value, Refusal> {
+    fn request(&mut self, from: Id, operator: bool, req: Request) -> Result<Value, Refusal> {
         let (module, method) = req.envelope();
         if self.member(from).is_none() {
             return Err(Refusal::new(code::CONFLICT, "not in this room"));
@@ -840,7 +959,7 @@ impl RoomActor {
                 Ok(reply::ok(module, method))
             }
             Request::Finish => {
-                self.owner_only(from, "finish the room")?;
+                self.moderator_only(from, operator, "finish the room")?;
                 self.push_all(
                     &Push::Finish(push::Finished {
                         room_id: Some(self.id),
@@ -943,32 +1062,43 @@ impl RoomActor {
                 Ok(reply::ok(module, method))
             }
             Request::MuteMsg(m) => {
-                self.owner_only(from, "mute other members")?;
-                if m.room_id != self.id {
-                    return Err(Refusal::new(
-                        code::CONFLICT,
-                        format!("you are in room {}, not {}", self.id, m.room_id),
-                    ));
-                }
-                let msg = Push::Mute(push::Muted {
-                    user_id: m.user_id,
-                    room_id: self.id,
-                    is_mute: m.is_mute,
-                    from_super: m.from_super,
-                });
+                self.moderator_only(from, operator, "mute other members")?;
+                self.this_room(m.room_id)?;
                 if self.linked(m.user_id) {
+                    // The bridge carries out the channel's mute itself.
+                    self.mute_link(m.is_mute, m.from_super);
                     return Ok(reply::ok(module, method));
                 }
-                if !self.push_one(m.user_id, &msg) {
+                let Some(target) = self
+                    .members
+                    .iter_mut()
+                    .find(|x| x.client.id == Some(m.user_id))
+                else {
                     return Err(Refusal::new(
                         code::NOT_FOUND,
                         format!("client {} is not in the room", m.user_id),
                     ));
+                };
+                // The member mutes itself on onMute (3.9); everyone sees its new state (3.24),
+                // and the PTT channel stops hearing it at once.
+                target.client.is_muted = Some(m.is_mute);
+                if let Some(l) = self.link.as_mut() {
+                    l.core.set_member_muted(m.user_id, m.is_mute);
                 }
+                self.push_all(
+                    &Push::Mute(push::Muted {
+                        user_id: m.user_id,
+                        room_id: self.id,
+                        is_mute: m.is_mute,
+                        from_super: m.from_super,
+                    }),
+                    None,
+                );
                 Ok(reply::ok(module, method))
             }
             Request::MuteAll(m) => {
-                self.owner_only(from, "mute everyone")?;
+                self.moderator_only(from, operator, "mute everyone")?;
+                self.this_room(m.room_id)?;
                 self.push_all(
                     &Push::MuteAll(push::Muted {
                         user_id: from,
@@ -978,10 +1108,46 @@ impl RoomActor {
                     }),
                     Some(from),
                 );
+                // Members mute themselves on onMuteAll; the channel is muted here.
+                self.mute_link(m.is_mute, None);
+                Ok(reply::ok(module, method))
+            }
+            Request::SetCompere(c) => {
+                self.moderator_only(from, operator, "hand the compere role on")?;
+                self.this_room(c.room_id)?;
+                if self.linked(c.user_id) {
+                    return Err(Refusal::new(
+                        code::CONFLICT,
+                        format!(
+                            "client {} is the PTT channel: it cannot moderate the room",
+                            c.user_id
+                        ),
+                    ));
+                }
+                if self.member(c.user_id).is_none() {
+                    return Err(Refusal::new(
+                        code::NOT_FOUND,
+                        format!("client {} is not in the room", c.user_id),
+                    ));
+                }
+                self.compere = c.user_id;
+                self.info.super_mode_id = Some(c.user_id);
+                for m in &mut self.members {
+                    m.client.is_super_moderator = Some(m.client.id == Some(c.user_id));
+                }
+                info!(compere = c.user_id, by = from, "compere handed on");
+                self.push_all(
+                    &Push::Compere(push::Compere {
+                        user_id: c.user_id,
+                        room_id: self.id,
+                    }),
+                    None,
+                );
                 Ok(reply::ok(module, method))
             }
             Request::KickOut(k) => {
-                self.owner_only(from, "kick members out")?;
+                self.moderator_only(from, operator, "kick members out")?;
+                self.this_room(k.room_id)?;
                 let is_link = self.linked(k.user_id);
                 if !is_link && self.member(k.user_id).is_none() {
                     return Err(Refusal::new(
@@ -1058,4 +1224,13 @@ impl RoomActor {
             )),
         }
     }
+}
+
+/// The channel's client standing for PTT user `p` (in `memberTalking`): the channel's id, the
+/// user's name, `pttUser` its PTT id.
+fn talker_client(link: &Client, p: &Party) -> Client {
+    let mut member = link.clone();
+    member.name = Some(p.name.clone());
+    member.extra.insert("pttUser".into(), p.id.clone().into());
+    member
 }
