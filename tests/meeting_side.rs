@@ -1153,3 +1153,428 @@ fn g711_participant_is_bridged_both_ways() {
     )
     .assert_matches(0.85, 0.1);
 }
+
+/// `guest` is called into `host`'s room and agrees (spec 4.1, 4.2, 4.7): it may enter now.
+fn bring_in(host: &mut Participant, guest: &mut Participant, room: i64) {
+    let r = invite(host, guest.id(), room);
+    assert_eq!(r["result"], 0, "{r}");
+    guest.push("doInvite", from(host.id()), T);
+    let r = guest.request(
+        json!({"module":"call","method":"doAgree","ownUserId":guest.id(),
+        "targetUserId":host.id(),"roomId":room}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    host.push("doAgree", from(guest.id()), T);
+    let r = host.request(
+        json!({"module":"call","method":"doEvent","ownUserId":host.id(),
+        "targetUserId":guest.id(),"event":"onConnected","roomId":room,"roomType":1}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+}
+
+/// The fixture speech after `lead_in` seconds of a quiet 440 Hz tone (-40 dBFS): one talk
+/// burst whose first part is too quiet to count as speech in the comparison.
+fn lead_in_wav(dir: &tempfile::TempDir, lead_in: f64) -> std::path::PathBuf {
+    let mut samples: Vec<f32> = media::signal::sine(48_000, 440.0, 0.01, lead_in)
+        .iter()
+        .map(|s| f32::from(*s) / 32767.0)
+        .collect();
+    samples.extend(testkit::audio::load_wav(fixture("audio/speech.wav")));
+    let path = dir.path().join("lead_in.wav");
+    testkit::audio::write_wav(&path, &samples).unwrap();
+    path
+}
+
+/// What `p` receives for `secs` (RMS of the recording in 16-bit units, and its frames).
+fn received_level(p: &mut Participant, dir: &tempfile::TempDir, name: &str, secs: f64) -> f64 {
+    p.record_start();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let rec = p.record_stop(&dir.path().join(name));
+    println!("{name}: {rec}");
+    rec["rms"].as_f64().expect("rms")
+}
+
+/// Issue 18, item 4 and the refusals of item 1. dave enters while alice talks on PTT: his
+/// `enter` reply lists the channel (and carol as the compere), then — after the reply, never
+/// before — he is told what he missed: the channel's EnterRoom, its onPublished and alice as
+/// the talker. He plays the channel mid-burst and hears alice (correlation >= 0.9). He is not
+/// the compere: his finish, kickOut, muteAll, muteMsg and setCompere are refused (403) and
+/// change nothing (the link stays, he still hears alice). carol hands him the compere role:
+/// both get onCompere, and now carol is the one refused.
+#[test]
+fn late_joiner_hears_the_channel_mid_talk_and_only_the_compere_moderates() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    let mut dave = Participant::join(bridge.addr(), "dave");
+    let room = dial_north(&mut carol);
+    bring_in(&mut carol, &mut dave, room);
+
+    // alice's burst: a quiet lead-in, long enough for dave to enter and play, then speech.
+    const LEAD_IN: f64 = 6.0;
+    let wav = lead_in_wav(&dir, LEAD_IN);
+    alice.play(&wav);
+    let started = std::time::Instant::now();
+    carol.push(
+        "memberTalking",
+        |m| m["talking"] == true && m["member"]["name"] == "alice",
+        T,
+    );
+
+    let entered = enter(&mut dave, room);
+    let members = entered["members"].as_array().expect("members");
+    let north = members
+        .iter()
+        .find(|m| m["id"] == NORTH)
+        .unwrap_or_else(|| panic!("the channel is not in members: {entered}"));
+    assert_eq!(north["mode"], "ptt", "{entered}");
+    assert_eq!(north["isMuted"], false, "{entered}");
+    let compere = members.iter().find(|m| m["id"] == carol.id()).unwrap();
+    assert_eq!(compere["isSuperModerator"], true, "{entered}");
+    assert_eq!(entered["client"]["isSuperModerator"], false, "{entered}");
+    assert_eq!(entered["room"]["superModeId"], carol.id(), "{entered}");
+    dave.push("EnterRoom", |m| m["client"]["id"] == NORTH, T);
+    dave.push(
+        "onPublished",
+        |m| m["client"]["id"] == NORTH && m["published"] == true && m["event"] == "play",
+        T,
+    );
+    let talking = dave.push(
+        "memberTalking",
+        |m| m["member"]["id"] == NORTH && m["talking"] == true,
+        T,
+    );
+    assert_eq!(talking["member"]["name"], "alice", "{talking}");
+    // The reply came first: a client files pushes under the room its reply named.
+    let order: Vec<String> = dave
+        .history()
+        .iter()
+        .filter(|e| e["event"] == "ws" && e["msg"]["module"] == "meeting")
+        .map(|e| e["msg"]["method"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        order[..4],
+        ["enter", "EnterRoom", "onPublished", "memberTalking"],
+        "{order:?}"
+    );
+
+    dave.cmd(json!({"cmd":"play","client":NORTH}));
+    dave.expect(
+        |e| {
+            e["event"] == "pc_state"
+                && e["pc"] == format!("play:{NORTH}")
+                && e["state"] == "connected"
+        },
+        T,
+    );
+    dave.record_start();
+    let ready = started.elapsed().as_secs_f64();
+    assert!(
+        ready < LEAD_IN - 0.5,
+        "dave was ready to hear {ready:.1} s into the burst; the speech starts at {LEAD_IN} s"
+    );
+    alice.expect_event("play_done", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(800));
+    let recording = dir.path().join("dave.wav");
+    let summary = dave.record_stop(&recording);
+    let cmp = testkit::meeting::compare_through_bridge(&wav, &recording);
+    println!("late joiner, PTT → meeting: {cmp}; {summary}");
+    cmp.assert_matches(0.9, 0.1);
+
+    // dave is not the compere: refused, and nothing changes.
+    for req in [
+        json!({"module":"meeting","method":"finish"}),
+        json!({"module":"meeting","method":"kickOut","userId":NORTH,"roomId":room}),
+        json!({"module":"meeting","method":"muteAll","userId":dave.id(),"roomId":room,"isMute":true}),
+        json!({"module":"meeting","method":"muteMsg","userId":NORTH,"roomId":room,"isMute":true}),
+        json!({"module":"meeting","method":"setCompere","userId":dave.id(),"roomId":room}),
+    ] {
+        let r = dave.request(req.clone());
+        assert_eq!(r["result"], 403, "{req}: {r}");
+        assert!(
+            r["message"].as_str().unwrap().contains("compere"),
+            "{req}: {r}"
+        );
+    }
+    let links = bridge.health()["sides"]["meeting"]["links"].clone();
+    assert_eq!(links[0]["dial_in"], NORTH, "the link is still up: {links}");
+    assert_eq!(links[0]["room"], room, "{links}");
+    for method in [
+        "tiren",
+        "onFinish",
+        "onMuteAll",
+        "onMute",
+        "onCompere",
+        "ExitRoom",
+    ] {
+        assert!(
+            carol
+                .try_push(method, |_| true, Duration::from_millis(200))
+                .is_none(),
+            "a refused request still caused {method}"
+        );
+    }
+    let (cmp, _) = hear_from_ptt(
+        &mut dave,
+        &mut alice,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("dave2.wav"),
+        "PTT → meeting after refused moderation",
+    );
+    cmp.assert_matches(0.9, 0.1);
+
+    // The compere hands the role on: everyone is told, and the rights follow the role.
+    let r = carol.request(
+        json!({"module":"meeting","method":"setCompere","userId":dave.id(),"roomId":room}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    let (carol_id, dave_id) = (carol.id(), dave.id());
+    for p in [&mut carol, &mut dave] {
+        p.push(
+            "onCompere",
+            |m| m["userId"] == dave_id && m["roomId"] == room,
+            T,
+        );
+    }
+    let r = carol.request(
+        json!({"module":"meeting","method":"muteMsg","userId":NORTH,"roomId":room,"isMute":true}),
+    );
+    assert_eq!(r["result"], 403, "the former compere: {r}");
+    let r = dave.request(
+        json!({"module":"meeting","method":"muteMsg","userId":carol.id(),"roomId":room,"isMute":true}),
+    );
+    assert_eq!(r["result"], 0, "the new compere: {r}");
+    carol.push(
+        "onMute",
+        |m| m["userId"] == carol_id && m["isMute"] == true,
+        T,
+    );
+}
+
+/// Issue 18, item 1: the compere mutes the PTT channel while alice talks. dave, playing the
+/// channel, receives nothing from then on (RMS of what he receives ≈ 0 against a 440 Hz tone's
+/// ≈ 7000), everyone gets onMute for the channel and memberTalking says alice stopped; unmuted,
+/// the tone is back at its level, alice is named again, and speech matches (correlation at
+/// least 0.9). muteAll mutes the channel too: a burst that starts meanwhile is neither heard
+/// nor announced; muteAll false brings both back.
+#[test]
+fn compere_mutes_and_unmutes_the_ptt_channel() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    let mut dave = Participant::join(bridge.addr(), "dave");
+    let room = dial_north(&mut carol);
+    bring_in(&mut carol, &mut dave, room);
+    enter(&mut dave, room);
+    dave.cmd(json!({"cmd":"play","client":NORTH}));
+    dave.expect(
+        |e| {
+            e["event"] == "pc_state"
+                && e["pc"] == format!("play:{NORTH}")
+                && e["state"] == "connected"
+        },
+        T,
+    );
+    let is_north = |talking: bool| {
+        move |m: &Value| {
+            m["member"]["id"] == NORTH && m["talking"] == talking && m["member"]["name"] == "alice"
+        }
+    };
+
+    alice.play(&tone_wav(&dir, "long.wav", 440.0, 10.0));
+    dave.push("memberTalking", is_north(true), T);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = received_level(&mut dave, &dir, "before.wav", 1.5);
+    assert!(
+        before > 3000.0,
+        "dave hears the tone before the mute: RMS {before}"
+    );
+
+    let r = carol.request(json!({"module":"meeting","method":"muteMsg","userId":NORTH,
+        "roomId":room,"isMute":true,"super":"fromSuper"}));
+    assert_eq!(r["result"], 0, "{r}");
+    for p in [&mut carol, &mut dave] {
+        let m = p.push("onMute", |m| m["userId"] == NORTH, T);
+        assert_eq!(
+            (&m["roomId"], &m["isMute"], &m["super"]),
+            (&json!(room), &json!(true), &json!("fromSuper")),
+            "{m}"
+        );
+        p.push("memberTalking", is_north(false), T);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let muted = received_level(&mut dave, &dir, "muted.wav", 2.0);
+    assert!(
+        muted < before / 100.0,
+        "muted channel still heard: RMS {muted} (was {before})"
+    );
+
+    let r = carol.request(json!({"module":"meeting","method":"muteMsg","userId":NORTH,
+        "roomId":room,"isMute":false}));
+    assert_eq!(r["result"], 0, "{r}");
+    for p in [&mut carol, &mut dave] {
+        p.push(
+            "onMute",
+            |m| m["userId"] == NORTH && m["isMute"] == false,
+            T,
+        );
+        p.push("memberTalking", is_north(true), T);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = received_level(&mut dave, &dir, "after.wav", 1.5);
+    assert!(
+        after > before / 2.0,
+        "unmuted: RMS {after}, before the mute {before}"
+    );
+    alice.expect_event("play_done", Duration::from_secs(30));
+    let (cmp, _) = hear_from_ptt(
+        &mut dave,
+        &mut alice,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("speech.wav"),
+        "PTT → meeting after unmute",
+    );
+    cmp.assert_matches(0.9, 0.1);
+    // alice's talk (one burst or two) was announced as usual and is over: take those pushes.
+    dave.push("memberTalking", is_north(false), T);
+    while dave
+        .try_push(
+            "memberTalking",
+            |m| m["member"]["id"] == NORTH,
+            Duration::from_millis(300),
+        )
+        .is_some()
+    {}
+
+    // muteAll: members are told to mute themselves, the channel is muted by the bridge.
+    let r = carol.request(
+        json!({"module":"meeting","method":"muteAll","userId":carol.id(),
+        "roomId":room,"isMute":true}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    dave.push("onMuteAll", |m| m["isMute"] == true, T);
+    dave.push("onMute", |m| m["userId"] == NORTH && m["isMute"] == true, T);
+    let short = tone_wav(&dir, "short.wav", 440.0, 1.5);
+    dave.record_start();
+    alice.play_and_wait(&short, T);
+    assert!(
+        dave.try_push("memberTalking", is_north(true), Duration::from_millis(500))
+            .is_none(),
+        "a muted channel's talker is not announced"
+    );
+    let rec = dave.record_stop(&dir.path().join("all_muted.wav"));
+    let all_muted = rec["rms"].as_f64().unwrap();
+    assert!(
+        all_muted < before / 100.0,
+        "muteAll: RMS {all_muted}: {rec}"
+    );
+    let r = carol.request(
+        json!({"module":"meeting","method":"muteAll","userId":carol.id(),
+        "roomId":room,"isMute":false}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    dave.push(
+        "onMute",
+        |m| m["userId"] == NORTH && m["isMute"] == false,
+        T,
+    );
+    dave.record_start();
+    alice.play_and_wait(&short, T);
+    dave.push("memberTalking", is_north(true), T);
+    std::thread::sleep(Duration::from_millis(500));
+    let rec = dave.record_stop(&dir.path().join("all_unmuted.wav"));
+    let back = rec["rms"].as_f64().unwrap();
+    assert!(back > 3000.0, "after muteAll false: RMS {back}: {rec}");
+    assert_eq!(
+        bridge.health()["sides"]["meeting"]["links"][0]["dial_in"],
+        NORTH
+    );
+}
+
+/// setCompere, muteMsg, muteAll and kickOut with missing or ill-typed fields, an unknown
+/// client, another room, the PTT channel as compere, or from outside any room: each gets the
+/// protocol's error reply (422, 404, 409) and the socket keeps serving.
+#[test]
+fn moderation_bad_input_gets_protocol_errors() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    let mut dave = Participant::join(bridge.addr(), "dave");
+    let r = dave
+        .request(json!({"module":"meeting","method":"setCompere","userId":dave.id(),"roomId":1}));
+    assert_eq!(r["result"], 409, "not in a room: {r}");
+    let room = dial_north(&mut carol);
+    let me = carol.id();
+    let other = room + 1;
+    let m = |method: &str, fields: Value| {
+        let mut v = json!({"module":"meeting","method":method});
+        v.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        v
+    };
+    for (req, code) in [
+        (m("setCompere", json!({"roomId":room})), 422),
+        (m("setCompere", json!({"userId":me})), 422),
+        (
+            m("setCompere", json!({"userId":"carol","roomId":room})),
+            422,
+        ),
+        (m("setCompere", json!({"userId":me,"roomId":true})), 422),
+        (m("setCompere", json!({"userId":424242,"roomId":room})), 404),
+        (m("setCompere", json!({"userId":me,"roomId":other})), 409),
+        (m("setCompere", json!({"userId":NORTH,"roomId":room})), 409),
+        (m("muteMsg", json!({"userId":NORTH,"roomId":room})), 422),
+        (
+            m(
+                "muteMsg",
+                json!({"userId":NORTH,"roomId":room,"isMute":"yes"}),
+            ),
+            422,
+        ),
+        (
+            m(
+                "muteMsg",
+                json!({"userId":424242,"roomId":room,"isMute":true}),
+            ),
+            404,
+        ),
+        (
+            m(
+                "muteMsg",
+                json!({"userId":NORTH,"roomId":other,"isMute":true}),
+            ),
+            409,
+        ),
+        (m("muteAll", json!({"userId":me,"roomId":room})), 422),
+        (
+            m("muteAll", json!({"userId":me,"roomId":other,"isMute":true})),
+            409,
+        ),
+        (m("kickOut", json!({"userId":"x","roomId":room})), 422),
+        (m("kickOut", json!({"userId":424242,"roomId":room})), 404),
+        (m("kickOut", json!({"userId":NORTH,"roomId":other})), 409),
+    ] {
+        let r = carol.request(req.clone());
+        assert_eq!(r["result"], code, "{req}: {r}");
+        assert_eq!(r["method"], req["method"], "{r}");
+        assert!(!r["message"].as_str().unwrap_or("").is_empty(), "{r}");
+    }
+    // Nothing of that reached anyone, the link is up, and the socket still serves.
+    assert!(
+        carol
+            .try_push("onMute", |_| true, Duration::from_millis(200))
+            .is_none()
+    );
+    assert_eq!(
+        bridge.health()["sides"]["meeting"]["links"][0]["dial_in"],
+        NORTH
+    );
+    let r = carol.request(m("setCompere", json!({"userId":me,"roomId":room})));
+    assert_eq!(r["result"], 0, "{r}");
+    carol.push("onCompere", |v| v["userId"] == me, T);
+}

@@ -235,16 +235,40 @@ fn meeting_users_cannot_act_for_each_other() {
     let r = mallory.ws.request(json!({"module":"call","method":"doInvite","ownUserId":mallory.id,"targetUserId":alice.id,"type":1,"roomId":room}));
     assert_eq!(r["result"], 403, "{r}");
 
-    // Moderation is the owner's: bob, a member, cannot end the room, kick or mute.
+    // Moderation is the compere's (the room's creator): bob, a member, cannot end the room,
+    // kick, mute or make himself compere.
     for req in [
         json!({"module":"meeting","method":"finish"}),
         json!({"module":"meeting","method":"kickOut","userId":alice.id,"roomId":room}),
         json!({"module":"meeting","method":"muteAll","userId":bob.id,"roomId":room,"isMute":true}),
         json!({"module":"meeting","method":"muteMsg","userId":alice.id,"roomId":room,"isMute":true}),
+        json!({"module":"meeting","method":"setCompere","userId":bob.id,"roomId":room}),
     ] {
         let r = bob.ws.request(req.clone());
         assert_eq!(r["result"], 403, "{req}: {r}");
     }
+    // An operator's user (signed in through the page, `POST /api/meeting/login`) may moderate
+    // a room it was let into, as its compere may.
+    let login = bridge
+        .request("POST", "/api/meeting/login", Some(r#"{"account":"op"}"#))
+        .json();
+    let op_id = login["user"]["id"].as_i64().expect("operator's user id");
+    let mut op = Socket::open(addr, "/rtcpeer");
+    let r = op.request(json!({"module":"call","method":"doRegister","SID":login["SID"],"userId":op_id,"deviceType":"pc"}));
+    assert_eq!(r["result"], 0, "{r}");
+    let r = alice.ws.request(json!({"module":"call","method":"doInvite","ownUserId":alice.id,"targetUserId":op_id,"type":1,"roomId":room}));
+    assert_eq!(r["result"], 0, "{r}");
+    let r = op.request(
+        json!({"module":"meeting","method":"enter","userId":op_id,"roomId":room,"roomType":1}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    let r = op.request(
+        json!({"module":"meeting","method":"muteMsg","userId":bob.id,"roomId":room,"isMute":true}),
+    );
+    assert_eq!(r["result"], 0, "the operator's mute: {r}");
+    bob.ws.wait("onMute", |v| {
+        v["method"] == "onMute" && v["userId"] == bob.id
+    });
 
     // Speaking as someone else: a chat claiming alice's id is bob's.
     let r = bob.ws.request(json!({"module":"meeting","method":"chat","userId":alice.id,"roomId":room,"content":"it is me, alice"}));

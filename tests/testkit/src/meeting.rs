@@ -209,6 +209,11 @@ impl Participant {
         }
     }
 
+    /// Every event seen so far, in the order it came (taken by `expect` or not).
+    pub fn history(&mut self) -> &[Value] {
+        self.events.history()
+    }
+
     /// Kills the process with SIGKILL, without any goodbye (no WebSocket close frame, no DTLS
     /// alert; the kernel resets its sockets).
     pub fn kill(&mut self) {
