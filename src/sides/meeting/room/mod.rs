@@ -817,13 +817,15 @@ impl RoomActor {
         };
         // The reply first, then what the others heard before this member came (the channel's
         // EnterRoom and onPublished, its talker mid-burst), all ahead of any later push.
-        let replied = outbox.as_ref().is_some_and(|o| {
-            push_outbox(o, reply::ok_with("meeting", "enter", &entered))
-                && self
-                    .link_present()
-                    .into_iter()
-                    .all(|p| push_outbox(o, p.to_value()))
-        });
+        let replied = outbox
+            .as_ref()
+            .is_some_and(|o| push_outbox(o, reply::ok_with("meeting", "enter", &entered)));
+        if replied && let Some(o) = &outbox {
+            // Like any push, one that finds the queue full is dropped (and counted).
+            for p in self.link_present() {
+                push_outbox(o, p.to_value());
+            }
+        }
         self.members.push(Member {
             client,
             conn,
