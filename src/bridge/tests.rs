@@ -957,8 +957,12 @@ fn ptt_mute_hides_ptt_audio_but_not_its_talk_state() {
     let out = p.outputs();
     assert_eq!(notices(&out), vec![talking(user(1), true)]);
     assert_eq!(out.len(), 1, "no audio for the group: {:?}", show(&out));
+    // What a room tells a member who arrives now, or when it unmutes the channel.
+    assert!(p.link.ptt_muted());
+    assert_eq!(p.link.ptt_talkers(), vec![user(1)]);
 
     p.link.set_ptt_muted(false);
+    assert!(!p.link.ptt_muted());
     p.tick(10);
     let out = p.outputs();
     let fwd = listeners(&out);
@@ -982,6 +986,7 @@ fn ptt_mute_hides_ptt_audio_but_not_its_talk_state() {
         vec![talking(user(1), false), talking(user(2), true)]
     );
     assert_eq!(out.len(), 2, "{:?}", show(&out));
+    assert_eq!(p.link.ptt_talkers(), vec![user(2)]);
 
     // Buffered pass-through is muted the same way.
     let mut p = Pair::new(PassThrough::Buffered);
