@@ -5,13 +5,15 @@
 //!
 //! - [`request`]: what a client sends — `call` (doRegister, doInvite, doAgree, reject, cancel,
 //!   doEvent), `room` (newAppRoom, newTempRoom), `account` (logout), `meeting` (new, enter, exit,
-//!   finish, publish, play, closePlay, updateMute, muteMsg, muteAll, kickOut, setCompere, chat,
+//!   finish, publish, play, closePlay, updateMute, muteMsg, muteAll, kickOut, setCompere,
+//!   raiseHand, lowerHand (bridge extension), updateClientName, updateMeetingName, chat,
 //!   privateChat).
 //! - [`reply`]: the answer to a request: the request's `module`/`method` plus `result`
 //!   (0 = success, see [`code`]) and the method's return fields.
 //! - [`push`]: events the server pushes unasked, in the same shape, `method` being the JS event
 //!   name (doInvite, doAgree, reject, cancel, doEvent, EnterRoom, ExitRoom, onPublished, onFinish,
-//!   onChat, onPrivateChat, memberTalking, onMute, onMuteAll, tiren, onCompere). **A push never
+//!   onChat, onPrivateChat, memberTalking, onMute, onMuteAll, tiren, onCompere, onRaiseHand,
+//!   onUpdateClient, onUpdateMeeting; the bridge's onLowerHand and onHandFloor). **A push never
 //!   has `result`; a reply always has it** — that is how a client tells them apart.
 //! - [`bean`]: User, Company, Room, Client, Appointment (spec section 8).
 //! - [`call`]: the sans-IO call state machine (idle → inviting → ringing/busy → agreed →

@@ -1,5 +1,6 @@
-//! Events the server pushes (JS `rtcPeer.on(...)` names, sections 3.25, 3.3, 3.9–3.11, 3.26,
-//! 3.27, 3.48 and 4.1–4.8), in the socket's shape: `module` (`call` for call events, `meeting`
+//! Events the server pushes (JS `rtcPeer.on(...)` names, sections 3.25, 3.3, 3.9–3.12, 3.17,
+//! 3.26, 3.27, 3.44, 3.45, 3.48 and 4.1–4.8, and the bridge's hand-raise extensions), in the
+//! socket's shape: `module` (`call` for call events, `meeting`
 //! for room events), `method` = the event name, and the event's data fields. No `result`.
 
 use serde::{Deserialize, Serialize};
@@ -235,6 +236,64 @@ pub struct Compere {
     pub room_id: Id,
 }
 
+/// `onRaiseHand` (3.12.3): `client` raised its hand (the bridge's `onLowerHand`, same shape:
+/// took it down).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hand {
+    /// Whose hand.
+    pub client: Client,
+    /// Room.
+    #[serde(deserialize_with = "de_id")]
+    pub room_id: Id,
+}
+
+/// `onHandFloor` (bridge extension): where a raised hand stands on the PTT channel's floor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandFloor {
+    /// Room.
+    #[serde(deserialize_with = "de_id")]
+    pub room_id: Id,
+    /// The member whose hand it is.
+    #[serde(deserialize_with = "de_id")]
+    pub user_id: Id,
+    /// `granted` (speak now: you are heard on the PTT channel), `queued` (wait: `holder` has
+    /// the floor) or `ended` (the grant is over: lowered, or taken by a higher level).
+    pub floor: String,
+    /// Who holds the floor (with `queued`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+}
+
+/// `onUpdateClient` (3.45.3): member `client.id` is now called `client.name`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientRenamed {
+    /// Who renamed it.
+    #[serde(deserialize_with = "de_id")]
+    pub user_id: Id,
+    /// Room.
+    #[serde(deserialize_with = "de_id")]
+    pub room_id: Id,
+    /// The member, renamed.
+    pub client: Client,
+}
+
+/// `onUpdateMeeting` (3.44.3): the meeting is now called `appointmentName`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeetingRenamed {
+    /// Who renamed it.
+    #[serde(deserialize_with = "de_id")]
+    pub user_id: Id,
+    /// Room.
+    #[serde(deserialize_with = "de_id")]
+    pub room_id: Id,
+    /// The new name.
+    pub appointment_name: String,
+}
+
 /// Any pushed event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Push {
@@ -270,6 +329,16 @@ pub enum Push {
     Kick(Kicked),
     /// `meeting.onCompere`
     Compere(Compere),
+    /// `meeting.onRaiseHand`
+    RaiseHand(Hand),
+    /// `meeting.onLowerHand` (bridge extension)
+    LowerHand(Hand),
+    /// `meeting.onHandFloor` (bridge extension)
+    HandFloor(HandFloor),
+    /// `meeting.onUpdateClient`
+    UpdateClient(ClientRenamed),
+    /// `meeting.onUpdateMeeting`
+    UpdateMeeting(MeetingRenamed),
 }
 
 impl Push {
@@ -292,6 +361,11 @@ impl Push {
             Self::MuteAll(_) => ("meeting", "onMuteAll"),
             Self::Kick(_) => ("meeting", "tiren"),
             Self::Compere(_) => ("meeting", "onCompere"),
+            Self::RaiseHand(_) => ("meeting", "onRaiseHand"),
+            Self::LowerHand(_) => ("meeting", "onLowerHand"),
+            Self::HandFloor(_) => ("meeting", "onHandFloor"),
+            Self::UpdateClient(_) => ("meeting", "onUpdateClient"),
+            Self::UpdateMeeting(_) => ("meeting", "onUpdateMeeting"),
         }
     }
 
@@ -311,6 +385,10 @@ impl Push {
             Self::Mute(m) | Self::MuteAll(m) => encode(module, method, m),
             Self::Kick(m) => encode(module, method, m),
             Self::Compere(m) => encode(module, method, m),
+            Self::RaiseHand(m) | Self::LowerHand(m) => encode(module, method, m),
+            Self::HandFloor(m) => encode(module, method, m),
+            Self::UpdateClient(m) => encode(module, method, m),
+            Self::UpdateMeeting(m) => encode(module, method, m),
         }
     }
 
@@ -336,6 +414,11 @@ impl Push {
             ("meeting", "onMuteAll") => Self::MuteAll(f.decode()?),
             ("meeting", "tiren") => Self::Kick(f.decode()?),
             ("meeting", "onCompere") => Self::Compere(f.decode()?),
+            ("meeting", "onRaiseHand") => Self::RaiseHand(f.decode()?),
+            ("meeting", "onLowerHand") => Self::LowerHand(f.decode()?),
+            ("meeting", "onHandFloor") => Self::HandFloor(f.decode()?),
+            ("meeting", "onUpdateClient") => Self::UpdateClient(f.decode()?),
+            ("meeting", "onUpdateMeeting") => Self::UpdateMeeting(f.decode()?),
             (module, method) => {
                 return Err(FrameError::Unknown {
                     module: module.into(),

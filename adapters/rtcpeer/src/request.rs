@@ -373,6 +373,49 @@ pub struct SetCompere {
     pub room_id: Id,
 }
 
+/// `meeting.updateClientName` (3.45): rename member `userId` (oneself, or anyone for the
+/// compere).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateClientName {
+    /// The member to rename.
+    #[serde(deserialize_with = "de_id")]
+    pub user_id: Id,
+    /// Room.
+    #[serde(deserialize_with = "de_id")]
+    pub room_id: Id,
+    /// New name.
+    pub name: String,
+}
+
+/// `meeting.updateMeetingName` (3.44): rename the meeting (the room's appointment).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateMeetingName {
+    /// The sender.
+    #[serde(deserialize_with = "de_id")]
+    pub user_id: Id,
+    /// Room.
+    #[serde(deserialize_with = "de_id")]
+    pub room_id: Id,
+    /// New meeting name.
+    pub appointment_name: String,
+    /// The room's `appointmentId` (a string in the spec's table; a number is taken too).
+    #[serde(deserialize_with = "de_text_or_number")]
+    pub appointment_id: String,
+}
+
+/// A string, or a number kept as its text.
+fn de_text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a string or a number, got {other}"
+        ))),
+    }
+}
+
 /// `meeting.chat` (3.26). `userId`/`roomId` default to the sender's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -465,6 +508,14 @@ pub enum Request {
     KickOut(KickOut),
     /// `meeting.setCompere`
     SetCompere(SetCompere),
+    /// `meeting.raiseHand` (3.12, no parameters)
+    RaiseHand,
+    /// `meeting.lowerHand` (bridge extension: takes the sender's raised hand down)
+    LowerHand,
+    /// `meeting.updateClientName`
+    UpdateClientName(UpdateClientName),
+    /// `meeting.updateMeetingName`
+    UpdateMeetingName(UpdateMeetingName),
     /// `meeting.chat`
     Chat(Chat),
     /// `meeting.privateChat`
@@ -494,6 +545,10 @@ pub const METHODS: &[(&str, &str)] = &[
     ("meeting", "muteAll"),
     ("meeting", "kickOut"),
     ("meeting", "setCompere"),
+    ("meeting", "raiseHand"),
+    ("meeting", "lowerHand"),
+    ("meeting", "updateClientName"),
+    ("meeting", "updateMeetingName"),
     ("meeting", "chat"),
     ("meeting", "privateChat"),
 ];
@@ -528,6 +583,10 @@ impl Request {
             ("meeting", "muteAll") => Self::MuteAll(f.decode()?),
             ("meeting", "kickOut") => Self::KickOut(f.decode()?),
             ("meeting", "setCompere") => Self::SetCompere(f.decode()?),
+            ("meeting", "raiseHand") => Self::RaiseHand,
+            ("meeting", "lowerHand") => Self::LowerHand,
+            ("meeting", "updateClientName") => Self::UpdateClientName(f.decode()?),
+            ("meeting", "updateMeetingName") => Self::UpdateMeetingName(f.decode()?),
             ("meeting", "chat") => Self::Chat(f.decode()?),
             ("meeting", "privateChat") => Self::PrivateChat(f.decode()?),
             (module, method) => {
@@ -563,6 +622,10 @@ impl Request {
             Self::MuteAll(_) => ("meeting", "muteAll"),
             Self::KickOut(_) => ("meeting", "kickOut"),
             Self::SetCompere(_) => ("meeting", "setCompere"),
+            Self::RaiseHand => ("meeting", "raiseHand"),
+            Self::LowerHand => ("meeting", "lowerHand"),
+            Self::UpdateClientName(_) => ("meeting", "updateClientName"),
+            Self::UpdateMeetingName(_) => ("meeting", "updateMeetingName"),
             Self::Chat(_) => ("meeting", "chat"),
             Self::PrivateChat(_) => ("meeting", "privateChat"),
         }
@@ -583,7 +646,9 @@ impl Request {
             Self::Logout(m) => encode(module, method, m),
             Self::MeetingNew(m) => encode(module, method, m),
             Self::Enter(m) => encode(module, method, m),
-            Self::Exit | Self::Finish => encode(module, method, &empty),
+            Self::Exit | Self::Finish | Self::RaiseHand | Self::LowerHand => {
+                encode(module, method, &empty)
+            }
             Self::Publish(m) => encode(module, method, m),
             Self::Play(m) => encode(module, method, m),
             Self::ClosePlay(m) => encode(module, method, m),
@@ -592,6 +657,8 @@ impl Request {
             Self::MuteAll(m) => encode(module, method, m),
             Self::KickOut(m) => encode(module, method, m),
             Self::SetCompere(m) => encode(module, method, m),
+            Self::UpdateClientName(m) => encode(module, method, m),
+            Self::UpdateMeetingName(m) => encode(module, method, m),
             Self::Chat(m) => encode(module, method, m),
             Self::PrivateChat(m) => encode(module, method, m),
         }
