@@ -73,6 +73,23 @@ pub struct LinkConfig {
     pub group_level: MicLevel,
     /// Floor level of PTT talkers.
     pub ptt_level: MicLevel,
+    /// Hand-raise only: the group's audio reaches the PTT channel only from the member whose
+    /// raised hand holds the floor ([`Link::raise_hand`]); otherwise voice activity takes it.
+    pub hand_only: bool,
+}
+
+/// Where the first raised hand stands on the floor ([`Notice::Hand`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandState {
+    /// The group holds the floor for this hand: the member is heard on the PTT channel.
+    Granted,
+    /// Waiting for the floor (`holder` has it).
+    Queued {
+        /// Who holds it.
+        holder: Option<Party>,
+    },
+    /// The grant is over (the hand was lowered, or a higher level took the floor).
+    Ended,
 }
 
 /// Something the caller must do.
@@ -132,6 +149,13 @@ pub enum Notice<M> {
         /// Text.
         text: String,
     },
+    /// A raised hand's place on the floor changed.
+    Hand {
+        /// Whose hand.
+        member: M,
+        /// Granted, queued or ended.
+        state: HandState,
+    },
 }
 
 /// A PTT channel ⇄ group link. See the module docs.
@@ -173,6 +197,10 @@ pub struct Link<M> {
     denied: bool,
     /// The PTT account is connected (group audio is only sent then).
     ptt_up: bool,
+    /// Raised hands, first raised first: the first asks the floor for the group.
+    hands: Vec<M>,
+    /// What the first hand was last told (granted or queued), so each change is told once.
+    hand_told: Option<(M, HandState)>,
     /// Ticks in a row the held floor had no audio from any speaker (a gap mid-burst).
     gap_ticks: u32,
     ticks: u64,
@@ -227,6 +255,8 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
             holding: false,
             denied: false,
             ptt_up: true,
+            hands: Vec::new(),
+            hand_told: None,
             gap_ticks: 0,
             ticks: 0,
             voice_out: 0,
@@ -299,6 +329,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
                 self.talk_keys.clear();
             }
         }
+        self.sync_hand();
     }
 
     /// The link's own id for the burst `session` is in: a new one for every burst, so a
@@ -395,6 +426,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
     /// A member left: its audio and talk state go.
     pub fn remove_member(&mut self, member: M) {
         self.presets.remove(&member);
+        self.hands.retain(|h| *h != member);
         if let Some(mut m) = self.members.remove(&member) {
             let stats = m.stats();
             m.reported.report(&stats, &self.metrics.jitter_members_in);
@@ -408,6 +440,66 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         }
     }
 
+    /// `member` raised its hand: it asks the PTT floor for the group (same rules as any
+    /// request: granted when free, queued behind a PTT talker, pre-empted by a higher level)
+    /// once the hands raised before it are down. Holding the floor for a hand, the group sends
+    /// into the channel until the hand is lowered — in hand-raise-only mode that member's
+    /// audio alone. [`Notice::Hand`] tells where the first hand stands.
+    pub fn raise_hand(&mut self, member: M, now: Instant) {
+        if !self.hands.contains(&member) {
+            self.hands.push(member);
+        }
+        if self.hands.first() == Some(&member) && !self.holding && self.ptt_up {
+            self.request_floor(now);
+        }
+        self.sync_hand();
+    }
+
+    /// `member` lowered its hand: it lets go of the floor (released on the next tick unless
+    /// another hand, or in voice mode a speaker, keeps it).
+    pub fn lower_hand(&mut self, member: M) {
+        self.hands.retain(|h| *h != member);
+        self.sync_hand();
+    }
+
+    /// Raised hands, first raised first.
+    pub fn hands(&self) -> &[M] {
+        &self.hands
+    }
+
+    /// Tells the first hand where it stands now, if that changed: granted while the group
+    /// holds the floor, queued while it waits, ended when a grant it had is over.
+    fn sync_hand(&mut self) {
+        let now = match self.hands.first() {
+            Some(m) if self.holding => Some((*m, HandState::Granted)),
+            Some(m) if self.denied => Some((
+                *m,
+                HandState::Queued {
+                    holder: self.floor.holder().map(|h| h.party.clone()),
+                },
+            )),
+            _ => None,
+        };
+        if now == self.hand_told {
+            return;
+        }
+        if let Some((m, HandState::Granted)) = self.hand_told.take()
+            && now.as_ref().is_none_or(|(n, s)| *n != m || *s != HandState::Granted)
+        {
+            self.notice(Notice::Hand {
+                member: m,
+                state: HandState::Ended,
+            });
+        }
+        if let Some((m, state)) = &now {
+            self.notice(Notice::Hand {
+                member: *m,
+                state: state.clone(),
+            });
+        }
+        self.hand_told = now;
+    }
+
     /// Group chat into the PTT channel.
     pub fn send_text(&mut self, text: String) {
         self.out.push_back(Output::PttText(text));
@@ -419,6 +511,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         let now_us = self.us(now);
         self.ptt_to_group_tick(now, now_us);
         self.group_to_ptt_tick(now, now_us);
+        self.sync_hand();
         self.ticks += 1;
         if self.ticks.is_multiple_of(REPORT_TICKS) {
             let sessions: Vec<u32> = self.talkers.keys().copied().collect();
@@ -710,6 +803,9 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         let mut speaking = 0;
         let mut heard = false;
         let mut changes: Vec<(M, bool)> = Vec::new();
+        // The first raised hand; in hand-raise-only mode nobody else is heard.
+        let hand = self.hands.first().copied();
+        let only = self.cfg.hand_only.then_some(hand);
         for (id, m) in &mut self.members {
             m.pull(now_us);
             let talking = m.talking();
@@ -723,7 +819,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
                     debug!(?h, "member talk burst audio");
                 }
             }
-            if !m.muted {
+            if !m.muted && only.is_none_or(|h| h == Some(*id)) {
                 // While the group holds the floor every unmuted member is heard (word onsets
                 // and the quiet ends of phrases included); the VAD only decides whether to
                 // hold it.
@@ -739,7 +835,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         for (member, talking) in changes {
             self.notice(Notice::MemberTalking { member, talking });
         }
-        if speaking == 0 || !self.ptt_up {
+        if (speaking == 0 && hand.is_none()) || !self.ptt_up {
             self.end_gap();
             let me = self.cfg.group_party.clone();
             if self.holding {
@@ -758,7 +854,8 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         if !self.holding {
             return;
         }
-        if heard {
+        if heard || speaking == 0 {
+            // (Nobody speaking: a raised hand holds the floor through its pauses.)
             self.end_gap();
         } else {
             // Holding the floor for a speaker whose audio did not come in time.

@@ -18,6 +18,6 @@ pub mod port;
 #[cfg(test)]
 mod tests;
 
-pub use link::{HANGUP_COMMAND, Link, LinkConfig, Notice, Output};
+pub use link::{HANGUP_COMMAND, HandState, Link, LinkConfig, Notice, Output};
 pub use passthrough::PassThrough;
 pub use port::PttPort;

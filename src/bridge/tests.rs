@@ -14,7 +14,7 @@ use media::opus::{Application, Decoder, Encoder};
 use media::passthrough::Source;
 use media::signal::{dominant_frequency, sine, tone_amplitude};
 
-use super::{Link, LinkConfig, Notice, Output, PassThrough};
+use super::{HandState, Link, LinkConfig, Notice, Output, PassThrough};
 use crate::hub::floor::MicLevel;
 use crate::hub::{Party, Side};
 use crate::sides::ptt::ChannelEvent;
@@ -113,12 +113,27 @@ impl Pair {
     }
 
     fn with_levels(passthrough: PassThrough, ptt_level: MicLevel, group_level: MicLevel) -> Self {
+        Self::build(passthrough, ptt_level, group_level, false)
+    }
+
+    /// A link whose group is heard on PTT only through a raised hand.
+    fn hand_only() -> Self {
+        Self::build(PassThrough::Direct, 1, 1, true)
+    }
+
+    fn build(
+        passthrough: PassThrough,
+        ptt_level: MicLevel,
+        group_level: MicLevel,
+        hand_only: bool,
+    ) -> Self {
         let t0 = Instant::now();
         let cfg = LinkConfig {
             passthrough,
             group_party: group_party(),
             group_level,
             ptt_level,
+            hand_only,
         };
         Self {
             link: Link::new(cfg, t0).expect("link"),
@@ -677,6 +692,82 @@ fn a_member_that_stops_sending_releases_the_floor_too() {
         hangover.len()
     );
     assert_eq!(notices(&out), vec![member_talking(5, false)]);
+    assert!(!p.link.holding());
+}
+
+#[test]
+fn hand_raise_only_a_granted_hand_alone_is_heard_after_the_ptt_talker() {
+    let mut p = Pair::hand_only();
+    p.member_speak(5, 600.0, 300);
+    p.member_speak(6, 800.0, 300);
+    p.tick(30);
+    let out = p.outputs();
+    assert!(ptt_voice(&out).is_empty(), "no hand, no voice: {:?}", show(&out));
+    assert!(!notices(&out).contains(&Notice::FloorGranted));
+
+    // A PTT user talks: the hand waits behind them.
+    p.ptt_talk(1, 440.0, 100);
+    p.tick(5);
+    p.outputs();
+    let now = p.now();
+    p.link.raise_hand(5, now);
+    p.drain(Cause::Other);
+    let out = p.outputs();
+    assert_eq!(
+        notices(&out),
+        vec![
+            Notice::FloorDenied { holder: user(1) },
+            Notice::Hand {
+                member: 5,
+                state: HandState::Queued {
+                    holder: Some(user(1))
+                }
+            }
+        ]
+    );
+    p.tick(10);
+    assert!(ptt_voice(&p.outputs()).is_empty(), "nothing over the PTT talker");
+
+    p.ptt_stop(1);
+    let out = p.outputs();
+    assert_eq!(
+        notices(&out),
+        vec![
+            Notice::FloorGranted,
+            talking(user(1), false),
+            Notice::Hand {
+                member: 5,
+                state: HandState::Granted
+            }
+        ]
+    );
+    p.tick(20);
+    let voice = ptt_voice(&p.outputs());
+    assert_eq!(voice.len(), 20, "PTT voice on every tick");
+    let pcm = decode_mono(voice[5..].iter().map(|v| &v.1));
+    assert!(tone_amplitude(&pcm, RATE, 600.0) > 0.2, "the hand is heard");
+    assert!(
+        tone_amplitude(&pcm, RATE, 800.0) < 0.02,
+        "the member without a hand is not"
+    );
+
+    p.link.lower_hand(5);
+    p.drain(Cause::Other);
+    p.tick(2);
+    let out = p.outputs();
+    assert_eq!(
+        notices(&out),
+        vec![Notice::Hand {
+            member: 5,
+            state: HandState::Ended
+        }]
+    );
+    let voice = ptt_voice(&out);
+    assert!(
+        voice.len() == 1 && voice[0].2,
+        "the burst ends: {:?}",
+        show(&out)
+    );
     assert!(!p.link.holding());
 }
 

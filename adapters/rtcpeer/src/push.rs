@@ -270,7 +270,7 @@ pub struct HandFloor {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientRenamed {
-    /// Who renamed it.
+    /// The renamed user (3.45.4: a client whose own id this is renames itself).
     #[serde(deserialize_with = "de_id")]
     pub user_id: Id,
     /// Room.

@@ -62,6 +62,21 @@ pub struct MeetingConfig {
     pub upstream: Vec<Upstream>,
     /// How a lone PTT talker reaches the meeting.
     pub passthrough: PassThrough,
+    /// Who in a room may take a dialled-in channel's floor: `voice` (default: whoever speaks,
+    /// by voice activity; a raised hand also asks for it) or `hand` (hand-raise only: a
+    /// member is heard on the channel only while its raised hand holds the floor).
+    pub floor: FloorMode,
+}
+
+/// How a room's members take a dialled-in PTT channel's floor (`meeting.floor`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FloorMode {
+    /// Voice activity takes it (and a raised hand asks for it).
+    #[default]
+    Voice,
+    /// Only a raised hand, once granted: `meeting.raiseHand`, `meeting.lowerHand`.
+    Hand,
 }
 
 impl Default for MeetingConfig {
@@ -90,6 +105,7 @@ impl Default for MeetingConfig {
             number_base: None,
             upstream: Vec::new(),
             passthrough: PassThrough::default(),
+            floor: FloorMode::default(),
         }
     }
 }

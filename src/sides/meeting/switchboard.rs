@@ -147,6 +147,7 @@ impl Switchboard {
             media: self.config.media_address(),
             passthrough: self.config.passthrough,
             empty_close: Duration::from_secs(self.config.empty_room_close_s),
+            hand_only: self.config.floor == super::config::FloorMode::Hand,
         }
     }
 

@@ -59,6 +59,7 @@ impl RoomLink {
         caller: Id,
         room: Id,
         passthrough: PassThrough,
+        hand_only: bool,
         now: Instant,
     ) -> media::Result<Self> {
         let account = target.account.clone();
@@ -84,6 +85,7 @@ impl RoomLink {
                 },
                 group_level: target.meeting_level,
                 ptt_level: target.ptt_level,
+                hand_only,
             },
             now,
         )?;

@@ -37,7 +37,7 @@ use super::dial::DialTarget;
 use super::events::{link_event, party};
 use super::outbox::{Outbox, push_outbox};
 use super::refusal::Refusal;
-use crate::bridge::{Notice, Output, PassThrough};
+use crate::bridge::{HandState, Notice, Output, PassThrough};
 use crate::hub::calls::CallCounters;
 use crate::hub::{EventKind, Party};
 
@@ -63,6 +63,9 @@ pub struct RoomConfig {
     pub passthrough: PassThrough,
     /// A room with nobody in it closes after this long (its UDP port goes with it).
     pub empty_close: Duration,
+    /// Hand-raise only (`meeting.floor = "hand"`): members are heard on the PTT channel only
+    /// while their raised hand holds its floor.
+    pub hand_only: bool,
 }
 
 /// Commands a room takes.
@@ -180,12 +183,16 @@ pub fn spawn(
     // The room's creator is its first compere (`superModeId`, spec 8.3).
     let compere = info.owner_id.unwrap_or_default();
     info.super_mode_id = Some(compere);
+    // How members take a dialled-in channel's floor (bridge extension, `meeting.floor`).
+    let mode = if cfg.hand_only { "hand" } else { "voice" };
+    info.extra.insert("floorMode".into(), mode.into());
     let actor = RoomActor {
         host,
         cfg,
         id,
         info,
         compere,
+        hands: Vec::new(),
         media,
         members: Vec::new(),
         link: None,
@@ -218,6 +225,8 @@ struct RoomActor {
     info: Room,
     /// Who moderates (`setCompere` hands it on): kicks, mutes, finishes.
     compere: Id,
+    /// Raised hands, first raised first (the link asks the PTT floor for the first).
+    hands: Vec<Id>,
     media: RoomMedia,
     members: Vec<Member>,
     link: Option<RoomLink>,
@@ -542,6 +551,7 @@ impl RoomActor {
             setup.caller,
             self.id,
             self.cfg.passthrough,
+            self.cfg.hand_only,
             Instant::now(),
         ) {
             Ok(l) => l,
@@ -585,6 +595,10 @@ impl RoomActor {
             let now = Instant::now();
             for ev in l.take_present() {
                 l.core.handle_ptt(ev, now);
+            }
+            // Hands raised before the channel came ask its floor now.
+            for h in &self.hands {
+                l.core.raise_hand(*h, now);
             }
             self.route_link(now);
         }
@@ -672,6 +686,23 @@ impl RoomActor {
                     self.link_event(&n, dial, &link_client, &ptt_group, None);
                 }
                 Notice::FloorGranted => debug!("meeting has the PTT floor"),
+                Notice::Hand { member, state } => {
+                    let (floor, holder) = match state {
+                        HandState::Granted => ("granted", None),
+                        HandState::Queued { holder } => ("queued", holder.map(|h| h.name)),
+                        HandState::Ended => ("ended", None),
+                    };
+                    info!(member, floor, "raised hand on the PTT floor");
+                    self.push_all(
+                        &Push::HandFloor(push::HandFloor {
+                            room_id: self.id,
+                            user_id: member,
+                            floor: floor.into(),
+                            holder,
+                        }),
+                        None,
+                    );
+                }
                 Notice::Text { from, text } => {
                     let mut client = link_client.clone();
                     if let Some(p) = &from {
@@ -872,6 +903,10 @@ impl RoomActor {
         };
         let m = self.members.remove(pos);
         metrics::gauge!("pttbridge_meeting_members").decrement(1.0);
+        self.hands.retain(|h| *h != id);
+        if let Some(l) = self.link.as_mut() {
+            l.core.lower_hand(id);
+        }
         let owned = self
             .media
             .peers_where(|t: &PeerTag| t.owner == id || t.role == Role::Play { source: id });
@@ -1171,6 +1206,110 @@ impl RoomActor {
                 }
                 Ok(reply::ok(module, method))
             }
+            Request::RaiseHand => {
+                let client = self
+                    .member(from)
+                    .map(|m| m.client.clone())
+                    .unwrap_or_default();
+                if !self.hands.contains(&from) {
+                    self.hands.push(from);
+                }
+                info!(member = from, "hand raised");
+                // To everyone, the sender too (3.12.4 filters its own out).
+                self.push_all(
+                    &Push::RaiseHand(push::Hand {
+                        client,
+                        room_id: self.id,
+                    }),
+                    None,
+                );
+                if let Some(l) = self.link.as_mut() {
+                    let now = Instant::now();
+                    l.core.raise_hand(from, now);
+                    self.route_link(now);
+                }
+                Ok(reply::ok(module, method))
+            }
+            Request::LowerHand => {
+                if !self.hands.contains(&from) {
+                    return Err(Refusal::new(code::CONFLICT, "your hand is not raised"));
+                }
+                self.hands.retain(|h| *h != from);
+                let client = self
+                    .member(from)
+                    .map(|m| m.client.clone())
+                    .unwrap_or_default();
+                info!(member = from, "hand lowered");
+                self.push_all(
+                    &Push::LowerHand(push::Hand {
+                        client,
+                        room_id: self.id,
+                    }),
+                    None,
+                );
+                if let Some(l) = self.link.as_mut() {
+                    l.core.lower_hand(from);
+                    self.route_link(Instant::now());
+                }
+                Ok(reply::ok(module, method))
+            }
+            Request::UpdateClientName(u) => {
+                self.this_room(u.room_id)?;
+                let name = valid_name(&u.name, "name")?;
+                if u.user_id != from {
+                    self.moderator_only(from, operator, "rename other members")?;
+                }
+                if self.linked(u.user_id) {
+                    return Err(Refusal::new(
+                        code::CONFLICT,
+                        format!(
+                            "client {} is the PTT channel: it is named after its channel",
+                            u.user_id
+                        ),
+                    ));
+                }
+                let Some(target) = self
+                    .members
+                    .iter_mut()
+                    .find(|x| x.client.id == Some(u.user_id))
+                else {
+                    return Err(Refusal::new(
+                        code::NOT_FOUND,
+                        format!("client {} is not in the room", u.user_id),
+                    ));
+                };
+                // Later pushes (memberTalking, onChat) and its chat into the PTT channel carry
+                // the new name.
+                target.client.name = Some(name);
+                let client = target.client.clone();
+                info!(member = u.user_id, by = from, "member renamed");
+                self.push_all(
+                    &Push::UpdateClient(push::ClientRenamed {
+                        user_id: u.user_id,
+                        room_id: self.id,
+                        client,
+                    }),
+                    None,
+                );
+                Ok(reply::ok(module, method))
+            }
+            Request::UpdateMeetingName(u) => {
+                self.moderator_only(from, operator, "rename the meeting")?;
+                self.this_room(u.room_id)?;
+                let name = valid_name(&u.appointment_name, "appointmentName")?;
+                // Later members find it in their enter reply's room.
+                self.info.appointment_name = Some(name.clone());
+                info!(by = from, "meeting renamed");
+                self.push_all(
+                    &Push::UpdateMeeting(push::MeetingRenamed {
+                        user_id: from,
+                        room_id: self.id,
+                        appointment_name: name,
+                    }),
+                    None,
+                );
+                Ok(reply::ok(module, method))
+            }
             Request::Chat(c) => {
                 let client = self
                     .member(from)
@@ -1226,6 +1365,25 @@ impl RoomActor {
             )),
         }
     }
+}
+
+/// Longest member or meeting name, in characters.
+const MAX_NAME_CHARS: usize = 64;
+
+/// A new name: trimmed, not empty, at most [`MAX_NAME_CHARS`], no control characters
+/// (422 otherwise, naming `field`).
+fn valid_name(name: &str, field: &str) -> Result<String, Refusal> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control)
+    {
+        return Err(Refusal::new(
+            code::BAD_FIELDS,
+            format!(
+                "{field} must be 1 to {MAX_NAME_CHARS} characters, without control characters"
+            ),
+        ));
+    }
+    Ok(name.to_string())
 }
 
 /// The channel's client standing for PTT user `p` (in `memberTalking`): the channel's id, the

@@ -139,6 +139,8 @@ pub fn spawn(c: CallMedia) -> anyhow::Result<(MediaHandle, mpsc::Receiver<MediaN
             },
             group_level: c.target.meeting_level,
             ptt_level: c.target.ptt_level,
+            // Another server's room: its own rules decide who speaks; voice activity here.
+            hand_only: false,
         },
         now,
     )
@@ -472,7 +474,7 @@ impl Actor {
                 }
             }
             // The server's room tells its members who talks; the PTT side publishes talk.*.
-            Notice::PttTalking { .. } | Notice::FloorGranted => {}
+            Notice::PttTalking { .. } | Notice::FloorGranted | Notice::Hand { .. } => {}
         }
     }
 }
