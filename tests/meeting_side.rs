@@ -1578,3 +1578,344 @@ fn moderation_bad_input_gets_protocol_errors() {
     assert_eq!(r["result"], 0, "{r}");
     carol.push("onCompere", |v| v["userId"] == me, T);
 }
+
+/// The bridge's voice on `listener`'s recording of `secs` while `speaker` says `wav`: the
+/// recorder's summary, and the bridge's chunks in it (0: the channel heard nothing of it).
+fn bridge_chunks_while(
+    speaker: &mut Participant,
+    listener: &mut Terminal,
+    wav: &std::path::Path,
+    recording: &std::path::Path,
+) -> (Value, u64) {
+    listener.record_start();
+    speaker.speak_and_wait(wav, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000));
+    let rec = listener.record_stop(recording);
+    let chunks = rec["speakers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["name"] == "bridge")
+        .map(|s| s["chunks"].as_u64().unwrap_or(0))
+        .sum();
+    (rec, chunks)
+}
+
+/// Issue 18, item 2. A room with `meeting.floor = "hand"`: dave's speech does not reach bob
+/// on PTT while his hand is down (no bridge audio at all). alice talks on PTT; dave raises his
+/// hand: carol, the compere, sees onRaiseHand naming him, and dave is told onHandFloor
+/// "queued" behind alice — and not granted while she talks. When she stops he is granted,
+/// and his speech reaches bob (correlation >= 0.9, one burst). He lowers his hand: everyone
+/// sees onLowerHand, he is told "ended", and his speech no longer reaches PTT.
+#[test]
+fn raised_hand_takes_the_ptt_floor_in_a_hand_raise_only_room() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start_with(&server, r#"floor = "hand""#);
+    let mut events = bridge.events();
+    let dir = tempfile::tempdir().unwrap();
+    let speech = fixture("audio/speech.wav");
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut bob = Terminal::connect(server.port(), "bob", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    let mut dave = Participant::join(bridge.addr(), "dave");
+    let room = dial_north(&mut carol);
+    bring_in(&mut carol, &mut dave, room);
+    let entered = enter(&mut dave, room);
+    let d = dave.id();
+    assert_eq!(entered["room"]["floorMode"], "hand", "{entered}");
+    dave.cmd(json!({"cmd":"publish"}));
+    dave.expect(
+        |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
+        T,
+    );
+
+    // No hand: nothing of dave reaches the channel.
+    let (rec, chunks) =
+        bridge_chunks_while(&mut dave, &mut bob, &speech, &dir.path().join("before.wav"));
+    assert_eq!(chunks, 0, "dave was heard on PTT without a hand: {rec}");
+
+    // alice holds the channel; dave's hand waits for her.
+    let ptt_wav = tone_wav(&dir, "ptt.wav", 440.0, 4.0);
+    alice.play(&ptt_wav);
+    dave.push(
+        "memberTalking",
+        |m| m["member"]["id"] == NORTH && m["talking"] == true,
+        T,
+    );
+    let r = dave.request(json!({"module":"meeting","method":"raiseHand"}));
+    assert_eq!(r["result"], 0, "{r}");
+    let raised = carol.push("onRaiseHand", |m| m["client"]["id"] == d, T);
+    assert_eq!(raised["roomId"], room, "{raised}");
+    assert_eq!(raised["client"]["name"], "dave", "{raised}");
+    let queued = dave.push("onHandFloor", |m| m["userId"] == d, T);
+    assert_eq!(
+        (&queued["floor"], &queued["holder"], &queued["roomId"]),
+        (&json!("queued"), &json!("alice"), &json!(room)),
+        "{queued}"
+    );
+    let denied = events
+        .try_expect(|e| e["type"] == "floor.denied", T)
+        .expect("floor.denied while alice talks");
+    assert_eq!(denied["detail"]["holder"]["name"], "alice", "{denied}");
+    assert!(
+        dave.try_push(
+            "onHandFloor",
+            |m| m["floor"] == "granted",
+            Duration::from_millis(1500)
+        )
+        .is_none(),
+        "granted while alice talks"
+    );
+    alice.expect_event("play_done", Duration::from_secs(30));
+    let stopped = std::time::Instant::now();
+    let granted = dave.push("onHandFloor", |m| m["floor"] == "granted", T);
+    assert_eq!(granted["userId"], d, "{granted}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "granted {:?} after alice stopped",
+        stopped.elapsed()
+    );
+    carol.push(
+        "onHandFloor",
+        |m| m["floor"] == "granted" && m["userId"] == d,
+        T,
+    );
+
+    // Granted: dave is heard on PTT.
+    let cmp = speak_into_ptt(
+        &mut dave,
+        &mut bob,
+        &speech,
+        &dir.path().join("granted.wav"),
+        "raised hand → PTT",
+    );
+    cmp.assert_matches(0.9, 0.1);
+
+    // Lowered: the grant ends and dave is not heard any more.
+    let r = dave.request(json!({"module":"meeting","method":"lowerHand"}));
+    assert_eq!(r["result"], 0, "{r}");
+    carol.push("onLowerHand", |m| m["client"]["id"] == d, T);
+    dave.push(
+        "onHandFloor",
+        |m| m["floor"] == "ended" && m["userId"] == d,
+        T,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (rec, chunks) =
+        bridge_chunks_while(&mut dave, &mut bob, &speech, &dir.path().join("after.wav"));
+    assert_eq!(
+        chunks, 0,
+        "dave heard on PTT after lowering his hand: {rec}"
+    );
+    let r = dave.request(json!({"module":"meeting","method":"lowerHand"}));
+    assert_eq!(r["result"], 409, "no hand to lower: {r}");
+}
+
+/// Issue 18, item 6 (names). dave renames himself: everyone gets onUpdateClient with his new
+/// name, his memberTalking and his chat into the PTT channel carry it. carol (the compere)
+/// renames the meeting: everyone gets onUpdateMeeting, and a member entering afterwards finds
+/// it in room.appointmentName. dave may not rename carol or the meeting (403); bad input gets
+/// 422 / 404 / 409, and the socket keeps serving.
+#[test]
+fn client_and_meeting_names_are_updated_for_everyone() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    let mut dave = Participant::join(bridge.addr(), "dave");
+    let room = dial_north(&mut carol);
+    bring_in(&mut carol, &mut dave, room);
+    enter(&mut dave, room);
+    let (me, him) = (carol.id(), dave.id());
+
+    let r = dave.request(json!({"module":"meeting","method":"updateClientName",
+        "userId":him,"roomId":room,"name":"Dave R"}));
+    assert_eq!(r["result"], 0, "{r}");
+    for p in [&mut carol, &mut dave] {
+        let u = p.push("onUpdateClient", |m| m["userId"] == him, T);
+        assert_eq!(
+            (&u["roomId"], &u["client"]["id"], &u["client"]["name"]),
+            (&json!(room), &json!(him), &json!("Dave R")),
+            "{u}"
+        );
+    }
+    let r = dave.request(json!({"module":"meeting","method":"chat","content":"renamed"}));
+    assert_eq!(r["result"], 0, "{r}");
+    alice.expect(
+        |e| e["event"] == "text" && e["message"] == "Dave R: renamed",
+        T,
+    );
+    dave.cmd(json!({"cmd":"publish"}));
+    dave.expect(
+        |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
+        T,
+    );
+    dave.speak(&tone_wav(&dir, "tone.wav", 1000.0, 1.5));
+    carol.push(
+        "memberTalking",
+        |m| m["member"]["id"] == him && m["talking"] == true && m["member"]["name"] == "Dave R",
+        T,
+    );
+
+    let r = carol.request(json!({"module":"meeting","method":"updateMeetingName",
+        "userId":me,"roomId":room,"appointmentName":"Night shift","appointmentId":"1"}));
+    assert_eq!(r["result"], 0, "{r}");
+    for p in [&mut carol, &mut dave] {
+        let u = p.push("onUpdateMeeting", |m| m["roomId"] == room, T);
+        assert_eq!(
+            (&u["userId"], &u["appointmentName"]),
+            (&json!(me), &json!("Night shift")),
+            "{u}"
+        );
+    }
+    let r = dave.request(json!({"module":"meeting","method":"exit"}));
+    assert_eq!(r["result"], 0, "{r}");
+    let entered = enter(&mut dave, room);
+    assert_eq!(
+        entered["room"]["appointmentName"], "Night shift",
+        "{entered}"
+    );
+
+    let m = |method: &str, fields: Value| {
+        let mut v = json!({"module":"meeting","method":method});
+        v.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        v
+    };
+    let other = room + 1;
+    for (by_dave, req, code) in [
+        (
+            true,
+            m(
+                "updateClientName",
+                json!({"userId":me,"roomId":room,"name":"x"}),
+            ),
+            403,
+        ),
+        (
+            true,
+            m(
+                "updateMeetingName",
+                json!({"userId":him,"roomId":room,"appointmentName":"x","appointmentId":"1"}),
+            ),
+            403,
+        ),
+        (
+            false,
+            m("updateClientName", json!({"userId":him,"roomId":room})),
+            422,
+        ),
+        (
+            false,
+            m(
+                "updateClientName",
+                json!({"userId":him,"roomId":room,"name":5}),
+            ),
+            422,
+        ),
+        (
+            false,
+            m(
+                "updateClientName",
+                json!({"userId":him,"roomId":room,"name":"  "}),
+            ),
+            422,
+        ),
+        (
+            false,
+            m(
+                "updateClientName",
+                json!({"userId":"dave","roomId":room,"name":"x"}),
+            ),
+            422,
+        ),
+        (
+            false,
+            m("updateClientName", json!({"userId":him,"name":"x"})),
+            422,
+        ),
+        (
+            false,
+            m(
+                "updateClientName",
+                json!({"userId":424242,"roomId":room,"name":"x"}),
+            ),
+            404,
+        ),
+        (
+            false,
+            m(
+                "updateClientName",
+                json!({"userId":NORTH,"roomId":room,"name":"x"}),
+            ),
+            409,
+        ),
+        (
+            false,
+            m(
+                "updateClientName",
+                json!({"userId":him,"roomId":other,"name":"x"}),
+            ),
+            409,
+        ),
+        (
+            false,
+            m(
+                "updateMeetingName",
+                json!({"userId":me,"roomId":room,"appointmentId":"1"}),
+            ),
+            422,
+        ),
+        (
+            false,
+            m(
+                "updateMeetingName",
+                json!({"userId":me,"roomId":room,"appointmentName":"x"}),
+            ),
+            422,
+        ),
+        (
+            false,
+            m(
+                "updateMeetingName",
+                json!({"userId":me,"roomId":room,"appointmentName":"x","appointmentId":true}),
+            ),
+            422,
+        ),
+        (
+            false,
+            m(
+                "updateMeetingName",
+                json!({"userId":me,"roomId":other,"appointmentName":"x","appointmentId":"1"}),
+            ),
+            409,
+        ),
+    ] {
+        let p = if by_dave { &mut dave } else { &mut carol };
+        let r = p.request(req.clone());
+        assert_eq!(r["result"], code, "{req}: {r}");
+        assert_eq!(r["method"], req["method"], "{r}");
+        assert!(!r["message"].as_str().unwrap_or("").is_empty(), "{r}");
+    }
+    // None of it reached anyone; both sockets still serve.
+    assert!(
+        carol
+            .try_push("onUpdateClient", |_| true, Duration::from_millis(300))
+            .is_none()
+    );
+    let r = carol.request(json!({"module":"meeting","method":"updateClientName",
+        "userId":him,"roomId":room,"name":"Dave"}));
+    assert_eq!(r["result"], 0, "{r}");
+    dave.push(
+        "onUpdateClient",
+        |m| m["client"]["name"] == "Dave" && m["userId"] == him,
+        T,
+    );
+    let outside = Participant::join(bridge.addr(), "erin").request(
+        json!({"module":"meeting","method":"updateMeetingName","userId":1,"roomId":room,
+        "appointmentName":"x","appointmentId":"1"}),
+    );
+    assert_eq!(outside["result"], 409, "not in a room: {outside}");
+}

@@ -484,7 +484,9 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
             return;
         }
         if let Some((m, HandState::Granted)) = self.hand_told.take()
-            && now.as_ref().is_none_or(|(n, s)| *n != m || *s != HandState::Granted)
+            && now
+                .as_ref()
+                .is_none_or(|(n, s)| *n != m || *s != HandState::Granted)
         {
             self.notice(Notice::Hand {
                 member: m,

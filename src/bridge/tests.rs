@@ -702,7 +702,11 @@ fn hand_raise_only_a_granted_hand_alone_is_heard_after_the_ptt_talker() {
     p.member_speak(6, 800.0, 300);
     p.tick(30);
     let out = p.outputs();
-    assert!(ptt_voice(&out).is_empty(), "no hand, no voice: {:?}", show(&out));
+    assert!(
+        ptt_voice(&out).is_empty(),
+        "no hand, no voice: {:?}",
+        show(&out)
+    );
     assert!(!notices(&out).contains(&Notice::FloorGranted));
 
     // A PTT user talks: the hand waits behind them.
@@ -726,7 +730,10 @@ fn hand_raise_only_a_granted_hand_alone_is_heard_after_the_ptt_talker() {
         ]
     );
     p.tick(10);
-    assert!(ptt_voice(&p.outputs()).is_empty(), "nothing over the PTT talker");
+    assert!(
+        ptt_voice(&p.outputs()).is_empty(),
+        "nothing over the PTT talker"
+    );
 
     p.ptt_stop(1);
     let out = p.outputs();

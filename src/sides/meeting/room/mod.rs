@@ -1374,13 +1374,13 @@ const MAX_NAME_CHARS: usize = 64;
 /// (422 otherwise, naming `field`).
 fn valid_name(name: &str, field: &str) -> Result<String, Refusal> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control)
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
     {
         return Err(Refusal::new(
             code::BAD_FIELDS,
-            format!(
-                "{field} must be 1 to {MAX_NAME_CHARS} characters, without control characters"
-            ),
+            format!("{field} must be 1 to {MAX_NAME_CHARS} characters, without control characters"),
         ));
     }
     Ok(name.to_string())
