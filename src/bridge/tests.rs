@@ -778,6 +778,82 @@ fn hand_raise_only_a_granted_hand_alone_is_heard_after_the_ptt_talker() {
     assert!(!p.link.holding());
 }
 
+fn hand(member: i64, state: HandState) -> Notice<i64> {
+    Notice::Hand { member, state }
+}
+
+#[test]
+fn a_higher_ptt_level_preempts_a_granted_hand_which_then_waits_and_gets_it_back() {
+    let mut p = Pair::build(PassThrough::Direct, 2, 1, true);
+    p.member_speak(5, 600.0, 300);
+    p.tick(5);
+    let now = p.now();
+    p.link.raise_hand(5, now);
+    p.drain(Cause::Other);
+    assert_eq!(
+        notices(&p.outputs())
+            .into_iter()
+            .filter(|n| !matches!(n, Notice::MemberTalking { .. }))
+            .collect::<Vec<_>>(),
+        vec![Notice::FloorGranted, hand(5, HandState::Granted)]
+    );
+    p.tick(10);
+    assert_eq!(ptt_voice(&p.outputs()).len(), 10);
+
+    // A PTT user of a higher level talks: the grant ends at once (terminator), the hand waits.
+    p.ptt_talk(1, 440.0, 20);
+    let out = p.outputs();
+    let voice = ptt_voice(&out);
+    assert!(voice.len() == 1 && voice[0].2, "{:?}", show(&out));
+    assert!(notices(&out).contains(&hand(5, HandState::Ended)));
+    p.tick(10);
+    let out = p.outputs();
+    assert!(ptt_voice(&out).is_empty(), "{:?}", show(&out));
+    assert!(
+        notices(&out).contains(&hand(
+            5,
+            HandState::Queued {
+                holder: Some(user(1))
+            }
+        )),
+        "{:?}",
+        show(&out)
+    );
+    p.ptt_stop(1);
+    assert!(notices(&p.outputs()).contains(&hand(5, HandState::Granted)));
+    p.tick(5);
+    assert_eq!(ptt_voice(&p.outputs()).len(), 5, "heard again");
+}
+
+#[test]
+fn in_voice_mode_a_raised_hand_holds_the_floor_through_silence_until_lowered() {
+    let mut p = Pair::new(PassThrough::Direct);
+    p.member_silent(5, 300);
+    p.tick(5);
+    assert!(ptt_voice(&p.outputs()).is_empty(), "silence takes no floor");
+    let now = p.now();
+    p.link.raise_hand(5, now);
+    p.drain(Cause::Other);
+    assert_eq!(
+        notices(&p.outputs()),
+        vec![Notice::FloorGranted, hand(5, HandState::Granted)]
+    );
+    p.tick(100);
+    let out = p.outputs();
+    assert_eq!(
+        ptt_voice(&out).len(),
+        100,
+        "held for the hand, past any hangover"
+    );
+    assert!(notices(&out).is_empty(), "{:?}", show(&out));
+    p.link.lower_hand(5);
+    p.drain(Cause::Other);
+    p.tick(2);
+    let out = p.outputs();
+    assert_eq!(notices(&out), vec![hand(5, HandState::Ended)]);
+    assert!(!p.link.holding());
+}
+
 #[test]
 fn a_member_waits_for_the_ptt_talker_then_gets_the_floor() {
     let mut p = Pair::new(PassThrough::Direct);
