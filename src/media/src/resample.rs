@@ -11,8 +11,9 @@ use rubato::{Fft, FixedSync, Resampler as _};
 use crate::error::{Error, Result};
 use crate::pcm::{Channels, f32_to_i16, i16_to_f32};
 
-/// Rates this resampler accepts (the Opus rates; G.711 is 8 kHz).
-pub const RATES: [u32; 5] = [8000, 12000, 16000, 24000, 48000];
+/// Rates this resampler accepts: the Opus rates (G.711 is 8 kHz) and the sound-card rates 32 and
+/// 44.1 kHz (the console agent's devices).
+pub const RATES: [u32; 7] = [8000, 12000, 16000, 24000, 32000, 44100, 48000];
 
 /// A streaming resampler for interleaved `i16` frames of fixed duration.
 pub struct Resampler {

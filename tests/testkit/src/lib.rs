@@ -10,6 +10,7 @@
 //! - [`events`] / [`http`]: JSON event queues and a tiny HTTP client for them.
 //! - [`rtcpeer`]: RTCPeer sign-in and a plain JSON WebSocket client (sockets from any 127/8 address).
 //! - [`tls`]: a test CA and server certificates (HTTPS/WSS tests).
+//! - [`sound`]: a PulseAudio server per test with a test microphone and speaker (null sinks).
 //! - [`audio`]: WAV loading, alignment by cross-correlation, per-window correlation, SNR, durations.
 //!
 //! ```no_run
@@ -40,6 +41,7 @@ pub mod murmur;
 pub mod nats;
 pub mod peers;
 pub mod rtcpeer;
+pub mod sound;
 pub mod spec_server;
 pub mod terminal;
 pub mod tls;

@@ -1,0 +1,272 @@
+//! The console agent (`pttbridge console-agent`) with an unmodified console: the console sends
+//! the muicall spec's JSON and nothing else — no audio frames, no extensions — to the agent; the
+//! agent relays it to the bridge and does the audio with the sound devices of "the PC", here a
+//! real PulseAudio server with a test microphone and speaker (testkit::sound). Terminals are
+//! pymumble on murmurd, as in the console tests.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use testkit::audio::{compare, compare_files, load_wav};
+use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::console::{Console, REPLY};
+use testkit::events::capture;
+use testkit::murmur::Murmur;
+use testkit::peers::{fixture, free_port};
+use testkit::sound::Pulse;
+use testkit::terminal::Terminal;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
+const T: Duration = Duration::from_secs(15);
+const BASE_URL: &str = "http://ptt.test:8080";
+
+fn murmur() -> Murmur {
+    Murmur::builder()
+        .channels(&["North"])
+        .user("zydd", "pw-zydd")
+        .user("t1", "pw-t1")
+        .start()
+}
+
+fn bridge_config(server: &Murmur) -> String {
+    format!(
+        "{}\n[console]\n[[console.servers]]\nbase_url = \"{BASE_URL}\"\nptt_server = \"local\"\n\
+         admin_username = \"SuperUser\"\nadmin_password = \"{}\"\n",
+        ptt_server_toml("local", server, &[("bridge", "")]),
+        server.superuser_password()
+    )
+}
+
+fn start_bridge(config: &str, addr: SocketAddr) -> Bridge {
+    let bridge = Bridge::start_at(BIN, config, addr);
+    bridge.wait_health(
+        "console admin connected",
+        |h| h["sides"]["console"]["servers"][0]["admin_connected"] == true,
+        T,
+    );
+    bridge
+}
+
+fn terminal(server: &Murmur, name: &str) -> Terminal {
+    Terminal::builder(server.port(), name)
+        .password(&format!("pw-{name}"))
+        .channel("North")
+        .connect()
+}
+
+/// The agent process, on "the PC" whose sound server is `pulse`; killed when dropped.
+struct Agent {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    fn start(pulse: &Pulse, bridge: SocketAddr) -> Agent {
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut child = Command::new(BIN)
+            .args(["console-agent", "--listen", &addr.to_string(), "--bridge"])
+            .arg(format!("ws://{bridge}/muicall"))
+            .envs(pulse.env())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the console agent");
+        let log = capture(child.stderr.take().unwrap());
+        let agent = Agent { child, addr, log };
+        let deadline = Instant::now() + T;
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "agent not listening:\n{}",
+                agent.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let deadline = Instant::now() + T;
+        while !agent.logs().contains("speaker open") || !agent.logs().contains("microphone open") {
+            assert!(
+                Instant::now() < deadline,
+                "agent's devices not open:\n{}",
+                agent.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        agent
+    }
+
+    fn logs(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts a call to `id` with the spec's `requestMic`; returns the call id once the mic is open.
+fn call(c: &mut Console, id: u32, transaction: u64) -> String {
+    c.send(json!({"type": "requestMic", "toIds": [id], "transaction": transaction}));
+    let created = c.expect_type("createGroup", T);
+    assert_eq!(created["code"], 1, "{created}");
+    assert_eq!(created["transaction"], transaction);
+    let granted = c.expect_type("requestMic", T);
+    assert_eq!(granted["code"], 2, "{granted}");
+    created["sessionId"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn an_unmodified_console_talks_and_listens_through_the_agents_sound_devices() {
+    let pulse = Pulse::start();
+    let server = murmur();
+    let bridge_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let bridge = start_bridge(&bridge_config(&server), bridge_addr);
+    let mut t1 = terminal(&server, "t1");
+    let id1 = server.user_id("t1");
+    let agent = Agent::start(&pulse, bridge.addr());
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut c = Console::connect(agent.addr);
+    c.login(BASE_URL, "zydd", "pw-zydd");
+    let sid = call(&mut c, id1, 1_671_006_883_842);
+    t1.wait_in_channel(&format!("call-{sid}"), T);
+
+    // The dispatcher speaks into the PC's microphone while holding the floor: t1 hears it.
+    let speech = fixture("audio/speech.wav");
+    t1.record_start();
+    pulse.play_into_mic(&speech);
+    std::thread::sleep(Duration::from_millis(800));
+    let rec = t1.record_stop(&dir.path().join("t1.wav"));
+    let speaker = rec["speakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "zydd")
+        .unwrap_or_else(|| panic!("t1 did not hear the console: {rec}\n{}", agent.logs()))
+        .clone();
+    let cmp = compare_files(&speech, speaker["wav"].as_str().unwrap());
+    println!("PC microphone → t1: {cmp}");
+    if cmp.median_correlation < 0.9 {
+        println!("agent:\n{}", agent.logs());
+    }
+    cmp.assert_matches(0.9, 0.1);
+    c.send(json!({"type": "releaseMic"}));
+    assert_eq!(c.expect_type("releaseMic", REPLY)["code"], 1);
+
+    // t1 answers: the PC's speaker plays it, between memberGetMic and memberLostMic.
+    let speech2 = fixture("audio/speech2.wav");
+    let heard = pulse.record_speaker(&dir.path().join("speaker.wav"));
+    std::thread::sleep(Duration::from_millis(300));
+    t1.play_and_wait(&speech2, Duration::from_secs(30));
+    c.expect_notify("memberGetMic", |v| v["data"]["memberId"] == id1, T);
+    c.expect_notify("memberLostMic", |v| v["data"]["memberId"] == id1, T);
+    std::thread::sleep(Duration::from_millis(500));
+    let heard = heard.stop();
+    let cmp = compare(&load_wav(&speech2), &load_wav(&heard));
+    println!("t1 → PC speaker: {cmp}");
+    cmp.assert_matches(0.9, 0.3);
+
+    // The console page got JSON only: the audio stayed with the agent.
+    let (frames, _) = c.frames_received();
+    assert_eq!(frames, 0, "the page was sent audio frames");
+
+    // Bad input to the agent: the spec's reply shape, code 0; the agent keeps serving.
+    c.send_raw("{\"type\": \"requestMic\", ");
+    let v = c.expect_type("error", REPLY);
+    assert_eq!(v["code"], 0, "{v}");
+    c.send(json!({"type": "dial", "transaction": 9}));
+    let v = c.expect_type("dial", REPLY);
+    assert_eq!(
+        (v["code"].as_i64(), v["transaction"].as_i64()),
+        (Some(0), Some(9)),
+        "{v}"
+    );
+    c.send_raw(&format!(
+        "{{\"type\":\"requestMic\",\"pad\":\"{}\"}}",
+        "x".repeat(100_000)
+    ));
+    let v = c.expect_type("error", REPLY);
+    assert!(v["message"].as_str().unwrap().contains("too large"), "{v}");
+    c.send(json!({"type": "tempCallHangup", "sessionId": sid}));
+    let hung = c.expect(
+        |v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup",
+        REPLY,
+    );
+    assert_eq!(hung["data"]["result"]["code"], 0, "{hung}");
+    t1.wait_in_channel("North", T);
+}
+
+#[test]
+fn the_agent_rides_out_a_bridge_restart_and_its_own_death_ends_the_call() {
+    let pulse = Pulse::start();
+    let server = murmur();
+    let bridge_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = bridge_config(&server);
+    let mut bridge = start_bridge(&config, bridge_addr);
+    let mut t1 = terminal(&server, "t1");
+    let id1 = server.user_id("t1");
+    let mut agent = Agent::start(&pulse, bridge_addr);
+
+    let mut c = Console::connect(agent.addr);
+    c.login(BASE_URL, "zydd", "pw-zydd");
+    let sid = call(&mut c, id1, 1);
+    t1.wait_in_channel(&format!("call-{sid}"), T);
+
+    // The bridge dies mid-call: the page is told in the spec's words.
+    bridge.stop(Duration::from_millis(1));
+    drop(bridge);
+    let hangup = c.expect_notify("tempCallHangup", |_| true, T);
+    assert_eq!(hangup["data"]["tempCallIdStr"], sid.as_str(), "{hangup}");
+    assert_eq!(hangup["data"]["hangupReason"]["code"], 2, "{hangup}");
+    // Meanwhile a request is refused in its own shape.
+    c.send(json!({"type": "requestMic", "toIds": [id1], "transaction": 2}));
+    let v = c.expect_type("createGroup", REPLY);
+    assert_eq!(
+        (v["code"].as_i64(), v["transaction"].as_i64()),
+        (Some(0), Some(2)),
+        "{v}"
+    );
+    t1.wait_in_channel("North", Duration::from_secs(30));
+
+    // It comes back: the agent reconnects and logs the page in again by itself.
+    let bridge = start_bridge(&config, bridge_addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sid2 = loop {
+        c.send(json!({"type": "requestMic", "toIds": [id1], "transaction": 3}));
+        let created = c.expect_type("createGroup", T);
+        if created["code"] == 1 {
+            let granted = c.expect_type("requestMic", T);
+            assert_eq!(granted["code"], 2, "{granted}");
+            break created["sessionId"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no call after the bridge came back: {created}\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    t1.wait_in_channel(&format!("call-{sid2}"), T);
+    assert!(agent.logs().contains("connected to the bridge"));
+
+    // The agent dies mid-call: the bridge frees the floor and ends the call within 10 s.
+    let killed = Instant::now();
+    agent.kill();
+    t1.wait_in_channel("North", Duration::from_secs(10));
+    let deadline = killed + Duration::from_secs(10);
+    while bridge.metric("pttbridge_console_calls_active", &[]) > 0.0 {
+        assert!(Instant::now() < deadline, "the call outlived the agent");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("call ended {:?} after the agent died", killed.elapsed());
+}
