@@ -95,7 +95,36 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // A microphone just opened through ALSA-over-PulseAudio hands over its first second
+        // late (measured: speech played 0.1 s after opening reached the capture callback 1 s
+        // later; 3 s after opening, 10-20 ms later). The agent opens its devices at start, long
+        // before a call: the figures this test prints are that steady state.
+        std::thread::sleep(Duration::from_secs(3));
         agent
+    }
+
+    /// CPU seconds the agent has used (user + system).
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // After the command name in parentheses: field 14 (utime) and 15 (stime) in clock ticks.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    /// Resident memory now and at its highest (KiB).
+    fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     fn logs(&self) -> String {
@@ -144,6 +173,8 @@ fn an_unmodified_console_talks_and_listens_through_the_agents_sound_devices() {
     // The dispatcher speaks into the PC's microphone while holding the floor: t1 hears it.
     let speech = fixture("audio/speech.wav");
     t1.record_start();
+    let recording_from = Instant::now();
+    let (cpu0, talk0) = (agent.cpu_seconds(), Instant::now());
     pulse.play_into_mic(&speech);
     std::thread::sleep(Duration::from_millis(800));
     let rec = t1.record_stop(&dir.path().join("t1.wav"));
@@ -156,18 +187,36 @@ fn an_unmodified_console_talks_and_listens_through_the_agents_sound_devices() {
         .clone();
     let cmp = compare_files(&speech, speaker["wav"].as_str().unwrap());
     println!("PC microphone → t1: {cmp}");
+    // Mouth to ear, one burst: the source's start found in t1's timeline (which starts when
+    // its recording did) against when it was played into the microphone (±30 ms: paplay's
+    // own start-up, the terminal's reply).
+    let mouth_to_ear =
+        cmp.lag_ms() as f64 / 1000.0 - talk0.duration_since(recording_from).as_secs_f64();
+    println!(
+        "figure: PC microphone → t1 mouth-to-ear ≈ {:.0} ms",
+        mouth_to_ear * 1000.0
+    );
     if cmp.median_correlation < 0.9 {
         println!("agent:\n{}", agent.logs());
     }
     cmp.assert_matches(0.9, 0.1);
     c.send(json!({"type": "releaseMic"}));
     assert_eq!(c.expect_type("releaseMic", REPLY)["code"], 1);
+    let talking = talk0.elapsed().as_secs_f64();
+    println!(
+        "figure: agent CPU while the microphone goes out: {:.1} % of a core over {talking:.1} s",
+        100.0 * (agent.cpu_seconds() - cpu0) / talking
+    );
 
     // t1 answers: the PC's speaker plays it, between memberGetMic and memberLostMic.
     let speech2 = fixture("audio/speech2.wav");
     let heard = pulse.record_speaker(&dir.path().join("speaker.wav"));
+    let speaker_from = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
+    let (cpu0, play0) = (agent.cpu_seconds(), Instant::now());
     t1.play_and_wait(&speech2, Duration::from_secs(30));
+    let playing = play0.elapsed().as_secs_f64();
+    let cpu = agent.cpu_seconds() - cpu0;
     c.expect_notify("memberGetMic", |v| v["data"]["memberId"] == id1, T);
     c.expect_notify("memberLostMic", |v| v["data"]["memberId"] == id1, T);
     std::thread::sleep(Duration::from_millis(500));
@@ -175,6 +224,13 @@ fn an_unmodified_console_talks_and_listens_through_the_agents_sound_devices() {
     let cmp = compare(&load_wav(&speech2), &load_wav(&heard));
     println!("t1 → PC speaker: {cmp}");
     cmp.assert_matches(0.9, 0.3);
+    println!(
+        "figure: t1 → PC speaker mouth-to-ear ≈ {:.0} ms; agent CPU while playing {:.1} % of a core",
+        cmp.lag_ms() as f64 - play0.duration_since(speaker_from).as_secs_f64() * 1000.0,
+        100.0 * cpu / playing
+    );
+    let (rss, peak) = agent.memory_kib();
+    println!("figure: agent resident memory {rss} KiB (peak {peak} KiB)");
 
     // The console page got JSON only: the audio stayed with the agent.
     let (frames, _) = c.frames_received();

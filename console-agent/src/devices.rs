@@ -262,7 +262,15 @@ fn pick(
             "the device runs at {rate} Hz, which the agent cannot convert"
         ));
     }
-    Ok((cfg.config(), cfg.sample_format()))
+    let mut config = cfg.config();
+    // Blocks of 20 ms where the device allows: its default can be far longer (ALSA through
+    // PulseAudio can hand the microphone over in blocks of up to a second), and a block is only
+    // delivered when it is full, so the voice would wait for it.
+    config.buffer_size = cpal::BufferSize::Fixed(match *cfg.buffer_size() {
+        cpal::SupportedBufferSize::Range { min, max } => (rate / 50).clamp(min, max),
+        cpal::SupportedBufferSize::Unknown => rate / 50,
+    });
+    Ok((config, cfg.sample_format()))
 }
 
 /// A stream's error callback: a device that is gone (or a stream that must be rebuilt) is
@@ -294,23 +302,39 @@ fn open_input(
         .input_devices()
         .map_err(|e| format!("microphones: {e}"))?;
     let device = find(devices, host.default_input_device(), wanted, "microphone")?;
+    let what = format!("microphone {device}");
     let ranges = device
         .supported_input_configs()
-        .map_err(|e| format!("microphone {device}: {e}"))?
+        .map_err(|e| format!("{what}: {e}"))?
         .collect();
     let (config, format) = pick(ranges, device.default_input_config().ok())?;
-    let rate = config.sample_rate;
     let channels = usize::from(config.channels);
-    let on_error = on_error(failed, format!("microphone {device}"));
-    let stream = match format {
-        SampleFormat::F32 => input_stream::<f32>(&device, config, channels, mic.clone(), on_error),
-        _ => input_stream::<i16>(&device, config, channels, mic.clone(), on_error),
-    }
-    .map_err(|e| format!("microphone {device}: {e}"))?;
-    stream
-        .play()
-        .map_err(|e| format!("microphone {device}: {e}"))?;
-    Ok((stream, rate))
+    let stream = with_fallback(config, |config| {
+        let on_error = on_error(failed, what.clone());
+        match format {
+            SampleFormat::F32 => {
+                input_stream::<f32>(&device, config, channels, mic.clone(), on_error)
+            }
+            _ => input_stream::<i16>(&device, config, channels, mic.clone(), on_error),
+        }
+    })
+    .map_err(|e| format!("{what}: {e}"))?;
+    stream.play().map_err(|e| format!("{what}: {e}"))?;
+    Ok((stream, config.sample_rate))
+}
+
+/// Builds with `config` (20 ms blocks), or with the device's own block size when it refuses.
+fn with_fallback(
+    config: StreamConfig,
+    build: impl Fn(StreamConfig) -> Result<cpal::Stream, cpal::Error>,
+) -> Result<cpal::Stream, cpal::Error> {
+    build(config).or_else(|e| {
+        debug!(error = %e, "20 ms blocks refused; using the device's own");
+        build(StreamConfig {
+            buffer_size: cpal::BufferSize::Default,
+            ..config
+        })
+    })
 }
 
 fn input_stream<T>(
@@ -351,34 +375,34 @@ fn open_output(
         .output_devices()
         .map_err(|e| format!("speakers: {e}"))?;
     let device = find(devices, host.default_output_device(), wanted, "speaker")?;
+    let what = format!("speaker {device}");
     let ranges = device
         .supported_output_configs()
-        .map_err(|e| format!("speaker {device}: {e}"))?
+        .map_err(|e| format!("{what}: {e}"))?
         .collect();
     let (config, format) = pick(ranges, device.default_output_config().ok())?;
-    let rate = config.sample_rate;
     let channels = usize::from(config.channels);
-    let on_error = on_error(failed, format!("speaker {device}"));
-    let queue = speaker.clone();
-    let stream = match format {
-        SampleFormat::F32 => device.build_output_stream::<f32, _, _>(
-            config,
-            move |out: &mut [f32], _| queue.fill(out, channels),
-            on_error,
-            None,
-        ),
-        _ => device.build_output_stream::<i16, _, _>(
-            config,
-            move |out: &mut [i16], _| queue.fill(out, channels),
-            on_error,
-            None,
-        ),
-    }
-    .map_err(|e| format!("speaker {device}: {e}"))?;
-    stream
-        .play()
-        .map_err(|e| format!("speaker {device}: {e}"))?;
-    Ok((stream, rate))
+    let stream = with_fallback(config, |config| {
+        let on_error = on_error(failed, what.clone());
+        let queue = speaker.clone();
+        match format {
+            SampleFormat::F32 => device.build_output_stream::<f32, _, _>(
+                config,
+                move |out: &mut [f32], _| queue.fill(out, channels),
+                on_error,
+                None,
+            ),
+            _ => device.build_output_stream::<i16, _, _>(
+                config,
+                move |out: &mut [i16], _| queue.fill(out, channels),
+                on_error,
+                None,
+            ),
+        }
+    })
+    .map_err(|e| format!("{what}: {e}"))?;
+    stream.play().map_err(|e| format!("{what}: {e}"))?;
+    Ok((stream, config.sample_rate))
 }
 
 #[cfg(test)]

@@ -88,7 +88,9 @@ impl Pulse {
     pub fn play_into_mic(&self, wav: &Path) {
         let status = self
             .command("paplay")
-            .args(["--device=mic"])
+            // A low latency for the stream, or the null sink renders in blocks of up to 2 s and
+            // the "microphone" hears it that late.
+            .args(["--device=mic", "--latency-msec=10"])
             .arg(wav)
             .status()
             .expect("run paplay");
@@ -101,6 +103,7 @@ impl Pulse {
             .command("parecord")
             .args([
                 "--device=speaker.monitor",
+                "--latency-msec=10",
                 "--file-format=wav",
                 "--rate=48000",
                 "--channels=1",
