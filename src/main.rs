@@ -81,7 +81,7 @@ fn agent_config(
         cfg.listen = l;
     }
     if let Some(b) = bridge {
-        cfg.bridge = b;
+        cfg.bridge = Some(b);
     }
     cfg.validate()?;
     Ok(cfg)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use logsafe::esc;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::auth::Operators;
 use crate::auth::operator::{self, TokenSource};
@@ -63,6 +63,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
     info!(address = %listener.local_addr()?, "HTTP listening");
+    if let Some(agent) = config.console.agent.clone() {
+        start_console_agent(
+            agent,
+            listener.local_addr()?,
+            config.http.tls_cert.is_some(),
+        );
+    }
     let server = crate::http::listener::serve(listener, router(state), &config.http, shutdown);
     tokio::select! {
         result = server => result.context("HTTP server failed")?,
@@ -79,6 +86,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     futures_util::future::join_all(sides.iter().map(|s| s.shutdown(SHUTDOWN_GRACE))).await;
     info!("stopped");
     Ok(())
+}
+
+/// `[console.agent]`: the console agent in this process (a single-box setup), talking to this
+/// bridge's own `/muicall` unless told otherwise. Its failure (no sound device, its port taken)
+/// is logged and leaves the bridge running.
+fn start_console_agent(
+    mut agent: console_agent::AgentConfig,
+    http: std::net::SocketAddr,
+    tls: bool,
+) {
+    if agent.bridge.is_none() {
+        let ip = if http.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            http.ip()
+        };
+        let scheme = if tls { "wss" } else { "ws" };
+        agent.bridge = Some(format!(
+            "{scheme}://{}/muicall",
+            std::net::SocketAddr::new(ip, http.port())
+        ));
+    }
+    tokio::spawn(
+        async move {
+            if let Err(e) = console_agent::run(agent).await {
+                tracing::error!(error = %format!("{e:#}"), "console agent stopped");
+            }
+        }
+        .instrument(tracing::info_span!("console_agent")),
+    );
 }
 
 /// Operator credentials: `[operator] token`, the environment, or the digests kept from an

@@ -326,3 +326,57 @@ fn the_agent_rides_out_a_bridge_restart_and_its_own_death_ends_the_call() {
     }
     println!("call ended {:?} after the agent died", killed.elapsed());
 }
+
+/// On a single box the bridge does the agent's job itself (`[console.agent]`): the page talks to
+/// the bridge's agent address and the speech goes through this machine's sound devices.
+#[test]
+fn the_bridge_itself_can_be_the_agent_on_the_dispatchers_pc() {
+    let pulse = Pulse::start();
+    let server = murmur();
+    let page_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = format!(
+        "{}\n[console.agent]\nlisten = \"{page_addr}\"\n",
+        bridge_config(&server)
+    );
+    let bridge = Bridge::start_with_env(BIN, &config, &pulse.env());
+    bridge.wait_health(
+        "console admin connected",
+        |h| h["sides"]["console"]["servers"][0]["admin_connected"] == true,
+        T,
+    );
+    let deadline = Instant::now() + T;
+    while !bridge.logs().contains("microphone open") {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge's agent did not open the devices:\n{}",
+            bridge.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let the just-opened microphone settle (see Agent::start).
+    std::thread::sleep(Duration::from_secs(3));
+    let mut t1 = terminal(&server, "t1");
+    let id1 = server.user_id("t1");
+
+    let mut c = Console::connect(page_addr);
+    c.login(BASE_URL, "zydd", "pw-zydd");
+    let sid = call(&mut c, id1, 7);
+    t1.wait_in_channel(&format!("call-{sid}"), T);
+    let speech = fixture("audio/speech.wav");
+    t1.record_start();
+    pulse.play_into_mic(&speech);
+    std::thread::sleep(Duration::from_millis(800));
+    let dir = tempfile::tempdir().unwrap();
+    let rec = t1.record_stop(&dir.path().join("t1.wav"));
+    let speaker = rec["speakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "zydd")
+        .unwrap_or_else(|| panic!("t1 did not hear the console: {rec}"))
+        .clone();
+    let cmp = compare_files(&speech, speaker["wav"].as_str().unwrap());
+    println!("bridge's own microphone → t1: {cmp}");
+    cmp.assert_matches(0.9, 0.1);
+    assert_eq!(c.frames_received().0, 0, "the page was sent audio frames");
+}

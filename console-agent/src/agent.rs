@@ -45,7 +45,7 @@ type PageSocket = WebSocketStream<TcpStream>;
 
 /// Runs the agent until the listener fails.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
-    let tls = if cfg.bridge.starts_with("wss://") {
+    let tls = if cfg.bridge_url().starts_with("wss://") {
         Some(bridge_link::tls_config(cfg.ca_file.as_deref())?)
     } else {
         None
@@ -66,7 +66,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         dev_tx,
     )?;
     let (pages_tx, pages_rx) = mpsc::channel(4);
-    info!(listen = %cfg.listen, bridge = %cfg.bridge, "console agent ready");
+    info!(listen = %cfg.listen, bridge = %cfg.bridge_url(), "console agent ready");
     tokio::spawn(accept(listener, pages_tx));
     let mut encoder = Encoder::new(48_000, Channels::Mono, Application::Voip)?;
     encoder.set_bitrate(cfg.opus_bitrate)?;
@@ -276,7 +276,7 @@ impl Agent {
             return;
         }
         let (tx, rx) = oneshot::channel();
-        let url = self.cfg.bridge.clone();
+        let url = self.cfg.bridge_url().to_owned();
         let tls = self.tls.clone();
         tokio::spawn(async move {
             let _ = tx.send(bridge_link::connect(&url, tls.as_ref()).await);
@@ -287,7 +287,7 @@ impl Agent {
     async fn bridge_connected(&mut self, res: anyhow::Result<BridgeSocket>) {
         match res {
             Ok(ws) => {
-                info!(bridge = %self.cfg.bridge, "connected to the bridge");
+                info!(bridge = %self.cfg.bridge_url(), "connected to the bridge");
                 self.bridge = Some(ws);
                 self.backoff = BACKOFF_MIN;
                 let mut out = Vec::new();
@@ -295,7 +295,7 @@ impl Agent {
                 self.apply(out).await;
             }
             Err(e) => {
-                warn!(bridge = %self.cfg.bridge, error = %format!("{e:#}"), retry_in_ms = self.backoff.as_millis() as u64, "cannot reach the bridge");
+                warn!(bridge = %self.cfg.bridge_url(), error = %format!("{e:#}"), retry_in_ms = self.backoff.as_millis() as u64, "cannot reach the bridge");
                 self.schedule_retry();
             }
         }

@@ -34,6 +34,9 @@ pub enum ConfigError {
     },
 }
 
+/// Where the standalone agent finds the bridge when `bridge` is not set.
+pub const DEFAULT_BRIDGE: &str = "ws://127.0.0.1:8080/muicall";
+
 /// The agent's settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -42,8 +45,9 @@ pub struct AgentConfig {
     /// the page runs on the same PC.
     pub listen: SocketAddr,
     /// The bridge's console endpoint: `ws://host:port/muicall`, or `wss://` when the bridge
-    /// serves TLS.
-    pub bridge: String,
+    /// serves TLS. Unset: [`DEFAULT_BRIDGE`] for the standalone agent; the bridge's own
+    /// `/muicall` when the bridge runs the agent itself (`[console.agent]`).
+    pub bridge: Option<String>,
     /// PEM file of the CA (or the self-signed certificate) a `wss://` bridge is checked against;
     /// unset: the system's roots.
     pub ca_file: Option<PathBuf>,
@@ -68,7 +72,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7890)),
-            bridge: "ws://127.0.0.1:8080/muicall".into(),
+            bridge: None,
             ca_file: None,
             input_device: None,
             output_device: None,
@@ -82,6 +86,11 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
+    /// The bridge's console endpoint to use.
+    pub fn bridge_url(&self) -> &str {
+        self.bridge.as_deref().unwrap_or(DEFAULT_BRIDGE)
+    }
+
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -109,13 +118,13 @@ impl AgentConfig {
 
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let scheme = self.bridge.split_once("://").map(|(s, _)| s);
+        let scheme = self.bridge_url().split_once("://").map(|(s, _)| s);
         if !matches!(scheme, Some("ws" | "wss")) {
             return Err(ConfigError::Invalid {
                 key: "bridge",
                 message: format!(
                     "{:?} is not a WebSocket URL such as ws://bridge.example:8080/muicall",
-                    self.bridge
+                    self.bridge_url()
                 ),
             });
         }

@@ -39,6 +39,11 @@ pub struct ConsoleConfig {
     pub request_burst: u32,
     /// Opus bitrate for audio a console sends as PCM (bit/s).
     pub opus_bitrate: i32,
+    /// `[console.agent]`: when the bridge runs on the dispatcher's PC itself, it also does the
+    /// console agent's job — serves the unmodified console page at `listen` and does the call's
+    /// audio with this machine's microphone and speaker (keys as in
+    /// `config/console-agent.toml`; `bridge` unset: this bridge's own `/muicall`).
+    pub agent: Option<console_agent::AgentConfig>,
 }
 
 impl Default for ConsoleConfig {
@@ -57,6 +62,7 @@ impl Default for ConsoleConfig {
             requests_per_second: 20,
             request_burst: 40,
             opus_bitrate: 48_000,
+            agent: None,
         }
     }
 }
@@ -153,6 +159,14 @@ impl ConsoleConfig {
             ));
         }
         ConfigError::check_range(key("opus_bitrate"), self.opus_bitrate, 6_000..=510_000)?;
+        if let Some(agent) = &self.agent {
+            agent.validate().map_err(|e| match e {
+                console_agent::config::ConfigError::Invalid { key: k, message } => {
+                    invalid(key(&format!("agent.{k}")), message)
+                }
+                other => invalid(key("agent"), other.to_string()),
+            })?;
+        }
         let mut urls = HashSet::new();
         for (i, s) in self.servers.iter().enumerate() {
             let k = |f: &str| format!("console.servers[{i}].{f}");
@@ -272,6 +286,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("answer"), "{e}");
+        let e = Config::parse(&format!("{BASE}\n[console.agent]\ninput_gain_db = 30.0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("console.agent.input_gain_db:"), "{e}");
+        let c = Config::parse(&format!(
+            "{BASE}\n[console.agent]\nlisten = \"127.0.0.1:7000\"\n"
+        ))
+        .unwrap();
+        let agent = c.console.agent.expect("[console.agent]");
+        assert_eq!(agent.listen.port(), 7000);
+        assert_eq!(agent.bridge, None, "unset: the bridge's own /muicall");
     }
 
     #[test]

@@ -57,17 +57,49 @@ impl Bridge {
     /// [`start`](Self::start) with the HTTP port at `addr` (e.g. one another process was told
     /// about before this bridge existed).
     pub fn start_at(bin: impl AsRef<Path>, config: &str, addr: SocketAddr) -> Bridge {
-        Self::launch(bin.as_ref(), config, addr, "info,pttbridge=debug", false)
+        Self::launch(
+            bin.as_ref(),
+            config,
+            addr,
+            "info,pttbridge=debug",
+            false,
+            &[],
+        )
+    }
+
+    /// [`start`](Self::start) with these environment variables (e.g. a test sound server's,
+    /// [`crate::sound::Pulse::env`]).
+    pub fn start_with_env(
+        bin: impl AsRef<Path>,
+        config: &str,
+        env: &[(&'static str, String)],
+    ) -> Bridge {
+        let addr = ([127, 0, 0, 1], peers::free_port()).into();
+        Self::launch(
+            bin.as_ref(),
+            config,
+            addr,
+            "info,pttbridge=debug",
+            false,
+            env,
+        )
     }
 
     /// [`start`](Self::start) with `[log] level = level` (e.g. `"info"`, the default) instead
     /// of the tests' `"info,pttbridge=debug"`, and `RUST_LOG` (which would override it) unset.
     pub fn start_with_log_level(bin: impl AsRef<Path>, config: &str, level: &str) -> Bridge {
         let addr = ([127, 0, 0, 1], peers::free_port()).into();
-        Self::launch(bin.as_ref(), config, addr, level, true)
+        Self::launch(bin.as_ref(), config, addr, level, true, &[])
     }
 
-    fn launch(bin: &Path, config: &str, addr: SocketAddr, level: &str, exact: bool) -> Bridge {
+    fn launch(
+        bin: &Path,
+        config: &str,
+        addr: SocketAddr,
+        level: &str,
+        exact: bool,
+        env: &[(&'static str, String)],
+    ) -> Bridge {
         let dir = tempfile::tempdir().expect("temp dir");
         let listen = format!("[http]\nlisten = \"{addr}\"\n");
         let head =
@@ -84,6 +116,7 @@ impl Bridge {
             command.env_remove("RUST_LOG");
         }
         let mut child = command
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .args(["run", "--config"])
             .arg(&path)
             .stdin(Stdio::null())
