@@ -380,3 +380,60 @@ fn the_bridge_itself_can_be_the_agent_on_the_dispatchers_pc() {
     cmp.assert_matches(0.9, 0.1);
     assert_eq!(c.frames_received().0, 0, "the page was sent audio frames");
 }
+
+/// The PC's sound system goes away mid-call (its server killed: every device at once): the page
+/// is told once, the agent keeps trying, and when it is back the dispatcher is heard again
+/// without anyone doing anything. (PulseAudio itself moves a stream off a device that is
+/// unplugged onto another one, so the agent never sees that case.)
+#[test]
+fn lost_sound_devices_are_told_and_taken_back_when_they_return() {
+    let mut pulse = Pulse::start();
+    let server = murmur();
+    let bridge_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let bridge = start_bridge(&bridge_config(&server), bridge_addr);
+    let mut t1 = terminal(&server, "t1");
+    let id1 = server.user_id("t1");
+    let agent = Agent::start(&pulse, bridge.addr());
+    let mut c = Console::connect(agent.addr);
+    c.login(BASE_URL, "zydd", "pw-zydd");
+    let sid = call(&mut c, id1, 1);
+    t1.wait_in_channel(&format!("call-{sid}"), T);
+
+    pulse.kill();
+    let told = c.expect(|v| v["type"] == "audio" && v["code"] == 0, T);
+    let why = told["message"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("sound device") && why.contains("retrying"),
+        "{told}"
+    );
+    println!("told: {why}");
+
+    pulse.restart();
+    let opened = |a: &Agent| a.logs().matches("microphone open").count();
+    let deadline = Instant::now() + T;
+    while opened(&agent) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the microphone was not reopened:\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let speech = fixture("audio/speech.wav");
+    t1.record_start();
+    pulse.play_into_mic(&speech);
+    std::thread::sleep(Duration::from_millis(800));
+    let dir = tempfile::tempdir().unwrap();
+    let rec = t1.record_stop(&dir.path().join("t1.wav"));
+    let speaker = rec["speakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "zydd")
+        .unwrap_or_else(|| panic!("t1 did not hear the console: {rec}\n{}", agent.logs()))
+        .clone();
+    let cmp = compare_files(&speech, speaker["wav"].as_str().unwrap());
+    println!("sound system back → t1: {cmp}");
+    cmp.assert_matches(0.9, 0.1);
+}

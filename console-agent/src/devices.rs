@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample, StreamConfig};
@@ -17,6 +17,38 @@ use tracing::debug;
 
 /// How often a failed device is tried again.
 pub const RETRY: Duration = Duration::from_secs(2);
+
+/// A stream whose callback has not run for this long has failed, whatever it reported: a sound
+/// server's device that vanished can leave a stream that only returns errors a stream also
+/// survives at start (ALSA over PulseAudio answers EIO both times).
+const STALL: Duration = Duration::from_secs(2);
+
+/// When a stream's callback last ran (ms since the audio thread began); shared with the
+/// callback.
+#[derive(Debug, Clone, Default)]
+struct Heartbeat(Arc<std::sync::atomic::AtomicU64>);
+
+impl Heartbeat {
+    fn beat(&self, epoch: Instant) {
+        self.0.store(
+            epoch.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn age(&self, epoch: Instant) -> Duration {
+        let last = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        epoch.elapsed().saturating_sub(Duration::from_millis(last))
+    }
+}
+
+/// An open stream and what watches it.
+struct Open {
+    stream: cpal::Stream,
+    rate: u32,
+    what: String,
+    heartbeat: Heartbeat,
+}
 
 /// Most audio the speaker queue holds (ms): more means the playback fell behind; the oldest is
 /// dropped so the delay stays short.
@@ -159,23 +191,23 @@ fn run(
     events: mpsc::UnboundedSender<DeviceEvent>,
 ) {
     let host = cpal::default_host();
+    let epoch = Instant::now();
     let (failed_tx, failed_rx) = std::sync::mpsc::channel::<String>();
     loop {
         if events.is_closed() {
             return;
         }
-        let opened = open_input(&host, choice.input.as_deref(), &mic, &failed_tx).and_then(
-            |(input, in_rate)| {
-                let (output, out_rate) =
-                    open_output(&host, choice.output.as_deref(), &speaker, &failed_tx)?;
-                Ok((input, in_rate, output, out_rate))
-            },
-        );
+        let opened =
+            open_input(&host, choice.input.as_deref(), &mic, &failed_tx, epoch).and_then(|input| {
+                let output =
+                    open_output(&host, choice.output.as_deref(), &speaker, &failed_tx, epoch)?;
+                Ok((input, output))
+            });
         match opened {
-            Ok((input, in_rate, output, out_rate)) => {
-                let _ = events.send(DeviceEvent::InputOpen(in_rate));
-                let _ = events.send(DeviceEvent::OutputOpen(out_rate));
-                // Until a device fails (or the agent is gone).
+            Ok((input, output)) => {
+                let _ = events.send(DeviceEvent::InputOpen(input.rate));
+                let _ = events.send(DeviceEvent::OutputOpen(output.rate));
+                // Until a device fails or stalls (or the agent is gone).
                 let why = loop {
                     match failed_rx.recv_timeout(Duration::from_secs(1)) {
                         Ok(why) => break why,
@@ -184,9 +216,20 @@ fn run(
                         }
                         Err(_) => {}
                     }
+                    if let Some(o) = [&input, &output]
+                        .into_iter()
+                        .find(|o| o.heartbeat.age(epoch) > STALL)
+                    {
+                        break format!("{}: no audio for {} s", o.what, STALL.as_secs());
+                    }
                 };
-                drop((input, output));
                 let _ = events.send(DeviceEvent::Failed(why));
+                // Closing a stream waits for its worker, which a vanished sound server can
+                // leave blocked for good: close them aside so this thread goes on reopening.
+                let streams = (input.stream, output.stream);
+                let _ = std::thread::Builder::new()
+                    .name("audio close".into())
+                    .spawn(move || drop(streams));
             }
             Err(why) => {
                 let _ = events.send(DeviceEvent::Failed(why));
@@ -297,7 +340,8 @@ fn open_input(
     wanted: Option<&str>,
     mic: &mpsc::Sender<Vec<i16>>,
     failed: &std::sync::mpsc::Sender<String>,
-) -> Result<(cpal::Stream, u32), String> {
+    epoch: Instant,
+) -> Result<Open, String> {
     let devices = host
         .input_devices()
         .map_err(|e| format!("microphones: {e}"))?;
@@ -309,18 +353,26 @@ fn open_input(
         .collect();
     let (config, format) = pick(ranges, device.default_input_config().ok())?;
     let channels = usize::from(config.channels);
+    let heartbeat = Heartbeat::default();
+    heartbeat.beat(epoch);
     let stream = with_fallback(config, |config| {
         let on_error = on_error(failed, what.clone());
+        let beat = (heartbeat.clone(), epoch);
         match format {
             SampleFormat::F32 => {
-                input_stream::<f32>(&device, config, channels, mic.clone(), on_error)
+                input_stream::<f32>(&device, config, channels, mic.clone(), beat, on_error)
             }
-            _ => input_stream::<i16>(&device, config, channels, mic.clone(), on_error),
+            _ => input_stream::<i16>(&device, config, channels, mic.clone(), beat, on_error),
         }
     })
     .map_err(|e| format!("{what}: {e}"))?;
     stream.play().map_err(|e| format!("{what}: {e}"))?;
-    Ok((stream, config.sample_rate))
+    Ok(Open {
+        stream,
+        rate: config.sample_rate,
+        what,
+        heartbeat,
+    })
 }
 
 /// Builds with `config` (20 ms blocks), or with the device's own block size when it refuses.
@@ -342,6 +394,7 @@ fn input_stream<T>(
     config: StreamConfig,
     channels: usize,
     mic: mpsc::Sender<Vec<i16>>,
+    (heartbeat, epoch): (Heartbeat, Instant),
     on_error: impl FnMut(cpal::Error) + Send + 'static,
 ) -> Result<cpal::Stream, cpal::Error>
 where
@@ -351,6 +404,7 @@ where
     device.build_input_stream::<T, _, _>(
         config,
         move |data: &[T], _| {
+            heartbeat.beat(epoch);
             // Mono: the first channel (a headset microphone is on it; averaging would halve a
             // one-sided signal).
             let block: Vec<i16> = data
@@ -370,7 +424,8 @@ fn open_output(
     wanted: Option<&str>,
     speaker: &SpeakerQueue,
     failed: &std::sync::mpsc::Sender<String>,
-) -> Result<(cpal::Stream, u32), String> {
+    epoch: Instant,
+) -> Result<Open, String> {
     let devices = host
         .output_devices()
         .map_err(|e| format!("speakers: {e}"))?;
@@ -382,19 +437,28 @@ fn open_output(
         .collect();
     let (config, format) = pick(ranges, device.default_output_config().ok())?;
     let channels = usize::from(config.channels);
+    let heartbeat = Heartbeat::default();
+    heartbeat.beat(epoch);
     let stream = with_fallback(config, |config| {
         let on_error = on_error(failed, what.clone());
         let queue = speaker.clone();
+        let beat = heartbeat.clone();
         match format {
             SampleFormat::F32 => device.build_output_stream::<f32, _, _>(
                 config,
-                move |out: &mut [f32], _| queue.fill(out, channels),
+                move |out: &mut [f32], _| {
+                    beat.beat(epoch);
+                    queue.fill(out, channels)
+                },
                 on_error,
                 None,
             ),
             _ => device.build_output_stream::<i16, _, _>(
                 config,
-                move |out: &mut [i16], _| queue.fill(out, channels),
+                move |out: &mut [i16], _| {
+                    beat.beat(epoch);
+                    queue.fill(out, channels)
+                },
                 on_error,
                 None,
             ),
@@ -402,7 +466,12 @@ fn open_output(
     })
     .map_err(|e| format!("{what}: {e}"))?;
     stream.play().map_err(|e| format!("{what}: {e}"))?;
-    Ok((stream, config.sample_rate))
+    Ok(Open {
+        stream,
+        rate: config.sample_rate,
+        what,
+        heartbeat,
+    })
 }
 
 #[cfg(test)]

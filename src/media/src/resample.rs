@@ -256,7 +256,11 @@ mod tests {
         let mut r = Resampler::new(8000, 48000, Channels::Mono).unwrap();
         assert!(r.process(&[0; 159], &mut out).is_err());
         assert!(r.process(&[0; 160], &mut [0; 10]).is_err());
-        assert!(Resampler::new(44100, 48000, Channels::Mono).is_err());
+        assert!(Resampler::new(22050, 48000, Channels::Mono).is_err());
+        // Sound-card rates convert too (the console agent's devices).
+        let mut r = Resampler::new(44100, 48000, Channels::Mono).unwrap();
+        assert_eq!((r.input_len(), r.output_len()), (882, 960));
+        assert!(r.process(&[0; 882], &mut out).is_ok());
         assert!(Resampler::with_frame_ms(8000, 48000, Channels::Mono, 7).is_err());
         for ms in [10, 20, 40, 60] {
             for (a, b) in [(8000, 48000), (48000, 16000), (24000, 12000)] {

@@ -25,10 +25,16 @@ impl Pulse {
     /// Starts the server and waits until it answers (panics naming `scripts/setup` when
     /// PulseAudio is not installed).
     pub fn start() -> Pulse {
-        let bin = require("pulseaudio");
         require("paplay");
         let dir = tempfile::tempdir().expect("temp dir");
-        let child = Command::new(bin)
+        let child = Self::spawn(dir.path());
+        let pulse = Pulse { child, dir };
+        pulse.wait_ready();
+        pulse
+    }
+
+    fn spawn(dir: &Path) -> Child {
+        Command::new(require("pulseaudio"))
             .args([
                 "-n",
                 "--daemonize=no",
@@ -39,23 +45,38 @@ impl Pulse {
                 "--load=module-null-sink sink_name=mic rate=48000 channels=1",
                 "--load=module-null-sink sink_name=speaker rate=48000 channels=1",
             ])
-            .env("XDG_RUNTIME_DIR", dir.path())
-            .env("HOME", dir.path())
+            .env("XDG_RUNTIME_DIR", dir)
+            .env("HOME", dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start pulseaudio");
-        let pulse = Pulse { child, dir };
+            .expect("start pulseaudio")
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !pulse.pactl(&["info"]) {
+        while !self.pactl(&["info"]) {
             assert!(
                 Instant::now() < deadline,
                 "pulseaudio did not come up in {}",
-                pulse.dir.path().display()
+                self.dir.path().display()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        pulse
+    }
+
+    /// Kills the sound server (every device of "the PC" goes at once, as when the desktop's
+    /// sound service crashes or restarts).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again, with the same devices, where programs using it will look for it.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.dir.path());
+        self.wait_ready();
     }
 
     /// What a program needs in its environment to use this server as its sound devices.
