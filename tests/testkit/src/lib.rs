@@ -2,6 +2,7 @@
 //! comparison of received audio with what was sent.
 //!
 //! - [`peers`]: find the programs the tests need; a missing one fails the test naming `scripts/setup`.
+//! - [`pypeer::PyPeer`]: a Python peer driven by JSON lines (what the meeting and spec-server peers run on).
 //! - [`murmur::Murmur`]: Debian's `murmurd` on a free loopback port in a temp dir, with channels.
 //! - [`terminal::Terminal`]: a pymumble PTT terminal (`tests/peers/terminal.py`) driven by JSON lines.
 //! - [`nats::NatsServer`]: Debian's `nats-server -js` on a free port with a temp store (kill/restart).
@@ -40,6 +41,7 @@ pub mod meeting;
 pub mod murmur;
 pub mod nats;
 pub mod peers;
+pub mod pypeer;
 pub mod rtcpeer;
 pub mod sound;
 pub mod spec_server;

@@ -3,18 +3,16 @@
 //! the bridge's RTCPeer API, registers, and then sends what the test tells it; every frame the
 //! server sends comes back as a `{"event":"ws","msg":{...}}` event. Killed on drop.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::audio::{CompareOptions, Comparison, compare_with, load_wav};
-use crate::events::{EventQueue, capture, is_exit};
-use crate::peers;
+use crate::events::is_exit;
+use crate::pypeer::PyPeer;
 use crate::terminal::Terminal;
 
 /// Default wait for a server reply.
@@ -22,11 +20,7 @@ pub const REPLY: Duration = Duration::from_secs(15);
 
 /// A running aiortc participant.
 pub struct Participant {
-    account: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: EventQueue,
-    stderr: Arc<Mutex<String>>,
+    peer: PyPeer,
     /// Its user (from `dockingLogin`).
     pub user: Value,
 }
@@ -40,36 +34,13 @@ impl Participant {
     /// Like [`join`](Self::join) at a base URL (`https://…` with `ca`, a PEM CA file the peer
     /// checks the server's certificate with, for HTTPS and WSS).
     pub fn join_url(url: &str, ca: Option<&Path>, account: &str) -> Participant {
-        let mut cmd = Command::new(peers::venv_python());
-        cmd.arg("-u").arg(peers::peer_script("meeting.py")).args([
-            "--url",
-            url,
-            "--account",
-            account,
-        ]);
-        if let Some(ca) = ca {
-            cmd.arg("--ca").arg(ca);
+        let mut args = vec!["--url", url, "--account", account];
+        let ca = ca.map(|c| c.display().to_string());
+        if let Some(ca) = &ca {
+            args.extend(["--ca", ca]);
         }
-        let mut child = cmd
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start the meeting peer: {e}; run {}",
-                    peers::SETUP_COMMAND
-                )
-            });
-        let events = EventQueue::from_json_lines(child.stdout.take().unwrap());
-        let stderr = capture(child.stderr.take().unwrap());
         let mut p = Participant {
-            account: account.to_owned(),
-            stdin: child.stdin.take(),
-            child,
-            events,
-            stderr,
+            peer: PyPeer::spawn(format!("meeting peer {account}"), "meeting.py", args),
             user: Value::Null,
         };
         let ready = p.expect(
@@ -95,14 +66,7 @@ impl Participant {
 
     /// Sends a driver command.
     pub fn cmd(&mut self, cmd: Value) {
-        let line = format!("{cmd}\n");
-        let ok = self
-            .stdin
-            .as_mut()
-            .is_some_and(|s| s.write_all(line.as_bytes()).and_then(|_| s.flush()).is_ok());
-        if !ok {
-            self.fail(&format!("cannot send {cmd}: it is not running"));
-        }
+        self.peer.cmd(cmd);
     }
 
     /// Sends a request and waits for the reply with the same module/method (and a `result`).
@@ -162,7 +126,8 @@ impl Participant {
         pred: impl Fn(&Value) -> bool,
         timeout: Duration,
     ) -> Option<Value> {
-        self.events
+        self.peer
+            .events
             .try_expect(
                 |e| {
                     e["event"] == "ws"
@@ -202,30 +167,25 @@ impl Participant {
 
     /// Waits for an event matching `pred`; panics with its output on timeout.
     pub fn expect(&mut self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
-        match self.events.try_expect(&pred, timeout) {
-            Some(ev) if !is_exit(&ev) || pred(&ev) => ev,
-            Some(_) => self.fail("exited while waiting for an event"),
-            None => self.fail(&format!("no matching event within {timeout:?}")),
-        }
+        self.peer.expect(pred, timeout)
     }
 
     /// Every event seen so far, in the order it came (taken by `expect` or not).
     pub fn history(&mut self) -> &[Value] {
-        self.events.history()
+        self.peer.events.history()
     }
 
     /// Kills the process with SIGKILL, without any goodbye (no WebSocket close frame, no DTLS
     /// alert; the kernel resets its sockets).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.peer.kill();
     }
 
     /// Stops the process with SIGSTOP: it stays alive, its sockets stay open (the kernel still
     /// acknowledges TCP) but nothing answers — a client that vanished without closing anything.
     pub fn freeze(&mut self) {
         let ok = Command::new("kill")
-            .args(["-STOP", &self.child.id().to_string()])
+            .args(["-STOP", &self.peer.pid().to_string()])
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "cannot SIGSTOP the meeting peer");
@@ -233,12 +193,7 @@ impl Participant {
 
     /// Panics with the recent events and stderr.
     pub fn fail(&mut self, what: &str) -> ! {
-        panic!(
-            "meeting peer {}: {what}\n{}\n--- stderr ---\n{}",
-            self.account,
-            self.events.tail(30),
-            self.stderr.lock().unwrap()
-        )
+        self.peer.fail(what)
     }
 }
 
@@ -339,27 +294,4 @@ pub fn hear_from_ptt(
     let cmp = compare_through_bridge(wav, recording);
     println!("{route}: {cmp}; {summary}");
     (cmp, summary)
-}
-
-impl Drop for Participant {
-    fn drop(&mut self) {
-        // A failing test shows what the peer said last (e.g. why it exited early).
-        if std::thread::panicking() {
-            let exited = self.child.try_wait().ok().flatten();
-            eprintln!(
-                "--- meeting peer {} (exited: {exited:?}) ---\n{}\n--- its stderr ---\n{}",
-                self.account,
-                self.events.tail(10),
-                tail(&self.stderr.lock().unwrap_or_else(|p| p.into_inner()), 30)
-            );
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

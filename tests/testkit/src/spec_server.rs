@@ -4,63 +4,43 @@
 //! frame it receives or sends comes back as a `ws_in`/`ws_out` event, anything the spec does not
 //! allow as a `violation`. Killed on drop.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::events::{EventQueue, capture, is_exit};
+use crate::events::is_exit;
 use crate::peers;
+use crate::pypeer::PyPeer;
 use crate::tls::ServerFiles;
 
 /// A running spec server.
 pub struct SpecServer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: EventQueue,
-    stderr: Arc<Mutex<String>>,
+    peer: PyPeer,
 }
 
 impl SpecServer {
     /// Serves HTTPS/WSS on 127.0.0.1:`port` with `cert`, app `test`/`test`; returns once it
     /// listens. Fails naming the setup command when the venv (with aiohttp) is missing.
     pub fn start(port: u16, cert: &ServerFiles) -> SpecServer {
-        let mut child = Command::new(peers::venv_python())
-            .arg("-u")
-            .arg(peers::peer_script("rtcpeer_server.py"))
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--cert")
-            .arg(&cert.cert)
-            .arg("--key")
-            .arg(&cert.key)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start the spec RTCPeer server: {e}; run {}",
-                    peers::SETUP_COMMAND
-                )
-            });
-        let events = EventQueue::from_json_lines(child.stdout.take().unwrap());
-        let stderr = capture(child.stderr.take().unwrap());
+        let port = port.to_string();
+        let args = [
+            "--port".as_ref(),
+            port.as_ref(),
+            "--cert".as_ref(),
+            cert.cert.as_os_str(),
+            "--key".as_ref(),
+            cert.key.as_os_str(),
+        ];
         let mut s = SpecServer {
-            stdin: child.stdin.take(),
-            child,
-            events,
-            stderr,
+            peer: PyPeer::spawn("spec RTCPeer server", "rtcpeer_server.py", args),
         };
         let ready = s
+            .peer
             .events
             .try_expect(|e| e["event"] == "ready", Duration::from_secs(30));
         if ready.is_none_or(|e| is_exit(&e)) {
-            let err = s.stderr.lock().unwrap().clone();
+            let err = s.peer.stderr();
             let hint = if err.contains("ModuleNotFoundError") {
                 format!(
                     " (the venv lacks a package of tests/peers/requirements.txt: run {})",
@@ -76,23 +56,12 @@ impl SpecServer {
 
     /// Sends a driver command.
     pub fn cmd(&mut self, cmd: Value) {
-        let line = format!("{cmd}\n");
-        let ok = self
-            .stdin
-            .as_mut()
-            .is_some_and(|s| s.write_all(line.as_bytes()).and_then(|_| s.flush()).is_ok());
-        if !ok {
-            self.fail(&format!("cannot send {cmd}: it is not running"));
-        }
+        self.peer.cmd(cmd);
     }
 
     /// Waits for an event matching `pred`; panics with its output on timeout.
     pub fn expect(&mut self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
-        match self.events.try_expect(&pred, timeout) {
-            Some(ev) if !is_exit(&ev) || pred(&ev) => ev,
-            Some(_) => self.fail("exited while waiting for an event"),
-            None => self.fail(&format!("no matching event within {timeout:?}")),
-        }
+        self.peer.expect(pred, timeout)
     }
 
     /// The next frame the client sent with `module.method` matching `pred`.
@@ -117,7 +86,7 @@ impl SpecServer {
 
     /// Everything it reported so far.
     pub fn history(&mut self) -> Vec<Value> {
-        self.events.history().to_vec()
+        self.peer.events.history().to_vec()
     }
 
     /// Records what the client publishes into `wav` while `during` runs; returns the report.
@@ -134,24 +103,6 @@ impl SpecServer {
 
     /// Panics with the recent events and stderr.
     pub fn fail(&mut self, what: &str) -> ! {
-        panic!(
-            "spec RTCPeer server: {what}\n{}\n--- stderr ---\n{}",
-            self.events.tail(30),
-            self.stderr.lock().unwrap()
-        )
-    }
-}
-
-impl Drop for SpecServer {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "--- spec RTCPeer server ---\n{}\n--- its stderr ---\n{}",
-                self.events.tail(15),
-                self.stderr.lock().unwrap_or_else(|p| p.into_inner())
-            );
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.peer.fail(what)
     }
 }
