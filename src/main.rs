@@ -38,20 +38,7 @@ enum Cmd {
     /// On a dispatcher's PC: stand in for the muicall voice plugin — serve the unmodified
     /// console page, relay it to the bridge, and do the call's audio with this PC's microphone
     /// and speaker (see config/console-agent.toml).
-    ConsoleAgent {
-        /// Configuration file (TOML; see config/console-agent.toml); defaults without one.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Where the console page connects (overrides `listen`).
-        #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
-        /// The bridge's console endpoint, ws:// or wss:// (overrides `bridge`).
-        #[arg(long)]
-        bridge: Option<String>,
-        /// List the microphones and speakers (the default first) and exit.
-        #[arg(long)]
-        list_devices: bool,
-    },
+    ConsoleAgent(console_agent::cli::AgentArgs),
 }
 
 fn init_logs(level: &str, format: LogFormat) {
@@ -65,26 +52,6 @@ fn init_logs(level: &str, format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-}
-
-/// The agent's settings: the file's (or the defaults), then the command line's.
-fn agent_config(
-    file: Option<PathBuf>,
-    listen: Option<std::net::SocketAddr>,
-    bridge: Option<String>,
-) -> anyhow::Result<console_agent::AgentConfig> {
-    let mut cfg = match &file {
-        Some(f) => console_agent::AgentConfig::load(f)?,
-        None => console_agent::AgentConfig::default(),
-    };
-    if let Some(l) = listen {
-        cfg.listen = l;
-    }
-    if let Some(b) = bridge {
-        cfg.bridge = Some(b);
-    }
-    cfg.validate()?;
-    Ok(cfg)
 }
 
 fn main() -> ExitCode {
@@ -119,23 +86,12 @@ fn main() -> ExitCode {
             init_logs("warn", LogFormat::Text);
             runtime.block_on(probe::run(opts))
         }
-        Cmd::ConsoleAgent {
-            list_devices: true, ..
-        } => console_agent::devices::list().map(|d| {
-            println!("microphones (default first):");
-            d.inputs.iter().for_each(|n| println!("  {n}"));
-            println!("speakers (default first):");
-            d.outputs.iter().for_each(|n| println!("  {n}"));
-        }),
-        Cmd::ConsoleAgent {
-            config,
-            listen,
-            bridge,
-            ..
-        } => agent_config(config, listen, bridge).and_then(|cfg| {
-            init_logs("info", LogFormat::Text);
-            runtime.block_on(console_agent::run(cfg))
-        }),
+        Cmd::ConsoleAgent(args) => {
+            if !args.list_devices {
+                init_logs("info", LogFormat::Text);
+            }
+            args.execute(&runtime)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,10 +8,13 @@
 //! - [`devices`]: the sound devices (cpal);
 //! - [`bridge_link`]: the WebSocket to the bridge (`ws://` or `wss://`);
 //! - [`agent`]: the IO around them;
-//! - [`config`]: its settings (`config/console-agent.toml`).
+//! - [`config`]: its settings (`config/console-agent.toml`);
+//! - [`cli`]: its command line (`pttbridge console-agent`, and the standalone
+//!   `pttbridge-console-agent` for PCs that should carry nothing of the bridge).
 
 pub mod agent;
 pub mod bridge_link;
+pub mod cli;
 pub mod config;
 pub mod devices;
 pub mod relay;
