@@ -336,8 +336,8 @@ impl Writer {
                     {
                         let _ = b.writer.write_gap(((sequence - expected) * 480) as u32);
                     }
-                    let frames = media::opus_toc::parse(&opus)
-                        .map_or(2, |i| u64::from(i.samples_48k) / 480);
+                    let frames =
+                        media::opus_toc::parse(&opus).map_or(2, |i| u64::from(i.samples_48k) / 480);
                     b.next_seq = Some(sequence + frames.max(1));
                     if let Err(e) = b.writer.write_packet(&opus) {
                         // The burst is lost (a full disk, most likely): its partial file
@@ -515,7 +515,9 @@ mod tests {
         for i in 1..=5 {
             let file = format!("{i}-x-alice.opus");
             std::fs::write(dir.join(&file), [0u8; 100]).unwrap();
-            store.insert_burst(&row(&file, i * 86_400_000, 100)).unwrap();
+            store
+                .insert_burst(&row(&file, i * 86_400_000, 100))
+                .unwrap();
         }
         store
     }
@@ -558,7 +560,10 @@ mod tests {
             max_total_bytes: 0,
         };
         // Now = day 5.5: days 1..=3 are older than 2 days.
-        assert_eq!(apply_retention(&a, dir.path(), 5 * 86_400_000 + 43_200_000).unwrap(), 3);
+        assert_eq!(
+            apply_retention(&a, dir.path(), 5 * 86_400_000 + 43_200_000).unwrap(),
+            3
+        );
         assert_eq!(files(dir.path()), ["4-x-alice.opus", "5-x-alice.opus"]);
     }
 
@@ -630,7 +635,10 @@ mod tests {
             ("ptt", "site", "North/Sub")
         );
         assert_eq!((b.talker.as_str(), b.talker_id.as_str()), ("alice", "7"));
-        assert_eq!((b.duration_ms, b.packets, b.codec.as_str()), (1000, 50, "opus"));
+        assert_eq!(
+            (b.duration_ms, b.packets, b.codec.as_str()),
+            (1000, 50, "opus")
+        );
         let size = std::fs::metadata(dir.path().join(&b.file)).unwrap().len();
         assert_eq!(b.size_bytes as u64, size);
         assert!(safe_file_name(&b.file), "{}", b.file);
@@ -672,7 +680,10 @@ mod tests {
         }
         w.handle(Cmd::Stop { key: KEY() });
         assert!(w.open.is_empty(), "the burst is dropped");
-        assert!(!dir.path().join(&file).exists(), "its partial file is removed");
+        assert!(
+            !dir.path().join(&file).exists(),
+            "its partial file is removed"
+        );
         assert_eq!(store.bursts(&Default::default(), 1, 10).unwrap().1, 0);
         // The next burst (the disk has room again) is recorded as usual.
         w.handle(Cmd::Start {

@@ -491,7 +491,14 @@ impl Store {
         page_size: u32,
     ) -> Result<(Vec<BurstRow>, i64), StoreError> {
         let conn = self.conn();
-        let filter = params![q.channel, q.talker, q.server, q.name_like, q.from_ms, q.to_ms];
+        let filter = params![
+            q.channel,
+            q.talker,
+            q.server,
+            q.name_like,
+            q.from_ms,
+            q.to_ms
+        ];
         let total: i64 = conn.query_row(
             &format!("SELECT COUNT(*) FROM bursts WHERE {BURST_WHERE}"),
             filter,
@@ -557,11 +564,11 @@ impl Store {
 
     /// Bytes of every indexed burst.
     pub fn burst_bytes(&self) -> Result<i64, StoreError> {
-        Ok(self.conn().query_row(
-            "SELECT COALESCE(SUM(size_bytes), 0) FROM bursts",
-            [],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .conn()
+            .query_row("SELECT COALESCE(SUM(size_bytes), 0) FROM bursts", [], |r| {
+                r.get(0)
+            })?)
     }
 
     /// The oldest bursts (by start, then id), up to `limit`.

@@ -23,7 +23,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::AppState;
-use super::business::{ApiError, ApiResult, MAX_PAGE_SIZE, body, int, serde_urlencoded_like, string};
+use super::business::{
+    ApiError, ApiResult, MAX_PAGE_SIZE, body, int, serde_urlencoded_like, string,
+};
 use crate::events::rfc3339;
 use crate::storage::{BurstQuery, BurstRow};
 
@@ -61,10 +63,12 @@ fn unknown(what: impl std::fmt::Display) -> ApiError {
 }
 
 fn parse_id(s: &str) -> Result<i64, ApiError> {
-    s.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad(format!("a burst id is a positive integer, got {:?}", logsafe::esc(s).limit(40).to_string())))
+    s.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::bad(format!(
+            "a burst id is a positive integer, got {:?}",
+            logsafe::esc(s).limit(40).to_string()
+        ))
+    })
 }
 
 /// A burst as the archive lists it.
@@ -132,8 +136,15 @@ fn num(s: &str) -> Option<i64> {
 /// 527meeting spec's), a date `yyyy-MM-dd` / `yyyy/MM/dd` (Totalk's; as an end, the whole
 /// day is included) or RFC 3339 (`2026-12-07T08:30:00Z`, `.sss` and `±hh:mm` allowed).
 pub fn parse_time(raw: &str, end: bool) -> Option<i64> {
+    parse_time_as(raw, end, true)
+}
+
+/// [`parse_time`], with ms since the epoch accepted or not (the specs' dates are never ms:
+/// there `2021` is a mistake, not 2 seconds after 1970).
+fn parse_time_as(raw: &str, end: bool, ms: bool) -> Option<i64> {
     let s = raw.trim();
-    if s.len() <= 13
+    if ms
+        && s.len() <= 13
         && let Some(ms) = num(s)
     {
         return Some(ms);
@@ -141,7 +152,14 @@ pub fn parse_time(raw: &str, end: bool) -> Option<i64> {
     let b = s.as_bytes();
     if s.len() == 14 && num(s).is_some() {
         let f = |r: std::ops::Range<usize>| num(&s[r]);
-        return civil_ms(f(0..4)?, f(4..6)?, f(6..8)?, f(8..10)?, f(10..12)?, f(12..14)?);
+        return civil_ms(
+            f(0..4)?,
+            f(4..6)?,
+            f(6..8)?,
+            f(8..10)?,
+            f(10..12)?,
+            f(12..14)?,
+        );
     }
     if s.len() < 10 || !s.is_char_boundary(10) {
         return None;
@@ -150,7 +168,11 @@ pub fn parse_time(raw: &str, end: bool) -> Option<i64> {
     if !(sep == b'-' || sep == b'/') || b[7] != sep {
         return None;
     }
-    let (y, mo, d) = (s.get(0..4).and_then(num)?, s.get(5..7).and_then(num)?, s.get(8..10).and_then(num)?);
+    let (y, mo, d) = (
+        s.get(0..4).and_then(num)?,
+        s.get(5..7).and_then(num)?,
+        s.get(8..10).and_then(num)?,
+    );
     if s.len() == 10 {
         let day = civil_ms(y, mo, d, 0, 0, 0)?;
         return Some(if end { day + 86_400_000 } else { day });
@@ -165,7 +187,11 @@ pub fn parse_time(raw: &str, end: bool) -> Option<i64> {
     if t[2] != b':' || t[5] != b':' {
         return None;
     }
-    let (h, mi, sec) = (rest.get(0..2).and_then(num)?, rest.get(3..5).and_then(num)?, rest.get(6..8).and_then(num)?);
+    let (h, mi, sec) = (
+        rest.get(0..2).and_then(num)?,
+        rest.get(3..5).and_then(num)?,
+        rest.get(6..8).and_then(num)?,
+    );
     let mut ms = civil_ms(y, mo, d, h, mi, sec)?;
     let mut zone = &rest[8..];
     if let Some(frac) = zone.strip_prefix('.') {
@@ -180,7 +206,10 @@ pub fn parse_time(raw: &str, end: bool) -> Option<i64> {
     }
     let offset_min = match zone {
         "" | "Z" | "z" => 0,
-        z if z.len() == 6 && (z.starts_with('+') || z.starts_with('-')) && z.get(3..4) == Some(":") => {
+        z if z.len() == 6
+            && (z.starts_with('+') || z.starts_with('-'))
+            && z.get(3..4) == Some(":") =>
+        {
             let (oh, om) = (z.get(1..3).and_then(num)?, z.get(4..6).and_then(num)?);
             if oh > 23 || om > 59 {
                 return None;
@@ -206,9 +235,25 @@ fn time_param(v: Option<String>, key: &str, end: bool) -> Result<Option<i64>, Ap
     }
 }
 
+/// A date of the specs' shapes: as [`time_param`] but never ms since the epoch.
+fn spec_date(v: Option<String>, key: &str, end: bool) -> Result<Option<i64>, ApiError> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => parse_time_as(&s, end, false).map(Some).ok_or_else(|| {
+            ApiError::bad(format!(
+                "{key}: not a date: {:?} (yyyyMMddHHmmss, yyyy-MM-dd or RFC 3339, UTC)",
+                logsafe::esc(&s).limit(40).to_string()
+            ))
+        }),
+    }
+}
+
 fn check_range(from: Option<i64>, to: Option<i64>) -> Result<(), ApiError> {
     match (from, to) {
-        (Some(f), Some(t)) if t < f => Err(ApiError::bad("the end of the time range is before its start")),
+        (Some(f), Some(t)) if t < f => Err(ApiError::bad(
+            "the end of the time range is before its start",
+        )),
         _ => Ok(()),
     }
 }
@@ -217,7 +262,9 @@ fn check_page_size(size: i64, key: &str) -> Result<u32, ApiError> {
     if (1..=i64::from(MAX_PAGE_SIZE)).contains(&size) {
         Ok(size as u32)
     } else {
-        Err(ApiError::bad(format!("{key} must be 1..={MAX_PAGE_SIZE}, got {size}")))
+        Err(ApiError::bad(format!(
+            "{key} must be 1..={MAX_PAGE_SIZE}, got {size}"
+        )))
     }
 }
 
@@ -226,7 +273,9 @@ fn check_page(page: i64, base: i64, key: &str) -> Result<u32, ApiError> {
     if (base..=MAX_PAGE).contains(&page) {
         Ok((page - base + 1) as u32)
     } else {
-        Err(ApiError::bad(format!("{key} must be {base}..={MAX_PAGE}, got {page}")))
+        Err(ApiError::bad(format!(
+            "{key} must be {base}..={MAX_PAGE}, got {page}"
+        )))
     }
 }
 
@@ -236,7 +285,15 @@ fn check_page(page: i64, base: i64, key: &str) -> Result<u32, ApiError> {
 async fn list(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = serde_urlencoded_like(raw.as_deref().unwrap_or(""))?;
     const KNOWN: [&str; 9] = [
-        "channel", "talker", "server", "name", "from", "to", "page", "page_size", "order",
+        "channel",
+        "talker",
+        "server",
+        "name",
+        "from",
+        "to",
+        "page",
+        "page_size",
+        "order",
     ];
     if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(ApiError::bad(format!(
@@ -280,7 +337,9 @@ async fn one(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiR
     archive_dir(&state)?;
     let id = parse_id(&id)?;
     let row = state.platform.store.burst(id)?.ok_or_else(|| unknown(id))?;
-    Ok(Json(Envelope::ok().with("burst", burst_json(&row)).into_value()))
+    Ok(Json(
+        Envelope::ok().with("burst", burst_json(&row)).into_value(),
+    ))
 }
 
 async fn delete_one(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
@@ -289,7 +348,13 @@ async fn delete_one(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
     let store = state.platform.store.clone();
     let row = tokio::task::spawn_blocking(move || crate::recording::delete_burst(&store, &dir, id))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, e.to_string()))??
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::INTERNAL,
+                e.to_string(),
+            )
+        })??
         .ok_or_else(|| unknown(id))?;
     tracing::info!(id, file = %row.file, "recorded burst deleted by an operator");
     Ok(Json(Envelope::ok().with("deleted", 1).into_value()))
@@ -356,7 +421,11 @@ fn byte_range(headers: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
         }
         (false, _) => {
             let start: u64 = a.parse().map_err(|_| ())?;
-            let end: u64 = if b.is_empty() { u64::MAX } else { b.parse().map_err(|_| ())? };
+            let end: u64 = if b.is_empty() {
+                u64::MAX
+            } else {
+                b.parse().map_err(|_| ())?
+            };
             if end < start || start >= len {
                 return Err(());
             }
@@ -367,13 +436,19 @@ fn byte_range(headers: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
 }
 
 /// Serves a burst's file (whole, or the asked range), from inside `dir` only.
-async fn serve(dir: &std::path::Path, row: &BurstRow, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn serve(
+    dir: &std::path::Path,
+    row: &BurstRow,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let gone = || unknown(format!("{} (its file is gone)", row.id));
     if !crate::recording::safe_file_name(&row.file) {
         return Err(gone());
     }
     let base = tokio::fs::canonicalize(dir).await.map_err(|_| gone())?;
-    let path = tokio::fs::canonicalize(dir.join(&row.file)).await.map_err(|_| gone())?;
+    let path = tokio::fs::canonicalize(dir.join(&row.file))
+        .await
+        .map_err(|_| gone())?;
     if !path.starts_with(&base) || path.parent() != Some(base.as_path()) {
         return Err(gone());
     }
@@ -402,17 +477,33 @@ async fn serve(dir: &std::path::Path, row: &BurstRow, headers: &HeaderMap) -> Re
     let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
     let count = if len == 0 { 0 } else { end - start + 1 };
     let mut buf = vec![0u8; count as usize];
-    let io = |e: std::io::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, format!("cannot read the recording: {e}"));
+    let io = |e: std::io::Error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            format!("cannot read the recording: {e}"),
+        )
+    };
     f.seek(SeekFrom::Start(start)).await.map_err(io)?;
     f.read_exact(&mut buf).await.map_err(io)?;
-    let status = if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    let status = if range.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
     let mut r = Response::new(Body::from(Bytes::from(buf)));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/ogg; codecs=opus"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("audio/ogg; codecs=opus"),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{}\"", row.file)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -462,8 +553,8 @@ fn json_body(raw: &Bytes) -> Result<Value, ApiError> {
 async fn get_record_by_range(State(state): State<Arc<AppState>>, raw: Bytes) -> ApiResult {
     archive_dir(&state)?;
     let v = json_body(&raw)?;
-    let from = time_param(text(&v, "startDate")?, "startDate", false)?;
-    let to = time_param(text(&v, "endDate")?, "endDate", true)?;
+    let from = spec_date(text(&v, "startDate")?, "startDate", false)?;
+    let to = spec_date(text(&v, "endDate")?, "endDate", true)?;
     check_range(from, to)?;
     let page = check_page(integer(&v, "pageNo", None)?, 0, "pageNo")?;
     let page_size = check_page_size(integer(&v, "pageSize", None)?, "pageSize")?;
@@ -511,7 +602,9 @@ async fn delete_records(State(state): State<Arc<AppState>>, raw: Bytes) -> ApiRe
     let dir = archive_dir(&state)?;
     let v = json_body(&raw)?;
     let Some(ids) = v.get("recordIds").and_then(Value::as_array) else {
-        return Err(ApiError::bad("recordIds: an array of record ids is required"));
+        return Err(ApiError::bad(
+            "recordIds: an array of record ids is required",
+        ));
     };
     if ids.is_empty() || ids.len() > 1000 {
         return Err(ApiError::bad("recordIds: 1 to 1000 ids"));
@@ -538,7 +631,13 @@ async fn delete_records(State(state): State<Arc<AppState>>, raw: Bytes) -> ApiRe
         Ok::<_, crate::storage::StoreError>((deleted, unknown))
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, e.to_string()))??;
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            e.to_string(),
+        )
+    })??;
     tracing::info!(deleted, "recorded bursts deleted by an operator");
     Ok(Json(
         Envelope::ok()
@@ -555,8 +654,8 @@ async fn delete_records(State(state): State<Arc<AppState>>, raw: Bytes) -> ApiRe
 async fn get_voices_in_page(State(state): State<Arc<AppState>>, raw: Bytes) -> ApiResult {
     archive_dir(&state)?;
     let v = json_body(&raw)?;
-    let from = time_param(text(&v, "startDate")?, "startDate", false)?;
-    let to = time_param(text(&v, "endDate")?, "endDate", true)?;
+    let from = spec_date(text(&v, "startDate")?, "startDate", false)?;
+    let to = spec_date(text(&v, "endDate")?, "endDate", true)?;
     check_range(from, to)?;
     let page = check_page(integer(&v, "pageIndex", None)?, 0, "pageIndex")?;
     let page_size = check_page_size(integer(&v, "pageSize", None)?, "pageSize")?;
@@ -603,13 +702,31 @@ mod tests {
         assert_eq!(parse_time("2025-12-07", false), Some(day));
         assert_eq!(parse_time("2025/12/07", true), Some(day + 86_400_000));
         assert_eq!(parse_time("20251207083000", false), Some(day + 30_600_000));
-        assert_eq!(parse_time("2025-12-07T08:30:00Z", false), Some(day + 30_600_000));
-        assert_eq!(parse_time("2025-12-07 08:30:00.250", false), Some(day + 30_600_250));
-        assert_eq!(parse_time("2025-12-07T10:30:00+02:00", false), Some(day + 30_600_000));
+        assert_eq!(
+            parse_time("2025-12-07T08:30:00Z", false),
+            Some(day + 30_600_000)
+        );
+        assert_eq!(
+            parse_time("2025-12-07 08:30:00.250", false),
+            Some(day + 30_600_250)
+        );
+        assert_eq!(
+            parse_time("2025-12-07T10:30:00+02:00", false),
+            Some(day + 30_600_000)
+        );
         assert_eq!(parse_time("1765065600000", false), Some(day));
         for bad in [
-            "", "yesterday", "2025-13-01", "2025-02-30", "2025-12-07T25:00:00Z", "2025-12-07T08:30",
-            "20251307083000", "2025-12-07T08:30:00+2", "99999999999999999999", "2025-12-07x", "é025-12-07",
+            "",
+            "yesterday",
+            "2025-13-01",
+            "2025-02-30",
+            "2025-12-07T25:00:00Z",
+            "2025-12-07T08:30",
+            "20251307083000",
+            "2025-12-07T08:30:00+2",
+            "99999999999999999999",
+            "2025-12-07x",
+            "é025-12-07",
             "2025-12-07T08:30:00.Z",
         ] {
             assert_eq!(parse_time(bad, false), None, "{bad:?}");

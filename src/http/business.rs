@@ -140,7 +140,9 @@ pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
 }
 
 /// Query pairs into a JSON map; numbers stay strings and are parsed by the typed fields below.
-pub(crate) fn serde_urlencoded_like(q: &str) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+pub(crate) fn serde_urlencoded_like(
+    q: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
     let mut m = serde_json::Map::new();
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
