@@ -291,6 +291,27 @@ pub const ALL: &[Metric] = &[
         false,
         "Voice packets the recorder could not take in time.",
     ),
+    m(
+        "pttbridge_recording_disk_full_total",
+        C,
+        N,
+        false,
+        "Recordings lost because the disk was full (the burst's partial file is removed).",
+    ),
+    m(
+        "pttbridge_recording_archive_bytes",
+        G,
+        B,
+        false,
+        "Bytes of the recorded bursts in the archive's index.",
+    ),
+    m(
+        "pttbridge_recording_archive_deleted_total",
+        C,
+        N,
+        false,
+        "Recorded bursts deleted by the retention (retention_days, max_total_bytes).",
+    ),
     // Consoles
     m(
         "pttbridge_console_connections",

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::events::Platform;
 use crate::http::{AppState, metrics_handle, router};
 use crate::hub::EventBus;
-use crate::recording::Recorder;
+use crate::recording::{Archive, Recorder};
 use crate::sides::SideContext;
 use crate::storage::{AppRow, Store};
 
@@ -24,14 +24,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     metrics_handle();
     let bus = Arc::new(EventBus::new());
     log_events(&bus);
+    let store = open_store(&config)?;
     let recorder = match &config.recording.dir {
-        Some(dir) => Some(
-            Recorder::start(dir)
-                .with_context(|| format!("recording.dir: cannot use {}", dir.display()))?,
-        ),
+        Some(dir) => {
+            let archive = Archive {
+                store: store.clone(),
+                retention_days: config.recording.retention_days,
+                max_total_bytes: config.recording.max_total_bytes,
+            };
+            Some(
+                Recorder::start(dir, Some(archive))
+                    .with_context(|| format!("recording.dir: cannot use {}", dir.display()))?,
+            )
+        }
         None => None,
     };
-    let store = open_store(&config)?;
     let mut egw = config.egw.clone();
     // `/server/address` gives this URL, never one made from a request's Host header.
     egw.public_url = egw.public_url.or_else(|| config.http.egw_url());
@@ -41,6 +48,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let mut platform = Platform::new(egw, config.business.clone(), store);
+    platform.recordings = config.recording.dir.clone();
     if config.nats.url.is_some() {
         // Before any side starts: the sink subscribes now and misses nothing.
         platform.nats = Some(crate::events::nats::start(&config.nats, &bus)?);

@@ -63,6 +63,87 @@ pub struct CallRow {
     pub end_reason: String,
 }
 
+/// One recorded talk burst (the archive's index; the file is in `[recording] dir`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BurstRow {
+    /// Row id (0 before insertion).
+    pub id: i64,
+    /// File name inside the recording directory (never a path).
+    pub file: String,
+    /// Tenant.
+    pub app_id: String,
+    /// The talker's side (`ptt`, ...).
+    pub side: String,
+    /// Server id (PTT server), or empty.
+    pub server: String,
+    /// Channel or room name.
+    pub channel: String,
+    /// The hub group (`ptt:<server>:<channel path>`).
+    pub group_id: String,
+    /// Who talked (display name).
+    pub talker: String,
+    /// The talker's stable id on their side.
+    pub talker_id: String,
+    /// Start, ms since the epoch.
+    pub start_ms: i64,
+    /// Audio length, ms.
+    pub duration_ms: i64,
+    /// File size, bytes.
+    pub size_bytes: i64,
+    /// `opus` (Ogg Opus).
+    pub codec: String,
+    /// Opus packets.
+    pub packets: i64,
+}
+
+/// What to list of the archive; `None` = any.
+#[derive(Debug, Clone, Default)]
+pub struct BurstQuery {
+    /// Channel (or room) name, exact; or a group id (`ptt:site:North`).
+    pub channel: Option<String>,
+    /// Talker name, exact; or the talker's id.
+    pub talker: Option<String>,
+    /// Server id.
+    pub server: Option<String>,
+    /// Talker name contains this (case-insensitive; the spec's fuzzy `name`).
+    pub name_like: Option<String>,
+    /// Started at or after, ms.
+    pub from_ms: Option<i64>,
+    /// Started before, ms.
+    pub to_ms: Option<i64>,
+    /// Newest first (default oldest first).
+    pub newest_first: bool,
+}
+
+const BURST_COLUMNS: &str = "id, file, app_id, side, server, channel, group_id, talker, talker_id,
+    start_ms, duration_ms, size_bytes, codec, packets";
+
+const BURST_WHERE: &str = "(?1 IS NULL OR channel = ?1 OR group_id = ?1)
+    AND (?2 IS NULL OR talker = ?2 OR talker_id = ?2)
+    AND (?3 IS NULL OR server = ?3)
+    AND (?4 IS NULL OR instr(lower(talker), lower(?4)) > 0)
+    AND (?5 IS NULL OR start_ms >= ?5)
+    AND (?6 IS NULL OR start_ms < ?6)";
+
+fn burst_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BurstRow> {
+    Ok(BurstRow {
+        id: r.get(0)?,
+        file: r.get(1)?,
+        app_id: r.get(2)?,
+        side: r.get(3)?,
+        server: r.get(4)?,
+        channel: r.get(5)?,
+        group_id: r.get(6)?,
+        talker: r.get(7)?,
+        talker_id: r.get(8)?,
+        start_ms: r.get(9)?,
+        duration_ms: r.get(10)?,
+        size_bytes: r.get(11)?,
+        codec: r.get(12)?,
+        packets: r.get(13)?,
+    })
+}
+
 /// The database. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -92,6 +173,23 @@ CREATE TABLE IF NOT EXISTS call_records (
     end_reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS call_records_by_time ON call_records (start_ms, app_id);
+CREATE TABLE IF NOT EXISTS bursts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    file TEXT NOT NULL UNIQUE,
+    app_id TEXT NOT NULL,
+    side TEXT NOT NULL,
+    server TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    talker TEXT NOT NULL,
+    talker_id TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    codec TEXT NOT NULL,
+    packets INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bursts_by_time ON bursts (start_ms);
 CREATE TABLE IF NOT EXISTS operator_tokens (
     digest TEXT PRIMARY KEY,
     created_ms INTEGER NOT NULL
@@ -355,6 +453,134 @@ impl Store {
             )?
             .collect::<Result<Vec<_>, _>>()?;
         Ok((rows, total))
+    }
+}
+
+impl Store {
+    /// Indexes a recorded burst; returns its id. A file indexed already keeps its row.
+    pub fn insert_burst(&self, b: &BurstRow) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT OR IGNORE INTO bursts (file, app_id, side, server, channel, group_id, talker,
+                 talker_id, start_ms, duration_ms, size_bytes, codec, packets)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                b.file,
+                b.app_id,
+                b.side,
+                b.server,
+                b.channel,
+                b.group_id,
+                b.talker,
+                b.talker_id,
+                b.start_ms,
+                b.duration_ms,
+                b.size_bytes,
+                b.codec,
+                b.packets
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Bursts matching `q`, by start time: page `page` (from 1) of `page_size`, and the total.
+    pub fn bursts(
+        &self,
+        q: &BurstQuery,
+        page: u32,
+        page_size: u32,
+    ) -> Result<(Vec<BurstRow>, i64), StoreError> {
+        let conn = self.conn();
+        let filter = params![
+            q.channel,
+            q.talker,
+            q.server,
+            q.name_like,
+            q.from_ms,
+            q.to_ms
+        ];
+        let total: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM bursts WHERE {BURST_WHERE}"),
+            filter,
+            |r| r.get(0),
+        )?;
+        let order = if q.newest_first { "DESC" } else { "ASC" };
+        let offset = i64::from(page.saturating_sub(1)) * i64::from(page_size);
+        let mut st = conn.prepare(&format!(
+            "SELECT {BURST_COLUMNS} FROM bursts WHERE {BURST_WHERE}
+             ORDER BY start_ms {order}, id {order} LIMIT ?7 OFFSET ?8"
+        ))?;
+        let rows = st
+            .query_map(
+                params![
+                    q.channel,
+                    q.talker,
+                    q.server,
+                    q.name_like,
+                    q.from_ms,
+                    q.to_ms,
+                    i64::from(page_size),
+                    offset
+                ],
+                burst_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rows, total))
+    }
+
+    /// One burst by id.
+    pub fn burst(&self, id: i64) -> Result<Option<BurstRow>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {BURST_COLUMNS} FROM bursts WHERE id = ?1"),
+                params![id],
+                burst_row,
+            )
+            .optional()?)
+    }
+
+    /// One burst by file name.
+    pub fn burst_by_file(&self, file: &str) -> Result<Option<BurstRow>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {BURST_COLUMNS} FROM bursts WHERE file = ?1"),
+                params![file],
+                burst_row,
+            )
+            .optional()?)
+    }
+
+    /// Removes a burst's row; returns it (its file is the caller's to delete).
+    pub fn delete_burst(&self, id: i64) -> Result<Option<BurstRow>, StoreError> {
+        let row = self.burst(id)?;
+        if row.is_some() {
+            self.conn()
+                .execute("DELETE FROM bursts WHERE id = ?1", params![id])?;
+        }
+        Ok(row)
+    }
+
+    /// Bytes of every indexed burst.
+    pub fn burst_bytes(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COALESCE(SUM(size_bytes), 0) FROM bursts", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// The oldest bursts (by start, then id), up to `limit`.
+    pub fn oldest_bursts(&self, limit: u32) -> Result<Vec<BurstRow>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {BURST_COLUMNS} FROM bursts ORDER BY start_ms, id LIMIT ?1"
+        ))?;
+        let rows = st
+            .query_map(params![i64::from(limit)], burst_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 }
 

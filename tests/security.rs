@@ -86,6 +86,26 @@ fn every_route_needs_its_credentials() {
         ),
         ("POST", "/v1/app/secret?app_id=meet-app", None),
         ("GET", "/v1/consuming/records", None),
+        ("GET", "/v1/archive/bursts", None),
+        ("GET", "/v1/archive/bursts/1", None),
+        ("DELETE", "/v1/archive/bursts/1", None),
+        ("GET", "/v1/archive/bursts/1/audio", None),
+        ("GET", "/v1/archive/files/1-x-y.opus", None),
+        (
+            "POST",
+            "/v1/archive/getRecordByRange",
+            Some(r#"{"pageNo":0,"pageSize":1}"#),
+        ),
+        (
+            "POST",
+            "/v1/archive/deleteRecords",
+            Some(r#"{"recordIds":[1]}"#),
+        ),
+        (
+            "POST",
+            "/v1/archive/getVoicesInPage",
+            Some(r#"{"pageIndex":0,"pageSize":1}"#),
+        ),
     ];
     let wrong = ("Authorization", "Bearer not-the-operator-token");
     for (method, path, body) in operator_routes {

@@ -769,3 +769,79 @@ fn the_live_view_times_a_link_and_hangs_it_up() {
         )
         .expect("link.down for the hang-up");
 }
+
+#[test]
+fn the_page_lists_a_recorded_burst_and_plays_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let server = demo_server();
+    let dir = test_dir();
+    let config = format!(
+        "{}\n[recording]\ndir = \"{}\"\n",
+        config(&server),
+        dir.path().join("rec").display()
+    );
+    let bridge = Bridge::start(BIN, &config);
+    bridge.wait_health(
+        "connected in North",
+        |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["channel"] == "North",
+        T,
+    );
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    alice.play_and_wait(&fixture("audio/speech.wav"), T);
+
+    let browser = Browser::launch(None);
+    let page = browser.page();
+    page.navigate(&format!("http://{}/#token={OPERATOR_TOKEN}", bridge.addr()));
+    // Search by channel and talker until the burst is indexed.
+    page.eval(
+        "document.querySelector('#archive-channel').value = 'North';
+         document.querySelector('#archive-talker').value = 'alice'; true",
+    );
+    let deadline = Instant::now() + T;
+    loop {
+        page.eval("document.querySelector('#archive-form').requestSubmit(); true");
+        std::thread::sleep(Duration::from_millis(300));
+        if text_of(&page, "#archive-list").contains("alice") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the burst is not listed: {}\n{}",
+            text_of(&page, "#archive"),
+            page.console_tail(20)
+        );
+    }
+    let row = text_of(&page, "#archive-list");
+    println!("listed: {row}");
+    assert!(row.contains("North") && row.contains("3.9 s"), "{row}");
+
+    // Play: the page's <audio> fetches the file (the session cookie is its credential) and plays.
+    page.eval(
+        "document.querySelector('#archive-list button[data-action=play]').scrollIntoView(); true",
+    );
+    page.mouse(true, "#archive-list button[data-action=play]");
+    page.mouse(false, "#archive-list button[data-action=play]");
+    let played = page.wait_for(
+        "(() => { const a = document.querySelector('#archive-audio');
+                  return !a.error && a.currentTime > 1 && { t: a.currentTime, d: a.duration, src: a.src }; })()",
+        T,
+    );
+    println!("playing: {played}");
+    assert!(
+        (played["d"].as_f64().unwrap() - 3.85).abs() < 0.15,
+        "{played}"
+    );
+    assert!(text_of(&page, "#archive-playing").contains("alice"));
+    // What it plays is what alice said (decoded by the browser from the same URL).
+    let src = played["src"].as_str().unwrap().to_string();
+    let heard = page.decode_audio(&src);
+    let c = compare_with(
+        &load_wav(fixture("audio/speech.wav")),
+        &heard,
+        &CompareOptions::default(),
+    );
+    println!("the page's burst vs what alice said: {c}");
+    c.assert_matches(0.95, 0.05);
+    let shot = dir.path().join("archive.png");
+    page.screenshot(&shot, Some("#archive"));
+}

@@ -2,6 +2,7 @@
 
 import { LiveView, meterFill } from './live.js';
 import { Phone } from './call.js';
+import { Archive } from './archive.js';
 
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -55,6 +56,8 @@ else $('#app').hidden = false;
 // ---- live view and the bridge's status --------------------------------------------------------
 const live = new LiveView($('#live'));
 if (operator) live.start();
+const archive = new Archive($('#archive'));
+if (operator) archive.load();
 
 async function health() {
   const pill = $('#bridge-status');

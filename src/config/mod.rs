@@ -101,6 +101,11 @@ pub enum LogFormat {
 pub struct RecordingConfig {
     /// Directory for recordings; recording is off when unset.
     pub dir: Option<PathBuf>,
+    /// Bursts older than this many days are deleted (0 = kept forever).
+    pub retention_days: u32,
+    /// When the archive's files add up to more than this, the oldest are deleted until they
+    /// fit (0 = no limit).
+    pub max_total_bytes: u64,
 }
 
 /// toml's messages say what serde expected in Rust's words ("expected u16", "expected struct

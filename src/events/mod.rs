@@ -35,6 +35,8 @@ pub struct Platform {
     pub egw_feed: Arc<egw::EgwFeed>,
     /// Failed EGW logins, per developer/app id and per address.
     pub egw_failures: Arc<crate::auth::FailureLimiter<String>>,
+    /// `[recording] dir`: the archive's files (its index is in `store`); `None` = no archive.
+    pub recordings: Option<std::path::PathBuf>,
 }
 
 impl Platform {
@@ -53,6 +55,7 @@ impl Platform {
             )),
             nats: None,
             egw_feed: Arc::default(),
+            recordings: None,
         }
     }
 

@@ -66,7 +66,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: i32, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: i32, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -74,7 +74,7 @@ impl ApiError {
         }
     }
 
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)
     }
 
@@ -84,6 +84,8 @@ impl ApiError {
             codes::UNAUTHORIZED => "unauthorized",
             codes::UNKNOWN_APP => "unknown_app",
             codes::UNKNOWN_USER => "unknown_user",
+            codes::UNKNOWN_RECORD => "unknown_record",
+            codes::BAD_RANGE => "bad_range",
             codes::CONFLICT => "conflict",
             codes::SIDE_FAILED => "side_failed",
             _ => "internal",
@@ -123,14 +125,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Json<serde_json::Value>, ApiError>;
+pub(crate) type ApiResult = Result<Json<serde_json::Value>, ApiError>;
 
 fn ok(env: Envelope) -> ApiResult {
     Ok(Json(env.into_value()))
 }
 
 /// Parses a JSON body into `T`, with serde's reason (field, type) in the error.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::bad("missing JSON body"));
     }
@@ -138,7 +140,9 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
 }
 
 /// Query pairs into a JSON map; numbers stay strings and are parsed by the typed fields below.
-fn serde_urlencoded_like(q: &str) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+pub(crate) fn serde_urlencoded_like(
+    q: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
     let mut m = serde_json::Map::new();
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -174,7 +178,7 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// A query integer: required or optional, with the parameter named in errors.
-fn int(
+pub(crate) fn int(
     m: &serde_json::Map<String, serde_json::Value>,
     key: &str,
     required: bool,
@@ -189,7 +193,7 @@ fn int(
     }
 }
 
-fn string(m: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<String> {
+pub(crate) fn string(m: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<String> {
     m.get(key)
         .and_then(|v| v.as_str())
         .filter(|s| !s.is_empty())

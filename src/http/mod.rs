@@ -16,6 +16,7 @@ use crate::events::Platform;
 use crate::hub::EventBus;
 use crate::sides::Side;
 
+pub mod archive;
 pub mod business;
 pub mod egw;
 mod events;
@@ -116,6 +117,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut operator = Router::new()
         .route("/events", get(events::stream))
         .merge(web::operator_routes())
+        .merge(archive::operator_routes())
         .with_state(state.clone());
     let mut public = Router::new()
         .route("/healthz", get(healthz))

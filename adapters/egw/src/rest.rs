@@ -59,6 +59,10 @@ pub mod codes {
     pub const UNKNOWN_APP: i32 = 40400;
     /// No such user online (404).
     pub const UNKNOWN_USER: i32 = 40401;
+    /// No such record (a recorded burst of the archive) (404).
+    pub const UNKNOWN_RECORD: i32 = 40402;
+    /// A byte range outside the file (416).
+    pub const BAD_RANGE: i32 = 41600;
     /// An app with this name exists (409).
     pub const CONFLICT: i32 = 40900;
     /// The side could not carry out the command (502).

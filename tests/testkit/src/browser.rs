@@ -482,6 +482,34 @@ impl Page {
             .collect()
     }
 
+    /// Fetches `url` from the page (its cookies, same origin) and decodes it with the browser's
+    /// own decoders (`decodeAudioData`, 48 kHz): mono samples in [-1, 1].
+    pub fn decode_audio(&self, url: &str) -> Vec<f32> {
+        let b64 = self.eval(&format!(
+            r#"(async () => {{
+                const r = await fetch({url});
+                if (!r.ok) throw new Error('HTTP ' + r.status);
+                const ctx = new OfflineAudioContext(1, 48000, 48000);
+                const audio = await ctx.decodeAudioData(await r.arrayBuffer());
+                const x = audio.getChannelData(0);
+                const pcm = new Int16Array(x.length);
+                for (let i = 0; i < x.length; i++) pcm[i] = Math.round(Math.max(-1, Math.min(1, x[i])) * 32767);
+                const bytes = new Uint8Array(pcm.buffer);
+                let bin = '';
+                for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+                return btoa(bin);
+            }})()"#,
+            url = Value::String(url.into())
+        ));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().expect("decoded audio"))
+            .expect("decoded audio base64");
+        bytes
+            .chunks_exact(2)
+            .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+            .collect()
+    }
+
     /// The last `n` console messages and exceptions of the page.
     pub fn console_tail(&self, n: usize) -> String {
         let c = self.console.lock().unwrap();

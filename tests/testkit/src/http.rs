@@ -169,6 +169,35 @@ pub fn request_with(
     })
 }
 
+/// A response with a byte body: status, headers (names lowercased) and body.
+pub type BytesResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// A request whose response body is bytes (a download).
+pub fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<BytesResponse> {
+    let s = send(
+        addr,
+        method,
+        path,
+        None,
+        headers,
+        Some(Duration::from_secs(30)),
+    )?;
+    let mut r = BufReader::new(s);
+    let (status, headers) = read_head(&mut r)?;
+    let mut body = Vec::new();
+    match r.read_to_end(&mut body) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => return Err(e),
+    }
+    Ok((status, headers, body))
+}
+
 /// `GET path`.
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     request(addr, "GET", path, None)
