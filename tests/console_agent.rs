@@ -154,6 +154,19 @@ fn call(c: &mut Console, id: u32, transaction: u64) -> String {
     created["sessionId"].as_str().unwrap().to_string()
 }
 
+/// The file of what t1 recorded from the console ("zydd") in `rec` (its `record_stop` report);
+/// panics with `context` when the console was not heard at all.
+fn console_track(rec: &serde_json::Value, context: &str) -> String {
+    rec["speakers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == "zydd")
+        .and_then(|s| s["wav"].as_str())
+        .unwrap_or_else(|| panic!("t1 did not hear the console: {rec}\n{context}"))
+        .to_string()
+}
+
 #[test]
 fn an_unmodified_console_talks_and_listens_through_the_agents_sound_devices() {
     let pulse = Pulse::start();
@@ -178,14 +191,7 @@ fn an_unmodified_console_talks_and_listens_through_the_agents_sound_devices() {
     pulse.play_into_mic(&speech);
     std::thread::sleep(Duration::from_millis(800));
     let rec = t1.record_stop(&dir.path().join("t1.wav"));
-    let speaker = rec["speakers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "zydd")
-        .unwrap_or_else(|| panic!("t1 did not hear the console: {rec}\n{}", agent.logs()))
-        .clone();
-    let cmp = compare_files(&speech, speaker["wav"].as_str().unwrap());
+    let cmp = compare_files(&speech, console_track(&rec, &agent.logs()));
     println!("PC microphone → t1: {cmp}");
     // Mouth to ear, one burst: the source's start found in t1's timeline (which starts when
     // its recording did) against when it was played into the microphone (±30 ms: paplay's
@@ -368,14 +374,7 @@ fn the_bridge_itself_can_be_the_agent_on_the_dispatchers_pc() {
     std::thread::sleep(Duration::from_millis(800));
     let dir = tempfile::tempdir().unwrap();
     let rec = t1.record_stop(&dir.path().join("t1.wav"));
-    let speaker = rec["speakers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "zydd")
-        .unwrap_or_else(|| panic!("t1 did not hear the console: {rec}"))
-        .clone();
-    let cmp = compare_files(&speech, speaker["wav"].as_str().unwrap());
+    let cmp = compare_files(&speech, console_track(&rec, ""));
     println!("bridge's own microphone → t1: {cmp}");
     cmp.assert_matches(0.9, 0.1);
     assert_eq!(c.frames_received().0, 0, "the page was sent audio frames");
@@ -426,14 +425,7 @@ fn lost_sound_devices_are_told_and_taken_back_when_they_return() {
     std::thread::sleep(Duration::from_millis(800));
     let dir = tempfile::tempdir().unwrap();
     let rec = t1.record_stop(&dir.path().join("t1.wav"));
-    let speaker = rec["speakers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "zydd")
-        .unwrap_or_else(|| panic!("t1 did not hear the console: {rec}\n{}", agent.logs()))
-        .clone();
-    let cmp = compare_files(&speech, speaker["wav"].as_str().unwrap());
+    let cmp = compare_files(&speech, console_track(&rec, &agent.logs()));
     println!("sound system back → t1: {cmp}");
     cmp.assert_matches(0.9, 0.1);
 }
@@ -474,15 +466,7 @@ fn mouth_to_ear_over_twenty_bursts_each_way() {
         pulse.play_into_mic(&clip);
         std::thread::sleep(Duration::from_millis(500));
         let rec = t1.record_stop(&dir.path().join(format!("t1-{i}.wav")));
-        let track = rec["speakers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == "zydd")
-            .unwrap_or_else(|| panic!("burst {i}: t1 did not hear the console: {rec}"))["wav"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let track = console_track(&rec, &format!("burst {i}"));
         let cmp = compare(&reference, &load_wav(&track));
         if cmp.median_correlation >= 0.9 {
             up.push(cmp.lag_ms() as f64 - played);

@@ -335,35 +335,71 @@ fn on_error(
     }
 }
 
-fn open_input(
+/// Which side of the sound card.
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    Input,
+    Output,
+}
+
+/// An error callback handed to a stream builder.
+type OnError = Box<dyn FnMut(cpal::Error) + Send + 'static>;
+
+/// Finds the device, picks its configuration, and builds (with `build`: the device, the
+/// configuration, its sample format and channel count, the stream's heartbeat, its error
+/// callback) and starts its stream.
+fn open(
     host: &cpal::Host,
+    direction: Direction,
     wanted: Option<&str>,
-    mic: &mpsc::Sender<Vec<i16>>,
     failed: &std::sync::mpsc::Sender<String>,
     epoch: Instant,
+    build: impl Fn(
+        &cpal::Device,
+        StreamConfig,
+        SampleFormat,
+        usize,
+        Heartbeat,
+        OnError,
+    ) -> Result<cpal::Stream, cpal::Error>,
 ) -> Result<Open, String> {
-    let devices = host
-        .input_devices()
-        .map_err(|e| format!("microphones: {e}"))?;
-    let device = find(devices, host.default_input_device(), wanted, "microphone")?;
-    let what = format!("microphone {device}");
-    let ranges = device
-        .supported_input_configs()
-        .map_err(|e| format!("{what}: {e}"))?
-        .collect();
-    let (config, format) = pick(ranges, device.default_input_config().ok())?;
+    let (device, what, ranges, default) = match direction {
+        Direction::Input => {
+            let all = host
+                .input_devices()
+                .map_err(|e| format!("microphones: {e}"))?;
+            let device = find(all, host.default_input_device(), wanted, "microphone")?;
+            let what = format!("microphone {device}");
+            let ranges = device.supported_input_configs().map(Iterator::collect);
+            let default = device.default_input_config().ok();
+            (device, what, ranges, default)
+        }
+        Direction::Output => {
+            let all = host
+                .output_devices()
+                .map_err(|e| format!("speakers: {e}"))?;
+            let device = find(all, host.default_output_device(), wanted, "speaker")?;
+            let what = format!("speaker {device}");
+            let ranges = device.supported_output_configs().map(Iterator::collect);
+            let default = device.default_output_config().ok();
+            (device, what, ranges, default)
+        }
+    };
+    let ranges = ranges.map_err(|e| format!("{what}: {e}"))?;
+    let (config, format) = pick(ranges, default)?;
     let channels = usize::from(config.channels);
     let heartbeat = Heartbeat::default();
     heartbeat.beat(epoch);
     let stream = with_fallback(config, |config| {
-        let on_error = on_error(failed, what.clone());
-        let beat = (heartbeat.clone(), epoch);
-        match format {
-            SampleFormat::F32 => {
-                input_stream::<f32>(&device, config, channels, mic.clone(), beat, on_error)
-            }
-            _ => input_stream::<i16>(&device, config, channels, mic.clone(), beat, on_error),
-        }
+        let on_error: OnError = Box::new(on_error(failed, what.clone()));
+        build(
+            &device,
+            config,
+            format,
+            channels,
+            heartbeat.clone(),
+            on_error,
+        )
     })
     .map_err(|e| format!("{what}: {e}"))?;
     stream.play().map_err(|e| format!("{what}: {e}"))?;
@@ -373,6 +409,31 @@ fn open_input(
         what,
         heartbeat,
     })
+}
+
+fn open_input(
+    host: &cpal::Host,
+    wanted: Option<&str>,
+    mic: &mpsc::Sender<Vec<i16>>,
+    failed: &std::sync::mpsc::Sender<String>,
+    epoch: Instant,
+) -> Result<Open, String> {
+    open(
+        host,
+        Direction::Input,
+        wanted,
+        failed,
+        epoch,
+        |device, config, format, channels, beat, on_error| {
+            let beat = (beat, epoch);
+            match format {
+                SampleFormat::F32 => {
+                    input_stream::<f32>(device, config, channels, mic.clone(), beat, on_error)
+                }
+                _ => input_stream::<i16>(device, config, channels, mic.clone(), beat, on_error),
+            }
+        },
+    )
 }
 
 /// Builds with `config` (20 ms blocks), or with the device's own block size when it refuses.
@@ -426,52 +487,36 @@ fn open_output(
     failed: &std::sync::mpsc::Sender<String>,
     epoch: Instant,
 ) -> Result<Open, String> {
-    let devices = host
-        .output_devices()
-        .map_err(|e| format!("speakers: {e}"))?;
-    let device = find(devices, host.default_output_device(), wanted, "speaker")?;
-    let what = format!("speaker {device}");
-    let ranges = device
-        .supported_output_configs()
-        .map_err(|e| format!("{what}: {e}"))?
-        .collect();
-    let (config, format) = pick(ranges, device.default_output_config().ok())?;
-    let channels = usize::from(config.channels);
-    let heartbeat = Heartbeat::default();
-    heartbeat.beat(epoch);
-    let stream = with_fallback(config, |config| {
-        let on_error = on_error(failed, what.clone());
-        let queue = speaker.clone();
-        let beat = heartbeat.clone();
-        match format {
-            SampleFormat::F32 => device.build_output_stream::<f32, _, _>(
-                config,
-                move |out: &mut [f32], _| {
-                    beat.beat(epoch);
-                    queue.fill(out, channels)
-                },
-                on_error,
-                None,
-            ),
-            _ => device.build_output_stream::<i16, _, _>(
-                config,
-                move |out: &mut [i16], _| {
-                    beat.beat(epoch);
-                    queue.fill(out, channels)
-                },
-                on_error,
-                None,
-            ),
-        }
-    })
-    .map_err(|e| format!("{what}: {e}"))?;
-    stream.play().map_err(|e| format!("{what}: {e}"))?;
-    Ok(Open {
-        stream,
-        rate: config.sample_rate,
-        what,
-        heartbeat,
-    })
+    open(
+        host,
+        Direction::Output,
+        wanted,
+        failed,
+        epoch,
+        |device, config, format, channels, beat, on_error| {
+            let queue = speaker.clone();
+            match format {
+                SampleFormat::F32 => device.build_output_stream::<f32, _, _>(
+                    config,
+                    move |out: &mut [f32], _| {
+                        beat.beat(epoch);
+                        queue.fill(out, channels)
+                    },
+                    on_error,
+                    None,
+                ),
+                _ => device.build_output_stream::<i16, _, _>(
+                    config,
+                    move |out: &mut [i16], _| {
+                        beat.beat(epoch);
+                        queue.fill(out, channels)
+                    },
+                    on_error,
+                    None,
+                ),
+            }
+        },
+    )
 }
 
 #[cfg(test)]

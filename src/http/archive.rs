@@ -547,17 +547,41 @@ fn json_body(raw: &Bytes) -> Result<Value, ApiError> {
     }
 }
 
+/// What the spec's burst queries share: `startDate`/`endDate` and a page from 0 (`page_key`
+/// names its field: `pageNo` or `pageIndex`) of `pageSize`.
+struct SpecWindow {
+    from: Option<i64>,
+    to: Option<i64>,
+    page: u32,
+    page_size: u32,
+}
+
+impl SpecWindow {
+    fn read(v: &Value, page_key: &'static str) -> Result<Self, ApiError> {
+        let from = spec_date(text(v, "startDate")?, "startDate", false)?;
+        let to = spec_date(text(v, "endDate")?, "endDate", true)?;
+        check_range(from, to)?;
+        Ok(Self {
+            from,
+            to,
+            page: check_page(integer(v, page_key, None)?, 0, page_key)?,
+            page_size: check_page_size(integer(v, "pageSize", None)?, "pageSize")?,
+        })
+    }
+}
+
 /// 527meeting `rtcPeer.getRecordByRange` (§2.31): `userId` (the talker's id or name), `name`
 /// (fuzzy talker name), `startDate`/`endDate` (`yyyyMMddHHmmss` UTC), `pageNo` from 0,
 /// `pageSize`; `orgId` is accepted and not used (one bridge, one archive).
 async fn get_record_by_range(State(state): State<Arc<AppState>>, raw: Bytes) -> ApiResult {
     archive_dir(&state)?;
     let v = json_body(&raw)?;
-    let from = spec_date(text(&v, "startDate")?, "startDate", false)?;
-    let to = spec_date(text(&v, "endDate")?, "endDate", true)?;
-    check_range(from, to)?;
-    let page = check_page(integer(&v, "pageNo", None)?, 0, "pageNo")?;
-    let page_size = check_page_size(integer(&v, "pageSize", None)?, "pageSize")?;
+    let SpecWindow {
+        from,
+        to,
+        page,
+        page_size,
+    } = SpecWindow::read(&v, "pageNo")?;
     let query = BurstQuery {
         talker: text(&v, "userId")?,
         name_like: text(&v, "name")?,
@@ -654,11 +678,12 @@ async fn delete_records(State(state): State<Arc<AppState>>, raw: Bytes) -> ApiRe
 async fn get_voices_in_page(State(state): State<Arc<AppState>>, raw: Bytes) -> ApiResult {
     archive_dir(&state)?;
     let v = json_body(&raw)?;
-    let from = spec_date(text(&v, "startDate")?, "startDate", false)?;
-    let to = spec_date(text(&v, "endDate")?, "endDate", true)?;
-    check_range(from, to)?;
-    let page = check_page(integer(&v, "pageIndex", None)?, 0, "pageIndex")?;
-    let page_size = check_page_size(integer(&v, "pageSize", None)?, "pageSize")?;
+    let SpecWindow {
+        from,
+        to,
+        page,
+        page_size,
+    } = SpecWindow::read(&v, "pageIndex")?;
     let query = BurstQuery {
         talker: text(&v, "uid")?,
         channel: text(&v, "cid")?,
