@@ -598,13 +598,8 @@ mod tests {
 
     const KEY: fn() -> BurstKey = || ("site/bridge".into(), 3);
 
-    /// An Opus packet: TOC config 1 (SILK NB 20 ms), one frame.
-    fn packet() -> Bytes {
-        Bytes::from_static(&[0x08, 1, 2, 3, 4, 5, 6, 7])
-    }
-
-    #[test]
-    fn a_burst_is_indexed_with_who_where_and_how_long() {
+    /// A writer into a temp dir whose bursts are indexed in an in-memory store.
+    fn archived_writer() -> (tempfile::TempDir, Store, Writer) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(None).unwrap();
         let archive = Archive {
@@ -612,13 +607,29 @@ mod tests {
             retention_days: 0,
             max_total_bytes: 0,
         };
-        let mut w = Writer::new(dir.path().to_owned(), Some(archive));
+        let w = Writer::new(dir.path().to_owned(), Some(archive));
+        (dir, store, w)
+    }
+
+    /// Alice starts a burst in `group`.
+    fn start(w: &mut Writer, group: &str) {
         w.handle(Cmd::Start {
             key: KEY(),
             app_id: "app".into(),
-            group_id: "ptt:site:North/Sub".into(),
+            group_id: group.into(),
             party: party(),
         });
+    }
+
+    /// An Opus packet: TOC config 1 (SILK NB 20 ms), one frame.
+    fn packet() -> Bytes {
+        Bytes::from_static(&[0x08, 1, 2, 3, 4, 5, 6, 7])
+    }
+
+    #[test]
+    fn a_burst_is_indexed_with_who_where_and_how_long() {
+        let (dir, store, mut w) = archived_writer();
+        start(&mut w, "ptt:site:North/Sub");
         for i in 0..50 {
             w.handle(Cmd::Packet {
                 key: KEY(),
@@ -652,20 +663,8 @@ mod tests {
         if !Path::new("/dev/full").exists() {
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(None).unwrap();
-        let archive = Archive {
-            store: store.clone(),
-            retention_days: 0,
-            max_total_bytes: 0,
-        };
-        let mut w = Writer::new(dir.path().to_owned(), Some(archive));
-        w.handle(Cmd::Start {
-            key: KEY(),
-            app_id: "app".into(),
-            group_id: "ptt:site:North".into(),
-            party: party(),
-        });
+        let (dir, store, mut w) = archived_writer();
+        start(&mut w, "ptt:site:North");
         // The disk fills up under the open burst: its writer now writes to /dev/full.
         let b = w.open.get_mut(&KEY()).unwrap();
         let full = File::options().write(true).open("/dev/full").unwrap();
@@ -686,12 +685,7 @@ mod tests {
         );
         assert_eq!(store.bursts(&Default::default(), 1, 10).unwrap().1, 0);
         // The next burst (the disk has room again) is recorded as usual.
-        w.handle(Cmd::Start {
-            key: KEY(),
-            app_id: "app".into(),
-            group_id: "ptt:site:North".into(),
-            party: party(),
-        });
+        start(&mut w, "ptt:site:North");
         w.handle(Cmd::Packet {
             key: KEY(),
             sequence: 0,

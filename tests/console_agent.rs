@@ -86,20 +86,7 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let deadline = Instant::now() + T;
-        while !agent.logs().contains("speaker open") || !agent.logs().contains("microphone open") {
-            assert!(
-                Instant::now() < deadline,
-                "agent's devices not open:\n{}",
-                agent.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // A microphone just opened through ALSA-over-PulseAudio hands over its first second
-        // late (measured: speech played 0.1 s after opening reached the capture callback 1 s
-        // later; 3 s after opening, 10-20 ms later). The agent opens its devices at start, long
-        // before a call: the figures this test prints are that steady state.
-        std::thread::sleep(Duration::from_secs(3));
+        devices_settled("the agent", || agent.logs());
         agent
     }
 
@@ -141,6 +128,24 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Waits until `who` (its log read by `logs`) has opened microphone and speaker, then lets
+/// them settle: a microphone just opened through ALSA-over-PulseAudio hands over its first
+/// second late (measured: speech played 0.1 s after opening reached the capture callback 1 s
+/// later; 3 s after opening, 10-20 ms later). The agent opens its devices at start, long before
+/// a call: the figures the tests print are that steady state.
+fn devices_settled(who: &str, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + T;
+    while !(logs().contains("speaker open") && logs().contains("microphone open")) {
+        assert!(
+            Instant::now() < deadline,
+            "{who}'s devices not open:\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3));
 }
 
 /// Starts a call to `id` with the spec's `requestMic`; returns the call id once the mic is open.
@@ -350,17 +355,7 @@ fn the_bridge_itself_can_be_the_agent_on_the_dispatchers_pc() {
         |h| h["sides"]["console"]["servers"][0]["admin_connected"] == true,
         T,
     );
-    let deadline = Instant::now() + T;
-    while !bridge.logs().contains("microphone open") {
-        assert!(
-            Instant::now() < deadline,
-            "the bridge's agent did not open the devices:\n{}",
-            bridge.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Let the just-opened microphone settle (see Agent::start).
-    std::thread::sleep(Duration::from_secs(3));
+    devices_settled("the bridge's agent", || bridge.logs());
     let mut t1 = terminal(&server, "t1");
     let id1 = server.user_id("t1");
 

@@ -490,7 +490,8 @@ impl Agent {
         if let Some(s) = p.stream.as_mut() {
             s.push(
                 header.seq.wrapping_mul(480),
-                Bytes::copy_from_slice(payload),
+                // The payload is the frame after its header: shared, not copied.
+                frame.slice(frame.len() - payload.len()..),
                 now_us,
             );
         }

@@ -97,11 +97,8 @@ impl Relay {
         }
         let req = match parse_request(text) {
             Ok(r) => r,
-            Err(e) if self.bridge_up => {
-                // The bridge answers malformed requests in the spec's shapes; so it counts them.
-                let _ = e;
-                return out.push(Action::ToBridge(text.to_owned()));
-            }
+            // The bridge answers malformed requests in the spec's shapes, and counts them.
+            Err(_) if self.bridge_up => return out.push(Action::ToBridge(text.to_owned())),
             Err(e) => {
                 let kind = e.request_type.as_deref().map_or("error", response_type);
                 let mut reply = Reply::new(kind, 0, e.message).transaction(e.echo.transaction);
