@@ -264,6 +264,11 @@ fn an_unmodified_console_talks_and_listens_through_the_agents_sound_devices() {
     ));
     let v = c.expect_type("error", REPLY);
     assert!(v["message"].as_str().unwrap().contains("too large"), "{v}");
+    // Another page (or any program reaching the port) cannot take the agent over mid-call.
+    let intruder = Console::connect(agent.addr);
+    let closed = intruder.wait_closed(T).expect("the second page is closed");
+    assert_eq!(closed.code, Some(1008), "{closed:?}");
+    assert!(closed.reason.contains("another console page"), "{closed:?}");
     c.send(json!({"type": "tempCallHangup", "sessionId": sid}));
     let hung = c.expect(
         |v| v["type"] == "audioResp" && v["cmd"] == "tempCallHangup",

@@ -1,12 +1,13 @@
 //! The agent's IO: one task owns the console page's socket, the bridge's socket, the microphone
 //! blocks and the speaker queue, and runs them through the [`Relay`].
 //!
-//! One page at a time (the voice plugin served one console): a new page replaces the one
-//! before it (a reload), whose bridge connection is closed so the bridge ends its call. The
+//! One page at a time (the voice plugin served one console): while a page is connected another
+//! is refused (close 1008), so nothing else that reaches the port can end the dispatcher's call. The
 //! bridge link is opened when a page connects and reopened with exponential backoff and jitter
 //! (0.5 s doubling to 10 s) when it drops; the page is told in the spec's words (see
 //! [`Relay::bridge_down`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -38,6 +39,8 @@ use crate::relay::{Action, Relay};
 const HARD_MESSAGE_LIMIT: usize = 1024 * 1024;
 /// How long a write to the page or the bridge may wait before that socket counts as stuck.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections that may be in their WebSocket upgrade at once.
+const MAX_UPGRADING: usize = 16;
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -115,6 +118,9 @@ async fn accept(listener: TcpListener, pages: mpsc::Sender<PageSocket>) {
     let config = WebSocketConfig::default()
         .max_message_size(Some(HARD_MESSAGE_LIMIT))
         .max_frame_size(Some(HARD_MESSAGE_LIMIT));
+    // Connections still in their upgrade are few and short: a program that opens many and
+    // never speaks is refused beyond this rather than holding sockets and tasks.
+    let upgrading = Arc::new(tokio::sync::Semaphore::new(MAX_UPGRADING));
     loop {
         let (tcp, from) = match listener.accept().await {
             Ok(c) => c,
@@ -124,8 +130,13 @@ async fn accept(listener: TcpListener, pages: mpsc::Sender<PageSocket>) {
                 continue;
             }
         };
+        let Ok(permit) = upgrading.clone().try_acquire_owned() else {
+            debug!(%from, "too many connections upgrading; refused");
+            continue;
+        };
         let pages = pages.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let _ = tcp.set_nodelay(true);
             let ws = tokio::time::timeout(
                 Duration::from_secs(10),
@@ -246,14 +257,21 @@ impl Agent {
         }
     }
 
-    async fn new_page(&mut self, ws: PageSocket) {
-        if let Some(mut old) = self.page.take() {
-            let _ = old
-                .close(Some(CloseFrame {
-                    code: CloseCode::Normal,
-                    reason: "another console page connected to this agent".into(),
-                }))
-                .await;
+    async fn new_page(&mut self, mut ws: PageSocket) {
+        // The page in use keeps the agent: whatever else reaches the port (another program on
+        // the PC, a web page in its browser) must not end the dispatcher's call. A page that
+        // reloads closes its socket first.
+        if self.page.is_some() {
+            warn!("a second console page was refused: one is connected");
+            let _ = tokio::time::timeout(
+                WRITE_TIMEOUT,
+                ws.close(Some(CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: "another console page is connected to this agent".into(),
+                })),
+            )
+            .await;
+            return;
         }
         self.drop_bridge();
         self.relay = Relay::new(self.cfg.max_message_bytes);
