@@ -150,6 +150,11 @@ impl Feed {
     }
 
     fn send(&self, ev: ChannelEvent) {
+        // Voice and text change nothing a new subscriber is told: no lock on the voice path.
+        if matches!(ev, ChannelEvent::Voice { .. } | ChannelEvent::Text { .. }) {
+            let _ = self.tx.send(ev);
+            return;
+        }
         let mut present = self.present.lock().unwrap_or_else(|p| p.into_inner());
         match &ev {
             ChannelEvent::TalkStarted { party, session } => {
@@ -163,11 +168,7 @@ impl Feed {
                 present.connected = false;
                 present.talking.clear();
             }
-            ChannelEvent::Voice { .. } | ChannelEvent::Text { .. } => {
-                drop(present);
-                let _ = self.tx.send(ev);
-                return;
-            }
+            ChannelEvent::Voice { .. } | ChannelEvent::Text { .. } => {}
         }
         let _ = self.tx.send(ev);
     }
