@@ -6,6 +6,7 @@
 //! diagnostic client) and [`run`] (wiring it all together).
 
 pub mod alloc_count;
+pub mod allocator;
 pub mod auth;
 pub mod bridge;
 pub mod config;
