@@ -224,6 +224,7 @@ impl Store {
             None => Connection::open_in_memory()?,
         };
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::customers::store::SCHEMA)?;
         let store = Self {
             conn: Arc::new(Mutex::new(conn)),
         };
@@ -267,7 +268,8 @@ impl Store {
         Ok(())
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    /// The connection (other modules keep their tables here too: `customers::store`).
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -37,6 +37,10 @@ pub struct Platform {
     pub egw_failures: Arc<crate::auth::FailureLimiter<String>>,
     /// `[recording] dir`: the archive's files (its index is in `store`); `None` = no archive.
     pub recordings: Option<std::path::PathBuf>,
+    /// `[customers]`: limits of the customer management's commits.
+    pub customers: crate::customers::CustomersConfig,
+    /// Wrong customer commit tokens and info keys, per address.
+    pub customer_failures: Arc<crate::auth::FailureLimiter<std::net::IpAddr>>,
 }
 
 impl Platform {
@@ -56,6 +60,12 @@ impl Platform {
             nats: None,
             egw_feed: Arc::default(),
             recordings: None,
+            customers: Default::default(),
+            customer_failures: Arc::new(crate::auth::FailureLimiter::new(
+                10,
+                std::time::Duration::from_secs(60),
+                4096,
+            )),
         }
     }
 

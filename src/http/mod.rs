@@ -18,6 +18,7 @@ use crate::sides::Side;
 
 pub mod archive;
 pub mod business;
+pub mod customers;
 pub mod egw;
 mod events;
 pub mod listener;
@@ -118,6 +119,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", get(events::stream))
         .merge(web::operator_routes())
         .merge(archive::operator_routes())
+        .merge(customers::operator_routes())
         .with_state(state.clone());
     let mut public = Router::new()
         .route("/healthz", get(healthz))
@@ -126,6 +128,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/egw", get(egw::upgrade))
         .route("/server/address", get(egw::server_address))
         .merge(business::routes())
+        .merge(customers::routes())
         .merge(web::routes())
         .with_state(state.clone());
     let metrics = Router::new()
