@@ -248,10 +248,15 @@ fn caller(state: &AppState, headers: &HeaderMap, header: &str) -> Result<Caller,
 }
 
 fn denied(header: &str) -> ApiError {
+    let name = if header == COMMIT_TOKEN {
+        "X-Commit-Token"
+    } else {
+        "X-Info-Key"
+    };
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         codes::UNAUTHORIZED,
-        format!("unknown customer or wrong credentials ({header}, or operator credentials)"),
+        format!("unknown customer or wrong credentials ({name}, or operator credentials)"),
     )
 }
 
