@@ -2,7 +2,14 @@
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, invalid};
+use crate::config::ConfigError;
+
+fn invalid(key: impl Into<String>, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
 
 /// `[customers]`: the embedded customer management.
 #[derive(Debug, Clone, Deserialize)]
@@ -87,7 +94,7 @@ impl CustomersConfig {
         }
         ConfigError::check_range("customers.commit.interval_s", c.interval_s, 1..=86_400)?;
         use super::params as p;
-        let fields: [(&str, &str, fn(&str) -> bool, &str); 5] = [
+        let fields: [(&str, &str, p::Rule, &str); 5] = [
             (
                 "code",
                 &c.code,

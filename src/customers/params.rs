@@ -13,6 +13,9 @@ use super::{Customer, GroupCommit, ServerCommit, UserCommit};
 #[error("{0}")]
 pub struct ParamError(pub String);
 
+/// A rule a parameter's text must pass.
+pub type Rule = fn(&str) -> bool;
+
 /// Longest free text (names, contacts): characters.
 pub const MAX_TEXT: usize = 100;
 
@@ -142,23 +145,13 @@ impl Params<'_> {
     }
 
     /// A required parameter that passes `ok`, else an error saying `what` it must be.
-    pub fn required(
-        &self,
-        key: &str,
-        ok: fn(&str) -> bool,
-        what: &str,
-    ) -> Result<String, ParamError> {
+    pub fn required(&self, key: &str, ok: Rule, what: &str) -> Result<String, ParamError> {
         self.optional(key, ok, what)?
             .ok_or_else(|| ParamError(format!("missing {key} ({what})")))
     }
 
     /// An optional parameter ("" when absent) that passes `ok` when given.
-    pub fn optional(
-        &self,
-        key: &str,
-        ok: fn(&str) -> bool,
-        what: &str,
-    ) -> Result<Option<String>, ParamError> {
+    pub fn optional(&self, key: &str, ok: Rule, what: &str) -> Result<Option<String>, ParamError> {
         match self.raw(key)? {
             None => Ok(None),
             Some(v) if ok(&v) => Ok(Some(v)),
@@ -169,7 +162,7 @@ impl Params<'_> {
         }
     }
 
-    fn text(&self, key: &str, ok: fn(&str) -> bool, what: &str) -> Result<String, ParamError> {
+    fn text(&self, key: &str, ok: Rule, what: &str) -> Result<String, ParamError> {
         Ok(self.optional(key, ok, what)?.unwrap_or_default())
     }
 

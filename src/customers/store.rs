@@ -1,76 +1,13 @@
 //! The customers and their commits in the bridge's SQLite store. Commits are time series: every
 //! commit is a row with its receive time, never an update, so usage can be read over time; the
 //! lists answer each user's and group's latest row. Rows are bounded by age and by count
-//! ([`Retention`]), pruned in the transaction that adds them.
+//! ([`Retention`]), pruned in the transaction that adds them. The tables are created by
+//! `Store::open` (`storage::CUSTOMER_SCHEMA`).
 
 use rusqlite::{OptionalExtension, params};
 
 use super::{Customer, GroupCommit, Received, ServerCommit, UserCommit};
 use crate::storage::{Store, StoreError};
-
-/// Tables of the customers module (run by `Store::open`).
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS customers (
-    id TEXT PRIMARY KEY,
-    code TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    mac TEXT NOT NULL,
-    tcphost TEXT NOT NULL,
-    tcpport INTEGER NOT NULL,
-    webhost TEXT NOT NULL,
-    webport INTEGER NOT NULL,
-    filehost TEXT NOT NULL,
-    fileport INTEGER NOT NULL,
-    timeout TEXT NOT NULL,
-    contact TEXT NOT NULL,
-    ctel TEXT NOT NULL,
-    server TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    commit_digest TEXT NOT NULL,
-    info_digest TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS customer_server_commits (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_ms INTEGER NOT NULL,
-    code TEXT NOT NULL,
-    name TEXT NOT NULL,
-    mac TEXT NOT NULL,
-    ip TEXT NOT NULL,
-    timeout TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    updatetimes INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS customer_server_commits_by_code ON customer_server_commits (code, id);
-CREATE TABLE IF NOT EXISTS customer_user_commits (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_ms INTEGER NOT NULL,
-    code TEXT NOT NULL,
-    uuid TEXT NOT NULL,
-    nickname TEXT NOT NULL,
-    onlinetime INTEGER NOT NULL,
-    andtimes INTEGER NOT NULL,
-    pctimes INTEGER NOT NULL,
-    iostimes INTEGER NOT NULL,
-    fmsgs INTEGER NOT NULL,
-    tmsgs INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS customer_user_commits_by_code ON customer_user_commits (code, uuid, id);
-CREATE TABLE IF NOT EXISTS customer_group_commits (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_ms INTEGER NOT NULL,
-    code TEXT NOT NULL,
-    gid TEXT NOT NULL,
-    name TEXT NOT NULL,
-    createrid TEXT NOT NULL,
-    creatername TEXT NOT NULL,
-    ucount INTEGER NOT NULL,
-    msgcount INTEGER NOT NULL,
-    ctime TEXT NOT NULL,
-    fcount INTEGER NOT NULL,
-    ncount INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS customer_group_commits_by_code ON customer_group_commits (code, gid, id);
-";
 
 const COMMIT_TABLES: [&str; 3] = [
     "customer_server_commits",

@@ -26,7 +26,7 @@ use super::business::{ApiError, ApiResult, serde_urlencoded_like};
 use crate::auth::web::PeerIp;
 use crate::customers::params::{self, ParamError, Params};
 use crate::customers::store::{Retention, Secrets};
-use crate::customers::{Customer, now_ms};
+use crate::customers::{Customer, GroupCommit, ServerCommit, UserCommit, now_ms};
 
 /// Header of a customer's commit token.
 pub const COMMIT_TOKEN: &str = "x-commit-token";
@@ -337,8 +337,60 @@ async fn info_route(
     }))
 }
 
-/// One commit kind's shared path: credentials present, parameters checked, the customer's own
-/// token (or an operator), then `store`; refusals counted by reason, stored commits by kind.
+/// What one commit request carries, checked.
+enum Batch {
+    Server(ServerCommit),
+    Users(Vec<UserCommit>),
+    Groups(Vec<GroupCommit>),
+}
+
+impl Batch {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Server(_) => "server",
+            Self::Users(_) => "user",
+            Self::Groups(_) => "group",
+        }
+    }
+
+    /// The customer it is for: a `data` commit's entries must all name the same one.
+    fn code(&self) -> Result<String, ParamError> {
+        let codes: Vec<&str> = match self {
+            Self::Server(c) => vec![c.code.as_str()],
+            Self::Users(rows) => rows.iter().map(|r| r.code.as_str()).collect(),
+            Self::Groups(rows) => rows.iter().map(|r| r.code.as_str()).collect(),
+        };
+        let first = *codes
+            .first()
+            .ok_or_else(|| ParamError("data is empty: nothing to commit".into()))?;
+        if codes.iter().any(|c| *c != first) {
+            return Err(ParamError(
+                "every data entry must have the same code".into(),
+            ));
+        }
+        Ok(first.to_owned())
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Server(_) => 1,
+            Self::Users(rows) => rows.len(),
+            Self::Groups(rows) => rows.len(),
+        }
+    }
+
+    fn store(&self, state: &AppState) -> Result<(), crate::storage::StoreError> {
+        let (store, now, keep) = (&state.platform.store, now_ms(), retention(state));
+        match self {
+            Self::Server(c) => store.insert_server_commit(c, now, keep),
+            Self::Users(rows) => store.insert_user_commits(rows, now, keep),
+            Self::Groups(rows) => store.insert_group_commits(rows, now, keep),
+        }
+    }
+}
+
+/// Every commit's path: credentials present, parameters checked (`parse`), the customer's own
+/// token (or an operator), then stored; refusals counted by reason, stored commits by kind.
 async fn commit(
     state: &AppState,
     ip: Option<std::net::IpAddr>,
@@ -346,17 +398,7 @@ async fn commit(
     q: Option<String>,
     headers: &HeaderMap,
     body: &Bytes,
-    check: impl FnOnce(
-        &Params<'_>,
-        usize,
-    ) -> Result<
-        (
-            String,
-            usize,
-            Box<dyn FnOnce(&AppState) -> Result<(), crate::storage::StoreError>>,
-        ),
-        ParamError,
-    >,
+    parse: fn(&Params<'_>, usize) -> Result<Batch, ParamError>,
 ) -> ApiResult {
     let refused = |e: ApiError, reason: &'static str| {
         metrics::counter!("pttbridge_customer_commits_refused_total", "kind" => kind, "reason" => reason)
@@ -367,8 +409,9 @@ async fn commit(
     let who = caller(state, headers, COMMIT_TOKEN).map_err(|e| refused(e, "unauthorized"))?;
     let m = request_params(q.as_deref(), headers, body).map_err(|e| refused(e, "bad_request"))?;
     let max = state.platform.customers.max_batch as usize;
-    let (code, rows, store) =
-        check(&Params(&m), max).map_err(|e| refused(e.into(), "bad_request"))?;
+    let (batch, code) = parse(&Params(&m), max)
+        .and_then(|b| b.code().map(|c| (b, c)))
+        .map_err(|e| refused(e.into(), "bad_request"))?;
     authorize(state, ip, &who, &code, COMMIT_TOKEN, "customer_commit").map_err(|e| {
         let reason = match e.code() {
             codes::UNKNOWN_CUSTOMER => "unknown_customer",
@@ -377,92 +420,32 @@ async fn commit(
         };
         refused(e, reason)
     })?;
-    store(state)?;
-    metrics::counter!("pttbridge_customer_commits_received_total", "kind" => kind).increment(1);
-    ok(json!({ "code": code, "received": rows }))
+    batch.store(state)?;
+    metrics::counter!("pttbridge_customer_commits_received_total", "kind" => batch.kind())
+        .increment(1);
+    ok(json!({ "code": code, "received": batch.len() }))
 }
 
-/// The one code all `data` entries name (a commit is one customer's).
-fn one_code<'a>(codes: impl Iterator<Item = &'a str>) -> Result<String, ParamError> {
-    let mut it = codes;
-    let first = it
-        .next()
-        .ok_or_else(|| ParamError("data is empty: nothing to commit".into()))?;
-    if it.any(|c| c != first) {
-        return Err(ParamError(
-            "every data entry must have the same code".into(),
-        ));
-    }
-    Ok(first.to_owned())
+macro_rules! commit_route {
+    ($name:ident, $kind:literal, $parse:expr) => {
+        async fn $name(
+            State(state): State<Arc<AppState>>,
+            PeerIp(ip): PeerIp,
+            RawQuery(q): RawQuery,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> ApiResult {
+            commit(&state, ip, $kind, q, &headers, &body, $parse).await
+        }
+    };
 }
 
-async fn server_commit(
-    State(state): State<Arc<AppState>>,
-    PeerIp(ip): PeerIp,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    commit(&state, ip, "server", q, &headers, &body, |p, _| {
-        let c = params::server_commit(p)?;
-        let keep_code = c.code.clone();
-        Ok((
-            keep_code,
-            1,
-            Box::new(move |s: &AppState| {
-                s.platform
-                    .store
-                    .insert_server_commit(&c, now_ms(), retention(s))
-            }),
-        ))
-    })
-    .await
-}
-
-async fn user_commit(
-    State(state): State<Arc<AppState>>,
-    PeerIp(ip): PeerIp,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    commit(&state, ip, "user", q, &headers, &body, |p, max| {
-        let rows = params::users(p, max)?;
-        let code = one_code(rows.iter().map(|r| r.code.as_str()))?;
-        let n = rows.len();
-        Ok((
-            code,
-            n,
-            Box::new(move |s: &AppState| {
-                s.platform
-                    .store
-                    .insert_user_commits(&rows, now_ms(), retention(s))
-            }),
-        ))
-    })
-    .await
-}
-
-async fn group_commit(
-    State(state): State<Arc<AppState>>,
-    PeerIp(ip): PeerIp,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    commit(&state, ip, "group", q, &headers, &body, |p, max| {
-        let rows = params::groups(p, max)?;
-        let code = one_code(rows.iter().map(|r| r.code.as_str()))?;
-        let n = rows.len();
-        Ok((
-            code,
-            n,
-            Box::new(move |s: &AppState| {
-                s.platform
-                    .store
-                    .insert_group_commits(&rows, now_ms(), retention(s))
-            }),
-        ))
-    })
-    .await
-}
+commit_route!(server_commit, "server", |p, _| Ok(Batch::Server(
+    params::server_commit(p)?
+)));
+commit_route!(user_commit, "user", |p, max| Ok(Batch::Users(
+    params::users(p, max)?
+)));
+commit_route!(group_commit, "group", |p, max| Ok(Batch::Groups(
+    params::groups(p, max)?
+)));
