@@ -577,3 +577,130 @@ fn bad_input_on_every_endpoint_gets_the_envelopes_error_and_stores_nothing() {
         "try again",
     );
 }
+
+fn text_of(page: &testkit::browser::Page, selector: &str) -> String {
+    page.eval(&format!(
+        "(document.querySelector({}) || {{}}).innerText || ''",
+        Value::String(selector.into())
+    ))
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+fn click(page: &testkit::browser::Page, selector: &str) {
+    page.eval(&format!(
+        "document.querySelector({}).scrollIntoView(); true",
+        Value::String(selector.into())
+    ));
+    page.mouse(true, selector);
+    page.mouse(false, selector);
+}
+
+/// The page's Customers card in headless Chromium: lists a customer with its latest commit,
+/// shows its users and groups, adds one through its form and removes it.
+#[test]
+fn the_page_lists_adds_shows_usage_of_and_removes_customers() {
+    let bridge = Bridge::start(BIN, "");
+    add_example(&bridge);
+    let token = [("X-Commit-Token", TOKEN)];
+    let server = example("server-commit.params.json");
+    let r = post_form(
+        &bridge,
+        "/api/server/commit",
+        &form(server.as_object().unwrap()),
+        &token,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let data = |v: Value| format!("data={}", enc(&v.to_string()));
+    for (path, rows) in [
+        ("/api/user/commit", example("user-commit.data.json")),
+        ("/api/group/commit", example("group-commit.data.json")),
+    ] {
+        assert_eq!(post_form(&bridge, path, &data(rows), &token).status, 200);
+    }
+
+    let browser = testkit::browser::Browser::launch(None);
+    let page = browser.page();
+    page.navigate(&format!(
+        "http://{}/#token={}",
+        bridge.addr(),
+        testkit::bridge::OPERATOR_TOKEN
+    ));
+    page.wait_for(
+        "document.querySelector('#customers-list').innerText.includes('0513001')",
+        T,
+    );
+    let row = text_of(&page, "#customers-list");
+    println!("listed: {row}");
+    for shown in [
+        "江苏中威科技",
+        "61.155.85.77:10003",
+        "2016-09-21",
+        "杨燕龙",
+        "178 users",
+    ] {
+        assert!(row.contains(shown), "{shown:?} not in {row:?}");
+    }
+
+    // Usage: the latest user and group commits.
+    click(&page, "#customers-list button[data-action=usage]");
+    page.wait_for("!!document.querySelector('#customers-groups')", T);
+    let users = text_of(&page, "#customers-users");
+    let groups = text_of(&page, "#customers-groups");
+    println!("users: {users}\ngroups: {groups}");
+    assert!(
+        users.contains("龚超") && users.contains("24") && users.contains("32"),
+        "{users}"
+    );
+    assert!(
+        groups.contains("中威官方群") && groups.contains("1878"),
+        "{groups}"
+    );
+
+    // Add through the form: the tokens are shown once; a bad port is refused in the envelope's words.
+    page.eval(
+        "(() => { document.querySelector('#customers details').open = true;
+         const f = document.querySelector('#customers-form');
+         f.code.value = '0513002'; f.name.value = 'Second site'; f.tcphost.value = '10.0.0.2';
+         f.tcpport.value = '70000'; f.requestSubmit(); return true; })()",
+    );
+    let refused = page.wait_for(
+        "document.querySelector('#customers-status.error')?.textContent",
+        T,
+    );
+    assert!(refused.as_str().unwrap().contains("tcpport"), "{refused}");
+    page.eval(
+        "(() => { const f = document.querySelector('#customers-form'); f.tcpport.value = '10003';
+         f.requestSubmit(); return true; })()",
+    );
+    page.wait_for(
+        "document.querySelector('#customers-list').innerText.includes('0513002')",
+        T,
+    );
+    let status = text_of(&page, "#customers-status");
+    assert!(
+        status.contains("Commit token") && status.contains("info key"),
+        "{status}"
+    );
+    let listed = bridge.get("/customer/list").json();
+    let second = find(&listed["data"], "code", "0513002").expect("added through the page");
+    assert_eq!(
+        (second["tcphost"].as_str(), second["tcpport"].as_i64()),
+        (Some("10.0.0.2"), Some(10003))
+    );
+
+    // Remove the second one (the page asks first: the test says yes).
+    page.eval("window.confirm = () => true; true");
+    click(
+        &page,
+        "#customers-list tr[data-code='0513002'] button[data-action=remove]",
+    );
+    page.wait_for(
+        "!document.querySelector('#customers-list').innerText.includes('0513002')",
+        T,
+    );
+    let listed = bridge.get("/customer/list").json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["data"][0]["code"], CODE);
+}
