@@ -161,6 +161,29 @@ impl Store {
         Ok(found)
     }
 
+    /// Inserts `rows` with `sql` (`bind` gives each row's parameters after the receive time `?1`)
+    /// in one transaction, then prunes by `keep`.
+    fn insert_batch<T>(
+        &self,
+        sql: &str,
+        rows: &[T],
+        now_ms: i64,
+        keep: Retention,
+        bind: impl Fn(&mut rusqlite::Statement<'_>, i64, &T) -> rusqlite::Result<usize>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare(sql)?;
+            for row in rows {
+                bind(&mut st, now_ms, row)?;
+            }
+        }
+        prune(&tx, keep, now_ms)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Keeps a server commit received at `now_ms`, then prunes by `keep`.
     pub fn insert_server_commit(
         &self,
@@ -168,25 +191,25 @@ impl Store {
         now_ms: i64,
         keep: Retention,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
+        self.insert_batch(
             "INSERT INTO customer_server_commits (received_ms, code, name, mac, ip, timeout, count,
                  updatetimes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                now_ms,
-                c.code,
-                c.name,
-                c.mac,
-                c.ip,
-                c.timeout,
-                c.count,
-                c.updatetimes
-            ],
-        )?;
-        prune(&tx, keep, now_ms)?;
-        tx.commit()?;
-        Ok(())
+            std::slice::from_ref(c),
+            now_ms,
+            keep,
+            |st, t, c| {
+                st.execute(params![
+                    t,
+                    c.code,
+                    c.name,
+                    c.mac,
+                    c.ip,
+                    c.timeout,
+                    c.count,
+                    c.updatetimes
+                ])
+            },
+        )
     }
 
     /// Keeps a user commit's entries (one transaction), then prunes by `keep`.
@@ -196,17 +219,16 @@ impl Store {
         now_ms: i64,
         keep: Retention,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        {
-            let mut st = tx.prepare(
-                "INSERT INTO customer_user_commits (received_ms, code, uuid, nickname, onlinetime,
-                     andtimes, pctimes, iostimes, fmsgs, tmsgs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
-            for u in users {
+        self.insert_batch(
+            "INSERT INTO customer_user_commits (received_ms, code, uuid, nickname, onlinetime,
+                 andtimes, pctimes, iostimes, fmsgs, tmsgs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            users,
+            now_ms,
+            keep,
+            |st, t, u| {
                 st.execute(params![
-                    now_ms,
+                    t,
                     u.code,
                     u.uuid,
                     u.nickname,
@@ -216,12 +238,9 @@ impl Store {
                     u.iostimes,
                     u.fmsgs,
                     u.tmsgs
-                ])?;
-            }
-        }
-        prune(&tx, keep, now_ms)?;
-        tx.commit()?;
-        Ok(())
+                ])
+            },
+        )
     }
 
     /// Keeps a group commit's entries (one transaction), then prunes by `keep`.
@@ -231,17 +250,16 @@ impl Store {
         now_ms: i64,
         keep: Retention,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        {
-            let mut st = tx.prepare(
-                "INSERT INTO customer_group_commits (received_ms, code, gid, name, createrid,
-                     creatername, ucount, msgcount, ctime, fcount, ncount)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
-            for g in groups {
+        self.insert_batch(
+            "INSERT INTO customer_group_commits (received_ms, code, gid, name, createrid,
+                 creatername, ucount, msgcount, ctime, fcount, ncount)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            groups,
+            now_ms,
+            keep,
+            |st, t, g| {
                 st.execute(params![
-                    now_ms,
+                    t,
                     g.code,
                     g.gid,
                     g.name,
@@ -252,12 +270,24 @@ impl Store {
                     g.ctime,
                     g.fcount,
                     g.ncount
-                ])?;
-            }
-        }
-        prune(&tx, keep, now_ms)?;
-        tx.commit()?;
-        Ok(())
+                ])
+            },
+        )
+    }
+
+    /// Rows of `sql` (with the customer's code as `?1`), read by `row`.
+    fn rows_of<T>(
+        &self,
+        sql: &str,
+        code: &str,
+        row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(sql)?;
+        let rows = st
+            .query_map(params![code], row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// A customer's latest server commit.
@@ -265,42 +295,38 @@ impl Store {
         &self,
         code: &str,
     ) -> Result<Option<Received<ServerCommit>>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT received_ms, code, name, mac, ip, timeout, count, updatetimes
-                 FROM customer_server_commits WHERE code = ?1 ORDER BY id DESC LIMIT 1",
-                params![code],
-                |r| {
-                    Ok(Received {
-                        received_ms: r.get(0)?,
-                        commit: ServerCommit {
-                            code: r.get(1)?,
-                            name: r.get(2)?,
-                            mac: r.get(3)?,
-                            ip: r.get(4)?,
-                            timeout: r.get(5)?,
-                            count: r.get(6)?,
-                            updatetimes: r.get(7)?,
-                        },
-                    })
-                },
-            )
-            .optional()?)
+        let mut rows = self.rows_of(
+            "SELECT received_ms, code, name, mac, ip, timeout, count, updatetimes
+             FROM customer_server_commits WHERE code = ?1 ORDER BY id DESC LIMIT 1",
+            code,
+            |r| {
+                Ok(Received {
+                    received_ms: r.get(0)?,
+                    commit: ServerCommit {
+                        code: r.get(1)?,
+                        name: r.get(2)?,
+                        mac: r.get(3)?,
+                        ip: r.get(4)?,
+                        timeout: r.get(5)?,
+                        count: r.get(6)?,
+                        updatetimes: r.get(7)?,
+                    },
+                })
+            },
+        )?;
+        Ok(rows.pop())
     }
 
     /// Each user's latest commit for a customer, by uuid.
     pub fn latest_users(&self, code: &str) -> Result<Vec<Received<UserCommit>>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn.prepare(
+        self.rows_of(
             "SELECT received_ms, code, uuid, nickname, onlinetime, andtimes, pctimes, iostimes,
                     fmsgs, tmsgs
              FROM customer_user_commits WHERE id IN
                  (SELECT MAX(id) FROM customer_user_commits WHERE code = ?1 GROUP BY uuid)
              ORDER BY uuid",
-        )?;
-        let rows = st
-            .query_map(params![code], |r| {
+            code,
+            |r| {
                 Ok(Received {
                     received_ms: r.get(0)?,
                     commit: UserCommit {
@@ -315,23 +341,20 @@ impl Store {
                         tmsgs: r.get(9)?,
                     },
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// Each group's latest commit for a customer, by gid.
     pub fn latest_groups(&self, code: &str) -> Result<Vec<Received<GroupCommit>>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn.prepare(
+        self.rows_of(
             "SELECT received_ms, code, gid, name, createrid, creatername, ucount, msgcount, ctime,
                     fcount, ncount
              FROM customer_group_commits WHERE id IN
                  (SELECT MAX(id) FROM customer_group_commits WHERE code = ?1 GROUP BY gid)
              ORDER BY gid",
-        )?;
-        let rows = st
-            .query_map(params![code], |r| {
+            code,
+            |r| {
                 Ok(Received {
                     received_ms: r.get(0)?,
                     commit: GroupCommit {
@@ -347,9 +370,8 @@ impl Store {
                         ncount: r.get(10)?,
                     },
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// Rows in each commit table (server, user, group) for a customer: what a test or the page
