@@ -83,6 +83,11 @@ impl ApiError {
         self.code
     }
 
+    /// The envelope's `message`.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     fn kind(&self) -> &'static str {
         match self.code {
             codes::BAD_REQUEST => "bad_request",

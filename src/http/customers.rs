@@ -400,10 +400,14 @@ async fn commit(
     body: &Bytes,
     parse: fn(&Params<'_>, usize) -> Result<Batch, ParamError>,
 ) -> ApiResult {
+    // Anyone can send these: the lines are rate-limited, the counter counts every one.
+    static REFUSED: logsafe::RateLimit = logsafe::RateLimit::warn("customer commit refused");
     let refused = |e: ApiError, reason: &'static str| {
         metrics::counter!("pttbridge_customer_commits_refused_total", "kind" => kind, "reason" => reason)
             .increment(1);
-        warn!(kind, reason, "customer commit refused");
+        if REFUSED.allow() {
+            warn!(kind, reason, error = %logsafe::esc(e.message()).limit(200), "customer commit refused");
+        }
         e
     };
     let who = caller(state, headers, COMMIT_TOKEN).map_err(|e| refused(e, "unauthorized"))?;
