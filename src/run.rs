@@ -54,6 +54,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Before any side starts: the sink subscribes now and misses nothing.
         platform.nats = Some(crate::events::nats::start(&config.nats, &bus)?);
     }
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    // Before the sides start: the usage committer subscribes now and misses no presence.
+    platform.commit_health =
+        crate::customers::committer::spawn(&config.customers.commit, &bus, shutdown.clone())?;
     let mut ctx = SideContext {
         config: &config,
         bus: bus.clone(),
@@ -61,9 +65,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         recorder,
         ptt: None,
     };
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    // Before the sides start: the usage committer subscribes now and misses no presence.
-    crate::customers::committer::spawn(&config.customers.commit, &bus, shutdown.clone())?;
     let sides = crate::sides::start_all(&mut ctx)?;
     crate::heap::spawn(shutdown.clone());
     let operators = operators(&config, &platform.store)?;

@@ -297,6 +297,19 @@ fn operators_manage_customers_and_the_site_commits_its_own_usage_to_itself() {
             &[("kind", "group")]
         ) >= 1.0
     );
+    // Operators see the committer's state in /healthz: going through now, failed before.
+    let h = bridge.wait_health(
+        "committing",
+        |h| {
+            let c = &h["customers"]["commit"];
+            c["last_ok_ms"].as_i64() > Some(0) && c["failing_intervals"] == 0
+        },
+        T,
+    );
+    assert!(
+        h["customers"]["commit"]["last_failure_ms"].as_i64() > Some(0),
+        "{h}"
+    );
 
     // Removed: gone from the list with its commits; the site's next commits are refused.
     let r = post_form(&bridge, "/customer/remove", &format!("id={id}"), &[]);
@@ -320,6 +333,18 @@ fn operators_manage_customers_and_the_site_commits_its_own_usage_to_itself() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let h = bridge.wait_health(
+        "failing",
+        |h| h["customers"]["commit"]["failing_intervals"].as_u64() >= Some(1),
+        T,
+    );
+    let last_error = h["customers"]["commit"]["last_error"].as_str().unwrap();
+    // Refused like a wrong token: 401, or 429 once ten have failed within a minute.
+    assert!(
+        last_error.contains("401") || last_error.contains("429"),
+        "{last_error}"
+    );
+    assert!(!h.to_string().contains(TOKEN));
     assert!(bridge.logs().contains("usage commit failed"));
     assert!(!bridge.logs().contains(TOKEN), "the token is never logged");
 }

@@ -6,7 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 use tracing::{Instrument, debug, warn};
 
@@ -17,6 +21,31 @@ use crate::hub::EventBus;
 
 /// Entries per `data=[...]` request (below the server's default `max_batch`).
 pub const CHUNK: usize = 500;
+
+/// How the committer is doing, for the operators' `/healthz` (`customers.commit`).
+#[derive(Debug, Default)]
+pub struct CommitHealth {
+    /// When an interval's commits last all went through, ms since the epoch (0 = never).
+    last_ok_ms: AtomicI64,
+    /// When a commit last failed (0 = never).
+    last_failure_ms: AtomicI64,
+    /// Intervals in a row with a failed commit.
+    failing_intervals: AtomicU64,
+    /// The last failure, escaped and cut short (never a token: the client errors hold none).
+    last_error: Mutex<String>,
+}
+
+impl CommitHealth {
+    /// The `/healthz` view.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "last_ok_ms": self.last_ok_ms.load(Relaxed),
+            "last_failure_ms": self.last_failure_ms.load(Relaxed),
+            "failing_intervals": self.failing_intervals.load(Relaxed),
+            "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
+        })
+    }
+}
 
 /// Why one commit request failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,14 +59,14 @@ pub enum CommitError {
 }
 
 /// Starts the committer if `config.url` is set: subscribes to `bus` now (so it misses no event
-/// of the sides started after it) and runs until `shutdown`.
+/// of the sides started after it) and runs until `shutdown`. Returns its health.
 pub fn spawn(
     config: &CommitConfig,
     bus: &EventBus,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Arc<CommitHealth>>> {
     let Some(url) = &config.url else {
-        return Ok(());
+        return Ok(None);
     };
     let base = BaseUrl::parse(url).map_err(|e| anyhow::anyhow!("customers.commit.url: {e}"))?;
     let trust = if base.tls {
@@ -48,10 +77,12 @@ pub fn spawn(
     } else {
         None
     };
+    let health = Arc::new(CommitHealth::default());
     let committer = Committer {
         config: config.clone(),
         base,
         trust,
+        health: health.clone(),
     };
     let events = bus.subscribe();
     tokio::spawn(
@@ -59,13 +90,14 @@ pub fn spawn(
             .run(events, shutdown)
             .instrument(tracing::info_span!("usage_commit")),
     );
-    Ok(())
+    Ok(Some(health))
 }
 
 struct Committer {
     config: CommitConfig,
     base: BaseUrl,
     trust: Option<Arc<rustls::ClientConfig>>,
+    health: Arc<CommitHealth>,
 }
 
 impl Committer {
@@ -111,36 +143,56 @@ impl Committer {
         .map(|(k, v)| format!("{k}={}", form_encode(v)))
         .collect::<Vec<_>>()
         .join("&");
-        self.send("server", "/api/server/commit", &server).await;
+        let mut ok = self.send("server", "/api/server/commit", &server).await;
         let users = site_users(usage, &c.code, now);
         for chunk in users.chunks(CHUNK) {
-            self.send_data("user", "/api/user/commit", chunk).await;
+            ok &= self.send_data("user", "/api/user/commit", chunk).await;
         }
         let groups = usage.groups(&c.code);
         for chunk in groups.chunks(CHUNK) {
-            self.send_data("group", "/api/group/commit", chunk).await;
+            ok &= self.send_data("group", "/api/group/commit", chunk).await;
+        }
+        if ok {
+            self.health.last_ok_ms.store(super::now_ms(), Relaxed);
+            self.health.failing_intervals.store(0, Relaxed);
+        } else {
+            self.health.failing_intervals.fetch_add(1, Relaxed);
         }
     }
 
-    async fn send_data<T: serde::Serialize>(&self, kind: &'static str, path: &str, rows: &[T]) {
+    async fn send_data<T: serde::Serialize>(
+        &self,
+        kind: &'static str,
+        path: &str,
+        rows: &[T],
+    ) -> bool {
         let json = serde_json::to_string(rows).unwrap_or_else(|_| "[]".into());
         self.send(kind, path, &format!("data={}", form_encode(&json)))
-            .await;
+            .await
     }
 
-    async fn send(&self, kind: &'static str, path: &str, form: &str) {
+    /// One request, counted and logged; whether it went through.
+    async fn send(&self, kind: &'static str, path: &str, form: &str) -> bool {
         let result = self.post(path, form).await;
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         metrics::counter!("pttbridge_customer_commits_sent_total", "kind" => kind, "result" => outcome)
             .increment(1);
         match result {
-            Ok(()) => debug!(kind, "usage committed"),
-            Err(e) => warn!(
-                kind,
-                url = %self.base.url(path),
-                error = %logsafe::esc(&e.to_string()).limit(300),
-                "usage commit failed; the next interval carries it"
-            ),
+            Ok(()) => {
+                debug!(kind, "usage committed");
+                true
+            }
+            Err(e) => {
+                let error = logsafe::esc(&e.to_string()).limit(300).to_string();
+                warn!(kind, url = %self.base.url(path), %error, "usage commit failed; the next interval carries it");
+                self.health.last_failure_ms.store(super::now_ms(), Relaxed);
+                *self
+                    .health
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = format!("{kind}: {error}");
+                false
+            }
         }
     }
 

@@ -39,6 +39,8 @@ pub struct Platform {
     pub recordings: Option<std::path::PathBuf>,
     /// `[customers]`: limits of the customer management's commits.
     pub customers: crate::customers::CustomersConfig,
+    /// This site's usage committer (`[customers.commit]`), when it runs.
+    pub commit_health: Option<Arc<crate::customers::committer::CommitHealth>>,
     /// Wrong customer commit tokens and info keys, per address.
     pub customer_failures: Arc<crate::auth::FailureLimiter<std::net::IpAddr>>,
 }
@@ -61,6 +63,7 @@ impl Platform {
             egw_feed: Arc::default(),
             recordings: None,
             customers: Default::default(),
+            commit_health: None,
             customer_failures: Arc::new(crate::auth::FailureLimiter::new(
                 10,
                 std::time::Duration::from_secs(60),

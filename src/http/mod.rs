@@ -197,6 +197,7 @@ async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl
         "version": env!("CARGO_PKG_VERSION"),
         "sides": sides,
         "events": crate::events::health(&state.platform),
+        "customers": { "commit": state.platform.commit_health.as_ref().map(|h| h.to_json()) },
     });
     // Degraded is 503 with the details: a monitor sees it; the process is alive (/livez).
     (code, Json(body))
