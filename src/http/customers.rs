@@ -163,13 +163,23 @@ fn secret_param(m: &Map<String, Value>, key: &str) -> Result<String, ApiError> {
     }
 }
 
-async fn add(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    let m = request_params(q.as_deref(), &headers, &body)?;
+/// Extractor: the request's parameters ([`request_params`]), or the envelope's 400.
+struct ReqParams(Map<String, Value>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for ReqParams {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let query = req.uri().query().map(str::to_owned);
+        let headers = req.headers().clone();
+        let body = <Bytes as axum::extract::FromRequest<S>>::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad(format!("cannot read the body: {e}")))?;
+        request_params(query.as_deref(), &headers, &body).map(Self)
+    }
+}
+
+async fn add(State(state): State<Arc<AppState>>, ReqParams(m): ReqParams) -> ApiResult {
     let customer = params::customer(&Params(&m))?;
     let (commit_token, info_key) = (
         secret_param(&m, "commit_token")?,
@@ -191,13 +201,7 @@ async fn add(
     ))
 }
 
-async fn remove(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    let m = request_params(q.as_deref(), &headers, &body)?;
+async fn remove(State(state): State<Arc<AppState>>, ReqParams(m): ReqParams) -> ApiResult {
     let id = Params(&m).required("id", params::is_uuid, "a customer id (a UUID)")?;
     match state.platform.store.remove_customer(&id)? {
         Some(c) => {
