@@ -10,6 +10,7 @@ pub mod allocator;
 pub mod auth;
 pub mod bridge;
 pub mod config;
+pub mod customers;
 pub mod events;
 pub mod heap;
 pub mod http;

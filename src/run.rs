@@ -49,10 +49,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let mut platform = Platform::new(egw, config.business.clone(), store);
     platform.recordings = config.recording.dir.clone();
+    platform.customers = config.customers.clone();
     if config.nats.url.is_some() {
         // Before any side starts: the sink subscribes now and misses nothing.
         platform.nats = Some(crate::events::nats::start(&config.nats, &bus)?);
     }
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    // Before the sides start: the usage committer subscribes now and misses no presence.
+    platform.commit_health =
+        crate::customers::committer::spawn(&config.customers.commit, &bus, shutdown.clone())?;
     let mut ctx = SideContext {
         config: &config,
         bus: bus.clone(),
@@ -61,7 +66,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ptt: None,
     };
     let sides = crate::sides::start_all(&mut ctx)?;
-    let (shutdown_tx, shutdown) = watch::channel(false);
     crate::heap::spawn(shutdown.clone());
     let operators = operators(&config, &platform.store)?;
     let state = Arc::new(

@@ -40,6 +40,8 @@ pub struct Config {
     pub meeting: crate::sides::meeting::config::MeetingConfig,
     /// Operators: who may watch and steer the bridge.
     pub operator: OperatorConfig,
+    /// Customer management (seed 002) and this site's usage commits.
+    pub customers: crate::customers::CustomersConfig,
 }
 
 /// `[operator]`: the credentials of the page's live view, `/api/*`, `/events`,
@@ -217,6 +219,7 @@ impl Config {
         self.meeting.validate(&self.ptt)?;
         self.ptt.validate()?;
         self.console.validate(&self.ptt)?;
+        self.customers.validate()?;
         if self
             .operator
             .token

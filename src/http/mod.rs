@@ -18,6 +18,7 @@ use crate::sides::Side;
 
 pub mod archive;
 pub mod business;
+pub mod customers;
 pub mod egw;
 mod events;
 pub mod listener;
@@ -118,6 +119,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", get(events::stream))
         .merge(web::operator_routes())
         .merge(archive::operator_routes())
+        .merge(customers::operator_routes())
         .with_state(state.clone());
     let mut public = Router::new()
         .route("/healthz", get(healthz))
@@ -126,6 +128,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/egw", get(egw::upgrade))
         .route("/server/address", get(egw::server_address))
         .merge(business::routes())
+        .merge(customers::routes())
         .merge(web::routes())
         .with_state(state.clone());
     let metrics = Router::new()
@@ -194,6 +197,7 @@ async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl
         "version": env!("CARGO_PKG_VERSION"),
         "sides": sides,
         "events": crate::events::health(&state.platform),
+        "customers": { "commit": state.platform.commit_health.as_ref().map(|h| h.to_json()) },
     });
     // Degraded is 503 with the details: a monitor sees it; the process is alive (/livez).
     (code, Json(body))
