@@ -13,9 +13,10 @@
 //! says so), never the process.
 //!
 //! The same thread writes meeting rooms' server recordings ([`mix`]): the room's tracks mixed
-//! down into one file per recording.
+//! down into one file per recording; and the bursts a side transmits itself ([`transmission`]).
 
 pub mod mix;
+pub mod transmission;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};

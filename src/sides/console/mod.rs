@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     pub call_owners: Mutex<HashMap<u64, (String, u64)>>,
     /// Call records, once the side has the platform's (at start).
     pub calls: OnceLock<Calls>,
+    /// Where consoles' own talk bursts are recorded (`[recording] dir`), set at start.
+    pub recorder: OnceLock<crate::recording::Recorder>,
     /// Accounts consoles may never use: the bridge's own PTT accounts and the console admin
     /// accounts, as (server id, username). A console logging in with one would knock the
     /// bridge's session off the server.
@@ -82,6 +84,10 @@ impl super::Side for ConsoleSide {
         let side = ConsoleSide::connect(ctx.config, ctx.bus.clone());
         // Temporary calls are recorded in the platform's call records.
         let _ = side.0.calls.set(ctx.platform.calls.clone());
+        // What a dispatcher says into a call is archived as its bursts.
+        if let Some(r) = &ctx.recorder {
+            let _ = side.0.recorder.set(r.clone());
+        }
         Ok(Arc::new(side))
     }
 
@@ -156,6 +162,7 @@ impl ConsoleSide {
             orders: Mutex::new(HashMap::new()),
             call_owners: Mutex::new(HashMap::new()),
             calls: OnceLock::new(),
+            recorder: OnceLock::new(),
             reserved: reserved_accounts(config),
             failures: crate::auth::FailureLimiter::new(
                 LOGIN_FAILURES,

@@ -252,6 +252,10 @@ impl Connection {
         {
             Decision::Granted | Decision::Preempted { .. } => {
                 call.talker = Some((session, i));
+                // A terminal has the floor: the dispatcher's burst, if any, is over.
+                if let Some(t) = &mut self.transmission {
+                    t.end();
+                }
                 let answered = if answer == crate::sides::console::config::AnswerMode::OnTalk {
                     call.talked(i)
                 } else {
@@ -271,6 +275,7 @@ impl Connection {
                     let update = Notify::member_update(id, call.owner.0, call.member_list());
                     self.notify(update);
                 }
+                self.archive_terminal_started(session, id, &party);
                 self.notify(Notify::member_get_mic(id, mid, &name));
                 self.publish(
                     EventKind::TalkStarted,
@@ -307,6 +312,7 @@ impl Connection {
         let (id, mid) = (call.id, m.id);
         call.floor.release(&party, Instant::now());
         self.downstream.end_burst();
+        self.archive_terminal_stopped(session);
         self.notify(Notify::member_lost_mic(id, mid));
         self.publish(
             EventKind::TalkStopped,
@@ -329,6 +335,7 @@ impl Connection {
         }
         let source = call.members[i].id as u32;
         self.count_audio(opus.len());
+        self.archive_terminal_voice(session, sequence, opus);
         let late = self
             .downstream
             .push(session, source, sequence, opus, &mut self.frames_out);
