@@ -12,6 +12,7 @@ pub mod config;
 pub mod events;
 pub mod heap;
 pub mod http;
+pub mod http_client;
 pub mod hub;
 pub mod metrics_catalog;
 pub mod probe;

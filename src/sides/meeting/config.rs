@@ -297,7 +297,7 @@ impl MeetingConfig {
             ));
         }
         for (i, u) in self.upstream.iter().enumerate() {
-            let base = match super::upstream::login::Base::parse(&u.url) {
+            let base = match crate::http_client::BaseUrl::parse(&u.url) {
                 Ok(b) => b,
                 Err(e) => {
                     return Err(invalid(format!("meeting.upstream[{i}].url"), e.to_string()));

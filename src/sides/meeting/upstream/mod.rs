@@ -52,12 +52,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use self::login::Base;
 use self::media::{CallMedia, MediaCmd, MediaHandle, MediaNotice};
 use super::config::{AnswerPolicy, Upstream};
 use super::dial::DialTarget;
 use super::events::party;
 use super::switchboard::Switchboard;
+use crate::http_client::BaseUrl;
 use crate::hub::{CallRecorder, EventKind};
 
 /// How long a request waits for its reply.
@@ -198,7 +198,7 @@ impl Task {
 
     /// One login + registration, until the connection is lost.
     async fn session(&self) -> anyhow::Result<()> {
-        let base = Base::parse(&self.up.url)?;
+        let base = BaseUrl::parse(&self.up.url)?;
         let account = format!("ptt-{}", self.target.user_id);
         let name = self
             .target
@@ -218,13 +218,13 @@ impl Task {
         .await?;
         let (ws, _) = tokio::time::timeout(REPLY_TIMEOUT, async {
             let stream = base.connect(trust.as_ref()).await?;
-            tokio_tungstenite::client_async(base.ws_url(), stream)
+            tokio_tungstenite::client_async(base.ws_url("/rtcpeer"), stream)
                 .await
                 .map_err(anyhow::Error::from)
         })
         .await
         .context("WebSocket: no answer")?
-        .with_context(|| base.ws_url())?;
+        .with_context(|| base.ws_url("/rtcpeer"))?;
         let mut s = Signal {
             ws,
             queued: VecDeque::new(),
