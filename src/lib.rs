@@ -9,6 +9,7 @@ pub mod alloc_count;
 pub mod auth;
 pub mod bridge;
 pub mod config;
+pub mod directory;
 pub mod events;
 pub mod heap;
 pub mod http;

@@ -40,6 +40,8 @@ pub struct Config {
     pub meeting: crate::sides::meeting::config::MeetingConfig,
     /// Operators: who may watch and steer the bridge.
     pub operator: OperatorConfig,
+    /// The directory read from a Totalk admin server.
+    pub directory: crate::directory::DirectoryConfig,
 }
 
 /// `[operator]`: the credentials of the page's live view, `/api/*`, `/events`,
@@ -217,6 +219,7 @@ impl Config {
         self.meeting.validate(&self.ptt)?;
         self.ptt.validate()?;
         self.console.validate(&self.ptt)?;
+        self.directory.validate()?;
         if self
             .operator
             .token

@@ -37,6 +37,8 @@ pub struct Platform {
     pub egw_failures: Arc<crate::auth::FailureLimiter<String>>,
     /// `[recording] dir`: the archive's files (its index is in `store`); `None` = no archive.
     pub recordings: Option<std::path::PathBuf>,
+    /// The directory read from the Totalk admin API (`[directory]`); `None` = not configured.
+    pub directory: Option<crate::directory::Directory>,
 }
 
 impl Platform {
@@ -56,6 +58,7 @@ impl Platform {
             nats: None,
             egw_feed: Arc::default(),
             recordings: None,
+            directory: None,
         }
     }
 

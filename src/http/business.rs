@@ -125,6 +125,7 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What a `/v1` handler answers.
 pub(crate) type ApiResult = Result<Json<serde_json::Value>, ApiError>;
 
 fn ok(env: Envelope) -> ApiResult {
@@ -219,7 +220,11 @@ fn require_operator(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
 
 /// The app `app_id`, if the request may act for it: its secret in `X-App-Secret` (and the app
 /// online), or operator credentials.
-fn authorize(state: &AppState, headers: &HeaderMap, app_id: &str) -> Result<AppRow, ApiError> {
+pub(crate) fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    app_id: &str,
+) -> Result<AppRow, ApiError> {
     if app_id.is_empty() {
         return Err(ApiError::bad("missing app_id"));
     }

@@ -36,10 +36,11 @@ Its data comes from a JSON file the test writes (re-read on "reload"):
     {"cmd":"stop"} / {"cmd":"start"}     stop listening (the admin API down) / listen again
     {"cmd":"reload"}                     re-read the data file
     {"cmd":"expire_tokens"}              every token issued so far times out (406)
-    {"cmd":"misbehave","how":"garbage"|"error"|"huge"|null}
+    {"cmd":"misbehave","how":"garbage"|"error"|"huge"|"flood"|null}
                                          answer every call after login with a body that is not
-                                         JSON, with code 500, or with a page far larger than
-                                         asked for; null: behave again
+                                         JSON, with code 500, with a page three times larger
+                                         than asked for, or fifty times (megabytes); null:
+                                         behave again
     {"cmd":"violations"}
     {"cmd":"quit"}
 """
@@ -247,9 +248,10 @@ class AdminServer:
 
     def page(self, rows, f):
         index, size = int(f["pageIndex"]), int(f["pageSize"])
-        if self.misbehave == "huge":
-            # Far more than asked for, and a total to match.
-            rows = [dict(rows[0] if rows else {}, uid=9_000_000 + i) for i in range(size * 50)]
+        if self.misbehave in ("huge", "flood"):
+            # More than asked for, and a total to match; "flood": answers of megabytes.
+            n = size * (50 if self.misbehave == "flood" else 3)
+            rows = [dict(rows[0] if rows else {}, uid=9_000_000 + i) for i in range(n)]
             return {"code": 200, "reason": "success", "total": 10_000_000, "data": rows}
         return {"code": 200, "reason": "success", "total": len(rows),
                 "data": rows[index * size:(index + 1) * size]}

@@ -65,12 +65,38 @@ pub(crate) struct Shared {
     pub call_owners: Mutex<HashMap<u64, (String, u64)>>,
     /// Call records, once the side has the platform's (at start).
     pub calls: OnceLock<Calls>,
+    /// The directory, when configured (at start): roles give mic levels.
+    pub directory: OnceLock<crate::directory::Directory>,
     /// Accounts consoles may never use: the bridge's own PTT accounts and the console admin
     /// accounts, as (server id, username). A console logging in with one would knock the
     /// bridge's session off the server.
     pub reserved: std::collections::HashSet<(String, String)>,
     /// Failed console logins, per account and per address.
     pub failures: crate::auth::FailureLimiter<String>,
+}
+
+impl Shared {
+    /// The mic level of a console logged in as `account`: its configured level
+    /// (`account_mic_levels`), else the dispatcher level when the directory's role for the
+    /// account is dispatcher, else `mic_level`.
+    pub(crate) fn level_of(&self, account: &str) -> u8 {
+        if let Some(&level) = self.config.account_mic_levels.get(account) {
+            return level;
+        }
+        self.directory
+            .get()
+            .and_then(|d| d.mic_level_of(account))
+            .unwrap_or(self.config.mic_level)
+    }
+
+    /// The mic level of a PTT terminal named `name`: the dispatcher level when the directory's
+    /// role for it is dispatcher, else `terminal_mic_level`.
+    pub(crate) fn terminal_level_of(&self, name: &str) -> u8 {
+        self.directory
+            .get()
+            .and_then(|d| d.mic_level_of(name))
+            .unwrap_or(self.config.terminal_mic_level)
+    }
 }
 
 /// The console side; cheap to clone.
@@ -82,6 +108,9 @@ impl super::Side for ConsoleSide {
         let side = ConsoleSide::connect(ctx.config, ctx.bus.clone());
         // Temporary calls are recorded in the platform's call records.
         let _ = side.0.calls.set(ctx.platform.calls.clone());
+        if let Some(d) = &ctx.platform.directory {
+            let _ = side.0.directory.set(d.clone());
+        }
         Ok(Arc::new(side))
     }
 
@@ -156,6 +185,7 @@ impl ConsoleSide {
             orders: Mutex::new(HashMap::new()),
             call_owners: Mutex::new(HashMap::new()),
             calls: OnceLock::new(),
+            directory: OnceLock::new(),
             reserved: reserved_accounts(config),
             failures: crate::auth::FailureLimiter::new(
                 LOGIN_FAILURES,

@@ -85,7 +85,8 @@ impl AdminServer {
     }
 
     /// Answers every call after login badly: `"garbage"` (not JSON), `"error"` (code 500) or
-    /// `"huge"` (pages far larger than asked for); `None` behaves again.
+    /// `"huge"` (pages three times larger than asked for) or `"flood"` (fifty times: megabytes);
+    /// `None` behaves again.
     pub fn misbehave(&mut self, how: Option<&str>) {
         self.ack(json!({"cmd": "misbehave", "how": how}));
     }

@@ -230,7 +230,6 @@ impl Connection {
 
     pub(super) fn terminal_talk_started(&mut self, session: u32) {
         let answer = self.side.0.config.answer;
-        let level = self.side.0.config.terminal_mic_level;
         let Some(call) = self.call.as_mut() else {
             return;
         };
@@ -244,6 +243,7 @@ impl Connection {
             return;
         }
         let m = &call.members[i];
+        let level = self.side.0.terminal_level_of(&m.name);
         let party = terminal_party(m);
         let (id, mid, name) = (call.id, m.id, m.name.clone());
         match call

@@ -194,7 +194,7 @@ impl Connection {
         });
         info!(account = %esc(&account), server = %p.id, "console logging in");
         self.login = Some(Login {
-            level: cfg.config.level_of(&account),
+            level: cfg.level_of(&account),
             account,
             server,
             client,

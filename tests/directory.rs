@@ -1,0 +1,486 @@
+//! The directory against a spec-strict Totalk admin server (`tests/peers/admin_server.py`,
+//! written from the seed's `/ent/` examples alone), with Debian's murmurd and pymumble
+//! terminals where voice and presence are involved: users and roles on the platform surfaces,
+//! a dispatcher-role console pre-empting a terminal with no per-user level configured, the
+//! admin API down (voice goes on, staleness reported) and back, bad answers (the last good copy
+//! kept), notices and message history through `/v1`; and the server saw nothing against the
+//! seed.
+
+use std::time::Duration;
+
+use muicall::audio::Codec;
+use serde_json::{Value, json};
+use testkit::admin::AdminServer;
+use testkit::audio::compare_files;
+use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::console::{Console, REPLY};
+use testkit::murmur::Murmur;
+use testkit::peers::fixture;
+use testkit::terminal::Terminal;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
+const T: Duration = Duration::from_secs(15);
+const PASSWORD: &str = "ent-pass-7f3a9c";
+const APP_SECRET: &str = "directory-test-secret-0001";
+const BASE_URL: &str = "http://ptt.test:8080";
+
+/// The organisation: alice is a dispatcher (role 1); North has alice (channel admin) and bob.
+fn org() -> Value {
+    json!({
+        "account": "10000",
+        "password": PASSWORD,
+        "users": [
+            {"uid": 1001001, "name": "alice", "nick": "Alice", "role": 1},
+            {"uid": 1001002, "name": "bob", "nick": "Bob", "role": 0},
+            {"uid": 1001003, "name": "carol", "nick": "Carol", "role": 0},
+        ],
+        "channels": [
+            {"cid": 1001, "name": "North", "members": {"1001001": 2, "1001002": 0}},
+            {"cid": 1002, "name": "South", "members": {"1001003": 1}},
+        ],
+        "messages": {"1001": [
+            {"chan_seq_id": 1, "from_id": 1001001, "time": 1700000000000u64, "type": 0, "content": "first"},
+            {"chan_seq_id": 2, "from_id": 1001002, "time": 1700000005000u64, "type": 0, "content": "second"},
+        ]},
+    })
+}
+
+fn directory_toml(admin: &AdminServer, extra: &str) -> String {
+    format!(
+        "[directory]\nurl = \"{}\"\naccount = \"10000\"\npassword = \"{PASSWORD}\"\n{extra}\n\
+         [[business.apps]]\napp_id = \"default\"\napp_secret = \"{APP_SECRET}\"\n",
+        admin.url()
+    )
+}
+
+const APP: (&str, &str) = ("X-App-Secret", APP_SECRET);
+
+fn get(bridge: &Bridge, path: &str) -> Value {
+    let r = bridge.request_with("GET", path, None, &[APP]);
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    r.json()
+}
+
+fn fresh(bridge: &Bridge) -> Value {
+    bridge.wait_health("directory fresh", |h| h["directory"]["state"] == "fresh", T)
+}
+
+fn user<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list["user_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {list}"))
+}
+
+fn assert_no_violations(admin: &mut AdminServer) {
+    let v = admin.violations();
+    assert!(
+        v.is_empty(),
+        "the admin server saw calls against the seed: {v:?}"
+    );
+}
+
+#[test]
+fn users_roles_and_presence_appear_and_the_copy_outlives_the_admin_api() {
+    let server = Murmur::builder()
+        .channels(&["North"])
+        .user("bob", "pw-bob")
+        .start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = AdminServer::start(dir.path(), &org(), Duration::from_secs(3600));
+    let config = format!(
+        "{}\n{}",
+        ptt_server_toml("local", &server, &[("bridge", "North")]),
+        directory_toml(
+            &admin,
+            "refresh_secs = 1\nretry_secs = 1\nstale_after_secs = 3"
+        )
+    );
+    let bridge = Bridge::start(BIN, &config);
+    let _bob = Terminal::builder(server.port(), "bob")
+        .password("pw-bob")
+        .channel("North")
+        .connect();
+    bridge.wait_health("PTT connected", |h| h["status"] == "ok", T);
+    let h = fresh(&bridge);
+    assert_eq!(h["directory"]["users"], 3, "{h}");
+
+    // Users with names, roles and the online flag: bob is on the PTT server the bridge
+    // watches; alice and carol are offline and still named.
+    let wait_bob_online = || {
+        for _ in 0..100 {
+            let users = get(&bridge, "/v1/directory/users?app_id=default");
+            if user(&users, "bob")["online"] == true {
+                return users;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("bob never online in the directory")
+    };
+    let users = wait_bob_online();
+    assert_eq!(users["code"], 0);
+    assert_eq!(users["total"], 3);
+    let alice = user(&users, "alice");
+    assert_eq!(
+        (alice["uid"].clone(), alice["nick"].clone()),
+        (json!(1001001), json!("Alice"))
+    );
+    assert_eq!(alice["dispatcher"], true);
+    assert_eq!(alice["online"], false);
+    assert_eq!(alice["channels"], json!([1001]));
+    assert_eq!(user(&users, "carol")["dispatcher"], false);
+    assert_eq!(user(&users, "carol")["online"], false);
+    let page = get(
+        &bridge,
+        "/v1/directory/users?app_id=default&page=2&page_size=2",
+    );
+    assert_eq!(page["user_list"].as_array().unwrap().len(), 1, "{page}");
+
+    // Channels with their members and member roles.
+    let channels = get(&bridge, "/v1/directory/channels?app_id=default");
+    assert_eq!(channels["total"], 2);
+    let north = &channels["channel_list"][0];
+    assert_eq!(north["name"], "North");
+    assert_eq!(
+        north["members"],
+        json!([
+            {"uid": 1001001, "name": "alice", "nick": "Alice", "member_role": 2, "online": false},
+            {"uid": 1001002, "name": "bob", "nick": "Bob", "member_role": 0, "online": true},
+        ])
+    );
+    assert_eq!(bridge.metric("pttbridge_directory_users", &[]), 3.0);
+    assert!(bridge.metric("pttbridge_directory_refreshes_total", &[("result", "ok")]) >= 1.0);
+
+    // Without credentials: refused, in the envelope.
+    let r = bridge.request_with("GET", "/v1/directory/users?app_id=default", None, &[]);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.json()["code"], 40100);
+
+    // The admin API goes down: stale and degraded, never unready; the copy stays readable.
+    admin.stop();
+    let h = bridge.wait_health("directory stale", |h| h["directory"]["state"] == "stale", T);
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["sides"]["ptt"]["state"], "connected", "{h}");
+    assert_eq!(
+        bridge.get("/readyz").status,
+        200,
+        "voice does not depend on the directory"
+    );
+    assert!(
+        bridge.metric(
+            "pttbridge_directory_refreshes_total",
+            &[("result", "transport")]
+        ) >= 1.0
+    );
+    let age = bridge.metric("pttbridge_directory_age_seconds", &[]);
+    assert!(age >= 3.0, "the age metric says how old: {age}");
+    let users = get(&bridge, "/v1/directory/users?app_id=default");
+    assert_eq!(users["total"], 3, "the last good copy: {users}");
+    assert_eq!(users["stale"], true);
+
+    // Back: fresh again, with what changed meanwhile.
+    let mut changed = org();
+    changed["users"][2]["role"] = json!(1);
+    admin.set_data(&changed);
+    admin.restart();
+    let h = fresh(&bridge);
+    assert_eq!(h["status"], "ok", "{h}");
+    let users = get(&bridge, "/v1/directory/users?app_id=default");
+    assert_eq!(user(&users, "carol")["dispatcher"], true);
+    assert_eq!(users["stale"], false);
+    assert!(
+        !bridge.logs().contains(PASSWORD),
+        "the password is never logged"
+    );
+    assert_no_violations(&mut admin);
+}
+
+#[test]
+fn bad_answers_are_logged_and_the_last_good_copy_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = AdminServer::start(dir.path(), &org(), Duration::from_secs(3600));
+    let bridge = Bridge::start(
+        BIN,
+        &directory_toml(
+            &admin,
+            "refresh_secs = 1\nretry_secs = 1\nstale_after_secs = 60",
+        ),
+    );
+    fresh(&bridge);
+    let ok_before = bridge.metric("pttbridge_directory_refreshes_total", &[("result", "ok")]);
+    for (how, result) in [
+        ("garbage", "malformed"),
+        ("error", "operation"),
+        ("huge", "too_large"),
+        ("flood", "too_large"),
+    ] {
+        let before = bridge.metric("pttbridge_directory_refreshes_total", &[("result", result)]);
+        admin.misbehave(Some(how));
+        let deadline = std::time::Instant::now() + T;
+        while bridge.metric("pttbridge_directory_refreshes_total", &[("result", result)]) <= before
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{how}: no {result} refresh failure counted\n{}",
+                bridge.logs_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let h = bridge.health();
+        assert_eq!(h["directory"]["users"], 3, "{how}: the copy is kept: {h}");
+        assert!(
+            h["directory"]["failures_in_a_row"].as_u64().unwrap() >= 1,
+            "{h}"
+        );
+        let users = get(&bridge, "/v1/directory/users?app_id=default");
+        assert_eq!(users["total"], 3, "{how}: {users}");
+    }
+    let logs = bridge.logs();
+    assert!(
+        logs.contains("directory refresh failed; the last good copy is kept"),
+        "{logs}"
+    );
+    for kind in [
+        "kind=\"malformed\"",
+        "kind=\"operation\"",
+        "kind=\"too_large\"",
+        "a page of 300 users when 100 were asked for",
+        "the answer is over 1048576 bytes",
+    ] {
+        assert!(logs.contains(kind), "{kind} logged: {logs}");
+    }
+
+    // Behaving again, and a token timed out on the way: one new login, fresh again.
+    let logins = admin.count("login");
+    admin.misbehave(None);
+    admin.expire_tokens();
+    let deadline = std::time::Instant::now() + T;
+    while bridge.metric("pttbridge_directory_refreshes_total", &[("result", "ok")]) <= ok_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            bridge.logs_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let h = bridge.health();
+    assert_eq!(h["directory"]["failures_in_a_row"], 0, "{h}");
+    assert!(
+        admin.count("login") > logins,
+        "logged in again after the 406"
+    );
+    assert!(!bridge.logs().contains(PASSWORD));
+    assert_no_violations(&mut admin);
+}
+
+#[test]
+fn a_dispatcher_role_console_preempts_a_terminal_with_no_per_user_level_configured() {
+    let server = Murmur::builder()
+        .channels(&["North"])
+        .user("alice", "pw-alice")
+        .user("bob", "pw-bob")
+        .user("t1", "pw-t1")
+        .user("t2", "pw-t2")
+        .start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut org = org();
+    // Consoles alice (dispatcher) and bob (not); terminals t1 and t2, neither dispatchers.
+    org["users"] = json!([
+        {"uid": 1001001, "name": "alice", "nick": "Alice", "role": 1},
+        {"uid": 1001002, "name": "bob", "nick": "Bob", "role": 0},
+        {"uid": 1001004, "name": "t1", "nick": "T1", "role": 0},
+        {"uid": 1001005, "name": "t2", "nick": "T2", "role": 0},
+    ]);
+    let mut admin = AdminServer::start(dir.path(), &org, Duration::from_secs(3600));
+    // Consoles at the terminals' level: without the directory no console pre-empts anyone.
+    let config = format!(
+        "{}\n{}\n[console]\nmic_level = 1\nterminal_mic_level = 1\n[[console.servers]]\n\
+         base_url = \"{BASE_URL}\"\nptt_server = \"local\"\nadmin_username = \"SuperUser\"\n\
+         admin_password = \"{}\"\n",
+        ptt_server_toml("local", &server, &[("bridge", "")]),
+        directory_toml(
+            &admin,
+            "refresh_secs = 1\nretry_secs = 1\nstale_after_secs = 3"
+        ),
+        server.superuser_password()
+    );
+    let bridge = Bridge::start(BIN, &config);
+    bridge.wait_health(
+        "console admin connected",
+        |h| h["sides"]["console"]["servers"][0]["admin_connected"] == true,
+        T,
+    );
+    fresh(&bridge);
+    let mut t1 = Terminal::builder(server.port(), "t1")
+        .password("pw-t1")
+        .channel("North")
+        .connect();
+    let mut t2 = Terminal::builder(server.port(), "t2")
+        .password("pw-t2")
+        .channel("North")
+        .connect();
+    let (id1, id2) = (server.user_id("t1"), server.user_id("t2"));
+
+    let call = |c: &mut Console, id: u32| -> String {
+        c.send(json!({"type": "requestMic", "toIds": [id], "transaction": 1}));
+        let created = c.expect_type("createGroup", T);
+        assert_eq!(created["code"], 1, "{created}");
+        assert_eq!(c.expect_type("requestMic", T)["code"], 2);
+        let sid = created["sessionId"].as_str().unwrap().to_string();
+        c.send(json!({"type": "releaseMic", "sessionId": sid}));
+        assert_eq!(c.expect_type("releaseMic", REPLY)["code"], 1);
+        sid
+    };
+
+    // bob (role 0): a terminal talking keeps the floor against him.
+    let mut bob = Console::connect(bridge.addr());
+    bob.login(BASE_URL, "bob", "pw-bob");
+    let bob_sid = call(&mut bob, id1);
+    t1.wait_in_channel(&format!("call-{bob_sid}"), T);
+    t1.play(&fixture("audio/speech.wav"));
+    bob.expect_notify("memberGetMic", |v| v["data"]["memberId"] == id1, T);
+    bob.send(json!({"type": "requestMic", "sessionId": bob_sid}));
+    let denied = bob.expect_type("requestMic", REPLY);
+    assert_eq!(denied["code"], 0, "an ordinary console is denied: {denied}");
+
+    // alice (role 1 in the directory, no level of her own in the config) pre-empts.
+    let mut alice = Console::connect(bridge.addr());
+    alice.login(BASE_URL, "alice", "pw-alice");
+    let sid = call(&mut alice, id2);
+    t2.wait_in_channel(&format!("call-{sid}"), T);
+    t2.play(&fixture("audio/speech.wav"));
+    alice.expect_notify("memberGetMic", |v| v["data"]["memberId"] == id2, T);
+    alice.send(json!({"type": "requestMic", "sessionId": sid}));
+    let granted = alice.expect_type("requestMic", REPLY);
+    assert_eq!(granted["code"], 2, "the dispatcher pre-empts: {granted}");
+    alice.expect_notify("memberLostMic", |v| v["data"]["memberId"] == id2, T);
+    assert!(bridge.metric("pttbridge_console_floor_total", &[("outcome", "preempted")]) >= 1.0);
+    t2.stop_play();
+
+    // The admin API goes down mid-call: the call goes on and carries voice.
+    admin.stop();
+    bridge.wait_health("directory stale", |h| h["directory"]["state"] == "stale", T);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = dir.path().join("t2.wav");
+    t2.record_start();
+    let played = alice.play(&fixture("audio/speech2.wav"), Codec::Opus);
+    played.join().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let rec = t2.record_stop(&out);
+    let heard = rec["speakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "alice")
+        .unwrap_or_else(|| panic!("t2 heard the dispatcher: {rec}"));
+    let cmp = compare_files(fixture("audio/speech2.wav"), heard["wav"].as_str().unwrap());
+    println!("dispatcher → t2 with the admin API down: {cmp}");
+    cmp.assert_matches(0.9, 0.05);
+    admin.restart();
+    fresh(&bridge);
+    assert_no_violations(&mut admin);
+}
+
+#[test]
+fn notices_and_message_history_go_through_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = AdminServer::start(dir.path(), &org(), Duration::from_secs(3600));
+    let bridge = Bridge::start(BIN, &directory_toml(&admin, ""));
+    fresh(&bridge);
+
+    let r = bridge.request_with(
+        "POST",
+        "/v1/notice",
+        Some(
+            &json!({"app_id": "default", "target_type": "channel_members", "target_id": 1001,
+                     "content": "频道全体集合", "tts": true})
+            .to_string(),
+        ),
+        &[APP],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["code"], 0);
+    let notice = admin.expect_notice(T);
+    assert_eq!(
+        notice,
+        json!({"targetType": "1", "targetId": "1001", "content": "频道全体集合", "ttsPlay": "1"})
+    );
+
+    let msgs = get(
+        &bridge,
+        "/v1/directory/messages?app_id=default&cid=1001&page=1&page_size=10",
+    );
+    assert_eq!(msgs["total"], 2, "{msgs}");
+    assert_eq!(
+        msgs["message_list"][0]["content"], "second",
+        "newest first: {msgs}"
+    );
+    assert_eq!(msgs["message_list"][0]["from_id"], 1001002);
+    let up = get(
+        &bridge,
+        "/v1/directory/messages?app_id=default&cid=1001&sort=up",
+    );
+    assert_eq!(up["message_list"][0]["content"], "first");
+
+    // Bad input: the envelope's error, nothing sent to the admin server.
+    let notices_before = admin.count("pushNotice");
+    for (body, why) in [
+        (
+            json!({"app_id": "default", "target_type": "galaxy", "content": "x"}),
+            "target_type",
+        ),
+        (
+            json!({"app_id": "default", "target_type": "user", "content": "x"}),
+            "target_id",
+        ),
+        (
+            json!({"app_id": "default", "target_type": "everyone", "content": "x".repeat(2001)}),
+            "content",
+        ),
+        (
+            json!({"app_id": "default", "target_type": "everyone", "content": "  "}),
+            "content",
+        ),
+    ] {
+        let r = bridge.request_with("POST", "/v1/notice", Some(&body.to_string()), &[APP]);
+        assert_eq!(r.status, 400, "{why}: {}", r.body);
+        assert_eq!(r.json()["code"], 40000);
+        assert!(
+            r.json()["message"].as_str().unwrap().contains(why),
+            "{}",
+            r.body
+        );
+    }
+    for q in [
+        "cid=x",
+        "cid=1001&page_size=1000",
+        "cid=1001&page=0",
+        "cid=1001&sort=sideways",
+        "",
+    ] {
+        let r = bridge.request_with(
+            "GET",
+            &format!("/v1/directory/messages?app_id=default&{q}"),
+            None,
+            &[APP],
+        );
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+    }
+    assert_eq!(admin.count("pushNotice"), notices_before);
+    // The admin server's own refusal (an unknown channel) comes back as a gateway error.
+    let r = bridge.request_with(
+        "GET",
+        "/v1/directory/messages?app_id=default&cid=4242",
+        None,
+        &[APP],
+    );
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("403"),
+        "{}",
+        r.body
+    );
+    assert_no_violations(&mut admin);
+}
