@@ -6,6 +6,9 @@
 //! kept), notices and message history through `/v1`; and the server saw nothing against the
 //! seed.
 
+#[path = "support/egw_client.rs"]
+mod egw_client;
+
 use std::time::Duration;
 
 use muicall::audio::Codec;
@@ -132,6 +135,28 @@ fn users_roles_and_presence_appear_and_the_copy_outlives_the_admin_api() {
     assert_eq!(alice["channels"], json!([1001]));
     assert_eq!(user(&users, "carol")["dispatcher"], false);
     assert_eq!(user(&users, "carol")["online"], false);
+    // The EGW full sync lists every directory user with an online flag.
+    let sync = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = egw_client::Client::connect(bridge.addr()).await;
+        c.login("default", APP_SECRET).await;
+        c.full_sync(&["default"]).await.remove(0)
+    });
+    assert_eq!(
+        sync["directory_user_list"],
+        json!([
+            {"name": "alice", "nick": "Alice", "online": false, "role": 1, "user_id": "ptt:1001001"},
+            {"name": "bob", "nick": "Bob", "online": true, "role": 0, "user_id": "ptt:1001002"},
+            {"name": "carol", "nick": "Carol", "online": false, "role": 0, "user_id": "ptt:1001003"},
+        ]),
+        "{sync}"
+    );
+    // Presence names an offline user from the directory.
+    let state = get(
+        &bridge,
+        "/v1/online/user/state?app_id=default&msg_id=1&user_id=ptt:1001003",
+    );
+    assert_eq!(state["user_list"][0]["state"], 0, "{state}");
+    assert_eq!(state["user_list"][0]["name"], "carol", "{state}");
     let page = get(
         &bridge,
         "/v1/directory/users?app_id=default&page=2&page_size=2",
@@ -292,6 +317,7 @@ fn a_dispatcher_role_console_preempts_a_terminal_with_no_per_user_level_configur
         {"uid": 1001002, "name": "bob", "nick": "Bob", "role": 0},
         {"uid": 1001004, "name": "t1", "nick": "T1", "role": 0},
         {"uid": 1001005, "name": "t2", "nick": "T2", "role": 0},
+        {"uid": 1001009, "name": "dave", "nick": "Dave", "role": 0},
     ]);
     let mut admin = AdminServer::start(dir.path(), &org, Duration::from_secs(3600));
     // Consoles at the terminals' level: without the directory no console pre-empts anyone.
@@ -358,6 +384,38 @@ fn a_dispatcher_role_console_preempts_a_terminal_with_no_per_user_level_configur
     alice.expect_notify("memberLostMic", |v| v["data"]["memberId"] == id2, T);
     assert!(bridge.metric("pttbridge_console_floor_total", &[("outcome", "preempted")]) >= 1.0);
     t2.stop_play();
+
+    // dave has never been on the PTT server: added to the call, he is named from the directory
+    // (his id is the directory's uid, as a Totalk server's user ids are).
+    alice.send(
+        json!({"type": "addGroupMember", "sessionId": sid, "transaction": "2",
+                      "data": {"groupId": sid, "members": [{"id": 1001009}]}}),
+    );
+    let added = alice.expect(
+        |v| v["type"] == "audioResp" && v["cmd"] == "addGroupMember",
+        REPLY,
+    );
+    assert_eq!(
+        added["data"]["results"],
+        json!([{"id": 1001009, "name": "dave", "code": 1, "message": "offline"}]),
+        "{added}"
+    );
+    let update = alice.expect_notify(
+        "tempCallMemberUpdate",
+        |v| {
+            v["data"]["members"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().any(|m| m["memberId"] == 1001009))
+        },
+        T,
+    );
+    let dave = update["data"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["memberId"] == 1001009)
+        .unwrap();
+    assert_eq!(dave["memberName"], "dave", "{update}");
 
     // The admin API goes down mid-call: the call goes on and carries voice.
     admin.stop();

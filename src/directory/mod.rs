@@ -10,7 +10,7 @@
 pub mod config;
 mod task;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,17 @@ impl Snapshot {
     pub fn by_uid(&self, uid: i64) -> Option<&User> {
         self.by_uid.get(&uid).map(|&i| &self.users[i])
     }
+}
+
+/// The account names of everyone on the PTT side of an app's state: whom the bridge sees online
+/// now, to tell directory users online.
+pub fn ptt_online(model: &crate::events::state::AppModel) -> HashSet<String> {
+    model
+        .presence()
+        .into_values()
+        .filter(|p| p.party.side == crate::hub::Side::Ptt)
+        .map(|p| p.party.name)
+        .collect()
 }
 
 /// What `/healthz` and the metrics say about the directory.
@@ -154,6 +165,24 @@ impl Directory {
         snap.by_name(name)
             .filter(|u| u.is_dispatcher())
             .map(|_| self.dispatcher_mic_level)
+    }
+
+    /// Every directory user as a full sync lists it, online when the admin server has it in a
+    /// channel or `online` (PTT account names seen now) has it.
+    pub fn sync_users(&self, online: &HashSet<String>) -> Option<Vec<egw::DirectoryUser>> {
+        let snap = self.snapshot()?;
+        Some(
+            snap.users
+                .iter()
+                .map(|u| egw::DirectoryUser {
+                    name: u.name.clone(),
+                    nick: u.nick.clone(),
+                    online: u.online() || online.contains(&u.name),
+                    role: u.role,
+                    user_id: format!("ptt:{}", u.uid),
+                })
+                .collect(),
+        )
     }
 
     /// Asks for a refresh now (it starts once the call in flight is answered).

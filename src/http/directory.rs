@@ -26,7 +26,6 @@ use super::business::{
     ApiError, ApiResult, MAX_PAGE_SIZE, authorize, body, int, serde_urlencoded_like, string,
 };
 use crate::directory::{CallError, Directory, Snapshot};
-use crate::hub::Side;
 
 /// The routes.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -79,14 +78,8 @@ fn paging(q: &serde_json::Map<String, Value>) -> Result<(usize, usize), ApiError
 }
 
 /// The account names of everyone the bridge sees online on the PTT side of `app_id`.
-pub(crate) fn ptt_online(state: &AppState, app_id: &str) -> HashSet<String> {
-    let (_, model) = state.bus.snapshot(app_id, None);
-    model
-        .presence()
-        .into_values()
-        .filter(|p| p.party.side == Side::Ptt)
-        .map(|p| p.party.name)
-        .collect()
+fn ptt_online(state: &AppState, app_id: &str) -> HashSet<String> {
+    crate::directory::ptt_online(&state.bus.snapshot(app_id, None).1)
 }
 
 /// The envelope's directory fields: how old the copy is.

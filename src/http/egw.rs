@@ -111,6 +111,11 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
                             *floor = (*floor).max(version);
                             let mut reply = sync_reply(&app, version, &model);
                             reply.seq = seq.clone();
+                            if groups.is_none()
+                                && let Some(d) = &platform.directory
+                            {
+                                reply.directory_user_list = d.sync_users(&crate::directory::ptt_online(&model));
+                            }
                             frames.push(reply.to_json());
                         }
                         if frames.is_empty() {

@@ -16,8 +16,8 @@ pub mod rest;
 pub mod session;
 
 pub use message::{
-    AppFilter, BridgeEvent, ErrorCode, GroupSync, MediaInfo, Push, Reply, Request, RequestError,
-    SyncReply, UserSync, parse_request,
+    AppFilter, BridgeEvent, DirectoryUser, ErrorCode, GroupSync, MediaInfo, Push, Reply, Request,
+    RequestError, SyncReply, UserSync, parse_request,
 };
 pub use session::{Action, Grant, Session, Subscription};
 

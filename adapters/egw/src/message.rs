@@ -298,11 +298,31 @@ pub struct GroupSync {
     pub user_list: Vec<UserSync>,
 }
 
+/// Extension: a user of the organisation's directory (the Totalk admin API) in a full sync,
+/// online or not, so a platform can name users who are not in any group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryUser {
+    /// Account name.
+    pub name: String,
+    /// Display name.
+    pub nick: String,
+    /// Whether it is online now.
+    pub online: bool,
+    /// 0 ordinary, 1 dispatcher.
+    pub role: i64,
+    /// User id, as in events (`ptt:<uid>`).
+    pub user_id: String,
+}
+
 /// 20009: one app's state at `version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncReply {
     /// App id.
     pub app_id: String,
+    /// Extension: every directory user with an online flag, when the bridge reads a directory
+    /// and the sync is of the whole app (no `group_list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_user_list: Option<Vec<DirectoryUser>>,
     /// Groups (only those asked for, when a `group_list` was given).
     pub group_list: Vec<GroupSync>,
     /// Always [`ids::FULL_SYNC_REPLY`].
@@ -323,6 +343,7 @@ impl SyncReply {
     pub fn new(app_id: String, version: u64, group_list: Vec<GroupSync>) -> Self {
         Self {
             app_id,
+            directory_user_list: None,
             group_list,
             id: ids::FULL_SYNC_REPLY,
             message: "synchronize all data successful".into(),

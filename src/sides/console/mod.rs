@@ -89,6 +89,13 @@ impl Shared {
             .unwrap_or(self.config.mic_level)
     }
 
+    /// The directory's name for PTT user `id` (its account name), for members the PTT server does
+    /// not show because they are offline.
+    pub(crate) fn directory_name(&self, id: u64) -> Option<String> {
+        let snap = self.directory.get()?.snapshot()?;
+        snap.by_uid(i64::try_from(id).ok()?).map(|u| u.name.clone())
+    }
+
     /// The mic level of a PTT terminal named `name`: the dispatcher level when the directory's
     /// role for it is dispatcher, else `terminal_mic_level`.
     pub(crate) fn terminal_level_of(&self, name: &str) -> u8 {
