@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, invalid};
+use crate::config::ConfigError;
 
 /// The environment variable read for the password when `directory.password` is unset.
 pub const PASSWORD_ENV: &str = "PTTBRIDGE_DIRECTORY_PASSWORD";
@@ -79,6 +79,13 @@ impl fmt::Debug for DirectoryConfig {
             .field("ca_file", &self.ca_file)
             .field("dispatcher_mic_level", &self.dispatcher_mic_level)
             .finish()
+    }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
     }
 }
 
