@@ -77,6 +77,24 @@ fn user<'a>(list: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{name} not in {list}"))
 }
 
+/// `pttbridge_directory_refreshes_total{result}`.
+fn refreshes(bridge: &Bridge, result: &str) -> f64 {
+    bridge.metric("pttbridge_directory_refreshes_total", &[("result", result)])
+}
+
+/// Waits until more refreshes ended in `result` than `before`.
+fn wait_refreshes_above(bridge: &Bridge, result: &str, before: f64) {
+    let deadline = std::time::Instant::now() + T;
+    while refreshes(bridge, result) <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no more refreshes ended in {result}\n{}",
+            bridge.logs_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn assert_no_violations(admin: &mut AdminServer) {
     let v = admin.violations();
     assert!(
@@ -176,7 +194,7 @@ fn users_roles_and_presence_appear_and_the_copy_outlives_the_admin_api() {
         ])
     );
     assert_eq!(bridge.metric("pttbridge_directory_users", &[]), 3.0);
-    assert!(bridge.metric("pttbridge_directory_refreshes_total", &[("result", "ok")]) >= 1.0);
+    assert!(refreshes(&bridge, "ok") >= 1.0);
 
     // Without credentials: refused, in the envelope.
     let r = bridge.request_with("GET", "/v1/directory/users?app_id=default", None, &[]);
@@ -193,12 +211,7 @@ fn users_roles_and_presence_appear_and_the_copy_outlives_the_admin_api() {
         200,
         "voice does not depend on the directory"
     );
-    assert!(
-        bridge.metric(
-            "pttbridge_directory_refreshes_total",
-            &[("result", "transport")]
-        ) >= 1.0
-    );
+    assert!(refreshes(&bridge, "transport") >= 1.0);
     let age = bridge.metric("pttbridge_directory_age_seconds", &[]);
     assert!(age >= 3.0, "the age metric says how old: {age}");
     let users = get(&bridge, "/v1/directory/users?app_id=default");
@@ -234,25 +247,16 @@ fn bad_answers_are_logged_and_the_last_good_copy_is_kept() {
         ),
     );
     fresh(&bridge);
-    let ok_before = bridge.metric("pttbridge_directory_refreshes_total", &[("result", "ok")]);
+    let ok_before = refreshes(&bridge, "ok");
     for (how, result) in [
         ("garbage", "malformed"),
         ("error", "operation"),
         ("huge", "too_large"),
         ("flood", "too_large"),
     ] {
-        let before = bridge.metric("pttbridge_directory_refreshes_total", &[("result", result)]);
+        let before = refreshes(&bridge, result);
         admin.misbehave(Some(how));
-        let deadline = std::time::Instant::now() + T;
-        while bridge.metric("pttbridge_directory_refreshes_total", &[("result", result)]) <= before
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{how}: no {result} refresh failure counted\n{}",
-                bridge.logs_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_refreshes_above(&bridge, result, before);
         let h = bridge.health();
         assert_eq!(h["directory"]["users"], 3, "{how}: the copy is kept: {h}");
         assert!(
@@ -281,15 +285,7 @@ fn bad_answers_are_logged_and_the_last_good_copy_is_kept() {
     let logins = admin.count("login");
     admin.misbehave(None);
     admin.expire_tokens();
-    let deadline = std::time::Instant::now() + T;
-    while bridge.metric("pttbridge_directory_refreshes_total", &[("result", "ok")]) <= ok_before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            bridge.logs_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_refreshes_above(&bridge, "ok", ok_before);
     let h = bridge.health();
     assert_eq!(h["directory"]["failures_in_a_row"], 0, "{h}");
     assert!(

@@ -98,39 +98,60 @@ fn snapshot(dir: &Directory) -> Result<Arc<Snapshot>, ApiError> {
     })
 }
 
+/// What a listing reads: the copy, who is online, and the page asked for.
+struct Listing<'a> {
+    dir: &'a Directory,
+    snap: Arc<Snapshot>,
+    online: HashSet<String>,
+    skip: usize,
+    take: usize,
+}
+
+impl<'a> Listing<'a> {
+    fn new(state: &'a AppState, headers: &HeaderMap, raw: Option<&str>) -> Result<Self, ApiError> {
+        let (app_id, q) = authorized_query(state, headers, raw)?;
+        let dir = directory(state)?;
+        let (skip, take) = paging(&q)?;
+        Ok(Self {
+            dir,
+            snap: snapshot(dir)?,
+            online: ptt_online(state, &app_id),
+            skip,
+            take,
+        })
+    }
+
+    /// The page of `items` (of `total`) under `key`, with the copy's age.
+    fn reply(&self, key: &str, total: usize, items: impl Iterator<Item = Value>) -> ApiResult {
+        let list: Vec<Value> = items.skip(self.skip).take(self.take).collect();
+        Ok(axum::Json(
+            with_age(Envelope::ok(), self.dir)
+                .with("total", total)
+                .with(key, list)
+                .into_value(),
+        ))
+    }
+}
+
 async fn users(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
-    let (app_id, q) = authorized_query(&state, &headers, raw.as_deref())?;
-    let dir = directory(&state)?;
-    let (skip, take) = paging(&q)?;
-    let snap = snapshot(dir)?;
-    let online = ptt_online(&state, &app_id);
-    let list: Vec<Value> = snap
-        .users
-        .iter()
-        .skip(skip)
-        .take(take)
-        .map(|u| {
-            json!({
-                "uid": u.uid,
-                "name": u.name,
-                "nick": u.nick,
-                "role": u.role,
-                "dispatcher": u.is_dispatcher(),
-                "online": u.online() || online.contains(&u.name),
-                "channels": u.joined_channel_ids(),
-            })
+    let l = Listing::new(&state, &headers, raw.as_deref())?;
+    let (snap, online) = (&l.snap, &l.online);
+    let items = snap.users.iter().map(|u| {
+        json!({
+            "uid": u.uid,
+            "name": u.name,
+            "nick": u.nick,
+            "role": u.role,
+            "dispatcher": u.is_dispatcher(),
+            "online": u.online() || online.contains(&u.name),
+            "channels": u.joined_channel_ids(),
         })
-        .collect();
-    Ok(axum::Json(
-        with_age(Envelope::ok(), dir)
-            .with("total", snap.users.len())
-            .with("user_list", list)
-            .into_value(),
-    ))
+    });
+    l.reply("user_list", snap.users.len(), items)
 }
 
 async fn channels(
@@ -138,45 +159,31 @@ async fn channels(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
-    let (app_id, q) = authorized_query(&state, &headers, raw.as_deref())?;
-    let dir = directory(&state)?;
-    let (skip, take) = paging(&q)?;
-    let snap = snapshot(dir)?;
-    let online = ptt_online(&state, &app_id);
-    let list: Vec<Value> = snap
-        .channels
-        .iter()
-        .skip(skip)
-        .take(take)
-        .map(|c| {
-            let members: Vec<Value> = c
-                .members
-                .iter()
-                .map(|m| {
-                    let u = snap.by_uid(m.uid);
-                    json!({
-                        "uid": m.uid,
-                        "name": u.map(|u| u.name.as_str()),
-                        "nick": u.map(|u| u.nick.as_str()),
-                        "member_role": m.role,
-                        "online": u.is_some_and(|u| u.online() || online.contains(&u.name)),
-                    })
+    let l = Listing::new(&state, &headers, raw.as_deref())?;
+    let (snap, online) = (&l.snap, &l.online);
+    let items = snap.channels.iter().map(|c| {
+        let members: Vec<Value> = c
+            .members
+            .iter()
+            .map(|m| {
+                let u = snap.by_uid(m.uid);
+                json!({
+                    "uid": m.uid,
+                    "name": u.map(|u| u.name.as_str()),
+                    "nick": u.map(|u| u.nick.as_str()),
+                    "member_role": m.role,
+                    "online": u.is_some_and(|u| u.online() || online.contains(&u.name)),
                 })
-                .collect();
-            json!({
-                "cid": c.channel.cid,
-                "name": c.channel.name,
-                "member_num": c.channel.member_num,
-                "members": members,
             })
+            .collect();
+        json!({
+            "cid": c.channel.cid,
+            "name": c.channel.name,
+            "member_num": c.channel.member_num,
+            "members": members,
         })
-        .collect();
-    Ok(axum::Json(
-        with_age(Envelope::ok(), dir)
-            .with("total", snap.channels.len())
-            .with("channel_list", list)
-            .into_value(),
-    ))
+    });
+    l.reply("channel_list", snap.channels.len(), items)
 }
 
 /// `{"app_id": ..}`: the body of the POST routes that need nothing else.

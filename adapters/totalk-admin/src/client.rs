@@ -337,32 +337,16 @@ impl Client {
         let b = self.build.as_mut().expect("a refresh step has a build");
         match step {
             Pending::Users(i) => {
-                let page = page::<User>(body, cfg.page_size, cfg.max_users, "users")?;
-                let empty = page.data.is_empty();
-                b.users.extend(page.data);
-                if b.users.len() > cfg.max_users {
-                    return Err(AdminError::TooLarge(format!(
-                        "more than {} users",
-                        cfg.max_users
-                    )));
-                }
-                b.step = Some(if empty || b.users.len() as u64 >= page.total {
+                let last = take_page(&mut b.users, body, cfg.page_size, cfg.max_users, "users")?;
+                b.step = Some(if last {
                     Pending::Channels(0)
                 } else {
                     Pending::Users(i + 1)
                 });
             }
             Pending::Channels(i) => {
-                let page = page::<Channel>(body, cfg.page_size, cfg.max_channels, "channels")?;
-                let empty = page.data.is_empty();
-                b.channels.extend(page.data);
-                if b.channels.len() > cfg.max_channels {
-                    return Err(AdminError::TooLarge(format!(
-                        "more than {} channels",
-                        cfg.max_channels
-                    )));
-                }
-                if empty || b.channels.len() as u64 >= page.total {
+                let (size, max) = (cfg.page_size, cfg.max_channels);
+                if take_page(&mut b.channels, body, size, max, "channels")? {
                     plan_roles(b, cfg.max_role_queries);
                     b.step = b
                         .roles
@@ -456,6 +440,24 @@ fn page<T: serde::de::DeserializeOwned>(
         )));
     }
     Ok(page)
+}
+
+/// Adds a page to `acc`, refusing a directory over `max`; whether it was the last page.
+fn take_page<T: serde::de::DeserializeOwned>(
+    acc: &mut Vec<T>,
+    body: &[u8],
+    size: u32,
+    max: usize,
+    what: &str,
+) -> Result<bool, AdminError> {
+    let page = page::<T>(body, size, max, what)?;
+    let empty = page.data.is_empty();
+    acc.extend(page.data);
+    // `total` may understate: the count read is what is bounded.
+    if acc.len() > max {
+        return Err(AdminError::TooLarge(format!("more than {max} {what}")));
+    }
+    Ok(empty || acc.len() as u64 >= page.total)
 }
 
 /// Members by channel from the users' `joinedChannels` (known channels only), and the role
