@@ -483,6 +483,23 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
+    /// Completes a row inserted when its recording started (a room's server recording):
+    /// its length, size and packets once the file is closed. False when the row is gone
+    /// (deleted while the recording ran).
+    pub fn complete_burst(
+        &self,
+        id: i64,
+        duration_ms: i64,
+        size_bytes: i64,
+        packets: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE bursts SET duration_ms = ?2, size_bytes = ?3, packets = ?4 WHERE id = ?1",
+            params![id, duration_ms, size_bytes, packets],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Bursts matching `q`, by start time: page `page` (from 1) of `page_size`, and the total.
     pub fn bursts(
         &self,

@@ -256,13 +256,15 @@ fn meeting_users_cannot_act_for_each_other() {
     assert_eq!(r["result"], 403, "{r}");
 
     // Moderation is the compere's (the room's creator): bob, a member, cannot end the room,
-    // kick, mute or make himself compere.
+    // kick, mute, make himself compere or record the room.
     for req in [
         json!({"module":"meeting","method":"finish"}),
         json!({"module":"meeting","method":"kickOut","userId":alice.id,"roomId":room}),
         json!({"module":"meeting","method":"muteAll","userId":bob.id,"roomId":room,"isMute":true}),
         json!({"module":"meeting","method":"muteMsg","userId":alice.id,"roomId":room,"isMute":true}),
         json!({"module":"meeting","method":"setCompere","userId":bob.id,"roomId":room}),
+        json!({"module":"meeting","method":"startRecord","fileName":"secretly"}),
+        json!({"module":"meeting","method":"stopRecord","recordId":1}),
     ] {
         let r = bob.ws.request(req.clone());
         assert_eq!(r["result"], 403, "{req}: {r}");

@@ -266,6 +266,25 @@ pub struct HandFloor {
     pub holder: Option<String>,
 }
 
+/// `onRecord` (bridge extension): the room's server recording started or stopped, so every
+/// member knows whether it is being recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recorded {
+    /// Room.
+    #[serde(deserialize_with = "de_id")]
+    pub room_id: Id,
+    /// The recording (`startRecord`'s `recordId`).
+    #[serde(deserialize_with = "de_id")]
+    pub record_id: Id,
+    /// `startRecord` or `stopRecord`, as the spec's `onLocalRecord` names its `type`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Who started or stopped it.
+    #[serde(deserialize_with = "de_id")]
+    pub user_id: Id,
+}
+
 /// `onUpdateClient` (3.45.3): member `client.id` is now called `client.name`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -335,6 +354,8 @@ pub enum Push {
     LowerHand(Hand),
     /// `meeting.onHandFloor` (bridge extension)
     HandFloor(HandFloor),
+    /// `meeting.onRecord` (bridge extension)
+    Record(Recorded),
     /// `meeting.onUpdateClient`
     UpdateClient(ClientRenamed),
     /// `meeting.onUpdateMeeting`
@@ -364,6 +385,7 @@ impl Push {
             Self::RaiseHand(_) => ("meeting", "onRaiseHand"),
             Self::LowerHand(_) => ("meeting", "onLowerHand"),
             Self::HandFloor(_) => ("meeting", "onHandFloor"),
+            Self::Record(_) => ("meeting", "onRecord"),
             Self::UpdateClient(_) => ("meeting", "onUpdateClient"),
             Self::UpdateMeeting(_) => ("meeting", "onUpdateMeeting"),
         }
@@ -387,6 +409,7 @@ impl Push {
             Self::Compere(m) => encode(module, method, m),
             Self::RaiseHand(m) | Self::LowerHand(m) => encode(module, method, m),
             Self::HandFloor(m) => encode(module, method, m),
+            Self::Record(m) => encode(module, method, m),
             Self::UpdateClient(m) => encode(module, method, m),
             Self::UpdateMeeting(m) => encode(module, method, m),
         }
@@ -417,6 +440,7 @@ impl Push {
             ("meeting", "onRaiseHand") => Self::RaiseHand(f.decode()?),
             ("meeting", "onLowerHand") => Self::LowerHand(f.decode()?),
             ("meeting", "onHandFloor") => Self::HandFloor(f.decode()?),
+            ("meeting", "onRecord") => Self::Record(f.decode()?),
             ("meeting", "onUpdateClient") => Self::UpdateClient(f.decode()?),
             ("meeting", "onUpdateMeeting") => Self::UpdateMeeting(f.decode()?),
             (module, method) => {

@@ -39,6 +39,14 @@ pub struct RoomCreated {
     pub room_id: Id,
 }
 
+/// `meeting.startRecord` (3.35): the recording's id, for `stopRecord` and the listings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordStarted {
+    /// The recording.
+    pub record_id: Id,
+}
+
 /// `meeting.new` (5.12).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -108,6 +108,17 @@ fn replies_parse() {
     assert_eq!(entered.members[0].mode.as_deref(), Some("ptt"));
     let back = rtcpeer::reply::ok_with("meeting", "enter", &entered);
     assert_eq!(back, serde_json::from_str::<Value>(&text).unwrap());
+
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/rtcpeer/replies/meeting.startRecord.json"),
+    )
+    .unwrap();
+    let frame = Frame::parse(&text).unwrap();
+    let started: rtcpeer::reply::RecordStarted = frame.decode().unwrap();
+    assert_eq!(started.record_id, 123);
+    let back = rtcpeer::reply::ok_with("meeting", "startRecord", &started);
+    assert_eq!(back, serde_json::from_str::<Value>(&text).unwrap());
 }
 
 #[test]

@@ -15,6 +15,7 @@
 //! | [`jitter`] | adaptive jitter buffer: reorder, duplicate/late drop, PLC/FEC decisions |
 //! | [`inbound`] | jitter buffer + decoder per talker → steady 20 ms PCM frames |
 //! | [`mixer`] | i32 accumulate, full mix and mix-minus |
+//! | [`mixdown`] | every track mixed and encoded once per tick, silence included (room recordings) |
 //! | [`limiter`] | soft limiter: envelope + soft knee, exact below threshold |
 //! | [`passthrough`] | per-listener header rewrite (`OutboundClock`), pass-through vs mix (`RouteSelector`) |
 //! | [`group`] | a talk group per 20 ms tick: pass-through or mix, one shared encode |
@@ -52,6 +53,7 @@ pub mod group;
 pub mod inbound;
 pub mod jitter;
 pub mod limiter;
+pub mod mixdown;
 pub mod mixer;
 pub mod ogg_writer;
 pub mod opus;

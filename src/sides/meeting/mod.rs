@@ -104,6 +104,10 @@ impl crate::sides::Side for MeetingSide {
         );
         // Dial-in links are recorded in the platform's call records.
         let _ = side.switchboard.records.set(ctx.platform.calls.clone());
+        // Rooms record on the same recorder thread as the PTT channels' bursts.
+        if let Some(r) = &ctx.recorder {
+            let _ = side.switchboard.recorder.set(r.clone());
+        }
         Ok(Arc::new(side))
     }
 

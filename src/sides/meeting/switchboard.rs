@@ -37,6 +37,7 @@ use super::room::{self, LinkSetup, RoomCmd, RoomConfig, RoomHandle, RoomHost};
 use super::rooms::RoomDirectory;
 use crate::hub::calls::CallCounters;
 use crate::hub::{CallRecorder, CallStart, Calls, EventKind, Party, Side};
+use crate::recording::Recorder;
 
 type Answer = Result<Value, Refusal>;
 
@@ -90,6 +91,8 @@ pub struct Switchboard {
     timers: Arc<Notify>,
     /// Call records of dial-in links, once the side has the platform's (at start).
     pub(super) records: OnceLock<Calls>,
+    /// Where rooms' server recordings go (`[recording] dir`), set at start when recording.
+    pub(super) recorder: OnceLock<Recorder>,
 }
 
 impl std::fmt::Debug for Switchboard {
@@ -122,6 +125,7 @@ impl Switchboard {
             open: std::sync::atomic::AtomicUsize::new(0),
             timers: Arc::new(Notify::new()),
             records: OnceLock::new(),
+            recorder: OnceLock::new(),
         });
         tokio::spawn(run_timers(Arc::downgrade(&sb), sb.timers.clone()));
         sb
@@ -1166,6 +1170,11 @@ impl RoomHost for Switchboard {
 
     fn publish(&self, kind: EventKind, room: Id, party: Option<Party>, detail: Value) {
         self.events.room(kind, Some(room), party, detail);
+    }
+
+    fn recorder(&self) -> Option<(Recorder, String)> {
+        let r = self.recorder.get()?.clone();
+        Some((r, self.events.app().to_owned()))
     }
 }
 

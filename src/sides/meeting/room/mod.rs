@@ -40,6 +40,8 @@ use super::refusal::Refusal;
 use crate::bridge::{HandState, Notice, Output, PassThrough};
 use crate::hub::calls::CallCounters;
 use crate::hub::{EventKind, Party};
+use crate::recording::Recorder;
+use crate::recording::mix::{MixError, MixStart};
 
 /// What a room needs from the meeting side around it (the switchboard implements it).
 pub trait RoomHost: Send + Sync + 'static {
@@ -52,6 +54,9 @@ pub trait RoomHost: Send + Sync + 'static {
     fn room_closed(&self, room: Id);
     /// A hub event in this room.
     fn publish(&self, kind: EventKind, room: Id, party: Option<Party>, detail: Value);
+    /// Where server recordings go and the tenant they belong to; `None` when the bridge does
+    /// not record (`[recording] dir` unset).
+    fn recorder(&self) -> Option<(Recorder, String)>;
 }
 
 /// How rooms are set up (from `[meeting]`).
@@ -117,6 +122,15 @@ pub enum RoomCmd {
         /// Why.
         reason: &'static str,
     },
+    /// The recorder answered a `startRecord` (the recording's id, or why not).
+    RecordStarted {
+        /// Its id, or why it did not start.
+        result: Result<Id, MixError>,
+        /// Who asked.
+        by: Id,
+        /// The request's reply.
+        reply: oneshot::Sender<Result<Value, Refusal>>,
+    },
 }
 
 /// A member that entered: its `meeting.enter` reply, and whether the room queued that reply
@@ -180,6 +194,7 @@ pub fn spawn(
     let port = media.local().port();
     let (tx, rx) = mpsc::channel(COMMANDS);
     let id = info.id.unwrap_or_default();
+    let recorder = host.recorder();
     // The room's creator is its first compere (`superModeId`, spec 8.3).
     let compere = info.owner_id.unwrap_or_default();
     info.super_mode_id = Some(compere);
@@ -199,6 +214,10 @@ pub fn spawn(
         arena: PacketArena::default(),
         empty_since: Some(Instant::now()),
         finished: false,
+        recorder,
+        recording: None,
+        me: tx.downgrade(),
+        epoch: Instant::now(),
         direct_latency: metrics::histogram!("pttbridge_meeting_bridge_latency_seconds", "route" => "direct"),
         rtp_in: metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "in"),
         tick_delay: metrics::histogram!("pttbridge_meeting_tick_delay_seconds"),
@@ -234,9 +253,33 @@ struct RoomActor {
     arena: PacketArena,
     empty_since: Option<Instant>,
     finished: bool,
+    /// Where a server recording goes, and the tenant it belongs to.
+    recorder: Option<(Recorder, String)>,
+    /// The server recording in progress.
+    recording: Option<Recording>,
+    /// The room's own queue (weak: the room ends when its last handle goes), for answers
+    /// that come back from other threads.
+    me: mpsc::WeakSender<RoomCmd>,
+    /// The recording clock's origin.
+    epoch: Instant,
     direct_latency: metrics::Histogram,
     rtp_in: metrics::Counter,
     tick_delay: metrics::Histogram,
+}
+
+/// A server recording of the room (`meeting.startRecord`).
+struct Recording {
+    /// Its id once the recorder has answered.
+    id: Option<Id>,
+}
+
+/// Track ids of a recording: members by their client id, the PTT channel's streams (one per
+/// PTT talker in pass-through, or its mix) above every client id.
+fn link_track(source: Source) -> u64 {
+    match source {
+        Source::Talker(t) => (1 << 62) | u64::from(t),
+        Source::Mix => 1 << 63,
+    }
 }
 
 async fn link_next(link: &mut Option<RoomLink>) -> FeedInput {
@@ -286,6 +329,7 @@ impl RoomActor {
             }
         }
         self.detach_link("room closed");
+        self.stop_recording(None);
         self.host.room_closed(self.id);
         info!("room closed");
     }
@@ -408,6 +452,9 @@ impl RoomActor {
                 }
                 let samples =
                     ::media::opus_toc::parse(&payload).map_or(960, |i| i.samples_at(48_000));
+                if let (Some(_), Some((r, _))) = (&self.recording, &self.recorder) {
+                    r.mix_packet(self.id, owner as u64, ts, payload.clone(), now);
+                }
                 if let Some(l) = self.link.as_mut() {
                     l.core
                         .handle_member_packet(owner, None, ts, payload.clone(), level, now);
@@ -473,14 +520,19 @@ impl RoomActor {
         let now = Instant::now();
         self.media.handle_timeouts(now);
         self.process_peer_events();
-        let Some(l) = self.link.as_mut() else { return };
-        let dial = l.dial;
-        l.core.set_g711_listeners(
-            self.media.plays(dial, Codec::PCMU),
-            self.media.plays(dial, Codec::PCMA),
-        );
-        l.core.handle_tick(now);
-        self.route_link(now);
+        if let Some(l) = self.link.as_mut() {
+            let dial = l.dial;
+            l.core.set_g711_listeners(
+                self.media.plays(dial, Codec::PCMU),
+                self.media.plays(dial, Codec::PCMA),
+            );
+            l.core.handle_tick(now);
+            self.route_link(now);
+        }
+        // After the link's tick, so this tick's channel audio is in the recording's.
+        if let (Some(_), Some((r, _))) = (&self.recording, &self.recorder) {
+            r.mix_tick(self.id, now);
+        }
     }
 
     // ---- the PTT link --------------------------------------------------------------------
@@ -511,6 +563,9 @@ impl RoomActor {
             match out {
                 Output::Listeners(p) => {
                     self.media.forward(dial, Codec::Opus, &p, now);
+                    if let (Some(_), Some((r, _))) = (&self.recording, &self.recorder) {
+                        r.mix_packet(self.id, link_track(p.source), p.src_ts, p.payload, now);
+                    }
                     forwarded = true;
                 }
                 Output::ListenersG711(law, p) => {
@@ -786,11 +841,20 @@ impl RoomActor {
             RoomCmd::Request {
                 from,
                 operator,
+                req: Request::StartRecord(start),
+                reply,
+            } => self.start_recording(from, operator, start, reply),
+            RoomCmd::Request {
+                from,
+                operator,
                 req,
                 reply,
             } => {
                 let r = self.request(from, operator, req);
                 let _ = reply.send(r);
+            }
+            RoomCmd::RecordStarted { result, by, reply } => {
+                self.recording_started(result, by, reply)
             }
             RoomCmd::AttachLink(setup) => self.attach_link(*setup),
             RoomCmd::Kick { client } => {
@@ -983,6 +1047,161 @@ impl RoomActor {
 
     fn linked(&self, id: Id) -> bool {
         self.link.as_ref().is_some_and(|l| l.dial == id)
+    }
+
+    // ---- server recording ----------------------------------------------------------------
+
+    /// `meeting.startRecord`: the compere (or an operator) starts recording what the room's
+    /// members hear. The recorder thread answers with the recording's id; the reply waits for
+    /// it, while the room's audio already flows into the recording.
+    fn start_recording(
+        &mut self,
+        from: Id,
+        operator: bool,
+        start: rtcpeer::request::StartRecord,
+        reply: oneshot::Sender<Result<Value, Refusal>>,
+    ) {
+        let (recorder, app, by, name) = match self.recording_plan(from, operator, &start) {
+            Ok(plan) => plan,
+            Err(r) => {
+                let _ = reply.send(Err(r));
+                return;
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        self.recording = Some(Recording { id: None });
+        recorder.start_mix(MixStart {
+            key: self.id,
+            app_id: app,
+            group_id: super::events::group_id(self.id),
+            room_name: self
+                .info
+                .appointment_name
+                .clone()
+                .or_else(|| self.info.name.clone())
+                .unwrap_or_else(|| format!("room {}", self.id)),
+            name,
+            by,
+            epoch: self.epoch,
+            reply: tx,
+        });
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let result = rx.await.unwrap_or(Err(MixError::Busy));
+            if let Some(room) = me.upgrade() {
+                let _ = room
+                    .send(RoomCmd::RecordStarted {
+                        result,
+                        by: from,
+                        reply,
+                    })
+                    .await;
+            }
+        });
+    }
+
+    /// Whether `from` may start a recording now, and with what: the recorder, the tenant,
+    /// who starts it and the recording's name.
+    fn recording_plan(
+        &self,
+        from: Id,
+        operator: bool,
+        start: &rtcpeer::request::StartRecord,
+    ) -> Result<(Recorder, String, Party, String), Refusal> {
+        let member = self
+            .member(from)
+            .ok_or_else(|| Refusal::new(code::CONFLICT, "not in this room"))?;
+        let by = Party {
+            side: crate::hub::Side::Meeting,
+            id: from.to_string(),
+            name: member
+                .client
+                .name
+                .clone()
+                .unwrap_or_else(|| from.to_string()),
+        };
+        self.moderator_only(from, operator, "record the room")?;
+        let name = match &start.file_name {
+            Some(n) => valid_name(n, "fileName")?,
+            // The spec's default: the recording is named by its start time.
+            None => crate::events::rfc3339::format_ms(crate::recording::now_ms() as i64),
+        };
+        let (recorder, app) = self.recorder.clone().ok_or_else(|| {
+            Refusal::new(
+                code::FAILED,
+                "server recording is off on this bridge ([recording] dir is not set)",
+            )
+        })?;
+        if let Some(r) = &self.recording {
+            let id =
+                r.id.map_or_else(|| "starting".to_owned(), |id| id.to_string());
+            return Err(Refusal::new(
+                code::CONFLICT,
+                format!("the room is already being recorded (recordId {id})"),
+            ));
+        }
+        Ok((recorder, app, by, name))
+    }
+
+    /// The recorder's answer to a start: the requester gets the id, everyone `onRecord`.
+    fn recording_started(
+        &mut self,
+        result: Result<Id, MixError>,
+        by: Id,
+        reply: oneshot::Sender<Result<Value, Refusal>>,
+    ) {
+        match result {
+            Ok(id) => {
+                match &mut self.recording {
+                    Some(r) if r.id.is_none() => r.id = Some(id),
+                    // Stopped meanwhile (cannot happen without the id, but never leave a
+                    // recording running that the room no longer knows of).
+                    _ => {
+                        if let Some((r, _)) = &self.recorder {
+                            r.stop_mix(self.id);
+                        }
+                    }
+                }
+                info!(record = id, by, "room recording started");
+                let _ = reply.send(Ok(reply::ok_with(
+                    "meeting",
+                    "startRecord",
+                    &reply::RecordStarted { record_id: id },
+                )));
+                self.push_recorded(id, "startRecord", by);
+            }
+            Err(e) => {
+                self.recording = None;
+                warn!(by, "room recording did not start: {e}");
+                let _ = reply.send(Err(Refusal::new(code::FAILED, e.to_string())));
+            }
+        }
+    }
+
+    /// Ends the recording in progress, if any; members are told when `by` stopped it.
+    fn stop_recording(&mut self, by: Option<Id>) {
+        let Some(rec) = self.recording.take() else {
+            return;
+        };
+        if let Some((r, _)) = &self.recorder {
+            r.stop_mix(self.id);
+        }
+        if let (Some(id), Some(by)) = (rec.id, by) {
+            info!(record = id, by, "room recording stopped");
+            self.push_recorded(id, "stopRecord", by);
+        }
+    }
+
+    fn push_recorded(&self, record_id: Id, kind: &str, by: Id) {
+        self.push_all(
+            &Push::Record(push::Recorded {
+                room_id: self.id,
+                record_id,
+                kind: kind.into(),
+                user_id: by,
+            }),
+            None,
+        );
     }
 
     fn request(&mut self, from: Id, operator: bool, req: Request) -> Result<Value, Refusal> {
@@ -1309,6 +1528,23 @@ impl RoomActor {
                     None,
                 );
                 Ok(reply::ok(module, method))
+            }
+            Request::StopRecord(stop) => {
+                self.moderator_only(from, operator, "stop the room's recording")?;
+                match self.recording.as_ref().map(|r| r.id) {
+                    Some(Some(id)) if id == stop.record_id => {
+                        self.stop_recording(Some(from));
+                        Ok(reply::ok(module, method))
+                    }
+                    Some(None) => Err(Refusal::new(
+                        code::CONFLICT,
+                        "the recording is still starting: stop it once startRecord has answered",
+                    )),
+                    _ => Err(Refusal::new(
+                        code::NOT_FOUND,
+                        format!("no recording {} in progress in this room", stop.record_id),
+                    )),
+                }
             }
             Request::Chat(c) => {
                 let client = self

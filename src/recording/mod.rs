@@ -11,19 +11,25 @@
 //! at start, after each burst and every minute. A full disk costs the burst being written
 //! (its partial file is removed, `pttbridge_recording_disk_full_total` counts it, a warning
 //! says so), never the process.
+//!
+//! The same thread writes meeting rooms' server recordings ([`mix`]): the room's tracks mixed
+//! down into one file per recording.
+
+pub mod mix;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use media::ogg_writer::{OggOpusHeader, OggOpusWriter};
 use serde::Serialize;
 use tracing::warn;
 
+use self::mix::{Mix, MixError, MixKey, MixStart};
 use crate::hub::Party;
 use crate::storage::{BurstRow, Store, StoreError};
 
@@ -181,6 +187,21 @@ enum Cmd {
     StopSource {
         source: String,
     },
+    MixStart(Box<MixStart>),
+    MixPacket {
+        key: MixKey,
+        track: u64,
+        ts: u32,
+        payload: Bytes,
+        at: Instant,
+    },
+    MixTick {
+        key: MixKey,
+        at: Instant,
+    },
+    MixStop {
+        key: MixKey,
+    },
 }
 
 /// Handle to the recorder thread; cheap to clone.
@@ -210,6 +231,41 @@ impl Recorder {
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
+    }
+
+    /// Starts a room's server recording; `start.reply` is told its id once the file and row
+    /// exist (or at once, [`MixError::Busy`], when the recorder cannot take it).
+    pub fn start_mix(&self, start: MixStart) {
+        if let Err(
+            TrySendError::Full(Cmd::MixStart(s)) | TrySendError::Disconnected(Cmd::MixStart(s)),
+        ) = self.tx.try_send(Cmd::MixStart(Box::new(start)))
+        {
+            let _ = s.reply.send(Err(MixError::Busy));
+        }
+    }
+
+    /// One packet of a recorded room's track (a member's publish, or the PTT channel's
+    /// stream); `ts` in 48 kHz units of that track, `at` its arrival.
+    pub fn mix_packet(&self, key: MixKey, track: u64, ts: u32, payload: Bytes, at: Instant) {
+        self.send(Cmd::MixPacket {
+            key,
+            track,
+            ts,
+            payload,
+            at,
+        });
+    }
+
+    /// The room's 20 ms tick: the recording's next 20 ms is mixed and written.
+    pub fn mix_tick(&self, key: MixKey, at: Instant) {
+        self.send(Cmd::MixTick { key, at });
+    }
+
+    /// Stops a room's recording: the file is closed and its row completed. (A stop lost to a
+    /// full queue is made up for: a recording whose room stopped ticking is closed after
+    /// [`mix::STALE`].)
+    pub fn stop_mix(&self, key: MixKey) {
+        self.send(Cmd::MixStop { key });
     }
 
     /// A talker started: opens a file.
@@ -257,11 +313,13 @@ struct Burst {
 struct Writer {
     dir: PathBuf,
     open: HashMap<BurstKey, Burst>,
+    mixes: HashMap<MixKey, Mix>,
     serial: u32,
     archive: Option<Archive>,
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock time, ms since the Unix epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -272,6 +330,7 @@ impl Writer {
         Self {
             dir,
             open: HashMap::new(),
+            mixes: HashMap::new(),
             serial: 1,
             archive,
         }
@@ -289,24 +348,49 @@ impl Writer {
         self.retain();
         let mut last_retention = std::time::Instant::now();
         loop {
-            let cmd = match rx.recv_timeout(RETENTION_EVERY) {
-                Ok(cmd) => cmd,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    self.retain();
-                    last_retention = std::time::Instant::now();
-                    continue;
-                }
+            // While rooms record, wake often enough to close one whose room went quiet.
+            let wait = if self.mixes.is_empty() {
+                RETENTION_EVERY
+            } else {
+                mix::STALE
+            };
+            let cmd = match rx.recv_timeout(wait) {
+                Ok(cmd) => Some(cmd),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             };
             if last_retention.elapsed() >= RETENTION_EVERY {
                 self.retain();
                 last_retention = std::time::Instant::now();
             }
-            self.handle(cmd);
+            if let Some(cmd) = cmd {
+                self.handle(cmd);
+            }
+            self.close_stale_mixes();
         }
         let keys: Vec<BurstKey> = self.open.keys().cloned().collect();
         for k in keys {
             self.close(&k);
+        }
+        for (_, m) in self.mixes.drain() {
+            m.finish(&self.dir, self.archive.as_ref());
+        }
+    }
+
+    /// Closes recordings whose room stopped ticking (its stop was lost, or the room died).
+    fn close_stale_mixes(&mut self) {
+        let now = Instant::now();
+        let stale: Vec<MixKey> = self
+            .mixes
+            .iter()
+            .filter(|(_, m)| m.stale(now))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            if let Some(m) = self.mixes.remove(&k) {
+                warn!(room = k, "room recording closed: its room stopped ticking");
+                m.finish(&self.dir, self.archive.as_ref());
+            }
         }
     }
 
@@ -352,6 +436,46 @@ impl Writer {
                 }
             }
             Cmd::Stop { key } => self.close(&key),
+            Cmd::MixStart(start) => {
+                if let Some(old) = self.mixes.remove(&start.key) {
+                    old.finish(&self.dir, self.archive.as_ref());
+                }
+                self.serial = self.serial.wrapping_add(1);
+                match Mix::open(&self.dir, self.archive.as_ref(), self.serial, &start) {
+                    Ok(m) => {
+                        let _ = start.reply.send(Ok(m.id()));
+                        self.mixes.insert(start.key, m);
+                    }
+                    Err(e) => {
+                        warn!(room = start.key, "room recording not started: {e}");
+                        let _ = start.reply.send(Err(e));
+                    }
+                }
+            }
+            Cmd::MixPacket {
+                key,
+                track,
+                ts,
+                payload,
+                at,
+            } => {
+                if let Some(m) = self.mixes.get_mut(&key) {
+                    m.packet(track, ts, payload, at);
+                }
+            }
+            Cmd::MixTick { key, at } => {
+                if let Some(m) = self.mixes.get_mut(&key)
+                    && let Err(e) = m.tick(at)
+                    && let Some(m) = self.mixes.remove(&key)
+                {
+                    m.fail(&self.dir, self.archive.as_ref(), &e);
+                }
+            }
+            Cmd::MixStop { key } => {
+                if let Some(m) = self.mixes.remove(&key) {
+                    m.finish(&self.dir, self.archive.as_ref());
+                }
+            }
             Cmd::StopSource { source } => {
                 let keys: Vec<BurstKey> = self
                     .open
