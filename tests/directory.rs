@@ -462,6 +462,45 @@ fn notices_and_message_history_go_through_the_admin_api() {
         json!({"targetType": "1", "targetId": "1001", "content": "频道全体集合", "ttsPlay": "1"})
     );
 
+    // The same through the EGW (extension 20013 → 20014), answered once the admin API has.
+    let (ok, bad, other_app) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = egw_client::Client::connect(bridge.addr()).await;
+        c.login("default", APP_SECRET).await;
+        let ok = c
+            .request(
+                json!({"business": "EGW", "id": 20013, "seq": "n1", "app_id": "default",
+                            "target_type": "user", "target_id": 1001002, "content": "report in"}),
+            )
+            .await;
+        let bad = c
+            .request(json!({"business": "EGW", "id": 20013, "app_id": "default",
+                            "target_type": "channel_members", "content": "no channel"}))
+            .await;
+        let other_app = c
+            .request(json!({"business": "EGW", "id": 20013, "app_id": "not-mine",
+                            "target_type": "everyone", "content": "x"}))
+            .await;
+        (ok, bad, other_app)
+    });
+    assert_eq!(
+        ok,
+        json!({"id": 20014, "message": "notice pushed", "result": 0, "seq": "n1"})
+    );
+    assert_eq!(
+        admin.expect_notice(T),
+        json!({"targetType": "2", "targetId": "1001002", "content": "report in", "ttsPlay": "0"})
+    );
+    assert_eq!(
+        (bad["id"].clone(), bad["result"].clone()),
+        (json!(20014), json!(1)),
+        "{bad}"
+    );
+    assert!(
+        bad["message"].as_str().unwrap().contains("target_id"),
+        "{bad}"
+    );
+    assert_eq!(other_app["result"], 5, "{other_app}");
+
     let msgs = get(
         &bridge,
         "/v1/directory/messages?app_id=default&cid=1001&page=1&page_size=10",
