@@ -296,27 +296,22 @@ fn bad_answers_are_logged_and_the_last_good_copy_is_kept() {
     assert_no_violations(&mut admin);
 }
 
-#[test]
-fn a_dispatcher_role_console_preempts_a_terminal_with_no_per_user_level_configured() {
-    let server = Murmur::builder()
-        .channels(&["North"])
-        .user("alice", "pw-alice")
-        .user("bob", "pw-bob")
-        .user("t1", "pw-t1")
-        .user("t2", "pw-t2")
-        .start();
+/// murmurd with North and these accounts (password `pw-<name>`), the admin server with these
+/// directory users, and a bridge whose consoles are at the terminals' mic level (1): without the
+/// directory no console pre-empts a terminal, nor a terminal a console.
+fn console_site(
+    accounts: &[&str],
+    users: Value,
+) -> (Murmur, tempfile::TempDir, AdminServer, Bridge) {
+    let mut builder = Murmur::builder().channels(&["North"]);
+    for name in accounts {
+        builder = builder.user(name, &format!("pw-{name}"));
+    }
+    let server = builder.start();
     let dir = tempfile::tempdir().unwrap();
     let mut org = org();
-    // Consoles alice (dispatcher) and bob (not); terminals t1 and t2, neither dispatchers.
-    org["users"] = json!([
-        {"uid": 1001001, "name": "alice", "nick": "Alice", "role": 1},
-        {"uid": 1001002, "name": "bob", "nick": "Bob", "role": 0},
-        {"uid": 1001004, "name": "t1", "nick": "T1", "role": 0},
-        {"uid": 1001005, "name": "t2", "nick": "T2", "role": 0},
-        {"uid": 1001009, "name": "dave", "nick": "Dave", "role": 0},
-    ]);
-    let mut admin = AdminServer::start(dir.path(), &org, Duration::from_secs(3600));
-    // Consoles at the terminals' level: without the directory no console pre-empts anyone.
+    org["users"] = users;
+    let admin = AdminServer::start(dir.path(), &org, Duration::from_secs(3600));
     let config = format!(
         "{}\n{}\n[console]\nmic_level = 1\nterminal_mic_level = 1\n[[console.servers]]\n\
          base_url = \"{BASE_URL}\"\nptt_server = \"local\"\nadmin_username = \"SuperUser\"\n\
@@ -335,26 +330,45 @@ fn a_dispatcher_role_console_preempts_a_terminal_with_no_per_user_level_configur
         T,
     );
     fresh(&bridge);
-    let mut t1 = Terminal::builder(server.port(), "t1")
-        .password("pw-t1")
-        .channel("North")
-        .connect();
-    let mut t2 = Terminal::builder(server.port(), "t2")
-        .password("pw-t2")
-        .channel("North")
-        .connect();
-    let (id1, id2) = (server.user_id("t1"), server.user_id("t2"));
+    (server, dir, admin, bridge)
+}
 
-    let call = |c: &mut Console, id: u32| -> String {
-        c.send(json!({"type": "requestMic", "toIds": [id], "transaction": 1}));
-        let created = c.expect_type("createGroup", T);
-        assert_eq!(created["code"], 1, "{created}");
-        assert_eq!(c.expect_type("requestMic", T)["code"], 2);
-        let sid = created["sessionId"].as_str().unwrap().to_string();
-        c.send(json!({"type": "releaseMic", "sessionId": sid}));
-        assert_eq!(c.expect_type("releaseMic", REPLY)["code"], 1);
-        sid
-    };
+/// Calls terminal `id` from `c`, then releases the mic; returns the call id.
+fn call(c: &mut Console, id: u32) -> String {
+    c.send(json!({"type": "requestMic", "toIds": [id], "transaction": 1}));
+    let created = c.expect_type("createGroup", T);
+    assert_eq!(created["code"], 1, "{created}");
+    assert_eq!(c.expect_type("requestMic", T)["code"], 2);
+    let sid = created["sessionId"].as_str().unwrap().to_string();
+    c.send(json!({"type": "releaseMic", "sessionId": sid}));
+    assert_eq!(c.expect_type("releaseMic", REPLY)["code"], 1);
+    sid
+}
+
+fn terminal(server: &Murmur, name: &str) -> Terminal {
+    Terminal::builder(server.port(), name)
+        .password(&format!("pw-{name}"))
+        .channel("North")
+        .connect()
+}
+
+#[test]
+fn a_dispatcher_role_console_preempts_a_terminal_with_no_per_user_level_configured() {
+    // Consoles alice (dispatcher) and bob (not); terminals t1 and t2, neither dispatchers; dave
+    // is in the directory only.
+    let (server, dir, mut admin, bridge) = console_site(
+        &["alice", "bob", "t1", "t2"],
+        json!([
+            {"uid": 1001001, "name": "alice", "nick": "Alice", "role": 1},
+            {"uid": 1001002, "name": "bob", "nick": "Bob", "role": 0},
+            {"uid": 1001004, "name": "t1", "nick": "T1", "role": 0},
+            {"uid": 1001005, "name": "t2", "nick": "T2", "role": 0},
+            {"uid": 1001009, "name": "dave", "nick": "Dave", "role": 0},
+        ]),
+    );
+    let mut t1 = terminal(&server, "t1");
+    let mut t2 = terminal(&server, "t2");
+    let (id1, id2) = (server.user_id("t1"), server.user_id("t2"));
 
     // bob (role 0): a terminal talking keeps the floor against him.
     let mut bob = Console::connect(bridge.addr());
@@ -575,5 +589,50 @@ fn notices_and_message_history_go_through_the_admin_api() {
         "{}",
         r.body
     );
+    assert_no_violations(&mut admin);
+}
+
+#[test]
+fn a_dispatcher_role_terminal_preempts_an_ordinary_terminal_in_a_console_call() {
+    let (server, _dir, mut admin, bridge) = console_site(
+        &["bob", "t1", "t3"],
+        json!([
+            {"uid": 1001002, "name": "bob", "nick": "Bob", "role": 0},
+            {"uid": 1001004, "name": "t1", "nick": "T1", "role": 0},
+            {"uid": 1001006, "name": "t3", "nick": "T3", "role": 1},
+        ]),
+    );
+    let mut t1 = terminal(&server, "t1");
+    let mut t3 = terminal(&server, "t3");
+    let (id1, id3) = (server.user_id("t1"), server.user_id("t3"));
+    let mut bob = Console::connect(bridge.addr());
+    bob.login(BASE_URL, "bob", "pw-bob");
+    bob.send(json!({"type": "requestMic", "toIds": [id1, id3], "transaction": 1}));
+    let created = bob.expect_type("createGroup", T);
+    let sid = created["sessionId"].as_str().unwrap().to_string();
+    assert_eq!(bob.expect_type("requestMic", T)["code"], 2);
+    t1.wait_in_channel(&format!("call-{sid}"), T);
+    t3.wait_in_channel(&format!("call-{sid}"), T);
+    bob.send(json!({"type": "releaseMic", "sessionId": sid}));
+    assert_eq!(bob.expect_type("releaseMic", REPLY)["code"], 1);
+
+    // t1 (role 0) talks first and holds the floor; t3 (role 1 in the directory, no level in the
+    // config; at the terminals' level it would wait) takes it from t1 mid-burst.
+    t1.play(&fixture("audio/speech.wav"));
+    bob.expect_notify("memberGetMic", |v| v["data"]["memberId"] == id1, T);
+    t3.play(&fixture("audio/speech.wav"));
+    bob.expect_notify("memberGetMic", |v| v["data"]["memberId"] == id3, T);
+    let history = bob.history();
+    let lost_t1 = history
+        .iter()
+        .position(|v| v["cmd"] == "memberLostMic" && v["data"]["memberId"] == id1);
+    let got_t3 = history
+        .iter()
+        .position(|v| v["cmd"] == "memberGetMic" && v["data"]["memberId"] == id3);
+    assert!(
+        lost_t1.is_some() && lost_t1 < got_t3,
+        "t1 lost the floor to t3: {history:#?}"
+    );
+    assert!(bridge.metric("pttbridge_console_floor_total", &[("outcome", "preempted")]) >= 1.0);
     assert_no_violations(&mut admin);
 }

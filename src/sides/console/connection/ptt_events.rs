@@ -250,7 +250,15 @@ impl Connection {
             .floor
             .request(party.clone(), level, false, Instant::now())
         {
-            Decision::Granted | Decision::Preempted { .. } => {
+            decision @ (Decision::Granted | Decision::Preempted { .. }) => {
+                // A terminal of a higher level (a dispatcher, by the directory) cuts into another
+                // terminal's burst: that one stops being heard and the console is told.
+                let displaced = match decision {
+                    Decision::Preempted { previous } => {
+                        call.talker.map(|(_, old)| (call.members[old].id, previous))
+                    }
+                    _ => None,
+                };
                 call.talker = Some((session, i));
                 let answered = if answer == crate::sides::console::config::AnswerMode::OnTalk {
                     call.talked(i)
@@ -270,6 +278,18 @@ impl Connection {
                     let call = self.call.as_ref().expect("present");
                     let update = Notify::member_update(id, call.owner.0, call.member_list());
                     self.notify(update);
+                }
+                if let Some((old, previous)) = displaced {
+                    metrics::counter!("pttbridge_console_floor_total", "outcome" => "preempted")
+                        .increment(1);
+                    self.downstream.end_burst();
+                    self.notify(Notify::member_lost_mic(id, old));
+                    self.publish(
+                        EventKind::TalkStopped,
+                        id,
+                        Some(previous),
+                        json!({ "media_type": 2, "preempted": true }),
+                    );
                 }
                 self.notify(Notify::member_get_mic(id, mid, &name));
                 self.publish(
