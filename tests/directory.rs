@@ -333,13 +333,17 @@ fn console_site(
     (server, dir, admin, bridge)
 }
 
-/// Calls terminal `id` from `c`, then releases the mic; returns the call id.
-fn call(c: &mut Console, id: u32) -> String {
-    c.send(json!({"type": "requestMic", "toIds": [id], "transaction": 1}));
+/// Calls `ids` from `c` and waits until they are in the call channel, then releases the mic;
+/// returns the call id.
+fn call(c: &mut Console, ids: &[u32], terminals: &mut [&mut Terminal]) -> String {
+    c.send(json!({"type": "requestMic", "toIds": ids, "transaction": 1}));
     let created = c.expect_type("createGroup", T);
     assert_eq!(created["code"], 1, "{created}");
     assert_eq!(c.expect_type("requestMic", T)["code"], 2);
     let sid = created["sessionId"].as_str().unwrap().to_string();
+    for t in terminals {
+        t.wait_in_channel(&format!("call-{sid}"), T);
+    }
     c.send(json!({"type": "releaseMic", "sessionId": sid}));
     assert_eq!(c.expect_type("releaseMic", REPLY)["code"], 1);
     sid
@@ -373,8 +377,7 @@ fn a_dispatcher_role_console_preempts_a_terminal_with_no_per_user_level_configur
     // bob (role 0): a terminal talking keeps the floor against him.
     let mut bob = Console::connect(bridge.addr());
     bob.login(BASE_URL, "bob", "pw-bob");
-    let bob_sid = call(&mut bob, id1);
-    t1.wait_in_channel(&format!("call-{bob_sid}"), T);
+    let bob_sid = call(&mut bob, &[id1], &mut [&mut t1]);
     t1.play(&fixture("audio/speech.wav"));
     bob.expect_notify("memberGetMic", |v| v["data"]["memberId"] == id1, T);
     bob.send(json!({"type": "requestMic", "sessionId": bob_sid}));
@@ -384,8 +387,7 @@ fn a_dispatcher_role_console_preempts_a_terminal_with_no_per_user_level_configur
     // alice (role 1 in the directory, no level of her own in the config) pre-empts.
     let mut alice = Console::connect(bridge.addr());
     alice.login(BASE_URL, "alice", "pw-alice");
-    let sid = call(&mut alice, id2);
-    t2.wait_in_channel(&format!("call-{sid}"), T);
+    let sid = call(&mut alice, &[id2], &mut [&mut t2]);
     t2.play(&fixture("audio/speech.wav"));
     alice.expect_notify("memberGetMic", |v| v["data"]["memberId"] == id2, T);
     alice.send(json!({"type": "requestMic", "sessionId": sid}));
@@ -607,14 +609,7 @@ fn a_dispatcher_role_terminal_preempts_an_ordinary_terminal_in_a_console_call() 
     let (id1, id3) = (server.user_id("t1"), server.user_id("t3"));
     let mut bob = Console::connect(bridge.addr());
     bob.login(BASE_URL, "bob", "pw-bob");
-    bob.send(json!({"type": "requestMic", "toIds": [id1, id3], "transaction": 1}));
-    let created = bob.expect_type("createGroup", T);
-    let sid = created["sessionId"].as_str().unwrap().to_string();
-    assert_eq!(bob.expect_type("requestMic", T)["code"], 2);
-    t1.wait_in_channel(&format!("call-{sid}"), T);
-    t3.wait_in_channel(&format!("call-{sid}"), T);
-    bob.send(json!({"type": "releaseMic", "sessionId": sid}));
-    assert_eq!(bob.expect_type("releaseMic", REPLY)["code"], 1);
+    call(&mut bob, &[id1, id3], &mut [&mut t1, &mut t3]);
 
     // t1 (role 0) talks first and holds the floor; t3 (role 1 in the directory, no level in the
     // config; at the terminals' level it would wait) takes it from t1 mid-burst.
