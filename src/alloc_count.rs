@@ -30,7 +30,9 @@ pub fn live_bytes() -> Option<i64> {
 
 #[cfg(feature = "count-allocs")]
 mod counting {
-    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::alloc::{GlobalAlloc, Layout};
+
+    use crate::allocator::BASE;
     use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
     pub static COUNT: AtomicU64 = AtomicU64::new(0);
@@ -38,34 +40,34 @@ mod counting {
 
     struct Counting;
 
-    // SAFETY: every call is forwarded unchanged to the system allocator; only a counter is
+    // SAFETY: every call is forwarded unchanged to the process's allocator (`crate::allocator`); only a counter is
     // added beside it.
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             COUNT.fetch_add(1, Ordering::Relaxed);
             LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
             // SAFETY: same contract as the caller's.
-            unsafe { System.alloc(layout) }
+            unsafe { BASE.alloc(layout) }
         }
 
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
             COUNT.fetch_add(1, Ordering::Relaxed);
             LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
             // SAFETY: same contract as the caller's.
-            unsafe { System.alloc_zeroed(layout) }
+            unsafe { BASE.alloc_zeroed(layout) }
         }
 
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             COUNT.fetch_add(1, Ordering::Relaxed);
             LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
             // SAFETY: same contract as the caller's.
-            unsafe { System.realloc(ptr, layout, new_size) }
+            unsafe { BASE.realloc(ptr, layout, new_size) }
         }
 
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
             LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
             // SAFETY: same contract as the caller's.
-            unsafe { System.dealloc(ptr, layout) }
+            unsafe { BASE.dealloc(ptr, layout) }
         }
     }
 

@@ -6,9 +6,11 @@
 //! diagnostic client) and [`run`] (wiring it all together).
 
 pub mod alloc_count;
+pub mod allocator;
 pub mod auth;
 pub mod bridge;
 pub mod config;
+pub mod customers;
 pub mod directory;
 pub mod events;
 pub mod heap;

@@ -334,6 +334,35 @@ pub const ALL: &[Metric] = &[
         false,
         "Recorded bursts deleted by the retention (retention_days, max_total_bytes).",
     ),
+    // Customer management (seed 002)
+    m(
+        "pttbridge_customer_commits_received_total",
+        C,
+        N,
+        true,
+        "Customer commits stored, by kind (server, user, group).",
+    ),
+    m(
+        "pttbridge_customer_commits_refused_total",
+        C,
+        N,
+        true,
+        "Customer commits refused, by kind and reason (unauthorized, bad_request, unknown_customer, throttled).",
+    ),
+    m(
+        "pttbridge_customer_commits_sent_total",
+        C,
+        N,
+        true,
+        "This site's usage commits sent to the management server, by kind and result (ok, failed).",
+    ),
+    m(
+        "pttbridge_customer_usage_events_missed_total",
+        C,
+        N,
+        false,
+        "Hub events the usage committer missed because it fell behind (its counts are short by these).",
+    ),
     // Consoles
     m(
         "pttbridge_console_connections",

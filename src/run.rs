@@ -49,6 +49,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let mut platform = Platform::new(egw, config.business.clone(), store);
     platform.recordings = config.recording.dir.clone();
+    platform.customers = config.customers.clone();
     if config.directory.url.is_some() {
         // Before the sides: consoles and the floor look roles up in it from their first login.
         platform.directory = Some(crate::directory::Directory::start(&config.directory)?);
@@ -57,6 +58,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Before any side starts: the sink subscribes now and misses nothing.
         platform.nats = Some(crate::events::nats::start(&config.nats, &bus)?);
     }
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    // Before the sides start: the usage committer subscribes now and misses no presence.
+    platform.commit_health =
+        crate::customers::committer::spawn(&config.customers.commit, &bus, shutdown.clone())?;
     let mut ctx = SideContext {
         config: &config,
         bus: bus.clone(),
@@ -65,7 +70,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ptt: None,
     };
     let sides = crate::sides::start_all(&mut ctx)?;
-    let (shutdown_tx, shutdown) = watch::channel(false);
     crate::heap::spawn(shutdown.clone());
     let operators = operators(&config, &platform.store)?;
     let state = Arc::new(

@@ -196,6 +196,70 @@ CREATE TABLE IF NOT EXISTS operator_tokens (
 );
 ";
 
+/// Tables of customer management (`customers::store` reads and writes them).
+const CUSTOMER_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS customers (
+    id TEXT PRIMARY KEY,
+    code TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    mac TEXT NOT NULL,
+    tcphost TEXT NOT NULL,
+    tcpport INTEGER NOT NULL,
+    webhost TEXT NOT NULL,
+    webport INTEGER NOT NULL,
+    filehost TEXT NOT NULL,
+    fileport INTEGER NOT NULL,
+    timeout TEXT NOT NULL,
+    contact TEXT NOT NULL,
+    ctel TEXT NOT NULL,
+    server TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    commit_digest TEXT NOT NULL,
+    info_digest TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS customer_server_commits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ms INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    name TEXT NOT NULL,
+    mac TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    timeout TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    updatetimes INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS customer_server_commits_by_code ON customer_server_commits (code, id);
+CREATE TABLE IF NOT EXISTS customer_user_commits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ms INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    uuid TEXT NOT NULL,
+    nickname TEXT NOT NULL,
+    onlinetime INTEGER NOT NULL,
+    andtimes INTEGER NOT NULL,
+    pctimes INTEGER NOT NULL,
+    iostimes INTEGER NOT NULL,
+    fmsgs INTEGER NOT NULL,
+    tmsgs INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS customer_user_commits_by_code ON customer_user_commits (code, uuid, id);
+CREATE TABLE IF NOT EXISTS customer_group_commits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ms INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    gid TEXT NOT NULL,
+    name TEXT NOT NULL,
+    createrid TEXT NOT NULL,
+    creatername TEXT NOT NULL,
+    ucount INTEGER NOT NULL,
+    msgcount INTEGER NOT NULL,
+    ctime TEXT NOT NULL,
+    fcount INTEGER NOT NULL,
+    ncount INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS customer_group_commits_by_code ON customer_group_commits (code, gid, id);
+";
+
 /// A secret as the store keeps it: its digest (a digest is kept as it is).
 fn as_digest(secret: &str) -> String {
     if crate::auth::secret::is_digest(secret) {
@@ -224,6 +288,7 @@ impl Store {
             None => Connection::open_in_memory()?,
         };
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(CUSTOMER_SCHEMA)?;
         let store = Self {
             conn: Arc::new(Mutex::new(conn)),
         };
@@ -267,7 +332,8 @@ impl Store {
         Ok(())
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    /// The connection (other modules keep their tables here too: `customers::store`).
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 

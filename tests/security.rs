@@ -106,6 +106,17 @@ fn every_route_needs_its_credentials() {
             "/v1/archive/getVoicesInPage",
             Some(r#"{"pageIndex":0,"pageSize":1}"#),
         ),
+        ("GET", "/customer/list", None),
+        ("POST", "/customer/add", Some(r#"{"code":"1","name":"x"}"#)),
+        ("POST", "/customer/remove", None),
+        ("GET", "/user/list?code=1", None),
+        ("GET", "/group/list?code=1", None),
+        // A customer's key or token, or an operator.
+        ("GET", "/api/customer/info?code=1", None),
+        ("GET", "/api/server/commit?code=1", None),
+        ("POST", "/api/server/commit", Some(r#"{"code":"1"}"#)),
+        ("POST", "/api/user/commit", None),
+        ("GET", "/api/group/commit", None),
     ];
     let wrong = ("Authorization", "Bearer not-the-operator-token");
     for (method, path, body) in operator_routes {

@@ -3,6 +3,7 @@
 import { LiveView, meterFill } from './live.js';
 import { Phone } from './call.js';
 import { Archive } from './archive.js';
+import { Customers } from './customers.js';
 
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -58,6 +59,8 @@ const live = new LiveView($('#live'));
 if (operator) live.start();
 const archive = new Archive($('#archive'));
 if (operator) archive.load();
+const customers = new Customers($('#customers'));
+if (operator) customers.load();
 
 async function health() {
   const pill = $('#bridge-status');

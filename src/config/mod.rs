@@ -40,6 +40,8 @@ pub struct Config {
     pub meeting: crate::sides::meeting::config::MeetingConfig,
     /// Operators: who may watch and steer the bridge.
     pub operator: OperatorConfig,
+    /// Customer management (seed 002) and this site's usage commits.
+    pub customers: crate::customers::CustomersConfig,
     /// The directory read from a Totalk admin server.
     pub directory: crate::directory::DirectoryConfig,
 }
@@ -219,6 +221,7 @@ impl Config {
         self.meeting.validate(&self.ptt)?;
         self.ptt.validate()?;
         self.console.validate(&self.ptt)?;
+        self.customers.validate()?;
         self.directory.validate()?;
         if self
             .operator

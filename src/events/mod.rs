@@ -37,6 +37,12 @@ pub struct Platform {
     pub egw_failures: Arc<crate::auth::FailureLimiter<String>>,
     /// `[recording] dir`: the archive's files (its index is in `store`); `None` = no archive.
     pub recordings: Option<std::path::PathBuf>,
+    /// `[customers]`: limits of the customer management's commits.
+    pub customers: crate::customers::CustomersConfig,
+    /// This site's usage committer (`[customers.commit]`), when it runs.
+    pub commit_health: Option<Arc<crate::customers::committer::CommitHealth>>,
+    /// Wrong customer commit tokens and info keys, per address.
+    pub customer_failures: Arc<crate::auth::FailureLimiter<std::net::IpAddr>>,
     /// The directory read from the Totalk admin API (`[directory]`); `None` = not configured.
     pub directory: Option<crate::directory::Directory>,
 }
@@ -58,6 +64,13 @@ impl Platform {
             nats: None,
             egw_feed: Arc::default(),
             recordings: None,
+            customers: Default::default(),
+            commit_health: None,
+            customer_failures: Arc::new(crate::auth::FailureLimiter::new(
+                10,
+                std::time::Duration::from_secs(60),
+                4096,
+            )),
             directory: None,
         }
     }

@@ -78,6 +78,16 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)
     }
 
+    /// The envelope's `code`.
+    pub(crate) fn code(&self) -> i32 {
+        self.code
+    }
+
+    /// The envelope's `message`.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     fn kind(&self) -> &'static str {
         match self.code {
             codes::BAD_REQUEST => "bad_request",
@@ -85,6 +95,8 @@ impl ApiError {
             codes::UNKNOWN_APP => "unknown_app",
             codes::UNKNOWN_USER => "unknown_user",
             codes::UNKNOWN_RECORD => "unknown_record",
+            codes::UNKNOWN_CUSTOMER => "unknown_customer",
+            codes::THROTTLED => "throttled",
             codes::BAD_RANGE => "bad_range",
             codes::CONFLICT => "conflict",
             codes::SIDE_FAILED => "side_failed",

@@ -18,6 +18,7 @@ use crate::sides::Side;
 
 pub mod archive;
 pub mod business;
+pub mod customers;
 pub mod directory;
 pub mod egw;
 mod events;
@@ -119,6 +120,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", get(events::stream))
         .merge(web::operator_routes())
         .merge(archive::operator_routes())
+        .merge(customers::operator_routes())
         .with_state(state.clone());
     let mut public = Router::new()
         .route("/healthz", get(healthz))
@@ -127,6 +129,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/egw", get(egw::upgrade))
         .route("/server/address", get(egw::server_address))
         .merge(business::routes())
+        .merge(customers::routes())
         .merge(directory::routes())
         .merge(web::routes())
         .with_state(state.clone());
@@ -199,6 +202,7 @@ async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl
         "version": env!("CARGO_PKG_VERSION"),
         "sides": sides,
         "events": crate::events::health(&state.platform),
+        "customers": { "commit": state.platform.commit_health.as_ref().map(|h| h.to_json()) },
         "directory": directory.map_or_else(|| json!("off"), |d| d.health()),
     });
     // Degraded is 503 with the details: a monitor sees it; the process is alive (/livez).

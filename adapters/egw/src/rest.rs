@@ -61,6 +61,10 @@ pub mod codes {
     pub const UNKNOWN_USER: i32 = 40401;
     /// No such record (a recorded burst of the archive) (404).
     pub const UNKNOWN_RECORD: i32 = 40402;
+    /// No customer with this code or id (customer management) (404).
+    pub const UNKNOWN_CUSTOMER: i32 = 40403;
+    /// Too many wrong credentials from this address lately (429).
+    pub const THROTTLED: i32 = 42900;
     /// A byte range outside the file (416).
     pub const BAD_RANGE: i32 = 41600;
     /// An app with this name exists (409).

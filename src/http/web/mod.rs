@@ -46,6 +46,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../../web/archive.js"),
     ),
     (
+        "customers.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/customers.js"),
+    ),
+    (
         "live.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../web/live.js"),

@@ -145,11 +145,28 @@ pub fn request_with(
     json_body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Response> {
-    let s = send(
+    request_any(
         addr,
         method,
         path,
         json_body.map(|b| ("application/json", b)),
+        headers,
+    )
+}
+
+/// A request with an optional `(content type, body)`, the whole response read.
+fn request_any(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    let s = send(
+        addr,
+        method,
+        path,
+        body,
         headers,
         Some(Duration::from_secs(30)),
     )?;
@@ -167,6 +184,18 @@ pub fn request_with(
         headers,
         body,
     })
+}
+
+/// Like [`request_with`] with a body of any content type (e.g. a form,
+/// `application/x-www-form-urlencoded`).
+pub fn request_typed(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: (&str, &str),
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    request_any(addr, method, path, Some(body), headers)
 }
 
 /// A response with a byte body: status, headers (names lowercased) and body.
