@@ -8,7 +8,7 @@
 //! again once after a new login; a second such answer fails it. One-off calls
 //! ([`Operation`]) go before the next refresh step and get the same one re-login.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -461,20 +461,19 @@ fn take_page<T: serde::de::DeserializeOwned>(
 }
 
 /// Members by channel from the users' `joinedChannels` (known channels only), and the role
-/// calls to make, at most `max`.
+/// calls to make, at most `max`. Sets keep it linear in what the server sent.
 fn plan_roles(b: &mut Build, max: usize) {
+    let known: HashSet<i64> = b.channels.iter().map(|c| c.cid).collect();
+    let mut seen: HashSet<(i64, i64)> = HashSet::new();
     for u in &b.users {
         for cid in u.joined_channel_ids() {
-            if b.channels.iter().any(|c| c.cid == cid) {
-                let ms = b.members.entry(cid).or_default();
-                if !ms.iter().any(|m| m.uid == u.uid) {
-                    ms.push(Member {
-                        uid: u.uid,
-                        role: None,
-                    });
-                    if b.roles.len() < max {
-                        b.roles.push_back((cid, u.uid));
-                    }
+            if known.contains(&cid) && seen.insert((cid, u.uid)) {
+                b.members.entry(cid).or_default().push(Member {
+                    uid: u.uid,
+                    role: None,
+                });
+                if b.roles.len() < max {
+                    b.roles.push_back((cid, u.uid));
                 }
             }
         }
