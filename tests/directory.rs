@@ -20,6 +20,7 @@ use testkit::console::{Console, REPLY};
 use testkit::murmur::Murmur;
 use testkit::peers::fixture;
 use testkit::terminal::Terminal;
+use testkit::tls::TestCa;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
 const T: Duration = Duration::from_secs(15);
@@ -629,5 +630,44 @@ fn a_dispatcher_role_terminal_preempts_an_ordinary_terminal_in_a_console_call() 
         "t1 lost the floor to t3: {history:#?}"
     );
     assert!(bridge.metric("pttbridge_console_floor_total", &[("outcome", "preempted")]) >= 1.0);
+    assert_no_violations(&mut admin);
+}
+
+#[test]
+fn an_https_admin_api_is_read_with_the_configured_ca_and_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("admin test CA");
+    let files = ca.write_server(dir.path(), "admin");
+    let mut admin = AdminServer::start_tls(dir.path(), &org(), Duration::from_secs(3600), &files);
+    assert!(admin.url().starts_with("https://"));
+    let ca_file = ca.write_ca(dir.path());
+    let trusting = Bridge::start(
+        BIN,
+        &directory_toml(&admin, &format!("ca_file = \"{}\"", ca_file.display())),
+    );
+    let h = fresh(&trusting);
+    assert_eq!(h["directory"]["users"], 3, "{h}");
+
+    // Another CA: the certificate is refused, nothing is read, and the health says why.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_ca = TestCa::new("another CA").write_ca(other_dir.path());
+    let refusing = Bridge::start(
+        BIN,
+        &directory_toml(&admin, &format!("ca_file = \"{}\"", other_ca.display())),
+    );
+    let h = refusing.wait_health(
+        "a failed refresh",
+        |h| h["directory"]["failures_in_a_row"].as_u64() >= Some(1),
+        T,
+    );
+    assert_eq!(h["directory"]["state"], "empty", "{h}");
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(
+        h["directory"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("transport"),
+        "{h}"
+    );
     assert_no_violations(&mut admin);
 }

@@ -16,6 +16,8 @@ or an unknown `method` (401), another Content-Type, a missing required parameter
 parameter the method's table does not list, a value of the wrong form (403), a bad or
 expired token (405/406), `encrypt=1` (the test server holds no RSA key).
 
+With --cert/--key it serves HTTPS.
+
 Its data comes from a JSON file the test writes (re-read on "reload"):
     {"account": "10000", "password": "...",
      "users":    [{"uid": 1001001, "name": "alice", "nick": "Alice", "role": 1, "cid": -1}, ...],
@@ -50,6 +52,7 @@ import asyncio
 import json
 import re
 import secrets
+import ssl
 import sys
 import time
 
@@ -287,7 +290,12 @@ class AdminServer:
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.args.port, reuse_address=True)
+        ctx = None
+        if self.args.cert:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(self.args.cert, self.args.key)
+        site = web.TCPSite(self.runner, "127.0.0.1", self.args.port, reuse_address=True,
+                           ssl_context=ctx)
         await site.start()
 
     async def stop(self):
@@ -326,6 +334,8 @@ async def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--token-ttl", type=float, default=3600.0)
+    ap.add_argument("--cert", help="PEM certificate chain: serve HTTPS")
+    ap.add_argument("--key", help="its PEM private key")
     args = ap.parse_args()
     server = AdminServer(args)
     await server.start()

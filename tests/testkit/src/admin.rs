@@ -13,12 +13,14 @@ use serde_json::{Value, json};
 use crate::events::is_exit;
 use crate::peers;
 use crate::pypeer::PyPeer;
+use crate::tls::ServerFiles;
 
 /// A running admin server.
 pub struct AdminServer {
     peer: PyPeer,
     port: u16,
     data: PathBuf,
+    tls: bool,
 }
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -28,10 +30,29 @@ impl AdminServer {
     /// it on a free loopback port; returns once it listens. Tokens time out after `token_ttl`.
     /// Fails naming the setup command when the venv (with aiohttp) is missing.
     pub fn start(dir: &Path, data: &Value, token_ttl: Duration) -> AdminServer {
+        Self::spawn(dir, data, token_ttl, None)
+    }
+
+    /// The same over HTTPS with `cert` (see [`crate::tls::TestCa::write_server`]).
+    pub fn start_tls(
+        dir: &Path,
+        data: &Value,
+        token_ttl: Duration,
+        cert: &ServerFiles,
+    ) -> AdminServer {
+        Self::spawn(dir, data, token_ttl, Some(cert))
+    }
+
+    fn spawn(
+        dir: &Path,
+        data: &Value,
+        token_ttl: Duration,
+        tls: Option<&ServerFiles>,
+    ) -> AdminServer {
         let path = dir.join("admin.json");
         std::fs::write(&path, data.to_string()).expect("write the admin data file");
         let port = peers::free_port();
-        let args = [
+        let mut args = vec![
             "--port".to_owned(),
             port.to_string(),
             "--data".to_owned(),
@@ -39,10 +60,19 @@ impl AdminServer {
             "--token-ttl".to_owned(),
             token_ttl.as_secs_f64().to_string(),
         ];
+        if let Some(files) = tls {
+            args.extend([
+                "--cert".to_owned(),
+                files.cert.display().to_string(),
+                "--key".to_owned(),
+                files.key.display().to_string(),
+            ]);
+        }
         let mut s = AdminServer {
             peer: PyPeer::spawn("admin server", "admin_server.py", args),
             port,
             data: path,
+            tls: tls.is_some(),
         };
         let ready = s.peer.events.try_expect(|e| e["event"] == "ready", WAIT);
         if ready.is_none_or(|e| is_exit(&e)) {
@@ -56,9 +86,10 @@ impl AdminServer {
         s
     }
 
-    /// `http://127.0.0.1:PORT`: the base URL the bridge is configured with.
+    /// `http(s)://127.0.0.1:PORT`: the base URL the bridge is configured with.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Replaces its data with `data` (written to the file, then re-read).
