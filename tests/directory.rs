@@ -1,10 +1,10 @@
 //! The directory against a spec-strict Totalk admin server (`tests/peers/admin_server.py`,
 //! written from the seed's `/ent/` examples alone), with Debian's murmurd and pymumble
 //! terminals where voice and presence are involved: users and roles on the platform surfaces,
-//! a dispatcher-role console pre-empting a terminal with no per-user level configured, the
-//! admin API down (voice goes on, staleness reported) and back, bad answers (the last good copy
-//! kept), notices and message history through `/v1`; and the server saw nothing against the
-//! seed.
+//! a dispatcher-role console pre-empting a terminal with no per-user level configured (and a
+//! dispatcher-role terminal another terminal), the admin API down (voice goes on, staleness
+//! reported) and back, bad answers (the last good copy kept), notices (REST and EGW) and message
+//! history, https with a CA file; and the server saw nothing against the seed.
 
 #[path = "support/egw_client.rs"]
 mod egw_client;
