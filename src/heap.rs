@@ -1,7 +1,8 @@
-//! Gives memory freed after a burst back to the operating system. glibc keeps what a burst
-//! freed (a flood of events, thousands of sockets that came and went) in its arenas, so without
-//! this the process stays as big as its worst minute for good — and an operator cannot tell a
-//! leak from a past flood. Every [`CHECK_EVERY`], when more than [`FREE_THRESHOLD`] lies free in
+//! Gives memory freed after a burst back to the operating system, for what glibc's malloc
+//! still serves: the C libraries' allocations, and everything where the process allocator
+//! (`crate::allocator`, jemalloc on Linux) is not jemalloc. glibc keeps what a burst freed in
+//! its arenas, so without this the process stays as big as its worst minute for good — and an
+//! operator cannot tell a leak from a past flood. Every [`CHECK_EVERY`], when more than [`FREE_THRESHOLD`] lies free in
 //! the arenas, `malloc_trim` returns the free pages; large blocks are mapped on their own
 //! ([`MMAP_THRESHOLD`]).
 //! The media hot paths do not allocate, so the arena locks a trim takes do not stall them; how
