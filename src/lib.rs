@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bridge;
 pub mod config;
 pub mod customers;
+pub mod directory;
 pub mod events;
 pub mod heap;
 pub mod http;

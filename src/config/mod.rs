@@ -42,6 +42,8 @@ pub struct Config {
     pub operator: OperatorConfig,
     /// Customer management (seed 002) and this site's usage commits.
     pub customers: crate::customers::CustomersConfig,
+    /// The directory read from a Totalk admin server.
+    pub directory: crate::directory::DirectoryConfig,
 }
 
 /// `[operator]`: the credentials of the page's live view, `/api/*`, `/events`,
@@ -220,6 +222,7 @@ impl Config {
         self.ptt.validate()?;
         self.console.validate(&self.ptt)?;
         self.customers.validate()?;
+        self.directory.validate()?;
         if self
             .operator
             .token
