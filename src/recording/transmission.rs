@@ -30,12 +30,13 @@ impl Transmission {
     }
 
     /// One packet as sent: `frames_10ms` long; `terminator` ends the burst. A packet with no
-    /// burst open starts one, by `talker` in hub group `group` of tenant `app`.
+    /// burst open starts one in hub group `group` of tenant `app`, by whom `talker` names (asked
+    /// only then).
     pub fn voice(
         &mut self,
         app: &str,
         group: &str,
-        talker: &Party,
+        talker: impl FnOnce() -> Party,
         opus: &Bytes,
         frames_10ms: u32,
         terminator: bool,
@@ -44,7 +45,7 @@ impl Transmission {
             Some(at) => at,
             None => {
                 self.recorder
-                    .start_burst(self.key.clone(), app, group, talker.clone());
+                    .start_burst(self.key.clone(), app, group, talker());
                 0
             }
         };

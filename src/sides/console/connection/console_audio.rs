@@ -140,7 +140,7 @@ impl Connection {
                     t.voice(
                         &login.server.ptt.app,
                         &format!("console:{call}"),
-                        &login.party(),
+                        || login.party(),
                         &opus,
                         frames,
                         last,

@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use super::super::dial::DialTarget;
 use crate::bridge::{Link, LinkConfig, PassThrough, PttPort};
 use crate::hub::{Party, Side};
+use crate::recording::transmission::Transmission;
 use crate::sides::ptt::ChannelEvent;
 
 /// What the link's PTT feed gave the actor.
@@ -37,6 +38,8 @@ pub struct RoomLink {
     pub core: Link<Id>,
     /// Where its PTT voice and text go.
     pub port: PttPort,
+    /// The members' bursts into the channel, archived (with `[recording] dir`).
+    pub transmission: Option<Transmission>,
     feed: broadcast::Receiver<ChannelEvent>,
     /// The channel's present when the link was made (see [`RoomLink::take_present`]).
     present: Vec<ChannelEvent>,
@@ -99,6 +102,7 @@ impl RoomLink {
             feed,
             present,
             port: PttPort::new(account),
+            transmission: None,
             lagged: metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "ptt_lag"),
         })
     }

@@ -576,6 +576,12 @@ impl RoomActor {
                     self.media.forward(dial, codec, &p, now);
                 }
                 Output::PttVoice { opus, terminator } => {
+                    if let (Some(t), Some((_, app))) = (&mut l.transmission, &self.recorder) {
+                        // Named once per burst: the members speaking as it starts.
+                        let (members, core, room) = (&self.members, &l.core, self.id);
+                        let talker = || speakers_party(members, &core.speakers(), room);
+                        t.voice(app, &l.ptt_group, talker, &opus, 2, terminator);
+                    }
                     l.port.voice(opus, terminator);
                 }
                 Output::PttText(text) => l.port.text(text),
@@ -617,6 +623,13 @@ impl RoomActor {
             }
         };
         link.core.counters = self.host.link_up(self.id, dial, setup.caller);
+        // What the members say into the channel is archived as the channel's bursts.
+        link.transmission = self.recorder.as_ref().map(|(r, _)| {
+            crate::recording::transmission::Transmission::new(
+                r.clone(),
+                format!("meeting:{}:{dial}", self.id),
+            )
+        });
         // Members who muted themselves before the channel came are not heard on it either.
         for m in &self.members {
             if let (Some(id), Some(true)) = (m.client.id, m.client.is_muted) {
@@ -1600,6 +1613,33 @@ impl RoomActor {
                 ),
             )),
         }
+    }
+}
+
+/// The party a burst of the room's members into the PTT channel is archived under: the members
+/// speaking as it starts (their names joined), or the room when none is named.
+fn speakers_party(members: &[Member], speakers: &[Id], room: Id) -> Party {
+    let names: Vec<String> = speakers
+        .iter()
+        .filter_map(|id| members.iter().find(|m| m.client.id == Some(*id)))
+        .map(|m| m.client.name.clone().unwrap_or_default())
+        .collect();
+    match speakers {
+        [one] if names.len() == 1 => Party {
+            side: crate::hub::Side::Meeting,
+            id: one.to_string(),
+            name: names[0].clone(),
+        },
+        _ if !names.is_empty() => Party {
+            side: crate::hub::Side::Meeting,
+            id: format!("room:{room}"),
+            name: names.join(", "),
+        },
+        _ => Party {
+            side: crate::hub::Side::Meeting,
+            id: format!("room:{room}"),
+            name: format!("meeting room {room}"),
+        },
     }
 }
 
