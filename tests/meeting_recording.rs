@@ -150,7 +150,8 @@ fn compare(said: &Path, recorded: &[f32]) -> testkit::audio::Comparison {
 /// downloaded file (median correlation >= 0.9, same active length ± 10 %), the file runs in
 /// real time (its length is the time between start and stop), everyone is told with
 /// `onRecord`, the row is listed with the room as its channel and the starter as the spec's
-/// `userId`. Then the member: carol's own published speech is in the second recording, and
+/// `userId`. A member entering late is told of carol's stream. Then the member: carol's own
+/// published speech is in the second recording, and
 /// — as the channel heard it — one of North's archived bursts, carol its talker. Finally
 /// `deleteRecords` removes both recordings.
 #[test]
@@ -206,6 +207,26 @@ fn a_recorded_meeting_holds_the_ptt_channel_and_the_members() {
         |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
         T,
     );
+    // A late joiner learns of carol's stream as those present did (onPublished after its
+    // enter reply), and of the channel's.
+    let mut dave = Participant::join(bridge.addr(), "dave");
+    let r = carol.request(
+        json!({"module":"call","method":"doInvite","ownUserId":carol.id(),
+        "targetUserId":dave.id(),"type":1,"roomId":room}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    dave.push("doInvite", from(carol.id()), T);
+    let r = dave.request(
+        json!({"module":"meeting","method":"enter","userId":dave.id(),"roomId":room,"roomType":1}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    for who in [carol.id(), NORTH] {
+        dave.push(
+            "onPublished",
+            |m| m["client"]["id"] == who && m["published"] == true && m["event"] == "play",
+            T,
+        );
+    }
     let second = start_record(&mut carol, "carol speaks");
     assert_ne!(second, first);
     std::thread::sleep(Duration::from_millis(500));
@@ -277,7 +298,6 @@ fn a_recorded_meeting_holds_the_ptt_channel_and_the_members() {
         bridge.health()["sides"]["meeting"]["links"][0]["dial_in"],
         NORTH
     );
-    let _ = room;
 }
 
 /// Refusals, each the protocol's error reply on a socket that keeps serving: a member who is

@@ -930,7 +930,11 @@ impl RoomActor {
             .is_some_and(|o| push_outbox(o, reply::ok_with("meeting", "enter", &entered)));
         if replied && let Some(o) = &outbox {
             // Like any push, one that finds the queue full is dropped (and counted).
-            for p in self.link_present() {
+            for p in self
+                .link_present()
+                .into_iter()
+                .chain(self.members_publishing())
+            {
                 push_outbox(o, p.to_value());
             }
         }
@@ -972,6 +976,28 @@ impl RoomActor {
             }));
         }
         out
+    }
+
+    /// The `onPublished` a member entering now missed: one for each member whose published
+    /// stream is connected, so it can `play` them as the others do.
+    fn members_publishing(&self) -> Vec<Push> {
+        self.members
+            .iter()
+            .filter(|m| {
+                m.publishing
+                    .and_then(|pid| self.media.peers().get(&pid))
+                    .is_some_and(|p| p.connected)
+            })
+            .map(|m| {
+                Push::Published(push::Published {
+                    room_id: self.id,
+                    client: m.client.clone(),
+                    published: Some(true),
+                    event: Some("play".into()),
+                    v_code: None,
+                })
+            })
+            .collect()
     }
 
     fn leave(&mut self, id: Id, reason: &'static str) {
