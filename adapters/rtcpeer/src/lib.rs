@@ -4,7 +4,7 @@
 //! "Java 接口"). This crate gives every message the bridge handles a type:
 //!
 //! - [`request`]: what a client sends — `call` (doRegister, doInvite, doAgree, reject, cancel,
-//!   doEvent), `room` (newAppRoom, newTempRoom), `account` (logout), `meeting` (new, enter, exit,
+//!   doEvent), `room` (newAppRoom, newTempRoom; the room management of [`rooms`]), `account` (logout), `meeting` (new, enter, exit,
 //!   finish, publish, play, closePlay, updateMute, muteMsg, muteAll, kickOut, setCompere,
 //!   raiseHand, lowerHand (bridge extension), updateClientName, updateMeetingName, chat,
 //!   privateChat).
@@ -31,6 +31,7 @@ pub mod id;
 pub mod push;
 pub mod reply;
 pub mod request;
+pub mod rooms;
 
 pub use frame::{Frame, FrameError};
 pub use request::Request;

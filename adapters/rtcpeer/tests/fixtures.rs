@@ -132,3 +132,38 @@ fn beans_keep_unknown_fields() {
         r#"{"id":599,"roomType":1,"isHasPwd":false}"#
     );
 }
+
+/// The room-management replies (spec 2.6–2.18) parse into their types and serialize back to
+/// the same JSON; `checkRoomPwd` and `checkActiveRoom` answer in `result` itself.
+#[test]
+fn room_replies_round_trip() {
+    use rtcpeer::reply::{RoomCreated, ok, ok_with};
+    use rtcpeer::rooms::{HasPwd, Moderators, RoomFound, Rooms, verdict};
+    let mut seen = 0;
+    for (name, text) in dir("replies") {
+        let Some(method) = name
+            .strip_prefix("room.")
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        seen += 1;
+        let original: Value = serde_json::from_str(&text).unwrap();
+        let frame = Frame::parse(&text).unwrap();
+        let back = match method {
+            "createRoom" | "updateRoom" => {
+                ok_with("room", method, &frame.decode::<RoomCreated>().unwrap())
+            }
+            "checkRoomHasPwd" => ok_with("room", method, &frame.decode::<HasPwd>().unwrap()),
+            "queryRoomMen" => ok_with("room", method, &frame.decode::<Moderators>().unwrap()),
+            "getRoomById" => ok_with("room", method, &frame.decode::<RoomFound>().unwrap()),
+            "queryMyRooms" => ok_with("room", method, &frame.decode::<Rooms>().unwrap()),
+            "checkRoomPwd" | "checkActiveRoom" => {
+                verdict(method, frame.result() == Some(1))
+            }
+            _ => ok("room", method),
+        };
+        assert_eq!(back, original, "{name}");
+    }
+    assert_eq!(seen, rtcpeer::rooms::METHODS.len(), "a reply fixture per room method");
+}
