@@ -513,6 +513,13 @@ pub const ALL: &[Metric] = &[
         "Rooms opened.",
     ),
     m(
+        "pttbridge_meeting_standing_rooms_total",
+        C,
+        N,
+        true,
+        "Standing rooms (room.createRoom) created and deleted, by change.",
+    ),
+    m(
         "pttbridge_meeting_members",
         G,
         N,

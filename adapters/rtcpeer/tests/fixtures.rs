@@ -158,12 +158,14 @@ fn room_replies_round_trip() {
             "queryRoomMen" => ok_with("room", method, &frame.decode::<Moderators>().unwrap()),
             "getRoomById" => ok_with("room", method, &frame.decode::<RoomFound>().unwrap()),
             "queryMyRooms" => ok_with("room", method, &frame.decode::<Rooms>().unwrap()),
-            "checkRoomPwd" | "checkActiveRoom" => {
-                verdict(method, frame.result() == Some(1))
-            }
+            "checkRoomPwd" | "checkActiveRoom" => verdict(method, frame.result() == Some(1)),
             _ => ok("room", method),
         };
         assert_eq!(back, original, "{name}");
     }
-    assert_eq!(seen, rtcpeer::rooms::METHODS.len(), "a reply fixture per room method");
+    assert_eq!(
+        seen,
+        rtcpeer::rooms::METHODS.len(),
+        "a reply fixture per room method"
+    );
 }

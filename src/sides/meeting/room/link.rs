@@ -30,6 +30,8 @@ pub struct RoomLink {
     pub dial: Id,
     /// Who called ([`PLATFORM`](super::super::calls::PLATFORM) for a platform's invite).
     pub caller: Id,
+    /// Brought in by a standing room itself: ends when the room's last member leaves.
+    pub ends_when_empty: bool,
     /// Its client bean, as members see it.
     pub client: Client,
     /// Hub group id of the PTT channel.
@@ -96,6 +98,7 @@ impl RoomLink {
         Ok(Self {
             dial: target.user_id,
             caller,
+            ends_when_empty: false,
             client,
             ptt_group: crate::sides::ptt::group_id(&account.server, &path),
             core,

@@ -131,6 +131,11 @@ pub enum RoomCmd {
         /// The request's reply.
         reply: oneshot::Sender<Result<Value, Refusal>>,
     },
+    /// The room's fields changed (`updateRoom`, `modifyRoomPwd`): later `enter` replies carry
+    /// them (the compere, meeting name and floor mode stay as they are).
+    Update(Box<Room>),
+    /// How many members are in the room (`checkActiveRoom`).
+    Occupancy(oneshot::Sender<usize>),
 }
 
 /// A member that entered: its `meeting.enter` reply, and whether the room queued that reply
@@ -153,6 +158,8 @@ pub struct LinkSetup {
     pub caller: Id,
     /// Told whether the link came up (platform invites wait for it).
     pub ready: Option<oneshot::Sender<Result<(), String>>>,
+    /// The link ends when the room's last member leaves (a standing room's own dial-in).
+    pub ends_when_empty: bool,
 }
 
 /// Handle to a room actor.
@@ -622,6 +629,7 @@ impl RoomActor {
                 return tell(Err(format!("cannot start the link: {e}")));
             }
         };
+        link.ends_when_empty = setup.ends_when_empty;
         link.core.counters = self.host.link_up(self.id, dial, setup.caller);
         // What the members say into the channel is archived as the channel's bursts.
         link.transmission = self.recorder.as_ref().map(|(r, _)| {
@@ -887,6 +895,20 @@ impl RoomActor {
                     self.detach_link(reason);
                 }
             }
+            RoomCmd::Update(info) => {
+                let kept = &self.info;
+                let info = Room {
+                    super_mode_id: kept.super_mode_id,
+                    appointment_id: kept.appointment_id,
+                    appointment_name: kept.appointment_name.clone(),
+                    extra: kept.extra.clone(),
+                    ..*info
+                };
+                self.info = info;
+            }
+            RoomCmd::Occupancy(reply) => {
+                let _ = reply.send(self.members.iter().filter(|m| m.outbox.is_some()).count());
+            }
         }
     }
 
@@ -1023,6 +1045,9 @@ impl RoomActor {
         }
         if self.members.iter().all(|m| m.outbox.is_none()) {
             self.empty_since = Some(Instant::now());
+            if self.link.as_ref().is_some_and(|l| l.ends_when_empty) {
+                self.detach_link("room empty");
+            }
         }
     }
 
@@ -1674,7 +1699,7 @@ const MAX_NAME_CHARS: usize = 64;
 
 /// A new name: trimmed, not empty, at most [`MAX_NAME_CHARS`], no control characters
 /// (422 otherwise, naming `field`).
-fn valid_name(name: &str, field: &str) -> Result<String, Refusal> {
+pub(super) fn valid_name(name: &str, field: &str) -> Result<String, Refusal> {
     let name = name.trim();
     if name.is_empty()
         || name.chars().count() > MAX_NAME_CHARS
