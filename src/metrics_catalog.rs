@@ -520,6 +520,13 @@ pub const ALL: &[Metric] = &[
         "Standing rooms (room.createRoom) created and deleted, by change.",
     ),
     m(
+        "pttbridge_meeting_appointments_total",
+        C,
+        N,
+        false,
+        "Appointments (scheduled meetings) stored.",
+    ),
+    m(
         "pttbridge_meeting_members",
         G,
         N,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod meeting;
-pub use meeting::RoomRow;
+pub use meeting::{AppointmentRow, RoomRow};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]

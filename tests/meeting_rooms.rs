@@ -2,7 +2,7 @@
 //! checked against the spec's examples in `fixtures/rtcpeer/`, with signalling-only RTCPeer
 //! clients (`testkit::rtcpeer`); a standing room that dials its PTT channel in, with an aiortc
 //! participant, Debian's murmurd and pymumble terminals; and a standing room surviving a
-//! restart of the bridge with a file-backed store.
+//! restart of the bridge with a file-backed store; appointments (2.19–2.24, 2.33, 5.12).
 
 use std::time::Duration;
 
@@ -501,7 +501,7 @@ fn a_standing_room_survives_a_restart() {
         "[storage]\npath = \"{}\"\n{MEETING}",
         dir.path().join("bridge.sqlite3").display()
     );
-    let (room, alice_id, bob_id) = {
+    let (room, alice_id, bob_id, meeting) = {
         let bridge = Bridge::start(BIN, &config);
         // Another account first, so ids given after a restart in another order would differ.
         let _zed = sign_in(bridge.addr(), APP, "zed");
@@ -509,17 +509,15 @@ fn a_standing_room_survives_a_restart() {
         let bob = sign_in(bridge.addr(), APP, "bob");
         let r = alice.ws.request(spec_req("room.createRoom", json!({})));
         let room = r["roomId"].as_i64().unwrap();
-        room_req(
-            &mut alice,
-            "modifyRoomPwd",
-            json!({"roomId":room,"password":"1234"}),
-        );
-        room_req(
-            &mut alice,
-            "addRoomMan",
-            json!({"roomId":room,"userId":bob.id}),
-        );
-        (room, alice.id, bob.id)
+        for (method, fields) in [
+            ("modifyRoomPwd", json!({"roomId":room,"password":"1234"})),
+            ("addRoomMan", json!({"roomId":room,"userId":bob.id})),
+        ] {
+            assert_eq!(room_req(&mut alice, method, fields)["result"], 0);
+        }
+        let r = meeting_req(&mut alice, "createAppointment", json!({"name":"kept"}));
+        assert_eq!(r["result"], 0, "{r}");
+        (room, alice.id, bob.id, r["meetingId"].clone())
         // The bridge is killed here (SIGKILL, no shutdown).
     };
     let bridge = Bridge::start(BIN, &config);
@@ -544,6 +542,12 @@ fn a_standing_room_survives_a_restart() {
         0,
         "the password holds"
     );
+    let r = meeting_req(
+        &mut alice,
+        "queryAppointmentById",
+        json!({"meetingId": meeting}),
+    );
+    assert_eq!(r["meeting"]["name"], "kept", "appointments are kept: {r}");
 }
 
 #[test]
@@ -646,4 +650,298 @@ fn a_standing_room_dials_its_ptt_channel_in_with_audio_both_ways() {
     );
     assert_eq!(r["result"], 0, "{r}");
     carol.push("EnterRoom", |m| m["client"]["id"] == NORTH, T);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn meeting_req(u: &mut User, method: &str, fields: Value) -> Value {
+    u.ws.request(with(json!({"module":"meeting","method":method}), fields))
+}
+
+#[test]
+fn appointments_are_stored_looked_up_and_entered_by_invite_code() {
+    let bridge = Bridge::start(BIN, MEETING);
+    let mut alice = sign_in(bridge.addr(), APP, "alice");
+    let mut bob = sign_in(bridge.addr(), APP, "bob");
+    let mut carol = sign_in(bridge.addr(), APP, "carol");
+    let mut dave = sign_in(bridge.addr(), APP, "dave");
+
+    // createAppointment: 2.19.4's first example, then its second (bob invited, topics).
+    let r = alice
+        .ws
+        .request(spec_req("meeting.createAppointment", json!({})));
+    assert_shape(&r, "meeting.createAppointment");
+    let m1 = r["meetingId"].as_i64().unwrap();
+    let r = alice.ws.request(spec_req(
+        "meeting.queryAppointmentById",
+        json!({"meetingId": m1}),
+    ));
+    assert_shape(&r, "meeting.queryAppointmentById");
+    assert_eq!(r["meeting"]["name"], "test");
+    assert_eq!(r["meeting"]["description"], "abc");
+    assert_eq!(r["meeting"]["timeLength"], 60, "an hour by default: {r}");
+    assert_eq!(r["meeting"]["from"]["name"], "alice");
+
+    let later = now_ms() + 3_600_000;
+    let r = alice.ws.request(spec_req(
+        "meeting.createAppointment.members",
+        json!({"members": [format!("0,bob,,,{},Etc/GMT+8,2", bob.id)],
+               "topics": [{"title":"议题","content":"具体内容"}],
+               "startTime": later, "endTime": later + 1_800_000}),
+    ));
+    assert_eq!(r["result"], 0, "{r}");
+    let (m2, room2) = (
+        r["meetingId"].as_i64().unwrap(),
+        r["roomId"].as_i64().unwrap(),
+    );
+    let r = alice.ws.request(spec_req(
+        "meeting.queryAppointmentById",
+        json!({"meetingId": m2}),
+    ));
+    assert_shape(&r, "meeting.queryAppointmentById");
+    assert_eq!(r["members"][0]["id"], bob.id);
+    assert_eq!(r["members"][0]["name"], "bob");
+    assert_eq!(r["topics"][0]["title"], "议题");
+    assert_eq!(r["meeting"]["timeLength"], 30);
+    assert_eq!(r["meeting"]["roomId"], room2);
+    let code = r["meeting"]["inviteCode"].as_i64().unwrap();
+    // The invitee is a member of its room: sees the meeting and the room, and enters.
+    assert_eq!(
+        meeting_req(&mut bob, "queryAppointmentById", json!({"meetingId": m2}))["result"],
+        0
+    );
+    let r = room_req(&mut bob, "getRoomById", json!({"roomId": room2}));
+    assert_eq!(r["room"]["appointmentId"], m2, "{r}");
+    assert_eq!(enter(&mut bob, room2, None)["result"], 0);
+    exit(&mut bob);
+
+    // A stranger learns nothing without the invite code; with it, the meeting has not begun.
+    let r = meeting_req(&mut carol, "queryAppointmentById", json!({"meetingId": m2}));
+    assert_eq!(r["result"], 404, "{r}");
+    let r = carol
+        .ws
+        .request(spec_req("meeting.getRoomByInviteCode", json!({"code": m2})));
+    assert_eq!(r["result"], 5, "{r}");
+    assert!(r.get("room").is_none());
+    let wrong = if code == 99_999_999 {
+        code - 1
+    } else {
+        code + 1
+    };
+    let r = meeting_req(
+        &mut carol,
+        "getRoomByInviteCode",
+        json!({"code": m2, "inviteCode": wrong}),
+    );
+    assert_eq!(r["result"], 5, "{r}");
+    let r = meeting_req(
+        &mut carol,
+        "getRoomByInviteCode",
+        json!({"code": m2, "inviteCode": code}),
+    );
+    assert_eq!(r["result"], 3, "not started: {r}");
+    assert_eq!(enter(&mut carol, room2, None)["result"], 403);
+
+    // updateAppointment (2.21.4's example, now starting a second ago): the code lets carol in.
+    let r = alice.ws.request(spec_req(
+        "meeting.updateAppointment",
+        json!({"meetingId": m2, "startTime": now_ms() - 1000, "endTime": now_ms() + 3_600_000}),
+    ));
+    assert_shape(&r, "meeting.updateAppointment");
+    assert_eq!((&r["meetingId"], &r["roomId"]), (&json!(m2), &json!(room2)));
+    let r = carol.ws.request(spec_req(
+        "meeting.getRoomByInviteCode.inviteCode",
+        json!({"code": m2, "inviteCode": code}),
+    ));
+    assert_shape(&r, "meeting.getRoomByInviteCode");
+    assert_eq!(r["room"]["id"], room2);
+    assert_eq!(r["room"]["appointmentName"], "testabc");
+    assert_eq!(r["meeting"]["name"], "testabc");
+    assert_eq!(r["meeting"]["description"], "abceee");
+    let entered = enter(&mut carol, room2, None);
+    assert_eq!(entered["result"], 0, "{entered}");
+    assert_eq!(entered["room"]["appointmentId"], m2);
+
+    // queryAppointments (2.23.4: no parameters: today and the next days): each sees its own.
+    let r = alice
+        .ws
+        .request(spec_req("meeting.queryAppointments", json!({})));
+    assert_shape(&r, "meeting.queryAppointments");
+    let ids = |r: &Value| -> Vec<i64> {
+        r["meetings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_i64().unwrap())
+            .collect()
+    };
+    let mut mine = ids(&r);
+    mine.sort_unstable();
+    let mut want = vec![m1, m2];
+    want.sort_unstable();
+    assert_eq!(mine, want);
+    assert_eq!(
+        ids(&meeting_req(&mut carol, "queryAppointments", json!({}))),
+        vec![m2]
+    );
+    assert_eq!(
+        ids(&meeting_req(&mut dave, "queryAppointments", json!({}))),
+        Vec::<i64>::new()
+    );
+    let r = meeting_req(
+        &mut alice,
+        "queryAppointments",
+        json!({"pageNo": 1, "pageSize": 1}),
+    );
+    assert_eq!(r["meetings"].as_array().unwrap().len(), 1, "{r}");
+
+    // deleteAppointment: the creator's only; not while its room is in use (result 2).
+    for u in [&mut bob, &mut carol] {
+        let r = meeting_req(u, "deleteAppointment", json!({"meetingId": m2}));
+        assert_eq!(r["result"], 403, "{r}");
+    }
+    let r = meeting_req(&mut alice, "deleteAppointment", json!({"meetingId": m2}));
+    assert_eq!(r["result"], 2, "in use: {r}");
+    exit(&mut carol);
+    let r = alice.ws.request(spec_req(
+        "meeting.deleteAppointment",
+        json!({"meetingId": m2}),
+    ));
+    assert_shape(&r, "meeting.deleteAppointment");
+    let r = meeting_req(&mut alice, "queryAppointmentById", json!({"meetingId": m2}));
+    assert_eq!(r["result"], 404, "{r}");
+    let r = room_req(&mut alice, "getRoomById", json!({"roomId": room2}));
+    assert_eq!(r["result"], 404, "its room went with it: {r}");
+
+    // instantAppointment (2.33.4): starts now; found by its id.
+    let r = alice
+        .ws
+        .request(spec_req("meeting.instantAppointment", json!({})));
+    assert_shape(&r, "meeting.instantAppointment");
+    let r = alice.ws.request(spec_req(
+        "meeting.getRoomByInviteCode",
+        json!({"code": r["meetingId"]}),
+    ));
+    assert_eq!(r["result"], 0, "{r}");
+    assert_eq!(r["meeting"]["name"], "Test Room");
+
+    // meeting.new (5.12) stores too; in a room of one's own only.
+    let r = alice.ws.request(spec_req("meeting.new", json!({})));
+    assert_eq!(r["result"], 0, "{r}");
+    let r = meeting_req(
+        &mut alice,
+        "queryAppointmentById",
+        json!({"meetingId": r["id"]}),
+    );
+    assert_eq!(r["meeting"]["name"], "Weekly", "{r}");
+    assert_eq!(r["meeting"]["startTime"], "2024-01-01T08:00:00.000Z");
+    let own = alice.new_room();
+    let r = alice
+        .ws
+        .request(spec_req("meeting.new", json!({"roomId": own})));
+    assert_eq!(r["roomId"], own, "{r}");
+    let r = bob
+        .ws
+        .request(spec_req("meeting.new", json!({"roomId": own})));
+    assert_eq!(r["result"], 404, "another's private room: {r}");
+    assert!(bridge.metric("pttbridge_meeting_appointments_total", &[]) >= 5.0);
+}
+
+#[test]
+fn appointment_bad_input_gets_protocol_errors_and_the_socket_stays_open() {
+    let bridge = Bridge::start(BIN, MEETING);
+    let mut alice = sign_in(bridge.addr(), APP, "alice");
+    let r = meeting_req(&mut alice, "createAppointment", json!({"name":"ok"}));
+    let m = r["meetingId"].as_i64().unwrap();
+    let long = "x".repeat(65);
+    let cases: Vec<(&str, Value, i64)> = vec![
+        ("createAppointment", json!({"name": 5}), 422),
+        ("createAppointment", json!({"name": long}), 422),
+        ("createAppointment", json!({"type": 7}), 422),
+        ("createAppointment", json!({"type": "audio"}), 422),
+        ("createAppointment", json!({"startTime": "tomorrow"}), 422),
+        ("createAppointment", json!({"startTime": true}), 422),
+        (
+            "createAppointment",
+            json!({"startTime": "20261207090000", "endTime": "20261207080000"}),
+            422,
+        ),
+        ("createAppointment", json!({"members": ["bob"]}), 422),
+        (
+            "createAppointment",
+            json!({"members": "0,bob,,,5,Etc/GMT+8,2"}),
+            422,
+        ),
+        (
+            "createAppointment",
+            json!({"topics": [{"content": "no title"}]}),
+            422,
+        ),
+        ("queryAppointmentById", json!({}), 422),
+        ("queryAppointmentById", json!({"meetingId": "abc"}), 422),
+        ("queryAppointmentById", json!({"meetingId": 1}), 404),
+        ("updateAppointment", json!({"meetingId": m, "type": 1}), 422),
+        (
+            "updateAppointment",
+            json!({"meetingId": m, "name": "a"}),
+            422,
+        ),
+        ("updateAppointment", json!({"name": "a", "type": 1}), 422),
+        (
+            "updateAppointment",
+            json!({"meetingId": 1, "name": "a", "type": 1}),
+            404,
+        ),
+        (
+            "updateAppointment",
+            json!({"meetingId": m, "name": "a", "type": 1, "endTime": 5}),
+            422,
+        ),
+        ("deleteAppointment", json!({}), 422),
+        ("deleteAppointment", json!({"meetingId": 1}), 404),
+        ("queryAppointments", json!({"startTime": "soon"}), 422),
+        ("queryAppointments", json!({"pageNo": "one"}), 422),
+        ("getRoomByInviteCode", json!({}), 422),
+        ("getRoomByInviteCode", json!({"code": 1}), 5),
+        (
+            "getRoomByInviteCode",
+            json!({"code": 1, "inviteCode": "x"}),
+            422,
+        ),
+        ("instantAppointment", json!({"name": "a", "type": 1}), 422),
+        (
+            "instantAppointment",
+            json!({"name": "a", "isPublic": false}),
+            422,
+        ),
+        (
+            "instantAppointment",
+            json!({"name": "", "type": 1, "isPublic": false}),
+            422,
+        ),
+        (
+            "new",
+            json!({"SID": "x", "name": "a", "startTime": "2024", "endTime": "2025", "type": 1, "isPublic": false, "orgId": 2}),
+            422,
+        ),
+        (
+            "new",
+            json!({"SID": "x", "name": "a", "startTime": "20240101080000", "endTime": "20240101090000", "type": 1, "isPublic": false, "orgId": 2, "roomId": 5}),
+            404,
+        ),
+    ];
+    for (method, fields, want) in &cases {
+        let r = meeting_req(&mut alice, method, fields.clone());
+        assert_eq!(r["result"], *want, "{method} {fields}: {r}");
+        assert_eq!(r["method"], *method);
+        assert!(r["message"].as_str().is_some_and(|m| !m.is_empty()), "{r}");
+    }
+    // Still serving.
+    let r = meeting_req(&mut alice, "queryAppointmentById", json!({"meetingId": m}));
+    assert_eq!(r["result"], 0, "{r}");
 }

@@ -7,7 +7,7 @@
 //!   doEvent), `room` (newAppRoom, newTempRoom; the room management of [`rooms`]), `account` (logout), `meeting` (new, enter, exit,
 //!   finish, publish, play, closePlay, updateMute, muteMsg, muteAll, kickOut, setCompere,
 //!   raiseHand, lowerHand (bridge extension), updateClientName, updateMeetingName, chat,
-//!   privateChat).
+//!   privateChat; the appointments of [`appointments`]).
 //! - [`reply`]: the answer to a request: the request's `module`/`method` plus `result`
 //!   (0 = success, see [`code`]) and the method's return fields.
 //! - [`push`]: events the server pushes unasked, in the same shape, `method` being the JS event
@@ -23,6 +23,7 @@
 //! `sdp` field and the reply carries the server's answer in `sdp` (see `docs/rtcpeer.md` in the
 //! repository for the whole wire contract).
 
+pub mod appointments;
 pub mod bean;
 pub mod call;
 pub mod code;

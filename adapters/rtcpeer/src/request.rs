@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::appointments::AppointmentRequest;
 use crate::bean::Client;
 use crate::frame::{Frame, FrameError, encode};
 use crate::id::{Id, de_id, de_opt_id};
@@ -515,6 +516,8 @@ pub enum Request {
     Logout(Logout),
     /// `meeting.new`
     MeetingNew(Box<MeetingNew>),
+    /// `meeting.createAppointment`, ... (spec 2.19–2.24, 2.33, see [`crate::appointments`])
+    Appointment(Box<AppointmentRequest>),
     /// `meeting.enter`
     Enter(Enter),
     /// `meeting.exit`
@@ -579,6 +582,13 @@ pub const METHODS: &[(&str, &str)] = &[
     ("room", "checkActiveRoom"),
     ("account", "logout"),
     ("meeting", "new"),
+    ("meeting", "createAppointment"),
+    ("meeting", "queryAppointmentById"),
+    ("meeting", "updateAppointment"),
+    ("meeting", "deleteAppointment"),
+    ("meeting", "queryAppointments"),
+    ("meeting", "getRoomByInviteCode"),
+    ("meeting", "instantAppointment"),
     ("meeting", "enter"),
     ("meeting", "exit"),
     ("meeting", "finish"),
@@ -622,6 +632,9 @@ impl Request {
             }
             ("account", "logout") => Self::Logout(f.decode()?),
             ("meeting", "new") => Self::MeetingNew(Box::new(f.decode()?)),
+            ("meeting", m) if crate::appointments::METHODS.contains(&m) => {
+                Self::Appointment(Box::new(AppointmentRequest::from_frame(f)?))
+            }
             ("meeting", "enter") => Self::Enter(f.decode()?),
             ("meeting", "exit") => Self::Exit,
             ("meeting", "finish") => Self::Finish,
@@ -664,6 +677,7 @@ impl Request {
             Self::Room(r) => ("room", r.method()),
             Self::Logout(_) => ("account", "logout"),
             Self::MeetingNew(_) => ("meeting", "new"),
+            Self::Appointment(r) => ("meeting", r.method()),
             Self::Enter(_) => ("meeting", "enter"),
             Self::Exit => ("meeting", "exit"),
             Self::Finish => ("meeting", "finish"),
@@ -701,6 +715,7 @@ impl Request {
             Self::Room(r) => r.to_value(),
             Self::Logout(m) => encode(module, method, m),
             Self::MeetingNew(m) => encode(module, method, m),
+            Self::Appointment(r) => r.to_value(),
             Self::Enter(m) => encode(module, method, m),
             Self::Exit | Self::Finish | Self::RaiseHand | Self::LowerHand => {
                 encode(module, method, &empty)

@@ -169,3 +169,47 @@ fn room_replies_round_trip() {
         "a reply fixture per room method"
     );
 }
+
+/// The appointment replies (spec 2.19–2.24, 2.33) parse into their types and serialize back to
+/// the same JSON.
+#[test]
+fn appointment_replies_round_trip() {
+    use rtcpeer::appointments::{AppointmentFound, Appointments, InvitedRoom, Scheduled};
+    use rtcpeer::reply::{ok, ok_with};
+    let mut seen = 0;
+    for (name, text) in dir("replies") {
+        let Some(method) = name
+            .strip_prefix("meeting.")
+            .and_then(|n| n.strip_suffix(".json"))
+            .filter(|m| rtcpeer::appointments::METHODS.contains(m))
+        else {
+            continue;
+        };
+        seen += 1;
+        let original: Value = serde_json::from_str(&text).unwrap();
+        let frame = Frame::parse(&text).unwrap();
+        let back = match method {
+            "createAppointment" | "updateAppointment" | "instantAppointment" => {
+                ok_with("meeting", method, &frame.decode::<Scheduled>().unwrap())
+            }
+            "queryAppointmentById" => ok_with(
+                "meeting",
+                method,
+                &frame.decode::<AppointmentFound>().unwrap(),
+            ),
+            "queryAppointments" => {
+                ok_with("meeting", method, &frame.decode::<Appointments>().unwrap())
+            }
+            "getRoomByInviteCode" => {
+                ok_with("meeting", method, &frame.decode::<InvitedRoom>().unwrap())
+            }
+            _ => ok("meeting", method),
+        };
+        assert_eq!(back, original, "{name}");
+    }
+    assert_eq!(
+        seen,
+        rtcpeer::appointments::METHODS.len(),
+        "a reply fixture per appointment method"
+    );
+}

@@ -6,7 +6,8 @@
 //! - [`switchboard`]: call control over [`registrar`] (who is registered where), [`calls`]
 //!   (the `rtcpeer::call` state machine per call, one timer), [`rooms`] (the room directory:
 //!   temporary and standing rooms, who may enter), [`room_admin`] (the `room.*` management
-//!   requests, standing rooms kept in the store) and [`dial`] (the dial-in ids that stand for PTT channels, and each one's link state).
+//!   requests, standing rooms kept in the store), [`appointments`] (scheduled meetings, stored,
+//!   with their rooms and invite codes) and [`dial`] (the dial-in ids that stand for PTT channels, and each one's link state).
 //! - [`room`]: one actor per meeting room: membership and requests, its media plane
 //!   ([`room::media`]: one UDP port, the members' WebRTC peers) and the PTT [`room::link`]
 //!   when a channel is dialled in — a [`crate::bridge::Link`], as in client mode.
@@ -20,6 +21,7 @@
 //!
 //! The wire contract (including the `sdp` field of publish/play) is in `docs/rtcpeer.md`.
 
+pub mod appointments;
 pub mod auth;
 pub mod calls;
 pub mod commands;

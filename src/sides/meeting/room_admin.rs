@@ -249,7 +249,7 @@ impl Switchboard {
     }
 
     /// `createRoom`: a standing room owned by `me`, stored; its id.
-    fn create_standing(&self, me: Id, f: RoomFields) -> Result<Id, Refusal> {
+    pub(super) fn create_standing(&self, me: Id, f: RoomFields) -> Result<Id, Refusal> {
         let mut st = self.state();
         let (mine, all) = st.rooms.standing(me);
         for (n, max, key) in [
@@ -282,7 +282,12 @@ impl Switchboard {
 
     /// `deleteRoom`: a standing room nobody is in is forgotten (and its open, empty actor
     /// finished); one in use is refused, as `checkActiveRoom` would have said.
-    async fn delete_standing(self: &Arc<Self>, me: Id, op: bool, id: Id) -> Result<(), Refusal> {
+    pub(super) async fn delete_standing(
+        self: &Arc<Self>,
+        me: Id,
+        op: bool,
+        id: Id,
+    ) -> Result<(), Refusal> {
         let handle = {
             let st = self.state();
             let room = owned(&st.rooms, me, op, id, "delete")?;
@@ -317,7 +322,7 @@ impl Switchboard {
 
     /// Applies `f` to room `id` as `me` (its owner, or an operator's user), stores the result
     /// for a standing room, and tells the open room its new fields.
-    fn change(
+    pub(super) fn change(
         &self,
         me: Id,
         op: bool,
@@ -512,7 +517,7 @@ fn password_field(p: &str) -> Result<Option<String>, Refusal> {
 }
 
 /// How many members an open room has (0 when it is not open or does not answer).
-async fn occupancy(handle: Option<RoomHandle>) -> usize {
+pub(super) async fn occupancy(handle: Option<RoomHandle>) -> usize {
     let Some(h) = handle else {
         return 0;
     };

@@ -19,7 +19,7 @@ use rtcpeer::call::{Call, EndReason, Input, Role, State as CallState};
 use rtcpeer::code;
 use rtcpeer::id::Id;
 use rtcpeer::push::{self, Push};
-use rtcpeer::reply::{self, MeetingCreated, RoomCreated};
+use rtcpeer::reply::{self, RoomCreated};
 use rtcpeer::request::{CallEvent, CallPeers, DoEvent, Request};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
@@ -54,7 +54,6 @@ pub struct State {
     pub rooms: RoomDirectory,
     /// What each dial-in line is doing.
     pub lines: Lines,
-    next_appointment: Id,
 }
 
 impl State {
@@ -129,7 +128,6 @@ impl Switchboard {
             accounts,
             dial,
             state: Mutex::new(State {
-                next_appointment: 1,
                 rooms,
                 ..State::default()
             }),
@@ -254,23 +252,8 @@ impl Switchboard {
                 Ok(reply::ok_with(module, method, &RoomCreated { room_id: id }))
             }
             Request::Room(r) => self.room_request(conn, me, r).await,
-            Request::MeetingNew(r) => {
-                let room_id = match r.room_id {
-                    Some(id) if self.state().rooms.contains(id) => id,
-                    Some(id) => return Err(Refusal::new(code::NOT_FOUND, format!("no room {id}"))),
-                    None => self.new_room(me, r.name.clone(), r.meeting_type, 200, false)?,
-                };
-                let id = {
-                    let mut st = self.state();
-                    st.next_appointment += 1;
-                    st.next_appointment
-                };
-                Ok(reply::ok_with(
-                    module,
-                    method,
-                    &MeetingCreated { id, room_id },
-                ))
-            }
+            Request::MeetingNew(r) => self.meeting_new(conn, me, &r),
+            Request::Appointment(r) => self.appointment_request(conn, me, *r).await,
             Request::Logout(r) => {
                 if r.user_id != me {
                     return Err(Refusal::new(
