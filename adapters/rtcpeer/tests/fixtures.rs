@@ -133,83 +133,74 @@ fn beans_keep_unknown_fields() {
     );
 }
 
+/// The reply fixtures `module.method.json` of `methods`, one each: `(method, the JSON, its frame)`.
+fn replies_of(module: &str, methods: &[&str]) -> Vec<(String, Value, Frame)> {
+    let out: Vec<_> = dir("replies")
+        .into_iter()
+        .filter_map(|(name, text)| {
+            let method = name
+                .strip_prefix(&format!("{module}."))?
+                .strip_suffix(".json")?;
+            methods.contains(&method).then(|| {
+                let frame = Frame::parse(&text).unwrap();
+                (
+                    method.to_owned(),
+                    serde_json::from_str(&text).unwrap(),
+                    frame,
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        out.len(),
+        methods.len(),
+        "a reply fixture per {module} method"
+    );
+    out
+}
+
 /// The room-management replies (spec 2.6–2.18) parse into their types and serialize back to
 /// the same JSON; `checkRoomPwd` and `checkActiveRoom` answer in `result` itself.
 #[test]
 fn room_replies_round_trip() {
     use rtcpeer::reply::{RoomCreated, ok, ok_with};
-    use rtcpeer::rooms::{HasPwd, Moderators, RoomFound, Rooms, verdict};
-    let mut seen = 0;
-    for (name, text) in dir("replies") {
-        let Some(method) = name
-            .strip_prefix("room.")
-            .and_then(|n| n.strip_suffix(".json"))
-        else {
-            continue;
-        };
-        seen += 1;
-        let original: Value = serde_json::from_str(&text).unwrap();
-        let frame = Frame::parse(&text).unwrap();
-        let back = match method {
+    use rtcpeer::rooms::{HasPwd, METHODS, Moderators, RoomFound, Rooms, verdict};
+    for (method, original, frame) in replies_of("room", METHODS) {
+        let m = method.as_str();
+        let back = match m {
             "createRoom" | "updateRoom" => {
-                ok_with("room", method, &frame.decode::<RoomCreated>().unwrap())
+                ok_with("room", m, &frame.decode::<RoomCreated>().unwrap())
             }
-            "checkRoomHasPwd" => ok_with("room", method, &frame.decode::<HasPwd>().unwrap()),
-            "queryRoomMen" => ok_with("room", method, &frame.decode::<Moderators>().unwrap()),
-            "getRoomById" => ok_with("room", method, &frame.decode::<RoomFound>().unwrap()),
-            "queryMyRooms" => ok_with("room", method, &frame.decode::<Rooms>().unwrap()),
-            "checkRoomPwd" | "checkActiveRoom" => verdict(method, frame.result() == Some(1)),
-            _ => ok("room", method),
+            "checkRoomHasPwd" => ok_with("room", m, &frame.decode::<HasPwd>().unwrap()),
+            "queryRoomMen" => ok_with("room", m, &frame.decode::<Moderators>().unwrap()),
+            "getRoomById" => ok_with("room", m, &frame.decode::<RoomFound>().unwrap()),
+            "queryMyRooms" => ok_with("room", m, &frame.decode::<Rooms>().unwrap()),
+            "checkRoomPwd" | "checkActiveRoom" => verdict(m, frame.result() == Some(1)),
+            _ => ok("room", m),
         };
-        assert_eq!(back, original, "{name}");
+        assert_eq!(back, original, "{m}");
     }
-    assert_eq!(
-        seen,
-        rtcpeer::rooms::METHODS.len(),
-        "a reply fixture per room method"
-    );
 }
 
 /// The appointment replies (spec 2.19–2.24, 2.33) parse into their types and serialize back to
 /// the same JSON.
 #[test]
 fn appointment_replies_round_trip() {
-    use rtcpeer::appointments::{AppointmentFound, Appointments, InvitedRoom, Scheduled};
+    use rtcpeer::appointments::{AppointmentFound, Appointments, InvitedRoom, METHODS, Scheduled};
     use rtcpeer::reply::{ok, ok_with};
-    let mut seen = 0;
-    for (name, text) in dir("replies") {
-        let Some(method) = name
-            .strip_prefix("meeting.")
-            .and_then(|n| n.strip_suffix(".json"))
-            .filter(|m| rtcpeer::appointments::METHODS.contains(m))
-        else {
-            continue;
-        };
-        seen += 1;
-        let original: Value = serde_json::from_str(&text).unwrap();
-        let frame = Frame::parse(&text).unwrap();
-        let back = match method {
+    for (method, original, frame) in replies_of("meeting", METHODS) {
+        let m = method.as_str();
+        let back = match m {
             "createAppointment" | "updateAppointment" | "instantAppointment" => {
-                ok_with("meeting", method, &frame.decode::<Scheduled>().unwrap())
+                ok_with("meeting", m, &frame.decode::<Scheduled>().unwrap())
             }
-            "queryAppointmentById" => ok_with(
-                "meeting",
-                method,
-                &frame.decode::<AppointmentFound>().unwrap(),
-            ),
-            "queryAppointments" => {
-                ok_with("meeting", method, &frame.decode::<Appointments>().unwrap())
+            "queryAppointmentById" => {
+                ok_with("meeting", m, &frame.decode::<AppointmentFound>().unwrap())
             }
-            "getRoomByInviteCode" => {
-                ok_with("meeting", method, &frame.decode::<InvitedRoom>().unwrap())
-            }
-            _ => ok("meeting", method),
+            "queryAppointments" => ok_with("meeting", m, &frame.decode::<Appointments>().unwrap()),
+            "getRoomByInviteCode" => ok_with("meeting", m, &frame.decode::<InvitedRoom>().unwrap()),
+            _ => ok("meeting", m),
         };
-        assert_eq!(back, original, "{name}");
+        assert_eq!(back, original, "{m}");
     }
-    assert_eq!(
-        seen,
-        rtcpeer::appointments::METHODS.len(),
-        "a reply fixture per appointment method"
-    );
 }

@@ -149,11 +149,7 @@ impl Switchboard {
             RoomRequest::QueryRoomMen(r) => {
                 let mut ids: Vec<Id> = {
                     let st = self.state();
-                    let room = st
-                        .rooms
-                        .meta(r.room_id)
-                        .filter(|x| op || x.visible_to(me))
-                        .ok_or_else(|| no_room(r.room_id))?;
+                    let room = seen(&st.rooms, me, op, r.room_id)?;
                     if !op && !room.admits(me) {
                         return Err(Refusal::new(
                             code::FORBIDDEN,
@@ -177,11 +173,7 @@ impl Switchboard {
             }
             RoomRequest::GetRoomById(r) => {
                 let st = self.state();
-                let room = st
-                    .rooms
-                    .meta(r.room_id)
-                    .filter(|x| op || x.visible_to(me))
-                    .ok_or_else(|| no_room(r.room_id))?;
+                let room = seen(&st.rooms, me, op, r.room_id)?;
                 Ok(reply::ok_with("room", m, &RoomFound { room: room.bean() }))
             }
             RoomRequest::QueryMyRooms => {
@@ -197,10 +189,7 @@ impl Switchboard {
             RoomRequest::CheckActiveRoom(r) => {
                 let handle = {
                     let st = self.state();
-                    st.rooms
-                        .meta(r.room_id)
-                        .filter(|x| op || x.visible_to(me))
-                        .ok_or_else(|| no_room(r.room_id))?;
+                    seen(&st.rooms, me, op, r.room_id)?;
                     st.rooms.get(r.room_id).cloned()
                 };
                 Ok(verdict(m, occupancy(handle).await > 0))
@@ -462,6 +451,15 @@ impl Switchboard {
     }
 }
 
+/// Room `id` if `me` may see it (an operator's user sees every room); 404 otherwise, as for an
+/// unknown room.
+fn seen(rooms: &RoomDirectory, me: Id, op: bool, id: Id) -> Result<&RoomMeta, Refusal> {
+    rooms
+        .meta(id)
+        .filter(|r| op || r.visible_to(me))
+        .ok_or_else(|| no_room(id))
+}
+
 /// Room `id` for a change by `me`: its owner, or an operator's user (403 for others who may
 /// see it; 404 for those who may not, as for an unknown room).
 fn owned<'a>(
@@ -471,10 +469,7 @@ fn owned<'a>(
     id: Id,
     what: &str,
 ) -> Result<&'a RoomMeta, Refusal> {
-    let room = rooms
-        .meta(id)
-        .filter(|r| op || r.visible_to(me))
-        .ok_or_else(|| no_room(id))?;
+    let room = seen(rooms, me, op, id)?;
     if !op && room.owner() != me {
         return Err(Refusal::new(
             code::FORBIDDEN,
