@@ -945,3 +945,63 @@ fn appointment_bad_input_gets_protocol_errors_and_the_socket_stays_open() {
     let r = meeting_req(&mut alice, "queryAppointmentById", json!({"meetingId": m}));
     assert_eq!(r["result"], 0, "{r}");
 }
+
+#[test]
+fn a_rooms_own_floor_mode_and_raised_hands_reach_late_joiners() {
+    // The bridge's `[meeting] floor` is "voice" (the default); one room asks for "hand".
+    let bridge = Bridge::start(BIN, MEETING);
+    let mut alice = sign_in(bridge.addr(), APP, "alice");
+    let mut bob = sign_in(bridge.addr(), APP, "bob");
+    let create = |u: &mut User, extra: Value| {
+        let r = room_req(
+            u,
+            "createRoom",
+            with(
+                json!({"roomtype":1,"name":"briefing","numberLimit":5,"isPublic":true}),
+                extra,
+            ),
+        );
+        assert_eq!(r["result"], 0, "{r}");
+        r["roomId"].as_i64().unwrap()
+    };
+    let hand = create(&mut alice, json!({"floorMode": "hand"}));
+    let voice = create(&mut alice, json!({}));
+    let r = room_req(
+        &mut alice,
+        "createRoom",
+        json!({"roomtype":1,"name":"x","numberLimit":5,"isPublic":true,"floorMode":"shout"}),
+    );
+    assert_eq!(r["result"], 422, "{r}");
+    let r = enter(&mut alice, voice, None);
+    assert_eq!(r["room"]["floorMode"], "voice", "{r}");
+    let r = enter(&mut alice, hand, None);
+    assert_eq!(r["room"]["floorMode"], "hand", "the room's own mode: {r}");
+
+    // alice raises her hand; bob, entering later, is told of it right after his reply.
+    let r = alice
+        .ws
+        .request(json!({"module":"meeting","method":"raiseHand"}));
+    assert_eq!(r["result"], 0, "{r}");
+    let r = enter(&mut bob, hand, None);
+    assert_eq!(r["result"], 0, "{r}");
+    let raised = bob.ws.wait("onRaiseHand", |m| {
+        m["method"] == "onRaiseHand" && m.get("result").is_none()
+    });
+    assert_eq!(raised["client"]["id"], alice.id, "{raised}");
+    assert_eq!(raised["roomId"], hand);
+    // Lowered, it is not told to the next one.
+    let r = alice
+        .ws
+        .request(json!({"module":"meeting","method":"lowerHand"}));
+    assert_eq!(r["result"], 0, "{r}");
+    let mut carol = sign_in(bridge.addr(), APP, "carol");
+    assert_eq!(enter(&mut carol, hand, None)["result"], 0);
+    // The room's pushes to her follow its enter reply in order: by the next reply, any
+    // onRaiseHand would have come.
+    assert_eq!(room_req(&mut carol, "queryMyRooms", json!({}))["result"], 0);
+    assert!(
+        carol.ws.seen.iter().all(|m| m["method"] != "onRaiseHand"),
+        "no hand is up: {:?}",
+        carol.ws.seen
+    );
+}

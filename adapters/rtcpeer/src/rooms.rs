@@ -40,6 +40,30 @@ pub struct RoomFields {
     /// (bridge extension, not in the spec).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dial_in: Option<Vec<Id>>,
+    /// How members take a dialled-in channel's floor in this room, over the bridge's
+    /// `[meeting] floor` (bridge extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor_mode: Option<FloorMode>,
+}
+
+/// A room's floor mode (`floorMode`, bridge extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FloorMode {
+    /// Voice activity takes the floor (and a raised hand asks for it).
+    Voice,
+    /// Only a member whose raised hand holds the floor is heard on the channel.
+    Hand,
+}
+
+impl FloorMode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Voice => "voice",
+            Self::Hand => "hand",
+        }
+    }
 }
 
 /// `room.updateRoom` (2.8).

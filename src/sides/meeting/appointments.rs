@@ -435,6 +435,7 @@ impl Switchboard {
                     number_limit: self.config.max_room_members as i64,
                     is_public: public,
                     dial_in: None,
+                    floor_mode: None,
                 };
                 (self.create_standing(me, fields)?, true)
             }

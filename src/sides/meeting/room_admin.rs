@@ -25,7 +25,7 @@ use super::calls::PLATFORM;
 use super::refusal::Refusal;
 use super::registrar::Conn;
 use super::room::{RoomCmd, RoomHandle, valid_name};
-use super::rooms::{MAX_MEMBERS, RoomDirectory, RoomMeta};
+use super::rooms::{FLOOR_MODE, MAX_MEMBERS, RoomDirectory, RoomMeta};
 use super::switchboard::Switchboard;
 use crate::storage::RoomRow;
 
@@ -234,6 +234,11 @@ impl Switchboard {
             comment: text_field(f.desc, "desc", MAX_TEXT)?,
             ..Room::default()
         };
+        let mut info = info;
+        if let Some(m) = f.floor_mode {
+            // Kept with the room's fields; read when the room opens.
+            info.extra.insert(FLOOR_MODE.into(), m.as_str().into());
+        }
         Ok((info, dial))
     }
 

@@ -20,6 +20,8 @@ use crate::storage::Store;
 const IDS: std::ops::RangeInclusive<Id> = 100_000_000..=999_999_999;
 /// Most users invited into one room (beyond: the oldest invitations are not kept).
 const MAX_INVITED: usize = 1024;
+/// The room field naming its own floor mode (bridge extension; `room.floorMode` in `enter`).
+pub const FLOOR_MODE: &str = "floorMode";
 /// Most members (`addRoomMan`) of one room.
 pub const MAX_MEMBERS: usize = 1024;
 

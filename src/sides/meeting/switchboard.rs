@@ -445,7 +445,16 @@ impl Switchboard {
     /// Starts the actor of a room with `info` (its own UDP port).
     pub(super) fn spawn_room(self: &Arc<Self>, info: Room) -> Result<RoomHandle, Refusal> {
         let host: Arc<dyn RoomHost> = self.clone();
-        let handle = room::spawn(host, self.room_config(), info).map_err(|e| {
+        let mut cfg = self.room_config();
+        // A room's own floor mode (standing rooms' `floorMode`) over `[meeting] floor`.
+        if let Some(mode) = info
+            .extra
+            .get(super::rooms::FLOOR_MODE)
+            .and_then(Value::as_str)
+        {
+            cfg.hand_only = mode == "hand";
+        }
+        let handle = room::spawn(host, cfg, info).map_err(|e| {
             Refusal::new(
                 code::INTERNAL,
                 format!("cannot open the room's media port: {e}"),

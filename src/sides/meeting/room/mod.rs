@@ -959,6 +959,16 @@ impl RoomActor {
             {
                 push_outbox(o, p.to_value());
             }
+            // Hands raised before it came, in the order they were raised.
+            for h in &self.hands {
+                if let Some(m) = self.member(*h) {
+                    let hand = Push::RaiseHand(push::Hand {
+                        client: m.client.clone(),
+                        room_id: self.id,
+                    });
+                    push_outbox(o, hand.to_value());
+                }
+            }
         }
         self.members.push(Member {
             client,
