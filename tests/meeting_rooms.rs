@@ -840,6 +840,15 @@ fn appointments_are_stored_looked_up_and_entered_by_invite_code() {
     );
     assert_eq!(r["meeting"]["name"], "Weekly", "{r}");
     assert_eq!(r["meeting"]["startTime"], "2024-01-01T08:00:00.000Z");
+    // Its `pin` is the new room's password.
+    let r = alice
+        .ws
+        .request(spec_req("meeting.new", json!({"pin": 4321})));
+    let pinned = r["roomId"].as_i64().unwrap();
+    let r = room_req(&mut alice, "getRoomById", json!({"roomId": pinned}));
+    assert_eq!(r["room"]["isHasPwd"], true, "{r}");
+    assert_eq!(enter(&mut dave, pinned, None)["result"], 403);
+    assert_eq!(enter(&mut dave, pinned, Some("4321"))["result"], 0);
     let own = alice.new_room();
     let r = alice
         .ws

@@ -64,6 +64,14 @@ struct Details {
     topics: Vec<Topic>,
 }
 
+/// Where an appointment is held.
+enum Room {
+    /// An existing room (`meeting.new`'s `roomId`).
+    Existing(Id),
+    /// A standing room made for it: public or not, with `meeting.new`'s `pin` as password.
+    New { public: bool, pin: Option<String> },
+}
+
 /// An appointment's fields, checked.
 struct Checked {
     details: Details,
@@ -249,7 +257,14 @@ impl Switchboard {
         let op = conn.operator;
         match req {
             AppointmentRequest::Create(f) => {
-                let s = self.schedule(me, check(f, None)?, false, None)?;
+                let s = self.schedule(
+                    me,
+                    check(f, None)?,
+                    Room::New {
+                        public: false,
+                        pin: None,
+                    },
+                )?;
                 Ok(reply::ok_with("meeting", m, &s))
             }
             AppointmentRequest::Instant(i) => {
@@ -260,7 +275,14 @@ impl Switchboard {
                     end_time: i.end_time,
                     ..AppointmentFields::default()
                 };
-                let s = self.schedule(me, check(f, None)?, i.is_public, None)?;
+                let s = self.schedule(
+                    me,
+                    check(f, None)?,
+                    Room::New {
+                        public: i.is_public,
+                        pin: None,
+                    },
+                )?;
                 Ok(reply::ok_with("meeting", m, &s))
             }
             AppointmentRequest::QueryById(r) => {
@@ -400,8 +422,14 @@ impl Switchboard {
                 ));
             }
         }
-        let pin = r.pin.map(|p| p.to_string());
-        let s = self.schedule(me, c, r.is_public, r.room_id.map(|id| (id, pin)))?;
+        let room = match r.room_id {
+            Some(id) => Room::Existing(id),
+            None => Room::New {
+                public: r.is_public,
+                pin: r.pin.map(|p| p.to_string()),
+            },
+        };
+        let s = self.schedule(me, c, room)?;
         Ok(reply::ok_with(
             "meeting",
             "new",
@@ -412,20 +440,13 @@ impl Switchboard {
         ))
     }
 
-    /// Stores a new appointment of `me`: in `room` (an existing room, and the `pin` to give a
-    /// new one otherwise) or a standing room made for it.
-    fn schedule(
-        self: &Arc<Self>,
-        me: Id,
-        c: Checked,
-        public: bool,
-        room: Option<(Id, Option<String>)>,
-    ) -> Result<Scheduled, Refusal> {
+    /// Stores a new appointment of `me` in `room`.
+    fn schedule(self: &Arc<Self>, me: Id, c: Checked, room: Room) -> Result<Scheduled, Refusal> {
         use rand::Rng;
         let store = self.store()?;
         let (room_id, own_room) = match room {
-            Some((id, _)) => (id, false),
-            None => {
+            Room::Existing(id) => (id, false),
+            Room::New { public, pin } => {
                 let fields = RoomFields {
                     room_type: c.details.meeting_type,
                     name: c.details.name.clone(),
@@ -437,7 +458,15 @@ impl Switchboard {
                     dial_in: None,
                     floor_mode: None,
                 };
-                (self.create_standing(me, fields)?, true)
+                let id = self.create_standing(me, fields)?;
+                if let Some(pin) = pin {
+                    // 5.12's entry PIN is the new room's password.
+                    self.change(me, true, id, "", |r| {
+                        r.password = Some(crate::auth::secret::digest(&pin));
+                        Ok(())
+                    })?;
+                }
+                (id, true)
             }
         };
         let mut rng = rand::rng();
