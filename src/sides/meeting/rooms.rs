@@ -180,13 +180,10 @@ impl RoomDirectory {
 
     /// Rooms `user` may see (listing), at most `limit`.
     pub fn visible_to(&self, user: Id, limit: usize) -> Vec<&RoomMeta> {
-        let mut out: Vec<&RoomMeta> = self
-            .meta
-            .values()
-            .filter(|m| m.visible_to(user))
-            .take(limit)
-            .collect();
+        let mut out: Vec<&RoomMeta> = self.meta.values().filter(|m| m.visible_to(user)).collect();
+        // By id, so a long list is cut the same way every time.
         out.sort_by_key(|m| m.info.id);
+        out.truncate(limit);
         out
     }
 
