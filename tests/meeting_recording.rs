@@ -73,6 +73,20 @@ fn dial_north(p: &mut Participant) -> i64 {
     room
 }
 
+/// `host` invites `guest` into `room`, and the guest enters.
+fn invite_in(host: &mut Participant, guest: &mut Participant, room: i64) {
+    let r = host.request(
+        json!({"module":"call","method":"doInvite","ownUserId":host.id(),
+        "targetUserId":guest.id(),"type":1,"roomId":room}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    guest.push("doInvite", from(host.id()), T);
+    let r = guest.request(
+        json!({"module":"meeting","method":"enter","userId":guest.id(),"roomId":room,"roomType":1}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+}
+
 fn start_record(p: &mut Participant, name: &str) -> i64 {
     let r = p.request(json!({"module":"meeting","method":"startRecord","fileName":name}));
     assert_eq!(r["result"], 0, "{r}");
@@ -210,16 +224,7 @@ fn a_recorded_meeting_holds_the_ptt_channel_and_the_members() {
     // A late joiner learns of carol's stream as those present did (onPublished after its
     // enter reply), and of the channel's.
     let mut dave = Participant::join(bridge.addr(), "dave");
-    let r = carol.request(
-        json!({"module":"call","method":"doInvite","ownUserId":carol.id(),
-        "targetUserId":dave.id(),"type":1,"roomId":room}),
-    );
-    assert_eq!(r["result"], 0, "{r}");
-    dave.push("doInvite", from(carol.id()), T);
-    let r = dave.request(
-        json!({"module":"meeting","method":"enter","userId":dave.id(),"roomId":room,"roomType":1}),
-    );
-    assert_eq!(r["result"], 0, "{r}");
+    invite_in(&mut carol, &mut dave, room);
     for who in [carol.id(), NORTH] {
         dave.push(
             "onPublished",
@@ -311,16 +316,7 @@ fn recording_refusals_get_protocol_errors() {
     let mut carol = Participant::join(bridge.addr(), "carol");
     let mut dave = Participant::join(bridge.addr(), "dave");
     let room = dial_north(&mut carol);
-    let r = carol.request(
-        json!({"module":"call","method":"doInvite","ownUserId":carol.id(),
-        "targetUserId":dave.id(),"type":1,"roomId":room}),
-    );
-    assert_eq!(r["result"], 0, "{r}");
-    dave.push("doInvite", from(carol.id()), T);
-    let r = dave.request(
-        json!({"module":"meeting","method":"enter","userId":dave.id(),"roomId":room,"roomType":1}),
-    );
-    assert_eq!(r["result"], 0, "{r}");
+    invite_in(&mut carol, &mut dave, room);
 
     let off = carol.request(json!({"module":"meeting","method":"startRecord","fileName":"x"}));
     assert_eq!(off["result"], 1, "{off}");
