@@ -137,6 +137,20 @@ pub const ALL: &[Metric] = &[
         "Event frames sent to EGW subscribers.",
     ),
     m(
+        "pttbridge_cluster_leases",
+        G,
+        N,
+        true,
+        "PTT account leases as this cluster node sees them, by state (held by this node, other node, free, unknown).",
+    ),
+    m(
+        "pttbridge_cluster_takeovers_total",
+        C,
+        N,
+        false,
+        "Lapsed PTT account leases of another node this node took over.",
+    ),
+    m(
         "pttbridge_nats_published_total",
         C,
         N,

@@ -2,6 +2,6 @@
 //! exactly one node through a lease in a NATS JetStream key-value bucket; see
 //! `docs/cluster.md`.
 
-// config
+pub mod config;
 pub mod lease;
-// node
+pub mod node;

@@ -42,6 +42,8 @@ pub struct Config {
     pub operator: OperatorConfig,
     /// Customer management (seed 002) and this site's usage commits.
     pub customers: crate::customers::CustomersConfig,
+    /// Several nodes sharing the PTT accounts (leases in NATS JetStream); off by default.
+    pub cluster: crate::cluster::config::ClusterConfig,
 }
 
 /// `[operator]`: the credentials of the page's live view, `/api/*`, `/events`,
@@ -220,6 +222,7 @@ impl Config {
         self.ptt.validate()?;
         self.console.validate(&self.ptt)?;
         self.customers.validate()?;
+        self.cluster.validate(&self.nats)?;
         if self
             .operator
             .token
