@@ -14,7 +14,7 @@ use crate::events::config::NatsConfig;
 pub struct ClusterConfig {
     /// This node's id, unique in the cluster; unset = no cluster (every account is connected).
     pub node_id: Option<String>,
-    /// NATS server URL(s) for the leases; unset = `nats.url`. TLS and credentials are
+    /// NATS server URL(s) for the leases, comma-separated; unset = `nats.url`. TLS and credentials are
     /// `[nats]`'s (`tls_ca_file`, `tls_required`, `creds_file`, `user`/`password`).
     pub url: Option<String>,
     /// JetStream KV bucket of the leases, created at start if missing.

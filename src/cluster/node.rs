@@ -281,7 +281,9 @@ impl Driver {
     /// Connects and opens (or creates) the bucket, retrying until it works.
     async fn bucket(&self, options: async_nats::ConnectOptions) -> kv::Store {
         let client = loop {
-            match options.clone().connect(self.url.as_str()).await {
+            // A comma-separated list names several servers of the NATS cluster.
+            let urls: Vec<&str> = self.url.split(',').map(str::trim).collect();
+            match options.clone().connect(urls).await {
                 Ok(c) => break c,
                 Err(e) => {
                     warn!(error = %esc(e.to_string()), "cluster: cannot reach NATS; retrying");
@@ -294,20 +296,29 @@ impl Driver {
             if let Ok(kv) = js.get_key_value(&self.config.bucket).await {
                 return kv;
             }
-            let created = js
-                .create_key_value(kv::Config {
-                    bucket: self.config.bucket.clone(),
-                    description: "pttbridge node leases".into(),
-                    history: 1,
-                    num_replicas: self.config.replicas,
-                    storage: async_nats::jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await;
+            // The bucket's stream, made as `create_key_value` makes it: that call first asks
+            // for the account's limits, which async-nats cannot read from a 2.9 server.
+            let stream = async_nats::jetstream::stream::Config {
+                name: format!("KV_{}", self.config.bucket),
+                description: Some("pttbridge node leases".into()),
+                subjects: vec![format!("$KV.{}.>", self.config.bucket)],
+                max_messages_per_subject: 1,
+                storage: async_nats::jetstream::stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                num_replicas: self.config.replicas,
+                discard: async_nats::jetstream::stream::DiscardPolicy::New,
+                ..Default::default()
+            };
+            let created = match js.get_or_create_stream(stream).await {
+                Ok(_) => js.get_key_value(&self.config.bucket).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
             match created {
                 Ok(kv) => return kv,
                 Err(e) => {
-                    warn!(error = %esc(e.to_string()), "cluster: cannot create the lease bucket; retrying");
+                    warn!(error = %esc(e), "cluster: cannot create the lease bucket; retrying");
                     tokio::time::sleep(START_RETRY).await;
                 }
             }

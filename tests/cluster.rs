@@ -1,0 +1,192 @@
+//! Several bridge nodes sharing one PTT account through a lease in a JetStream KV bucket
+//! (issue 22, first step), against real peers: a 3-server `nats-server` JetStream cluster on
+//! loopback (the bucket with 3 replicas), murmurd with channel North, a pymumble terminal in
+//! North, and three `pttbridge run` processes all configured with the same account.
+//!
+//! Shows: exactly one node's account is in North at any time; `kill -9` of the owner → another
+//! node holds the account within a lease and a few seconds, and hears a talker through it;
+//! `SIGTERM` of the new owner hands over at once (well under a lease); one nats-server killed →
+//! the leases keep being renewed and the account stays where it is.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::murmur::Murmur;
+use testkit::nats::NatsCluster;
+use testkit::peers::fixture;
+use testkit::terminal::Terminal;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
+const T: Duration = Duration::from_secs(15);
+const LEASE: Duration = Duration::from_millis(6000);
+const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+
+fn config(node: &str, murmur: &Murmur, urls: &str) -> String {
+    format!(
+        "{}\n[cluster]\nnode_id = \"{node}\"\nurl = \"{urls}\"\nreplicas = 3\nlease_ms = {}\n",
+        ptt_server_toml("local", murmur, &[("bridge", "North")]),
+        LEASE.as_millis()
+    )
+}
+
+fn account(h: &Value) -> &Value {
+    &h["sides"]["ptt"]["servers"][0]["accounts"][0]
+}
+
+/// The nodes whose account is connected now (health of each running bridge).
+fn connected(bridges: &[Option<Bridge>]) -> Vec<usize> {
+    bridges
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| b.as_ref().map(|b| (i, b.health())))
+        .filter(|(_, h)| account(h)["state"] == "connected")
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// How many sessions named "bridge" the terminal sees in North.
+fn bridges_in_north(watcher: &mut Terminal) -> usize {
+    watcher.users().iter().filter(|u| *u == "bridge").count()
+}
+
+/// Samples until exactly one node is connected and its account is in North (seen by the
+/// terminal), checking at every sample that never two are; returns that node.
+fn wait_single_owner(
+    bridges: &[Option<Bridge>],
+    watcher: &mut Terminal,
+    limit: Duration,
+) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = connected(bridges);
+        let seen = bridges_in_north(watcher);
+        assert!(now.len() <= 1, "two nodes connected at once: {now:?}");
+        assert!(seen <= 1, "the account is in North twice");
+        if now.len() == 1 && seen == 1 {
+            return now[0];
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = bridges
+                .iter()
+                .flatten()
+                .map(|b| b.logs_tail(25))
+                .collect();
+            panic!(
+                "no node holds the account after {limit:?}: connected {now:?}, in North {seen}\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn lease_row(h: &Value) -> &Value {
+    &h["cluster"]["leases"][0]
+}
+
+#[test]
+fn one_node_holds_the_account_and_another_takes_over_when_it_dies_or_drains() {
+    let mut nats = NatsCluster::start(3);
+    let urls = nats.urls();
+    let murmur = Murmur::start(&["North"]);
+    let mut bridges: Vec<Option<Bridge>> = NODES
+        .iter()
+        .map(|n| Some(Bridge::start(BIN, &config(n, &murmur, &urls))))
+        .collect();
+    let mut watcher = Terminal::connect(murmur.port(), "watcher", Some("North"));
+
+    // One owner; the others stand by and name it.
+    let first = wait_single_owner(&bridges, &mut watcher, T + LEASE);
+    for _ in 0..10 {
+        assert_eq!(wait_single_owner(&bridges, &mut watcher, T), first);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (i, b) in bridges.iter().enumerate() {
+        let h = b.as_ref().unwrap().health();
+        let row = lease_row(&h);
+        assert_eq!(row["key"], "ptt.local.bridge");
+        assert_eq!(row["owner"], NODES[first], "node {i}: {row}");
+        if i == first {
+            assert_eq!(row["state"], "held");
+            assert!(row["expires_in_ms"].as_u64().unwrap() <= LEASE.as_millis() as u64);
+        } else {
+            assert_eq!(row["state"], "other");
+            assert_eq!(account(&h)["state"], "standby");
+            assert_eq!(h["status"], "ok", "a standby account is not a degraded node");
+        }
+    }
+
+    // kill -9 the owner: another node takes the lapsed lease and connects the account.
+    let killed = Instant::now();
+    bridges[first] = None;
+    let second = wait_single_owner(&bridges, &mut watcher, LEASE + T);
+    let takeover = killed.elapsed();
+    assert_ne!(second, first);
+    println!(
+        "takeover after kill -9: {:.2} s (lease {:.1} s)",
+        takeover.as_secs_f64(),
+        LEASE.as_secs_f64()
+    );
+    let owner = bridges[second].as_ref().unwrap();
+    assert_eq!(owner.metric("pttbridge_cluster_takeovers_total", &[]), 1.0);
+    assert_eq!(
+        owner.metric("pttbridge_cluster_leases{", &[("state", "held")]),
+        1.0
+    );
+    // The new owner hears the channel: a burst of the terminal reaches it as talk events.
+    let mut events = owner.events();
+    watcher.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
+    for kind in ["talk.started", "talk.stopped"] {
+        events
+            .try_expect(
+                |e| e["type"] == kind && e["party"]["name"] == "watcher",
+                T,
+            )
+            .unwrap_or_else(|| panic!("{kind} through the new owner"));
+    }
+
+    // SIGTERM the new owner: it releases the lease and the last node takes it at once.
+    let third = (0..3).find(|i| *i != first && *i != second).unwrap();
+    let drained = Instant::now();
+    bridges[second].as_mut().unwrap().stop(T);
+    bridges[second] = None;
+    assert_eq!(wait_single_owner(&bridges, &mut watcher, LEASE), third);
+    let handover = drained.elapsed();
+    println!("handover on SIGTERM: {:.2} s", handover.as_secs_f64());
+    assert!(
+        handover < LEASE,
+        "a drained lease is taken without waiting for it to lapse"
+    );
+
+    // One nats-server of three dies: the bucket keeps a quorum, renewals go on.
+    let before = lease_row(&bridges[third].as_ref().unwrap().health())["revision"]
+        .as_u64()
+        .unwrap();
+    nats.servers[0].kill();
+    let until = Instant::now() + 3 * LEASE;
+    while Instant::now() < until {
+        assert_eq!(
+            wait_single_owner(&bridges, &mut watcher, T),
+            third,
+            "the owner keeps the account with one nats-server down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let h = bridges[third].as_ref().unwrap().health();
+    let after = lease_row(&h)["revision"].as_u64().unwrap();
+    assert_eq!(lease_row(&h)["state"], "held");
+    assert!(
+        after > before,
+        "renewed with a server down ({before} → {after})"
+    );
+    let logs = bridges[third].as_ref().unwrap().logs();
+    assert!(
+        !logs.contains("lost the PTT account lease"),
+        "the lease was never lost"
+    );
+    assert!(
+        !logs.contains("rejected the account"),
+        "murmurd never saw the account twice"
+    );
+}
