@@ -81,6 +81,25 @@ fn wait_single_owner(
     }
 }
 
+/// The nats-server (`n<i>`) leading the lease bucket's stream: the one whose loss forces the
+/// bucket to elect another leader.
+fn bucket_leader(urls: &str) -> usize {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let urls: Vec<&str> = urls.split(',').collect();
+        let client = async_nats::connect(urls).await.expect("test client connects");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js
+            .get_stream("KV_pttbridge_leases")
+            .await
+            .expect("the bridges made the bucket");
+        let info = stream.info().await.expect("stream info");
+        assert_eq!(info.config.num_replicas, 3);
+        let leader = info.cluster.clone().and_then(|c| c.leader).expect("a leader");
+        leader.trim_start_matches('n').parse().expect("n<i>")
+    })
+}
+
 fn lease_row(h: &Value) -> &Value {
     &h["cluster"]["leases"][0]
 }
@@ -159,32 +178,66 @@ fn one_node_holds_the_account_and_another_takes_over_when_it_dies_or_drains() {
         "a drained lease is taken without waiting for it to lapse"
     );
 
-    // One nats-server of three dies: the bucket keeps a quorum, renewals go on.
-    let before = lease_row(&bridges[third].as_ref().unwrap().health())["revision"]
-        .as_u64()
-        .unwrap();
-    nats.servers[0].kill();
-    let until = Instant::now() + 3 * LEASE;
+    // A nats-server that does not lead the bucket (3 replicas) dies: the other two keep a
+    // quorum and the leader, renewals go on and the lease is never lost.
+    let revision = |b: &Bridge| lease_row(&b.health())["revision"].as_u64().unwrap();
+    let owner = bridges[third].as_ref().unwrap();
+    let before = revision(owner);
+    let leader = bucket_leader(&urls);
+    let follower = (leader + 1) % 3;
+    nats.servers[follower].kill();
+    let until = Instant::now() + 2 * LEASE;
     while Instant::now() < until {
-        assert_eq!(
-            wait_single_owner(&bridges, &mut watcher, T),
-            third,
-            "the owner keeps the account with one nats-server down"
-        );
+        assert_eq!(connected(&bridges), [third], "the owner keeps the account");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let h = bridges[third].as_ref().unwrap().health();
-    let after = lease_row(&h)["revision"].as_u64().unwrap();
-    assert_eq!(lease_row(&h)["state"], "held");
+    let owner = bridges[third].as_ref().unwrap();
+    let after = revision(owner);
+    assert_eq!(lease_row(&owner.health())["state"], "held");
     assert!(
         after > before,
         "renewed with a server down ({before} → {after})"
     );
-    let logs = bridges[third].as_ref().unwrap().logs();
+    let logs = owner.logs();
+    let lease_lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("cluster") || l.contains("async_nats"))
+        .collect();
     assert!(
         !logs.contains("lost the PTT account lease"),
-        "the lease was never lost"
+        "the lease was never lost:\n{}",
+        lease_lines.join("\n")
     );
+
+    // The bucket's leader dies (the follower back first, so two of three remain): writes stop
+    // until the two elect a new leader. If that takes longer than what is left of the lease,
+    // the owner stops using the account and takes it back after the election — never two.
+    nats.servers[follower].restart();
+    std::thread::sleep(Duration::from_secs(3));
+    let leader = bucket_leader(&urls);
+    let killed = Instant::now();
+    nats.servers[leader].kill();
+    let mut offline = Duration::ZERO;
+    let mut last = Instant::now();
+    let until = killed + 4 * LEASE;
+    while Instant::now() < until {
+        let now = connected(&bridges);
+        assert!(now.len() <= 1, "two nodes connected at once: {now:?}");
+        assert!(bridges_in_north(&mut watcher) <= 1, "the account is in North twice");
+        if now.is_empty() {
+            offline += last.elapsed();
+        }
+        last = Instant::now();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let back = wait_single_owner(&bridges, &mut watcher, T);
+    println!(
+        "bucket leader n{leader} killed: account off its channel for {:.1} s in {:.0} s",
+        offline.as_secs_f64(),
+        (4 * LEASE).as_secs_f64()
+    );
+    assert!(bridges[back].is_some());
+    let logs = bridges.iter().flatten().map(|b| b.logs()).collect::<String>();
     assert!(
         !logs.contains("rejected the account"),
         "murmurd never saw the account twice"
