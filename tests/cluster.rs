@@ -52,11 +52,7 @@ fn bridges_in_north(watcher: &mut Terminal) -> usize {
 
 /// Samples until exactly one node is connected and its account is in North (seen by the
 /// terminal), checking at every sample that never two are; returns that node.
-fn wait_single_owner(
-    bridges: &[Option<Bridge>],
-    watcher: &mut Terminal,
-    limit: Duration,
-) -> usize {
+fn wait_single_owner(bridges: &[Option<Bridge>], watcher: &mut Terminal, limit: Duration) -> usize {
     let deadline = Instant::now() + limit;
     loop {
         let now = connected(bridges);
@@ -67,11 +63,7 @@ fn wait_single_owner(
             return now[0];
         }
         if Instant::now() > deadline {
-            let logs: Vec<String> = bridges
-                .iter()
-                .flatten()
-                .map(|b| b.logs_tail(25))
-                .collect();
+            let logs: Vec<String> = bridges.iter().flatten().map(|b| b.logs_tail(25)).collect();
             panic!(
                 "no node holds the account after {limit:?}: connected {now:?}, in North {seen}\n{}",
                 logs.join("\n----\n")
@@ -87,7 +79,9 @@ fn bucket_leader(urls: &str) -> usize {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let urls: Vec<&str> = urls.split(',').collect();
-        let client = async_nats::connect(urls).await.expect("test client connects");
+        let client = async_nats::connect(urls)
+            .await
+            .expect("test client connects");
         let js = async_nats::jetstream::new(client);
         let mut stream = js
             .get_stream("KV_pttbridge_leases")
@@ -95,7 +89,11 @@ fn bucket_leader(urls: &str) -> usize {
             .expect("the bridges made the bucket");
         let info = stream.info().await.expect("stream info");
         assert_eq!(info.config.num_replicas, 3);
-        let leader = info.cluster.clone().and_then(|c| c.leader).expect("a leader");
+        let leader = info
+            .cluster
+            .clone()
+            .and_then(|c| c.leader)
+            .expect("a leader");
         leader.trim_start_matches('n').parse().expect("n<i>")
     })
 }
@@ -132,7 +130,10 @@ fn one_node_holds_the_account_and_another_takes_over_when_it_dies_or_drains() {
         } else {
             assert_eq!(row["state"], "other");
             assert_eq!(account(&h)["state"], "standby");
-            assert_eq!(h["status"], "ok", "a standby account is not a degraded node");
+            assert_eq!(
+                h["status"], "ok",
+                "a standby account is not a degraded node"
+            );
         }
     }
 
@@ -158,10 +159,7 @@ fn one_node_holds_the_account_and_another_takes_over_when_it_dies_or_drains() {
     watcher.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
     for kind in ["talk.started", "talk.stopped"] {
         events
-            .try_expect(
-                |e| e["type"] == kind && e["party"]["name"] == "watcher",
-                T,
-            )
+            .try_expect(|e| e["type"] == kind && e["party"]["name"] == "watcher", T)
             .unwrap_or_else(|| panic!("{kind} through the new owner"));
     }
 
@@ -223,7 +221,10 @@ fn one_node_holds_the_account_and_another_takes_over_when_it_dies_or_drains() {
     while Instant::now() < until {
         let now = connected(&bridges);
         assert!(now.len() <= 1, "two nodes connected at once: {now:?}");
-        assert!(bridges_in_north(&mut watcher) <= 1, "the account is in North twice");
+        assert!(
+            bridges_in_north(&mut watcher) <= 1,
+            "the account is in North twice"
+        );
         if now.is_empty() {
             offline += last.elapsed();
         }
@@ -237,7 +238,11 @@ fn one_node_holds_the_account_and_another_takes_over_when_it_dies_or_drains() {
         (4 * LEASE).as_secs_f64()
     );
     assert!(bridges[back].is_some());
-    let logs = bridges.iter().flatten().map(|b| b.logs()).collect::<String>();
+    let logs = bridges
+        .iter()
+        .flatten()
+        .map(|b| b.logs())
+        .collect::<String>();
     assert!(
         !logs.contains("rejected the account"),
         "murmurd never saw the account twice"

@@ -5,8 +5,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, invalid};
+use crate::config::ConfigError;
 use crate::events::config::NatsConfig;
+
+fn invalid(key: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
 
 /// Several bridge nodes sharing the same PTT accounts through leases in a JetStream KV bucket.
 #[derive(Debug, Clone, Deserialize)]
@@ -117,10 +124,34 @@ mod tests {
         };
         assert!(on.validate(&nats).is_ok());
         for (c, k) in [
-            (ClusterConfig { node_id: Some("a b".into()), ..on.clone() }, "cluster.node_id"),
-            (ClusterConfig { lease_ms: 10, ..on.clone() }, "cluster.lease_ms"),
-            (ClusterConfig { replicas: 0, ..on.clone() }, "cluster.replicas"),
-            (ClusterConfig { bucket: "a.b".into(), ..on.clone() }, "cluster.bucket"),
+            (
+                ClusterConfig {
+                    node_id: Some("a b".into()),
+                    ..on.clone()
+                },
+                "cluster.node_id",
+            ),
+            (
+                ClusterConfig {
+                    lease_ms: 10,
+                    ..on.clone()
+                },
+                "cluster.lease_ms",
+            ),
+            (
+                ClusterConfig {
+                    replicas: 0,
+                    ..on.clone()
+                },
+                "cluster.replicas",
+            ),
+            (
+                ClusterConfig {
+                    bucket: "a.b".into(),
+                    ..on.clone()
+                },
+                "cluster.bucket",
+            ),
         ] {
             assert_eq!(key(&c), k);
         }

@@ -236,9 +236,12 @@ impl Lease {
             (_, true) => return None,
             (View::Unknown, _) => (Op::Read, None),
             (View::Free { revision: None }, _) => (Op::Create(mine), None),
-            (View::Free {
-                revision: Some(revision),
-            }, _)
+            (
+                View::Free {
+                    revision: Some(revision),
+                },
+                _,
+            )
             | (View::Mine { revision }, _) => (
                 Op::Update {
                     revision: *revision,
@@ -325,10 +328,9 @@ impl Lease {
             other => {
                 self.lose("another node owns the lease");
                 let owner = other.flatten();
-                let lease = entry
-                    .record
-                    .as_ref()
-                    .map_or(self.lease, |r| self.lease.max(Duration::from_millis(r.lease_ms)));
+                let lease = entry.record.as_ref().map_or(self.lease, |r| {
+                    self.lease.max(Duration::from_millis(r.lease_ms))
+                });
                 let seen = match &self.view {
                     View::Theirs { revision, seen, .. } if *revision == entry.revision => *seen,
                     _ => now,

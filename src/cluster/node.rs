@@ -312,7 +312,10 @@ impl Driver {
                 ..Default::default()
             };
             let created = match js.get_or_create_stream(stream).await {
-                Ok(_) => js.get_key_value(&self.config.bucket).await.map_err(|e| e.to_string()),
+                Ok(_) => js
+                    .get_key_value(&self.config.bucket)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match created {
@@ -440,10 +443,7 @@ impl OneLease {
                     } else {
                         info!("acquired the PTT account lease; connecting the account");
                     }
-                    (
-                        EventKind::SideConnected,
-                        json!({ "taken_over_from": from }),
-                    )
+                    (EventKind::SideConnected, json!({ "taken_over_from": from }))
                 }
                 Change::Lost { reason } => {
                     warn!(reason, "lost the PTT account lease; account taken offline");
@@ -451,7 +451,10 @@ impl OneLease {
                 }
                 Change::Released => {
                     info!("releasing the PTT account lease (draining)");
-                    (EventKind::SideDisconnected, json!({ "reason": "released (draining)" }))
+                    (
+                        EventKind::SideDisconnected,
+                        json!({ "reason": "released (draining)" }),
+                    )
                 }
             };
             let mut detail = detail;

@@ -343,7 +343,10 @@ impl Driver {
                         s.udp_working = false;
                     });
                     let reason = "taken offline".to_string();
-                    let ev = ClientEvent::Disconnected { reason, retry_in: None };
+                    let ev = ClientEvent::Disconnected {
+                        reason,
+                        retry_in: None,
+                    };
                     if self.emit(ev).await.is_err() {
                         return;
                     }
