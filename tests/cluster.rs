@@ -248,3 +248,59 @@ fn one_node_holds_the_account_and_another_takes_over_when_it_dies_or_drains() {
         "murmurd never saw the account twice"
     );
 }
+
+/// A node cut off from NATS must stop speaking as the account once its lease runs out, even
+/// though no other node can take it (they are cut off too); when NATS is back, one node holds
+/// it again. One JetStream server, two nodes.
+#[test]
+fn an_owner_that_loses_nats_takes_its_account_offline_when_the_lease_runs_out() {
+    let mut nats = testkit::nats::NatsServer::start();
+    let murmur = Murmur::start(&["North"]);
+    let cfg = |n: &str| config(n, &murmur, &nats.url()).replace("replicas = 3", "replicas = 1");
+    let bridges: Vec<Option<Bridge>> = NODES[..2]
+        .iter()
+        .map(|n| Some(Bridge::start(BIN, &cfg(n))))
+        .collect();
+    let mut watcher = Terminal::connect(murmur.port(), "watcher", Some("North"));
+    let owner = wait_single_owner(&bridges, &mut watcher, T + LEASE);
+
+    let cut = Instant::now();
+    nats.kill();
+    // The owner keeps the account while its lease lasts, then takes it offline.
+    let deadline = cut + LEASE + T;
+    loop {
+        let now = connected(&bridges);
+        assert!(now.len() <= 1 && now.iter().all(|i| *i == owner), "{now:?}");
+        if now.is_empty() && bridges_in_north(&mut watcher) == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still connected without NATS");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let offline_after = cut.elapsed();
+    println!(
+        "NATS gone: account offline after {:.2} s (lease {:.1} s)",
+        offline_after.as_secs_f64(),
+        LEASE.as_secs_f64()
+    );
+    assert!(
+        offline_after > LEASE / 2,
+        "not before the lease could have run out"
+    );
+    let h = bridges[owner].as_ref().unwrap().health();
+    assert_eq!(account(&h)["state"], "standby");
+    // The account went offline a tenth of a lease early; then the lease itself runs out.
+    let until = Instant::now() + LEASE;
+    while !bridges[owner]
+        .as_ref()
+        .unwrap()
+        .logs()
+        .contains("lease ran out without a renewal")
+    {
+        assert!(Instant::now() < until, "the lost lease is logged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    nats.restart();
+    wait_single_owner(&bridges, &mut watcher, LEASE + T);
+}
