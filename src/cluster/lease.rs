@@ -67,6 +67,17 @@ pub enum WriteError {
     Unknown,
 }
 
+/// The answer to an [`Op`], for [`Lease::on_reply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// What [`Op::Read`] found (`None`: no such key).
+    Read(Option<Entry>),
+    /// [`Op::Read`] got no answer.
+    ReadFailed,
+    /// A write's new revision, or why not.
+    Write(Result<u64, WriteError>),
+}
+
 /// This node's view of the resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum View {
@@ -297,6 +308,15 @@ impl Lease {
         }
     }
 
+    /// The answer to the operation [`poll`](Self::poll) gave.
+    pub fn on_reply(&mut self, now: Instant, reply: Reply) {
+        match reply {
+            Reply::Read(entry) => self.on_read(now, entry),
+            Reply::ReadFailed => self.on_read_failed(now),
+            Reply::Write(result) => self.on_write(now, result),
+        }
+    }
+
     /// The result of [`Op::Read`]: `None` when there is no such key.
     pub fn on_read(&mut self, now: Instant, entry: Option<Entry>) {
         if !matches!(self.pending.as_ref().map(|p| &p.op), Some(Op::Read)) {
@@ -427,12 +447,6 @@ mod tests {
         seq: u64,
     }
 
-    enum Reply {
-        Read(Option<Entry>),
-        ReadFailed,
-        Write(Result<u64, WriteError>),
-    }
-
     impl Kv {
         fn apply(&mut self, op: &Op) -> Reply {
             match op {
@@ -461,11 +475,7 @@ mod tests {
     }
 
     fn deliver(lease: &mut Lease, now: Instant, reply: Reply) {
-        match reply {
-            Reply::Read(e) => lease.on_read(now, e),
-            Reply::ReadFailed => lease.on_read_failed(now),
-            Reply::Write(r) => lease.on_write(now, r),
-        }
+        lease.on_reply(now, reply);
     }
 
     /// Runs `lease` against `kv` with instant replies until it has nothing to do now.

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::config::ClusterConfig;
-use super::lease::{Change, Entry, Lease, Op, Record, View, WriteError};
+use super::lease::{Change, Entry, Lease, Op, Record, Reply, View, WriteError};
 use crate::events::config::NatsConfig;
 use crate::hub::event::Draft;
 use crate::hub::{EventBus, EventKind};
@@ -347,12 +347,6 @@ struct OneLease {
     op_timeout: Duration,
 }
 
-enum Reply {
-    Read(Option<Entry>),
-    ReadFailed,
-    Write(Result<u64, WriteError>),
-}
-
 impl OneLease {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut draining = false;
@@ -364,12 +358,7 @@ impl OneLease {
             self.enforce().await;
             if let Some(op) = self.lease.poll(Instant::now()) {
                 let reply = self.perform(op).await;
-                let now = Instant::now();
-                match reply {
-                    Reply::Read(entry) => self.lease.on_read(now, entry),
-                    Reply::ReadFailed => self.lease.on_read_failed(now),
-                    Reply::Write(result) => self.lease.on_write(now, result),
-                }
+                self.lease.on_reply(Instant::now(), reply);
                 self.enforce().await;
             }
             self.announce();
