@@ -144,6 +144,13 @@ pub const ALL: &[Metric] = &[
         "PTT account leases as this cluster node sees them, by state (held by this node, other node, free, unknown).",
     ),
     m(
+        "pttbridge_cluster_bad_values_total",
+        C,
+        N,
+        false,
+        "Values in the lease bucket that are not lease records (each read of one counts).",
+    ),
+    m(
         "pttbridge_cluster_takeovers_total",
         C,
         N,

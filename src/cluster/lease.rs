@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+/// How a takeover names a previous owner whose value could not be read.
+pub const UNREADABLE: &str = "(unreadable)";
+
 /// The value kept under a resource's key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -109,7 +112,7 @@ pub enum View {
 /// What happened, for the driver to announce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// This node now owns the resource; `takeover` when it took a lapsed lease of another node.
+    /// This node now owns the resource; `from` names the node whose lapsed lease it took over.
     Acquired {
         /// The previous owner, when taken over from one.
         from: Option<String>,
@@ -275,7 +278,7 @@ impl Lease {
                             revision: *revision,
                             record: mine,
                         },
-                        owner.clone().or_else(|| Some("?".into())),
+                        Some(owner.clone().unwrap_or_else(|| UNREADABLE.into())),
                     )
                 } else {
                     (Op::Read, None)
@@ -643,6 +646,30 @@ mod tests {
         settle(&mut a, &mut kv, t0 + ms(3000));
         assert_eq!(a.view(), &View::Mine { revision: 3 });
         assert_eq!(a.acting_until(), Some(t0 + ms(9000)));
+    }
+
+    #[test]
+    fn an_unreadable_value_is_someone_elses_until_a_whole_lease_has_passed() {
+        let t0 = Instant::now();
+        let mut a = Lease::new("a", LEASE);
+        assert_eq!(a.poll(t0), Some(Op::Read));
+        let garbage = Entry {
+            revision: 7,
+            record: None,
+        };
+        a.on_reply(t0, Reply::Read(Some(garbage.clone())));
+        assert!(matches!(a.view(), View::Theirs { owner: None, .. }));
+        assert_eq!(a.poll(t0 + ms(1000)), Some(Op::Read));
+        a.on_reply(t0 + ms(1000), Reply::Read(Some(garbage)));
+        let op = a.poll(t0 + LEASE).unwrap();
+        assert!(matches!(op, Op::Update { revision: 7, .. }), "{op:?}");
+        a.on_reply(t0 + LEASE, Reply::Write(Ok(8)));
+        assert_eq!(
+            a.poll_change(),
+            Some(Change::Acquired {
+                from: Some(UNREADABLE.into())
+            })
+        );
     }
 
     /// Three nodes, one KV, replies delayed, lost and reordered at random; nodes die and come

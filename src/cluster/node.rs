@@ -459,6 +459,9 @@ impl OneLease {
     }
 }
 
+/// A value in the bucket that is not a lease record (read every lease/6 while it stays).
+static BAD_VALUE: logsafe::RateLimit = logsafe::RateLimit::warn("bad lease value");
+
 async fn run_op(kv: kv::Store, key: String, op: Op) -> Reply {
     let encode = |r: &Record| bytes::Bytes::from(serde_json::to_vec(r).unwrap_or_default());
     match op {
@@ -466,7 +469,22 @@ async fn run_op(kv: kv::Store, key: String, op: Op) -> Reply {
             Ok(entry) => Reply::Read(entry.map(|e| Entry {
                 revision: e.revision,
                 record: match e.operation {
-                    Operation::Put => serde_json::from_slice(&e.value).ok(),
+                    Operation::Put => {
+                        let record = serde_json::from_slice(&e.value).ok();
+                        if record.is_none() {
+                            // Someone else's writing in our bucket: treated as owned by an
+                            // unknown node (taken over only after a whole lease), and counted.
+                            metrics::counter!("pttbridge_cluster_bad_values_total").increment(1);
+                            if BAD_VALUE.allow() {
+                                warn!(
+                                    revision = e.revision,
+                                    bytes = e.value.len(),
+                                    "lease value is not a lease record"
+                                );
+                            }
+                        }
+                        record
+                    }
                     // A deleted key is nobody's.
                     Operation::Delete | Operation::Purge => Some(Record {
                         owner: None,
