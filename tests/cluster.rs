@@ -167,7 +167,7 @@ fn one_node_holds_the_account_and_another_takes_over_when_it_dies_or_drains() {
     let third = (0..3).find(|i| *i != first && *i != second).unwrap();
     let drained = Instant::now();
     bridges[second].as_mut().unwrap().stop(T);
-    bridges[second] = None;
+    let second_logs = bridges[second].take().unwrap().logs();
     assert_eq!(wait_single_owner(&bridges, &mut watcher, LEASE), third);
     let handover = drained.elapsed();
     println!("handover on SIGTERM: {:.2} s", handover.as_secs_f64());
@@ -201,10 +201,16 @@ fn one_node_holds_the_account_and_another_takes_over_when_it_dies_or_drains() {
         .lines()
         .filter(|l| l.contains("cluster") || l.contains("async_nats"))
         .collect();
+    let second_lines: Vec<&str> = second_logs
+        .lines()
+        .filter(|l| l.contains("cluster"))
+        .collect();
     assert!(
         !logs.contains("lost the PTT account lease"),
-        "the lease was never lost:\n{}",
-        lease_lines.join("\n")
+        "the lease was never lost:\n{}\n-- {} --\n{}",
+        lease_lines.join("\n"),
+        NODES[second],
+        second_lines.join("\n")
     );
 
     // The bucket's leader dies (the follower back first, so two of three remain): writes stop

@@ -126,6 +126,18 @@ pub enum Change {
     Released,
 }
 
+/// A write that succeeded, not yet relied on. A clustered JetStream checks the expected
+/// revision before the write goes through its consensus, not as part of it (nats-server issue
+/// 4320), so two compare-and-sets on one revision sent at the same moment can both succeed.
+/// The later one is the one that stays: a node acts on its write only after a read from the
+/// stream's leader, a moment (`settle`) after the answer, still shows it as the latest.
+#[derive(Debug, Clone)]
+struct Confirm {
+    revision: u64,
+    sent: Instant,
+    from: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 struct Pending {
     op: Op,
@@ -148,6 +160,9 @@ pub struct Lease {
     draining: bool,
     changes: Vec<Change>,
     acquired_at: Option<Instant>,
+    confirm: Option<Confirm>,
+    /// Wait after a successful write before the read that confirms it.
+    settle: Duration,
 }
 
 impl Lease {
@@ -163,7 +178,16 @@ impl Lease {
             draining: false,
             changes: Vec::new(),
             acquired_at: None,
+            confirm: None,
+            settle: lease / 20,
         }
+    }
+
+    /// The same with this wait between a write's answer and its confirming read.
+    #[cfg(test)]
+    fn with_settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
     }
 
     /// Renewal period: a third of the lease, so two renewals may fail before it runs out.
@@ -212,6 +236,15 @@ impl Lease {
         self.draining && self.pending.is_none() && !matches!(self.view, View::Mine { .. })
     }
 
+    /// The key changed (a watch saw a write): an observer reads it at the next
+    /// [`poll`](Self::poll) instead of waiting for its read period, so a release is taken at
+    /// once. Only ever brings a read forward; the rules stay the same.
+    pub fn changed(&mut self) {
+        if !matches!(self.view, View::Mine { .. }) {
+            self.next = None;
+        }
+    }
+
     /// The next change to announce.
     pub fn poll_change(&mut self) -> Option<Change> {
         if self.changes.is_empty() {
@@ -231,6 +264,14 @@ impl Lease {
         self.expire(now);
         if self.pending.is_some() || (!self.draining && self.next.is_some_and(|t| now < t)) {
             return None;
+        }
+        if self.confirm.is_some() && !self.draining {
+            self.pending = Some(Pending {
+                op: Op::Read,
+                sent: now,
+                from: None,
+            });
+            return Some(Op::Read);
         }
         let mine = Record {
             owner: Some(self.node.clone()),
@@ -328,6 +369,7 @@ impl Lease {
         self.pending = None;
         self.next = None;
         self.expire(now);
+        let confirm = self.confirm.take();
         let Some(entry) = entry else {
             self.lose("the lease entry is gone");
             self.view = View::Free { revision: None };
@@ -347,6 +389,12 @@ impl Lease {
                 self.view = View::Mine {
                     revision: entry.revision,
                 };
+                if let Some(c) = confirm
+                    && c.revision == entry.revision
+                    && !self.draining
+                {
+                    self.grant(now, c);
+                }
             }
             other => {
                 self.lose("another node owns the lease");
@@ -367,6 +415,22 @@ impl Lease {
                 self.next = Some(now + self.observe_every());
             }
         }
+    }
+
+    /// Our write `c` is confirmed the latest: act until a lease after it was sent.
+    fn grant(&mut self, now: Instant, c: Confirm) {
+        let until = c.sent + self.lease;
+        if until <= now {
+            // It took a whole lease to confirm: others may already be timing it out.
+            self.lose("the lease could not be confirmed in time");
+        } else {
+            if self.acting_until.is_none() {
+                self.acquired_at = Some(now);
+                self.changes.push(Change::Acquired { from: c.from });
+            }
+            self.acting_until = Some(until);
+        }
+        self.next = Some(c.sent + self.renew_every());
     }
 
     /// A read that got no answer (NATS unreachable, timeout): try again a little later.
@@ -400,24 +464,19 @@ impl Lease {
                 };
             }
             Ok(revision) => {
-                let was_acting = self.acting_until.is_some();
                 self.view = View::Mine { revision };
                 if self.draining {
                     // Drained while the write was in flight: release it at once.
                     return;
                 }
-                let until = pending.sent + self.lease;
-                if until <= now {
-                    // It took a whole lease to answer: others may already be timing it out.
-                    self.acting_until = None;
-                } else {
-                    self.acting_until = Some(until);
-                    if !was_acting {
-                        self.acquired_at = Some(now);
-                        self.changes.push(Change::Acquired { from: pending.from });
-                    }
-                }
-                self.next = Some(pending.sent + self.renew_every());
+                // Granted only once a read shows the write is still the latest (see
+                // `Confirm`).
+                self.confirm = Some(Confirm {
+                    revision,
+                    sent: pending.sent,
+                    from: pending.from,
+                });
+                self.next = Some(now + self.settle);
             }
             Err(WriteError::Conflict) => {
                 // Someone else wrote; find out who. We keep acting only until our last
@@ -439,6 +498,11 @@ mod tests {
 
     const LEASE: Duration = Duration::from_millis(6000);
 
+    /// A node confirming its writes at once (the tests' KV answers in order, at once).
+    fn node(name: &str) -> Lease {
+        Lease::new(name, LEASE).with_settle(Duration::ZERO)
+    }
+
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
@@ -448,31 +512,44 @@ mod tests {
     struct Kv {
         entry: Option<(u64, Record)>,
         seq: u64,
+        /// Like a clustered JetStream (nats-server issue 4320): a compare-and-set on the
+        /// revision a write replaced less than this ago is accepted too.
+        race_window: Duration,
+        /// The revision the last write replaced, and when that write landed.
+        replaced: Option<(Option<u64>, Instant)>,
     }
 
     impl Kv {
         fn apply(&mut self, op: &Op) -> Reply {
+            self.apply_at(op, Instant::now())
+        }
+
+        /// Whether a write expecting `expected` is accepted at `now`.
+        fn accepts(&self, expected: Option<u64>, now: Instant) -> bool {
+            self.entry.as_ref().map(|e| e.0) == expected
+                || self
+                    .replaced
+                    .is_some_and(|(rev, at)| rev == expected && now < at + self.race_window)
+        }
+
+        fn write(&mut self, record: &Record, now: Instant) -> Reply {
+            self.replaced = Some((self.entry.as_ref().map(|e| e.0), now));
+            self.seq += 1;
+            self.entry = Some((self.seq, record.clone()));
+            Reply::Write(Ok(self.seq))
+        }
+
+        fn apply_at(&mut self, op: &Op, now: Instant) -> Reply {
             match op {
                 Op::Read => Reply::Read(self.entry.as_ref().map(|(rev, r)| Entry {
                     revision: *rev,
                     record: Some(r.clone()),
                 })),
-                Op::Create(r) => {
-                    if self.entry.is_some() {
-                        return Reply::Write(Err(WriteError::Conflict));
-                    }
-                    self.seq += 1;
-                    self.entry = Some((self.seq, r.clone()));
-                    Reply::Write(Ok(self.seq))
+                Op::Create(r) if self.accepts(None, now) => self.write(r, now),
+                Op::Update { revision, record } if self.accepts(Some(*revision), now) => {
+                    self.write(record, now)
                 }
-                Op::Update { revision, record } => {
-                    if self.entry.as_ref().map(|e| e.0) != Some(*revision) {
-                        return Reply::Write(Err(WriteError::Conflict));
-                    }
-                    self.seq += 1;
-                    self.entry = Some((self.seq, record.clone()));
-                    Reply::Write(Ok(self.seq))
-                }
+                Op::Create(_) | Op::Update { .. } => Reply::Write(Err(WriteError::Conflict)),
             }
         }
     }
@@ -493,7 +570,7 @@ mod tests {
     fn a_free_key_is_created_then_renewed_at_a_third() {
         let t0 = Instant::now();
         let mut kv = Kv::default();
-        let mut a = Lease::new("a", LEASE);
+        let mut a = node("a");
         settle(&mut a, &mut kv, t0);
         assert!(a.acting(t0));
         assert_eq!(a.poll_change(), Some(Change::Acquired { from: None }));
@@ -503,6 +580,12 @@ mod tests {
         assert!(matches!(op, Op::Update { revision: 1, .. }));
         let reply = kv.apply(&op);
         deliver(&mut a, t0 + ms(2010), reply);
+        assert_eq!(
+            a.acting_until(),
+            Some(t0 + LEASE),
+            "extended once confirmed"
+        );
+        settle(&mut a, &mut kv, t0 + ms(2010));
         assert_eq!(a.acting_until(), Some(t0 + ms(8000)), "from the send time");
         assert_eq!(a.poll_change(), None, "a renewal is no news");
     }
@@ -511,8 +594,8 @@ mod tests {
     fn an_observer_takes_over_only_after_a_whole_lease_unchanged() {
         let t0 = Instant::now();
         let mut kv = Kv::default();
-        let mut a = Lease::new("a", LEASE);
-        let mut b = Lease::new("b", LEASE);
+        let mut a = node("a");
+        let mut b = node("b");
         settle(&mut a, &mut kv, t0);
         settle(&mut b, &mut kv, t0 + ms(100));
         assert!(matches!(b.view(), View::Theirs { owner: Some(o), .. } if o == "a"));
@@ -537,8 +620,8 @@ mod tests {
     fn a_renewal_resets_the_observers_clock() {
         let t0 = Instant::now();
         let mut kv = Kv::default();
-        let mut a = Lease::new("a", LEASE);
-        let mut b = Lease::new("b", LEASE);
+        let mut a = node("a");
+        let mut b = node("b");
         for step in 0..200u64 {
             let t = t0 + ms(step * 100);
             settle(&mut a, &mut kv, t);
@@ -551,8 +634,8 @@ mod tests {
     fn drain_stops_acting_first_then_releases_and_another_takes_at_once() {
         let t0 = Instant::now();
         let mut kv = Kv::default();
-        let mut a = Lease::new("a", LEASE);
-        let mut b = Lease::new("b", LEASE);
+        let mut a = node("a");
+        let mut b = node("b");
         settle(&mut a, &mut kv, t0);
         settle(&mut b, &mut kv, t0);
         a.poll_change();
@@ -573,7 +656,7 @@ mod tests {
     fn an_owner_cut_off_from_the_kv_stops_when_its_lease_runs_out() {
         let t0 = Instant::now();
         let mut kv = Kv::default();
-        let mut a = Lease::new("a", LEASE);
+        let mut a = node("a");
         settle(&mut a, &mut kv, t0);
         a.poll_change();
         let mut t = t0;
@@ -597,7 +680,7 @@ mod tests {
     fn a_reply_later_than_the_lease_grants_nothing() {
         let t0 = Instant::now();
         let mut kv = Kv::default();
-        let mut a = Lease::new("a", LEASE);
+        let mut a = node("a");
         let op = a.poll(t0).unwrap();
         let reply = kv.apply(&op);
         deliver(&mut a, t0 + LEASE, reply);
@@ -609,8 +692,8 @@ mod tests {
     fn a_lost_cas_race_leaves_one_owner() {
         let t0 = Instant::now();
         let mut kv = Kv::default();
-        let mut a = Lease::new("a", LEASE);
-        let mut b = Lease::new("b", LEASE);
+        let mut a = node("a");
+        let mut b = node("b");
         // Both see the key absent and both try to create it; b's create lands second.
         for n in [&mut a, &mut b] {
             let op = n.poll(t0).unwrap();
@@ -624,6 +707,7 @@ mod tests {
         let rb = kv.apply(&ob);
         deliver(&mut b, t0 + ms(5), rb);
         deliver(&mut a, t0 + ms(6), ra);
+        settle(&mut a, &mut kv, t0 + ms(6));
         assert!(a.acting(t0 + ms(6)) && !b.acting(t0 + ms(6)));
         settle(&mut b, &mut kv, t0 + ms(10));
         assert!(matches!(b.view(), View::Theirs { .. }));
@@ -633,7 +717,7 @@ mod tests {
     fn a_missed_renewal_answer_is_found_by_reading() {
         let t0 = Instant::now();
         let mut kv = Kv::default();
-        let mut a = Lease::new("a", LEASE);
+        let mut a = node("a");
         settle(&mut a, &mut kv, t0);
         let op = a.poll(t0 + ms(2000)).unwrap();
         let _landed = kv.apply(&op);
@@ -651,7 +735,7 @@ mod tests {
     #[test]
     fn an_unreadable_value_is_someone_elses_until_a_whole_lease_has_passed() {
         let t0 = Instant::now();
-        let mut a = Lease::new("a", LEASE);
+        let mut a = node("a");
         assert_eq!(a.poll(t0), Some(Op::Read));
         let garbage = Entry {
             revision: 7,
@@ -664,12 +748,59 @@ mod tests {
         let op = a.poll(t0 + LEASE).unwrap();
         assert!(matches!(op, Op::Update { revision: 7, .. }), "{op:?}");
         a.on_reply(t0 + LEASE, Reply::Write(Ok(8)));
+        assert!(!a.acting(t0 + LEASE), "not before the write is confirmed");
+        assert_eq!(a.poll(t0 + LEASE), Some(Op::Read));
+        let ours = Entry {
+            revision: 8,
+            record: Some(Record {
+                owner: Some("a".into()),
+                lease_ms: 6000,
+            }),
+        };
+        a.on_reply(t0 + LEASE, Reply::Read(Some(ours)));
+        assert!(a.acting(t0 + LEASE));
         assert_eq!(
             a.poll_change(),
             Some(Change::Acquired {
                 from: Some(UNREADABLE.into())
             })
         );
+    }
+
+    /// nats-server issue 4320: two compare-and-sets on one revision both succeed. The node whose
+    /// write is not the latest finds out in its confirming read and never acts.
+    #[test]
+    fn two_writes_accepted_on_one_revision_leave_one_owner() {
+        let t0 = Instant::now();
+        let settle_for = ms(300);
+        let mut b = Lease::new("b", LEASE).with_settle(settle_for);
+        let mut c = Lease::new("c", LEASE).with_settle(settle_for);
+        let theirs = |rev: u64, owner: &str| Entry {
+            revision: rev,
+            record: Some(Record {
+                owner: Some(owner.into()),
+                lease_ms: 6000,
+            }),
+        };
+        for n in [&mut b, &mut c] {
+            assert_eq!(n.poll(t0), Some(Op::Read));
+            n.on_reply(t0, Reply::Read(Some(theirs(5, "a"))));
+        }
+        let t = t0 + LEASE;
+        assert!(matches!(b.poll(t), Some(Op::Update { revision: 5, .. })));
+        assert!(matches!(c.poll(t), Some(Op::Update { revision: 5, .. })));
+        // The faulty KV accepts both: c's as 6, b's as 7.
+        c.on_reply(t + ms(2), Reply::Write(Ok(6)));
+        b.on_reply(t + ms(3), Reply::Write(Ok(7)));
+        assert!(!b.acting(t + ms(3)) && !c.acting(t + ms(3)));
+        let later = t + ms(2) + settle_for;
+        assert_eq!(c.poll(later), Some(Op::Read));
+        c.on_reply(later, Reply::Read(Some(theirs(7, "b"))));
+        assert_eq!(b.poll(later + ms(1)), Some(Op::Read));
+        b.on_reply(later + ms(1), Reply::Read(Some(theirs(7, "b"))));
+        assert!(b.acting(later + ms(1)) && !c.acting(later + ms(1)));
+        assert_eq!(c.poll_change(), None, "c never acted");
+        assert!(matches!(c.view(), View::Theirs { owner: Some(o), .. } if o == "b"));
     }
 
     /// Three nodes, one KV, replies delayed, lost and reordered at random; nodes die and come
@@ -686,7 +817,10 @@ mod tests {
         let mut handovers = 0;
         for _run in 0..200 {
             let t0 = Instant::now();
-            let mut kv = Kv::default();
+            let mut kv = Kv {
+                race_window: ms(250),
+                ..Kv::default()
+            };
             let names = ["a", "b", "c"];
             let mut nodes: Vec<Lease> = names
                 .iter()
@@ -705,7 +839,7 @@ mod tests {
                 to_kv.sort_by_key(|x| x.0);
                 while to_kv.first().is_some_and(|x| x.0 <= t) {
                     let (at, i, g, op) = to_kv.remove(0);
-                    let reply = kv.apply(&op);
+                    let reply = kv.apply_at(&op, at);
                     match rand(10) {
                         // The reply is lost: the driver reports no answer after a timeout.
                         0 => to_node.push((at + ms(1000), i, g, lost(&op))),

@@ -3,17 +3,19 @@
 //! as its owner. Announces what it takes and loses (a hub event and a log line), shows it in
 //! `/healthz`, and releases everything when the bridge drains.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use futures_util::StreamExt;
 use logsafe::esc;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::ClusterConfig;
 use super::lease::{Change, Entry, Lease, Op, Record, Reply, View, WriteError};
@@ -250,6 +252,20 @@ impl Driver {
         self.status.ready.store(true, Ordering::Relaxed);
         info!(bucket = %self.config.bucket, accounts = self.ptt.accounts.len(), "cluster node ready");
         let mut tasks = JoinSet::new();
+        let wakers: Vec<Arc<Notify>> = self
+            .ptt
+            .accounts
+            .iter()
+            .map(|_| Arc::new(Notify::new()))
+            .collect();
+        let keys: HashMap<String, Arc<Notify>> = self
+            .ptt
+            .accounts
+            .iter()
+            .zip(&wakers)
+            .map(|(a, w)| (account_key(&a.server, &a.username), w.clone()))
+            .collect();
+        let watcher = tokio::spawn(watch(kv.clone(), keys).in_current_span());
         for (i, account) in self.ptt.accounts.iter().enumerate() {
             let one = OneLease {
                 index: i,
@@ -263,6 +279,7 @@ impl Driver {
                 online: false,
                 guard: self.config.lease() / 10,
                 op_timeout,
+                changed: wakers[i].clone(),
             };
             let span = info_span!("lease", key = %one.key);
             tasks.spawn(one.run(shutdown.clone()).instrument(span));
@@ -270,6 +287,7 @@ impl Driver {
         let _ = shutdown.wait_for(|s| *s).await;
         self.status.draining.store(true, Ordering::Relaxed);
         while tasks.join_next().await.is_some() {}
+        watcher.abort();
         info!("cluster leases released");
     }
 
@@ -306,7 +324,9 @@ impl Driver {
                 storage: async_nats::jetstream::stream::StorageType::File,
                 allow_rollup: true,
                 deny_delete: true,
-                allow_direct: true,
+                // Reads from the stream's leader, never a replica that lags behind it: a
+                // confirming read must see every write accepted before it (see lease.rs).
+                allow_direct: false,
                 num_replicas: self.config.replicas,
                 discard: async_nats::jetstream::stream::DiscardPolicy::New,
                 ..Default::default()
@@ -345,6 +365,8 @@ struct OneLease {
     /// is gone before another node can take the lease.
     guard: Duration,
     op_timeout: Duration,
+    /// Woken by the bucket's watch when the key is written.
+    changed: Arc<Notify>,
 }
 
 impl OneLease {
@@ -374,6 +396,7 @@ impl OneLease {
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = shutdown.changed(), if !draining => {}
+                _ = self.changed.notified() => self.lease.changed(),
             }
         }
     }
@@ -456,6 +479,25 @@ impl OneLease {
             self.bus
                 .publish(Draft::new(self.account.app.clone(), kind, String::new()).detail(detail));
         }
+    }
+}
+
+/// Wakes the lease of every key written in the bucket, so a released lease is read (and taken)
+/// at once rather than at the next read period. Only an accelerator: when the watch fails, the
+/// leases still read on their own, and it is made again after a pause.
+async fn watch(kv: kv::Store, keys: HashMap<String, Arc<Notify>>) {
+    loop {
+        match kv.watch_all().await {
+            Ok(mut entries) => {
+                while let Some(Ok(entry)) = entries.next().await {
+                    if let Some(w) = keys.get(&entry.key) {
+                        w.notify_one();
+                    }
+                }
+            }
+            Err(e) => debug!(error = %esc(e.to_string()), "cluster: cannot watch the lease bucket"),
+        }
+        tokio::time::sleep(START_RETRY).await;
     }
 }
 
