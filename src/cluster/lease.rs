@@ -7,8 +7,10 @@
 //! it *sent* the write that made that revision (before anyone can see it).
 //!
 //! **Invariant: never two owners acting at once.** A node acts ([`Lease::acting`]) only until
-//! `sent + lease` of its last write that succeeded; it takes a lease over only by a
-//! compare-and-set on a revision it saw unchanged for a whole lease. If node A last wrote
+//! `sent + lease` of its last write that succeeded and was confirmed (a read a moment later
+//! still shows it as the latest: a clustered JetStream can accept two compare-and-sets on one
+//! revision sent together, see `Confirm`); it takes a lease over only by a compare-and-set on a
+//! revision it saw unchanged for a whole lease. If node A last wrote
 //! revision `r` (sent at `s`, so A acts until at most `s + lease`) and B takes over by CAS on
 //! `r`, B first saw `r` at `o ≥ s` and sends its CAS at `≥ o + lease ≥ s + lease`: A has
 //! stopped. Any later write by A changes the revision and B's CAS fails. A release is written
