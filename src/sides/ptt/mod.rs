@@ -469,7 +469,10 @@ fn account_health(a: &Account) -> AccountHealth {
         LinkState::Connecting => ("connecting", None),
         LinkState::Connected => ("connected", None),
         LinkState::Reconnecting { reason } => ("reconnecting", Some(reason.clone())),
-        LinkState::Offline => ("standby", Some("another bridge node holds it".into())),
+        LinkState::Offline => (
+            "standby",
+            Some("not this node's to use: its cluster lease is elsewhere or not yet taken".into()),
+        ),
         LinkState::Stopped => ("stopped", None),
     };
     AccountHealth {
