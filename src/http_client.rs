@@ -46,6 +46,9 @@ pub enum HttpError {
         /// The start of the body, for the log.
         excerpt: String,
     },
+    /// The answer is longer than [`MAX_RESPONSE`].
+    #[error("the answer is over {0} bytes")]
+    TooLarge(usize),
     /// A 200 whose body is not the expected JSON.
     #[error("the body is not the expected JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -204,10 +207,14 @@ async fn exchange(
     }
     stream.write_all(&out).await?;
     let mut raw = Vec::new();
+    // One byte past the cap tells an answer that is too long from one that just fits.
     let read = (&mut stream)
-        .take(MAX_RESPONSE as u64)
+        .take(MAX_RESPONSE as u64 + 1)
         .read_to_end(&mut raw)
         .await;
+    if raw.len() > MAX_RESPONSE {
+        return Err(HttpError::TooLarge(MAX_RESPONSE));
+    }
     // A TLS server that closes without close_notify has still sent its whole answer
     // (`Connection: close`): what was read is judged on its own.
     if let Err(e) = read

@@ -12,6 +12,7 @@ pub mod bridge;
 pub mod cluster;
 pub mod config;
 pub mod customers;
+pub mod directory;
 pub mod events;
 pub mod heap;
 pub mod http;

@@ -192,6 +192,28 @@ pub const ALL: &[Metric] = &[
         false,
         "The outbox's limit (nats.outbox); beyond it the oldest events are dropped.",
     ),
+    // directory (Totalk admin API)
+    m(
+        "pttbridge_directory_age_seconds",
+        G,
+        S,
+        false,
+        "Seconds since the directory's last good refresh from the admin API (-1: none yet).",
+    ),
+    m(
+        "pttbridge_directory_users",
+        G,
+        N,
+        false,
+        "Users in the directory's last good copy.",
+    ),
+    m(
+        "pttbridge_directory_refreshes_total",
+        C,
+        N,
+        true,
+        "Directory refreshes, by result (ok, or why it failed: transport, malformed, too_large, login_failed, ...).",
+    ),
     m(
         "pttbridge_nats_retries_total",
         C,
@@ -512,6 +534,20 @@ pub const ALL: &[Metric] = &[
         "Rooms opened.",
     ),
     m(
+        "pttbridge_meeting_standing_rooms_total",
+        C,
+        N,
+        true,
+        "Standing rooms (room.createRoom) created and deleted, by change.",
+    ),
+    m(
+        "pttbridge_meeting_appointments_total",
+        C,
+        N,
+        false,
+        "Appointments (scheduled meetings) stored.",
+    ),
+    m(
         "pttbridge_meeting_members",
         G,
         N,
@@ -703,7 +739,9 @@ pub const RATIO_BUCKETS: &[f64] = &[0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.
 
 /// Series that exist only with a feature or a part configured (`count-allocs`, NATS, TLS):
 /// not registered at start, where they would read 0 and mean nothing.
-pub const CONDITIONAL: [&str; 5] = [
+pub const CONDITIONAL: [&str; 7] = [
+    "pttbridge_directory_age_seconds",
+    "pttbridge_directory_users",
     "pttbridge_process_allocations_total",
     "pttbridge_process_heap_live_bytes",
     "pttbridge_nats_outbox_events",

@@ -50,6 +50,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut platform = Platform::new(egw, config.business.clone(), store);
     platform.recordings = config.recording.dir.clone();
     platform.customers = config.customers.clone();
+    if config.directory.url.is_some() {
+        // Before the sides: consoles and the floor look roles up in it from their first login.
+        platform.directory = Some(crate::directory::Directory::start(&config.directory)?);
+    }
     if config.nats.url.is_some() {
         // Before any side starts: the sink subscribes now and misses nothing.
         platform.nats = Some(crate::events::nats::start(&config.nats, &bus)?);

@@ -1,11 +1,14 @@
 //! Embedded storage: one SQLite database (file, or in memory by default) holding the apps of
-//! the business gateway and the call records. Calls are short (microseconds to a millisecond);
-//! none of them is on an audio path.
+//! the business gateway, the call records and the meeting side's standing rooms. Calls are
+//! short (microseconds to a millisecond); none of them is on an audio path.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+mod meeting;
+pub use meeting::{AppointmentRow, RoomRow};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +292,7 @@ impl Store {
         };
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(CUSTOMER_SCHEMA)?;
+        conn.execute_batch(meeting::SCHEMA)?;
         let store = Self {
             conn: Arc::new(Mutex::new(conn)),
         };

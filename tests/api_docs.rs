@@ -152,6 +152,7 @@ fn asyncapi_examples_parse_and_round_trip() {
         "unsubscribe",
         "fullSync",
         "heartbeat",
+        "notice",
     ] {
         for ex in examples(name) {
             let r = egw::parse_request(&ex.to_string())

@@ -342,6 +342,82 @@ fn retention_deletes_the_oldest_bursts_when_over_the_limit() {
 }
 
 /// The envelope's error: a non-zero code and a message.
+/// A console call is archived as the PTT channels are (issue 21 item 3, every side's bursts):
+/// what the dispatcher says into the call (sent by the console, recorded as the bridge sends
+/// it) and what the terminal answers (heard by the console's PTT session — the bridge's own
+/// accounts are not in the call's channel), each a burst in the call's group with its talker,
+/// and each download correlating with what was said.
+#[test]
+fn a_console_calls_bursts_both_ways_are_archived() {
+    use testkit::console::Console;
+    let murmur = Murmur::builder()
+        .channels(&["North"])
+        .user("zydd", "pw-zydd")
+        .user("t1", "pw-t1")
+        .start();
+    let tmp = tempfile::tempdir().unwrap();
+    let console = format!(
+        "[console]\n[[console.servers]]\nbase_url = \"http://ptt.test:8080\"\nptt_server = \"local\"\n\
+         admin_username = \"SuperUser\"\nadmin_password = \"{}\"\n",
+        murmur.superuser_password()
+    );
+    let bridge = Bridge::start(BIN, &config(&murmur, tmp.path(), &console));
+    bridge.wait_health(
+        "console admin connected",
+        |h| h["sides"]["console"]["servers"][0]["admin_connected"] == true,
+        T,
+    );
+    let mut t1 = Terminal::builder(murmur.port(), "t1")
+        .password("pw-t1")
+        .channel("North")
+        .connect();
+    let mut c = Console::connect(bridge.addr());
+    c.send(json!({"type": "initServer", "data": {"baseUrl": "http://ptt.test:8080"}}));
+    c.expect_type("initServer", T);
+    c.send(json!({"type": "connect", "data": {"account": "zydd", "password": "pw-zydd"}}));
+    assert_eq!(c.expect_type("login", T)["code"], 1);
+    c.send(json!({"type": "requestMic", "toIds": [murmur.user_id("t1")], "transaction": 1}));
+    let sid = c.expect_type("createGroup", T)["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(c.expect_type("requestMic", T)["code"], 2);
+    t1.wait_in_channel(&format!("call-{sid}"), T);
+
+    let speech = fixture("audio/speech.wav");
+    c.play(&speech, muicall::audio::Codec::Pcm16(48_000))
+        .join()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    c.send(json!({"type": "releaseMic"}));
+    c.expect_type("releaseMic", T);
+    let speech2 = fixture("audio/speech2.wav");
+    t1.play_and_wait(&speech2, T);
+
+    let group = format!("console:{sid}");
+    let listed = wait_listed(&bridge, &format!("channel={group}&order=asc"), 2);
+    println!("the call's bursts: {listed}");
+    assert_eq!(listed["total"], 2, "{listed}");
+    for (i, (talker, side, said)) in [("zydd", "console", &speech), ("t1", "ptt", &speech2)]
+        .into_iter()
+        .enumerate()
+    {
+        let b = &listed["bursts"][i];
+        assert_eq!(
+            (b["talker"].as_str(), b["side"].as_str()),
+            (Some(talker), Some(side)),
+            "{b}"
+        );
+        let (status, _, file) = download(&bridge, b["url"].as_str().unwrap(), None);
+        assert_eq!(status, 200);
+        let saved = tmp.path().join(format!("{talker}.opus"));
+        std::fs::write(&saved, &file).unwrap();
+        let c = compare(&load_wav(said), &read_ogg_opus(&saved).unwrap());
+        println!("{talker}'s burst in the call vs what was said: {c}");
+        c.assert_matches(0.9, 0.1);
+    }
+}
+
 fn envelope_error(r: &testkit::http::Response, status: u16, what: &str) {
     assert_eq!(r.status, status, "{what}: {}", r.body);
     let v = r.json();

@@ -73,6 +73,20 @@ fn dial_north(p: &mut Participant) -> i64 {
     room
 }
 
+/// `host` invites `guest` into `room`, and the guest enters.
+fn invite_in(host: &mut Participant, guest: &mut Participant, room: i64) {
+    let r = host.request(
+        json!({"module":"call","method":"doInvite","ownUserId":host.id(),
+        "targetUserId":guest.id(),"type":1,"roomId":room}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    guest.push("doInvite", from(host.id()), T);
+    let r = guest.request(
+        json!({"module":"meeting","method":"enter","userId":guest.id(),"roomId":room,"roomType":1}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+}
+
 fn start_record(p: &mut Participant, name: &str) -> i64 {
     let r = p.request(json!({"module":"meeting","method":"startRecord","fileName":name}));
     assert_eq!(r["result"], 0, "{r}");
@@ -112,6 +126,19 @@ fn completed(bridge: &Bridge, id: i64) -> Value {
     }
 }
 
+/// Lists until `want` bursts match `query`.
+fn wait_bursts(bridge: &Bridge, query: &str, want: usize) -> Value {
+    let deadline = Instant::now() + T;
+    loop {
+        let v = bridge.get(&format!("/v1/archive/bursts?{query}")).json();
+        if v["bursts"].as_array().map_or(0, Vec::len) >= want {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{want} bursts not listed: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The recording's audio, downloaded as an operator and decoded.
 fn download(bridge: &Bridge, row: &Value, dir: &Path) -> Vec<f32> {
     let url = row["url"].as_str().expect("url");
@@ -137,8 +164,10 @@ fn compare(said: &Path, recorded: &[f32]) -> testkit::audio::Comparison {
 /// downloaded file (median correlation >= 0.9, same active length ± 10 %), the file runs in
 /// real time (its length is the time between start and stop), everyone is told with
 /// `onRecord`, the row is listed with the room as its channel and the starter as the spec's
-/// `userId`. Then the member: carol's own published speech is in the second recording.
-/// Finally `deleteRecords` removes both.
+/// `userId`. A member entering late is told of carol's stream. Then the member: carol's own
+/// published speech is in the second recording, and
+/// — as the channel heard it — one of North's archived bursts, carol its talker. Finally
+/// `deleteRecords` removes both recordings.
 #[test]
 fn a_recorded_meeting_holds_the_ptt_channel_and_the_members() {
     let server = Murmur::start(&["North"]);
@@ -192,6 +221,17 @@ fn a_recorded_meeting_holds_the_ptt_channel_and_the_members() {
         |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
         T,
     );
+    // A late joiner learns of carol's stream as those present did (onPublished after its
+    // enter reply), and of the channel's.
+    let mut dave = Participant::join(bridge.addr(), "dave");
+    invite_in(&mut carol, &mut dave, room);
+    for who in [carol.id(), NORTH] {
+        dave.push(
+            "onPublished",
+            |m| m["client"]["id"] == who && m["published"] == true && m["event"] == "play",
+            T,
+        );
+    }
     let second = start_record(&mut carol, "carol speaks");
     assert_ne!(second, first);
     std::thread::sleep(Duration::from_millis(500));
@@ -202,6 +242,20 @@ fn a_recorded_meeting_holds_the_ptt_channel_and_the_members() {
     let audio = download(&bridge, &row, tmp.path());
     let c = compare(&speech, &audio);
     println!("recorded meeting vs what carol said in the room: {c}");
+    c.assert_matches(0.9, 0.1);
+
+    // What carol said also went into North: the archive has it as one of the channel's
+    // bursts, carol its talker (the bridge records what it transmits for the room).
+    let listed = wait_bursts(&bridge, "channel=North&name=carol", 1);
+    let b = &listed["bursts"][0];
+    assert_eq!(
+        (b["talker"].as_str(), b["side"].as_str()),
+        (Some("carol"), Some("meeting")),
+        "{listed}"
+    );
+    let audio = download(&bridge, b, tmp.path());
+    let c = compare(&speech, &audio);
+    println!("carol's burst into North vs what she said: {c}");
     c.assert_matches(0.9, 0.1);
 
     // The spec's shapes: the starter's recordings, then both deleted (rows and files).
@@ -218,9 +272,16 @@ fn a_recorded_meeting_holds_the_ptt_channel_and_the_members() {
         .iter()
         .map(|x| x["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(ids.len(), 2, "{list}");
+    // Her two recordings of the room, and her burst into North.
+    assert_eq!(ids.len(), 3, "{list}");
     assert!(ids.contains(&first) && ids.contains(&second), "{list}");
-    assert_eq!(list["recordList"][0]["roomName"], "briefing", "{list}");
+    let rooms: Vec<&str> = list["recordList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["roomName"].as_str().unwrap())
+        .collect();
+    assert_eq!(rooms, ["North", "briefing", "briefing"], "{list}");
     let r = bridge.request(
         "POST",
         "/v1/archive/deleteRecords",
@@ -242,7 +303,6 @@ fn a_recorded_meeting_holds_the_ptt_channel_and_the_members() {
         bridge.health()["sides"]["meeting"]["links"][0]["dial_in"],
         NORTH
     );
-    let _ = room;
 }
 
 /// Refusals, each the protocol's error reply on a socket that keeps serving: a member who is
@@ -256,16 +316,7 @@ fn recording_refusals_get_protocol_errors() {
     let mut carol = Participant::join(bridge.addr(), "carol");
     let mut dave = Participant::join(bridge.addr(), "dave");
     let room = dial_north(&mut carol);
-    let r = carol.request(
-        json!({"module":"call","method":"doInvite","ownUserId":carol.id(),
-        "targetUserId":dave.id(),"type":1,"roomId":room}),
-    );
-    assert_eq!(r["result"], 0, "{r}");
-    dave.push("doInvite", from(carol.id()), T);
-    let r = dave.request(
-        json!({"module":"meeting","method":"enter","userId":dave.id(),"roomId":room,"roomType":1}),
-    );
-    assert_eq!(r["result"], 0, "{r}");
+    invite_in(&mut carol, &mut dave, room);
 
     let off = carol.request(json!({"module":"meeting","method":"startRecord","fileName":"x"}));
     assert_eq!(off["result"], 1, "{off}");

@@ -200,11 +200,18 @@ fn the_alert_rules_and_the_dashboard_use_only_series_a_bridge_exports() {
     let cert = ca.write_server(dir.path(), "bridge");
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], testkit::peers::free_port()).into();
     testkit::http::use_tls(addr, ca.client_config());
+    // A directory too (its series exist only then), read from the spec-strict admin server.
+    let org = serde_json::json!({"account": "10000", "password": "metrics-pass",
+        "users": [{"uid": 1, "name": "bridge"}], "channels": []});
+    let admin =
+        testkit::admin::AdminServer::start(dir.path(), &org, std::time::Duration::from_secs(3600));
     let config = format!(
-        "{}\n[nats]\nurl = \"{}\"\n[http]\n{}",
+        "{}\n[nats]\nurl = \"{}\"\n[http]\n{}\n[directory]\nurl = \"{}\"\naccount = \"10000\"\n\
+         password = \"metrics-pass\"\n",
         testkit::bridge::ptt_server_toml("local", &server, &[("bridge", "North")]),
         nats.url(),
-        cert.http_toml()
+        cert.http_toml(),
+        admin.url()
     );
     let bridge = Bridge::start_at(BIN, &config, addr);
     bridge.wait_health(

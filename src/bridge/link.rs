@@ -418,6 +418,19 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         talkers.into_iter().map(|(_, p)| p.clone()).collect()
     }
 
+    /// The members speaking now, by id: whose audio the group sends into the PTT channel while
+    /// it holds the floor (what an archive names as the burst's talker).
+    pub fn speakers(&self) -> Vec<M> {
+        let mut ids: Vec<M> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.speaking())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Which G.711 laws some listener takes (µ-law, A-law); each costs one encode per tick.
     pub fn set_g711_listeners(&mut self, mu: bool, a: bool) {
         self.g711_laws = (mu, a);

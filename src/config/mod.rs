@@ -42,6 +42,8 @@ pub struct Config {
     pub operator: OperatorConfig,
     /// Customer management (seed 002) and this site's usage commits.
     pub customers: crate::customers::CustomersConfig,
+    /// The directory read from a Totalk admin server.
+    pub directory: crate::directory::DirectoryConfig,
     /// Several nodes sharing the PTT accounts (leases in NATS JetStream); off by default.
     pub cluster: crate::cluster::config::ClusterConfig,
 }
@@ -222,6 +224,7 @@ impl Config {
         self.ptt.validate()?;
         self.console.validate(&self.ptt)?;
         self.customers.validate()?;
+        self.directory.validate()?;
         self.cluster.validate(&self.nats)?;
         if self
             .operator

@@ -43,6 +43,8 @@ pub struct Platform {
     pub commit_health: Option<Arc<crate::customers::committer::CommitHealth>>,
     /// Wrong customer commit tokens and info keys, per address.
     pub customer_failures: Arc<crate::auth::FailureLimiter<std::net::IpAddr>>,
+    /// The directory read from the Totalk admin API (`[directory]`); `None` = not configured.
+    pub directory: Option<crate::directory::Directory>,
 }
 
 impl Platform {
@@ -69,6 +71,7 @@ impl Platform {
                 std::time::Duration::from_secs(60),
                 4096,
             )),
+            directory: None,
         }
     }
 

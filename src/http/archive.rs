@@ -435,6 +435,9 @@ fn byte_range(headers: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
     Ok(Some((start, end)))
 }
 
+/// Bytes read from a recording at a time while it streams out.
+const STREAM_CHUNK: usize = 64 * 1024;
+
 /// Serves a burst's file (whole, or the asked range), from inside `dir` only.
 async fn serve(
     dir: &std::path::Path,
@@ -476,22 +479,25 @@ async fn serve(
     };
     let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
     let count = if len == 0 { 0 } else { end - start + 1 };
-    let mut buf = vec![0u8; count as usize];
-    let io = |e: std::io::Error| {
+    f.seek(SeekFrom::Start(start)).await.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             codes::INTERNAL,
             format!("cannot read the recording: {e}"),
         )
-    };
-    f.seek(SeekFrom::Start(start)).await.map_err(io)?;
-    f.read_exact(&mut buf).await.map_err(io)?;
+    })?;
+    // Streamed in 64 KiB reads: an hour-long room recording is never held in memory, and a
+    // client that reads slowly holds one chunk (the listener's write timeout ends a stalled one).
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        f.take(count),
+        STREAM_CHUNK,
+    ));
     let status = if range.is_some() {
         StatusCode::PARTIAL_CONTENT
     } else {
         StatusCode::OK
     };
-    let mut r = Response::new(Body::from(Bytes::from(buf)));
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(

@@ -137,6 +137,7 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What a `/v1` handler answers.
 pub(crate) type ApiResult = Result<Json<serde_json::Value>, ApiError>;
 
 fn ok(env: Envelope) -> ApiResult {
@@ -231,7 +232,11 @@ fn require_operator(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
 
 /// The app `app_id`, if the request may act for it: its secret in `X-App-Secret` (and the app
 /// online), or operator credentials.
-fn authorize(state: &AppState, headers: &HeaderMap, app_id: &str) -> Result<AppRow, ApiError> {
+pub(crate) fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    app_id: &str,
+) -> Result<AppRow, ApiError> {
     if app_id.is_empty() {
         return Err(ApiError::bad("missing app_id"));
     }
@@ -480,9 +485,23 @@ async fn user_state(
     }
     let (_, model) = state.bus.snapshot(&app_id, None);
     let presence = model.presence();
+    let directory = state.platform.directory.as_ref().and_then(|d| d.snapshot());
+    // Online: the name it is online with; an offline PTT user: the directory's name for its id.
+    let name_of = |uid: &str| -> Option<String> {
+        if let Some(p) = presence.get(uid) {
+            return Some(p.party.name.clone()).filter(|n| !n.is_empty());
+        }
+        let (side, id) = parse_user_id(uid)?;
+        if side != crate::hub::Side::Ptt {
+            return None;
+        }
+        let user = directory.as_ref()?.by_uid(id.parse().ok()?)?;
+        Some(user.name.clone())
+    };
     let entry = |uid: &str| {
         let p = presence.get(uid);
         UserState {
+            name: name_of(uid),
             state: i32::from(p.is_some()),
             user_id: uid.to_string(),
             terminal_seq_num: p
@@ -717,7 +736,8 @@ async fn records(
         ))
 }
 
-/// Every `(method, path)` this module serves, for the OpenAPI sync test.
+/// Every `(method, path)` of the business REST (this module's and `directory.rs`'s), for the
+/// OpenAPI sync test.
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/app"),
     ("post", "/v1/app"),
@@ -729,6 +749,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/online/trans-cmd"),
     ("post", "/v1/online/invite"),
     ("get", "/v1/consuming/records"),
+    // directory.rs
+    ("get", "/v1/directory/users"),
+    ("get", "/v1/directory/channels"),
+    ("post", "/v1/directory/refresh"),
+    ("get", "/v1/directory/messages"),
+    ("post", "/v1/notice"),
 ];
 
 #[cfg(test)]

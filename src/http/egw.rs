@@ -56,6 +56,49 @@ pub(super) async fn upgrade(
         })
 }
 
+/// Notices one EGW connection may have waiting for the admin API at once.
+const NOTICES_IN_FLIGHT: usize = 4;
+
+/// Extension 20013: checks the notice and pushes it through the directory in a task of its own
+/// (the admin API may take seconds), whose 20014 comes back on `replies`; or the error reply to
+/// send at once.
+fn start_notice(
+    platform: &crate::events::Platform,
+    n: egw::Notice,
+    replies: &tokio::sync::mpsc::Sender<String>,
+) -> Option<String> {
+    let reply = |code, message: &str, seq: Option<serde_json::Value>| {
+        let mut r = egw::Reply::new(egw::ids::NOTICE_REPLY, code, message);
+        r.seq = seq;
+        r.to_json()
+    };
+    let Some(dir) = platform.directory.clone() else {
+        let why = "no directory configured ([directory] url)";
+        return Some(reply(egw::ErrorCode::Failed, why, n.seq));
+    };
+    let target = match super::directory::notice_target(&n.target_type, n.target_id, &n.content) {
+        Ok(t) => t,
+        Err(why) => return Some(reply(egw::ErrorCode::BadRequest, &why, n.seq)),
+    };
+    let Ok(permit) = replies.clone().try_reserve_owned() else {
+        let why = "too many notices in flight on this connection";
+        return Some(reply(egw::ErrorCode::Failed, why, n.seq));
+    };
+    tokio::spawn(async move {
+        let op = totalk_admin::Operation::PushNotice {
+            target,
+            content: n.content,
+            tts: n.tts,
+        };
+        let text = match dir.call(op).await {
+            Ok(_) => reply(egw::ErrorCode::Ok, "notice pushed", n.seq),
+            Err(e) => reply(egw::ErrorCode::Failed, &format!("admin API: {e}"), n.seq),
+        };
+        permit.send(text);
+    });
+    None
+}
+
 enum End {
     ClientClosed,
     Shutdown,
@@ -77,6 +120,9 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
     let mut deadline = Instant::now() + idle;
     let login_by = Instant::now() + platform.egw.auth_timeout();
     let mut shutdown = state.shutdown.clone();
+    // Answers (20014) of notices pushed in tasks of their own; the capacity bounds how many one
+    // connection has in flight.
+    let (notice_tx, mut notice_rx) = tokio::sync::mpsc::channel::<String>(NOTICES_IN_FLIGHT);
     metrics::gauge!("pttbridge_egw_connections").increment(1.0);
     debug!("EGW client connected");
 
@@ -99,6 +145,7 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
                 deadline = Instant::now() + idle;
                 let out = match session.handle(text.as_str(), |d, t| platform.authenticate_from(addr, d, t)) {
                     Ok(Action::Reply(r)) => vec![r.to_json()],
+                    Ok(Action::Notice(n)) => start_notice(&platform, n, &notice_tx).into_iter().collect(),
                     Ok(Action::FullSync { apps, seq }) => {
                         let wanted: Vec<(String, Option<Vec<String>>)> = match apps {
                             Some(list) => list.into_iter().map(|a| (a.app_id, a.group_list)).collect(),
@@ -111,6 +158,11 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
                             *floor = (*floor).max(version);
                             let mut reply = sync_reply(&app, version, &model);
                             reply.seq = seq.clone();
+                            if groups.is_none()
+                                && let Some(d) = &platform.directory
+                            {
+                                reply.directory_user_list = d.sync_users(&crate::directory::ptt_online(&model));
+                            }
                             frames.push(reply.to_json());
                         }
                         if frames.is_empty() {
@@ -134,6 +186,9 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
                     written = written && send(&mut socket, f, send_timeout).await;
                 }
                 if !written { break End::Stuck; }
+            }
+            Some(reply) = notice_rx.recv() => {
+                if !send(&mut socket, reply, send_timeout).await { break End::Stuck; }
             }
             ev = rx.recv() => match ev {
                 Ok(first) => {

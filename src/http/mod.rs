@@ -19,6 +19,7 @@ use crate::sides::Side;
 pub mod archive;
 pub mod business;
 pub mod customers;
+pub mod directory;
 pub mod egw;
 mod events;
 pub mod listener;
@@ -138,6 +139,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/server/address", get(egw::server_address))
         .merge(business::routes())
         .merge(customers::routes())
+        .merge(directory::routes())
         .merge(web::routes())
         .with_state(state.clone());
     let metrics = Router::new()
@@ -185,9 +187,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
-/// Health: 200 "ok" or 503 "degraded" for anyone; the sides' details for operators.
+/// Health: 200 "ok" or 503 "degraded" for anyone; the sides' details for operators. A stale
+/// directory (the admin API away too long) makes it degraded, not `/readyz` unready: voice
+/// does not depend on it.
 async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
-    let ok = ready(&state);
+    let directory = state.platform.directory.as_ref();
+    let ok = ready(&state) && !directory.is_some_and(|d| d.stale());
     let (code, status) = if ok {
         (StatusCode::OK, "ok")
     } else {
@@ -207,6 +212,7 @@ async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl
         "sides": sides,
         "events": crate::events::health(&state.platform),
         "customers": { "commit": state.platform.commit_health.as_ref().map(|h| h.to_json()) },
+        "directory": directory.map_or_else(|| json!("off"), |d| d.health()),
     });
     let mut body = body;
     if let Some(cluster) = &state.cluster {
@@ -219,6 +225,9 @@ async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl
 async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     for side in &state.sides {
         side.export_metrics();
+    }
+    if let Some(d) = &state.platform.directory {
+        d.export_metrics();
     }
     if let Some(n) = crate::alloc_count::allocations() {
         metrics::counter!("pttbridge_process_allocations_total").absolute(n);

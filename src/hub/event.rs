@@ -1,9 +1,9 @@
 //! Normalised events: what every side reports, in one shape.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which side of the bridge a party or group belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     /// PTT server users and channels.
@@ -34,7 +34,7 @@ impl Side {
 }
 
 /// An endpoint on any side.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Party {
     /// Its side.
     pub side: Side,

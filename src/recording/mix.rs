@@ -20,7 +20,9 @@ use media::ogg_writer::{OggOpusHeader, OggOpusWriter};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::{Archive, count_write_error, now_ms, remove_file};
+use super::{
+    Archive, IndexEntry, append_index, count_write_error, create_new, now_ms, remove_file,
+};
 use crate::hub::Party;
 use crate::storage::{BurstRow, StoreError};
 
@@ -87,8 +89,9 @@ impl Mix {
     ) -> Result<Self, MixError> {
         let archive = archive.ok_or(MixError::NoArchive)?;
         let start_ms = now_ms();
-        let file = format!("{start_ms}-room-{}.opus", s.key);
-        let out = BufWriter::new(File::create(dir.join(&file)).map_err(media::Error::from)?);
+        let (file, out) =
+            create_new(dir, &format!("{start_ms}-room-{}", s.key)).map_err(media::Error::from)?;
+        let out = BufWriter::new(out);
         let header = OggOpusHeader {
             comments: vec![
                 format!("TITLE={} in {}", s.name, s.room_name),
@@ -179,10 +182,31 @@ impl Mix {
                     metrics::counter!("pttbridge_recordings_total").increment(1);
                 }
                 // Deleted while it ran: the file goes with its row.
-                Ok(false) => remove_file(dir, &row.file),
+                Ok(false) => {
+                    remove_file(dir, &row.file);
+                    return;
+                }
                 Err(e) => warn!("cannot index a room recording: {e}"),
             }
         }
+        // As every burst: a line in index.jsonl, from which the index can be rebuilt.
+        append_index(
+            dir,
+            &IndexEntry {
+                file: row.file.clone(),
+                app_id: row.app_id.clone(),
+                group_id: row.group_id.clone(),
+                party: Party {
+                    side: crate::hub::Side::Meeting,
+                    id: row.talker_id.clone(),
+                    name: row.talker.clone(),
+                },
+                start_ms: row.start_ms as u64,
+                duration_ms: duration_ms as u64,
+                packets: packets as u64,
+                channel: Some(row.channel.clone()),
+            },
+        );
         info!(record = row.id, duration_ms, size, "room recording stopped");
     }
 

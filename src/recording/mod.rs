@@ -13,9 +13,10 @@
 //! says so), never the process.
 //!
 //! The same thread writes meeting rooms' server recordings ([`mix`]): the room's tracks mixed
-//! down into one file per recording.
+//! down into one file per recording; and the bursts a side transmits itself ([`transmission`]).
 
 pub mod mix;
+pub mod transmission;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -26,7 +27,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use media::ogg_writer::{OggOpusHeader, OggOpusWriter};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use self::mix::{Mix, MixError, MixKey, MixStart};
@@ -128,6 +129,97 @@ pub fn apply_retention(a: &Archive, dir: &Path, now_ms: i64) -> Result<usize, St
     Ok(deleted)
 }
 
+/// A new file `<stem>.opus` in `dir`, or `<stem>-2.opus`, ... when that name is taken (two
+/// bursts of one talker can start within a millisecond): an existing recording is never
+/// overwritten.
+fn create_new(dir: &Path, stem: &str) -> std::io::Result<(String, File)> {
+    let mut n = 1;
+    loop {
+        let name = if n == 1 {
+            format!("{stem}.opus")
+        } else {
+            format!("{stem}-{n}.opus")
+        };
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(&name))
+        {
+            Ok(f) => return Ok((name, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Appends `entry` to `index.jsonl`; false (counted) when it could not be written.
+fn append_index(dir: &Path, entry: &IndexEntry) -> bool {
+    let line = serde_json::to_string(entry).unwrap_or_default();
+    let index = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("index.jsonl"));
+    match index.and_then(|mut f| writeln!(f, "{line}")) {
+        Ok(()) => true,
+        Err(e) => {
+            count_write_error(&e, "index.jsonl");
+            false
+        }
+    }
+}
+
+/// Longest `index.jsonl` line read back (a line is a few hundred bytes).
+const MAX_INDEX_LINE: usize = 64 * 1024;
+
+/// Indexes again what `index.jsonl` lists and the store does not know, where the file is still
+/// there: an in-memory store (the default) starts empty at every start, and a store file may be
+/// lost or replaced while the recordings stay. Unreadable lines are skipped and counted in the
+/// log. Returns how many rows were added.
+pub fn rebuild_index(a: &Archive, dir: &Path) -> usize {
+    use std::io::BufRead;
+    let Ok(file) = File::open(dir.join("index.jsonl")) else {
+        return 0;
+    };
+    let (mut added, mut bad) = (0, 0);
+    for line in std::io::BufReader::new(file).split(b'\n') {
+        let Ok(line) = line else { break };
+        let entry = (line.len() <= MAX_INDEX_LINE)
+            .then(|| serde_json::from_slice::<IndexEntry>(&line).ok())
+            .flatten();
+        let Some(entry) = entry else {
+            bad += 1;
+            continue;
+        };
+        if !safe_file_name(&entry.file) {
+            bad += 1;
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(dir.join(&entry.file)) else {
+            continue; // deleted since (retention, an operator): nothing to index
+        };
+        match a.store.burst_by_file(&entry.file) {
+            Ok(None) => {
+                if a.store.insert_burst(&burst_row(&entry, meta.len())).is_ok() {
+                    added += 1;
+                }
+            }
+            Ok(Some(_)) => {}
+            Err(e) => {
+                warn!("cannot rebuild the recording index: {e}");
+                break;
+            }
+        }
+    }
+    if added > 0 || bad > 0 {
+        tracing::info!(
+            added,
+            unreadable = bad,
+            "recording index rebuilt from index.jsonl"
+        );
+    }
+    added
+}
+
 /// Whether an IO error (as the media crate words it) means the disk is full.
 fn disk_full(e: &dyn std::fmt::Display) -> bool {
     let s = e.to_string();
@@ -150,8 +242,8 @@ const QUEUE: usize = 4096;
 /// Identifies one talker's burst: the source (side/account) and the talker's id there.
 pub type BurstKey = (String, u32);
 
-/// One line of `index.jsonl`.
-#[derive(Debug, Clone, Serialize)]
+/// One line of `index.jsonl`: enough to index the file again (see [`rebuild_index`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IndexEntry {
     /// File name, relative to the recording directory.
     pub file: String,
@@ -167,6 +259,9 @@ pub struct IndexEntry {
     pub duration_ms: u64,
     /// Opus packets written.
     pub packets: u64,
+    /// The channel or room's name, where the group id does not give it (a meeting room).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 enum Cmd {
@@ -345,6 +440,9 @@ impl Writer {
     }
 
     fn run(mut self, rx: Receiver<Cmd>) {
+        if let Some(a) = &self.archive {
+            rebuild_index(a, &self.dir);
+        }
         self.retain();
         let mut last_retention = std::time::Instant::now();
         loop {
@@ -509,8 +607,9 @@ impl Writer {
                 })
                 .collect()
         };
-        let file = format!("{start_ms}-{}-{}.opus", safe(&key.0), safe(&party.name));
-        let out = BufWriter::new(File::create(self.dir.join(&file))?);
+        let stem = format!("{start_ms}-{}-{}", safe(&key.0), safe(&party.name));
+        let (file, out) = create_new(&self.dir, &stem)?;
+        let out = BufWriter::new(out);
         let header = OggOpusHeader {
             comments: vec![
                 format!("TITLE={} in {group_id}", party.name),
@@ -558,6 +657,7 @@ impl Writer {
             start_ms: b.start_ms,
             duration_ms,
             packets,
+            channel: None,
         };
         if let Some(a) = &self.archive {
             let row = burst_row(&entry, size);
@@ -568,14 +668,8 @@ impl Writer {
                 Err(e) => warn!("cannot index a recording: {e}"),
             }
         }
-        let line = serde_json::to_string(&entry).unwrap_or_default();
-        let index = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("index.jsonl"));
-        match index.and_then(|mut f| writeln!(f, "{line}")) {
-            Ok(()) => metrics::counter!("pttbridge_recordings_total").increment(1),
-            Err(e) => count_write_error(&e, "index.jsonl"),
+        if append_index(&self.dir, &entry) {
+            metrics::counter!("pttbridge_recordings_total").increment(1);
         }
         if self.archive.as_ref().is_some_and(|a| a.max_total_bytes > 0) {
             self.retain();
@@ -587,10 +681,13 @@ impl Writer {
 /// (`ptt:<server>:<channel>`; other sides' groups keep their name whole as the channel).
 fn burst_row(e: &IndexEntry, size: u64) -> BurstRow {
     let mut parts = e.group_id.splitn(3, ':');
-    let (server, channel) = match (parts.next(), parts.next(), parts.next()) {
+    let (server, mut channel) = match (parts.next(), parts.next(), parts.next()) {
         (Some("ptt"), Some(server), Some(channel)) => (server.to_owned(), channel.to_owned()),
         _ => (String::new(), e.group_id.clone()),
     };
+    if let Some(c) = &e.channel {
+        channel.clone_from(c);
+    }
     BurstRow {
         id: 0,
         file: e.file.clone(),
@@ -780,6 +877,62 @@ mod tests {
         // index.jsonl is still written, one line per burst.
         let index = std::fs::read_to_string(dir.path().join("index.jsonl")).unwrap();
         assert_eq!(index.lines().count(), 1);
+    }
+
+    #[test]
+    fn a_lost_index_is_rebuilt_from_index_jsonl_where_the_files_are() {
+        let (dir, _, mut w) = archived_writer();
+        for group in ["ptt:site:North", "ptt:site:South"] {
+            start(&mut w, group);
+            w.handle(Cmd::Packet {
+                key: KEY(),
+                sequence: 0,
+                opus: packet(),
+            });
+            w.handle(Cmd::Stop { key: KEY() });
+        }
+        // A room recording's line names its room; then garbage, a path trick and a file that
+        // is gone.
+        let room = IndexEntry {
+            file: "9-room-5.opus".into(),
+            app_id: "app".into(),
+            group_id: "meeting:5".into(),
+            party: party(),
+            start_ms: 9,
+            duration_ms: 20,
+            packets: 1,
+            channel: Some("briefing".into()),
+        };
+        std::fs::write(dir.path().join(&room.file), [0u8; 10]).unwrap();
+        append_index(dir.path(), &room);
+        let mut gone = room.clone();
+        gone.file = "10-room-6.opus".into();
+        append_index(dir.path(), &gone);
+        let mut trick = room.clone();
+        trick.file = "../escape.opus".into();
+        append_index(dir.path(), &trick);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("index.jsonl"))
+            .unwrap();
+        writeln!(f, "{{not json").unwrap();
+
+        // A new, empty store (the default in-memory one after a restart).
+        let store = Store::open(None).unwrap();
+        let archive = Archive {
+            store: store.clone(),
+            retention_days: 0,
+            max_total_bytes: 0,
+        };
+        assert_eq!(rebuild_index(&archive, dir.path()), 3);
+        let (rows, total) = store.bursts(&Default::default(), 1, 10).unwrap();
+        assert_eq!(total, 3);
+        let mut channels: Vec<&str> = rows.iter().map(|b| b.channel.as_str()).collect();
+        channels.sort_unstable();
+        assert_eq!(channels, ["North", "South", "briefing"]);
+        assert!(rows.iter().all(|b| b.size_bytes > 0));
+        // Nothing twice.
+        assert_eq!(rebuild_index(&archive, dir.path()), 0);
     }
 
     #[test]

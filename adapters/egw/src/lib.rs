@@ -16,8 +16,8 @@ pub mod rest;
 pub mod session;
 
 pub use message::{
-    AppFilter, BridgeEvent, ErrorCode, GroupSync, MediaInfo, Push, Reply, Request, RequestError,
-    SyncReply, UserSync, parse_request,
+    AppFilter, BridgeEvent, DirectoryUser, ErrorCode, GroupSync, MediaInfo, Notice, Push, Reply,
+    Request, RequestError, SyncReply, UserSync, parse_request,
 };
 pub use session::{Action, Grant, Session, Subscription};
 
@@ -47,6 +47,10 @@ pub mod ids {
     pub const HEARTBEAT: i64 = 20011;
     /// Heartbeat response.
     pub const HEARTBEAT_REPLY: i64 = 20012;
+    /// Extension: push a text notice to terminals through the directory's admin API.
+    pub const NOTICE: i64 = 20013;
+    /// Extension: the notice's response.
+    pub const NOTICE_REPLY: i64 = 20014;
     /// Extension: error reply to a frame that is not a known request (not JSON, unknown id).
     pub const ERROR: i64 = 20099;
     /// Pushed: a user joined a group.

@@ -24,6 +24,9 @@ pub enum ErrorCode {
     AppNotAllowed = 5,
     /// The frame is larger than [`MAX_FRAME`].
     TooLarge = 6,
+    /// The bridge could not carry the request out (a notice: no directory, or the admin API
+    /// refused it or did not answer).
+    Failed = 7,
 }
 
 impl ErrorCode {
@@ -77,6 +80,26 @@ pub enum Request {
         /// Echoed `seq`, if the client sent one.
         seq: Option<Value>,
     },
+    /// Extension 20013: a text notice to terminals (the Totalk admin API's `pushNotice`).
+    Notice(Notice),
+}
+
+/// Extension 20013: `{"business": "EGW", "id": 20013, "app_id", "target_type", "target_id"?,
+/// "content", "tts"?, "seq"?}`; answered by 20014 once the admin API has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The app it is sent for (the login must see it).
+    pub app_id: String,
+    /// `everyone`, `channel_members`, `user` or `in_channel`.
+    pub target_type: String,
+    /// The channel or user id (not for `everyone`).
+    pub target_id: Option<i64>,
+    /// The text.
+    pub content: String,
+    /// Terminals speak it too.
+    pub tts: bool,
+    /// Echoed `seq`, if the client sent one.
+    pub seq: Option<Value>,
 }
 
 impl Request {
@@ -89,6 +112,7 @@ impl Request {
             Self::Unsubscribe { .. } => ids::UNSUBSCRIBE_REPLY,
             Self::FullSync { .. } => ids::FULL_SYNC_REPLY,
             Self::Heartbeat { .. } => ids::HEARTBEAT_REPLY,
+            Self::Notice(_) => ids::NOTICE_REPLY,
         }
     }
 
@@ -101,6 +125,7 @@ impl Request {
             Self::Unsubscribe { .. } => "unsubscribe",
             Self::FullSync { .. } => "full_sync",
             Self::Heartbeat { .. } => "heartbeat",
+            Self::Notice(_) => "notice",
         }
     }
 }
@@ -175,6 +200,7 @@ pub fn parse_request(text: &str) -> Result<Request, RequestError> {
     let reply_id = match id {
         ids::LOGIN | ids::LOGOUT | ids::SUBSCRIBE | ids::UNSUBSCRIBE | ids::FULL_SYNC => id + 1,
         ids::HEARTBEAT => ids::HEARTBEAT_REPLY,
+        ids::NOTICE => ids::NOTICE_REPLY,
         _ => {
             return Err(RequestError::new(
                 ids::ERROR,
@@ -229,6 +255,24 @@ pub fn parse_request(text: &str) -> Result<Request, RequestError> {
             apps: app_list()?,
             seq,
         },
+        ids::NOTICE => Request::Notice(Notice {
+            app_id: string("app_id")?,
+            target_type: string("target_type")?,
+            target_id: match obj.get("target_id") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_i64()
+                        .ok_or_else(|| bad("target_id must be an integer".into()))?,
+                ),
+            },
+            content: string("content")?,
+            tts: match obj.get("tts") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(bad("tts must be true or false".into())),
+            },
+            seq,
+        }),
         _ => Request::Heartbeat { seq },
     })
 }
@@ -298,11 +342,31 @@ pub struct GroupSync {
     pub user_list: Vec<UserSync>,
 }
 
+/// Extension: a user of the organisation's directory (the Totalk admin API) in a full sync,
+/// online or not, so a platform can name users who are not in any group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryUser {
+    /// Account name.
+    pub name: String,
+    /// Display name.
+    pub nick: String,
+    /// Whether it is online now.
+    pub online: bool,
+    /// 0 ordinary, 1 dispatcher.
+    pub role: i64,
+    /// User id, as in events (`ptt:<uid>`).
+    pub user_id: String,
+}
+
 /// 20009: one app's state at `version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncReply {
     /// App id.
     pub app_id: String,
+    /// Extension: every directory user with an online flag, when the bridge reads a directory
+    /// and the sync is of the whole app (no `group_list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_user_list: Option<Vec<DirectoryUser>>,
     /// Groups (only those asked for, when a `group_list` was given).
     pub group_list: Vec<GroupSync>,
     /// Always [`ids::FULL_SYNC_REPLY`].
@@ -323,6 +387,7 @@ impl SyncReply {
     pub fn new(app_id: String, version: u64, group_list: Vec<GroupSync>) -> Self {
         Self {
             app_id,
+            directory_user_list: None,
             group_list,
             id: ids::FULL_SYNC_REPLY,
             message: "synchronize all data successful".into(),
@@ -463,6 +528,35 @@ mod tests {
             "x".repeat(MAX_FRAME)
         );
         assert_eq!(err(&big).code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn notices_parse_with_their_optional_fields() {
+        let n = parse_request(
+            r#"{"business":"EGW","id":20013,"app_id":"a","target_type":"user","target_id":7,"content":"hi","tts":true,"seq":1}"#,
+        )
+        .unwrap();
+        assert_eq!(n.reply_id(), ids::NOTICE_REPLY);
+        assert_eq!(
+            n,
+            Request::Notice(Notice {
+                app_id: "a".into(),
+                target_type: "user".into(),
+                target_id: Some(7),
+                content: "hi".into(),
+                tts: true,
+                seq: Some(Value::from(1)),
+            })
+        );
+        let e = err(
+            r#"{"business":"EGW","id":20013,"app_id":"a","target_type":"user","content":"hi","tts":"yes"}"#,
+        );
+        assert_eq!(
+            (e.reply_id, e.code),
+            (ids::NOTICE_REPLY, ErrorCode::BadRequest)
+        );
+        let e = err(r#"{"business":"EGW","id":20013,"app_id":"a","target_type":"everyone"}"#);
+        assert!(e.message.contains("content"), "{e}");
     }
 
     #[test]

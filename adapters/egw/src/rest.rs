@@ -246,6 +246,10 @@ pub struct UserState {
     pub terminal_seq_num: String,
     /// Terminal type: the side (`ptt`, `console`, `meeting`).
     pub mutex_type: String,
+    /// Extension: the user's name — the one it is online with, or the directory's (Totalk admin
+    /// API) for an offline PTT user; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// One call record (`GET /v1/consuming/records`).

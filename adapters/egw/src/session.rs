@@ -56,6 +56,8 @@ pub enum Action {
         /// Echo.
         seq: Option<Value>,
     },
+    /// Push this notice (its app allowed to the login) and answer 20014 when done.
+    Notice(crate::Notice),
 }
 
 /// One connection's protocol state.
@@ -202,6 +204,10 @@ impl Session {
                     check(&ids)?;
                 }
                 Ok(Action::FullSync { apps, seq })
+            }
+            Request::Notice(n) => {
+                check(std::slice::from_ref(&n.app_id))?;
+                Ok(Action::Notice(n))
             }
             Request::Login { .. } | Request::Heartbeat { .. } => unreachable!("handled above"),
         }

@@ -4,10 +4,10 @@
 //! "Java 接口"). This crate gives every message the bridge handles a type:
 //!
 //! - [`request`]: what a client sends — `call` (doRegister, doInvite, doAgree, reject, cancel,
-//!   doEvent), `room` (newAppRoom, newTempRoom), `account` (logout), `meeting` (new, enter, exit,
+//!   doEvent), `room` (newAppRoom, newTempRoom; the room management of [`rooms`]), `account` (logout), `meeting` (new, enter, exit,
 //!   finish, publish, play, closePlay, updateMute, muteMsg, muteAll, kickOut, setCompere,
 //!   raiseHand, lowerHand (bridge extension), updateClientName, updateMeetingName, chat,
-//!   privateChat).
+//!   privateChat; the appointments of [`appointments`]).
 //! - [`reply`]: the answer to a request: the request's `module`/`method` plus `result`
 //!   (0 = success, see [`code`]) and the method's return fields.
 //! - [`push`]: events the server pushes unasked, in the same shape, `method` being the JS event
@@ -23,6 +23,7 @@
 //! `sdp` field and the reply carries the server's answer in `sdp` (see `docs/rtcpeer.md` in the
 //! repository for the whole wire contract).
 
+pub mod appointments;
 pub mod bean;
 pub mod call;
 pub mod code;
@@ -31,6 +32,7 @@ pub mod id;
 pub mod push;
 pub mod reply;
 pub mod request;
+pub mod rooms;
 
 pub use frame::{Frame, FrameError};
 pub use request::Request;

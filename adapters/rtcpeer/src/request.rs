@@ -8,9 +8,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::appointments::AppointmentRequest;
 use crate::bean::Client;
 use crate::frame::{Frame, FrameError, encode};
 use crate::id::{Id, de_id, de_opt_id};
+use crate::rooms::RoomRequest;
 
 /// `call.doRegister` (5.6): registers this connection as `userId`, callable from now on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,6 +277,10 @@ pub struct Enter {
     /// Display name (guests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// The room's password, for a user who is not its owner, member or invitee (bridge
+    /// extension: the spec checks it with `checkRoomPwd` but never sends it on entry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 /// `meeting.publish` (3.4) plus the bridge's `sdp`: the client's offer.
@@ -504,10 +510,14 @@ pub enum Request {
     NewAppRoom(NewAppRoom),
     /// `room.newTempRoom`
     NewTempRoom(NewTempRoom),
+    /// `room.createRoom`, `updateRoom`, ... (spec 2.6–2.18, see [`crate::rooms`])
+    Room(RoomRequest),
     /// `account.logout`
     Logout(Logout),
     /// `meeting.new`
     MeetingNew(Box<MeetingNew>),
+    /// `meeting.createAppointment`, ... (spec 2.19–2.24, 2.33, see [`crate::appointments`])
+    Appointment(Box<AppointmentRequest>),
     /// `meeting.enter`
     Enter(Enter),
     /// `meeting.exit`
@@ -558,8 +568,27 @@ pub const METHODS: &[(&str, &str)] = &[
     ("call", "doEvent"),
     ("room", "newAppRoom"),
     ("room", "newTempRoom"),
+    ("room", "createRoom"),
+    ("room", "updateRoom"),
+    ("room", "deleteRoom"),
+    ("room", "modifyRoomPwd"),
+    ("room", "checkRoomPwd"),
+    ("room", "checkRoomHasPwd"),
+    ("room", "addRoomMan"),
+    ("room", "deleteRoomMen"),
+    ("room", "queryRoomMen"),
+    ("room", "getRoomById"),
+    ("room", "queryMyRooms"),
+    ("room", "checkActiveRoom"),
     ("account", "logout"),
     ("meeting", "new"),
+    ("meeting", "createAppointment"),
+    ("meeting", "queryAppointmentById"),
+    ("meeting", "updateAppointment"),
+    ("meeting", "deleteAppointment"),
+    ("meeting", "queryAppointments"),
+    ("meeting", "getRoomByInviteCode"),
+    ("meeting", "instantAppointment"),
     ("meeting", "enter"),
     ("meeting", "exit"),
     ("meeting", "finish"),
@@ -598,8 +627,14 @@ impl Request {
             ("call", "doEvent") => Self::DoEvent(f.decode()?),
             ("room", "newAppRoom") => Self::NewAppRoom(f.decode()?),
             ("room", "newTempRoom") => Self::NewTempRoom(f.decode()?),
+            ("room", m) if crate::rooms::METHODS.contains(&m) => {
+                Self::Room(RoomRequest::from_frame(f)?)
+            }
             ("account", "logout") => Self::Logout(f.decode()?),
             ("meeting", "new") => Self::MeetingNew(Box::new(f.decode()?)),
+            ("meeting", m) if crate::appointments::METHODS.contains(&m) => {
+                Self::Appointment(Box::new(AppointmentRequest::from_frame(f)?))
+            }
             ("meeting", "enter") => Self::Enter(f.decode()?),
             ("meeting", "exit") => Self::Exit,
             ("meeting", "finish") => Self::Finish,
@@ -639,8 +674,10 @@ impl Request {
             Self::DoEvent(_) => ("call", "doEvent"),
             Self::NewAppRoom(_) => ("room", "newAppRoom"),
             Self::NewTempRoom(_) => ("room", "newTempRoom"),
+            Self::Room(r) => ("room", r.method()),
             Self::Logout(_) => ("account", "logout"),
             Self::MeetingNew(_) => ("meeting", "new"),
+            Self::Appointment(r) => ("meeting", r.method()),
             Self::Enter(_) => ("meeting", "enter"),
             Self::Exit => ("meeting", "exit"),
             Self::Finish => ("meeting", "finish"),
@@ -675,8 +712,10 @@ impl Request {
             Self::DoEvent(m) => encode(module, method, m),
             Self::NewAppRoom(m) => encode(module, method, m),
             Self::NewTempRoom(m) => encode(module, method, m),
+            Self::Room(r) => r.to_value(),
             Self::Logout(m) => encode(module, method, m),
             Self::MeetingNew(m) => encode(module, method, m),
+            Self::Appointment(r) => r.to_value(),
             Self::Enter(m) => encode(module, method, m),
             Self::Exit | Self::Finish | Self::RaiseHand | Self::LowerHand => {
                 encode(module, method, &empty)

@@ -132,3 +132,75 @@ fn beans_keep_unknown_fields() {
         r#"{"id":599,"roomType":1,"isHasPwd":false}"#
     );
 }
+
+/// The reply fixtures `module.method.json` of `methods`, one each: `(method, the JSON, its frame)`.
+fn replies_of(module: &str, methods: &[&str]) -> Vec<(String, Value, Frame)> {
+    let out: Vec<_> = dir("replies")
+        .into_iter()
+        .filter_map(|(name, text)| {
+            let method = name
+                .strip_prefix(&format!("{module}."))?
+                .strip_suffix(".json")?;
+            methods.contains(&method).then(|| {
+                let frame = Frame::parse(&text).unwrap();
+                (
+                    method.to_owned(),
+                    serde_json::from_str(&text).unwrap(),
+                    frame,
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        out.len(),
+        methods.len(),
+        "a reply fixture per {module} method"
+    );
+    out
+}
+
+/// The room-management replies (spec 2.6–2.18) parse into their types and serialize back to
+/// the same JSON; `checkRoomPwd` and `checkActiveRoom` answer in `result` itself.
+#[test]
+fn room_replies_round_trip() {
+    use rtcpeer::reply::{RoomCreated, ok, ok_with};
+    use rtcpeer::rooms::{HasPwd, METHODS, Moderators, RoomFound, Rooms, verdict};
+    for (method, original, frame) in replies_of("room", METHODS) {
+        let m = method.as_str();
+        let back = match m {
+            "createRoom" | "updateRoom" => {
+                ok_with("room", m, &frame.decode::<RoomCreated>().unwrap())
+            }
+            "checkRoomHasPwd" => ok_with("room", m, &frame.decode::<HasPwd>().unwrap()),
+            "queryRoomMen" => ok_with("room", m, &frame.decode::<Moderators>().unwrap()),
+            "getRoomById" => ok_with("room", m, &frame.decode::<RoomFound>().unwrap()),
+            "queryMyRooms" => ok_with("room", m, &frame.decode::<Rooms>().unwrap()),
+            "checkRoomPwd" | "checkActiveRoom" => verdict(m, frame.result() == Some(1)),
+            _ => ok("room", m),
+        };
+        assert_eq!(back, original, "{m}");
+    }
+}
+
+/// The appointment replies (spec 2.19–2.24, 2.33) parse into their types and serialize back to
+/// the same JSON.
+#[test]
+fn appointment_replies_round_trip() {
+    use rtcpeer::appointments::{AppointmentFound, Appointments, InvitedRoom, METHODS, Scheduled};
+    use rtcpeer::reply::{ok, ok_with};
+    for (method, original, frame) in replies_of("meeting", METHODS) {
+        let m = method.as_str();
+        let back = match m {
+            "createAppointment" | "updateAppointment" | "instantAppointment" => {
+                ok_with("meeting", m, &frame.decode::<Scheduled>().unwrap())
+            }
+            "queryAppointmentById" => {
+                ok_with("meeting", m, &frame.decode::<AppointmentFound>().unwrap())
+            }
+            "queryAppointments" => ok_with("meeting", m, &frame.decode::<Appointments>().unwrap()),
+            "getRoomByInviteCode" => ok_with("meeting", m, &frame.decode::<InvitedRoom>().unwrap()),
+            _ => ok("meeting", m),
+        };
+        assert_eq!(back, original, "{m}");
+    }
+}

@@ -53,6 +53,11 @@ pub struct AccountBook {
     next_id: Id,
     /// How long a SID is good for.
     session_ttl: Duration,
+    /// The latest display name of each user id that logged in since the start.
+    names: HashMap<Id, String>,
+    /// Where ids given out are remembered (a standing room's owner is the same user after
+    /// a restart).
+    store: Option<Store>,
 }
 
 impl Default for AccountBook {
@@ -62,6 +67,8 @@ impl Default for AccountBook {
             ids: HashMap::new(),
             next_id: FIRST_USER_ID,
             session_ttl: SESSION_TTL,
+            names: HashMap::new(),
+            store: None,
         }
     }
 }
@@ -76,12 +83,28 @@ const MAX_SESSIONS: usize = 100_000;
 const MAX_ACCOUNTS: usize = 1_000_000;
 
 impl AccountBook {
+    /// Takes the ids given out before (at earlier starts) from `store` and remembers new ones
+    /// there from now on.
+    pub fn remember_in(&mut self, store: Store) -> Result<(), crate::storage::StoreError> {
+        for (app, account, id) in store.meeting_accounts()? {
+            self.next_id = self.next_id.max(id + 1);
+            self.ids.insert((app, account), id);
+        }
+        self.store = Some(store);
+        Ok(())
+    }
+
     /// The live session of `sid`.
     pub fn session(&self, sid: &str) -> Option<&Session> {
         self.sessions
             .get(sid)
             .filter(|(_, exp)| *exp > Instant::now())
             .map(|(s, _)| s)
+    }
+
+    /// The display name `id` last logged in with (since the start).
+    pub fn name_of(&self, id: Id) -> Option<&str> {
+        self.names.get(&id).map(String::as_str)
     }
 
     /// Ends a session.
@@ -117,6 +140,12 @@ impl AccountBook {
                 }
                 let id = self.next_id;
                 self.next_id += 1;
+                if let Some(store) = &self.store
+                    && let Err(e) = store.add_meeting_account(app_id, account, id)
+                {
+                    // The id still works now; only after a restart may it differ.
+                    tracing::warn!(error = %e, "cannot store a meeting account's user id");
+                }
                 self.ids.insert(key, id);
                 id
             }
@@ -134,6 +163,9 @@ impl AccountBook {
             photo: avatar.filter(|a| a.len() <= 1024),
             ..User::default()
         };
+        if let Some(n) = &user.name {
+            self.names.insert(id, n.clone());
+        }
         let now = Instant::now();
         if self.sessions.len() >= MAX_SESSIONS {
             self.sessions.retain(|_, (_, exp)| *exp > now);

@@ -36,6 +36,10 @@ pub struct MeetingConfig {
     pub max_rooms: usize,
     /// Most rooms one user may have open.
     pub max_rooms_per_user: usize,
+    /// Most standing rooms (`room.createRoom`, kept in the store) on the bridge.
+    pub max_standing_rooms: usize,
+    /// Most standing rooms one user may own.
+    pub max_standing_rooms_per_user: usize,
     /// Most calls one user may have ringing or connected at once.
     pub max_calls_per_user: usize,
     /// Most `/rtcpeer` connections at once.
@@ -93,6 +97,8 @@ impl Default for MeetingConfig {
             max_room_members: 200,
             max_rooms: 500,
             max_rooms_per_user: 10,
+            max_standing_rooms: 1_000,
+            max_standing_rooms_per_user: 20,
             max_calls_per_user: 10,
             max_connections: 2_000,
             empty_room_close_s: 300,
@@ -241,6 +247,12 @@ impl MeetingConfig {
         for (key, value, max) in [
             ("max_rooms", self.max_rooms, 20_000),
             ("max_rooms_per_user", self.max_rooms_per_user, 1_000),
+            ("max_standing_rooms", self.max_standing_rooms, 1_000_000),
+            (
+                "max_standing_rooms_per_user",
+                self.max_standing_rooms_per_user,
+                10_000,
+            ),
             ("max_calls_per_user", self.max_calls_per_user, 1_000),
             ("max_connections", self.max_connections, 100_000),
             (

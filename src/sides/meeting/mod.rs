@@ -4,8 +4,10 @@
 //! - [`auth`]: `GET /app/getSign`, `POST /app/account` (`dockingLogin`) → `SID`.
 //! - [`ws`]: `/rtcpeer`, one JSON WebSocket per client; every request gets a reply.
 //! - [`switchboard`]: call control over [`registrar`] (who is registered where), [`calls`]
-//!   (the `rtcpeer::call` state machine per call, one timer), [`rooms`] (the room directory)
-//!   and [`dial`] (the dial-in ids that stand for PTT channels, and each one's link state).
+//!   (the `rtcpeer::call` state machine per call, one timer), [`rooms`] (the room directory:
+//!   temporary and standing rooms, who may enter), [`room_admin`] (the `room.*` management
+//!   requests, standing rooms kept in the store), [`appointments`] (scheduled meetings, stored,
+//!   with their rooms and invite codes) and [`dial`] (the dial-in ids that stand for PTT channels, and each one's link state).
 //! - [`room`]: one actor per meeting room: membership and requests, its media plane
 //!   ([`room::media`]: one UDP port, the members' WebRTC peers) and the PTT [`room::link`]
 //!   when a channel is dialled in — a [`crate::bridge::Link`], as in client mode.
@@ -19,6 +21,7 @@
 //!
 //! The wire contract (including the `sdp` field of publish/play) is in `docs/rtcpeer.md`.
 
+pub mod appointments;
 pub mod auth;
 pub mod calls;
 pub mod commands;
@@ -30,6 +33,7 @@ pub mod outbox;
 pub mod refusal;
 pub mod registrar;
 pub mod room;
+pub mod room_admin;
 pub mod rooms;
 pub mod rtc;
 pub mod switchboard;
@@ -72,10 +76,16 @@ impl MeetingSide {
             .accounts
             .first()
             .map_or_else(|| "default".to_owned(), |a| a.app.clone());
+        let accounts: Arc<auth::Accounts> = Arc::default();
+        if let Some(s) = &store
+            && let Err(e) = accounts.lock().remember_in(s.clone())
+        {
+            tracing::warn!(error = %e, "cannot read the meeting accounts' user ids from the store");
+        }
         let auth = Arc::new(AuthState::new(
-            Arc::default(),
+            accounts,
             config.apps.clone(),
-            store,
+            store.clone(),
             dial.ids(),
         ));
         let switchboard = Switchboard::new(
@@ -83,6 +93,7 @@ impl MeetingSide {
             dial,
             Publisher::new(bus, app),
             auth.accounts.clone(),
+            store,
         );
         let upstreams = upstream::start(&switchboard);
         Self {

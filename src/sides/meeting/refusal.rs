@@ -28,6 +28,7 @@ impl Refusal {
             code::FAILED => "failed",
             code::FORBIDDEN => "forbidden",
             code::TOO_MANY => "too_many",
+            code::BAD_FIELDS => "bad_fields",
             _ => "other",
         }
     }

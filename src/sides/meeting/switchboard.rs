@@ -19,7 +19,7 @@ use rtcpeer::call::{Call, EndReason, Input, Role, State as CallState};
 use rtcpeer::code;
 use rtcpeer::id::Id;
 use rtcpeer::push::{self, Push};
-use rtcpeer::reply::{self, MeetingCreated, RoomCreated};
+use rtcpeer::reply::{self, RoomCreated};
 use rtcpeer::request::{CallEvent, CallPeers, DoEvent, Request};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
@@ -34,10 +34,12 @@ use super::outbox::Outbox;
 use super::refusal::Refusal;
 use super::registrar::{Conn, Kick, Registered, Registry};
 use super::room::{self, LinkSetup, RoomCmd, RoomConfig, RoomHandle, RoomHost};
-use super::rooms::RoomDirectory;
+use super::rooms::{RoomDirectory, RoomMeta};
+use crate::auth::FailureLimiter;
 use crate::hub::calls::CallCounters;
 use crate::hub::{CallRecorder, CallStart, Calls, EventKind, Party, Side};
 use crate::recording::Recorder;
+use crate::storage::Store;
 
 type Answer = Result<Value, Refusal>;
 
@@ -52,7 +54,6 @@ pub struct State {
     pub rooms: RoomDirectory,
     /// What each dial-in line is doing.
     pub lines: Lines,
-    next_appointment: Id,
 }
 
 impl State {
@@ -93,6 +94,10 @@ pub struct Switchboard {
     pub(super) records: OnceLock<Calls>,
     /// Where rooms' server recordings go (`[recording] dir`), set at start when recording.
     pub(super) recorder: OnceLock<Recorder>,
+    /// Where standing rooms are kept (none: in memory only).
+    pub(super) store: Option<Store>,
+    /// Wrong room passwords per user (`checkRoomPwd`, `enter`): guessing is throttled.
+    pub(super) pwd_failures: FailureLimiter<Id>,
 }
 
 impl std::fmt::Debug for Switchboard {
@@ -104,21 +109,26 @@ impl std::fmt::Debug for Switchboard {
 }
 
 impl Switchboard {
-    /// Builds the switchboard (dial-in ids resolved against the PTT accounts) and starts its
-    /// timer task.
+    /// Builds the switchboard (dial-in ids resolved against the PTT accounts; the standing
+    /// rooms of `store`) and starts its timer task.
     pub fn new(
         config: MeetingConfig,
         dial: DialPlan,
         events: Publisher,
         accounts: Arc<Accounts>,
+        store: Option<Store>,
     ) -> Arc<Self> {
+        let mut rooms = RoomDirectory::default();
+        if let Some(s) = &store {
+            rooms.load_standing(s, config.max_standing_rooms);
+        }
         let sb = Arc::new(Self {
             config,
             events,
             accounts,
             dial,
             state: Mutex::new(State {
-                next_appointment: 1,
+                rooms,
                 ..State::default()
             }),
             next_conn: AtomicU64::new(1),
@@ -126,6 +136,8 @@ impl Switchboard {
             timers: Arc::new(Notify::new()),
             records: OnceLock::new(),
             recorder: OnceLock::new(),
+            store,
+            pwd_failures: FailureLimiter::new(10, Duration::from_secs(60), 4096),
         });
         tokio::spawn(run_timers(Arc::downgrade(&sb), sb.timers.clone()));
         sb
@@ -146,7 +158,7 @@ impl Switchboard {
         self.dial.get(id)
     }
 
-    fn room_config(&self) -> RoomConfig {
+    pub(super) fn room_config(&self) -> RoomConfig {
         RoomConfig {
             media: self.config.media_address(),
             passthrough: self.config.passthrough,
@@ -232,30 +244,16 @@ impl Switchboard {
                 Ok(reply::ok(module, method))
             }
             Request::NewAppRoom(r) => {
-                let id = self.new_room(me, r.name, r.room_type, r.number_limit)?;
+                let id = self.new_room(me, r.name, r.room_type, r.number_limit, false)?;
                 Ok(reply::ok_with(module, method, &RoomCreated { room_id: id }))
             }
             Request::NewTempRoom(r) => {
-                let id = self.new_room(me, r.name, r.room_type, r.number_limit)?;
+                let id = self.new_room(me, r.name, r.room_type, r.number_limit, r.is_public)?;
                 Ok(reply::ok_with(module, method, &RoomCreated { room_id: id }))
             }
-            Request::MeetingNew(r) => {
-                let room_id = match r.room_id {
-                    Some(id) if self.state().rooms.contains(id) => id,
-                    Some(id) => return Err(Refusal::new(code::NOT_FOUND, format!("no room {id}"))),
-                    None => self.new_room(me, r.name.clone(), r.meeting_type, 200)?,
-                };
-                let id = {
-                    let mut st = self.state();
-                    st.next_appointment += 1;
-                    st.next_appointment
-                };
-                Ok(reply::ok_with(
-                    module,
-                    method,
-                    &MeetingCreated { id, room_id },
-                ))
-            }
+            Request::Room(r) => self.room_request(conn, me, r).await,
+            Request::MeetingNew(r) => self.meeting_new(conn, me, &r),
+            Request::Appointment(r) => self.appointment_request(conn, me, *r).await,
             Request::Logout(r) => {
                 if r.user_id != me {
                     return Err(Refusal::new(
@@ -276,7 +274,9 @@ impl Switchboard {
                 Ok(reply::ok(module, method))
             }
             Request::Enter(r) => {
-                let admitted = self.enter(conn, me, r.room_id, r.username).await?;
+                let admitted = self
+                    .enter(conn, me, r.room_id, r.username, r.password)
+                    .await?;
                 if admitted.replied {
                     // Sent by the room (see `handle`).
                     return Ok(Value::Null);
@@ -393,6 +393,7 @@ impl Switchboard {
         name: String,
         room_type: i64,
         limit: i64,
+        public: bool,
     ) -> Result<Id, Refusal> {
         if name.trim().is_empty() {
             return Err(Refusal::new(code::BAD_FIELDS, "name must not be empty"));
@@ -430,44 +431,48 @@ impl Switchboard {
             owner_id: Some(owner),
             room_type: Some(room_type),
             number_limit: Some(limit),
-            is_public: Some(false),
+            is_public: Some(public),
             is_has_pwd: Some(false),
             ..Room::default()
         };
+        let handle = self.spawn_room(info.clone())?;
+        let mut st = self.state();
+        st.rooms.add(id, RoomMeta::new(info, false));
+        st.rooms.opened(id, handle);
+        Ok(id)
+    }
+
+    /// Starts the actor of a room with `info` (its own UDP port).
+    pub(super) fn spawn_room(self: &Arc<Self>, info: Room) -> Result<RoomHandle, Refusal> {
         let host: Arc<dyn RoomHost> = self.clone();
-        let handle = room::spawn(host, self.room_config(), info).map_err(|e| {
+        let mut cfg = self.room_config();
+        // A room's own floor mode (standing rooms' `floorMode`) over `[meeting] floor`.
+        if let Some(mode) = info
+            .extra
+            .get(super::rooms::FLOOR_MODE)
+            .and_then(Value::as_str)
+        {
+            cfg.hand_only = mode == "hand";
+        }
+        let handle = room::spawn(host, cfg, info).map_err(|e| {
             Refusal::new(
                 code::INTERNAL,
                 format!("cannot open the room's media port: {e}"),
             )
         })?;
-        self.state().rooms.insert(id, owner, handle);
         metrics::counter!("pttbridge_meeting_rooms_total").increment(1);
-        Ok(id)
+        Ok(handle)
     }
 
     async fn enter(
-        &self,
+        self: &Arc<Self>,
         conn: &mut Conn,
         me: Id,
         room_id: Id,
         username: Option<String>,
+        password: Option<String>,
     ) -> Result<room::Admitted, Refusal> {
-        let handle = {
-            let st = self.state();
-            let handle = st.rooms.get(room_id).cloned();
-            // An unknown room and a closed one answer alike: room ids cannot be probed.
-            match handle {
-                Some(h) if st.rooms.may_enter(room_id, me) => h,
-                _ => {
-                    metrics::counter!("pttbridge_auth_failures_total", "surface" => "rtcpeer", "reason" => "room").increment(1);
-                    return Err(Refusal::new(
-                        code::FORBIDDEN,
-                        format!("room {room_id}: no such room, or you were not invited into it"),
-                    ));
-                }
-            }
-        };
+        let handle = self.admit(me, room_id, password.as_deref())?;
         if let Some(old) = conn.room.take()
             && let Some(h) = self.room(old)
         {
@@ -496,6 +501,9 @@ impl Switchboard {
             .await?;
         let entered = rx.await.map_err(|_| Refusal::stopped("room"))??;
         conn.room = Some(room_id);
+        if entered.entered.members.is_empty() {
+            self.dial_standing(room_id);
+        }
         self.events.room(
             EventKind::PartyJoined,
             Some(room_id),
@@ -993,6 +1001,7 @@ impl Switchboard {
                     target: d.clone(),
                     caller: me,
                     ready: None,
+                    ends_when_empty: false,
                 };
                 if !h.try_send(RoomCmd::AttachLink(Box::new(link))) {
                     st.lines.down(target, room);
@@ -1015,6 +1024,18 @@ impl Switchboard {
         caller: Id,
         ready: Option<oneshot::Sender<Result<(), String>>>,
     ) -> Result<(), AttachError> {
+        self.attach_with(dial, room, caller, ready, false)
+    }
+
+    /// [`Self::attach`]; `ends_when_empty`: the link ends when the room's last member leaves.
+    pub(super) fn attach_with(
+        &self,
+        dial: &DialTarget,
+        room: Id,
+        caller: Id,
+        ready: Option<oneshot::Sender<Result<(), String>>>,
+        ends_when_empty: bool,
+    ) -> Result<(), AttachError> {
         let mut st = self.state();
         if st.dial_busy(dial.user_id) {
             return Err(AttachError::Busy);
@@ -1025,6 +1046,7 @@ impl Switchboard {
             target: dial.clone(),
             caller,
             ready,
+            ends_when_empty,
         };
         if !h.try_send(RoomCmd::AttachLink(Box::new(setup))) {
             st.lines.down(dial.user_id, room);

@@ -5,6 +5,7 @@
 //! - [`pypeer::PyPeer`]: a Python peer driven by JSON lines (what the meeting and spec-server peers run on).
 //! - [`murmur::Murmur`]: Debian's `murmurd` on a free loopback port in a temp dir, with channels.
 //! - [`terminal::Terminal`]: a pymumble PTT terminal (`tests/peers/terminal.py`) driven by JSON lines.
+//! - [`admin::AdminServer`]: a spec-strict Totalk admin (`/ent/`) server (`tests/peers/admin_server.py`).
 //! - [`nats::NatsServer`]: Debian's `nats-server -js` on a free port with a temp store (kill/restart).
 //! - [`browser`]: Debian's headless `chromium` driven over the DevTools Protocol.
 //! - [`bridge`]: the `pttbridge` binary under test (and its `probe`), observed over HTTP.
@@ -31,6 +32,7 @@
 //! cmp.assert_matches(0.9, 0.05);
 //! ```
 
+pub mod admin;
 pub mod audio;
 pub mod bridge;
 pub mod browser;

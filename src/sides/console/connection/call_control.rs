@@ -232,6 +232,9 @@ impl Connection {
         if let Some(v) = self.upstream.terminator() {
             login.client.send_voice(v);
         }
+        if let Some(t) = &mut self.transmission {
+            t.end();
+        }
         self.set_mute_all(false);
         self.publish(
             EventKind::TalkStopped,
@@ -324,6 +327,9 @@ impl Connection {
             && let Some(v) = self.upstream.terminator()
         {
             l.client.send_voice(v);
+        }
+        if let Some(t) = &mut self.transmission {
+            t.end();
         }
         for i in 0..n {
             if self

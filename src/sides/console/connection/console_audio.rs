@@ -127,12 +127,25 @@ impl Connection {
             return self.audio_error(AudioDrop::BadAudio, || format!("audio: {e}"));
         }
         self.audio_error_reported = false;
-        let client = &self.login.as_ref().expect("checked").client;
+        let login = self.login.as_ref().expect("checked");
+        let client = &login.client;
+        let call = self.call.as_ref().map_or(0, |c| c.id);
         let mut carried = (0, 0);
         for v in self.voice_out.drain(..) {
             let bytes = v.opus.len();
+            let (opus, frames, last) = (v.opus.clone(), v.frames_10ms, v.terminator);
             if client.send_voice(v) {
                 carried = (carried.0 + 1, carried.1 + bytes);
+                if let Some(t) = &mut self.transmission {
+                    t.voice(
+                        &login.server.ptt.app,
+                        &format!("console:{call}"),
+                        || login.party(),
+                        &opus,
+                        frames,
+                        last,
+                    );
+                }
             } else {
                 self.audio_metrics
                     .dropped(AudioDrop::PttQueueFull)

@@ -1,6 +1,7 @@
 //! One console WebSocket: requests in, replies and notifications out, its own PTT session,
 //! its call, and its audio. One task per connection; nothing here waits on another console.
 
+mod archive;
 mod call_control;
 mod console_audio;
 mod platform;
@@ -45,6 +46,7 @@ use crate::hub::CallRecorder;
 use crate::hub::event::Draft;
 use crate::hub::floor::{Decision, Floor};
 use crate::hub::{EventKind, Party, Side};
+use crate::recording::transmission::Transmission;
 
 /// Messages waiting for the socket; a console that does not read is cut off, not buffered.
 const OUT_QUEUE: usize = 512;
@@ -129,6 +131,11 @@ pub(crate) async fn run(
             orders,
             invites: Vec::new(),
             record: None,
+            transmission: side
+                .0
+                .recorder
+                .get()
+                .map(|r| Transmission::new(r.clone(), format!("console:{id}"))),
             closing: None,
             // Until it logs in a connection only holds a slot: `console.auth_timeout_ms`.
             login_by: Instant::now() + cfg.auth_timeout(),
@@ -142,6 +149,7 @@ pub(crate) async fn run(
             .remove(&id);
         // Terminals go home before anything else, whatever ended the connection.
         conn.logout("the console disconnected").await;
+        conn.archive_closed();
         if let Some((code, reason)) = conn.closing.take() {
             let _ = conn.out.try_send(Message::Close(Some(CloseFrame {
                 code,
@@ -282,6 +290,8 @@ struct Connection {
     invites: Vec<platform::PendingInvite>,
     /// The call record of the call up now.
     record: Option<CallRecorder>,
+    /// The dispatcher's own talk bursts into the call, archived (with `[recording] dir`).
+    transmission: Option<Transmission>,
     /// Close the socket with this code and reason.
     closing: Option<(u16, String)>,
 }

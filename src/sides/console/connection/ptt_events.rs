@@ -230,7 +230,6 @@ impl Connection {
 
     pub(super) fn terminal_talk_started(&mut self, session: u32) {
         let answer = self.side.0.config.answer;
-        let level = self.side.0.config.terminal_mic_level;
         let Some(call) = self.call.as_mut() else {
             return;
         };
@@ -244,14 +243,27 @@ impl Connection {
             return;
         }
         let m = &call.members[i];
+        let level = self.side.0.terminal_level_of(&m.name);
         let party = terminal_party(m);
         let (id, mid, name) = (call.id, m.id, m.name.clone());
         match call
             .floor
             .request(party.clone(), level, false, Instant::now())
         {
-            Decision::Granted | Decision::Preempted { .. } => {
+            decision @ (Decision::Granted | Decision::Preempted { .. }) => {
+                // A terminal of a higher level (a dispatcher, by the directory) cuts into another
+                // terminal's burst: that one stops being heard and the console is told.
+                let displaced = match decision {
+                    Decision::Preempted { previous } => call
+                        .talker
+                        .map(|(s, old)| (s, call.members[old].id, previous)),
+                    _ => None,
+                };
                 call.talker = Some((session, i));
+                // A terminal has the floor: the dispatcher's burst, if any, is over.
+                if let Some(t) = &mut self.transmission {
+                    t.end();
+                }
                 let answered = if answer == crate::sides::console::config::AnswerMode::OnTalk {
                     call.talked(i)
                 } else {
@@ -271,6 +283,20 @@ impl Connection {
                     let update = Notify::member_update(id, call.owner.0, call.member_list());
                     self.notify(update);
                 }
+                if let Some((old_session, old, previous)) = displaced {
+                    metrics::counter!("pttbridge_console_floor_total", "outcome" => "preempted")
+                        .increment(1);
+                    self.downstream.end_burst();
+                    self.archive_terminal_stopped(old_session);
+                    self.notify(Notify::member_lost_mic(id, old));
+                    self.publish(
+                        EventKind::TalkStopped,
+                        id,
+                        Some(previous),
+                        json!({ "media_type": 2, "preempted": true }),
+                    );
+                }
+                self.archive_terminal_started(session, id, &party);
                 self.notify(Notify::member_get_mic(id, mid, &name));
                 self.publish(
                     EventKind::TalkStarted,
@@ -307,6 +333,7 @@ impl Connection {
         let (id, mid) = (call.id, m.id);
         call.floor.release(&party, Instant::now());
         self.downstream.end_burst();
+        self.archive_terminal_stopped(session);
         self.notify(Notify::member_lost_mic(id, mid));
         self.publish(
             EventKind::TalkStopped,
@@ -329,6 +356,7 @@ impl Connection {
         }
         let source = call.members[i].id as u32;
         self.count_audio(opus.len());
+        self.archive_terminal_voice(session, sequence, opus);
         let late = self
             .downstream
             .push(session, source, sequence, opus, &mut self.frames_out);

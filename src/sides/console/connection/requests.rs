@@ -194,7 +194,7 @@ impl Connection {
         });
         info!(account = %esc(&account), server = %p.id, "console logging in");
         self.login = Some(Login {
-            level: cfg.config.level_of(&account),
+            level: cfg.level_of(&account),
             account,
             server,
             client,
@@ -327,7 +327,10 @@ impl Connection {
         });
         let mut m = Member {
             id,
-            name: user.map(|u| u.name.clone()).unwrap_or_default(),
+            name: user
+                .map(|u| u.name.clone())
+                .or_else(|| self.side.0.directory_name(id))
+                .unwrap_or_default(),
             session: user.map(|u| u.session),
             state: CallState::Idle,
             origin,
@@ -342,7 +345,7 @@ impl Connection {
         let r = if id == login.user_id {
             result(3, "that is the console itself", &login.name)
         } else if user.is_none() {
-            result(1, "offline", "")
+            result(1, "offline", &m.name)
         } else if !self.busy_claim(&login.server.ptt.id, id, call) {
             m.state = CallState::Busy;
             result(2, "busy in another call", &m.name)

@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use super::super::dial::DialTarget;
 use crate::bridge::{Link, LinkConfig, PassThrough, PttPort};
 use crate::hub::{Party, Side};
+use crate::recording::transmission::Transmission;
 use crate::sides::ptt::ChannelEvent;
 
 /// What the link's PTT feed gave the actor.
@@ -29,6 +30,8 @@ pub struct RoomLink {
     pub dial: Id,
     /// Who called ([`PLATFORM`](super::super::calls::PLATFORM) for a platform's invite).
     pub caller: Id,
+    /// Brought in by a standing room itself: ends when the room's last member leaves.
+    pub ends_when_empty: bool,
     /// Its client bean, as members see it.
     pub client: Client,
     /// Hub group id of the PTT channel.
@@ -37,6 +40,8 @@ pub struct RoomLink {
     pub core: Link<Id>,
     /// Where its PTT voice and text go.
     pub port: PttPort,
+    /// The members' bursts into the channel, archived (with `[recording] dir`).
+    pub transmission: Option<Transmission>,
     feed: broadcast::Receiver<ChannelEvent>,
     /// The channel's present when the link was made (see [`RoomLink::take_present`]).
     present: Vec<ChannelEvent>,
@@ -93,12 +98,14 @@ impl RoomLink {
         Ok(Self {
             dial: target.user_id,
             caller,
+            ends_when_empty: false,
             client,
             ptt_group: crate::sides::ptt::group_id(&account.server, &path),
             core,
             feed,
             present,
             port: PttPort::new(account),
+            transmission: None,
             lagged: metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "ptt_lag"),
         })
     }

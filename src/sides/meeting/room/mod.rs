@@ -131,6 +131,11 @@ pub enum RoomCmd {
         /// The request's reply.
         reply: oneshot::Sender<Result<Value, Refusal>>,
     },
+    /// The room's fields changed (`updateRoom`, `modifyRoomPwd`): later `enter` replies carry
+    /// them (the compere, meeting name and floor mode stay as they are).
+    Update(Box<Room>),
+    /// How many members are in the room (`checkActiveRoom`).
+    Occupancy(oneshot::Sender<usize>),
 }
 
 /// A member that entered: its `meeting.enter` reply, and whether the room queued that reply
@@ -153,6 +158,8 @@ pub struct LinkSetup {
     pub caller: Id,
     /// Told whether the link came up (platform invites wait for it).
     pub ready: Option<oneshot::Sender<Result<(), String>>>,
+    /// The link ends when the room's last member leaves (a standing room's own dial-in).
+    pub ends_when_empty: bool,
 }
 
 /// Handle to a room actor.
@@ -576,6 +583,12 @@ impl RoomActor {
                     self.media.forward(dial, codec, &p, now);
                 }
                 Output::PttVoice { opus, terminator } => {
+                    if let (Some(t), Some((_, app))) = (&mut l.transmission, &self.recorder) {
+                        // Named once per burst: the members speaking as it starts.
+                        let (members, core, room) = (&self.members, &l.core, self.id);
+                        let talker = || speakers_party(members, &core.speakers(), room);
+                        t.voice(app, &l.ptt_group, talker, &opus, 2, terminator);
+                    }
                     l.port.voice(opus, terminator);
                 }
                 Output::PttText(text) => l.port.text(text),
@@ -616,7 +629,15 @@ impl RoomActor {
                 return tell(Err(format!("cannot start the link: {e}")));
             }
         };
+        link.ends_when_empty = setup.ends_when_empty;
         link.core.counters = self.host.link_up(self.id, dial, setup.caller);
+        // What the members say into the channel is archived as the channel's bursts.
+        link.transmission = self.recorder.as_ref().map(|(r, _)| {
+            crate::recording::transmission::Transmission::new(
+                r.clone(),
+                format!("meeting:{}:{dial}", self.id),
+            )
+        });
         // Members who muted themselves before the channel came are not heard on it either.
         for m in &self.members {
             if let (Some(id), Some(true)) = (m.client.id, m.client.is_muted) {
@@ -874,6 +895,20 @@ impl RoomActor {
                     self.detach_link(reason);
                 }
             }
+            RoomCmd::Update(info) => {
+                let kept = &self.info;
+                let info = Room {
+                    super_mode_id: kept.super_mode_id,
+                    appointment_id: kept.appointment_id,
+                    appointment_name: kept.appointment_name.clone(),
+                    extra: kept.extra.clone(),
+                    ..*info
+                };
+                self.info = info;
+            }
+            RoomCmd::Occupancy(reply) => {
+                let _ = reply.send(self.members.iter().filter(|m| m.outbox.is_some()).count());
+            }
         }
     }
 
@@ -917,8 +952,22 @@ impl RoomActor {
             .is_some_and(|o| push_outbox(o, reply::ok_with("meeting", "enter", &entered)));
         if replied && let Some(o) = &outbox {
             // Like any push, one that finds the queue full is dropped (and counted).
-            for p in self.link_present() {
+            for p in self
+                .link_present()
+                .into_iter()
+                .chain(self.members_publishing())
+            {
                 push_outbox(o, p.to_value());
+            }
+            // Hands raised before it came, in the order they were raised.
+            for h in &self.hands {
+                if let Some(m) = self.member(*h) {
+                    let hand = Push::RaiseHand(push::Hand {
+                        client: m.client.clone(),
+                        room_id: self.id,
+                    });
+                    push_outbox(o, hand.to_value());
+                }
             }
         }
         self.members.push(Member {
@@ -961,6 +1010,28 @@ impl RoomActor {
         out
     }
 
+    /// The `onPublished` a member entering now missed: one for each member whose published
+    /// stream is connected, so it can `play` them as the others do.
+    fn members_publishing(&self) -> Vec<Push> {
+        self.members
+            .iter()
+            .filter(|m| {
+                m.publishing
+                    .and_then(|pid| self.media.peers().get(&pid))
+                    .is_some_and(|p| p.connected)
+            })
+            .map(|m| {
+                Push::Published(push::Published {
+                    room_id: self.id,
+                    client: m.client.clone(),
+                    published: Some(true),
+                    event: Some("play".into()),
+                    v_code: None,
+                })
+            })
+            .collect()
+    }
+
     fn leave(&mut self, id: Id, reason: &'static str) {
         let Some(pos) = self.members.iter().position(|m| m.client.id == Some(id)) else {
             return;
@@ -984,6 +1055,9 @@ impl RoomActor {
         }
         if self.members.iter().all(|m| m.outbox.is_none()) {
             self.empty_since = Some(Instant::now());
+            if self.link.as_ref().is_some_and(|l| l.ends_when_empty) {
+                self.detach_link("room empty");
+            }
         }
     }
 
@@ -1603,12 +1677,39 @@ impl RoomActor {
     }
 }
 
+/// The party a burst of the room's members into the PTT channel is archived under: the members
+/// speaking as it starts (their names joined), or the room when none is named.
+fn speakers_party(members: &[Member], speakers: &[Id], room: Id) -> Party {
+    let names: Vec<String> = speakers
+        .iter()
+        .filter_map(|id| members.iter().find(|m| m.client.id == Some(*id)))
+        .map(|m| m.client.name.clone().unwrap_or_default())
+        .collect();
+    match speakers {
+        [one] if names.len() == 1 => Party {
+            side: crate::hub::Side::Meeting,
+            id: one.to_string(),
+            name: names[0].clone(),
+        },
+        _ if !names.is_empty() => Party {
+            side: crate::hub::Side::Meeting,
+            id: format!("room:{room}"),
+            name: names.join(", "),
+        },
+        _ => Party {
+            side: crate::hub::Side::Meeting,
+            id: format!("room:{room}"),
+            name: format!("meeting room {room}"),
+        },
+    }
+}
+
 /// Longest member or meeting name, in characters.
 const MAX_NAME_CHARS: usize = 64;
 
 /// A new name: trimmed, not empty, at most [`MAX_NAME_CHARS`], no control characters
 /// (422 otherwise, naming `field`).
-fn valid_name(name: &str, field: &str) -> Result<String, Refusal> {
+pub(super) fn valid_name(name: &str, field: &str) -> Result<String, Refusal> {
     let name = name.trim();
     if name.is_empty()
         || name.chars().count() > MAX_NAME_CHARS

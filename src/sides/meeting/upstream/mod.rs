@@ -729,6 +729,7 @@ impl Calls<'_> {
                     .clone()
                     .unwrap_or_else(|| format!("ptt-{}", t.user_id)),
             ),
+            password: None,
         });
         let entered: anyhow::Result<Entered> = s.request(&enter).await;
         let entered = match entered {
