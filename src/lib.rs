@@ -9,6 +9,7 @@ pub mod alloc_count;
 pub mod allocator;
 pub mod auth;
 pub mod bridge;
+pub mod cluster;
 pub mod config;
 pub mod customers;
 pub mod directory;

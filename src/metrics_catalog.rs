@@ -137,6 +137,27 @@ pub const ALL: &[Metric] = &[
         "Event frames sent to EGW subscribers.",
     ),
     m(
+        "pttbridge_cluster_leases",
+        G,
+        N,
+        true,
+        "PTT account leases as this cluster node sees them, by state (held by this node, other node, free, unknown).",
+    ),
+    m(
+        "pttbridge_cluster_bad_values_total",
+        C,
+        N,
+        false,
+        "Values in the lease bucket that are not lease records (each read of one counts).",
+    ),
+    m(
+        "pttbridge_cluster_takeovers_total",
+        C,
+        N,
+        false,
+        "Lapsed PTT account leases of another node this node took over.",
+    ),
+    m(
         "pttbridge_nats_published_total",
         C,
         N,

@@ -70,11 +70,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ptt: None,
     };
     let sides = crate::sides::start_all(&mut ctx)?;
+    let cluster = match (&ctx.ptt, config.cluster.enabled()) {
+        (Some(ptt), true) => Some(crate::cluster::node::ClusterNode::start(
+            &config.cluster,
+            &config.nats,
+            ptt.clone(),
+            bus.clone(),
+            shutdown.clone(),
+        )?),
+        _ => None,
+    };
     crate::heap::spawn(shutdown.clone());
     let operators = operators(&config, &platform.store)?;
-    let state = Arc::new(
-        AppState::new(sides.clone(), bus, platform, shutdown.clone()).with_operators(operators),
-    );
+    let mut state =
+        AppState::new(sides.clone(), bus, platform, shutdown.clone()).with_operators(operators);
+    if let Some(c) = &cluster {
+        state = state.with_cluster(c.status.clone());
+    }
+    let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
@@ -96,6 +109,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let _ = shutdown_tx.send(true);
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them"),
+    }
+    // A cluster node's leases are released (its accounts offline first) so other nodes take
+    // them at once.
+    if let Some(c) = &cluster {
+        c.drained(SHUTDOWN_GRACE).await;
     }
     // Sides end their sessions (consoles' calls end with their terminals moved home) before
     // the process goes.

@@ -44,6 +44,8 @@ pub struct Config {
     pub customers: crate::customers::CustomersConfig,
     /// The directory read from a Totalk admin server.
     pub directory: crate::directory::DirectoryConfig,
+    /// Several nodes sharing the PTT accounts (leases in NATS JetStream); off by default.
+    pub cluster: crate::cluster::config::ClusterConfig,
 }
 
 /// `[operator]`: the credentials of the page's live view, `/api/*`, `/events`,
@@ -223,6 +225,7 @@ impl Config {
         self.console.validate(&self.ptt)?;
         self.customers.validate()?;
         self.directory.validate()?;
+        self.cluster.validate(&self.nats)?;
         if self
             .operator
             .token

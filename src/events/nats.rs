@@ -156,7 +156,7 @@ pub fn start(config: &NatsConfig, bus: &EventBus) -> anyhow::Result<Arc<SinkStat
 }
 
 /// TLS and credentials from the config, passed through to async-nats.
-fn connect_options(config: &NatsConfig) -> anyhow::Result<async_nats::ConnectOptions> {
+pub(crate) fn connect_options(config: &NatsConfig) -> anyhow::Result<async_nats::ConnectOptions> {
     let mut options = match &config.creds_file {
         Some(path) => {
             super::config::nats_credentials(path).map_err(|e| anyhow!("nats.creds_file: {e}"))?

@@ -42,6 +42,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Operator credentials (the page, `/api/*`, `/events`, app management, metrics).
     pub operators: Arc<Operators>,
+    /// This node's leases, when it is a cluster node (`/healthz`).
+    pub cluster: Option<Arc<crate::cluster::node::ClusterStatus>>,
 }
 
 impl AppState {
@@ -62,12 +64,19 @@ impl AppState {
             platform,
             shutdown,
             operators: Arc::new(Operators::new(Vec::new(), Duration::from_secs(3600), false)),
+            cluster: None,
         }
     }
 
     /// The same with these operators.
     pub fn with_operators(mut self, operators: Arc<Operators>) -> Self {
         self.operators = operators;
+        self
+    }
+
+    /// The same, showing this cluster node's leases in `/healthz`.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::node::ClusterStatus>) -> Self {
+        self.cluster = Some(cluster);
         self
     }
 }
@@ -205,6 +214,10 @@ async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl
         "customers": { "commit": state.platform.commit_health.as_ref().map(|h| h.to_json()) },
         "directory": directory.map_or_else(|| json!("off"), |d| d.health()),
     });
+    let mut body = body;
+    if let Some(cluster) = &state.cluster {
+        body["cluster"] = cluster.to_json();
+    }
     // Degraded is 503 with the details: a monitor sees it; the process is alive (/livez).
     (code, Json(body))
 }

@@ -50,6 +50,8 @@ pub struct ClientConfig {
     pub sync_timeout: Duration,
     /// The connection is dead when the server sent nothing for this long (it answers our pings).
     pub idle_timeout: Duration,
+    /// Stay off the server until [`Command::GoOnline`].
+    pub start_offline: bool,
 }
 
 impl ClientConfig {
@@ -71,6 +73,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             sync_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(20),
+            start_offline: false,
         }
     }
 }
@@ -117,6 +120,11 @@ pub enum Command {
     },
     /// Any control message.
     Send(Box<ControlMessage>),
+    /// Close the connection and stay off the server until [`Command::GoOnline`] (the account is
+    /// not ours to use now, e.g. another bridge node holds its lease).
+    GoOffline,
+    /// Connect again after [`Command::GoOffline`] (or [`ClientConfig::start_offline`]).
+    GoOnline,
     /// Close the connection and stop.
     Shutdown,
 }
@@ -146,6 +154,8 @@ pub enum LinkState {
         /// Why the last connection ended.
         reason: String,
     },
+    /// Off the server on purpose until told to go online.
+    Offline,
     /// Stopped for good.
     Stopped,
 }
@@ -268,6 +278,7 @@ pub fn spawn(config: ClientConfig) -> (ClientHandle, mpsc::Receiver<ClientEvent>
         dropped_voice_in: dropped_in.clone(),
     };
     let driver = Driver {
+        offline: config.start_offline,
         tls: client_config(config.trust.clone()),
         desired_channel: config.session.channel.clone(),
         config,
@@ -283,11 +294,14 @@ pub fn spawn(config: ClientConfig) -> (ClientHandle, mpsc::Receiver<ClientEvent>
 
 enum Outcome {
     Shutdown,
+    Offline,
     Closed { reason: String, synced: bool },
 }
 
 struct Driver {
     config: ClientConfig,
+    /// Told to stay off the server.
+    offline: bool,
     tls: Arc<rustls::ClientConfig>,
     desired_channel: Option<String>,
     commands: mpsc::Receiver<Command>,
@@ -303,6 +317,13 @@ impl Driver {
     async fn run(mut self) {
         let mut attempt = 0u32;
         loop {
+            if self.offline {
+                self.update_snapshot(|s| s.state = LinkState::Offline);
+                if !self.wait_online().await {
+                    break;
+                }
+                attempt = 0;
+            }
             if self
                 .emit(ClientEvent::Connecting { attempt })
                 .await
@@ -312,6 +333,25 @@ impl Driver {
             }
             let (reason, synced) = match self.connection().await {
                 Outcome::Shutdown => break,
+                Outcome::Offline => {
+                    info!(server = %self.config.host, "PTT account taken offline");
+                    self.update_snapshot(|s| {
+                        s.state = LinkState::Offline;
+                        s.own_session = None;
+                        s.own_channel = None;
+                        s.users.clear();
+                        s.udp_working = false;
+                    });
+                    let reason = "taken offline".to_string();
+                    let ev = ClientEvent::Disconnected {
+                        reason,
+                        retry_in: None,
+                    };
+                    if self.emit(ev).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 Outcome::Closed { reason, synced } => (reason, synced),
             };
             if synced {
@@ -359,11 +399,35 @@ impl Driver {
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Shutdown) => return false,
                     Some(Command::JoinChannel(path)) => self.desired_channel = Some(path),
+                    Some(Command::GoOffline) => {
+                        self.offline = true;
+                        return true;
+                    }
                     Some(other) => {
                         debug!(other = %esc(format_args!("{other:?}")), "dropping command while disconnected")
                     }
                 },
                 // Voice while disconnected is stale by the time we are back: drop it.
+                Some(_) = self.voice.recv() => {}
+            }
+        }
+    }
+
+    /// Stays off the server until told to go online; `false` means stop.
+    async fn wait_online(&mut self) -> bool {
+        loop {
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(Command::Shutdown) => return false,
+                    Some(Command::GoOnline) => {
+                        self.offline = false;
+                        return true;
+                    }
+                    Some(Command::JoinChannel(path)) => self.desired_channel = Some(path),
+                    Some(other) => {
+                        debug!(other = %esc(format_args!("{other:?}")), "dropping command while offline")
+                    }
+                },
                 Some(_) = self.voice.recv() => {}
             }
         }
@@ -454,6 +518,11 @@ impl Driver {
                         let _ = writer.shutdown().await;
                         break Outcome::Shutdown;
                     }
+                    Some(Command::GoOffline) => {
+                        let _ = writer.shutdown().await;
+                        self.offline = true;
+                        break Outcome::Offline;
+                    }
                     Some(cmd) => self.apply(&mut session, cmd),
                 },
                 Some(v) = self.voice.recv() => {
@@ -483,7 +552,7 @@ impl Driver {
                 session.send_private_text(sessions, &message)
             }
             Command::Send(msg) => session.send(*msg),
-            Command::Shutdown => {}
+            Command::Shutdown | Command::GoOffline | Command::GoOnline => {}
         }
     }
 

@@ -249,7 +249,13 @@ pub struct ServerHealth {
 
 impl super::Side for PttSide {
     fn start(ctx: &super::SideContext<'_>) -> anyhow::Result<Arc<Self>> {
-        let side = PttSide::connect(&ctx.config.ptt, ctx.bus.clone(), ctx.recorder.clone());
+        // A cluster node connects an account only once it holds the account's lease.
+        let side = PttSide::connect_with(
+            &ctx.config.ptt,
+            ctx.bus.clone(),
+            ctx.recorder.clone(),
+            ctx.config.cluster.enabled(),
+        );
         calls::start(
             &side,
             ctx.platform.calls.clone(),
@@ -304,6 +310,17 @@ impl super::Side for PttSide {
 impl PttSide {
     /// Starts a client for every configured account.
     pub fn connect(config: &PttConfig, bus: Arc<EventBus>, recorder: Option<Recorder>) -> Self {
+        Self::connect_with(config, bus, recorder, false)
+    }
+
+    /// Starts a client for every configured account; with `offline`, each stays off its
+    /// server until [`PttSide::set_online`] (a cluster node waiting for the account's lease).
+    pub fn connect_with(
+        config: &PttConfig,
+        bus: Arc<EventBus>,
+        recorder: Option<Recorder>,
+        offline: bool,
+    ) -> Self {
         let mut side = PttSide::default();
         for server in &config.servers {
             side.servers.push(ServerInfo {
@@ -323,6 +340,7 @@ impl PttSide {
                     ClientConfig::new(server.host.clone(), server.port, server.trust(), session);
                 cc.udp_port = server.udp_port;
                 cc.backoff = config.backoff();
+                cc.start_offline = offline;
                 let (handle, events) = client::spawn(cc);
                 let channel = Arc::new(Feed::new());
                 let translator = Translator {
@@ -356,6 +374,17 @@ impl PttSide {
         side
     }
 
+    /// Connects `account` (`online`) or takes it off its server and keeps it off: a cluster
+    /// node uses the account only while it holds its lease. `false` when its client has stopped.
+    pub async fn set_online(&self, account: &Account, online: bool) -> bool {
+        let cmd = if online {
+            client::Command::GoOnline
+        } else {
+            client::Command::GoOffline
+        };
+        account.client.command(cmd).await.is_ok()
+    }
+
     /// Health of every server.
     pub fn server_health(&self) -> Vec<ServerHealth> {
         self.servers
@@ -367,7 +396,11 @@ impl PttSide {
                     .filter(|a| a.server == s.id)
                     .map(account_health)
                     .collect();
-                let state = if accounts.iter().all(|a| a.state == "connected") {
+                // An account another node holds is where it should be.
+                let state = if accounts
+                    .iter()
+                    .all(|a| a.state == "connected" || a.state == "standby")
+                {
                     "connected"
                 } else if accounts.iter().all(|a| a.state == "connecting") {
                     "connecting"
@@ -436,6 +469,10 @@ fn account_health(a: &Account) -> AccountHealth {
         LinkState::Connecting => ("connecting", None),
         LinkState::Connected => ("connected", None),
         LinkState::Reconnecting { reason } => ("reconnecting", Some(reason.clone())),
+        LinkState::Offline => (
+            "standby",
+            Some("not this node's to use: its cluster lease is elsewhere or not yet taken".into()),
+        ),
         LinkState::Stopped => ("stopped", None),
     };
     AccountHealth {

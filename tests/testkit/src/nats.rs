@@ -139,3 +139,52 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
+
+/// A JetStream cluster of nats-servers on loopback: each with `-js`, its own store, a
+/// `--cluster` port and `--routes` to the others, one `--cluster_name`.
+///
+/// ```no_run
+/// let mut cluster = testkit::nats::NatsCluster::start(3);
+/// let urls = cluster.urls(); // nats://127.0.0.1:P1,nats://127.0.0.1:P2,...
+/// cluster.servers[0].kill();
+/// ```
+pub struct NatsCluster {
+    /// The servers, in start order.
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `n` servers routed to each other and waits until each is ready.
+    pub fn start(n: usize) -> NatsCluster {
+        let routes: Vec<u16> = (0..n).map(|_| peers::free_port()).collect();
+        let servers = (0..n)
+            .map(|i| {
+                let others: Vec<String> = routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
+                    .collect();
+                let cluster = format!("nats://127.0.0.1:{}", routes[i]);
+                let name = format!("n{i}");
+                NatsServer::start_with(&[
+                    "-n",
+                    &name,
+                    "--cluster_name",
+                    "pttbridge-test",
+                    "--cluster",
+                    &cluster,
+                    "--routes",
+                    &others.join(","),
+                ])
+            })
+            .collect();
+        NatsCluster { servers }
+    }
+
+    /// Every server's URL, comma-separated.
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.servers.iter().map(NatsServer::url).collect();
+        urls.join(",")
+    }
+}

@@ -1,0 +1,159 @@
+//! `[cluster]`: this node's id and the lease bucket (documented with its defaults in
+//! `config/bridge.toml`). Off unless `node_id` is set.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::events::config::NatsConfig;
+
+fn invalid(key: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Several bridge nodes sharing the same PTT accounts through leases in a JetStream KV bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster; unset = no cluster (every account is connected).
+    pub node_id: Option<String>,
+    /// NATS server URL(s) for the leases, comma-separated; unset = `nats.url`. TLS and credentials are
+    /// `[nats]`'s (`tls_ca_file`, `tls_required`, `creds_file`, `user`/`password`).
+    pub url: Option<String>,
+    /// JetStream KV bucket of the leases, created at start if missing.
+    pub bucket: String,
+    /// Replicas of a newly created bucket (3 in a 3-server NATS cluster).
+    pub replicas: usize,
+    /// Lease time: a dead owner's accounts are taken over this long after its last renewal
+    /// (renewed every third of it).
+    pub lease_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            url: None,
+            bucket: "pttbridge_leases".into(),
+            replicas: 1,
+            lease_ms: 6000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this bridge is a cluster node.
+    pub fn enabled(&self) -> bool {
+        self.node_id.is_some()
+    }
+
+    /// The lease time.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// The URL to connect to.
+    pub fn nats_url<'a>(&'a self, nats: &'a NatsConfig) -> Option<&'a str> {
+        self.url.as_deref().or(nats.url.as_deref())
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self, nats: &NatsConfig) -> Result<(), ConfigError> {
+        let Some(id) = &self.node_id else {
+            return Ok(());
+        };
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "cluster.node_id",
+                "1 to 64 letters, digits, '-' or '_'",
+            ));
+        }
+        if self.nats_url(nats).is_none() {
+            return Err(invalid(
+                "cluster.url",
+                "set it (or nats.url): the leases live in NATS JetStream",
+            ));
+        }
+        if self.bucket.is_empty()
+            || !self
+                .bucket
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "cluster.bucket",
+                "letters, digits, '-' or '_' (a JetStream KV bucket name)",
+            ));
+        }
+        ConfigError::check_range("cluster.replicas", self.replicas, 1..=5)?;
+        ConfigError::check_range("cluster.lease_ms", self.lease_ms, 1_000..=600_000)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_settings_name_their_key() {
+        let nats = NatsConfig::default();
+        let off = ClusterConfig::default();
+        assert!(off.validate(&nats).is_ok(), "off needs nothing");
+        let on = ClusterConfig {
+            node_id: Some("a".into()),
+            ..Default::default()
+        };
+        let key = |c: &ClusterConfig| match c.validate(&nats) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(key(&on), "cluster.url");
+        let on = ClusterConfig {
+            url: Some("nats://127.0.0.1:4222".into()),
+            ..on
+        };
+        assert!(on.validate(&nats).is_ok());
+        for (c, k) in [
+            (
+                ClusterConfig {
+                    node_id: Some("a b".into()),
+                    ..on.clone()
+                },
+                "cluster.node_id",
+            ),
+            (
+                ClusterConfig {
+                    lease_ms: 10,
+                    ..on.clone()
+                },
+                "cluster.lease_ms",
+            ),
+            (
+                ClusterConfig {
+                    replicas: 0,
+                    ..on.clone()
+                },
+                "cluster.replicas",
+            ),
+            (
+                ClusterConfig {
+                    bucket: "a.b".into(),
+                    ..on.clone()
+                },
+                "cluster.bucket",
+            ),
+        ] {
+            assert_eq!(key(&c), k);
+        }
+    }
+}

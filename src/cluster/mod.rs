@@ -1,0 +1,7 @@
+//! Several bridge nodes sharing one site (issue 22, first step): each PTT account is owned by
+//! exactly one node through a lease in a NATS JetStream key-value bucket; see
+//! `docs/cluster.md`.
+
+pub mod config;
+pub mod lease;
+pub mod node;

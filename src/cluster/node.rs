@@ -1,0 +1,567 @@
+//! The lease driver over NATS JetStream KV: one [`Lease`] per configured PTT account, its
+//! operations run against the bucket, and the account connected exactly while this node may act
+//! as its owner. Announces what it takes and loses (a hub event and a log line), shows it in
+//! `/healthz`, and releases everything when the bridge drains.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use futures_util::StreamExt;
+use logsafe::esc;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::config::ClusterConfig;
+use super::lease::{Change, Entry, Lease, Op, Record, Reply, View, WriteError};
+use crate::events::config::NatsConfig;
+use crate::hub::event::Draft;
+use crate::hub::{EventBus, EventKind};
+use crate::sides::ptt::{Account, PttSide};
+
+/// The KV key of an account: `ptt.<server>.<account>`, each name with what a key cannot hold
+/// written as `=HH` (so two names never share a key).
+pub fn account_key(server: &str, username: &str) -> String {
+    fn token(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("={b:02X}"));
+            }
+        }
+        if out.is_empty() { "=".into() } else { out }
+    }
+    format!("ptt.{}.{}", token(server), token(username))
+}
+
+/// What `/healthz` shows of one lease.
+#[derive(Debug, Clone)]
+struct LeaseStatus {
+    key: String,
+    server: String,
+    account: String,
+    view: View,
+    acquired_at: Option<Instant>,
+    acting_until: Option<Instant>,
+}
+
+/// The node's state for `/healthz`.
+#[derive(Debug)]
+pub struct ClusterStatus {
+    node_id: String,
+    lease: Duration,
+    bucket: String,
+    ready: AtomicBool,
+    draining: AtomicBool,
+    leases: Mutex<Vec<LeaseStatus>>,
+}
+
+impl ClusterStatus {
+    /// `/healthz`'s `cluster` object: this node, the leases it holds (age, expiry) and who owns
+    /// the others as seen in the bucket.
+    pub fn to_json(&self) -> Value {
+        let now = Instant::now();
+        let ms = |d: Duration| d.as_millis() as u64;
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let rows: Vec<Value> = leases
+            .iter()
+            .map(|l| {
+                let mut row = json!({ "key": l.key, "server": l.server, "account": l.account });
+                let (state, owner, extra) = match &l.view {
+                    View::Mine { revision } if l.acting_until.is_some_and(|t| now < t) => (
+                        "held",
+                        Some(self.node_id.clone()),
+                        json!({
+                            "revision": revision,
+                            "held_ms": l.acquired_at.map(|t| ms(now.duration_since(t))),
+                            "expires_in_ms": l.acting_until.map(|t| ms(t.saturating_duration_since(now))),
+                        }),
+                    ),
+                    View::Mine { revision } => ("renewing", None, json!({ "revision": revision })),
+                    View::Theirs {
+                        owner,
+                        revision,
+                        seen,
+                        lease,
+                    } => (
+                        "other",
+                        owner.clone(),
+                        json!({
+                            "revision": revision,
+                            "unchanged_ms": ms(now.duration_since(*seen)),
+                            "lapses_in_ms": ms((*seen + *lease).saturating_duration_since(now)),
+                        }),
+                    ),
+                    View::Free { .. } => ("free", None, json!({})),
+                    View::Unknown => ("unknown", None, json!({})),
+                };
+                let m = row.as_object_mut().expect("object");
+                m.insert("state".into(), state.into());
+                m.insert("owner".into(), owner.into());
+                if let Value::Object(extra) = extra {
+                    m.extend(extra);
+                }
+                row
+            })
+            .collect();
+        json!({
+            "node_id": self.node_id,
+            "bucket": self.bucket,
+            "lease_ms": ms(self.lease),
+            "state": if self.draining.load(Ordering::Relaxed) { "draining" }
+                     else if self.ready.load(Ordering::Relaxed) { "ready" } else { "connecting" },
+            "leases": rows,
+        })
+    }
+
+    fn set(&self, i: usize, lease: &Lease) {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(row) = leases.get_mut(i) {
+            row.view = lease.view().clone();
+            row.acquired_at = lease.acquired_at();
+            row.acting_until = lease.acting_until();
+        }
+        let now = Instant::now();
+        let mut counts = [0u32; 4];
+        for l in leases.iter() {
+            let slot = match &l.view {
+                View::Mine { .. } if l.acting_until.is_some_and(|t| now < t) => 0,
+                View::Theirs { .. } => 1,
+                View::Free { .. } => 2,
+                _ => 3,
+            };
+            counts[slot] += 1;
+        }
+        for (state, n) in ["held", "other", "free", "unknown"].iter().zip(counts) {
+            metrics::gauge!("pttbridge_cluster_leases", "state" => *state).set(f64::from(n));
+        }
+    }
+}
+
+/// A running cluster node.
+#[derive(Debug)]
+pub struct ClusterNode {
+    /// What `/healthz` shows.
+    pub status: Arc<ClusterStatus>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ClusterNode {
+    /// Starts the node: connects to NATS in the background (retrying), creates the bucket if
+    /// missing, and runs one lease per account of `ptt` (which started them all offline). When
+    /// `shutdown` turns true, every lease is released and its account taken offline first.
+    pub fn start(
+        config: &ClusterConfig,
+        nats: &NatsConfig,
+        ptt: Arc<PttSide>,
+        bus: Arc<EventBus>,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
+        let node_id = config
+            .node_id
+            .clone()
+            .context("cluster.node_id: not set (the cluster is off)")?;
+        let url = config
+            .nats_url(nats)
+            .context("cluster.url: not set")?
+            .to_string();
+        let options = crate::events::nats::connect_options(nats)?;
+        let status = Arc::new(ClusterStatus {
+            node_id: node_id.clone(),
+            lease: config.lease(),
+            bucket: config.bucket.clone(),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            leases: Mutex::new(
+                ptt.accounts
+                    .iter()
+                    .map(|a| LeaseStatus {
+                        key: account_key(&a.server, &a.username),
+                        server: a.server.clone(),
+                        account: a.username.clone(),
+                        view: View::Unknown,
+                        acquired_at: None,
+                        acting_until: None,
+                    })
+                    .collect(),
+            ),
+        });
+        let driver = Driver {
+            node_id: node_id.clone(),
+            config: config.clone(),
+            url,
+            ptt,
+            bus,
+            status: status.clone(),
+        };
+        let task = tokio::spawn(
+            driver
+                .run(options, shutdown)
+                .instrument(info_span!("cluster", node = %node_id)),
+        );
+        Ok(Self {
+            status,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// Waits (at most `limit`) until every lease is released after shutdown began.
+    pub async fn drained(&self, limit: Duration) {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task
+            && tokio::time::timeout(limit, task).await.is_err()
+        {
+            warn!("cluster leases not all released within {limit:?}; they lapse by themselves");
+        }
+    }
+}
+
+struct Driver {
+    node_id: String,
+    config: ClusterConfig,
+    url: String,
+    ptt: Arc<PttSide>,
+    bus: Arc<EventBus>,
+    status: Arc<ClusterStatus>,
+}
+
+/// Wait between attempts to reach NATS or create the bucket at start.
+const START_RETRY: Duration = Duration::from_secs(1);
+
+impl Driver {
+    async fn run(self, options: async_nats::ConnectOptions, mut shutdown: watch::Receiver<bool>) {
+        let op_timeout = self.op_timeout();
+        let options = options
+            .request_timeout(Some(op_timeout))
+            .retry_on_initial_connect();
+        let kv = tokio::select! {
+            kv = self.bucket(options) => kv,
+            _ = shutdown.wait_for(|s| *s) => {
+                // Nothing taken yet, nothing to release.
+                self.status.draining.store(true, Ordering::Relaxed);
+                return;
+            }
+        };
+        self.status.ready.store(true, Ordering::Relaxed);
+        info!(bucket = %self.config.bucket, accounts = self.ptt.accounts.len(), "cluster node ready");
+        let mut tasks = JoinSet::new();
+        let wakers: Vec<Arc<Notify>> = self
+            .ptt
+            .accounts
+            .iter()
+            .map(|_| Arc::new(Notify::new()))
+            .collect();
+        let keys: HashMap<String, Arc<Notify>> = self
+            .ptt
+            .accounts
+            .iter()
+            .zip(&wakers)
+            .map(|(a, w)| (account_key(&a.server, &a.username), w.clone()))
+            .collect();
+        let watcher = tokio::spawn(watch(kv.clone(), keys).in_current_span());
+        for (i, account) in self.ptt.accounts.iter().enumerate() {
+            let one = OneLease {
+                index: i,
+                key: account_key(&account.server, &account.username),
+                account: account.clone(),
+                lease: Lease::new(self.node_id.clone(), self.config.lease()),
+                kv: kv.clone(),
+                ptt: self.ptt.clone(),
+                bus: self.bus.clone(),
+                status: self.status.clone(),
+                online: false,
+                guard: self.config.lease() / 10,
+                op_timeout,
+                changed: wakers[i].clone(),
+            };
+            let span = info_span!("lease", key = %one.key);
+            tasks.spawn(one.run(shutdown.clone()).instrument(span));
+        }
+        let _ = shutdown.wait_for(|s| *s).await;
+        self.status.draining.store(true, Ordering::Relaxed);
+        while tasks.join_next().await.is_some() {}
+        watcher.abort();
+        info!("cluster leases released");
+    }
+
+    /// A bounded wait for one KV operation: well inside a renewal period.
+    fn op_timeout(&self) -> Duration {
+        (self.config.lease() / 6).min(Duration::from_secs(2))
+    }
+
+    /// Connects and opens (or creates) the bucket, retrying until it works.
+    async fn bucket(&self, options: async_nats::ConnectOptions) -> kv::Store {
+        let client = loop {
+            // A comma-separated list names several servers of the NATS cluster.
+            let urls: Vec<&str> = self.url.split(',').map(str::trim).collect();
+            match options.clone().connect(urls).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    warn!(error = %esc(e.to_string()), "cluster: cannot reach NATS; retrying");
+                    tokio::time::sleep(START_RETRY).await;
+                }
+            }
+        };
+        let js = async_nats::jetstream::new(client);
+        loop {
+            if let Ok(kv) = js.get_key_value(&self.config.bucket).await {
+                return kv;
+            }
+            // The bucket's stream, made as `create_key_value` makes it: that call first asks
+            // for the account's limits, which async-nats cannot read from a 2.9 server.
+            let stream = async_nats::jetstream::stream::Config {
+                name: format!("KV_{}", self.config.bucket),
+                description: Some("pttbridge node leases".into()),
+                subjects: vec![format!("$KV.{}.>", self.config.bucket)],
+                max_messages_per_subject: 1,
+                storage: async_nats::jetstream::stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                // Reads from the stream's leader, never a replica that lags behind it: a
+                // confirming read must see every write accepted before it (see lease.rs).
+                allow_direct: false,
+                num_replicas: self.config.replicas,
+                discard: async_nats::jetstream::stream::DiscardPolicy::New,
+                ..Default::default()
+            };
+            let created = match js.get_or_create_stream(stream).await {
+                Ok(_) => js
+                    .get_key_value(&self.config.bucket)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match created {
+                Ok(kv) => return kv,
+                Err(e) => {
+                    warn!(error = %esc(e), "cluster: cannot create the lease bucket; retrying");
+                    tokio::time::sleep(START_RETRY).await;
+                }
+            }
+        }
+    }
+}
+
+/// One account's lease and the account itself.
+struct OneLease {
+    index: usize,
+    key: String,
+    account: Account,
+    lease: Lease,
+    kv: kv::Store,
+    ptt: Arc<PttSide>,
+    bus: Arc<EventBus>,
+    status: Arc<ClusterStatus>,
+    /// Whether the account is (told to be) on its server.
+    online: bool,
+    /// The account goes offline this long before the lease's acting deadline, so its session
+    /// is gone before another node can take the lease.
+    guard: Duration,
+    op_timeout: Duration,
+    /// Woken by the bucket's watch when the key is written.
+    changed: Arc<Notify>,
+}
+
+impl OneLease {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut draining = false;
+        loop {
+            if !draining && *shutdown.borrow() {
+                draining = true;
+                self.lease.drain();
+            }
+            self.enforce().await;
+            if let Some(op) = self.lease.poll(Instant::now()) {
+                let reply = self.perform(op).await;
+                self.lease.on_reply(Instant::now(), reply);
+                self.enforce().await;
+            }
+            self.announce();
+            self.status.set(self.index, &self.lease);
+            if self.lease.drained() {
+                return;
+            }
+            let wake = self
+                .lease
+                .poll_timeout()
+                .map(|t| self.stop_at().map_or(t, |s| s.min(t)))
+                .unwrap_or_else(|| Instant::now() + self.op_timeout);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = shutdown.changed(), if !draining => {}
+                _ = self.changed.notified() => self.lease.changed(),
+            }
+        }
+    }
+
+    /// When the account must be off its server.
+    fn stop_at(&self) -> Option<Instant> {
+        self.lease
+            .acting_until()
+            .map(|t| t.checked_sub(self.guard).unwrap_or(t))
+    }
+
+    /// Puts the account on its server exactly while this node may act as its owner.
+    async fn enforce(&mut self) {
+        let now = Instant::now();
+        let should = self.lease.acting(now) && self.stop_at().is_some_and(|t| now < t);
+        if should != self.online {
+            self.online = should;
+            if !self.ptt.set_online(&self.account, should).await {
+                warn!("PTT client stopped; cannot change its connection");
+            }
+        }
+    }
+
+    /// Runs one KV operation, bounded; while it runs, the account still goes offline on time.
+    async fn perform(&mut self, op: Op) -> Reply {
+        let kv = self.kv.clone();
+        let key = self.key.clone();
+        let fut = tokio::time::timeout(self.op_timeout, run_op(kv, key, op.clone()));
+        tokio::pin!(fut);
+        loop {
+            let stop = self.stop_at().filter(|_| self.online);
+            tokio::select! {
+                r = &mut fut => {
+                    return match (r, &op) {
+                        (Ok(reply), _) => reply,
+                        (Err(_), Op::Read) => Reply::ReadFailed,
+                        (Err(_), _) => Reply::Write(Err(WriteError::Unknown)),
+                    };
+                }
+                _ = tokio::time::sleep_until(stop.unwrap_or_else(Instant::now).into()), if stop.is_some() => {
+                    self.online = false;
+                    self.ptt.set_online(&self.account, false).await;
+                }
+            }
+        }
+    }
+
+    /// Logs and publishes what changed.
+    fn announce(&mut self) {
+        while let Some(change) = self.lease.poll_change() {
+            let (kind, detail) = match &change {
+                Change::Acquired { from } => {
+                    if let Some(from) = from {
+                        metrics::counter!("pttbridge_cluster_takeovers_total").increment(1);
+                        info!(from = %esc(from), "took over a lapsed PTT account lease; connecting the account");
+                    } else {
+                        info!("acquired the PTT account lease; connecting the account");
+                    }
+                    (EventKind::SideConnected, json!({ "taken_over_from": from }))
+                }
+                Change::Lost { reason } => {
+                    warn!(reason, "lost the PTT account lease; account taken offline");
+                    (EventKind::SideDisconnected, json!({ "reason": reason }))
+                }
+                Change::Released => {
+                    info!("releasing the PTT account lease (draining)");
+                    (
+                        EventKind::SideDisconnected,
+                        json!({ "reason": "released (draining)" }),
+                    )
+                }
+            };
+            let mut detail = detail;
+            if let Value::Object(m) = &mut detail {
+                m.insert("side".into(), "cluster".into());
+                m.insert("node".into(), self.status.node_id.clone().into());
+                m.insert("server".into(), self.account.server.clone().into());
+                m.insert("account".into(), self.account.username.clone().into());
+            }
+            self.bus
+                .publish(Draft::new(self.account.app.clone(), kind, String::new()).detail(detail));
+        }
+    }
+}
+
+/// Wakes the lease of every key written in the bucket, so a released lease is read (and taken)
+/// at once rather than at the next read period. Only an accelerator: when the watch fails, the
+/// leases still read on their own, and it is made again after a pause.
+async fn watch(kv: kv::Store, keys: HashMap<String, Arc<Notify>>) {
+    loop {
+        match kv.watch_all().await {
+            Ok(mut entries) => {
+                while let Some(Ok(entry)) = entries.next().await {
+                    if let Some(w) = keys.get(&entry.key) {
+                        w.notify_one();
+                    }
+                }
+            }
+            Err(e) => debug!(error = %esc(e.to_string()), "cluster: cannot watch the lease bucket"),
+        }
+        tokio::time::sleep(START_RETRY).await;
+    }
+}
+
+/// A value in the bucket that is not a lease record (read every lease/6 while it stays).
+static BAD_VALUE: logsafe::RateLimit = logsafe::RateLimit::warn("bad lease value");
+
+async fn run_op(kv: kv::Store, key: String, op: Op) -> Reply {
+    let encode = |r: &Record| bytes::Bytes::from(serde_json::to_vec(r).unwrap_or_default());
+    match op {
+        Op::Read => match kv.entry(key).await {
+            Ok(entry) => Reply::Read(entry.map(|e| Entry {
+                revision: e.revision,
+                record: match e.operation {
+                    Operation::Put => {
+                        let record = serde_json::from_slice(&e.value).ok();
+                        if record.is_none() {
+                            // Someone else's writing in our bucket: treated as owned by an
+                            // unknown node (taken over only after a whole lease), and counted.
+                            metrics::counter!("pttbridge_cluster_bad_values_total").increment(1);
+                            if BAD_VALUE.allow() {
+                                warn!(
+                                    revision = e.revision,
+                                    bytes = e.value.len(),
+                                    "lease value is not a lease record"
+                                );
+                            }
+                        }
+                        record
+                    }
+                    // A deleted key is nobody's.
+                    Operation::Delete | Operation::Purge => Some(Record {
+                        owner: None,
+                        lease_ms: 0,
+                    }),
+                },
+            })),
+            Err(_) => Reply::ReadFailed,
+        },
+        Op::Create(record) => Reply::Write(match kv.create(key, encode(&record)).await {
+            Ok(rev) => Ok(rev),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Err(WriteError::Conflict),
+            Err(_) => Err(WriteError::Unknown),
+        }),
+        Op::Update { revision, record } => {
+            Reply::Write(match kv.update(key, encode(&record), revision).await {
+                Ok(rev) => Ok(rev),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                    Err(WriteError::Conflict)
+                }
+                Err(_) => Err(WriteError::Unknown),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::account_key;
+
+    #[test]
+    fn account_keys_are_valid_kv_keys_and_distinct() {
+        assert_eq!(account_key("local", "bridge-1"), "ptt.local.bridge-1");
+        assert_eq!(account_key("a.b", "x y"), "ptt.a=2Eb.x=20y");
+        assert_ne!(account_key("a", "b=2E"), account_key("a", "b."));
+        assert_eq!(account_key("", "调度"), "ptt.=.=E8=B0=83=E5=BA=A6");
+    }
+}
