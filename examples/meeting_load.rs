@@ -250,7 +250,10 @@ async fn main() {
 
     let server = Murmur::start(&["North"]);
     let config = format!(
-        "{}\n[meeting]\nring_delay_ms = 10\nanswer_delay_ms = 10\npassthrough = \"{}\"\n[[meeting.dial_in]]\nuser_id = {DIAL}\nserver = \"local\"\naccount = \"bridge\"\n",
+        "{}\n[meeting]\nring_delay_ms = 10\nanswer_delay_ms = 10\npassthrough = \"{}\"\n\
+         requests_per_second = 10000\nrequest_burst = 10000\n\
+         [[meeting.apps]]\napp_id = \"load\"\nsecret = \"load-secret\"\n\
+         [[meeting.dial_in]]\nuser_id = {DIAL}\nserver = \"local\"\naccount = \"bridge\"\n",
         ptt_server_toml("local", &server, &[("bridge", "North")]),
         a.passthrough
     );
@@ -263,7 +266,9 @@ async fn main() {
     let addr: SocketAddr = bridge.addr();
     let bridge_pid = bridge.pid();
 
-    let sign: Value = testkit::http::get(addr, "/app/getSign?appId=load&secret=x")
+    // getSign needs the app's credentials, and one socket asks for every listener's play, far
+    // over a client's request rate (docs/security.md): both are configured above.
+    let sign: Value = testkit::http::get(addr, "/app/getSign?appId=load&secret=load-secret")
         .unwrap()
         .json();
     let login: Value = testkit::http::request(
