@@ -265,10 +265,13 @@ fn client_mode_meets_a_spec_strict_server() {
     let cert = ca.write_server(tls_dir.path(), "spec");
     let mut srv = SpecServer::start(port, &cert);
 
+    let rec_dir = tempfile::tempdir().unwrap();
     let b = Bridge::start(
         BIN,
         &format!(
             r#"{}
+[recording]
+dir = "{}"
 [meeting]
 enabled = false
 ring_delay_ms = 100
@@ -286,6 +289,7 @@ secret = "test"
 dial_in = [{NORTH}]
 "#,
             ptt_server_toml("local", &murmur, &[("bridge", "North")]),
+            rec_dir.path().display(),
             ca_pem.display()
         ),
     );
@@ -400,6 +404,35 @@ dial_in = [{NORTH}]
     // landed (as every meeting → PTT check does).
     let cmp = compare_through_bridge(&speech, &on_ptt);
     println!("spec server → B → PTT: {cmp}; {summary}");
+    cmp.assert_matches(0.9, 0.1);
+    // B archived what it said into North for the room (murmurd never echoes it to B).
+    let deadline = std::time::Instant::now() + T;
+    let listed = loop {
+        let v = b.get("/v1/archive/bursts?channel=North").json();
+        if let Some(x) = v["bursts"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["side"] == "meeting"))
+        {
+            break x.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "not archived: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(listed["talker"], format!("meeting room {ROOM}"), "{listed}");
+    let (status, _, file) = testkit::http::request_bytes(
+        b.addr(),
+        "GET",
+        listed["url"].as_str().unwrap(),
+        &[testkit::bridge::OPERATOR],
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let archived = dir.path().join("archived.opus");
+    std::fs::write(&archived, &file).unwrap();
+    let wav = dir.path().join("archived.wav");
+    testkit::audio::write_wav(&wav, &testkit::audio::read_ogg_opus(&archived).unwrap()).unwrap();
+    let cmp = compare_through_bridge(&speech, &wav);
+    println!("spec server → B → its archive: {cmp}");
     cmp.assert_matches(0.9, 0.1);
 
     // Channel text → meeting.chat with the spec's required userId and roomId (never answered).

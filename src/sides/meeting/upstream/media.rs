@@ -29,6 +29,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::bridge::{Link, LinkConfig, Notice, Output, PassThrough, PttPort};
 use crate::hub::calls::CallCounters;
 use crate::hub::{EventKind, Party, Side};
+use crate::recording::transmission::Transmission;
 use crate::sides::meeting::dial::DialTarget;
 use crate::sides::meeting::events::{Publisher, link_event, party};
 use crate::sides::meeting::rtc::{Peer, PeerSet, sdp};
@@ -124,6 +125,8 @@ pub struct CallMedia {
     pub local_ip: IpAddr,
     /// The call record's counters (audio both ways), when records are kept.
     pub counters: Option<Arc<CallCounters>>,
+    /// Where what the room says into the channel is archived (`[recording] dir`).
+    pub recorder: Option<crate::recording::Recorder>,
 }
 
 /// Starts the actor for a connected call; notices come back on the returned receiver.
@@ -158,6 +161,10 @@ pub fn spawn(c: CallMedia) -> anyhow::Result<(MediaHandle, mpsc::Receiver<MediaN
         ),
         feed: c.target.account.channel(),
         port: PttPort::new(c.target.account.clone()),
+        transmission: c
+            .recorder
+            .clone()
+            .map(|r| Transmission::new(r, format!("upstream:{}:{}", c.room, c.target.user_id))),
         c,
         link,
         peers: PeerSet::new(now),
@@ -170,6 +177,21 @@ pub fn spawn(c: CallMedia) -> anyhow::Result<(MediaHandle, mpsc::Receiver<MediaN
     };
     tokio::spawn(actor.run(rx, dgram_rx).instrument(span));
     Ok((MediaHandle { tx }, notice_rx))
+}
+
+/// The party a burst of the remote room into the channel is archived under: its speaking
+/// members' ids on that server, in the room's name.
+fn remote_speakers(speakers: &[Id], room: Id) -> Party {
+    let ids: Vec<String> = speakers.iter().map(Id::to_string).collect();
+    Party {
+        side: Side::Meeting,
+        id: if ids.is_empty() {
+            format!("room:{room}")
+        } else {
+            ids.join(",")
+        },
+        name: format!("meeting room {room}"),
+    }
 }
 
 /// What client mode keeps about each of its peers.
@@ -198,6 +220,8 @@ struct Actor {
     link: Link<Id>,
     feed: broadcast::Receiver<ChannelEvent>,
     port: PttPort,
+    /// The room's bursts into the channel, archived.
+    transmission: Option<Transmission>,
     peers: PeerSet<PeerKey, ClientTag>,
     dgram_tx: mpsc::Sender<(PeerKey, Vec<u8>, SocketAddr)>,
     notices: mpsc::Sender<MediaNotice>,
@@ -443,6 +467,20 @@ impl Actor {
                 Output::Listeners(p) => self.peers.write(None, &p, now, now_us, &mut send),
                 Output::ListenersG711(..) => {}
                 Output::PttVoice { opus, terminator } => {
+                    if let Some(t) = &mut self.transmission {
+                        // The other server's members, by the ids it gave them: their names are
+                        // its own.
+                        let (link, room) = (&self.link, self.c.room);
+                        let talker = || remote_speakers(&link.speakers(), room);
+                        t.voice(
+                            self.c.events.app(),
+                            &self.ptt_group,
+                            talker,
+                            &opus,
+                            2,
+                            terminator,
+                        );
+                    }
                     self.port.voice(opus, terminator);
                 }
                 Output::PttText(text) => self.port.text(text),

@@ -757,6 +757,7 @@ impl Calls<'_> {
             room,
             group: self.group(Some(room)),
             local_ip: self.task.sb.config.rtc_ip,
+            recorder: self.task.sb.recorder.get().cloned(),
         });
         let (handle, notices) = match media {
             Ok(m) => m,
