@@ -30,13 +30,12 @@ impl Transmission {
     }
 
     /// One packet as sent: `frames_10ms` long; `terminator` ends the burst. A packet with no
-    /// burst open starts one in hub group `group` of tenant `app`, by whom `talker` names (asked
-    /// only then).
+    /// burst open starts one for tenant `app`, in the hub group and by the talker `starting`
+    /// gives (asked only then: nothing is built per packet).
     pub fn voice(
         &mut self,
         app: &str,
-        group: &str,
-        talker: impl FnOnce() -> Party,
+        starting: impl FnOnce() -> (String, Party),
         opus: &Bytes,
         frames_10ms: u32,
         terminator: bool,
@@ -44,8 +43,9 @@ impl Transmission {
         let at = match self.next {
             Some(at) => at,
             None => {
+                let (group, talker) = starting();
                 self.recorder
-                    .start_burst(self.key.clone(), app, group, talker());
+                    .start_burst(self.key.clone(), app, &group, talker);
                 0
             }
         };

@@ -139,8 +139,7 @@ impl Connection {
                 if let Some(t) = &mut self.transmission {
                     t.voice(
                         &login.server.ptt.app,
-                        &format!("console:{call}"),
-                        || login.party(),
+                        || (format!("console:{call}"), login.party()),
                         &opus,
                         frames,
                         last,

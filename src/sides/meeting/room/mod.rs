@@ -278,6 +278,8 @@ struct RoomActor {
 struct Recording {
     /// Its id once the recorder has answered.
     id: Option<Id>,
+    /// Where the room's packets and ticks go meanwhile.
+    to: Recorder,
 }
 
 /// Track ids of a recording: members by their client id, the PTT channel's streams (one per
@@ -459,7 +461,7 @@ impl RoomActor {
                 }
                 let samples =
                     ::media::opus_toc::parse(&payload).map_or(960, |i| i.samples_at(48_000));
-                if let (Some(_), Some((r, _))) = (&self.recording, &self.recorder) {
+                if let Some(Recording { to: r, .. }) = &self.recording {
                     r.mix_packet(self.id, owner as u64, ts, payload.clone(), now);
                 }
                 if let Some(l) = self.link.as_mut() {
@@ -537,7 +539,7 @@ impl RoomActor {
             self.route_link(now);
         }
         // After the link's tick, so this tick's channel audio is in the recording's.
-        if let (Some(_), Some((r, _))) = (&self.recording, &self.recorder) {
+        if let Some(Recording { to: r, .. }) = &self.recording {
             r.mix_tick(self.id, now);
         }
     }
@@ -570,7 +572,7 @@ impl RoomActor {
             match out {
                 Output::Listeners(p) => {
                     self.media.forward(dial, Codec::Opus, &p, now);
-                    if let (Some(_), Some((r, _))) = (&self.recording, &self.recorder) {
+                    if let Some(Recording { to: r, .. }) = &self.recording {
                         r.mix_packet(self.id, link_track(p.source), p.src_ts, p.payload, now);
                     }
                     forwarded = true;
@@ -586,8 +588,14 @@ impl RoomActor {
                     if let (Some(t), Some((_, app))) = (&mut l.transmission, &self.recorder) {
                         // Named once per burst: the members speaking as it starts.
                         let (members, core, room) = (&self.members, &l.core, self.id);
-                        let talker = || speakers_party(members, &core.speakers(), room);
-                        t.voice(app, &l.ptt_group, talker, &opus, 2, terminator);
+                        let group = &l.ptt_group;
+                        let starting = || {
+                            (
+                                group.clone(),
+                                speakers_party(members, &core.speakers(), room),
+                            )
+                        };
+                        t.voice(app, starting, &opus, 2, terminator);
                     }
                     l.port.voice(opus, terminator);
                 }
@@ -1143,7 +1151,10 @@ impl RoomActor {
             }
         };
         let (tx, rx) = oneshot::channel();
-        self.recording = Some(Recording { id: None });
+        self.recording = Some(Recording {
+            id: None,
+            to: recorder.clone(),
+        });
         recorder.start_mix(MixStart {
             key: self.id,
             app_id: app,
@@ -1257,9 +1268,7 @@ impl RoomActor {
         let Some(rec) = self.recording.take() else {
             return;
         };
-        if let Some((r, _)) = &self.recorder {
-            r.stop_mix(self.id);
-        }
+        rec.to.stop_mix(self.id);
         if let (Some(id), Some(by)) = (rec.id, by) {
             info!(record = id, by, "room recording stopped");
             self.push_recorded(id, "stopRecord", by);

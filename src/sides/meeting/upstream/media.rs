@@ -470,16 +470,9 @@ impl Actor {
                     if let Some(t) = &mut self.transmission {
                         // The other server's members, by the ids it gave them: their names are
                         // its own.
-                        let (link, room) = (&self.link, self.c.room);
-                        let talker = || remote_speakers(&link.speakers(), room);
-                        t.voice(
-                            self.c.events.app(),
-                            &self.ptt_group,
-                            talker,
-                            &opus,
-                            2,
-                            terminator,
-                        );
+                        let (link, room, group) = (&self.link, self.c.room, &self.ptt_group);
+                        let starting = || (group.clone(), remote_speakers(&link.speakers(), room));
+                        t.voice(self.c.events.app(), starting, &opus, 2, terminator);
                     }
                     self.port.voice(opus, terminator);
                 }
