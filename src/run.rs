@@ -23,6 +23,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The recorder is installed before any side registers a metric.
     metrics_handle();
     let bus = Arc::new(EventBus::new());
+    // A cluster node numbers events as they come back from the shared log: set up before
+    // anything publishes or a sink subscribes.
+    let event_log = match config.cluster.enabled() {
+        true => Some(crate::cluster::eventlog::EventLog::start(
+            &config.cluster,
+            &config.nats,
+            bus.clone(),
+        )?),
+        false => None,
+    };
     log_events(&bus);
     let store = open_store(&config)?;
     let recorder = match &config.recording.dir {
@@ -114,6 +124,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // them at once.
     if let Some(c) = &cluster {
         c.drained(SHUTDOWN_GRACE).await;
+    }
+    // What this node said last (its released leases) reaches the other nodes.
+    if let Some(log) = &event_log {
+        log.flushed(SHUTDOWN_GRACE).await;
     }
     // Sides end their sessions (consoles' calls end with their terminals moved home) before
     // the process goes.

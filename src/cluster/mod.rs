@@ -3,5 +3,7 @@
 //! `docs/cluster.md`.
 
 pub mod config;
+pub mod eventlog;
 pub mod lease;
+pub mod log;
 pub mod node;

@@ -1,0 +1,374 @@
+//! The replicated event log over NATS JetStream (issue 22, item 3): one stream that every node
+//! publishes its drafts to and every node reads in order, so `/events` and EGW on any node
+//! carry every node's events with the same contiguous per-app versions. The rules are
+//! [`super::log`]'s; this is the IO: a publisher (bounded outbox, pipelined acks, in-order
+//! re-send after a failure, backoff with jitter) and a consumer (an ordered consumer from the
+//! last applied stream sequence, recreated after any error).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use logsafe::esc;
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::config::ClusterConfig;
+use super::log::{Admit, LogEntry, Sequencer};
+use crate::events::config::NatsConfig;
+use crate::hub::EventBus;
+use crate::hub::bus::Stamped;
+
+/// Publishes awaiting their ack at once.
+const IN_FLIGHT: usize = 256;
+
+/// Largest entry sent (bytes of JSON); a larger draft is dropped and counted. Well under
+/// NATS's default 1 MiB payload limit.
+const MAX_ENTRY: usize = 64 * 1024;
+
+/// Counters of the event log (also exported as metrics).
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Entries stored by JetStream (first time).
+    pub published: AtomicU64,
+    /// Entries JetStream acknowledged as duplicates of a re-send.
+    pub duplicates: AtomicU64,
+    /// Publishes that failed and were queued again.
+    pub retried: AtomicU64,
+    /// Entries applied to this node's bus.
+    pub applied: AtomicU64,
+    /// Entries dropped as stale (see `log.rs`).
+    pub stale: AtomicU64,
+    /// Stream entries that were not log entries.
+    pub unreadable: AtomicU64,
+    /// The last stream sequence applied.
+    pub applied_seq: AtomicU64,
+    /// Drafts taken from the bus and not acknowledged yet.
+    pub unacked: AtomicU64,
+    /// Whether the consumer is reading the stream.
+    pub reading: AtomicBool,
+}
+
+/// The running event log of this node.
+#[derive(Debug)]
+pub struct EventLog {
+    /// Its counters.
+    pub stats: Arc<LogStats>,
+}
+
+impl EventLog {
+    /// Puts `bus` in cluster mode and starts the publisher and the consumer (connecting in the
+    /// background, retrying). Call before anything publishes on `bus`.
+    pub fn start(
+        config: &ClusterConfig,
+        nats: &NatsConfig,
+        bus: Arc<EventBus>,
+    ) -> anyhow::Result<Self> {
+        let node_id = config
+            .node_id
+            .clone()
+            .context("cluster.node_id: not set (the cluster is off)")?;
+        let url = config
+            .nats_url(nats)
+            .context("cluster.url: not set")?
+            .to_string();
+        let options = crate::events::nats::connect_options(nats)?;
+        // One run of this node: a restarted node's sequence 1 is not its previous run's.
+        let origin = format!("{node_id}/{:08x}", rand::random::<u32>());
+        let (tx, rx) = mpsc::channel(config.event_outbox);
+        bus.replicate(tx);
+        let stats = Arc::new(LogStats::default());
+        let io = Io {
+            config: config.clone(),
+            url,
+            options,
+            stats: stats.clone(),
+        };
+        let span = info_span!("eventlog", node = %node_id);
+        tokio::spawn(
+            {
+                let io = io.clone();
+                let origin = origin.clone();
+                let bus = bus.clone();
+                async move {
+                    let js = io.jetstream().await;
+                    tokio::spawn(io.clone().consume(js.clone(), bus, origin.clone()).in_current_span());
+                    io.publish(js, origin, rx).await;
+                }
+            }
+            .instrument(span),
+        );
+        info!(origin = %origin, stream = %config.event_stream, "cluster event log starting");
+        Ok(Self { stats })
+    }
+
+    /// Waits (at most `limit`) until every draft taken so far is stored in the stream.
+    pub async fn flushed(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.stats.unacked.load(Ordering::Relaxed) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                warn!(
+                    unacked = self.stats.unacked.load(Ordering::Relaxed),
+                    "event log: drafts not stored before the process ends"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Io {
+    config: ClusterConfig,
+    url: String,
+    options: async_nats::ConnectOptions,
+    stats: Arc<LogStats>,
+}
+
+/// Backoff with jitter: half of `base` plus up to half again (no two nodes retry in step).
+fn jitter(base: Duration) -> Duration {
+    let ms = base.as_millis() as u64;
+    Duration::from_millis(ms / 2 + rand::random_range(0..=ms / 2))
+}
+
+fn next_backoff(b: Duration) -> Duration {
+    (b * 2).min(Duration::from_secs(2))
+}
+
+type AckFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Outgoing, Result<bool, String>)> + Send + 'static>,
+>;
+
+/// An entry ready to send.
+struct Outgoing {
+    id: String,
+    body: Bytes,
+}
+
+impl Io {
+    fn subject(&self) -> String {
+        format!("{}.entries", self.config.event_stream)
+    }
+
+    /// Connects (retrying) and makes sure the stream exists.
+    async fn jetstream(&self) -> jetstream::Context {
+        let client = loop {
+            let urls: Vec<&str> = self.url.split(',').map(str::trim).collect();
+            let options = self
+                .options
+                .clone()
+                .retry_on_initial_connect()
+                .max_reconnects(None)
+                .reconnect_delay_callback(|attempt| {
+                    jitter(Duration::from_millis(50u64 << attempt.min(6)).min(Duration::from_secs(2)))
+                });
+            match options.connect(urls).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    warn!(error = %esc(e.to_string()), "event log: cannot reach NATS; retrying");
+                    tokio::time::sleep(jitter(Duration::from_secs(1))).await;
+                }
+            }
+        };
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .max_ack_inflight(IN_FLIGHT)
+            .build(client);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let config = stream::Config {
+                name: self.config.event_stream.clone(),
+                description: Some("pttbridge cluster event log".into()),
+                subjects: vec![self.subject()],
+                storage: stream::StorageType::File,
+                num_replicas: self.config.replicas,
+                max_messages: self.config.event_max_msgs,
+                max_age: Duration::from_secs(self.config.event_max_age_s),
+                discard: stream::DiscardPolicy::Old,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            };
+            match js.get_or_create_stream(config).await {
+                Ok(_) => return js,
+                Err(e) => {
+                    warn!(error = %esc(e.to_string()), "event log: stream not ready; retrying");
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = next_backoff(backoff);
+                }
+            }
+        }
+    }
+
+    /// Sends the bus's drafts in order with up to [`IN_FLIGHT`] acks outstanding. After a
+    /// failure nothing new is sent until every outstanding ack resolved; then what was not
+    /// acknowledged is sent again, in order (JetStream drops re-sends it stored already by
+    /// their message id).
+    async fn publish(self, js: jetstream::Context, origin: String, mut rx: mpsc::Receiver<Stamped>) {
+        let subject = self.subject();
+        let outbox_gauge = metrics::gauge!("pttbridge_cluster_log_outbox_entries");
+        let mut queue: VecDeque<Outgoing> = VecDeque::new();
+        let mut inflight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
+        let mut failed: Vec<Outgoing> = Vec::new();
+        let mut backoff = Duration::from_millis(100);
+        let mut open = true;
+        loop {
+            while failed.is_empty() && inflight.len() < IN_FLIGHT {
+                let Some(out) = queue.pop_front() else { break };
+                let msg = PublishMessage::build()
+                    .payload(out.body.clone())
+                    .message_id(out.id.clone());
+                match js.send_publish(subject.clone(), msg).await {
+                    Ok(ack) => inflight.push_back(Box::pin(async move {
+                        let r = ack.await.map(|a| a.duplicate).map_err(|e| e.to_string());
+                        (out, r)
+                    })),
+                    Err(e) => {
+                        debug!(error = %esc(e.to_string()), "event log: publish not sent");
+                        failed.push(out);
+                    }
+                }
+            }
+            if inflight.is_empty() && !failed.is_empty() {
+                self.stats.retried.fetch_add(failed.len() as u64, Ordering::Relaxed);
+                metrics::counter!("pttbridge_cluster_log_publish_failures_total")
+                    .increment(failed.len() as u64);
+                for out in failed.drain(..).rev() {
+                    queue.push_front(out);
+                }
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = next_backoff(backoff);
+                continue;
+            }
+            outbox_gauge.set((queue.len() + inflight.len()) as f64);
+            if !open && queue.is_empty() && inflight.is_empty() {
+                return;
+            }
+            tokio::select! {
+                biased;
+                done = inflight.next(), if !inflight.is_empty() => {
+                    let Some((out, result)) = done else { continue };
+                    match result {
+                        Ok(duplicate) => {
+                            backoff = Duration::from_millis(100);
+                            self.stats.unacked.fetch_sub(1, Ordering::Relaxed);
+                            let c = if duplicate { &self.stats.duplicates } else { &self.stats.published };
+                            c.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!("pttbridge_cluster_log_published_total", "duplicate" => if duplicate { "true" } else { "false" }).increment(1);
+                        }
+                        Err(why) => {
+                            if failed.is_empty() {
+                                warn!(error = %esc(&why), "event log: publish failed; re-sending in order");
+                            }
+                            failed.push(out);
+                        }
+                    }
+                }
+                s = rx.recv(), if open && queue.len() < self.config.event_outbox => match s {
+                    Some(s) => {
+                        let entry = LogEntry::new(&origin, s);
+                        let body = serde_json::to_vec(&entry).unwrap_or_default();
+                        if body.len() > MAX_ENTRY {
+                            metrics::counter!("pttbridge_cluster_log_dropped_total", "reason" => "too_large").increment(1);
+                            continue;
+                        }
+                        self.stats.unacked.fetch_add(1, Ordering::Relaxed);
+                        queue.push_back(Outgoing { id: entry.message_id(), body: Bytes::from(body) });
+                    }
+                    None => open = false,
+                },
+            }
+        }
+    }
+
+    /// Reads the stream in order from the last applied sequence and applies what the
+    /// sequencer admits to `bus`. Any error (NATS gone, consumer lost with its server) makes a
+    /// new consumer from where it stopped, after a backoff.
+    async fn consume(self, js: jetstream::Context, bus: Arc<EventBus>, origin: String) {
+        let mut seq = Sequencer::new();
+        let mut backoff = Duration::from_millis(100);
+        let lag = metrics::gauge!("pttbridge_cluster_log_lag_entries");
+        loop {
+            match self.read(&js, &bus, &origin, &mut seq, &lag).await {
+                Ok(()) => {}
+                Err(e) => {
+                    warn!(error = %esc(format!("{e:#}")), applied = seq.applied(), "event log: reading stopped; resuming");
+                }
+            }
+            self.stats.reading.store(false, Ordering::Relaxed);
+            metrics::counter!("pttbridge_cluster_log_consumer_restarts_total").increment(1);
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = next_backoff(backoff);
+        }
+    }
+
+    async fn read(
+        &self,
+        js: &jetstream::Context,
+        bus: &EventBus,
+        origin: &str,
+        seq: &mut Sequencer,
+        lag: &metrics::Gauge,
+    ) -> anyhow::Result<()> {
+        let stream = js
+            .get_stream(&self.config.event_stream)
+            .await
+            .context("get stream")?;
+        let deliver_policy = match seq.applied() {
+            0 => consumer::DeliverPolicy::All,
+            n => consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: n + 1,
+            },
+        };
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy,
+                filter_subject: self.subject(),
+                ..Default::default()
+            })
+            .await
+            .context("create consumer")?;
+        let mut messages = consumer.messages().await.context("messages")?;
+        self.stats.reading.store(true, Ordering::Relaxed);
+        info!(from = seq.applied() + 1, "event log: reading");
+        while let Some(msg) = messages.next().await {
+            let msg = msg.context("next message")?;
+            let info = msg.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?;
+            let (stream_seq, pending) = (info.stream_sequence, info.pending);
+            lag.set(pending as f64);
+            match serde_json::from_slice::<LogEntry>(&msg.payload) {
+                Ok(entry) => match seq.admit(stream_seq, &entry.origin, entry.seq) {
+                    Admit::Apply => {
+                        let local = entry.origin == origin;
+                        let (draft, time_ms) = entry.into_draft();
+                        bus.apply_replicated(draft, time_ms, local);
+                        self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("pttbridge_cluster_log_applied_total").increment(1);
+                    }
+                    Admit::Replayed => {}
+                    Admit::Stale => {
+                        self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("pttbridge_cluster_log_stale_total").increment(1);
+                    }
+                },
+                Err(e) => {
+                    seq.skip(stream_seq);
+                    self.stats.unreadable.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("pttbridge_cluster_log_unreadable_total").increment(1);
+                    static BAD: logsafe::RateLimit = logsafe::RateLimit::warn("bad event log entry");
+                    if BAD.allow() {
+                        warn!(stream_seq, error = %esc(e.to_string()), "event log entry is not a log entry; skipped");
+                    }
+                }
+            }
+            self.stats.applied_seq.store(seq.applied(), Ordering::Relaxed);
+        }
+        anyhow::bail!("message stream ended")
+    }
+}
