@@ -32,6 +32,9 @@ const IN_FLIGHT: usize = 256;
 /// NATS's default 1 MiB payload limit.
 const MAX_ENTRY: usize = 64 * 1024;
 
+/// The longest pull of the log's consumer (its idle heartbeat is half of it).
+const CONSUMER_EXPIRES: Duration = Duration::from_secs(2);
+
 /// Counters of the event log (also exported as metrics).
 #[derive(Debug, Default)]
 pub struct LogStats {
@@ -98,7 +101,11 @@ impl EventLog {
                 let bus = bus.clone();
                 async move {
                     let js = io.jetstream().await;
-                    tokio::spawn(io.clone().consume(js.clone(), bus, origin.clone()).in_current_span());
+                    tokio::spawn(
+                        io.clone()
+                            .consume(js.clone(), bus, origin.clone())
+                            .in_current_span(),
+                    );
                     io.publish(js, origin, rx).await;
                 }
             }
@@ -167,7 +174,9 @@ impl Io {
                 .retry_on_initial_connect()
                 .max_reconnects(None)
                 .reconnect_delay_callback(|attempt| {
-                    jitter(Duration::from_millis(50u64 << attempt.min(6)).min(Duration::from_secs(2)))
+                    jitter(
+                        Duration::from_millis(50u64 << attempt.min(6)).min(Duration::from_secs(2)),
+                    )
                 });
             match options.connect(urls).await {
                 Ok(c) => break c,
@@ -210,7 +219,12 @@ impl Io {
     /// failure nothing new is sent until every outstanding ack resolved; then what was not
     /// acknowledged is sent again, in order (JetStream drops re-sends it stored already by
     /// their message id).
-    async fn publish(self, js: jetstream::Context, origin: String, mut rx: mpsc::Receiver<Stamped>) {
+    async fn publish(
+        self,
+        js: jetstream::Context,
+        origin: String,
+        mut rx: mpsc::Receiver<Stamped>,
+    ) {
         let subject = self.subject();
         let outbox_gauge = metrics::gauge!("pttbridge_cluster_log_outbox_entries");
         let mut queue: VecDeque<Outgoing> = VecDeque::new();
@@ -236,7 +250,9 @@ impl Io {
                 }
             }
             if inflight.is_empty() && !failed.is_empty() {
-                self.stats.retried.fetch_add(failed.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .retried
+                    .fetch_add(failed.len() as u64, Ordering::Relaxed);
                 metrics::counter!("pttbridge_cluster_log_publish_failures_total")
                     .increment(failed.len() as u64);
                 for out in failed.drain(..).rev() {
@@ -256,6 +272,9 @@ impl Io {
                     let Some((out, result)) = done else { continue };
                     match result {
                         Ok(duplicate) => {
+                            if backoff > Duration::from_millis(100) {
+                                info!("event log: publishing again");
+                            }
                             backoff = Duration::from_millis(100);
                             self.stats.unacked.fetch_sub(1, Ordering::Relaxed);
                             let c = if duplicate { &self.stats.duplicates } else { &self.stats.published };
@@ -330,6 +349,9 @@ impl Io {
             .create_consumer(consumer::pull::OrderedConfig {
                 deliver_policy,
                 filter_subject: self.subject(),
+                // Pulls expire (and the server heartbeats) within this: a consumer lost with
+                // its nats-server is found missing after two heartbeats (2 s), not 30 s.
+                max_expires: CONSUMER_EXPIRES,
                 ..Default::default()
             })
             .await
@@ -337,9 +359,33 @@ impl Io {
         let mut messages = consumer.messages().await.context("messages")?;
         self.stats.reading.store(true, Ordering::Relaxed);
         info!(from = seq.applied() + 1, "event log: reading");
-        while let Some(msg) = messages.next().await {
+        let mut stream = stream;
+        let mut idle = tokio::time::interval(CONSUMER_EXPIRES * 2);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut progress = (seq.applied(), false);
+        loop {
+            let msg = tokio::select! {
+                m = messages.next() => m,
+                _ = idle.tick() => {
+                    // A watchdog over the client's own recovery: the stream has entries past
+                    // ours and none came for a whole period → a new consumer from here.
+                    let behind = match stream.info().await {
+                        Ok(info) => info.state.last_sequence > seq.applied(),
+                        Err(_) => false,
+                    };
+                    let stuck = behind && progress.0 == seq.applied();
+                    if stuck && progress.1 {
+                        anyhow::bail!("no entries for {:?} while the stream has more", CONSUMER_EXPIRES * 4);
+                    }
+                    progress = (seq.applied(), stuck);
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
             let msg = msg.context("next message")?;
-            let info = msg.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?;
+            let info = msg
+                .info()
+                .map_err(|e| anyhow::anyhow!("message info: {e}"))?;
             let (stream_seq, pending) = (info.stream_sequence, info.pending);
             lag.set(pending as f64);
             match serde_json::from_slice::<LogEntry>(&msg.payload) {
@@ -361,13 +407,16 @@ impl Io {
                     seq.skip(stream_seq);
                     self.stats.unreadable.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("pttbridge_cluster_log_unreadable_total").increment(1);
-                    static BAD: logsafe::RateLimit = logsafe::RateLimit::warn("bad event log entry");
+                    static BAD: logsafe::RateLimit =
+                        logsafe::RateLimit::warn("bad event log entry");
                     if BAD.allow() {
                         warn!(stream_seq, error = %esc(e.to_string()), "event log entry is not a log entry; skipped");
                     }
                 }
             }
-            self.stats.applied_seq.store(seq.applied(), Ordering::Relaxed);
+            self.stats
+                .applied_seq
+                .store(seq.applied(), Ordering::Relaxed);
         }
         anyhow::bail!("message stream ended")
     }

@@ -177,7 +177,11 @@ mod tests {
         assert_eq!(s.admit(2, "b/1", 1), Admit::Replayed, "redelivered");
         assert_eq!(s.admit(1, "a/1", 1), Admit::Replayed);
         assert_eq!(s.admit(3, "a/1", 3), Admit::Apply, "a gap in a's sequence");
-        assert_eq!(s.admit(4, "a/1", 2), Admit::Stale, "stored after a later one");
+        assert_eq!(
+            s.admit(4, "a/1", 2),
+            Admit::Stale,
+            "stored after a later one"
+        );
         assert_eq!(s.admit(5, "a/1", 3), Admit::Stale, "stored twice");
         assert_eq!(s.admit(9, "a/2", 1), Admit::Apply, "a restarted node");
         assert_eq!(s.applied(), 9);
@@ -293,7 +297,11 @@ mod tests {
             (events, bus.snapshot("a", None), bus.snapshot("b", None))
         };
         let first = run(0);
-        assert_eq!(first.0.len(), 299, "the duplicate and the late entry dropped");
+        assert_eq!(
+            first.0.len(),
+            299,
+            "the duplicate and the late entry dropped"
+        );
         assert_eq!(run(17), first);
         assert_eq!(run(5), first);
     }

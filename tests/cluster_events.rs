@@ -1,0 +1,385 @@
+//! One event stream across bridge nodes (issue 22, item 3), against real peers: a 3-server
+//! `nats-server` JetStream cluster on loopback, murmurd with North and South, a pymumble
+//! terminal ("mover") going back and forth between them, and three `pttbridge run` nodes, each
+//! with its own PTT server entry (`a`, `b`, `c`) and account, so each node reports the mover's
+//! moves as events of its own groups (`ptt:a:North`, `ptt:b:North`, ...).
+//!
+//! Shows, with a spec-strict EGW client (`tests/support/egw_client.rs`: tungstenite + JSON, no
+//! project types) logged in on node C: every node's events arrive on C, with contiguous
+//! versions and no duplicates (each node's view of the mover alternates leave/join exactly once
+//! per move), through `kill -9` of node A and through the kill of the nats-server leading the
+//! event log's stream; a second client on node B sees the same events at the same versions.
+
+#[path = "support/egw_client.rs"]
+mod egw_client;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use egw_client::{Client, Replica};
+use serde_json::Value;
+use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::murmur::Murmur;
+use testkit::nats::NatsCluster;
+use testkit::terminal::Terminal;
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
+const T: Duration = Duration::from_secs(30);
+const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+const SERVERS: [&str; 3] = ["a", "b", "c"];
+const MOVES: usize = 8;
+
+fn config(i: usize, murmur: &Murmur, urls: &str) -> String {
+    format!(
+        r#"
+[[egw.developers]]
+dev_id = "dev"
+token = "devtoken"
+
+{}
+[cluster]
+node_id = "{}"
+url = "{urls}"
+replicas = 3
+lease_ms = 6000
+"#,
+        ptt_server_toml(SERVERS[i], murmur, &[(&format!("bridge-{i}"), "North")]),
+        NODES[i]
+    )
+}
+
+/// Runs a blocking peer action without stalling the clients' tasks.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// An EGW client on one node: logged in, subscribed, full-synced; its pushes collected by a
+/// task of its own (heartbeats sent while idle) and applied to a [`Replica`], which fails on
+/// any version gap.
+struct Watcher {
+    rx: mpsc::UnboundedReceiver<Value>,
+    replica: Replica,
+    /// The full sync's version.
+    synced: u64,
+    /// Every push applied, by version.
+    pushes: BTreeMap<u64, Value>,
+}
+
+impl Watcher {
+    async fn start(node: std::net::SocketAddr) -> Watcher {
+        let mut c = Client::connect(node).await;
+        c.login("dev", "devtoken").await;
+        c.subscribe(Some(&["default"])).await;
+        let sync = c.full_sync(&["default"]).await.remove(0);
+        let replica = Replica::from_sync(&sync);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(f) = c.next(Duration::from_secs(3600)).await {
+                if tx.send(f).is_err() {
+                    return;
+                }
+            }
+            // Seen by the waits: nothing more arrives.
+            eprintln!("EGW connection ended: {:?}", c.ended);
+        });
+        Watcher {
+            rx,
+            synced: replica.version,
+            replica,
+            pushes: BTreeMap::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(f) = self.rx.try_recv() {
+            if !egw_client::is_push(&f) {
+                continue;
+            }
+            let v = f["version"].as_u64().expect("a push has a version");
+            if v <= self.synced {
+                // In the full sync already.
+                continue;
+            }
+            assert!(v > self.replica.version, "version {v} pushed twice");
+            self.replica.apply(&f).unwrap_or_else(|e| panic!("{e}"));
+            assert!(self.pushes.insert(v, f).is_none(), "version {v} twice");
+        }
+    }
+
+    /// The mover's frames per server, in version order: (push id, group).
+    fn mover_trail(&self, user: &str) -> HashMap<String, Vec<(i64, String)>> {
+        let mut out: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+        for f in self.pushes.values() {
+            if f["user_id"] != user || !matches!(f["id"].as_i64(), Some(20100 | 20101)) {
+                continue;
+            }
+            let group = f["group_id"].as_str().unwrap().to_string();
+            let server = group.split(':').nth(1).unwrap().to_string();
+            out.entry(server)
+                .or_default()
+                .push((f["id"].as_i64().unwrap(), group));
+        }
+        out
+    }
+
+    /// Waits until the mover has joined `channel` on every server of `servers` `joins` times
+    /// in all (counted from this watcher's start).
+    async fn wait_joins(
+        &mut self,
+        user: &str,
+        servers: &[&str],
+        joins: &HashMap<String, usize>,
+    ) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            self.drain();
+            let trail = self.mover_trail(user);
+            let done = servers.iter().all(|s| {
+                let n = trail
+                    .get(*s)
+                    .map_or(0, |t| t.iter().filter(|(id, _)| *id == 20100).count());
+                n >= joins[*s]
+            });
+            if done {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "not every server's moves arrived: wanted {joins:?}, trail {trail:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Each server's view of the mover alternates: joined X, left X, joined Y, ... — an event
+/// applied twice, or one out of its node's order, breaks it.
+fn assert_alternates(trail: &HashMap<String, Vec<(i64, String)>>) {
+    for (server, t) in trail {
+        let mut at: Option<&str> = None;
+        for (k, (id, group)) in t.iter().enumerate() {
+            match (*id, at) {
+                (20100, None) => at = Some(group),
+                (20101, Some(g)) if g == group => at = None,
+                // A leave first: the mover was in its channel when the watcher synced.
+                (20101, None) if k == 0 => {}
+                _ => panic!("server {server}: {id} {group} while at {at:?}: {t:?}"),
+            }
+        }
+    }
+}
+
+/// Panics with `why` and what the running nodes logged about the event log.
+fn fail(bridges: &std::sync::Mutex<Vec<Option<Bridge>>>, why: &str) -> ! {
+    let b = bridges.lock().unwrap();
+    let logs: Vec<String> = b
+        .iter()
+        .flatten()
+        .map(|b| {
+            b.logs()
+                .lines()
+                .filter(|l| l.contains("eventlog") || l.contains("async_nats"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect();
+    panic!("{why}\n{}", logs.join("\n----\n"));
+}
+
+/// The nats-server (`n<i>`) leading `stream`.
+async fn stream_leader(urls: &str, stream: &str) -> usize {
+    let urls: Vec<&str> = urls.split(',').collect();
+    let client = async_nats::connect(urls)
+        .await
+        .expect("test client connects");
+    let js = async_nats::jetstream::new(client);
+    let mut s = js.get_stream(stream).await.expect("the bridges made it");
+    let info = s.info().await.expect("stream info");
+    assert_eq!(info.config.num_replicas, 3);
+    let leader = info
+        .cluster
+        .clone()
+        .and_then(|c| c.leader)
+        .expect("a leader");
+    leader.trim_start_matches('n').parse().expect("n<i>")
+}
+
+/// Moves the mover `n` times, alternating South/North; returns the channel it ends in.
+async fn move_mover(mover: &std::sync::Arc<std::sync::Mutex<Terminal>>, n: usize, start: usize) {
+    for k in 0..n {
+        let to = if (start + k) % 2 == 0 {
+            "South"
+        } else {
+            "North"
+        };
+        let m = mover.clone();
+        blocking(move || m.lock().unwrap().move_to(to)).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_sees_every_nodes_events_in_one_numbering_through_kills() {
+    let mut nats = blocking(|| NatsCluster::start(3)).await;
+    let urls = nats.urls();
+    let murmur = blocking(|| Murmur::start(&["North", "South"])).await;
+    let port = murmur.port();
+    let mut bridges: Vec<Option<Bridge>> = Vec::new();
+    for i in 0..3 {
+        let cfg = config(i, &murmur, &urls);
+        bridges.push(Some(blocking(move || Bridge::start(BIN, &cfg)).await));
+    }
+    let bridges = std::sync::Arc::new(std::sync::Mutex::new(bridges));
+    for i in 0..3 {
+        let b = bridges.clone();
+        blocking(move || {
+            let b = b.lock().unwrap();
+            b[i].as_ref().unwrap().wait_health(
+                "its own account connected",
+                |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["state"] == "connected",
+                T,
+            );
+        })
+        .await;
+    }
+    let mover = blocking(move || Terminal::connect(port, "mover", Some("North"))).await;
+    let user = format!("ptt:s{}", mover.session());
+    let mover = std::sync::Arc::new(std::sync::Mutex::new(mover));
+
+    let (c_addr, b_addr) = {
+        let b = bridges.lock().unwrap();
+        (b[2].as_ref().unwrap().addr(), b[1].as_ref().unwrap().addr())
+    };
+    // Watchers start once every node's report of the mover in North is in the shared state,
+    // so each node's first frame about it is its first move.
+    let in_north_everywhere = |w: &Watcher| {
+        SERVERS.iter().all(|s| {
+            w.replica
+                .groups
+                .get(&format!("ptt:{s}:North"))
+                .is_some_and(|g| g.contains_key(&user))
+        })
+    };
+    let mut on_c = Watcher::start(c_addr).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while !in_north_everywhere(&on_c) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mover in every node's North: {:?}",
+            on_c.replica
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        on_c = Watcher::start(c_addr).await;
+    }
+    let on_b = Watcher::start(b_addr).await;
+    assert!(
+        in_north_everywhere(&on_b),
+        "B's full sync is C's: {:?}",
+        on_b.replica
+    );
+    let mut on_b = on_b;
+    let mut joins: HashMap<String, usize> = SERVERS.iter().map(|s| (s.to_string(), 0)).collect();
+
+    // Phase 1: all three nodes report the moves; C carries A's and B's events.
+    move_mover(&mover, MOVES, 0).await;
+    for s in SERVERS {
+        *joins.get_mut(s).unwrap() += MOVES;
+    }
+    on_c.wait_joins(&user, &SERVERS, &joins)
+        .await
+        .unwrap_or_else(|e| fail(&bridges, &e));
+    let phase1 = on_c.replica.version;
+    println!("phase 1: C at version {phase1}");
+
+    // kill -9 node A: B and C go on; C's versions stay contiguous.
+    bridges.lock().unwrap()[0] = None;
+    move_mover(&mover, MOVES, MOVES).await;
+    for s in ["b", "c"] {
+        *joins.get_mut(s).unwrap() += MOVES;
+    }
+    on_c.wait_joins(&user, &["b", "c"], &joins)
+        .await
+        .unwrap_or_else(|e| fail(&bridges, &e));
+    let phase2 = on_c.replica.version;
+    println!("phase 2 (node A killed): C at version {phase2}");
+
+    // Kill the nats-server leading the event log's stream: the other two elect a leader and
+    // the nodes' publishers and consumers carry on (re-sends dropped as duplicates).
+    let leader = stream_leader(&urls, "pttbridge_eventlog").await;
+    nats.servers[leader].kill();
+    move_mover(&mover, MOVES, 0).await;
+    for s in ["b", "c"] {
+        *joins.get_mut(s).unwrap() += MOVES;
+    }
+    on_c.wait_joins(&user, &["b", "c"], &joins)
+        .await
+        .unwrap_or_else(|e| fail(&bridges, &e));
+    let phase3 = on_c.replica.version;
+    println!("phase 3 (nats-server n{leader} killed): C at version {phase3}");
+
+    // Exactly the moves: every live node's view alternates, and the join counts are exact.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    on_c.drain();
+    let trail = on_c.mover_trail(&user);
+    assert_alternates(&trail);
+    for s in SERVERS {
+        let n = trail[s].iter().filter(|(id, _)| *id == 20100).count();
+        assert_eq!(n, joins[s], "server {s}: joins seen on C");
+    }
+
+    // B saw the same events at the same versions.
+    on_b.wait_joins(&user, &["b", "c"], &joins)
+        .await
+        .unwrap_or_else(|e| fail(&bridges, &e));
+    on_b.drain();
+    let common: Vec<u64> = on_c
+        .pushes
+        .keys()
+        .filter(|v| on_b.pushes.contains_key(v))
+        .copied()
+        .collect();
+    assert!(common.len() as u64 >= phase3 - phase1, "B and C overlap");
+    for v in &common {
+        assert_eq!(on_c.pushes[v], on_b.pushes[v], "version {v} on B and C");
+    }
+
+    // Node A restarted: it replays the log and holds the same state at the same versions.
+    let cfg = config(0, &murmur, &urls);
+    let a = blocking(move || Bridge::start(BIN, &cfg)).await;
+    let a_addr = a.addr();
+    bridges.lock().unwrap()[0] = Some(a);
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let on_a = Watcher::start(a_addr).await;
+        let now_c = Watcher::start(c_addr).await;
+        if on_a.replica == now_c.replica && on_a.replica.version >= phase3 {
+            println!(
+                "restarted A: full sync at version {} equals C's",
+                on_a.replica.version
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "restarted A: {:?}\nC: {:?}",
+            on_a.replica,
+            now_c.replica
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let metric = |i: usize, name: &str| {
+        let b = bridges.lock().unwrap();
+        b[i].as_ref().unwrap().metric(name, &[])
+    };
+    let stale = metric(2, "pttbridge_cluster_log_stale_total");
+    println!(
+        "C: {} pushes, versions {}..={}, {} in common with B; stale entries dropped on C: {stale}",
+        on_c.pushes.len(),
+        on_c.pushes.keys().next().unwrap(),
+        on_c.replica.version,
+        common.len()
+    );
+}
