@@ -383,3 +383,212 @@ async fn every_node_sees_every_nodes_events_in_one_numbering_through_kills() {
         common.len()
     );
 }
+
+/// Drafts each node publishes in the load measurements.
+const LOAD_PER_NODE: u64 = 20_000;
+
+/// Events/s with 3 publishing nodes, acked and applied on every node: the event log (this
+/// design) in one process with three nodes' logs and buses against a 3-server JetStream
+/// cluster (stream with 3 replicas). Prints the figure (BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load measurement: prints events/s (cargo test --release --test cluster_events -- --ignored --nocapture)"]
+async fn load_event_log_three_publishing_nodes() {
+    use pttbridge::cluster::config::ClusterConfig;
+    use pttbridge::cluster::eventlog::EventLog;
+    use pttbridge::hub::event::Draft;
+    use pttbridge::hub::{EventBus, EventKind};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let nats = blocking(|| NatsCluster::start(3)).await;
+    let mut nodes = Vec::new();
+    for n in NODES {
+        let config = ClusterConfig {
+            node_id: Some(n.into()),
+            url: Some(nats.urls()),
+            replicas: 3,
+            event_stream: "load_eventlog".into(),
+            event_outbox: 100_000,
+            ..Default::default()
+        };
+        let bus = Arc::new(EventBus::new());
+        let log = EventLog::start(&config, &Default::default(), bus.clone()).unwrap();
+        nodes.push((bus, log));
+    }
+    let deadline = tokio::time::Instant::now() + T;
+    while !nodes.iter().all(|(_, l)| l.stats.reading.load(Relaxed)) {
+        assert!(tokio::time::Instant::now() < deadline, "logs reading");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let start = std::time::Instant::now();
+    let tasks: Vec<_> = nodes
+        .iter()
+        .map(|(bus, log)| {
+            let (bus, stats) = (bus.clone(), log.stats.clone());
+            tokio::spawn(async move {
+                for i in 0..LOAD_PER_NODE {
+                    // Never further ahead of NATS than the outbox holds.
+                    while stats.unacked.load(Relaxed) > 50_000 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    bus.publish(Draft::new("load", EventKind::TalkStarted, "g"));
+                    if i % 500 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = 3 * LOAD_PER_NODE;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let mut acked_at = None;
+    loop {
+        let acked: u64 = nodes
+            .iter()
+            .map(|(_, l)| l.stats.published.load(Relaxed))
+            .sum();
+        if acked == total && acked_at.is_none() {
+            acked_at = Some(start.elapsed());
+        }
+        if acked_at.is_some() && nodes.iter().all(|(b, _)| b.version("load") == total) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "acked {acked} of {total}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let applied = start.elapsed();
+    let acked = acked_at.unwrap();
+    for (_, l) in &nodes {
+        assert_eq!(l.stats.stale.load(Relaxed), 0);
+        assert_eq!(l.stats.applied.load(Relaxed), total);
+    }
+    println!(
+        "event log, 3 publishing nodes: {total} events acked in {:.2} s = {:.0} events/s; applied on all 3 nodes after {:.2} s = {:.0} events/s",
+        acked.as_secs_f64(),
+        total as f64 / acked.as_secs_f64(),
+        applied.as_secs_f64(),
+        total as f64 / applied.as_secs_f64()
+    );
+}
+
+/// The alternative the issue names: a per-app version counter in a JetStream KV bucket
+/// (3 replicas), taken by compare-and-set, then the event published with that version (acked).
+/// Three publishers, each sequential (its next CAS needs the counter's new revision). Counts
+/// conflicts, and versions handed out twice (nats-server issue 4320: the expected revision is
+/// checked before the write goes through its consensus).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load measurement: prints events/s (cargo test --release --test cluster_events -- --ignored --nocapture)"]
+async fn load_kv_counter_three_publishing_nodes() {
+    use async_nats::jetstream::{self, stream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    let nats = blocking(|| NatsCluster::start(3)).await;
+    let urls = nats.urls();
+    let connect = || async {
+        let urls: Vec<&str> = urls.split(',').collect();
+        jetstream::new(async_nats::connect(urls).await.unwrap())
+    };
+    let js = connect().await;
+    // The bucket's stream made by hand, as the bridge does (async-nats' create_key_value asks
+    // for limits a 2.9 server does not give); retried while the new cluster elects its leader.
+    let streams = [
+        stream::Config {
+            name: "KV_load_versions".into(),
+            subjects: vec!["$KV.load_versions.>".into()],
+            max_messages_per_subject: 1,
+            allow_rollup: true,
+            deny_delete: true,
+            num_replicas: 3,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        },
+        stream::Config {
+            name: "load_events".into(),
+            subjects: vec!["load_events.>".into()],
+            num_replicas: 3,
+            ..Default::default()
+        },
+    ];
+    for config in streams {
+        let deadline = tokio::time::Instant::now() + T;
+        while let Err(e) = js.get_or_create_stream(config.clone()).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: {e}",
+                config.name
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let per_node = LOAD_PER_NODE / 10;
+    let conflicts = Arc::new(AtomicU64::new(0));
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let js = connect().await;
+        let conflicts = conflicts.clone();
+        tasks.push(tokio::spawn(async move {
+            let kv = js.get_key_value("load_versions").await.unwrap();
+            let mut mine = Vec::new();
+            for _ in 0..per_node {
+                loop {
+                    let (v, rev) = match kv.entry("app").await.unwrap() {
+                        Some(e) => (
+                            std::str::from_utf8(&e.value)
+                                .unwrap()
+                                .parse::<u64>()
+                                .unwrap(),
+                            e.revision,
+                        ),
+                        None => (0, 0),
+                    };
+                    let next = (v + 1).to_string();
+                    let won = if rev == 0 {
+                        kv.create("app", next.clone().into()).await.is_ok()
+                    } else {
+                        kv.update("app", next.clone().into(), rev).await.is_ok()
+                    };
+                    if !won {
+                        conflicts.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    let msg = jetstream::message::PublishMessage::build()
+                        .payload(next.clone().into())
+                        .message_id(format!("app:{next}"));
+                    js.send_publish("load_events.app", msg)
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap();
+                    mine.push(v + 1);
+                    break;
+                }
+            }
+            mine
+        }));
+    }
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed();
+    let total = versions.len() as u64;
+    versions.sort();
+    let before = versions.len();
+    versions.dedup();
+    let twice = before - versions.len();
+    assert_eq!(total, 3 * per_node);
+    println!(
+        "KV CAS counter, 3 publishing nodes: {total} events acked in {:.2} s = {:.0} events/s; {} CAS conflicts; {twice} versions handed out twice",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        conflicts.load(Relaxed)
+    );
+}
