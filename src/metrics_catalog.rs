@@ -214,6 +214,20 @@ pub const ALL: &[Metric] = &[
         "Event log entries stored but not yet read by this node (as of the last one read).",
     ),
     m(
+        "pttbridge_cluster_log_snapshots_total",
+        C,
+        N,
+        true,
+        "Event log snapshots this node wrote, by result (written, failed, too_large).",
+    ),
+    m(
+        "pttbridge_cluster_log_incomplete_total",
+        C,
+        N,
+        false,
+        "Times entries this node had not read were discarded from the event log with no snapshot covering them (its versions then differ from the other nodes').",
+    ),
+    m(
         "pttbridge_cluster_log_consumer_restarts_total",
         C,
         N,

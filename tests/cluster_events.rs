@@ -592,3 +592,105 @@ async fn load_kv_counter_three_publishing_nodes() {
         conflicts.load(Relaxed)
     );
 }
+
+/// The log is bounded (`event_max_msgs`), and a node that starts after its first entries were
+/// discarded starts from the latest snapshot of another node and numbers the rest alike: three
+/// nodes' logs in this process against one nats-server, the stream kept to 1,000 entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_after_the_log_was_trimmed_starts_from_a_snapshot() {
+    use pttbridge::cluster::config::ClusterConfig;
+    use pttbridge::cluster::eventlog::{EventLog, LogStats};
+    use pttbridge::hub::event::Draft;
+    use pttbridge::hub::{EventBus, EventKind, Party, Side};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or("pttbridge=info".into()))
+        .with_test_writer()
+        .try_init();
+    let nats = blocking(testkit::nats::NatsServer::start).await;
+    let node = |n: &str| {
+        let config = ClusterConfig {
+            node_id: Some(n.into()),
+            url: Some(nats.url()),
+            event_max_msgs: 1000,
+            ..Default::default()
+        };
+        let bus = Arc::new(EventBus::new());
+        let log = EventLog::start(&config, &Default::default(), bus.clone()).unwrap();
+        (bus, log)
+    };
+    let wait = |nodes: Vec<(Arc<EventBus>, Arc<LogStats>)>, version: u64| async move {
+        let deadline = tokio::time::Instant::now() + T;
+        while !nodes.iter().all(|(b, _)| b.version("a") == version) {
+            let now: Vec<(u64, &LogStats)> =
+                nodes.iter().map(|(b, s)| (b.version("a"), &**s)).collect();
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "versions and logs {now:#?}, want {version}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let draft = |i: u64| {
+        let kind = [
+            EventKind::PartyJoined,
+            EventKind::TalkStarted,
+            EventKind::PartyLeft,
+        ][(i % 3) as usize];
+        Draft::new("a", kind, format!("g{}", i % 7)).party(Party {
+            side: Side::Ptt,
+            id: (i % 11).to_string(),
+            name: "u".into(),
+        })
+    };
+    let (x, x_log) = node("node-x");
+    let (y, y_log) = node("node-y");
+    // The running nodes keep within the stream's 1,000 entries (as nodes of a site do with its
+    // million): the publisher waits while either is 300 behind.
+    for i in 0..2500u64 {
+        while i - x.version("a").min(y.version("a")) > 300 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        x.publish(draft(i));
+    }
+    wait(
+        vec![
+            (x.clone(), x_log.stats.clone()),
+            (y.clone(), y_log.stats.clone()),
+        ],
+        2500,
+    )
+    .await;
+
+    let (z, z_log) = node("node-z");
+    wait(vec![(z.clone(), z_log.stats.clone())], 2500).await;
+    assert_eq!(
+        z.export(),
+        x.export(),
+        "the late node's state is the others'"
+    );
+    assert!(
+        z_log.stats.applied.load(Relaxed) < 1000,
+        "it did not replay from the start"
+    );
+    for i in 0..10u64 {
+        z.publish(draft(i));
+    }
+    wait(
+        vec![
+            (x.clone(), x_log.stats.clone()),
+            (y.clone(), y_log.stats.clone()),
+            (z.clone(), z_log.stats.clone()),
+        ],
+        2510,
+    )
+    .await;
+    assert_eq!(z.export(), y.export());
+    println!(
+        "late node: started from a snapshot, applied {} entries itself; the publishing node applied {} of 2,510",
+        z_log.stats.applied.load(Relaxed),
+        x_log.stats.applied.load(Relaxed)
+    );
+}

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::ClusterConfig;
-use super::log::{Admit, LogEntry, Sequencer};
+use super::log::{self, Admit, LogEntry, Sequencer, Snapshot};
 use crate::events::config::NatsConfig;
 use crate::hub::EventBus;
 use crate::hub::bus::Stamped;
@@ -34,6 +34,17 @@ const MAX_ENTRY: usize = 64 * 1024;
 
 /// The longest pull of the log's consumer (its idle heartbeat is half of it).
 const CONSUMER_EXPIRES: Duration = Duration::from_secs(2);
+
+/// The snapshot's key in the `<event_stream>_snapshots` bucket.
+const SNAPSHOT_KEY: &str = "latest";
+
+/// Largest snapshot written (bytes of JSON), under NATS's default 1 MiB payload limit; a
+/// larger state is not snapshotted (logged, counted), and a starting node replays instead.
+const MAX_SNAPSHOT: usize = 900 * 1024;
+
+/// A snapshot is also written this long after the last one when entries were applied since,
+/// so a quiet site's entries never age out of the stream before a snapshot covers them.
+const SNAPSHOT_PERIOD: Duration = Duration::from_secs(600);
 
 /// Counters of the event log (also exported as metrics).
 #[derive(Debug, Default)]
@@ -164,7 +175,111 @@ impl Io {
         format!("{}.entries", self.config.event_stream)
     }
 
-    /// Connects (retrying) and makes sure the stream exists.
+    fn snapshot_bucket(&self) -> String {
+        format!("{}_snapshots", self.config.event_stream)
+    }
+
+    /// Entries between two snapshots: a tenth of what the stream keeps, so a snapshot always
+    /// lies inside it.
+    fn snapshot_every(&self) -> u64 {
+        (self.config.event_max_msgs as u64 / 10).clamp(100, 10_000)
+    }
+
+    /// The latest snapshot, if there is a readable one.
+    async fn read_snapshot(&self, js: &jetstream::Context) -> Option<Snapshot> {
+        let kv = js.get_key_value(self.snapshot_bucket()).await.ok()?;
+        let entry = kv.get(SNAPSHOT_KEY).await.ok()??;
+        match serde_json::from_slice(&entry) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %esc(e.to_string()), "event log: snapshot unreadable; not used");
+                None
+            }
+        }
+    }
+
+    /// Writes `snap` unless the bucket holds a later one already (several nodes write them).
+    async fn write_snapshot(self, js: jetstream::Context, snap: Snapshot) {
+        let body = match serde_json::to_vec(&snap) {
+            Ok(b) if b.len() <= MAX_SNAPSHOT => b,
+            Ok(b) => {
+                static BIG: logsafe::RateLimit =
+                    logsafe::RateLimit::warn("event log snapshot too large");
+                if BIG.allow() {
+                    warn!(
+                        bytes = b.len(),
+                        "event log: state too large to snapshot; nodes that start replay the stream"
+                    );
+                }
+                metrics::counter!("pttbridge_cluster_log_snapshots_total", "result" => "too_large")
+                    .increment(1);
+                return;
+            }
+            Err(_) => return,
+        };
+        let at = snap.sequencer.applied();
+        if self
+            .read_snapshot(&js)
+            .await
+            .is_some_and(|s| s.sequencer.applied() >= at)
+        {
+            return;
+        }
+        let written = match js.get_key_value(self.snapshot_bucket()).await {
+            Ok(kv) => kv.put(SNAPSHOT_KEY, Bytes::from(body)).await.is_ok(),
+            Err(_) => false,
+        };
+        let result = if written { "written" } else { "failed" };
+        metrics::counter!("pttbridge_cluster_log_snapshots_total", "result" => result).increment(1);
+        debug!(at, result, "event log snapshot");
+    }
+
+    /// Where this node reads on, at its start and after a gap in the stream (see
+    /// [`log::start`]): a snapshot's state, or on from what it applied.
+    async fn begin(
+        &self,
+        js: &jetstream::Context,
+        bus: &EventBus,
+        seq: &mut Sequencer,
+    ) -> anyhow::Result<()> {
+        let mut stream = js
+            .get_stream(&self.config.event_stream)
+            .await
+            .context("get stream")?;
+        let first = stream
+            .info()
+            .await
+            .context("stream info")?
+            .state
+            .first_sequence;
+        let snap = self.read_snapshot(js).await;
+        let at = snap.as_ref().map(|s| s.sequencer.applied());
+        match log::start(seq.applied(), first, at) {
+            log::Start::Snapshot => {
+                let snap = snap.expect("start chose it");
+                info!(
+                    at = snap.sequencer.applied(),
+                    from = seq.applied(),
+                    "event log: going on from a snapshot"
+                );
+                bus.restore(snap.apps);
+                *seq = snap.sequencer;
+            }
+            log::Start::Continue => {}
+            log::Start::Incomplete => {
+                warn!(
+                    first,
+                    applied = seq.applied(),
+                    "event log: entries this node had not read were discarded and no snapshot covers them; its versions will differ from the others'"
+                );
+                metrics::counter!("pttbridge_cluster_log_incomplete_total").increment(1);
+                seq.skip(first.saturating_sub(1));
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects (retrying) and makes sure the stream and the snapshot bucket exist.
     async fn jetstream(&self) -> jetstream::Context {
         let client = loop {
             let urls: Vec<&str> = self.url.split(',').map(str::trim).collect();
@@ -204,8 +319,24 @@ impl Io {
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
             };
-            match js.get_or_create_stream(config).await {
-                Ok(_) => return js,
+            // The snapshots' KV bucket, made by hand as the lease bucket is (node.rs says why).
+            let snapshots = stream::Config {
+                name: format!("KV_{}", self.snapshot_bucket()),
+                description: Some("pttbridge cluster event log snapshots".into()),
+                subjects: vec![format!("$KV.{}.>", self.snapshot_bucket())],
+                max_messages_per_subject: 1,
+                storage: stream::StorageType::File,
+                allow_rollup: true,
+                allow_direct: false,
+                num_replicas: self.config.replicas,
+                ..Default::default()
+            };
+            let made = match js.get_or_create_stream(config).await {
+                Ok(_) => js.get_or_create_stream(snapshots).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match made {
+                Ok(()) => return js,
                 Err(e) => {
                     warn!(error = %esc(e.to_string()), "event log: stream not ready; retrying");
                     tokio::time::sleep(jitter(backoff)).await;
@@ -314,7 +445,16 @@ impl Io {
         let mut backoff = Duration::from_millis(100);
         let lag = metrics::gauge!("pttbridge_cluster_log_lag_entries");
         loop {
-            match self.read(&js, &bus, &origin, &mut seq, &lag).await {
+            // At the start, and after every stop (a gap is one): where to read on.
+            let before = seq.applied();
+            let read = match self.begin(&js, &bus, &mut seq).await {
+                Ok(()) => self.read(&js, &bus, &origin, &mut seq, &lag).await,
+                Err(e) => Err(e),
+            };
+            if seq.applied() > before {
+                backoff = Duration::from_millis(100);
+            }
+            match read {
                 Ok(()) => {}
                 Err(e) => {
                     warn!(error = %esc(format!("{e:#}")), applied = seq.applied(), "event log: reading stopped; resuming");
@@ -363,6 +503,8 @@ impl Io {
         let mut idle = tokio::time::interval(CONSUMER_EXPIRES * 2);
         idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut progress = (seq.applied(), false);
+        let mut since_snapshot = 0u64;
+        let mut last_snapshot = tokio::time::Instant::now();
         loop {
             let msg = tokio::select! {
                 m = messages.next() => m,
@@ -388,6 +530,14 @@ impl Io {
                 .map_err(|e| anyhow::anyhow!("message info: {e}"))?;
             let (stream_seq, pending) = (info.stream_sequence, info.pending);
             lag.set(pending as f64);
+            if stream_seq > seq.applied() + 1 {
+                // The stream's limits discarded entries before this node read them (also
+                // between `begin` reading where the stream starts and the first delivery).
+                anyhow::bail!(
+                    "entries {}..{stream_seq} discarded before they were read",
+                    seq.applied() + 1
+                );
+            }
             match serde_json::from_slice::<LogEntry>(&msg.payload) {
                 Ok(entry) => match seq.admit(stream_seq, &entry.origin, entry.seq) {
                     Admit::Apply => {
@@ -396,6 +546,23 @@ impl Io {
                         bus.apply_replicated(draft, time_ms, local);
                         self.stats.applied.fetch_add(1, Ordering::Relaxed);
                         metrics::counter!("pttbridge_cluster_log_applied_total").increment(1);
+                        since_snapshot += 1;
+                        if since_snapshot >= self.snapshot_every()
+                            || last_snapshot.elapsed() >= SNAPSHOT_PERIOD
+                        {
+                            // Between two entries: the bus holds exactly the state after this one.
+                            let snap = Snapshot {
+                                sequencer: seq.clone(),
+                                apps: bus.export(),
+                            };
+                            tokio::spawn(
+                                self.clone()
+                                    .write_snapshot(js.clone(), snap)
+                                    .in_current_span(),
+                            );
+                            since_snapshot = 0;
+                            last_snapshot = tokio::time::Instant::now();
+                        }
                     }
                     Admit::Replayed => {}
                     Admit::Stale => {

@@ -107,7 +107,7 @@ pub enum Admit {
 
 /// The applying side's state: the last applied stream sequence and, per origin, its last
 /// admitted sequence.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sequencer {
     applied: u64,
     /// origin → (its last admitted sequence, the stream sequence where it was seen last).
@@ -163,6 +163,43 @@ impl Sequencer {
     }
 }
 
+/// A node's state after one entry of the log: what a node that starts later begins from
+/// instead of the entries before it (which the stream's limits may have discarded). Every node
+/// that applied the same entries holds the same snapshot, so any node may write it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The rules' state (its `applied` is the snapshot's stream sequence).
+    pub sequencer: Sequencer,
+    /// Every app's version and state: `(app, version, model)`.
+    pub apps: Vec<(String, u64, crate::events::state::AppModel)>,
+}
+
+/// Where a node goes on reading the log: at its start (nothing applied), or when the stream
+/// delivers an entry past a gap (its limits discarded entries this node had not read yet).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Start {
+    /// Restore the snapshot and read after its sequence.
+    Snapshot,
+    /// Read on after what it applied (from the stream's start when nothing): nothing it needs
+    /// was discarded.
+    Continue,
+    /// Entries it needs were discarded and no snapshot covers them: it reads on from the
+    /// stream's first entry, and its versions will not be the others' (logged and counted).
+    Incomplete,
+}
+
+/// Decides where a node that `applied` up to that stream sequence reads on: `first_seq` is the
+/// stream's first stored sequence (1 until its limits discarded something), `snapshot` the
+/// latest snapshot's sequence. A snapshot is used when it is ahead of the node and nothing
+/// after it was discarded.
+pub fn start(applied: u64, first_seq: u64, snapshot: Option<u64>) -> Start {
+    match snapshot {
+        Some(s) if s > applied && s + 1 >= first_seq => Start::Snapshot,
+        _ if applied + 1 >= first_seq => Start::Continue,
+        _ => Start::Incomplete,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +238,96 @@ mod tests {
         assert_eq!(s.origins.len(), MAX_ORIGINS);
         assert!(s.origins.contains_key("n/0"));
         assert!(!s.origins.contains_key("n/1"));
+    }
+
+    #[test]
+    fn a_node_uses_a_snapshot_only_when_ahead_and_nothing_after_it_was_discarded() {
+        assert_eq!(start(0, 1, None), Start::Continue, "from the beginning");
+        assert_eq!(start(0, 0, None), Start::Continue, "an empty stream");
+        assert_eq!(start(0, 1, Some(40)), Start::Snapshot, "less to replay");
+        assert_eq!(start(0, 41, Some(40)), Start::Snapshot);
+        assert_eq!(start(0, 42, Some(40)), Start::Incomplete, "41 is gone");
+        assert_eq!(start(0, 42, None), Start::Incomplete);
+        // A node that fell behind the stream's limits.
+        assert_eq!(
+            start(30, 35, Some(40)),
+            Start::Snapshot,
+            "31..35 gone, covered"
+        );
+        assert_eq!(
+            start(30, 31, Some(20)),
+            Start::Continue,
+            "nothing it needs is gone"
+        );
+        assert_eq!(
+            start(30, 35, Some(30)),
+            Start::Incomplete,
+            "the snapshot is not ahead"
+        );
+    }
+
+    /// A node that starts from another node's snapshot numbers the rest of the stream as the
+    /// nodes that read it all.
+    #[test]
+    fn a_snapshot_plus_the_rest_equals_the_whole_stream() {
+        use crate::hub::{Party, Side};
+        let entries: Vec<LogEntry> = (1..=200u64)
+            .map(|i| {
+                let kind = [
+                    EventKind::PartyJoined,
+                    EventKind::TalkStarted,
+                    EventKind::PartyLeft,
+                ][(i % 3) as usize];
+                let draft =
+                    Draft::new(if i % 4 == 0 { "b" } else { "a" }, kind, "g").party(Party {
+                        side: Side::Ptt,
+                        id: (i % 5).to_string(),
+                        name: "u".into(),
+                    });
+                let origin = format!("n{}/1", i % 2);
+                LogEntry::new(
+                    &origin,
+                    Stamped {
+                        seq: i,
+                        time_ms: i,
+                        draft,
+                    },
+                )
+            })
+            .collect();
+        let feed = |bus: &EventBus, seq: &mut Sequencer, from: usize| {
+            for (i, e) in entries.iter().enumerate().skip(from) {
+                if seq.admit(i as u64 + 1, &e.origin, e.seq) == Admit::Apply {
+                    let (d, t) = e.clone().into_draft();
+                    bus.apply_replicated(d, t, false);
+                }
+            }
+        };
+        let whole = EventBus::new();
+        let mut s1 = Sequencer::new();
+        feed(&whole, &mut s1, 0);
+
+        let first = EventBus::new();
+        let mut s2 = Sequencer::new();
+        for (i, e) in entries.iter().enumerate().take(120) {
+            s2.admit(i as u64 + 1, &e.origin, e.seq);
+            let (d, t) = e.clone().into_draft();
+            first.apply_replicated(d, t, false);
+        }
+        let snap = Snapshot {
+            sequencer: s2.clone(),
+            apps: first.export(),
+        };
+        let json = serde_json::to_vec(&snap).unwrap();
+        let snap: Snapshot = serde_json::from_slice(&json).unwrap();
+
+        let late = EventBus::new();
+        late.restore(snap.apps);
+        let mut s3 = snap.sequencer;
+        assert_eq!(s3.applied(), 120);
+        feed(&late, &mut s3, 120);
+        assert_eq!(late.export(), whole.export());
+        assert_eq!(s3, s1);
     }
 
     #[test]

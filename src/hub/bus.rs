@@ -211,6 +211,28 @@ impl EventBus {
         recent.iter().cloned().collect()
     }
 
+    /// Every app's version and state, for a cluster node's snapshot of the replicated log
+    /// (taken by the log's one consumer between two entries, so it is the state after one).
+    pub fn export(&self) -> Vec<(String, u64, AppModel)> {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, u64, AppModel)> = apps
+            .iter()
+            .map(|(id, l)| (id.clone(), l.version, l.model.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Starts a cluster node from a snapshot ([`export`](Self::export) on another node): every
+    /// app's version and state replaced, before the log's entries after it are applied.
+    pub fn restore(&self, snapshot: Vec<(String, u64, AppModel)>) {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.clear();
+        for (id, version, model) in snapshot {
+            apps.insert(id, Ledger { version, model });
+        }
+    }
+
     /// Every app that has published an event.
     pub fn apps(&self) -> Vec<String> {
         let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
