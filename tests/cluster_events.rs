@@ -206,10 +206,18 @@ async fn stream_leader(urls: &str, stream: &str) -> usize {
     leader.trim_start_matches('n').parse().expect("n<i>")
 }
 
-/// Moves the mover `n` times, alternating South/North; returns the channel it ends in.
-async fn move_mover(mover: &std::sync::Arc<std::sync::Mutex<Terminal>>, n: usize, start: usize) {
-    for k in 0..n {
-        let to = if (start + k) % 2 == 0 {
+/// One phase: the mover moves [`MOVES`] times (South, North, ...: it ends where it began), and
+/// `on` waits until every `live` server's view of each move arrived; returns its version then.
+async fn phase(
+    mover: &std::sync::Arc<std::sync::Mutex<Terminal>>,
+    on: &mut Watcher,
+    joins: &mut HashMap<String, usize>,
+    user: &str,
+    live: &[&str],
+    bridges: &std::sync::Mutex<Vec<Option<Bridge>>>,
+) -> u64 {
+    for k in 0..MOVES {
+        let to = if k.is_multiple_of(2) {
             "South"
         } else {
             "North"
@@ -218,6 +226,13 @@ async fn move_mover(mover: &std::sync::Arc<std::sync::Mutex<Terminal>>, n: usize
         blocking(move || m.lock().unwrap().move_to(to)).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
+    for s in live {
+        *joins.get_mut(*s).unwrap() += MOVES;
+    }
+    on.wait_joins(user, live, joins)
+        .await
+        .unwrap_or_else(|e| fail(bridges, &e));
+    on.replica.version
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,40 +298,20 @@ async fn every_node_sees_every_nodes_events_in_one_numbering_through_kills() {
     let mut joins: HashMap<String, usize> = SERVERS.iter().map(|s| (s.to_string(), 0)).collect();
 
     // Phase 1: all three nodes report the moves; C carries A's and B's events.
-    move_mover(&mover, MOVES, 0).await;
-    for s in SERVERS {
-        *joins.get_mut(s).unwrap() += MOVES;
-    }
-    on_c.wait_joins(&user, &SERVERS, &joins)
-        .await
-        .unwrap_or_else(|e| fail(&bridges, &e));
-    let phase1 = on_c.replica.version;
+    let live = ["b", "c"];
+    let phase1 = phase(&mover, &mut on_c, &mut joins, &user, &SERVERS, &bridges).await;
     println!("phase 1: C at version {phase1}");
 
     // kill -9 node A: B and C go on; C's versions stay contiguous.
     bridges.lock().unwrap()[0] = None;
-    move_mover(&mover, MOVES, MOVES).await;
-    for s in ["b", "c"] {
-        *joins.get_mut(s).unwrap() += MOVES;
-    }
-    on_c.wait_joins(&user, &["b", "c"], &joins)
-        .await
-        .unwrap_or_else(|e| fail(&bridges, &e));
-    let phase2 = on_c.replica.version;
+    let phase2 = phase(&mover, &mut on_c, &mut joins, &user, &live, &bridges).await;
     println!("phase 2 (node A killed): C at version {phase2}");
 
     // Kill the nats-server leading the event log's stream: the other two elect a leader and
     // the nodes' publishers and consumers carry on (re-sends dropped as duplicates).
     let leader = stream_leader(&urls, "pttbridge_eventlog").await;
     nats.servers[leader].kill();
-    move_mover(&mover, MOVES, 0).await;
-    for s in ["b", "c"] {
-        *joins.get_mut(s).unwrap() += MOVES;
-    }
-    on_c.wait_joins(&user, &["b", "c"], &joins)
-        .await
-        .unwrap_or_else(|e| fail(&bridges, &e));
-    let phase3 = on_c.replica.version;
+    let phase3 = phase(&mover, &mut on_c, &mut joins, &user, &live, &bridges).await;
     println!("phase 3 (nats-server n{leader} killed): C at version {phase3}");
 
     // Exactly the moves: every live node's view alternates, and the join counts are exact.
@@ -330,7 +325,7 @@ async fn every_node_sees_every_nodes_events_in_one_numbering_through_kills() {
     }
 
     // B saw the same events at the same versions.
-    on_b.wait_joins(&user, &["b", "c"], &joins)
+    on_b.wait_joins(&user, &live, &joins)
         .await
         .unwrap_or_else(|e| fail(&bridges, &e));
     on_b.drain();
