@@ -97,6 +97,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(c) = &cluster {
         state = state.with_cluster(c.status.clone());
     }
+    if let Some(log) = &event_log {
+        state = state.with_event_log(log.stats.clone());
+    }
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await

@@ -369,6 +369,12 @@ async fn every_node_sees_every_nodes_events_in_one_numbering_through_kills() {
         let b = bridges.lock().unwrap();
         b[i].as_ref().unwrap().metric(name, &[])
     };
+    let health = {
+        let b = bridges.lock().unwrap();
+        b[2].as_ref().unwrap().health()
+    };
+    assert_eq!(health["event_log"]["reading"], true, "{health}");
+    assert!(health["event_log"]["applied_seq"].as_u64().unwrap() >= phase3);
     let stale = metric(2, "pttbridge_cluster_log_stale_total");
     println!(
         "C: {} pushes, versions {}..={}, {} in common with B; stale entries dropped on C: {stale}",

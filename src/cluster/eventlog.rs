@@ -69,6 +69,24 @@ pub struct LogStats {
     pub reading: AtomicBool,
 }
 
+impl LogStats {
+    /// `/healthz`'s `event_log` object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "reading": self.reading.load(Ordering::Relaxed),
+            "applied_seq": n(&self.applied_seq),
+            "applied": n(&self.applied),
+            "published": n(&self.published),
+            "duplicates": n(&self.duplicates),
+            "retried": n(&self.retried),
+            "unacked": n(&self.unacked),
+            "stale": n(&self.stale),
+            "unreadable": n(&self.unreadable),
+        })
+    }
+}
+
 /// The running event log of this node.
 #[derive(Debug)]
 pub struct EventLog {
