@@ -228,6 +228,27 @@ pub const ALL: &[Metric] = &[
         "Times entries this node had not read were discarded from the event log with no snapshot covering them (its versions then differ from the other nodes').",
     ),
     m(
+        "pttbridge_cluster_records_written_total",
+        C,
+        N,
+        false,
+        "Record writes (apps, call records) this node stored in the shared records stream.",
+    ),
+    m(
+        "pttbridge_cluster_records_applied_total",
+        C,
+        N,
+        false,
+        "Shared record operations (of every node) applied to this node's database.",
+    ),
+    m(
+        "pttbridge_cluster_records_refused_total",
+        C,
+        N,
+        false,
+        "Shared record operations the database refused (a name taken, a bad entry), alike on every node.",
+    ),
+    m(
         "pttbridge_cluster_log_consumer_restarts_total",
         C,
         N,

@@ -35,6 +35,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     log_events(&bus);
     let store = open_store(&config)?;
+    // A cluster node's apps and call records are the shared log's, applied here in its order.
+    let _records = match config.cluster.enabled() {
+        true => Some(crate::cluster::records::RecordLog::start(
+            &config.cluster,
+            &config.nats,
+            store.clone(),
+        )?),
+        false => None,
+    };
     let recorder = match &config.recording.dir {
         Some(dir) => {
             let archive = Archive {

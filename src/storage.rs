@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod meeting;
+mod records;
 pub use meeting::{AppointmentRow, RoomRow};
+pub use records::{Applied, RecordOp, RecordWriter};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -19,10 +21,13 @@ pub enum StoreError {
     /// A row with this unique value exists.
     #[error("{0} already exists")]
     Conflict(String),
+    /// The shared record log (cluster mode) could not take or apply the write.
+    #[error("shared records: {0}")]
+    Replication(String),
 }
 
 /// An app row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppRow {
     /// Id.
     pub app_id: String,
@@ -40,7 +45,7 @@ pub struct AppRow {
 }
 
 /// A finished call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallRow {
     /// Row id (0 before insertion).
     pub id: i64,
@@ -151,6 +156,8 @@ fn burst_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BurstRow> {
 #[derive(Debug, Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// Cluster mode: where record writes go (`records.rs`).
+    replica: Arc<std::sync::OnceLock<Arc<dyn RecordWriter>>>,
 }
 
 const SCHEMA: &str = "
@@ -293,8 +300,10 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(CUSTOMER_SCHEMA)?;
         conn.execute_batch(meeting::SCHEMA)?;
+        conn.execute_batch(records::SCHEMA)?;
         let store = Self {
             conn: Arc::new(Mutex::new(conn)),
+            replica: Arc::default(),
         };
         store.digest_plain_secrets()?;
         Ok(store)

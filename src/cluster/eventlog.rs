@@ -33,7 +33,7 @@ const IN_FLIGHT: usize = 256;
 const MAX_ENTRY: usize = 64 * 1024;
 
 /// The longest pull of the log's consumer (its idle heartbeat is half of it).
-const CONSUMER_EXPIRES: Duration = Duration::from_secs(2);
+pub(super) const CONSUMER_EXPIRES: Duration = Duration::from_secs(2);
 
 /// The snapshot's key in the `<event_stream>_snapshots` bucket.
 const SNAPSHOT_KEY: &str = "latest";
@@ -169,13 +169,39 @@ struct Io {
 }
 
 /// Backoff with jitter: half of `base` plus up to half again (no two nodes retry in step).
-fn jitter(base: Duration) -> Duration {
+pub(super) fn jitter(base: Duration) -> Duration {
     let ms = base.as_millis() as u64;
     Duration::from_millis(ms / 2 + rand::random_range(0..=ms / 2))
 }
 
-fn next_backoff(b: Duration) -> Duration {
+pub(super) fn next_backoff(b: Duration) -> Duration {
     (b * 2).min(Duration::from_secs(2))
+}
+
+/// A JetStream context on `url` (comma-separated servers), connecting until it works and
+/// reconnecting for ever with backoff and jitter.
+pub(super) async fn connect(url: &str, options: &async_nats::ConnectOptions) -> jetstream::Context {
+    let client = loop {
+        let urls: Vec<&str> = url.split(',').map(str::trim).collect();
+        let options = options
+            .clone()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempt| {
+                jitter(Duration::from_millis(50u64 << attempt.min(6)).min(Duration::from_secs(2)))
+            });
+        match options.connect(urls).await {
+            Ok(c) => break c,
+            Err(e) => {
+                warn!(error = %esc(e.to_string()), "cluster: cannot reach NATS; retrying");
+                tokio::time::sleep(jitter(Duration::from_secs(1))).await;
+            }
+        }
+    };
+    jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .max_ack_inflight(IN_FLIGHT)
+        .build(client)
 }
 
 type AckFuture = std::pin::Pin<
@@ -299,30 +325,7 @@ impl Io {
 
     /// Connects (retrying) and makes sure the stream and the snapshot bucket exist.
     async fn jetstream(&self) -> jetstream::Context {
-        let client = loop {
-            let urls: Vec<&str> = self.url.split(',').map(str::trim).collect();
-            let options = self
-                .options
-                .clone()
-                .retry_on_initial_connect()
-                .max_reconnects(None)
-                .reconnect_delay_callback(|attempt| {
-                    jitter(
-                        Duration::from_millis(50u64 << attempt.min(6)).min(Duration::from_secs(2)),
-                    )
-                });
-            match options.connect(urls).await {
-                Ok(c) => break c,
-                Err(e) => {
-                    warn!(error = %esc(e.to_string()), "event log: cannot reach NATS; retrying");
-                    tokio::time::sleep(jitter(Duration::from_secs(1))).await;
-                }
-            }
-        };
-        let js = jetstream::ContextBuilder::new()
-            .timeout(Duration::from_secs(5))
-            .max_ack_inflight(IN_FLIGHT)
-            .build(client);
+        let js = connect(&self.url, &self.options).await;
         let mut backoff = Duration::from_millis(100);
         loop {
             let config = stream::Config {

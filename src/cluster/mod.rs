@@ -7,3 +7,4 @@ pub mod eventlog;
 pub mod lease;
 pub mod log;
 pub mod node;
+pub mod records;
