@@ -204,6 +204,32 @@ pub(super) async fn connect(url: &str, options: &async_nats::ConnectOptions) -> 
         .build(client)
 }
 
+/// An ordered consumer of `subject` in `stream`, from the entry after `applied`.
+pub(super) async fn ordered_after(
+    stream: &jetstream::stream::Stream,
+    subject: String,
+    applied: u64,
+) -> anyhow::Result<consumer::pull::Ordered> {
+    let deliver_policy = match applied {
+        0 => consumer::DeliverPolicy::All,
+        n => consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: n + 1,
+        },
+    };
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy,
+            filter_subject: subject,
+            // Pulls expire (and the server heartbeats) within this: a consumer lost with its
+            // nats-server is found missing after two heartbeats (2 s), not 30 s.
+            max_expires: CONSUMER_EXPIRES,
+            ..Default::default()
+        })
+        .await
+        .context("create consumer")?;
+    consumer.messages().await.context("messages")
+}
+
 type AckFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = (Outgoing, Result<bool, String>)> + Send + 'static>,
 >;
@@ -500,24 +526,7 @@ impl Io {
             .get_stream(&self.config.event_stream)
             .await
             .context("get stream")?;
-        let deliver_policy = match seq.applied() {
-            0 => consumer::DeliverPolicy::All,
-            n => consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: n + 1,
-            },
-        };
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy,
-                filter_subject: self.subject(),
-                // Pulls expire (and the server heartbeats) within this: a consumer lost with
-                // its nats-server is found missing after two heartbeats (2 s), not 30 s.
-                max_expires: CONSUMER_EXPIRES,
-                ..Default::default()
-            })
-            .await
-            .context("create consumer")?;
-        let mut messages = consumer.messages().await.context("messages")?;
+        let mut messages = ordered_after(&stream, self.subject(), seq.applied()).await?;
         self.stats.reading.store(true, Ordering::Relaxed);
         info!(from = seq.applied() + 1, "event log: reading");
         let mut stream = stream;

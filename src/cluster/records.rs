@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use logsafe::esc;
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::config::ClusterConfig;
-use super::eventlog::{CONSUMER_EXPIRES, connect, jitter, next_backoff};
+use super::eventlog::{connect, jitter, next_backoff, ordered_after};
 use crate::events::config::NatsConfig;
 use crate::storage::{Applied, RecordOp, RecordWriter, Store, StoreError};
 
@@ -130,22 +130,7 @@ impl RecordLog {
     ) -> anyhow::Result<()> {
         let stream = js.get_stream(&self.name).await.context("get stream")?;
         let applied = *tx.borrow();
-        let deliver_policy = match applied {
-            0 => consumer::DeliverPolicy::All,
-            n => consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: n + 1,
-            },
-        };
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy,
-                filter_subject: self.subject.clone(),
-                max_expires: CONSUMER_EXPIRES,
-                ..Default::default()
-            })
-            .await
-            .context("create consumer")?;
-        let mut messages = consumer.messages().await.context("messages")?;
+        let mut messages = ordered_after(&stream, self.subject.clone(), applied).await?;
         info!(from = applied + 1, "records: reading");
         while let Some(msg) = messages.next().await {
             let msg = msg.context("next message")?;
