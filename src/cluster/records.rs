@@ -142,8 +142,16 @@ impl RecordLog {
                 continue;
             }
             let result = match serde_json::from_slice::<RecordOp>(&msg.payload) {
-                Ok(op) => store.apply(&op).map_err(|e| e.to_string()),
-                Err(e) => Err(format!("not a record operation: {e}")),
+                Ok(op) => store
+                    .apply_logged(&self.name, seq, &op)
+                    .context("storage: applying a shared record")?
+                    .map_err(|e| e.to_string()),
+                Err(e) => {
+                    store
+                        .set_log_applied(&self.name, seq)
+                        .context("storage: shared log position")?;
+                    Err(format!("not a record operation: {e}"))
+                }
             };
             if let Err(why) = &result {
                 // A conflict (two nodes took one name) fails on every node alike.
@@ -151,9 +159,6 @@ impl RecordLog {
                 tracing::debug!(seq, error = %esc(why), "records: operation refused");
             }
             metrics::counter!("pttbridge_cluster_records_applied_total").increment(1);
-            store
-                .set_log_applied(&self.name, seq)
-                .context("storage: shared log position")?;
             {
                 let mut results = self.results.lock().unwrap_or_else(|p| p.into_inner());
                 results.insert(seq, result);

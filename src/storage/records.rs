@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{AppRow, CallRow, Store, StoreError};
@@ -99,15 +99,25 @@ impl Store {
 
     /// Applies `op` to this database.
     pub fn apply(&self, op: &RecordOp) -> Result<Applied, StoreError> {
-        match op {
-            RecordOp::InsertApp { app } => self.insert_app(app).map(|()| Applied::Done),
-            RecordOp::UpdateApp { app } => self.update_app(app).map(Applied::Found),
-            RecordOp::SetAppSecret { app_id, digest } => {
-                self.set_app_secret(app_id, digest).map(Applied::Found)
-            }
-            RecordOp::DeleteApp { app_id } => self.delete_app(app_id).map(Applied::Found),
-            RecordOp::InsertCall { call } => self.insert_call(call).map(Applied::Id),
-        }
+        apply_on(&self.conn(), op)
+    }
+
+    /// Applies `op`, the entry `seq` of log `name`, and records that position, in one
+    /// transaction: a node that stops between the two applies nothing twice. The outer error
+    /// is the database failing (nothing done); the inner one the operation's own result (a
+    /// conflict), which every node meets alike.
+    pub fn apply_logged(
+        &self,
+        name: &str,
+        seq: u64,
+        op: &RecordOp,
+    ) -> Result<Result<Applied, StoreError>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let result = apply_on(&tx, op);
+        set_position(&tx, name, seq)?;
+        tx.commit()?;
+        Ok(result)
     }
 
     /// The last sequence of log `name` this database applied (0: none).
@@ -125,13 +135,29 @@ impl Store {
 
     /// Records that log `name` is applied up to `seq`.
     pub fn set_log_applied(&self, name: &str, seq: u64) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO shared_log (name, applied) VALUES (?1, ?2)
-             ON CONFLICT(name) DO UPDATE SET applied = excluded.applied",
-            params![name, seq as i64],
-        )?;
-        Ok(())
+        set_position(&self.conn(), name, seq)
     }
+}
+
+fn apply_on(conn: &Connection, op: &RecordOp) -> Result<Applied, StoreError> {
+    match op {
+        RecordOp::InsertApp { app } => super::insert_app_on(conn, app).map(|()| Applied::Done),
+        RecordOp::UpdateApp { app } => super::update_app_on(conn, app).map(Applied::Found),
+        RecordOp::SetAppSecret { app_id, digest } => {
+            super::set_app_secret_on(conn, app_id, digest).map(Applied::Found)
+        }
+        RecordOp::DeleteApp { app_id } => super::delete_app_on(conn, app_id).map(Applied::Found),
+        RecordOp::InsertCall { call } => super::insert_call_on(conn, call).map(Applied::Id),
+    }
+}
+
+fn set_position(conn: &Connection, name: &str, seq: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO shared_log (name, applied) VALUES (?1, ?2)
+         ON CONFLICT(name) DO UPDATE SET applied = excluded.applied",
+        params![name, seq as i64],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -185,5 +211,11 @@ mod tests {
         assert_eq!(store.log_applied("records").unwrap(), 0);
         store.set_log_applied("records", 7).unwrap();
         assert_eq!(store.log_applied("records").unwrap(), 7);
+        // A refused operation still moves the position, in the same transaction.
+        let r = store
+            .apply_logged("records", 8, &RecordOp::InsertApp { app: app() })
+            .unwrap();
+        assert!(matches!(r, Err(StoreError::Conflict(_))));
+        assert_eq!(store.log_applied("records").unwrap(), 8);
     }
 }
