@@ -31,6 +31,9 @@ pub struct ClusterConfig {
     /// Lease time: a dead owner's accounts are taken over this long after its last renewal
     /// (renewed every third of it).
     pub lease_ms: u64,
+    /// A draining node (operator drain or `SIGTERM`) hands an account over once no talk burst is
+    /// in progress in its channel, waiting at most this long before handing it over anyway.
+    pub drain_max_wait_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -40,7 +43,8 @@ impl Default for ClusterConfig {
             url: None,
             bucket: "pttbridge_leases".into(),
             replicas: 1,
-            lease_ms: 6000,
+            lease_ms: 3000,
+            drain_max_wait_ms: 2000,
         }
     }
 }
@@ -54,6 +58,11 @@ impl ClusterConfig {
     /// The lease time.
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
+    }
+
+    /// Longest wait for an idle floor before a draining node hands an account over.
+    pub fn drain_max_wait(&self) -> Duration {
+        Duration::from_millis(self.drain_max_wait_ms)
     }
 
     /// The URL to connect to.
@@ -96,6 +105,11 @@ impl ClusterConfig {
         }
         ConfigError::check_range("cluster.replicas", self.replicas, 1..=5)?;
         ConfigError::check_range("cluster.lease_ms", self.lease_ms, 1_000..=600_000)?;
+        ConfigError::check_range(
+            "cluster.drain_max_wait_ms",
+            self.drain_max_wait_ms,
+            0..=60_000,
+        )?;
         Ok(())
     }
 }
@@ -137,6 +151,13 @@ mod tests {
                     ..on.clone()
                 },
                 "cluster.lease_ms",
+            ),
+            (
+                ClusterConfig {
+                    drain_max_wait_ms: 60_001,
+                    ..on.clone()
+                },
+                "cluster.drain_max_wait_ms",
             ),
             (
                 ClusterConfig {

@@ -18,6 +18,7 @@ use crate::sides::Side;
 
 pub mod archive;
 pub mod business;
+pub mod cluster;
 pub mod customers;
 pub mod directory;
 pub mod egw;
@@ -129,6 +130,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", get(events::stream))
         .merge(web::operator_routes())
         .merge(archive::operator_routes())
+        .merge(cluster::operator_routes())
         .merge(customers::operator_routes())
         .with_state(state.clone());
     let mut public = Router::new()

@@ -114,6 +114,23 @@ impl Account {
         self.channel.subscribe_now()
     }
 
+    /// Whether a talk burst is in progress in the account's channel now (heard by the
+    /// account): a draining cluster node waits for this to clear before handing it over.
+    pub fn floor_busy(&self) -> bool {
+        let present = self
+            .channel
+            .present
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        !present.talking.is_empty()
+    }
+
+    /// Whether the account is kept off its server on purpose (a cluster node that does not
+    /// hold its lease: `standby` in `/healthz`).
+    pub fn standby(&self) -> bool {
+        self.client.snapshot().state == LinkState::Offline
+    }
+
     /// Path of the channel this account is in now.
     pub fn channel_path(&self) -> Option<String> {
         let snap = self.client.snapshot();
