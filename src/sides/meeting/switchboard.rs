@@ -635,6 +635,14 @@ impl Switchboard {
             ));
         }
         let dial = self.dial.get(target).cloned();
+        if dial.as_ref().is_some_and(|d| d.account.standby()) {
+            // A cluster node that does not hold the account's lease: the number is answered by
+            // the node that does (its `/healthz` names it), not by an away channel here.
+            return Err(Refusal::new(
+                code::FAILED,
+                format!("user {target}: its PTT channel is served by another cluster node now"),
+            ));
+        }
         if dial.is_none() && !st.registry.contains(target) {
             return Err(Refusal::new(
                 code::FAILED,
