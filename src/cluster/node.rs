@@ -451,15 +451,24 @@ impl OneLease {
                 }
             }
             self.enforce().await;
-            if let Some(op) = self.lease.poll(Instant::now()) {
+            let answered = if let Some(op) = self.lease.poll(Instant::now()) {
                 let reply = self.perform(op).await;
                 self.lease.on_reply(Instant::now(), reply);
                 self.enforce().await;
-            }
+                true
+            } else {
+                false
+            };
             self.announce();
             self.status.set(self.index, &self.lease);
             if stopping && self.lease.drained() {
                 return;
+            }
+            if answered {
+                // An answer can make the next step due at once (a read that found the lease
+                // released → claim it): poll again rather than sleep (`poll_timeout` has no
+                // time for "now"). Every step is a KV round trip, so this never spins.
+                continue;
             }
             let mut wake = self
                 .lease
@@ -565,13 +574,20 @@ impl OneLease {
 async fn watch(kv: kv::Store, keys: HashMap<String, Arc<Notify>>) {
     loop {
         match kv.watch_all().await {
-            Ok(mut entries) => {
-                while let Some(Ok(entry)) = entries.next().await {
-                    if let Some(w) = keys.get(&entry.key) {
-                        w.notify_one();
+            Ok(mut entries) => loop {
+                match entries.next().await {
+                    Some(Ok(entry)) => {
+                        if let Some(w) = keys.get(&entry.key) {
+                            w.notify_one();
+                        }
                     }
+                    Some(Err(e)) => {
+                        debug!(error = %esc(e.to_string()), "cluster: the lease bucket's watch failed");
+                        break;
+                    }
+                    None => break,
                 }
-            }
+            },
             Err(e) => debug!(error = %esc(e.to_string()), "cluster: cannot watch the lease bucket"),
         }
         tokio::time::sleep(START_RETRY).await;
