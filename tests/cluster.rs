@@ -19,7 +19,7 @@ use testkit::terminal::Terminal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
 const T: Duration = Duration::from_secs(15);
-const LEASE: Duration = Duration::from_millis(6000);
+const LEASE: Duration = Duration::from_millis(3000);
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
 fn config(node: &str, murmur: &Murmur, urls: &str) -> String {

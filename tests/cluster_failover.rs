@@ -240,7 +240,9 @@ impl Site {
         self.bridges[owner] = None;
         self.participants[owner] = None;
         let mut taken = None;
+        let mut holder = None;
         let mut in_channel = None;
+        let mut gone = false;
         let deadline = killed + T;
         while taken.is_none() || in_channel.is_none() {
             assert!(
@@ -248,25 +250,30 @@ impl Site {
                 "no takeover within {T:?}: taken {taken:?}, in North {in_channel:?}"
             );
             if taken.is_none() {
-                for b in self.bridges.iter().flatten() {
+                for (i, b) in self.bridges.iter().enumerate() {
+                    let Some(b) = b else { continue };
                     let asked = Instant::now();
-                    if let (Some(_), Some(held)) = lease_holder(b) {
+                    if let (Some(o), Some(held)) = lease_holder(b) {
+                        assert_eq!(o, i, "a held row names its node");
                         taken = Some(asked.saturating_duration_since(killed + held));
+                        holder = Some(i);
                     }
                 }
             }
             if in_channel.is_none() {
+                // murmurd may list the killed session for a moment: back means gone, then in.
                 let n = bridges_in_north(&mut self.watcher);
                 assert!(n <= 1, "the account is in North twice");
-                if n == 1 {
+                gone |= n == 0;
+                if gone && n == 1 {
                     in_channel = Some(killed.elapsed());
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        // The client finds the new owner in any node's /healthz and redials it there.
-        let survivor = self.bridges.iter().flatten().next().unwrap();
-        let new_owner = lease_holder(survivor).0.expect("a holder");
+        // The client found the new owner in /healthz's cluster section (the node whose lease
+        // row is held) and redials it there.
+        let new_owner = holder.expect("a holder");
         assert_ne!(new_owner, owner);
         let p = self.participants[new_owner].as_mut().unwrap();
         let (callable, linked) = dial_north(p, T);
