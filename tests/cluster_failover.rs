@@ -402,14 +402,13 @@ fn listen(bridge: &Bridge, node: usize, heard: &Heard) {
         loop {
             match events.try_expect(|_| true, Duration::from_millis(200)) {
                 Some(ev) if testkit::events::is_exit(&ev) => return,
-                Some(ev) => {
+                Some(ev)
                     if ev["party"]["name"] == "alice"
-                        && (ev["type"] == "talk.started" || ev["type"] == "talk.stopped")
-                    {
-                        heard.lock().unwrap().push((Instant::now(), node, ev));
-                    }
+                        && (ev["type"] == "talk.started" || ev["type"] == "talk.stopped") =>
+                {
+                    heard.lock().unwrap().push((Instant::now(), node, ev));
                 }
-                None => {}
+                _ => {}
             }
         }
     });
