@@ -130,7 +130,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", get(events::stream))
         .merge(web::operator_routes())
         .merge(archive::operator_routes())
-        .merge(cluster::operator_routes())
         .merge(customers::operator_routes())
         .with_state(state.clone());
     let mut public = Router::new()
@@ -140,6 +139,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/egw", get(egw::upgrade))
         .route("/server/address", get(egw::server_address))
         .merge(business::routes())
+        .merge(cluster::routes())
         .merge(customers::routes())
         .merge(directory::routes())
         .merge(web::routes())
