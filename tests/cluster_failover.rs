@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::cluster::{account, bridges_in_channel, connected, wait_single_owner};
 use testkit::meeting::{Participant, hear_from_ptt};
 use testkit::murmur::Murmur;
 use testkit::nats::{NatsCluster, NatsServer};
@@ -55,48 +56,6 @@ replicas = {replicas}
     )
 }
 
-fn account(h: &Value) -> &Value {
-    &h["sides"]["ptt"]["servers"][0]["accounts"][0]
-}
-
-/// The nodes whose account is connected now.
-fn connected(bridges: &[Option<Bridge>]) -> Vec<usize> {
-    bridges
-        .iter()
-        .enumerate()
-        .filter_map(|(i, b)| b.as_ref().map(|b| (i, b.health())))
-        .filter(|(_, h)| account(h)["state"] == "connected")
-        .map(|(i, _)| i)
-        .collect()
-}
-
-fn bridges_in_north(watcher: &mut Terminal) -> usize {
-    watcher.users().iter().filter(|u| *u == "bridge").count()
-}
-
-/// Waits until exactly one node is connected and its account is in North, checking at every
-/// sample that never two are; returns that node.
-fn wait_single_owner(bridges: &[Option<Bridge>], watcher: &mut Terminal, limit: Duration) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        let now = connected(bridges);
-        let seen = bridges_in_north(watcher);
-        assert!(now.len() <= 1, "two nodes connected at once: {now:?}");
-        assert!(seen <= 1, "the account is in North twice");
-        if now.len() == 1 && seen == 1 {
-            return now[0];
-        }
-        if Instant::now() > deadline {
-            let logs: Vec<String> = bridges.iter().flatten().map(|b| b.logs_tail(25)).collect();
-            panic!(
-                "no node holds the account after {limit:?}: connected {now:?}, in North {seen}\n{}",
-                logs.join("\n----\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The holder of the account's lease as `/healthz`'s `cluster` section of `bridge` names it,
 /// with how long it has held it (when this node is the holder).
 fn lease_holder(bridge: &Bridge) -> (Option<usize>, Option<Duration>) {
@@ -108,17 +67,6 @@ fn lease_holder(bridge: &Bridge) -> (Option<usize>, Option<Duration>) {
             .and_then(|o| NODES.iter().position(|n| *n == o)),
         row["held_ms"].as_u64().map(Duration::from_millis),
     )
-}
-
-fn new_room(p: &mut Participant) -> i64 {
-    let r = p.request(json!({"module":"room","method":"newAppRoom","name":"ops","numberLimit":10,"roomtype":1,"userId":p.id()}));
-    assert_eq!(r["result"], 0, "{r}");
-    let room = r["roomId"].as_i64().expect("roomId");
-    let r = p.request(
-        json!({"module":"meeting","method":"enter","userId":p.id(),"roomId":room,"roomType":1}),
-    );
-    assert_eq!(r["result"], 0, "{r}");
-    room
 }
 
 /// Invites North into `room`: `true` when the node accepted the call (the number is callable
@@ -136,39 +84,18 @@ fn invite_north(p: &mut Participant, room: i64) -> bool {
     false
 }
 
-/// The rest of a dial-in after the invite was accepted: ringing, agreed, connected, the
-/// channel in the room and published.
-fn complete_dial(p: &mut Participant, room: i64) {
-    let from = |m: &Value| m["ownUserId"] == NORTH;
-    let ringing = p.push("doEvent", from, T);
-    assert_eq!(ringing["event"], "onRinging");
-    let agreed = p.push("doAgree", from, T);
-    assert_eq!(agreed["roomId"], room);
-    let r = p.request(
-        json!({"module":"call","method":"doEvent","ownUserId":p.id(),"targetUserId":NORTH,
-        "event":"onConnected","roomId":room,"roomType":1}),
-    );
-    assert_eq!(r["result"], 0, "{r}");
-    let entered = p.push("EnterRoom", |m| m["client"]["id"] == NORTH, T);
-    assert_eq!(entered["client"]["mode"], "ptt");
-    p.push(
-        "onPublished",
-        |m| m["client"]["id"] == NORTH && m["published"] == true,
-        T,
-    );
-}
-
 /// Dials North on the participant's node, retrying the invite while the number is not
 /// callable there; returns when the number was callable and when the link was up.
 fn dial_north(p: &mut Participant, limit: Duration) -> (Instant, Instant) {
-    let room = new_room(p);
+    let room = p.open_room();
     let deadline = Instant::now() + limit;
     while !invite_north(p, room) {
         assert!(Instant::now() < deadline, "North never callable");
         std::thread::sleep(Duration::from_millis(50));
     }
     let callable = Instant::now();
-    complete_dial(p, room);
+    let entered = p.complete_call(NORTH, room);
+    assert_eq!(entered["client"]["mode"], "ptt");
     (callable, Instant::now())
 }
 
@@ -262,7 +189,7 @@ impl Site {
             }
             if in_channel.is_none() {
                 // murmurd may list the killed session for a moment: back means gone, then in.
-                let n = bridges_in_north(&mut self.watcher);
+                let n = bridges_in_channel(&mut self.watcher);
                 assert!(n <= 1, "the account is in North twice");
                 gone |= n == 0;
                 if gone && n == 1 {
@@ -295,7 +222,7 @@ fn a_killed_nodes_dial_in_is_callable_on_another_node_and_the_caller_hears_north
     // Every other node refuses the number while it stands by, naming why.
     for i in (0..3).filter(|i| *i != owner) {
         let p = site.participants[i].as_mut().unwrap();
-        let room = new_room(p);
+        let room = p.open_room();
         assert!(!invite_north(p, room), "node {i} stands by");
     }
     // A call to North on the owner, then the owner dies mid-call.
@@ -320,16 +247,7 @@ fn a_killed_nodes_dial_in_is_callable_on_another_node_and_the_caller_hears_north
     let carol = site.participants[new_owner].as_mut().unwrap();
     carol.cmd(json!({"cmd":"publish"}));
     carol.expect(|e| e["event"] == "published", T);
-    carol.cmd(json!({"cmd":"play","client":NORTH}));
-    carol.expect(|e| e["event"] == "playing", T);
-    carol.expect(
-        |e| {
-            e["event"] == "pc_state"
-                && e["pc"] == format!("play:{NORTH}")
-                && e["state"] == "connected"
-        },
-        T,
-    );
+    carol.play_connected(NORTH);
     let dir = tempfile::tempdir().unwrap();
     let (cmp, _) = hear_from_ptt(
         carol,
@@ -587,7 +505,7 @@ fn a_drained_node_hands_over_between_bursts_takes_no_lease_and_undrains() {
     let mut empty_since = None;
     while Instant::now() < until {
         let n = connected(&bridges);
-        if n.is_empty() && bridges_in_north(&mut watcher) == 0 {
+        if n.is_empty() && bridges_in_channel(&mut watcher) == 0 {
             empty_since.get_or_insert(Instant::now());
         } else {
             empty_since = None;
