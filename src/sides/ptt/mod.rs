@@ -91,6 +91,8 @@ pub struct Account {
     pub client: ClientHandle,
     /// The channel feed for links; subscribe with [`Account::channel`].
     channel: Arc<Feed>,
+    /// Silence that ends a talk burst (`ptt.talk_timeout_ms`).
+    talk_timeout: std::time::Duration,
 }
 
 impl Account {
@@ -114,9 +116,13 @@ impl Account {
         self.channel.subscribe_now()
     }
 
-    /// Whether a talk burst is in progress in the account's channel now (heard by the
-    /// account): a draining cluster node waits for this to clear before handing it over.
+    /// Whether a talk burst is in progress through the account now: one it hears in its
+    /// channel, or one the bridge sends as it (a meeting or console speaker). A draining
+    /// cluster node waits for this to clear before handing the account over.
     pub fn floor_busy(&self) -> bool {
+        if self.client.sending(self.talk_timeout) {
+            return true;
+        }
         let present = self
             .channel
             .present
@@ -385,6 +391,7 @@ impl PttSide {
                     username: account.username.clone(),
                     client: handle,
                     channel,
+                    talk_timeout: config.talk_timeout(),
                 });
             }
         }
