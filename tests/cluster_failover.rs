@@ -635,3 +635,73 @@ fn the_page_shows_the_cluster_and_drains_this_node() {
         "ready"
     );
 }
+
+/// A drain waits for a burst the bridge itself sends into the channel too: a meeting
+/// participant on the draining node speaks into North while the drain is asked for; bob
+/// (pymumble) hears the utterance whole, as one burst; then the account moves and the
+/// participant's link ends, so it would redial the new holder.
+#[test]
+fn a_drain_waits_for_a_meeting_speaker_then_ends_the_dial_in() {
+    let nats = NatsServer::start();
+    let murmur = Murmur::start(&["North"]);
+    // Long enough for the whole utterance (3.8 s) whenever the drain comes.
+    let cfg = |n: &str| config(n, &murmur, &nats.url(), 1, "drain_max_wait_ms = 10000");
+    let bridges: Vec<Option<Bridge>> = NODES[..2]
+        .iter()
+        .map(|n| Some(Bridge::start(BIN, &cfg(n))))
+        .collect();
+    let mut watcher = Terminal::connect(murmur.port(), "watcher", Some("North"));
+    let mut bob = Terminal::connect(murmur.port(), "bob", Some("North"));
+    let owner = wait_single_owner(&bridges, &mut watcher, T);
+    let b = bridges[owner].as_ref().unwrap();
+    let mut carol = Participant::join(b.addr(), "carol");
+    let (_, linked) = dial_north(&mut carol, T);
+    carol.cmd(json!({"cmd":"publish"}));
+    carol.expect(|e| e["event"] == "published", T);
+    println!("carol linked after {:.2} s", linked.elapsed().as_secs_f64());
+
+    let dir = tempfile::tempdir().unwrap();
+    let addr = b.addr();
+    let asked = std::thread::scope(|s| {
+        // The drain, asked for a second into the utterance.
+        let drain = s.spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            let r = testkit::http::request_with(
+                addr,
+                "POST",
+                "/v1/cluster/drain",
+                None,
+                &[testkit::bridge::OPERATOR],
+            )
+            .unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+            Instant::now()
+        });
+        testkit::meeting::speak_into_ptt(
+            &mut carol,
+            &mut bob,
+            &fixture("audio/speech.wav"),
+            &dir.path().join("bob.wav"),
+            "meeting → PTT through a drain",
+        )
+        .assert_matches(0.85, 0.1);
+        drain.join().unwrap()
+    });
+    assert_eq!(wait_single_owner(&bridges, &mut watcher, T), 1 - owner);
+    let held = lease_holder(bridges[1 - owner].as_ref().unwrap())
+        .1
+        .expect("held");
+    println!(
+        "drain asked mid-utterance; the other node held the account {:.2} s later",
+        (Instant::now() - held)
+            .saturating_duration_since(asked)
+            .as_secs_f64()
+    );
+    assert_eq!(
+        b.metric("pttbridge_cluster_handovers_total", &[("floor", "idle")]),
+        1.0,
+        "handed over once the utterance had ended"
+    );
+    // The call ends with the account's move: the channel leaves carol's room.
+    carol.push("ExitRoom", |m| m["client"]["id"] == NORTH, T);
+}
