@@ -67,17 +67,6 @@ pub struct ClusterStatus {
 }
 
 impl ClusterStatus {
-    /// `/healthz`'s `cluster` object: this node, the leases it holds (age, expiry) and who owns
-    /// the others as seen in the bucket.
-    pub fn to_json(&self) -> Value {
-        self.json_at(Instant::now())
-    }
-
-    /// This node's id.
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
     /// Drains this node (`true`: hand every lease over, each once its channel's floor is idle,
     /// and take no new ones) or undoes it (`false`). Returns whether that changed anything.
     pub fn set_drain(&self, on: bool) -> bool {
@@ -97,7 +86,10 @@ impl ClusterStatus {
         self.draining.load(Ordering::Relaxed) || *self.operator_drain.borrow()
     }
 
-    fn json_at(&self, now: Instant) -> Value {
+    /// `/healthz`'s `cluster` object: this node, the leases it holds (age, expiry) and who owns
+    /// the others as seen in the bucket.
+    pub fn to_json(&self) -> Value {
+        let now = Instant::now();
         let ms = |d: Duration| d.as_millis() as u64;
         let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         let rows: Vec<Value> = leases
@@ -432,9 +424,11 @@ impl OneLease {
                     let busy = self.lease.acting(now) && self.account.floor_busy();
                     if !busy || now >= deadline {
                         // Between bursts (or waited long enough): nobody is cut mid-word.
-                        let floor = if busy { "busy" } else { "idle" };
-                        metrics::counter!("pttbridge_cluster_handovers_total", "floor" => floor)
-                            .increment(1);
+                        if self.lease.acting(now) {
+                            let floor = if busy { "busy" } else { "idle" };
+                            metrics::counter!("pttbridge_cluster_handovers_total", "floor" => floor)
+                                .increment(1);
+                        }
                         if busy {
                             warn!(
                                 "a talk burst is still in progress after the drain's wait; handing the account over anyway"
