@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testkit::bridge::{Bridge, ptt_server_toml};
-use testkit::cluster::{account, bridges_in_channel, connected, wait_single_owner};
+use testkit::cluster::{
+    account, bridges_in_channel as bridges_in_north, connected, wait_single_owner,
+};
 use testkit::murmur::Murmur;
 use testkit::nats::NatsCluster;
 use testkit::peers::fixture;
@@ -186,7 +188,7 @@ fn one_node_holds_the_account_and_another_takes_over_when_it_dies_or_drains() {
         let now = connected(&bridges);
         assert!(now.len() <= 1, "two nodes connected at once: {now:?}");
         assert!(
-            bridges_in_channel(&mut watcher) <= 1,
+            bridges_in_north(&mut watcher) <= 1,
             "the account is in North twice"
         );
         if now.is_empty() {
@@ -235,7 +237,7 @@ fn an_owner_that_loses_nats_takes_its_account_offline_when_the_lease_runs_out() 
     loop {
         let now = connected(&bridges);
         assert!(now.len() <= 1 && now.iter().all(|i| *i == owner), "{now:?}");
-        if now.is_empty() && bridges_in_channel(&mut watcher) == 0 {
+        if now.is_empty() && bridges_in_north(&mut watcher) == 0 {
             break;
         }
         assert!(Instant::now() < deadline, "still connected without NATS");
