@@ -1,0 +1,279 @@
+//! Requests routed to the node that owns their target (issue 22, step 2), against real peers:
+//! a 3-server `nats-server` JetStream cluster on loopback, murmurd with channel North, pymumble
+//! terminals, an aiortc meeting participant (`tests/peers/meeting.py`, raw spec JSON) and the
+//! test console (`testkit::console`, written against `docs/console.md`), and two `pttbridge run`
+//! processes configured with the same PTT account: node B holds its lease (started first),
+//! node A stands by.
+//!
+//! Shows: a participant signalled on A dials the dial-in of B's account — the call, room and
+//! media are B's (B counts the link and the RTP, A none), the participant hears a PTT talker and
+//! is heard back (correlation ≥ 0.9 both ways), and its client is the unchanged one; platform
+//! commands posted to A's business REST reach a console logged in on B (kickout with the spec's
+//! push, trans-cmd) and "not found" comes only once every node said so; `kill -9` of B mid-call
+//! gives the participant the protocol's hang-up push (`cancel`, `offline`), not silence.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::console::Console;
+use testkit::meeting::{Participant, hear_from_ptt, speak_into_ptt};
+use testkit::murmur::Murmur;
+use testkit::nats::NatsCluster;
+use testkit::peers::fixture;
+use testkit::terminal::Terminal;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
+const T: Duration = Duration::from_secs(15);
+const NORTH: i64 = 9001;
+const SECRET: &str = "default-secret";
+const BASE_URL: &str = "http://ptt.test:8080";
+
+/// A node's configuration: the shared account and dial-in, the meeting and business apps, and
+/// (`console`) the console side with the server's admin account.
+fn config(node: &str, murmur: &Murmur, urls: &str, console: bool) -> String {
+    let console = if console {
+        format!(
+            "[console]\n[[console.servers]]\nbase_url = \"{BASE_URL}\"\nptt_server = \"local\"\n\
+             admin_username = \"SuperUser\"\nadmin_password = \"{}\"\n",
+            murmur.superuser_password()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"{ptt}
+[cluster]
+node_id = "{node}"
+url = "{urls}"
+replicas = 3
+lease_ms = 6000
+route_timeout_ms = 2000
+
+[meeting]
+ring_delay_ms = 100
+answer_delay_ms = 300
+[[meeting.apps]]
+app_id = "test"
+secret = "test"
+[[meeting.dial_in]]
+user_id = {NORTH}
+server = "local"
+account = "bridge"
+name = "North"
+
+[[business.apps]]
+app_id = "default"
+app_secret = "{SECRET}"
+
+{console}"#,
+        ptt = ptt_server_toml("local", murmur, &[("bridge", "North")]),
+    )
+}
+
+fn lease(h: &Value) -> &Value {
+    &h["cluster"]["leases"][0]
+}
+
+/// `{code, ...}` of a business REST call with the app's secret.
+fn api(bridge: &Bridge, path: &str, body: Value) -> (u16, Value) {
+    let r = bridge.request_with(
+        "POST",
+        path,
+        Some(&body.to_string()),
+        &[("X-App-Secret", SECRET)],
+    );
+    (r.status, r.json())
+}
+
+fn from(id: i64) -> impl Fn(&Value) -> bool {
+    move |m| m["ownUserId"] == id
+}
+
+/// The call flow of `tests/meeting_side.rs` (spec 4.1–4.7) up to the channel publishing.
+fn dial_north(p: &mut Participant) -> i64 {
+    let r = p.request(json!({"module":"room","method":"newAppRoom","name":"ops","numberLimit":10,"roomtype":1,"userId":p.id()}));
+    assert_eq!(r["result"], 0, "{r}");
+    let room = r["roomId"].as_i64().expect("roomId");
+    let r = p.request(
+        json!({"module":"meeting","method":"enter","userId":p.id(),"roomId":room,"roomType":1}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    let r = p.request(json!({"module":"call","method":"doInvite","ownUserId":p.id(),"targetUserId":NORTH,"type":1,"roomId":room}));
+    assert_eq!(r["result"], 0, "{r}");
+    assert_eq!(r["roomId"], room);
+    let ringing = p.push("doEvent", from(NORTH), T);
+    assert_eq!(ringing["event"], "onRinging");
+    let agreed = p.push("doAgree", from(NORTH), T);
+    assert_eq!(agreed["roomId"], room);
+    let r = p.request(
+        json!({"module":"call","method":"doEvent","ownUserId":p.id(),"targetUserId":NORTH,
+        "event":"onConnected","roomId":room,"roomType":1}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    let entered = p.push("EnterRoom", |m| m["client"]["id"] == NORTH, T);
+    assert_eq!(entered["client"]["mode"], "ptt");
+    p.push(
+        "onPublished",
+        |m| m["client"]["id"] == NORTH && m["published"] == true,
+        T,
+    );
+    room
+}
+
+#[test]
+fn requests_reach_the_node_owning_their_target() {
+    let nats = NatsCluster::start(3);
+    let urls = nats.urls();
+    let murmur = Murmur::builder()
+        .channels(&["North"])
+        .user("zydd", "pw-zydd")
+        .start();
+    // B first: it takes the account's lease; A, started once B holds it, stands by.
+    let b = Bridge::start(BIN, &config("node-b", &murmur, &urls, true));
+    b.wait_health(
+        "node-b holds the account and is in North",
+        |h| {
+            lease(h)["state"] == "held"
+                && h["sides"]["ptt"]["servers"][0]["accounts"][0]["channel"] == "North"
+        },
+        T + T,
+    );
+    let mut a = Some(Bridge::start(BIN, &config("node-a", &murmur, &urls, false)));
+    let node_a = a.as_ref().unwrap();
+    node_a.wait_health(
+        "node-a sees node-b owning the account",
+        |h| lease(h)["state"] == "other" && lease(h)["owner"] == "node-b",
+        T,
+    );
+    let mut alice = Terminal::connect(murmur.port(), "alice", Some("North"));
+    let mut bob = Terminal::connect(murmur.port(), "bob", Some("North"));
+
+    // ---- RTCPeer: carol, signalled on A, dials North (B's account) ----
+    let mut carol = Participant::join(node_a.addr(), "carol");
+    let room = dial_north(&mut carol);
+    carol.cmd(json!({"cmd":"publish"}));
+    let published = carol.expect(|e| e["event"] == "published", T);
+    carol.cmd(json!({"cmd":"play","client":NORTH}));
+    carol.expect(|e| e["event"] == "playing", T);
+    carol.expect(
+        |e| {
+            e["event"] == "pc_state"
+                && e["pc"] == format!("play:{NORTH}")
+                && e["state"] == "connected"
+        },
+        T,
+    );
+    // The call, the room and the link are B's; A relays signalling only.
+    let links = |n: &Bridge| n.metric("pttbridge_meeting_links ", &[]);
+    assert_eq!((links(&b), links(node_a)), (1.0, 0.0));
+    let b_links = b.get("/meeting/links").json();
+    assert!(
+        b_links.to_string().contains(&room.to_string()),
+        "B hosts room {room}: {b_links}"
+    );
+    // B's media port is the one in the SDP answer (the room's UDP port on B).
+    let answer = published["sdp_answer"].as_str().unwrap();
+    assert!(answer.contains("127.0.0.1"), "{answer}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (heard, _) = hear_from_ptt(
+        &mut carol,
+        &mut alice,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("carol.wav"),
+        "PTT → meeting via node-b",
+    );
+    heard.assert_matches(0.9, 0.1);
+    speak_into_ptt(
+        &mut carol,
+        &mut bob,
+        &fixture("audio/speech.wav"),
+        &dir.path().join("bob.wav"),
+        "meeting → PTT via node-b",
+    )
+    .assert_matches(0.9, 0.1);
+    let rtp = |n: &Bridge, d: &str| n.metric("pttbridge_meeting_rtp_total", &[("direction", d)]);
+    assert!(rtp(&b, "in") > 100.0 && rtp(&b, "out") > 100.0);
+    assert_eq!((rtp(node_a, "in"), rtp(node_a, "out")), (0.0, 0.0));
+    let routed = node_a.metric(
+        "pttbridge_cluster_routed_total",
+        &[("kind", "rtc"), ("outcome", "ok")],
+    );
+    assert!(routed >= 8.0, "relayed requests counted on A: {routed}");
+    // Chat from carol reaches the channel through B.
+    let r = carol.request(json!({"module":"meeting","method":"chat","content":"hello North"}));
+    assert_eq!(r["result"], 0, "{r}");
+    alice.expect(
+        |e| {
+            e["event"] == "text"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with("hello North"))
+        },
+        T,
+    );
+
+    // ---- business commands posted to A for a console on B ----
+    let mut console = Console::connect(b.addr());
+    console.login(BASE_URL, "zydd", "pw-zydd");
+    let mess = json!({"text": "report to gate 3"});
+    let (status, v) = api(
+        node_a,
+        "/v1/online/trans-cmd",
+        json!({"app_id": "default", "msg_id": 11, "trans_mess": mess,
+               "user_list": [{"user_id": "console:zydd"}, {"user_id": "console:nobody"}]}),
+    );
+    assert_eq!((status, &v["code"]), (200, &json!(0)), "{v}");
+    let results: Vec<&Value> = v["user_list"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        (&results[0]["result"], &results[1]["result"]),
+        (&json!(0), &json!(2)),
+        "{v}"
+    );
+    let n = console.expect_notify("transCmd", |_| true, T);
+    assert_eq!(n["data"], mess, "{n}");
+    let (status, v) = api(
+        node_a,
+        "/v1/kickout",
+        json!({"app_id": "default", "user_id": "console:zydd"}),
+    );
+    assert_eq!((status, &v["code"]), (200, &json!(0)), "{v}");
+    let gone = console.expect_notify("serverState", |n| n["data"]["state"] == "loggedOut", T);
+    assert!(
+        gone["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("kicked out"),
+        "{gone}"
+    );
+    // Now no node knows the console: A answers the spec's "not found" after B said so.
+    let (status, v) = api(
+        node_a,
+        "/v1/kickout",
+        json!({"app_id": "default", "user_id": "console:zydd"}),
+    );
+    assert_eq!(status, 404, "{v}");
+    let commands = |outcome: &str| {
+        node_a.metric(
+            "pttbridge_cluster_routed_total",
+            &[("kind", "command"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        commands("ok"),
+        2.0,
+        "trans-cmd and kickout carried out by B"
+    );
+    assert!(commands("not_found") >= 2.0);
+
+    // ---- B dies mid-call: carol is told the call ended, not left in silence ----
+    drop(b);
+    let cancel = carol.push("cancel", from(NORTH), T);
+    assert_eq!(cancel["reason"], "offline", "{cancel}");
+    carol.push("ExitRoom", |m| m["client"]["id"] == NORTH, T);
+    // The connection is A's alone again and still answers.
+    let r = carol.request(json!({"module":"meeting","method":"chat","content":"anyone?"}));
+    assert_eq!(r["result"], 409, "not in a room any more: {r}");
+    a.take();
+}
