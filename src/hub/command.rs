@@ -170,9 +170,10 @@ impl CommandRouter {
         };
         let local = self.execute_local(side, cmd.clone()).await;
         match local {
-            Err(CommandError::NotOnline | CommandError::UnknownGroup(_)) => {
-                remote.execute(side, cmd).await.unwrap_or(local)
-            }
+            // Not here, or a side this node does not run: another node may have it.
+            Err(
+                CommandError::NotOnline | CommandError::UnknownGroup(_) | CommandError::NoSide(_),
+            ) => remote.execute(side, cmd).await.unwrap_or(local),
             other => other,
         }
     }

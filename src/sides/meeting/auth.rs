@@ -94,6 +94,36 @@ impl AccountBook {
         Ok(())
     }
 
+    /// Takes user id `id` that another cluster node gave `account` of app `app_id` (its
+    /// connection is relayed here): the same account must have the same id here, and no other
+    /// account may have it, or the request is refused (two users would be one to the rooms).
+    /// An id this node has not given out yet is reserved for the account from now on.
+    pub fn adopt(&mut self, app_id: &str, account: &str, id: Id) -> Result<(), String> {
+        let key = (app_id.to_owned(), account.to_owned());
+        match self.ids.get(&key) {
+            Some(mine) if *mine == id => return Ok(()),
+            Some(mine) => {
+                return Err(format!(
+                    "the account is user {mine} on this node, not {id}: user ids are per node until they are shared"
+                ));
+            }
+            None if id < self.next_id || self.ids.len() >= MAX_ACCOUNTS => {
+                return Err(format!(
+                    "user id {id} may be another account's on this node: user ids are per node until they are shared"
+                ));
+            }
+            None => {}
+        }
+        self.next_id = id + 1;
+        if let Some(store) = &self.store
+            && let Err(e) = store.add_meeting_account(app_id, account, id)
+        {
+            tracing::warn!(error = %e, "cannot store a meeting account's user id");
+        }
+        self.ids.insert(key, id);
+        Ok(())
+    }
+
     /// The live session of `sid`.
     pub fn session(&self, sid: &str) -> Option<&Session> {
         self.sessions
@@ -496,6 +526,27 @@ mod tests {
         a.session_ttl = Duration::ZERO;
         let (expired, _) = a.login("app", "bob", None, None, |_| false).unwrap();
         assert!(a.session(&expired).is_none(), "expired");
+    }
+
+    #[test]
+    fn a_relayed_user_keeps_its_id_only_where_it_is_nobody_elses() {
+        let mut b = AccountBook::default();
+        let (_, dave) = b.login("app", "dave", None, None, |_| false).unwrap();
+        let dave = dave.user.id.unwrap();
+        // carol got an id on another node that is dave's here: refused, not merged.
+        assert!(b.adopt("app", "carol", dave).is_err());
+        // An id not given out here is reserved for her: a later login here gets it too, and
+        // the next account another one.
+        b.adopt("app", "carol", dave + 5).unwrap();
+        assert!(b.adopt("app", "carol", dave + 5).is_ok());
+        let (_, carol) = b.login("app", "carol", None, None, |_| false).unwrap();
+        assert_eq!(carol.user.id, Some(dave + 5));
+        let (_, erin) = b.login("app", "erin", None, None, |_| false).unwrap();
+        assert_eq!(erin.user.id, Some(dave + 6));
+        assert!(
+            b.adopt("app", "carol", dave + 9).is_err(),
+            "one id per account"
+        );
     }
 
     #[test]

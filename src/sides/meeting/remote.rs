@@ -68,6 +68,10 @@ enum Op {
     /// from (`entered`: it is in it).
     Open {
         user: Id,
+        /// The session's app and account (never its SID): the user id must be the same
+        /// account's on the owner.
+        app: String,
+        account: String,
         name: Option<String>,
         operator: bool,
         device_type: Option<String>,
@@ -181,11 +185,18 @@ impl Relay {
                 ));
             }
         }
+        let session = conn
+            .sid
+            .as_deref()
+            .and_then(|sid| sb.accounts.lock().session(sid).cloned())
+            .ok_or_else(|| Refusal::new(code::UNAUTHORIZED, "session expired: log in again"))?;
         let mut pushes = route.pushes(conn.id).await.map_err(unreachable)?;
         let open = Msg {
             conn: conn.id,
             op: Op::Open {
                 user: me,
+                app: session.app_id,
+                account: session.user.account.unwrap_or_default(),
                 name: conn.name.clone(),
                 operator: conn.operator,
                 device_type: sb
@@ -417,12 +428,19 @@ impl Host {
         match msg.op {
             Op::Open {
                 user,
+                app,
+                account,
                 name,
                 operator,
                 device_type,
                 room,
                 entered,
             } => {
+                self.sb
+                    .accounts
+                    .lock()
+                    .adopt(&app, &account, user)
+                    .map_err(|why| Refusal::new(code::CONFLICT, why))?;
                 self.open(key, user, name, operator, device_type, room, entered)
                     .await
             }
