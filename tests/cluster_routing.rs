@@ -31,11 +31,7 @@ const BASE_URL: &str = "http://ptt.test:8080";
 
 /// A node's configuration: the shared account and dial-in, the meeting and business apps, and
 /// (`console`) the console side with the server's admin account.
-fn config(node: &str, murmur: &Murmur, urls: &str, console: bool) -> String {
-    config_with(node, murmur, urls, console, "")
-}
-
-/// [`config`] with `meeting` added to the `[meeting]` table.
+/// `meeting` goes into the `[meeting]` table.
 fn config_with(node: &str, murmur: &Murmur, urls: &str, console: bool, meeting: &str) -> String {
     let console = if console {
         format!(
@@ -310,7 +306,7 @@ fn routed_signalling_latency() {
     let mut dave = Participant::join(b.addr(), "dave");
     let r = dave.request(json!({"module":"room","method":"newAppRoom","name":"direct","numberLimit":10,"roomtype":1,"userId":dave.id()}));
     let dave_room = r["roomId"].as_i64().expect("roomId");
-    let mut time = |p: &mut Participant, room: i64| {
+    let time = |p: &mut Participant, room: i64| {
         let t0 = std::time::Instant::now();
         let r = p.request(json!({"module":"room","method":"getRoomById","roomId":room}));
         assert_eq!(r["result"], 0, "{r}");

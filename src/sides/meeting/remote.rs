@@ -75,7 +75,7 @@ enum Op {
         name: Option<String>,
         operator: bool,
         device_type: Option<String>,
-        room: Option<Room>,
+        room: Option<Box<Room>>,
         entered: bool,
     },
     /// A request frame as the client sent it.
@@ -204,7 +204,7 @@ impl Relay {
                     .registry
                     .get(me)
                     .and_then(|r| r.device_type.clone()),
-                room: info,
+                room: info.map(Box::new),
                 entered,
             },
         };
@@ -441,7 +441,7 @@ impl Host {
                     .lock()
                     .adopt(&app, &account, user)
                     .map_err(|why| Refusal::new(code::CONFLICT, why))?;
-                self.open(key, user, name, operator, device_type, room, entered)
+                self.open(key, user, name, operator, device_type, room.map(|r| *r), entered)
                     .await
             }
             Op::Frame { text } => {
