@@ -148,8 +148,10 @@ fn requests_reach_the_node_owning_their_target() {
     let nats = NatsCluster::start(3);
     let urls = nats.urls();
     let murmur = Murmur::builder()
-        .channels(&["North"])
+        .channels(&["North", "South"])
         .user("zydd", "pw-zydd")
+        .user("t1", "pw-t1")
+        .user("t2", "pw-t2")
         .start();
     let (a, b) = two_nodes(&murmur, &urls, "");
     let mut a = Some(a);
@@ -241,6 +243,30 @@ fn requests_reach_the_node_owning_their_target() {
     );
     let n = console.expect_notify("transCmd", |_| true, T);
     assert_eq!(n["data"], mess, "{n}");
+    // invite into the console's call on B: the terminal joins it.
+    let terminal = |name: &str| {
+        Terminal::builder(murmur.port(), name)
+            .password(&format!("pw-{name}"))
+            .channel("South")
+            .connect()
+    };
+    let (mut t1, mut t2) = (terminal("t1"), terminal("t2"));
+    console.send(json!({"type": "requestMic", "toIds": [murmur.user_id("t1")], "transaction": 1}));
+    let created = console.expect_type("createGroup", T);
+    let sid = created["sessionId"].as_str().unwrap().to_string();
+    t1.wait_in_channel(&format!("call-{sid}"), T);
+    let (status, v) = api(
+        node_a,
+        "/v1/online/invite",
+        json!({"app_id": "default", "group_id": format!("console:{sid}"),
+               "user_id_list": [format!("ptt:{}", murmur.user_id("t2"))], "seq_id": 5}),
+    );
+    assert_eq!(
+        (status, &v["code"], &v["user_id_list"]),
+        (200, &json!(0), &json!([])),
+        "{v}"
+    );
+    t2.wait_in_channel(&format!("call-{sid}"), T);
     let (status, v) = api(
         node_a,
         "/v1/kickout",
@@ -270,16 +296,38 @@ fn requests_reach_the_node_owning_their_target() {
     };
     assert_eq!(
         commands("ok"),
-        2.0,
-        "trans-cmd and kickout carried out by B"
+        3.0,
+        "trans-cmd, invite and kickout carried out by B"
     );
     assert!(commands("not_found") >= 2.0);
 
-    // ---- B dies mid-call: carol is told the call ended, not left in silence ----
-    drop(b);
+    // ---- B stops answering mid-call: the protocol's error, then the hang-up, not silence ----
+    let stop = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &b.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    stop("-STOP");
+    let r = carol.request(json!({"module":"meeting","method":"chat","content":"still there?"}));
+    assert_eq!(r["result"], 500, "{r}");
+    assert_eq!(
+        r["message"], "node node-b did not answer within 2000 ms",
+        "{r}"
+    );
     let cancel = carol.push("cancel", from(NORTH), T);
     assert_eq!(cancel["reason"], "offline", "{cancel}");
     carol.push("ExitRoom", |m| m["client"]["id"] == NORTH, T);
+    assert!(
+        node_a.metric(
+            "pttbridge_cluster_routed_total",
+            &[("kind", "rtc"), ("outcome", "timeout")]
+        ) >= 1.0
+    );
+    stop("-CONT");
+    drop(b);
     // The connection is A's alone again and still answers.
     let r = carol.request(json!({"module":"meeting","method":"chat","content":"anyone?"}));
     assert_eq!(r["result"], 409, "not in a room any more: {r}");

@@ -441,8 +441,16 @@ impl Host {
                     .lock()
                     .adopt(&app, &account, user)
                     .map_err(|why| Refusal::new(code::CONFLICT, why))?;
-                self.open(key, user, name, operator, device_type, room.map(|r| *r), entered)
-                    .await
+                self.open(
+                    key,
+                    user,
+                    name,
+                    operator,
+                    device_type,
+                    room.map(|r| *r),
+                    entered,
+                )
+                .await
             }
             Op::Frame { text } => {
                 let h = self.get(&key).ok_or_else(gone)?;
