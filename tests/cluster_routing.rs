@@ -92,35 +92,9 @@ fn from(id: i64) -> impl Fn(&Value) -> bool {
     move |m| m["ownUserId"] == id
 }
 
-/// The call flow of `tests/meeting_side.rs` (spec 4.1–4.7) up to the channel publishing.
+/// The spec's call flow to North, up to the channel publishing.
 fn dial_north(p: &mut Participant) -> i64 {
-    let r = p.request(json!({"module":"room","method":"newAppRoom","name":"ops","numberLimit":10,"roomtype":1,"userId":p.id()}));
-    assert_eq!(r["result"], 0, "{r}");
-    let room = r["roomId"].as_i64().expect("roomId");
-    let r = p.request(
-        json!({"module":"meeting","method":"enter","userId":p.id(),"roomId":room,"roomType":1}),
-    );
-    assert_eq!(r["result"], 0, "{r}");
-    let r = p.request(json!({"module":"call","method":"doInvite","ownUserId":p.id(),"targetUserId":NORTH,"type":1,"roomId":room}));
-    assert_eq!(r["result"], 0, "{r}");
-    assert_eq!(r["roomId"], room);
-    let ringing = p.push("doEvent", from(NORTH), T);
-    assert_eq!(ringing["event"], "onRinging");
-    let agreed = p.push("doAgree", from(NORTH), T);
-    assert_eq!(agreed["roomId"], room);
-    let r = p.request(
-        json!({"module":"call","method":"doEvent","ownUserId":p.id(),"targetUserId":NORTH,
-        "event":"onConnected","roomId":room,"roomType":1}),
-    );
-    assert_eq!(r["result"], 0, "{r}");
-    let entered = p.push("EnterRoom", |m| m["client"]["id"] == NORTH, T);
-    assert_eq!(entered["client"]["mode"], "ptt");
-    p.push(
-        "onPublished",
-        |m| m["client"]["id"] == NORTH && m["published"] == true,
-        T,
-    );
-    room
+    testkit::meeting::dial_in(p, NORTH, T)
 }
 
 /// Starts node B (it takes the account's lease), then node A once B holds it (A stands by).
