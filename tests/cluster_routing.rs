@@ -184,7 +184,8 @@ fn requests_reach_the_node_owning_their_target() {
         "pttbridge_cluster_routed_total",
         &[("kind", "rtc"), ("outcome", "ok")],
     );
-    assert!(routed >= 8.0, "relayed requests counted on A: {routed}");
+    // open, then doInvite, onConnected, publish and play as the client sent them.
+    assert_eq!(routed, 5.0, "relayed requests counted on A");
     // Chat from carol reaches the channel through B.
     let r = carol.request(json!({"module":"meeting","method":"chat","content":"hello North"}));
     assert_eq!(r["result"], 0, "{r}");
@@ -353,5 +354,48 @@ fn routed_signalling_latency() {
         "getRoomById round trip, 300 each: routed A→B p50 {r50:.2} ms p99 {r99:.2} ms; direct on B p50 {d50:.2} ms p99 {d99:.2} ms; added p50 {:.2} ms p99 {:.2} ms",
         r50 - d50,
         r99 - d99
+    );
+}
+
+/// Polls `node`'s metric until it reads `want` (at most `T`).
+fn wait_metric(node: &Bridge, name: &str, want: f64, what: &str) {
+    let deadline = std::time::Instant::now() + T;
+    while node.metric(name, &[]) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {name} is {}, not {want}\n{}",
+            node.metric(name, &[]),
+            node.logs_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The owner lets a relayed connection go with its call and link: at once when the client
+/// leaves its node, and when that node dies (`kill -9`), after its silence.
+#[test]
+fn the_owner_lets_relayed_connections_go_when_their_node_closes_or_dies() {
+    let nats = NatsCluster::start(3);
+    let urls = nats.urls();
+    let murmur = Murmur::builder().channels(&["North"]).start();
+    let (a, b) = two_nodes(&murmur, &urls, "");
+    let mut carol = Participant::join(a.addr(), "carol");
+    dial_north(&mut carol);
+    assert_eq!(b.metric("pttbridge_meeting_connections ", &[]), 1.0);
+    assert_eq!(b.metric("pttbridge_meeting_links ", &[]), 1.0);
+    drop(carol);
+    wait_metric(&b, "pttbridge_meeting_links ", 0.0, "client gone");
+    wait_metric(&b, "pttbridge_meeting_connections ", 0.0, "client gone");
+
+    let mut erin = Participant::join(a.addr(), "erin");
+    dial_north(&mut erin);
+    assert_eq!(b.metric("pttbridge_meeting_links ", &[]), 1.0);
+    drop(a);
+    wait_metric(&b, "pttbridge_meeting_links ", 0.0, "node-a killed");
+    wait_metric(&b, "pttbridge_meeting_connections ", 0.0, "node-a killed");
+    assert!(
+        b.logs()
+            .contains("no word from the node of a relayed connection"),
+        "let go for the silence of node-a"
     );
 }

@@ -184,13 +184,19 @@ impl Route {
         self.client.get().ok_or(RouteError::NotConnected)
     }
 
-    /// Sends one relayed-connection message to node `to` and waits (bounded) for its ack.
-    pub async fn request_rtc(&self, to: &str, payload: Bytes) -> Result<Bytes, RouteError> {
-        let span = info_span!("routed", kind = "rtc", from = %self.node_id, to = %esc(to));
+    /// Sends one relayed-connection message to node `to` and waits (bounded) for its ack;
+    /// `kind` labels it in the metrics (`rtc`, `rtc_ping`).
+    pub async fn request_rtc(
+        &self,
+        to: &str,
+        kind: &'static str,
+        payload: Bytes,
+    ) -> Result<Bytes, RouteError> {
+        let span = info_span!("routed", kind, from = %self.node_id, to = %esc(to));
         async {
             let t0 = Instant::now();
             let result = self.request(to, rtc_subject(to), payload).await;
-            observe("rtc", t0, &result);
+            observe(kind, t0, &result);
             result
         }
         .instrument(span)

@@ -209,7 +209,7 @@ impl Relay {
             },
         };
         let ack = route
-            .request_rtc(&node, encode(&open))
+            .request_rtc(&node, "rtc", encode(&open))
             .await
             .map_err(unreachable)?;
         if let Some((c, why)) = serde_json::from_slice::<Ack>(&ack)
@@ -293,7 +293,7 @@ impl Relay {
         };
         let ack = self
             .route
-            .request_rtc(&self.node, encode(&msg))
+            .request_rtc(&self.node, "rtc", encode(&msg))
             .await
             .map_err(unreachable)?;
         match serde_json::from_slice::<Ack>(&ack)
@@ -312,7 +312,11 @@ impl Relay {
             conn: self.conn,
             op: Op::Close,
         };
-        if let Err(e) = self.route.request_rtc(&self.node, encode(&msg)).await {
+        if let Err(e) = self
+            .route
+            .request_rtc(&self.node, "rtc", encode(&msg))
+            .await
+        {
             debug!(error = %e, "relayed connection not closed on its node; it lets go by itself");
         }
     }
@@ -336,7 +340,7 @@ async fn ping(route: Arc<Route>, node: String, conn: u64, lost: mpsc::Sender<Str
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        match route.request_rtc(&node, msg.clone()).await {
+        match route.request_rtc(&node, "rtc_ping", msg.clone()).await {
             Ok(ack) => {
                 if let Some((_, why)) = serde_json::from_slice::<Ack>(&ack)
                     .unwrap_or_default()
@@ -413,6 +417,11 @@ impl Host {
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
             .cloned()
+    }
+
+    /// Whether `hosted` is still the connection served under `key`.
+    fn is_current(&self, key: &(String, u64), hosted: &Arc<Hosted>) -> bool {
+        self.get(key).is_some_and(|h| Arc::ptr_eq(&h, hosted))
     }
 
     fn take(&self, key: &(String, u64)) -> Option<Arc<Hosted>> {
@@ -624,9 +633,10 @@ impl Host {
                     }
                 }
                 Some(kick) = kicked.recv() => {
-                    if self.take(&key).is_none() {
+                    if !self.is_current(&key, &hosted) {
                         return;
                     }
+                    self.take(&key);
                     {
                         let mut conn = hosted.conn.lock().await;
                         self.sb.kick_out(&mut conn, &kick).await;
@@ -640,8 +650,13 @@ impl Host {
                     return;
                 }
                 _ = watchdog.tick() => {
+                    if !self.is_current(&key, &hosted) {
+                        // Closed (or opened again): this task's part is over.
+                        return;
+                    }
                     let quiet = hosted.seen.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-                    if quiet > ORIGIN_SILENCE && self.take(&key).is_some() {
+                    if quiet > ORIGIN_SILENCE {
+                        self.take(&key);
                         info!(from = %esc(&origin), "no word from the node of a relayed connection: let go");
                         self.let_go(&hosted).await;
                         return;
