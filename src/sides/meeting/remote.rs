@@ -107,6 +107,20 @@ fn encode<T: Serialize>(v: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
+/// What an ack says: taken, or the owner's refusal (an answer that is no ack is a refusal too).
+fn read_ack(ack: &[u8]) -> Result<(), Refusal> {
+    match serde_json::from_slice::<Ack>(ack) {
+        Ok(Ack { refused: None }) => Ok(()),
+        Ok(Ack {
+            refused: Some((c, why)),
+        }) => Err(Refusal::new(c, why)),
+        Err(_) => Err(Refusal::new(
+            code::INTERNAL,
+            "the node owning the channel answered with something else than an ack",
+        )),
+    }
+}
+
 fn unreachable(e: RouteError) -> Refusal {
     Refusal::new(code::INTERNAL, e.to_string())
 }
@@ -212,12 +226,7 @@ impl Relay {
             .request_rtc(&node, "rtc", encode(&open))
             .await
             .map_err(unreachable)?;
-        if let Some((c, why)) = serde_json::from_slice::<Ack>(&ack)
-            .unwrap_or_default()
-            .refused
-        {
-            return Err(Refusal::new(c, why));
-        }
+        read_ack(&ack)?;
         info!(to = %esc(&node), room = room_id, "connection relayed to the node owning the dialled channel");
         // The room is B's now: A's copy closes once empty.
         if entered && let Some(h) = sb.room(room_id) {
@@ -296,13 +305,7 @@ impl Relay {
             .request_rtc(&self.node, "rtc", encode(&msg))
             .await
             .map_err(unreachable)?;
-        match serde_json::from_slice::<Ack>(&ack)
-            .unwrap_or_default()
-            .refused
-        {
-            Some((c, why)) => Err(Refusal::new(c, why)),
-            None => Ok(()),
-        }
+        read_ack(&ack)
     }
 
     /// The client went (or the connection is served here again): the owner lets it go.
@@ -342,11 +345,8 @@ async fn ping(route: Arc<Route>, node: String, conn: u64, lost: mpsc::Sender<Str
         every.tick().await;
         match route.request_rtc(&node, "rtc_ping", msg.clone()).await {
             Ok(ack) => {
-                if let Some((_, why)) = serde_json::from_slice::<Ack>(&ack)
-                    .unwrap_or_default()
-                    .refused
-                {
-                    let _ = lost.send(format!("node {node}: {why}")).await;
+                if let Err(r) = read_ack(&ack) {
+                    let _ = lost.send(format!("node {node}: {}", r.1)).await;
                     return;
                 }
                 missed = 0;
@@ -664,5 +664,52 @@ impl Host {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire between nodes, as `docs/cluster.md` describes it: one JSON object per message,
+    /// the op named, no SID anywhere.
+    #[test]
+    fn relay_messages_on_the_wire() {
+        let frame = Msg {
+            conn: 7,
+            op: Op::Frame {
+                text: r#"{"module":"meeting","method":"chat"}"#.into(),
+            },
+        };
+        let v: Value = serde_json::from_slice(&encode(&frame)).unwrap();
+        assert_eq!(v["conn"], 7);
+        assert_eq!(v["op"], "frame");
+        let open = Msg {
+            conn: 1,
+            op: Op::Open {
+                user: 1001,
+                app: "test".into(),
+                account: "carol".into(),
+                name: Some("carol".into()),
+                operator: false,
+                device_type: None,
+                room: None,
+                entered: false,
+            },
+        };
+        let text = String::from_utf8(encode(&open).to_vec()).unwrap();
+        assert!(!text.to_lowercase().contains("sid"), "{text}");
+        let back: Msg = serde_json::from_str(&text).unwrap();
+        assert!(matches!(back.op, Op::Open { user: 1001, .. }));
+        // An ack with nothing refused is taken; a refusal keeps the owner's code; anything
+        // else is refused, never taken for an ack.
+        assert_eq!(read_ack(&encode(&Ack::default())), Ok(()));
+        assert_eq!(
+            read_ack(br#"{"refused":[404,"gone"]}"#),
+            Err(Refusal::new(404, "gone"))
+        );
+        assert_eq!(read_ack(b"nonsense").unwrap_err().0, code::INTERNAL);
+        let end: Back = serde_json::from_value(json!({"end": "kicked"})).unwrap();
+        assert!(matches!(end, Back::End(r) if r == "kicked"));
     }
 }
