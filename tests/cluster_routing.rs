@@ -263,6 +263,20 @@ fn requests_reach_the_node_owning_their_target() {
         json!({"app_id": "default", "user_id": "console:zydd"}),
     );
     assert_eq!(status, 404, "{v}");
+    // A meeting user registered on B, kicked out through A: told why, and its socket closes.
+    let mut dave = Participant::join(b.addr(), "dave");
+    let (status, v) = api(
+        node_a,
+        "/v1/kickout",
+        json!({"app_id": "default", "user_id": format!("meeting:{}", dave.id())}),
+    );
+    assert_eq!((status, &v["code"]), (200, &json!(0)), "{v}");
+    let bye = dave.push("doEvent", |m| m["event"] == "onKickout", T);
+    assert!(
+        bye["reason"].as_str().unwrap().contains("kicked out"),
+        "{bye}"
+    );
+    dave.expect(|e| e["event"] == "ws_closed", T);
     let commands = |outcome: &str| {
         node_a.metric(
             "pttbridge_cluster_routed_total",
@@ -271,10 +285,14 @@ fn requests_reach_the_node_owning_their_target() {
     };
     assert_eq!(
         commands("ok"),
-        3.0,
-        "trans-cmd, invite and kickout carried out by B"
+        4.0,
+        "trans-cmd, invite and the two kickouts carried out by B"
     );
-    assert!(commands("not_found") >= 2.0);
+    assert_eq!(
+        commands("not_found"),
+        2.0,
+        "console:nobody's trans-cmd, the second kickout"
+    );
 
     // ---- B stops answering mid-call: the protocol's error, then the hang-up, not silence ----
     let stop = |sig: &str| {
