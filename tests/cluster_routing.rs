@@ -417,3 +417,63 @@ fn the_owner_lets_relayed_connections_go_when_their_node_closes_or_dies() {
         "let go for the silence of node-a"
     );
 }
+
+/// A call from a user signalled on A to a user registered on B (spec 4.1, 4.2, 4.7) reaches B:
+/// A asks every node who has the user, relays the caller's connection there, and both meet in
+/// the caller's room, now B's. Both nodes give each account the same user id.
+#[test]
+fn a_call_to_a_user_registered_on_another_node_reaches_it() {
+    let nats = NatsCluster::start(3);
+    let urls = nats.urls();
+    let murmur = Murmur::builder().channels(&["North"]).start();
+    let (a, b) = two_nodes(&murmur, &urls, "");
+    let mut dave = Participant::join(b.addr(), "dave");
+    let mut carol = Participant::join(a.addr(), "carol");
+    assert_ne!(carol.id(), dave.id());
+    let r = carol.request(json!({"module":"room","method":"newAppRoom","name":"ops","numberLimit":10,"roomtype":1,"userId":carol.id()}));
+    let room = r["roomId"].as_i64().expect("roomId");
+    let r = carol.request(
+        json!({"module":"meeting","method":"enter","userId":carol.id(),"roomId":room,"roomType":1}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    let r = carol.request(
+        json!({"module":"call","method":"doInvite","ownUserId":carol.id(),
+        "targetUserId":dave.id(),"type":1,"roomId":room}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    let invited = dave.push("doInvite", from(carol.id()), T);
+    assert_eq!(invited["roomId"], room);
+    let r = dave.request(
+        json!({"module":"call","method":"doAgree","ownUserId":dave.id(),
+        "targetUserId":carol.id(),"roomId":room}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    carol.push("doAgree", from(dave.id()), T);
+    let r = dave.request(
+        json!({"module":"meeting","method":"enter","userId":dave.id(),"roomId":room,"roomType":1}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    let members = r["members"].as_array().expect("members");
+    assert!(
+        members.iter().any(|m| m["id"] == carol.id()),
+        "carol is in the room on B: {r}"
+    );
+    carol.push("EnterRoom", |m| m["client"]["id"] == dave.id(), T);
+    let r = dave.request(json!({"module":"meeting","method":"chat","content":"hello carol"}));
+    assert_eq!(r["result"], 0, "{r}");
+    let chat = carol.push("onChat", |m| m["content"] == "hello carol", T);
+    assert_eq!(chat["client"]["id"], dave.id());
+    assert_eq!(
+        a.metric(
+            "pttbridge_cluster_routed_total",
+            &[("kind", "who"), ("outcome", "ok")]
+        ),
+        1.0
+    );
+    // A user nobody has: refused by B, which serves carol's connection now.
+    let r = carol.request(
+        json!({"module":"call","method":"doInvite","ownUserId":carol.id(),
+        "targetUserId":424242,"type":1,"roomId":room}),
+    );
+    assert_ne!(r["result"], 0, "{r}");
+}

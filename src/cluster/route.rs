@@ -9,6 +9,8 @@
 //!   `<conn>` of `<node>` (replies and pushes, in order).
 //! - `pttbridge.route.cmd`: platform commands (kickout, trans-cmd, invite) no local side could
 //!   carry out, scattered to every node; each answers whether it carried it out ([`Gather`]).
+//! - `pttbridge.route.who`: which node has a meeting user registered (a call to a user who is
+//!   not registered here), gathered the same way.
 //!
 //! Trust: a node acts on these subjects for any node, because only nodes hold the cluster's NATS
 //! credentials (`[nats]`); what travels is only what the asking node's client was already
@@ -76,6 +78,10 @@ pub enum Owner {
 pub trait RtcHost: Send + Sync + std::fmt::Debug + 'static {
     /// Handles one message of node `origin` for a relayed connection; the ack to answer with.
     fn handle(self: Arc<Self>, origin: String, payload: Bytes) -> BoxFuture<Bytes>;
+
+    /// What another node may know of meeting user `user` registered here (its app and
+    /// account), or `None` when it is not registered here.
+    fn whois(&self, user: i64) -> Option<serde_json::Value>;
 }
 
 /// The subject prefix of every routed message.
@@ -141,7 +147,11 @@ impl Route {
                 };
                 let _ = r.client.set(client.clone());
                 info!("routing to other nodes ready");
-                tokio::join!(r.clone().serve_rtc(client.clone()), r.serve_commands(client));
+                tokio::join!(
+                    r.clone().serve_rtc(client.clone()),
+                    r.clone().serve_commands(client.clone()),
+                    r.serve_who(client)
+                );
             }
             .instrument(info_span!("route", node = %node_id)),
         );
@@ -287,11 +297,20 @@ impl Route {
         }
     }
 
-    async fn serve_commands(self: Arc<Self>, client: async_nats::Client) {
-        let mut sub = match client.subscribe(format!("{PREFIX}.cmd")).await {
+    /// Answers what other nodes ask every node (`subject`): `answer` reads an ask into the
+    /// node asking and what this node says; its own asks are not answered.
+    async fn serve_asks<F>(
+        self: Arc<Self>,
+        client: async_nats::Client,
+        kind: &'static str,
+        answer: F,
+    ) where
+        F: Fn(&Self, &[u8]) -> Option<(String, BoxFuture<CommandOutcome>)>,
+    {
+        let mut sub = match client.subscribe(format!("{PREFIX}.{kind}")).await {
             Ok(s) => s,
             Err(e) => {
-                warn!(error = %esc(e.to_string()), "route: cannot subscribe to commands");
+                warn!(kind, error = %esc(e.to_string()), "route: cannot subscribe");
                 return;
             }
         };
@@ -299,29 +318,70 @@ impl Route {
             let Some(reply) = msg.reply.clone() else {
                 continue;
             };
-            let Ok(ask) = serde_json::from_slice::<CommandAsk>(&msg.payload) else {
-                metrics::counter!("pttbridge_cluster_routed_total", "kind" => "command", "outcome" => "bad_request").increment(1);
+            let Some((from, outcome)) = answer(&self, &msg.payload) else {
+                metrics::counter!("pttbridge_cluster_routed_total", "kind" => kind, "outcome" => "bad_request").increment(1);
                 continue;
             };
-            if ask.from == self.node_id {
-                // Our own scatter: the local sides were asked already.
+            if from == self.node_id {
+                // Our own ask: this node was asked already.
                 continue;
             }
-            self.heard(&ask.from);
-            let (client, me, commands) =
-                (client.clone(), self.node_id.clone(), self.commands.clone());
-            let span = info_span!("routed", kind = "command", from = %esc(&ask.from), to = %me, command = ask.cmd.name());
+            self.heard(&from);
+            let (client, me) = (client.clone(), self.node_id.clone());
+            let span = info_span!("routed", kind, from = %esc(&from), to = %me);
             tokio::spawn(
                 async move {
-                    let outcome =
-                        CommandOutcome::from(commands.execute_local(ask.side, ask.cmd).await);
-                    debug!(?outcome, "routed command");
+                    let outcome = outcome.await;
+                    debug!(?outcome, "answered another node");
                     let answer = CommandAnswer { node: me, outcome };
                     let body = serde_json::to_vec(&answer).unwrap_or_default();
                     let _ = client.publish(reply, body.into()).await;
                 }
                 .instrument(span),
             );
+        }
+    }
+
+    async fn serve_commands(self: Arc<Self>, client: async_nats::Client) {
+        self.serve_asks(client, "cmd", |me, payload| {
+            let ask = serde_json::from_slice::<CommandAsk>(payload).ok()?;
+            let commands = me.commands.clone();
+            let outcome: BoxFuture<CommandOutcome> = Box::pin(async move {
+                CommandOutcome::from(commands.execute_local(ask.side, ask.cmd).await)
+            });
+            Some((ask.from, outcome))
+        })
+        .await;
+    }
+
+    async fn serve_who(self: Arc<Self>, client: async_nats::Client) {
+        self.serve_asks(client, "who", |me, payload| {
+            let ask = serde_json::from_slice::<WhoAsk>(payload).ok()?;
+            let found = me.rtc.get().and_then(|h| h.whois(ask.user));
+            let outcome: BoxFuture<CommandOutcome> = Box::pin(async move {
+                match found {
+                    Some(v) => CommandOutcome::Done(v.to_string()),
+                    None => CommandOutcome::NotHere,
+                }
+            });
+            Some((ask.from, outcome))
+        })
+        .await;
+    }
+
+    /// The node where meeting user `user` is registered, and what it says of the user (its
+    /// app and account), asked of every other node; `None` when no node has it.
+    pub async fn find_user(&self, user: i64) -> Option<(String, serde_json::Value)> {
+        let body = serde_json::to_vec(&WhoAsk {
+            from: self.node_id.clone(),
+            user,
+        })
+        .ok()?;
+        match self.ask_all("who", body).await? {
+            Decision::Done { node, terminal } => {
+                Some((node, serde_json::from_str(&terminal).ok()?))
+            }
+            _ => None,
         }
     }
 
@@ -348,20 +408,30 @@ impl Route {
         side: Side,
         cmd: SideCommand,
     ) -> Option<Result<Delivered, CommandError>> {
-        let span = info_span!("routed", kind = "command", from = %self.node_id, to = "*", command = cmd.name());
+        let ask = CommandAsk {
+            from: self.node_id.clone(),
+            side,
+            cmd,
+        };
+        let body = serde_json::to_vec(&ask).ok()?;
+        let decision = self.ask_all("cmd", body).await?;
+        if let Decision::Done { node, .. } = &decision {
+            info!(node = %esc(node), "command carried out by another node");
+        }
+        decision.into_result()
+    }
+
+    /// Asks every other node (`pttbridge.route.<kind>`) and gathers their answers into a
+    /// [`Decision`]; `None` when the ask could not be sent.
+    async fn ask_all(&self, kind: &'static str, body: Vec<u8>) -> Option<Decision> {
+        let span = info_span!("routed", kind, from = %self.node_id, to = "*");
         async {
             let t0 = Instant::now();
             let client = self.client().ok()?;
             let inbox = client.new_inbox();
             let mut sub = client.subscribe(inbox.clone()).await.ok()?;
-            let ask = CommandAsk {
-                from: self.node_id.clone(),
-                side,
-                cmd,
-            };
-            let body = serde_json::to_vec(&ask).ok()?;
             client
-                .publish_with_reply(format!("{PREFIX}.cmd"), inbox, body.into())
+                .publish_with_reply(format!("{PREFIX}.{kind}"), inbox, body.into())
                 .await
                 .ok()?;
             let mut gather = Gather::new(self.known_peers());
@@ -381,17 +451,15 @@ impl Route {
             };
             let _ = sub.unsubscribe().await;
             let outcome = match &decision {
-                Decision::Done { node, .. } => {
-                    info!(node = %esc(node), "command carried out by another node");
-                    "ok"
-                }
+                Decision::Done { .. } => "ok",
                 Decision::Refused { .. } => "refused",
                 Decision::NobodyKnows { .. } => "not_found",
             };
-            metrics::counter!("pttbridge_cluster_routed_total", "kind" => "command", "outcome" => outcome).increment(1);
-            metrics::histogram!("pttbridge_cluster_route_seconds", "kind" => "command")
+            let kind = if kind == "cmd" { "command" } else { kind };
+            metrics::counter!("pttbridge_cluster_routed_total", "kind" => kind, "outcome" => outcome).increment(1);
+            metrics::histogram!("pttbridge_cluster_route_seconds", "kind" => kind)
                 .record(t0.elapsed().as_secs_f64());
-            decision.into_result()
+            Some(decision)
         }
         .instrument(span)
         .await
@@ -438,7 +506,14 @@ struct CommandAsk {
     cmd: SideCommand,
 }
 
-/// One node's answer to a scattered command.
+/// Who has meeting user `user` registered?
+#[derive(Debug, Serialize, Deserialize)]
+struct WhoAsk {
+    from: String,
+    user: i64,
+}
+
+/// One node's answer to a scattered command (or another ask).
 #[derive(Debug, Serialize, Deserialize)]
 struct CommandAnswer {
     node: String,

@@ -117,6 +117,8 @@ impl crate::sides::Side for MeetingSide {
             Some(ctx.platform.store.clone()),
         );
         if let Some(route) = &ctx.route {
+            // Every node gives an account the same user id, so a user means the same on each.
+            side.auth.accounts.lock().derive_ids();
             remote::serve(&side.switchboard, route.clone());
         }
         // Dial-in links are recorded in the platform's call records.

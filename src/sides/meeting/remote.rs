@@ -146,25 +146,44 @@ pub struct Relay {
     ended: oneshot::Receiver<Ended>,
 }
 
-/// The node owning the dial-in `req` calls, when that is another node (and the user may call
-/// from the room it names): the connection then goes there.
-pub fn owner_elsewhere(sb: &Switchboard, me: Option<Id>, req: &Request) -> Option<String> {
+/// The node that should serve the `call.doInvite` `req` of user `me`, when that is another
+/// node: the one holding the dialled channel's PTT account, or the one where the called user is
+/// registered (asked of every node when it is not registered here). The connection then goes
+/// there. `None`: served here (which refuses what it cannot do).
+pub async fn route_for(sb: &Switchboard, me: Option<Id>, req: &Request) -> Option<String> {
     let (Request::DoInvite(r), Some(me)) = (req, me) else {
         return None;
     };
     let route = sb.route.get()?;
-    let dial = sb.dial_target(r.peers.target_user_id)?;
+    let target = r.peers.target_user_id;
     if !sb.state().rooms.may_enter(r.room_id, me) {
         return None;
     }
-    match route.owner_of(&dial.account.server, &dial.account.username) {
-        Owner::Node(node) => Some(node),
-        Owner::Here | Owner::Unknown => None,
+    if let Some(dial) = sb.dial_target(target) {
+        return match route.owner_of(&dial.account.server, &dial.account.username) {
+            Owner::Node(node) => Some(node),
+            Owner::Here | Owner::Unknown => None,
+        };
     }
+    if target == me || sb.state().registry.contains(target) {
+        return None;
+    }
+    let (node, who) = route.find_user(target).await?;
+    let (app, account) = (who["app"].as_str()?, who["account"].as_str()?);
+    // The id must mean the same account here, or the caller would reach someone else.
+    if let Err(why) = sb
+        .accounts
+        .lock()
+        .adopt(app, account, target, |id| sb.dial_target(id).is_some())
+    {
+        info!(user = target, to = %esc(&node), why = %esc(&why), "called user's id is another account's here: not relayed");
+        return None;
+    }
+    Some(node)
 }
 
 impl Relay {
-    /// Opens `conn` on node `node` for the `call.doInvite` `req` (see [`owner_elsewhere`]):
+    /// Opens `conn` on node `node` for the `call.doInvite` `req` (see [`route_for`]):
     /// its room moves there. The relay's pushes go to `outbox`.
     pub async fn open(
         sb: &Arc<Switchboard>,
@@ -270,9 +289,9 @@ impl Relay {
                         }
                         Some(why) = lost.recv() => {
                             // The hang-up a peer that vanished gets, then the channel leaves.
-                            let from = push::From { own_user_id: dialled, own_device_type: Some("ptt".into()) };
+                            let from = push::From { own_user_id: dialled, own_device_type: None };
                             push_outbox(&outbox, Push::Cancel(push::Ended { from, reason: Some("offline".into()) }).to_value());
-                            let client = Client { id: Some(dialled), mode: Some("ptt".into()), ..Client::default() };
+                            let client = Client { id: Some(dialled), ..Client::default() };
                             push_outbox(&outbox, Push::ExitRoom(push::Presence { room_id, client, result: None }).to_value());
                             break Ended { close: false, reason: why };
                         }
@@ -394,6 +413,14 @@ pub fn serve(sb: &Arc<Switchboard>, route: Arc<Route>) {
 }
 
 impl RtcHost for Host {
+    fn whois(&self, user: i64) -> Option<Value> {
+        if !self.sb.state().registry.contains(user) {
+            return None;
+        }
+        let (app, account) = self.sb.accounts.lock().account_of(user)?;
+        Some(json!({ "app": app, "account": account }))
+    }
+
     fn handle(self: Arc<Self>, origin: String, payload: Bytes) -> BoxFuture<Bytes> {
         Box::pin(async move {
             let ack = match serde_json::from_slice::<Msg>(&payload) {
@@ -448,7 +475,7 @@ impl Host {
                 self.sb
                     .accounts
                     .lock()
-                    .adopt(&app, &account, user)
+                    .adopt(&app, &account, user, |id| self.sb.dial_target(id).is_some())
                     .map_err(|why| Refusal::new(code::CONFLICT, why))?;
                 self.open(
                     key,

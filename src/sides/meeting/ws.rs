@@ -221,7 +221,7 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
                         r.close().await;
                     }
                     if relay.is_none()
-                        && let Some(node) = super::remote::owner_elsewhere(&sb, conn.user, &req)
+                        && let Some(node) = super::remote::route_for(&sb, conn.user, &req).await
                     {
                         match super::remote::Relay::open(&sb, &mut conn, node, &req).await {
                             Ok(r) => relay = Some(r),
