@@ -373,6 +373,34 @@ fn routed_signalling_latency() {
         r50 - d50,
         r99 - d99
     );
+    // A platform command for dave (on B) posted to A (asked of B) and to B, 200 each.
+    let mut time_cmd = |node: &Bridge| {
+        let t0 = std::time::Instant::now();
+        let (status, v) = api(
+            node,
+            "/v1/online/trans-cmd",
+            json!({"app_id": "default", "msg_id": 1, "trans_mess": {"n": 1},
+                   "user_list": [{"user_id": format!("meeting:{}", dave.id())}]}),
+        );
+        assert_eq!(
+            (status, &v["user_list"][0]["result"]),
+            (200, &json!(0)),
+            "{v}"
+        );
+        t0.elapsed().as_secs_f64() * 1000.0
+    };
+    let (mut routed, mut direct) = (Vec::new(), Vec::new());
+    for _ in 0..200 {
+        routed.push(time_cmd(&a));
+        direct.push(time_cmd(&b));
+    }
+    let (r50, r99) = (pct(&mut routed, 0.5), pct(&mut routed, 0.99));
+    let (d50, d99) = (pct(&mut direct, 0.5), pct(&mut direct, 0.99));
+    println!(
+        "trans-cmd, 200 each: routed A→B p50 {r50:.2} ms p99 {r99:.2} ms; direct on B p50 {d50:.2} ms p99 {d99:.2} ms; added p50 {:.2} ms p99 {:.2} ms",
+        r50 - d50,
+        r99 - d99
+    );
 }
 
 /// Polls `node`'s metric until it reads `want` (at most `T`).
