@@ -374,7 +374,7 @@ fn routed_signalling_latency() {
         r99 - d99
     );
     // A platform command for dave (on B) posted to A (asked of B) and to B, 200 each.
-    let mut time_cmd = |node: &Bridge| {
+    let time_cmd = |node: &Bridge| {
         let t0 = std::time::Instant::now();
         let (status, v) = api(
             node,
