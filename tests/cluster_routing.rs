@@ -88,6 +88,39 @@ fn api(bridge: &Bridge, path: &str, body: Value) -> (u16, Value) {
     (r.status, r.json())
 }
 
+/// The port of the first host candidate on 127.0.0.1 in `sdp`.
+fn candidate_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(4) == Some(&"127.0.0.1")).then(|| f[5].parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no 127.0.0.1 candidate in {sdp}"))
+}
+
+/// The UDP ports process `pid` has sockets bound to (its fds' inodes in /proc/net/udp).
+fn udp_ports(pid: u32) -> std::collections::HashSet<u16> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the bridge's fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    std::fs::read_to_string("/proc/net/udp")
+        .expect("/proc/net/udp")
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            inodes.contains(*f.get(9)?).then_some(port)
+        })
+        .collect()
+}
+
 fn from(id: i64) -> impl Fn(&Value) -> bool {
     move |m| m["ownUserId"] == id
 }
@@ -156,9 +189,14 @@ fn requests_reach_the_node_owning_their_target() {
         b_links.to_string().contains(&room.to_string()),
         "B hosts room {room}: {b_links}"
     );
-    // B's media port is the one in the SDP answer (the room's UDP port on B).
+    // The SDP answer's candidate is a UDP port of B's process (the room's), not A's.
     let answer = published["sdp_answer"].as_str().unwrap();
-    assert!(answer.contains("127.0.0.1"), "{answer}");
+    let port = candidate_port(answer);
+    assert!(
+        udp_ports(b.pid()).contains(&port),
+        "{port} is not B's: {answer}"
+    );
+    assert!(!udp_ports(node_a.pid()).contains(&port));
 
     let dir = tempfile::tempdir().unwrap();
     let (heard, _) = hear_from_ptt(
