@@ -181,7 +181,17 @@ fn requests_reach_the_node_owning_their_target() {
         },
         T,
     );
-    // The call, the room and the link are B's; A relays signalling only.
+    // The call, the room and the link are B's; A relays signalling only, and says so.
+    let logs = node_a.logs();
+    assert!(
+        logs.lines().any(
+            |l| l.contains("connection relayed to the node serving the call")
+                && l.contains("from=node-a")
+                && l.contains("to=node-b")
+        ),
+        "{}",
+        node_a.logs_tail(20)
+    );
     let links = |n: &Bridge| n.metric("pttbridge_meeting_links ", &[]);
     assert_eq!((links(&b), links(node_a)), (1.0, 0.0));
     let b_links = b.get("/meeting/links").json();

@@ -246,7 +246,7 @@ impl Relay {
             .await
             .map_err(unreachable)?;
         read_ack(&ack)?;
-        info!(to = %esc(&node), room = room_id, "connection relayed to the node owning the dialled channel");
+        info!(from = %route.node_id(), to = %esc(&node), room = room_id, "connection relayed to the node serving the call");
         // The room is B's now: A's copy closes once empty.
         if entered && let Some(h) = sb.room(room_id) {
             let _ = h.try_send(RoomCmd::Leave {
