@@ -162,7 +162,7 @@ pub const ALL: &[Metric] = &[
         C,
         N,
         true,
-        "Requests this node routed to another node, by kind (rtc: a relayed RTCPeer connection's open, request frame or close; rtc_ping: its heartbeat; command: a platform command scattered to the other nodes) and outcome (ok, timeout, no_node, not_connected, failed; for commands refused, not_found, bad_request).",
+        "Requests this node routed to another node, by kind (rtc: a relayed RTCPeer connection's open, request frame or close; rtc_ping: its heartbeat; command: a platform command scattered to the other nodes; who: which node has a meeting user) and outcome (ok, timeout, no_node, not_connected, failed; for commands refused, not_found; on the answering node bad_request, overloaded).",
     ),
     m(
         "pttbridge_cluster_route_seconds",

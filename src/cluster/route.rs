@@ -84,6 +84,9 @@ pub trait RtcHost: Send + Sync + std::fmt::Debug + 'static {
     fn whois(&self, user: i64) -> Option<serde_json::Value>;
 }
 
+/// Most messages of other nodes handled at once.
+const MAX_IN_FLIGHT: usize = 4096;
+
 /// The subject prefix of every routed message.
 const PREFIX: &str = "pttbridge.route";
 /// Relayed pushes waiting for A's socket writer, per connection (beyond: NATS drops them as a
@@ -101,6 +104,9 @@ pub struct Route {
     commands: CommandRouter,
     /// Nodes heard from on the command subject (those named in the lease table are known too).
     peers: Mutex<BTreeSet<String>>,
+    /// Other nodes' messages being handled now (bounded: beyond it they get no answer and
+    /// time out on their node, counted as `overloaded`).
+    busy: Arc<tokio::sync::Semaphore>,
 }
 
 impl Route {
@@ -131,6 +137,7 @@ impl Route {
             rtc: OnceLock::new(),
             commands,
             peers: Mutex::default(),
+            busy: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         });
         let r = route.clone();
         tokio::spawn(
@@ -281,6 +288,9 @@ impl Route {
                 .and_then(|h| h.get(ORIGIN))
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default();
+            let Some(permit) = self.permit("rtc") else {
+                continue;
+            };
             let client = client.clone();
             let span = info_span!("routed", kind = "rtc", from = %esc(&origin), to = %self.node_id);
             // One task per message: a slow room does not hold up other connections. Messages of
@@ -291,6 +301,7 @@ impl Route {
                     if let Err(e) = client.publish(reply, ack).await {
                         debug!(error = %esc(e.to_string()), "route: cannot answer");
                     }
+                    drop(permit);
                 }
                 .instrument(span),
             );
@@ -319,7 +330,7 @@ impl Route {
                 continue;
             };
             let Some((from, outcome)) = answer(&self, &msg.payload) else {
-                metrics::counter!("pttbridge_cluster_routed_total", "kind" => kind, "outcome" => "bad_request").increment(1);
+                metrics::counter!("pttbridge_cluster_routed_total", "kind" => label(kind), "outcome" => "bad_request").increment(1);
                 continue;
             };
             if from == self.node_id {
@@ -327,6 +338,9 @@ impl Route {
                 continue;
             }
             self.heard(&from);
+            let Some(permit) = self.permit(label(kind)) else {
+                continue;
+            };
             let (client, me) = (client.clone(), self.node_id.clone());
             let span = info_span!("routed", kind, from = %esc(&from), to = %me);
             tokio::spawn(
@@ -336,6 +350,7 @@ impl Route {
                     let answer = CommandAnswer { node: me, outcome };
                     let body = serde_json::to_vec(&answer).unwrap_or_default();
                     let _ = client.publish(reply, body.into()).await;
+                    drop(permit);
                 }
                 .instrument(span),
             );
@@ -383,6 +398,15 @@ impl Route {
             }
             _ => None,
         }
+    }
+
+    /// A place among the messages handled now, or `None` (counted) when all are taken.
+    fn permit(&self, kind: &'static str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = self.busy.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            metrics::counter!("pttbridge_cluster_routed_total", "kind" => kind, "outcome" => "overloaded").increment(1);
+        }
+        permit
     }
 
     fn heard(&self, node: &str) {
@@ -455,7 +479,7 @@ impl Route {
                 Decision::Refused { .. } => "refused",
                 Decision::NobodyKnows { .. } => "not_found",
             };
-            let kind = if kind == "cmd" { "command" } else { kind };
+            let kind = label(kind);
             metrics::counter!("pttbridge_cluster_routed_total", "kind" => kind, "outcome" => outcome).increment(1);
             metrics::histogram!("pttbridge_cluster_route_seconds", "kind" => kind)
                 .record(t0.elapsed().as_secs_f64());
@@ -478,6 +502,11 @@ impl RemoteCommands for Route {
 
 /// The header naming the node a relayed-connection message comes from.
 pub const ORIGIN: &str = "Pttbridge-Origin";
+
+/// The metrics' `kind` of an ask's subject suffix.
+fn label(kind: &'static str) -> &'static str {
+    if kind == "cmd" { "command" } else { kind }
+}
 
 fn rtc_subject(node: &str) -> String {
     format!("{PREFIX}.{node}.rtc")
