@@ -158,6 +158,20 @@ pub const ALL: &[Metric] = &[
         "Lapsed PTT account leases of another node this node took over.",
     ),
     m(
+        "pttbridge_cluster_routed_total",
+        C,
+        N,
+        true,
+        "Requests this node routed to another node, by kind (rtc: a relayed RTCPeer connection's open, request frame or close; rtc_ping: its heartbeat; command: a platform command scattered to the other nodes; who: which node has a meeting user) and outcome (ok, timeout, no_node, not_connected, failed; for commands refused, not_found; on the answering node bad_request, overloaded).",
+    ),
+    m(
+        "pttbridge_cluster_route_seconds",
+        H,
+        S,
+        true,
+        "Time from sending a routed request to its answer (a command: to the gather's decision), by kind.",
+    ),
+    m(
         "pttbridge_nats_published_total",
         C,
         N,

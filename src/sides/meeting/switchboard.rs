@@ -98,6 +98,8 @@ pub struct Switchboard {
     pub(super) store: Option<Store>,
     /// Wrong room passwords per user (`checkRoomPwd`, `enter`): guessing is throttled.
     pub(super) pwd_failures: FailureLimiter<Id>,
+    /// Routing to other cluster nodes (a cluster node only): see [`super::remote`].
+    pub(super) route: OnceLock<Arc<crate::cluster::route::Route>>,
 }
 
 impl std::fmt::Debug for Switchboard {
@@ -138,6 +140,7 @@ impl Switchboard {
             recorder: OnceLock::new(),
             store,
             pwd_failures: FailureLimiter::new(10, Duration::from_secs(60), 4096),
+            route: OnceLock::new(),
         });
         tokio::spawn(run_timers(Arc::downgrade(&sb), sb.timers.clone()));
         sb
@@ -464,7 +467,7 @@ impl Switchboard {
         Ok(handle)
     }
 
-    async fn enter(
+    pub(super) async fn enter(
         self: &Arc<Self>,
         conn: &mut Conn,
         me: Id,

@@ -206,6 +206,41 @@ impl Participant {
 /// landed, within this much; the bars (correlation, duration) are unchanged.
 pub const JITTER_SEARCH_MS: u32 = 100;
 
+/// The spec's call flow to a dial-in (4.1–4.7: a room, `enter`, `doInvite`, ringing, `doAgree`,
+/// `onConnected`) up to the channel's `EnterRoom` and `onPublished`; returns the room. Each step
+/// is waited for at most `timeout` and asserted.
+pub fn dial_in(p: &mut Participant, dial: i64, timeout: Duration) -> i64 {
+    let me = p.id();
+    let r = p.request(json!({"module":"room","method":"newAppRoom","name":"ops","numberLimit":10,"roomtype":1,"userId":me}));
+    assert_eq!(r["result"], 0, "{r}");
+    let room = r["roomId"].as_i64().expect("roomId");
+    let r = p.request(
+        json!({"module":"meeting","method":"enter","userId":me,"roomId":room,"roomType":1}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    let r = p.request(json!({"module":"call","method":"doInvite","ownUserId":me,"targetUserId":dial,"type":1,"roomId":room}));
+    assert_eq!(r["result"], 0, "{r}");
+    assert_eq!(r["roomId"], room);
+    let from = |m: &Value| m["ownUserId"] == dial;
+    let ringing = p.push("doEvent", from, timeout);
+    assert_eq!(ringing["event"], "onRinging");
+    let agreed = p.push("doAgree", from, timeout);
+    assert_eq!(agreed["roomId"], room);
+    let r = p.request(
+        json!({"module":"call","method":"doEvent","ownUserId":me,"targetUserId":dial,
+        "event":"onConnected","roomId":room,"roomType":1}),
+    );
+    assert_eq!(r["result"], 0, "{r}");
+    let entered = p.push("EnterRoom", |m| m["client"]["id"] == dial, timeout);
+    assert_eq!(entered["client"]["mode"], "ptt");
+    p.push(
+        "onPublished",
+        |m| m["client"]["id"] == dial && m["published"] == true,
+        timeout,
+    );
+    room
+}
+
 /// `recording` against its source `wav`, each window where it landed within
 /// [`JITTER_SEARCH_MS`].
 pub fn compare_through_bridge(wav: &Path, recording: &Path) -> Comparison {
