@@ -31,6 +31,9 @@ pub struct ClusterConfig {
     /// Lease time: a dead owner's accounts are taken over this long after its last renewal
     /// (renewed every third of it).
     pub lease_ms: u64,
+    /// How long a request routed to another node (RTCPeer signalling, a platform command)
+    /// waits for its answer before the client gets the protocol's error.
+    pub route_timeout_ms: u64,
     /// A draining node (operator drain or `SIGTERM`) hands an account over once no talk burst is
     /// in progress in its channel, waiting at most this long before handing it over anyway.
     pub drain_max_wait_ms: u64,
@@ -44,6 +47,7 @@ impl Default for ClusterConfig {
             bucket: "pttbridge_leases".into(),
             replicas: 1,
             lease_ms: 3000,
+            route_timeout_ms: 2000,
             drain_max_wait_ms: 2000,
         }
     }
@@ -58,6 +62,11 @@ impl ClusterConfig {
     /// The lease time.
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
+    }
+
+    /// How long a routed request waits for its answer.
+    pub fn route_timeout(&self) -> Duration {
+        Duration::from_millis(self.route_timeout_ms)
     }
 
     /// Longest wait for an idle floor before a draining node hands an account over.
@@ -106,6 +115,11 @@ impl ClusterConfig {
         ConfigError::check_range("cluster.replicas", self.replicas, 1..=5)?;
         ConfigError::check_range("cluster.lease_ms", self.lease_ms, 1_000..=600_000)?;
         ConfigError::check_range(
+            "cluster.route_timeout_ms",
+            self.route_timeout_ms,
+            100..=30_000,
+        )?;
+        ConfigError::check_range(
             "cluster.drain_max_wait_ms",
             self.drain_max_wait_ms,
             0..=60_000,
@@ -151,6 +165,13 @@ mod tests {
                     ..on.clone()
                 },
                 "cluster.lease_ms",
+            ),
+            (
+                ClusterConfig {
+                    route_timeout_ms: 10,
+                    ..on.clone()
+                },
+                "cluster.route_timeout_ms",
             ),
             (
                 ClusterConfig {

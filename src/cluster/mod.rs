@@ -5,3 +5,4 @@
 pub mod config;
 pub mod lease;
 pub mod node;
+pub mod route;

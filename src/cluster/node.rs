@@ -154,6 +154,33 @@ impl ClusterStatus {
         })
     }
 
+    /// The node acting as owner of lease `key` now (this node only while it may act), or
+    /// `None` when nobody is known to (free, unknown, being renewed or taken over).
+    pub fn owner(&self, key: &str) -> Option<String> {
+        let now = Instant::now();
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let l = leases.iter().find(|l| l.key == key)?;
+        match &l.view {
+            View::Mine { .. } if l.acting_until.is_some_and(|t| now < t) => {
+                Some(self.node_id.clone())
+            }
+            View::Theirs { owner, .. } => owner.clone(),
+            _ => None,
+        }
+    }
+
+    /// The other nodes named as owners in the lease table.
+    pub fn owners(&self) -> Vec<String> {
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        leases
+            .iter()
+            .filter_map(|l| match &l.view {
+                View::Theirs { owner, .. } => owner.clone(),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn set(&self, i: usize, lease: &Lease) {
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(row) = leases.get_mut(i) {
