@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::bridge::{Bridge, meeting_north_toml, ptt_server_toml};
 use testkit::cluster::{account, bridges_in_channel, connected, wait_single_owner};
 use testkit::meeting::{Participant, hear_from_ptt};
 use testkit::murmur::Murmur;
@@ -34,18 +34,7 @@ const NORTH: i64 = 9001;
 fn config(node: &str, murmur: &Murmur, urls: &str, replicas: usize, extra: &str) -> String {
     format!(
         r#"{ptt}
-[meeting]
-ring_delay_ms = 100
-answer_delay_ms = 300
-[[meeting.apps]]
-app_id = "test"
-secret = "test"
-[[meeting.dial_in]]
-user_id = {NORTH}
-server = "local"
-account = "bridge"
-name = "North"
-
+{meeting}
 [cluster]
 node_id = "{node}"
 url = "{urls}"
@@ -53,6 +42,7 @@ replicas = {replicas}
 {extra}
 "#,
         ptt = ptt_server_toml("local", murmur, &[("bridge", "North")]),
+        meeting = meeting_north_toml(NORTH),
     )
 }
 
