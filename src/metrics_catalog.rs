@@ -158,6 +158,13 @@ pub const ALL: &[Metric] = &[
         "Lapsed PTT account leases of another node this node took over.",
     ),
     m(
+        "pttbridge_cluster_handovers_total",
+        C,
+        N,
+        true,
+        "PTT account leases this node handed over while draining, by whether the channel's floor was idle then or still busy after cluster.drain_max_wait_ms.",
+    ),
+    m(
         "pttbridge_cluster_routed_total",
         C,
         N,

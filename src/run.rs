@@ -130,7 +130,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // A cluster node's leases are released (its accounts offline first) so other nodes take
     // them at once.
     if let Some(c) = &cluster {
-        c.drained(SHUTDOWN_GRACE).await;
+        c.drained(SHUTDOWN_GRACE + config.cluster.drain_max_wait())
+            .await;
     }
     // Sides end their sessions (consoles' calls end with their terminals moved home) before
     // the process goes.

@@ -34,6 +34,9 @@ pub struct ClusterConfig {
     /// How long a request routed to another node (RTCPeer signalling, a platform command)
     /// waits for its answer before the client gets the protocol's error.
     pub route_timeout_ms: u64,
+    /// A draining node (operator drain or `SIGTERM`) hands an account over once no talk burst is
+    /// in progress in its channel, waiting at most this long before handing it over anyway.
+    pub drain_max_wait_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -43,8 +46,9 @@ impl Default for ClusterConfig {
             url: None,
             bucket: "pttbridge_leases".into(),
             replicas: 1,
-            lease_ms: 6000,
+            lease_ms: 3000,
             route_timeout_ms: 2000,
+            drain_max_wait_ms: 2000,
         }
     }
 }
@@ -63,6 +67,11 @@ impl ClusterConfig {
     /// How long a routed request waits for its answer.
     pub fn route_timeout(&self) -> Duration {
         Duration::from_millis(self.route_timeout_ms)
+    }
+
+    /// Longest wait for an idle floor before a draining node hands an account over.
+    pub fn drain_max_wait(&self) -> Duration {
+        Duration::from_millis(self.drain_max_wait_ms)
     }
 
     /// The URL to connect to.
@@ -109,6 +118,11 @@ impl ClusterConfig {
             "cluster.route_timeout_ms",
             self.route_timeout_ms,
             100..=30_000,
+        )?;
+        ConfigError::check_range(
+            "cluster.drain_max_wait_ms",
+            self.drain_max_wait_ms,
+            0..=60_000,
         )?;
         Ok(())
     }
@@ -158,6 +172,13 @@ mod tests {
                     ..on.clone()
                 },
                 "cluster.route_timeout_ms",
+            ),
+            (
+                ClusterConfig {
+                    drain_max_wait_ms: 60_001,
+                    ..on.clone()
+                },
+                "cluster.drain_max_wait_ms",
             ),
             (
                 ClusterConfig {

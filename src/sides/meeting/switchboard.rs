@@ -638,6 +638,17 @@ impl Switchboard {
             ));
         }
         let dial = self.dial.get(target).cloned();
+        if dial.as_ref().is_some_and(|d| d.account.standby()) {
+            // A cluster node that does not hold the account's lease (and had no holder to relay
+            // the call to: none known, as during a failover): the number is answered by the
+            // node that holds it (its `/healthz` names it), never by an away channel here.
+            return Err(Refusal::new(
+                code::FAILED,
+                format!(
+                    "user {target}: this node does not hold its PTT channel now (cluster standby)"
+                ),
+            ));
+        }
         if dial.is_none() && !st.registry.contains(target) {
             return Err(Refusal::new(
                 code::FAILED,
