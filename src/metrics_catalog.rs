@@ -256,6 +256,27 @@ pub const ALL: &[Metric] = &[
         "Times this node's event log reader stopped and made a new consumer from its last applied entry.",
     ),
     m(
+        "pttbridge_cluster_handovers_total",
+        C,
+        N,
+        true,
+        "PTT account leases this node handed over while draining, by whether the channel's floor was idle then or still busy after cluster.drain_max_wait_ms.",
+    ),
+    m(
+        "pttbridge_cluster_routed_total",
+        C,
+        N,
+        true,
+        "Requests this node routed to another node, by kind (rtc: a relayed RTCPeer connection's open, request frame or close; rtc_ping: its heartbeat; command: a platform command scattered to the other nodes; who: which node has a meeting user) and outcome (ok, timeout, no_node, not_connected, failed; for commands refused, not_found; on the answering node bad_request, overloaded).",
+    ),
+    m(
+        "pttbridge_cluster_route_seconds",
+        H,
+        S,
+        true,
+        "Time from sending a routed request to its answer (a command: to the gather's decision), by kind.",
+    ),
+    m(
         "pttbridge_nats_published_total",
         C,
         N,

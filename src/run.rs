@@ -81,12 +81,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before the sides start: the usage committer subscribes now and misses no presence.
     platform.commit_health =
         crate::customers::committer::spawn(&config.customers.commit, &bus, shutdown.clone())?;
+    // Before the sides: the meeting side serves connections relayed from other nodes, and
+    // platform commands no local side can carry out go to the node that can.
+    let route = if config.cluster.enabled() {
+        let route = crate::cluster::route::Route::start(
+            &config.cluster,
+            &config.nats,
+            platform.commands.clone(),
+        )?;
+        platform.commands.set_remote(route.clone());
+        Some(route)
+    } else {
+        None
+    };
     let mut ctx = SideContext {
         config: &config,
         bus: bus.clone(),
         platform: &platform,
         recorder,
         ptt: None,
+        route: route.clone(),
     };
     let sides = crate::sides::start_all(&mut ctx)?;
     let cluster = match (&ctx.ptt, config.cluster.enabled()) {
@@ -105,6 +119,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         AppState::new(sides.clone(), bus, platform, shutdown.clone()).with_operators(operators);
     if let Some(c) = &cluster {
         state = state.with_cluster(c.status.clone());
+        if let Some(r) = &route {
+            r.set_status(c.status.clone());
+        }
     }
     if let Some(log) = &event_log {
         state = state.with_event_log(log.stats.clone());
@@ -135,7 +152,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // A cluster node's leases are released (its accounts offline first) so other nodes take
     // them at once.
     if let Some(c) = &cluster {
-        c.drained(SHUTDOWN_GRACE).await;
+        c.drained(SHUTDOWN_GRACE + config.cluster.drain_max_wait())
+            .await;
     }
     // What this node said last (its released leases) reaches the other nodes.
     if let Some(log) = &event_log {

@@ -56,6 +56,11 @@ fn openapi_paths_are_exactly_the_served_routes() {
     let mut served: Vec<(String, String)> = business::ROUTES
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
+        .chain(
+            pttbridge::http::cluster::ROUTES
+                .iter()
+                .map(|(m, p)| (m.to_string(), p.to_string())),
+        )
         .chain([("get".to_string(), "/server/address".to_string())])
         .collect();
     served.sort();

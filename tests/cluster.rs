@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::cluster::{
+    account, bridges_in_channel as bridges_in_north, connected, wait_single_owner,
+};
 use testkit::murmur::Murmur;
 use testkit::nats::NatsCluster;
 use testkit::peers::fixture;
@@ -19,7 +22,7 @@ use testkit::terminal::Terminal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
 const T: Duration = Duration::from_secs(15);
-const LEASE: Duration = Duration::from_millis(6000);
+const LEASE: Duration = Duration::from_millis(3000);
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
 fn config(node: &str, murmur: &Murmur, urls: &str) -> String {
@@ -28,49 +31,6 @@ fn config(node: &str, murmur: &Murmur, urls: &str) -> String {
         ptt_server_toml("local", murmur, &[("bridge", "North")]),
         LEASE.as_millis()
     )
-}
-
-fn account(h: &Value) -> &Value {
-    &h["sides"]["ptt"]["servers"][0]["accounts"][0]
-}
-
-/// The nodes whose account is connected now (health of each running bridge).
-fn connected(bridges: &[Option<Bridge>]) -> Vec<usize> {
-    bridges
-        .iter()
-        .enumerate()
-        .filter_map(|(i, b)| b.as_ref().map(|b| (i, b.health())))
-        .filter(|(_, h)| account(h)["state"] == "connected")
-        .map(|(i, _)| i)
-        .collect()
-}
-
-/// How many sessions named "bridge" the terminal sees in North.
-fn bridges_in_north(watcher: &mut Terminal) -> usize {
-    watcher.users().iter().filter(|u| *u == "bridge").count()
-}
-
-/// Samples until exactly one node is connected and its account is in North (seen by the
-/// terminal), checking at every sample that never two are; returns that node.
-fn wait_single_owner(bridges: &[Option<Bridge>], watcher: &mut Terminal, limit: Duration) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        let now = connected(bridges);
-        let seen = bridges_in_north(watcher);
-        assert!(now.len() <= 1, "two nodes connected at once: {now:?}");
-        assert!(seen <= 1, "the account is in North twice");
-        if now.len() == 1 && seen == 1 {
-            return now[0];
-        }
-        if Instant::now() > deadline {
-            let logs: Vec<String> = bridges.iter().flatten().map(|b| b.logs_tail(25)).collect();
-            panic!(
-                "no node holds the account after {limit:?}: connected {now:?}, in North {seen}\n{}",
-                logs.join("\n----\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The nats-server (`n<i>`) leading the lease bucket's stream: the one whose loss forces the

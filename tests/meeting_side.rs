@@ -95,28 +95,7 @@ fn from(id: i64) -> impl Fn(&Value) -> bool {
 
 /// Dials North and completes the call flow up to the link: returns the room.
 fn dial_north(p: &mut Participant) -> i64 {
-    let room = new_room(p);
-    enter(p, room);
-    let r = invite(p, NORTH, room);
-    assert_eq!(r["result"], 0, "{r}");
-    assert_eq!(r["roomId"], room);
-    let ringing = p.push("doEvent", from(NORTH), T);
-    assert_eq!(ringing["event"], "onRinging");
-    let agreed = p.push("doAgree", from(NORTH), T);
-    assert_eq!(agreed["roomId"], room);
-    let r = p.request(
-        json!({"module":"call","method":"doEvent","ownUserId":p.id(),"targetUserId":NORTH,
-        "event":"onConnected","roomId":room,"roomType":1}),
-    );
-    assert_eq!(r["result"], 0, "{r}");
-    let entered = p.push("EnterRoom", |m| m["client"]["id"] == NORTH, T);
-    assert_eq!(entered["client"]["mode"], "ptt");
-    p.push(
-        "onPublished",
-        |m| m["client"]["id"] == NORTH && m["published"] == true,
-        T,
-    );
-    room
+    testkit::meeting::dial_in(p, NORTH, T)
 }
 
 #[test]

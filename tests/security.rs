@@ -86,6 +86,9 @@ fn every_route_needs_its_credentials() {
         ),
         ("POST", "/v1/app/secret?app_id=meet-app", None),
         ("GET", "/v1/consuming/records", None),
+        // Not a cluster node here: operators get 409, strangers 401.
+        ("POST", "/v1/cluster/drain", None),
+        ("POST", "/v1/cluster/undrain", None),
         ("GET", "/v1/archive/bursts", None),
         ("GET", "/v1/archive/bursts/1", None),
         ("DELETE", "/v1/archive/bursts/1", None),

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::bridge::{Bridge, meeting_north_toml, ptt_server_toml};
 use testkit::meeting::{Participant, hear_from_ptt, speak_into_ptt};
 use testkit::murmur::Murmur;
 use testkit::nats::NatsServer;
@@ -36,23 +36,10 @@ fn a_meeting_peer_dials_in_over_https_and_wss_with_audio_both_ways() {
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     testkit::http::use_tls(addr, ca.client_config());
     let config = format!(
-        r#"[http]
-{}
-{}
-[meeting]
-ring_delay_ms = 100
-answer_delay_ms = 300
-[[meeting.apps]]
-app_id = "test"
-secret = "test"
-[[meeting.dial_in]]
-user_id = {NORTH}
-server = "local"
-account = "bridge"
-name = "North"
-"#,
+        "[http]\n{}\n{}\n{}",
         cert.http_toml(),
         ptt_server_toml("local", &server, &[("bridge", "North")]),
+        meeting_north_toml(NORTH),
     );
     let bridge = Bridge::start_at(BIN, &config, addr);
     bridge.wait_health(

@@ -4,6 +4,7 @@ import { LiveView, meterFill } from './live.js';
 import { Phone } from './call.js';
 import { Archive } from './archive.js';
 import { Customers } from './customers.js';
+import { ClusterView } from './cluster.js';
 
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -62,10 +63,13 @@ if (operator) archive.load();
 const customers = new Customers($('#customers'));
 if (operator) customers.load();
 
+const cluster = new ClusterView($('#cluster'), () => health());
+
 async function health() {
   const pill = $('#bridge-status');
   try {
     const h = await (await fetch('/healthz')).json();
+    if (operator) cluster.show(h.cluster);
     pill.textContent = h.status === 'ok' ? 'bridge ok' : `bridge ${h.status}`;
     pill.className = `pill ${h.status === 'ok' ? 'ok' : 'warn'}`;
     const mins = Math.floor(h.uptime_s / 60);

@@ -40,6 +40,12 @@ pub struct ClusterConfig {
     pub event_max_age_s: u64,
     /// Drafts waiting to be sent to the event log; when full, new ones are dropped and counted.
     pub event_outbox: usize,
+    /// How long a request routed to another node (RTCPeer signalling, a platform command)
+    /// waits for its answer before the client gets the protocol's error.
+    pub route_timeout_ms: u64,
+    /// A draining node (operator drain or `SIGTERM`) hands an account over once no talk burst is
+    /// in progress in its channel, waiting at most this long before handing it over anyway.
+    pub drain_max_wait_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -49,11 +55,13 @@ impl Default for ClusterConfig {
             url: None,
             bucket: "pttbridge_leases".into(),
             replicas: 1,
-            lease_ms: 6000,
             event_stream: "pttbridge_eventlog".into(),
             event_max_msgs: 1_000_000,
             event_max_age_s: 7 * 86_400,
             event_outbox: 10_000,
+            lease_ms: 3000,
+            route_timeout_ms: 2000,
+            drain_max_wait_ms: 2000,
         }
     }
 }
@@ -67,6 +75,16 @@ impl ClusterConfig {
     /// The lease time.
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
+    }
+
+    /// How long a routed request waits for its answer.
+    pub fn route_timeout(&self) -> Duration {
+        Duration::from_millis(self.route_timeout_ms)
+    }
+
+    /// Longest wait for an idle floor before a draining node hands an account over.
+    pub fn drain_max_wait(&self) -> Duration {
+        Duration::from_millis(self.drain_max_wait_ms)
     }
 
     /// The URL to connect to.
@@ -132,6 +150,16 @@ impl ClusterConfig {
             60..=366 * 86_400,
         )?;
         ConfigError::check_range("cluster.event_outbox", self.event_outbox, 16..=1_000_000)?;
+        ConfigError::check_range(
+            "cluster.route_timeout_ms",
+            self.route_timeout_ms,
+            100..=30_000,
+        )?;
+        ConfigError::check_range(
+            "cluster.drain_max_wait_ms",
+            self.drain_max_wait_ms,
+            0..=60_000,
+        )?;
         Ok(())
     }
 }
@@ -173,6 +201,20 @@ mod tests {
                     ..on.clone()
                 },
                 "cluster.lease_ms",
+            ),
+            (
+                ClusterConfig {
+                    route_timeout_ms: 10,
+                    ..on.clone()
+                },
+                "cluster.route_timeout_ms",
+            ),
+            (
+                ClusterConfig {
+                    drain_max_wait_ms: 60_001,
+                    ..on.clone()
+                },
+                "cluster.drain_max_wait_ms",
             ),
             (
                 ClusterConfig {

@@ -238,6 +238,28 @@ impl Lease {
         self.draining && self.pending.is_none() && !matches!(self.view, View::Mine { .. })
     }
 
+    /// Whether [`drain`](Self::drain) was called (and not undone).
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Takes part again after a drain (an operator's undrain): only once [`drained`](Self::drained),
+    /// so no release is in flight. Starts over from reading the key, as a new node would: the
+    /// old acting deadline is forgotten, so nothing is acted on before a new write of ours is
+    /// confirmed. Returns whether it took effect.
+    pub fn undrain(&mut self) -> bool {
+        if !self.drained() {
+            return false;
+        }
+        self.draining = false;
+        self.acting_until = None;
+        self.acquired_at = None;
+        self.confirm = None;
+        self.view = View::Unknown;
+        self.next = None;
+        true
+    }
+
     /// The key changed (a watch saw a write): an observer reads it at the next
     /// [`poll`](Self::poll) instead of waiting for its read period, so a release is taken at
     /// once. Only ever brings a read forward; the rules stay the same.
@@ -290,7 +312,13 @@ impl Lease {
                 },
                 None,
             ),
-            (_, true) => return None,
+            // Drained: keeps reading (so `/healthz` shows who holds it now), never writes.
+            (_, true) => {
+                if self.next.is_some_and(|t| now < t) {
+                    return None;
+                }
+                (Op::Read, None)
+            }
             (View::Unknown, _) => (Op::Read, None),
             (View::Free { revision: None }, _) => (Op::Create(mine), None),
             (
@@ -368,6 +396,14 @@ impl Lease {
         if !matches!(self.pending.as_ref().map(|p| &p.op), Some(Op::Read)) {
             return;
         }
+        self.read(now, entry);
+        if self.draining && self.next.is_none() && !matches!(self.view, View::Mine { .. }) {
+            // A drained node only watches: its next read at the observer's pace.
+            self.next = Some(now + self.observe_every());
+        }
+    }
+
+    fn read(&mut self, now: Instant, entry: Option<Entry>) {
         self.pending = None;
         self.next = None;
         self.expire(now);
@@ -655,6 +691,35 @@ mod tests {
     }
 
     #[test]
+    fn an_undrained_node_takes_part_again_without_acting_on_its_old_lease() {
+        let t0 = Instant::now();
+        let mut kv = Kv::default();
+        let mut a = node("a");
+        settle(&mut a, &mut kv, t0);
+        a.drain();
+        assert!(!a.undrain(), "not before the release is written");
+        settle(&mut a, &mut kv, t0 + ms(100));
+        assert!(a.drained());
+        // Nobody took it: the undrained node claims the free lease again, confirmed first.
+        assert!(a.undrain());
+        assert!(!a.acting(t0 + ms(200)), "the old deadline is forgotten");
+        assert!(!a.draining());
+        settle(&mut a, &mut kv, t0 + ms(200));
+        assert!(a.acting(t0 + ms(200)));
+        assert_eq!(a.acting_until(), Some(t0 + ms(200) + LEASE));
+        // While drained, another node took it: undrained, it observes.
+        let mut b = node("b");
+        a.drain();
+        settle(&mut a, &mut kv, t0 + ms(300));
+        settle(&mut b, &mut kv, t0 + ms(300));
+        assert!(b.acting(t0 + ms(300)));
+        assert!(a.undrain());
+        settle(&mut a, &mut kv, t0 + ms(400));
+        assert!(!a.acting(t0 + ms(400)));
+        assert!(matches!(a.view(), View::Theirs { owner: Some(o), .. } if o == "b"));
+    }
+
+    #[test]
     fn an_owner_cut_off_from_the_kv_stops_when_its_lease_runs_out() {
         let t0 = Instant::now();
         let mut kv = Kv::default();
@@ -863,6 +928,10 @@ mod tests {
                         incarnation[i] += 1;
                     }
                     1 => nodes[rand(3) as usize].drain(),
+                    // An operator's undrain (takes effect only once drained).
+                    2..=3 => {
+                        nodes[rand(3) as usize].undrain();
+                    }
                     _ => {}
                 }
                 for (i, n) in nodes.iter_mut().enumerate() {

@@ -8,3 +8,4 @@ pub mod lease;
 pub mod log;
 pub mod node;
 pub mod records;
+pub mod route;

@@ -59,11 +59,33 @@ pub struct ClusterStatus {
     lease: Duration,
     bucket: String,
     ready: AtomicBool,
+    /// Shutting down (`SIGTERM`): leases released for good.
     draining: AtomicBool,
+    /// An operator's drain (`POST /v1/cluster/drain`), undone by undrain.
+    operator_drain: watch::Sender<bool>,
     leases: Mutex<Vec<LeaseStatus>>,
 }
 
 impl ClusterStatus {
+    /// Drains this node (`true`: hand every lease over, each once its channel's floor is idle,
+    /// and take no new ones) or undoes it (`false`). Returns whether that changed anything.
+    pub fn set_drain(&self, on: bool) -> bool {
+        let changed = self.operator_drain.send_if_modified(|d| {
+            let changed = *d != on;
+            *d = on;
+            changed
+        });
+        if changed {
+            info!(node = %self.node_id, drain = on, "operator {} this node", if on { "drains" } else { "undrains" });
+        }
+        changed
+    }
+
+    /// Whether the node is draining (operator drain or shutdown).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed) || *self.operator_drain.borrow()
+    }
+
     /// `/healthz`'s `cluster` object: this node, the leases it holds (age, expiry) and who owns
     /// the others as seen in the bucket.
     pub fn to_json(&self) -> Value {
@@ -111,14 +133,52 @@ impl ClusterStatus {
                 row
             })
             .collect();
+        // The nodes known here: this one and every owner named in the bucket (a node that owns
+        // nothing is not seen by the others).
+        let mut nodes: Vec<String> = vec![self.node_id.clone()];
+        for row in &rows {
+            if let Some(o) = row["owner"].as_str()
+                && !nodes.iter().any(|n| n == o)
+            {
+                nodes.push(o.to_string());
+            }
+        }
         json!({
             "node_id": self.node_id,
             "bucket": self.bucket,
             "lease_ms": ms(self.lease),
-            "state": if self.draining.load(Ordering::Relaxed) { "draining" }
+            "state": if self.is_draining() { "draining" }
                      else if self.ready.load(Ordering::Relaxed) { "ready" } else { "connecting" },
+            "nodes": nodes,
             "leases": rows,
         })
+    }
+
+    /// The node acting as owner of lease `key` now (this node only while it may act), or
+    /// `None` when nobody is known to (free, unknown, being renewed or taken over).
+    pub fn owner(&self, key: &str) -> Option<String> {
+        let now = Instant::now();
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let l = leases.iter().find(|l| l.key == key)?;
+        match &l.view {
+            View::Mine { .. } if l.acting_until.is_some_and(|t| now < t) => {
+                Some(self.node_id.clone())
+            }
+            View::Theirs { owner, .. } => owner.clone(),
+            _ => None,
+        }
+    }
+
+    /// The other nodes named as owners in the lease table.
+    pub fn owners(&self) -> Vec<String> {
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        leases
+            .iter()
+            .filter_map(|l| match &l.view {
+                View::Theirs { owner, .. } => owner.clone(),
+                _ => None,
+            })
+            .collect()
     }
 
     fn set(&self, i: usize, lease: &Lease) {
@@ -179,6 +239,7 @@ impl ClusterNode {
             bucket: config.bucket.clone(),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            operator_drain: watch::channel(false).0,
             leases: Mutex::new(
                 ptt.accounts
                     .iter()
@@ -280,9 +341,11 @@ impl Driver {
                 guard: self.config.lease() / 10,
                 op_timeout,
                 changed: wakers[i].clone(),
+                floor_wait: self.config.drain_max_wait(),
             };
             let span = info_span!("lease", key = %one.key);
-            tasks.spawn(one.run(shutdown.clone()).instrument(span));
+            let drain = self.status.operator_drain.subscribe();
+            tasks.spawn(one.run(shutdown.clone(), drain).instrument(span));
         }
         let _ = shutdown.wait_for(|s| *s).await;
         self.status.draining.store(true, Ordering::Relaxed);
@@ -367,35 +430,79 @@ struct OneLease {
     op_timeout: Duration,
     /// Woken by the bucket's watch when the key is written.
     changed: Arc<Notify>,
+    /// Longest wait for an idle floor before a drain hands the account over anyway.
+    floor_wait: Duration,
 }
 
+/// How often a drain waiting for an idle floor looks again (a burst ends on 300 ms of silence).
+const FLOOR_POLL: Duration = Duration::from_millis(20);
+
 impl OneLease {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut draining = false;
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>, mut drain: watch::Receiver<bool>) {
+        // Until when a drain waits for the channel's floor to be idle.
+        let mut floor_deadline: Option<Instant> = None;
+        let mut drain_open = true;
         loop {
-            if !draining && *shutdown.borrow() {
-                draining = true;
-                self.lease.drain();
+            let stopping = *shutdown.borrow();
+            if stopping || *drain.borrow() {
+                if !self.lease.draining() {
+                    let now = Instant::now();
+                    let deadline = *floor_deadline.get_or_insert(now + self.floor_wait);
+                    let busy = self.lease.acting(now) && self.account.floor_busy();
+                    if !busy || now >= deadline {
+                        // Between bursts (or waited long enough): nobody is cut mid-word.
+                        if self.lease.acting(now) {
+                            let floor = if busy { "busy" } else { "idle" };
+                            metrics::counter!("pttbridge_cluster_handovers_total", "floor" => floor)
+                                .increment(1);
+                        }
+                        if busy {
+                            warn!(
+                                "a talk burst is still in progress after the drain's wait; handing the account over anyway"
+                            );
+                        }
+                        floor_deadline = None;
+                        self.lease.drain();
+                    }
+                }
+            } else {
+                floor_deadline = None;
+                if self.lease.draining() && self.lease.undrain() {
+                    info!("undrained: taking part in this lease again");
+                }
             }
             self.enforce().await;
-            if let Some(op) = self.lease.poll(Instant::now()) {
+            let answered = if let Some(op) = self.lease.poll(Instant::now()) {
                 let reply = self.perform(op).await;
                 self.lease.on_reply(Instant::now(), reply);
                 self.enforce().await;
-            }
+                true
+            } else {
+                false
+            };
             self.announce();
             self.status.set(self.index, &self.lease);
-            if self.lease.drained() {
+            if stopping && self.lease.drained() {
                 return;
             }
-            let wake = self
+            if answered {
+                // An answer can make the next step due at once (a read that found the lease
+                // released → claim it): poll again rather than sleep (`poll_timeout` has no
+                // time for "now"). Every step is a KV round trip, so this never spins.
+                continue;
+            }
+            let mut wake = self
                 .lease
                 .poll_timeout()
                 .map(|t| self.stop_at().map_or(t, |s| s.min(t)))
                 .unwrap_or_else(|| Instant::now() + self.op_timeout);
+            if floor_deadline.is_some() {
+                wake = wake.min(Instant::now() + FLOOR_POLL);
+            }
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
-                _ = shutdown.changed(), if !draining => {}
+                _ = shutdown.changed(), if !stopping => {}
+                r = drain.changed(), if drain_open => drain_open = r.is_ok(),
                 _ = self.changed.notified() => self.lease.changed(),
             }
         }
@@ -488,13 +595,20 @@ impl OneLease {
 async fn watch(kv: kv::Store, keys: HashMap<String, Arc<Notify>>) {
     loop {
         match kv.watch_all().await {
-            Ok(mut entries) => {
-                while let Some(Ok(entry)) = entries.next().await {
-                    if let Some(w) = keys.get(&entry.key) {
-                        w.notify_one();
+            Ok(mut entries) => loop {
+                match entries.next().await {
+                    Some(Ok(entry)) => {
+                        if let Some(w) = keys.get(&entry.key) {
+                            w.notify_one();
+                        }
                     }
+                    Some(Err(e)) => {
+                        debug!(error = %esc(e.to_string()), "cluster: the lease bucket's watch failed");
+                        break;
+                    }
+                    None => break,
                 }
-            }
+            },
             Err(e) => debug!(error = %esc(e.to_string()), "cluster: cannot watch the lease bucket"),
         }
         tokio::time::sleep(START_RETRY).await;

@@ -218,7 +218,8 @@ fn is_operator(state: &AppState, headers: &HeaderMap) -> bool {
     state.operators.authorized(headers)
 }
 
-fn require_operator(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Operator credentials or 401 (the envelope), for `/v1` routes that check them themselves.
+pub(crate) fn require_operator(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if is_operator(state, headers) {
         Ok(())
     } else {

@@ -18,6 +18,7 @@ use crate::sides::Side;
 
 pub mod archive;
 pub mod business;
+pub mod cluster;
 pub mod customers;
 pub mod directory;
 pub mod egw;
@@ -147,6 +148,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/egw", get(egw::upgrade))
         .route("/server/address", get(egw::server_address))
         .merge(business::routes())
+        .merge(cluster::routes())
         .merge(customers::routes())
         .merge(directory::routes())
         .merge(web::routes())

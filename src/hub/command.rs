@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::event::Side;
@@ -21,7 +22,8 @@ use super::event::Side;
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What to do to a party.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SideCommand {
     /// Deliver a platform message (trans-cmd): PTT private text, console notification,
     /// meeting `doEvent`. `message` is the caller's object as given.
@@ -118,10 +120,21 @@ pub trait SideCommands: Send + Sync + std::fmt::Debug + 'static {
     fn execute(&self, cmd: SideCommand) -> BoxFuture<Result<Delivered, CommandError>>;
 }
 
+/// Where commands go that no side of this node could carry out: the other nodes of a cluster.
+pub trait RemoteCommands: Send + Sync + std::fmt::Debug + 'static {
+    /// Asks the other nodes to carry out `cmd`; `None` when none of them has the target.
+    fn execute(
+        self: Arc<Self>,
+        side: Side,
+        cmd: SideCommand,
+    ) -> BoxFuture<Option<Result<Delivered, CommandError>>>;
+}
+
 /// Routes commands to the side that owns the party.
 #[derive(Debug, Clone, Default)]
 pub struct CommandRouter {
     sides: Arc<RwLock<HashMap<Side, Arc<dyn SideCommands>>>>,
+    remote: Arc<RwLock<Option<Arc<dyn RemoteCommands>>>>,
 }
 
 impl CommandRouter {
@@ -138,8 +151,39 @@ impl CommandRouter {
             .insert(side, handler);
     }
 
-    /// Sends `cmd` to `side` (the party's side; an invite goes to the side owning the group).
+    /// Commands whose target is on no local side go to `remote` from now on (a cluster node).
+    pub fn set_remote(&self, remote: Arc<dyn RemoteCommands>) {
+        *self.remote.write().unwrap_or_else(|p| p.into_inner()) = Some(remote);
+    }
+
+    /// Sends `cmd` to `side` (the party's side; an invite goes to the side owning the group);
+    /// when that side does not know the target and this is a cluster node, to the node that
+    /// does (the local error stands when none does).
     pub async fn execute(&self, side: Side, cmd: SideCommand) -> Result<Delivered, CommandError> {
+        let remote = self
+            .remote
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(remote) = remote else {
+            return self.execute_local(side, cmd).await;
+        };
+        let local = self.execute_local(side, cmd.clone()).await;
+        match local {
+            // Not here, or a side this node does not run: another node may have it.
+            Err(
+                CommandError::NotOnline | CommandError::UnknownGroup(_) | CommandError::NoSide(_),
+            ) => remote.execute(side, cmd).await.unwrap_or(local),
+            other => other,
+        }
+    }
+
+    /// Sends `cmd` to this node's `side` only.
+    pub async fn execute_local(
+        &self,
+        side: Side,
+        cmd: SideCommand,
+    ) -> Result<Delivered, CommandError> {
         let side = match &cmd {
             SideCommand::Invite { group, .. } => group_side(group).unwrap_or(side),
             _ => side,

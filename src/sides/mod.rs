@@ -89,6 +89,8 @@ pub struct SideContext<'a> {
     pub recorder: Option<Recorder>,
     /// The PTT side, once started (every other side starts after it).
     pub ptt: Option<Arc<ptt::PttSide>>,
+    /// Routing to other cluster nodes (a cluster node only).
+    pub route: Option<Arc<crate::cluster::route::Route>>,
 }
 
 /// Starts every side, PTT first, and registers their platform commands.

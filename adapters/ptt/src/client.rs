@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -217,6 +217,18 @@ pub struct ClientHandle {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     dropped_voice_out: Arc<AtomicU64>,
     dropped_voice_in: Arc<AtomicU64>,
+    sending: Arc<Sending>,
+}
+
+/// The outgoing talk burst, as [`ClientHandle::send_voice`] saw it.
+#[derive(Debug)]
+struct Sending {
+    /// What the times count from.
+    epoch: Instant,
+    /// When the last voice packet was queued, µs since `epoch` (0: never).
+    last_us: AtomicU64,
+    /// Whether that packet ended its burst.
+    ended: AtomicBool,
 }
 
 impl ClientHandle {
@@ -227,11 +239,27 @@ impl ClientHandle {
 
     /// Queues one voice packet; never waits. Returns `false` when it was dropped.
     pub fn send_voice(&self, voice: OutgoingVoice) -> bool {
+        let terminator = voice.terminator;
+        let at = self.sending.epoch.elapsed().as_micros().max(1) as u64;
+        self.sending.last_us.store(at, Ordering::Relaxed);
+        self.sending.ended.store(terminator, Ordering::Relaxed);
         let ok = self.voice.try_send(voice).is_ok();
         if !ok {
             self.dropped_voice_out.fetch_add(1, Ordering::Relaxed);
         }
         ok
+    }
+
+    /// Whether an outgoing talk burst is in progress: a voice packet queued within `silence`
+    /// that did not end its burst (many senders never send the terminator; their bursts end
+    /// on silence, as a receiver's would).
+    pub fn sending(&self, silence: Duration) -> bool {
+        let last = self.sending.last_us.load(Ordering::Relaxed);
+        if last == 0 || self.sending.ended.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = self.sending.epoch.elapsed().as_micros() as u64;
+        now.saturating_sub(last) < silence.as_micros() as u64
     }
 
     /// The latest snapshot.
@@ -276,6 +304,11 @@ pub fn spawn(config: ClientConfig) -> (ClientHandle, mpsc::Receiver<ClientEvent>
         snapshot: snap_rx,
         dropped_voice_out: Arc::new(AtomicU64::new(0)),
         dropped_voice_in: dropped_in.clone(),
+        sending: Arc::new(Sending {
+            epoch: Instant::now(),
+            last_us: AtomicU64::new(0),
+            ended: AtomicBool::new(true),
+        }),
     };
     let driver = Driver {
         offline: config.start_offline,
@@ -709,5 +742,45 @@ async fn recv_udp(udp: Option<&UdpSocket>, buf: &mut [u8]) -> Option<usize> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn voice(terminator: bool) -> OutgoingVoice {
+        OutgoingVoice {
+            opus: Bytes::from_static(&[0xf8, 0xff, 0xfe]),
+            frames_10ms: 2,
+            terminator,
+            target: 0,
+        }
+    }
+
+    /// An outgoing burst is in progress from its first packet until its terminator, or until
+    /// it has been silent for the given time (a sender that never terminates).
+    #[tokio::test]
+    async fn sending_is_an_unterminated_burst_not_yet_silent() {
+        let mut config = ClientConfig::new(
+            "127.0.0.1",
+            9,
+            ServerTrust::AcceptInvalid,
+            SessionConfig::default(),
+        );
+        config.start_offline = true;
+        let (handle, _events) = spawn(config);
+        let long = Duration::from_secs(3600);
+        assert!(!handle.sending(long), "nothing sent yet");
+        handle.send_voice(voice(false));
+        assert!(handle.sending(long));
+        assert!(
+            !handle.sending(Duration::ZERO),
+            "silent for longer than that"
+        );
+        handle.send_voice(voice(true));
+        assert!(!handle.sending(long), "the terminator ended it");
+        handle.send_voice(voice(false));
+        assert!(handle.sending(long), "the next burst");
     }
 }

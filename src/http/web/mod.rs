@@ -51,6 +51,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../../web/customers.js"),
     ),
     (
+        "cluster.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/cluster.js"),
+    ),
+    (
         "live.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../web/live.js"),

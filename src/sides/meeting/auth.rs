@@ -58,6 +58,9 @@ pub struct AccountBook {
     /// Where ids given out are remembered (a standing room's owner is the same user after
     /// a restart).
     store: Option<Store>,
+    /// A cluster node: a new account's id is derived from its app and account (the same on
+    /// every node) rather than the next number (each node's own).
+    derived: bool,
 }
 
 impl Default for AccountBook {
@@ -69,8 +72,25 @@ impl Default for AccountBook {
             session_ttl: SESSION_TTL,
             names: HashMap::new(),
             store: None,
+            derived: false,
         }
     }
+}
+
+/// Derived ids (cluster nodes) are drawn from this range: clear of the small numbers dial-ins
+/// usually have and of the sequential ids a single bridge gives out.
+const DERIVED_IDS: std::ops::Range<Id> = 10_000_000..99_999_999;
+
+/// The id every cluster node gives `account` of `app` first (FNV-1a of both, into
+/// [`DERIVED_IDS`]); a collision takes the next free one, which only that node knows.
+fn derived_id(app: &str, account: &str) -> Id {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in app.bytes().chain([0]).chain(account.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let span = (DERIVED_IDS.end - DERIVED_IDS.start) as u64;
+    DERIVED_IDS.start + (h % span) as Id
 }
 
 /// First user id handed out; dial-in ids are skipped.
@@ -92,6 +112,66 @@ impl AccountBook {
         }
         self.store = Some(store);
         Ok(())
+    }
+
+    /// The app and account user `id` is here.
+    pub fn account_of(&self, id: Id) -> Option<(String, String)> {
+        self.ids
+            .iter()
+            .find(|(_, v)| **v == id)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Gives new accounts ids derived from their app and account, the same on every cluster
+    /// node (ids given before stay).
+    pub fn derive_ids(&mut self) {
+        self.derived = true;
+    }
+
+    /// Takes user id `id` that another cluster node gave `account` of app `app_id` (its
+    /// connection is relayed here, or it is called from here): the same account must have the
+    /// same id here, and no other account (nor a dial-in: `taken`) may have it, or the request
+    /// is refused (two users would be one to the rooms). An id this node has not given out is
+    /// the account's here from now on.
+    pub fn adopt(
+        &mut self,
+        app_id: &str,
+        account: &str,
+        id: Id,
+        taken: impl Fn(Id) -> bool,
+    ) -> Result<(), String> {
+        let key = (app_id.to_owned(), account.to_owned());
+        match self.ids.get(&key) {
+            Some(mine) if *mine == id => return Ok(()),
+            Some(mine) => {
+                return Err(format!(
+                    "the account is user {mine} on this node, not {id}: user ids are per node until they are shared"
+                ));
+            }
+            None if taken(id) || self.ids.values().any(|v| *v == id) => {
+                return Err(format!("user id {id} is another account's on this node"));
+            }
+            None if self.ids.len() >= MAX_ACCOUNTS => {
+                return Err("too many accounts on this node".into());
+            }
+            None => {}
+        }
+        if !self.derived {
+            self.next_id = self.next_id.max(id + 1);
+        }
+        self.remember(app_id, account, id);
+        self.ids.insert(key, id);
+        Ok(())
+    }
+
+    /// Keeps a new account's id in the store, if there is one.
+    fn remember(&self, app_id: &str, account: &str, id: Id) {
+        if let Some(store) = &self.store
+            && let Err(e) = store.add_meeting_account(app_id, account, id)
+        {
+            // The id still works now; only after a restart may it differ.
+            tracing::warn!(error = %e, "cannot store a meeting account's user id");
+        }
     }
 
     /// The live session of `sid`.
@@ -134,18 +214,27 @@ impl AccountBook {
             None if self.ids.len() >= MAX_ACCOUNTS => {
                 return Err((5, "too many accounts on this bridge"));
             }
+            None if self.derived => {
+                // The same id as on every other node, unless it is someone else's here.
+                let mut id = derived_id(app_id, account);
+                while taken(id) || self.ids.values().any(|v| *v == id) {
+                    id = if id + 1 >= DERIVED_IDS.end {
+                        DERIVED_IDS.start
+                    } else {
+                        id + 1
+                    };
+                }
+                self.remember(app_id, account, id);
+                self.ids.insert(key, id);
+                id
+            }
             None => {
                 while taken(self.next_id) {
                     self.next_id += 1;
                 }
                 let id = self.next_id;
                 self.next_id += 1;
-                if let Some(store) = &self.store
-                    && let Err(e) = store.add_meeting_account(app_id, account, id)
-                {
-                    // The id still works now; only after a restart may it differ.
-                    tracing::warn!(error = %e, "cannot store a meeting account's user id");
-                }
+                self.remember(app_id, account, id);
                 self.ids.insert(key, id);
                 id
             }
@@ -496,6 +585,61 @@ mod tests {
         a.session_ttl = Duration::ZERO;
         let (expired, _) = a.login("app", "bob", None, None, |_| false).unwrap();
         assert!(a.session(&expired).is_none(), "expired");
+    }
+
+    #[test]
+    fn a_relayed_user_keeps_its_id_only_where_it_is_nobody_elses() {
+        let mut b = AccountBook::default();
+        let (_, dave) = b.login("app", "dave", None, None, |_| false).unwrap();
+        let dave = dave.user.id.unwrap();
+        // carol got an id on another node that is dave's (or a dial-in's) here: refused.
+        assert!(b.adopt("app", "carol", dave, |_| false).is_err());
+        assert!(b.adopt("app", "carol", 9001, |id| id == 9001).is_err());
+        // An id not given out here is hers here from now on: a later login here gets it
+        // too, and the next account another one.
+        b.adopt("app", "carol", dave + 5, |_| false).unwrap();
+        assert!(b.adopt("app", "carol", dave + 5, |_| false).is_ok());
+        let (_, carol) = b.login("app", "carol", None, None, |_| false).unwrap();
+        assert_eq!(carol.user.id, Some(dave + 5));
+        assert_eq!(b.account_of(dave + 5), Some(("app".into(), "carol".into())));
+        let (_, erin) = b.login("app", "erin", None, None, |_| false).unwrap();
+        assert_eq!(erin.user.id, Some(dave + 6));
+        assert!(
+            b.adopt("app", "carol", dave + 9, |_| false).is_err(),
+            "one id per account"
+        );
+    }
+
+    #[test]
+    fn cluster_nodes_give_an_account_the_same_id() {
+        let (mut a, mut b) = (AccountBook::default(), AccountBook::default());
+        a.derive_ids();
+        b.derive_ids();
+        // Different orders of logins on two nodes: the same ids.
+        let id = |book: &mut AccountBook, acc: &str| {
+            book.login("app", acc, None, None, |_| false)
+                .unwrap()
+                .1
+                .user
+                .id
+                .unwrap()
+        };
+        let (carol_a, dave_a) = (id(&mut a, "carol"), id(&mut a, "dave"));
+        let (dave_b, carol_b) = (id(&mut b, "dave"), id(&mut b, "carol"));
+        assert_eq!((carol_a, dave_a), (carol_b, dave_b));
+        assert_ne!(carol_a, dave_a);
+        assert!(DERIVED_IDS.contains(&carol_a));
+        assert_ne!(
+            derived_id("app", "carol"),
+            derived_id("other", "carol"),
+            "another app's carol is someone else"
+        );
+        // A collision here (a dial-in holds the id) takes the next free one.
+        let mut c = AccountBook::default();
+        c.derive_ids();
+        let want = derived_id("app", "carol");
+        let (_, got) = c.login("app", "carol", None, None, |i| i == want).unwrap();
+        assert_eq!(got.user.id, Some(want + 1));
     }
 
     #[test]

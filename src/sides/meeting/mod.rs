@@ -14,6 +14,8 @@
 //! - [`rtc`]: WebRTC set-up (SDP) and the peer set rooms and client mode share.
 //! - [`upstream`]: client mode: registered at external RTCPeer servers as the dial-in users,
 //!   answering their calls with the same link.
+//! - [`remote`]: a cluster node's connections relayed to the node owning the dialled channel,
+//!   and those it serves for other nodes.
 //! - [`operator`]: HTTP routes to list and hang up dial-ins; [`commands`]: platform commands
 //!   (kickout, trans-cmd, invite) for meeting users.
 //! - Leaves: [`events`] (how the side names itself on the hub), [`outbox`] (a connection's
@@ -32,6 +34,7 @@ pub mod operator;
 pub mod outbox;
 pub mod refusal;
 pub mod registrar;
+pub mod remote;
 pub mod room;
 pub mod room_admin;
 pub mod rooms;
@@ -113,6 +116,11 @@ impl crate::sides::Side for MeetingSide {
             ctx.bus.clone(),
             Some(ctx.platform.store.clone()),
         );
+        if let Some(route) = &ctx.route {
+            // Every node gives an account the same user id, so a user means the same on each.
+            side.auth.accounts.lock().derive_ids();
+            remote::serve(&side.switchboard, route.clone());
+        }
         // Dial-in links are recorded in the platform's call records.
         let _ = side.switchboard.records.set(ctx.platform.calls.clone());
         // Rooms record on the same recorder thread as the PTT channels' bursts.

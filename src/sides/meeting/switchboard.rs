@@ -98,6 +98,8 @@ pub struct Switchboard {
     pub(super) store: Option<Store>,
     /// Wrong room passwords per user (`checkRoomPwd`, `enter`): guessing is throttled.
     pub(super) pwd_failures: FailureLimiter<Id>,
+    /// Routing to other cluster nodes (a cluster node only): see [`super::remote`].
+    pub(super) route: OnceLock<Arc<crate::cluster::route::Route>>,
 }
 
 impl std::fmt::Debug for Switchboard {
@@ -138,6 +140,7 @@ impl Switchboard {
             recorder: OnceLock::new(),
             store,
             pwd_failures: FailureLimiter::new(10, Duration::from_secs(60), 4096),
+            route: OnceLock::new(),
         });
         tokio::spawn(run_timers(Arc::downgrade(&sb), sb.timers.clone()));
         sb
@@ -464,7 +467,7 @@ impl Switchboard {
         Ok(handle)
     }
 
-    async fn enter(
+    pub(super) async fn enter(
         self: &Arc<Self>,
         conn: &mut Conn,
         me: Id,
@@ -635,6 +638,17 @@ impl Switchboard {
             ));
         }
         let dial = self.dial.get(target).cloned();
+        if dial.as_ref().is_some_and(|d| d.account.standby()) {
+            // A cluster node that does not hold the account's lease (and had no holder to relay
+            // the call to: none known, as during a failover): the number is answered by the
+            // node that holds it (its `/healthz` names it), never by an away channel here.
+            return Err(Refusal::new(
+                code::FAILED,
+                format!(
+                    "user {target}: this node does not hold its PTT channel now (cluster standby)"
+                ),
+            ));
+        }
         if dial.is_none() && !st.registry.contains(target) {
             return Err(Refusal::new(
                 code::FAILED,

@@ -99,6 +99,8 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
         let register_by = tokio::time::Instant::now() + auth_timeout;
         let mut budget = TokenBucket::new(cfg.requests_per_second, cfg.request_burst);
         let mut close = None;
+        // Served by the node owning the dialled channel, once the client calls one (cluster).
+        let mut relay: Option<super::remote::Relay> = None;
         loop {
             // Anything from the client (a pong included) proves it is there; a client that
             // vanished without closing (frozen, unplugged) is let go after SILENCE.
@@ -106,6 +108,15 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
                 m = tokio::time::timeout(SILENCE, stream.next()) => Ok(m),
                 Some(reason) = conn.kicked.recv() => Err(Some(reason)),
                 _ = tokio::time::sleep_until(register_by), if conn.user.is_none() => Err(None),
+                end = super::remote::ended(&mut relay) => {
+                    relay = None;
+                    if end.close {
+                        info!(reason = %esc(&end.reason), "relayed connection ended by its node");
+                        break;
+                    }
+                    info!(reason = %esc(&end.reason), "relayed connection is served here again");
+                    continue;
+                }
             };
             let next = match next {
                 Ok(m) => m,
@@ -202,11 +213,42 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
                         ),
                     )
                 }
-                Ok(req) => match sb.handle(&mut conn, req).await {
-                    Some(answer) => answer,
-                    // Queued already, in order with the pushes that follow it.
-                    None => continue,
-                },
+                Ok(req) => {
+                    if matches!(req, Request::DoRegister(_) | Request::Logout(_))
+                        && let Some(r) = relay.take()
+                    {
+                        // The session is this node's: the relay ends and the request is served here.
+                        r.close().await;
+                    }
+                    if relay.is_none()
+                        && let Some(node) = super::remote::route_for(&sb, conn.user, &req).await
+                    {
+                        match super::remote::Relay::open(&sb, &mut conn, node, &req).await {
+                            Ok(r) => relay = Some(r),
+                            Err(refused) => {
+                                let (module, method) = req.envelope();
+                                let _ = tx.send(reply::error(module, method, refused.0, &refused.1)).await;
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(r) = &relay {
+                        match r.forward(text.as_str()).await {
+                            // The reply comes back from the owner, in order with its pushes.
+                            Ok(()) => continue,
+                            Err(refused) => {
+                                let (module, method) = req.envelope();
+                                reply::error(module, method, refused.0, &refused.1)
+                            }
+                        }
+                    } else {
+                        match sb.handle(&mut conn, req).await {
+                            Some(answer) => answer,
+                            // Queued already, in order with the pushes that follow it.
+                            None => continue,
+                        }
+                    }
+                }
                 Err(e) => {
                     metrics::counter!("pttbridge_meeting_errors_total", "kind" => e.kind())
                         .increment(1);
@@ -223,6 +265,9 @@ async fn serve(sb: Arc<Switchboard>, socket: WebSocket) {
             if tx.send(answer).await.is_err() {
                 break;
             }
+        }
+        if let Some(r) = relay.take() {
+            r.close().await;
         }
         sb.disconnect(&mut conn).await;
         sb.closed();

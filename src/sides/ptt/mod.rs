@@ -91,6 +91,8 @@ pub struct Account {
     pub client: ClientHandle,
     /// The channel feed for links; subscribe with [`Account::channel`].
     channel: Arc<Feed>,
+    /// Silence that ends a talk burst (`ptt.talk_timeout_ms`).
+    talk_timeout: std::time::Duration,
 }
 
 impl Account {
@@ -112,6 +114,27 @@ impl Account {
         Vec<ChannelEvent>,
     ) {
         self.channel.subscribe_now()
+    }
+
+    /// Whether a talk burst is in progress through the account now: one it hears in its
+    /// channel, or one the bridge sends as it (a meeting or console speaker). A draining
+    /// cluster node waits for this to clear before handing the account over.
+    pub fn floor_busy(&self) -> bool {
+        if self.client.sending(self.talk_timeout) {
+            return true;
+        }
+        let present = self
+            .channel
+            .present
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        !present.talking.is_empty()
+    }
+
+    /// Whether the account is kept off its server on purpose (a cluster node that does not
+    /// hold its lease: `standby` in `/healthz`).
+    pub fn standby(&self) -> bool {
+        self.client.snapshot().state == LinkState::Offline
     }
 
     /// Path of the channel this account is in now.
@@ -368,6 +391,7 @@ impl PttSide {
                     username: account.username.clone(),
                     client: handle,
                     channel,
+                    talk_timeout: config.talk_timeout(),
                 });
             }
         }

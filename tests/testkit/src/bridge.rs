@@ -31,6 +31,26 @@ pub fn ptt_server_toml(id: &str, murmur: &Murmur, accounts: &[(&str, &str)]) -> 
     t
 }
 
+/// A `[meeting]` table as the meeting tests use it: quick ring (100 ms) and answer (300 ms),
+/// the app `test`/`test`, and dial-in `number` for the account `bridge` of server `local`,
+/// named North.
+pub fn meeting_north_toml(number: i64) -> String {
+    format!(
+        r#"[meeting]
+ring_delay_ms = 100
+answer_delay_ms = 300
+[[meeting.apps]]
+app_id = "test"
+secret = "test"
+[[meeting.dial_in]]
+user_id = {number}
+server = "local"
+account = "bridge"
+name = "North"
+"#
+    )
+}
+
 /// The operator token every test bridge is started with (`[operator] token`).
 pub const OPERATOR_TOKEN: &str = "testkit-operator-token-0001";
 

@@ -7,6 +7,7 @@
 //! - [`terminal::Terminal`]: a pymumble PTT terminal (`tests/peers/terminal.py`) driven by JSON lines.
 //! - [`admin::AdminServer`]: a spec-strict Totalk admin (`/ent/`) server (`tests/peers/admin_server.py`).
 //! - [`nats::NatsServer`]: Debian's `nats-server -js` on a free port with a temp store (kill/restart).
+//! - [`cluster`]: which of several bridge nodes holds a PTT account, never two at once.
 //! - [`browser`]: Debian's headless `chromium` driven over the DevTools Protocol.
 //! - [`bridge`]: the `pttbridge` binary under test (and its `probe`), observed over HTTP.
 //! - [`events`] / [`http`]: JSON event queues and a tiny HTTP client for them.
@@ -36,6 +37,7 @@ pub mod admin;
 pub mod audio;
 pub mod bridge;
 pub mod browser;
+pub mod cluster;
 pub mod console;
 pub mod events;
 pub mod http;

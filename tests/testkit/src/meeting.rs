@@ -64,6 +64,55 @@ impl Participant {
         self.user["id"].as_i64().expect("user id")
     }
 
+    /// Opens a room (`newAppRoom`) and enters it; returns the room id.
+    pub fn open_room(&mut self) -> i64 {
+        let r = self.request(json!({"module":"room","method":"newAppRoom","name":"ops","numberLimit":10,"roomtype":1,"userId":self.id()}));
+        assert_eq!(r["result"], 0, "{r}");
+        let room = r["roomId"].as_i64().expect("roomId");
+        let r = self.request(
+            json!({"module":"meeting","method":"enter","userId":self.id(),"roomId":room,"roomType":1}),
+        );
+        assert_eq!(r["result"], 0, "{r}");
+        room
+    }
+
+    /// After an accepted `doInvite` of `callee` into `room`: its ringing and agreement, our
+    /// `onConnected`, and the callee in the room, published (a dial-in's channel linked).
+    /// Returns the callee's `EnterRoom` push. Each step is waited for at most `timeout`.
+    pub fn complete_call(&mut self, callee: i64, room: i64, timeout: Duration) -> Value {
+        let from = move |m: &Value| m["ownUserId"] == callee;
+        let ringing = self.push("doEvent", from, timeout);
+        assert_eq!(ringing["event"], "onRinging");
+        let agreed = self.push("doAgree", from, timeout);
+        assert_eq!(agreed["roomId"], room);
+        let r = self.request(
+            json!({"module":"call","method":"doEvent","ownUserId":self.id(),"targetUserId":callee,
+            "event":"onConnected","roomId":room,"roomType":1}),
+        );
+        assert_eq!(r["result"], 0, "{r}");
+        let entered = self.push("EnterRoom", |m| m["client"]["id"] == callee, timeout);
+        self.push(
+            "onPublished",
+            |m| m["client"]["id"] == callee && m["published"] == true,
+            timeout,
+        );
+        entered
+    }
+
+    /// Plays `client`'s stream (a dial-in's channel) and waits until its connection is up.
+    pub fn play_connected(&mut self, client: i64) {
+        self.cmd(json!({"cmd":"play","client":client}));
+        self.expect(|e| e["event"] == "playing", REPLY);
+        self.expect(
+            |e| {
+                e["event"] == "pc_state"
+                    && e["pc"] == format!("play:{client}")
+                    && e["state"] == "connected"
+            },
+            REPLY,
+        );
+    }
+
     /// Sends a driver command.
     pub fn cmd(&mut self, cmd: Value) {
         self.peer.cmd(cmd);
@@ -205,6 +254,19 @@ impl Participant {
 /// few later — a slightly longer pause, not a gap in a word. Each window is compared where it
 /// landed, within this much; the bars (correlation, duration) are unchanged.
 pub const JITTER_SEARCH_MS: u32 = 100;
+
+/// The spec's call flow to a dial-in (4.1–4.7: a room, `enter`, `doInvite`, ringing, `doAgree`,
+/// `onConnected`) up to the channel's `EnterRoom` and `onPublished`; returns the room. Each step
+/// is waited for at most `timeout` and asserted.
+pub fn dial_in(p: &mut Participant, dial: i64, timeout: Duration) -> i64 {
+    let room = p.open_room();
+    let r = p.request(json!({"module":"call","method":"doInvite","ownUserId":p.id(),"targetUserId":dial,"type":1,"roomId":room}));
+    assert_eq!(r["result"], 0, "{r}");
+    assert_eq!(r["roomId"], room);
+    let entered = p.complete_call(dial, room, timeout);
+    assert_eq!(entered["client"]["mode"], "ptt");
+    room
+}
 
 /// `recording` against its source `wav`, each window where it landed within
 /// [`JITTER_SEARCH_MS`].

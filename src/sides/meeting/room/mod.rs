@@ -550,6 +550,14 @@ impl RoomActor {
         match input {
             FeedInput::Event(ev) => {
                 let Some(l) = self.link.as_mut() else { return };
+                if matches!(ev, crate::sides::ptt::ChannelEvent::Disconnected)
+                    && l.port.account().standby()
+                {
+                    // The account went to another cluster node (a drain, or a lease this node
+                    // lost): it will not come back here, so the call ends and the caller
+                    // redials the number on the node that now holds it.
+                    return self.detach_link("PTT account moved to another cluster node");
+                }
                 let now = Instant::now();
                 l.core.handle_ptt(ev, now);
                 if self.route_link(now) {
