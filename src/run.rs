@@ -23,8 +23,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The recorder is installed before any side registers a metric.
     metrics_handle();
     let bus = Arc::new(EventBus::new());
+    // A cluster node numbers events as they come back from the shared log: set up before
+    // anything publishes or a sink subscribes.
+    let event_log = match config.cluster.enabled() {
+        true => Some(crate::cluster::eventlog::EventLog::start(
+            &config.cluster,
+            &config.nats,
+            bus.clone(),
+        )?),
+        false => None,
+    };
     log_events(&bus);
     let store = open_store(&config)?;
+    // A cluster node's apps and call records are the shared log's, applied here in its order.
+    let _records = match config.cluster.enabled() {
+        true => Some(crate::cluster::records::RecordLog::start(
+            &config.cluster,
+            &config.nats,
+            store.clone(),
+        )?),
+        false => None,
+    };
     let recorder = match &config.recording.dir {
         Some(dir) => {
             let archive = Archive {
@@ -104,6 +123,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             r.set_status(c.status.clone());
         }
     }
+    if let Some(log) = &event_log {
+        state = state.with_event_log(log.stats.clone());
+    }
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -132,6 +154,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(c) = &cluster {
         c.drained(SHUTDOWN_GRACE + config.cluster.drain_max_wait())
             .await;
+    }
+    // What this node said last (its released leases) reaches the other nodes.
+    if let Some(log) = &event_log {
+        log.flushed(SHUTDOWN_GRACE).await;
     }
     // Sides end their sessions (consoles' calls end with their terminals moved home) before
     // the process goes.

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod meeting;
+mod records;
 pub use meeting::{AppointmentRow, RoomRow};
+pub use records::{Applied, RecordOp, RecordWriter};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -19,10 +21,13 @@ pub enum StoreError {
     /// A row with this unique value exists.
     #[error("{0} already exists")]
     Conflict(String),
+    /// The shared record log (cluster mode) could not take or apply the write.
+    #[error("shared records: {0}")]
+    Replication(String),
 }
 
 /// An app row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppRow {
     /// Id.
     pub app_id: String,
@@ -40,7 +45,7 @@ pub struct AppRow {
 }
 
 /// A finished call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallRow {
     /// Row id (0 before insertion).
     pub id: i64,
@@ -151,6 +156,8 @@ fn burst_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BurstRow> {
 #[derive(Debug, Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// Cluster mode: where record writes go (`records.rs`).
+    replica: Arc<std::sync::OnceLock<Arc<dyn RecordWriter>>>,
 }
 
 const SCHEMA: &str = "
@@ -293,8 +300,10 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(CUSTOMER_SCHEMA)?;
         conn.execute_batch(meeting::SCHEMA)?;
+        conn.execute_batch(records::SCHEMA)?;
         let store = Self {
             conn: Arc::new(Mutex::new(conn)),
+            replica: Arc::default(),
         };
         store.digest_plain_secrets()?;
         Ok(store)
@@ -343,30 +352,7 @@ impl Store {
 
     /// Inserts an app.
     pub fn insert_app(&self, app: &AppRow) -> Result<(), StoreError> {
-        let r = self.conn().execute(
-            "INSERT INTO apps (app_id, app_secret, app_name, status, consumption_limit, services)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                app.app_id,
-                as_digest(&app.app_secret),
-                app.app_name,
-                app.status,
-                app.consumption_limit,
-                services_json(&app.services)
-            ],
-        );
-        match r {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(StoreError::Conflict(format!(
-                    "app {:?} / name {:?}",
-                    app.app_id, app.app_name
-                )))
-            }
-            Err(e) => Err(e.into()),
-        }
+        insert_app_on(&self.conn(), app)
     }
 
     /// Inserts or replaces an app (config seeds).
@@ -390,43 +376,17 @@ impl Store {
 
     /// Sets an app's secret digest (rotation); false when there is no such app.
     pub fn set_app_secret(&self, app_id: &str, digest: &str) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "UPDATE apps SET app_secret = ?2 WHERE app_id = ?1",
-            params![app_id, as_digest(digest)],
-        )?;
-        Ok(n > 0)
+        set_app_secret_on(&self.conn(), app_id, digest)
     }
 
     /// Replaces an app's fields (by id, its secret aside); false when there is no such app.
     pub fn update_app(&self, app: &AppRow) -> Result<bool, StoreError> {
-        let r = self.conn().execute(
-            "UPDATE apps SET app_name = ?2, status = ?3, consumption_limit = ?4, services = ?5
-             WHERE app_id = ?1",
-            params![
-                app.app_id,
-                app.app_name,
-                app.status,
-                app.consumption_limit,
-                services_json(&app.services)
-            ],
-        );
-        match r {
-            Ok(n) => Ok(n > 0),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(StoreError::Conflict(format!("name {:?}", app.app_name)))
-            }
-            Err(e) => Err(e.into()),
-        }
+        update_app_on(&self.conn(), app)
     }
 
     /// Deletes an app; false when there was none.
     pub fn delete_app(&self, app_id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM apps WHERE app_id = ?1", params![app_id])?
-            > 0)
+        delete_app_on(&self.conn(), app_id)
     }
 
     /// One app.
@@ -455,25 +415,7 @@ impl Store {
 
     /// Inserts a finished call; returns its id.
     pub fn insert_call(&self, c: &CallRow) -> Result<i64, StoreError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO call_records (app_id, group_id, sides, initiator, start_ms, end_ms,
-                 audio_packets, audio_bytes, signalling, end_reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                c.app_id,
-                c.group_id,
-                serde_json::to_string(&c.sides).unwrap_or_default(),
-                c.initiator,
-                c.start_ms,
-                c.end_ms,
-                c.audio_packets,
-                c.audio_bytes,
-                c.signalling,
-                c.end_reason
-            ],
-        )?;
-        Ok(conn.last_insert_rowid())
+        insert_call_on(&self.conn(), c)
     }
 
     /// Calls that started in `[start_ms, end_ms)`, optionally of one app, oldest first:
@@ -681,6 +623,92 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
         consumption_limit: r.get(4)?,
         services: serde_json::from_str(&services).unwrap_or_default(),
     })
+}
+
+// The record writes on a connection, so that the shared records apply one and their log
+// position in one transaction (`records.rs`).
+
+fn insert_app_on(conn: &Connection, app: &AppRow) -> Result<(), StoreError> {
+    let r = conn.execute(
+        "INSERT INTO apps (app_id, app_secret, app_name, status, consumption_limit, services)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            app.app_id,
+            as_digest(&app.app_secret),
+            app.app_name,
+            app.status,
+            app.consumption_limit,
+            services_json(&app.services)
+        ],
+    );
+    match r {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(StoreError::Conflict(format!(
+                "app {:?} / name {:?}",
+                app.app_id, app.app_name
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn set_app_secret_on(conn: &Connection, app_id: &str, digest: &str) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "UPDATE apps SET app_secret = ?2 WHERE app_id = ?1",
+        params![app_id, as_digest(digest)],
+    )?;
+    Ok(n > 0)
+}
+
+fn update_app_on(conn: &Connection, app: &AppRow) -> Result<bool, StoreError> {
+    let r = conn.execute(
+        "UPDATE apps SET app_name = ?2, status = ?3, consumption_limit = ?4, services = ?5
+         WHERE app_id = ?1",
+        params![
+            app.app_id,
+            app.app_name,
+            app.status,
+            app.consumption_limit,
+            services_json(&app.services)
+        ],
+    );
+    match r {
+        Ok(n) => Ok(n > 0),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(StoreError::Conflict(format!("name {:?}", app.app_name)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn delete_app_on(conn: &Connection, app_id: &str) -> Result<bool, StoreError> {
+    Ok(conn.execute("DELETE FROM apps WHERE app_id = ?1", params![app_id])? > 0)
+}
+
+fn insert_call_on(conn: &Connection, c: &CallRow) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO call_records (app_id, group_id, sides, initiator, start_ms, end_ms,
+             audio_packets, audio_bytes, signalling, end_reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            c.app_id,
+            c.group_id,
+            serde_json::to_string(&c.sides).unwrap_or_default(),
+            c.initiator,
+            c.start_ms,
+            c.end_ms,
+            c.audio_packets,
+            c.audio_bytes,
+            c.signalling,
+            c.end_reason
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
 }
 
 #[cfg(test)]

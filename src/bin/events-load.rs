@@ -3,7 +3,12 @@
 //! ```text
 //! events-load nats [--events 200000] [--nats-url nats://...]   hub → NATS JetStream (acked events/s)
 //! events-load egw  [--clients 1000] [--rate 100] [--seconds 10] hub → EGW WebSocket subscribers (p50/p99)
+//!                  [--cluster nats://A,nats://B,nats://C [--nodes 3]]
 //! ```
+//!
+//! With `--cluster`, `egw` runs `--nodes` cluster nodes in this process (each its own bus, event
+//! log and `/egw` listener) against that JetStream cluster: events are published on the nodes in
+//! turn, the clients spread over them; latency is publish on one node → frame on any node.
 //!
 //! Both run the bridge's real bus and sinks in this process. `nats` starts a `nats-server -js`
 //! on a free loopback port with a temp store unless `--nats-url` is given. `egw` serves `/egw`
@@ -172,7 +177,12 @@ async fn egw(args: &[String]) -> anyhow::Result<()> {
     let clients = num(args, "--clients", 1000)? as usize;
     let rate = num(args, "--rate", 100)?.max(1);
     let seconds = num(args, "--seconds", 10)?.max(1);
-    let bus = Arc::new(EventBus::new());
+    let cluster = arg(args, "--cluster");
+    let nodes = if cluster.is_some() {
+        num(args, "--nodes", 3)?.max(1) as usize
+    } else {
+        1
+    };
     let egw = EgwConfig {
         heartbeat_timeout_ms: 3_600_000,
         developers: vec![Developer {
@@ -182,21 +192,54 @@ async fn egw(args: &[String]) -> anyhow::Result<()> {
         }],
         ..Default::default()
     };
-    let platform = Platform::new(egw, Default::default(), Store::open(None)?);
     let (_running, shutdown) = tokio::sync::watch::channel(false);
-    let state = Arc::new(AppState::new(Vec::new(), bus.clone(), platform, shutdown));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(pttbridge::http::serve(listener, state));
+    let mut buses = Vec::new();
+    let mut addrs = Vec::new();
+    let mut logs = Vec::new();
+    for i in 0..nodes {
+        let bus = Arc::new(EventBus::new());
+        if let Some(url) = &cluster {
+            let config = pttbridge::cluster::config::ClusterConfig {
+                node_id: Some(format!("load-{i}")),
+                url: Some(url.clone()),
+                replicas: 3,
+                event_stream: format!("load_egw_{}", std::process::id()),
+                ..Default::default()
+            };
+            logs.push(pttbridge::cluster::eventlog::EventLog::start(
+                &config,
+                &Default::default(),
+                bus.clone(),
+            )?);
+        }
+        let platform = Platform::new(egw.clone(), Default::default(), Store::open(None)?);
+        let state = Arc::new(AppState::new(
+            Vec::new(),
+            bus.clone(),
+            platform,
+            shutdown.clone(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        addrs.push(listener.local_addr()?);
+        tokio::spawn(pttbridge::http::serve(listener, state));
+        buses.push(bus);
+    }
+    let started = Instant::now();
+    while !logs.iter().all(|l| l.stats.reading.load(Ordering::Relaxed)) {
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("the event logs did not start reading");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let epoch = Instant::now();
     let total = rate * seconds;
     let mut tasks = Vec::with_capacity(clients);
     let connect_start = Instant::now();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients);
-    for _ in 0..clients {
+    for c in 0..clients {
         let ready = ready_tx.clone();
-        tasks.push(tokio::spawn(client(addr, epoch, total, ready)));
+        tasks.push(tokio::spawn(client(addrs[c % nodes], epoch, total, ready)));
     }
     drop(ready_tx);
     let mut ready = 0;
@@ -220,7 +263,7 @@ async fn egw(args: &[String]) -> anyhow::Result<()> {
     for i in 0..total {
         tokio::time::sleep_until(start + interval * i as u32).await;
         let sent_us = epoch.elapsed().as_micros() as u64;
-        bus.publish(
+        buses[i as usize % nodes].publish(
             Draft::new("load", EventKind::MessageText, "ptt:load:North")
                 .party(party())
                 .detail(json!({ "text": "load", "sent_us": sent_us })),
@@ -246,8 +289,13 @@ async fn egw(args: &[String]) -> anyhow::Result<()> {
             .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
             .map_or(f64::NAN, |us| f64::from(*us) / 1000.0)
     };
+    let over = if cluster.is_some() {
+        format!(" over {nodes} cluster nodes")
+    } else {
+        String::new()
+    };
     println!(
-        "hub → {clients} EGW subscribers: {total} events at {rate}/s = {} frames in {wall:.2} s ({:.0} frames/s); \
+        "hub → {clients} EGW subscribers{over}: {total} events at {rate}/s = {} frames in {wall:.2} s ({:.0} frames/s); \
          latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; clients incomplete: {incomplete}",
         latencies.len(),
         latencies.len() as f64 / wall,

@@ -31,6 +31,15 @@ pub struct ClusterConfig {
     /// Lease time: a dead owner's accounts are taken over this long after its last renewal
     /// (renewed every third of it).
     pub lease_ms: u64,
+    /// JetStream stream of the replicated event log (one order of every node's events),
+    /// created at start if missing with `replicas` copies.
+    pub event_stream: String,
+    /// Entries the event log keeps (the oldest go first); a node that starts replays it all.
+    pub event_max_msgs: i64,
+    /// Age after which event log entries go (seconds).
+    pub event_max_age_s: u64,
+    /// Drafts waiting to be sent to the event log; when full, new ones are dropped and counted.
+    pub event_outbox: usize,
     /// How long a request routed to another node (RTCPeer signalling, a platform command)
     /// waits for its answer before the client gets the protocol's error.
     pub route_timeout_ms: u64,
@@ -46,6 +55,10 @@ impl Default for ClusterConfig {
             url: None,
             bucket: "pttbridge_leases".into(),
             replicas: 1,
+            event_stream: "pttbridge_eventlog".into(),
+            event_max_msgs: 1_000_000,
+            event_max_age_s: 7 * 86_400,
+            event_outbox: 10_000,
             lease_ms: 3000,
             route_timeout_ms: 2000,
             drain_max_wait_ms: 2000,
@@ -114,6 +127,29 @@ impl ClusterConfig {
         }
         ConfigError::check_range("cluster.replicas", self.replicas, 1..=5)?;
         ConfigError::check_range("cluster.lease_ms", self.lease_ms, 1_000..=600_000)?;
+        if self.event_stream.is_empty()
+            || self.event_stream.len() > 64
+            || !self
+                .event_stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "cluster.event_stream",
+                "1 to 64 letters, digits, '-' or '_' (a JetStream stream name)",
+            ));
+        }
+        ConfigError::check_range(
+            "cluster.event_max_msgs",
+            self.event_max_msgs,
+            1_000..=1_000_000_000,
+        )?;
+        ConfigError::check_range(
+            "cluster.event_max_age_s",
+            self.event_max_age_s,
+            60..=366 * 86_400,
+        )?;
+        ConfigError::check_range("cluster.event_outbox", self.event_outbox, 16..=1_000_000)?;
         ConfigError::check_range(
             "cluster.route_timeout_ms",
             self.route_timeout_ms,
@@ -193,6 +229,20 @@ mod tests {
                     ..on.clone()
                 },
                 "cluster.bucket",
+            ),
+            (
+                ClusterConfig {
+                    event_stream: "a.b".into(),
+                    ..on.clone()
+                },
+                "cluster.event_stream",
+            ),
+            (
+                ClusterConfig {
+                    event_outbox: 0,
+                    ..on.clone()
+                },
+                "cluster.event_outbox",
             ),
         ] {
             assert_eq!(key(&c), k);

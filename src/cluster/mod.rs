@@ -3,6 +3,9 @@
 //! `docs/cluster.md`.
 
 pub mod config;
+pub mod eventlog;
 pub mod lease;
+pub mod log;
 pub mod node;
+pub mod records;
 pub mod route;

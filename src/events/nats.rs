@@ -144,7 +144,8 @@ pub fn start(config: &NatsConfig, bus: &EventBus) -> anyhow::Result<Arc<SinkStat
         .context("nats.url: not set (the sink is off)")?;
     let options = connect_options(config)?;
     let stats = Arc::new(SinkStats::default());
-    let rx = bus.subscribe();
+    // In cluster mode every node has every event; each sends only those produced on it.
+    let rx = bus.subscribe_local();
     let sink = Sink {
         config: config.clone(),
         url,

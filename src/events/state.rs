@@ -60,7 +60,7 @@ pub fn media_of(event: &Event) -> (String, u8) {
 }
 
 /// One party in one group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     /// Who.
     pub party: Party,
@@ -71,7 +71,7 @@ pub struct Member {
 }
 
 /// One group.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Group {
     /// Members by user id.
     pub members: BTreeMap<String, Member>,
@@ -80,7 +80,7 @@ pub struct Group {
 }
 
 /// A party that is online without being in a group (`side.connected` with a party).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Online {
     /// Who.
     pub party: Party,
@@ -89,7 +89,7 @@ pub struct Online {
 }
 
 /// One app's state.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct AppModel {
     /// Groups by id.
     pub groups: BTreeMap<String, Group>,

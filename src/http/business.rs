@@ -31,7 +31,7 @@ use super::AppState;
 use crate::events::rfc3339;
 use crate::events::state::parse_user_id;
 use crate::hub::{CommandError, SideCommand};
-use crate::storage::{AppRow, StoreError};
+use crate::storage::{AppRow, RecordOp, StoreError};
 
 /// Header carrying an app's secret.
 pub const SECRET_HEADER: &str = "x-app-secret";
@@ -365,7 +365,11 @@ async fn create_app(
         consumption_limit: req.consumption_limit,
         services: check_services(&req.service)?,
     };
-    state.platform.store.insert_app(&row)?;
+    state
+        .platform
+        .store
+        .write(RecordOp::InsertApp { app: row.clone() })
+        .await?;
     info!(app_id = %logsafe::esc(&row.app_id), app_name = %logsafe::esc(&row.app_name), "app created");
     ok(Envelope::ok().merge(&with_secret(app_info(&row), secret)))
 }
@@ -385,7 +389,11 @@ async fn rotate_secret(
     state
         .platform
         .store
-        .set_app_secret(&row.app_id, &row.app_secret)?;
+        .write(RecordOp::SetAppSecret {
+            app_id: row.app_id.clone(),
+            digest: row.app_secret.clone(),
+        })
+        .await?;
     info!(app_id = %logsafe::esc(&row.app_id), "app secret rotated");
     ok(Envelope::ok().merge(&with_secret(app_info(&row), secret)))
 }
@@ -425,7 +433,11 @@ async fn patch_app(
     if let Some(list) = req.service {
         row.services = check_services(&list)?;
     }
-    state.platform.store.update_app(&row)?;
+    state
+        .platform
+        .store
+        .write(RecordOp::UpdateApp { app: row.clone() })
+        .await?;
     ok(Envelope::ok().merge(&app_info(&row)))
 }
 
@@ -442,7 +454,13 @@ async fn delete_app(
 ) -> ApiResult {
     let app_id = q.app_id.unwrap_or_default();
     let row = authorize(&state, &headers, &app_id)?;
-    state.platform.store.delete_app(&row.app_id)?;
+    state
+        .platform
+        .store
+        .write(RecordOp::DeleteApp {
+            app_id: row.app_id.clone(),
+        })
+        .await?;
     info!(app_id = %logsafe::esc(&row.app_id), "app deleted");
     ok(Envelope::ok())
 }

@@ -45,6 +45,8 @@ pub struct AppState {
     pub operators: Arc<Operators>,
     /// This node's leases, when it is a cluster node (`/healthz`).
     pub cluster: Option<Arc<crate::cluster::node::ClusterStatus>>,
+    /// This node's event log, when it is a cluster node (`/healthz`).
+    pub event_log: Option<Arc<crate::cluster::eventlog::LogStats>>,
 }
 
 impl AppState {
@@ -66,12 +68,19 @@ impl AppState {
             shutdown,
             operators: Arc::new(Operators::new(Vec::new(), Duration::from_secs(3600), false)),
             cluster: None,
+            event_log: None,
         }
     }
 
     /// The same with these operators.
     pub fn with_operators(mut self, operators: Arc<Operators>) -> Self {
         self.operators = operators;
+        self
+    }
+
+    /// The same, showing this cluster node's event log in `/healthz`.
+    pub fn with_event_log(mut self, log: Arc<crate::cluster::eventlog::LogStats>) -> Self {
+        self.event_log = Some(log);
         self
     }
 
@@ -219,6 +228,9 @@ async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl
     let mut body = body;
     if let Some(cluster) = &state.cluster {
         body["cluster"] = cluster.to_json();
+    }
+    if let Some(log) = &state.event_log {
+        body["event_log"] = log.to_json();
     }
     // Degraded is 503 with the details: a monitor sees it; the process is alive (/livez).
     (code, Json(body))

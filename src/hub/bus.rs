@@ -8,12 +8,19 @@
 //! behind the bounded buffer are told so (`Lagged`) instead of slowing the publisher;
 //! the sinks then cut them off with a reason. The last [`RECENT`] events are kept, in order, for
 //! a view that opens late (the web page's event list).
+//!
+//! **Cluster mode** ([`EventBus::replicate`], `docs/cluster.md`): [`EventBus::publish`] does not
+//! number; it stamps the draft with this node's next local sequence and hands it to the
+//! replicated log. Every node feeds the log's entries, in the log's one order, to
+//! [`EventBus::apply_replicated`], which numbers and applies them under the same lock as above.
+//! So the invariant holds on every node, and every node holds the same versions: version `n` of
+//! an app is the `n`-th entry of that app in the log.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use super::event::{Draft, Event};
 use crate::events::state::AppModel;
@@ -31,6 +38,29 @@ pub struct EventBus {
     tx: broadcast::Sender<Event>,
     /// The last [`RECENT`] events, oldest first (taken after `apps`, never before).
     recent: Mutex<VecDeque<Event>>,
+    /// Set in cluster mode: where drafts go instead of being numbered here.
+    replication: OnceLock<Replication>,
+}
+
+/// A draft on its way to the replicated log, stamped by the node that made it.
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    /// This process's sequence of the draft (1, 2, ... with no repeats; a dropped draft
+    /// leaves a gap).
+    pub seq: u64,
+    /// When it was published here (ms since the Unix epoch): the event's time on every node.
+    pub time_ms: u64,
+    /// The draft.
+    pub draft: Draft,
+}
+
+#[derive(Debug)]
+struct Replication {
+    /// The next local sequence and the outbox, under one lock so the outbox holds drafts in
+    /// sequence order (the log drops one that arrives after a later one of the same node).
+    outbox: Mutex<(u64, mpsc::Sender<Stamped>)>,
+    /// Events this node produced, as they come back from the log (the NATS sink's feed).
+    local: broadcast::Sender<Event>,
 }
 
 /// One app's numbering and state.
@@ -54,14 +84,62 @@ impl EventBus {
             apps: Mutex::new(HashMap::new()),
             tx,
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            replication: OnceLock::new(),
         }
     }
 
+    /// Cluster mode: from now on [`publish`](Self::publish) stamps drafts and sends them to
+    /// `outbox` (the replicated log's publisher) instead of numbering them; events come in
+    /// through [`apply_replicated`](Self::apply_replicated). Call it before anything publishes
+    /// or subscribes to [`subscribe_local`](Self::subscribe_local). A second call does nothing.
+    pub fn replicate(&self, outbox: mpsc::Sender<Stamped>) {
+        let (local, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        let _ = self.replication.set(Replication {
+            outbox: Mutex::new((0, outbox)),
+            local,
+        });
+    }
+
+    /// Whether drafts go through a replicated log ([`replicate`](Self::replicate)).
+    pub fn replicated(&self) -> bool {
+        self.replication.get().is_some()
+    }
+
     /// Numbers `draft` and sends it to every subscriber; returns the event.
+    ///
+    /// In cluster mode the draft goes to the replicated log and is numbered when it comes back
+    /// (on every node alike); the event returned then has version 0, and a full outbox drops
+    /// the draft (counted in `pttbridge_cluster_log_dropped_total`) rather than block a side.
     pub fn publish(&self, draft: Draft) -> Event {
         let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        if let Some(r) = self.replication.get() {
+            let event = unnumbered(&draft, time_ms);
+            let mut outbox = r.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            outbox.0 += 1;
+            let stamped = Stamped {
+                seq: outbox.0,
+                time_ms,
+                draft,
+            };
+            if outbox.1.try_send(stamped).is_err() {
+                metrics::counter!("pttbridge_cluster_log_dropped_total", "reason" => "outbox_full")
+                    .increment(1);
+            }
+            return event;
+        }
+        self.number(draft, time_ms, false)
+    }
+
+    /// Cluster mode: numbers and sends a draft taken from the replicated log, in the log's
+    /// order (one caller, the log's consumer). `local`: this process published it.
+    pub fn apply_replicated(&self, draft: Draft, time_ms: u64, local: bool) -> Event {
+        self.number(draft, time_ms, local)
+    }
+
+    /// Numbering, applying and sending under the publishing lock (see the module doc).
+    fn number(&self, draft: Draft, time_ms: u64, local: bool) -> Event {
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         let ledger = apps.entry(draft.app_id.clone()).or_default();
         ledger.version += 1;
@@ -77,6 +155,9 @@ impl EventBus {
         ledger.model.apply(&event);
         // No subscribers is fine: the event is still numbered.
         let _ = self.tx.send(event.clone());
+        if local && let Some(r) = self.replication.get() {
+            let _ = r.local.send(event.clone());
+        }
         {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             if recent.len() == RECENT {
@@ -92,6 +173,16 @@ impl EventBus {
     /// A new subscriber receiving every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+
+    /// A subscriber to the events this process produced: every event outside cluster mode; in
+    /// cluster mode those whose draft was published here (by this run of the process), so a
+    /// sink that forwards them (NATS) sends each event of the cluster once, not once per node.
+    pub fn subscribe_local(&self) -> broadcast::Receiver<Event> {
+        match self.replication.get() {
+            Some(r) => r.local.subscribe(),
+            None => self.tx.subscribe(),
+        }
     }
 
     /// The current version of an app (0 before its first event).
@@ -120,12 +211,47 @@ impl EventBus {
         recent.iter().cloned().collect()
     }
 
+    /// Every app's version and state, for a cluster node's snapshot of the replicated log
+    /// (taken by the log's one consumer between two entries, so it is the state after one).
+    pub fn export(&self) -> Vec<(String, u64, AppModel)> {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, u64, AppModel)> = apps
+            .iter()
+            .map(|(id, l)| (id.clone(), l.version, l.model.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Starts a cluster node from a snapshot ([`export`](Self::export) on another node): every
+    /// app's version and state replaced, before the log's entries after it are applied.
+    pub fn restore(&self, snapshot: Vec<(String, u64, AppModel)>) {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.clear();
+        for (id, version, model) in snapshot {
+            apps.insert(id, Ledger { version, model });
+        }
+    }
+
     /// Every app that has published an event.
     pub fn apps(&self) -> Vec<String> {
         let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         let mut ids: Vec<String> = apps.keys().cloned().collect();
         ids.sort();
         ids
+    }
+}
+
+/// What [`EventBus::publish`] returns in cluster mode: the draft, not numbered yet.
+fn unnumbered(draft: &Draft, time_ms: u64) -> Event {
+    Event {
+        app_id: draft.app_id.clone(),
+        version: 0,
+        time_ms,
+        kind: draft.kind,
+        group_id: draft.group_id.clone(),
+        party: draft.party.clone(),
+        detail: draft.detail.clone(),
     }
 }
 

@@ -24,7 +24,7 @@ use tracing::warn;
 
 use super::event::{Party, Side};
 use crate::events::state::user_id;
-use crate::storage::{CallRow, Store};
+use crate::storage::{CallRow, RecordOp, Store};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -173,19 +173,38 @@ impl CallRecorder {
             signalling: signalling as i64,
             end_reason: reason.to_string(),
         };
+        if self.store.replicated() {
+            // Cluster mode: the record goes through the shared log and gets its id where it
+            // is applied, on every node alike.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let store = self.store.clone();
+                rt.spawn(async move {
+                    let group = row.group_id.clone();
+                    match store.write(RecordOp::InsertCall { call: row }).await {
+                        Ok(_) => metrics::counter!("pttbridge_call_records_total").increment(1),
+                        Err(e) => call_record_lost(&e, &group),
+                    }
+                });
+            }
+            return None;
+        }
         match self.store.insert_call(&row) {
             Ok(id) => {
                 metrics::counter!("pttbridge_call_records_total").increment(1);
                 Some(id)
             }
             Err(e) => {
-                warn!(error = %esc(&e), group = %esc(&row.group_id), "call record lost");
-                metrics::counter!("pttbridge_errors_total", "side" => "events", "kind" => "call_record")
-                    .increment(1);
+                call_record_lost(&e, &row.group_id);
                 None
             }
         }
     }
+}
+
+fn call_record_lost(e: &crate::storage::StoreError, group: &str) {
+    warn!(error = %esc(e), group = %esc(group), "call record lost");
+    metrics::counter!("pttbridge_errors_total", "side" => "events", "kind" => "call_record")
+        .increment(1);
 }
 
 impl Drop for CallRecorder {

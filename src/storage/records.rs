@@ -1,0 +1,221 @@
+//! Record writes as operations, so a cluster node can send them through a shared log and every
+//! node apply them to its own database in the log's order (`docs/cluster.md`, "Shared
+//! records"): SQLite becomes a view of the log, and nodes never drift.
+//!
+//! [`Store::write`] applies an operation here when the store is not replicated (a single node:
+//! exactly the old behaviour), else hands it to the [`RecordWriter`], which returns once this
+//! node has applied it (read-your-writes) with the result of applying it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::{AppRow, CallRow, Store, StoreError};
+
+/// The table of the last log sequence this database applied.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS shared_log (
+    name TEXT PRIMARY KEY,
+    applied INTEGER NOT NULL
+);
+";
+
+/// A write to the records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RecordOp {
+    /// [`Store::insert_app`].
+    InsertApp {
+        /// The app.
+        app: AppRow,
+    },
+    /// [`Store::update_app`].
+    UpdateApp {
+        /// The app.
+        app: AppRow,
+    },
+    /// [`Store::set_app_secret`].
+    SetAppSecret {
+        /// Which app.
+        app_id: String,
+        /// The new secret's digest.
+        digest: String,
+    },
+    /// [`Store::delete_app`].
+    DeleteApp {
+        /// Which app.
+        app_id: String,
+    },
+    /// [`Store::insert_call`].
+    InsertCall {
+        /// The call.
+        call: CallRow,
+    },
+}
+
+/// What applying a [`RecordOp`] gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// Done (an insert of an app).
+    Done,
+    /// Whether the row existed (update, secret, delete).
+    Found(bool),
+    /// The new row's id (a call).
+    Id(i64),
+}
+
+/// Where a replicated store sends its writes.
+pub trait RecordWriter: Send + Sync + std::fmt::Debug {
+    /// Sends `op` through the shared log and waits until this node applied it; its result.
+    fn write(
+        &self,
+        op: RecordOp,
+    ) -> Pin<Box<dyn Future<Output = Result<Applied, StoreError>> + Send + '_>>;
+}
+
+impl Store {
+    /// Cluster mode: from now on [`write`](Self::write) goes through `writer`. A second call
+    /// does nothing.
+    pub fn replicate(&self, writer: Arc<dyn RecordWriter>) {
+        let _ = self.replica.set(writer);
+    }
+
+    /// Whether writes go through a shared log.
+    pub fn replicated(&self) -> bool {
+        self.replica.get().is_some()
+    }
+
+    /// Writes `op`: here, or through the shared log when replicated (returning once this node
+    /// has applied it).
+    pub async fn write(&self, op: RecordOp) -> Result<Applied, StoreError> {
+        match self.replica.get() {
+            Some(w) => w.write(op).await,
+            None => self.apply(&op),
+        }
+    }
+
+    /// Applies `op` to this database.
+    pub fn apply(&self, op: &RecordOp) -> Result<Applied, StoreError> {
+        apply_on(&self.conn(), op)
+    }
+
+    /// Applies `op`, the entry `seq` of log `name`, and records that position, in one
+    /// transaction: a node that stops between the two applies nothing twice. The outer error
+    /// is the database failing (nothing done); the inner one the operation's own result (a
+    /// conflict), which every node meets alike.
+    pub fn apply_logged(
+        &self,
+        name: &str,
+        seq: u64,
+        op: &RecordOp,
+    ) -> Result<Result<Applied, StoreError>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let result = apply_on(&tx, op);
+        set_position(&tx, name, seq)?;
+        tx.commit()?;
+        Ok(result)
+    }
+
+    /// The last sequence of log `name` this database applied (0: none).
+    pub fn log_applied(&self, name: &str) -> Result<u64, StoreError> {
+        let n: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT applied FROM shared_log WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Records that log `name` is applied up to `seq`.
+    pub fn set_log_applied(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        set_position(&self.conn(), name, seq)
+    }
+}
+
+fn apply_on(conn: &Connection, op: &RecordOp) -> Result<Applied, StoreError> {
+    match op {
+        RecordOp::InsertApp { app } => super::insert_app_on(conn, app).map(|()| Applied::Done),
+        RecordOp::UpdateApp { app } => super::update_app_on(conn, app).map(Applied::Found),
+        RecordOp::SetAppSecret { app_id, digest } => {
+            super::set_app_secret_on(conn, app_id, digest).map(Applied::Found)
+        }
+        RecordOp::DeleteApp { app_id } => super::delete_app_on(conn, app_id).map(Applied::Found),
+        RecordOp::InsertCall { call } => super::insert_call_on(conn, call).map(Applied::Id),
+    }
+}
+
+fn set_position(conn: &Connection, name: &str, seq: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO shared_log (name, applied) VALUES (?1, ?2)
+         ON CONFLICT(name) DO UPDATE SET applied = excluded.applied",
+        params![name, seq as i64],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> AppRow {
+        AppRow {
+            app_id: "a1".into(),
+            app_secret: crate::auth::secret::digest("s"),
+            app_name: "one".into(),
+            status: "online".into(),
+            consumption_limit: None,
+            services: vec![(4, None)],
+        }
+    }
+
+    #[test]
+    fn operations_round_trip_and_apply_as_the_methods_do() {
+        let store = Store::open(None).unwrap();
+        let ops = [
+            RecordOp::InsertApp { app: app() },
+            RecordOp::UpdateApp {
+                app: AppRow {
+                    app_name: "renamed".into(),
+                    ..app()
+                },
+            },
+            RecordOp::DeleteApp {
+                app_id: "none".into(),
+            },
+        ];
+        let results: Vec<Applied> = ops
+            .iter()
+            .map(|op| {
+                let json = serde_json::to_string(op).unwrap();
+                let back: RecordOp = serde_json::from_str(&json).unwrap();
+                assert_eq!(&back, op, "{json}");
+                store.apply(&back).unwrap()
+            })
+            .collect();
+        assert_eq!(
+            results,
+            [Applied::Done, Applied::Found(true), Applied::Found(false)]
+        );
+        assert_eq!(store.app("a1").unwrap().unwrap().app_name, "renamed");
+        assert!(matches!(
+            store.apply(&RecordOp::InsertApp { app: app() }),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(store.log_applied("records").unwrap(), 0);
+        store.set_log_applied("records", 7).unwrap();
+        assert_eq!(store.log_applied("records").unwrap(), 7);
+        // A refused operation still moves the position, in the same transaction.
+        let r = store
+            .apply_logged("records", 8, &RecordOp::InsertApp { app: app() })
+            .unwrap();
+        assert!(matches!(r, Err(StoreError::Conflict(_))));
+        assert_eq!(store.log_applied("records").unwrap(), 8);
+    }
+}

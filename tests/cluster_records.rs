@@ -1,0 +1,151 @@
+//! Shared records across bridge nodes (issue 22, item 4), against real peers: a 3-server
+//! `nats-server` JetStream cluster, murmurd with North and South, two `pttbridge run` nodes
+//! (A with its account in North, B in South), a pymumble terminal talking in South.
+//!
+//! Shows: an app created through A's `/v1` logs in to B's EGW (a spec-strict client, no project
+//! types) with its secret; a secret rotated through B works on A and the old one no longer
+//! does; an app name taken on A is a conflict on B; the call record B writes for the terminal's
+//! conversation is listed by A.
+
+#[path = "support/egw_client.rs"]
+mod egw_client;
+
+use std::time::{Duration, Instant};
+
+use egw_client::Client;
+use serde_json::{Value, json};
+use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::murmur::Murmur;
+use testkit::nats::NatsCluster;
+use testkit::peers::fixture;
+use testkit::terminal::Terminal;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
+const T: Duration = Duration::from_secs(30);
+
+fn config(
+    node: &str,
+    server: &str,
+    account: &str,
+    channel: &str,
+    murmur: &Murmur,
+    urls: &str,
+) -> String {
+    format!(
+        "[business]\nptt_call_idle_ms = 1000\n[[business.apps]]\napp_id = \"default\"\napp_secret = \"default-secret\"\n\n{}\n[cluster]\nnode_id = \"{node}\"\nurl = \"{urls}\"\nreplicas = 3\n",
+        ptt_server_toml(server, murmur, &[(account, channel)])
+    )
+}
+
+/// `(status, body)` of a JSON request with the operator token.
+fn call(b: &Bridge, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let r = b.request(method, path, body.map(|v| v.to_string()).as_deref());
+    (r.status, r.json())
+}
+
+/// The EGW login answer (`result`) of `dev_id` / `token` on `b`.
+async fn egw_login(b: &Bridge, dev_id: &str, token: &str) -> Value {
+    let mut c = Client::connect(b.addr()).await;
+    let r = c
+        .request(json!({"business": "EGW", "dev_id": dev_id, "token": token, "id": 20000}))
+        .await;
+    c.close().await;
+    r["result"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_and_call_records_are_the_same_on_every_node() {
+    let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3))
+        .await
+        .unwrap();
+    let urls = nats.urls();
+    let murmur = tokio::task::spawn_blocking(|| Murmur::start(&["North", "South"]))
+        .await
+        .unwrap();
+    let a = Bridge::start(
+        BIN,
+        &config("node-a", "a", "bridge-a", "North", &murmur, &urls),
+    );
+    let b = Bridge::start(
+        BIN,
+        &config("node-b", "b", "bridge-b", "South", &murmur, &urls),
+    );
+    for n in [&a, &b] {
+        n.wait_health(
+            "its account connected and the records stream read",
+            |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["state"] == "connected",
+            T,
+        );
+    }
+
+    // An app made on A logs in on B.
+    let create =
+        json!({"app_name": "shared_1", "status": "online", "service": [{"service_id": 4}]});
+    let (status, created) = call(&a, "POST", "/v1/app", Some(create.clone()));
+    assert_eq!(status, 200, "{created}");
+    let app_id = created["app_id"].as_str().unwrap().to_string();
+    let secret = created["app_secret"].as_str().unwrap().to_string();
+    // B has it once it applied it (read-your-writes is per node: A's answer came once A had).
+    let t0 = Instant::now();
+    while call(&b, "GET", &format!("/v1/app?app_id={app_id}"), None).0 != 200 {
+        assert!(t0.elapsed() < T, "A's app never reached B");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(egw_login(&b, &app_id, &secret).await, 0, "A's app on B");
+    assert_eq!(egw_login(&b, &app_id, "wrong").await, 4);
+
+    // The same name on B: a conflict, as on one node.
+    let (status, body) = call(&b, "POST", "/v1/app", Some(create));
+    assert_eq!(status, 409, "{body}");
+
+    // A secret rotated through B works on A; the old one does not.
+    let (status, rotated) = call(&b, "POST", &format!("/v1/app/secret?app_id={app_id}"), None);
+    assert_eq!(status, 200, "{rotated}");
+    let new_secret = rotated["app_secret"].as_str().unwrap().to_string();
+    // A has the rotation once it applied it: a few tries (each failed login counts towards
+    // the login limiter's 10 a minute).
+    let mut tries = 0;
+    while egw_login(&a, &app_id, &new_secret).await != 0 {
+        tries += 1;
+        assert!(tries < 5, "the rotated secret never worked on A");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(egw_login(&a, &app_id, &secret).await, 4, "the old secret");
+
+    // B writes the call record of a conversation in South; A lists it.
+    let before_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let port = murmur.port();
+    tokio::task::spawn_blocking(move || {
+        let mut t = Terminal::connect(port, "talker", Some("South"));
+        t.play_and_wait(&fixture("audio/speech.wav"), Duration::from_secs(30));
+    })
+    .await
+    .unwrap();
+    let path = format!(
+        "/v1/consuming/records?app_id=default&start_time={}&end_time={}&page=1&page_size=10",
+        before_ms - 1000,
+        before_ms + 600_000
+    );
+    // Each node lists the row once it applied it (B's own write is applied on B asynchronously,
+    // as on A: the call ended in one of B's tasks).
+    let first_record = |node: &Bridge| {
+        let t0 = Instant::now();
+        loop {
+            let (status, r) = call(node, "GET", &path, None);
+            assert_eq!(status, 200, "{r}");
+            if let Some(rec) = r["record_list"].as_array().unwrap().first() {
+                assert_eq!(r["total"], 1, "{r}");
+                return rec.clone();
+            }
+            assert!(t0.elapsed() < T, "no call record: {r}\n{}", b.logs_tail(40));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let record = first_record(&a);
+    assert_eq!(record["group_id"], "ptt:b:South", "{record}");
+    assert_eq!(first_record(&b), record, "the same row on B");
+    println!("B's call record, listed by A: {record}");
+}
