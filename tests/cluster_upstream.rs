@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::bridge::{Bridge, client_mode_north_toml, ptt_server_toml};
 use testkit::cluster::wait_single_owner;
 use testkit::meeting::compare_through_bridge;
 use testkit::murmur::Murmur;
@@ -31,21 +31,7 @@ const ROOM: i64 = 8801;
 fn config(node: &str, murmur: &Murmur, nats: &str, port: u16, ca: &str) -> String {
     format!(
         r#"{}
-[meeting]
-enabled = false
-ring_delay_ms = 100
-answer_delay_ms = 200
-[[meeting.dial_in]]
-user_id = {NORTH}
-server = "local"
-account = "bridge"
-name = "North"
-[[meeting.upstream]]
-url = "https://127.0.0.1:{port}"
-ca_file = "{ca}"
-app_id = "test"
-secret = "test"
-dial_in = [{NORTH}]
+{}
 [cluster]
 node_id = "{node}"
 url = "{nats}"
@@ -53,6 +39,7 @@ replicas = 3
 lease_ms = {}
 "#,
         ptt_server_toml("local", murmur, &[("bridge", "North")]),
+        client_mode_north_toml(NORTH, &format!("https://127.0.0.1:{port}"), ca),
         LEASE.as_millis()
     )
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::audio::load_wav;
-use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::bridge::{Bridge, client_mode_north_toml, ptt_server_toml};
 use testkit::meeting::{Participant, hear_from_ptt, speak_into_ptt};
 use testkit::murmur::Murmur;
 use testkit::peers::{fixture, free_port};
@@ -43,25 +43,13 @@ fn client_mode_answers_calls_on_another_bridge() {
 
     // B first: its upstream is not there yet, so it retries with backoff.
     let b_config = format!(
-        r#"{}
-[meeting]
-enabled = false
-ring_delay_ms = 100
-answer_delay_ms = 200
-[[meeting.dial_in]]
-user_id = {NORTH}
-server = "local"
-account = "bridge"
-name = "North"
-[[meeting.upstream]]
-url = "https://{a_addr}"
-ca_file = "{}"
-app_id = "test"
-secret = "test"
-dial_in = [{NORTH}]
-"#,
+        "{}\n{}",
         ptt_server_toml("local", &server, &[("bridge", "North")]),
-        ca_pem.display()
+        client_mode_north_toml(
+            NORTH,
+            &format!("https://{a_addr}"),
+            &ca_pem.display().to_string()
+        )
     );
     let b = Bridge::start(BIN, &b_config);
     b.wait_health(
@@ -272,25 +260,14 @@ fn client_mode_meets_a_spec_strict_server() {
             r#"{}
 [recording]
 dir = "{}"
-[meeting]
-enabled = false
-ring_delay_ms = 100
-answer_delay_ms = 200
-[[meeting.dial_in]]
-user_id = {NORTH}
-server = "local"
-account = "bridge"
-name = "North"
-[[meeting.upstream]]
-url = "https://127.0.0.1:{port}"
-ca_file = "{}"
-app_id = "test"
-secret = "test"
-dial_in = [{NORTH}]
-"#,
+{}"#,
             ptt_server_toml("local", &murmur, &[("bridge", "North")]),
             rec_dir.path().display(),
-            ca_pem.display()
+            client_mode_north_toml(
+                NORTH,
+                &format!("https://127.0.0.1:{port}"),
+                &ca_pem.display().to_string()
+            )
         ),
     );
     b.wait_health(
