@@ -188,6 +188,8 @@ fn one_node_registers_upstream_and_the_next_owner_takes_the_registration_over() 
     let drained = Instant::now();
     bridges[second].as_mut().unwrap().stop(T);
     bridges[second] = None;
+    let hang_up = srv.received("call", "cancel", |m| m["ownUserId"] == me, T);
+    assert_eq!(hang_up["targetUserId"], 1, "to the caller: {hang_up}");
     srv.expect(
         |e| e["event"] == "unregistered" && e["userId"] == me && e["how"] == "logout",
         T,

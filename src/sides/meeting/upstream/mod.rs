@@ -257,14 +257,16 @@ impl Task {
                     me,
                     host,
                     call: None,
-                    exit_wait: EXIT_WAIT,
                 };
                 let result = calls.serve(&mut s, &mut account).await;
                 if result.is_ok() {
-                    // Out before the lease's acting deadline, whatever the server does.
-                    calls.exit_wait = GOODBYE;
-                    let _ = tokio::time::timeout(GOODBYE, async {
-                        calls.end(&mut s, EndReason::Gone, true).await;
+                    // Off the server before the lease's acting deadline, whatever it does: what
+                    // goes on the wire is bounded; the call's end here always runs.
+                    if let Some(mut c) = calls.call.take() {
+                        let _ = tokio::time::timeout(GOODBYE / 2, calls.farewell(&mut s, &mut c, true)).await;
+                        calls.finish(c, EndReason::Gone).await;
+                    }
+                    let _ = tokio::time::timeout(GOODBYE / 2, async {
                         let logout = Request::Logout(Logout { sid: logged.sid, user_id: me });
                         let _ = s.send(&logout).await;
                         let _ = s.ws.close(None).await;
@@ -451,8 +453,6 @@ struct Calls<'a> {
     me: Id,
     host: String,
     call: Option<Live>,
-    /// How long leaving a room waits for `meeting.exit`'s reply.
-    exit_wait: Duration,
 }
 
 enum Wake {
@@ -964,6 +964,12 @@ impl Calls<'_> {
         let Some(mut c) = self.call.take() else {
             return;
         };
+        self.farewell(s, &mut c, tell).await;
+        self.finish(c, reason).await;
+    }
+
+    /// The call's end on the wire: the hang-up (when `tell`) and `meeting.exit`.
+    async fn farewell(&self, s: &mut Signal, c: &mut Live, tell: bool) {
         let state = c.call.state();
         let _ = c.call.handle(Input::HangUp, Role::Callee, Instant::now());
         let was_connected = c.media.is_some();
@@ -979,8 +985,12 @@ impl Calls<'_> {
         }
         if was_connected {
             // Best effort: a server that does not answer in time is not waited for longer.
-            let _ = s.ask(&Request::Exit, self.exit_wait).await;
+            let _ = s.ask(&Request::Exit, EXIT_WAIT).await;
         }
+    }
+
+    /// The call's end here: media stopped, the channel freed, recorded and told.
+    async fn finish(&self, mut c: Live, reason: EndReason) {
         if let Some((m, _)) = c.media.take() {
             m.send(MediaCmd::Stop {
                 reason: reason.as_str(),
