@@ -13,13 +13,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use testkit::bridge::{Bridge, client_mode_north_toml, ptt_server_toml};
 use testkit::cluster::wait_single_owner;
-use testkit::meeting::compare_through_bridge;
 use testkit::murmur::Murmur;
 use testkit::nats::NatsCluster;
-use testkit::peers::{fixture, free_port};
-use testkit::spec_server::SpecServer;
+use testkit::peers::fixture;
+use testkit::spec_server::{SpecServer, SpecTls};
 use testkit::terminal::Terminal;
-use testkit::tls::TestCa;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
 const T: Duration = Duration::from_secs(15);
@@ -28,7 +26,7 @@ const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 const NORTH: i64 = 9001;
 const ROOM: i64 = 8801;
 
-fn config(node: &str, murmur: &Murmur, nats: &str, port: u16, ca: &str) -> String {
+fn config(node: &str, murmur: &Murmur, nats: &str, upstream: &str, ca: &str) -> String {
     format!(
         r#"{}
 {}
@@ -39,7 +37,7 @@ replicas = 3
 lease_ms = {}
 "#,
         ptt_server_toml("local", murmur, &[("bridge", "North")]),
-        client_mode_north_toml(NORTH, &format!("https://127.0.0.1:{port}"), ca),
+        client_mode_north_toml(NORTH, upstream, ca),
         LEASE.as_millis()
     )
 }
@@ -100,20 +98,16 @@ fn one_node_registers_upstream_and_the_next_owner_takes_the_registration_over() 
     let nats = NatsCluster::start(3);
     let urls = nats.urls();
     let murmur = Murmur::start(&["North"]);
-    let port = free_port();
-    let tls_dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("pttbridge test CA");
-    let ca_pem = ca.write_ca(tls_dir.path());
-    let cert = ca.write_server(tls_dir.path(), "spec");
-    let mut srv = SpecServer::start(port, &cert);
-    let ca_pem = ca_pem.display().to_string();
+    // The TLS files live as long as `tls`.
+    let tls = SpecTls::start();
+    let (mut srv, url, ca_pem) = (tls.server, tls.url, tls.ca_pem);
 
     let mut bridges: Vec<Option<Bridge>> = NODES
         .iter()
         .map(|n| {
             Some(Bridge::start(
                 BIN,
-                &config(n, &murmur, &urls, port, &ca_pem),
+                &config(n, &murmur, &urls, &url, &ca_pem),
             ))
         })
         .collect();
@@ -163,11 +157,7 @@ fn one_node_registers_upstream_and_the_next_owner_takes_the_registration_over() 
     srv.cmd(json!({"cmd":"invite","to":me}));
     srv.received("call", "doAgree", |m| m["ownUserId"] == me, T);
     srv.cmd(json!({"cmd":"connected","to":me,"roomId":ROOM,"roomType":1}));
-    srv.received("meeting", "publish", |_| true, T);
-    srv.expect(
-        |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
-        T,
-    );
+    srv.published(T);
     events
         .try_expect(|e| e["type"] == "link.up", T)
         .expect("link.up on the new owner");
@@ -175,11 +165,7 @@ fn one_node_registers_upstream_and_the_next_owner_takes_the_registration_over() 
     let speech = fixture("audio/speech.wav");
     let dir = tempfile::tempdir().unwrap();
     let heard = dir.path().join("heard.wav");
-    let rec = srv.record(&heard, |_| {
-        alice.play_and_wait(&speech, Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(800));
-    });
-    let cmp = compare_through_bridge(&speech, &heard);
+    let (cmp, rec) = srv.hear_from_ptt(&mut alice, &speech, &heard);
     println!("PTT → new owner → upstream server: {cmp}; {rec}");
     cmp.assert_matches(0.9, 0.1);
 

@@ -238,7 +238,7 @@ fn client_mode_answers_calls_on_another_bridge() {
 #[test]
 fn client_mode_meets_a_spec_strict_server() {
     use testkit::meeting::compare_through_bridge;
-    use testkit::spec_server::SpecServer;
+    use testkit::spec_server::SpecTls;
 
     const ROOM: i64 = 8801;
     // A video room: enter must carry the roomType onConnected gave, not always 1.
@@ -246,12 +246,9 @@ fn client_mode_meets_a_spec_strict_server() {
     const CALLER: i64 = 1;
 
     let murmur = Murmur::start(&["North"]);
-    let port = free_port();
-    let tls_dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("pttbridge test CA");
-    let ca_pem = ca.write_ca(tls_dir.path());
-    let cert = ca.write_server(tls_dir.path(), "spec");
-    let mut srv = SpecServer::start(port, &cert);
+    // The TLS files live as long as `tls`.
+    let tls = SpecTls::start();
+    let (mut srv, url, ca_pem) = (tls.server, tls.url, tls.ca_pem);
 
     let rec_dir = tempfile::tempdir().unwrap();
     let b = Bridge::start(
@@ -263,11 +260,7 @@ dir = "{}"
 {}"#,
             ptt_server_toml("local", &murmur, &[("bridge", "North")]),
             rec_dir.path().display(),
-            client_mode_north_toml(
-                NORTH,
-                &format!("https://127.0.0.1:{port}"),
-                &ca_pem.display().to_string()
-            )
+            client_mode_north_toml(NORTH, &url, &ca_pem)
         ),
     );
     b.wait_health(
@@ -322,11 +315,7 @@ dir = "{}"
         (&json!(me), &json!(ROOM), &json!(ROOM_TYPE)),
         "{enter}"
     );
-    srv.received("meeting", "publish", |_| true, T);
-    srv.expect(
-        |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
-        T,
-    );
+    srv.published(T);
     b_events
         .try_expect(|e| e["type"] == "link.up", T)
         .expect("link.up on B");
@@ -362,11 +351,7 @@ dir = "{}"
     );
     std::thread::sleep(Duration::from_millis(300));
     let heard = dir.path().join("heard.wav");
-    let rec = srv.record(&heard, |_| {
-        alice.play_and_wait(&speech, Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(800));
-    });
-    let cmp = compare_through_bridge(&speech, &heard);
+    let (cmp, rec) = srv.hear_from_ptt(&mut alice, &speech, &heard);
     println!("PTT → B → spec server: {cmp}; {rec}");
     cmp.assert_matches(0.9, 0.1);
 
