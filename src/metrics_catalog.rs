@@ -814,6 +814,13 @@ pub const ALL: &[Metric] = &[
         false,
         "Reconnections to external RTCPeer servers (client mode).",
     ),
+    m(
+        "pttbridge_meeting_upstream_standby_total",
+        C,
+        N,
+        false,
+        "Client-mode registrations left because their dial-in's PTT account went to cluster standby (another node registers).",
+    ),
     // Process
     m(
         "pttbridge_process_heap_trim_seconds",

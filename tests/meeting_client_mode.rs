@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::audio::load_wav;
-use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::bridge::{Bridge, client_mode_north_toml, ptt_server_toml};
 use testkit::meeting::{Participant, hear_from_ptt, speak_into_ptt};
 use testkit::murmur::Murmur;
 use testkit::peers::{fixture, free_port};
@@ -43,25 +43,13 @@ fn client_mode_answers_calls_on_another_bridge() {
 
     // B first: its upstream is not there yet, so it retries with backoff.
     let b_config = format!(
-        r#"{}
-[meeting]
-enabled = false
-ring_delay_ms = 100
-answer_delay_ms = 200
-[[meeting.dial_in]]
-user_id = {NORTH}
-server = "local"
-account = "bridge"
-name = "North"
-[[meeting.upstream]]
-url = "https://{a_addr}"
-ca_file = "{}"
-app_id = "test"
-secret = "test"
-dial_in = [{NORTH}]
-"#,
+        "{}\n{}",
         ptt_server_toml("local", &server, &[("bridge", "North")]),
-        ca_pem.display()
+        client_mode_north_toml(
+            NORTH,
+            &format!("https://{a_addr}"),
+            &ca_pem.display().to_string()
+        )
     );
     let b = Bridge::start(BIN, &b_config);
     b.wait_health(
@@ -250,7 +238,7 @@ dial_in = [{NORTH}]
 #[test]
 fn client_mode_meets_a_spec_strict_server() {
     use testkit::meeting::compare_through_bridge;
-    use testkit::spec_server::SpecServer;
+    use testkit::spec_server::SpecTls;
 
     const ROOM: i64 = 8801;
     // A video room: enter must carry the roomType onConnected gave, not always 1.
@@ -258,12 +246,9 @@ fn client_mode_meets_a_spec_strict_server() {
     const CALLER: i64 = 1;
 
     let murmur = Murmur::start(&["North"]);
-    let port = free_port();
-    let tls_dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("pttbridge test CA");
-    let ca_pem = ca.write_ca(tls_dir.path());
-    let cert = ca.write_server(tls_dir.path(), "spec");
-    let mut srv = SpecServer::start(port, &cert);
+    // The TLS files live as long as `tls`.
+    let tls = SpecTls::start();
+    let (mut srv, url, ca_pem) = (tls.server, tls.url, tls.ca_pem);
 
     let rec_dir = tempfile::tempdir().unwrap();
     let b = Bridge::start(
@@ -272,25 +257,10 @@ fn client_mode_meets_a_spec_strict_server() {
             r#"{}
 [recording]
 dir = "{}"
-[meeting]
-enabled = false
-ring_delay_ms = 100
-answer_delay_ms = 200
-[[meeting.dial_in]]
-user_id = {NORTH}
-server = "local"
-account = "bridge"
-name = "North"
-[[meeting.upstream]]
-url = "https://127.0.0.1:{port}"
-ca_file = "{}"
-app_id = "test"
-secret = "test"
-dial_in = [{NORTH}]
-"#,
+{}"#,
             ptt_server_toml("local", &murmur, &[("bridge", "North")]),
             rec_dir.path().display(),
-            ca_pem.display()
+            client_mode_north_toml(NORTH, &url, &ca_pem)
         ),
     );
     b.wait_health(
@@ -345,11 +315,7 @@ dial_in = [{NORTH}]
         (&json!(me), &json!(ROOM), &json!(ROOM_TYPE)),
         "{enter}"
     );
-    srv.received("meeting", "publish", |_| true, T);
-    srv.expect(
-        |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
-        T,
-    );
+    srv.published(T);
     b_events
         .try_expect(|e| e["type"] == "link.up", T)
         .expect("link.up on B");
@@ -385,11 +351,7 @@ dial_in = [{NORTH}]
     );
     std::thread::sleep(Duration::from_millis(300));
     let heard = dir.path().join("heard.wav");
-    let rec = srv.record(&heard, |_| {
-        alice.play_and_wait(&speech, Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(800));
-    });
-    let cmp = compare_through_bridge(&speech, &heard);
+    let (cmp, rec) = srv.hear_from_ptt(&mut alice, &speech, &heard);
     println!("PTT → B → spec server: {cmp}; {rec}");
     cmp.assert_matches(0.9, 0.1);
 

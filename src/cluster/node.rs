@@ -524,6 +524,11 @@ impl OneLease {
             if !self.ptt.set_online(&self.account, should).await {
                 warn!("PTT client stopped; cannot change its connection");
             }
+            // What acts as the account besides its session (an upstream registration) leaves
+            // too before anything is released or lapses: bounded, inside the guard.
+            if !should && !self.account.unheld(self.guard).await {
+                warn!("something still acts as the PTT account after going offline");
+            }
         }
     }
 

@@ -24,7 +24,10 @@ The WebSocket path is /rtcpeer (the spec names none; the bridge's contract does)
     {"event":"http","path":..,"fields":{..}}          each login request, as received
     {"event":"ws_in","msg":{..}}                       every frame a client sent
     {"event":"ws_out","msg":{..}}                      every frame the server sent
-    {"event":"registered","userId":N,"deviceType":..}
+    {"event":"registered","userId":N,"deviceType":..,"live":K}
+                                                       K: open sockets registered as that user now
+    {"event":"unregistered","userId":N,"live":K,"how":"logout"|"closed"}
+                                                       a registered socket logged out or closed
     {"event":"violation","what":..,"msg":{..}}         something the spec does not allow
     {"event":"pc_state","pc":"publish"|"play","state":..}
     {"event":"track"}                                  the first audio frame of the client's publish
@@ -125,6 +128,7 @@ class Server:
         self.sids = {}  # SID -> user id
         self.next_id = 2001
         self.sockets = {}  # user id -> ws
+        self.live = {}  # user id -> registered sockets not yet logged out or closed
         self.rooms = {}  # room id -> {"roomType":..}
         self.where = {}  # user id -> room id
         self.caller_publishing = False
@@ -210,10 +214,19 @@ class Server:
                     log("request failed: %r" % e)
                     emit("error", message="%s failed: %r" % (msg.get("method"), e))
         finally:
-            if conn["user"] is not None and self.sockets.get(conn["user"]) is ws:
-                del self.sockets[conn["user"]]
-                emit("unregistered", userId=conn["user"])
+            self.unregister(conn, "closed")
         return ws
+
+    def unregister(self, conn, how):
+        user = conn["user"]
+        if user is None:
+            return
+        conn["user"] = None
+        if self.sockets.get(user) is conn["ws"]:
+            del self.sockets[user]
+        live = self.live.setdefault(user, set())
+        live.discard(id(conn["ws"]))
+        emit("unregistered", userId=user, live=len(live), how=how)
 
     async def send(self, ws, msg):
         emit("ws_out", msg=msg)
@@ -264,13 +277,25 @@ class Server:
                 return
             conn["user"] = msg["userId"]
             self.sockets[msg["userId"]] = ws
+            live = self.live.setdefault(msg["userId"], set())
+            live.add(id(ws))
             await reply(0)
-            emit("registered", userId=msg["userId"], deviceType=msg.get("deviceType"))
+            emit("registered", userId=msg["userId"], deviceType=msg.get("deviceType"), live=len(live))
             return
         me = conn["user"]
         if me is None:
             self.violation("a request before doRegister", msg)
             await reply(1)
+            return
+        if key == ("account", "logout"):
+            # 5.11: the session ends; the socket is no longer that user's.
+            if self.sids.get(msg["SID"]) != me or msg["userId"] != me:
+                self.violation("logout: SID or userId is not the registered user's", msg)
+                await reply(1)
+                return
+            await reply(0)
+            self.where.pop(me, None)
+            self.unregister(conn, "logout")
             return
         if module == "call":
             if msg["ownUserId"] != me:

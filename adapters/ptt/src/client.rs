@@ -296,7 +296,13 @@ pub fn spawn(config: ClientConfig) -> (ClientHandle, mpsc::Receiver<ClientEvent>
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (voice_tx, voice_rx) = mpsc::channel(VOICE_QUEUE);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::new()));
+    let mut first = Snapshot::new();
+    if config.start_offline {
+        // Offline from the first look, so nobody reading it (a cluster standby's upstream
+        // registration) acts on a connection that is never going to be made.
+        first.state = LinkState::Offline;
+    }
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(first));
     let dropped_in = Arc::new(AtomicU64::new(0));
     let handle = ClientHandle {
         commands: cmd_tx,

@@ -93,6 +93,19 @@ pub struct Account {
     channel: Arc<Feed>,
     /// Silence that ends a talk burst (`ptt.talk_timeout_ms`).
     talk_timeout: std::time::Duration,
+    /// How many things act as this account elsewhere now ([`Account::hold`]).
+    holds: Arc<watch::Sender<usize>>,
+}
+
+/// Something acting as an account outside its PTT session (an upstream registration of its
+/// dial-in), from [`Account::hold`] until dropped.
+#[derive(Debug)]
+pub struct Hold(Arc<watch::Sender<usize>>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Account {
@@ -135,6 +148,22 @@ impl Account {
     /// hold its lease: `standby` in `/healthz`).
     pub fn standby(&self) -> bool {
         self.client.snapshot().state == LinkState::Offline
+    }
+
+    /// Marks something acting as this account beyond its PTT session until the [`Hold`] is
+    /// dropped. A cluster node hands the account's lease over only once every hold is gone
+    /// ([`Account::unheld`]), so the next owner never finds it still acting here.
+    pub fn hold(&self) -> Hold {
+        self.holds.send_modify(|n| *n += 1);
+        Hold(self.holds.clone())
+    }
+
+    /// Waits (at most `limit`) until nothing holds the account; whether that happened.
+    pub async fn unheld(&self, limit: std::time::Duration) -> bool {
+        let mut rx = self.holds.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Path of the channel this account is in now.
@@ -392,6 +421,7 @@ impl PttSide {
                     client: handle,
                     channel,
                     talk_timeout: config.talk_timeout(),
+                    holds: Arc::new(watch::channel(0).0),
                 });
             }
         }

@@ -51,6 +51,31 @@ name = "North"
     )
 }
 
+/// A `[meeting]` table for client mode: no server of its own (`enabled = false`), quick ring
+/// (100 ms) and answer (200 ms), dial-in `number` for the account `bridge` of server `local`
+/// named North, registered at the RTCPeer server `url` (app `test`/`test`) whose certificate
+/// `ca_file` checks.
+pub fn client_mode_north_toml(number: i64, url: &str, ca_file: &str) -> String {
+    format!(
+        r#"[meeting]
+enabled = false
+ring_delay_ms = 100
+answer_delay_ms = 200
+[[meeting.dial_in]]
+user_id = {number}
+server = "local"
+account = "bridge"
+name = "North"
+[[meeting.upstream]]
+url = "{url}"
+ca_file = "{ca_file}"
+app_id = "test"
+secret = "test"
+dial_in = [{number}]
+"#
+    )
+}
+
 /// The operator token every test bridge is started with (`[operator] token`).
 pub const OPERATOR_TOKEN: &str = "testkit-operator-token-0001";
 

@@ -9,14 +9,47 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::audio::Comparison;
 use crate::events::is_exit;
+use crate::meeting::compare_through_bridge;
 use crate::peers;
 use crate::pypeer::PyPeer;
+use crate::terminal::Terminal;
 use crate::tls::ServerFiles;
 
 /// A running spec server.
 pub struct SpecServer {
     peer: PyPeer,
+}
+
+/// A spec server on a free port with a certificate of its own test CA, and what a client needs
+/// to reach it.
+pub struct SpecTls {
+    /// The server.
+    pub server: SpecServer,
+    /// Its `https://127.0.0.1:<port>` base URL.
+    pub url: String,
+    /// The CA's certificate (PEM), for a client's `ca_file`.
+    pub ca_pem: String,
+    /// Holds the certificate files.
+    _dir: tempfile::TempDir,
+}
+
+impl SpecTls {
+    /// Starts it; see [`SpecServer::start`].
+    pub fn start() -> SpecTls {
+        let port = crate::peers::free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = crate::tls::TestCa::new("pttbridge test CA");
+        let ca_pem = ca.write_ca(dir.path()).display().to_string();
+        let cert = ca.write_server(dir.path(), "spec");
+        SpecTls {
+            server: SpecServer::start(port, &cert),
+            url: format!("https://127.0.0.1:{port}"),
+            ca_pem,
+            _dir: dir,
+        }
+    }
 }
 
 impl SpecServer {
@@ -84,6 +117,16 @@ impl SpecServer {
             .clone()
     }
 
+    /// Waits for the client's `meeting.publish` and its peer connection up; returns the request.
+    pub fn published(&mut self, timeout: Duration) -> Value {
+        let publish = self.received("meeting", "publish", |_| true, timeout);
+        self.expect(
+            |e| e["event"] == "pc_state" && e["pc"] == "publish" && e["state"] == "connected",
+            timeout,
+        );
+        publish
+    }
+
     /// Everything it reported so far.
     pub fn history(&mut self) -> Vec<Value> {
         self.peer.events.history().to_vec()
@@ -99,6 +142,22 @@ impl SpecServer {
         during(self);
         self.cmd(serde_json::json!({"cmd": "record_stop", "wav": wav}));
         self.expect(|e| e["event"] == "recorded", Duration::from_secs(10))
+    }
+
+    /// What the client publishes while `talker` says `wav` in its PTT channel (and 0.8 s after),
+    /// saved to `out` and compared with `wav` as audio through the bridge; with the server's
+    /// report.
+    pub fn hear_from_ptt(
+        &mut self,
+        talker: &mut Terminal,
+        wav: &Path,
+        out: &Path,
+    ) -> (Comparison, Value) {
+        let report = self.record(out, |_| {
+            talker.play_and_wait(wav, Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(800));
+        });
+        (compare_through_bridge(wav, out), report)
     }
 
     /// Panics with the recent events and stderr.

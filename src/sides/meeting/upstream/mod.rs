@@ -16,6 +16,14 @@
 //! ends a call in progress and starts over with exponential backoff and jitter; `/healthz` shows
 //! each registration (`sides.meeting.upstream`).
 //!
+//! On a cluster node (`[cluster]`) a registration follows its dial-in's PTT account: it is made
+//! only while the account is online here, i.e. while this node acts as owner of the account's
+//! lease, and it is undone (the call ended, `account.logout`, the socket closed, within
+//! [`GOODBYE`]) as soon as the account is taken offline, which the lease driver does a tenth of
+//! a lease before its acting deadline. So one node at a time is registered as the dial-in's
+//! user, and an answered call links a channel that is local. Off a cluster an account is never
+//! taken offline and nothing changes.
+//!
 //! Everything on the wire goes through the `rtcpeer` adapter, as in server mode: requests are
 //! [`Request`] values serialised by [`Request::to_value`]; a reply is the [`Frame`] whose
 //! `module`/`method` match the request and that has a `result` ([`Frame::result`], 0 = success),
@@ -34,20 +42,21 @@ use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use logsafe::esc;
 use ptt::backoff::Backoff;
+use ptt::client::{LinkState, Snapshot};
 use rtcpeer::bean::Client;
 use rtcpeer::call::{Call, EndReason, Input, Role};
 use rtcpeer::id::Id;
 use rtcpeer::push::Push;
 use rtcpeer::reply::{self, Entered, Negotiated};
 use rtcpeer::request::{
-    CallEvent, CallPeers, Chat, ClosePlay, DoAgree, DoEvent, DoRegister, EndCall, Enter, Play,
-    Publish, Request,
+    CallEvent, CallPeers, Chat, ClosePlay, DoAgree, DoEvent, DoRegister, EndCall, Enter, Logout,
+    Play, Publish, Request,
 };
 use rtcpeer::{Frame, code};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -68,6 +77,9 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 const STABLE: Duration = Duration::from_secs(30);
 /// We ping the server this often when it is quiet (keeps NATs and idle timeouts happy).
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// How long leaving the server for a cluster standby may take (hang-up, exit, logout, close)
+/// before the socket is simply dropped: well inside the lease's guard (a tenth of at least 1 s).
+pub const GOODBYE: Duration = Duration::from_millis(80);
 /// Our `deviceType` / `ownDeviceType` there: one of the spec's list (pc, Android, iOS,
 /// webphone, tv).
 const DEVICE_TYPE: &str = "pc";
@@ -81,7 +93,8 @@ pub struct Registration {
     pub url: String,
     /// Our dial-in id (the channel).
     pub dial_in: Id,
-    /// `connecting`, `registered` or `retrying`.
+    /// `connecting`, `registered`, `retrying`, or `standby` (a cluster node that does not hold
+    /// the dial-in's PTT account: another node is registered).
     pub state: &'static str,
     /// Our user id there: what its callers dial.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,11 +185,34 @@ impl Task {
             multiplier: 2.0,
         };
         let mut attempt = 0u32;
+        let mut account = self.target.account.client.watch();
         loop {
+            if self.target.account.standby() {
+                self.update(|r| {
+                    r.state = "standby";
+                    r.reason = Some(
+                        "cluster standby: this node does not hold the dial-in's PTT account".into(),
+                    );
+                    r.call = None;
+                });
+                if account
+                    .wait_for(|s| s.state != LinkState::Offline)
+                    .await
+                    .is_err()
+                {
+                    return; // the PTT client stopped: the bridge is shutting down
+                }
+                info!("the dial-in's PTT account is ours: registering upstream");
+                attempt = 0;
+            }
             self.update(|r| r.state = "connecting");
             let started = Instant::now();
-            let err = match self.session().await {
-                Ok(()) => anyhow!("the server closed the connection"),
+            let err = match self.session(account.clone()).await {
+                Ok(()) => {
+                    info!("the dial-in's PTT account went to standby: unregistered upstream");
+                    metrics::counter!("pttbridge_meeting_upstream_standby_total").increment(1);
+                    continue;
+                }
                 Err(e) => e,
             };
             if started.elapsed() > STABLE {
@@ -192,12 +228,62 @@ impl Task {
                 r.reconnects += 1;
                 r.call = None;
             });
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = standby(&mut account) => {}
+            }
         }
     }
 
-    /// One login + registration, until the connection is lost.
-    async fn session(&self) -> anyhow::Result<()> {
+    /// One login + registration, until the connection is lost (an error) or the dial-in's PTT
+    /// account goes to standby (`Ok`; `account` watches it).
+    async fn session(&self, mut account: watch::Receiver<Arc<Snapshot>>) -> anyhow::Result<()> {
+        // Until this session is over (logged out, closed), a cluster node does not hand the
+        // account's lease over.
+        let _hold = self.target.account.hold();
+        tokio::select! {
+            r = self.register() => {
+                let (mut s, logged) = r?;
+                let me = logged.user_id;
+                info!(user_id = me, "registered upstream");
+                self.update(|r| {
+                    r.state = "registered";
+                    r.user_id = Some(me);
+                    r.reason = None;
+                });
+                let host = BaseUrl::parse(&self.up.url)?.authority;
+                let mut calls = Calls {
+                    task: self,
+                    me,
+                    host,
+                    call: None,
+                };
+                let result = calls.serve(&mut s, &mut account).await;
+                if result.is_ok() {
+                    // Off the server before the lease's acting deadline, whatever it does: what
+                    // goes on the wire is bounded; the call's end here always runs.
+                    if let Some(mut c) = calls.call.take() {
+                        let _ = tokio::time::timeout(GOODBYE / 2, calls.farewell(&mut s, &mut c, true)).await;
+                        calls.finish(c, EndReason::Gone).await;
+                    }
+                    let _ = tokio::time::timeout(GOODBYE / 2, async {
+                        let logout = Request::Logout(Logout { sid: logged.sid, user_id: me });
+                        let _ = s.send(&logout).await;
+                        let _ = s.ws.close(None).await;
+                    })
+                    .await;
+                } else {
+                    calls.end(&mut s, EndReason::Gone, false).await;
+                }
+                result
+            }
+            // Not registered yet: dropping the login or the socket is all there is to undo.
+            _ = standby(&mut account) => Ok(()),
+        }
+    }
+
+    /// Logs in, opens the socket and registers.
+    async fn register(&self) -> anyhow::Result<(Signal, login::LoggedIn)> {
         let base = BaseUrl::parse(&self.up.url)?;
         let account = format!("ptt-{}", self.target.user_id);
         let name = self
@@ -229,30 +315,26 @@ impl Task {
             ws,
             queued: VecDeque::new(),
         };
-        let me = logged.user_id;
         let _: reply::Generic = s
             .request(&Request::DoRegister(DoRegister {
-                sid: logged.sid,
-                user_id: me,
+                sid: logged.sid.clone(),
+                user_id: logged.user_id,
                 device_type: Some(DEVICE_TYPE.into()),
             }))
             .await?;
-        info!(user_id = me, "registered upstream");
-        self.update(|r| {
-            r.state = "registered";
-            r.user_id = Some(me);
-            r.reason = None;
-        });
-        let host = base.authority.clone();
-        let mut calls = Calls {
-            task: self,
-            me,
-            host,
-            call: None,
-        };
-        let result = calls.serve(&mut s).await;
-        calls.end(&mut s, EndReason::Gone, false).await;
-        result
+        Ok((s, logged))
+    }
+}
+
+/// Resolves once the account is kept off its server (a cluster standby); never off a cluster,
+/// nor once its client has stopped.
+async fn standby(account: &mut watch::Receiver<Arc<Snapshot>>) {
+    if account
+        .wait_for(|s| s.state == LinkState::Offline)
+        .await
+        .is_err()
+    {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -379,6 +461,7 @@ enum Wake {
     Notice(Option<MediaNotice>),
     Timeout,
     Ping,
+    Standby,
 }
 
 impl Calls<'_> {
@@ -396,7 +479,11 @@ impl Calls<'_> {
             .group(kind, self.group(room), Some(party(actor, None)), detail);
     }
 
-    async fn serve(&mut self, s: &mut Signal) -> anyhow::Result<()> {
+    async fn serve(
+        &mut self,
+        s: &mut Signal,
+        account: &mut watch::Receiver<Arc<Snapshot>>,
+    ) -> anyhow::Result<()> {
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -410,6 +497,7 @@ impl Calls<'_> {
                     _ = sleep_until(deadline) => Wake::Timeout,
                     n = recv_notice(notices) => Wake::Notice(n),
                     _ = ping.tick() => Wake::Ping,
+                    _ = standby(account) => Wake::Standby,
                 }
             };
             match wake {
@@ -439,6 +527,8 @@ impl Calls<'_> {
                 }
                 Wake::Notice(None) => self.end(s, EndReason::HungUp, true).await,
                 Wake::Ping => s.ws.send(Message::Ping(Default::default())).await?,
+                // The only way out that is not an error.
+                Wake::Standby => return Ok(()),
             }
         }
     }
@@ -874,6 +964,12 @@ impl Calls<'_> {
         let Some(mut c) = self.call.take() else {
             return;
         };
+        self.farewell(s, &mut c, tell).await;
+        self.finish(c, reason).await;
+    }
+
+    /// The call's end on the wire: the hang-up (when `tell`) and `meeting.exit`.
+    async fn farewell(&self, s: &mut Signal, c: &mut Live, tell: bool) {
         let state = c.call.state();
         let _ = c.call.handle(Input::HangUp, Role::Callee, Instant::now());
         let was_connected = c.media.is_some();
@@ -891,6 +987,10 @@ impl Calls<'_> {
             // Best effort: a server that does not answer in time is not waited for longer.
             let _ = s.ask(&Request::Exit, EXIT_WAIT).await;
         }
+    }
+
+    /// The call's end here: media stopped, the channel freed, recorded and told.
+    async fn finish(&self, mut c: Live, reason: EndReason) {
         if let Some((m, _)) = c.media.take() {
             m.send(MediaCmd::Stop {
                 reason: reason.as_str(),
