@@ -461,7 +461,6 @@ fn mouth_to_ear_over_twenty_bursts_each_way() {
     let speech = load_wav(fixture("audio/speech.wav"));
     let clip = dir.path().join("clip.wav");
     write_wav(&clip, &speech[..48_000 * 12 / 10]).unwrap();
-    let reference = load_wav(&clip);
 
     let mut c = Console::connect(agent.addr);
     c.login(BASE_URL, "zydd", "pw-zydd");
@@ -478,7 +477,9 @@ fn mouth_to_ear_over_twenty_bursts_each_way() {
         std::thread::sleep(Duration::from_millis(500));
         let rec = t1.record_stop(&dir.path().join(format!("t1-{i}.wav")));
         let track = console_track(&rec, &format!("burst {i}"));
-        let cmp = compare(&reference, &load_wav(&track));
+        // Each window where it landed, as the audio tests compare: a PulseAudio source that
+        // underruns on a busy machine shifts the alignment mid-burst without spoiling the audio.
+        let cmp = compare_through_bridge(&clip, Path::new(&track));
         if cmp.median_correlation >= 0.9 {
             up.push(cmp.lag_ms() as f64 - played);
         } else {
@@ -496,7 +497,7 @@ fn mouth_to_ear_over_twenty_bursts_each_way() {
         let played = recording_from.elapsed().as_secs_f64() * 1000.0;
         t1.play_and_wait(&clip, Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(500));
-        let cmp = compare(&reference, &load_wav(heard.stop()));
+        let cmp = compare_through_bridge(&clip, Path::new(&heard.stop()));
         if cmp.median_correlation >= 0.9 {
             down.push(cmp.lag_ms() as f64 - played);
         } else {
