@@ -1,7 +1,8 @@
 //! Load tool: N WebRTC listeners (str0m, the bridge's own WebRTC stack) playing one dialled-in
 //! PTT channel with one talker (pass-through) or two (mixing). Prints the bridge's CPU per
-//! listener, listeners per core, memory per listener, packet loss, and the bridge-added latency
-//! (PTT voice packet in → RTP packet out) per route from its own histogram.
+//! listener, listeners per core, memory per listener (RSS growth once connected and again after
+//! the window; with a `--features count-allocs` bridge also its heap), packet loss, and the
+//! bridge-added latency (PTT voice packet in → RTP packet out) per route from its own histogram.
 //!
 //! ```sh
 //! cargo build --release --bin pttbridge --example meeting_load
@@ -447,6 +448,13 @@ async fn main() {
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss0 = rss_kib(server_pid);
+    // Heap bytes live in the bridge (only a `--features count-allocs` build exports them).
+    let heap = |b: Option<&Bridge>| {
+        b.map_or(0.0, |b| {
+            counter(&b.get("/metrics").body, "pttbridge_process_heap_live_bytes")
+        })
+    };
+    let heap0 = heap(bridge.as_ref().map(|b| &b.bridge));
     let t_setup = Instant::now();
     let mut bridge_ws = bridge.as_mut().map(|b| &mut b.ws);
     for i in 0..n {
@@ -544,6 +552,13 @@ async fn main() {
         rss1 / 1024.0,
         (rss1 - rss0) / n as f64
     );
+    let heap1 = heap(bridge.as_ref());
+    if heap1 > 0.0 {
+        println!(
+            "bridge heap (count-allocs): {:.1} KiB per listener",
+            (heap1 - heap0) / 1024.0 / n as f64
+        );
+    }
 
     // The talkers: pymumble terminals repeating speech (continuous: 50 packets/s each), or this
     // process sending the same speech as RTP Opus to Janus.
@@ -599,6 +614,10 @@ async fn main() {
         t0.elapsed().as_secs_f64(),
     );
     let m1 = scrape();
+    // Memory again once audio has flowed for the window: what str0m keeps per sent packet
+    // (send queue, RTCP state) only shows then.
+    let rss2 = rss_kib(server_pid);
+    let heap2 = heap(bridge.as_ref());
     let lat1 = shared.latency.counts();
     shared.taping.store(false, Ordering::Relaxed);
     shared.stop.store(1, Ordering::Relaxed);
@@ -619,6 +638,19 @@ async fn main() {
     println!(
         "the listeners (this process, one thread): {:.1} % of a core",
         me * 100.0
+    );
+    println!(
+        "{who} memory after the window: {:.1} MiB: {:.1} KiB per listener{}",
+        rss2 / 1024.0,
+        (rss2 - rss0) / n as f64,
+        if heap2 > 0.0 {
+            format!(
+                " (heap {:.1} KiB per listener)",
+                (heap2 - heap0) / 1024.0 / n as f64
+            )
+        } else {
+            String::new()
+        }
     );
     match &bridge {
         Some(bridge) => report_bridge(bridge, &m0, &m1, got, n, secs, t0),
