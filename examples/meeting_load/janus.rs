@@ -324,19 +324,40 @@ pub fn payload_key(payload: &[u8]) -> u64 {
     h.finish()
 }
 
+/// One RTP talker: what [`talk`] sends, where, and what it reports.
+pub struct Talk {
+    /// Its socket (Janus takes an RTP participant's packets only from the address it joined with).
+    pub socket: std::net::UdpSocket,
+    /// The speech, 48 kHz mono.
+    pub pcm: Vec<i16>,
+    /// Where in the speech it starts, in 20 ms frames.
+    pub offset_frames: usize,
+    /// Janus's RTP input.
+    pub to: SocketAddr,
+    /// Each payload's send time.
+    pub sent_at: SendTimes,
+    /// Set to 1 to stop.
+    pub stop: Arc<std::sync::atomic::AtomicU64>,
+    /// Packets sent.
+    pub sent: Arc<std::sync::atomic::AtomicU64>,
+    /// The tape of what it sends while the flag is set.
+    pub tape: Option<(Tape, Arc<std::sync::atomic::AtomicBool>)>,
+}
+
 /// Sends from `socket` `pcm` (48 kHz mono, started `offset_frames` 20 ms frames in) as RTP Opus, 20 ms per
 /// packet, in real time, repeated, to `to`
 /// until `stop` is set; records each payload's send time. Returns the packets sent.
-pub async fn talk(
-    socket: std::net::UdpSocket,
-    mut pcm: Vec<i16>,
-    offset_frames: usize,
-    to: SocketAddr,
-    sent_at: SendTimes,
-    stop: Arc<std::sync::atomic::AtomicU64>,
-    sent: Arc<std::sync::atomic::AtomicU64>,
-    tape: Option<(Tape, Arc<std::sync::atomic::AtomicBool>)>,
-) {
+pub async fn talk(t: Talk) {
+    let Talk {
+        socket,
+        mut pcm,
+        offset_frames,
+        to,
+        sent_at,
+        stop,
+        sent,
+        tape,
+    } = t;
     use std::sync::atomic::Ordering;
     // A second talker starts elsewhere in the speech, so the mix is of two different voices.
     let shift = (offset_frames * 960) % pcm.len().max(1);

@@ -577,16 +577,16 @@ async fn main() {
     for (i, (to, socket)) in rtp_in.into_iter().zip(talker_sockets).enumerate() {
         let sent_at = shared.sent_at.clone().expect("send times kept for Janus");
         let pcm = pttbridge::wav::read_mono_48k(&speech).unwrap();
-        tokio::spawn(janus::talk(
+        tokio::spawn(janus::talk(janus::Talk {
             socket,
             pcm,
-            i * 75,
+            offset_frames: i * 75,
             to,
             sent_at,
-            shared.stop.clone(),
-            rtp_sent.clone(),
-            (i == 0).then(|| (talker_tape.clone(), shared.taping.clone())),
-        ));
+            stop: shared.stop.clone(),
+            sent: rtp_sent.clone(),
+            tape: (i == 0).then(|| (talker_tape.clone(), shared.taping.clone())),
+        }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let window = Duration::from_secs(a.seconds);

@@ -204,9 +204,23 @@ impl RoomMedia {
 
     /// Peer timers (consent, connect timeouts, str0m's own); the peers found dead show in
     /// [`RoomMedia::dead`].
+    ///
+    /// str0m packetises what [`RoomMedia::forward`] wrote here, so this is where a fan-out's
+    /// datagrams mostly leave: batched like the forward's.
     pub fn handle_timeouts(&mut self, now: Instant) {
-        let socket = &self.socket;
-        self.peers.handle_timeouts(now, &mut |_, t| send(socket, t));
+        let (socket, batch) = (&self.socket, &mut self.batch);
+        self.peers
+            .handle_timeouts(now, &mut |_, t| batch.push(socket, t));
+        self.flush_batch();
+    }
+
+    /// Sends what is batched and counts what the kernel did not take.
+    fn flush_batch(&mut self) {
+        self.batch.flush(&self.socket);
+        let failed = self.batch.take_failed();
+        if failed > 0 {
+            self.udp_dropped.increment(failed);
+        }
     }
 
     /// Peers that are dead now.
@@ -316,11 +330,7 @@ impl RoomMedia {
             now_us,
             &mut |_, t| batch.push(socket, t),
         );
-        batch.flush(socket);
-        let failed = batch.take_failed();
-        if failed > 0 {
-            self.udp_dropped.increment(failed);
-        }
+        self.flush_batch();
     }
 }
 

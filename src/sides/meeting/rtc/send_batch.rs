@@ -170,6 +170,8 @@ mod tests {
     #[tokio::test]
     async fn a_fan_out_arrives_whole_at_every_address() {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // A socket the runtime has not yet seen writable takes nothing (as `try_send_to`).
+        socket.writable().await.unwrap();
         let from = socket.local_addr().unwrap();
         let listeners: Vec<std::net::UdpSocket> = (0..5)
             .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
