@@ -20,6 +20,7 @@ use tracing::debug;
 
 use super::super::refusal::Refusal;
 use super::super::rtc::sdp;
+use super::super::rtc::send_batch::SendBatch;
 use super::super::rtc::{Peer, PeerSet};
 use media::group::OutPacket;
 
@@ -74,6 +75,10 @@ pub struct RoomMedia {
     gauge_connected: Gauge,
     unknown: Counter,
     garbage: Counter,
+    /// The fan-out's datagrams, sent together.
+    batch: SendBatch,
+    /// Datagrams the kernel did not take (the peer set counts the ones it sends itself).
+    udp_dropped: Counter,
 }
 
 impl std::fmt::Debug for RoomMedia {
@@ -135,6 +140,8 @@ impl RoomMedia {
             gauge_connected: metrics::gauge!("pttbridge_meeting_peers_connected"),
             unknown: metrics::counter!("pttbridge_meeting_errors_total", "kind" => "unknown_datagram"),
             garbage: metrics::counter!("pttbridge_meeting_errors_total", "kind" => "garbage_datagram"),
+            batch: SendBatch::default(),
+            udp_dropped: metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "udp_send"),
         })
     }
 
@@ -197,9 +204,23 @@ impl RoomMedia {
 
     /// Peer timers (consent, connect timeouts, str0m's own); the peers found dead show in
     /// [`RoomMedia::dead`].
+    ///
+    /// str0m packetises what [`RoomMedia::forward`] wrote here, so this is where a fan-out's
+    /// datagrams mostly leave: batched like the forward's.
     pub fn handle_timeouts(&mut self, now: Instant) {
-        let socket = &self.socket;
-        self.peers.handle_timeouts(now, &mut |_, t| send(socket, t));
+        let (socket, batch) = (&self.socket, &mut self.batch);
+        self.peers
+            .handle_timeouts(now, &mut |_, t| batch.push(socket, t));
+        self.flush_batch();
+    }
+
+    /// Sends what is batched and counts what the kernel did not take.
+    fn flush_batch(&mut self) {
+        self.batch.flush(&self.socket);
+        let failed = self.batch.take_failed();
+        if failed > 0 {
+            self.udp_dropped.increment(failed);
+        }
     }
 
     /// Peers that are dead now.
@@ -295,17 +316,21 @@ impl RoomMedia {
             .any(|(_, p)| p.connected && p.codec == codec && p.tag.role == Role::Play { source })
     }
 
-    /// Sends one packet to every player of `source` that is sent `codec`.
+    /// Sends one packet to every player of `source` that is sent `codec`, [`BATCH`] datagrams
+    /// per system call.
+    ///
+    /// [`BATCH`]: crate::sides::meeting::rtc::send_batch::BATCH
     pub fn forward(&mut self, source: Id, codec: Codec, pkt: &OutPacket, now: Instant) {
         let now_us = self.us(now);
-        let socket = &self.socket;
+        let (socket, batch) = (&self.socket, &mut self.batch);
         self.peers.write_each(
             |p| p.codec == codec && p.tag.role == Role::Play { source },
             pkt,
             now,
             now_us,
-            &mut |_, t| send(socket, t),
+            &mut |_, t| batch.push(socket, t),
         );
+        self.flush_batch();
     }
 }
 

@@ -5,8 +5,10 @@
 //!   takes it), payload types;
 //! - [`peer_set`]: the live peers of one room or call — datagrams in, transmits out, ICE
 //!   consent and connect timeouts, and audio written through each peer's outbound clock.
+//! - [`send_batch`]: a fan-out's datagrams sent with one system call (`sendmmsg`).
 
 pub mod peer_set;
 pub mod sdp;
+pub mod send_batch;
 
 pub use peer_set::{Peer, PeerSet};

@@ -61,8 +61,10 @@ const STUN_INITIAL_RTO: Duration = Duration::from_millis(200);
 const STUN_MAX_RTO: Duration = Duration::from_millis(1000);
 const STUN_MAX_RETRANSMITS: usize = 5;
 
-/// A configured `Rtc` for audio.
-pub fn new_rtc(now: Instant) -> Rtc {
+/// The configuration every peer is built from: audio codecs and extensions only, and our ICE
+/// timers. What str0m's other knobs would save per listener is measured by
+/// `benches/rtc_memory.rs` (BENCHMARKS.md, "Memory per listener").
+pub fn rtc_config() -> RtcConfig {
     init_crypto();
     // RTP header extensions: the audio level (VAD) and the mid (bundle demux) only. Without
     // transport-cc a listener sends no transport-wide feedback (≈ 10 RTCP packets/s each from
@@ -79,7 +81,12 @@ pub fn new_rtc(now: Instant) -> Rtc {
     config.set_initial_stun_rto(STUN_INITIAL_RTO);
     config.set_max_stun_rto(STUN_MAX_RTO);
     config.set_max_stun_retransmits(STUN_MAX_RETRANSMITS);
-    config.build(now)
+    config
+}
+
+/// A configured `Rtc` for audio.
+pub fn new_rtc(now: Instant) -> Rtc {
+    rtc_config().build(now)
 }
 
 /// An answered peer: its `Rtc` and the SDP answer.
@@ -98,9 +105,18 @@ pub struct Answered {
 
 /// Accepts `offer` with a host candidate at `local`.
 pub fn answer(offer_text: &str, local: SocketAddr, now: Instant) -> Result<Answered, OfferError> {
+    answer_with(new_rtc(now), offer_text, local)
+}
+
+/// Accepts `offer` on `rtc` (a fresh one, e.g. from another configuration than
+/// [`rtc_config`]'s, for the memory bench) with a host candidate at `local`.
+pub fn answer_with(
+    mut rtc: Rtc,
+    offer_text: &str,
+    local: SocketAddr,
+) -> Result<Answered, OfferError> {
     let offer =
         SdpOffer::from_sdp_string(offer_text).map_err(|e| OfferError::Parse(e.to_string()))?;
-    let mut rtc = new_rtc(now);
     let cand = Candidate::host(local, "udp").map_err(|e| OfferError::Rejected(e.to_string()))?;
     rtc.add_local_candidate(cand);
     let answer = rtc
