@@ -748,7 +748,7 @@ pub const ALL: &[Metric] = &[
         H,
         S,
         true,
-        "PTT voice in to the RTP packet carrying it out, by route.",
+        "PTT voice in to its write into each listener's WebRTC stack, by route; str0m sends it at the room's next 20 ms tick, up to 20 ms later (issue 20).",
     ),
     m(
         "pttbridge_meeting_tick_delay_seconds",
