@@ -92,6 +92,26 @@ impl ClusterConfig {
         self.url.as_deref().or(nats.url.as_deref())
     }
 
+    /// What each of the node's NATS clients (leases, event log, records, routing) connects
+    /// with: the node's id, the servers and `[nats]`'s TLS and credentials.
+    pub fn connection(&self, nats: &NatsConfig) -> anyhow::Result<Connection> {
+        use anyhow::Context as _;
+        let node_id = self
+            .node_id
+            .clone()
+            .context("cluster.node_id: not set (the cluster is off)")?;
+        let url = self
+            .nats_url(nats)
+            .context("cluster.url: not set")?
+            .to_string();
+        let options = crate::events::nats::connect_options(nats)?;
+        Ok(Connection {
+            node_id,
+            url,
+            options,
+        })
+    }
+
     /// Checks what the types cannot.
     pub fn validate(&self, nats: &NatsConfig) -> Result<(), ConfigError> {
         let Some(id) = &self.node_id else {
@@ -162,6 +182,16 @@ impl ClusterConfig {
         )?;
         Ok(())
     }
+}
+
+/// A cluster node's NATS connection settings ([`ClusterConfig::connection`]).
+pub struct Connection {
+    /// `cluster.node_id`.
+    pub node_id: String,
+    /// The servers (`cluster.url`, else `nats.url`; comma-separated for a NATS cluster).
+    pub url: String,
+    /// `[nats]`'s TLS and credentials.
+    pub options: async_nats::ConnectOptions,
 }
 
 #[cfg(test)]

@@ -102,15 +102,11 @@ impl EventLog {
         nats: &NatsConfig,
         bus: Arc<EventBus>,
     ) -> anyhow::Result<Self> {
-        let node_id = config
-            .node_id
-            .clone()
-            .context("cluster.node_id: not set (the cluster is off)")?;
-        let url = config
-            .nats_url(nats)
-            .context("cluster.url: not set")?
-            .to_string();
-        let options = crate::events::nats::connect_options(nats)?;
+        let super::config::Connection {
+            node_id,
+            url,
+            options,
+        } = config.connection(nats)?;
         // One run of this node: a restarted node's sequence 1 is not its previous run's.
         let origin = format!("{node_id}/{:08x}", rand::random::<u32>());
         let (tx, rx) = mpsc::channel(config.event_outbox);

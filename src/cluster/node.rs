@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use futures_util::StreamExt;
 use logsafe::esc;
@@ -224,15 +223,11 @@ impl ClusterNode {
         bus: Arc<EventBus>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
-        let node_id = config
-            .node_id
-            .clone()
-            .context("cluster.node_id: not set (the cluster is off)")?;
-        let url = config
-            .nats_url(nats)
-            .context("cluster.url: not set")?
-            .to_string();
-        let options = crate::events::nats::connect_options(nats)?;
+        let super::config::Connection {
+            node_id,
+            url,
+            options,
+        } = config.connection(nats)?;
         let status = Arc::new(ClusterStatus {
             node_id: node_id.clone(),
             lease: config.lease(),

@@ -50,12 +50,11 @@ impl RecordLog {
         nats: &NatsConfig,
         store: Store,
     ) -> anyhow::Result<Arc<Self>> {
-        let node_id = config.node_id.clone().context("cluster.node_id: not set")?;
-        let url = config
-            .nats_url(nats)
-            .context("cluster.url: not set")?
-            .to_string();
-        let options = crate::events::nats::connect_options(nats)?;
+        let super::config::Connection {
+            node_id,
+            url,
+            options,
+        } = config.connection(nats)?;
         let name = format!("{}_records", config.event_stream);
         let from = store
             .log_applied(&name)

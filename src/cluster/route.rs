@@ -118,15 +118,12 @@ impl Route {
         nats: &NatsConfig,
         commands: CommandRouter,
     ) -> anyhow::Result<Arc<Self>> {
-        let node_id = config
-            .node_id
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("cluster.node_id: not set (the cluster is off)"))?;
-        let url = config
-            .nats_url(nats)
-            .ok_or_else(|| anyhow::anyhow!("cluster.url: not set"))?
-            .to_string();
-        let options = crate::events::nats::connect_options(nats)?
+        let super::config::Connection {
+            node_id,
+            url,
+            options,
+        } = config.connection(nats)?;
+        let options = options
             .retry_on_initial_connect()
             .request_timeout(Some(config.route_timeout()));
         let route = Arc::new(Self {
