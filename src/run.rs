@@ -101,6 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         recorder,
         ptt: None,
         route: route.clone(),
+        admins: Vec::new(),
     };
     let sides = crate::sides::start_all(&mut ctx)?;
     let cluster = match (&ctx.ptt, config.cluster.enabled()) {
@@ -108,6 +109,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             &config.cluster,
             &config.nats,
             ptt.clone(),
+            ctx.admins.clone(),
             bus.clone(),
             shutdown.clone(),
         )?),

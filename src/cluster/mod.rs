@@ -1,5 +1,5 @@
-//! Several bridge nodes sharing one site (issue 22, first step): each PTT account is owned by
-//! exactly one node through a lease in a NATS JetStream key-value bucket; see
+//! Several bridge nodes sharing one site (issue 22): each PTT account and each console admin
+//! session is owned by exactly one node through a lease in a NATS JetStream key-value bucket; see
 //! `docs/cluster.md`.
 
 pub mod config;
@@ -8,4 +8,5 @@ pub mod lease;
 pub mod log;
 pub mod node;
 pub mod records;
+pub mod resource;
 pub mod route;

@@ -1,6 +1,6 @@
-//! The lease driver over NATS JetStream KV: one [`Lease`] per configured PTT account, its
-//! operations run against the bucket, and the account connected exactly while this node may act
-//! as its owner. Announces what it takes and loses (a hub event and a log line), shows it in
+//! The lease driver over NATS JetStream KV: one [`Lease`] per configured PTT account and per
+//! console admin session ([`Resource`]), its operations run against the bucket, and the
+//! resource connected exactly while this node may act as its owner. Announces what it takes and loses (a hub event and a log line), shows it in
 //! `/healthz`, and releases everything when the bridge drains.
 
 use std::collections::HashMap;
@@ -18,10 +18,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::ClusterConfig;
 use super::lease::{Change, Entry, Lease, Op, Record, Reply, View, WriteError};
+use super::resource::{AdminSession, Resource};
 use crate::events::config::NatsConfig;
 use crate::hub::event::Draft;
 use crate::hub::{EventBus, EventKind};
-use crate::sides::ptt::{Account, PttSide};
+use crate::sides::ptt::PttSide;
 
 /// The KV key of an account: `ptt.<server>.<account>`, each name with what a key cannot hold
 /// written as `=HH` (so two names never share a key).
@@ -214,12 +215,14 @@ pub struct ClusterNode {
 
 impl ClusterNode {
     /// Starts the node: connects to NATS in the background (retrying), creates the bucket if
-    /// missing, and runs one lease per account of `ptt` (which started them all offline). When
-    /// `shutdown` turns true, every lease is released and its account taken offline first.
+    /// missing, and runs one lease per account of `ptt` and per console admin session of
+    /// `admins` (all started offline). When `shutdown` turns true, every lease is released and
+    /// its resource taken offline first.
     pub fn start(
         config: &ClusterConfig,
         nats: &NatsConfig,
         ptt: Arc<PttSide>,
+        admins: Vec<AdminSession>,
         bus: Arc<EventBus>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
@@ -228,6 +231,13 @@ impl ClusterNode {
             url,
             options,
         } = config.connection(nats)?;
+        let resources: Vec<Resource> = ptt
+            .accounts
+            .iter()
+            .cloned()
+            .map(Resource::Account)
+            .chain(admins.into_iter().map(Resource::ConsoleAdmin))
+            .collect();
         let status = Arc::new(ClusterStatus {
             node_id: node_id.clone(),
             lease: config.lease(),
@@ -236,12 +246,12 @@ impl ClusterNode {
             draining: AtomicBool::new(false),
             operator_drain: watch::channel(false).0,
             leases: Mutex::new(
-                ptt.accounts
+                resources
                     .iter()
-                    .map(|a| LeaseStatus {
-                        key: account_key(&a.server, &a.username),
-                        server: a.server.clone(),
-                        account: a.username.clone(),
+                    .map(|r| LeaseStatus {
+                        key: r.key(),
+                        server: r.server().to_owned(),
+                        account: r.username().to_owned(),
                         view: View::Unknown,
                         acquired_at: None,
                         acting_until: None,
@@ -253,7 +263,7 @@ impl ClusterNode {
             node_id: node_id.clone(),
             config: config.clone(),
             url,
-            ptt,
+            resources,
             bus,
             status: status.clone(),
         };
@@ -283,7 +293,7 @@ struct Driver {
     node_id: String,
     config: ClusterConfig,
     url: String,
-    ptt: Arc<PttSide>,
+    resources: Vec<Resource>,
     bus: Arc<EventBus>,
     status: Arc<ClusterStatus>,
 }
@@ -306,30 +316,27 @@ impl Driver {
             }
         };
         self.status.ready.store(true, Ordering::Relaxed);
-        info!(bucket = %self.config.bucket, accounts = self.ptt.accounts.len(), "cluster node ready");
+        info!(bucket = %self.config.bucket, leases = self.resources.len(), "cluster node ready");
         let mut tasks = JoinSet::new();
         let wakers: Vec<Arc<Notify>> = self
-            .ptt
-            .accounts
+            .resources
             .iter()
             .map(|_| Arc::new(Notify::new()))
             .collect();
         let keys: HashMap<String, Arc<Notify>> = self
-            .ptt
-            .accounts
+            .resources
             .iter()
             .zip(&wakers)
-            .map(|(a, w)| (account_key(&a.server, &a.username), w.clone()))
+            .map(|(r, w)| (r.key(), w.clone()))
             .collect();
         let watcher = tokio::spawn(watch(kv.clone(), keys).in_current_span());
-        for (i, account) in self.ptt.accounts.iter().enumerate() {
+        for (i, resource) in self.resources.iter().enumerate() {
             let one = OneLease {
                 index: i,
-                key: account_key(&account.server, &account.username),
-                account: account.clone(),
+                key: resource.key(),
+                account: resource.clone(),
                 lease: Lease::new(self.node_id.clone(), self.config.lease()),
                 kv: kv.clone(),
-                ptt: self.ptt.clone(),
                 bus: self.bus.clone(),
                 status: self.status.clone(),
                 online: false,
@@ -407,14 +414,14 @@ impl Driver {
     }
 }
 
-/// One account's lease and the account itself.
+/// One resource's lease and the resource itself.
 struct OneLease {
     index: usize,
     key: String,
-    account: Account,
+    /// What the lease is for (a PTT account or a console admin session).
+    account: Resource,
     lease: Lease,
     kv: kv::Store,
-    ptt: Arc<PttSide>,
     bus: Arc<EventBus>,
     status: Arc<ClusterStatus>,
     /// Whether the account is (told to be) on its server.
@@ -443,7 +450,7 @@ impl OneLease {
                 if !self.lease.draining() {
                     let now = Instant::now();
                     let deadline = *floor_deadline.get_or_insert(now + self.floor_wait);
-                    let busy = self.lease.acting(now) && self.account.floor_busy();
+                    let busy = self.lease.acting(now) && self.account.busy();
                     if !busy || now >= deadline {
                         // Between bursts (or waited long enough): nobody is cut mid-word.
                         if self.lease.acting(now) {
@@ -516,7 +523,7 @@ impl OneLease {
         let should = self.lease.acting(now) && self.stop_at().is_some_and(|t| now < t);
         if should != self.online {
             self.online = should;
-            if !self.ptt.set_online(&self.account, should).await {
+            if !self.account.set_online(should).await {
                 warn!("PTT client stopped; cannot change its connection");
             }
             // What acts as the account besides its session (an upstream registration) leaves
@@ -545,7 +552,7 @@ impl OneLease {
                 }
                 _ = tokio::time::sleep_until(stop.unwrap_or_else(Instant::now).into()), if stop.is_some() => {
                     self.online = false;
-                    self.ptt.set_online(&self.account, false).await;
+                    self.account.set_online(false).await;
                 }
             }
         }
@@ -558,18 +565,28 @@ impl OneLease {
                 Change::Acquired { from } => {
                     if let Some(from) = from {
                         metrics::counter!("pttbridge_cluster_takeovers_total").increment(1);
-                        info!(from = %esc(from), "took over a lapsed PTT account lease; connecting the account");
+                        info!(from = %esc(from), resource = self.account.kind(), "took over a lapsed lease; connecting the account");
                     } else {
-                        info!("acquired the PTT account lease; connecting the account");
+                        info!(
+                            resource = self.account.kind(),
+                            "acquired the lease; connecting the account"
+                        );
                     }
                     (EventKind::SideConnected, json!({ "taken_over_from": from }))
                 }
                 Change::Lost { reason } => {
-                    warn!(reason, "lost the PTT account lease; account taken offline");
+                    warn!(
+                        reason,
+                        resource = self.account.kind(),
+                        "lost the lease; account taken offline"
+                    );
                     (EventKind::SideDisconnected, json!({ "reason": reason }))
                 }
                 Change::Released => {
-                    info!("releasing the PTT account lease (draining)");
+                    info!(
+                        resource = self.account.kind(),
+                        "releasing the lease (draining)"
+                    );
                     (
                         EventKind::SideDisconnected,
                         json!({ "reason": "released (draining)" }),
@@ -580,11 +597,13 @@ impl OneLease {
             if let Value::Object(m) = &mut detail {
                 m.insert("side".into(), "cluster".into());
                 m.insert("node".into(), self.status.node_id.clone().into());
-                m.insert("server".into(), self.account.server.clone().into());
-                m.insert("account".into(), self.account.username.clone().into());
+                m.insert("server".into(), self.account.server().into());
+                m.insert("account".into(), self.account.username().into());
+                m.insert("resource".into(), self.account.kind().into());
             }
-            self.bus
-                .publish(Draft::new(self.account.app.clone(), kind, String::new()).detail(detail));
+            self.bus.publish(
+                Draft::new(self.account.app().to_owned(), kind, String::new()).detail(detail),
+            );
         }
     }
 }

@@ -11,6 +11,9 @@
 //!   carry out, scattered to every node; each answers whether it carried it out ([`Gather`]).
 //! - `pttbridge.route.who`: which node has a meeting user registered (a call to a user who is
 //!   not registered here), gathered the same way.
+//! - `pttbridge.route.<node>.move`: a move or mute for the console admin session `<node>` holds
+//!   (the console side's `admin` module gives the payloads their meaning); answered with its
+//!   outcome.
 //!
 //! Trust: a node acts on these subjects for any node, because only nodes hold the cluster's NATS
 //! credentials (`[nats]`); what travels is only what the asking node's client was already
@@ -84,6 +87,12 @@ pub trait RtcHost: Send + Sync + std::fmt::Debug + 'static {
     fn whois(&self, user: i64) -> Option<serde_json::Value>;
 }
 
+/// What a node holding console admin sessions implements (the console side).
+pub trait AdminHost: Send + Sync + std::fmt::Debug + 'static {
+    /// Carries out one move or mute asked by node `origin`; the answer to send back.
+    fn handle(self: Arc<Self>, origin: String, payload: Bytes) -> BoxFuture<Bytes>;
+}
+
 /// Most messages of other nodes handled at once.
 const MAX_IN_FLIGHT: usize = 4096;
 
@@ -101,6 +110,7 @@ pub struct Route {
     client: OnceLock<async_nats::Client>,
     status: OnceLock<Arc<ClusterStatus>>,
     rtc: OnceLock<Arc<dyn RtcHost>>,
+    admin: OnceLock<Arc<dyn AdminHost>>,
     commands: CommandRouter,
     /// Nodes heard from on the command subject (those named in the lease table are known too).
     peers: Mutex<BTreeSet<String>>,
@@ -132,6 +142,7 @@ impl Route {
             client: OnceLock::new(),
             status: OnceLock::new(),
             rtc: OnceLock::new(),
+            admin: OnceLock::new(),
             commands,
             peers: Mutex::default(),
             busy: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
@@ -153,6 +164,7 @@ impl Route {
                 info!("routing to other nodes ready");
                 tokio::join!(
                     r.clone().serve_rtc(client.clone()),
+                    r.clone().serve_moves(client.clone()),
                     r.clone().serve_commands(client.clone()),
                     r.serve_who(client)
                 );
@@ -182,12 +194,22 @@ impl Route {
         let _ = self.rtc.set(host);
     }
 
+    /// Serves moves for the console admin sessions this node holds with `host` from now on.
+    pub fn set_admin_host(&self, host: Arc<dyn AdminHost>) {
+        let _ = self.admin.set(host);
+    }
+
     /// The node owning PTT account `account` of `server`, as the lease table says now.
     pub fn owner_of(&self, server: &str, account: &str) -> Owner {
+        self.holder(&super::node::account_key(server, account))
+    }
+
+    /// The node holding lease `key`, as the lease table says now.
+    pub fn holder(&self, key: &str) -> Owner {
         let Some(status) = self.status.get() else {
             return Owner::Unknown;
         };
-        match status.owner(&super::node::account_key(server, account)) {
+        match status.owner(key) {
             Some(node) if node == self.node_id => Owner::Here,
             Some(node) => Owner::Node(node),
             None => Owner::Unknown,
@@ -209,8 +231,31 @@ impl Route {
         let span = info_span!("routed", kind, from = %self.node_id, to = %esc(to));
         async {
             let t0 = Instant::now();
-            let result = self.request(to, rtc_subject(to), payload).await;
+            let result = self
+                .request(to, node_subject(to, "rtc"), payload, self.timeout)
+                .await;
             observe(kind, t0, &result);
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Sends one move or mute to the console admin session node `to` holds and waits for its
+    /// outcome: `work` (what the holder may take to carry it out) plus `route_timeout_ms`.
+    pub async fn request_move(
+        &self,
+        to: &str,
+        payload: Bytes,
+        work: Duration,
+    ) -> Result<Bytes, RouteError> {
+        let span = info_span!("routed", kind = "move", from = %self.node_id, to = %esc(to));
+        async {
+            let t0 = Instant::now();
+            let result = self
+                .request(to, node_subject(to, "move"), payload, work + self.timeout)
+                .await;
+            observe("move", t0, &result);
             result
         }
         .instrument(span)
@@ -222,6 +267,7 @@ impl Route {
         to: &str,
         subject: String,
         payload: Bytes,
+        timeout: Duration,
     ) -> Result<Bytes, RouteError> {
         use async_nats::RequestErrorKind;
         let client = self.client()?;
@@ -230,12 +276,12 @@ impl Route {
         let req = async_nats::Request::new()
             .payload(payload)
             .headers(headers)
-            .timeout(Some(self.timeout));
+            .timeout(Some(timeout));
         match client.send_request(subject, req).await {
             Ok(m) => Ok(m.payload),
             Err(e) => Err(match e.kind() {
                 RequestErrorKind::TimedOut => {
-                    RouteError::Timeout(to.to_owned(), self.timeout.as_millis() as u64)
+                    RouteError::Timeout(to.to_owned(), timeout.as_millis() as u64)
                 }
                 RequestErrorKind::NoResponders => RouteError::NoNode(to.to_owned()),
                 _ => RouteError::Failed(to.to_owned(), e.to_string()),
@@ -268,15 +314,38 @@ impl Route {
     }
 
     async fn serve_rtc(self: Arc<Self>, client: async_nats::Client) {
-        let mut sub = match client.subscribe(rtc_subject(&self.node_id)).await {
+        self.serve_node(client, "rtc", |me, origin, payload| {
+            Some(me.rtc.get()?.clone().handle(origin, payload))
+        })
+        .await;
+    }
+
+    async fn serve_moves(self: Arc<Self>, client: async_nats::Client) {
+        self.serve_node(client, "move", |me, origin, payload| {
+            Some(me.admin.get()?.clone().handle(origin, payload))
+        })
+        .await;
+    }
+
+    /// Answers requests to this node (`pttbridge.route.<node>.<kind>`): `handle` gives the
+    /// answer's future (`None`: nothing here serves them yet, no answer).
+    async fn serve_node<F>(
+        self: Arc<Self>,
+        client: async_nats::Client,
+        kind: &'static str,
+        handle: F,
+    ) where
+        F: Fn(&Self, String, Bytes) -> Option<BoxFuture<Bytes>>,
+    {
+        let mut sub = match client.subscribe(node_subject(&self.node_id, kind)).await {
             Ok(s) => s,
             Err(e) => {
-                warn!(error = %esc(e.to_string()), "route: cannot subscribe; relayed RTCPeer connections are refused");
+                warn!(kind, error = %esc(e.to_string()), "route: cannot subscribe; requests to this node are refused");
                 return;
             }
         };
         while let Some(msg) = sub.next().await {
-            let (Some(reply), Some(host)) = (msg.reply.clone(), self.rtc.get().cloned()) else {
+            let Some(reply) = msg.reply.clone() else {
                 continue;
             };
             let origin = msg
@@ -285,16 +354,20 @@ impl Route {
                 .and_then(|h| h.get(ORIGIN))
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default();
-            let Some(permit) = self.permit("rtc") else {
+            let Some(permit) = self.permit(kind) else {
+                continue;
+            };
+            let Some(answer) = handle(&self, origin.clone(), msg.payload) else {
                 continue;
             };
             let client = client.clone();
-            let span = info_span!("routed", kind = "rtc", from = %esc(&origin), to = %self.node_id);
-            // One task per message: a slow room does not hold up other connections. Messages of
-            // one connection stay in order because its node sends the next only after this ack.
+            let span = info_span!("routed", kind, from = %esc(&origin), to = %self.node_id);
+            // One task per message: a slow room (or move) does not hold up the others. Messages
+            // of one relayed connection stay in order because its node sends the next only
+            // after this ack.
             tokio::spawn(
                 async move {
-                    let ack = host.handle(origin, msg.payload).await;
+                    let ack = answer.await;
                     if let Err(e) = client.publish(reply, ack).await {
                         debug!(error = %esc(e.to_string()), "route: cannot answer");
                     }
@@ -505,8 +578,9 @@ fn label(kind: &'static str) -> &'static str {
     if kind == "cmd" { "command" } else { kind }
 }
 
-fn rtc_subject(node: &str) -> String {
-    format!("{PREFIX}.{node}.rtc")
+/// The subject of requests of `kind` (`rtc`, `move`) to node `node`.
+fn node_subject(node: &str, kind: &str) -> String {
+    format!("{PREFIX}.{node}.{kind}")
 }
 
 fn push_subject(node: &str, conn: u64) -> String {
@@ -709,7 +783,11 @@ mod tests {
 
     #[test]
     fn subjects_name_the_node_and_connection() {
-        assert_eq!(rtc_subject("node-b"), "pttbridge.route.node-b.rtc");
+        assert_eq!(node_subject("node-b", "rtc"), "pttbridge.route.node-b.rtc");
+        assert_eq!(
+            node_subject("node-b", "move"),
+            "pttbridge.route.node-b.move"
+        );
         assert_eq!(push_subject("node-a", 7), "pttbridge.route.node-a.push.7");
     }
 

@@ -91,17 +91,17 @@ pub struct SideContext<'a> {
     pub ptt: Option<Arc<ptt::PttSide>>,
     /// Routing to other cluster nodes (a cluster node only).
     pub route: Option<Arc<crate::cluster::route::Route>>,
+    /// The console servers' admin sessions, once started: a cluster node leases each.
+    pub admins: Vec<crate::cluster::resource::AdminSession>,
 }
 
 /// Starts every side, PTT first, and registers their platform commands.
 pub fn start_all(ctx: &mut SideContext<'_>) -> anyhow::Result<Vec<Arc<dyn Side>>> {
     let ptt = ptt::PttSide::start(ctx)?;
     ctx.ptt = Some(ptt.clone());
-    let sides: Vec<Arc<dyn Side>> = vec![
-        ptt,
-        console::ConsoleSide::start(ctx)?,
-        meeting::MeetingSide::start(ctx)?,
-    ];
+    let console = console::ConsoleSide::start(ctx)?;
+    ctx.admins = console.admin_leases();
+    let sides: Vec<Arc<dyn Side>> = vec![ptt, console, meeting::MeetingSide::start(ctx)?];
     for side in &sides {
         if let Some(handler) = side.commands() {
             ctx.platform.commands.register(side.kind(), handler);

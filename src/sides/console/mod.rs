@@ -4,9 +4,11 @@
 //! Each console connection logs in to the PTT server with the console's own account (its
 //! own PTT session; the bridge keeps no passwords), creates a temporary channel for each
 //! call, and has the server's admin account ([`moderator`]) move the called terminals in
-//! and back. Audio travels as binary frames on the same socket ([`muicall::audio`]).
+//! and back — on a cluster node through [`admin`], which sends the moves to the one node
+//! holding the admin session. Audio travels as binary frames on the same socket ([`muicall::audio`]).
 //! `docs/console.md` describes the mapping and the protocol extensions.
 
+mod admin;
 pub mod audio;
 pub mod call;
 pub mod commands;
@@ -29,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, PttConfig, PttServer};
 use crate::hub::{Calls, EventBus, Side};
+use admin::Admin;
 use config::{ConsoleConfig, normalize_base_url};
 use moderator::Moderator;
 
@@ -37,8 +40,8 @@ use moderator::Moderator;
 pub(crate) struct ServerEntry {
     /// The `[[ptt.servers]]` entry.
     pub ptt: PttServer,
-    /// Its admin session.
-    pub moderator: Moderator,
+    /// Its admin session (here, or on the cluster node holding it).
+    pub admin: Admin,
     /// Where call channels are created.
     pub call_parent: String,
 }
@@ -114,7 +117,13 @@ pub struct ConsoleSide(pub(crate) Arc<Shared>);
 
 impl super::Side for ConsoleSide {
     fn start(ctx: &super::SideContext<'_>) -> anyhow::Result<Arc<Self>> {
-        let side = ConsoleSide::connect(ctx.config, ctx.bus.clone());
+        let side = ConsoleSide::connect_with(ctx.config, ctx.bus.clone(), ctx.route.clone());
+        if let Some(route) = &ctx.route {
+            // Other nodes' consoles send their moves here while this node holds a session.
+            route.set_admin_host(Arc::new(admin::AdminServer {
+                admins: side.admins(),
+            }));
+        }
         // Temporary calls are recorded in the platform's call records.
         let _ = side.0.calls.set(ctx.platform.calls.clone());
         // What a dispatcher says into a call is archived as its bursts.
@@ -163,23 +172,45 @@ impl super::Side for ConsoleSide {
 impl ConsoleSide {
     /// Connects the admin account of every console server; consoles connect later.
     pub fn connect(config: &Config, bus: Arc<EventBus>) -> Self {
+        Self::connect_with(config, bus, None)
+    }
+
+    /// [`ConsoleSide::connect`] on a cluster node (`route`): the admin sessions start offline
+    /// (the lease driver connects one where it holds its lease) and moves go to their holder.
+    pub fn connect_with(
+        config: &Config,
+        bus: Arc<EventBus>,
+        route: Option<Arc<crate::cluster::route::Route>>,
+    ) -> Self {
         let mut servers = HashMap::new();
+        // One session per admin account, however many base URLs name its server: two would
+        // knock each other off.
+        let mut admins: HashMap<(String, String), Admin> = HashMap::new();
         for s in &config.console.servers {
             let Some(ptt) = config.ptt.servers.iter().find(|p| p.id == s.ptt_server) else {
                 continue; // rejected by validation already
             };
-            let session = config
-                .ptt
-                .session(s.admin_username.clone(), s.admin_password.clone());
-            let mut cc = ClientConfig::new(ptt.host.clone(), ptt.port, ptt.trust(), session);
-            cc.udp_port = ptt.udp_port;
-            cc.backoff = config.ptt.backoff();
-            let moderator = Moderator::spawn(cc, config.console.move_timeout(), &ptt.id);
+            let admin = admins
+                .entry((ptt.id.clone(), s.admin_username.clone()))
+                .or_insert_with(|| {
+                    let session = config
+                        .ptt
+                        .session(s.admin_username.clone(), s.admin_password.clone());
+                    let mut cc =
+                        ClientConfig::new(ptt.host.clone(), ptt.port, ptt.trust(), session);
+                    cc.udp_port = ptt.udp_port;
+                    cc.backoff = config.ptt.backoff();
+                    cc.start_offline = route.is_some();
+                    let timeout = config.console.move_timeout();
+                    let local = Moderator::spawn(cc, timeout, &ptt.id);
+                    Admin::new(local, &ptt.id, &s.admin_username, route.clone(), timeout)
+                })
+                .clone();
             servers.insert(
                 normalize_base_url(&s.base_url),
                 Arc::new(ServerEntry {
                     ptt: ptt.clone(),
-                    moderator,
+                    admin,
                     call_parent: s.call_parent.clone(),
                 }),
             );
@@ -209,6 +240,34 @@ impl ConsoleSide {
         }))
     }
 
+    /// Every distinct admin session (one per PTT server and admin account).
+    fn admins(&self) -> Vec<Admin> {
+        let mut out: Vec<Admin> = Vec::new();
+        for s in self.0.servers.values() {
+            if !out.iter().any(|a| a.same(&s.admin)) {
+                out.push(s.admin.clone());
+            }
+        }
+        out
+    }
+
+    /// The admin sessions as a cluster node's lease driver takes them: one lease each.
+    pub fn admin_leases(&self) -> Vec<crate::cluster::resource::AdminSession> {
+        self.admins()
+            .iter()
+            .map(|a| {
+                let app = self
+                    .0
+                    .servers
+                    .values()
+                    .find(|s| s.admin.same(a))
+                    .map(|s| s.ptt.app.clone())
+                    .unwrap_or_default();
+                a.lease(&app)
+            })
+            .collect()
+    }
+
     /// Consoles logged in now, and whether each server's admin session is connected.
     pub fn status(&self) -> serde_json::Value {
         let accounts = self
@@ -221,7 +280,14 @@ impl ConsoleSide {
             .0
             .servers
             .values()
-            .map(|s| serde_json::json!({ "server": s.ptt.id, "admin_connected": s.moderator.connected() }))
+            .map(|s| {
+                let mut v = serde_json::json!({ "server": s.ptt.id, "admin_connected": s.admin.local().connected() });
+                if s.admin.clustered() {
+                    // Which node holds the session (null while nobody does).
+                    v["admin_node"] = s.admin.holder().into();
+                }
+                v
+            })
             .collect();
         serde_json::json!({ "logged_in": accounts, "servers": admins })
     }
@@ -257,18 +323,14 @@ impl ConsoleSide {
         let deadline = tokio::time::Instant::now() + limit;
         while tokio::time::Instant::now() < deadline {
             let busy = self.0.live.load(Ordering::SeqCst) > 0
-                || self
-                    .0
-                    .servers
-                    .values()
-                    .any(|s| s.moderator.outstanding() > 0);
+                || self.0.servers.values().any(|s| s.admin.outstanding() > 0);
             if !busy {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        for s in self.0.servers.values() {
-            s.moderator.shutdown().await;
+        for a in self.admins() {
+            a.local().shutdown().await;
         }
     }
 }

@@ -31,8 +31,12 @@ use ptt::session::Event;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info_span, warn};
 
-/// What the admin account is asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::cluster::resource::AdminSession;
+
+/// What the admin account is asked to do (also what a node asks the node holding the admin
+/// session, as JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Move a user (by session) into a channel.
     Move {
@@ -58,6 +62,29 @@ impl Action {
     }
 }
 
+/// Why an action was not done; its text is what the console operator is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// Too many actions waiting (on this node, or on the way to the node holding the session).
+    #[error("the bridge's admin session is overloaded; try again")]
+    Overloaded,
+    /// A cluster node: no node held the admin session until the action's deadline.
+    #[error("no bridge node holds the admin session of PTT server {0} now")]
+    NoHolder(String),
+    /// A cluster node: the node holding the admin session could not be reached in time.
+    #[error("the bridge node holding the admin session did not answer: {0}")]
+    Unreachable(#[from] crate::cluster::route::RouteError),
+    /// The admin session or the PTT server said no (or did not confirm).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl AdminError {
+    fn failed(why: impl Into<String>) -> Self {
+        Self::Failed(why.into())
+    }
+}
+
 /// How an action ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -66,7 +93,7 @@ pub struct Outcome {
     /// The action.
     pub action: Action,
     /// `Err` says why, for the console operator.
-    pub result: Result<(), String>,
+    pub result: Result<(), AdminError>,
 }
 
 struct Job {
@@ -121,6 +148,18 @@ impl Moderator {
         self.outstanding.load(Ordering::SeqCst)
     }
 
+    /// What a cluster node's lease driver needs to put the session on its server and take it
+    /// off (`server`, `app`: its PTT server's id and tenant).
+    pub fn lease(&self, server: &str, app: &str, username: &str) -> AdminSession {
+        AdminSession {
+            server: server.to_owned(),
+            app: app.to_owned(),
+            username: username.to_owned(),
+            client: self.client.clone(),
+            outstanding: self.outstanding.clone(),
+        }
+    }
+
     /// Asks for `action` on the session of registered user `user`; its [`Outcome`] goes to
     /// `reply` (if given). Never waits.
     pub fn submit(
@@ -128,7 +167,7 @@ impl Moderator {
         action: Action,
         user: u64,
         reply: Option<mpsc::Sender<Outcome>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), AdminError> {
         self.outstanding.fetch_add(1, Ordering::SeqCst);
         let job = Job {
             action,
@@ -138,7 +177,7 @@ impl Moderator {
         };
         self.jobs.try_send(job).map_err(|_| {
             self.outstanding.fetch_sub(1, Ordering::SeqCst);
-            "the bridge's admin session is overloaded; try again".to_string()
+            AdminError::Overloaded
         })
     }
 
@@ -167,10 +206,10 @@ struct Task {
     timeout: Duration,
 }
 
-fn finish(job: Job, result: Result<(), String>) {
+fn finish(job: Job, result: Result<(), AdminError>) {
     job.outstanding.fetch_sub(1, Ordering::SeqCst);
     if let Err(e) = &result {
-        debug!(action = ?job.action, error = %esc(&e), "admin action failed");
+        debug!(action = ?job.action, error = %esc(e.to_string()), "admin action failed");
     }
     if let Some(tx) = job.reply {
         // A console that is gone or not reading does not hold up the others.
@@ -213,7 +252,10 @@ impl Task {
             }
         }
         for p in self.pending.drain(..).chain(self.waiting.drain(..)) {
-            finish(p.job, Err("the bridge is shutting down".into()));
+            finish(
+                p.job,
+                Err(AdminError::failed("the bridge is shutting down")),
+            );
         }
     }
 
@@ -230,7 +272,9 @@ impl Task {
         {
             return finish(
                 job,
-                Err("the terminal is no longer connected (the PTT server restarted)".into()),
+                Err(AdminError::failed(
+                    "the terminal is no longer connected (the PTT server restarted)",
+                )),
             );
         }
         // Otherwise no shortcut from our own view of the server: it can lag murmurd's by a
@@ -254,7 +298,10 @@ impl Task {
             .await
             .is_err()
         {
-            return finish(job, Err("the bridge's admin session has stopped".into()));
+            return finish(
+                job,
+                Err(AdminError::failed("the bridge's admin session has stopped")),
+            );
         }
         self.pending.push_back(Pending { job, deadline });
     }
@@ -263,7 +310,7 @@ impl Task {
         &mut self,
         matches: impl Fn(&Action) -> bool,
         first_only: bool,
-        result: Result<(), String>,
+        result: Result<(), AdminError>,
     ) {
         let mut i = 0;
         while i < self.pending.len() {
@@ -298,7 +345,7 @@ impl Task {
                 self.complete(
                     |a| a.session() == s,
                     false,
-                    Err("the terminal disconnected".into()),
+                    Err(AdminError::failed("the terminal disconnected")),
                 );
             }
             ClientEvent::Session(Event::PermissionDenied { reason }) => {
@@ -312,7 +359,9 @@ impl Task {
                     };
                     finish(
                         p.job,
-                        Err(format!("the PTT server denied {needs} ({reason})")),
+                        Err(AdminError::Failed(format!(
+                            "the PTT server denied {needs} ({reason})"
+                        ))),
                     );
                 }
             }
@@ -323,7 +372,9 @@ impl Task {
                 for p in self.pending.drain(..) {
                     finish(
                         p.job,
-                        Err(format!("the admin session lost the PTT server: {reason}")),
+                        Err(AdminError::Failed(format!(
+                            "the admin session lost the PTT server: {reason}"
+                        ))),
                     );
                 }
             }
@@ -336,7 +387,9 @@ impl Task {
             let p = self.waiting.remove(i).expect("index in range");
             finish(
                 p.job,
-                Err("the bridge's admin account is not connected to the PTT server".into()),
+                Err(AdminError::failed(
+                    "the bridge's admin account is not connected to the PTT server",
+                )),
             );
         }
         let timeout = self.timeout;
@@ -345,14 +398,14 @@ impl Task {
             let p = self.pending.remove(i).expect("index in range");
             let user = snap.users.get(&p.job.action.session());
             let result = match (p.job.action, user) {
-                (_, None) => Err("the terminal is no longer online".to_string()),
+                (_, None) => Err(AdminError::failed("the terminal is no longer online")),
                 // murmurd answers nothing when there is nothing to change.
                 (Action::Move { channel, .. }, Some(u)) if u.channel_id == channel => Ok(()),
                 (Action::Mute { .. }, Some(_)) => Ok(()),
-                _ => Err(format!(
+                _ => Err(AdminError::Failed(format!(
                     "the PTT server did not confirm within {} ms",
                     timeout.as_millis()
-                )),
+                ))),
             };
             finish(p.job, result);
         }

@@ -24,18 +24,18 @@ impl Connection {
         };
         // The floor is free in a new call: the console holds it from the start.
         call.floor.request(login.party(), login.level, false, now);
-        let moderator = login.server.moderator.clone();
+        let admin = login.server.admin.clone();
         let party = login.party();
         for m in &call.members {
             if m.state == CallState::Calling
                 && let Some(session) = m.session
-                && let Err(e) = moderator.submit(
+                && let Err(e) = admin.submit(
                     Action::Move { session, channel },
                     m.id,
                     Some(self.outcome_tx.clone()),
                 )
             {
-                warn!(member = m.id, e = %esc(&e), "cannot ask for a move");
+                warn!(member = m.id, e = %esc(e.to_string()), "cannot ask for a move");
             }
         }
         metrics::counter!("pttbridge_console_calls_total").increment(1);
@@ -125,12 +125,12 @@ impl Connection {
             return;
         }
         m.muted = mute;
-        if let Err(e) = login.server.moderator.submit(
+        if let Err(e) = login.server.admin.submit(
             Action::Mute { session, mute },
             m.id,
             Some(self.outcome_tx.clone()),
         ) {
-            warn!(member = m.id, e = %esc(&e), "cannot (un)mute");
+            warn!(member = m.id, e = %esc(e.to_string()), "cannot (un)mute");
         }
     }
 
@@ -262,7 +262,7 @@ impl Connection {
         if let Some(session) = session {
             if restore {
                 let back = origin.filter(|o| *o != call.channel).unwrap_or(0);
-                let _ = server.moderator.submit(
+                let _ = server.admin.submit(
                     Action::Move {
                         session,
                         channel: back,
@@ -273,7 +273,7 @@ impl Connection {
             }
             // A terminal that walked out of the call while muted must not stay muted.
             if was_muted {
-                let _ = server.moderator.submit(
+                let _ = server.admin.submit(
                     Action::Mute {
                         session,
                         mute: false,

@@ -301,7 +301,7 @@ impl Connection {
         let snap = login.client.snapshot();
         // Our session's view, else the admin session's: a terminal that connected a moment ago
         // may be known to one of them first.
-        let admin = login.server.moderator.snapshot();
+        let admin = login.server.admin.local().snapshot();
         let find = |s: &ptt::client::Snapshot| {
             let uid = u32::try_from(id).ok()?;
             s.users.values().find(|u| u.user_id == Some(uid)).cloned()
@@ -614,12 +614,12 @@ impl Connection {
                 new.push(m);
             }
         }
-        let moderator = login.server.moderator.clone();
+        let admin = login.server.admin.clone();
         let call = self.call.as_mut().expect("checked");
         for m in new {
             if m.state == CallState::Calling
                 && let Some(session) = m.session
-                && let Err(e) = moderator.submit(
+                && let Err(e) = admin.submit(
                     Action::Move {
                         session,
                         channel: call.channel,
@@ -628,7 +628,7 @@ impl Connection {
                     Some(self.outcome_tx.clone()),
                 )
             {
-                warn!(member = m.id, e = %esc(&e), "cannot ask for a move");
+                warn!(member = m.id, e = %esc(e.to_string()), "cannot ask for a move");
             }
             match call.member(m.id) {
                 Some(i) => call.members[i] = m,

@@ -60,7 +60,7 @@ impl Connection {
                 if call.members[i].state != CallState::Calling {
                     return;
                 }
-                warn!(member = o.user, error = %esc(&e), "terminal could not be brought into the call");
+                warn!(member = o.user, error = %esc(e.to_string()), "terminal could not be brought into the call");
                 error_metric("move_failed");
                 call.members[i].state = CallState::Idle;
                 let server = self
@@ -89,7 +89,7 @@ impl Connection {
                 }
             }
             _ => {
-                warn!(action = ?o.action, error = %esc(&e), "admin action failed");
+                warn!(action = ?o.action, error = %esc(e.to_string()), "admin action failed");
                 error_metric("admin_action_failed");
             }
         }
