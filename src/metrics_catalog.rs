@@ -141,7 +141,7 @@ pub const ALL: &[Metric] = &[
         G,
         N,
         true,
-        "PTT account leases as this cluster node sees them, by state (held by this node, other node, free, unknown).",
+        "PTT account and console admin session leases as this cluster node sees them, by state (held by this node, other node, free, unknown).",
     ),
     m(
         "pttbridge_cluster_bad_values_total",
@@ -155,7 +155,7 @@ pub const ALL: &[Metric] = &[
         C,
         N,
         false,
-        "Lapsed PTT account leases of another node this node took over.",
+        "Lapsed leases (PTT accounts, console admin sessions) of another node this node took over.",
     ),
     m(
         "pttbridge_cluster_log_published_total",
@@ -260,14 +260,14 @@ pub const ALL: &[Metric] = &[
         C,
         N,
         true,
-        "PTT account leases this node handed over while draining, by whether the channel's floor was idle then or still busy after cluster.drain_max_wait_ms.",
+        "Leases this node handed over while draining, by whether the account was idle then (no talk burst in its channel; for a console admin session no move in progress) or still busy after cluster.drain_max_wait_ms.",
     ),
     m(
         "pttbridge_cluster_routed_total",
         C,
         N,
         true,
-        "Requests this node routed to another node, by kind (rtc: a relayed RTCPeer connection's open, request frame or close; rtc_ping: its heartbeat; command: a platform command scattered to the other nodes; who: which node has a meeting user) and outcome (ok, timeout, no_node, not_connected, failed; for commands refused, not_found; on the answering node bad_request, overloaded).",
+        "Requests this node routed to another node, by kind (rtc: a relayed RTCPeer connection's open, request frame or close; rtc_ping: its heartbeat; command: a platform command scattered to the other nodes; who: which node has a meeting user; move: a console's move or mute sent to the node holding the admin session) and outcome (ok, timeout, no_node, not_connected, failed; for commands refused, not_found; for moves no_holder when no node held the admin session until the move timeout; on the answering node bad_request, overloaded).",
     ),
     m(
         "pttbridge_cluster_route_seconds",

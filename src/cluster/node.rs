@@ -24,22 +24,7 @@ use crate::hub::event::Draft;
 use crate::hub::{EventBus, EventKind};
 use crate::sides::ptt::PttSide;
 
-/// The KV key of an account: `ptt.<server>.<account>`, each name with what a key cannot hold
-/// written as `=HH` (so two names never share a key).
-pub fn account_key(server: &str, username: &str) -> String {
-    fn token(s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        for b in s.bytes() {
-            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-                out.push(b as char);
-            } else {
-                out.push_str(&format!("={b:02X}"));
-            }
-        }
-        if out.is_empty() { "=".into() } else { out }
-    }
-    format!("ptt.{}.{}", token(server), token(username))
-}
+pub use super::resource::account_key;
 
 /// What `/healthz` shows of one lease.
 #[derive(Debug, Clone)]

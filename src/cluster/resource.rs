@@ -40,7 +40,7 @@ impl Resource {
     /// Its key in the lease bucket.
     pub fn key(&self) -> String {
         match self {
-            Self::Account(a) => super::node::account_key(&a.server, &a.username),
+            Self::Account(a) => account_key(&a.server, &a.username),
             Self::ConsoleAdmin(s) => admin_key(&s.server, &s.username),
         }
     }
@@ -110,17 +110,34 @@ impl Resource {
     }
 }
 
+/// The KV key of an account: `ptt.<server>.<account>`, each name with what a key cannot hold
+/// written as `=HH` (so two names never share a key).
+pub fn account_key(server: &str, username: &str) -> String {
+    format!("ptt.{}.{}", token(server), token(username))
+}
+
 /// The KV key of a console server's admin session: `console-admin.<server>.<account>`, each
-/// name escaped as in [`super::node::account_key`].
+/// name escaped as in [`account_key`].
 pub fn admin_key(server: &str, username: &str) -> String {
-    let key = super::node::account_key(server, username);
-    format!("console-admin.{}", key.strip_prefix("ptt.").unwrap_or(&key))
+    format!("console-admin.{}.{}", token(server), token(username))
+}
+
+/// One name as a key token: what a key cannot hold written as `=HH`.
+fn token(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    if out.is_empty() { "=".into() } else { out }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::admin_key;
-    use crate::cluster::node::account_key;
+    use super::{account_key, admin_key};
 
     #[test]
     fn admin_keys_are_escaped_like_account_keys_and_never_one_of_them() {
