@@ -25,6 +25,9 @@ pub struct AdminSession {
     pub client: ClientHandle,
     /// Moves and mutes it has not finished: a drain hands it over once none is left.
     pub outstanding: Arc<AtomicUsize>,
+    /// Console calls up on this node: each sends its terminals home through the session as it
+    /// ends (a stopping node's all do), so a drain waits for them too.
+    pub calls: Arc<AtomicUsize>,
 }
 
 /// One leased resource.
@@ -92,11 +95,14 @@ impl Resource {
     }
 
     /// Whether handing it over now would cut something off: a talk burst through the account,
-    /// or moves the admin session has not finished.
+    /// or moves the admin session has not finished or that this node's console calls will ask
+    /// for as they end.
     pub fn busy(&self) -> bool {
         match self {
             Self::Account(a) => a.floor_busy(),
-            Self::ConsoleAdmin(s) => s.outstanding.load(Ordering::SeqCst) > 0,
+            Self::ConsoleAdmin(s) => {
+                s.outstanding.load(Ordering::SeqCst) > 0 || s.calls.load(Ordering::SeqCst) > 0
+            }
         }
     }
 

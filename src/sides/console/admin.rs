@@ -16,6 +16,7 @@
 //! is changes nothing; a mute sets a state), so that does no harm.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -146,9 +147,12 @@ impl Admin {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
-    /// What the lease driver needs of it (`app`: its PTT server's tenant).
-    pub fn lease(&self, app: &str) -> AdminSession {
-        self.0.local.lease(&self.0.server, app, &self.0.username)
+    /// What the lease driver needs of it (`app`: its PTT server's tenant; `calls`: this node's
+    /// console calls up now).
+    pub fn lease(&self, app: &str, calls: Arc<AtomicUsize>) -> AdminSession {
+        self.0
+            .local
+            .lease(&self.0.server, app, &self.0.username, calls)
     }
 
     /// Whether this is `server`'s admin account `username`.

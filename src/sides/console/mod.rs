@@ -62,6 +62,10 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// Console connections still running (they end their calls before they go).
     pub live: std::sync::atomic::AtomicUsize,
+    /// Console calls up on this node: a cluster node hands an admin session over only once
+    /// they ended (or after `cluster.drain_max_wait_ms`), so a stopping node's calls still
+    /// send their terminals home through it.
+    pub calls_up: Arc<std::sync::atomic::AtomicUsize>,
     /// Platform commands to each connection: connection id → its order queue.
     pub orders: Mutex<HashMap<u64, tokio::sync::mpsc::Sender<commands::Order>>>,
     /// Calls up now: call id → (app, connection id), for invites into `console:<sessionId>`.
@@ -226,6 +230,7 @@ impl ConsoleSide {
             homes: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             live: std::sync::atomic::AtomicUsize::new(0),
+            calls_up: Arc::default(),
             orders: Mutex::new(HashMap::new()),
             call_owners: Mutex::new(HashMap::new()),
             calls: OnceLock::new(),
@@ -263,7 +268,7 @@ impl ConsoleSide {
                     .find(|s| s.admin.same(a))
                     .map(|s| s.ptt.app.clone())
                     .unwrap_or_default();
-                a.lease(&app)
+                a.lease(&app, self.0.calls_up.clone())
             })
             .collect()
     }

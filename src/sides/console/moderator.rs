@@ -149,14 +149,22 @@ impl Moderator {
     }
 
     /// What a cluster node's lease driver needs to put the session on its server and take it
-    /// off (`server`, `app`: its PTT server's id and tenant).
-    pub fn lease(&self, server: &str, app: &str, username: &str) -> AdminSession {
+    /// off (`server`, `app`: its PTT server's id and tenant; `calls`: console calls up on this
+    /// node).
+    pub fn lease(
+        &self,
+        server: &str,
+        app: &str,
+        username: &str,
+        calls: Arc<AtomicUsize>,
+    ) -> AdminSession {
         AdminSession {
             server: server.to_owned(),
             app: app.to_owned(),
             username: username.to_owned(),
             client: self.client.clone(),
             outstanding: self.outstanding.clone(),
+            calls,
         }
     }
 

@@ -40,6 +40,7 @@ impl Connection {
         }
         metrics::counter!("pttbridge_console_calls_total").increment(1);
         metrics::gauge!("pttbridge_console_calls_active").increment(1.0);
+        self.side.0.calls_up.fetch_add(1, Ordering::SeqCst);
         info!(
             call = call.id,
             channel,
@@ -355,6 +356,8 @@ impl Connection {
         }
         self.downstream.end_burst();
         metrics::gauge!("pttbridge_console_calls_active").decrement(1.0);
+        // After the moves home were asked for: a stopping node's admin lease waits for both.
+        self.side.0.calls_up.fetch_sub(1, Ordering::SeqCst);
         self.publish(
             EventKind::CallEnded,
             id,
