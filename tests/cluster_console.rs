@@ -116,16 +116,6 @@ fn terminal(murmur: &Murmur, name: &str, channel: &str) -> Terminal {
         .connect()
 }
 
-/// Calls `ids` from `console`; the call's id once its mic is open.
-fn call(console: &mut Console, ids: &[u32]) -> String {
-    console.send(json!({"type": "requestMic", "toIds": ids, "transaction": 1}));
-    let created = console.expect_type("createGroup", T);
-    assert_eq!(created["code"], 1, "{created}");
-    let granted = console.expect_type("requestMic", T);
-    assert_eq!(granted["code"], 2, "{granted}");
-    created["sessionId"].as_str().unwrap().to_string()
-}
-
 fn hang_up(console: &mut Console, sid: &str) {
     console.send(json!({"type": "tempCallHangup", "sessionId": sid}));
     let hung = console.expect(
@@ -195,7 +185,7 @@ fn one_admin_session_across_nodes_and_moves_routed_to_it() {
     let id1 = murmur.user_id("t1");
     let mut console = Console::connect(node.addr());
     console.login(BASE_URL, "zydd", "pw-zydd");
-    let sid = call(&mut console, &[id1]);
+    let sid = console.call(&[id1], T);
     t1.wait_in_channel(&format!("call-{sid}"), T);
     assert!(routed_moves(node, "ok") >= 1.0, "the move was not routed");
     // The console holds the floor: the holder muted t1 for it. The console is heard by t1 …
@@ -259,7 +249,7 @@ fn one_admin_session_across_nodes_and_moves_routed_to_it() {
     let mut second = Console::connect(node.addr());
     second.login(BASE_URL, "disp2", "pw-disp2");
     for c in [&mut second, &mut console] {
-        let sid = call(c, &[id1]);
+        let sid = c.call(&[id1], T);
         t1.wait_in_channel(&format!("call-{sid}"), T);
         hang_up(c, &sid);
         t1.wait_in_channel("South", T);
@@ -275,7 +265,7 @@ fn one_admin_session_across_nodes_and_moves_routed_to_it() {
     // through it before it hands the session on ----
     let mut third = Console::connect(bridges[new_holder].as_ref().unwrap().addr());
     third.login(BASE_URL, "disp3", "pw-disp3");
-    let sid = call(&mut third, &[id1]);
+    let sid = third.call(&[id1], T);
     t1.wait_in_channel(&format!("call-{sid}"), T);
     bridges[new_holder].as_mut().unwrap().stop(T);
     bridges[new_holder] = None;

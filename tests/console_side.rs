@@ -89,16 +89,6 @@ fn position(history: &[Value], pred: impl Fn(&Value) -> bool) -> usize {
         .unwrap_or_else(|| panic!("not found in {history:#?}"))
 }
 
-/// Starts a call from `console` to `ids` and waits until the mic is open; returns the call id.
-fn call(console: &mut Console, ids: &[u32]) -> String {
-    console.send(json!({"type": "requestMic", "toIds": ids, "transaction": 1671006883842u64}));
-    let created = console.expect_type("createGroup", T);
-    assert_eq!(created["code"], 1, "{created}");
-    let granted = console.expect_type("requestMic", T);
-    assert_eq!(granted["code"], 2, "{granted}");
-    created["sessionId"].as_str().unwrap().to_string()
-}
-
 fn settle() {
     std::thread::sleep(Duration::from_millis(800));
 }
@@ -328,14 +318,14 @@ fn add_and_kick_mid_call_busy_and_offline_and_everyone_goes_home() {
 
     let mut c = Console::connect(bridge.addr());
     c.login(BASE_URL, "zydd", "pw-zydd");
-    let sid = call(&mut c, &[id1]);
+    let sid = c.call(&[id1], T);
     let channel = format!("call-{sid}");
     t1.wait_in_channel(&channel, T);
 
     // Another console's call holds t3.
     let mut other = Console::connect(bridge.addr());
     other.login(BASE_URL, "low", "pw-low");
-    let other_sid = call(&mut other, &[id3]);
+    let other_sid = other.call(&[id3], T);
     assert_ne!(other_sid, sid);
     t3.wait_in_channel(&format!("call-{other_sid}"), T);
 
@@ -440,7 +430,7 @@ fn terminal_leaving_by_itself_ends_a_one_terminal_call() {
     let id1 = server.user_id("t1");
     let mut c = Console::connect(bridge.addr());
     c.login(BASE_URL, "zydd", "pw-zydd");
-    let sid = call(&mut c, &[id1]);
+    let sid = c.call(&[id1], T);
     t1.wait_in_channel(&format!("call-{sid}"), T);
     t1.move_to("South");
     let hangup = c.expect_notify("tempCallHangup", |_| true, T);
@@ -474,7 +464,7 @@ fn floor_preemption_by_the_dispatcher_and_denial_for_a_lower_level() {
     // Receive PCM16 at 16 kHz in this test (the other tests use Opus).
     c.send(json!({"type": "audioFormat", "data": {"codec": "pcm16", "rate": 16000}}));
     assert_eq!(c.expect_type("audioFormat", REPLY)["code"], 1);
-    let sid = call(&mut c, &[id1, id2]);
+    let sid = c.call(&[id1, id2], T);
     t1.wait_in_channel(&format!("call-{sid}"), T);
     t2.wait_in_channel(&format!("call-{sid}"), T);
     c.send(json!({"type": "releaseMic", "sessionId": sid}));
@@ -540,7 +530,7 @@ fn floor_preemption_by_the_dispatcher_and_denial_for_a_lower_level() {
     // A console whose mic level is not above a terminal's is denied while the terminal talks.
     let mut low = Console::connect(bridge.addr());
     low.login(BASE_URL, "low", "pw-low");
-    let low_sid = call(&mut low, &[id3]);
+    let low_sid = low.call(&[id3], T);
     t3.wait_in_channel(&format!("call-{low_sid}"), T);
     low.send(json!({"type": "releaseMic"}));
     assert_eq!(low.expect_type("releaseMic", REPLY)["code"], 1);
@@ -575,7 +565,7 @@ fn murmurd_dies_mid_call_the_console_is_told_and_logs_in_again() {
     let id1 = server.user_id("t1");
     let mut c = Console::connect(bridge.addr());
     c.login(BASE_URL, "zydd", "pw-zydd");
-    let sid = call(&mut c, &[id1]);
+    let sid = c.call(&[id1], T);
 
     server.kill();
     let hangup = c.expect_notify("tempCallHangup", |_| true, T);
@@ -596,7 +586,7 @@ fn murmurd_dies_mid_call_the_console_is_told_and_logs_in_again() {
     let login = c.expect_type("login", T);
     assert_eq!(login["code"], 1, "{login}");
     let mut t1 = terminal(&server, "t1", "North");
-    let sid2 = call(&mut c, &[id1]);
+    let sid2 = c.call(&[id1], T);
     assert_ne!(sid2, sid);
     t1.wait_in_channel(&format!("call-{sid2}"), T);
     assert!(bridge.metric("pttbridge_console_calls_total", &[]) >= 2.0);
@@ -612,7 +602,7 @@ fn bad_input_gets_clear_errors_while_another_console_keeps_talking() {
     // Console A is in a call and talking the whole time.
     let mut a = Console::connect(bridge.addr());
     a.login(BASE_URL, "zydd", "pw-zydd");
-    let sid = call(&mut a, &[id1]);
+    let sid = a.call(&[id1], T);
     t1.wait_in_channel(&format!("call-{sid}"), T);
     t1.record_start();
     let speech = fixture("audio/speech.wav");
@@ -923,7 +913,7 @@ fn stopping_the_bridge_sends_terminals_home_and_closes_consoles_with_1001() {
     let id1 = server.user_id("t1");
     let mut c = Console::connect(bridge.addr());
     c.login(BASE_URL, "zydd", "pw-zydd");
-    let sid = call(&mut c, &[id1]);
+    let sid = c.call(&[id1], T);
     t1.wait_in_channel(&format!("call-{sid}"), T);
     assert!(
         bridge.stop(Duration::from_secs(10)).is_some(),
@@ -946,7 +936,7 @@ fn on_talk_answer_mode_rings_until_the_terminal_talks() {
     let id1 = server.user_id("t1");
     let mut c = Console::connect(bridge.addr());
     c.login(BASE_URL, "zydd", "pw-zydd");
-    let sid = call(&mut c, &[id1]);
+    let sid = c.call(&[id1], T);
     c.expect_notify("tempCallRing", |v| v["data"]["fromId"] == id1, T);
     let ringing = c.expect_notify(
         "tempCallMemberUpdate",
@@ -981,7 +971,7 @@ fn a_console_that_vanishes_mid_call_sends_its_terminals_home() {
     let (id1, id2) = (server.user_id("t1"), server.user_id("t2"));
     let mut c = Console::connect(bridge.addr());
     c.login(BASE_URL, "zydd", "pw-zydd");
-    let sid = call(&mut c, &[id1, id2]);
+    let sid = c.call(&[id1, id2], T);
     t1.wait_in_channel(&format!("call-{sid}"), T);
     t2.wait_in_channel(&format!("call-{sid}"), T);
     c.close();
@@ -990,7 +980,7 @@ fn a_console_that_vanishes_mid_call_sends_its_terminals_home() {
     // The account and the terminals are free again.
     let mut again = Console::connect(bridge.addr());
     again.login(BASE_URL, "zydd", "pw-zydd");
-    let sid2 = call(&mut again, &[id1]);
+    let sid2 = again.call(&[id1], T);
     t1.wait_in_channel(&format!("call-{sid2}"), T);
     bridge.wait_health(
         "one console logged in",

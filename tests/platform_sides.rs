@@ -267,16 +267,6 @@ fn terminal(server: &Murmur, name: &str, channel: &str) -> Terminal {
         .connect()
 }
 
-/// Starts a call from `console` to `ids`; returns the call id once the mic is open.
-fn call(console: &mut Console, ids: &[u32]) -> String {
-    console.send(json!({"type": "requestMic", "toIds": ids, "transaction": 1}));
-    let created = console.expect_type("createGroup", T);
-    assert_eq!(created["code"], 1, "{created}");
-    let granted = console.expect_type("requestMic", T);
-    assert_eq!(granted["code"], 2, "{granted}");
-    created["sessionId"].as_str().unwrap().to_string()
-}
-
 #[test]
 fn a_console_is_online_takes_platform_commands_and_its_calls_are_recorded() {
     let server = console_murmur();
@@ -335,7 +325,7 @@ fn a_console_is_online_takes_platform_commands_and_its_calls_are_recorded() {
 
     // ---- a temporary call; the platform invites a second terminal into it ----
     let t_call = now_ms();
-    let sid = call(&mut c, &[id1]);
+    let sid = c.call(&[id1], T);
     let group = format!("console:{sid}");
     let channel = format!("call-{sid}");
     t1.wait_in_channel(&channel, T);
@@ -406,7 +396,7 @@ fn a_console_is_online_takes_platform_commands_and_its_calls_are_recorded() {
     assert!((14..=60).contains(&signals), "signalling count {signals}");
 
     // ---- kickout mid-call: the call ends (code 4), the session ends with the reason ----
-    let sid = call(&mut c, &[id1]);
+    let sid = c.call(&[id1], T);
     t1.wait_in_channel(&format!("call-{sid}"), T);
     ok(kickout(&bridge, "console:zydd"));
     let hangup = c.expect_notify("tempCallHangup", |_| true, T);

@@ -174,6 +174,17 @@ impl Console {
         login
     }
 
+    /// Calls terminals `ids` (`requestMic` with `toIds`, the spec's transaction); panics unless
+    /// the call is created and the mic opens within `timeout`. Returns the call's `sessionId`.
+    pub fn call(&mut self, ids: &[u32], timeout: Duration) -> String {
+        self.send(json!({"type": "requestMic", "toIds": ids, "transaction": 1671006883842u64}));
+        let created = self.expect_type("createGroup", timeout);
+        assert_eq!(created["code"], 1, "{created}");
+        let granted = self.expect_type("requestMic", timeout);
+        assert_eq!(granted["code"], 2, "{granted}");
+        created["sessionId"].as_str().unwrap().to_string()
+    }
+
     /// Every JSON message received so far.
     pub fn history(&mut self) -> Vec<Value> {
         self.events.history().to_vec()
