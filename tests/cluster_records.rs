@@ -149,3 +149,105 @@ async fn apps_and_call_records_are_the_same_on_every_node() {
     assert_eq!(first_record(&b), record, "the same row on B");
     println!("B's call record, listed by A: {record}");
 }
+
+/// Customer management's records (seed 002) on two nodes: a customer added through A is listed
+/// by B and its info key works there; its code is taken on B too; a user commit B receives is
+/// listed by A as the same row (the same receive time); removed through B, it is gone on A
+/// with its commits.
+#[test]
+fn customers_and_their_commits_are_the_same_on_every_node() {
+    const CODE: &str = "0513001";
+    const TOKEN: &str = "site-commit-token-0001";
+    let nats = NatsCluster::start(3);
+    let urls = nats.urls();
+    let murmur = Murmur::start(&["North", "South"]);
+    let a = Bridge::start(
+        BIN,
+        &config("node-a", "a", "bridge-a", "North", &murmur, &urls),
+    );
+    let b = Bridge::start(
+        BIN,
+        &config("node-b", "b", "bridge-b", "South", &murmur, &urls),
+    );
+    for n in [&a, &b] {
+        n.wait_health(
+            "its account connected",
+            |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["state"] == "connected",
+            T,
+        );
+    }
+    let example = |name: &str| -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(fixture(&format!("customers/{name}"))).unwrap(),
+        )
+        .unwrap()
+    };
+    // Each node lists `path` the same once it applied what the other wrote.
+    let until = |node: &Bridge, path: &str, done: &dyn Fn(&Value) -> bool| -> Value {
+        let t0 = Instant::now();
+        loop {
+            let (status, v) = call(node, "GET", path, None);
+            if status == 200 && done(&v["data"]) {
+                return v["data"].clone();
+            }
+            assert!(t0.elapsed() < T, "{path}: {status} {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let mut add = example("customer-add.params.json");
+    add["commit_token"] = TOKEN.into();
+    let (status, added) = call(&a, "POST", "/customer/add", Some(add.clone()));
+    assert_eq!((status, &added["code"]), (200, &json!(0)), "{added}");
+    let (id, info_key) = (
+        added["data"]["id"].as_str().unwrap().to_owned(),
+        added["info_key"].as_str().unwrap().to_owned(),
+    );
+    let listed = until(&b, "/customer/list", &|d| d[0]["id"] == id.as_str());
+    assert_eq!(listed[0]["code"], CODE, "{listed}");
+    let info = b.request_with(
+        "GET",
+        &format!("/api/customer/info?code={CODE}"),
+        None,
+        &[("X-Info-Key", &info_key)],
+    );
+    assert_eq!(
+        info.status, 200,
+        "A's customer's info key on B: {}",
+        info.body
+    );
+    let (status, again) = call(&b, "POST", "/customer/add", Some(add));
+    assert_eq!(status, 409, "the code is taken on B as on A: {again}");
+
+    // A commit B receives (with the customer's own token) is A's row too.
+    let users = example("user-commit.data.json");
+    let r = b.request_with(
+        "POST",
+        "/api/user/commit",
+        Some(&json!({ "data": users }).to_string()),
+        &[("X-Commit-Token", TOKEN)],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let path = format!("/user/list?code={CODE}");
+    let on_a = until(&a, &path, &|d| d.as_array().is_some_and(|r| r.len() == 1));
+    let on_b = until(&b, &path, &|d| d.as_array().is_some_and(|r| r.len() == 1));
+    assert_eq!(on_a, on_b, "the same row on both nodes");
+    assert_eq!(on_a[0]["uuid"], users[0]["uuid"], "{on_a}");
+    println!("B's user commit, listed by A: {on_a}");
+
+    // Removed through B: gone on A, its commits with it.
+    let (status, removed) = call(&b, "POST", &format!("/customer/remove?id={id}"), None);
+    assert_eq!(
+        (status, &removed["data"]["id"]),
+        (200, &json!(id)),
+        "{removed}"
+    );
+    until(&a, "/customer/list", &|d| d == &json!([]));
+    let (status, gone) = call(&a, "GET", &path, None);
+    assert_eq!(
+        status, 404,
+        "the customer's commits went with it on A: {gone}"
+    );
+    let (status, twice) = call(&a, "POST", &format!("/customer/remove?id={id}"), None);
+    assert_eq!(status, 404, "removed once, on every node: {twice}");
+}

@@ -12,12 +12,12 @@ pub mod params;
 pub mod store;
 pub mod usage;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use config::{CommitConfig, CustomersConfig};
 
 /// A customer (`/customer/add`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
     /// A random UUID, made by the bridge (`/customer/remove?id=`).
     pub id: String,
@@ -52,7 +52,7 @@ pub struct Customer {
 }
 
 /// A server commit (`/api/server/commit`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerCommit {
     /// Customer number.
     pub code: String,
@@ -71,7 +71,7 @@ pub struct ServerCommit {
 }
 
 /// One user of a user commit (`/api/user/commit`, `data=[...]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserCommit {
     /// Customer number.
     pub code: String,
@@ -94,7 +94,7 @@ pub struct UserCommit {
 }
 
 /// One group of a group commit (`/api/group/commit`, `data=[...]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupCommit {
     /// Customer number.
     pub code: String,
@@ -116,6 +116,53 @@ pub struct GroupCommit {
     pub fcount: i64,
     /// Notices.
     pub ncount: i64,
+}
+
+/// What one commit request carries, checked: a server commit, or a `data` batch of user or
+/// group commits (also a shared records operation's payload on a cluster node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Commits {
+    /// `/api/server/commit`.
+    Server(ServerCommit),
+    /// `/api/user/commit`.
+    Users(Vec<UserCommit>),
+    /// `/api/group/commit`.
+    Groups(Vec<GroupCommit>),
+}
+
+impl Commits {
+    /// Its kind, as metrics label it (`server`, `user`, `group`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Server(_) => "server",
+            Self::Users(_) => "user",
+            Self::Groups(_) => "group",
+        }
+    }
+
+    /// The customer codes its entries name.
+    pub fn codes(&self) -> Vec<&str> {
+        match self {
+            Self::Server(c) => vec![c.code.as_str()],
+            Self::Users(rows) => rows.iter().map(|r| r.code.as_str()).collect(),
+            Self::Groups(rows) => rows.iter().map(|r| r.code.as_str()).collect(),
+        }
+    }
+
+    /// How many entries it has.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Server(_) => 1,
+            Self::Users(rows) => rows.len(),
+            Self::Groups(rows) => rows.len(),
+        }
+    }
+
+    /// Whether it has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A stored commit row: what was committed and when it arrived.

@@ -68,7 +68,7 @@ fn conflict(e: rusqlite::Error, what: String) -> StoreError {
 }
 
 /// Deletes what `keep` no longer allows from every commit table.
-fn prune(tx: &rusqlite::Transaction<'_>, keep: Retention, now_ms: i64) -> rusqlite::Result<()> {
+fn prune(tx: &rusqlite::Connection, keep: Retention, now_ms: i64) -> rusqlite::Result<()> {
     for table in COMMIT_TABLES {
         if keep.days > 0 {
             let cutoff = now_ms - i64::from(keep.days) * 86_400_000;
@@ -86,23 +86,171 @@ fn prune(tx: &rusqlite::Transaction<'_>, keep: Retention, now_ms: i64) -> rusqli
     Ok(())
 }
 
+/// [`Store::insert_customer`] on `conn`.
+pub(crate) fn insert_customer_on(
+    conn: &rusqlite::Connection,
+    c: &Customer,
+    secrets: &Secrets,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO customers (id, code, name, mac, tcphost, tcpport, webhost, webport,
+             filehost, fileport, timeout, contact, ctel, server, created_ms,
+             commit_digest, info_digest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        params![
+            c.id,
+            c.code,
+            c.name,
+            c.mac,
+            c.tcphost,
+            c.tcpport,
+            c.webhost,
+            c.webport,
+            c.filehost,
+            c.fileport,
+            c.timeout,
+            c.contact,
+            c.ctel,
+            c.server,
+            c.created_ms,
+            secrets.commit,
+            secrets.info
+        ],
+    )
+    .map_err(|e| conflict(e, format!("customer code {:?}", c.code)))?;
+    Ok(())
+}
+
+/// [`Store::remove_customer`] on `conn`, inside the caller's transaction.
+pub(crate) fn remove_customer_on(
+    conn: &rusqlite::Connection,
+    id: &str,
+) -> Result<Option<Customer>, StoreError> {
+    let found = conn
+        .query_row(
+            &format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = ?1"),
+            params![id],
+            customer_row,
+        )
+        .optional()?;
+    if let Some(c) = &found {
+        conn.execute("DELETE FROM customers WHERE id = ?1", params![id])?;
+        for table in COMMIT_TABLES {
+            conn.execute(
+                &format!("DELETE FROM {table} WHERE code = ?1"),
+                params![c.code],
+            )?;
+        }
+    }
+    Ok(found)
+}
+
+/// Keeps `commits` received at `now_ms` on `conn`, inside the caller's transaction, then prunes
+/// by `keep`.
+pub(crate) fn insert_commits_on(
+    conn: &rusqlite::Connection,
+    commits: &super::Commits,
+    now_ms: i64,
+    keep: Retention,
+) -> Result<(), StoreError> {
+    use super::Commits;
+    match commits {
+        Commits::Server(c) => insert_rows(
+            conn,
+            SERVER_SQL,
+            std::slice::from_ref(c),
+            now_ms,
+            bind_server,
+        )?,
+        Commits::Users(rows) => insert_rows(conn, USER_SQL, rows, now_ms, bind_user)?,
+        Commits::Groups(rows) => insert_rows(conn, GROUP_SQL, rows, now_ms, bind_group)?,
+    }
+    prune(conn, keep, now_ms)?;
+    Ok(())
+}
+
+const SERVER_SQL: &str = "INSERT INTO customer_server_commits (received_ms, code, name, mac, ip,
+    timeout, count, updatetimes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const USER_SQL: &str = "INSERT INTO customer_user_commits (received_ms, code, uuid, nickname,
+    onlinetime, andtimes, pctimes, iostimes, fmsgs, tmsgs)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+const GROUP_SQL: &str = "INSERT INTO customer_group_commits (received_ms, code, gid, name,
+    createrid, creatername, ucount, msgcount, ctime, fcount, ncount)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+type Bind<T> = fn(&mut rusqlite::Statement<'_>, i64, &T) -> rusqlite::Result<usize>;
+
+fn bind_server(
+    st: &mut rusqlite::Statement<'_>,
+    t: i64,
+    c: &ServerCommit,
+) -> rusqlite::Result<usize> {
+    st.execute(params![
+        t,
+        c.code,
+        c.name,
+        c.mac,
+        c.ip,
+        c.timeout,
+        c.count,
+        c.updatetimes
+    ])
+}
+
+fn bind_user(st: &mut rusqlite::Statement<'_>, t: i64, u: &UserCommit) -> rusqlite::Result<usize> {
+    st.execute(params![
+        t,
+        u.code,
+        u.uuid,
+        u.nickname,
+        u.onlinetime,
+        u.andtimes,
+        u.pctimes,
+        u.iostimes,
+        u.fmsgs,
+        u.tmsgs
+    ])
+}
+
+fn bind_group(
+    st: &mut rusqlite::Statement<'_>,
+    t: i64,
+    g: &GroupCommit,
+) -> rusqlite::Result<usize> {
+    st.execute(params![
+        t,
+        g.code,
+        g.gid,
+        g.name,
+        g.createrid,
+        g.creatername,
+        g.ucount,
+        g.msgcount,
+        g.ctime,
+        g.fcount,
+        g.ncount
+    ])
+}
+
+/// Inserts `rows` with `sql` (`bind` gives each row's parameters after the receive time `?1`).
+fn insert_rows<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    rows: &[T],
+    now_ms: i64,
+    bind: Bind<T>,
+) -> rusqlite::Result<()> {
+    let mut st = conn.prepare(sql)?;
+    for row in rows {
+        bind(&mut st, now_ms, row)?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Adds a customer with the digests of its secrets; a taken code is a conflict.
     pub fn insert_customer(&self, c: &Customer, secrets: &Secrets) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO customers (id, code, name, mac, tcphost, tcpport, webhost, webport,
-                     filehost, fileport, timeout, contact, ctel, server, created_ms,
-                     commit_digest, info_digest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-                params![
-                    c.id, c.code, c.name, c.mac, c.tcphost, c.tcpport, c.webhost, c.webport,
-                    c.filehost, c.fileport, c.timeout, c.contact, c.ctel, c.server, c.created_ms,
-                    secrets.commit, secrets.info
-                ],
-            )
-            .map_err(|e| conflict(e, format!("customer code {:?}", c.code)))?;
-        Ok(())
+        insert_customer_on(&self.conn(), c, secrets)
     }
 
     /// Every customer, by code.
@@ -141,44 +289,21 @@ impl Store {
     pub fn remove_customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let found = tx
-            .query_row(
-                &format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = ?1"),
-                params![id],
-                customer_row,
-            )
-            .optional()?;
-        if let Some(c) = &found {
-            tx.execute("DELETE FROM customers WHERE id = ?1", params![id])?;
-            for table in COMMIT_TABLES {
-                tx.execute(
-                    &format!("DELETE FROM {table} WHERE code = ?1"),
-                    params![c.code],
-                )?;
-            }
-        }
+        let found = remove_customer_on(&tx, id)?;
         tx.commit()?;
         Ok(found)
     }
 
-    /// Inserts `rows` with `sql` (`bind` gives each row's parameters after the receive time `?1`)
-    /// in one transaction, then prunes by `keep`.
-    fn insert_batch<T>(
+    /// Runs `insert` and prunes by `keep`, in one transaction.
+    fn insert_pruned(
         &self,
-        sql: &str,
-        rows: &[T],
         now_ms: i64,
         keep: Retention,
-        bind: impl Fn(&mut rusqlite::Statement<'_>, i64, &T) -> rusqlite::Result<usize>,
+        insert: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        {
-            let mut st = tx.prepare(sql)?;
-            for row in rows {
-                bind(&mut st, now_ms, row)?;
-            }
-        }
+        insert(&tx)?;
         prune(&tx, keep, now_ms)?;
         tx.commit()?;
         Ok(())
@@ -191,25 +316,9 @@ impl Store {
         now_ms: i64,
         keep: Retention,
     ) -> Result<(), StoreError> {
-        self.insert_batch(
-            "INSERT INTO customer_server_commits (received_ms, code, name, mac, ip, timeout, count,
-                 updatetimes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            std::slice::from_ref(c),
-            now_ms,
-            keep,
-            |st, t, c| {
-                st.execute(params![
-                    t,
-                    c.code,
-                    c.name,
-                    c.mac,
-                    c.ip,
-                    c.timeout,
-                    c.count,
-                    c.updatetimes
-                ])
-            },
-        )
+        self.insert_pruned(now_ms, keep, |tx| {
+            insert_rows(tx, SERVER_SQL, std::slice::from_ref(c), now_ms, bind_server)
+        })
     }
 
     /// Keeps a user commit's entries (one transaction), then prunes by `keep`.
@@ -219,28 +328,9 @@ impl Store {
         now_ms: i64,
         keep: Retention,
     ) -> Result<(), StoreError> {
-        self.insert_batch(
-            "INSERT INTO customer_user_commits (received_ms, code, uuid, nickname, onlinetime,
-                 andtimes, pctimes, iostimes, fmsgs, tmsgs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            users,
-            now_ms,
-            keep,
-            |st, t, u| {
-                st.execute(params![
-                    t,
-                    u.code,
-                    u.uuid,
-                    u.nickname,
-                    u.onlinetime,
-                    u.andtimes,
-                    u.pctimes,
-                    u.iostimes,
-                    u.fmsgs,
-                    u.tmsgs
-                ])
-            },
-        )
+        self.insert_pruned(now_ms, keep, |tx| {
+            insert_rows(tx, USER_SQL, users, now_ms, bind_user)
+        })
     }
 
     /// Keeps a group commit's entries (one transaction), then prunes by `keep`.
@@ -250,29 +340,9 @@ impl Store {
         now_ms: i64,
         keep: Retention,
     ) -> Result<(), StoreError> {
-        self.insert_batch(
-            "INSERT INTO customer_group_commits (received_ms, code, gid, name, createrid,
-                 creatername, ucount, msgcount, ctime, fcount, ncount)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            groups,
-            now_ms,
-            keep,
-            |st, t, g| {
-                st.execute(params![
-                    t,
-                    g.code,
-                    g.gid,
-                    g.name,
-                    g.createrid,
-                    g.creatername,
-                    g.ucount,
-                    g.msgcount,
-                    g.ctime,
-                    g.fcount,
-                    g.ncount
-                ])
-            },
-        )
+        self.insert_pruned(now_ms, keep, |tx| {
+            insert_rows(tx, GROUP_SQL, groups, now_ms, bind_group)
+        })
     }
 
     /// Rows of `sql` (with the customer's code as `?1`), read by `row`.

@@ -24,9 +24,11 @@ use tracing::{info, warn};
 use super::AppState;
 use super::business::{ApiError, ApiResult, serde_urlencoded_like};
 use crate::auth::web::PeerIp;
+use crate::customers::Commits as Batch;
 use crate::customers::params::{self, ParamError, Params};
 use crate::customers::store::{Retention, Secrets};
-use crate::customers::{Customer, GroupCommit, ServerCommit, UserCommit, now_ms};
+use crate::customers::{Customer, now_ms};
+use crate::storage::Applied;
 
 /// Header of a customer's commit token.
 pub const COMMIT_TOKEN: &str = "x-commit-token";
@@ -189,7 +191,12 @@ async fn add(State(state): State<Arc<AppState>>, ReqParams(m): ReqParams) -> Api
         commit: crate::auth::secret::digest(&commit_token),
         info: crate::auth::secret::digest(&info_key),
     };
-    state.platform.store.insert_customer(&customer, &secrets)?;
+    let op = crate::storage::RecordOp::InsertCustomer {
+        customer: customer.clone(),
+        commit_digest: secrets.commit,
+        info_digest: secrets.info,
+    };
+    state.platform.store.write(op).await?;
     info!(code = %customer.code, id = %customer.id, "customer added");
     // The two secrets are shown here once; the store keeps their digests only.
     Ok(Json(
@@ -203,7 +210,16 @@ async fn add(State(state): State<Arc<AppState>>, ReqParams(m): ReqParams) -> Api
 
 async fn remove(State(state): State<Arc<AppState>>, ReqParams(m): ReqParams) -> ApiResult {
     let id = Params(&m).required("id", params::is_uuid, "a customer id (a UUID)")?;
-    match state.platform.store.remove_customer(&id)? {
+    let found = state
+        .platform
+        .store
+        .customers()?
+        .into_iter()
+        .find(|c| c.id == id);
+    let op = crate::storage::RecordOp::RemoveCustomer { id: id.clone() };
+    // Removed here (or by the shared records) only if it still was there.
+    let removed = state.platform.store.write(op).await? == Applied::Found(true);
+    match found.filter(|_| removed) {
         Some(c) => {
             info!(code = %c.code, id = %c.id, "customer removed with its commits");
             ok(serde_json::to_value(c).unwrap_or_default())
@@ -341,56 +357,30 @@ async fn info_route(
     }))
 }
 
-/// What one commit request carries, checked.
-enum Batch {
-    Server(ServerCommit),
-    Users(Vec<UserCommit>),
-    Groups(Vec<GroupCommit>),
+/// The customer a commit is for: a `data` commit's entries must all name the same one.
+fn batch_code(batch: &Batch) -> Result<String, ParamError> {
+    let codes = batch.codes();
+    let first = *codes
+        .first()
+        .ok_or_else(|| ParamError("data is empty: nothing to commit".into()))?;
+    if codes.iter().any(|c| *c != first) {
+        return Err(ParamError(
+            "every data entry must have the same code".into(),
+        ));
+    }
+    Ok(first.to_owned())
 }
 
-impl Batch {
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Server(_) => "server",
-            Self::Users(_) => "user",
-            Self::Groups(_) => "group",
-        }
-    }
-
-    /// The customer it is for: a `data` commit's entries must all name the same one.
-    fn code(&self) -> Result<String, ParamError> {
-        let codes: Vec<&str> = match self {
-            Self::Server(c) => vec![c.code.as_str()],
-            Self::Users(rows) => rows.iter().map(|r| r.code.as_str()).collect(),
-            Self::Groups(rows) => rows.iter().map(|r| r.code.as_str()).collect(),
-        };
-        let first = *codes
-            .first()
-            .ok_or_else(|| ParamError("data is empty: nothing to commit".into()))?;
-        if codes.iter().any(|c| *c != first) {
-            return Err(ParamError(
-                "every data entry must have the same code".into(),
-            ));
-        }
-        Ok(first.to_owned())
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Self::Server(_) => 1,
-            Self::Users(rows) => rows.len(),
-            Self::Groups(rows) => rows.len(),
-        }
-    }
-
-    fn store(&self, state: &AppState) -> Result<(), crate::storage::StoreError> {
-        let (store, now, keep) = (&state.platform.store, now_ms(), retention(state));
-        match self {
-            Self::Server(c) => store.insert_server_commit(c, now, keep),
-            Self::Users(rows) => store.insert_user_commits(rows, now, keep),
-            Self::Groups(rows) => store.insert_group_commits(rows, now, keep),
-        }
-    }
+/// Keeps a checked commit: here, or through the shared records on a cluster node.
+async fn store_batch(state: &AppState, batch: Batch) -> Result<(), crate::storage::StoreError> {
+    let keep = retention(state);
+    let op = crate::storage::RecordOp::InsertCommits {
+        commits: batch,
+        received_ms: now_ms(),
+        keep_days: keep.days,
+        keep_rows: keep.max_rows,
+    };
+    state.platform.store.write(op).await.map(|_| ())
 }
 
 /// Every commit's path: credentials present, parameters checked (`parse`), the customer's own
@@ -418,7 +408,7 @@ async fn commit(
     let m = request_params(q.as_deref(), headers, body).map_err(|e| refused(e, "bad_request"))?;
     let max = state.platform.customers.max_batch as usize;
     let (batch, code) = parse(&Params(&m), max)
-        .and_then(|b| b.code().map(|c| (b, c)))
+        .and_then(|b| batch_code(&b).map(|c| (b, c)))
         .map_err(|e| refused(e.into(), "bad_request"))?;
     authorize(state, ip, &who, &code, COMMIT_TOKEN, "customer_commit").map_err(|e| {
         let reason = match e.code() {
@@ -428,10 +418,10 @@ async fn commit(
         };
         refused(e, reason)
     })?;
-    batch.store(state)?;
-    metrics::counter!("pttbridge_customer_commits_received_total", "kind" => batch.kind())
-        .increment(1);
-    ok(json!({ "code": code, "received": batch.len() }))
+    let (kind, received) = (batch.kind(), batch.len());
+    store_batch(state, batch).await?;
+    metrics::counter!("pttbridge_customer_commits_received_total", "kind" => kind).increment(1);
+    ok(json!({ "code": code, "received": received }))
 }
 
 macro_rules! commit_route {

@@ -14,6 +14,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{AppRow, CallRow, Store, StoreError};
+use crate::customers::store::{self, Retention, Secrets};
+use crate::customers::{Commits, Customer};
 
 /// The table of the last log sequence this database applied.
 pub(super) const SCHEMA: &str = "
@@ -53,6 +55,33 @@ pub enum RecordOp {
     InsertCall {
         /// The call.
         call: CallRow,
+    },
+    /// `Store::insert_customer` (customer management).
+    InsertCustomer {
+        /// The customer.
+        customer: Customer,
+        /// Its commit token's digest.
+        commit_digest: String,
+        /// Its info key's digest.
+        info_digest: String,
+    },
+    /// `Store::remove_customer`, with its commits.
+    RemoveCustomer {
+        /// The customer's id.
+        id: String,
+    },
+    /// A customer's usage commit: kept as received at `received_ms` (the receiving node's
+    /// clock, so every node keeps the same row), then the tables pruned by the receiving node's
+    /// retention.
+    InsertCommits {
+        /// What was committed.
+        commits: Commits,
+        /// When it was received, ms since the epoch.
+        received_ms: i64,
+        /// `[customers] retention_days` of the receiving node.
+        keep_days: u32,
+        /// `[customers] max_commit_rows` of the receiving node.
+        keep_rows: u32,
     },
 }
 
@@ -97,9 +126,14 @@ impl Store {
         }
     }
 
-    /// Applies `op` to this database.
+    /// Applies `op` to this database (in one transaction: some operations are several
+    /// statements).
     pub fn apply(&self, op: &RecordOp) -> Result<Applied, StoreError> {
-        apply_on(&self.conn(), op)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let result = apply_on(&tx, op)?;
+        tx.commit()?;
+        Ok(result)
     }
 
     /// Applies `op`, the entry `seq` of log `name`, and records that position, in one
@@ -148,6 +182,32 @@ fn apply_on(conn: &Connection, op: &RecordOp) -> Result<Applied, StoreError> {
         }
         RecordOp::DeleteApp { app_id } => super::delete_app_on(conn, app_id).map(Applied::Found),
         RecordOp::InsertCall { call } => super::insert_call_on(conn, call).map(Applied::Id),
+        RecordOp::InsertCustomer {
+            customer,
+            commit_digest,
+            info_digest,
+        } => {
+            let secrets = Secrets {
+                commit: commit_digest.clone(),
+                info: info_digest.clone(),
+            };
+            store::insert_customer_on(conn, customer, &secrets).map(|()| Applied::Done)
+        }
+        RecordOp::RemoveCustomer { id } => {
+            store::remove_customer_on(conn, id).map(|c| Applied::Found(c.is_some()))
+        }
+        RecordOp::InsertCommits {
+            commits,
+            received_ms,
+            keep_days,
+            keep_rows,
+        } => {
+            let keep = Retention {
+                days: *keep_days,
+                max_rows: *keep_rows,
+            };
+            store::insert_commits_on(conn, commits, *received_ms, keep).map(|()| Applied::Done)
+        }
     }
 }
 
@@ -217,5 +277,68 @@ mod tests {
             .unwrap();
         assert!(matches!(r, Err(StoreError::Conflict(_))));
         assert_eq!(store.log_applied("records").unwrap(), 8);
+    }
+
+    #[test]
+    fn customer_operations_round_trip_and_apply_as_the_methods_do() {
+        let store = Store::open(None).unwrap();
+        let customer = Customer {
+            id: "5f0c7c1e-0000-4000-8000-000000000001".into(),
+            code: "0513001".into(),
+            name: "site".into(),
+            mac: String::new(),
+            tcphost: String::new(),
+            tcpport: 0,
+            webhost: String::new(),
+            webport: 0,
+            filehost: String::new(),
+            fileport: 0,
+            timeout: "2027-09-21".into(),
+            contact: String::new(),
+            ctel: String::new(),
+            server: String::new(),
+            created_ms: 1,
+        };
+        let user = crate::customers::UserCommit {
+            code: "0513001".into(),
+            uuid: "u1".into(),
+            nickname: "one".into(),
+            onlinetime: 5,
+            andtimes: 0,
+            pctimes: 1,
+            iostimes: 0,
+            fmsgs: 2,
+            tmsgs: 3,
+        };
+        let ops = [
+            RecordOp::InsertCustomer {
+                customer: customer.clone(),
+                commit_digest: crate::auth::secret::digest("token"),
+                info_digest: crate::auth::secret::digest("key"),
+            },
+            RecordOp::InsertCommits {
+                commits: Commits::Users(vec![user.clone(), user]),
+                received_ms: 1000,
+                keep_days: 0,
+                keep_rows: 10,
+            },
+        ];
+        for op in &ops {
+            let json = serde_json::to_string(op).unwrap();
+            let back: RecordOp = serde_json::from_str(&json).unwrap();
+            assert_eq!(&back, op, "{json}");
+            assert_eq!(store.apply(&back).unwrap(), Applied::Done);
+        }
+        assert_eq!(store.customers().unwrap(), [customer.clone()]);
+        assert_eq!(store.commit_rows("0513001").unwrap(), [0, 2, 0]);
+        // Every node received it at the same time, so every node keeps the same row.
+        assert_eq!(store.latest_users("0513001").unwrap()[0].received_ms, 1000);
+        assert!(matches!(store.apply(&ops[0]), Err(StoreError::Conflict(_))));
+        let remove = RecordOp::RemoveCustomer {
+            id: customer.id.clone(),
+        };
+        assert_eq!(store.apply(&remove).unwrap(), Applied::Found(true));
+        assert_eq!(store.apply(&remove).unwrap(), Applied::Found(false));
+        assert_eq!(store.commit_rows("0513001").unwrap(), [0, 0, 0]);
     }
 }
