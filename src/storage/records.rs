@@ -329,7 +329,7 @@ mod tests {
             assert_eq!(&back, op, "{json}");
             assert_eq!(store.apply(&back).unwrap(), Applied::Done);
         }
-        assert_eq!(store.customers().unwrap(), [customer.clone()]);
+        assert_eq!(store.customers().unwrap(), std::slice::from_ref(&customer));
         assert_eq!(store.commit_rows("0513001").unwrap(), [0, 2, 0]);
         // Every node received it at the same time, so every node keeps the same row.
         assert_eq!(store.latest_users("0513001").unwrap()[0].received_ms, 1000);
