@@ -1,7 +1,8 @@
 //! The lease driver over NATS JetStream KV: one [`Lease`] per configured PTT account and per
 //! console admin session ([`Resource`]), its operations run against the bucket, and the
-//! resource connected exactly while this node may act as its owner. Announces what it takes and loses (a hub event and a log line), shows it in
-//! `/healthz`, and releases everything when the bridge drains.
+//! resource connected exactly while this node may act as its owner. Announces what it takes and
+//! loses (a hub event and a log line), shows it in `/healthz`, and releases everything when the
+//! bridge drains.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

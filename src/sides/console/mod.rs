@@ -5,8 +5,8 @@
 //! own PTT session; the bridge keeps no passwords), creates a temporary channel for each
 //! call, and has the server's admin account ([`moderator`]) move the called terminals in
 //! and back — on a cluster node through [`admin`], which sends the moves to the one node
-//! holding the admin session. Audio travels as binary frames on the same socket ([`muicall::audio`]).
-//! `docs/console.md` describes the mapping and the protocol extensions.
+//! holding the admin session. Audio travels as binary frames on the same socket
+//! ([`muicall::audio`]). `docs/console.md` describes the mapping and the protocol extensions.
 
 mod admin;
 pub mod audio;
