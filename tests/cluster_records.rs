@@ -53,15 +53,12 @@ async fn egw_login(b: &Bridge, dev_id: &str, token: &str) -> Value {
     r["result"].clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn apps_and_call_records_are_the_same_on_every_node() {
-    let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3))
-        .await
-        .unwrap();
+/// The 3 nats-servers, murmurd and the two nodes (A in North, B in South), their accounts
+/// connected and the records stream read.
+fn two_nodes() -> (NatsCluster, Murmur, Bridge, Bridge) {
+    let nats = NatsCluster::start(3);
     let urls = nats.urls();
-    let murmur = tokio::task::spawn_blocking(|| Murmur::start(&["North", "South"]))
-        .await
-        .unwrap();
+    let murmur = Murmur::start(&["North", "South"]);
     let a = Bridge::start(
         BIN,
         &config("node-a", "a", "bridge-a", "North", &murmur, &urls),
@@ -77,6 +74,12 @@ async fn apps_and_call_records_are_the_same_on_every_node() {
             T,
         );
     }
+    (nats, murmur, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_and_call_records_are_the_same_on_every_node() {
+    let (_nats, murmur, a, b) = tokio::task::spawn_blocking(two_nodes).await.unwrap();
 
     // An app made on A logs in on B.
     let create =
@@ -158,24 +161,7 @@ async fn apps_and_call_records_are_the_same_on_every_node() {
 fn customers_and_their_commits_are_the_same_on_every_node() {
     const CODE: &str = "0513001";
     const TOKEN: &str = "site-commit-token-0001";
-    let nats = NatsCluster::start(3);
-    let urls = nats.urls();
-    let murmur = Murmur::start(&["North", "South"]);
-    let a = Bridge::start(
-        BIN,
-        &config("node-a", "a", "bridge-a", "North", &murmur, &urls),
-    );
-    let b = Bridge::start(
-        BIN,
-        &config("node-b", "b", "bridge-b", "South", &murmur, &urls),
-    );
-    for n in [&a, &b] {
-        n.wait_health(
-            "its account connected",
-            |h| h["sides"]["ptt"]["servers"][0]["accounts"][0]["state"] == "connected",
-            T,
-        );
-    }
+    let (_nats, _murmur, a, b) = two_nodes();
     let example = |name: &str| -> Value {
         serde_json::from_str(
             &std::fs::read_to_string(fixture(&format!("customers/{name}"))).unwrap(),

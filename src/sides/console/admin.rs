@@ -38,6 +38,11 @@ pub const RETRY: Duration = Duration::from_millis(100);
 /// overloaded, as the local queue refuses).
 const IN_FLIGHT: usize = 1024;
 
+/// Moves that found no admin session to do them (logged rate-limited; counted each).
+static UNREACHABLE: logsafe::RateLimit = logsafe::RateLimit::warn("console move unreachable");
+/// Asks from other nodes that are not a move (logged rate-limited; counted each).
+static UNREADABLE: logsafe::RateLimit = logsafe::RateLimit::warn("unreadable routed move");
+
 /// A console server's admin session as the consoles of this node use it; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Admin(Arc<Inner>);
@@ -183,7 +188,10 @@ impl Inner {
                 if matches!(why, AdminError::NoHolder(_)) {
                     metrics::counter!("pttbridge_cluster_routed_total", "kind" => "move", "outcome" => "no_holder").increment(1);
                 }
-                warn!(server = %esc(&self.server), error = %esc(why.to_string()), "a console's move could not reach the admin session");
+                // Every move of a call fails alike while nobody holds the session: lines limited.
+                if UNREACHABLE.allow() {
+                    warn!(server = %esc(&self.server), error = %esc(why.to_string()), "a console's move could not reach the admin session");
+                }
                 return Err(why);
             }
             debug!(error = %esc(why.to_string()), "admin session not reachable; asking again");
@@ -295,7 +303,9 @@ impl AdminHost for AdminServer {
             let answer = match serde_json::from_slice::<MoveAsk>(&payload) {
                 Err(e) => {
                     metrics::counter!("pttbridge_cluster_routed_total", "kind" => "move", "outcome" => "bad_request").increment(1);
-                    warn!(from = %esc(&origin), error = %esc(e.to_string()), "unreadable move from another node");
+                    if UNREADABLE.allow() {
+                        warn!(from = %esc(&origin), error = %esc(e.to_string()), "unreadable move from another node");
+                    }
                     MoveAnswer::Failed {
                         error: "unreadable request".into(),
                     }
