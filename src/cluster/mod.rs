@@ -9,3 +9,4 @@ pub mod log;
 pub mod node;
 pub mod records;
 pub mod route;
+pub mod share;
