@@ -1191,7 +1191,11 @@ mod tests {
                         l.undrain();
                     }
                     let was = l.holding();
-                    l.set_claim_delay(outlook.claim_delay(held, LEASE));
+                    let owner = match l.holder() {
+                        Holder::Other(o) => Some(o),
+                        _ => None,
+                    };
+                    l.set_claim_delay(outlook.claim_delay(held, owner.as_deref(), LEASE));
                     let op = l.poll(now);
                     if !was && l.holding() {
                         held += 1;
@@ -1342,7 +1346,7 @@ mod tests {
                         }
                     }
                 }
-                for k in 0..keys {
+                for (k, last) in last_owner.iter_mut().enumerate() {
                     let acting: Vec<usize> = (0..4)
                         .filter(|i| nodes[*i].as_ref().is_some_and(|n| n.leases[k].acting(t)))
                         .collect();
@@ -1351,13 +1355,13 @@ mod tests {
                         "run {run}: two owners of {k}: {acting:?}"
                     );
                     if let Some(&i) = acting.first() {
-                        if last_owner[k].is_some_and(|o| o != i) {
+                        if last.is_some_and(|o| o != i) {
                             handovers += 1;
                             if !chaos {
                                 rebalanced += 1;
                             }
                         }
-                        last_owner[k] = Some(i);
+                        *last = Some(i);
                     }
                 }
             }

@@ -75,6 +75,8 @@ pub struct ClusterStatus {
     presence: Mutex<Presence>,
     /// How long a node must be live before leases are handed over to it.
     settle: Duration,
+    /// A hand-over found its taker: the next one may start (wakes the lease tasks).
+    taken: Notify,
 }
 
 impl ClusterStatus {
@@ -248,7 +250,7 @@ impl ClusterStatus {
         {
             return false;
         }
-        Self::update_row(&mut leases, i, lease, now);
+        self.update_row(&mut leases, i, lease, now);
         true
     }
 
@@ -263,26 +265,34 @@ impl ClusterStatus {
         let held = outlook
             .held(&self.node_id)
             .saturating_sub(usize::from(mine));
-        lease.set_claim_delay(outlook.claim_delay(held, self.lease));
+        let owner = match lease.holder() {
+            Holder::Other(o) => Some(o),
+            _ => None,
+        };
+        lease.set_claim_delay(outlook.claim_delay(held, owner.as_deref(), self.lease));
         let op = lease.poll(now);
-        Self::update_row(&mut leases, i, lease, now);
+        self.update_row(&mut leases, i, lease, now);
         op
     }
 
-    fn update_row(leases: &mut [LeaseStatus], i: usize, lease: &Lease, now: Instant) {
+    fn update_row(&self, leases: &mut [LeaseStatus], i: usize, lease: &Lease, now: Instant) {
         if let Some(row) = leases.get_mut(i) {
             row.view = lease.view().clone();
             row.acquired_at = lease.acquired_at();
             row.acting_until = lease.acting_until();
             row.holder = lease.holder();
-            row.awaiting_taker = lease.awaiting_taker(now);
+            let awaiting = lease.awaiting_taker(now);
+            if row.awaiting_taker && !awaiting {
+                self.taken.notify_waiters();
+            }
+            row.awaiting_taker = awaiting;
         }
     }
 
     fn set(&self, i: usize, lease: &Lease) {
         let now = Instant::now();
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        Self::update_row(&mut leases, i, lease, now);
+        self.update_row(&mut leases, i, lease, now);
         let mut counts = [0u32; 4];
         for l in leases.iter() {
             let slot = match &l.view {
@@ -347,6 +357,7 @@ impl ClusterNode {
             ),
             presence: Mutex::new(Presence::new(node_id.clone(), config.lease())),
             settle: config.rebalance_settle(),
+            taken: Notify::new(),
         });
         let driver = Driver {
             node_id: node_id.clone(),
@@ -623,6 +634,8 @@ impl OneLease {
                 _ = shutdown.changed(), if !stopping => {}
                 r = drain.changed(), if drain_open => drain_open = r.is_ok(),
                 _ = self.changed.notified() => self.lease.changed(),
+                // The previous hand-over was taken: this one may be next.
+                _ = self.status.taken.notified(), if self.lease.acting(Instant::now()) => {}
             }
         }
     }
@@ -731,7 +744,14 @@ async fn watch(kv: kv::Store, keys: HashMap<String, Arc<Notify>>, status: Arc<Cl
     loop {
         match kv.watch_all().await {
             Ok(mut entries) => loop {
-                match entries.next().await {
+                // This node's own presence is written every third of a lease: a watch that
+                // brought nothing for a whole lease is stuck (its consumer lost with a server)
+                // and is made again, or the others' presence would lapse here.
+                let Ok(next) = tokio::time::timeout(status.lease, entries.next()).await else {
+                    debug!("cluster: the lease bucket's watch is silent; making it again");
+                    break;
+                };
+                match next {
                     Some(Ok(entry)) => {
                         if let Some(w) = keys.get(&entry.key) {
                             w.notify_one();

@@ -193,6 +193,8 @@ pub struct Load {
 /// What this node makes of its view of every lease and of the live nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outlook {
+    /// This node.
+    pub me: String,
     /// Leases in the view.
     pub resources: usize,
     /// Live nodes that take leases (this one included unless it is draining).
@@ -240,6 +242,7 @@ impl Outlook {
         }
         let live = loads.len().max(1);
         Self {
+            me: me.to_owned(),
             resources: holders.len(),
             live,
             share: fair_share(holders.len(), live),
@@ -256,9 +259,14 @@ impl Outlook {
     }
 
     /// The extra wait before this node claims a free or lapsed lease ([`claim_delay`]).
-    /// `held` counts this node's leases and the claims it has in flight.
-    pub fn claim_delay(&self, held: usize, lease: Duration) -> Duration {
-        claim_delay(held, self.share, lease)
+    /// `held` counts this node's leases and the claims it has in flight. `owner` is the node
+    /// the lease was last seen held by: it is taken over only once it lapsed, i.e. that node
+    /// stopped renewing for a whole lease, so it does not count as live here even while its
+    /// presence key has not lapsed yet (else a kill would cost half a lease more).
+    pub fn claim_delay(&self, held: usize, owner: Option<&str>, lease: Duration) -> Duration {
+        let gone = owner.is_some_and(|o| o != self.me && self.loads.iter().any(|l| l.node == o));
+        let share = fair_share(self.resources, self.live - usize::from(gone));
+        claim_delay(held, share, lease)
     }
 
     /// Whether `me` should hand one lease over now: every lease is held by a live node, `me`
@@ -393,12 +401,17 @@ mod tests {
         assert!(o.hand_over("z"));
         // b's view: it holds nothing, under its share: claims at once.
         let from_b = Outlook::new("b", false, &by(3, "z", "b"), &[member("z", t0)], settle, t0);
-        assert_eq!(from_b.claim_delay(from_b.held("b"), LEASE), Duration::ZERO);
+        assert_eq!(
+            from_b.claim_delay(from_b.held("b"), None, LEASE),
+            Duration::ZERO
+        );
         // z, once at its share, waits half a lease for a free one.
         let mut two = by(2, "z", "z");
         two.push(Holder::Nobody);
         let o = Outlook::new("z", false, &two, &joined, settle, t0 + settle);
-        assert_eq!(o.claim_delay(o.held("z"), LEASE), ms(1500));
+        assert_eq!(o.claim_delay(o.held("z"), None, LEASE), ms(1500));
+        // A lease of b's that lapsed: b is not counted, z (at ceil(3/1) = 3 then) takes it.
+        assert_eq!(o.claim_delay(o.held("z"), Some("b"), LEASE), Duration::ZERO);
         assert!(
             !o.hand_over("z"),
             "2 vs 0 of 3 with one free: b claims that first"
@@ -447,7 +460,7 @@ mod tests {
         let holders = [by(1, "a", "a"), by(2, "c", "a")].concat();
         let o = Outlook::new("a", false, &holders, &[], settle, now);
         assert_eq!((o.share, o.held("a")), (3, 1));
-        assert_eq!(o.claim_delay(1, LEASE), Duration::ZERO);
+        assert_eq!(o.claim_delay(1, None, LEASE), Duration::ZERO);
         // This node draining: no load of its own, and it hands nothing "over" (drain does).
         let o = Outlook::new("a", true, &by(3, "a", "a"), &[member("b", t0)], settle, now);
         assert_eq!((o.live, o.held("a")), (1, 0));
