@@ -983,13 +983,7 @@ mod tests {
     /// back, drain, and lose the KV. At every step at most one node acts.
     #[test]
     fn never_two_owners_acting_at_once() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rand = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut handovers = 0;
         for _run in 0..200 {
             let t0 = Instant::now();
@@ -1212,13 +1206,7 @@ mod tests {
     /// live nodes' counts are within one of each other.
     #[test]
     fn shares_out_fairly_with_nodes_joining_and_leaving() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rand = xorshift(0x2545_f491_4f6c_dd1du64);
         let names = ["a", "b", "c", "d"];
         let settle = ms(2000);
         let (mut handovers, mut rebalanced) = (0, 0);
@@ -1396,6 +1384,16 @@ mod tests {
         println!("{handovers} moves, {rebalanced} in quiet times");
         assert!(handovers > 100, "the runs move leases ({handovers})");
         assert!(rebalanced > 0, "the quiet time rebalances ({rebalanced})");
+    }
+
+    /// A seeded xorshift: `rand(n)` in `0..n`, the same runs every time.
+    fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        }
     }
 
     fn lost(op: &Op) -> Reply {
