@@ -17,6 +17,12 @@
 //! only after the node has stopped acting. (Clocks must run at the same rate, not agree.)
 //! `tests::never_two_owners_acting_at_once` drives three nodes against one simulated KV with
 //! lost, delayed and reordered replies and checks this at every step.
+//!
+//! The fair-share rules (`share.rs`) only ever delay a claim ([`Lease::set_claim_delay`]) or
+//! release a lease the way a drain does ([`Lease::hand_over`]), so the proof above is untouched;
+//! `tests::shares_out_fairly_with_nodes_joining_and_leaving` checks it again with nodes
+//! joining, dying, draining and leaving, and that a quiet time ends with one owner per key and
+//! the nodes' counts within one.
 
 use std::time::{Duration, Instant};
 
