@@ -226,6 +226,78 @@ fn share_out(n_accounts: usize) {
     );
 }
 
+/// A 440 Hz tone of `secs`: one talk burst with no pause in it.
+fn tone_wav(dir: &tempfile::TempDir, secs: f64) -> std::path::PathBuf {
+    let path = dir.path().join(format!("tone-{secs}.wav"));
+    let samples: Vec<f32> = media::signal::sine(48_000, 440.0, 0.3, secs)
+        .iter()
+        .map(|s| f32::from(*s) / 32767.0)
+        .collect();
+    testkit::audio::write_wav(&path, &samples).unwrap();
+    path
+}
+
+/// A newcomer that settles while a talker holds the floor in the accounts' channel gets its
+/// account only after the burst: the loaded node hands over between bursts, as a drain does.
+#[test]
+fn a_rebalance_waits_for_the_talk_burst_in_progress() {
+    let nats = testkit::nats::NatsServer::start();
+    let murmur = Murmur::start(&["North"]);
+    let accounts: Vec<String> = vec!["acct-1".into(), "acct-2".into()];
+    let cfg = |node: &str| {
+        config(node, &murmur, &nats.url(), &accounts)
+            .replace("replicas = 3", "replicas = 1")
+            .replace(
+                &format!("rebalance_settle_ms = {}", SETTLE.as_millis()),
+                "rebalance_settle_ms = 1000",
+            )
+    };
+    let mut watcher = Terminal::connect(murmur.port(), "watcher", Some("North"));
+    let mut talker = Terminal::connect(murmur.port(), "talker", Some("North"));
+    let mut bridges: Vec<Option<Bridge>> = vec![Some(Bridge::start(BIN, &cfg(NODES[0]))), None];
+    wait_balanced(&bridges, &mut watcher, &accounts, &[2], T);
+    let mut events = bridges[0].as_ref().unwrap().events();
+
+    let dir = tempfile::tempdir().unwrap();
+    let tone = tone_wav(&dir, 6.0);
+    let secs = talker.play(&tone);
+    let started = Instant::now();
+    bridges[1] = Some(Bridge::start(BIN, &cfg(NODES[1])));
+    // The first of the two on node-a: the burst's end, then the hand-over.
+    let first = events
+        .try_expect(
+            |e| {
+                (e["type"] == "talk.stopped" && e["party"]["name"] == "talker")
+                    || e["detail"]["reason"] == "handed over (rebalance)"
+            },
+            T,
+        )
+        .expect("the burst ends or an account is handed over");
+    assert_eq!(
+        first["type"], "talk.stopped",
+        "no hand-over while the burst is in progress: {first}"
+    );
+    assert_ne!(
+        first["detail"]["reason"], "connection lost",
+        "the burst ended by itself, not cut by an account leaving: {first}"
+    );
+    let burst = started.elapsed();
+    let moved = events
+        .try_expect(|e| e["detail"]["reason"] == "handed over (rebalance)", T)
+        .expect("handed over after the burst");
+    let took = wait_balanced(&bridges, &mut watcher, &accounts, &[1, 1], T);
+    println!(
+        "burst of {secs:.1} s (ended {:.2} s after node-b was started): balanced {:.2} s after its end ({})",
+        burst.as_secs_f64(),
+        took.as_secs_f64(),
+        moved["detail"]["account"]
+    );
+    assert!(
+        burst.as_secs_f64() > 2.0,
+        "the burst was still in progress when node-b had settled"
+    );
+}
+
 #[test]
 fn three_nodes_joining_one_by_one_end_with_one_account_each_and_survive_a_kill() {
     share_out(3);
