@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testkit::bridge::{Bridge, ptt_server_toml};
+use testkit::meeting::Participant;
 use testkit::murmur::Murmur;
 use testkit::nats::NatsCluster;
 use testkit::terminal::Terminal;
@@ -296,6 +297,89 @@ fn a_rebalance_waits_for_the_talk_burst_in_progress() {
         burst.as_secs_f64() > 2.0,
         "the burst was still in progress when node-b had settled"
     );
+}
+
+/// Accounts with a linked call stay where they are: node-a holds two dial-ins' accounts, each
+/// linked into an aiortc participant's room; node-b joins and gets nothing while both calls are
+/// up. Once one caller leaves, that account (and only it) is handed over; the other call stays
+/// linked on node-a.
+#[test]
+fn a_rebalance_never_moves_an_account_with_a_linked_call() {
+    const NORTH: i64 = 51_000_001;
+    let nats = testkit::nats::NatsServer::start();
+    let murmur = Murmur::start(&["North"]);
+    let accounts: Vec<String> = vec!["bridge".into(), "acct-2".into()];
+    let cfg = |node: &str| {
+        format!(
+            "{}{}[[meeting.dial_in]]\nuser_id = {}\nserver = \"local\"\naccount = \"acct-2\"\nname = \"North 2\"\n",
+            config(node, &murmur, &nats.url(), &accounts)
+                .replace("replicas = 3", "replicas = 1")
+                .replace(
+                    &format!("rebalance_settle_ms = {}", SETTLE.as_millis()),
+                    "rebalance_settle_ms = 1000",
+                ),
+            testkit::bridge::meeting_north_toml(NORTH),
+            NORTH + 1,
+        )
+    };
+    let mut watcher = Terminal::connect(murmur.port(), "watcher", Some("North"));
+    let mut bridges: Vec<Option<Bridge>> = vec![Some(Bridge::start(BIN, &cfg(NODES[0]))), None];
+    wait_balanced(&bridges, &mut watcher, &accounts, &[2], T);
+    let a = bridges[0].as_ref().unwrap().addr();
+    let mut callers: Vec<Participant> = [("carol", NORTH), ("dave", NORTH + 1)]
+        .iter()
+        .map(|(name, number)| {
+            let mut p = Participant::join(a, name);
+            let room = p.open_room();
+            let r = p.request(serde_json::json!({"module":"call","method":"doInvite","ownUserId":p.id(),"targetUserId":number,"type":1,"roomId":room}));
+            assert_eq!(r["result"], 0, "{r}");
+            let entered = p.complete_call(*number, room, T);
+            assert_eq!(entered["client"]["mode"], "ptt");
+            p
+        })
+        .collect();
+
+    bridges[1] = Some(Bridge::start(BIN, &cfg(NODES[1])));
+    // node-b is live well past its settle time and several renewals of node-a's leases: still
+    // nothing moves while both accounts have a call.
+    let b = bridges[1].as_ref().unwrap();
+    let until = Instant::now() + Duration::from_secs(1) + 2 * LEASE;
+    while Instant::now() < until {
+        let s = sample(&bridges, &mut watcher, &accounts);
+        assert_eq!(s.by_node["node-b"].len(), 0, "{:?}", s.by_node);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let h = b.health();
+    assert!(
+        h["cluster"]["nodes"].as_array().unwrap().len() == 2
+            && h["cluster"]["members"][1]["live_ms"].as_u64().unwrap() >= 1000,
+        "node-b saw node-a, node-a long settled: {}",
+        h["cluster"]
+    );
+    assert_eq!(
+        bridges[0]
+            .as_ref()
+            .unwrap()
+            .metric("pttbridge_cluster_rebalanced_total", &[]),
+        0.0
+    );
+
+    // carol leaves: her call ends, its link goes, and that account moves.
+    let left = Instant::now();
+    drop(callers.remove(0));
+    let took = wait_balanced(&bridges, &mut watcher, &accounts, &[1, 1], T);
+    let s = sample(&bridges, &mut watcher, &accounts);
+    assert_eq!(s.by_node["node-b"], ["bridge"], "{:?}", s.by_node);
+    assert_eq!(
+        s.by_node["node-a"],
+        ["acct-2"],
+        "dave's call kept its account"
+    );
+    println!(
+        "a linked account moved {:.2} s after its caller left",
+        took.as_secs_f64().max(left.elapsed().as_secs_f64())
+    );
+    drop(callers);
 }
 
 #[test]
