@@ -197,16 +197,25 @@ impl ClusterStatus {
         }
     }
 
-    /// The other nodes named as owners in the lease table.
+    /// The other nodes known: named as owners in the lease table, or live by their presence
+    /// keys (a node that holds no lease has consoles and users too).
     pub fn owners(&self) -> Vec<String> {
         let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        leases
+        let mut out: Vec<String> = leases
             .iter()
             .filter_map(|l| match &l.view {
                 View::Theirs { owner, .. } => owner.clone(),
                 _ => None,
             })
-            .collect()
+            .collect();
+        drop(leases);
+        out.extend(
+            self.presence()
+                .live(Instant::now())
+                .into_iter()
+                .map(|m| m.node),
+        );
+        out
     }
 
     fn presence(&self) -> std::sync::MutexGuard<'_, Presence> {
