@@ -289,6 +289,19 @@ impl Lease {
         self.claim_delay = delay;
     }
 
+    /// The node whose lease this node sees as lapsed now (unchanged for a whole lease).
+    pub fn lapsed_owner(&self, now: Instant) -> Option<&str> {
+        match &self.view {
+            View::Theirs {
+                owner: Some(owner),
+                seen,
+                lease,
+                ..
+            } if now >= *seen + *lease => Some(owner),
+            _ => None,
+        }
+    }
+
     /// Whether this node holds the lease or is claiming it (for its count of leases held).
     pub fn holding(&self) -> bool {
         matches!(self.view, View::Mine { .. })
@@ -1165,6 +1178,11 @@ mod tests {
         /// and one hand-over at a time while this node is the most loaded.
         fn share(&mut self, now: Instant, settle: Duration) -> Vec<Option<Op>> {
             let draining = self.drained || self.leaving;
+            for l in &self.leases {
+                if let Some(o) = l.lapsed_owner(now) {
+                    self.presence.lapsed(o);
+                }
+            }
             let holders: Vec<Holder> = self.leases.iter().map(Lease::holder).collect();
             let outlook = Outlook::new(
                 self.name,

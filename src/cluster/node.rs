@@ -268,6 +268,9 @@ impl ClusterStatus {
     /// one under the share.
     fn poll(&self, i: usize, lease: &mut Lease, now: Instant) -> Option<Op> {
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(owner) = lease.lapsed_owner(now) {
+            self.presence().lapsed(owner);
+        }
         let members = self.presence().live(now);
         let outlook = self.outlook(&leases, &members, now);
         let mine = leases.get(i).is_some_and(|l| l.holder == Holder::Me);

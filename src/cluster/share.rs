@@ -99,11 +99,13 @@ struct Seen {
     since: Instant,
     lease: Duration,
     draining: bool,
+    /// Let a lease lapse at this revision of its presence: not live until a newer one.
+    lapsed: Option<u64>,
 }
 
 impl Seen {
     fn live(&self, now: Instant) -> bool {
-        now < self.seen + self.lease
+        now < self.seen + self.lease && self.lapsed != Some(self.revision)
     }
 }
 
@@ -143,6 +145,7 @@ impl Presence {
             }
             s.revision = revision;
             s.seen = now;
+            s.lapsed = None;
             s.lease = lease;
             s.draining = record.draining;
             return;
@@ -161,8 +164,19 @@ impl Presence {
                 since: now,
                 lease,
                 draining: record.draining,
+                lapsed: None,
             },
         );
+    }
+
+    /// `node` let a lease lapse (it stopped renewing for a whole lease, as this node times it):
+    /// it is not live until its presence key is written again — a dead node's key lasts about
+    /// as long as its leases, and meanwhile it must neither count for the share nor be handed
+    /// leases.
+    pub fn lapsed(&mut self, node: &str) {
+        if let Some(s) = self.nodes.get_mut(node) {
+            s.lapsed = Some(s.revision);
+        }
     }
 
     /// The other nodes live now, by id.
@@ -355,6 +369,14 @@ mod tests {
         );
         p.on_entry("c", 2, None, t0 + ms(9000));
         assert!(!p.live(t0 + ms(9000)).iter().any(|m| m.node == "c"));
+        // A node that let a lease lapse is not live until its key is written again, and then
+        // as a newcomer (its settle time starting over).
+        p.lapsed("b");
+        assert!(p.live(t0 + ms(5100)).is_empty());
+        p.on_entry("b", 10, Some(&rec()), t0 + ms(5200));
+        assert!(p.live(t0 + ms(5200)).is_empty(), "not a newer revision");
+        p.on_entry("b", 11, Some(&rec()), t0 + ms(5300));
+        assert_eq!(p.live(t0 + ms(5300))[0].since, t0 + ms(5300));
     }
 
     #[test]
