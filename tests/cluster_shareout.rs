@@ -227,17 +227,6 @@ fn share_out(n_accounts: usize) {
     );
 }
 
-/// A 440 Hz tone of `secs`: one talk burst with no pause in it.
-fn tone_wav(dir: &tempfile::TempDir, secs: f64) -> std::path::PathBuf {
-    let path = dir.path().join(format!("tone-{secs}.wav"));
-    let samples: Vec<f32> = media::signal::sine(48_000, 440.0, 0.3, secs)
-        .iter()
-        .map(|s| f32::from(*s) / 32767.0)
-        .collect();
-    testkit::audio::write_wav(&path, &samples).unwrap();
-    path
-}
-
 /// A newcomer that settles while a talker holds the floor in the accounts' channel gets its
 /// account only after the burst: the loaded node hands over between bursts, as a drain does.
 #[test]
@@ -260,7 +249,7 @@ fn a_rebalance_waits_for_the_talk_burst_in_progress() {
     let mut events = bridges[0].as_ref().unwrap().events();
 
     let dir = tempfile::tempdir().unwrap();
-    let tone = tone_wav(&dir, 6.0);
+    let tone = testkit::audio::tone_wav(dir.path(), 6.0);
     let secs = talker.play(&tone);
     let started = Instant::now();
     bridges[1] = Some(Bridge::start(BIN, &cfg(NODES[1])));
