@@ -263,6 +263,20 @@ pub const ALL: &[Metric] = &[
         "Leases this node handed over while draining, by whether the account was idle then (no talk burst in its channel; for a console admin session no move in progress) or still busy after cluster.drain_max_wait_ms.",
     ),
     m(
+        "pttbridge_cluster_rebalanced_total",
+        C,
+        N,
+        false,
+        "PTT account leases this node handed over to rebalance (to a node that joined later: docs/cluster.md, sharing the accounts out).",
+    ),
+    m(
+        "pttbridge_cluster_nodes",
+        G,
+        N,
+        false,
+        "Cluster nodes live now as this node sees their presence keys (itself included).",
+    ),
+    m(
         "pttbridge_cluster_routed_total",
         C,
         N,

@@ -316,16 +316,6 @@ fn listen(bridge: &Bridge, node: usize, heard: &Heard) {
     });
 }
 
-fn tone_wav(dir: &tempfile::TempDir, secs: f64) -> std::path::PathBuf {
-    let path = dir.path().join(format!("tone-{secs}.wav"));
-    let samples: Vec<f32> = media::signal::sine(48_000, 440.0, 0.3, secs)
-        .iter()
-        .map(|s| f32::from(*s) / 32767.0)
-        .collect();
-    testkit::audio::write_wav(&path, &samples).unwrap();
-    path
-}
-
 /// Bursts alice sent: (start, end) of each play.
 type Bursts = Vec<(Instant, Instant)>;
 
@@ -420,7 +410,7 @@ fn a_drained_node_hands_over_between_bursts_takes_no_lease_and_undrains() {
         listen(b.as_ref().unwrap(), i, &heard);
     }
     let dir = tempfile::tempdir().unwrap();
-    let burst = tone_wav(&dir, 1.5);
+    let burst = testkit::audio::tone_wav(dir.path(), 1.5);
     let gap = Duration::from_millis(1500);
 
     // Strangers cannot drain.
@@ -532,7 +522,7 @@ fn a_drain_with_no_wait_cuts_the_burst_in_progress() {
         listen(b.as_ref().unwrap(), i, &heard);
     }
     let dir = tempfile::tempdir().unwrap();
-    let burst = tone_wav(&dir, 2.0);
+    let burst = testkit::audio::tone_wav(dir.path(), 2.0);
     let b = bridges[owner].as_ref().unwrap();
     let sent = bursts(
         &mut alice,

@@ -1,5 +1,5 @@
 // The cluster (docs/cluster.md), from /healthz's `cluster` section (operators): this node and its
-// state, the nodes seen in the lease bucket, who holds each PTT account and how old its lease is;
+// state, the live nodes (their presence keys) and how many accounts each holds, who holds each PTT account and how old its lease is;
 // a drain button (POST /v1/cluster/drain, undone by /v1/cluster/undrain; operator session).
 // Hidden on a bridge that is not a cluster node.
 
@@ -36,7 +36,10 @@ export class ClusterView {
     const tone = c.state === 'ready' ? 'ok' : 'warn';
     this.node.innerHTML = `This node <b>${esc(c.node_id)}</b> <span class="pill ${tone}">${esc(c.state)}</span>
       <span class="meta">lease ${secs(c.lease_ms)} · bucket ${esc(c.bucket)}</span>`;
-    this.nodes.textContent = `Nodes seen: ${(c.nodes || []).join(', ')}`;
+    // Live nodes (presence keys) with the accounts each holds and the fair share.
+    const members = (c.members || []).map((m) => `${m.node} (${m.held}${m.draining ? ', draining' : ''})`);
+    this.nodes.textContent = `Live nodes: ${(members.length ? members : c.nodes || []).join(', ')}`
+      + (c.fair_share != null ? ` · fair share ${c.fair_share}` : '');
     this.leases.innerHTML = c.leases
       .map(
         (l) => `<tr data-key="${esc(l.key)}" data-state="${esc(l.state)}" data-owner="${esc(l.owner || '')}">

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use metrics::Counter;
 use ptt::client::{Command, OutgoingVoice};
 
-use crate::sides::ptt::Account;
+use crate::sides::ptt::{Account, Linked};
 
 /// A link's way into its PTT channel.
 #[derive(Debug, Clone)]
@@ -17,12 +17,15 @@ pub struct PttPort {
     dropped: Counter,
     /// Voice packets the account would not take (its queue was full).
     pub voice_dropped: u64,
+    /// The account counts a linked call while the port lives.
+    _linked: Linked,
 }
 
 impl PttPort {
     /// The port of `account`.
     pub fn new(account: Account) -> Self {
         Self {
+            _linked: account.link(),
             account,
             sent: metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "ptt_out"),
             dropped: metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "ptt_queue_full"),

@@ -46,6 +46,9 @@ pub struct ClusterConfig {
     /// A draining node (operator drain or `SIGTERM`) hands an account over once no talk burst is
     /// in progress in its channel, waiting at most this long before handing it over anyway.
     pub drain_max_wait_ms: u64,
+    /// A node must have been live this long before the others hand it leases to rebalance
+    /// (nodes that come and go quickly move nothing).
+    pub rebalance_settle_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -62,6 +65,7 @@ impl Default for ClusterConfig {
             lease_ms: 3000,
             route_timeout_ms: 2000,
             drain_max_wait_ms: 2000,
+            rebalance_settle_ms: 10_000,
         }
     }
 }
@@ -85,6 +89,11 @@ impl ClusterConfig {
     /// Longest wait for an idle floor before a draining node hands an account over.
     pub fn drain_max_wait(&self) -> Duration {
         Duration::from_millis(self.drain_max_wait_ms)
+    }
+
+    /// How long a node must be live before leases are handed over to it.
+    pub fn rebalance_settle(&self) -> Duration {
+        Duration::from_millis(self.rebalance_settle_ms)
     }
 
     /// The URL to connect to.
@@ -180,6 +189,11 @@ impl ClusterConfig {
             self.drain_max_wait_ms,
             0..=60_000,
         )?;
+        ConfigError::check_range(
+            "cluster.rebalance_settle_ms",
+            self.rebalance_settle_ms,
+            0..=3_600_000,
+        )?;
         Ok(())
     }
 }
@@ -245,6 +259,13 @@ mod tests {
                     ..on.clone()
                 },
                 "cluster.drain_max_wait_ms",
+            ),
+            (
+                ClusterConfig {
+                    rebalance_settle_ms: 3_600_001,
+                    ..on.clone()
+                },
+                "cluster.rebalance_settle_ms",
             ),
             (
                 ClusterConfig {

@@ -17,6 +17,12 @@
 //! only after the node has stopped acting. (Clocks must run at the same rate, not agree.)
 //! `tests::never_two_owners_acting_at_once` drives three nodes against one simulated KV with
 //! lost, delayed and reordered replies and checks this at every step.
+//!
+//! The fair-share rules (`share.rs`) only ever delay a claim ([`Lease::set_claim_delay`]) or
+//! release a lease the way a drain does ([`Lease::hand_over`]), so the proof above is untouched;
+//! `tests::shares_out_fairly_with_nodes_joining_and_leaving` checks it again with nodes
+//! joining, dying, draining and leaving, and that a quiet time ends with one owner per key and
+//! the nodes' counts within one.
 
 use std::time::{Duration, Instant};
 
@@ -165,6 +171,14 @@ pub struct Lease {
     confirm: Option<Confirm>,
     /// Wait after a successful write before the read that confirms it.
     settle: Duration,
+    /// Extra wait before claiming a free or lapsed lease (the fair-share rule, `share.rs`).
+    claim_delay: Duration,
+    /// The free revision seen and when this node first saw it.
+    free_seen: Option<(Option<u64>, Instant)>,
+    /// Releasing to rebalance ([`hand_over`](Self::hand_over)): takes part again once released.
+    handing_over: bool,
+    /// The revision of our last hand-over's release: claimed back only after half a lease.
+    handed_over: Option<u64>,
 }
 
 impl Lease {
@@ -182,6 +196,10 @@ impl Lease {
             acquired_at: None,
             confirm: None,
             settle: lease / 20,
+            claim_delay: Duration::ZERO,
+            free_seen: None,
+            handing_over: false,
+            handed_over: None,
         }
     }
 
@@ -243,6 +261,105 @@ impl Lease {
         self.draining
     }
 
+    /// Hands the lease over to rebalance: stops acting and releases it as a drain does, then
+    /// takes part again by itself (the released revision claimed back only after half a
+    /// lease, so a node under its share gets it). Returns whether it started (only while this
+    /// node holds the lease and is not draining).
+    pub fn hand_over(&mut self) -> bool {
+        if self.draining || self.acting_until.is_none() {
+            return false;
+        }
+        self.drain();
+        self.handing_over = true;
+        true
+    }
+
+    /// Whether a [`hand_over`](Self::hand_over) is still under way.
+    pub fn handing_over(&self) -> bool {
+        self.handing_over
+    }
+
+    /// Waits this much longer before claiming a free or lapsed lease (the fair-share rule:
+    /// `share::claim_delay`). Only ever delays a write, so the invariant is untouched.
+    pub fn set_claim_delay(&mut self, delay: Duration) {
+        if delay < self.claim_delay && matches!(self.view, View::Free { .. }) {
+            // The claim may be due earlier than the next read planned.
+            self.next = None;
+        }
+        self.claim_delay = delay;
+    }
+
+    /// The node whose lease this node sees as lapsed now (unchanged for a whole lease).
+    pub fn lapsed_owner(&self, now: Instant) -> Option<&str> {
+        match &self.view {
+            View::Theirs {
+                owner: Some(owner),
+                seen,
+                lease,
+                ..
+            } if now >= *seen + *lease => Some(owner),
+            _ => None,
+        }
+    }
+
+    /// Whether this node holds the lease or is claiming it (for its count of leases held).
+    pub fn holding(&self) -> bool {
+        matches!(self.view, View::Mine { .. })
+            || self.pending.as_ref().is_some_and(|p| match &p.op {
+                Op::Create(r) | Op::Update { record: r, .. } => {
+                    r.owner.as_deref() == Some(self.node.as_str())
+                }
+                Op::Read => false,
+            })
+    }
+
+    /// Who holds the lease as this node sees it.
+    pub fn holder(&self) -> super::share::Holder {
+        use super::share::Holder;
+        if self.holding() && !self.draining {
+            return Holder::Me;
+        }
+        match &self.view {
+            View::Theirs {
+                owner: Some(owner), ..
+            } => Holder::Other(owner.clone()),
+            _ => Holder::Nobody,
+        }
+    }
+
+    /// Whether a hand-over of this lease is still waiting for a taker: releasing it, or
+    /// released less than a lease ago and still free. A node hands one lease over at a time.
+    pub fn awaiting_taker(&self, now: Instant) -> bool {
+        self.handing_over
+            || matches!(self.view, View::Free { revision } if revision.is_some() && revision == self.handed_over)
+                && self
+                    .free_seen
+                    .is_some_and(|(_, seen)| now < seen + self.lease)
+    }
+
+    /// When a free lease seen at `free_seen` may be claimed.
+    fn claim_due(&self) -> Option<Instant> {
+        let (revision, seen) = self.free_seen?;
+        let mut delay = self.claim_delay;
+        if revision.is_some() && revision == self.handed_over {
+            delay = delay.max(self.lease / 2);
+        }
+        Some(seen + delay)
+    }
+
+    /// Notes the lease seen free at `revision`; plans the next step.
+    fn seen_free(&mut self, revision: Option<u64>, now: Instant) {
+        if self.free_seen.is_none_or(|(r, _)| r != revision) {
+            self.free_seen = Some((revision, now));
+        }
+        self.view = View::Free { revision };
+        // Read on while the claim waits, so a claim by another node is seen.
+        self.next = self
+            .claim_due()
+            .filter(|due| *due > now)
+            .map(|due| due.min(now + self.observe_every()));
+    }
+
     /// Takes part again after a drain (an operator's undrain): only once [`drained`](Self::drained),
     /// so no release is in flight. Starts over from reading the key, as a new node would: the
     /// old acting deadline is forgotten, so nothing is acted on before a new write of ours is
@@ -252,6 +369,7 @@ impl Lease {
             return false;
         }
         self.draining = false;
+        self.handing_over = false;
         self.acting_until = None;
         self.acquired_at = None;
         self.confirm = None;
@@ -320,6 +438,10 @@ impl Lease {
                 (Op::Read, None)
             }
             (View::Unknown, _) => (Op::Read, None),
+            // A free lease waits for its claim (the fair-share rule), reading meanwhile.
+            (View::Free { .. }, _) if self.claim_due().is_some_and(|due| now < due) => {
+                (Op::Read, None)
+            }
             (View::Free { revision: None }, _) => (Op::Create(mine), None),
             (
                 View::Free {
@@ -343,7 +465,7 @@ impl Lease {
                 },
                 _,
             ) => {
-                if now >= *seen + *lease {
+                if now >= *seen + *lease + self.claim_delay {
                     (
                         Op::Update {
                             revision: *revision,
@@ -389,6 +511,12 @@ impl Lease {
             Reply::ReadFailed => self.on_read_failed(now),
             Reply::Write(result) => self.on_write(now, result),
         }
+        if self.handing_over && self.drained() {
+            // Released (or found taken): a hand-over ends where a drain would, then the node
+            // takes part again.
+            self.handing_over = false;
+            self.undrain();
+        }
     }
 
     /// The result of [`Op::Read`]: `None` when there is no such key.
@@ -410,16 +538,14 @@ impl Lease {
         let confirm = self.confirm.take();
         let Some(entry) = entry else {
             self.lose("the lease entry is gone");
-            self.view = View::Free { revision: None };
+            self.seen_free(None, now);
             return;
         };
         let owner = entry.record.as_ref().map(|r| r.owner.clone());
         match owner {
             Some(None) => {
                 self.lose("the lease was released by another node");
-                self.view = View::Free {
-                    revision: Some(entry.revision),
-                };
+                self.seen_free(Some(entry.revision), now);
             }
             Some(Some(owner)) if owner == self.node => {
                 // Ours: a renewal whose answer we missed, or an earlier run of this node. Still
@@ -497,9 +623,10 @@ impl Lease {
         let releasing = record.owner.is_none();
         match result {
             Ok(revision) if releasing => {
-                self.view = View::Free {
-                    revision: Some(revision),
-                };
+                if self.handing_over {
+                    self.handed_over = Some(revision);
+                }
+                self.seen_free(Some(revision), now);
             }
             Ok(revision) => {
                 self.view = View::Mine { revision };
@@ -532,6 +659,7 @@ impl Lease {
 
 #[cfg(test)]
 mod tests {
+    use super::super::share::{Holder, Outlook, Presence, PresenceRecord};
     use super::*;
 
     const LEASE: Duration = Duration::from_millis(6000);
@@ -874,13 +1002,7 @@ mod tests {
     /// back, drain, and lose the KV. At every step at most one node acts.
     #[test]
     fn never_two_owners_acting_at_once() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rand = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut handovers = 0;
         for _run in 0..200 {
             let t0 = Instant::now();
@@ -955,6 +1077,347 @@ mod tests {
             }
         }
         assert!(handovers > 50, "the runs exercise handovers ({handovers})");
+    }
+
+    #[test]
+    fn a_claim_delay_holds_back_a_free_or_lapsed_claim_only() {
+        let t0 = Instant::now();
+        let mut kv = Kv::default();
+        let mut a = node("a");
+        a.set_claim_delay(ms(3000));
+        settle(&mut a, &mut kv, t0);
+        assert!(!a.acting(t0), "the missing key is not created yet");
+        assert!(matches!(a.view(), View::Free { revision: None }));
+        assert!(a.poll_timeout().is_some_and(|t| t <= t0 + ms(3000)));
+        settle(&mut a, &mut kv, t0 + ms(2999));
+        assert!(!a.acting(t0 + ms(2999)));
+        settle(&mut a, &mut kv, t0 + ms(3000));
+        assert!(a.acting(t0 + ms(3000)), "claimed once the delay is over");
+        // Under its share again: a free key is claimed at once.
+        let mut b = node("b");
+        let mut kv2 = Kv::default();
+        b.set_claim_delay(ms(3000));
+        settle(&mut b, &mut kv2, t0);
+        b.set_claim_delay(Duration::ZERO);
+        settle(&mut b, &mut kv2, t0 + ms(10));
+        assert!(b.acting(t0 + ms(10)));
+        // A lapsed lease: taken over a lease plus the delay after it was first seen.
+        let mut c = node("c");
+        c.set_claim_delay(ms(1000));
+        settle(&mut c, &mut kv2, t0 + ms(100));
+        let mut t = t0 + ms(100);
+        while !c.acting(t) {
+            t += ms(100);
+            settle(&mut c, &mut kv2, t);
+        }
+        assert_eq!(t, t0 + ms(100) + LEASE + ms(1000));
+    }
+
+    #[test]
+    fn a_hand_over_releases_and_the_releaser_waits_half_a_lease_to_claim_it_back() {
+        let t0 = Instant::now();
+        let mut kv = Kv::default();
+        let mut a = node("a");
+        settle(&mut a, &mut kv, t0);
+        a.poll_change();
+        assert!(a.hand_over());
+        assert!(!a.acting(t0) && a.awaiting_taker(t0));
+        assert_eq!(a.poll_change(), Some(Change::Released));
+        settle(&mut a, &mut kv, t0 + ms(100));
+        assert_eq!(kv.entry.as_ref().unwrap().1.owner, None, "released");
+        assert!(
+            !a.draining() && !a.handing_over(),
+            "takes part again by itself"
+        );
+        assert!(a.awaiting_taker(t0 + ms(200)));
+        // Nobody takes it: a claims it back, but only half a lease after releasing it.
+        settle(&mut a, &mut kv, t0 + ms(3099));
+        assert!(!a.acting(t0 + ms(3099)));
+        settle(&mut a, &mut kv, t0 + ms(3100));
+        assert!(a.acting(t0 + ms(3100)));
+        assert!(!a.awaiting_taker(t0 + ms(3100)));
+        // Handed over again, b (under its share) claims it at once and a sees the taker.
+        a.hand_over();
+        settle(&mut a, &mut kv, t0 + ms(3200));
+        let mut b = node("b");
+        settle(&mut b, &mut kv, t0 + ms(3200));
+        assert!(b.acting(t0 + ms(3200)));
+        settle(&mut a, &mut kv, t0 + ms(4200));
+        assert!(!a.awaiting_taker(t0 + ms(4200)));
+        assert!(matches!(a.view(), View::Theirs { owner: Some(o), .. } if o == "b"));
+        assert!(!a.hand_over(), "nothing to hand over");
+    }
+
+    /// A simulated node: one lease per key, what it knows of the others' presence.
+    struct SimNode {
+        name: &'static str,
+        leases: Vec<Lease>,
+        presence: Presence,
+        incarnation: u32,
+        /// An operator's drain of the whole node.
+        drained: bool,
+        /// Stopping: drains, then deletes its presence and exits.
+        leaving: bool,
+        next_beat: Instant,
+    }
+
+    impl SimNode {
+        fn new(name: &'static str, keys: usize, incarnation: u32, now: Instant) -> Self {
+            Self {
+                name,
+                leases: (0..keys).map(|_| Lease::new(name, LEASE)).collect(),
+                presence: Presence::new(name, LEASE),
+                incarnation,
+                drained: false,
+                leaving: false,
+                next_beat: now,
+            }
+        }
+
+        /// What the driver does before its leases poll: the fair-share claim delay for each,
+        /// and one hand-over at a time while this node is the most loaded.
+        fn share(&mut self, now: Instant, settle: Duration) -> Vec<Option<Op>> {
+            let draining = self.drained || self.leaving;
+            for l in &self.leases {
+                if let Some(o) = l.lapsed_owner(now) {
+                    self.presence.lapsed(o);
+                }
+            }
+            let holders: Vec<Holder> = self.leases.iter().map(Lease::holder).collect();
+            let outlook = Outlook::new(
+                self.name,
+                draining,
+                &holders,
+                &self.presence.live(now),
+                settle,
+                now,
+            );
+            if !draining
+                && !self.leases.iter().any(|l| l.awaiting_taker(now))
+                && outlook.hand_over(self.name)
+                && let Some(l) = self.leases.iter_mut().find(|l| l.acting(now))
+            {
+                l.hand_over();
+            }
+            let mut held = outlook.held(self.name);
+            self.leases
+                .iter_mut()
+                .map(|l| {
+                    if draining {
+                        l.drain();
+                    } else if l.draining() {
+                        l.undrain();
+                    }
+                    let was = l.holding();
+                    let owner = match l.holder() {
+                        Holder::Other(o) => Some(o),
+                        _ => None,
+                    };
+                    l.set_claim_delay(outlook.claim_delay(held, owner.as_deref(), LEASE));
+                    let op = l.poll(now);
+                    if !was && l.holding() {
+                        held += 1;
+                    }
+                    op
+                })
+                .collect()
+        }
+    }
+
+    /// Up to four nodes and six keys: nodes join, die, drain and leave at random while replies
+    /// are delayed, lost and reordered; every node applies the fair-share rules. At every step
+    /// no key has two nodes acting; after a quiet time every key has exactly one owner and the
+    /// live nodes' counts are within one of each other.
+    #[test]
+    fn shares_out_fairly_with_nodes_joining_and_leaving() {
+        let mut rand = xorshift(0x2545_f491_4f6c_dd1du64);
+        let names = ["a", "b", "c", "d"];
+        let settle = ms(2000);
+        let (mut handovers, mut rebalanced) = (0, 0);
+        for run in 0..60 {
+            let keys = 2 + rand(6) as usize;
+            let t0 = Instant::now();
+            let mut kv: Vec<Kv> = (0..keys)
+                .map(|_| Kv {
+                    race_window: ms(250),
+                    ..Kv::default()
+                })
+                .collect();
+            let mut nodes: Vec<Option<SimNode>> = vec![Some(SimNode::new("a", keys, 0, t0))];
+            nodes.extend((1..names.len()).map(|_| None));
+            let mut incarnation = [0u32; 4];
+            let mut presence_seq = 0u64;
+            // (arrival, node, incarnation, key, what)
+            let mut to_kv: Vec<(Instant, usize, u32, usize, Op)> = Vec::new();
+            let mut to_node: Vec<(Instant, usize, u32, usize, Reply)> = Vec::new();
+            // (arrival, observer, node, revision, record): presence seen through the watch.
+            let mut beats: Vec<(Instant, usize, &str, u64, Option<PresenceRecord>)> = Vec::new();
+            let mut last_owner: Vec<Option<usize>> = vec![None; keys];
+            let mut t = t0;
+            let chaos_steps = 2000;
+            for step in 0..chaos_steps + 1500 {
+                let chaos = step < chaos_steps;
+                t += ms(if chaos { rand(200) } else { 20 + rand(80) });
+                if step == chaos_steps {
+                    // Quiet from now on: drained nodes undrained, leaving ones gone or staying.
+                    for n in nodes.iter_mut().flatten() {
+                        n.drained = false;
+                    }
+                    if nodes.iter().flatten().all(|n| n.leaving) {
+                        incarnation[0] += 1;
+                        nodes[0] = Some(SimNode::new("a", keys, incarnation[0], t));
+                    }
+                }
+                to_kv.sort_by_key(|x| x.0);
+                while to_kv.first().is_some_and(|x| x.0 <= t) {
+                    let (at, i, g, k, op) = to_kv.remove(0);
+                    let reply = kv[k].apply_at(&op, at);
+                    match rand(if chaos { 10 } else { 1000 }) {
+                        0 => to_node.push((at + ms(1000), i, g, k, lost(&op))),
+                        _ => {
+                            let delay = if chaos { rand(1500) } else { rand(50) };
+                            to_node.push((at + ms(delay), i, g, k, reply))
+                        }
+                    }
+                }
+                to_node.sort_by_key(|x| x.0);
+                while to_node.first().is_some_and(|x| x.0 <= t) {
+                    let (_, i, g, k, reply) = to_node.remove(0);
+                    if let Some(n) = nodes[i].as_mut().filter(|n| n.incarnation == g) {
+                        deliver(&mut n.leases[k], t, reply);
+                    }
+                }
+                beats.sort_by_key(|x| x.0);
+                while beats.first().is_some_and(|x| x.0 <= t) {
+                    let (_, o, node, rev, record) = beats.remove(0);
+                    if let Some(n) = nodes[o].as_mut() {
+                        n.presence.on_entry(node, rev, record.as_ref(), t);
+                    }
+                }
+                if chaos {
+                    let i = rand(4) as usize;
+                    match rand(300) {
+                        // Joins (or a new process after a death, same id).
+                        0..=1 if nodes[i].is_none() => {
+                            incarnation[i] += 1;
+                            nodes[i] = Some(SimNode::new(names[i], keys, incarnation[i], t));
+                        }
+                        // kill -9: no release, no goodbye; its presence lapses.
+                        2 if i != 0 => nodes[i] = None,
+                        3 => {
+                            if let Some(n) = nodes[i].as_mut() {
+                                n.leaving = true;
+                            }
+                        }
+                        4..=5 => {
+                            if let Some(n) = nodes[i].as_mut() {
+                                n.drained = !n.drained;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                for (i, slot) in nodes.iter_mut().enumerate() {
+                    let Some(n) = slot else { continue };
+                    if n.leaving && n.leases.iter().all(Lease::drained) {
+                        // Stopped: its presence key deleted, seen by the others.
+                        presence_seq += 1;
+                        for o in 0..4 {
+                            beats.push((t + ms(rand(300)), o, n.name, presence_seq, None));
+                        }
+                        *slot = None;
+                        continue;
+                    }
+                    if t >= n.next_beat {
+                        n.next_beat = t + LEASE / 3;
+                        presence_seq += 1;
+                        let record = PresenceRecord {
+                            lease_ms: LEASE.as_millis() as u64,
+                            draining: n.drained || n.leaving,
+                        };
+                        for o in (0..4).filter(|o| *o != i) {
+                            if !chaos || rand(10) != 0 {
+                                let delay = if chaos { rand(1000) } else { rand(100) };
+                                beats.push((
+                                    t + ms(delay),
+                                    o,
+                                    n.name,
+                                    presence_seq,
+                                    Some(record.clone()),
+                                ));
+                            }
+                        }
+                    }
+                    for (k, op) in n.share(t, settle).into_iter().enumerate() {
+                        let Some(op) = op else { continue };
+                        if chaos && rand(20) == 0 {
+                            to_node.push((t + ms(1000), i, n.incarnation, k, lost(&op)));
+                        } else {
+                            let delay = if chaos { rand(300) } else { rand(30) };
+                            to_kv.push((t + ms(delay), i, n.incarnation, k, op));
+                        }
+                    }
+                }
+                for (k, last) in last_owner.iter_mut().enumerate() {
+                    let acting: Vec<usize> = (0..4)
+                        .filter(|i| nodes[*i].as_ref().is_some_and(|n| n.leases[k].acting(t)))
+                        .collect();
+                    assert!(
+                        acting.len() <= 1,
+                        "run {run}: two owners of {k}: {acting:?}"
+                    );
+                    if let Some(&i) = acting.first() {
+                        if last.is_some_and(|o| o != i) {
+                            handovers += 1;
+                            if !chaos {
+                                rebalanced += 1;
+                            }
+                        }
+                        *last = Some(i);
+                    }
+                }
+            }
+            // After the quiet time: one owner per key, and the counts within one.
+            let mut counts: Vec<(&str, usize)> = nodes
+                .iter()
+                .flatten()
+                .filter(|n| !n.leaving)
+                .map(|n| (n.name, n.leases.iter().filter(|l| l.acting(t)).count()))
+                .collect();
+            counts.sort();
+            let owners: Vec<usize> = (0..keys)
+                .map(|k| {
+                    nodes
+                        .iter()
+                        .flatten()
+                        .filter(|n| n.leases[k].acting(t))
+                        .count()
+                })
+                .collect();
+            assert!(
+                owners.iter().all(|o| *o == 1),
+                "run {run}: owners per key {owners:?} (nodes {counts:?})"
+            );
+            let max = counts.iter().map(|c| c.1).max().unwrap_or(0);
+            let min = counts.iter().map(|c| c.1).min().unwrap_or(0);
+            assert!(
+                max - min <= 1,
+                "run {run}: {keys} keys unbalanced: {counts:?}"
+            );
+        }
+        println!("{handovers} moves, {rebalanced} in quiet times");
+        assert!(handovers > 100, "the runs move leases ({handovers})");
+        assert!(rebalanced > 0, "the quiet time rebalances ({rebalanced})");
+    }
+
+    /// A seeded xorshift: `rand(n)` in `0..n`, the same runs every time.
+    fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        }
     }
 
     fn lost(op: &Op) -> Reply {

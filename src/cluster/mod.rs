@@ -10,3 +10,4 @@ pub mod node;
 pub mod records;
 pub mod resource;
 pub mod route;
+pub mod share;

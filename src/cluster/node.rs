@@ -2,7 +2,10 @@
 //! console admin session ([`Resource`]), its operations run against the bucket, and the
 //! resource connected exactly while this node may act as its owner. Announces what it takes and
 //! loses (a hub event and a log line), shows it in `/healthz`, and releases everything when the
-//! bridge drains.
+//! bridge drains. Keeps this node's presence key in the bucket and watches the others'
+//! (`share.rs`): a lease is claimed at once only while this node holds less than its fair
+//! share, and the most loaded node hands leases over, one at a time and between talk bursts, to
+//! a node that joined later.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +23,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::config::ClusterConfig;
 use super::lease::{Change, Entry, Lease, Op, Record, Reply, View, WriteError};
 use super::resource::{AdminSession, Resource};
+use super::share::{Holder, Outlook, PRESENCE_PREFIX, Presence, PresenceRecord, presence_key};
 use crate::events::config::NatsConfig;
 use crate::hub::event::Draft;
 use crate::hub::{EventBus, EventKind};
@@ -36,6 +40,10 @@ struct LeaseStatus {
     view: View,
     acquired_at: Option<Instant>,
     acting_until: Option<Instant>,
+    /// Who holds it, for the fair share.
+    holder: Holder,
+    /// A hand-over of it waits for a taker (one at a time per node).
+    awaiting_taker: bool,
 }
 
 /// The node's state for `/healthz`.
@@ -50,6 +58,12 @@ pub struct ClusterStatus {
     /// An operator's drain (`POST /v1/cluster/drain`), undone by undrain.
     operator_drain: watch::Sender<bool>,
     leases: Mutex<Vec<LeaseStatus>>,
+    /// The other nodes' presence keys as this node saw them.
+    presence: Mutex<Presence>,
+    /// How long a node must be live before leases are handed over to it.
+    settle: Duration,
+    /// A hand-over found its taker: the next one may start (wakes the lease tasks).
+    taken: Notify,
 }
 
 impl ClusterStatus {
@@ -119,16 +133,28 @@ impl ClusterStatus {
                 row
             })
             .collect();
-        // The nodes known here: this one and every owner named in the bucket (a node that owns
-        // nothing is not seen by the others).
+        // The nodes live now (their presence keys) and what each holds.
+        let members = self.presence().live(now);
+        let outlook = self.outlook(&leases, &members, now);
         let mut nodes: Vec<String> = vec![self.node_id.clone()];
-        for row in &rows {
-            if let Some(o) = row["owner"].as_str()
-                && !nodes.iter().any(|n| n == o)
-            {
-                nodes.push(o.to_string());
-            }
-        }
+        nodes.extend(members.iter().map(|m| m.node.clone()));
+        let members: Vec<Value> = std::iter::once(json!({
+            "node": self.node_id,
+            "this": true,
+            "draining": self.is_draining(),
+            "held": outlook.held(&self.node_id),
+        }))
+        .chain(members.iter().map(|m| {
+            json!({
+                "node": m.node,
+                "this": false,
+                "draining": m.draining,
+                "held": outlook.held(&m.node),
+                "live_ms": ms(now.duration_since(m.since)),
+            })
+        }))
+        .collect();
+        drop(leases);
         json!({
             "node_id": self.node_id,
             "bucket": self.bucket,
@@ -136,6 +162,9 @@ impl ClusterStatus {
             "state": if self.is_draining() { "draining" }
                      else if self.ready.load(Ordering::Relaxed) { "ready" } else { "connecting" },
             "nodes": nodes,
+            "members": members,
+            "fair_share": outlook.share,
+            "rebalance_settle_ms": ms(self.settle),
             "leases": rows,
         })
     }
@@ -155,26 +184,114 @@ impl ClusterStatus {
         }
     }
 
-    /// The other nodes named as owners in the lease table.
+    /// The other nodes known: named as owners in the lease table, or live by their presence
+    /// keys (a node that holds no lease has consoles and users too).
     pub fn owners(&self) -> Vec<String> {
         let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        leases
+        let mut out: Vec<String> = leases
             .iter()
             .filter_map(|l| match &l.view {
                 View::Theirs { owner, .. } => owner.clone(),
                 _ => None,
             })
-            .collect()
+            .collect();
+        drop(leases);
+        out.extend(
+            self.presence()
+                .live(Instant::now())
+                .into_iter()
+                .map(|m| m.node),
+        );
+        out
     }
 
-    fn set(&self, i: usize, lease: &Lease) {
+    fn presence(&self) -> std::sync::MutexGuard<'_, Presence> {
+        self.presence.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The fair-share view from the lease table and the live nodes.
+    fn outlook(
+        &self,
+        leases: &[LeaseStatus],
+        members: &[super::share::Member],
+        now: Instant,
+    ) -> Outlook {
+        let holders: Vec<Holder> = leases.iter().map(|l| l.holder.clone()).collect();
+        Outlook::new(
+            &self.node_id,
+            self.is_draining(),
+            &holders,
+            members,
+            self.settle,
+            now,
+        )
+    }
+
+    /// Whether lease `i` (acting, its channel `idle`: no talk burst, no linked call) should be
+    /// handed over now to rebalance; if so it is started here, under the table's lock, so one
+    /// lease at a time is handed over.
+    fn start_hand_over(&self, i: usize, lease: &mut Lease, idle: bool, now: Instant) -> bool {
+        if !idle || !lease.acting(now) || self.is_draining() {
+            return false;
+        }
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if leases.iter().any(|l| l.awaiting_taker) {
+            return false;
+        }
+        let members = self.presence().live(now);
+        if !self
+            .outlook(&leases, &members, now)
+            .hand_over(&self.node_id)
+            || !lease.hand_over()
+        {
+            return false;
+        }
+        self.update_row(&mut leases, i, lease, now);
+        true
+    }
+
+    /// The next operation of lease `i`, its claim held back by the fair-share rule; counted
+    /// under the table's lock so that two of this node's leases never both claim as the last
+    /// one under the share.
+    fn poll(&self, i: usize, lease: &mut Lease, now: Instant) -> Option<Op> {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(owner) = lease.lapsed_owner(now) {
+            self.presence().lapsed(owner);
+        }
+        let members = self.presence().live(now);
+        let outlook = self.outlook(&leases, &members, now);
+        let mine = leases.get(i).is_some_and(|l| l.holder == Holder::Me);
+        let held = outlook
+            .held(&self.node_id)
+            .saturating_sub(usize::from(mine));
+        let owner = match lease.holder() {
+            Holder::Other(o) => Some(o),
+            _ => None,
+        };
+        lease.set_claim_delay(outlook.claim_delay(held, owner.as_deref(), self.lease));
+        let op = lease.poll(now);
+        self.update_row(&mut leases, i, lease, now);
+        op
+    }
+
+    fn update_row(&self, leases: &mut [LeaseStatus], i: usize, lease: &Lease, now: Instant) {
         if let Some(row) = leases.get_mut(i) {
             row.view = lease.view().clone();
             row.acquired_at = lease.acquired_at();
             row.acting_until = lease.acting_until();
+            row.holder = lease.holder();
+            let awaiting = lease.awaiting_taker(now);
+            if row.awaiting_taker && !awaiting {
+                self.taken.notify_waiters();
+            }
+            row.awaiting_taker = awaiting;
         }
+    }
+
+    fn set(&self, i: usize, lease: &Lease) {
         let now = Instant::now();
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        self.update_row(&mut leases, i, lease, now);
         let mut counts = [0u32; 4];
         for l in leases.iter() {
             let slot = match &l.view {
@@ -241,9 +358,14 @@ impl ClusterNode {
                         view: View::Unknown,
                         acquired_at: None,
                         acting_until: None,
+                        holder: Holder::Nobody,
+                        awaiting_taker: false,
                     })
                     .collect(),
             ),
+            presence: Mutex::new(Presence::new(node_id.clone(), config.lease())),
+            settle: config.rebalance_settle(),
+            taken: Notify::new(),
         });
         let driver = Driver {
             node_id: node_id.clone(),
@@ -315,7 +437,8 @@ impl Driver {
             .zip(&wakers)
             .map(|(r, w)| (r.key(), w.clone()))
             .collect();
-        let watcher = tokio::spawn(watch(kv.clone(), keys).in_current_span());
+        let watcher = tokio::spawn(watch(kv.clone(), keys, self.status.clone()).in_current_span());
+        let beat = tokio::spawn(heartbeat(kv.clone(), self.status.clone()).in_current_span());
         for (i, resource) in self.resources.iter().enumerate() {
             let one = OneLease {
                 index: i,
@@ -330,6 +453,7 @@ impl Driver {
                 op_timeout,
                 changed: wakers[i].clone(),
                 floor_wait: self.config.drain_max_wait(),
+                rebalancing: false,
             };
             let span = info_span!("lease", key = %one.key);
             let drain = self.status.operator_drain.subscribe();
@@ -339,6 +463,15 @@ impl Driver {
         self.status.draining.store(true, Ordering::Relaxed);
         while tasks.join_next().await.is_some() {}
         watcher.abort();
+        beat.abort();
+        // Gone from the others' count at once, rather than a lease later.
+        let key = presence_key(&self.node_id);
+        if tokio::time::timeout(op_timeout, kv.delete(&key))
+            .await
+            .is_err()
+        {
+            debug!("cluster: presence key not deleted; it lapses by itself");
+        }
         info!("cluster leases released");
     }
 
@@ -420,6 +553,8 @@ struct OneLease {
     changed: Arc<Notify>,
     /// Longest wait for an idle floor before a drain hands the account over anyway.
     floor_wait: Duration,
+    /// A hand-over to rebalance was started and not announced yet.
+    rebalancing: bool,
 }
 
 /// How often a drain waiting for an idle floor looks again (a burst ends on 300 ms of silence).
@@ -455,12 +590,23 @@ impl OneLease {
                 }
             } else {
                 floor_deadline = None;
-                if self.lease.draining() && self.lease.undrain() {
+                if self.lease.draining() && !self.lease.handing_over() && self.lease.undrain() {
                     info!("undrained: taking part in this lease again");
+                }
+                let idle = self.account.movable();
+                if self
+                    .status
+                    .start_hand_over(self.index, &mut self.lease, idle, Instant::now())
+                {
+                    metrics::counter!("pttbridge_cluster_rebalanced_total").increment(1);
+                    self.rebalancing = true;
                 }
             }
             self.enforce().await;
-            let answered = if let Some(op) = self.lease.poll(Instant::now()) {
+            let answered = if let Some(op) =
+                self.status
+                    .poll(self.index, &mut self.lease, Instant::now())
+            {
                 let reply = self.perform(op).await;
                 self.lease.on_reply(Instant::now(), reply);
                 self.enforce().await;
@@ -492,6 +638,8 @@ impl OneLease {
                 _ = shutdown.changed(), if !stopping => {}
                 r = drain.changed(), if drain_open => drain_open = r.is_ok(),
                 _ = self.changed.notified() => self.lease.changed(),
+                // The previous hand-over was taken: this one may be next.
+                _ = self.status.taken.notified(), if self.lease.acting(Instant::now()) => {}
             }
         }
     }
@@ -568,6 +716,15 @@ impl OneLease {
                     );
                     (EventKind::SideDisconnected, json!({ "reason": reason }))
                 }
+                Change::Released if std::mem::take(&mut self.rebalancing) => {
+                    info!(
+                        "handing the PTT account lease over to a node under its fair share (rebalance)"
+                    );
+                    (
+                        EventKind::SideDisconnected,
+                        json!({ "reason": "handed over (rebalance)" }),
+                    )
+                }
                 Change::Released => {
                     info!(
                         resource = self.account.kind(),
@@ -595,16 +752,47 @@ impl OneLease {
 }
 
 /// Wakes the lease of every key written in the bucket, so a released lease is read (and taken)
-/// at once rather than at the next read period. Only an accelerator: when the watch fails, the
-/// leases still read on their own, and it is made again after a pause.
-async fn watch(kv: kv::Store, keys: HashMap<String, Arc<Notify>>) {
+/// at once rather than at the next read period, and notes the nodes' presence keys. For the
+/// leases only an accelerator: when the watch fails, they still read on their own, and it is
+/// made again after a pause; the others' presence lapses meanwhile (each node then claims as if
+/// alone, which only makes claims sooner, never two owners).
+async fn watch(kv: kv::Store, keys: HashMap<String, Arc<Notify>>, status: Arc<ClusterStatus>) {
     loop {
         match kv.watch_all().await {
             Ok(mut entries) => loop {
-                match entries.next().await {
+                // This node's own presence is written every third of a lease: a watch that
+                // brought nothing for a whole lease is stuck (its consumer lost with a server)
+                // and is made again, or the others' presence would lapse here.
+                let Ok(next) = tokio::time::timeout(status.lease, entries.next()).await else {
+                    debug!("cluster: the lease bucket's watch is silent; making it again");
+                    break;
+                };
+                match next {
                     Some(Ok(entry)) => {
                         if let Some(w) = keys.get(&entry.key) {
                             w.notify_one();
+                        } else if let Some(node) = entry.key.strip_prefix(PRESENCE_PREFIX) {
+                            let record = match entry.operation {
+                                Operation::Put => {
+                                    match serde_json::from_slice::<PresenceRecord>(&entry.value) {
+                                        Ok(r) => Some(r),
+                                        // Not ours to read: no presence.
+                                        Err(_) => continue,
+                                    }
+                                }
+                                Operation::Delete | Operation::Purge => None,
+                            };
+                            let gone = record.is_none();
+                            status.presence().on_entry(
+                                node,
+                                entry.revision,
+                                record.as_ref(),
+                                Instant::now(),
+                            );
+                            if gone {
+                                // A node left: a lease waiting for its claim may be due now.
+                                keys.values().for_each(|w| w.notify_one());
+                            }
                         }
                     }
                     Some(Err(e)) => {
@@ -617,6 +805,31 @@ async fn watch(kv: kv::Store, keys: HashMap<String, Arc<Notify>>) {
             Err(e) => debug!(error = %esc(e.to_string()), "cluster: cannot watch the lease bucket"),
         }
         tokio::time::sleep(START_RETRY).await;
+    }
+}
+
+/// Writes this node's presence key every third of a lease (a put: the key is this node's
+/// alone), saying whether it is draining; publishes the count of live nodes.
+async fn heartbeat(kv: kv::Store, status: Arc<ClusterStatus>) {
+    let key = presence_key(&status.node_id);
+    let mut tick = tokio::time::interval(status.lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let record = PresenceRecord {
+            lease_ms: status.lease.as_millis() as u64,
+            draining: status.is_draining(),
+        };
+        let value = bytes::Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
+        match tokio::time::timeout(status.lease / 6, kv.put(&key, value)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                debug!(error = %esc(e.to_string()), "cluster: presence not written; next beat retries")
+            }
+            Err(_) => debug!("cluster: presence write timed out; next beat retries"),
+        }
+        let live = status.presence().live(Instant::now()).len() + 1;
+        metrics::gauge!("pttbridge_cluster_nodes").set(live as f64);
     }
 }
 

@@ -106,6 +106,15 @@ impl Resource {
         }
     }
 
+    /// Whether a rebalance may hand it over now: nothing [`Resource::busy`] and, for an
+    /// account, no call linked to it (a drain ends such calls; a rebalance must not).
+    pub fn movable(&self) -> bool {
+        match self {
+            Self::Account(a) => !a.floor_busy() && !a.linked(),
+            Self::ConsoleAdmin(_) => !self.busy(),
+        }
+    }
+
     /// Waits (at most `limit`) until nothing acts as it beyond its session; `false` at the limit.
     pub async fn unheld(&self, limit: Duration) -> bool {
         match self {

@@ -95,6 +95,26 @@ pub struct Account {
     talk_timeout: std::time::Duration,
     /// How many things act as this account elsewhere now ([`Account::hold`]).
     holds: Arc<watch::Sender<usize>>,
+    /// How many calls are linked to the account's channel now ([`Account::link`]).
+    links: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A call linked to an account's channel (a meeting dial-in), from [`Account::link`] until
+/// dropped: a cluster node does not move the account to rebalance while one is.
+#[derive(Debug)]
+pub struct Linked(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Clone for Linked {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(self.0.clone())
+    }
+}
+
+impl Drop for Linked {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Something acting as an account outside its PTT session (an upstream registration of its
@@ -142,6 +162,18 @@ impl Account {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         !present.talking.is_empty()
+    }
+
+    /// Marks a call linked to the account's channel until the [`Linked`] is dropped.
+    pub fn link(&self) -> Linked {
+        self.links
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Linked(self.links.clone())
+    }
+
+    /// Whether a call is linked to the account's channel now.
+    pub fn linked(&self) -> bool {
+        self.links.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
     /// Whether the account is kept off its server on purpose (a cluster node that does not
@@ -422,6 +454,7 @@ impl PttSide {
                     channel,
                     talk_timeout: config.talk_timeout(),
                     holds: Arc::new(watch::channel(0).0),
+                    links: Default::default(),
                 });
             }
         }

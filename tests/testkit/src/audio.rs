@@ -89,6 +89,18 @@ pub fn write_wav(path: impl AsRef<Path>, samples: &[f32]) -> Result<(), WavError
     w.finalize().map_err(err)
 }
 
+/// Writes a 440 Hz tone of `secs` (48 kHz mono) to `dir/tone-<secs>.wav`: one talk burst with
+/// no pause in it.
+pub fn tone_wav(dir: &Path, secs: f64) -> std::path::PathBuf {
+    let path = dir.join(format!("tone-{secs}.wav"));
+    let samples: Vec<f32> = media::signal::sine(48_000, 440.0, 0.3, secs)
+        .iter()
+        .map(|s| f32::from(*s) / 32767.0)
+        .collect();
+    write_wav(&path, &samples).expect("tone written");
+    path
+}
+
 /// Decodes an Ogg Opus file (such as a bridge recording) to mono f32 at 48 kHz, pre-skip removed.
 pub fn read_ogg_opus(path: impl AsRef<Path>) -> Result<Vec<f32>, WavError> {
     let path = path.as_ref();
