@@ -83,6 +83,21 @@ impl Drop for OwnNats {
     }
 }
 
+/// CPU seconds (user + system) a process has used so far: `pid` "self" or a number.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are fields 14, 15.
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // SAFETY: sysconf only reads a configuration value.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / tick.max(1.0)
+}
+
 fn start_nats() -> anyhow::Result<OwnNats> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -114,13 +129,16 @@ fn start_nats() -> anyhow::Result<OwnNats> {
 async fn nats(args: &[String]) -> anyhow::Result<()> {
     let n = num(args, "--events", 200_000)?;
     let own;
+    let mut server_pid = None;
     let url = match arg(args, "--nats-url") {
         Some(u) => u,
         None => {
             own = start_nats()?;
+            server_pid = Some(own.child.id().to_string());
             own.url.clone()
         }
     };
+    let server_cpu = || server_pid.as_deref().map(cpu_seconds);
     let bus = Arc::new(EventBus::new());
     let config = NatsConfig {
         url: Some(url.clone()),
@@ -137,6 +155,7 @@ async fn nats(args: &[String]) -> anyhow::Result<()> {
     let done = |s: &pttbridge::events::nats::SinkStats| {
         s.acked.load(Ordering::Relaxed) + s.duplicates.load(Ordering::Relaxed)
     };
+    let (cpu0, server0) = (cpu_seconds("self"), server_cpu());
     let start = Instant::now();
     let mut published = 0u64;
     while published < n {
@@ -163,12 +182,24 @@ async fn nats(args: &[String]) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds("self") - cpu0;
+    let server = match (server0, server_cpu()) {
+        (Some(a), Some(b)) => format!(
+            ", nats-server {:.0} % of a core ({:.1} µs per event)",
+            (b - a) / secs * 100.0,
+            (b - a) / n as f64 * 1e6
+        ),
+        _ => String::new(),
+    };
     println!(
-        "hub → NATS JetStream: {n} events acked in {secs:.2} s = {:.0} events/s (retried {}, duplicates {}, dropped {})",
+        "hub → NATS JetStream: {n} events acked in {secs:.2} s = {:.0} events/s (retried {}, duplicates {}, dropped {}); \
+         CPU: this process (producer, bus, sink) {:.0} % of a core ({:.1} µs per event){server}",
         n as f64 / secs,
         stats.retried.load(Ordering::Relaxed),
         stats.duplicates.load(Ordering::Relaxed),
         stats.dropped.load(Ordering::Relaxed),
+        cpu / secs * 100.0,
+        cpu / n as f64 * 1e6,
     );
     Ok(())
 }
