@@ -10,10 +10,15 @@
 //! log and `/egw` listener) against that JetStream cluster: events are published on the nodes in
 //! turn, the clients spread over them; latency is publish on one node → frame on any node.
 //!
-//! Both run the bridge's real bus and sinks in this process. `nats` starts a `nats-server -js`
-//! on a free loopback port with a temp store unless `--nats-url` is given. `egw` serves `/egw`
-//! on loopback and connects the clients from this process too (so client and server share the
-//! machine's cores, as they would on one box); latency is publish → frame parsed by the client.
+//! Both run the bridge's real bus and sinks (and its Prometheus recorder) in this process.
+//! `nats` starts a `nats-server -js` on a free loopback port with a temp store unless
+//! `--nats-url` is given, and prints the CPU this process and that nats-server used per event.
+//! `egw` serves `/egw` on loopback and runs the clients in a child process of this tool
+//! (`egw-clients`, 256 connecting at a time) on the same machine, so they share its cores as they
+//! would on one box; latency is publish → frame parsed by the client (wall clock, one machine),
+//! and the CPU of the bridge and of the clients is printed apart. Each process raises its
+//! open-file limit as far as it may (a client or a server socket per subscriber, plus headroom)
+//! and otherwise names the `ulimit -n` it needs.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -351,10 +356,44 @@ async fn egw(args: &[String]) -> anyhow::Result<()> {
         result.incomplete,
         clients_cpu / wall * 100.0,
     );
+    if cluster.is_none() {
+        // The bridge's own view: publish → frame written to the socket, from its histogram.
+        let text = pttbridge::http::metrics_handle().render();
+        let q = |p| bucket_quantile(&text, "pttbridge_event_delivery_seconds", "sink=\"egw\"", p);
+        println!(
+            "bridge side (pttbridge_event_delivery_seconds{{sink=\"egw\"}}, publish → written): p50 ≤ {} ms, p99 ≤ {} ms",
+            q(0.5),
+            q(0.99)
+        );
+    }
     if result.incomplete > 0 {
         bail!("{} clients did not receive every event", result.incomplete);
     }
     Ok(())
+}
+
+/// The upper bound (ms) of the histogram bucket holding quantile `p` of `name{label,...}` in
+/// Prometheus text; "?" when absent.
+fn bucket_quantile(text: &str, name: &str, label: &str, p: f64) -> String {
+    let prefix = format!("{name}_bucket{{");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(label))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.iter().map(|b| b.1).fold(0.0, f64::max);
+    buckets
+        .iter()
+        .find(|(_, n)| *n >= total * p && total > 0.0)
+        .map_or("?".into(), |(le, _)| format!("{}", le * 1000.0))
 }
 
 /// Microseconds since the Unix epoch: the clients are another process, so the publish time
