@@ -54,6 +54,19 @@ pub struct SinkStats {
     pub stream_ready: AtomicBool,
 }
 
+/// The subscription taking every ack (`<inbox>.*`), retried until the client takes it.
+async fn subscribe_acks(client: &async_nats::Client, inbox: &str) -> async_nats::Subscriber {
+    loop {
+        match client.subscribe(format!("{inbox}.*")).await {
+            Ok(sub) => return sub,
+            Err(e) => {
+                warn!(error = %esc(&e), "NATS ack subscription failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
 /// Records the ack in `msg` (a reply to `<inbox>.<id>`) in the window.
 fn ack(window: &mut AckWindow<Event>, msg: &async_nats::Message) {
     let Some(id) = reply_id(msg.subject.as_str()) else {
@@ -318,15 +331,7 @@ impl Sink {
         // Every publish's ack comes back on `<inbox>.<id>`: one subscription for all of them
         // (re-made by the client after a reconnect).
         let inbox = client.new_inbox();
-        let mut acks = loop {
-            match client.subscribe(format!("{inbox}.*")).await {
-                Ok(sub) => break sub,
-                Err(e) => {
-                    warn!(error = %esc(&e), "NATS ack subscription failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        };
+        let mut acks = subscribe_acks(&client, &inbox).await;
 
         let mut outbox: VecDeque<Event> = VecDeque::new();
         let meters = Meters::new();
@@ -405,7 +410,14 @@ impl Sink {
             tokio::select! {
                 biased;
                 msg = acks.next(), if !window.is_empty() => {
-                    let Some(msg) = msg else { break };
+                    let Some(msg) = msg else {
+                        // The client ended the subscription: take the acks on a new one (what
+                        // was in flight meanwhile times out and is re-sent).
+                        warn!("NATS ack subscription ended; subscribing again");
+                        metrics::counter!("pttbridge_errors_total", "side" => "nats", "kind" => "ack_subscription").increment(1);
+                        acks = subscribe_acks(&client, &inbox).await;
+                        continue;
+                    };
                     ack(&mut window, &msg);
                     // Take every ack already here before publishing again.
                     for _ in 0..self.config.max_in_flight {
