@@ -375,20 +375,7 @@ async fn egw(args: &[String]) -> anyhow::Result<()> {
 /// The upper bound (ms) of the histogram bucket holding quantile `p` of `name{label,...}` in
 /// Prometheus text; "?" when absent.
 fn bucket_quantile(text: &str, name: &str, label: &str, p: f64) -> String {
-    let prefix = format!("{name}_bucket{{");
-    let buckets: Vec<(f64, f64)> = text
-        .lines()
-        .filter(|l| l.starts_with(&prefix) && l.contains(label))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, l.rsplit(' ').next()?.parse().ok()?))
-        })
-        .collect();
+    let buckets = pttbridge::metrics_catalog::histogram_buckets(text, name, label);
     let total = buckets.iter().map(|b| b.1).fold(0.0, f64::max);
     buckets
         .iter()
