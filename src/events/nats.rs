@@ -11,6 +11,10 @@
 //! acknowledged as duplicates and not stored twice. One caveat, by JetStream's nature: events
 //! in flight at the moment a connection breaks may be stored after later ones; consumers that
 //! need strict order sort by the `version` extension attribute (it is contiguous per app).
+//!
+//! Each publish carries its own reply subject `<inbox>.<n>` and one subscription on `<inbox>.*`
+//! takes every ack; [`super::acks::AckWindow`] keeps them in publish order with one timer for the
+//! oldest (a JetStream request per event would cost a reply entry, a channel and a timer each).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
