@@ -1106,3 +1106,25 @@ pub fn process_text() -> String {
     }
     out
 }
+
+/// The cumulative `name_bucket{labels..., le="b"}` counts of a histogram in Prometheus text
+/// (`label` a `key="value"` it must carry), sorted by bound: for load tools reading the bridge's
+/// own histograms.
+pub fn histogram_buckets(text: &str, name: &str, label: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut b: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(label))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    b
+}

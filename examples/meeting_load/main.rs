@@ -185,21 +185,7 @@ fn rss_kib(pid: u32) -> f64 {
 
 /// The cumulative `name_bucket{labels..., le="b"}` counts of a Prometheus histogram, by bound.
 fn buckets(metrics: &str, name: &str, label: &str) -> Vec<(f64, f64)> {
-    let mut b: Vec<(f64, f64)> = metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}_bucket{{")) && l.contains(label))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, l.rsplit(' ').next()?.parse().ok()?))
-        })
-        .collect();
-    b.sort_by(|x, y| x.0.total_cmp(&y.0));
-    b
+    pttbridge::metrics_catalog::histogram_buckets(metrics, name, label)
 }
 
 /// Quantiles `qs` of what a histogram recorded between two scrapes, interpolated linearly within

@@ -10,10 +10,15 @@
 //! log and `/egw` listener) against that JetStream cluster: events are published on the nodes in
 //! turn, the clients spread over them; latency is publish on one node → frame on any node.
 //!
-//! Both run the bridge's real bus and sinks in this process. `nats` starts a `nats-server -js`
-//! on a free loopback port with a temp store unless `--nats-url` is given. `egw` serves `/egw`
-//! on loopback and connects the clients from this process too (so client and server share the
-//! machine's cores, as they would on one box); latency is publish → frame parsed by the client.
+//! Both run the bridge's real bus and sinks (and its Prometheus recorder) in this process.
+//! `nats` starts a `nats-server -js` on a free loopback port with a temp store unless
+//! `--nats-url` is given, and prints the CPU this process and that nats-server used per event.
+//! `egw` serves `/egw` on loopback and runs the clients in a child process of this tool
+//! (`egw-clients`, 256 connecting at a time) on the same machine, so they share its cores as they
+//! would on one box; latency is publish → frame parsed by the client (wall clock, one machine),
+//! and the CPU of the bridge and of the clients is printed apart. Each process raises its
+//! open-file limit as far as it may (a client or a server socket per subscriber, plus headroom)
+//! and otherwise names the `ulimit -n` it needs.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -30,6 +35,7 @@ use pttbridge::hub::event::Draft;
 use pttbridge::hub::{EventBus, EventKind, Party, Side};
 use pttbridge::storage::Store;
 use serde_json::json;
+use tokio::io::AsyncBufReadExt as _;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -48,16 +54,23 @@ fn num(args: &[String], name: &str, default: u64) -> anyhow::Result<u64> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The bridge's Prometheus recorder, so every series the sinks update costs what it costs
+    // in the bridge.
+    let metrics = pttbridge::http::metrics_handle();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match args.first().map(String::as_str) {
+    let result = match args.first().map(String::as_str) {
         Some("nats") => rt.block_on(nats(&args)),
         Some("egw") => rt.block_on(egw(&args)),
+        Some("egw-clients") => rt.block_on(egw_clients(&args)),
         _ => bail!(
             "usage: events-load nats [--events N] [--nats-url URL] | egw [--clients N] [--rate EV_PER_S] [--seconds S]"
         ),
-    }
+    };
+    // Rendering drains the histograms' samples, as a scrape would.
+    drop(metrics.render());
+    result
 }
 
 fn party() -> Party {
@@ -81,6 +94,50 @@ impl Drop for OwnNats {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Raises this process's open-file limit to hold `fds` descriptors: the soft limit up to the
+/// hard one, and the hard one too where the process may (root, `CAP_SYS_RESOURCE`).
+fn raise_fd_limit(fds: u64) -> anyhow::Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        bail!("getrlimit: {}", std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur >= fds {
+        return Ok(());
+    }
+    let wanted = libc::rlimit {
+        rlim_cur: fds,
+        rlim_max: lim.rlim_max.max(fds),
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+        return Ok(());
+    }
+    bail!(
+        "{fds} open files needed, the limit is {} (hard {}) and cannot be raised here: run `ulimit -n {fds}` (as root, or raise the hard limit) first",
+        lim.rlim_cur,
+        lim.rlim_max
+    )
+}
+
+/// CPU seconds (user + system) a process has used so far: `pid` "self" or a number.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are fields 14, 15.
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // SAFETY: sysconf only reads a configuration value.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / tick.max(1.0)
 }
 
 fn start_nats() -> anyhow::Result<OwnNats> {
@@ -114,13 +171,16 @@ fn start_nats() -> anyhow::Result<OwnNats> {
 async fn nats(args: &[String]) -> anyhow::Result<()> {
     let n = num(args, "--events", 200_000)?;
     let own;
+    let mut server_pid = None;
     let url = match arg(args, "--nats-url") {
         Some(u) => u,
         None => {
             own = start_nats()?;
+            server_pid = Some(own.child.id().to_string());
             own.url.clone()
         }
     };
+    let server_cpu = || server_pid.as_deref().map(cpu_seconds);
     let bus = Arc::new(EventBus::new());
     let config = NatsConfig {
         url: Some(url.clone()),
@@ -137,6 +197,7 @@ async fn nats(args: &[String]) -> anyhow::Result<()> {
     let done = |s: &pttbridge::events::nats::SinkStats| {
         s.acked.load(Ordering::Relaxed) + s.duplicates.load(Ordering::Relaxed)
     };
+    let (cpu0, server0) = (cpu_seconds("self"), server_cpu());
     let start = Instant::now();
     let mut published = 0u64;
     while published < n {
@@ -163,12 +224,24 @@ async fn nats(args: &[String]) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds("self") - cpu0;
+    let server = match (server0, server_cpu()) {
+        (Some(a), Some(b)) => format!(
+            ", nats-server {:.0} % of a core ({:.1} µs per event)",
+            (b - a) / secs * 100.0,
+            (b - a) / n as f64 * 1e6
+        ),
+        _ => String::new(),
+    };
     println!(
-        "hub → NATS JetStream: {n} events acked in {secs:.2} s = {:.0} events/s (retried {}, duplicates {}, dropped {})",
+        "hub → NATS JetStream: {n} events acked in {secs:.2} s = {:.0} events/s (retried {}, duplicates {}, dropped {}); \
+         CPU: this process (producer, bus, sink) {:.0} % of a core ({:.1} µs per event){server}",
         n as f64 / secs,
         stats.retried.load(Ordering::Relaxed),
         stats.duplicates.load(Ordering::Relaxed),
         stats.dropped.load(Ordering::Relaxed),
+        cpu / secs * 100.0,
+        cpu / n as f64 * 1e6,
     );
     Ok(())
 }
@@ -183,6 +256,8 @@ async fn egw(args: &[String]) -> anyhow::Result<()> {
     } else {
         1
     };
+    // One server socket per client, plus headroom.
+    raise_fd_limit(clients as u64 + 1024)?;
     let egw = EgwConfig {
         heartbeat_timeout_ms: 3_600_000,
         developers: vec![Developer {
@@ -232,14 +307,138 @@ async fn egw(args: &[String]) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let epoch = Instant::now();
     let total = rate * seconds;
+    // The clients run in a child process: ten thousand clients and their ten thousand server
+    // sockets would not fit one process's usual 20,000 open files, and apart the CPU of each
+    // side can be told.
+    let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["egw-clients", "--clients", &clients.to_string()])
+        .args(["--events", &total.to_string(), "--addrs", &list.join(",")])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the clients' process")?;
+    let child_pid = child.id().context("clients' process gone")?.to_string();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("no stdout")?).lines();
+    let subscribed = next_line(&mut lines).await?;
+    println!("{subscribed}");
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let (cpu0, clients0) = (cpu_seconds("self"), cpu_seconds(&child_pid));
+    let start = tokio::time::Instant::now();
+    for i in 0..total {
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        buses[i as usize % nodes].publish(
+            Draft::new("load", EventKind::MessageText, "ptt:load:North")
+                .party(party())
+                .detail(json!({ "text": "load", "sent_us": wall_us() })),
+        );
+    }
+    let result: ClientsResult = serde_json::from_str(&next_line(&mut lines).await?)?;
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = (cpu_seconds("self") - cpu0) / wall * 100.0;
+    let clients_cpu = result.cpu_s - clients0;
+    let _ = child.wait().await;
+    let over = if cluster.is_some() {
+        format!(" over {nodes} cluster nodes")
+    } else {
+        String::new()
+    };
+    println!(
+        "hub → {clients} EGW subscribers{over}: {total} events at {rate}/s = {} frames in {wall:.2} s ({:.0} frames/s); \
+         latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; clients incomplete: {}; \
+         CPU: bridge (bus, projection, /egw) {cpu:.0} % of a core, clients {:.0} %",
+        result.frames,
+        result.frames as f64 / wall,
+        result.p50_ms,
+        result.p99_ms,
+        result.max_ms,
+        result.incomplete,
+        clients_cpu / wall * 100.0,
+    );
+    if cluster.is_none() {
+        // The bridge's own view: publish → frame written to the socket, from its histogram.
+        let text = pttbridge::http::metrics_handle().render();
+        let q = |p| bucket_quantile(&text, "pttbridge_event_delivery_seconds", "sink=\"egw\"", p);
+        println!(
+            "bridge side (pttbridge_event_delivery_seconds{{sink=\"egw\"}}, publish → written): p50 ≤ {} ms, p99 ≤ {} ms",
+            q(0.5),
+            q(0.99)
+        );
+    }
+    if result.incomplete > 0 {
+        bail!("{} clients did not receive every event", result.incomplete);
+    }
+    Ok(())
+}
+
+/// The upper bound (ms) of the histogram bucket holding quantile `p` of `name{label,...}` in
+/// Prometheus text; "?" when absent.
+fn bucket_quantile(text: &str, name: &str, label: &str, p: f64) -> String {
+    let buckets = pttbridge::metrics_catalog::histogram_buckets(text, name, label);
+    let total = buckets.iter().map(|b| b.1).fold(0.0, f64::max);
+    buckets
+        .iter()
+        .find(|(_, n)| *n >= total * p && total > 0.0)
+        .map_or("?".into(), |(le, _)| format!("{}", le * 1000.0))
+}
+
+/// Microseconds since the Unix epoch: the clients are another process, so the publish time
+/// travels in the event as wall-clock time (one machine, one clock).
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+async fn next_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> anyhow::Result<String> {
+    lines
+        .next_line()
+        .await?
+        .context("the clients' process ended early (its error is above)")
+}
+
+/// What the clients' process reports at the end (one JSON line).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ClientsResult {
+    frames: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    incomplete: usize,
+    /// The clients' process's CPU seconds so far.
+    cpu_s: f64,
+}
+
+/// The clients' process: connects, logs in and subscribes `--clients` clients spread over
+/// `--addrs`, says so on stdout, then reports the latencies of `--events` events each.
+async fn egw_clients(args: &[String]) -> anyhow::Result<()> {
+    let clients = num(args, "--clients", 1000)? as usize;
+    let total = num(args, "--events", 1000)?;
+    let addrs: Vec<SocketAddr> = arg(args, "--addrs")
+        .context("--addrs")?
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // One socket per client, plus headroom.
+    raise_fd_limit(clients as u64 + 1024)?;
     let mut tasks = Vec::with_capacity(clients);
     let connect_start = Instant::now();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients);
+    // Connecting ten thousand at once would overflow the listen backlog (SYNs dropped, retried
+    // a second later); a few hundred handshakes at a time keep it quick.
+    let connecting = Arc::new(tokio::sync::Semaphore::new(CONNECTING));
     for c in 0..clients {
         let ready = ready_tx.clone();
-        tasks.push(tokio::spawn(client(addrs[c % nodes], epoch, total, ready)));
+        let permit = connecting.clone().acquire_owned().await?;
+        tasks.push(tokio::spawn(client(
+            addrs[c % addrs.len()],
+            total,
+            ready,
+            permit,
+        )));
     }
     drop(ready_tx);
     let mut ready = 0;
@@ -258,17 +457,6 @@ async fn egw(args: &[String]) -> anyhow::Result<()> {
         "{clients} EGW clients logged in and subscribed in {:.2} s",
         connect_start.elapsed().as_secs_f64()
     );
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let start = tokio::time::Instant::now();
-    for i in 0..total {
-        tokio::time::sleep_until(start + interval * i as u32).await;
-        let sent_us = epoch.elapsed().as_micros() as u64;
-        buses[i as usize % nodes].publish(
-            Draft::new("load", EventKind::MessageText, "ptt:load:North")
-                .party(party())
-                .detail(json!({ "text": "load", "sent_us": sent_us })),
-        );
-    }
     let mut latencies: Vec<u32> = Vec::with_capacity(clients * total as usize);
     let mut incomplete = 0;
     for t in tasks {
@@ -279,33 +467,29 @@ async fn egw(args: &[String]) -> anyhow::Result<()> {
                 }
                 latencies.extend(l);
             }
+            Ok(Ok(Err(e))) => {
+                eprintln!("client: {e:#}");
+                incomplete += 1;
+            }
             _ => incomplete += 1,
         }
     }
-    let wall = start.elapsed().as_secs_f64();
+    let cpu_s = cpu_seconds("self");
     latencies.sort_unstable();
     let pct = |p: f64| {
         latencies
             .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
             .map_or(f64::NAN, |us| f64::from(*us) / 1000.0)
     };
-    let over = if cluster.is_some() {
-        format!(" over {nodes} cluster nodes")
-    } else {
-        String::new()
+    let result = ClientsResult {
+        frames: latencies.len(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: pct(1.0),
+        incomplete,
+        cpu_s,
     };
-    println!(
-        "hub → {clients} EGW subscribers{over}: {total} events at {rate}/s = {} frames in {wall:.2} s ({:.0} frames/s); \
-         latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; clients incomplete: {incomplete}",
-        latencies.len(),
-        latencies.len() as f64 / wall,
-        pct(0.50),
-        pct(0.99),
-        pct(1.0),
-    );
-    if incomplete > 0 {
-        bail!("{incomplete} clients did not receive every event");
-    }
+    println!("{}", serde_json::to_string(&result)?);
     Ok(())
 }
 
@@ -321,12 +505,16 @@ struct LoadDetail {
     sent_us: u64,
 }
 
+/// Clients connecting and logging in at once.
+const CONNECTING: usize = 256;
+
 /// One subscriber: logs in, subscribes, then records publish → receive latency (µs) per event.
+/// `connecting` is held until it has subscribed.
 async fn client(
     addr: SocketAddr,
-    epoch: Instant,
     total: u64,
     ready: tokio::sync::mpsc::Sender<()>,
+    connecting: tokio::sync::OwnedSemaphorePermit,
 ) -> anyhow::Result<Vec<u32>> {
     // A small read buffer: tungstenite zero-fills the spare capacity of its read buffer on every
     // read (128 KiB by default), which would make the clients, not the server, the bottleneck.
@@ -348,13 +536,14 @@ async fn client(
             bail!("refused: {v}");
         }
     }
+    drop(connecting);
     ready.send(()).await.ok();
     let mut out = Vec::with_capacity(total as usize);
     let mut last = 0;
     while (out.len() as u64) < total {
         let msg = ws.next().await.context("closed")??;
         let Message::Text(t) = msg else { continue };
-        let now = epoch.elapsed().as_micros() as u64;
+        let now = wall_us();
         let f: LoadFrame = serde_json::from_str(t.as_str())?;
         if f.version != last + 1 {
             bail!("gap: {last} → {}", f.version);

@@ -3,6 +3,7 @@
 //!
 //! Every side publishes through [`crate::hub::EventBus::publish`]; nothing here is side-specific.
 
+pub mod acks;
 pub mod config;
 pub mod egw;
 pub mod nats;

@@ -11,25 +11,31 @@
 //! acknowledged as duplicates and not stored twice. One caveat, by JetStream's nature: events
 //! in flight at the moment a connection breaks may be stored after later ones; consumers that
 //! need strict order sort by the `version` extension attribute (it is contiguous per app).
+//!
+//! Each publish carries its own reply subject `<inbox>.<n>` and one subscription on `<inbox>.*`
+//! takes every ack; [`super::acks::AckWindow`] keeps them in publish order with one timer for the
+//! oldest (a JetStream request per event would cost a reply entry, a channel and a timer each).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
-use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use async_nats::client::PublishErrorKind;
+use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
+use async_nats::jetstream;
 use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt as _, StreamExt};
 use logsafe::esc;
 use serde::Serialize;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use tracing::{Instrument, info, info_span, warn};
 
+use super::acks::{AckWindow, Outcome, reply_id};
 use super::config::NatsConfig;
 use super::rfc3339;
-use crate::hub::{Event, EventBus};
+use crate::hub::{Event, EventBus, EventKind};
 
 /// Counters of the sink (also exported as metrics).
 #[derive(Debug, Default)]
@@ -52,21 +58,34 @@ pub struct SinkStats {
     pub stream_ready: AtomicBool,
 }
 
+/// The subscription taking every ack (`<inbox>.*`), retried until the client takes it.
+async fn subscribe_acks(client: &async_nats::Client, inbox: &str) -> async_nats::Subscriber {
+    loop {
+        match client.subscribe(format!("{inbox}.*")).await {
+            Ok(sub) => return sub,
+            Err(e) => {
+                warn!(error = %esc(&e), "NATS ack subscription failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Records the ack in `msg` (a reply to `<inbox>.<id>`) in the window.
+fn ack(window: &mut AckWindow<Event>, msg: &async_nats::Message) {
+    let Some(id) = reply_id(msg.subject.as_str()) else {
+        return;
+    };
+    let status = msg.status.map(|s| s.as_u16());
+    window.ack(id, Outcome::from_reply(status, &msg.payload));
+}
+
 /// Replaces what a NATS subject token cannot hold (`.`, `*`, `>`, whitespace, control
 /// characters) with `_`; an empty token becomes `_`.
 pub fn subject_token(s: &str) -> String {
-    if s.is_empty() {
-        return "_".into();
-    }
-    s.chars()
-        .map(|c| {
-            if c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len().max(1));
+    push_token(&mut out, s);
+    out
 }
 
 /// Puts failed events back at the front of the outbox once nothing is outstanding, in the order
@@ -80,12 +99,32 @@ fn requeue(failed: &mut Vec<Event>, outbox: &mut VecDeque<Event>) {
 /// The subject of `event`: `<prefix>.<app>.<group>.<type>` (the type's dot stays, so
 /// `pttbridge.*.*.talk.>` selects every talk event).
 pub fn subject(prefix: &str, event: &Event) -> String {
-    format!(
-        "{prefix}.{}.{}.{}",
-        subject_token(&event.app_id),
-        subject_token(&event.group_id),
-        event.kind.as_str()
-    )
+    let kind = event.kind.as_str();
+    let mut out = String::with_capacity(
+        prefix.len() + event.app_id.len() + event.group_id.len() + kind.len() + 3,
+    );
+    out.push_str(prefix);
+    for token in [&event.app_id, &event.group_id] {
+        out.push('.');
+        push_token(&mut out, token);
+    }
+    out.push('.');
+    out.push_str(kind);
+    out
+}
+
+/// Appends `s` as one subject token (see [`subject_token`]).
+fn push_token(out: &mut String, s: &str) {
+    if s.is_empty() {
+        out.push('_');
+    }
+    out.extend(s.chars().map(|c| {
+        if c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control() {
+            '_'
+        } else {
+            c
+        }
+    }));
 }
 
 /// The de-duplication id: `<app>:<version>`.
@@ -104,11 +143,11 @@ pub struct CloudEvent<'a> {
     pub source: &'a str,
     /// `pttbridge.<kind>`, e.g. `pttbridge.talk.started`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: CloudType,
     /// The group.
     pub subject: &'a str,
     /// RFC 3339 UTC.
-    pub time: String,
+    pub time: &'a str,
     /// Always `application/json`.
     pub datacontenttype: &'static str,
     /// Extension: the app.
@@ -119,19 +158,56 @@ pub struct CloudEvent<'a> {
     pub data: &'a Event,
 }
 
-/// The CloudEvent of `event`.
-pub fn cloud_event<'a>(source: &'a str, event: &'a Event) -> CloudEvent<'a> {
+/// The CloudEvents `type` of a hub event kind, `pttbridge.<kind>`, written without a string of
+/// its own.
+#[derive(Debug, Clone, Copy)]
+pub struct CloudType(pub EventKind);
+
+impl Serialize for CloudType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("pttbridge.{}", self.0.as_str()))
+    }
+}
+
+/// The CloudEvent of `event`, its `time` being `time` (the event's time as RFC 3339).
+pub fn cloud_event<'a>(source: &'a str, event: &'a Event, time: &'a str) -> CloudEvent<'a> {
     CloudEvent {
         specversion: "1.0",
         id: message_id(event),
         source,
-        kind: format!("pttbridge.{}", event.kind.as_str()),
+        kind: CloudType(event.kind),
         subject: &event.group_id,
-        time: rfc3339::format_ms(event.time_ms as i64),
+        time,
         datacontenttype: "application/json",
         appid: &event.app_id,
         version: event.version,
         data: event,
+    }
+}
+
+/// What the sink reuses from one event to the next.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// The CloudEvent is written here, then copied once into the payload.
+    body: Vec<u8>,
+    time: TimeText,
+}
+
+/// The RFC 3339 text of the last millisecond asked for: events come in bursts within one
+/// millisecond, and formatting a date is a good part of a CloudEvent's cost.
+#[derive(Debug, Default)]
+struct TimeText {
+    ms: Option<u64>,
+    text: String,
+}
+
+impl TimeText {
+    fn of(&mut self, ms: u64) -> &str {
+        if self.ms != Some(ms) {
+            self.ms = Some(ms);
+            self.text = rfc3339::format_ms(ms as i64);
+        }
+        &self.text
     }
 }
 
@@ -183,9 +259,28 @@ struct Sink {
     stats: Arc<SinkStats>,
 }
 
-type AckFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (Event, Result<bool, String>)> + Send + 'static>,
->;
+/// The metric handles of the sink, resolved once (a labelled macro call per event would hash
+/// its key in the registry each time).
+struct Meters {
+    stored: metrics::Counter,
+    duplicate: metrics::Counter,
+    retries: metrics::Counter,
+    delivery: metrics::Histogram,
+    queued: metrics::Gauge,
+}
+
+impl Meters {
+    fn new() -> Self {
+        Self {
+            stored: metrics::counter!("pttbridge_nats_published_total", "duplicate" => "false"),
+            duplicate: metrics::counter!("pttbridge_nats_published_total", "duplicate" => "true"),
+            retries: metrics::counter!("pttbridge_nats_retries_total"),
+            delivery: metrics::histogram!("pttbridge_event_delivery_seconds", "sink" => "nats"),
+            // The outbox's fill against its limit: an alert fires before events start to drop.
+            queued: metrics::gauge!("pttbridge_nats_outbox_events"),
+        }
+    }
+}
 
 impl Sink {
     async fn run(mut self, mut rx: broadcast::Receiver<Event>) {
@@ -233,17 +328,21 @@ impl Sink {
                 return;
             }
         };
+        let ack_timeout = Duration::from_millis(self.config.ack_timeout_ms);
         let js = jetstream::ContextBuilder::new()
-            .timeout(Duration::from_millis(self.config.ack_timeout_ms))
-            .max_ack_inflight(self.config.max_in_flight.max(1))
+            .timeout(ack_timeout)
             .build(client.clone());
+        // Every publish's ack comes back on `<inbox>.<id>`: one subscription for all of them
+        // (re-made by the client after a reconnect).
+        let inbox = client.new_inbox();
+        let mut acks = subscribe_acks(&client, &inbox).await;
 
         let mut outbox: VecDeque<Event> = VecDeque::new();
-        // The outbox's fill against its limit: an alert fires before events start to drop.
-        let queued = metrics::gauge!("pttbridge_nats_outbox_events");
+        let meters = Meters::new();
         metrics::gauge!("pttbridge_nats_outbox_limit_events").set(self.config.outbox as f64);
-        let mut inflight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
+        let mut window: AckWindow<Event> = AckWindow::new(ack_timeout);
         let mut failed: Vec<Event> = Vec::new();
+        let mut scratch = Scratch::default();
         let mut backoff = Duration::from_millis(100);
         let mut bus_open = true;
 
@@ -253,26 +352,51 @@ impl Sink {
                 if self.ensure_stream(&js).await {
                     self.stats.stream_ready.store(true, Ordering::Relaxed);
                 } else {
-                    bus_open &= self.take_from_bus(&mut rx, &mut outbox, inflight.len());
+                    bus_open &= self.take_from_bus(&mut rx, &mut outbox, window.len());
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
             }
-            bus_open &= self.take_from_bus(&mut rx, &mut outbox, inflight.len());
+            bus_open &= self.take_from_bus(&mut rx, &mut outbox, window.len());
             let connected = client.connection_state() == async_nats::connection::State::Connected;
             // Publish in order while the connection is up and nothing is being retried.
-            while connected && failed.is_empty() && inflight.len() < self.config.max_in_flight {
+            while connected && failed.is_empty() && window.len() < self.config.max_in_flight {
                 let Some(ev) = outbox.pop_front() else { break };
-                match self.publish(&js, ev).await {
-                    Ok(ack) => inflight.push_back(ack),
-                    Err(ev) => {
+                if !self
+                    .publish(&client, &inbox, &mut window, &mut scratch, ack_timeout, ev)
+                    .await
+                {
+                    break;
+                }
+            }
+            // What has an outcome, in publish order.
+            while let Some((ev, outcome)) = window.pop() {
+                match outcome {
+                    Outcome::Stored { duplicate } => {
+                        backoff = Duration::from_millis(100);
+                        if duplicate {
+                            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                            meters.duplicate.increment(1);
+                        } else {
+                            self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                            meters.stored.increment(1);
+                        }
+                        meters
+                            .delivery
+                            .record(crate::hub::Event::age_seconds(ev.time_ms));
+                    }
+                    Outcome::Failed(why) => {
+                        if failed.is_empty() {
+                            warn!(error = %esc(&why), version = ev.version, app = %esc(&ev.app_id), "NATS publish failed; will re-send in order");
+                        }
                         self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                        meters.retries.increment(1);
                         failed.push(ev);
                     }
                 }
             }
-            if inflight.is_empty() && !failed.is_empty() {
+            if window.is_empty() && !failed.is_empty() {
                 requeue(&mut failed, &mut outbox);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -281,45 +405,41 @@ impl Sink {
             self.stats
                 .queued
                 .store(outbox.len() as u64, Ordering::Relaxed);
-            queued.set(outbox.len() as f64);
+            meters.queued.set(outbox.len() as f64);
+            if !bus_open && outbox.is_empty() && window.is_empty() {
+                break;
+            }
+            let deadline = window.deadline();
 
             tokio::select! {
                 biased;
-                done = inflight.next(), if !inflight.is_empty() => {
-                    let Some((ev, result)) = done else { continue };
-                    match result {
-                        Ok(duplicate) => {
-                            backoff = Duration::from_millis(100);
-                            let counter = if duplicate { &self.stats.duplicates } else { &self.stats.acked };
-                            counter.fetch_add(1, Ordering::Relaxed);
-                            metrics::counter!("pttbridge_nats_published_total", "duplicate" => if duplicate { "true" } else { "false" }).increment(1);
-                            metrics::histogram!("pttbridge_event_delivery_seconds", "sink" => "nats")
-                    .record(crate::hub::Event::age_seconds(ev.time_ms));
+                msg = acks.next(), if !window.is_empty() => {
+                    let Some(msg) = msg else {
+                        // The client ended the subscription: take the acks on a new one (what
+                        // was in flight meanwhile times out and is re-sent).
+                        warn!("NATS ack subscription ended; subscribing again");
+                        metrics::counter!("pttbridge_errors_total", "side" => "nats", "kind" => "ack_subscription").increment(1);
+                        acks = subscribe_acks(&client, &inbox).await;
+                        continue;
+                    };
+                    ack(&mut window, &msg);
+                    // Take every ack already here before publishing again.
+                    for _ in 0..self.config.max_in_flight {
+                        match acks.next().now_or_never() {
+                            Some(Some(msg)) => ack(&mut window, &msg),
+                            _ => break,
                         }
-                        Err(why) => {
-                            if failed.is_empty() {
-                                warn!(error = %esc(&why), version = ev.version, app = %esc(&ev.app_id), "NATS publish failed; will re-send in order");
-                            }
-                            self.stats.retried.fetch_add(1, Ordering::Relaxed);
-                            metrics::counter!("pttbridge_nats_retries_total").increment(1);
-                            failed.push(ev);
-                        }
-                    }
-                    if inflight.is_empty() && !failed.is_empty() {
-                        requeue(&mut failed, &mut outbox);
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
                 }
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                    window.expire(Instant::now());
+                }
                 ev = rx.recv(), if bus_open => match ev {
-                    Ok(ev) => self.enqueue(&mut outbox, inflight.len(), ev),
+                    Ok(ev) => self.enqueue(&mut outbox, window.len(), ev),
                     Err(broadcast::error::RecvError::Lagged(n)) => self.lagged(n),
                     Err(broadcast::error::RecvError::Closed) => bus_open = false,
                 },
                 _ = tokio::time::sleep(Duration::from_millis(50)), if !connected || !failed.is_empty() || !bus_open => {}
-            }
-            if !bus_open && outbox.is_empty() && inflight.is_empty() && failed.is_empty() {
-                break;
             }
         }
         let _ = client.flush().await;
@@ -360,33 +480,63 @@ impl Sink {
     }
 
     /// Hands `ev` to the client (in the caller's order: this is what keeps the stream in
-    /// version order) and returns the future of its ack.
-    async fn publish(&self, js: &jetstream::Context, ev: Event) -> Result<AckFuture, Event> {
+    /// version order) with the reply subject of its window slot; false when the client did not
+    /// take it (the slot then fails, and nothing more is sent until the window has drained).
+    async fn publish(
+        &self,
+        client: &async_nats::Client,
+        inbox: &str,
+        window: &mut AckWindow<Event>,
+        scratch: &mut Scratch,
+        limit: Duration,
+        ev: Event,
+    ) -> bool {
+        let Scratch { body, time } = scratch;
         let subject = subject(&self.config.subject_prefix, &ev);
-        let body = serde_json::to_vec(&cloud_event(&self.config.source, &ev)).unwrap_or_default();
-        let msg = PublishMessage::build()
-            .payload(Bytes::from(body))
-            .message_id(message_id(&ev))
-            .header("Content-Type", "application/cloudevents+json");
-        match js.send_publish(subject, msg).await {
-            Ok(ack) => Ok(Box::pin(async move {
-                let result = match ack.await {
-                    Ok(ack) => Ok(ack.duplicate),
-                    Err(e) => Err(e.to_string()),
-                };
-                (ev, result)
-            })),
-            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+        // One buffer for every event: the payload is its only allocation.
+        body.clear();
+        let ce = cloud_event(&self.config.source, &ev, time.of(ev.time_ms));
+        if let Err(e) = serde_json::to_writer(&mut *body, &ce) {
+            warn!(error = %e, "event not serialisable; dropped");
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_MESSAGE_ID, ce.id.as_str());
+        headers.insert("Content-Type", "application/cloudevents+json");
+        let payload = Bytes::copy_from_slice(body);
+        let version = ev.version;
+        let id = window.push(ev, Instant::now());
+        let send = client.publish_with_reply_and_headers(
+            subject,
+            format!("{inbox}.{id}"),
+            headers,
+            payload,
+        );
+        // The client takes it at once unless its queue is full (NATS away): then wait at most
+        // `limit`, so the bus is read again meanwhile.
+        let sent = tokio::select! {
+            biased;
+            sent = send => sent.map_err(|e| (e.kind() == PublishErrorKind::MaxPayloadExceeded, e.to_string())),
+            () = tokio::time::sleep(limit) => Err((false, "the NATS client's queue stayed full".into())),
+        };
+        match sent {
+            Ok(()) => true,
+            Err((true, why)) => {
                 // Cannot ever succeed: count and move on rather than block the stream.
-                warn!(error = %esc(&e), "event too large for NATS; dropped");
+                warn!(error = %esc(&why), version, "event too large for NATS; dropped");
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("pttbridge_nats_dropped_total", "reason" => "too_large")
                     .increment(1);
-                Ok(Box::pin(async move { (ev, Ok(false)) }))
+                // Released like a stored one so the events after it go on (as before the
+                // window: counted in `dropped` and in `acked`).
+                window.ack(id, Outcome::Stored { duplicate: false });
+                true
             }
-            Err(e) => {
-                warn!(error = %esc(&e), version = ev.version, "NATS publish not sent");
-                Err(ev)
+            Err((false, why)) => {
+                warn!(error = %esc(&why), version, "NATS publish not sent");
+                window.ack(id, Outcome::Failed(why));
+                false
             }
         }
     }
@@ -435,7 +585,7 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{EventKind, Party, Side};
+    use crate::hub::{Party, Side};
     use serde_json::json;
 
     fn event() -> Event {
@@ -469,7 +619,8 @@ mod tests {
     #[test]
     fn cloud_event_has_the_required_attributes() {
         let ev = event();
-        let ce = serde_json::to_value(cloud_event("pttbridge", &ev)).unwrap();
+        let time = rfc3339::format_ms(ev.time_ms as i64);
+        let ce = serde_json::to_value(cloud_event("pttbridge", &ev, &time)).unwrap();
         for attr in ["specversion", "id", "source", "type"] {
             assert!(ce[attr].is_string(), "{attr}");
         }

@@ -47,9 +47,11 @@ pub(super) async fn upgrade(
     // that the WebSocket layer closes the connection.
     ws.max_message_size(egw::MAX_FRAME * 4)
         // Client frames are small and rare. tungstenite allocates the read buffer eagerly and
-        // zero-fills its spare capacity on every read: 128 KiB (its default) per read and per
-        // connection would dominate the cost of a thousand subscribers.
-        .read_buffer_size(8 * 1024)
+        // zero-fills up to its size on every read attempt, and a connection attempts one each
+        // time it wakes for an event: 128 KiB (its default) would dominate the cost of a
+        // thousand subscribers, 8 KiB was still 80 MB of memset per event at ten thousand.
+        // Larger frames are read in more than one go.
+        .read_buffer_size(1024)
         .on_upgrade(move |socket| {
             let span = info_span!("egw", conn);
             connection(socket, state, addr).instrument(span)
@@ -117,9 +119,23 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
     // Per app: events up to this version are in a full sync already sent.
     let mut synced: HashMap<String, u64> = HashMap::new();
     let delivered = metrics::histogram!("pttbridge_event_delivery_seconds", "sink" => "egw");
-    let mut deadline = Instant::now() + idle;
-    let login_by = Instant::now() + platform.egw.auth_timeout();
-    let mut shutdown = state.shutdown.clone();
+    let sent = metrics::counter!("pttbridge_egw_events_sent_total");
+    // The timers and the shutdown watch are made once and polled on every wake-up: made anew
+    // in each round of the loop they cost a timer (de)registration and a lock on the watch
+    // shared by every connection, for each event and each of ten thousand connections.
+    let heartbeat = tokio::time::sleep(idle);
+    let login = sleep_until(Instant::now() + platform.egw.auth_timeout());
+    let mut shutdown_rx = state.shutdown.clone();
+    let shutdown = async move {
+        let _ = shutdown_rx.wait_for(|s| *s).await;
+    };
+    tokio::pin!(heartbeat, login, shutdown);
+    let mut deadline = heartbeat.deadline();
+    // Notices whose 20014 is still to come.
+    let mut notices = 0usize;
+    // Reused for each batch of frames.
+    let mut batch: Vec<Message> = Vec::new();
+    let mut published: Vec<u64> = Vec::new();
     // Answers (20014) of notices pushed in tasks of their own; the capacity bounds how many one
     // connection has in flight.
     let (notice_tx, mut notice_rx) = tokio::sync::mpsc::channel::<String>(NOTICES_IN_FLIGHT);
@@ -145,7 +161,13 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
                 deadline = Instant::now() + idle;
                 let out = match session.handle(text.as_str(), |d, t| platform.authenticate_from(addr, d, t)) {
                     Ok(Action::Reply(r)) => vec![r.to_json()],
-                    Ok(Action::Notice(n)) => start_notice(&platform, n, &notice_tx).into_iter().collect(),
+                    Ok(Action::Notice(n)) => match start_notice(&platform, n, &notice_tx) {
+                        Some(refused) => vec![refused],
+                        None => {
+                            notices += 1;
+                            Vec::new()
+                        }
+                    },
                     Ok(Action::FullSync { apps, seq }) => {
                         let wanted: Vec<(String, Option<Vec<String>>)> = match apps {
                             Some(list) => list.into_iter().map(|a| (a.app_id, a.group_list)).collect(),
@@ -187,14 +209,13 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
                 }
                 if !written { break End::Stuck; }
             }
-            Some(reply) = notice_rx.recv() => {
+            Some(reply) = notice_rx.recv(), if notices > 0 => {
+                notices -= 1;
                 if !send(&mut socket, reply, send_timeout).await { break End::Stuck; }
             }
             ev = rx.recv() => match ev {
                 Ok(first) => {
                     // Take what else is ready too and write it with one flush.
-                    let mut batch = Vec::new();
-                    let mut published = Vec::new();
                     let mut next = Some(first);
                     let mut lagged = None;
                     while let Some(f) = next.take() {
@@ -211,9 +232,9 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
                         }
                     }
                     let n = batch.len() as u64;
-                    if n > 0 && !send_all(&mut socket, batch, send_timeout).await { break End::Stuck; }
-                    metrics::counter!("pttbridge_egw_events_sent_total").increment(n);
-                    for t in published {
+                    if n > 0 && !send_all(&mut socket, &mut batch, send_timeout).await { break End::Stuck; }
+                    sent.increment(n);
+                    for t in published.drain(..) {
                         delivered.record(crate::hub::Event::age_seconds(t));
                     }
                     if let Some(missed) = lagged {
@@ -226,12 +247,16 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, addr: Option<st
                 Err(RecvError::Closed) => break End::ClientClosed,
             },
             // The bridge is stopping: say so and let the server finish.
-            () = async { let _ = shutdown.wait_for(|s| *s).await; } => break End::Shutdown,
-            _ = sleep_until(login_by), if session.grant().is_none() => {
+            () = &mut shutdown => break End::Shutdown,
+            () = &mut login, if session.grant().is_none() => {
                 break End::Cut(CLOSE_LOGIN_TIMEOUT, format!("no login (20000) within {} ms", platform.egw.auth_timeout_ms));
             }
-            _ = sleep_until(deadline) => {
-                break End::Cut(CLOSE_HEARTBEAT_TIMEOUT, format!("no heartbeat for {} ms", idle.as_millis()));
+            () = &mut heartbeat => {
+                // Moved on by every client frame; only a silence this long ends the connection.
+                if heartbeat.deadline() == deadline {
+                    break End::Cut(CLOSE_HEARTBEAT_TIMEOUT, format!("no heartbeat for {} ms", idle.as_millis()));
+                }
+                heartbeat.as_mut().reset(deadline);
             }
         }
     };
@@ -281,14 +306,15 @@ async fn send(socket: &mut WebSocket, text: String, limit: std::time::Duration) 
     )
 }
 
-/// Writes `frames` with one flush; false when not done in time (or the socket is gone).
+/// Writes `frames` (leaving it empty) with one flush; false when not done in time (or the
+/// socket is gone).
 async fn send_all(
     socket: &mut WebSocket,
-    frames: Vec<Message>,
+    frames: &mut Vec<Message>,
     limit: std::time::Duration,
 ) -> bool {
     let write = async {
-        for f in frames {
+        for f in frames.drain(..) {
             socket.feed(f).await?;
         }
         socket.flush().await
