@@ -192,6 +192,7 @@ fn dial_in_call_flow_and_audio_both_ways() {
         .expect("call.ended");
     assert_eq!(ended["detail"]["reason"], "hangup");
     assert!(bridge.metric("pttbridge_meeting_rtp_total", &[("direction", "out")]) > 100.0);
+    assert_own_srtp_only(&bridge);
 
     // The side's metrics: calls, links, RTP both ways, jitter buffers, errors by kind.
     let text = bridge.get("/metrics").body;
@@ -1122,6 +1123,8 @@ fn g711_participant_is_bridged_both_ways() {
     assert_eq!(rec["rate"], 8000, "{rec}");
     assert_eq!(rec["pts_odd"], json!([]), "{rec}");
     cmp.assert_matches(0.9, 0.1);
+    // 8 kHz RTP from the room's own SRTP writer: the clock rescaled, and aiortc decrypts it.
+    assert_own_srtp_only(&bridge);
 
     speak_into_ptt(
         &mut carol,
@@ -1131,6 +1134,19 @@ fn g711_participant_is_bridged_both_ways() {
         "meeting as PCMU → PTT",
     )
     .assert_matches(0.85, 0.1);
+}
+
+/// Every RTP packet the room wrote to its listeners went out through the room's own SRTP
+/// (issue 20's fast path), none through str0m: the listener's keys were captured from its
+/// DTLS handshake. The audio the listener heard proves it could decrypt them.
+fn assert_own_srtp_only(bridge: &Bridge) {
+    let path = |p: &str| bridge.metric("pttbridge_meeting_rtp_out_path_total", &[("path", p)]);
+    assert!(
+        path("own_srtp") > 100.0,
+        "own SRTP path: {}",
+        path("own_srtp")
+    );
+    assert_eq!(path("str0m"), 0.0, "packets fell back to str0m");
 }
 
 /// `guest` is called into `host`'s room and agrees (spec 4.1, 4.2, 4.7): it may enter now.
