@@ -450,7 +450,10 @@ fn start_fast<K: std::fmt::Debug, T>(key: K, p: &mut Peer<T>, m: &PeerMetrics) {
     };
     let crypto = super::srtp_keys::provider();
     match SrtpTx::new(&crypto, &keys, stream) {
-        Ok(tx) => p.fast = Some(tx),
+        Ok(tx) => {
+            debug!(peer = ?key, profile = ?keys.profile, "own SRTP");
+            p.fast = Some(tx);
+        }
         Err(e) => {
             m.fast_setup_failed.increment(1);
             debug!(peer = ?key, error = %e, "own SRTP not set up: str0m sends");
