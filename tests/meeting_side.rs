@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::bridge::{Bridge, ptt_server_toml};
-use testkit::meeting::{Participant, hear_from_ptt, speak_into_ptt};
+use testkit::meeting::{Participant, assert_own_srtp_only, hear_from_ptt, speak_into_ptt};
 use testkit::murmur::Murmur;
 use testkit::peers::fixture;
 use testkit::terminal::Terminal;
@@ -1134,19 +1134,6 @@ fn g711_participant_is_bridged_both_ways() {
         "meeting as PCMU → PTT",
     )
     .assert_matches(0.85, 0.1);
-}
-
-/// Every RTP packet the room wrote to its listeners went out through the room's own SRTP
-/// (issue 20's fast path), none through str0m: the listener's keys were captured from its
-/// DTLS handshake. The audio the listener heard proves it could decrypt them.
-fn assert_own_srtp_only(bridge: &Bridge) {
-    let path = |p: &str| bridge.metric("pttbridge_meeting_rtp_out_path_total", &[("path", p)]);
-    assert!(
-        path("own_srtp") > 100.0,
-        "own SRTP path: {}",
-        path("own_srtp")
-    );
-    assert_eq!(path("str0m"), 0.0, "packets fell back to str0m");
 }
 
 /// `guest` is called into `host`'s room and agrees (spec 4.1, 4.2, 4.7): it may enter now.

@@ -351,7 +351,7 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug, T> PeerSet<K, T> {
             if !p.connected || p.dead || !to(p) {
                 continue;
             }
-            if p.fast.is_some() {
+            if p.fast.is_some() && p.remote.is_some() {
                 write_fast(*key, p, pkt, now_us, &self.metrics, out);
                 continue;
             }
