@@ -849,14 +849,25 @@ fn report_bridge(bridge: &Bridge, m0: &str, m1: &str, got: f64, n: usize, secs: 
             allocs / ptt_in.max(1.0)
         );
     }
-    for route in ["direct", "passthrough", "mix"] {
-        let Some(q) = quantiles(
-            m0,
-            m1,
-            "pttbridge_meeting_bridge_latency_seconds",
-            &format!("route=\"{route}\""),
-            &[0.5, 0.9, 0.99],
-        ) else {
+    let latency = "pttbridge_meeting_bridge_latency_seconds";
+    let series = [
+        (latency, "route=\"direct\"", "bridge latency direct"),
+        (
+            latency,
+            "route=\"passthrough\"",
+            "bridge latency passthrough",
+        ),
+        (latency, "route=\"mix\"", "bridge latency mix"),
+        // How late the room's 20 ms tick ran: how long the room task waited for a core or
+        // was busy with something else (what a packet arriving meanwhile waits too).
+        (
+            "pttbridge_meeting_tick_delay_seconds",
+            "le=",
+            "room tick delay",
+        ),
+    ];
+    for (name, label, what) in series {
+        let Some(q) = quantiles(m0, m1, name, label, &[0.5, 0.9, 0.99]) else {
             continue;
         };
         let show: Vec<String> = ["p50", "p90", "p99"]
@@ -864,6 +875,6 @@ fn report_bridge(bridge: &Bridge, m0: &str, m1: &str, got: f64, n: usize, secs: 
             .zip(&q)
             .map(|(name, v)| format!("{name} {:.2} ms", v * 1e3))
             .collect();
-        println!("bridge latency {route}: {}", show.join(", "));
+        println!("{what}: {}", show.join(", "));
     }
 }
