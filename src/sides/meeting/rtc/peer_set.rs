@@ -65,7 +65,8 @@ pub struct Peer<T> {
     keys: Option<KeySlot>,
     /// The bridge's own SRTP writer, once connected with keys.
     fast: Option<SrtpTx>,
-    /// Where str0m last sent it something: the ICE pair in use.
+    /// Where str0m last sent it DTLS, RTP or RTCP: the nominated ICE pair's address (STUN
+    /// checks go to every candidate, so they do not count).
     remote: Option<SocketAddr>,
     created: Instant,
     heard: Instant,
@@ -502,7 +503,11 @@ fn drain_peer<K: Copy + std::fmt::Debug, T>(
     loop {
         match p.rtc.poll_output() {
             Ok(Output::Transmit(t)) => {
-                p.remote = Some(t.destination);
+                // RFC 7983: a first byte of 0..=3 is STUN; str0m sends everything else only
+                // to the nominated pair.
+                if t.contents.first().is_some_and(|b| *b > 3) {
+                    p.remote = Some(t.destination);
+                }
                 if !send(&p.tag, &t) {
                     m.udp_send_failed.increment(1);
                 }
