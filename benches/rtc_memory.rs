@@ -220,6 +220,7 @@ fn main() {
             Box::new(|now| sdp::rtc_config().set_reordering_size_audio(1).build(now)),
         ),
     ];
+    own_srtp(n, now);
     println!("after the audio, by configuration:");
     for (name, make) in &variants {
         println!(
@@ -227,6 +228,43 @@ fn main() {
             per_peer(n, Stage::Audio, now, &**make)
         );
     }
+}
+
+/// What a listener's own SRTP sender (`rtc::fast_tx`, the room's fast path) costs: the part of
+/// a listener a room would still keep if it dropped the `Rtc` once connected (with the ICE
+/// consent state and the address, a few hundred bytes more).
+fn own_srtp(n: usize, now: Instant) {
+    use pttbridge::sides::meeting::rtc::fast_tx::{SrtpTx, Stream};
+    use pttbridge::sides::meeting::rtc::srtp_keys;
+    let slots = std::cell::RefCell::new(Vec::new());
+    let make = |now| {
+        let (rtc, slot) = srtp_keys::build(sdp::rtc_config(), now);
+        slots.borrow_mut().push(slot);
+        rtc
+    };
+    let (pairs, _) = build(n, Stage::Connected, now, &make);
+    let keys: Vec<_> = slots.borrow().iter().filter_map(|s| s.take()).collect();
+    assert_eq!(keys.len(), n, "every handshake's keys captured");
+    let crypto = srtp_keys::provider();
+    let stream = Stream {
+        ssrc: 1,
+        pt: 111,
+        clock_rate: 48_000,
+    };
+    let before = live_bytes().unwrap();
+    let senders: Vec<SrtpTx> = keys
+        .iter()
+        .map(|k| SrtpTx::new(&crypto, k, stream).unwrap())
+        .collect();
+    let heap = (live_bytes().unwrap() - before) as f64 / n as f64;
+    println!(
+        "own SRTP sender ({:?}): {:.0} B heap + {} B inline per listener",
+        keys[0].profile,
+        heap - std::mem::size_of::<SrtpTx>() as f64,
+        std::mem::size_of::<SrtpTx>()
+    );
+    drop(senders);
+    drop(pairs);
 }
 
 /// Heap bytes per bridge-side peer at `stage`: what dropping them gives back.

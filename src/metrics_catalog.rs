@@ -744,6 +744,13 @@ pub const ALL: &[Metric] = &[
         "RTP packets dropped, by reason.",
     ),
     m(
+        "pttbridge_meeting_rtp_out_path_total",
+        C,
+        N,
+        true,
+        "RTP packets written to room listeners, by path: own_srtp (the room's own SRTP, sent at once) or str0m (peers without captured keys; sent at the next tick).",
+    ),
+    m(
         "pttbridge_meeting_jitter_packets_total",
         C,
         N,
@@ -762,7 +769,7 @@ pub const ALL: &[Metric] = &[
         H,
         S,
         true,
-        "PTT voice in to its write into each listener's WebRTC stack, by route; str0m sends it at the room's next 20 ms tick, up to 20 ms later (issue 20).",
+        "PTT voice in to its send, by route; direct: to the last listener's datagram handed to the kernel (listeners on str0m's path get it at the next 20 ms tick).",
     ),
     m(
         "pttbridge_meeting_tick_delay_seconds",
@@ -896,6 +903,11 @@ const KNOWN: &[(&str, &[(&str, &str)])] = &[
     ("pttbridge_meeting_rtp_total", &[("direction", "out")]),
     ("pttbridge_meeting_rtp_total", &[("direction", "ptt_in")]),
     ("pttbridge_meeting_rtp_total", &[("direction", "ptt_out")]),
+    (
+        "pttbridge_meeting_rtp_out_path_total",
+        &[("path", "own_srtp")],
+    ),
+    ("pttbridge_meeting_rtp_out_path_total", &[("path", "str0m")]),
     (
         "pttbridge_meeting_jitter_packets_total",
         &[("direction", "ptt_in"), ("kind", "lost")],

@@ -264,6 +264,8 @@ fn the_page_calls_a_ptt_channel_hears_it_and_talks_into_it() {
     let cmp = compare_played(&heard);
     println!("PTT → page ({seconds:.2} s of speech): {cmp}");
     cmp.assert_matches(0.85, 0.15);
+    // Chromium decrypted the room's own SRTP (issue 20's fast path): nothing went through str0m.
+    testkit::meeting::assert_own_srtp_only(&bridge);
     // She stopped: the live view and the call say so.
     page.wait_for(
         "!document.querySelector('#on-air').innerText.includes('alice') &&

@@ -16,7 +16,10 @@
 //! `--target janus-*` runs the same listeners against Debian's Janus instead of the bridge
 //! (see `janus.rs` and `bench/janus-compare/`): the talker is then RTP Opus sent by this process,
 //! and the latency is measured end to end, from this process's send to the kernel's receive
-//! time stamp on the listener's socket.
+//! time stamp on the listener's socket. Against the bridge, a PTT client of this process's own
+//! (the `ptt` crate, on a thread of its own) sits in the channel next to the bridge's account:
+//! when it receives each voice packet from murmurd is the reference for the listeners' kernel
+//! receive stamps of the same Opus payload (pass-through forwards it unchanged).
 //! It starts its own murmurd (channel North), pymumble talkers that repeat a speech WAV, and
 //! the release `pttbridge` next to this binary (or `$PTTBRIDGE_BIN`); everything on 127.0.0.1.
 //! A bridge built with `--features count-allocs` also gives its heap allocations per packet. The listeners run in
@@ -388,7 +391,7 @@ async fn main() {
         received: Arc::new(AtomicU64::new(0)),
         connected: Arc::new(AtomicU64::new(0)),
         stop: Arc::new(AtomicU64::new(0)),
-        sent_at: matches!(a.target, Target::Janus(_)).then(janus::SendTimes::default),
+        sent_at: Some(janus::SendTimes::default()),
         latency: Arc::new(stamp::Histogram::default()),
         taping: Arc::default(),
     };
@@ -550,6 +553,11 @@ async fn main() {
     // process sending the same speech as RTP Opus to Janus.
     let mut talkers = Vec::new();
     let rtp_sent = Arc::new(AtomicU64::new(0));
+    if let (Some(server), Some(sent_at)) = (&server, &shared.sent_at) {
+        ptt_reference(server.port(), sent_at.clone());
+        // Joined before the talkers start.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     if let Some(server) = &server {
         let repeats = (a.seconds as usize + 6) / 3 + 1;
         for i in 0..a.talkers {
@@ -656,8 +664,13 @@ async fn main() {
         }
     }
     if let Some(q) = stamp::Histogram::quantiles(&lat0, &lat1, &[0.5, 0.9, 0.99]) {
+        let samples: u64 = lat1.iter().zip(&lat0).map(|(a, b)| a - b).sum();
         println!(
-            "end-to-end latency (send → listener socket): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+            "end-to-end latency ({} → listener socket, {samples} packets): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+            match a.target {
+                Target::Bridge => "PTT voice at the tool's own PTT client",
+                Target::Janus(_) => "RTP send",
+            },
             q[0].as_secs_f64() * 1e3,
             q[1].as_secs_f64() * 1e3,
             q[2].as_secs_f64() * 1e3
@@ -692,6 +705,49 @@ async fn main() {
         }
     }
     drop(talkers);
+}
+
+/// A PTT client in North on a thread (and runtime) of its own, so the listeners' load does not
+/// delay it: records when each voice packet murmurd sends it arrives, by payload.
+fn ptt_reference(port: u16, sent_at: janus::SendTimes) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let session = ptt::session::SessionConfig {
+                username: "stamp".into(),
+                channel: Some("North".into()),
+                ..Default::default()
+            };
+            let config = ptt::client::ClientConfig::new(
+                "127.0.0.1",
+                port,
+                ptt::tls::ServerTrust::AcceptInvalid,
+                session,
+            );
+            let (_handle, mut events) = ptt::client::spawn(config);
+            // A payload seen twice (the repeated WAV's silence frames are identical) cannot
+            // tell which of its sends a listener got: it is not used.
+            let mut seen = std::collections::HashSet::new();
+            while let Some(ev) = events.recv().await {
+                if let ptt::client::ClientEvent::Session(ptt::session::Event::Voice {
+                    opus, ..
+                }) = ev
+                {
+                    let now = std::time::SystemTime::now();
+                    let key = janus::payload_key(&opus);
+                    let mut map = sent_at.lock().unwrap();
+                    if seen.insert(key) {
+                        map.insert(key, now);
+                    } else {
+                        map.remove(&key);
+                    }
+                }
+            }
+        });
+    });
 }
 
 /// The address Janus gathers its ICE candidates on: the machine's first non-loopback IPv4
@@ -779,14 +835,25 @@ fn report_bridge(bridge: &Bridge, m0: &str, m1: &str, got: f64, n: usize, secs: 
             allocs / ptt_in.max(1.0)
         );
     }
-    for route in ["direct", "passthrough", "mix"] {
-        let Some(q) = quantiles(
-            m0,
-            m1,
-            "pttbridge_meeting_bridge_latency_seconds",
-            &format!("route=\"{route}\""),
-            &[0.5, 0.9, 0.99],
-        ) else {
+    let latency = "pttbridge_meeting_bridge_latency_seconds";
+    let series = [
+        (latency, "route=\"direct\"", "bridge latency direct"),
+        (
+            latency,
+            "route=\"passthrough\"",
+            "bridge latency passthrough",
+        ),
+        (latency, "route=\"mix\"", "bridge latency mix"),
+        // How late the room's 20 ms tick ran: how long the room task waited for a core or
+        // was busy with something else (what a packet arriving meanwhile waits too).
+        (
+            "pttbridge_meeting_tick_delay_seconds",
+            "le=",
+            "room tick delay",
+        ),
+    ];
+    for (name, label, what) in series {
+        let Some(q) = quantiles(m0, m1, name, label, &[0.5, 0.9, 0.99]) else {
             continue;
         };
         let show: Vec<String> = ["p50", "p90", "p99"]
@@ -794,6 +861,6 @@ fn report_bridge(bridge: &Bridge, m0: &str, m1: &str, got: f64, n: usize, secs: 
             .zip(&q)
             .map(|(name, v)| format!("{name} {:.2} ms", v * 1e3))
             .collect();
-        println!("bridge latency {route}: {}", show.join(", "));
+        println!("{what}: {}", show.join(", "));
     }
 }

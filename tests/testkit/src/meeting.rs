@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::audio::{CompareOptions, Comparison, compare_with, load_wav};
+use crate::bridge::Bridge;
 use crate::events::is_exit;
 use crate::pypeer::PyPeer;
 use crate::terminal::Terminal;
@@ -356,4 +357,17 @@ pub fn hear_from_ptt(
     let cmp = compare_through_bridge(wav, recording);
     println!("{route}: {cmp}; {summary}");
     (cmp, summary)
+}
+
+/// Every RTP packet `bridge`'s rooms wrote to their listeners went out through the room's own
+/// SRTP (issue 20's fast path), none through str0m: the listeners' keys were captured from their
+/// DTLS handshakes. Audio the listener heard proves it decrypted them.
+pub fn assert_own_srtp_only(bridge: &Bridge) {
+    let path = |p: &str| bridge.metric("pttbridge_meeting_rtp_out_path_total", &[("path", p)]);
+    assert!(
+        path("own_srtp") > 100.0,
+        "own SRTP path: {}",
+        path("own_srtp")
+    );
+    assert_eq!(path("str0m"), 0.0, "packets fell back to str0m");
 }

@@ -20,7 +20,7 @@ use tracing::debug;
 
 use super::super::refusal::Refusal;
 use super::super::rtc::sdp;
-use super::super::rtc::send_batch::SendBatch;
+use super::super::rtc::send_batch::{BatchSink, SendBatch};
 use super::super::rtc::{Peer, PeerSet};
 use media::group::OutPacket;
 
@@ -278,6 +278,10 @@ impl RoomMedia {
             peer.pt = Some(pt);
             peer.codec = codec;
         }
+        // A listener's audio leaves through the room's own SRTP once it is connected.
+        if let (Role::Play { .. }, Some(keys)) = (role, a.keys) {
+            peer.capture_keys(keys);
+        }
         let pid = self.next_peer;
         self.next_peer += 1;
         self.peers.insert(pid, peer);
@@ -317,18 +321,22 @@ impl RoomMedia {
     }
 
     /// Sends one packet to every player of `source` that is sent `codec`, [`BATCH`] datagrams
-    /// per system call.
+    /// per system call. Players with the room's own SRTP ([`Peer::fast`]) are sent it before
+    /// this returns; the others when str0m packetises it at the next tick.
     ///
     /// [`BATCH`]: crate::sides::meeting::rtc::send_batch::BATCH
     pub fn forward(&mut self, source: Id, codec: Codec, pkt: &OutPacket, now: Instant) {
         let now_us = self.us(now);
-        let (socket, batch) = (&self.socket, &mut self.batch);
+        let mut out = BatchSink {
+            socket: &self.socket,
+            batch: &mut self.batch,
+        };
         self.peers.write_each(
             |p| p.codec == codec && p.tag.role == Role::Play { source },
             pkt,
             now,
             now_us,
-            &mut |_, t| batch.push(socket, t),
+            &mut out,
         );
         self.flush_batch();
     }

@@ -5,10 +5,15 @@
 //!   takes it), payload types;
 //! - [`peer_set`]: the live peers of one room or call — datagrams in, transmits out, ICE
 //!   consent and connect timeouts, and audio written through each peer's outbound clock.
-//! - [`send_batch`]: a fan-out's datagrams sent with one system call (`sendmmsg`).
+//! - [`send_batch`]: a fan-out's datagrams sent with one system call (`sendmmsg`);
+//! - [`srtp_keys`]: the SRTP keys of each peer's DTLS handshake, copied out of str0m;
+//! - [`fast_tx`]: the bridge's own SRTP writer, with which a room sends a listener's audio the
+//!   moment it arrives instead of through str0m at its next tick.
 
+pub mod fast_tx;
 pub mod peer_set;
 pub mod sdp;
 pub mod send_batch;
+pub mod srtp_keys;
 
 pub use peer_set::{Peer, PeerSet};

@@ -4,6 +4,11 @@
 //! written to a peer through its own outbound clock so a change of source never jumps the
 //! RTP timeline it sees.
 //!
+//! A connected peer whose SRTP keys were captured ([`super::srtp_keys`]) is written by the
+//! bridge's own SRTP writer ([`super::fast_tx`]) in [`PeerSet::write_each`]: its packets go to
+//! the caller's [`Sink`] at once, in the stream str0m negotiated. str0m still runs the peer's
+//! ICE, DTLS and RTCP. Peers without keys (and client mode's) are written through str0m.
+//!
 //! A peer is dead when str0m fails it, ICE disconnects, it does not connect within
 //! [`CONNECT_TIMEOUT`] or goes [`CONSENT_TIMEOUT`] without a datagram once connected; the owner
 //! takes the dead ones with [`PeerSet::dead`] and removes them.
@@ -23,7 +28,9 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tracing::debug;
 
+use super::fast_tx::{self, SrtpTx};
 use super::sdp::Unwrap;
+use super::srtp_keys::KeySlot;
 
 /// A peer that is not connected this long after it was set up is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -54,6 +61,13 @@ pub struct Peer<T> {
     pub dead: bool,
     clock: OutboundClock,
     ext: Unwrap,
+    /// Where its SRTP keys land (until connected).
+    keys: Option<KeySlot>,
+    /// The bridge's own SRTP writer, once connected with keys.
+    fast: Option<SrtpTx>,
+    /// Where str0m last sent it DTLS, RTP or RTCP: the nominated ICE pair's address (STUN
+    /// checks go to every candidate, so they do not count).
+    remote: Option<SocketAddr>,
     created: Instant,
     heard: Instant,
     timeout: Instant,
@@ -75,17 +89,43 @@ impl<T> Peer<T> {
             dead: false,
             clock: OutboundClock::new(rng.random(), rng.random(), rng.random::<u32>() >> 2),
             ext: Unwrap::default(),
+            keys: None,
+            fast: None,
+            remote: None,
             created: now,
             heard: now,
             timeout: now,
         }
     }
+
+    /// Has its packets written by the bridge's own SRTP once connected, with the keys `slot`
+    /// receives from its handshake.
+    pub fn capture_keys(&mut self, slot: KeySlot) {
+        self.keys = Some(slot);
+    }
+
+    /// Whether its packets go through the bridge's own SRTP writer.
+    pub fn fast(&self) -> bool {
+        self.fast.is_some()
+    }
+}
+
+/// Where a peer set's datagrams go.
+pub trait Sink<T> {
+    /// One of str0m's datagrams for the peer tagged `tag`; false when it was not sent.
+    fn transmit(&mut self, tag: &T, t: &Transmit) -> bool;
+    /// A datagram to `to` written by `fill` into the sink's buffer (its length, or `None`:
+    /// nothing to send); false when it was not sent.
+    fn fill(&mut self, to: SocketAddr, fill: &mut dyn FnMut(&mut [u8]) -> Option<usize>) -> bool;
 }
 
 /// Counters every peer set updates, registered once.
 #[derive(Debug, Clone)]
 struct PeerMetrics {
     rtp_out: Counter,
+    via_own: Counter,
+    via_str0m: Counter,
+    fast_setup_failed: Counter,
     write_failed: Counter,
     udp_send_failed: Counter,
     rtc_input: Counter,
@@ -95,6 +135,9 @@ impl PeerMetrics {
     fn new() -> Self {
         Self {
             rtp_out: metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "out"),
+            via_own: metrics::counter!("pttbridge_meeting_rtp_out_path_total", "path" => "own_srtp"),
+            via_str0m: metrics::counter!("pttbridge_meeting_rtp_out_path_total", "path" => "str0m"),
+            fast_setup_failed: metrics::counter!("pttbridge_meeting_errors_total", "kind" => "fast_path_setup"),
             write_failed: metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "write"),
             udp_send_failed: metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "udp_send"),
             rtc_input: metrics::counter!("pttbridge_meeting_errors_total", "kind" => "rtc_input"),
@@ -295,21 +338,29 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug, T> PeerSet<K, T> {
         }
     }
 
-    /// Writes `pkt` to every connected peer `to` picks, each stamped with its own clock.
+    /// Writes `pkt` to every connected peer `to` picks, each stamped with its own clock: by
+    /// the bridge's own SRTP straight to `out` where the peer has it, else through str0m.
     pub fn write_each(
         &mut self,
         mut to: impl FnMut(&Peer<T>) -> bool,
         pkt: &OutPacket,
         now: Instant,
         now_us: u64,
-        send: &mut impl FnMut(&T, &Transmit) -> bool,
+        out: &mut impl Sink<T>,
     ) {
         for (key, p) in &mut self.peers {
             if !p.connected || p.dead || !to(p) {
                 continue;
             }
+            if p.fast.is_some() && p.remote.is_some() {
+                write_fast(*key, p, pkt, now_us, &self.metrics, out);
+                continue;
+            }
             write_peer(*key, p, pkt, now, now_us, &self.metrics);
-            drain_peer(*key, p, &mut self.events, &self.metrics, send);
+            self.metrics.via_str0m.increment(1);
+            drain_peer(*key, p, &mut self.events, &self.metrics, &mut |tag, t| {
+                out.transmit(tag, t)
+            });
         }
     }
 }
@@ -329,6 +380,86 @@ fn receive(
             contents,
         },
     )
+}
+
+/// One packet to one peer by the bridge's own SRTP, on the peer's own RTP timeline.
+fn write_fast<K: std::fmt::Debug, T>(
+    key: K,
+    p: &mut Peer<T>,
+    pkt: &OutPacket,
+    now_us: u64,
+    m: &PeerMetrics,
+    out: &mut impl Sink<T>,
+) {
+    let (Some(tx), Some(to)) = (p.fast.as_mut(), p.remote) else {
+        return;
+    };
+    let h = p.clock.stamp(pkt.source, pkt.src_ts, pkt.samples, now_us);
+    let t = p.ext.extend(h.timestamp);
+    let mut failed = None;
+    let sent = out.fill(
+        to,
+        &mut |buf| match tx.write(h.seq, t, h.marker, &pkt.payload, buf) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        },
+    );
+    if let Some(e) = failed {
+        m.write_failed.increment(1);
+        debug!(peer = ?key, error = %e, "fast path write failed");
+        return;
+    }
+    m.rtp_out.increment(1);
+    m.via_own.increment(1);
+    if !sent {
+        m.udp_send_failed.increment(1);
+    }
+}
+
+/// The peer's own SRTP writer, from the keys its handshake gave and the send stream str0m
+/// negotiated (SSRC, payload type, clock).
+fn start_fast<K: std::fmt::Debug, T>(key: K, p: &mut Peer<T>, m: &PeerMetrics) {
+    let Some(slot) = p.keys.take() else {
+        return;
+    };
+    let (Some(keys), Some(mid), Some(pt)) = (slot.take(), p.mid, p.pt) else {
+        m.fast_setup_failed.increment(1);
+        debug!(peer = ?key, "connected without SRTP keys or a send stream: str0m sends");
+        return;
+    };
+    let Some(ssrc) = p
+        .rtc
+        .direct_api()
+        .stream_tx_by_mid(mid, None)
+        .map(|s| *s.ssrc())
+    else {
+        m.fast_setup_failed.increment(1);
+        debug!(peer = ?key, "no send stream: str0m sends");
+        return;
+    };
+    let clock_rate = match p.codec {
+        Codec::PCMU | Codec::PCMA => 8_000,
+        _ => 48_000,
+    };
+    let stream = fast_tx::Stream {
+        ssrc,
+        pt: *pt,
+        clock_rate,
+    };
+    let crypto = super::srtp_keys::provider();
+    match SrtpTx::new(&crypto, &keys, stream) {
+        Ok(tx) => {
+            debug!(peer = ?key, profile = ?keys.profile, "own SRTP");
+            p.fast = Some(tx);
+        }
+        Err(e) => {
+            m.fast_setup_failed.increment(1);
+            debug!(peer = ?key, error = %e, "own SRTP not set up: str0m sends");
+        }
+    }
 }
 
 /// One packet to one peer, on the peer's own RTP timeline.
@@ -372,6 +503,11 @@ fn drain_peer<K: Copy + std::fmt::Debug, T>(
     loop {
         match p.rtc.poll_output() {
             Ok(Output::Transmit(t)) => {
+                // RFC 7983: a first byte of 0..=3 is STUN; str0m sends everything else only
+                // to the nominated pair.
+                if t.contents.first().is_some_and(|b| *b > 3) {
+                    p.remote = Some(t.destination);
+                }
                 if !send(&p.tag, &t) {
                     m.udp_send_failed.increment(1);
                 }
@@ -382,7 +518,10 @@ fn drain_peer<K: Copy + std::fmt::Debug, T>(
             }
             Ok(Output::Event(e)) => {
                 match &e {
-                    Event::Connected => p.connected = true,
+                    Event::Connected => {
+                        p.connected = true;
+                        start_fast(key, p, m);
+                    }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         p.dead = true
                     }
@@ -395,6 +534,171 @@ fn drain_peer<K: Copy + std::fmt::Debug, T>(
                 p.dead = true;
                 break;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sides::meeting::rtc::sdp;
+    use media::passthrough::Source;
+    use str0m::change::SdpAnswer;
+    use str0m::media::{Direction, MediaKind};
+    use str0m::{Candidate, Rtc};
+
+    const ROOM: &str = "127.0.0.1:5000";
+    const CLIENT: &str = "127.0.0.1:6000";
+
+    /// A sink that keeps every datagram, str0m's and the fast path's apart.
+    #[derive(Default)]
+    struct Keep {
+        str0m: Vec<(SocketAddr, Vec<u8>)>,
+        own: Vec<(SocketAddr, Vec<u8>)>,
+    }
+
+    impl Sink<()> for Keep {
+        fn transmit(&mut self, _: &(), t: &Transmit) -> bool {
+            self.str0m.push((t.destination, t.contents.to_vec()));
+            true
+        }
+
+        fn fill(
+            &mut self,
+            to: SocketAddr,
+            fill: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+        ) -> bool {
+            let mut buf = vec![0u8; 1500];
+            if let Some(n) = fill(&mut buf) {
+                buf.truncate(n);
+                self.own.push((to, buf));
+            }
+            true
+        }
+    }
+
+    /// Feeds datagrams to the str0m client; returns the audio it decrypts and what it sends.
+    fn deliver(
+        client: &mut Rtc,
+        datagrams: &[(SocketAddr, Vec<u8>)],
+        now: Instant,
+    ) -> (Vec<Vec<u8>>, Vec<Transmit>) {
+        for (to, d) in datagrams {
+            assert_eq!(to.to_string(), CLIENT);
+            let input = Input::Receive(
+                now,
+                Receive {
+                    proto: Protocol::Udp,
+                    source: ROOM.parse().unwrap(),
+                    destination: *to,
+                    contents: d.as_slice().try_into().unwrap(),
+                },
+            );
+            let _ = client.handle_input(input);
+        }
+        let (mut got, mut sent) = (Vec::new(), Vec::new());
+        while let Ok(out) = client.poll_output() {
+            match out {
+                Output::Event(Event::MediaData(m)) => got.push(m.data.to_vec()),
+                Output::Transmit(t) => sent.push(t),
+                Output::Timeout(_) => break,
+                Output::Event(_) => {}
+            }
+        }
+        (got, sent)
+    }
+
+    /// A room peer answered by `sdp::answer` and connected in memory to a str0m listener sends
+    /// its audio through the bridge's own SRTP, with the SSRC and payload type str0m negotiated:
+    /// the listener's str0m decrypts every packet to the payload written, across a sequence
+    /// number wrap. Without captured keys the same peer is written through str0m.
+    #[test]
+    fn a_str0m_listener_decrypts_the_own_srtp_path() {
+        for capture in [true, false] {
+            let mut now = Instant::now();
+            let mut client = Rtc::builder()
+                .clear_codecs()
+                .enable_opus(true, false)
+                .build(now);
+            client.add_local_candidate(Candidate::host(CLIENT.parse().unwrap(), "udp").unwrap());
+            let mut api = client.sdp_api();
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+            let (offer, pending) = api.apply().unwrap();
+            let a = sdp::answer(&offer.to_sdp_string(), ROOM.parse().unwrap(), now).unwrap();
+            client
+                .sdp_api()
+                .accept_answer(pending, SdpAnswer::from_sdp_string(&a.answer).unwrap())
+                .unwrap();
+            let mut peer = Peer::new(a.rtc, (), ROOM.parse().unwrap(), now);
+            peer.mid = Some(a.mid);
+            if capture {
+                peer.capture_keys(a.keys.clone().expect("answer captures keys"));
+            }
+            let mut set: PeerSet<u8, ()> = PeerSet::new(now);
+            set.insert(1, peer);
+            let pt = sdp::pt_for(&mut set.get_mut(&1).unwrap().rtc, a.mid, Codec::Opus);
+            set.get_mut(&1).unwrap().pt = pt;
+
+            // ICE and DTLS in memory, both ways, on simulated time.
+            let mut sink = Keep::default();
+            for _ in 0..500 {
+                if set.get(&1).unwrap().connected {
+                    break;
+                }
+                now += Duration::from_millis(10);
+                set.handle_timeouts(now, &mut |_, t| sink.transmit(&(), t));
+                let _ = client.handle_input(Input::Timeout(now));
+                for _ in 0..4 {
+                    let to_client = std::mem::take(&mut sink.str0m);
+                    let (_, back) = deliver(&mut client, &to_client, now);
+                    for t in back {
+                        set.receive(1, t.source, &t.contents, now, &mut |_, t| {
+                            sink.transmit(&(), t)
+                        });
+                    }
+                }
+            }
+            assert!(set.get(&1).unwrap().connected, "connected in memory");
+            assert_eq!(set.get(&1).unwrap().fast(), capture, "own SRTP iff keys");
+
+            // Enough packets to wrap the 16-bit sequence number from wherever it started.
+            let mut heard = Vec::new();
+            let mut written = Vec::new();
+            for i in 0..70_000u32 {
+                let payload: Vec<u8> = (0..40).map(|b| (b as u32 ^ i) as u8).collect();
+                let pkt = OutPacket {
+                    source: Source::Talker(1),
+                    src_ts: i * 960,
+                    samples: 960,
+                    payload: payload.clone().into(),
+                };
+                now += Duration::from_millis(20);
+                set.write_each(|_| true, &pkt, now, i as u64 * 20_000, &mut sink);
+                written.push(payload);
+                if !capture {
+                    set.handle_timeouts(now, &mut |_, t| sink.transmit(&(), t));
+                }
+                let batch = std::mem::take(if capture {
+                    &mut sink.own
+                } else {
+                    &mut sink.str0m
+                });
+                heard.extend(deliver(&mut client, &batch, now).0);
+                if !capture && i == 100 {
+                    break;
+                }
+            }
+            if !capture {
+                assert!(sink.own.is_empty(), "no keys: nothing on the own path");
+            }
+            let n = written.len().min(heard.len());
+            assert!(
+                n + 2 >= written.len(),
+                "{} of {} heard",
+                heard.len(),
+                written.len()
+            );
+            assert_eq!(&heard[..n], &written[..n], "payloads as written, in order");
         }
     }
 }

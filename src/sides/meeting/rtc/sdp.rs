@@ -12,6 +12,8 @@ use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::rtp::Extension;
 use str0m::{Candidate, Rtc, RtcConfig};
 
+use super::srtp_keys::KeySlot;
+
 /// Extends 32-bit RTP timestamps to 64 bits (str0m takes a monotonic media time).
 #[derive(Debug, Default)]
 pub struct Unwrap {
@@ -48,10 +50,10 @@ pub enum OfferError {
     NoAudio(&'static str),
 }
 
-/// Installs the crypto provider once per process.
+/// Installs the crypto provider once per process (the built-in one, its DTLS able to hand
+/// the SRTP keys to the room: [`super::srtp_keys`]).
 pub fn init_crypto() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+    super::srtp_keys::install();
 }
 
 /// ICE checks on a connected pair at most 1 s apart (str0m's default: 3 s), so a live client
@@ -101,11 +103,17 @@ pub struct Answered {
     pub client_sends: bool,
     /// Whether the client receives audio on it.
     pub client_receives: bool,
+    /// Where the SRTP keys land after the handshake (an `Rtc` built by [`answer`]).
+    pub keys: Option<KeySlot>,
 }
 
-/// Accepts `offer` with a host candidate at `local`.
+/// Accepts `offer` with a host candidate at `local`, on an `Rtc` whose SRTP keys are captured.
 pub fn answer(offer_text: &str, local: SocketAddr, now: Instant) -> Result<Answered, OfferError> {
-    answer_with(new_rtc(now), offer_text, local)
+    init_crypto();
+    let (rtc, keys) = super::srtp_keys::build(rtc_config(), now);
+    let mut a = answer_with(rtc, offer_text, local)?;
+    a.keys = Some(keys);
+    Ok(a)
 }
 
 /// Accepts `offer` on `rtc` (a fresh one, e.g. from another configuration than
@@ -142,6 +150,7 @@ pub fn answer_with(
         mid,
         client_sends: matches!(dir, Direction::RecvOnly | Direction::SendRecv),
         client_receives: matches!(dir, Direction::SendOnly | Direction::SendRecv),
+        keys: None,
     })
 }
 

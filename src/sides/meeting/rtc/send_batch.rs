@@ -6,8 +6,12 @@
 //! Semantics are those of `try_send_to`: a datagram the kernel will not take now (its buffer
 //! full) is dropped and counted, never waited for — the audio path does not block.
 
+use std::net::SocketAddr;
+
 use str0m::net::Transmit;
 use tokio::net::UdpSocket;
+
+use super::peer_set::Sink;
 
 /// Datagrams gathered before they go out in one call.
 pub const BATCH: usize = 64;
@@ -62,6 +66,36 @@ impl SendBatch {
         true
     }
 
+    /// Queues a datagram to `to` that `fill` writes straight into the batch's next slot (its
+    /// length, or `None`: nothing queued); sends the batch when it is full. True unless the
+    /// datagram could not be sent.
+    pub fn push_with(
+        &mut self,
+        socket: &UdpSocket,
+        to: SocketAddr,
+        fill: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> bool {
+        let i = self.lens.len();
+        let Some(n) = fill(&mut self.data[i * SLOT..(i + 1) * SLOT]) else {
+            return true;
+        };
+        if !cfg!(target_os = "linux") {
+            let sent = socket
+                .try_send_to(&self.data[i * SLOT..i * SLOT + n], to)
+                .is_ok();
+            if !sent {
+                self.failed += 1;
+            }
+            return sent;
+        }
+        self.lens.push(n);
+        self.dests.push(to.into());
+        if self.lens.len() == BATCH {
+            self.flush(socket);
+        }
+        true
+    }
+
     /// Sends what is queued.
     pub fn flush(&mut self, socket: &UdpSocket) {
         let mut sent = 0;
@@ -89,6 +123,25 @@ impl SendBatch {
     /// Datagrams dropped since the last call.
     pub fn take_failed(&mut self) -> u64 {
         std::mem::take(&mut self.failed)
+    }
+}
+
+/// A batch and its socket as a peer set's [`Sink`]: str0m's transmits copied in, the fast
+/// path's packets written in place.
+pub struct BatchSink<'a> {
+    /// Where the datagrams leave.
+    pub socket: &'a UdpSocket,
+    /// What gathers them.
+    pub batch: &'a mut SendBatch,
+}
+
+impl<T> Sink<T> for BatchSink<'_> {
+    fn transmit(&mut self, _: &T, t: &Transmit) -> bool {
+        self.batch.push(self.socket, t)
+    }
+
+    fn fill(&mut self, to: SocketAddr, fill: &mut dyn FnMut(&mut [u8]) -> Option<usize>) -> bool {
+        self.batch.push_with(self.socket, to, fill)
     }
 }
 
