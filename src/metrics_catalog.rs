@@ -723,6 +723,13 @@ pub const ALL: &[Metric] = &[
         "WebRTC peers with media flowing.",
     ),
     m(
+        "pttbridge_meeting_lean_listeners",
+        G,
+        N,
+        false,
+        "Listening WebRTC peers run by the room without str0m (ICE consent only, own SRTP).",
+    ),
+    m(
         "pttbridge_meeting_peers_lost_total",
         C,
         N,

@@ -19,6 +19,7 @@ use tokio::net::UdpSocket;
 use tracing::debug;
 
 use super::super::refusal::Refusal;
+use super::super::rtc::listener;
 use super::super::rtc::sdp;
 use super::super::rtc::send_batch::{BatchSink, SendBatch};
 use super::super::rtc::{Peer, PeerSet};
@@ -278,9 +279,13 @@ impl RoomMedia {
             peer.pt = Some(pt);
             peer.codec = codec;
         }
-        // A listener's audio leaves through the room's own SRTP once it is connected.
+        // A listener's audio leaves through the room's own SRTP once it is connected, and
+        // str0m is dropped for a lean session soon after (the room takes no media from it).
         if let (Role::Play { .. }, Some(keys)) = (role, a.keys) {
             peer.capture_keys(keys);
+            if let Some(creds) = listener::sdp_ice_creds(offer) {
+                peer.listen_lean(creds);
+            }
         }
         let pid = self.next_peer;
         self.next_peer += 1;

@@ -8,9 +8,12 @@
 //! - [`send_batch`]: a fan-out's datagrams sent with one system call (`sendmmsg`);
 //! - [`srtp_keys`]: the SRTP keys of each peer's DTLS handshake, copied out of str0m;
 //! - [`fast_tx`]: the bridge's own SRTP writer, with which a room sends a listener's audio the
-//!   moment it arrives instead of through str0m at its next tick.
+//!   moment it arrives instead of through str0m at its next tick;
+//! - [`listener`]: what a connected listener keeps instead of str0m's `Rtc` (ICE consent and
+//!   liveness).
 
 pub mod fast_tx;
+pub mod listener;
 pub mod peer_set;
 pub mod sdp;
 pub mod send_batch;

@@ -6,12 +6,16 @@
 //!
 //! A connected peer whose SRTP keys were captured ([`super::srtp_keys`]) is written by the
 //! bridge's own SRTP writer ([`super::fast_tx`]) in [`PeerSet::write_each`]: its packets go to
-//! the caller's [`Sink`] at once, in the stream str0m negotiated. str0m still runs the peer's
-//! ICE, DTLS and RTCP. Peers without keys (and client mode's) are written through str0m.
+//! the caller's [`Sink`] at once, in the stream str0m negotiated. Such a peer that only listens
+//! and whose offer's ICE credentials are known ([`Peer::listen_lean`]) drops its str0m `Rtc`
+//! [`LEAN_AFTER`] after connecting and keeps only a [`ListenerSession`] (ICE consent and
+//! liveness, a few hundred bytes against str0m's ≈ 70 KiB). Other peers (publishers, client
+//! mode's, peers without keys) keep str0m for ICE, DTLS, RTCP and, without keys, their audio.
 //!
 //! A peer is dead when str0m fails it, ICE disconnects, it does not connect within
-//! [`CONNECT_TIMEOUT`] or goes [`CONSENT_TIMEOUT`] without a datagram once connected; the owner
-//! takes the dead ones with [`PeerSet::dead`] and removes them.
+//! [`CONNECT_TIMEOUT`] or goes [`CONSENT_TIMEOUT`] without a datagram once connected (a
+//! listener session: the same, or a DTLS alert); the owner takes the dead ones with
+//! [`PeerSet::dead`] and removes them.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -21,14 +25,15 @@ use std::time::{Duration, Instant};
 use logsafe::{RateLimit, esc};
 use media::group::OutPacket;
 use media::passthrough::OutboundClock;
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 use str0m::format::Codec;
 use str0m::media::{Frequency, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tracing::debug;
 
 use super::fast_tx::{self, SrtpTx};
+use super::listener::{self, ListenerSession, Received};
 use super::sdp::Unwrap;
 use super::srtp_keys::KeySlot;
 
@@ -40,11 +45,23 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(4);
 /// How often connected peers are swept for lost consent.
 const CONSENT_SWEEP: Duration = Duration::from_millis(500);
+/// How long after connecting a lean listener keeps str0m: long enough for DTLS to retransmit a
+/// lost last flight of the handshake (its first retransmission is 1 s after), which only
+/// str0m can answer.
+pub const LEAN_AFTER: Duration = Duration::from_secs(2);
 
-/// One peer: its `Rtc`, what its owner keeps about it (`tag`), and its sending state.
+/// What runs a peer's connection.
+enum Conn {
+    /// str0m: ICE, DTLS, SRTP, RTCP (boxed: 10 KB inline, which a lean listener gives back).
+    Rtc(Box<Rtc>),
+    /// A lean listener: ICE consent and liveness only (see [`super::listener`]).
+    Listener(ListenerSession),
+}
+
+/// One peer: its connection (str0m's `Rtc`, or a lean listener's session), what its owner
+/// keeps about it (`tag`), and its sending state.
 pub struct Peer<T> {
-    /// The connection.
-    pub rtc: Rtc,
+    conn: Conn,
     /// The owner's data (a room: whose peer, publish or play; client mode: its socket).
     pub tag: T,
     /// Our address for this peer: where its datagrams arrive.
@@ -65,6 +82,10 @@ pub struct Peer<T> {
     keys: Option<KeySlot>,
     /// The bridge's own SRTP writer, once connected with keys.
     fast: Option<SrtpTx>,
+    /// The offer's ICE credentials, for a lean listener session (until it starts).
+    lean: Option<Box<IceCreds>>,
+    /// When it connected.
+    connected_at: Option<Instant>,
     /// Where str0m last sent it DTLS, RTP or RTCP: the nominated ICE pair's address (STUN
     /// checks go to every candidate, so they do not count).
     remote: Option<SocketAddr>,
@@ -79,7 +100,7 @@ impl<T> Peer<T> {
         use rand::Rng;
         let mut rng = rand::rng();
         Self {
-            rtc,
+            conn: Conn::Rtc(Box::new(rtc)),
             tag,
             local,
             mid: None,
@@ -91,6 +112,8 @@ impl<T> Peer<T> {
             ext: Unwrap::default(),
             keys: None,
             fast: None,
+            lean: None,
+            connected_at: None,
             remote: None,
             created: now,
             heard: now,
@@ -107,6 +130,36 @@ impl<T> Peer<T> {
     /// Whether its packets go through the bridge's own SRTP writer.
     pub fn fast(&self) -> bool {
         self.fast.is_some()
+    }
+
+    /// Drops its str0m `Rtc` for a [`ListenerSession`] [`LEAN_AFTER`] after it connected with
+    /// captured keys (see [`Peer::capture_keys`]); `remote` are the ICE credentials of its
+    /// offer. Only for a peer the bridge never receives media from.
+    pub fn listen_lean(&mut self, remote: IceCreds) {
+        self.lean = Some(Box::new(remote));
+    }
+
+    /// Whether it runs as a lean listener session (no str0m).
+    pub fn is_lean(&self) -> bool {
+        matches!(self.conn, Conn::Listener(_))
+    }
+
+    /// Its str0m connection (`None` for a lean listener).
+    pub fn rtc(&mut self) -> Option<&mut Rtc> {
+        match &mut self.conn {
+            Conn::Rtc(rtc) => Some(rtc),
+            Conn::Listener(_) => None,
+        }
+    }
+
+    /// Whether a datagram from a new address is this peer's: a verified ICE check.
+    fn accepts(&self, from: SocketAddr, data: &[u8], now: Instant) -> bool {
+        match &self.conn {
+            Conn::Rtc(rtc) => data
+                .try_into()
+                .is_ok_and(|contents| rtc.accepts(&receive(now, from, self.local, contents))),
+            Conn::Listener(s) => s.accepts(data),
+        }
     }
 }
 
@@ -129,6 +182,7 @@ struct PeerMetrics {
     write_failed: Counter,
     udp_send_failed: Counter,
     rtc_input: Counter,
+    lean: Gauge,
 }
 
 impl PeerMetrics {
@@ -141,6 +195,7 @@ impl PeerMetrics {
             write_failed: metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "write"),
             udp_send_failed: metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "udp_send"),
             rtc_input: metrics::counter!("pttbridge_meeting_errors_total", "kind" => "rtc_input"),
+            lean: metrics::gauge!("pttbridge_meeting_lean_listeners"),
         }
     }
 }
@@ -151,6 +206,14 @@ pub struct PeerSet<K, T> {
     events: Vec<(K, Event)>,
     swept: Instant,
     metrics: PeerMetrics,
+}
+
+impl<K, T> Drop for PeerSet<K, T> {
+    // The lean-listener gauge counts peers alive in some set: a closed room's leave with it.
+    fn drop(&mut self) {
+        let lean = self.peers.values().filter(|p| p.is_lean()).count();
+        self.metrics.lean.decrement(lean as f64);
+    }
 }
 
 impl<K, T> std::fmt::Debug for PeerSet<K, T> {
@@ -208,12 +271,7 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug, T> PeerSet<K, T> {
     pub fn accepting(&self, from: SocketAddr, data: &[u8], now: Instant) -> Option<K> {
         self.peers
             .iter()
-            .find(|(_, p)| {
-                !p.dead
-                    && data
-                        .try_into()
-                        .is_ok_and(|contents| p.rtc.accepts(&receive(now, from, p.local, contents)))
-            })
+            .find(|(_, p)| !p.dead && p.accepts(from, data, now))
             .map(|(k, _)| *k)
     }
 
@@ -230,11 +288,34 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug, T> PeerSet<K, T> {
         let Some(p) = self.peers.get_mut(&key) else {
             return false;
         };
+        let rtc = match &mut p.conn {
+            Conn::Rtc(rtc) => rtc,
+            Conn::Listener(session) => {
+                let mut out = [0u8; listener::MAX_STUN_LEN];
+                match session.receive(from, data, now, &mut out) {
+                    Received::Answer(n) => {
+                        p.heard = now;
+                        if !send(&p.tag, &transmit(p.local, from, &out[..n])) {
+                            self.metrics.udp_send_failed.increment(1);
+                        }
+                    }
+                    Received::Alive => p.heard = now,
+                    Received::Closed => {
+                        debug!(peer = ?key, "DTLS alert from a lean listener: closed");
+                        p.dead = true;
+                    }
+                    Received::Rejected => self.metrics.rtc_input.increment(1),
+                }
+                // A nomination may have moved it.
+                p.remote = Some(session.remote());
+                return true;
+            }
+        };
         let Ok(contents) = data.try_into() else {
             return false;
         };
         p.heard = now;
-        if let Err(e) = p.rtc.handle_input(receive(now, from, p.local, contents)) {
+        if let Err(e) = rtc.handle_input(receive(now, from, p.local, contents)) {
             self.metrics.rtc_input.increment(1);
             static REJECTED: RateLimit = RateLimit::debug("peer rejected a datagram");
             if REJECTED.allow() {
@@ -277,17 +358,32 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug, T> PeerSet<K, T> {
                 p.dead = true;
                 continue;
             }
-            if p.timeout > now {
+            if let Conn::Listener(session) = &mut p.conn {
+                let mut out = [0u8; listener::MAX_STUN_LEN];
+                if let Some((to, n)) = session.poll_check(now, &mut out)
+                    && !send(&p.tag, &transmit(p.local, to, &out[..n]))
+                {
+                    self.metrics.udp_send_failed.increment(1);
+                }
                 continue;
             }
-            if !p.connected && now.duration_since(p.created) > CONNECT_TIMEOUT {
-                p.dead = true;
-                continue;
+            if p.timeout <= now {
+                if !p.connected && now.duration_since(p.created) > CONNECT_TIMEOUT {
+                    p.dead = true;
+                    continue;
+                }
+                if let Some(rtc) = p.rtc()
+                    && rtc.handle_input(Input::Timeout(now)).is_err()
+                {
+                    p.dead = true;
+                }
+                drain_peer(*key, p, &mut self.events, &self.metrics, send);
             }
-            if p.rtc.handle_input(Input::Timeout(now)).is_err() {
-                p.dead = true;
+            if p.connected_at
+                .is_some_and(|t| now.duration_since(t) >= LEAN_AFTER)
+            {
+                go_lean(*key, p, now, &self.metrics);
             }
-            drain_peer(*key, p, &mut self.events, &self.metrics, send);
         }
     }
 
@@ -295,7 +391,13 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug, T> PeerSet<K, T> {
     pub fn dead(&self) -> Vec<K> {
         self.peers
             .iter()
-            .filter(|(_, p)| p.dead || !p.rtc.is_alive())
+            .filter(|(_, p)| {
+                p.dead
+                    || match &p.conn {
+                        Conn::Rtc(rtc) => !rtc.is_alive(),
+                        Conn::Listener(_) => false,
+                    }
+            })
             .map(|(k, _)| *k)
             .collect()
     }
@@ -307,8 +409,14 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug, T> PeerSet<K, T> {
         send: &mut impl FnMut(&T, &Transmit) -> bool,
     ) -> Option<Peer<T>> {
         let mut p = self.peers.remove(key)?;
-        p.rtc.disconnect();
-        while let Ok(out) = p.rtc.poll_output() {
+        let Conn::Rtc(rtc) = &mut p.conn else {
+            // No DTLS to close: the player's own consent checks find it gone, or its
+            // signalling has already said so.
+            self.metrics.lean.decrement(1.0);
+            return Some(p);
+        };
+        rtc.disconnect();
+        while let Ok(out) = rtc.poll_output() {
             match out {
                 Output::Transmit(t) => {
                     send(&p.tag, &t);
@@ -430,12 +538,11 @@ fn start_fast<K: std::fmt::Debug, T>(key: K, p: &mut Peer<T>, m: &PeerMetrics) {
         debug!(peer = ?key, "connected without SRTP keys or a send stream: str0m sends");
         return;
     };
-    let Some(ssrc) = p
-        .rtc
-        .direct_api()
-        .stream_tx_by_mid(mid, None)
-        .map(|s| *s.ssrc())
-    else {
+    let Some(ssrc) = p.rtc().and_then(|rtc| {
+        rtc.direct_api()
+            .stream_tx_by_mid(mid, None)
+            .map(|s| *s.ssrc())
+    }) else {
         m.fast_setup_failed.increment(1);
         debug!(peer = ?key, "no send stream: str0m sends");
         return;
@@ -462,6 +569,36 @@ fn start_fast<K: std::fmt::Debug, T>(key: K, p: &mut Peer<T>, m: &PeerMetrics) {
     }
 }
 
+/// Replaces a connected listener's str0m `Rtc` by a [`ListenerSession`], once it has what one
+/// needs (keys, the offer's ICE credentials, the nominated address); what str0m still had to
+/// send went out in its last drain.
+fn go_lean<K: std::fmt::Debug, T>(key: K, p: &mut Peer<T>, now: Instant, m: &PeerMetrics) {
+    p.connected_at = None;
+    let (Some(remote_creds), Some(remote), true) = (p.lean.take(), p.remote, p.fast.is_some())
+    else {
+        return;
+    };
+    let Conn::Rtc(rtc) = &mut p.conn else {
+        return;
+    };
+    let local = rtc.direct_api().local_ice_credentials();
+    let hmac = super::srtp_keys::provider().sha1_hmac_provider;
+    let session = ListenerSession::new(&local, &remote_creds, remote, hmac, p.heard.min(now));
+    p.conn = Conn::Listener(session);
+    m.lean.increment(1.0);
+    debug!(peer = ?key, "lean listener: str0m dropped");
+}
+
+/// A datagram of ours from `local` to `to`.
+fn transmit(local: SocketAddr, to: SocketAddr, data: &[u8]) -> Transmit {
+    Transmit {
+        proto: Protocol::Udp,
+        source: local,
+        destination: to,
+        contents: data.to_vec().into(),
+    }
+}
+
 /// One packet to one peer, on the peer's own RTP timeline.
 fn write_peer<K: std::fmt::Debug, T>(
     key: K,
@@ -474,9 +611,12 @@ fn write_peer<K: std::fmt::Debug, T>(
     let (Some(pt), Some(mid)) = (p.pt, p.mid) else {
         return;
     };
+    let Conn::Rtc(rtc) = &mut p.conn else {
+        return;
+    };
     let h = p.clock.stamp(pkt.source, pkt.src_ts, pkt.samples, now_us);
     let t = p.ext.extend(h.timestamp);
-    let Some(w) = p.rtc.writer(mid) else {
+    let Some(w) = rtc.writer(mid) else {
         return;
     };
     match w.start_of_talkspurt(h.marker).write(
@@ -501,7 +641,10 @@ fn drain_peer<K: Copy + std::fmt::Debug, T>(
     send: &mut impl FnMut(&T, &Transmit) -> bool,
 ) {
     loop {
-        match p.rtc.poll_output() {
+        let Conn::Rtc(rtc) = &mut p.conn else {
+            return;
+        };
+        match rtc.poll_output() {
             Ok(Output::Transmit(t)) => {
                 // RFC 7983: a first byte of 0..=3 is STUN; str0m sends everything else only
                 // to the nominated pair.
@@ -521,6 +664,9 @@ fn drain_peer<K: Copy + std::fmt::Debug, T>(
                     Event::Connected => {
                         p.connected = true;
                         start_fast(key, p, m);
+                        if p.fast.is_some() && p.lean.is_some() {
+                            p.connected_at = Some(p.heard);
+                        }
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         p.dead = true
@@ -541,9 +687,10 @@ fn drain_peer<K: Copy + std::fmt::Debug, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sides::meeting::rtc::sdp;
+    use crate::sides::meeting::rtc::{listener, sdp};
     use media::passthrough::Source;
     use str0m::change::SdpAnswer;
+    use str0m::ice::StunMessage;
     use str0m::media::{Direction, MediaKind};
     use str0m::{Candidate, Rtc};
 
@@ -577,12 +724,13 @@ mod tests {
         }
     }
 
-    /// Feeds datagrams to the str0m client; returns the audio it decrypts and what it sends.
+    /// Feeds datagrams to the str0m client; returns the audio it decrypts, what it sends, and
+    /// whether its ICE disconnected.
     fn deliver(
         client: &mut Rtc,
         datagrams: &[(SocketAddr, Vec<u8>)],
         now: Instant,
-    ) -> (Vec<Vec<u8>>, Vec<Transmit>) {
+    ) -> (Vec<Vec<u8>>, Vec<Transmit>, bool) {
         for (to, d) in datagrams {
             assert_eq!(to.to_string(), CLIENT);
             let input = Input::Receive(
@@ -596,16 +744,107 @@ mod tests {
             );
             let _ = client.handle_input(input);
         }
-        let (mut got, mut sent) = (Vec::new(), Vec::new());
+        let (mut got, mut sent, mut lost) = (Vec::new(), Vec::new(), false);
         while let Ok(out) = client.poll_output() {
             match out {
                 Output::Event(Event::MediaData(m)) => got.push(m.data.to_vec()),
+                Output::Event(Event::IceConnectionStateChange(
+                    IceConnectionState::Disconnected,
+                )) => lost = true,
                 Output::Transmit(t) => sent.push(t),
                 Output::Timeout(_) => break,
                 Output::Event(_) => {}
             }
         }
-        (got, sent)
+        (got, sent, lost)
+    }
+
+    /// A room peer answered by `sdp::answer` (with captured keys if `capture`, made lean if
+    /// `lean`) and a str0m listener, connected in memory (ICE and DTLS both ways) on simulated
+    /// time from `now`.
+    fn connect(
+        capture: bool,
+        lean: bool,
+        now: &mut Instant,
+    ) -> (PeerSet<u8, ()>, Rtc, Keep, IceCreds) {
+        let mut client = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .build(*now);
+        client.add_local_candidate(Candidate::host(CLIENT.parse().unwrap(), "udp").unwrap());
+        let mut api = client.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let offer = offer.to_sdp_string();
+        let a = sdp::answer(&offer, ROOM.parse().unwrap(), *now).unwrap();
+        client
+            .sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&a.answer).unwrap())
+            .unwrap();
+        let mut peer = Peer::new(a.rtc, (), ROOM.parse().unwrap(), *now);
+        peer.mid = Some(a.mid);
+        if capture {
+            peer.capture_keys(a.keys.clone().expect("answer captures keys"));
+        }
+        if lean {
+            peer.listen_lean(listener::sdp_ice_creds(&offer).expect("offer's ICE credentials"));
+        }
+        let mut set: PeerSet<u8, ()> = PeerSet::new(*now);
+        set.insert(1, peer);
+        let pt = sdp::pt_for(set.get_mut(&1).unwrap().rtc().unwrap(), a.mid, Codec::Opus);
+        set.get_mut(&1).unwrap().pt = pt;
+
+        let mut sink = Keep::default();
+        for _ in 0..500 {
+            if set.get(&1).unwrap().connected {
+                break;
+            }
+            *now += Duration::from_millis(10);
+            exchange(&mut set, &mut client, &mut sink, *now);
+        }
+        assert!(set.get(&1).unwrap().connected, "connected in memory");
+        let room_ice = listener::sdp_ice_creds(&a.answer).expect("answer's ICE credentials");
+        (set, client, sink, room_ice)
+    }
+
+    /// Timers of both sides at `now`, then what each sends delivered to the other. Returns
+    /// the audio the client decrypted.
+    fn exchange(
+        set: &mut PeerSet<u8, ()>,
+        client: &mut Rtc,
+        sink: &mut Keep,
+        now: Instant,
+    ) -> Vec<Vec<u8>> {
+        exchange_tapped(set, client, sink, now, &mut |_| {}, &mut |_| {})
+    }
+
+    /// [`exchange`], with each datagram to the client shown to `down` and each from it to `up`.
+    fn exchange_tapped(
+        set: &mut PeerSet<u8, ()>,
+        client: &mut Rtc,
+        sink: &mut Keep,
+        now: Instant,
+        down: &mut dyn FnMut(&[u8]),
+        up: &mut dyn FnMut(&[u8]),
+    ) -> Vec<Vec<u8>> {
+        set.handle_timeouts(now, &mut |_, t| sink.transmit(&(), t));
+        let _ = client.handle_input(Input::Timeout(now));
+        let mut heard = Vec::new();
+        for _ in 0..4 {
+            let mut to_client = std::mem::take(&mut sink.str0m);
+            to_client.append(&mut sink.own);
+            to_client.iter().for_each(|(_, d)| down(d));
+            let (got, back, lost) = deliver(client, &to_client, now);
+            assert!(!lost, "the client lost ICE consent");
+            heard.extend(got);
+            for t in back {
+                up(&t.contents);
+                set.receive(1, t.source, &t.contents, now, &mut |_, t| {
+                    sink.transmit(&(), t)
+                });
+            }
+        }
+        heard
     }
 
     /// A room peer answered by `sdp::answer` and connected in memory to a str0m listener sends
@@ -616,49 +855,7 @@ mod tests {
     fn a_str0m_listener_decrypts_the_own_srtp_path() {
         for capture in [true, false] {
             let mut now = Instant::now();
-            let mut client = Rtc::builder()
-                .clear_codecs()
-                .enable_opus(true, false)
-                .build(now);
-            client.add_local_candidate(Candidate::host(CLIENT.parse().unwrap(), "udp").unwrap());
-            let mut api = client.sdp_api();
-            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-            let (offer, pending) = api.apply().unwrap();
-            let a = sdp::answer(&offer.to_sdp_string(), ROOM.parse().unwrap(), now).unwrap();
-            client
-                .sdp_api()
-                .accept_answer(pending, SdpAnswer::from_sdp_string(&a.answer).unwrap())
-                .unwrap();
-            let mut peer = Peer::new(a.rtc, (), ROOM.parse().unwrap(), now);
-            peer.mid = Some(a.mid);
-            if capture {
-                peer.capture_keys(a.keys.clone().expect("answer captures keys"));
-            }
-            let mut set: PeerSet<u8, ()> = PeerSet::new(now);
-            set.insert(1, peer);
-            let pt = sdp::pt_for(&mut set.get_mut(&1).unwrap().rtc, a.mid, Codec::Opus);
-            set.get_mut(&1).unwrap().pt = pt;
-
-            // ICE and DTLS in memory, both ways, on simulated time.
-            let mut sink = Keep::default();
-            for _ in 0..500 {
-                if set.get(&1).unwrap().connected {
-                    break;
-                }
-                now += Duration::from_millis(10);
-                set.handle_timeouts(now, &mut |_, t| sink.transmit(&(), t));
-                let _ = client.handle_input(Input::Timeout(now));
-                for _ in 0..4 {
-                    let to_client = std::mem::take(&mut sink.str0m);
-                    let (_, back) = deliver(&mut client, &to_client, now);
-                    for t in back {
-                        set.receive(1, t.source, &t.contents, now, &mut |_, t| {
-                            sink.transmit(&(), t)
-                        });
-                    }
-                }
-            }
-            assert!(set.get(&1).unwrap().connected, "connected in memory");
+            let (mut set, mut client, mut sink, _) = connect(capture, false, &mut now);
             assert_eq!(set.get(&1).unwrap().fast(), capture, "own SRTP iff keys");
 
             // Enough packets to wrap the 16-bit sequence number from wherever it started.
@@ -700,5 +897,106 @@ mod tests {
             );
             assert_eq!(&heard[..n], &written[..n], "payloads as written, in order");
         }
+    }
+
+    /// A lean listener ([`LEAN_AFTER`] after connecting, str0m dropped) keeps a str0m client
+    /// connected for 60 s of simulated time, well past str0m's consent timeout on both sides:
+    /// the client's checks are answered and verified by its ICE agent, ours keep the peer alive,
+    /// and the client decrypts the audio to the end. When the client goes silent the peer is
+    /// dead after [`CONSENT_TIMEOUT`], not before.
+    #[test]
+    fn a_lean_listener_keeps_a_str0m_client_past_the_consent_timeout() {
+        let mut now = Instant::now();
+        let (mut set, mut client, mut sink, room_ice) = connect(true, true, &mut now);
+        let client_ice = client.direct_api().local_ice_credentials();
+        let crypto = super::super::srtp_keys::provider();
+        let hmac = |k: &[u8], p: &[&[u8]]| crypto.sha1_hmac_provider.sha1_hmac(k, p);
+        // Every check the client makes once the peer is lean, and every answer and check of
+        // ours that str0m's STUN parser takes and verifies with the right password.
+        let (mut asked, mut answered, mut our_checks) = (Vec::new(), Vec::new(), 0);
+        assert!(
+            !set.get(&1).unwrap().is_lean(),
+            "str0m until the handshake is surely done"
+        );
+        let mut heard = Vec::new();
+        let mut written = Vec::new();
+        for i in 0..3_000u32 {
+            now += Duration::from_millis(20);
+            let payload: Vec<u8> = (0..40).map(|b| (b as u32 ^ i) as u8).collect();
+            let pkt = OutPacket {
+                source: Source::Talker(1),
+                src_ts: i * 960,
+                samples: 960,
+                payload: payload.clone().into(),
+            };
+            set.write_each(|_| true, &pkt, now, i as u64 * 20_000, &mut sink);
+            written.push(payload);
+            let lean = set.get(&1).unwrap().is_lean();
+            heard.extend(exchange_tapped(
+                &mut set,
+                &mut client,
+                &mut sink,
+                now,
+                &mut |d| match StunMessage::parse(d) {
+                    Ok(m)
+                        if lean
+                            && m.is_successful_binding_response()
+                            && m.verify(room_ice.pass.as_bytes(), hmac) =>
+                    {
+                        answered.push(m.trans_id())
+                    }
+                    Ok(m)
+                        if lean
+                            && m.is_binding_request()
+                            && m.verify(client_ice.pass.as_bytes(), hmac) =>
+                    {
+                        our_checks += 1
+                    }
+                    _ => {}
+                },
+                &mut |d| {
+                    if let Ok(m) = StunMessage::parse(d)
+                        && lean
+                        && m.is_binding_request()
+                    {
+                        asked.push(m.trans_id());
+                    }
+                },
+            ));
+            assert!(set.dead().is_empty(), "peer found dead at packet {i}");
+        }
+        println!(
+            "lean: the client asked {} times, {} verified answers; {our_checks} checks of ours",
+            asked.len(),
+            answered.len()
+        );
+        assert!(asked.len() >= 10, "the client checks consent");
+        assert_eq!(answered, asked, "each check answered, verified, at once");
+        assert!(our_checks >= 50, "ours once a second: {our_checks}");
+        assert!(set.get(&1).unwrap().is_lean(), "runs as a lean listener");
+        assert!(set.get_mut(&1).unwrap().rtc().is_none());
+        let tail = &written[written.len() - 500..];
+        assert!(
+            heard.ends_with(tail),
+            "the last 10 s heard as written ({} of {} heard)",
+            heard.len(),
+            written.len()
+        );
+
+        // The client vanishes: whatever the room sends goes nowhere.
+        let silent = now;
+        while now.duration_since(silent) <= CONSENT_TIMEOUT {
+            assert!(set.dead().is_empty(), "dead before the consent timeout");
+            now += Duration::from_millis(100);
+            set.handle_timeouts(now, &mut |_, _| true);
+        }
+        now += CONSENT_SWEEP;
+        set.handle_timeouts(now, &mut |_, _| true);
+        assert_eq!(
+            set.dead(),
+            vec![1],
+            "dead once silent for the consent timeout"
+        );
+        assert!(set.remove(&1, &mut |_, _| true).unwrap().is_lean());
     }
 }

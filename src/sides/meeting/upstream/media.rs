@@ -377,8 +377,10 @@ impl Actor {
         };
         let mut peer = Peer::new(rtc, tag, local, now);
         peer.mid = Some(mid);
-        if let Some(mut old) = self.peers.insert(key, peer) {
-            old.rtc.disconnect();
+        if let Some(mut old) = self.peers.insert(key, peer)
+            && let Some(rtc) = old.rtc()
+        {
+            rtc.disconnect();
         }
         Ok(offer.to_sdp_string())
     }
@@ -388,12 +390,13 @@ impl Actor {
         let pending = p.tag.pending.take().context("answered twice")?;
         let answer =
             SdpAnswer::from_sdp_string(sdp_text).map_err(|e| anyhow!("invalid SDP: {e}"))?;
-        p.rtc
+        p.rtc()
+            .context("not a str0m peer")?
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| anyhow!("{e}"))?;
         if let Some(mid) = p.mid {
-            p.pt = sdp::pt_for(&mut p.rtc, mid, Codec::Opus);
+            p.pt = p.rtc().and_then(|rtc| sdp::pt_for(rtc, mid, Codec::Opus));
         }
         if key.is_none() && p.pt.is_none() {
             return Err(anyhow!("the server did not take Opus"));
