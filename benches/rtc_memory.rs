@@ -221,6 +221,7 @@ fn main() {
         ),
     ];
     own_srtp(n, now);
+    lean_listeners(n, now);
     println!("after the audio, by configuration:");
     for (name, make) in &variants {
         println!(
@@ -277,4 +278,130 @@ fn per_peer(n: usize, stage: Stage, now: Instant, make: Make<'_>) -> f64 {
     let without = live_bytes().unwrap();
     drop(clients);
     (with - without) as f64 / n as f64 / 1024.0
+}
+
+/// Heap per listener of a room's `PeerSet` whose listeners went lean (`rtc::listener`: str0m
+/// dropped `LEAN_AFTER` after connecting), after 5 s of audio through the own SRTP writer, its
+/// hash-table slot included: what dropping the set gives back, per peer. The str0m clients
+/// answer every consent check throughout.
+fn lean_listeners(n: usize, start: Instant) {
+    use pttbridge::sides::meeting::rtc::peer_set::{LEAN_AFTER, Sink};
+    use pttbridge::sides::meeting::rtc::{Peer, PeerSet, listener, srtp_keys};
+    use str0m::net::Transmit;
+
+    /// Datagrams for the clients, by destination.
+    #[derive(Default)]
+    struct Mail(Vec<(SocketAddr, Vec<u8>)>);
+    impl Sink<()> for Mail {
+        fn transmit(&mut self, _: &(), t: &Transmit) -> bool {
+            self.0.push((t.destination, t.contents.to_vec()));
+            true
+        }
+        fn fill(
+            &mut self,
+            to: SocketAddr,
+            fill: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+        ) -> bool {
+            let mut buf = vec![0u8; 1500];
+            if let Some(len) = fill(&mut buf) {
+                buf.truncate(len);
+                self.0.push((to, buf));
+            }
+            true
+        }
+    }
+
+    let room: SocketAddr = ROOM.parse().unwrap();
+    let mut set: PeerSet<usize, ()> = PeerSet::new(start);
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let client_addr: SocketAddr = format!("127.0.0.1:{}", 20_000 + i).parse().unwrap();
+        let mut client = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .build(start);
+        client.add_local_candidate(Candidate::host(client_addr, "udp").unwrap());
+        let mut api = client.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let offer = offer.to_sdp_string();
+        let (rtc, slot) = srtp_keys::build(sdp::rtc_config(), start);
+        let mut a = answer_with(rtc, &offer, room).unwrap();
+        client
+            .sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&a.answer).unwrap())
+            .unwrap();
+        let pt = sdp::pt_for(&mut a.rtc, a.mid, Codec::Opus);
+        let mut peer = Peer::new(a.rtc, (), room, start);
+        peer.mid = Some(a.mid);
+        peer.pt = pt;
+        peer.capture_keys(slot);
+        peer.listen_lean(listener::sdp_ice_creds(&offer).unwrap());
+        set.insert(i, peer);
+        clients.push((client_addr, client));
+    }
+    let mut mail = Mail::default();
+    let mut step = |set: &mut PeerSet<usize, ()>, clients: &mut [(SocketAddr, Rtc)], now| {
+        set.handle_timeouts(now, &mut |_, t| mail.transmit(&(), t));
+        for (i, (addr, c)) in clients.iter_mut().enumerate() {
+            let _ = c.handle_input(Input::Timeout(now));
+            for _ in 0..4 {
+                let mine: Vec<_> = mail.0.iter().filter(|(to, _)| to == addr).cloned().collect();
+                mail.0.retain(|(to, _)| to != addr);
+                for (to, d) in mine {
+                    let input = Input::Receive(
+                        now,
+                        Receive {
+                            proto: Protocol::Udp,
+                            source: room,
+                            destination: to,
+                            contents: d.as_slice().try_into().unwrap(),
+                        },
+                    );
+                    let _ = c.handle_input(input);
+                }
+                while let Ok(out) = c.poll_output() {
+                    match out {
+                        Output::Transmit(t) => {
+                            set.receive(i, t.source, &t.contents, now, &mut |_, t| {
+                                mail.transmit(&(), t)
+                            });
+                        }
+                        Output::Timeout(_) => break,
+                        Output::Event(_) => {}
+                    }
+                }
+            }
+        }
+        mail.0.clear();
+    };
+    let mut now = start;
+    while now < start + LEAN_AFTER + Duration::from_secs(1) {
+        now += Duration::from_millis(10);
+        step(&mut set, &mut clients, now);
+    }
+    let lean = set.iter().filter(|(_, p)| p.is_lean()).count();
+    assert_eq!(lean, n, "every listener lean");
+    let payload = [0x5a_u8; PAYLOAD];
+    for i in 0..250u32 {
+        now += Duration::from_millis(20);
+        let pkt = media::group::OutPacket {
+            source: media::passthrough::Source::Talker(1),
+            src_ts: i * 960,
+            samples: 960,
+            payload: payload.to_vec().into(),
+        };
+        let us = u64::from(i) * 20_000;
+        set.write_each(|_| true, &pkt, now, us, &mut mail);
+        step(&mut set, &mut clients, now);
+    }
+    assert!(set.dead().is_empty(), "no listener lost");
+    let with = live_bytes().unwrap();
+    drop(set);
+    let without = live_bytes().unwrap();
+    println!(
+        "lean listeners (rtc::listener + own SRTP), after 5 s of audio, in a PeerSet: {:.2} KiB per listener",
+        (with - without) as f64 / n as f64 / 1024.0
+    );
+    drop(clients);
 }

@@ -646,6 +646,13 @@ async fn main() {
             String::new()
         }
     );
+    if bridge.is_some() {
+        // Listeners the room runs without str0m (rtc::listener), at the end of the window.
+        println!(
+            "lean listeners: {}",
+            counter(&m1, "pttbridge_meeting_lean_listeners")
+        );
+    }
     match &bridge {
         Some(bridge) => report_bridge(bridge, &m0, &m1, got, n, secs, t0),
         None => {
