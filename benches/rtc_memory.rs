@@ -341,44 +341,50 @@ fn lean_listeners(n: usize, start: Instant) {
         clients.push((client_addr, client));
     }
     let mut mail = Mail::default();
-    let mut step = |set: &mut PeerSet<usize, ()>, clients: &mut [(SocketAddr, Rtc)], now| {
-        set.handle_timeouts(now, &mut |_, t| mail.transmit(&(), t));
-        for (i, (addr, c)) in clients.iter_mut().enumerate() {
-            let _ = c.handle_input(Input::Timeout(now));
-            for _ in 0..4 {
-                let mine: Vec<_> = mail.0.iter().filter(|(to, _)| to == addr).cloned().collect();
-                mail.0.retain(|(to, _)| to != addr);
-                for (to, d) in mine {
-                    let input = Input::Receive(
-                        now,
-                        Receive {
-                            proto: Protocol::Udp,
-                            source: room,
-                            destination: to,
-                            contents: d.as_slice().try_into().unwrap(),
-                        },
-                    );
-                    let _ = c.handle_input(input);
-                }
-                while let Ok(out) = c.poll_output() {
-                    match out {
-                        Output::Transmit(t) => {
-                            set.receive(i, t.source, &t.contents, now, &mut |_, t| {
-                                mail.transmit(&(), t)
-                            });
+    let step =
+        |set: &mut PeerSet<usize, ()>, clients: &mut [(SocketAddr, Rtc)], mail: &mut Mail, now| {
+            set.handle_timeouts(now, &mut |_, t| mail.transmit(&(), t));
+            for (i, (addr, c)) in clients.iter_mut().enumerate() {
+                let _ = c.handle_input(Input::Timeout(now));
+                for _ in 0..4 {
+                    let mine: Vec<_> = mail
+                        .0
+                        .iter()
+                        .filter(|(to, _)| to == addr)
+                        .cloned()
+                        .collect();
+                    mail.0.retain(|(to, _)| to != addr);
+                    for (to, d) in mine {
+                        let input = Input::Receive(
+                            now,
+                            Receive {
+                                proto: Protocol::Udp,
+                                source: room,
+                                destination: to,
+                                contents: d.as_slice().try_into().unwrap(),
+                            },
+                        );
+                        let _ = c.handle_input(input);
+                    }
+                    while let Ok(out) = c.poll_output() {
+                        match out {
+                            Output::Transmit(t) => {
+                                set.receive(i, t.source, &t.contents, now, &mut |_, t| {
+                                    mail.transmit(&(), t)
+                                });
+                            }
+                            Output::Timeout(_) => break,
+                            Output::Event(_) => {}
                         }
-                        Output::Timeout(_) => break,
-                        Output::Event(_) => {}
                     }
                 }
             }
-        }
-        mail.0.clear();
-    };
+            mail.0.clear();
+        };
     let mut now = start;
     while now < start + LEAN_AFTER + Duration::from_secs(1) {
         now += Duration::from_millis(10);
-        step(&mut set, &mut clients, now);
+        step(&mut set, &mut clients, &mut mail, now);
     }
     let lean = set.iter().filter(|(_, p)| p.is_lean()).count();
     assert_eq!(lean, n, "every listener lean");
@@ -393,7 +399,7 @@ fn lean_listeners(n: usize, start: Instant) {
         };
         let us = u64::from(i) * 20_000;
         set.write_each(|_| true, &pkt, now, us, &mut mail);
-        step(&mut set, &mut clients, now);
+        step(&mut set, &mut clients, &mut mail, now);
     }
     assert!(set.dead().is_empty(), "no listener lost");
     let with = live_bytes().unwrap();

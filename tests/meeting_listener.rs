@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testkit::audio::{CompareOptions, compare_with, load_wav, write_wav};
-use testkit::bridge::{Bridge, OPERATOR_TOKEN, ptt_server_toml};
+use testkit::bridge::{Bridge, OPERATOR_TOKEN, meeting_north_toml, ptt_server_toml};
 use testkit::browser::{Browser, Page};
 use testkit::meeting::{Participant, assert_own_srtp_only, compare_through_bridge, dial_in};
 use testkit::murmur::Murmur;
@@ -27,29 +27,13 @@ const IDLE: Duration = Duration::from_secs(36);
 
 fn config(server: &Murmur) -> String {
     format!(
-        r#"{}
-[meeting]
-ring_delay_ms = 100
-answer_delay_ms = 300
-[[meeting.apps]]
-app_id = "test"
-secret = "test"
-[[meeting.dial_in]]
-user_id = {PAGE_DIAL}
-server = "local"
-account = "bridge"
-name = "North"
-[[meeting.dial_in]]
-user_id = {AIORTC_DIAL}
-server = "local"
-account = "bridge2"
-name = "North again"
-"#,
+        "{}\n{}[[meeting.dial_in]]\nuser_id = {AIORTC_DIAL}\nserver = \"local\"\naccount = \"bridge2\"\n",
         ptt_server_toml(
             "local",
             server,
             &[("bridge", "North"), ("bridge2", "North")]
-        )
+        ),
+        meeting_north_toml(PAGE_DIAL)
     )
 }
 

@@ -759,6 +759,18 @@ mod tests {
         (got, sent, lost)
     }
 
+    /// The `i`th 20 ms packet of a talker, and its payload (different in every packet).
+    fn packet(i: u32) -> (OutPacket, Vec<u8>) {
+        let payload: Vec<u8> = (0..40).map(|b| (b as u32 ^ i) as u8).collect();
+        let pkt = OutPacket {
+            source: Source::Talker(1),
+            src_ts: i * 960,
+            samples: 960,
+            payload: payload.clone().into(),
+        };
+        (pkt, payload)
+    }
+
     /// A room peer answered by `sdp::answer` (with captured keys if `capture`, made lean if
     /// `lean`) and a str0m listener, connected in memory (ICE and DTLS both ways) on simulated
     /// time from `now`.
@@ -862,13 +874,7 @@ mod tests {
             let mut heard = Vec::new();
             let mut written = Vec::new();
             for i in 0..70_000u32 {
-                let payload: Vec<u8> = (0..40).map(|b| (b as u32 ^ i) as u8).collect();
-                let pkt = OutPacket {
-                    source: Source::Talker(1),
-                    src_ts: i * 960,
-                    samples: 960,
-                    payload: payload.clone().into(),
-                };
+                let (pkt, payload) = packet(i);
                 now += Duration::from_millis(20);
                 set.write_each(|_| true, &pkt, now, i as u64 * 20_000, &mut sink);
                 written.push(payload);
@@ -922,13 +928,7 @@ mod tests {
         let mut written = Vec::new();
         for i in 0..3_000u32 {
             now += Duration::from_millis(20);
-            let payload: Vec<u8> = (0..40).map(|b| (b as u32 ^ i) as u8).collect();
-            let pkt = OutPacket {
-                source: Source::Talker(1),
-                src_ts: i * 960,
-                samples: 960,
-                payload: payload.clone().into(),
-            };
+            let (pkt, payload) = packet(i);
             set.write_each(|_| true, &pkt, now, i as u64 * 20_000, &mut sink);
             written.push(payload);
             let lean = set.get(&1).unwrap().is_lean();
