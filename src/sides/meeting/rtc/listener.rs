@@ -10,7 +10,7 @@
 //! - **Asks**: a Binding request of our own every [`CHECK_INTERVAL`] to the peer's address (what
 //!   str0m did, `rtc::sdp`'s STUN timers), so a live peer answers something every second
 //!   whatever its own check interval, and [`ListenerSession::dead`] keeps `peer_set`'s
-//!   [`CONSENT_TIMEOUT`](super::peer_set::CONSENT_TIMEOUT).
+//!   [`CONSENT_TIMEOUT`].
 //! - **Dead** when nothing came from the peer for that long, or on a DTLS alert (a record of
 //!   content type 21: after the handshake the only alert a peer sends is its close_notify or a
 //!   fatal one). SRTCP from the peer (receiver reports, NACK) is a sign of life and needs no
@@ -24,8 +24,11 @@ use str0m::IceCreds;
 use str0m::crypto::Sha1HmacProvider;
 use str0m::ice::{StunMessage, TransId};
 
-use super::peer_set::CONSENT_TIMEOUT;
-
+/// A connected peer we have heard nothing from (no STUN answer to our once-a-second consent
+/// checks, no RTP, no RTCP) for this long has lost consent (RFC 7675): it is gone. str0m alone
+/// would wait ≥ 15 s, as it counts the client's own recent checks as signs of life. Used by
+/// `peer_set` for str0m peers too (defined here so this leaf does not import it).
+pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(4);
 /// How often the session sends its own consent check (str0m's maximum STUN RTO in `rtc::sdp`).
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest STUN message the session writes (a reply is 64–76 bytes, a check under 100 with

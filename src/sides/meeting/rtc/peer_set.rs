@@ -39,10 +39,7 @@ use super::srtp_keys::KeySlot;
 
 /// A peer that is not connected this long after it was set up is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// A connected peer we have heard nothing from (no STUN answer to our once-a-second consent
-/// checks, no RTP, no RTCP) for this long has lost consent (RFC 7675): it is gone. str0m alone
-/// would wait ≥ 15 s, as it counts the client's own recent checks as signs of life.
-pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(4);
+pub use super::listener::CONSENT_TIMEOUT;
 /// How often connected peers are swept for lost consent.
 const CONSENT_SWEEP: Duration = Duration::from_millis(500);
 /// How long after connecting a lean listener keeps str0m: long enough for DTLS to retransmit a
