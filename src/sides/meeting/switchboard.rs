@@ -142,6 +142,15 @@ impl Switchboard {
             pwd_failures: FailureLimiter::new(10, Duration::from_secs(60), 4096),
             route: OnceLock::new(),
         });
+        if let Some(s) = &sb.store {
+            // Weak: the store outlives no switchboard it would keep alive.
+            let weak = Arc::downgrade(&sb);
+            s.on_applied(Arc::new(move |op| {
+                if let Some(sb) = weak.upgrade() {
+                    sb.record_applied(op);
+                }
+            }));
+        }
         tokio::spawn(run_timers(Arc::downgrade(&sb), sb.timers.clone()));
         sb
     }
@@ -255,7 +264,7 @@ impl Switchboard {
                 Ok(reply::ok_with(module, method, &RoomCreated { room_id: id }))
             }
             Request::Room(r) => self.room_request(conn, me, r).await,
-            Request::MeetingNew(r) => self.meeting_new(conn, me, &r),
+            Request::MeetingNew(r) => self.meeting_new(conn, me, &r).await,
             Request::Appointment(r) => self.appointment_request(conn, me, *r).await,
             Request::Logout(r) => {
                 if r.user_id != me {
