@@ -62,6 +62,10 @@ struct Details {
     members: Vec<String>,
     #[serde(default)]
     topics: Vec<Topic>,
+    /// The creator's display name when it was made: a node the creator never logged in to
+    /// shows it too (the names of logins are each node's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner_name: Option<String>,
 }
 
 /// Where an appointment is held.
@@ -238,6 +242,7 @@ fn check(f: AppointmentFields, old: Option<&AppointmentRow>) -> Result<Checked, 
             meeting_type,
             members,
             topics,
+            owner_name: old_details.and_then(|d| d.owner_name),
         },
         start_ms,
         end_ms,
@@ -466,6 +471,8 @@ impl Switchboard {
         room: Room,
     ) -> Result<Scheduled, Refusal> {
         let store = self.store()?;
+        let mut c = c;
+        c.details.owner_name = self.accounts.lock().name_of(me).map(str::to_owned);
         let (room_id, own_room) = match room {
             Room::Existing(id) => (id, false),
             Room::New { public, pin } => {
@@ -659,7 +666,12 @@ impl Switchboard {
             end_time: Some(json!(rfc3339::format_ms(r.end_ms))),
             from: Some(User {
                 id: Some(r.owner),
-                name: self.accounts.lock().name_of(r.owner).map(str::to_owned),
+                name: self
+                    .accounts
+                    .lock()
+                    .name_of(r.owner)
+                    .map(str::to_owned)
+                    .or_else(|| d.owner_name.clone()),
                 ..User::default()
             }),
             time_length: Some((r.end_ms - r.start_ms) / 60_000),
