@@ -64,12 +64,17 @@ async fn egw_login(b: &Bridge, dev_id: &str, token: &str) -> Value {
 /// The 3 nats-servers, murmurd and the two nodes (A in North, B in South), their accounts
 /// connected and the records stream read.
 fn two_nodes() -> (NatsCluster, Murmur, Bridge, Bridge) {
+    two_nodes_with("")
+}
+
+/// [`two_nodes`], with `a_meeting` added to A's `[meeting]` table.
+fn two_nodes_with(a_meeting: &str) -> (NatsCluster, Murmur, Bridge, Bridge) {
     let nats = NatsCluster::start(3);
     let urls = nats.urls();
     let murmur = Murmur::start(&["North", "South"]);
     let a = Bridge::start(
         BIN,
-        &config("node-a", "a", "bridge-a", "North", &murmur, &urls),
+        &(config("node-a", "a", "bridge-a", "North", &murmur, &urls) + a_meeting),
     );
     let b = Bridge::start(
         BIN,
@@ -401,4 +406,41 @@ fn standing_rooms_and_appointments_are_the_same_on_every_node() {
         room_req("getRoomById", json!({"roomId": meeting_room})),
         |r| r["result"] == 404,
     );
+}
+
+/// The user id a cluster node derives for `account` of `app` (docs/cluster.md, "User ids":
+/// FNV-1a of both into 10,000,000–99,999,999).
+fn derived_id(app: &str, account: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in app.bytes().chain([0]).chain(account.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    10_000_000 + (h % 89_999_999) as i64
+}
+
+/// A meeting account's user id is a shared record: carol's derived id is a dial-in's on A, so A
+/// gives her another; B, which has no such dial-in, gives her the id A gave once it applied
+/// A's record — one user on both nodes, not two.
+#[test]
+fn a_meeting_accounts_user_id_is_the_same_on_every_node() {
+    let taken = derived_id(MEETING_APP.0, "carol");
+    let dial_in = format!(
+        "[[meeting.dial_in]]\nuser_id = {taken}\nserver = \"a\"\naccount = \"bridge-a\"\nname = \"North\"\n"
+    );
+    let (_nats, _murmur, a, b) = two_nodes_with(&dial_in);
+    let on_a = sign_in(a.addr(), MEETING_APP, "carol");
+    assert_ne!(on_a.id, taken, "the dial-in keeps its id on A");
+    // B has applied A's record once it applied as many as A wrote (carol's is A's only one).
+    let metric = |n: &Bridge, name: &str| n.metric(name, &[]);
+    let t0 = Instant::now();
+    while metric(&a, "pttbridge_cluster_records_written_total") < 1.0
+        || metric(&b, "pttbridge_cluster_records_applied_total")
+            < metric(&a, "pttbridge_cluster_records_written_total")
+    {
+        assert!(t0.elapsed() < T, "A's account record never reached B");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let on_b = sign_in(b.addr(), MEETING_APP, "carol");
+    assert_eq!(on_b.id, on_a.id, "carol is one user on both nodes");
 }

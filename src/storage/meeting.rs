@@ -180,20 +180,6 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
-
-    /// Remembers the user id given to `account` of `app_id`.
-    pub fn add_meeting_account(
-        &self,
-        app_id: &str,
-        account: &str,
-        user_id: i64,
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT OR IGNORE INTO meeting_accounts (app_id, account, user_id) VALUES (?1, ?2, ?3)",
-            params![app_id, account, user_id],
-        )?;
-        Ok(())
-    }
 }
 
 /// Writes an appointment (new or changed). A new one whose id or invite code is taken is a
@@ -272,6 +258,21 @@ pub(super) fn delete_room_on(conn: &Connection, id: i64) -> Result<bool, StoreEr
     Ok(conn.execute("DELETE FROM meeting_rooms WHERE id = ?1", params![id])? > 0)
 }
 
+/// Remembers the user id given to `account` of `app_id`; an account or id already there
+/// keeps its row (the first given wins, on every node alike).
+pub(super) fn add_meeting_account_on(
+    conn: &Connection,
+    app_id: &str,
+    account: &str,
+    user_id: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO meeting_accounts (app_id, account, user_id) VALUES (?1, ?2, ?3)",
+        params![app_id, account, user_id],
+    )?;
+    Ok(())
+}
+
 /// A unique constraint violated by an insert is a [`StoreError::Conflict`] naming `what`.
 fn conflict_as(
     r: rusqlite::Result<usize>,
@@ -331,7 +332,15 @@ mod tests {
         ));
         row.members = vec![1003];
         put_room(&s, &row, false).unwrap();
-        s.add_meeting_account("app", "alice", 1001).unwrap();
+        let account = |account: &str, user_id| RecordOp::AddMeetingAccount {
+            app_id: "app".into(),
+            account: account.into(),
+            user_id,
+        };
+        s.apply(&account("alice", 1001)).unwrap();
+        // The first id given stays: another for the account, or the id for another, is kept out.
+        s.apply(&account("alice", 1002)).unwrap();
+        s.apply(&account("bob", 1001)).unwrap();
         drop(s);
         let s = Store::open(Some(&path)).unwrap();
         assert_eq!(s.rooms(10).unwrap(), vec![row]);

@@ -110,6 +110,16 @@ pub enum RecordOp {
         /// Its id.
         id: i64,
     },
+    /// The user id given to a meeting account (the first given to the account, or to the id,
+    /// stays).
+    AddMeetingAccount {
+        /// The account's app.
+        app_id: String,
+        /// The account.
+        account: String,
+        /// Its user id.
+        user_id: i64,
+    },
 }
 
 /// Told of an operation applied from the shared log ([`Store::on_applied`]).
@@ -285,6 +295,13 @@ fn apply_on(conn: &Connection, op: &RecordOp) -> Result<Applied, StoreError> {
         }
         RecordOp::DeleteAppointment { id } => {
             meeting::delete_appointment_on(conn, *id).map(Applied::Found)
+        }
+        RecordOp::AddMeetingAccount {
+            app_id,
+            account,
+            user_id,
+        } => {
+            meeting::add_meeting_account_on(conn, app_id, account, *user_id).map(|()| Applied::Done)
         }
     }
 }

@@ -371,8 +371,9 @@ impl Switchboard {
     }
 
     /// An operation applied from the shared records (cluster mode: another node's write, or
-    /// this node's own): the directory's standing rooms follow the store, so a room created,
-    /// changed or deleted through any node is the same here.
+    /// this node's own): the directory's standing rooms and the meeting accounts' user ids
+    /// follow the store, so a room created, changed or deleted through any node is the same
+    /// here.
     pub(super) fn record_applied(&self, op: &RecordOp) {
         match op {
             RecordOp::PutRoom { room, .. } => {
@@ -393,6 +394,13 @@ impl Switchboard {
                 // An open room here closes by itself once empty.
                 self.state().rooms.forget(*id);
             }
+            RecordOp::AddMeetingAccount {
+                app_id,
+                account,
+                user_id,
+            } => self.accounts.lock().learn(app_id, account, *user_id, |id| {
+                self.dial_target(id).is_some()
+            }),
             _ => {}
         }
     }

@@ -120,19 +120,12 @@ impl Switchboard {
         accounts: Arc<Accounts>,
         store: Option<Store>,
     ) -> Arc<Self> {
-        let mut rooms = RoomDirectory::default();
-        if let Some(s) = &store {
-            rooms.load_standing(s, config.max_standing_rooms);
-        }
         let sb = Arc::new(Self {
             config,
             events,
             accounts,
             dial,
-            state: Mutex::new(State {
-                rooms,
-                ..State::default()
-            }),
+            state: Mutex::new(State::default()),
             next_conn: AtomicU64::new(1),
             open: std::sync::atomic::AtomicUsize::new(0),
             timers: Arc::new(Notify::new()),
@@ -150,6 +143,16 @@ impl Switchboard {
                     sb.record_applied(op);
                 }
             }));
+            // Loaded after the hook is in place and under the state's lock, which the hook
+            // waits for: a row the shared log applies meanwhile is either read here or told
+            // to the hook afterwards, never missed nor undone (a cluster node may be
+            // replaying the records stream right now).
+            let mut st = sb.state();
+            st.rooms.load_standing(s, sb.config.max_standing_rooms);
+            drop(st);
+            if let Err(e) = sb.accounts.lock().remember_in(s.clone()) {
+                tracing::warn!(error = %e, "cannot read the meeting accounts' user ids from the store");
+            }
         }
         tokio::spawn(run_timers(Arc::downgrade(&sb), sb.timers.clone()));
         sb
