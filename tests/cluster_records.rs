@@ -8,7 +8,7 @@
 //! conversation is listed by A. The meeting side's standing rooms and appointments, with
 //! signalling-only RTCPeer clients (`testkit::rtcpeer`, raw spec JSON): a room and an
 //! appointment made through A are found and entered through B, and deleted through B they are
-//! gone on A.
+//! gone on A; a meeting account's user id moved off a collision on A is the same on B.
 
 #[path = "support/egw_client.rs"]
 mod egw_client;
