@@ -346,6 +346,28 @@ fn standing_rooms_and_appointments_are_the_same_on_every_node() {
         let r = u.ws.request(json!({"module":"meeting","method":"exit"}));
         assert_eq!(r["result"], 0, "{r}");
     }
+    // carol made a member through A, then removed: on B her earlier password no longer lets
+    // her in either, as on one node.
+    let members = room_req("queryRoomMen", json!({"roomId": room}));
+    let has_carol = |r: &Value| {
+        r["moderators"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|u| u["id"] == carol.id))
+    };
+    let r = alice.ws.request(room_req(
+        "addRoomMan",
+        json!({"roomId": room, "userId": carol.id}),
+    ));
+    assert_eq!(r["result"], 0, "{r}");
+    answer_until(&mut bob, members.clone(), has_carol);
+    let r = alice.ws.request(room_req(
+        "deleteRoomMen",
+        json!({"roomId": room, "moderatorId": carol.id}),
+    ));
+    assert_eq!(r["result"], 0, "{r}");
+    answer_until(&mut bob, members, |r| r["result"] == 0 && !has_carol(r));
+    let r = carol.ws.request(enter(&carol, room, None));
+    assert_eq!(r["result"], 403, "a removed member, on B: {r}");
 
     // An appointment made through A, bob invited: B looks it up, and its room.
     let later = std::time::SystemTime::now()

@@ -383,8 +383,14 @@ impl Switchboard {
                 let mut st = self.state();
                 match st.rooms.meta(room.id) {
                     Some(old) => {
-                        // Who a call or a password let in is this node's, never stored.
-                        meta.invited = old.invited.clone();
+                        // Who a call or a password let in is this node's, never stored; a
+                        // member removed is no longer let in by those either (`deleteRoomMen`).
+                        meta.invited = old
+                            .invited
+                            .iter()
+                            .filter(|u| !old.members.contains(u) || meta.members.contains(u))
+                            .copied()
+                            .collect();
                         self.show(&mut st.rooms, room.id, meta);
                     }
                     None => st.rooms.add(room.id, meta),
