@@ -6,7 +6,10 @@
 //! deleting it — is its owner's (or an operator's user's); looking it up is for those it
 //! admits (owner, members, invitees, password holders) and, for a public room, everyone. A
 //! room a user may not see answers exactly as an unknown one (404 "no room N"): ids cannot be
-//! probed. Every change to a standing room is written to the store before it takes effect.
+//! probed. Every change to a standing room is written to the store before it takes effect (a
+//! new one is in the directory while it is written, counted against the limits); on a cluster
+//! node the store is the shared records, and the directory follows what other nodes write
+//! (`record_applied`).
 
 use std::sync::Arc;
 use std::time::Instant;
