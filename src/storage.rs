@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 mod meeting;
 mod records;
 pub use meeting::{AppointmentRow, RoomRow};
-pub use records::{Applied, RecordOp, RecordWriter};
+pub use records::{Applied, ApplyHook, RecordOp, RecordWriter};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +158,8 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
     /// Cluster mode: where record writes go (`records.rs`).
     replica: Arc<std::sync::OnceLock<Arc<dyn RecordWriter>>>,
+    /// Cluster mode: told of each operation applied from the shared log (`records.rs`).
+    hooks: Arc<records::Hooks>,
 }
 
 const SCHEMA: &str = "
@@ -304,6 +306,7 @@ impl Store {
         let store = Self {
             conn: Arc::new(Mutex::new(conn)),
             replica: Arc::default(),
+            hooks: Arc::default(),
         };
         store.digest_plain_secrets()?;
         Ok(store)

@@ -5,7 +5,10 @@
 //! Shows: an app created through A's `/v1` logs in to B's EGW (a spec-strict client, no project
 //! types) with its secret; a secret rotated through B works on A and the old one no longer
 //! does; an app name taken on A is a conflict on B; the call record B writes for the terminal's
-//! conversation is listed by A.
+//! conversation is listed by A. The meeting side's standing rooms and appointments, with
+//! signalling-only RTCPeer clients (`testkit::rtcpeer`, raw spec JSON): a room and an
+//! appointment made through A are found and entered through B, and deleted through B they are
+//! gone on A; a meeting account's user id moved off a collision on A is the same on B.
 
 #[path = "support/egw_client.rs"]
 mod egw_client;
@@ -18,10 +21,13 @@ use testkit::bridge::{Bridge, ptt_server_toml};
 use testkit::murmur::Murmur;
 use testkit::nats::NatsCluster;
 use testkit::peers::fixture;
+use testkit::rtcpeer::{User, sign_in};
 use testkit::terminal::Terminal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pttbridge");
 const T: Duration = Duration::from_secs(30);
+/// The meeting side's app (id, secret).
+const MEETING_APP: (&str, &str) = ("test", "test");
 
 fn config(
     node: &str,
@@ -32,8 +38,10 @@ fn config(
     urls: &str,
 ) -> String {
     format!(
-        "[business]\nptt_call_idle_ms = 1000\n[[business.apps]]\napp_id = \"default\"\napp_secret = \"default-secret\"\n\n{}\n[cluster]\nnode_id = \"{node}\"\nurl = \"{urls}\"\nreplicas = 3\n",
-        ptt_server_toml(server, murmur, &[(account, channel)])
+        "[business]\nptt_call_idle_ms = 1000\n[[business.apps]]\napp_id = \"default\"\napp_secret = \"default-secret\"\n\n{}\n[cluster]\nnode_id = \"{node}\"\nurl = \"{urls}\"\nreplicas = 3\n\n[meeting]\n[[meeting.apps]]\napp_id = \"{}\"\nsecret = \"{}\"\n",
+        ptt_server_toml(server, murmur, &[(account, channel)]),
+        MEETING_APP.0,
+        MEETING_APP.1
     )
 }
 
@@ -56,12 +64,17 @@ async fn egw_login(b: &Bridge, dev_id: &str, token: &str) -> Value {
 /// The 3 nats-servers, murmurd and the two nodes (A in North, B in South), their accounts
 /// connected and the records stream read.
 fn two_nodes() -> (NatsCluster, Murmur, Bridge, Bridge) {
+    two_nodes_with("")
+}
+
+/// [`two_nodes`], with `a_meeting` added to A's `[meeting]` table.
+fn two_nodes_with(a_meeting: &str) -> (NatsCluster, Murmur, Bridge, Bridge) {
     let nats = NatsCluster::start(3);
     let urls = nats.urls();
     let murmur = Murmur::start(&["North", "South"]);
     let a = Bridge::start(
         BIN,
-        &config("node-a", "a", "bridge-a", "North", &murmur, &urls),
+        &(config("node-a", "a", "bridge-a", "North", &murmur, &urls) + a_meeting),
     );
     let b = Bridge::start(
         BIN,
@@ -236,4 +249,220 @@ fn customers_and_their_commits_are_the_same_on_every_node() {
     );
     let (status, twice) = call(&a, "POST", &format!("/customer/remove?id={id}"), None);
     assert_eq!(status, 404, "removed once, on every node: {twice}");
+}
+
+/// The spec's RTCPeer request example `name` (`fixtures/rtcpeer/requests/`), with `fields` set
+/// over it.
+fn rtcpeer_req(name: &str, fields: Value) -> Value {
+    let path = fixture(&format!("rtcpeer/requests/{name}.json"));
+    let mut req: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (k, v) in fields.as_object().unwrap() {
+        req[k] = v.clone();
+    }
+    req
+}
+
+/// `u`'s answer to `req` once `done` holds for it (the node applied what another wrote).
+fn answer_until(u: &mut User, req: Value, done: impl Fn(&Value) -> bool) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let r = u.ws.request(req.clone());
+        if done(&r) {
+            return r;
+        }
+        assert!(t0.elapsed() < T, "{req}: {r}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The meeting side's standing rooms (spec 2.7–2.13) and appointments (2.19–2.23) on two
+/// nodes: a room alice makes through A, with its password and member, is found through B with
+/// the same fields, her member enters it there and a stranger only with the password; her
+/// appointment (bob invited) is looked up through B; the room and the appointment deleted
+/// through B are gone on A.
+#[test]
+fn standing_rooms_and_appointments_are_the_same_on_every_node() {
+    let (_nats, _murmur, a, b) = two_nodes();
+    let mut alice = sign_in(a.addr(), MEETING_APP, "alice");
+    let mut bob = sign_in(b.addr(), MEETING_APP, "bob");
+    let mut carol = sign_in(b.addr(), MEETING_APP, "carol");
+    let room_req = |method: &str, fields: Value| {
+        let mut req = json!({"module": "room", "method": method});
+        for (k, v) in fields.as_object().unwrap() {
+            req[k] = v.clone();
+        }
+        req
+    };
+    let enter = |u: &User, room: i64, password: Option<&str>| {
+        let mut req =
+            json!({"module":"meeting","method":"enter","userId":u.id,"roomId":room,"roomType":1});
+        if let Some(p) = password {
+            req["password"] = p.into();
+        }
+        req
+    };
+
+    // Through A: the spec's createRoom example, a password, bob a member.
+    let created = alice.ws.request(rtcpeer_req("room.createRoom", json!({})));
+    assert_eq!(created["result"], 0, "{created}");
+    let room = created["roomId"].as_i64().unwrap();
+    for (method, fields) in [
+        ("modifyRoomPwd", json!({"roomId": room, "password": "1234"})),
+        ("addRoomMan", json!({"roomId": room, "userId": bob.id})),
+    ] {
+        let r = alice.ws.request(room_req(method, fields));
+        assert_eq!(r["result"], 0, "{method}: {r}");
+    }
+
+    // Through B: the same room, once B applied the last change.
+    let found = answer_until(
+        &mut bob,
+        room_req("getRoomById", json!({"roomId": room})),
+        |r| r["result"] == 0 && r["room"]["isHasPwd"] == true,
+    );
+    assert_eq!(found["room"]["ownerId"], alice.id, "{found}");
+    assert_eq!(
+        found["room"]["name"],
+        rtcpeer_req("room.createRoom", json!({}))["name"],
+        "{found}"
+    );
+    let r = bob
+        .ws
+        .request(room_req("queryRoomMen", json!({"roomId": room})));
+    assert_eq!(r["moderators"][0]["id"], bob.id, "{r}");
+    assert_eq!(
+        bob.ws.request(enter(&bob, room, None))["result"],
+        0,
+        "the member enters on B"
+    );
+    assert_eq!(
+        carol.ws.request(enter(&carol, room, None))["result"],
+        403,
+        "a stranger does not"
+    );
+    let r = carol.ws.request(enter(&carol, room, Some("1234")));
+    assert_eq!(r["result"], 0, "A's password holds on B: {r}");
+    for u in [&mut bob, &mut carol] {
+        let r = u.ws.request(json!({"module":"meeting","method":"exit"}));
+        assert_eq!(r["result"], 0, "{r}");
+    }
+    // carol made a member through A, then removed: on B her earlier password no longer lets
+    // her in either, as on one node.
+    let members = room_req("queryRoomMen", json!({"roomId": room}));
+    let has_carol = |r: &Value| {
+        r["moderators"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|u| u["id"] == carol.id))
+    };
+    let r = alice.ws.request(room_req(
+        "addRoomMan",
+        json!({"roomId": room, "userId": carol.id}),
+    ));
+    assert_eq!(r["result"], 0, "{r}");
+    answer_until(&mut bob, members.clone(), has_carol);
+    let r = alice.ws.request(room_req(
+        "deleteRoomMen",
+        json!({"roomId": room, "moderatorId": carol.id}),
+    ));
+    assert_eq!(r["result"], 0, "{r}");
+    answer_until(&mut bob, members, |r| r["result"] == 0 && !has_carol(r));
+    let r = carol.ws.request(enter(&carol, room, None));
+    assert_eq!(r["result"], 403, "a removed member, on B: {r}");
+
+    // An appointment made through A, bob invited: B looks it up, and its room.
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 3_600_000;
+    let r = alice.ws.request(rtcpeer_req(
+        "meeting.createAppointment.members",
+        json!({"members": [format!("0,bob,,,{},Etc/GMT+8,2", bob.id)],
+               "startTime": later, "endTime": later + 1_800_000}),
+    ));
+    assert_eq!(r["result"], 0, "{r}");
+    let (meeting, meeting_room) = (
+        r["meetingId"].as_i64().unwrap(),
+        r["roomId"].as_i64().unwrap(),
+    );
+    let query = rtcpeer_req(
+        "meeting.queryAppointmentById",
+        json!({"meetingId": meeting}),
+    );
+    let on_b = answer_until(&mut bob, query.clone(), |r| r["result"] == 0);
+    let on_a = alice.ws.request(query.clone());
+    assert_eq!(
+        on_b["meeting"], on_a["meeting"],
+        "the same appointment on both nodes"
+    );
+    assert_eq!(on_b["members"][0]["id"], bob.id, "{on_b}");
+    let r = answer_until(
+        &mut bob,
+        room_req("getRoomById", json!({"roomId": meeting_room})),
+        |r| r["result"] == 0 && r["room"]["appointmentId"] == meeting,
+    );
+    assert_eq!(r["room"]["ownerId"], alice.id, "{r}");
+
+    // Deleted through B (alice signed in there too): gone on A.
+    let mut alice_b = sign_in(b.addr(), MEETING_APP, "alice");
+    assert_eq!(alice_b.id, alice.id, "one user on every node");
+    let r = alice_b
+        .ws
+        .request(rtcpeer_req("room.deleteRoom", json!({"roomId": room})));
+    assert_eq!(r["result"], 0, "{r}");
+    let r = alice_b.ws.request(rtcpeer_req(
+        "meeting.deleteAppointment",
+        json!({"meetingId": meeting}),
+    ));
+    assert_eq!(r["result"], 0, "{r}");
+    answer_until(
+        &mut alice,
+        room_req("getRoomById", json!({"roomId": room})),
+        |r| r["result"] == 404,
+    );
+    let r = answer_until(&mut alice, query, |r| r["result"] == 404);
+    assert!(r.get("meeting").is_none(), "{r}");
+    // The appointment's own room went with it, on A too.
+    answer_until(
+        &mut alice,
+        room_req("getRoomById", json!({"roomId": meeting_room})),
+        |r| r["result"] == 404,
+    );
+}
+
+/// The user id a cluster node derives for `account` of `app` (docs/cluster.md, "User ids":
+/// FNV-1a of both into 10,000,000–99,999,999).
+fn derived_id(app: &str, account: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in app.bytes().chain([0]).chain(account.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    10_000_000 + (h % 89_999_999) as i64
+}
+
+/// A meeting account's user id is a shared record: carol's derived id is a dial-in's on A, so A
+/// gives her another; B, which has no such dial-in, gives her the id A gave once it applied
+/// A's record — one user on both nodes, not two.
+#[test]
+fn a_meeting_accounts_user_id_is_the_same_on_every_node() {
+    let taken = derived_id(MEETING_APP.0, "carol");
+    let dial_in = format!(
+        "[[meeting.dial_in]]\nuser_id = {taken}\nserver = \"a\"\naccount = \"bridge-a\"\nname = \"North\"\n"
+    );
+    let (_nats, _murmur, a, b) = two_nodes_with(&dial_in);
+    let on_a = sign_in(a.addr(), MEETING_APP, "carol");
+    assert_ne!(on_a.id, taken, "the dial-in keeps its id on A");
+    // B has applied A's record once it applied as many as A wrote (carol's is A's only one).
+    let metric = |n: &Bridge, name: &str| n.metric(name, &[]);
+    let t0 = Instant::now();
+    while metric(&a, "pttbridge_cluster_records_written_total") < 1.0
+        || metric(&b, "pttbridge_cluster_records_applied_total")
+            < metric(&a, "pttbridge_cluster_records_written_total")
+    {
+        assert!(t0.elapsed() < T, "A's account record never reached B");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let on_b = sign_in(b.addr(), MEETING_APP, "carol");
+    assert_eq!(on_b.id, on_a.id, "carol is one user on both nodes");
 }

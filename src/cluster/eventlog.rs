@@ -1,32 +1,42 @@
 //! The replicated event log over NATS JetStream (issue 22, item 3): one stream that every node
 //! publishes its drafts to and every node reads in order, so `/events` and EGW on any node
 //! carry every node's events with the same contiguous per-app versions. The rules are
-//! [`super::log`]'s; this is the IO: a publisher (bounded outbox, pipelined acks, in-order
-//! re-send after a failure, backoff with jitter) and a consumer (an ordered consumer from the
+//! [`super::log`]'s; this is the IO: a publisher (bounded outbox, acks pipelined through one
+//! subscription and the sans-IO [`AckWindow`] as in the single-node sink, in-order re-send
+//! after a failure with the same `Nats-Msg-Id`, backoff with jitter) and a consumer (an ordered consumer from the
 //! last applied stream sequence, recreated after any error).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
+use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
+use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
 use logsafe::esc;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::ClusterConfig;
 use super::log::{self, Admit, LogEntry, Sequencer, Snapshot};
+use crate::events::acks::{AckWindow, Outcome, requeue};
 use crate::events::config::NatsConfig;
+use crate::events::nats::{NotSent, send_with_reply, subscribe_acks, take_acks};
 use crate::hub::EventBus;
 use crate::hub::bus::Stamped;
 
-/// Publishes awaiting their ack at once.
+/// Acks outstanding at once on a JetStream context of [`connect`] (shared records, leases).
 const IN_FLIGHT: usize = 256;
+
+/// The event log's publishes awaiting their ack at once (its [`AckWindow`]): as before the window;
+/// the more in flight, the more a broken connection can reorder (docs/cluster.md).
+const WINDOW: usize = 256;
+
+/// A publish not acked within this is failed and, with everything after it, sent again.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest entry sent (bytes of JSON); a larger draft is dropped and counted. Well under
 /// NATS's default 1 MiB payload limit.
@@ -226,14 +236,46 @@ pub(super) async fn ordered_after(
     consumer.messages().await.context("messages")
 }
 
-type AckFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (Outgoing, Result<bool, String>)> + Send + 'static>,
->;
-
-/// An entry ready to send.
+/// An entry ready to send (kept in the window until acked: a failed one is sent again as is).
 struct Outgoing {
+    /// Its `Nats-Msg-Id`.
     id: String,
     body: Bytes,
+}
+
+/// Hands `out` to the client with the reply subject of its window slot; false when the client
+/// did not take it (the slot then fails, and nothing more is sent until the window drained).
+async fn send(
+    client: &async_nats::Client,
+    subject: &str,
+    inbox: &str,
+    window: &mut AckWindow<Outgoing>,
+    out: Outgoing,
+) -> bool {
+    let mut headers = HeaderMap::new();
+    headers.insert(NATS_MESSAGE_ID, out.id.as_str());
+    let payload = out.body.clone();
+    let id = window.push(out, Instant::now());
+    let reply = format!("{inbox}.{id}");
+    match send_with_reply(
+        client,
+        subject.to_string(),
+        reply,
+        headers,
+        payload,
+        ACK_TIMEOUT,
+    )
+    .await
+    {
+        Ok(()) => true,
+        Err(NotSent { why, .. }) => {
+            // Too large cannot happen below MAX_ENTRY with NATS's default limit; a server set
+            // lower is retried (and logged) like any other failure rather than lose the entry.
+            debug!(error = %esc(&why), "event log: publish not sent");
+            window.ack(id, Outcome::Failed(why));
+            false
+        }
+    }
 }
 
 impl Io {
@@ -389,95 +431,139 @@ impl Io {
         }
     }
 
-    /// Sends the bus's drafts in order with up to [`IN_FLIGHT`] acks outstanding. After a
-    /// failure nothing new is sent until every outstanding ack resolved; then what was not
-    /// acknowledged is sent again, in order (JetStream drops re-sends it stored already by
-    /// their message id).
+    /// Sends the bus's drafts in order with up to [`WINDOW`] acks outstanding, each with the
+    /// reply subject `<inbox>.<n>` of its [`AckWindow`] slot; one subscription takes every ack.
+    /// After a failure nothing new is sent until every outstanding ack resolved; then what was
+    /// not acknowledged is sent again, in order, with its `Nats-Msg-Id` (JetStream drops a
+    /// re-send it stored already: `duplicate`).
     async fn publish(
         self,
         js: jetstream::Context,
         origin: String,
         mut rx: mpsc::Receiver<Stamped>,
     ) {
+        let client = js.client();
         let subject = self.subject();
+        let inbox = client.new_inbox();
+        let mut acks = subscribe_acks(&client, &inbox).await;
         let outbox_gauge = metrics::gauge!("pttbridge_cluster_log_outbox_entries");
+        let stored =
+            metrics::counter!("pttbridge_cluster_log_published_total", "duplicate" => "false");
+        let duplicates =
+            metrics::counter!("pttbridge_cluster_log_published_total", "duplicate" => "true");
         let mut queue: VecDeque<Outgoing> = VecDeque::new();
-        let mut inflight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
+        let mut window: AckWindow<Outgoing> = AckWindow::new(ACK_TIMEOUT);
         let mut failed: Vec<Outgoing> = Vec::new();
         let mut backoff = Duration::from_millis(100);
         let mut open = true;
+        let connects = client.statistics();
+        // The connection the window's publishes went out on (its count of connects).
+        let mut epoch = connects.connects.load(Ordering::Relaxed);
         loop {
-            while failed.is_empty() && inflight.len() < IN_FLIGHT {
+            // A publish lost with a broken connection must not be stored after a later one of
+            // this node (the readers would drop it as stale): after a reconnect, everything
+            // still in the window fails at once and is sent again, in order, before anything
+            // new; while disconnected nothing is handed to the client (it would send it after
+            // the reconnect, ahead of the re-sends).
+            let now_epoch = connects.connects.load(Ordering::Relaxed);
+            if now_epoch != epoch {
+                window.fail_all("the NATS connection was re-made");
+                epoch = now_epoch;
+            }
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            while connected && failed.is_empty() && window.len() < WINDOW {
                 let Some(out) = queue.pop_front() else { break };
-                let msg = PublishMessage::build()
-                    .payload(out.body.clone())
-                    .message_id(out.id.clone());
-                match js.send_publish(subject.clone(), msg).await {
-                    Ok(ack) => inflight.push_back(Box::pin(async move {
-                        let r = ack.await.map(|a| a.duplicate).map_err(|e| e.to_string());
-                        (out, r)
-                    })),
-                    Err(e) => {
-                        debug!(error = %esc(e.to_string()), "event log: publish not sent");
+                if !send(&client, &subject, &inbox, &mut window, out).await {
+                    break;
+                }
+            }
+            // What has an outcome, in publish order.
+            while let Some((out, outcome)) = window.pop() {
+                match outcome {
+                    Outcome::Stored { duplicate } => {
+                        if backoff > Duration::from_millis(100) {
+                            info!("event log: publishing again");
+                        }
+                        backoff = Duration::from_millis(100);
+                        self.stats.unacked.fetch_sub(1, Ordering::Relaxed);
+                        let (c, m) = if duplicate {
+                            (&self.stats.duplicates, &duplicates)
+                        } else {
+                            (&self.stats.published, &stored)
+                        };
+                        c.fetch_add(1, Ordering::Relaxed);
+                        m.increment(1);
+                    }
+                    Outcome::Failed(why) => {
+                        if failed.is_empty() {
+                            warn!(error = %esc(&why), "event log: publish failed; re-sending in order");
+                        }
                         failed.push(out);
                     }
                 }
             }
-            if inflight.is_empty() && !failed.is_empty() {
+            if window.is_empty() && !failed.is_empty() {
                 self.stats
                     .retried
                     .fetch_add(failed.len() as u64, Ordering::Relaxed);
                 metrics::counter!("pttbridge_cluster_log_publish_failures_total")
                     .increment(failed.len() as u64);
-                for out in failed.drain(..).rev() {
-                    queue.push_front(out);
-                }
+                requeue(&mut failed, &mut queue);
                 tokio::time::sleep(jitter(backoff)).await;
                 backoff = next_backoff(backoff);
                 continue;
             }
-            outbox_gauge.set((queue.len() + inflight.len()) as f64);
-            if !open && queue.is_empty() && inflight.is_empty() {
+            outbox_gauge.set((queue.len() + window.len()) as f64);
+            if !open && queue.is_empty() && window.is_empty() {
                 return;
             }
+            let deadline = window.deadline();
             tokio::select! {
                 biased;
-                done = inflight.next(), if !inflight.is_empty() => {
-                    let Some((out, result)) = done else { continue };
-                    match result {
-                        Ok(duplicate) => {
-                            if backoff > Duration::from_millis(100) {
-                                info!("event log: publishing again");
-                            }
-                            backoff = Duration::from_millis(100);
-                            self.stats.unacked.fetch_sub(1, Ordering::Relaxed);
-                            let c = if duplicate { &self.stats.duplicates } else { &self.stats.published };
-                            c.fetch_add(1, Ordering::Relaxed);
-                            metrics::counter!("pttbridge_cluster_log_published_total", "duplicate" => if duplicate { "true" } else { "false" }).increment(1);
-                        }
-                        Err(why) => {
-                            if failed.is_empty() {
-                                warn!(error = %esc(&why), "event log: publish failed; re-sending in order");
-                            }
-                            failed.push(out);
-                        }
+                msg = acks.next(), if !window.is_empty() => match msg {
+                    Some(msg) => take_acks(&mut window, &msg, &mut acks, WINDOW),
+                    None => {
+                        // The client ended the subscription: take the acks on a new one (what
+                        // was in flight meanwhile times out and is re-sent).
+                        warn!("event log: ack subscription ended; subscribing again");
+                        acks = subscribe_acks(&client, &inbox).await;
                     }
+                },
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                    window.expire(Instant::now());
                 }
+                () = tokio::time::sleep(Duration::from_millis(50)), if !connected => {}
                 s = rx.recv(), if open && queue.len() < self.config.event_outbox => match s {
                     Some(s) => {
-                        let entry = LogEntry::new(&origin, s);
-                        let body = serde_json::to_vec(&entry).unwrap_or_default();
-                        if body.len() > MAX_ENTRY {
-                            metrics::counter!("pttbridge_cluster_log_dropped_total", "reason" => "too_large").increment(1);
-                            continue;
+                        self.enqueue(&origin, s, &mut queue);
+                        // Take what else is ready, so it goes out in one batch.
+                        while queue.len() < self.config.event_outbox {
+                            match rx.try_recv() {
+                                Ok(s) => self.enqueue(&origin, s, &mut queue),
+                                Err(_) => break,
+                            }
                         }
-                        self.stats.unacked.fetch_add(1, Ordering::Relaxed);
-                        queue.push_back(Outgoing { id: entry.message_id(), body: Bytes::from(body) });
                     }
                     None => open = false,
                 },
             }
         }
+    }
+
+    /// Makes the entry of draft `s` and queues it (unless it is too large: dropped, counted).
+    fn enqueue(&self, origin: &str, s: Stamped, queue: &mut VecDeque<Outgoing>) {
+        let entry = LogEntry::new(origin, s);
+        let body = serde_json::to_vec(&entry).unwrap_or_default();
+        if body.len() > MAX_ENTRY {
+            metrics::counter!("pttbridge_cluster_log_dropped_total", "reason" => "too_large")
+                .increment(1);
+            return;
+        }
+        self.stats.unacked.fetch_add(1, Ordering::Relaxed);
+        queue.push_back(Outgoing {
+            id: entry.message_id(),
+            body: Bytes::from(body),
+        });
     }
 
     /// Reads the stream in order from the last applied sequence and applies what the

@@ -133,6 +133,15 @@ impl<T> AckWindow<T> {
         true
     }
 
+    /// Records the ack that came back on reply subject `subject` (`<inbox>.<id>`) with NATS
+    /// status `status` and body `payload`; false when it is not one the window waits for.
+    pub fn ack_reply(&mut self, subject: &str, status: Option<u16>, payload: &[u8]) -> bool {
+        match reply_id(subject) {
+            Some(id) => self.ack(id, Outcome::from_reply(status, payload)),
+            None => false,
+        }
+    }
+
     /// When the oldest publish without an outcome times out (`None`: every one has one).
     pub fn deadline(&self) -> Option<Instant> {
         self.slots.get(self.resolved).map(|s| s.deadline)
@@ -146,6 +155,17 @@ impl<T> AckWindow<T> {
             }
             if slot.outcome.is_none() {
                 slot.outcome = Some(Outcome::Failed("no ack in time".into()));
+            }
+        }
+        self.advance();
+    }
+
+    /// Fails every publish without an outcome yet (their connection is gone: an ack that comes
+    /// later changes nothing).
+    pub fn fail_all(&mut self, why: &str) {
+        for slot in self.slots.iter_mut().skip(self.resolved) {
+            if slot.outcome.is_none() {
+                slot.outcome = Some(Outcome::Failed(why.to_string()));
             }
         }
         self.advance();
@@ -173,6 +193,15 @@ impl<T> AckWindow<T> {
         {
             self.resolved += 1;
         }
+    }
+}
+
+/// Puts failed items back at the front of `queue` once nothing is outstanding, in the order
+/// they were published ([`AckWindow::pop`] hands outcomes back in that order, so `failed` is in
+/// it): the re-send keeps the stream in publish order.
+pub fn requeue<T>(failed: &mut Vec<T>, queue: &mut VecDeque<T>) {
+    for item in failed.drain(..).rev() {
+        queue.push_front(item);
     }
 }
 
@@ -209,6 +238,31 @@ mod tests {
         assert_eq!(w.deadline(), Some(now + T), "4 is still waiting");
         assert!(!w.ack(1, stored()), "an id already popped is ignored");
         assert!(!w.ack(99, stored()), "an id never sent is ignored");
+    }
+
+    #[test]
+    fn fail_all_fails_only_what_has_no_outcome() {
+        let now = Instant::now();
+        let mut w = AckWindow::new(T);
+        for i in 0..3 {
+            w.push(i, now);
+        }
+        assert!(w.ack(2, stored()));
+        w.fail_all("reconnected");
+        assert!(!w.ack(1, stored()), "too late");
+        assert_eq!(w.pop(), Some((0, Outcome::Failed("reconnected".into()))));
+        assert_eq!(w.pop(), Some((1, stored())));
+        assert_eq!(w.pop(), Some((2, Outcome::Failed("reconnected".into()))));
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn failed_items_go_back_in_front_in_publish_order() {
+        let mut queue: VecDeque<u32> = [5, 6].into();
+        let mut failed = vec![2, 3, 4];
+        requeue(&mut failed, &mut queue);
+        assert!(failed.is_empty());
+        assert_eq!(queue, [2, 3, 4, 5, 6]);
     }
 
     #[test]
@@ -258,6 +312,14 @@ mod tests {
             Outcome::Failed(_)
         ));
         assert_eq!(reply_id("_INBOX.abc.42"), Some(42));
+        let mut w = AckWindow::new(T);
+        let id = w.push("a", Instant::now());
+        assert!(
+            !w.ack_reply("_INBOX.abc.x", None, b"{}"),
+            "not a reply subject"
+        );
+        assert!(w.ack_reply(&format!("_INBOX.abc.{id}"), None, br#"{"seq":1}"#));
+        assert_eq!(w.pop(), Some(("a", stored())));
         assert_eq!(reply_id("_INBOX.abc.x"), None);
     }
 

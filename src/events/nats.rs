@@ -32,7 +32,7 @@ use serde::Serialize;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::acks::{AckWindow, Outcome, reply_id};
+use super::acks::{AckWindow, Outcome, requeue};
 use super::config::NatsConfig;
 use super::rfc3339;
 use crate::hub::{Event, EventBus, EventKind};
@@ -59,7 +59,10 @@ pub struct SinkStats {
 }
 
 /// The subscription taking every ack (`<inbox>.*`), retried until the client takes it.
-async fn subscribe_acks(client: &async_nats::Client, inbox: &str) -> async_nats::Subscriber {
+pub(crate) async fn subscribe_acks(
+    client: &async_nats::Client,
+    inbox: &str,
+) -> async_nats::Subscriber {
     loop {
         match client.subscribe(format!("{inbox}.*")).await {
             Ok(sub) => return sub,
@@ -71,13 +74,58 @@ async fn subscribe_acks(client: &async_nats::Client, inbox: &str) -> async_nats:
     }
 }
 
-/// Records the ack in `msg` (a reply to `<inbox>.<id>`) in the window.
-fn ack(window: &mut AckWindow<Event>, msg: &async_nats::Message) {
-    let Some(id) = reply_id(msg.subject.as_str()) else {
-        return;
+/// Records the ack in `msg` (a reply to `<inbox>.<id>`), then every ack already received
+/// (at most `max`) without waiting: all of them are in before the next publishes go out.
+pub(crate) fn take_acks<T>(
+    window: &mut AckWindow<T>,
+    msg: &async_nats::Message,
+    acks: &mut async_nats::Subscriber,
+    max: usize,
+) {
+    let mut take = |m: &async_nats::Message| {
+        window.ack_reply(m.subject.as_str(), m.status.map(|s| s.as_u16()), &m.payload);
     };
-    let status = msg.status.map(|s| s.as_u16());
-    window.ack(id, Outcome::from_reply(status, &msg.payload));
+    take(msg);
+    for _ in 0..max {
+        match acks.next().now_or_never() {
+            Some(Some(m)) => take(&m),
+            _ => break,
+        }
+    }
+}
+
+/// Why the client did not take a publish: `too_large` when it never can (over the server's
+/// payload limit), else its queue stayed full (NATS away) or the connection refused it.
+pub(crate) struct NotSent {
+    /// Over the server's payload limit: re-sending cannot help.
+    pub too_large: bool,
+    /// The client's error.
+    pub why: String,
+}
+
+/// Hands a publish with reply subject `reply` to the client. It takes it at once unless its
+/// queue is full (NATS away): then this waits at most `limit`, so the caller reads its input
+/// again meanwhile.
+pub(crate) async fn send_with_reply(
+    client: &async_nats::Client,
+    subject: String,
+    reply: String,
+    headers: HeaderMap,
+    payload: Bytes,
+    limit: Duration,
+) -> Result<(), NotSent> {
+    let send = client.publish_with_reply_and_headers(subject, reply, headers, payload);
+    tokio::select! {
+        biased;
+        sent = send => sent.map_err(|e| NotSent {
+            too_large: e.kind() == PublishErrorKind::MaxPayloadExceeded,
+            why: e.to_string(),
+        }),
+        () = tokio::time::sleep(limit) => Err(NotSent {
+            too_large: false,
+            why: "the NATS client's queue stayed full".into(),
+        }),
+    }
 }
 
 /// Replaces what a NATS subject token cannot hold (`.`, `*`, `>`, whitespace, control
@@ -86,14 +134,6 @@ pub fn subject_token(s: &str) -> String {
     let mut out = String::with_capacity(s.len().max(1));
     push_token(&mut out, s);
     out
-}
-
-/// Puts failed events back at the front of the outbox once nothing is outstanding, in the order
-/// they were published (acks resolve in publish order, so `failed` is in that order).
-fn requeue(failed: &mut Vec<Event>, outbox: &mut VecDeque<Event>) {
-    for ev in failed.drain(..).rev() {
-        outbox.push_front(ev);
-    }
 }
 
 /// The subject of `event`: `<prefix>.<app>.<group>.<type>` (the type's dot stays, so
@@ -422,14 +462,7 @@ impl Sink {
                         acks = subscribe_acks(&client, &inbox).await;
                         continue;
                     };
-                    ack(&mut window, &msg);
-                    // Take every ack already here before publishing again.
-                    for _ in 0..self.config.max_in_flight {
-                        match acks.next().now_or_never() {
-                            Some(Some(msg)) => ack(&mut window, &msg),
-                            _ => break,
-                        }
-                    }
+                    take_acks(&mut window, &msg, &mut acks, self.config.max_in_flight);
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
                     window.expire(Instant::now());
@@ -507,22 +540,13 @@ impl Sink {
         let payload = Bytes::copy_from_slice(body);
         let version = ev.version;
         let id = window.push(ev, Instant::now());
-        let send = client.publish_with_reply_and_headers(
-            subject,
-            format!("{inbox}.{id}"),
-            headers,
-            payload,
-        );
-        // The client takes it at once unless its queue is full (NATS away): then wait at most
-        // `limit`, so the bus is read again meanwhile.
-        let sent = tokio::select! {
-            biased;
-            sent = send => sent.map_err(|e| (e.kind() == PublishErrorKind::MaxPayloadExceeded, e.to_string())),
-            () = tokio::time::sleep(limit) => Err((false, "the NATS client's queue stayed full".into())),
-        };
-        match sent {
+        let reply = format!("{inbox}.{id}");
+        match send_with_reply(client, subject, reply, headers, payload, limit).await {
             Ok(()) => true,
-            Err((true, why)) => {
+            Err(NotSent {
+                too_large: true,
+                why,
+            }) => {
                 // Cannot ever succeed: count and move on rather than block the stream.
                 warn!(error = %esc(&why), version, "event too large for NATS; dropped");
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -533,7 +557,7 @@ impl Sink {
                 window.ack(id, Outcome::Stored { duplicate: false });
                 true
             }
-            Err((false, why)) => {
+            Err(NotSent { why, .. }) => {
                 warn!(error = %esc(&why), version, "NATS publish not sent");
                 window.ack(id, Outcome::Failed(why));
                 false

@@ -2,7 +2,8 @@
 //! dial-ins), appointments (scheduled meetings) and the user ids given to (app, account) pairs, so a standing room's owner and
 //! members are the same people after a restart.
 
-use rusqlite::params;
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
 
@@ -39,7 +40,7 @@ CREATE TABLE IF NOT EXISTS meeting_accounts (
 ";
 
 /// A standing room as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomRow {
     /// Room id (random, see the room directory).
     pub id: i64,
@@ -56,7 +57,7 @@ pub struct RoomRow {
 }
 
 /// An appointment (a scheduled meeting) as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppointmentRow {
     /// Appointment id (random).
     pub id: i64,
@@ -93,36 +94,6 @@ fn appointment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppointmentRow> {
 }
 
 impl Store {
-    /// Writes an appointment (new or changed). A new one whose id or invite code is taken is
-    /// a [`StoreError::Conflict`] (draw again).
-    pub fn put_appointment(&self, a: &AppointmentRow, new: bool) -> Result<(), StoreError> {
-        let verb = if new { "INSERT" } else { "REPLACE" };
-        let r = self.conn().execute(
-            &format!(
-                "{verb} INTO meeting_appointments ({APPOINTMENT_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-            ),
-            params![
-                a.id,
-                a.owner,
-                a.room_id,
-                a.own_room,
-                a.start_ms,
-                a.end_ms,
-                a.invite_code,
-                a.info
-            ],
-        );
-        match r {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(StoreError::Conflict(format!("appointment {}", a.id)))
-            }
-            other => other.map(|_| ()).map_err(Into::into),
-        }
-    }
-
     /// Appointment `id`.
     pub fn appointment(&self, id: i64) -> Result<Option<AppointmentRow>, StoreError> {
         self.appointment_where("id", id)
@@ -173,53 +144,6 @@ impl Store {
         )?)
     }
 
-    /// Deletes appointment `id`; false when there was none.
-    pub fn delete_appointment(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(self.conn().execute(
-            "DELETE FROM meeting_appointments WHERE id = ?1",
-            params![id],
-        )? > 0)
-    }
-
-    /// Writes a standing room (new or changed), members included.
-    pub fn put_room(&self, r: &RoomRow) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT OR REPLACE INTO meeting_rooms (id, owner, info, password, dial_in)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                r.id,
-                r.owner,
-                r.info,
-                r.password,
-                serde_json::to_string(&r.dial_in).unwrap_or_else(|_| "[]".into())
-            ],
-        )?;
-        tx.execute(
-            "DELETE FROM meeting_room_members WHERE room_id = ?1",
-            params![r.id],
-        )?;
-        for m in &r.members {
-            tx.execute(
-                "INSERT OR IGNORE INTO meeting_room_members (room_id, user_id) VALUES (?1, ?2)",
-                params![r.id, m],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Deletes a standing room; false when there was none.
-    pub fn delete_room(&self, id: i64) -> Result<bool, StoreError> {
-        let conn = self.conn();
-        conn.execute(
-            "DELETE FROM meeting_room_members WHERE room_id = ?1",
-            params![id],
-        )?;
-        Ok(conn.execute("DELETE FROM meeting_rooms WHERE id = ?1", params![id])? > 0)
-    }
-
     /// Every standing room, at most `limit`.
     pub fn rooms(&self, limit: usize) -> Result<Vec<RoomRow>, StoreError> {
         let conn = self.conn();
@@ -256,25 +180,136 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
+}
 
-    /// Remembers the user id given to `account` of `app_id`.
-    pub fn add_meeting_account(
-        &self,
-        app_id: &str,
-        account: &str,
-        user_id: i64,
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT OR IGNORE INTO meeting_accounts (app_id, account, user_id) VALUES (?1, ?2, ?3)",
-            params![app_id, account, user_id],
+/// Writes an appointment (new or changed). A new one whose id or invite code is taken is a
+/// [`StoreError::Conflict`] (draw again).
+pub(super) fn put_appointment_on(
+    conn: &Connection,
+    a: &AppointmentRow,
+    new: bool,
+) -> Result<(), StoreError> {
+    let verb = if new { "INSERT" } else { "REPLACE" };
+    let r = conn.execute(
+        &format!(
+            "{verb} INTO meeting_appointments ({APPOINTMENT_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ),
+        params![
+            a.id,
+            a.owner,
+            a.room_id,
+            a.own_room,
+            a.start_ms,
+            a.end_ms,
+            a.invite_code,
+            a.info
+        ],
+    );
+    conflict_as(r, || format!("appointment {}", a.id))
+}
+
+/// Deletes appointment `id`; false when there was none.
+pub(super) fn delete_appointment_on(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+    Ok(conn.execute(
+        "DELETE FROM meeting_appointments WHERE id = ?1",
+        params![id],
+    )? > 0)
+}
+
+/// Writes a standing room with its members: a `new` one whose id is taken is a
+/// [`StoreError::Conflict`] (ids are drawn by the writer, so two nodes may draw one), a
+/// changed one replaces the row. The caller's transaction makes it one write.
+pub(super) fn put_room_on(conn: &Connection, r: &RoomRow, new: bool) -> Result<(), StoreError> {
+    let verb = if new { "INSERT" } else { "INSERT OR REPLACE" };
+    let written = conn.execute(
+        &format!(
+            "{verb} INTO meeting_rooms (id, owner, info, password, dial_in)
+             VALUES (?1, ?2, ?3, ?4, ?5)"
+        ),
+        params![
+            r.id,
+            r.owner,
+            r.info,
+            r.password,
+            serde_json::to_string(&r.dial_in).unwrap_or_else(|_| "[]".into())
+        ],
+    );
+    conflict_as(written, || format!("room {}", r.id))?;
+    conn.execute(
+        "DELETE FROM meeting_room_members WHERE room_id = ?1",
+        params![r.id],
+    )?;
+    for m in &r.members {
+        conn.execute(
+            "INSERT OR IGNORE INTO meeting_room_members (room_id, user_id) VALUES (?1, ?2)",
+            params![r.id, m],
         )?;
-        Ok(())
+    }
+    Ok(())
+}
+
+/// Deletes a standing room; false when there was none.
+pub(super) fn delete_room_on(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+    conn.execute(
+        "DELETE FROM meeting_room_members WHERE room_id = ?1",
+        params![id],
+    )?;
+    Ok(conn.execute("DELETE FROM meeting_rooms WHERE id = ?1", params![id])? > 0)
+}
+
+/// Remembers the user id given to `account` of `app_id`; an account or id already there
+/// keeps its row (the first given wins, on every node alike).
+pub(super) fn add_meeting_account_on(
+    conn: &Connection,
+    app_id: &str,
+    account: &str,
+    user_id: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO meeting_accounts (app_id, account, user_id) VALUES (?1, ?2, ?3)",
+        params![app_id, account, user_id],
+    )?;
+    Ok(())
+}
+
+/// A unique constraint violated by an insert is a [`StoreError::Conflict`] naming `what`.
+fn conflict_as(
+    r: rusqlite::Result<usize>,
+    what: impl FnOnce() -> String,
+) -> Result<(), StoreError> {
+    match r {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(StoreError::Conflict(what()))
+        }
+        other => other.map(|_| ()).map_err(Into::into),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{Applied, RecordOp};
+
+    fn put_room(s: &Store, room: &RoomRow, new: bool) -> Result<Applied, StoreError> {
+        s.apply(&RecordOp::PutRoom {
+            room: room.clone(),
+            new,
+        })
+    }
+
+    fn put_appointment(
+        s: &Store,
+        appointment: &AppointmentRow,
+        new: bool,
+    ) -> Result<Applied, StoreError> {
+        s.apply(&RecordOp::PutAppointment {
+            appointment: appointment.clone(),
+            new,
+        })
+    }
 
     #[test]
     fn standing_rooms_and_accounts_survive_reopening() {
@@ -289,10 +324,23 @@ mod tests {
             dial_in: vec![9001],
             members: vec![1002, 1003],
         };
-        s.put_room(&row).unwrap();
+        put_room(&s, &row, true).unwrap();
+        // A new room drawing a taken id is refused; a change replaces it.
+        assert!(matches!(
+            put_room(&s, &row, true),
+            Err(StoreError::Conflict(_))
+        ));
         row.members = vec![1003];
-        s.put_room(&row).unwrap();
-        s.add_meeting_account("app", "alice", 1001).unwrap();
+        put_room(&s, &row, false).unwrap();
+        let account = |account: &str, user_id| RecordOp::AddMeetingAccount {
+            app_id: "app".into(),
+            account: account.into(),
+            user_id,
+        };
+        s.apply(&account("alice", 1001)).unwrap();
+        // The first id given stays: another for the account, or the id for another, is kept out.
+        s.apply(&account("alice", 1002)).unwrap();
+        s.apply(&account("bob", 1001)).unwrap();
         drop(s);
         let s = Store::open(Some(&path)).unwrap();
         assert_eq!(s.rooms(10).unwrap(), vec![row]);
@@ -310,9 +358,10 @@ mod tests {
             invite_code: 7,
             info: "{}".into(),
         };
-        s.put_appointment(&appt, true).unwrap();
+        put_appointment(&s, &appt, true).unwrap();
         assert!(matches!(
-            s.put_appointment(
+            put_appointment(
+                &s,
                 &AppointmentRow {
                     id: 43,
                     ..appt.clone()
@@ -325,10 +374,12 @@ mod tests {
         assert_eq!(s.appointments(0, 1_001, 10).unwrap(), vec![appt.clone()]);
         assert!(s.appointments(1_001, 5_000, 10).unwrap().is_empty());
         assert_eq!(s.appointments_of_room(123_456_789).unwrap(), 1);
-        assert!(s.delete_appointment(42).unwrap());
+        let delete = RecordOp::DeleteAppointment { id: 42 };
+        assert_eq!(s.apply(&delete).unwrap(), Applied::Found(true));
         assert!(s.appointment(42).unwrap().is_none());
-        assert!(s.delete_room(123_456_789).unwrap());
-        assert!(!s.delete_room(123_456_789).unwrap());
+        let delete = RecordOp::DeleteRoom { id: 123_456_789 };
+        assert_eq!(s.apply(&delete).unwrap(), Applied::Found(true));
+        assert_eq!(s.apply(&delete).unwrap(), Applied::Found(false));
         assert!(s.rooms(10).unwrap().is_empty());
     }
 }

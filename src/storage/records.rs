@@ -8,12 +8,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::{AppRow, CallRow, Store, StoreError};
+use super::meeting;
+use super::{AppRow, AppointmentRow, CallRow, RoomRow, Store, StoreError};
 use crate::customers::store::{self, Retention, Secrets};
 use crate::customers::{Commits, Customer};
 
@@ -83,6 +84,56 @@ pub enum RecordOp {
         /// `[customers] max_commit_rows` of the receiving node.
         keep_rows: u32,
     },
+    /// A standing room of the meeting side (`room.createRoom` and its changes), with its
+    /// members: `new` refuses an id already taken (the writer drew it), else it replaces.
+    PutRoom {
+        /// The room.
+        room: RoomRow,
+        /// Created now rather than changed.
+        new: bool,
+    },
+    /// A standing room deleted (`room.deleteRoom`).
+    DeleteRoom {
+        /// Its id.
+        id: i64,
+    },
+    /// An appointment (meeting side): `new` refuses an id or invite code already taken (the
+    /// writer drew them), else it replaces.
+    PutAppointment {
+        /// The appointment.
+        appointment: AppointmentRow,
+        /// Created now rather than changed.
+        new: bool,
+    },
+    /// An appointment deleted.
+    DeleteAppointment {
+        /// Its id.
+        id: i64,
+    },
+    /// The user id given to a meeting account (the first given to the account, or to the id,
+    /// stays).
+    AddMeetingAccount {
+        /// The account's app.
+        app_id: String,
+        /// The account.
+        account: String,
+        /// Its user id.
+        user_id: i64,
+    },
+}
+
+/// Told of an operation applied from the shared log ([`Store::on_applied`]).
+pub type ApplyHook = Arc<dyn Fn(&RecordOp) + Send + Sync>;
+
+/// The hooks of a store.
+#[derive(Default)]
+pub(super) struct Hooks(Mutex<Vec<ApplyHook>>);
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|h| h.len()).unwrap_or_default();
+        write!(f, "{n} hooks")
+    }
 }
 
 /// What applying a [`RecordOp`] gave.
@@ -146,12 +197,39 @@ impl Store {
         seq: u64,
         op: &RecordOp,
     ) -> Result<Result<Applied, StoreError>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let result = apply_on(&tx, op);
-        set_position(&tx, name, seq)?;
-        tx.commit()?;
+        let result = {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let result = apply_on(&tx, op);
+            set_position(&tx, name, seq)?;
+            tx.commit()?;
+            result
+        };
+        if result.is_ok() {
+            // Outside the connection's lock: a hook may read the store.
+            let hooks = self
+                .hooks
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for hook in hooks {
+                hook(op);
+            }
+        }
         Ok(result)
+    }
+
+    /// Calls `hook` with every operation applied from the shared log from now on (once it
+    /// is committed; refused ones are not told): how a node's views kept in memory (the
+    /// meeting side's room directory) learn of rows another node wrote. A single node applies
+    /// its own writes and tells nobody.
+    pub fn on_applied(&self, hook: ApplyHook) {
+        self.hooks
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
     }
 
     /// The last sequence of log `name` this database applied (0: none).
@@ -207,6 +285,23 @@ fn apply_on(conn: &Connection, op: &RecordOp) -> Result<Applied, StoreError> {
                 max_rows: *keep_rows,
             };
             store::insert_commits_on(conn, commits, *received_ms, keep).map(|()| Applied::Done)
+        }
+        RecordOp::PutRoom { room, new } => {
+            meeting::put_room_on(conn, room, *new).map(|()| Applied::Done)
+        }
+        RecordOp::DeleteRoom { id } => meeting::delete_room_on(conn, *id).map(Applied::Found),
+        RecordOp::PutAppointment { appointment, new } => {
+            meeting::put_appointment_on(conn, appointment, *new).map(|()| Applied::Done)
+        }
+        RecordOp::DeleteAppointment { id } => {
+            meeting::delete_appointment_on(conn, *id).map(Applied::Found)
+        }
+        RecordOp::AddMeetingAccount {
+            app_id,
+            account,
+            user_id,
+        } => {
+            meeting::add_meeting_account_on(conn, app_id, account, *user_id).map(|()| Applied::Done)
         }
     }
 }
@@ -340,5 +435,45 @@ mod tests {
         assert_eq!(store.apply(&remove).unwrap(), Applied::Found(true));
         assert_eq!(store.apply(&remove).unwrap(), Applied::Found(false));
         assert_eq!(store.commit_rows("0513001").unwrap(), [0, 0, 0]);
+    }
+
+    /// The hook hears what the shared log applied, once committed: not a refused operation,
+    /// nor a single node's own direct writes.
+    #[test]
+    fn hooks_hear_each_operation_the_log_applied() {
+        let store = Store::open(None).unwrap();
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let t = told.clone();
+        store.on_applied(Arc::new(move |op: &RecordOp| {
+            t.lock().unwrap().push(op.clone())
+        }));
+        let put = RecordOp::PutRoom {
+            room: RoomRow {
+                id: 123_456_789,
+                owner: 1001,
+                info: r#"{"name":"briefing"}"#.into(),
+                password: None,
+                dial_in: vec![],
+                members: vec![1002],
+            },
+            new: true,
+        };
+        let json = serde_json::to_string(&put).unwrap();
+        assert_eq!(
+            serde_json::from_str::<RecordOp>(&json).unwrap(),
+            put,
+            "{json}"
+        );
+        assert_eq!(
+            store.apply_logged("records", 1, &put).unwrap().unwrap(),
+            Applied::Done
+        );
+        assert!(matches!(
+            store.apply_logged("records", 2, &put).unwrap(),
+            Err(StoreError::Conflict(_))
+        ));
+        let delete = RecordOp::DeleteRoom { id: 123_456_789 };
+        assert_eq!(store.apply(&delete).unwrap(), Applied::Found(true));
+        assert_eq!(*told.lock().unwrap(), [put]);
     }
 }

@@ -30,7 +30,7 @@ use super::registrar::Conn;
 use super::room::valid_name;
 use super::switchboard::Switchboard;
 use crate::events::rfc3339;
-use crate::storage::{AppointmentRow, StoreError};
+use crate::storage::{AppointmentRow, RecordOp, StoreError};
 
 type Answer = Result<Value, Refusal>;
 
@@ -62,6 +62,10 @@ struct Details {
     members: Vec<String>,
     #[serde(default)]
     topics: Vec<Topic>,
+    /// The creator's display name when it was made: a node the creator never logged in to
+    /// shows it too (the names of logins are each node's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner_name: Option<String>,
 }
 
 /// Where an appointment is held.
@@ -238,6 +242,7 @@ fn check(f: AppointmentFields, old: Option<&AppointmentRow>) -> Result<Checked, 
             meeting_type,
             members,
             topics,
+            owner_name: old_details.and_then(|d| d.owner_name),
         },
         start_ms,
         end_ms,
@@ -257,14 +262,16 @@ impl Switchboard {
         let op = conn.operator;
         match req {
             AppointmentRequest::Create(f) => {
-                let s = self.schedule(
-                    me,
-                    check(f, None)?,
-                    Room::New {
-                        public: false,
-                        pin: None,
-                    },
-                )?;
+                let s = self
+                    .schedule(
+                        me,
+                        check(f, None)?,
+                        Room::New {
+                            public: false,
+                            pin: None,
+                        },
+                    )
+                    .await?;
                 Ok(reply::ok_with("meeting", m, &s))
             }
             AppointmentRequest::Instant(i) => {
@@ -275,14 +282,16 @@ impl Switchboard {
                     end_time: i.end_time,
                     ..AppointmentFields::default()
                 };
-                let s = self.schedule(
-                    me,
-                    check(f, None)?,
-                    Room::New {
-                        public: i.is_public,
-                        pin: None,
-                    },
-                )?;
+                let s = self
+                    .schedule(
+                        me,
+                        check(f, None)?,
+                        Room::New {
+                            public: i.is_public,
+                            pin: None,
+                        },
+                    )
+                    .await?;
                 Ok(reply::ok_with("meeting", m, &s))
             }
             AppointmentRequest::QueryById(r) => {
@@ -315,8 +324,14 @@ impl Switchboard {
                     info: serde_json::to_string(&c.details).unwrap_or_default(),
                     ..row.clone()
                 };
-                self.store()?.put_appointment(&new, false).map_err(stored)?;
-                self.furnish_room(&new, &c)?;
+                self.store()?
+                    .write(RecordOp::PutAppointment {
+                        appointment: new.clone(),
+                        new: false,
+                    })
+                    .await
+                    .map_err(stored)?;
+                self.furnish_room(&new, &c).await?;
                 Ok(reply::ok_with(
                     "meeting",
                     m,
@@ -338,7 +353,10 @@ impl Switchboard {
                     ));
                 }
                 let store = self.store()?;
-                store.delete_appointment(row.id).map_err(stored)?;
+                store
+                    .write(RecordOp::DeleteAppointment { id: row.id })
+                    .await
+                    .map_err(stored)?;
                 if row.own_room && store.appointments_of_room(row.room_id).map_err(stored)? == 0 {
                     // Its own room goes with it (a room emptied meanwhile is still refused).
                     let _ = self.delete_standing(me, true, row.room_id).await;
@@ -386,7 +404,12 @@ impl Switchboard {
 
     /// `meeting.new` (5.12): an appointment stored with its room — `roomId` (one of the
     /// creator's rooms) or a new standing room, `pin` its password.
-    pub(super) fn meeting_new(self: &Arc<Self>, conn: &Conn, me: Id, r: &MeetingNew) -> Answer {
+    pub(super) async fn meeting_new(
+        self: &Arc<Self>,
+        conn: &Conn,
+        me: Id,
+        r: &MeetingNew,
+    ) -> Answer {
         let topics = r
             .topics
             .clone()
@@ -429,7 +452,7 @@ impl Switchboard {
                 pin: r.pin.map(|p| p.to_string()),
             },
         };
-        let s = self.schedule(me, c, room)?;
+        let s = self.schedule(me, c, room).await?;
         Ok(reply::ok_with(
             "meeting",
             "new",
@@ -441,9 +464,15 @@ impl Switchboard {
     }
 
     /// Stores a new appointment of `me` in `room`.
-    fn schedule(self: &Arc<Self>, me: Id, c: Checked, room: Room) -> Result<Scheduled, Refusal> {
-        use rand::Rng;
+    async fn schedule(
+        self: &Arc<Self>,
+        me: Id,
+        c: Checked,
+        room: Room,
+    ) -> Result<Scheduled, Refusal> {
         let store = self.store()?;
+        let mut c = c;
+        c.details.owner_name = self.accounts.lock().name_of(me).map(str::to_owned);
         let (room_id, own_room) = match room {
             Room::Existing(id) => (id, false),
             Room::New { public, pin } => {
@@ -458,18 +487,18 @@ impl Switchboard {
                     dial_in: None,
                     floor_mode: None,
                 };
-                let id = self.create_standing(me, fields)?;
+                let id = self.create_standing(me, fields).await?;
                 if let Some(pin) = pin {
                     // 5.12's entry PIN is the new room's password.
                     self.change(me, true, id, "", |r| {
                         r.password = Some(crate::auth::secret::digest(&pin));
                         Ok(())
-                    })?;
+                    })
+                    .await?;
                 }
                 (id, true)
             }
         };
-        let mut rng = rand::rng();
         let mut row = AppointmentRow {
             id: 0,
             owner: me,
@@ -482,16 +511,24 @@ impl Switchboard {
         };
         let mut tries = 0;
         loop {
-            row.id = rng.random_range(IDS);
-            row.invite_code = rng.random_range(CODES);
-            match store.put_appointment(&row, true) {
-                Ok(()) => break,
+            // Drawn here, by the writer, and carried in the operation: every node keeps these.
+            (row.id, row.invite_code) = {
+                use rand::Rng;
+                let mut rng = rand::rng();
+                (rng.random_range(IDS), rng.random_range(CODES))
+            };
+            let op = RecordOp::PutAppointment {
+                appointment: row.clone(),
+                new: true,
+            };
+            match store.write(op).await {
+                Ok(_) => break,
                 // An id or code drawn twice: draw again.
                 Err(StoreError::Conflict(_)) if tries < 8 => tries += 1,
                 Err(e) => return Err(stored(e)),
             }
         }
-        self.furnish_room(&row, &c)?;
+        self.furnish_room(&row, &c).await?;
         metrics::counter!("pttbridge_meeting_appointments_total").increment(1);
         info!(
             meeting = row.id,
@@ -507,7 +544,7 @@ impl Switchboard {
 
     /// The room of appointment `row` names it (`appointmentId`, `appointmentName`) and has
     /// its invitees as members.
-    fn furnish_room(&self, row: &AppointmentRow, c: &Checked) -> Result<(), Refusal> {
+    async fn furnish_room(&self, row: &AppointmentRow, c: &Checked) -> Result<(), Refusal> {
         let ids: Vec<Id> = c.invitees.iter().filter_map(|i| i.id).collect();
         let name = c.details.name.clone();
         let own = row.own_room;
@@ -526,6 +563,7 @@ impl Switchboard {
             }
             Ok(())
         })
+        .await
     }
 
     /// `getRoomByInviteCode`: the room and meeting of invite code `invite` (or, without one,
@@ -628,7 +666,12 @@ impl Switchboard {
             end_time: Some(json!(rfc3339::format_ms(r.end_ms))),
             from: Some(User {
                 id: Some(r.owner),
-                name: self.accounts.lock().name_of(r.owner).map(str::to_owned),
+                name: self
+                    .accounts
+                    .lock()
+                    .name_of(r.owner)
+                    .map(str::to_owned)
+                    .or_else(|| d.owner_name.clone()),
                 ..User::default()
             }),
             time_length: Some((r.end_ms - r.start_ms) / 60_000),

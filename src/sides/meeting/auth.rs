@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use super::config::AppCredentials;
 use crate::auth::{FailureLimiter, Signer};
-use crate::storage::Store;
+use crate::storage::{RecordOp, Store, StoreError};
 
 /// A logged-in session.
 #[derive(Debug, Clone)]
@@ -164,13 +164,59 @@ impl AccountBook {
         Ok(())
     }
 
-    /// Keeps a new account's id in the store, if there is one.
+    /// Keeps a new account's id in the store, if there is one. A cluster node sends it
+    /// through the shared records without waiting (a login does not wait on NATS): the id
+    /// works here at once, and the other nodes learn it ([`learn`](Self::learn)).
     fn remember(&self, app_id: &str, account: &str, id: Id) {
-        if let Some(store) = &self.store
-            && let Err(e) = store.add_meeting_account(app_id, account, id)
-        {
-            // The id still works now; only after a restart may it differ.
+        let Some(store) = &self.store else {
+            return;
+        };
+        let op = RecordOp::AddMeetingAccount {
+            app_id: app_id.to_owned(),
+            account: account.to_owned(),
+            user_id: id,
+        };
+        // The id still works now; only after a restart (or on another node) may it differ.
+        let failed = |e: StoreError| {
             tracing::warn!(error = %e, "cannot store a meeting account's user id");
+        };
+        if !store.replicated() {
+            let _ = store.apply(&op).map_err(failed);
+        } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let store = store.clone();
+            rt.spawn(async move {
+                let _ = store.write(op).await.map_err(failed);
+            });
+        }
+    }
+
+    /// The user id another cluster node gave `account` of `app_id` (a shared record applied
+    /// here): the account has it here too unless this node gave the account, or the id,
+    /// already, or the id is reserved here (`taken`: a dial-in) — two nodes resolved a
+    /// collision of derived ids differently; logged.
+    pub fn learn(&mut self, app_id: &str, account: &str, id: Id, taken: impl Fn(Id) -> bool) {
+        let key = (app_id.to_owned(), account.to_owned());
+        match self.ids.get(&key) {
+            Some(mine) if *mine == id => {}
+            Some(mine) => {
+                tracing::warn!(
+                    mine,
+                    shared = id,
+                    "a meeting account has another user id on this node"
+                );
+            }
+            None if taken(id)
+                || self.ids.values().any(|v| *v == id)
+                || self.ids.len() >= MAX_ACCOUNTS =>
+            {
+                tracing::warn!(id, "a shared meeting account's user id is another's here");
+            }
+            None => {
+                if !self.derived {
+                    self.next_id = self.next_id.max(id + 1);
+                }
+                self.ids.insert(key, id);
+            }
         }
     }
 
@@ -640,6 +686,37 @@ mod tests {
         let want = derived_id("app", "carol");
         let (_, got) = c.login("app", "carol", None, None, |i| i == want).unwrap();
         assert_eq!(got.user.id, Some(want + 1));
+    }
+
+    /// The collision one node resolved (a dial-in held carol's derived id there) is the
+    /// same on a node that learned the shared row first; a node that gave the id already
+    /// keeps its own.
+    #[test]
+    fn a_learned_account_id_is_used_where_it_is_nobody_elses() {
+        let want = derived_id("app", "carol");
+        let mut b = AccountBook::default();
+        b.derive_ids();
+        b.learn("app", "carol", want + 1, |_| false);
+        let (_, carol) = b.login("app", "carol", None, None, |_| false).unwrap();
+        assert_eq!(
+            carol.user.id,
+            Some(want + 1),
+            "the id node A gave, not the derived one"
+        );
+        // dave's id here is not another account's, whatever a node said.
+        let (_, dave) = b.login("app", "dave", None, None, |_| false).unwrap();
+        let dave = dave.user.id.unwrap();
+        b.learn("app", "erin", dave, |_| false);
+        b.learn("app", "erin", 9001, |id| id == 9001);
+        assert_eq!(
+            b.account_of(9001),
+            None,
+            "a dial-in's id is nobody's account"
+        );
+        assert_eq!(b.account_of(dave), Some(("app".into(), "dave".into())));
+        b.learn("app", "carol", want, |_| false);
+        let (_, carol) = b.login("app", "carol", None, None, |_| false).unwrap();
+        assert_eq!(carol.user.id, Some(want + 1), "one id per account");
     }
 
     #[test]

@@ -79,12 +79,8 @@ impl MeetingSide {
             .accounts
             .first()
             .map_or_else(|| "default".to_owned(), |a| a.app.clone());
+        // The ids given before are read by the switchboard, once it hears the shared records.
         let accounts: Arc<auth::Accounts> = Arc::default();
-        if let Some(s) = &store
-            && let Err(e) = accounts.lock().remember_in(s.clone())
-        {
-            tracing::warn!(error = %e, "cannot read the meeting accounts' user ids from the store");
-        }
         let auth = Arc::new(AuthState::new(
             accounts,
             config.apps.clone(),

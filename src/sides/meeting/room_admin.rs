@@ -6,7 +6,10 @@
 //! deleting it — is its owner's (or an operator's user's); looking it up is for those it
 //! admits (owner, members, invitees, password holders) and, for a public room, everyone. A
 //! room a user may not see answers exactly as an unknown one (404 "no room N"): ids cannot be
-//! probed. Every change to a standing room is written to the store before it takes effect.
+//! probed. Every change to a standing room is written to the store before it takes effect (a
+//! new one is in the directory while it is written, counted against the limits); on a cluster
+//! node the store is the shared records, and the directory follows what other nodes write
+//! (`record_applied`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +30,7 @@ use super::registrar::Conn;
 use super::room::{RoomCmd, RoomHandle, valid_name};
 use super::rooms::{FLOOR_MODE, MAX_MEMBERS, RoomDirectory, RoomMeta};
 use super::switchboard::Switchboard;
-use crate::storage::RoomRow;
+use crate::storage::{RecordOp, RoomRow, StoreError};
 
 type Answer = Result<Value, Refusal>;
 
@@ -66,7 +69,7 @@ impl Switchboard {
         let op = conn.operator;
         match req {
             RoomRequest::CreateRoom(f) => {
-                let room_id = self.create_standing(me, f)?;
+                let room_id = self.create_standing(me, f).await?;
                 Ok(reply::ok_with("room", m, &RoomCreated { room_id }))
             }
             RoomRequest::UpdateRoom(u) => {
@@ -81,7 +84,8 @@ impl Switchboard {
                     };
                     r.dial_in = dial;
                     Ok(())
-                })?;
+                })
+                .await?;
                 Ok(reply::ok_with(
                     "room",
                     m,
@@ -97,7 +101,8 @@ impl Switchboard {
                 self.change(me, op, p.room_id, "change the password of", |r| {
                     r.password = pwd.map(|p| crate::auth::secret::digest(&p));
                     Ok(())
-                })?;
+                })
+                .await?;
                 Ok(reply::ok("room", m))
             }
             RoomRequest::CheckRoomPwd(p) => {
@@ -126,7 +131,8 @@ impl Switchboard {
                     }
                     r.members.insert(a.user_id);
                     Ok(())
-                })?;
+                })
+                .await?;
                 Ok(reply::ok("room", m))
             }
             RoomRequest::DeleteRoomMen(d) => {
@@ -143,7 +149,8 @@ impl Switchboard {
                     // Removed means no longer let in by an earlier call or password either.
                     r.invited.remove(&d.moderator_id);
                     Ok(())
-                })?;
+                })
+                .await?;
                 Ok(reply::ok("room", m))
             }
             RoomRequest::QueryRoomMen(r) => {
@@ -242,32 +249,45 @@ impl Switchboard {
         Ok((info, dial))
     }
 
-    /// `createRoom`: a standing room owned by `me`, stored; its id.
-    pub(super) fn create_standing(&self, me: Id, f: RoomFields) -> Result<Id, Refusal> {
-        let mut st = self.state();
-        let (mine, all) = st.rooms.standing(me);
-        for (n, max, key) in [
-            (all, self.config.max_standing_rooms, "max_standing_rooms"),
-            (
-                mine,
-                self.config.max_standing_rooms_per_user,
-                "max_standing_rooms_per_user",
-            ),
-        ] {
-            if n >= max {
-                metrics::counter!("pttbridge_meeting_limited_total", "limit" => key).increment(1);
-                return Err(Refusal::new(
-                    code::TOO_MANY,
-                    format!("{n} standing rooms already (meeting.{key})"),
-                ));
+    /// `createRoom`: a standing room owned by `me`, stored; its id. The room is in the
+    /// directory while it is written, so concurrent creations count it against the limits.
+    pub(super) async fn create_standing(&self, me: Id, f: RoomFields) -> Result<Id, Refusal> {
+        let (id, meta) = {
+            let mut st = self.state();
+            let (mine, all) = st.rooms.standing(me);
+            for (n, max, key) in [
+                (all, self.config.max_standing_rooms, "max_standing_rooms"),
+                (
+                    mine,
+                    self.config.max_standing_rooms_per_user,
+                    "max_standing_rooms_per_user",
+                ),
+            ] {
+                if n >= max {
+                    metrics::counter!("pttbridge_meeting_limited_total", "limit" => key)
+                        .increment(1);
+                    return Err(Refusal::new(
+                        code::TOO_MANY,
+                        format!("{n} standing rooms already (meeting.{key})"),
+                    ));
+                }
+            }
+            let id = st.rooms.next_id();
+            let (info, dial) = self.checked_fields(id, me, f)?;
+            let mut meta = RoomMeta::new(info, true);
+            meta.dial_in = dial;
+            st.rooms.add(id, meta.clone());
+            (id, meta)
+        };
+        match self.save(&meta, true).await {
+            Ok(()) => {}
+            // Another node drew the same id first: the directory holds its room now.
+            Err(e @ StoreError::Conflict(_)) => return Err(stored(e)),
+            Err(e) => {
+                self.state().rooms.forget(id);
+                return Err(stored(e));
             }
         }
-        let id = st.rooms.next_id();
-        let (info, dial) = self.checked_fields(id, me, f)?;
-        let mut meta = RoomMeta::new(info, true);
-        meta.dial_in = dial;
-        self.save(&meta)?;
-        st.rooms.add(id, meta);
         metrics::counter!("pttbridge_meeting_standing_rooms_total", "change" => "created")
             .increment(1);
         info!(room = id, owner = me, "standing room created");
@@ -295,7 +315,7 @@ impl Switchboard {
             ));
         }
         if let Some(s) = &self.store {
-            s.delete_room(id).map_err(stored)?;
+            s.write(RecordOp::DeleteRoom { id }).await.map_err(stored)?;
         }
         self.state().rooms.forget(id);
         if let Some(h) = handle {
@@ -316,7 +336,7 @@ impl Switchboard {
 
     /// Applies `f` to room `id` as `me` (its owner, or an operator's user), stores the result
     /// for a standing room, and tells the open room its new fields.
-    pub(super) fn change(
+    pub(super) async fn change(
         &self,
         me: Id,
         op: bool,
@@ -324,24 +344,78 @@ impl Switchboard {
         what: &str,
         f: impl FnOnce(&mut RoomMeta) -> Result<(), Refusal>,
     ) -> Result<(), Refusal> {
-        let mut st = self.state();
-        let mut room = owned(&st.rooms, me, op, id, what)?.clone();
-        f(&mut room)?;
+        let room = {
+            let st = self.state();
+            let mut room = owned(&st.rooms, me, op, id, what)?.clone();
+            f(&mut room)?;
+            room
+        };
+        let shared = room.standing && self.store.as_ref().is_some_and(|s| s.replicated());
         if room.standing {
-            self.save(&room)?;
+            self.save(&room, false).await.map_err(stored)?;
         }
-        let bean = room.bean();
-        if let Some(r) = st.rooms.meta_mut(id) {
-            *r = room;
-        }
-        if let Some(h) = st.rooms.get(id) {
-            let _ = h.try_send(RoomCmd::Update(Box::new(bean)));
+        // A shared row was shown already, when this node applied it (`record_applied`).
+        if !shared {
+            let mut st = self.state();
+            self.show(&mut st.rooms, id, room);
         }
         Ok(())
     }
 
-    /// Writes a standing room to the store (nothing without one).
-    fn save(&self, room: &RoomMeta) -> Result<(), Refusal> {
+    /// Room `id` is `room` from now on; an open one is told its new fields.
+    pub(super) fn show(&self, rooms: &mut RoomDirectory, id: Id, room: RoomMeta) {
+        let bean = room.bean();
+        if let Some(r) = rooms.meta_mut(id) {
+            *r = room;
+        }
+        if let Some(h) = rooms.get(id) {
+            let _ = h.try_send(RoomCmd::Update(Box::new(bean)));
+        }
+    }
+
+    /// An operation applied from the shared records (cluster mode: another node's write, or
+    /// this node's own): the directory's standing rooms and the meeting accounts' user ids
+    /// follow the store, so a room created, changed or deleted through any node is the same
+    /// here.
+    pub(super) fn record_applied(&self, op: &RecordOp) {
+        match op {
+            RecordOp::PutRoom { room, .. } => {
+                let Some(mut meta) = RoomMeta::stored(room.clone()) else {
+                    return;
+                };
+                let mut st = self.state();
+                match st.rooms.meta(room.id) {
+                    Some(old) => {
+                        // Who a call or a password let in is this node's, never stored; a
+                        // member removed is no longer let in by those either (`deleteRoomMen`).
+                        meta.invited = old
+                            .invited
+                            .iter()
+                            .filter(|u| !old.members.contains(u) || meta.members.contains(u))
+                            .copied()
+                            .collect();
+                        self.show(&mut st.rooms, room.id, meta);
+                    }
+                    None => st.rooms.add(room.id, meta),
+                }
+            }
+            RecordOp::DeleteRoom { id } => {
+                // An open room here closes by itself once empty.
+                self.state().rooms.forget(*id);
+            }
+            RecordOp::AddMeetingAccount {
+                app_id,
+                account,
+                user_id,
+            } => self.accounts.lock().learn(app_id, account, *user_id, |id| {
+                self.dial_target(id).is_some()
+            }),
+            _ => {}
+        }
+    }
+
+    /// Writes a standing room to the store (nothing without one): `new`, or a change.
+    async fn save(&self, room: &RoomMeta, new: bool) -> Result<(), StoreError> {
         let Some(s) = &self.store else {
             return Ok(());
         };
@@ -355,7 +429,9 @@ impl Switchboard {
             dial_in: room.dial_in.clone(),
             members,
         };
-        s.put_room(&row).map_err(stored)
+        s.write(RecordOp::PutRoom { room: row, new })
+            .await
+            .map(|_| ())
     }
 
     /// `checkRoomPwd`: whether `given` is room `id`'s password (an unknown room: no). A right
@@ -529,7 +605,7 @@ pub(super) async fn occupancy(handle: Option<RoomHandle>) -> usize {
 }
 
 /// A store failure, as the protocol says it.
-fn stored(e: crate::storage::StoreError) -> Refusal {
+fn stored(e: StoreError) -> Refusal {
     warn!(error = %e, "cannot store a standing room");
     Refusal::new(code::INTERNAL, "the room could not be stored")
 }

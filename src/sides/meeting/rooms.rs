@@ -14,7 +14,7 @@ use rtcpeer::id::Id;
 use tracing::{info, warn};
 
 use super::room::RoomHandle;
-use crate::storage::Store;
+use crate::storage::{RoomRow, Store};
 
 /// Room ids are drawn from this range (nine digits: fits any JSON number).
 const IDS: std::ops::RangeInclusive<Id> = 100_000_000..=999_999_999;
@@ -53,6 +53,24 @@ impl RoomMeta {
             standing,
             dial_in: Vec::new(),
         }
+    }
+
+    /// The standing room a store row holds (`None`, logged: its fields do not parse).
+    pub fn stored(row: RoomRow) -> Option<Self> {
+        let Ok(mut info) = serde_json::from_str::<Room>(&row.info) else {
+            warn!(
+                room = row.id,
+                "a stored room's fields do not parse; skipped"
+            );
+            return None;
+        };
+        info.id = Some(row.id);
+        info.owner_id = Some(row.owner);
+        let mut meta = RoomMeta::new(info, true);
+        meta.password = row.password;
+        meta.members = row.members.into_iter().collect();
+        meta.dial_in = row.dial_in;
+        Some(meta)
     }
 
     /// The owner's user id.
@@ -121,20 +139,10 @@ impl RoomDirectory {
         };
         let n = rows.len();
         for row in rows {
-            let Ok(mut info) = serde_json::from_str::<Room>(&row.info) else {
-                warn!(
-                    room = row.id,
-                    "a stored room's fields do not parse; skipped"
-                );
-                continue;
-            };
-            info.id = Some(row.id);
-            info.owner_id = Some(row.owner);
-            let mut meta = RoomMeta::new(info, true);
-            meta.password = row.password;
-            meta.members = row.members.into_iter().collect();
-            meta.dial_in = row.dial_in;
-            self.add(row.id, meta);
+            let id = row.id;
+            if let Some(meta) = RoomMeta::stored(row) {
+                self.add(id, meta);
+            }
         }
         info!(rooms = n, "standing rooms loaded");
     }

@@ -120,19 +120,12 @@ impl Switchboard {
         accounts: Arc<Accounts>,
         store: Option<Store>,
     ) -> Arc<Self> {
-        let mut rooms = RoomDirectory::default();
-        if let Some(s) = &store {
-            rooms.load_standing(s, config.max_standing_rooms);
-        }
         let sb = Arc::new(Self {
             config,
             events,
             accounts,
             dial,
-            state: Mutex::new(State {
-                rooms,
-                ..State::default()
-            }),
+            state: Mutex::new(State::default()),
             next_conn: AtomicU64::new(1),
             open: std::sync::atomic::AtomicUsize::new(0),
             timers: Arc::new(Notify::new()),
@@ -142,6 +135,25 @@ impl Switchboard {
             pwd_failures: FailureLimiter::new(10, Duration::from_secs(60), 4096),
             route: OnceLock::new(),
         });
+        if let Some(s) = &sb.store {
+            // Weak: the store outlives no switchboard it would keep alive.
+            let weak = Arc::downgrade(&sb);
+            s.on_applied(Arc::new(move |op| {
+                if let Some(sb) = weak.upgrade() {
+                    sb.record_applied(op);
+                }
+            }));
+            // Loaded after the hook is in place and under the state's lock, which the hook
+            // waits for: a row the shared log applies meanwhile is either read here or told
+            // to the hook afterwards, never missed nor undone (a cluster node may be
+            // replaying the records stream right now).
+            let mut st = sb.state();
+            st.rooms.load_standing(s, sb.config.max_standing_rooms);
+            drop(st);
+            if let Err(e) = sb.accounts.lock().remember_in(s.clone()) {
+                tracing::warn!(error = %e, "cannot read the meeting accounts' user ids from the store");
+            }
+        }
         tokio::spawn(run_timers(Arc::downgrade(&sb), sb.timers.clone()));
         sb
     }
@@ -255,7 +267,7 @@ impl Switchboard {
                 Ok(reply::ok_with(module, method, &RoomCreated { room_id: id }))
             }
             Request::Room(r) => self.room_request(conn, me, r).await,
-            Request::MeetingNew(r) => self.meeting_new(conn, me, &r),
+            Request::MeetingNew(r) => self.meeting_new(conn, me, &r).await,
             Request::Appointment(r) => self.appointment_request(conn, me, *r).await,
             Request::Logout(r) => {
                 if r.user_id != me {
