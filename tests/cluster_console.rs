@@ -34,9 +34,14 @@ const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 /// holder before the console is told there is none.
 const MOVE_MS: u64 = 5000;
 
+/// The cluster's config. No rebalancing (`rebalance_settle_ms` an hour): with two leases (the
+/// bridge's account and the admin session) on three nodes, the share-out would hand one of the
+/// first node's over mid-test — possibly the admin session to the console's own node, whose
+/// moves are then local, not routed (share-out is `tests/cluster_shareout.rs`'s subject).
 fn config(node: &str, murmur: &Murmur, urls: &str) -> String {
     format!(
-        "{ptt}\n[cluster]\nnode_id = \"{node}\"\nurl = \"{urls}\"\nreplicas = 3\n\n\
+        "{ptt}\n[cluster]\nnode_id = \"{node}\"\nurl = \"{urls}\"\nreplicas = 3\n\
+         rebalance_settle_ms = 3600000\n\n\
          [console]\nmove_timeout_ms = {MOVE_MS}\n[[console.servers]]\nbase_url = \"{BASE_URL}\"\n\
          ptt_server = \"local\"\nadmin_username = \"SuperUser\"\nadmin_password = \"{pw}\"\n",
         ptt = ptt_server_toml("local", murmur, &[("bridge", "North")]),
