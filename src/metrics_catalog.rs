@@ -197,7 +197,21 @@ pub const ALL: &[Metric] = &[
         C,
         N,
         false,
-        "Event log entries dropped because their node had a later entry applied already (a late re-send).",
+        "Event log entries dropped because their place in their node's order was filled already (a re-send stored twice, or one that came after it was given up).",
+    ),
+    m(
+        "pttbridge_cluster_log_held_entries",
+        G,
+        N,
+        false,
+        "Event log entries held back behind a missing earlier entry of their node (a publish lost with a broken connection and not re-sent yet).",
+    ),
+    m(
+        "pttbridge_cluster_log_given_up_total",
+        C,
+        N,
+        false,
+        "Event log entries of a node that were never stored and were given up (its node died before re-sending them); its later entries went on.",
     ),
     m(
         "pttbridge_cluster_log_unreadable_total",

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use egw_client::{Client, Replica};
-use serde_json::Value;
+use serde_json::{Value, json};
 use testkit::bridge::{Bridge, ptt_server_toml};
 use testkit::murmur::Murmur;
 use testkit::nats::NatsCluster;
@@ -700,11 +700,37 @@ async fn a_node_started_after_the_log_was_trimmed_starts_from_a_snapshot() {
 /// (thousands unacknowledged at any time): the drafts in flight at the kill get no ack and are
 /// sent again with their `Nats-Msg-Id`, and the stream holds every draft exactly once (read
 /// back by sequence with a plain client: JetStream's de-duplication dropped every re-send it
-/// had stored); both nodes apply the stream alike. How many drafts were stored after a later
-/// one of their node (and so dropped as stale by every reader) is printed: publishes the
-/// client held at the break go out after the reconnect, ahead of the re-sends (docs/cluster.md).
+/// had stored); both nodes apply every draft exactly once, in the order node X made them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_while_publishing_stores_every_draft_exactly_once() {
+    let nats = blocking(testkit::nats::NatsServer::start).await;
+    publish_through_a_break(Break::Restart(nats)).await;
+}
+
+/// The same through the kill of the nats-server of a 3-server cluster that leads the stream
+/// and carries node X's connection: X's client goes on on another server, where the publishes
+/// it held at the break can go out ahead of X's re-sends, so drafts may be stored after later
+/// ones of X. Readers hold the later ones until the missing ones come (cluster/log.rs): both
+/// nodes still apply every draft exactly once, in X's order, and give none up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_leader_kill_while_publishing_loses_and_reorders_nothing() {
+    let nats = blocking(|| NatsCluster::start(3)).await;
+    publish_through_a_break(Break::KillLeader(nats)).await;
+}
+
+/// How node X's NATS connection breaks in [`publish_through_a_break`].
+enum Break {
+    /// X and Y on one server, killed and restarted after 1 s.
+    Restart(testkit::nats::NatsServer),
+    /// Y on every server of the cluster (stream with 3 replicas), X on the stream's leader only
+    /// (its client learns the others), which is killed for good.
+    KillLeader(NatsCluster),
+}
+
+/// Node X publishes as fast as its log takes drafts while node Y reads; X's NATS connection
+/// breaks mid-publish. Asserts every draft stored exactly once and applied exactly once on
+/// both nodes, in X's order.
+async fn publish_through_a_break(mut brk: Break) {
     use pttbridge::cluster::config::ClusterConfig;
     use pttbridge::cluster::eventlog::EventLog;
     use pttbridge::hub::event::Draft;
@@ -712,20 +738,37 @@ async fn a_nats_restart_while_publishing_stores_every_draft_exactly_once() {
     use std::sync::Arc;
     use std::sync::atomic::Ordering::Relaxed;
 
-    let mut nats = blocking(testkit::nats::NatsServer::start).await;
+    let (urls, replicas) = match &brk {
+        Break::Restart(s) => (s.url(), 1),
+        Break::KillLeader(c) => (c.urls(), 3),
+    };
     let config = ClusterConfig {
-        node_id: Some("node-x".into()),
-        url: Some(nats.url()),
+        node_id: Some("node-y".into()),
+        url: Some(urls.clone()),
         event_outbox: 100_000,
+        replicas,
         ..Default::default()
     };
     let (x, y) = (Arc::new(EventBus::new()), Arc::new(EventBus::new()));
-    let x_log = EventLog::start(&config, &Default::default(), x.clone()).unwrap();
+    let y_log = EventLog::start(&config, &Default::default(), y.clone()).unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    while !y_log.stats.reading.load(Relaxed) {
+        assert!(tokio::time::Instant::now() < deadline, "Y reading");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (x_url, leader) = match &brk {
+        Break::Restart(s) => (s.url(), 0),
+        Break::KillLeader(c) => {
+            let leader = stream_leader(&urls, "pttbridge_eventlog").await;
+            (c.servers[leader].url(), leader)
+        }
+    };
     let config = ClusterConfig {
-        node_id: Some("node-y".into()),
+        node_id: Some("node-x".into()),
+        url: Some(x_url),
         ..config
     };
-    let y_log = EventLog::start(&config, &Default::default(), y.clone()).unwrap();
+    let x_log = EventLog::start(&config, &Default::default(), x.clone()).unwrap();
     let deadline = tokio::time::Instant::now() + T;
     while !(x_log.stats.reading.load(Relaxed) && y_log.stats.reading.load(Relaxed)) {
         assert!(tokio::time::Instant::now() < deadline, "logs reading");
@@ -752,9 +795,18 @@ async fn a_nats_restart_while_publishing_stores_every_draft_exactly_once() {
         })
     };
     tokio::time::sleep(Duration::from_millis(600)).await;
-    nats.kill();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    tokio::task::block_in_place(|| nats.restart());
+    let brk = blocking(move || {
+        match &mut brk {
+            Break::Restart(s) => {
+                s.kill();
+                std::thread::sleep(Duration::from_millis(1000));
+                s.restart();
+            }
+            Break::KillLeader(c) => c.servers[leader].kill(),
+        }
+        brk
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Relaxed);
     let n = publisher.await.unwrap();
@@ -778,8 +830,12 @@ async fn a_nats_restart_while_publishing_stores_every_draft_exactly_once() {
     );
     assert_eq!(x_stats.unacked.load(Relaxed), 0, "{x_stats:?}");
     for s in [x_stats, y_stats] {
-        assert_eq!(s.applied.load(Relaxed) + s.stale.load(Relaxed), n, "{s:?}");
+        assert_eq!(s.applied.load(Relaxed), n, "every draft applied: {s:?}");
+        assert_eq!(s.stale.load(Relaxed), 0, "none dropped: {s:?}");
+        assert_eq!(s.given_up.load(Relaxed), 0, "none given up: {s:?}");
+        assert_eq!(s.held.load(Relaxed), 0, "none left waiting: {s:?}");
     }
+    assert_eq!(x.version("a"), n, "versions 1..={n}");
     assert_eq!(
         x.export(),
         y.export(),
@@ -787,7 +843,15 @@ async fn a_nats_restart_while_publishing_stores_every_draft_exactly_once() {
     );
 
     // The stream itself, by sequence: each draft once, in the order node X made them.
-    let client = async_nats::connect(nats.url()).await.expect("test client");
+    let client = async_nats::connect(
+        urls.split(',')
+            .enumerate()
+            .filter(|(i, _)| !matches!(brk, Break::KillLeader(_)) || *i != leader)
+            .map(|(_, u)| u)
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .expect("test client");
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("pttbridge_eventlog").await.expect("stream");
     let last = stream.info().await.unwrap().state.last_sequence;
@@ -815,9 +879,129 @@ async fn a_nats_restart_while_publishing_stores_every_draft_exactly_once() {
         "every draft stored exactly once"
     );
     println!(
-        "nats-server restarted mid-publish: {n} drafts stored once each; node X re-sent {} ({} acked as duplicates); {out_of_order} stored after a later one, {} dropped as stale",
+        "nats-server restarted mid-publish: {n} drafts stored once each and applied once each on both nodes; node X re-sent {} ({} acked as duplicates); {out_of_order} stored after a later one (held by the readers until the missing ones came)",
         x_stats.retried.load(Relaxed),
         x_stats.duplicates.load(Relaxed),
-        x_stats.stale.load(Relaxed)
     );
+}
+
+/// The readers' order rules against records written straight into the stream by a plain
+/// client, as an origin's publishes can land after a broken connection: an entry stored ahead of
+/// a missing one of its origin waits for it, a skip fills its place, a give-up lets the ones
+/// after a never-stored entry go on (and the entry itself, stored later, is dropped), and a
+/// reader writes that give-up itself for an origin whose entries waited `event_give_up_ms`.
+/// The records are the stream's JSON as docs/cluster.md describes it, not the bridge's types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_apply_each_origins_entries_in_its_order_whatever_order_they_were_stored_in() {
+    use pttbridge::cluster::config::ClusterConfig;
+    use pttbridge::cluster::eventlog::EventLog;
+    use pttbridge::hub::EventBus;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let nats = blocking(testkit::nats::NatsServer::start).await;
+    let config = ClusterConfig {
+        node_id: Some("node-y".into()),
+        url: Some(nats.url()),
+        event_give_up_ms: 1_000,
+        ..Default::default()
+    };
+    let y = Arc::new(EventBus::new());
+    let log = EventLog::start(&config, &Default::default(), y.clone()).unwrap();
+    let stats = log.stats.clone();
+    let deadline = tokio::time::Instant::now() + T;
+    while !stats.reading.load(Relaxed) {
+        assert!(tokio::time::Instant::now() < deadline, "Y reading");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut events = y.subscribe();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let mut written = 0u64;
+    let mut write = async |record: Value, id: String| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        js.publish_with_headers(
+            "pttbridge_eventlog.entries",
+            headers,
+            record.to_string().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .expect("stored");
+        written += 1;
+        written
+    };
+    let entry = |origin: &str, seq: u64| {
+        (
+            json!({"origin": origin, "seq": seq, "time_ms": 1_700_000_000_000u64 + seq,
+                   "app_id": "w", "type": "talk.started", "group_id": format!("{origin}#{seq}")}),
+            format!("{origin}:{seq}"),
+        )
+    };
+    // Waits until Y has read through stream sequence `upto`; returns what it applied since.
+    let mut applied = async |upto: u64| {
+        let deadline = tokio::time::Instant::now() + T;
+        while stats.applied_seq.load(Relaxed) < upto {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Y read up to {upto}: {stats:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut got = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            got.push(e.group_id);
+        }
+        got
+    };
+
+    for seq in [1, 3, 4] {
+        let (r, id) = entry("w/1", seq);
+        write(r, id).await;
+    }
+    assert_eq!(applied(3).await, ["w/1#1"], "3 and 4 wait for 2");
+    assert_eq!(stats.held.load(Relaxed), 2);
+    let (r, id) = entry("w/1", 2);
+    let at = write(r, id).await;
+    assert_eq!(
+        applied(at).await,
+        ["w/1#2", "w/1#3", "w/1#4"],
+        "in w's order"
+    );
+
+    let (r, id) = entry("w/1", 6);
+    write(r, id).await;
+    let at = write(json!({"skip": {"origin": "w/1", "seq": 5}}), "w/1:5".into()).await;
+    assert_eq!(applied(at).await, ["w/1#6"], "the skip filled 5's place");
+
+    let (r, id) = entry("w/1", 8);
+    write(r, id).await;
+    let give_up = json!({"give_up": {"origin": "w/1", "below": 8}});
+    let at = write(give_up, "give-up:w/1:8".into()).await;
+    assert_eq!(applied(at).await, ["w/1#8"], "7 given up");
+    let (r, id) = entry("w/1", 7);
+    let at = write(r, id).await;
+    assert_eq!(
+        applied(at).await,
+        Vec::<String>::new(),
+        "7 after it was given up"
+    );
+    assert_eq!(stats.stale.load(Relaxed), 1);
+    assert_eq!(stats.given_up.load(Relaxed), 1);
+
+    // An origin that died before re-sending its entry 1: Y gives it up itself.
+    let (r, id) = entry("d/1", 2);
+    let at = write(r, id).await;
+    assert_eq!(applied(at).await, Vec::<String>::new(), "2 waits for 1");
+    let got = applied(at + 1).await;
+    assert_eq!(got, ["d/1#2"], "after Y's own give-up");
+    assert_eq!(stats.give_ups_written.load(Relaxed), 1, "{stats:?}");
+    assert_eq!(stats.given_up.load(Relaxed), 2);
+    assert_eq!(stats.held.load(Relaxed), 0);
+    let stream = js.get_stream("pttbridge_eventlog").await.unwrap();
+    let record = stream.get_raw_message(at + 1).await.unwrap();
+    let record: Value = serde_json::from_slice(&record.payload).unwrap();
+    assert_eq!(record, json!({"give_up": {"origin": "d/1", "below": 2}}));
+    assert_eq!(y.version("w"), 7, "1, 2, 3, 4, 6, 8 and d's 2");
 }

@@ -40,6 +40,9 @@ pub struct ClusterConfig {
     pub event_max_age_s: u64,
     /// Drafts waiting to be sent to the event log; when full, new ones are dropped and counted.
     pub event_outbox: usize,
+    /// How long a node waits for a node's missing event log entry, its later ones held back,
+    /// before it writes a give-up so they go on (that node died before re-sending it).
+    pub event_give_up_ms: u64,
     /// How long a request routed to another node (RTCPeer signalling, a platform command)
     /// waits for its answer before the client gets the protocol's error.
     pub route_timeout_ms: u64,
@@ -62,6 +65,7 @@ impl Default for ClusterConfig {
             event_max_msgs: 1_000_000,
             event_max_age_s: 7 * 86_400,
             event_outbox: 10_000,
+            event_give_up_ms: 30_000,
             lease_ms: 3000,
             route_timeout_ms: 2000,
             drain_max_wait_ms: 2000,
@@ -180,6 +184,11 @@ impl ClusterConfig {
         )?;
         ConfigError::check_range("cluster.event_outbox", self.event_outbox, 16..=1_000_000)?;
         ConfigError::check_range(
+            "cluster.event_give_up_ms",
+            self.event_give_up_ms,
+            1_000..=3_600_000,
+        )?;
+        ConfigError::check_range(
             "cluster.route_timeout_ms",
             self.route_timeout_ms,
             100..=30_000,
@@ -266,6 +275,13 @@ mod tests {
                     ..on.clone()
                 },
                 "cluster.rebalance_settle_ms",
+            ),
+            (
+                ClusterConfig {
+                    event_give_up_ms: 999,
+                    ..on.clone()
+                },
+                "cluster.event_give_up_ms",
             ),
             (
                 ClusterConfig {

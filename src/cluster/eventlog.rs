@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::ClusterConfig;
-use super::log::{self, Admit, LogEntry, Sequencer, Snapshot};
+use super::log::{self, Admit, LogEntry, Out, Record, Sequencer, Snapshot};
 use crate::events::acks::{AckWindow, Outcome, requeue};
 use crate::events::config::NatsConfig;
 use crate::events::nats::{NotSent, send_with_reply, subscribe_acks, take_acks};
@@ -31,14 +31,15 @@ use crate::hub::bus::Stamped;
 /// Acks outstanding at once on a JetStream context of [`connect`] (shared records, leases).
 const IN_FLIGHT: usize = 256;
 
-/// The event log's publishes awaiting their ack at once (its [`AckWindow`]): as before the window;
-/// the more in flight, the more a broken connection can reorder (docs/cluster.md).
-const WINDOW: usize = 256;
+/// The event log's publishes awaiting their ack at once (its [`AckWindow`]): the log's
+/// [`log::ORIGIN_WINDOW`], which readers rely on — an entry is sent only once every one that
+/// many before it was stored.
+const WINDOW: usize = log::ORIGIN_WINDOW as usize;
 
 /// A publish not acked within this is failed and, with everything after it, sent again.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Largest entry sent (bytes of JSON); a larger draft is dropped and counted. Well under
+/// Largest entry sent (bytes of JSON); a larger draft is sent as a skip and counted. Well under
 /// NATS's default 1 MiB payload limit.
 const MAX_ENTRY: usize = 64 * 1024;
 
@@ -69,6 +70,12 @@ pub struct LogStats {
     pub applied: AtomicU64,
     /// Entries dropped as stale (see `log.rs`).
     pub stale: AtomicU64,
+    /// Entries held back behind a missing one of their origin, now.
+    pub held: AtomicU64,
+    /// Origin sequences given up (never stored).
+    pub given_up: AtomicU64,
+    /// Give-up records this node wrote.
+    pub give_ups_written: AtomicU64,
     /// Stream entries that were not log entries.
     pub unreadable: AtomicU64,
     /// The last stream sequence applied.
@@ -92,6 +99,8 @@ impl LogStats {
             "retried": n(&self.retried),
             "unacked": n(&self.unacked),
             "stale": n(&self.stale),
+            "held": n(&self.held),
+            "given_up": n(&self.given_up),
             "unreadable": n(&self.unreadable),
         })
     }
@@ -236,8 +245,10 @@ pub(super) async fn ordered_after(
     consumer.messages().await.context("messages")
 }
 
-/// An entry ready to send (kept in the window until acked: a failed one is sent again as is).
+/// A record ready to send (kept in the window until acked: a failed one is sent again as is).
 struct Outgoing {
+    /// Its origin sequence.
+    seq: u64,
     /// Its `Nats-Msg-Id`.
     id: String,
     body: Bytes,
@@ -278,6 +289,39 @@ async fn send(
     }
 }
 
+/// Since when (by this node's clock) each origin has waited behind the same missing entry.
+struct Waiting(std::collections::HashMap<(String, u64), tokio::time::Instant>);
+
+impl Waiting {
+    fn new() -> Self {
+        Self(std::collections::HashMap::new())
+    }
+
+    /// Takes the sequencer's `(origin, first missing, last held)` now; returns `(origin,
+    /// last held)` for those waiting on the same missing one for `after` (each once per
+    /// `after`: a give-up that was lost is written again).
+    fn update<'a>(
+        &mut self,
+        now_waiting: impl Iterator<Item = (&'a str, u64, u64)>,
+        now: tokio::time::Instant,
+        after: Duration,
+    ) -> Vec<(String, u64)> {
+        let mut overdue = Vec::new();
+        let mut still = std::collections::HashMap::new();
+        for (origin, missing, last_held) in now_waiting {
+            let key = (origin.to_string(), missing);
+            let mut since = self.0.get(&key).copied().unwrap_or(now);
+            if now.duration_since(since) >= after {
+                overdue.push((origin.to_string(), last_held));
+                since = now;
+            }
+            still.insert(key, since);
+        }
+        self.0 = still;
+        overdue
+    }
+}
+
 impl Io {
     fn subject(&self) -> String {
         format!("{}.entries", self.config.event_stream)
@@ -291,6 +335,51 @@ impl Io {
     /// lies inside it.
     fn snapshot_every(&self) -> u64 {
         (self.config.event_max_msgs as u64 / 10).clamp(100, 10_000)
+    }
+
+    /// Logs and counts origin sequences the rules gave up (they were never stored).
+    fn gave_up(&self, origin: &str, seqs: std::ops::Range<u64>) {
+        let n = seqs.end - seqs.start;
+        self.stats.given_up.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("pttbridge_cluster_log_given_up_total").increment(n);
+        static GAVE_UP: logsafe::RateLimit = logsafe::RateLimit::warn("event log gave up");
+        if GAVE_UP.allow() {
+            warn!(origin = %esc(origin), from = seqs.start, to = seqs.end, "event log: an origin's entries were never stored; given up, its later ones go on");
+        }
+    }
+
+    /// Writes a [`Record::GiveUp`] for every origin whose entries have waited behind the same
+    /// missing one for `event_give_up_ms` (by this node's clock; the record's place in the
+    /// stream is what every node acts on). Sent in the background: reading goes on.
+    fn give_up_overdue(&self, js: &jetstream::Context, seq: &Sequencer, waiting: &mut Waiting) {
+        let now = tokio::time::Instant::now();
+        let after = Duration::from_millis(self.config.event_give_up_ms);
+        let overdue = waiting.update(seq.waiting(), now, after);
+        for (origin, below) in overdue {
+            let record = Record::GiveUp { origin, below };
+            let (js, subject) = (js.clone(), self.subject());
+            let stats = self.stats.clone();
+            tokio::spawn(
+                async move {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(NATS_MESSAGE_ID, record.message_id().as_str());
+                    let sent = js
+                        .publish_with_headers(subject, headers, record.to_json().into())
+                        .await;
+                    match sent {
+                        Ok(ack) => match ack.await {
+                            Ok(_) => {
+                                stats.give_ups_written.fetch_add(1, Ordering::Relaxed);
+                                warn!(?record, "event log: gave up waiting for an origin's missing entries");
+                            }
+                            Err(e) => warn!(error = %esc(e.to_string()), "event log: give-up not stored (tried again later)"),
+                        },
+                        Err(e) => warn!(error = %esc(e.to_string()), "event log: give-up not sent (tried again later)"),
+                    }
+                }
+                .in_current_span(),
+            );
+        }
     }
 
     /// The latest snapshot, if there is a readable one.
@@ -460,22 +549,15 @@ impl Io {
         // The connection the window's publishes went out on (its count of connects).
         let mut epoch = connects.connects.load(Ordering::Relaxed);
         loop {
-            // A publish lost with a broken connection must not be stored after a later one of
-            // this node (the readers would drop it as stale): after a reconnect, everything
-            // still in the window fails at once and is sent again, in order, before anything
-            // new; while disconnected nothing is handed to the client (it would send it after
-            // the reconnect, ahead of the re-sends).
+            // A publish lost with a broken connection is best stored soon after the later ones
+            // that went through (the readers hold those until it comes): after a reconnect,
+            // everything still in the window fails at once and is sent again, in order, before
+            // anything new; while disconnected nothing is handed to the client (it would send
+            // it after the reconnect, ahead of the re-sends).
             let now_epoch = connects.connects.load(Ordering::Relaxed);
             if now_epoch != epoch {
                 window.fail_all("the NATS connection was re-made");
                 epoch = now_epoch;
-            }
-            let connected = client.connection_state() == async_nats::connection::State::Connected;
-            while connected && failed.is_empty() && window.len() < WINDOW {
-                let Some(out) = queue.pop_front() else { break };
-                if !send(&client, &subject, &inbox, &mut window, out).await {
-                    break;
-                }
             }
             // What has an outcome, in publish order.
             while let Some((out, outcome)) = window.pop() {
@@ -512,6 +594,24 @@ impl Io {
                 tokio::time::sleep(jitter(backoff)).await;
                 backoff = next_backoff(backoff);
                 continue;
+            }
+            // After taking the outcomes, so the slots they freed are used now, not after the
+            // next wake-up (which may be a long time coming when the bus is quiet).
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            // The readers' rule (log.rs): sequence `s + WINDOW` goes only once `s` is stored,
+            // counted in sequences, not in slots (a re-send shares the window with new ones).
+            while connected && failed.is_empty() && window.len() < WINDOW {
+                let Some(next) = queue.front() else { break };
+                if window
+                    .front()
+                    .is_some_and(|oldest| next.seq >= oldest.seq + log::ORIGIN_WINDOW)
+                {
+                    break;
+                }
+                let Some(out) = queue.pop_front() else { break };
+                if !send(&client, &subject, &inbox, &mut window, out).await {
+                    break;
+                }
             }
             outbox_gauge.set((queue.len() + window.len()) as f64);
             if !open && queue.is_empty() && window.is_empty() {
@@ -550,18 +650,25 @@ impl Io {
         }
     }
 
-    /// Makes the entry of draft `s` and queues it (unless it is too large: dropped, counted).
+    /// Makes the record of draft `s` and queues it. One too large to send goes as a
+    /// [`Record::Skip`] in its place (counted), so readers do not wait for it.
     fn enqueue(&self, origin: &str, s: Stamped, queue: &mut VecDeque<Outgoing>) {
-        let entry = LogEntry::new(origin, s);
-        let body = serde_json::to_vec(&entry).unwrap_or_default();
+        let seq = s.seq;
+        let mut record = Record::Entry(LogEntry::new(origin, s));
+        let mut body = record.to_json();
         if body.len() > MAX_ENTRY {
             metrics::counter!("pttbridge_cluster_log_dropped_total", "reason" => "too_large")
                 .increment(1);
-            return;
+            record = Record::Skip {
+                origin: origin.to_string(),
+                seq,
+            };
+            body = record.to_json();
         }
         self.stats.unacked.fetch_add(1, Ordering::Relaxed);
         queue.push_back(Outgoing {
-            id: entry.message_id(),
+            seq,
+            id: record.message_id(),
             body: Bytes::from(body),
         });
     }
@@ -617,9 +724,16 @@ impl Io {
         let mut progress = (seq.applied(), false);
         let mut since_snapshot = 0u64;
         let mut last_snapshot = tokio::time::Instant::now();
+        let mut waiting = Waiting::new();
+        let mut held_check = tokio::time::interval(Duration::from_secs(1));
+        held_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let msg = tokio::select! {
                 m = messages.next() => m,
+                _ = held_check.tick() => {
+                    self.give_up_overdue(js, seq, &mut waiting);
+                    continue;
+                }
                 _ = idle.tick() => {
                     // A watchdog over the client's own recovery: the stream has entries past
                     // ours and none came for a whole period → a new consumer from here.
@@ -650,38 +764,57 @@ impl Io {
                     seq.applied() + 1
                 );
             }
-            match serde_json::from_slice::<LogEntry>(&msg.payload) {
-                Ok(entry) => match seq.admit(stream_seq, &entry.origin, entry.seq) {
-                    Admit::Apply => {
-                        let local = entry.origin == origin;
-                        let (draft, time_ms) = entry.into_draft();
-                        bus.apply_replicated(draft, time_ms, local);
-                        self.stats.applied.fetch_add(1, Ordering::Relaxed);
-                        metrics::counter!("pttbridge_cluster_log_applied_total").increment(1);
-                        since_snapshot += 1;
-                        if since_snapshot >= self.snapshot_every()
-                            || last_snapshot.elapsed() >= SNAPSHOT_PERIOD
-                        {
-                            // Between two entries: the bus holds exactly the state after this one.
-                            let snap = Snapshot {
-                                sequencer: seq.clone(),
-                                apps: bus.export(),
-                            };
-                            tokio::spawn(
-                                self.clone()
-                                    .write_snapshot(js.clone(), snap)
-                                    .in_current_span(),
-                            );
-                            since_snapshot = 0;
-                            last_snapshot = tokio::time::Instant::now();
+            match Record::parse(&msg.payload) {
+                Ok(record) => {
+                    let entry = matches!(record, Record::Entry(_));
+                    let mut applied = 0u64;
+                    let verdict = seq.admit(stream_seq, record, &mut |out| match out {
+                        Out::Apply(entry) => {
+                            let local = entry.origin == origin;
+                            let (draft, time_ms) = entry.into_draft();
+                            bus.apply_replicated(draft, time_ms, local);
+                            applied += 1;
                         }
+                        Out::GaveUp { origin, seqs } => self.gave_up(&origin, seqs),
+                    });
+                    if applied > 0 {
+                        self.stats.applied.fetch_add(applied, Ordering::Relaxed);
+                        metrics::counter!("pttbridge_cluster_log_applied_total").increment(applied);
+                        since_snapshot += applied;
                     }
-                    Admit::Replayed => {}
-                    Admit::Stale => {
-                        self.stats.stale.fetch_add(1, Ordering::Relaxed);
-                        metrics::counter!("pttbridge_cluster_log_stale_total").increment(1);
+                    match verdict {
+                        Admit::Stale => {
+                            self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!("pttbridge_cluster_log_stale_total").increment(1);
+                        }
+                        Admit::Replayed => {}
+                        Admit::Held | Admit::Ready => {}
                     }
-                },
+                    // Held entries change only when one is held, or released (more than the
+                    // entry itself applied, or a skip or give-up).
+                    if verdict == Admit::Held || applied != 1 || !entry {
+                        let held = seq.held() as u64;
+                        self.stats.held.store(held, Ordering::Relaxed);
+                        metrics::gauge!("pttbridge_cluster_log_held_entries").set(held as f64);
+                    }
+                    if applied > 0
+                        && (since_snapshot >= self.snapshot_every()
+                            || last_snapshot.elapsed() >= SNAPSHOT_PERIOD)
+                    {
+                        // Between two records: the bus holds exactly the state after this one.
+                        let snap = Snapshot {
+                            sequencer: seq.clone(),
+                            apps: bus.export(),
+                        };
+                        tokio::spawn(
+                            self.clone()
+                                .write_snapshot(js.clone(), snap)
+                                .in_current_span(),
+                        );
+                        since_snapshot = 0;
+                        last_snapshot = tokio::time::Instant::now();
+                    }
+                }
                 Err(e) => {
                     seq.skip(stream_seq);
                     self.stats.unreadable.fetch_add(1, Ordering::Relaxed);

@@ -100,6 +100,11 @@ impl<T> AckWindow<T> {
         self.slots.len()
     }
 
+    /// The oldest item in the window (sent, not popped yet).
+    pub fn front(&self) -> Option<&T> {
+        self.slots.front().map(|s| &s.item)
+    }
+
     /// Whether nothing is in flight.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()

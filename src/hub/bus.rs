@@ -45,8 +45,8 @@ pub struct EventBus {
 /// A draft on its way to the replicated log, stamped by the node that made it.
 #[derive(Debug, Clone)]
 pub struct Stamped {
-    /// This process's sequence of the draft (1, 2, ... with no repeats; a dropped draft
-    /// leaves a gap).
+    /// This process's sequence of the draft (1, 2, ... with no repeats and no gaps: a draft
+    /// the outbox cannot take is dropped before it is numbered).
     pub seq: u64,
     /// When it was published here (ms since the Unix epoch): the event's time on every node.
     pub time_ms: u64,
@@ -117,13 +117,16 @@ impl EventBus {
         if let Some(r) = self.replication.get() {
             let event = unnumbered(&draft, time_ms);
             let mut outbox = r.outbox.lock().unwrap_or_else(|p| p.into_inner());
-            outbox.0 += 1;
             let stamped = Stamped {
-                seq: outbox.0,
+                seq: outbox.0 + 1,
                 time_ms,
                 draft,
             };
-            if outbox.1.try_send(stamped).is_err() {
+            // A dropped draft takes no number: an origin's sequence has no gaps, so readers
+            // can wait for a missing one (cluster/log.rs).
+            if outbox.1.try_send(stamped).is_ok() {
+                outbox.0 += 1;
+            } else {
                 metrics::counter!("pttbridge_cluster_log_dropped_total", "reason" => "outbox_full")
                     .increment(1);
             }
