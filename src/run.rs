@@ -111,6 +111,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ptt.clone(),
             ctx.admins.clone(),
             bus.clone(),
+            event_log.as_ref().map(|l| l.ender()),
             shutdown.clone(),
         )?),
         _ => None,

@@ -288,13 +288,17 @@ async fn every_node_sees_every_nodes_events_in_one_numbering_through_kills() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         on_c = Watcher::start(c_addr).await;
     }
-    let on_b = Watcher::start(b_addr).await;
-    assert!(
-        in_north_everywhere(&on_b),
-        "B's full sync is C's: {:?}",
-        on_b.replica
-    );
-    let mut on_b = on_b;
+    // B reads the same log, maybe a moment behind C.
+    let mut on_b = Watcher::start(b_addr).await;
+    while !in_north_everywhere(&on_b) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B's full sync is C's: {:?}",
+            on_b.replica
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        on_b = Watcher::start(b_addr).await;
+    }
     let mut joins: HashMap<String, usize> = SERVERS.iter().map(|s| (s.to_string(), 0)).collect();
 
     // Phase 1: all three nodes report the moves; C carries A's and B's events.
@@ -304,6 +308,7 @@ async fn every_node_sees_every_nodes_events_in_one_numbering_through_kills() {
 
     // kill -9 node A: B and C go on; C's versions stay contiguous.
     bridges.lock().unwrap()[0] = None;
+    let killed_a = tokio::time::Instant::now();
     let phase2 = phase(&mover, &mut on_c, &mut joins, &user, &live, &bridges).await;
     println!("phase 2 (node A killed): C at version {phase2}");
 
@@ -313,6 +318,40 @@ async fn every_node_sees_every_nodes_events_in_one_numbering_through_kills() {
     nats.servers[leader].kill();
     let phase3 = phase(&mover, &mut on_c, &mut joins, &user, &live, &bridges).await;
     println!("phase 3 (nats-server n{leader} killed): C at version {phase3}");
+
+    // A is gone for good: once its presence lapsed, a live node ends A's run, and what A alone
+    // reported (server a's channel and who was in it) leaves every node's state, in the same
+    // numbering (cluster/runs.rs) — no ghosts in a full sync.
+    let deadline = tokio::time::Instant::now() + T;
+    let a_groups = |w: &Watcher| -> Vec<String> {
+        w.replica
+            .groups
+            .iter()
+            .filter(|(g, m)| g.starts_with("ptt:a:") && !m.is_empty())
+            .map(|(g, m)| format!("{g}: {m:?}"))
+            .collect()
+    };
+    loop {
+        on_c.drain();
+        if a_groups(&on_c).is_empty() {
+            println!(
+                "A's presences ended on C {:.1} s after its kill (lease 6 s: gone after two)",
+                killed_a.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A's presences still on C: {:?}",
+            a_groups(&on_c)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let synced = Watcher::start(c_addr).await;
+    assert!(
+        a_groups(&synced).is_empty(),
+        "a full sync on C shows none of A's"
+    );
 
     // Exactly the moves: every live node's view alternates, and the join counts are exact.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -111,6 +111,32 @@ impl LogStats {
 pub struct EventLog {
     /// Its counters.
     pub stats: Arc<LogStats>,
+    ender: RunEnder,
+}
+
+/// Says that other nodes' runs are over (their presence lapsed): writes a
+/// [`Record::RunOver`] for each, in the background, so what they reported ends everywhere
+/// ([`super::runs`]).
+#[derive(Debug, Clone)]
+pub struct RunEnder {
+    run: String,
+    tx: mpsc::Sender<String>,
+}
+
+impl RunEnder {
+    /// This node's own run (`<node>/<boot id>`), which its presence names.
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
+    /// Run `run` of another node is over. Dropped (and counted) if many are waiting already:
+    /// other nodes write the same record.
+    pub fn end(&self, run: String) {
+        if self.tx.try_send(run).is_err() {
+            metrics::counter!("pttbridge_cluster_log_dropped_total", "reason" => "run_over_full")
+                .increment(1);
+        }
+    }
 }
 
 impl EventLog {
@@ -130,6 +156,7 @@ impl EventLog {
         let origin = format!("{node_id}/{:08x}", rand::random::<u32>());
         let (tx, rx) = mpsc::channel(config.event_outbox);
         bus.replicate(tx);
+        let (end_tx, ends) = mpsc::channel(64);
         let stats = Arc::new(LogStats::default());
         let io = Io {
             config: config.clone(),
@@ -150,13 +177,29 @@ impl EventLog {
                             .consume(js.clone(), bus, origin.clone())
                             .in_current_span(),
                     );
+                    tokio::spawn(
+                        io.clone()
+                            .end_runs(js.clone(), origin.clone(), ends)
+                            .in_current_span(),
+                    );
                     io.publish(js, origin, rx).await;
                 }
             }
             .instrument(span),
         );
         info!(origin = %origin, stream = %config.event_stream, "cluster event log starting");
-        Ok(Self { stats })
+        Ok(Self {
+            stats,
+            ender: RunEnder {
+                run: origin,
+                tx: end_tx,
+            },
+        })
+    }
+
+    /// The handle that ends other nodes' runs (see [`RunEnder`]).
+    pub fn ender(&self) -> RunEnder {
+        self.ender.clone()
     }
 
     /// Waits (at most `limit`) until every draft taken so far is stored in the stream.
@@ -357,28 +400,56 @@ impl Io {
         let overdue = waiting.update(seq.waiting(), now, after);
         for (origin, below) in overdue {
             let record = Record::GiveUp { origin, below };
-            let (js, subject) = (js.clone(), self.subject());
-            let stats = self.stats.clone();
             tokio::spawn(
-                async move {
-                    let mut headers = HeaderMap::new();
-                    headers.insert(NATS_MESSAGE_ID, record.message_id().as_str());
-                    let sent = js
-                        .publish_with_headers(subject, headers, record.to_json().into())
-                        .await;
-                    match sent {
-                        Ok(ack) => match ack.await {
-                            Ok(_) => {
-                                stats.give_ups_written.fetch_add(1, Ordering::Relaxed);
-                                warn!(?record, "event log: gave up waiting for an origin's missing entries");
-                            }
-                            Err(e) => warn!(error = %esc(e.to_string()), "event log: give-up not stored (tried again later)"),
-                        },
-                        Err(e) => warn!(error = %esc(e.to_string()), "event log: give-up not sent (tried again later)"),
-                    }
-                }
-                .in_current_span(),
+                self.clone()
+                    .write_control(js.clone(), record)
+                    .in_current_span(),
             );
+        }
+    }
+
+    /// Writes a control record (a give-up, a run over) with its `Nats-Msg-Id`, so the copies
+    /// several nodes write are stored once; a failure is logged (the next check writes it
+    /// again).
+    async fn write_control(self, js: jetstream::Context, record: Record) {
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_MESSAGE_ID, record.message_id().as_str());
+        let sent = js
+            .publish_with_headers(self.subject(), headers, record.to_json().into())
+            .await;
+        let stored = match sent {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match stored {
+            Ok(()) => {
+                if matches!(record, Record::GiveUp { .. }) {
+                    self.stats.give_ups_written.fetch_add(1, Ordering::Relaxed);
+                }
+                warn!(?record, "event log: control record written");
+            }
+            Err(e) => warn!(error = %esc(e), ?record, "event log: control record not stored"),
+        }
+    }
+
+    /// Writes a [`Record::RunOver`] for each run [`RunEnder::end`] names, in the name of
+    /// `origin` (this node's run).
+    async fn end_runs(
+        self,
+        js: jetstream::Context,
+        origin: String,
+        mut ends: mpsc::Receiver<String>,
+    ) {
+        while let Some(run) = ends.recv().await {
+            let time_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let record = Record::RunOver {
+                origin: run,
+                by: origin.clone(),
+                time_ms,
+            };
+            self.clone().write_control(js.clone(), record).await;
         }
     }
 

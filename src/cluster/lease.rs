@@ -1334,6 +1334,7 @@ mod tests {
                         let record = PresenceRecord {
                             lease_ms: LEASE.as_millis() as u64,
                             draining: n.drained || n.leaving,
+                            run: None,
                         };
                         for o in (0..4).filter(|o| *o != i) {
                             if !chaos || rand(10) != 0 {

@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::runs::Runs;
 use crate::hub::bus::Stamped;
 use crate::hub::event::Draft;
 use crate::hub::{EventKind, Party};
@@ -130,6 +131,16 @@ pub enum Record {
         /// Missing sequences below this are given up.
         below: u64,
     },
+    /// Written by a live node when another node's presence lapsed: that run (`origin`) is over,
+    /// and what rests on its word in the shared state ends ([`super::runs`]).
+    RunOver {
+        /// The run that is over.
+        origin: String,
+        /// The run that says so (its node sends what this ends to its own sinks).
+        by: String,
+        /// When it said so (ms since the Unix epoch): the time of what this ends.
+        time_ms: u64,
+    },
 }
 
 /// The two control records' wire form: `{"skip":{"origin":..,"seq":..}}` and
@@ -137,8 +148,19 @@ pub enum Record {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum Control {
-    Skip { origin: String, seq: u64 },
-    GiveUp { origin: String, below: u64 },
+    Skip {
+        origin: String,
+        seq: u64,
+    },
+    GiveUp {
+        origin: String,
+        below: u64,
+    },
+    RunOver {
+        origin: String,
+        by: String,
+        time_ms: u64,
+    },
 }
 
 impl Record {
@@ -150,6 +172,15 @@ impl Record {
             Err(e) => match serde_json::from_slice::<Control>(bytes) {
                 Ok(Control::Skip { origin, seq }) => Ok(Record::Skip { origin, seq }),
                 Ok(Control::GiveUp { origin, below }) => Ok(Record::GiveUp { origin, below }),
+                Ok(Control::RunOver {
+                    origin,
+                    by,
+                    time_ms,
+                }) => Ok(Record::RunOver {
+                    origin,
+                    by,
+                    time_ms,
+                }),
                 Err(_) => Err(e),
             },
         }
@@ -167,6 +198,15 @@ impl Record {
                 origin: origin.clone(),
                 below: *below,
             },
+            Record::RunOver {
+                origin,
+                by,
+                time_ms,
+            } => Control::RunOver {
+                origin: origin.clone(),
+                by: by.clone(),
+                time_ms: *time_ms,
+            },
         };
         serde_json::to_vec(&c).unwrap_or_default()
     }
@@ -178,6 +218,7 @@ impl Record {
             Record::Entry(e) => e.message_id(),
             Record::Skip { origin, seq } => format!("{origin}:{seq}"),
             Record::GiveUp { origin, below } => format!("give-up:{origin}:{below}"),
+            Record::RunOver { origin, .. } => format!("run-over:{origin}"),
         }
     }
 }
@@ -300,6 +341,9 @@ impl Origin {
 pub struct Sequencer {
     applied: u64,
     origins: HashMap<String, Origin>,
+    /// Whose word each presence rests on.
+    #[serde(default)]
+    runs: Runs,
 }
 
 impl Sequencer {
@@ -320,17 +364,31 @@ impl Sequencer {
             return Admit::Replayed;
         }
         self.applied = stream_seq;
+        let Self { origins, runs, .. } = self;
         let (origin, seq, entry) = match record {
             Record::Entry(e) => (e.origin.clone(), e.seq, Some(e)),
             Record::Skip { origin, seq } => (origin, seq, None),
+            Record::RunOver {
+                origin,
+                by,
+                time_ms,
+            } => {
+                for e in runs.over(&origin, &by, time_ms) {
+                    out(Out::Apply(e));
+                }
+                return Admit::Ready;
+            }
             Record::GiveUp { origin, below } => {
-                if let Some(o) = self.origins.get_mut(&origin) {
-                    o.release(&origin, below.saturating_sub(1), out);
+                if let Some(o) = origins.get_mut(&origin) {
+                    o.release(&origin, below.saturating_sub(1), &mut |o| {
+                        through_runs(runs, o, out)
+                    });
                 }
                 return Admit::Ready;
             }
         };
-        let o = self.origin(&origin, stream_seq, out);
+        let out = &mut |o: Out| through_runs(runs, o, out);
+        let o = origin_mut(origins, &origin, stream_seq, out);
         if seq < o.next || o.held.contains_key(&seq) {
             return Admit::Stale;
         }
@@ -350,37 +408,6 @@ impl Sequencer {
         } else {
             Admit::Ready
         }
-    }
-
-    /// `name`'s state, seen at `stream_seq`; a new origin starts at sequence 1. When
-    /// [`MAX_ORIGINS`] are known, the least recently seen is forgotten first, its held entries
-    /// applied as they are (it has been silent for the longest).
-    fn origin(&mut self, name: &str, stream_seq: u64, out: &mut impl FnMut(Out)) -> &mut Origin {
-        if !self.origins.contains_key(name) {
-            if self.origins.len() >= MAX_ORIGINS
-                && let Some(oldest) = self
-                    .origins
-                    .iter()
-                    .min_by_key(|(_, o)| o.seen)
-                    .map(|(n, _)| n.clone())
-                && let Some(gone) = self.origins.remove(&oldest)
-            {
-                for entry in gone.held.into_values().flatten() {
-                    out(Out::Apply(entry));
-                }
-            }
-            self.origins.insert(
-                name.to_string(),
-                Origin {
-                    next: 1,
-                    seen: stream_seq,
-                    held: BTreeMap::new(),
-                },
-            );
-        }
-        let o = self.origins.get_mut(name).expect("inserted above");
-        o.seen = stream_seq;
-        o
     }
 
     /// Origins with entries held behind a missing one: `(origin, its first missing sequence,
@@ -406,6 +433,50 @@ impl Sequencer {
     pub fn skip(&mut self, stream_seq: u64) {
         self.applied = self.applied.max(stream_seq);
     }
+}
+
+/// An entry to apply goes through [`Runs`] (which may add what a run's end requires around
+/// it); the rest goes straight out.
+fn through_runs(runs: &mut Runs, o: Out, out: &mut impl FnMut(Out)) {
+    match o {
+        Out::Apply(e) => runs.apply(e, &mut |e| out(Out::Apply(e))),
+        other => out(other),
+    }
+}
+
+/// `name`'s state, seen at `stream_seq`; a new origin starts at sequence 1. When
+/// [`MAX_ORIGINS`] are known, the least recently seen is forgotten first, its held entries
+/// applied as they are (it has been silent for the longest).
+fn origin_mut<'a>(
+    origins: &'a mut HashMap<String, Origin>,
+    name: &str,
+    stream_seq: u64,
+    out: &mut impl FnMut(Out),
+) -> &'a mut Origin {
+    if !origins.contains_key(name) {
+        if origins.len() >= MAX_ORIGINS
+            && let Some(oldest) = origins
+                .iter()
+                .min_by_key(|(_, o)| o.seen)
+                .map(|(n, _)| n.clone())
+            && let Some(gone) = origins.remove(&oldest)
+        {
+            for entry in gone.held.into_values().flatten() {
+                out(Out::Apply(entry));
+            }
+        }
+        origins.insert(
+            name.to_string(),
+            Origin {
+                next: 1,
+                seen: stream_seq,
+                held: BTreeMap::new(),
+            },
+        );
+    }
+    let o = origins.get_mut(name).expect("inserted above");
+    o.seen = stream_seq;
+    o
 }
 
 /// A node's state after one entry of the log: what a node that starts later begins from

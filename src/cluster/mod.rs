@@ -10,4 +10,5 @@ pub mod node;
 pub mod records;
 pub mod resource;
 pub mod route;
+pub mod runs;
 pub mod share;

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::ClusterConfig;
+use super::eventlog::RunEnder;
 use super::lease::{Change, Entry, Lease, Op, Record, Reply, View, WriteError};
 use super::resource::{AdminSession, Resource};
 use super::share::{Holder, Outlook, PRESENCE_PREFIX, Presence, PresenceRecord, presence_key};
@@ -64,6 +65,12 @@ pub struct ClusterStatus {
     settle: Duration,
     /// A hand-over found its taker: the next one may start (wakes the lease tasks).
     taken: Notify,
+    /// This node's event-log run (its presence names it), and what ends others' runs.
+    run: Option<String>,
+    ender: Option<RunEnder>,
+    /// When the bucket's watch last delivered an entry (this node's own presence comes every
+    /// third of a lease): a silent watch must not make everybody else look gone.
+    watched: Mutex<Option<Instant>>,
 }
 
 impl ClusterStatus {
@@ -327,6 +334,7 @@ impl ClusterNode {
         ptt: Arc<PttSide>,
         admins: Vec<AdminSession>,
         bus: Arc<EventBus>,
+        ender: Option<RunEnder>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
         let super::config::Connection {
@@ -366,6 +374,9 @@ impl ClusterNode {
             presence: Mutex::new(Presence::new(node_id.clone(), config.lease())),
             settle: config.rebalance_settle(),
             taken: Notify::new(),
+            run: ender.as_ref().map(|e| e.run().to_string()),
+            ender,
+            watched: Mutex::new(None),
         });
         let driver = Driver {
             node_id: node_id.clone(),
@@ -769,6 +780,8 @@ async fn watch(kv: kv::Store, keys: HashMap<String, Arc<Notify>>, status: Arc<Cl
                 };
                 match next {
                     Some(Ok(entry)) => {
+                        *status.watched.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(Instant::now());
                         if let Some(w) = keys.get(&entry.key) {
                             w.notify_one();
                         } else if let Some(node) = entry.key.strip_prefix(PRESENCE_PREFIX) {
@@ -819,6 +832,7 @@ async fn heartbeat(kv: kv::Store, status: Arc<ClusterStatus>) {
         let record = PresenceRecord {
             lease_ms: status.lease.as_millis() as u64,
             draining: status.is_draining(),
+            run: status.run.clone(),
         };
         let value = bytes::Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
         match tokio::time::timeout(status.lease / 6, kv.put(&key, value)).await {
@@ -828,8 +842,21 @@ async fn heartbeat(kv: kv::Store, status: Arc<ClusterStatus>) {
             }
             Err(_) => debug!("cluster: presence write timed out; next beat retries"),
         }
-        let live = status.presence().live(Instant::now()).len() + 1;
+        let now = Instant::now();
+        let live = status.presence().live(now).len() + 1;
         metrics::gauge!("pttbridge_cluster_nodes").set(live as f64);
+        // Nodes gone: what they reported in the shared event state ends (cluster/runs.rs).
+        if let Some(ender) = &status.ender {
+            let watching = status
+                .watched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|at| now.duration_since(at) < status.lease);
+            for run in status.presence().runs_over(now, watching) {
+                info!(run = %esc(&run), "cluster: a node is gone; ending its run's presences");
+                ender.end(run);
+            }
+        }
     }
 }
 

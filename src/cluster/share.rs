@@ -45,6 +45,10 @@ pub struct PresenceRecord {
     /// Draining (an operator's drain, a stop): takes no lease, so it gets no share.
     #[serde(default)]
     pub draining: bool,
+    /// The node's run of the event log (`<node>/<boot id>`), ended by the others when the node
+    /// is gone ([`super::runs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 /// The fair share of `resources` among `live` nodes: `ceil(resources / live)`.
@@ -90,6 +94,8 @@ pub struct Presence {
     me: String,
     lease: Duration,
     nodes: BTreeMap<String, Seen>,
+    /// Runs of nodes that deleted their key, not reported yet by [`Presence::runs_over`].
+    left: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +107,9 @@ struct Seen {
     draining: bool,
     /// Let a lease lapse at this revision of its presence: not live until a newer one.
     lapsed: Option<u64>,
+    /// Its event-log run, and whether [`Presence::runs_over`] reported it.
+    run: Option<String>,
+    run_reported: bool,
 }
 
 impl Seen {
@@ -116,6 +125,7 @@ impl Presence {
             me: me.into(),
             lease,
             nodes: BTreeMap::new(),
+            left: Vec::new(),
         }
     }
 
@@ -132,7 +142,13 @@ impl Presence {
             return;
         }
         let Some(record) = record else {
-            self.nodes.remove(node);
+            if let Some(s) = self.nodes.remove(node)
+                && let Some(run) = s.run
+                && !s.run_reported
+                && self.left.len() < MAX_NODES
+            {
+                self.left.push(run);
+            }
             return;
         };
         let lease = self.lease.max(Duration::from_millis(record.lease_ms));
@@ -148,6 +164,10 @@ impl Presence {
             s.lapsed = None;
             s.lease = lease;
             s.draining = record.draining;
+            if s.run != record.run {
+                s.run = record.run.clone();
+                s.run_reported = false;
+            }
             return;
         }
         if self.nodes.len() >= MAX_NODES {
@@ -165,8 +185,27 @@ impl Presence {
                 lease,
                 draining: record.draining,
                 lapsed: None,
+                run: record.run.clone(),
+                run_reported: false,
             },
         );
+    }
+
+    /// The event-log runs of nodes gone since the last call, each once: a node that deleted its
+    /// key (it stopped), or whose key was not rewritten for two of its leases while this node
+    /// saw the bucket (`watching`: its watch delivered entries lately — a node cut off from
+    /// NATS must not end everybody else's runs).
+    pub fn runs_over(&mut self, now: Instant, watching: bool) -> Vec<String> {
+        let mut over = std::mem::take(&mut self.left);
+        if watching {
+            for s in self.nodes.values_mut() {
+                if !s.run_reported && now >= s.seen + 2 * s.lease {
+                    s.run_reported = true;
+                    over.extend(s.run.clone());
+                }
+            }
+        }
+        over
     }
 
     /// `node` let a lease lapse (it stopped renewing for a whole lease, as this node times it):
@@ -321,6 +360,7 @@ mod tests {
         PresenceRecord {
             lease_ms: 3000,
             draining: false,
+            run: None,
         }
     }
 
@@ -360,6 +400,7 @@ mod tests {
         let long = PresenceRecord {
             lease_ms: 10_000,
             draining: true,
+            run: None,
         };
         p.on_entry("c", 1, Some(&long), t0);
         assert!(
