@@ -263,6 +263,24 @@ fn rtcpeer_req(name: &str, fields: Value) -> Value {
 }
 
 /// `u`'s answer to `req` once `done` holds for it (the node applied what another wrote).
+/// How many are in hub group `group` of app "default" by `b`'s EGW full sync.
+fn in_group(b: &Bridge, group: &str) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = Client::connect(b.addr()).await;
+        c.login("default", "default-secret").await;
+        let sync = c.full_sync(&["default"]).await.remove(0);
+        c.close().await;
+        egw_client::Replica::from_sync(&sync)
+            .groups
+            .get(group)
+            .map_or(0, |m| m.len())
+    })
+}
+
 fn answer_until(u: &mut User, req: Value, done: impl Fn(&Value) -> bool) -> Value {
     let t0 = Instant::now();
     loop {
@@ -342,6 +360,18 @@ fn standing_rooms_and_appointments_are_the_same_on_every_node() {
     );
     let r = carol.ws.request(enter(&carol, room, Some("1234")));
     assert_eq!(r["result"], 0, "A's password holds on B: {r}");
+    // The room is open on B with two people in it: A knows from the shared event state and
+    // refuses to delete it, as B would (checkActiveRoom).
+    let group = format!("meeting:{room}");
+    let t0 = Instant::now();
+    while in_group(&a, &group) != 2 {
+        assert!(t0.elapsed() < T, "A's state shows the room's two");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = alice
+        .ws
+        .request(rtcpeer_req("room.deleteRoom", json!({"roomId": room})));
+    assert_eq!(r["result"], 409, "in use on B: {r}");
     for u in [&mut bob, &mut carol] {
         let r = u.ws.request(json!({"module":"meeting","method":"exit"}));
         assert_eq!(r["result"], 0, "{r}");
@@ -406,10 +436,12 @@ fn standing_rooms_and_appointments_are_the_same_on_every_node() {
     // Deleted through B (alice signed in there too): gone on A.
     let mut alice_b = sign_in(b.addr(), MEETING_APP, "alice");
     assert_eq!(alice_b.id, alice.id, "one user on every node");
-    let r = alice_b
-        .ws
-        .request(rtcpeer_req("room.deleteRoom", json!({"roomId": room})));
-    assert_eq!(r["result"], 0, "{r}");
+    // Once B's state has bob and carol gone (their exits went through the log).
+    answer_until(
+        &mut alice_b,
+        rtcpeer_req("room.deleteRoom", json!({"roomId": room})),
+        |r| r["result"] == 0,
+    );
     let r = alice_b.ws.request(rtcpeer_req(
         "meeting.deleteAppointment",
         json!({"meetingId": meeting}),

@@ -308,7 +308,7 @@ impl Switchboard {
             standing_only(room)?;
             st.rooms.get(id).cloned()
         };
-        if occupancy(handle.clone()).await > 0 {
+        if occupancy(handle.clone()).await > 0 || self.in_use_elsewhere(id) {
             return Err(Refusal::new(
                 code::CONFLICT,
                 format!("room {id} is in use: it can be deleted once everyone has left"),
@@ -332,6 +332,21 @@ impl Switchboard {
             .increment(1);
         info!(room = id, by = me, "standing room deleted");
         Ok(())
+    }
+
+    /// On a cluster node: whether the shared event state has someone in room `id` — open on
+    /// another node (this node's own room answers for itself; docs/cluster.md).
+    fn in_use_elsewhere(&self, id: Id) -> bool {
+        let bus = self.events.bus();
+        if !bus.replicated() {
+            return false;
+        }
+        let group = super::events::group_id(id);
+        let (_, state) = bus.snapshot(self.events.app(), Some(std::slice::from_ref(&group)));
+        state
+            .groups
+            .get(&group)
+            .is_some_and(|g| !g.members.is_empty())
     }
 
     /// Applies `f` to room `id` as `me` (its owner, or an operator's user), stores the result
