@@ -323,6 +323,27 @@ fn a_bad_config_fails_at_start_naming_the_key() {
             "{args:?}: {stderr}"
         );
     }
+    // A cluster node without an operator token: each node would generate its own.
+    let cluster = dir.path().join("cluster.toml");
+    std::fs::write(
+        &cluster,
+        "[cluster]\nnode_id = \"a\"\nurl = \"nats://127.0.0.1:4222\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", cluster.to_str().unwrap()])
+        .env_remove("PTTBRIDGE_OPERATOR_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a cluster node with no operator token"
+    );
+    assert!(
+        stderr.contains("operator.token: required on a cluster node"),
+        "{stderr}"
+    );
     let ok = std::process::Command::new(BIN)
         .args([
             "check-config",

@@ -234,6 +234,17 @@ impl Config {
         {
             return Err(invalid("operator.token", "at least 16 characters"));
         }
+        // Every node of a cluster must accept the same token: one generated at first start
+        // would be each node's own (docs/cluster.md).
+        if self.cluster.enabled()
+            && self.operator.token.is_none()
+            && std::env::var_os(crate::auth::operator::TOKEN_ENV).is_none()
+        {
+            return Err(invalid(
+                "operator.token",
+                "required on a cluster node (or the PTTBRIDGE_OPERATOR_TOKEN environment variable), the same on every node: a generated one would differ from node to node",
+            ));
+        }
         ConfigError::check_range(
             "operator.session_hours",
             self.operator.session_hours,
