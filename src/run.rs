@@ -16,7 +16,7 @@ use crate::http::{AppState, metrics_handle, router};
 use crate::hub::EventBus;
 use crate::recording::{Archive, Recorder};
 use crate::sides::SideContext;
-use crate::storage::{AppRow, Store};
+use crate::storage::{AppRow, RecordOp, Store};
 
 /// Runs the bridge with a loaded configuration.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -230,7 +230,31 @@ fn operators(config: &Config, store: &Store) -> anyhow::Result<Arc<Operators>> {
         TokenSource::Environment => info!("operator token from {}", operator::TOKEN_ENV),
         TokenSource::Config => info!("operator token from operator.token"),
     }
-    Ok(Arc::new(ops))
+    // Sign-outs are kept in the store — across restarts, and on a cluster node shared with the
+    // other nodes through the records stream, whose hook tells this node of theirs.
+    let ops = Arc::new(ops);
+    for (key, expiry) in store
+        .operator_sign_outs(unix_ms())
+        .context("storage: cannot read operator sign-outs")?
+    {
+        ops.revoke(&key, expiry);
+    }
+    let keep = store.clone();
+    ops.on_sign_out(move |key, expiry_ms| {
+        let store = keep.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.write(RecordOp::SignOut { key, expiry_ms }).await {
+                warn!(error = %e, "operator sign-out not kept: other nodes may still take the session");
+            }
+        });
+    });
+    let told = Arc::downgrade(&ops);
+    store.on_applied(Arc::new(move |op: &RecordOp| {
+        if let (RecordOp::SignOut { key, expiry_ms }, Some(ops)) = (op, told.upgrade()) {
+            ops.revoke(key, *expiry_ms);
+        }
+    }));
+    Ok(ops)
 }
 
 fn unix_ms() -> i64 {

@@ -206,6 +206,10 @@ CREATE TABLE IF NOT EXISTS operator_tokens (
     digest TEXT PRIMARY KEY,
     created_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS operator_sign_outs (
+    key TEXT PRIMARY KEY,
+    expiry_ms INTEGER NOT NULL
+);
 ";
 
 /// Tables of customer management (`customers::store` reads and writes them).
@@ -346,6 +350,16 @@ impl Store {
             rusqlite::params![digest, created_ms],
         )?;
         Ok(())
+    }
+
+    /// Operator sessions signed out that have not expired yet: `(key, expiry ms)` (see
+    /// `auth::operator::sign_out_key`).
+    pub fn operator_sign_outs(&self, now_ms: i64) -> Result<Vec<(String, u64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT key, expiry_ms FROM operator_sign_outs WHERE expiry_ms > ?1")?;
+        let rows = stmt.query_map([now_ms], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.filter_map(Result::ok).collect())
     }
 
     /// The connection (other modules keep their tables here too: `customers::store`).

@@ -498,3 +498,54 @@ fn a_meeting_accounts_user_id_is_the_same_on_every_node() {
     let on_b = sign_in(b.addr(), MEETING_APP, "carol");
     assert_eq!(on_b.id, on_a.id, "carol is one user on both nodes");
 }
+
+/// An operator's page signed in through A works on B (one token, one session key); signed out
+/// through A, its cookie is refused on B too: the sign-out goes through the records stream.
+#[test]
+fn an_operator_signed_out_on_one_node_is_signed_out_on_every_node() {
+    use testkit::bridge::OPERATOR_TOKEN;
+    use testkit::http::request_with;
+    let (_nats, _murmur, a, b) = two_nodes();
+    let body = json!({ "token": OPERATOR_TOKEN }).to_string();
+    let r = request_with(a.addr(), "POST", "/api/login", Some(&body), &[]).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let set = r
+        .headers
+        .iter()
+        .find(|(k, _)| k == "set-cookie")
+        .map(|(_, v)| v.clone())
+        .expect("a session cookie");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let signed_in = |node: &Bridge| {
+        let r = request_with(
+            node.addr(),
+            "GET",
+            "/api/session",
+            None,
+            &[("Cookie", &cookie)],
+        )
+        .unwrap();
+        serde_json::from_str::<Value>(&r.body).unwrap()["operator"] == true
+    };
+    assert!(
+        signed_in(&a) && signed_in(&b),
+        "the page's session on both nodes"
+    );
+    let r = request_with(
+        a.addr(),
+        "POST",
+        "/api/logout",
+        None,
+        &[("Cookie", &cookie)],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!signed_in(&a), "signed out on A at once");
+    let t0 = Instant::now();
+    while signed_in(&b) {
+        assert!(t0.elapsed() < T, "B still takes the signed-out session");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = request_with(b.addr(), "GET", "/metrics", None, &[("Cookie", &cookie)]).unwrap();
+    assert_eq!(r.status, 401, "an operator route on B: {}", r.body);
+}

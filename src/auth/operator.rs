@@ -59,8 +59,11 @@ pub struct Operators {
     tokens: Vec<String>,
     /// Seals session cookies.
     session_key: [u8; 32],
-    /// Signed-out cookies → their expiry (Unix ms), until they would have expired anyway.
+    /// Signed-out cookies (by [`sign_out_key`]) → their expiry (Unix ms), until they would have
+    /// expired anyway.
     revoked: Mutex<HashMap<String, u64>>,
+    /// Told of every sign-out here, to keep it (and share it with the other cluster nodes).
+    on_sign_out: std::sync::OnceLock<Box<dyn Fn(String, u64) + Send + Sync>>,
     session_ttl: Duration,
     failures: FailureLimiter<IpAddr>,
     /// Whether `/metrics` is open to scrapers without a token.
@@ -132,6 +135,7 @@ impl Operators {
             tokens: digests,
             session_key: rand::random(),
             revoked: Mutex::new(HashMap::new()),
+            on_sign_out: std::sync::OnceLock::new(),
             session_ttl,
             failures: FailureLimiter::new(10, Duration::from_secs(60), 4096),
             public_metrics,
@@ -193,7 +197,8 @@ impl Operators {
         secret::hex(&m.finalize().into_bytes())
     }
 
-    /// Signs a session out (until it would have expired anyway).
+    /// Signs a session out (until it would have expired anyway), and tells the sign-out
+    /// hook ([`Operators::on_sign_out`]) so the store keeps it and other nodes learn it.
     pub fn logout(&self, sid: &str) {
         let Some((expiry, _)) = sid.split_once('.') else {
             return;
@@ -201,12 +206,30 @@ impl Operators {
         let Ok(expiry) = expiry.parse::<u64>() else {
             return;
         };
+        let key = sign_out_key(sid);
+        self.revoke(&key, expiry);
+        if let Some(hook) = self.on_sign_out.get() {
+            hook(key, expiry);
+        }
+    }
+
+    /// Takes a sign-out kept or made elsewhere (the store at start, another cluster node):
+    /// the session whose [`sign_out_key`] is `key` is refused until `expiry` (Unix ms).
+    pub fn revoke(&self, key: &str, expiry: u64) {
         let now = unix_ms();
+        if expiry <= now {
+            return;
+        }
         let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
         revoked.retain(|_, exp| *exp > now);
         if revoked.len() < MAX_SESSIONS {
-            revoked.insert(sid.to_owned(), expiry);
+            revoked.insert(key.to_owned(), expiry);
         }
+    }
+
+    /// Calls `hook` with `(key, expiry)` of every sign-out on this node (set once, at start).
+    pub fn on_sign_out(&self, hook: impl Fn(String, u64) + Send + Sync + 'static) {
+        let _ = self.on_sign_out.set(Box::new(hook));
     }
 
     /// Whether `sid` is a live session cookie: sealed by this bridge's key, not expired, not
@@ -224,7 +247,7 @@ impl Operators {
                 .revoked
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .contains_key(sid)
+                .contains_key(&sign_out_key(sid))
     }
 
     /// Whether a request carries operator credentials: a bearer token or a live session cookie.
@@ -234,6 +257,13 @@ impl Operators {
         }
         cookie(headers, COOKIE).is_some_and(|sid| self.session_valid(sid, Instant::now()))
     }
+}
+
+/// What a signed-out session is kept as: the SHA-256 of its cookie value (a sign-out kept or
+/// shared never holds the cookie itself).
+pub fn sign_out_key(sid: &str) -> String {
+    use sha2::Digest as _;
+    secret::hex(&sha2::Sha256::digest(sid.as_bytes()))
 }
 
 /// The bearer token of `Authorization`.

@@ -120,6 +120,14 @@ pub enum RecordOp {
         /// Its user id.
         user_id: i64,
     },
+    /// An operator's page signed out: its session is refused on every node until it would have
+    /// expired (the expired ones are dropped as this is applied).
+    SignOut {
+        /// `auth::operator::sign_out_key` of the session cookie.
+        key: String,
+        /// When the session would have expired (ms since the Unix epoch).
+        expiry_ms: u64,
+    },
 }
 
 /// Told of an operation applied from the shared log ([`Store::on_applied`]).
@@ -290,6 +298,21 @@ fn apply_on(conn: &Connection, op: &RecordOp) -> Result<Applied, StoreError> {
             meeting::put_room_on(conn, room, *new).map(|()| Applied::Done)
         }
         RecordOp::DeleteRoom { id } => meeting::delete_room_on(conn, *id).map(Applied::Found),
+        RecordOp::SignOut { key, expiry_ms } => {
+            // Sessions last at most 30 days (operator.session_hours): one that would expire
+            // 31 days before this one has expired — decided by the entry, so every node keeps
+            // the same rows.
+            const MONTH_MS: i64 = 31 * 86_400_000;
+            conn.execute(
+                "DELETE FROM operator_sign_outs WHERE expiry_ms < ?1",
+                [*expiry_ms as i64 - MONTH_MS],
+            )?;
+            conn.execute(
+                "INSERT OR IGNORE INTO operator_sign_outs (key, expiry_ms) VALUES (?1, ?2)",
+                rusqlite::params![key, *expiry_ms as i64],
+            )?;
+            Ok(Applied::Done)
+        }
         RecordOp::PutAppointment { appointment, new } => {
             meeting::put_appointment_on(conn, appointment, *new).map(|()| Applied::Done)
         }
@@ -475,5 +498,30 @@ mod tests {
         let delete = RecordOp::DeleteRoom { id: 123_456_789 };
         assert_eq!(store.apply(&delete).unwrap(), Applied::Found(true));
         assert_eq!(*told.lock().unwrap(), [put]);
+    }
+
+    #[test]
+    fn sign_outs_are_kept_until_they_expire_and_pruned_alike_everywhere() {
+        let store = Store::open(None).unwrap();
+        let now = 1_800_000_000_000u64;
+        let day = 86_400_000u64;
+        for (key, expiry_ms) in [
+            ("old", now - 40 * day),
+            ("a", now + day),
+            ("b", now + 2 * day),
+        ] {
+            let op = RecordOp::SignOut {
+                key: key.into(),
+                expiry_ms,
+            };
+            let json = serde_json::to_string(&op).unwrap();
+            let back: RecordOp = serde_json::from_str(&json).unwrap();
+            assert_eq!(store.apply(&back).unwrap(), Applied::Done);
+        }
+        // "old" expired 41 days before "b": pruned by the entry itself, whatever the clock.
+        let rows = store.operator_sign_outs(0).unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let live = store.operator_sign_outs((now + day + 1) as i64).unwrap();
+        assert_eq!(live, [("b".to_string(), now + 2 * day)]);
     }
 }
