@@ -32,6 +32,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tracing::debug;
 
+use super::fanout::FanoutPool;
 use super::fast_tx::{self, SrtpTx};
 use super::listener::{self, ListenerSession, Received};
 use super::sdp::Unwrap;
@@ -169,6 +170,35 @@ pub trait Sink<T> {
     fn fill(&mut self, to: SocketAddr, fill: &mut dyn FnMut(&mut [u8]) -> Option<usize>) -> bool;
 }
 
+/// One [`Sink`] per shard of a spread fan-out ([`PeerSet::write_each_spread`]), each used by
+/// one thread at a time.
+pub trait ShardSinks<T>: Sync {
+    /// Shards there are sinks for.
+    fn shards(&self) -> usize;
+    /// Runs `f` with shard `i`'s sink, and sends what it gathered before returning.
+    fn with(&self, i: usize, f: &mut dyn FnMut(&mut dyn Sink<T>));
+}
+
+/// How a big fan-out is spread over threads (see [`super::fanout`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Spread<'a> {
+    /// The threads.
+    pub pool: &'a FanoutPool,
+    /// Listeners per shard: a fan-out to at most this many runs on the caller's thread alone
+    /// (0: never spread).
+    pub shard: usize,
+}
+
+/// A listener of one fan-out, found by the caller's thread and written by one shard's.
+struct Pending<K, T>(K, *mut Peer<T>);
+
+// SAFETY: the pointers are only followed inside `PeerSet::write_each_spread`, while the set is
+// borrowed mutably and each pointer by exactly one shard; a `Peer<T>` may move between
+// threads when `T` may.
+unsafe impl<K: Send, T: Send> Send for Pending<K, T> {}
+// SAFETY: as above: shared between the shards, but each entry is used by one only.
+unsafe impl<K: Sync, T: Send> Sync for Pending<K, T> {}
+
 /// Counters every peer set updates, registered once.
 #[derive(Debug, Clone)]
 struct PeerMetrics {
@@ -201,6 +231,8 @@ impl PeerMetrics {
 pub struct PeerSet<K, T> {
     peers: HashMap<K, Peer<T>>,
     events: Vec<(K, Event)>,
+    /// The listeners of a spread fan-out (empty between calls; kept for its capacity).
+    pending: Vec<Pending<K, T>>,
     swept: Instant,
     metrics: PeerMetrics,
 }
@@ -227,6 +259,7 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug, T> PeerSet<K, T> {
         Self {
             peers: HashMap::new(),
             events: Vec::new(),
+            pending: Vec::new(),
             swept: now,
             metrics: PeerMetrics::new(),
         }
@@ -470,6 +503,71 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug, T> PeerSet<K, T> {
     }
 }
 
+impl<K: Copy + Eq + Hash + std::fmt::Debug + Send + Sync, T: Send> PeerSet<K, T> {
+    /// [`PeerSet::write_each`], with the listeners on the bridge's own SRTP split into shards
+    /// of `spread.shard` run on `spread.pool`'s threads when there are more of them than
+    /// that, each shard into its own sink of `sinks` (fewer shards than sinks: bigger ones).
+    /// Returns once every listener is written. Peers on str0m are written on this thread,
+    /// into `out`.
+    pub fn write_each_spread(
+        &mut self,
+        to: impl Fn(&Peer<T>) -> bool,
+        pkt: &OutPacket,
+        now: Instant,
+        now_us: u64,
+        spread: Spread<'_>,
+        sinks: &dyn ShardSinks<T>,
+        out: &mut impl Sink<T>,
+    ) {
+        let mut str0m = false;
+        self.pending.clear();
+        for (key, p) in &mut self.peers {
+            if !p.connected || p.dead || !to(p) {
+                continue;
+            }
+            if p.fast.is_some() && p.remote.is_some() {
+                self.pending.push(Pending(*key, p as *mut Peer<T>));
+            } else {
+                str0m = true;
+            }
+        }
+        let n = self.pending.len();
+        let shards = match spread.shard {
+            0 => 1,
+            size => n.div_ceil(size).clamp(1, sinks.shards().max(1)),
+        };
+        let (pending, m) = (&self.pending, &self.metrics);
+        if shards == 1 {
+            for Pending(key, p) in pending {
+                // SAFETY: see `Pending`: the set is borrowed mutably, each peer listed once.
+                write_fast(*key, unsafe { &mut **p }, pkt, now_us, m, out);
+            }
+        } else {
+            let chunk = n.div_ceil(shards);
+            spread.pool.run(shards, &|i| {
+                let mine = &pending[(i * chunk).min(n)..((i + 1) * chunk).min(n)];
+                sinks.with(i, &mut |sink| {
+                    for Pending(key, p) in mine {
+                        // SAFETY: see `Pending`: shard `i` alone has these peers, and
+                        // `FanoutPool::run` returns only after every shard is done.
+                        write_fast(*key, unsafe { &mut **p }, pkt, now_us, m, sink);
+                    }
+                });
+            });
+        }
+        self.pending.clear();
+        if str0m {
+            self.write_each(
+                |p| to(p) && !(p.fast.is_some() && p.remote.is_some()),
+                pkt,
+                now,
+                now_us,
+                out,
+            );
+        }
+    }
+}
+
 fn receive(
     now: Instant,
     from: SocketAddr,
@@ -494,7 +592,7 @@ fn write_fast<K: std::fmt::Debug, T>(
     pkt: &OutPacket,
     now_us: u64,
     m: &PeerMetrics,
-    out: &mut impl Sink<T>,
+    out: &mut (impl Sink<T> + ?Sized),
 ) {
     let (Some(tx), Some(to)) = (p.fast.as_mut(), p.remote) else {
         return;
@@ -899,6 +997,103 @@ mod tests {
                 written.len()
             );
             assert_eq!(&heard[..n], &written[..n], "payloads as written, in order");
+        }
+    }
+
+    /// Shard sinks that keep what each shard sent.
+    struct KeepShards(Vec<std::sync::Mutex<Keep>>);
+
+    impl ShardSinks<()> for KeepShards {
+        fn shards(&self) -> usize {
+            self.0.len()
+        }
+
+        fn with(&self, i: usize, f: &mut dyn FnMut(&mut dyn Sink<()>)) {
+            f(&mut *self.0[i].lock().unwrap());
+        }
+    }
+
+    /// A room's fan-out spread over helper threads in shards: 24 str0m listeners connected in
+    /// memory (half of them lean, str0m dropped) are written 150 packets in shards of 5 on a
+    /// pool of two helpers. Every shard's sink gets datagrams, every listener gets each packet
+    /// once with RTP sequence numbers one apart, and each decrypts every payload in order.
+    #[test]
+    fn sharded_listeners_decrypt_every_packet_in_order() {
+        const N: u8 = 24;
+        let start = Instant::now();
+        let mut set: PeerSet<u8, ()> = PeerSet::new(start);
+        let mut clients = Vec::new();
+        let mut end = start;
+        for i in 0..N {
+            // Each pair on its own simulated clock from `start`, so none waits for the others.
+            let mut now = start;
+            let lean = i % 2 == 0;
+            let (mut one, mut client, mut sink, _) = connect(true, lean, &mut now);
+            if lean {
+                let until = now + LEAN_AFTER + CONSENT_SWEEP;
+                while now < until {
+                    now += Duration::from_millis(100);
+                    exchange(&mut one, &mut client, &mut sink, now);
+                }
+                assert!(one.get(&1).unwrap().is_lean(), "listener {i} went lean");
+            }
+            let peer = one.peers.remove(&1).unwrap();
+            assert!(peer.fast(), "listener {i} on the own SRTP");
+            let ssrc = peer.fast.as_ref().unwrap().stream().ssrc;
+            set.insert(i, peer);
+            clients.push((ssrc, client));
+            end = end.max(now);
+        }
+        let pool = super::super::fanout::FanoutPool::new(2);
+        let spread = Spread {
+            pool: &pool,
+            shard: 5,
+        };
+        let sinks = KeepShards((0..8).map(|_| Default::default()).collect());
+        let mut out = Keep::default();
+        let mut now = end;
+        let mut heard: Vec<Vec<Vec<u8>>> = vec![Vec::new(); N as usize];
+        let mut last_seq: Vec<Option<u16>> = vec![None; N as usize];
+        let mut written = Vec::new();
+        for k in 0..150u32 {
+            let (pkt, payload) = packet(k);
+            now += Duration::from_millis(20);
+            set.write_each_spread(
+                |_| true,
+                &pkt,
+                now,
+                k as u64 * 20_000,
+                spread,
+                &sinks,
+                &mut out,
+            );
+            written.push(payload);
+            assert!(
+                out.own.is_empty() && out.str0m.is_empty(),
+                "all by the shards"
+            );
+            let mut used = 0;
+            for shard in &sinks.0 {
+                let got = std::mem::take(&mut shard.lock().unwrap().own);
+                used += usize::from(!got.is_empty());
+                for d in got {
+                    let ssrc = u32::from_be_bytes(d.1[8..12].try_into().unwrap());
+                    let c = clients
+                        .iter()
+                        .position(|(s, _)| *s == ssrc)
+                        .expect("an SSRC of ours");
+                    let seq = u16::from_be_bytes([d.1[2], d.1[3]]);
+                    if let Some(prev) = last_seq[c] {
+                        assert_eq!(seq, prev.wrapping_add(1), "listener {c} packet {k}");
+                    }
+                    last_seq[c] = Some(seq);
+                    heard[c].extend(deliver(&mut clients[c].1, &[d], now).0);
+                }
+            }
+            assert_eq!(used, 5, "24 listeners in shards of 5: five shards");
+        }
+        for (c, h) in heard.iter().enumerate() {
+            assert_eq!(h, &written, "listener {c} decrypts every payload, in order");
         }
     }
 
