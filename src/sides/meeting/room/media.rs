@@ -400,16 +400,17 @@ impl RoomMedia {
         if self.shard_batches.is_empty() {
             self.peers.write_each(to, pkt, now, now_us, &mut out);
         } else {
-            let spread = Spread {
-                pool: FanoutPool::global(),
-                shard: self.shard,
-            };
             let sinks = RoomShards {
                 socket: &self.socket,
                 batches: &self.shard_batches,
             };
+            let spread = Spread {
+                pool: FanoutPool::global(),
+                shard: self.shard,
+                sinks: &sinks,
+            };
             self.peers
-                .write_each_spread(to, pkt, now, now_us, spread, &sinks, &mut out);
+                .write_each_spread(to, pkt, now, now_us, &spread, &mut out);
         }
         self.flush_batch();
     }

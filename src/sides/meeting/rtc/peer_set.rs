@@ -180,13 +180,14 @@ pub trait ShardSinks<T>: Sync {
 }
 
 /// How a big fan-out is spread over threads (see [`super::fanout`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Spread<'a> {
+pub struct Spread<'a, T> {
     /// The threads.
     pub pool: &'a FanoutPool,
     /// Listeners per shard: a fan-out to at most this many runs on the caller's thread alone
     /// (0: never spread).
     pub shard: usize,
+    /// Where each shard sends (fewer shards than sinks: bigger ones).
+    pub sinks: &'a dyn ShardSinks<T>,
 }
 
 /// A listener of one fan-out, found by the caller's thread and written by one shard's.
@@ -506,17 +507,15 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug, T> PeerSet<K, T> {
 impl<K: Copy + Eq + Hash + std::fmt::Debug + Send + Sync, T: Send> PeerSet<K, T> {
     /// [`PeerSet::write_each`], with the listeners on the bridge's own SRTP split into shards
     /// of `spread.shard` run on `spread.pool`'s threads when there are more of them than
-    /// that, each shard into its own sink of `sinks` (fewer shards than sinks: bigger ones).
-    /// Returns once every listener is written. Peers on str0m are written on this thread,
-    /// into `out`.
+    /// that, each shard into its own sink of `spread.sinks`. Returns once every listener is
+    /// written. Peers on str0m are written on this thread, into `out`.
     pub fn write_each_spread(
         &mut self,
         to: impl Fn(&Peer<T>) -> bool,
         pkt: &OutPacket,
         now: Instant,
         now_us: u64,
-        spread: Spread<'_>,
-        sinks: &dyn ShardSinks<T>,
+        spread: &Spread<'_, T>,
         out: &mut impl Sink<T>,
     ) {
         let mut str0m = false;
@@ -534,7 +533,7 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug + Send + Sync, T: Send> PeerSet<K, T>
         let n = self.pending.len();
         let shards = match spread.shard {
             0 => 1,
-            size => n.div_ceil(size).clamp(1, sinks.shards().max(1)),
+            size => n.div_ceil(size).clamp(1, spread.sinks.shards().max(1)),
         };
         let (pending, m) = (&self.pending, &self.metrics);
         if shards == 1 {
@@ -546,7 +545,7 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug + Send + Sync, T: Send> PeerSet<K, T>
             let chunk = n.div_ceil(shards);
             spread.pool.run(shards, &|i| {
                 let mine = &pending[(i * chunk).min(n)..((i + 1) * chunk).min(n)];
-                sinks.with(i, &mut |sink| {
+                spread.sinks.with(i, &mut |sink| {
                     for Pending(key, p) in mine {
                         // SAFETY: see `Pending`: shard `i` alone has these peers, and
                         // `FanoutPool::run` returns only after every shard is done.
@@ -1045,11 +1044,12 @@ mod tests {
             end = end.max(now);
         }
         let pool = super::super::fanout::FanoutPool::new(2);
+        let sinks = KeepShards((0..8).map(|_| Default::default()).collect());
         let spread = Spread {
             pool: &pool,
             shard: 5,
+            sinks: &sinks,
         };
-        let sinks = KeepShards((0..8).map(|_| Default::default()).collect());
         let mut out = Keep::default();
         let mut now = end;
         let mut heard: Vec<Vec<Vec<u8>>> = vec![Vec::new(); N as usize];
@@ -1058,15 +1058,7 @@ mod tests {
         for k in 0..150u32 {
             let (pkt, payload) = packet(k);
             now += Duration::from_millis(20);
-            set.write_each_spread(
-                |_| true,
-                &pkt,
-                now,
-                k as u64 * 20_000,
-                spread,
-                &sinks,
-                &mut out,
-            );
+            set.write_each_spread(|_| true, &pkt, now, k as u64 * 20_000, &spread, &mut out);
             written.push(payload);
             assert!(
                 out.own.is_empty() && out.str0m.is_empty(),
