@@ -71,7 +71,8 @@ pub struct MeetingConfig {
     /// member is heard on the channel only while its raised hand holds the floor).
     pub floor: FloorMode,
     /// A room sending a packet to more listeners than this spreads the fan-out over helper
-    /// threads in shards of this many (0: the room's task alone, however big).
+    /// threads in shards of this many (0, the default: the room's task alone, however big;
+    /// it did not help on two cores, see BENCHMARKS.md).
     pub fanout_shard_listeners: usize,
 }
 
@@ -115,7 +116,7 @@ impl Default for MeetingConfig {
             upstream: Vec::new(),
             passthrough: PassThrough::default(),
             floor: FloorMode::default(),
-            fanout_shard_listeners: 256,
+            fanout_shard_listeners: 0,
         }
     }
 }
@@ -278,7 +279,7 @@ impl MeetingConfig {
             ConfigError::check_range(
                 "meeting.fanout_shard_listeners",
                 self.fanout_shard_listeners,
-                16..=100_000,
+                1..=100_000,
             )?;
         }
         ConfigError::check_range(
