@@ -378,11 +378,11 @@ impl RoomMedia {
     /// per system call. Players with the room's own SRTP ([`Peer::fast`]) are sent it before
     /// this returns; the others when str0m packetises it at the next tick.
     ///
-    /// [`BATCH`]: crate::sides::meeting::rtc::send_batch::BATCH
-    ///
     /// A room with more players than `meeting.fanout_shard_listeners` spreads the own-SRTP
     /// players over the fan-out threads ([`RoomMedia::spread_over`]); this still returns
     /// only once every one is sent.
+    ///
+    /// [`BATCH`]: crate::sides::meeting::rtc::send_batch::BATCH
     pub fn forward(&mut self, source: Id, codec: Codec, pkt: &OutPacket, now: Instant) {
         let now_us = self.us(now);
         if self.shard > 0 && self.peers.len() > self.shard {
