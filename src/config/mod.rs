@@ -344,7 +344,10 @@ pub(crate) mod tests {
 
     #[test]
     fn the_fan_out_shard_size_is_range_checked_naming_the_key() {
-        assert_eq!(Config::parse("").unwrap().meeting.fanout_shard_listeners, 0);
+        assert_eq!(
+            Config::parse("").unwrap().meeting.fanout_shard_listeners,
+            512
+        );
         for ok in [0, 1, 256, 100_000] {
             Config::parse(&format!("[meeting]\nfanout_shard_listeners = {ok}\n")).unwrap();
         }

@@ -71,8 +71,9 @@ pub struct MeetingConfig {
     /// member is heard on the channel only while its raised hand holds the floor).
     pub floor: FloorMode,
     /// A room sending a packet to more listeners than this spreads the fan-out over helper
-    /// threads in shards of this many (0, the default: the room's task alone, however big;
-    /// it did not help on two cores, see BENCHMARKS.md).
+    /// threads in shards of this many (0: the room's task alone, however big). The default,
+    /// 512, makes a 1,000-listener room two shards: what measured best on two cores
+    /// (BENCHMARKS.md, "Fan-out spread over threads").
     pub fanout_shard_listeners: usize,
 }
 
@@ -116,7 +117,7 @@ impl Default for MeetingConfig {
             upstream: Vec::new(),
             passthrough: PassThrough::default(),
             floor: FloorMode::default(),
-            fanout_shard_listeners: 0,
+            fanout_shard_listeners: 512,
         }
     }
 }
