@@ -20,7 +20,6 @@ use tokio::net::UdpSocket;
 use tracing::debug;
 
 use super::super::refusal::Refusal;
-use super::super::rtc::fanout::FanoutPool;
 use super::super::rtc::listener;
 use super::super::rtc::peer_set::{ShardSinks, Sink, Spread};
 use super::super::rtc::sdp;
@@ -405,7 +404,6 @@ impl RoomMedia {
                 batches: &self.shard_batches,
             };
             let spread = Spread {
-                pool: FanoutPool::global(),
                 shard: self.shard,
                 sinks: &sinks,
             };

@@ -32,7 +32,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tracing::debug;
 
-use super::fanout::FanoutPool;
+use super::fanout;
 use super::fast_tx::{self, SrtpTx};
 use super::listener::{self, ListenerSession, Received};
 use super::sdp::Unwrap;
@@ -181,24 +181,12 @@ pub trait ShardSinks<T>: Sync {
 
 /// How a big fan-out is spread over threads (see [`super::fanout`]).
 pub struct Spread<'a, T> {
-    /// The threads.
-    pub pool: &'a FanoutPool,
     /// Listeners per shard: a fan-out to at most this many runs on the caller's thread alone
     /// (0: never spread).
     pub shard: usize,
     /// Where each shard sends (fewer shards than sinks: bigger ones).
     pub sinks: &'a dyn ShardSinks<T>,
 }
-
-/// A listener of one fan-out, found by the caller's thread and written by one shard's.
-struct Pending<K, T>(K, *mut Peer<T>);
-
-// SAFETY: the pointers are only followed inside `PeerSet::write_each_spread`, while the set is
-// borrowed mutably and each pointer by exactly one shard; a `Peer<T>` may move between
-// threads when `T` may.
-unsafe impl<K: Send, T: Send> Send for Pending<K, T> {}
-// SAFETY: as above: shared between the shards, but each entry is used by one only.
-unsafe impl<K: Sync, T: Send> Sync for Pending<K, T> {}
 
 /// Counters every peer set updates, registered once.
 #[derive(Debug, Clone)]
@@ -233,7 +221,6 @@ pub struct PeerSet<K, T> {
     peers: HashMap<K, Peer<T>>,
     events: Vec<(K, Event)>,
     /// The listeners of a spread fan-out (empty between calls; kept for its capacity).
-    pending: Vec<Pending<K, T>>,
     swept: Instant,
     metrics: PeerMetrics,
 }
@@ -260,7 +247,6 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug, T> PeerSet<K, T> {
         Self {
             peers: HashMap::new(),
             events: Vec::new(),
-            pending: Vec::new(),
             swept: now,
             metrics: PeerMetrics::new(),
         }
@@ -518,43 +504,40 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug + Send + Sync, T: Send> PeerSet<K, T>
         spread: &Spread<'_, T>,
         out: &mut impl Sink<T>,
     ) {
-        let mut str0m = false;
-        self.pending.clear();
-        for (key, p) in &mut self.peers {
-            if !p.connected || p.dead || !to(p) {
-                continue;
-            }
-            if p.fast.is_some() && p.remote.is_some() {
-                self.pending.push(Pending(*key, p as *mut Peer<T>));
-            } else {
-                str0m = true;
-            }
-        }
-        let n = self.pending.len();
+        let own = |p: &Peer<T>| p.fast.is_some() && p.remote.is_some();
+        let wanted = |p: &Peer<T>| p.connected && !p.dead && to(p);
+        let n = self.peers.values().filter(|p| wanted(p) && own(p)).count();
         let shards = match spread.shard {
             0 => 1,
-            size => n.div_ceil(size).clamp(1, spread.sinks.shards().max(1)),
+            size => n
+                .div_ceil(size)
+                .clamp(1, spread.sinks.shards().min(fanout::max_shards()).max(1)),
         };
-        let (pending, m) = (&self.pending, &self.metrics);
         if shards == 1 {
-            for Pending(key, p) in pending {
-                // SAFETY: see `Pending`: the set is borrowed mutably, each peer listed once.
-                write_fast(*key, unsafe { &mut **p }, pkt, now_us, m, out);
-            }
-        } else {
-            let chunk = n.div_ceil(shards);
-            spread.pool.run(shards, &|i| {
-                let mine = &pending[(i * chunk).min(n)..((i + 1) * chunk).min(n)];
-                spread.sinks.with(i, &mut |sink| {
-                    for Pending(key, p) in mine {
-                        // SAFETY: see `Pending`: shard `i` alone has these peers, and
-                        // `FanoutPool::run` returns only after every shard is done.
-                        write_fast(*key, unsafe { &mut **p }, pkt, now_us, m, sink);
-                    }
-                });
-            });
+            return self.write_each(to, pkt, now, now_us, out);
         }
-        self.pending.clear();
+        // One vector per spread packet (a pointer per listener), so that each shard gets its
+        // listeners as a disjoint `&mut` slice.
+        let mut str0m = false;
+        let mut fast: Vec<(K, &mut Peer<T>)> = Vec::with_capacity(n);
+        for (key, p) in &mut self.peers {
+            if wanted(p) {
+                if own(p) {
+                    fast.push((*key, p));
+                } else {
+                    str0m = true;
+                }
+            }
+        }
+        let m = &self.metrics;
+        fanout::run(fast.chunks_mut(n.div_ceil(shards)), &|i, mine| {
+            spread.sinks.with(i, &mut |sink| {
+                for (key, p) in mine.iter_mut() {
+                    write_fast(*key, p, pkt, now_us, m, sink);
+                }
+            });
+        });
+        drop(fast);
         if str0m {
             self.write_each(
                 |p| to(p) && !(p.fast.is_some() && p.remote.is_some()),
@@ -1043,10 +1026,8 @@ mod tests {
             clients.push((ssrc, client));
             end = end.max(now);
         }
-        let pool = super::super::fanout::FanoutPool::new(2);
         let sinks = KeepShards((0..8).map(|_| Default::default()).collect());
         let spread = Spread {
-            pool: &pool,
             shard: 5,
             sinks: &sinks,
         };
@@ -1082,7 +1063,11 @@ mod tests {
                     heard[c].extend(deliver(&mut clients[c].1, &[d], now).0);
                 }
             }
-            assert_eq!(used, 5, "24 listeners in shards of 5: five shards");
+            let want = 5.min(super::super::fanout::max_shards());
+            assert_eq!(
+                used, want,
+                "24 listeners in shards of 5: five, at most one per core"
+            );
         }
         for (c, h) in heard.iter().enumerate() {
             assert_eq!(h, &written, "listener {c} decrypts every payload, in order");
