@@ -765,6 +765,13 @@ pub const ALL: &[Metric] = &[
         "RTP packets dropped, by reason.",
     ),
     m(
+        "pttbridge_meeting_fanout_shards_total",
+        C,
+        N,
+        true,
+        "Shards of rooms' spread fan-outs (meeting.fanout_shard_listeners), by the thread that ran them: room (the room's task) or helper (a fan-out thread).",
+    ),
+    m(
         "pttbridge_meeting_rtp_out_path_total",
         C,
         N,

@@ -98,6 +98,29 @@ fn dial_north(p: &mut Participant) -> i64 {
     testkit::meeting::dial_in(p, NORTH, T)
 }
 
+/// carol dials North into a new room and brings dave in, who enters: (carol, dave, room).
+fn north_room_with_dave(bridge: &Bridge) -> (Participant, Participant, i64) {
+    let mut carol = Participant::join(bridge.addr(), "carol");
+    let mut dave = Participant::join(bridge.addr(), "dave");
+    let room = dial_north(&mut carol);
+    bring_in(&mut carol, &mut dave, room);
+    enter(&mut dave, room);
+    (carol, dave, room)
+}
+
+/// `p` plays North and waits until that peer connection is up.
+fn play_north(p: &mut Participant) {
+    p.cmd(json!({"cmd":"play","client":NORTH}));
+    p.expect(
+        |e| {
+            e["event"] == "pc_state"
+                && e["pc"] == format!("play:{NORTH}")
+                && e["state"] == "connected"
+        },
+        T,
+    );
+}
+
 #[test]
 fn dial_in_call_flow_and_audio_both_ways() {
     let server = Murmur::start(&["North"]);
@@ -1335,6 +1358,48 @@ fn late_joiner_hears_the_channel_mid_talk_and_only_the_compere_moderates() {
     );
 }
 
+/// Issue 20, item 2: a room's fan-out spread over threads. With `fanout_shard_listeners = 1`
+/// the two aiortc listeners of one room are two shards, run by the room's task and the fan-out
+/// threads; both hear alice's speech as sent (correlation at least 0.9), every packet through
+/// the own SRTP, and the bridge counts the shards it ran.
+#[test]
+fn a_spread_fan_out_reaches_every_listener_of_the_room() {
+    let server = Murmur::start(&["North"]);
+    let bridge = start_with(&server, "fanout_shard_listeners = 1");
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
+    let (mut carol, mut dave, _) = north_room_with_dave(&bridge);
+    play_north(&mut carol);
+    play_north(&mut dave);
+    let shards = |by: &str| bridge.metric("pttbridge_meeting_fanout_shards_total", &[("by", by)]);
+    let before = shards("room") + shards("helper");
+    let wav = fixture("audio/speech.wav");
+    carol.record_start();
+    dave.record_start();
+    alice.play_and_wait(&wav, Duration::from_secs(30));
+    // The burst's tail is still in the bridge's and the participants' jitter buffers.
+    std::thread::sleep(Duration::from_millis(800));
+    for (p, name) in [(&mut carol, "carol"), (&mut dave, "dave")] {
+        let recording = dir.path().join(format!("{name}.wav"));
+        let summary = p.record_stop(&recording);
+        let cmp = testkit::meeting::compare_through_bridge(&wav, &recording);
+        println!("spread fan-out, PTT → {name}: {cmp}; {summary}");
+        cmp.assert_matches(0.9, 0.1);
+    }
+    let ran = shards("room") + shards("helper");
+    println!(
+        "shards: {} by the room's task, {} by helpers",
+        shards("room"),
+        shards("helper")
+    );
+    // Two shards per packet of the burst (a few seconds of 50 packets/s).
+    assert!(
+        ran - before >= 200.0,
+        "the fan-out was spread: {ran} shards"
+    );
+    assert_own_srtp_only(&bridge);
+}
+
 /// Issue 18, item 1: the compere mutes the PTT channel while alice talks. dave, playing the
 /// channel, receives nothing from then on (RMS of what he receives ≈ 0 against a 440 Hz tone's
 /// ≈ 7000), everyone gets onMute for the channel and memberTalking says alice stopped; unmuted,
@@ -1347,20 +1412,8 @@ fn compere_mutes_and_unmutes_the_ptt_channel() {
     let bridge = start(&server);
     let dir = tempfile::tempdir().unwrap();
     let mut alice = Terminal::connect(server.port(), "alice", Some("North"));
-    let mut carol = Participant::join(bridge.addr(), "carol");
-    let mut dave = Participant::join(bridge.addr(), "dave");
-    let room = dial_north(&mut carol);
-    bring_in(&mut carol, &mut dave, room);
-    enter(&mut dave, room);
-    dave.cmd(json!({"cmd":"play","client":NORTH}));
-    dave.expect(
-        |e| {
-            e["event"] == "pc_state"
-                && e["pc"] == format!("play:{NORTH}")
-                && e["state"] == "connected"
-        },
-        T,
-    );
+    let (mut carol, mut dave, room) = north_room_with_dave(&bridge);
+    play_north(&mut dave);
     let is_north = |talking: bool| {
         move |m: &Value| {
             m["member"]["id"] == NORTH && m["talking"] == talking && m["member"]["name"] == "alice"

@@ -10,6 +10,7 @@
 //! target/release/examples/meeting_load 1 --talkers 2        # latency while mixing
 //! target/release/examples/meeting_load 300 --seconds 20
 //! target/release/examples/meeting_load 1 --passthrough buffered   # through the jitter buffer
+//! target/release/examples/meeting_load 1000 --meeting "fanout_shard_listeners = 0"   # any [meeting] key
 //! target/release/examples/meeting_load 1000 --target janus-streaming     # Janus, side by side
 //! target/release/examples/meeting_load 1000 --target janus-audiobridge
 //! ```
@@ -252,6 +253,8 @@ struct Args {
     seconds: u64,
     passthrough: String,
     target: Target,
+    /// `[meeting]` lines added to the bridge's config (`--meeting "key = value"`).
+    meeting: Vec<String>,
 }
 
 fn args() -> Args {
@@ -261,15 +264,17 @@ fn args() -> Args {
         seconds: 10,
         passthrough: "direct".into(),
         target: Target::Bridge,
+        meeting: Vec::new(),
     };
     let usage = "usage: meeting_load [N] [--talkers K] [--seconds S] [--passthrough direct|buffered|mix] \
-                 [--target bridge|janus-streaming|janus-audiobridge]";
+                 [--target bridge|janus-streaming|janus-audiobridge] [--meeting \"key = value\"]...";
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--talkers" => a.talkers = it.next().and_then(|v| v.parse().ok()).unwrap_or(1),
             "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
             "--passthrough" => a.passthrough = it.next().unwrap_or_default(),
+            "--meeting" => a.meeting.push(it.next().expect(usage)),
             "--target" => {
                 a.target = match it.next().as_deref() {
                     Some("bridge") => Target::Bridge,
@@ -320,7 +325,7 @@ struct BridgeUnderTest {
     ws: Ws,
 }
 
-async fn start_bridge(passthrough: &str) -> BridgeUnderTest {
+async fn start_bridge(passthrough: &str, meeting: &[String]) -> BridgeUnderTest {
     // Another build of the bridge (e.g. an earlier commit, for before/after figures) when
     // PTTBRIDGE_BIN says so.
     let bin = std::env::var_os("PTTBRIDGE_BIN")
@@ -335,10 +340,11 @@ async fn start_bridge(passthrough: &str) -> BridgeUnderTest {
     let server = Murmur::start(&["North"]);
     let config = format!(
         "{}\n[meeting]\nring_delay_ms = 10\nanswer_delay_ms = 10\npassthrough = \"{passthrough}\"\n\
-         requests_per_second = 10000\nrequest_burst = 10000\n\
+         requests_per_second = 10000\nrequest_burst = 10000\n{}\n\
          [[meeting.apps]]\napp_id = \"load\"\nsecret = \"load-secret\"\n\
          [[meeting.dial_in]]\nuser_id = {DIAL}\nserver = \"local\"\naccount = \"bridge\"\n",
         ptt_server_toml("local", &server, &[("bridge", "North")]),
+        meeting.join("\n"),
     );
     let bridge = Bridge::start(&bin, &config);
     bridge.wait_health(
@@ -408,7 +414,7 @@ async fn main() {
     let mut rtp_in = Vec::new();
     let mut talker_sockets: Vec<std::net::UdpSocket> = Vec::new();
     match a.target {
-        Target::Bridge => bridge = Some(start_bridge(&a.passthrough).await),
+        Target::Bridge => bridge = Some(start_bridge(&a.passthrough, &a.meeting).await),
         Target::Janus(plugin) => {
             let mut j = off_thread(janus::Janus::start).await;
             // The talkers' sockets: Janus takes a plain-RTP participant's packets only from the
@@ -840,6 +846,17 @@ fn report_bridge(bridge: &Bridge, m0: &str, m1: &str, got: f64, n: usize, secs: 
             allocs / secs,
             allocs / sent.max(1.0),
             allocs / ptt_in.max(1.0)
+        );
+    }
+    let shards = |by: &str| {
+        let prefix = format!("pttbridge_meeting_fanout_shards_total{{by=\"{by}\"}}");
+        counter(m1, &prefix) - counter(m0, &prefix)
+    };
+    let (by_room, by_helper) = (shards("room"), shards("helper"));
+    if by_room + by_helper > 0.0 {
+        println!(
+            "fan-out shards: {by_room:.0} by the room's task, {by_helper:.0} by helpers ({:.1} per PTT packet in)",
+            (by_room + by_helper) / ptt_in.max(1.0)
         );
     }
     let latency = "pttbridge_meeting_bridge_latency_seconds";

@@ -354,6 +354,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_fan_out_shard_size_is_range_checked_naming_the_key() {
+        assert_eq!(
+            Config::parse("").unwrap().meeting.fanout_shard_listeners,
+            512
+        );
+        for ok in [0, 1, 256, 100_000] {
+            Config::parse(&format!("[meeting]\nfanout_shard_listeners = {ok}\n")).unwrap();
+        }
+        for bad in [100_001, 1_000_000] {
+            let e = err(&format!("[meeting]\nfanout_shard_listeners = {bad}\n"));
+            assert!(e.starts_with("meeting.fanout_shard_listeners:"), "{e}");
+        }
+    }
+
+    #[test]
     fn a_log_level_that_would_log_nothing_is_refused() {
         for bad in ["loud", "info,pttbridge", "pttbridge=chatty"] {
             let e = err(&format!("[log]\nlevel = \"{bad}\""));

@@ -70,6 +70,11 @@ pub struct MeetingConfig {
     /// by voice activity; a raised hand also asks for it) or `hand` (hand-raise only: a
     /// member is heard on the channel only while its raised hand holds the floor).
     pub floor: FloorMode,
+    /// A room sending a packet to more listeners than this spreads the fan-out over helper
+    /// threads in shards of this many (0: the room's task alone, however big). The default,
+    /// 512, makes a 1,000-listener room two shards: what measured best on two cores
+    /// (BENCHMARKS.md, "Fan-out spread over threads").
+    pub fanout_shard_listeners: usize,
 }
 
 /// How a room's members take a dialled-in PTT channel's floor (`meeting.floor`).
@@ -112,6 +117,7 @@ impl Default for MeetingConfig {
             upstream: Vec::new(),
             passthrough: PassThrough::default(),
             floor: FloorMode::default(),
+            fanout_shard_listeners: 512,
         }
     }
 }
@@ -269,6 +275,13 @@ impl MeetingConfig {
             ("max_chat_bytes", self.max_chat_bytes, 128 * 1024),
         ] {
             ConfigError::check_range(format!("meeting.{key}"), value, 1..=max)?;
+        }
+        if self.fanout_shard_listeners != 0 {
+            ConfigError::check_range(
+                "meeting.fanout_shard_listeners",
+                self.fanout_shard_listeners,
+                1..=100_000,
+            )?;
         }
         ConfigError::check_range(
             "meeting.auth_timeout_ms",

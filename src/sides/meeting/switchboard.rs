@@ -179,6 +179,7 @@ impl Switchboard {
             passthrough: self.config.passthrough,
             empty_close: Duration::from_secs(self.config.empty_room_close_s),
             hand_only: self.config.floor == super::config::FloorMode::Hand,
+            fanout_shard_listeners: self.config.fanout_shard_listeners,
         }
     }
 

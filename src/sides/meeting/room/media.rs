@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use metrics::{Counter, Gauge};
@@ -20,6 +21,7 @@ use tracing::debug;
 
 use super::super::refusal::Refusal;
 use super::super::rtc::listener;
+use super::super::rtc::peer_set::{ShardSinks, Sink, Spread};
 use super::super::rtc::sdp;
 use super::super::rtc::send_batch::{BatchSink, SendBatch};
 use super::super::rtc::{Peer, PeerSet};
@@ -30,6 +32,10 @@ use media::group::OutPacket;
 /// tens of ms in which the actor is busy forwarding to a thousand listeners overflow it, and the
 /// STUN answers, RTCP and publishers' RTP it drops make peers look dead.
 const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Most shards a room's fan-out is split into (each has its own send batch); a bigger room
+/// has bigger shards.
+const MAX_SHARDS: usize = 16;
 
 /// What a peer carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +86,34 @@ pub struct RoomMedia {
     batch: SendBatch,
     /// Datagrams the kernel did not take (the peer set counts the ones it sends itself).
     udp_dropped: Counter,
+    /// Listeners per shard of a spread fan-out (`meeting.fanout_shard_listeners`; 0: never).
+    shard: usize,
+    /// The shards' send batches, added as the room grows.
+    shard_batches: Vec<Mutex<SendBatch>>,
+}
+
+/// A room's shard batches on its socket, as a spread fan-out's sinks.
+struct RoomShards<'a> {
+    socket: &'a UdpSocket,
+    batches: &'a [Mutex<SendBatch>],
+}
+
+impl<T> ShardSinks<T> for RoomShards<'_> {
+    fn shards(&self) -> usize {
+        self.batches.len()
+    }
+
+    fn with(&self, i: usize, f: &mut dyn FnMut(&mut dyn Sink<T>)) {
+        // Shard `i` runs on one thread at a time: never contended.
+        let mut batch = self.batches[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&mut BatchSink {
+            socket: self.socket,
+            batch: &mut batch,
+        });
+        batch.flush(self.socket);
+    }
 }
 
 impl std::fmt::Debug for RoomMedia {
@@ -143,7 +177,15 @@ impl RoomMedia {
             garbage: metrics::counter!("pttbridge_meeting_errors_total", "kind" => "garbage_datagram"),
             batch: SendBatch::default(),
             udp_dropped: metrics::counter!("pttbridge_meeting_rtp_dropped_total", "reason" => "udp_send"),
+            shard: 0,
+            shard_batches: Vec::new(),
         })
+    }
+
+    /// Spreads a fan-out to more than `listeners` listeners over the process's fan-out
+    /// threads, in shards of that many (0: never).
+    pub fn spread_over(&mut self, listeners: usize) {
+        self.shard = listeners;
     }
 
     /// The room's port.
@@ -215,10 +257,16 @@ impl RoomMedia {
         self.flush_batch();
     }
 
-    /// Sends what is batched and counts what the kernel did not take.
+    /// Sends what is batched and counts what the kernel did not take (the shards' too).
     fn flush_batch(&mut self) {
         self.batch.flush(&self.socket);
-        let failed = self.batch.take_failed();
+        let mut failed = self.batch.take_failed();
+        for b in &mut self.shard_batches {
+            failed += b
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take_failed();
+        }
         if failed > 0 {
             self.udp_dropped.increment(failed);
         }
@@ -329,20 +377,39 @@ impl RoomMedia {
     /// per system call. Players with the room's own SRTP ([`Peer::fast`]) are sent it before
     /// this returns; the others when str0m packetises it at the next tick.
     ///
+    /// A room with more players than `meeting.fanout_shard_listeners` spreads the own-SRTP
+    /// players over the fan-out threads ([`RoomMedia::spread_over`]); this still returns
+    /// only once every one is sent.
+    ///
     /// [`BATCH`]: crate::sides::meeting::rtc::send_batch::BATCH
     pub fn forward(&mut self, source: Id, codec: Codec, pkt: &OutPacket, now: Instant) {
         let now_us = self.us(now);
+        if self.shard > 0 && self.peers.len() > self.shard {
+            // Grows with the room, never per packet.
+            let want = self.peers.len().div_ceil(self.shard).min(MAX_SHARDS);
+            while self.shard_batches.len() < want {
+                self.shard_batches.push(Mutex::new(SendBatch::default()));
+            }
+        }
         let mut out = BatchSink {
             socket: &self.socket,
             batch: &mut self.batch,
         };
-        self.peers.write_each(
-            |p| p.codec == codec && p.tag.role == Role::Play { source },
-            pkt,
-            now,
-            now_us,
-            &mut out,
-        );
+        let to = |p: &Peer<PeerTag>| p.codec == codec && p.tag.role == Role::Play { source };
+        if self.shard_batches.is_empty() {
+            self.peers.write_each(to, pkt, now, now_us, &mut out);
+        } else {
+            let sinks = RoomShards {
+                socket: &self.socket,
+                batches: &self.shard_batches,
+            };
+            let spread = Spread {
+                shard: self.shard,
+                sinks: &sinks,
+            };
+            self.peers
+                .write_each_spread(to, pkt, now, now_us, &spread, &mut out);
+        }
         self.flush_batch();
     }
 }

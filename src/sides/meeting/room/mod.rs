@@ -71,6 +71,8 @@ pub struct RoomConfig {
     /// Hand-raise only (`meeting.floor = "hand"`): members are heard on the PTT channel only
     /// while their raised hand holds its floor.
     pub hand_only: bool,
+    /// Listeners per shard of a spread fan-out (`meeting.fanout_shard_listeners`; 0: never).
+    pub fanout_shard_listeners: usize,
 }
 
 /// Commands a room takes.
@@ -197,7 +199,8 @@ pub fn spawn(
     cfg: RoomConfig,
     mut info: Room,
 ) -> std::io::Result<RoomHandle> {
-    let media = RoomMedia::bind(cfg.media)?;
+    let mut media = RoomMedia::bind(cfg.media)?;
+    media.spread_over(cfg.fanout_shard_listeners);
     let port = media.local().port();
     let (tx, rx) = mpsc::channel(COMMANDS);
     let id = info.id.unwrap_or_default();

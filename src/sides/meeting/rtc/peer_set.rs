@@ -32,6 +32,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tracing::debug;
 
+use super::fanout;
 use super::fast_tx::{self, SrtpTx};
 use super::listener::{self, ListenerSession, Received};
 use super::sdp::Unwrap;
@@ -169,6 +170,24 @@ pub trait Sink<T> {
     fn fill(&mut self, to: SocketAddr, fill: &mut dyn FnMut(&mut [u8]) -> Option<usize>) -> bool;
 }
 
+/// One [`Sink`] per shard of a spread fan-out ([`PeerSet::write_each_spread`]), each used by
+/// one thread at a time.
+pub trait ShardSinks<T>: Sync {
+    /// Shards there are sinks for.
+    fn shards(&self) -> usize;
+    /// Runs `f` with shard `i`'s sink, and sends what it gathered before returning.
+    fn with(&self, i: usize, f: &mut dyn FnMut(&mut dyn Sink<T>));
+}
+
+/// How a big fan-out is spread over threads (see [`super::fanout`]).
+pub struct Spread<'a, T> {
+    /// Listeners per shard: a fan-out to at most this many runs on the caller's thread alone
+    /// (0: never spread).
+    pub shard: usize,
+    /// Where each shard sends (fewer shards than sinks: bigger ones).
+    pub sinks: &'a dyn ShardSinks<T>,
+}
+
 /// Counters every peer set updates, registered once.
 #[derive(Debug, Clone)]
 struct PeerMetrics {
@@ -201,6 +220,7 @@ impl PeerMetrics {
 pub struct PeerSet<K, T> {
     peers: HashMap<K, Peer<T>>,
     events: Vec<(K, Event)>,
+    /// The listeners of a spread fan-out (empty between calls; kept for its capacity).
     swept: Instant,
     metrics: PeerMetrics,
 }
@@ -470,6 +490,66 @@ impl<K: Copy + Eq + Hash + std::fmt::Debug, T> PeerSet<K, T> {
     }
 }
 
+impl<K: Copy + Eq + Hash + std::fmt::Debug + Send + Sync, T: Send> PeerSet<K, T> {
+    /// [`PeerSet::write_each`], with the listeners on the bridge's own SRTP split into shards
+    /// of `spread.shard` run on `spread.pool`'s threads when there are more of them than
+    /// that, each shard into its own sink of `spread.sinks`. Returns once every listener is
+    /// written. Peers on str0m are written on this thread, into `out`.
+    pub fn write_each_spread(
+        &mut self,
+        to: impl Fn(&Peer<T>) -> bool,
+        pkt: &OutPacket,
+        now: Instant,
+        now_us: u64,
+        spread: &Spread<'_, T>,
+        out: &mut impl Sink<T>,
+    ) {
+        let own = |p: &Peer<T>| p.fast.is_some() && p.remote.is_some();
+        let wanted = |p: &Peer<T>| p.connected && !p.dead && to(p);
+        let n = self.peers.values().filter(|p| wanted(p) && own(p)).count();
+        let shards = match spread.shard {
+            0 => 1,
+            size => n
+                .div_ceil(size)
+                .clamp(1, spread.sinks.shards().min(fanout::max_shards()).max(1)),
+        };
+        if shards == 1 {
+            return self.write_each(to, pkt, now, now_us, out);
+        }
+        // One vector per spread packet (a pointer per listener), so that each shard gets its
+        // listeners as a disjoint `&mut` slice.
+        let mut str0m = false;
+        let mut fast: Vec<(K, &mut Peer<T>)> = Vec::with_capacity(n);
+        for (key, p) in &mut self.peers {
+            if wanted(p) {
+                if own(p) {
+                    fast.push((*key, p));
+                } else {
+                    str0m = true;
+                }
+            }
+        }
+        let m = &self.metrics;
+        fanout::run(fast.chunks_mut(n.div_ceil(shards)), &|i, mine| {
+            spread.sinks.with(i, &mut |sink| {
+                for (key, p) in mine.iter_mut() {
+                    write_fast(*key, p, pkt, now_us, m, sink);
+                }
+            });
+        });
+        drop(fast);
+        if str0m {
+            self.write_each(
+                |p| to(p) && !(p.fast.is_some() && p.remote.is_some()),
+                pkt,
+                now,
+                now_us,
+                out,
+            );
+        }
+    }
+}
+
 fn receive(
     now: Instant,
     from: SocketAddr,
@@ -494,7 +574,7 @@ fn write_fast<K: std::fmt::Debug, T>(
     pkt: &OutPacket,
     now_us: u64,
     m: &PeerMetrics,
-    out: &mut impl Sink<T>,
+    out: &mut (impl Sink<T> + ?Sized),
 ) {
     let (Some(tx), Some(to)) = (p.fast.as_mut(), p.remote) else {
         return;
@@ -899,6 +979,98 @@ mod tests {
                 written.len()
             );
             assert_eq!(&heard[..n], &written[..n], "payloads as written, in order");
+        }
+    }
+
+    /// Shard sinks that keep what each shard sent.
+    struct KeepShards(Vec<std::sync::Mutex<Keep>>);
+
+    impl ShardSinks<()> for KeepShards {
+        fn shards(&self) -> usize {
+            self.0.len()
+        }
+
+        fn with(&self, i: usize, f: &mut dyn FnMut(&mut dyn Sink<()>)) {
+            f(&mut *self.0[i].lock().unwrap());
+        }
+    }
+
+    /// A room's fan-out spread over helper threads in shards: 24 str0m listeners connected in
+    /// memory (half of them lean, str0m dropped) are written 150 packets in shards of 5 on a
+    /// pool of two helpers. Every shard's sink gets datagrams, every listener gets each packet
+    /// once with RTP sequence numbers one apart, and each decrypts every payload in order.
+    #[test]
+    fn sharded_listeners_decrypt_every_packet_in_order() {
+        const N: u8 = 24;
+        let start = Instant::now();
+        let mut set: PeerSet<u8, ()> = PeerSet::new(start);
+        let mut clients = Vec::new();
+        let mut end = start;
+        for i in 0..N {
+            // Each pair on its own simulated clock from `start`, so none waits for the others.
+            let mut now = start;
+            let lean = i % 2 == 0;
+            let (mut one, mut client, mut sink, _) = connect(true, lean, &mut now);
+            if lean {
+                let until = now + LEAN_AFTER + CONSENT_SWEEP;
+                while now < until {
+                    now += Duration::from_millis(100);
+                    exchange(&mut one, &mut client, &mut sink, now);
+                }
+                assert!(one.get(&1).unwrap().is_lean(), "listener {i} went lean");
+            }
+            let peer = one.peers.remove(&1).unwrap();
+            assert!(peer.fast(), "listener {i} on the own SRTP");
+            let ssrc = peer.fast.as_ref().unwrap().stream().ssrc;
+            set.insert(i, peer);
+            clients.push((ssrc, client));
+            end = end.max(now);
+        }
+        let sinks = KeepShards((0..8).map(|_| Default::default()).collect());
+        let spread = Spread {
+            shard: 5,
+            sinks: &sinks,
+        };
+        let mut out = Keep::default();
+        let mut now = end;
+        let mut heard: Vec<Vec<Vec<u8>>> = vec![Vec::new(); N as usize];
+        let mut last_seq: Vec<Option<u16>> = vec![None; N as usize];
+        let mut written = Vec::new();
+        for k in 0..150u32 {
+            let (pkt, payload) = packet(k);
+            now += Duration::from_millis(20);
+            set.write_each_spread(|_| true, &pkt, now, k as u64 * 20_000, &spread, &mut out);
+            written.push(payload);
+            assert!(
+                out.own.is_empty() && out.str0m.is_empty(),
+                "all by the shards"
+            );
+            let mut used = 0;
+            for shard in &sinks.0 {
+                let got = std::mem::take(&mut shard.lock().unwrap().own);
+                used += usize::from(!got.is_empty());
+                for d in got {
+                    let ssrc = u32::from_be_bytes(d.1[8..12].try_into().unwrap());
+                    let c = clients
+                        .iter()
+                        .position(|(s, _)| *s == ssrc)
+                        .expect("an SSRC of ours");
+                    let seq = u16::from_be_bytes([d.1[2], d.1[3]]);
+                    if let Some(prev) = last_seq[c] {
+                        assert_eq!(seq, prev.wrapping_add(1), "listener {c} packet {k}");
+                    }
+                    last_seq[c] = Some(seq);
+                    heard[c].extend(deliver(&mut clients[c].1, &[d], now).0);
+                }
+            }
+            let want = 5.min(super::super::fanout::max_shards());
+            assert_eq!(
+                used, want,
+                "24 listeners in shards of 5: five, at most one per core"
+            );
+        }
+        for (c, h) in heard.iter().enumerate() {
+            assert_eq!(h, &written, "listener {c} decrypts every payload, in order");
         }
     }
 
