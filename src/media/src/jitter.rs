@@ -397,6 +397,42 @@ impl JitterBuffer {
         removed
     }
 
+    /// Received audio (48 kHz samples) that [`pop`](Self::pop) would play now as packets, in a
+    /// row from the playout point: 0 while buffering short of the target, at a gap (a packet
+    /// missing or late) and when empty. A caller that renders ahead of its clock when the audio
+    /// is already here (rather than at a fixed tick) asks this first; anything short of a frame
+    /// waits for the packet or for the caller's deadline, when `pop` conceals as usual.
+    pub fn ready_samples(&self, now_us: u64) -> u32 {
+        let mut at = match self.state {
+            State::Buffering => {
+                let Some(front) = self.queue.front() else {
+                    return 0;
+                };
+                let waited_ms = now_us.saturating_sub(self.first_arrival_us) / 1000;
+                let target = u64::from(self.target_ms());
+                if u64::from(self.depth_ms()) < target && waited_ms < target {
+                    return 0;
+                }
+                front.ts
+            }
+            State::Playing => self.next_ts,
+        };
+        let mut samples = 0u32;
+        for e in &self.queue {
+            let end = e.ts + u64::from(e.samples);
+            if end <= at {
+                // Left behind by the playout point: `pop` skips it.
+                continue;
+            }
+            if e.ts > at {
+                break;
+            }
+            samples = samples.saturating_add((end - at) as u32);
+            at = end;
+        }
+        samples
+    }
+
     /// Takes the next thing to render. Call it whenever playout needs audio;
     /// `now_us` is the same clock as arrivals.
     pub fn pop(&mut self, now_us: u64) -> Playout {
@@ -550,6 +586,26 @@ mod tests {
         jb.push(6 * 960, pkt(6), 140_000);
         assert_eq!(jb.skip_through(6 * 960), 1);
         assert_eq!(played(&jb.pop(140_000)), Some(6));
+    }
+
+    #[test]
+    fn ready_samples_counts_what_pop_would_play_up_to_a_gap() {
+        let mut jb = JitterBuffer::new(cfg());
+        assert_eq!(jb.ready_samples(0), 0, "empty");
+        jb.push(0, pkt(0), 0);
+        // Buffering: one packet is short of the 40 ms target until it has waited that long.
+        assert_eq!(jb.ready_samples(10_000), 0);
+        assert_eq!(jb.ready_samples(40_000), 960);
+        jb.push(960, pkt(1), 20_000);
+        jb.push(3 * 960, pkt(3), 40_000);
+        // 0 and 1 in a row, then 2 is missing.
+        assert_eq!(jb.ready_samples(20_000), 2 * 960);
+        assert_eq!(played(&jb.pop(20_000)), Some(0));
+        assert_eq!(played(&jb.pop(40_000)), Some(1));
+        assert_eq!(jb.ready_samples(60_000), 0, "the gap waits for its deadline");
+        assert!(matches!(jb.pop(60_000), Playout::Conceal { .. }));
+        assert_eq!(jb.ready_samples(80_000), 960);
+        assert_eq!(played(&jb.pop(80_000)), Some(3));
     }
 
     /// A 120 ms packet arriving out of order covered audio already queued; the depth cap
@@ -790,7 +846,14 @@ mod tests {
                     }
                     Op::Pop { dt } => {
                         now += u64::from(dt);
-                        match jb.pop(now) {
+                        // What `ready_samples` promises, `pop` plays: a packet, not a
+                        // concealment or nothing (callers mix early on its word).
+                        let ready = jb.ready_samples(now);
+                        let p = jb.pop(now);
+                        if ready > 0 {
+                            prop_assert!(matches!(p, Playout::Packet { .. }), "ready {} but {:?}", ready, p);
+                        }
+                        match p {
                             Playout::Conceal { samples } | Playout::Fec { samples, .. } => {
                                 prop_assert!(samples > 0 && samples % 120 == 0 && samples <= 5760);
                             }
