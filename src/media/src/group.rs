@@ -650,7 +650,13 @@ mod tests {
 
     /// Talker A at `phase_a` µs into each 20 ms, B at `phase_b` with ±`wobble` ms of jitter;
     /// both talk for `frames_a` / `frames_b` packets.
-    fn arrivals(phase_a: u64, phase_b: u64, wobble: i64, frames_a: usize, frames_b: usize) -> Vec<(u64, u32, usize)> {
+    fn arrivals(
+        phase_a: u64,
+        phase_b: u64,
+        wobble: i64,
+        frames_a: usize,
+        frames_b: usize,
+    ) -> Vec<(u64, u32, usize)> {
         let mut v = Vec::new();
         for i in 0..frames_a {
             v.push((20_000 * i as u64 + phase_a, A, i));
@@ -696,10 +702,17 @@ mod tests {
         assert_one_tick_per_20ms(&runs);
         let mut early = 0;
         // (At the end, when A has stopped, B's last packets wait for the deadline.)
-        for r in runs.iter().filter(|r| r.route == Route::Mix && r.slot < 100) {
+        for r in runs
+            .iter()
+            .filter(|r| r.route == Route::Mix && r.slot < 100)
+        {
             let Some(newest) = r.newest else { continue };
             // Within the jitter target (20 ms) of the newest audio in it.
-            assert!(r.at - newest <= 20_000, "mix at {} µs, newest {newest}", r.at);
+            assert!(
+                r.at - newest <= 20_000,
+                "mix at {} µs, newest {newest}",
+                r.at
+            );
             early += usize::from(r.at == newest);
         }
         assert!(early >= 80, "{early} mixed on arrival");

@@ -453,11 +453,13 @@ impl JitterBuffer {
             self.stretch = 0;
         }
 
-        // Latency control: if we sit well above target for a while (e.g. after
-        // a delay spike), skip one packet to come back down.
+        // Latency control: if we sit above target plus the frame being played for a while
+        // (e.g. after a delay spike, or a sender that caught up in a burst), skip one packet
+        // to come back down. (Two frames of slack let a burst's extra frames stand for good:
+        // 40 ms more on every packet after one late sender loop.)
         let target = self.target_ms();
         let frame_ms = self.last_samples * 1000 / CLOCK_HZ as u32;
-        if self.depth_ms() > target + 2 * frame_ms.max(10) {
+        if self.depth_ms() > target + frame_ms.max(10) {
             self.over_target_run += 1;
             if self.over_target_run >= 25 && self.queue.len() > 1 {
                 self.over_target_run = 0;
@@ -589,6 +591,27 @@ mod tests {
     }
 
     #[test]
+    fn a_standing_backlog_above_target_plus_a_frame_is_trimmed() {
+        // A sender caught up in a burst: three packets wait at every pop from then on (60 ms
+        // against a 20 ms target), the stream otherwise steady.
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        for id in 0..3u8 {
+            jb.push(u32::from(id) * 960, pkt(id), 0);
+        }
+        let mut depths = Vec::new();
+        for k in 3..60u32 {
+            let now = u64::from(k) * 20_000;
+            jb.push(k * 960, pkt(k as u8), now);
+            depths.push(jb.depth_ms());
+            assert!(matches!(jb.pop(now), Playout::Packet { .. }));
+        }
+        assert_eq!(jb.stats().dropped, 2, "{depths:?}");
+        assert_eq!(jb.stats().lost, 0);
+        // Back to the packet being played plus one behind it.
+        assert!(depths[50..].iter().all(|d| *d <= 40), "{depths:?}");
+    }
+
+    #[test]
     fn ready_samples_counts_what_pop_would_play_up_to_a_gap() {
         let mut jb = JitterBuffer::new(cfg());
         assert_eq!(jb.ready_samples(0), 0, "empty");
@@ -602,7 +625,11 @@ mod tests {
         assert_eq!(jb.ready_samples(20_000), 2 * 960);
         assert_eq!(played(&jb.pop(20_000)), Some(0));
         assert_eq!(played(&jb.pop(40_000)), Some(1));
-        assert_eq!(jb.ready_samples(60_000), 0, "the gap waits for its deadline");
+        assert_eq!(
+            jb.ready_samples(60_000),
+            0,
+            "the gap waits for its deadline"
+        );
         assert!(matches!(jb.pop(60_000), Playout::Conceal { .. }));
         assert_eq!(jb.ready_samples(80_000), 960);
         assert_eq!(played(&jb.pop(80_000)), Some(3));
