@@ -295,7 +295,15 @@ impl MixGroup {
         self.to_listeners.clear();
         self.to_talkers.clear();
         self.active_ids.clear();
+        // Mixing, a skipped packet only shortens the wait (the mix has its own timeline);
+        // passing through, it would be a gap in the listeners' timestamps.
+        let slack = if self.selector.route() == Route::Mix {
+            1
+        } else {
+            2
+        };
         for t in &mut self.talkers {
+            t.inbound.set_trim_slack(slack);
             let kind = t.inbound.pull(now_us, &mut t.pcm)?;
             t.active = kind != FrameKind::Silence;
             if t.active {

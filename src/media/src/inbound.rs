@@ -130,6 +130,11 @@ impl InboundStream {
         &self.popped
     }
 
+    /// See [`JitterBuffer::set_trim_slack`].
+    pub fn set_trim_slack(&mut self, frames: u32) {
+        self.jitter.set_trim_slack(frames);
+    }
+
     /// Whether the next [`pull`](Self::pull) would fill its frame from received audio alone
     /// (decoded leftovers plus packets due in a row, see [`JitterBuffer::ready_samples`]).
     pub fn ready(&self, now_us: u64) -> bool {

@@ -172,6 +172,8 @@ pub struct JitterBuffer {
     /// awaited packet turns out lost, this already covered its slot.
     stretch: u32,
     over_target_run: u32,
+    /// Frames above target the buffer may stand at before it skips a packet.
+    trim_slack: u32,
     stats: JitterStats,
 }
 
@@ -197,8 +199,19 @@ impl JitterBuffer {
             conceal_run: 0,
             stretch: 0,
             over_target_run: 0,
+            trim_slack: 2,
             stats: JitterStats::default(),
         }
+    }
+
+    /// Frames above the target depth the buffer may stand at for half a second before it skips
+    /// a packet to come back down (default 2). One frame suits a caller whose output has its
+    /// own timeline (a mix), where the skip shortens the wait; where packets pass through with
+    /// their own timestamps a skip is a gap the listener hears as one, so keep the slack
+    /// there. (With two frames, frames a late sender sent back to back can stand for good:
+    /// 40 ms more on every packet.)
+    pub fn set_trim_slack(&mut self, frames: u32) {
+        self.trim_slack = frames.max(1);
     }
 
     /// Current statistics.
@@ -453,13 +466,11 @@ impl JitterBuffer {
             self.stretch = 0;
         }
 
-        // Latency control: if we sit above target plus the frame being played for a while
-        // (e.g. after a delay spike, or a sender that caught up in a burst), skip one packet
-        // to come back down. (Two frames of slack let a burst's extra frames stand for good:
-        // 40 ms more on every packet after one late sender loop.)
+        // Latency control: if we sit well above target for a while (e.g. after
+        // a delay spike), skip one packet to come back down.
         let target = self.target_ms();
         let frame_ms = self.last_samples * 1000 / CLOCK_HZ as u32;
-        if self.depth_ms() > target + frame_ms.max(10) {
+        if self.depth_ms() > target + self.trim_slack * frame_ms.max(10) {
             self.over_target_run += 1;
             if self.over_target_run >= 25 && self.queue.len() > 1 {
                 self.over_target_run = 0;
@@ -595,6 +606,7 @@ mod tests {
         // A sender caught up in a burst: three packets wait at every pop from then on (60 ms
         // against a 20 ms target), the stream otherwise steady.
         let mut jb = JitterBuffer::new(JitterConfig::default());
+        jb.set_trim_slack(1);
         for id in 0..3u8 {
             jb.push(u32::from(id) * 960, pkt(id), 0);
         }
