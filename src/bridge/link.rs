@@ -534,9 +534,10 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
     /// this tick is then only its deadline, concealing a talker that is late or has stopped.
     pub fn handle_tick(&mut self, now: Instant) {
         let now_us = self.us(now);
+        // Only the deadline here: mixing the next 20 ms from audio already waiting would lock
+        // the mix to this clock's phase for good (each arrival would find its 20 ms already
+        // made and wait for the next tick); the next arrival mixes it instead.
         self.ptt_to_group_tick(now_us, false);
-        // Audio that waited for the deadline may already hold the next 20 ms.
-        self.ptt_to_group_tick(now_us, true);
         self.group_to_ptt_tick(now, now_us);
         self.sync_hand();
         self.ticks += 1;

@@ -265,8 +265,10 @@ impl MixGroup {
 
     /// Runs the tick of the caller's coming 20 ms now if the audio for it is here
     /// ([`ready`](Self::ready)) and it has not run yet; `None` otherwise. Call it on every
-    /// talker packet (and after [`tick_due`](Self::tick_due)): a mixed packet then leaves when
-    /// the later talker's audio arrives, not up to 20 ms later at the caller's clock.
+    /// talker packet: a mixed packet then leaves when the later talker's audio arrives, not up
+    /// to 20 ms later at the caller's clock. Not at the clock's tick: mixing the next 20 ms
+    /// there from audio already waiting locks the mix to the clock's phase (every arrival then
+    /// finds its 20 ms made and waits for the next tick).
     ///
     /// Invariant: each 20 ms of the caller's clock runs exactly one tick, early here or at its
     /// deadline in `tick_due`, so the output timeline advances one frame per 20 ms (never
@@ -597,7 +599,7 @@ mod tests {
 
     /// Drives a group the way a link does: talker packets arrive at their own phases of a
     /// 20 ms caller clock (`arrivals`: µs, talker, packet index), each followed by
-    /// `tick_early`; the clock's ticks at 20 ms multiples run `tick_due`, then `tick_early`.
+    /// `tick_early`; the clock's ticks at 20 ms multiples run `tick_due`.
     fn paced(arrivals: &mut [(u64, u32, usize)], ticks: u64) -> Vec<Paced> {
         let mut g = MixGroup::new(GroupConfig::default()).unwrap();
         g.add_talker(A).unwrap();
@@ -649,7 +651,6 @@ mod tests {
                 next += 1;
             }
             run(&mut g, false, clock, k, &arrived);
-            run(&mut g, true, clock, k + 1, &arrived);
         }
         runs
     }
