@@ -297,10 +297,11 @@ impl MixGroup {
         self.to_listeners.clear();
         self.to_talkers.clear();
         self.active_ids.clear();
-        // Mixing, a skipped packet only shortens the wait (the mix has its own timeline);
-        // passing through, it would be a gap in the listeners' timestamps.
+        // Mixing (on arrival, see `tick_early`), a frame standing behind the one played is
+        // pure wait and a skip only shortens it (the mix has its own timeline); passing
+        // through, a skip would be a gap in the listeners' timestamps.
         let slack = if self.selector.route() == Route::Mix {
-            1
+            0
         } else {
             2
         };

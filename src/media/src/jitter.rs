@@ -205,13 +205,14 @@ impl JitterBuffer {
     }
 
     /// Frames above the target depth the buffer may stand at for half a second before it skips
-    /// a packet to come back down (default 2). One frame suits a caller whose output has its
-    /// own timeline (a mix), where the skip shortens the wait; where packets pass through with
-    /// their own timestamps a skip is a gap the listener hears as one, so keep the slack
-    /// there. (With two frames, frames a late sender sent back to back can stand for good:
-    /// 40 ms more on every packet.)
+    /// a packet to come back down (default 2). None suits a caller that takes each packet as
+    /// it arrives and whose output has its own timeline (a mix made on arrival): a frame that
+    /// stands behind the one being played is pure wait, and the skip shortens it. Where
+    /// packets pass through with their own timestamps a skip is a gap the listener hears as
+    /// one, so keep the slack there. (With two frames, frames a late sender sent back to back
+    /// can stand for good: 20-40 ms more on every packet.)
     pub fn set_trim_slack(&mut self, frames: u32) {
-        self.trim_slack = frames.max(1);
+        self.trim_slack = frames;
     }
 
     /// Current statistics.
