@@ -596,6 +596,7 @@ mod tests {
         route: Route,
         mix_ts: Option<u32>,
         newest: Option<u64>,
+        oldest: Option<u64>,
     }
 
     /// Drives a group the way a link does: talker packets arrive at their own phases of a
@@ -623,21 +624,22 @@ mod tests {
                 .iter()
                 .find(|p| p.source == Source::Mix)
                 .map(|p| p.src_ts);
-            let newest = [A, B]
-                .iter()
-                .flat_map(|id| {
-                    g.popped(*id)
+            let played = || {
+                [A, B].into_iter().flat_map(|id| {
+                    g.popped(id)
                         .unwrap_or_default()
                         .iter()
-                        .filter_map(|p| arrived.get(&(*id, p.ts)).copied())
+                        .filter_map(move |p| arrived.get(&(id, p.ts)).copied())
                 })
-                .max();
+            };
+            let (newest, oldest) = (played().max(), played().min());
             runs.push(Paced {
                 at,
                 slot,
                 route,
                 mix_ts,
                 newest,
+                oldest,
             });
         };
         let mut next = 0;
@@ -726,6 +728,28 @@ mod tests {
             early += usize::from(r.at == newest);
         }
         assert!(early >= 80, "{early} mixed on arrival");
+    }
+
+    #[test]
+    fn a_frame_standing_in_both_talkers_is_trimmed_while_mixing() {
+        // Both talkers' second packets came with their first: from then on each has a frame
+        // standing behind the one the mix plays (20 ms more wait on everything).
+        let mut v = arrivals(3_001, 14_001, 0, 100, 100);
+        for a in &mut v {
+            a.0 = a.0.saturating_sub(20_000).max(a.0 % 20_000);
+        }
+        let runs = paced(&mut v, 110);
+        assert_one_tick_per_20ms(&runs);
+        let wait = |r: &Paced| r.oldest.map(|o| r.at - o);
+        assert!(
+            runs[3..8].iter().all(|r| wait(r) >= Some(20_000)),
+            "standing at first: {:?}",
+            runs[..12].iter().map(|r| (r.at, r.route, wait(r))).collect::<Vec<_>>()
+        );
+        // Trimmed within a second: A's packet waits only for B's (11 ms).
+        for r in &runs[60..95] {
+            assert!(wait(r) <= Some(12_000), "at {} µs: {:?}", r.at, wait(r));
+        }
     }
 
     #[test]
