@@ -744,7 +744,10 @@ mod tests {
         assert!(
             runs[3..8].iter().all(|r| wait(r) >= Some(20_000)),
             "standing at first: {:?}",
-            runs[..12].iter().map(|r| (r.at, r.route, wait(r))).collect::<Vec<_>>()
+            runs[..12]
+                .iter()
+                .map(|r| (r.at, r.route, wait(r)))
+                .collect::<Vec<_>>()
         );
         // Trimmed within a second: A's packet waits only for B's (11 ms).
         for r in &runs[60..95] {
