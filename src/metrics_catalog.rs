@@ -797,7 +797,7 @@ pub const ALL: &[Metric] = &[
         H,
         S,
         true,
-        "PTT voice in to its send, by route; direct: to the last listener's datagram handed to the kernel (listeners on str0m's path get it at the next 20 ms tick).",
+        "PTT voice in to its send, by route (mix: the newest audio in the mixed packet), to the last listener's datagram handed to the kernel (listeners on str0m's path get it at the next 20 ms tick).",
     ),
     m(
         "pttbridge_meeting_tick_delay_seconds",

@@ -868,6 +868,13 @@ fn report_bridge(bridge: &Bridge, m0: &str, m1: &str, got: f64, n: usize, secs: 
             "bridge latency passthrough",
         ),
         (latency, "route=\"mix\"", "bridge latency mix"),
+        // What the PTT talkers' jitter buffers hold after each 20 ms was taken (sampled once
+        // a second): audio that waits there beyond the wait for the mix itself.
+        (
+            "pttbridge_meeting_jitter_depth_seconds",
+            "direction=\"ptt_in\"",
+            "PTT jitter-buffer depth",
+        ),
         // How late the room's 20 ms tick ran: how long the room task waited for a core or
         // was busy with something else (what a packet arriving meanwhile waits too).
         (

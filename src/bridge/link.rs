@@ -61,6 +61,8 @@ pub const HANGUP_COMMAND: &str = "/hangup";
 const REPORT_TICKS: u64 = 50;
 /// Most arrival stamps kept for latency measurement (≈ 5 s of two talkers).
 const MAX_ARRIVALS: usize = 512;
+/// Most group ticks awaiting [`Link::sent`] (a caller that never calls it keeps the newest).
+const MAX_MEASURED: usize = 8;
 
 /// What a link is set up with.
 #[derive(Debug, Clone)]
@@ -178,6 +180,9 @@ pub struct Link<M> {
     /// PTT audio is not given to the group (the talk state still is).
     ptt_muted: bool,
     arrivals: VecDeque<(u32, u32, Instant)>,
+    /// Newest arrival in each group tick's packets since the caller last said they were sent
+    /// ([`Link::sent`]), by route: their latency ends at the send.
+    measured: Vec<(Route, Instant)>,
     talker_reports: HashMap<u32, JitterReport>,
     g711_out: G711Outbound,
     g711_ts: u32,
@@ -241,6 +246,7 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
             burst_mixed: false,
             ptt_muted: false,
             arrivals: VecDeque::with_capacity(MAX_ARRIVALS),
+            measured: Vec::with_capacity(MAX_MEASURED),
             talker_reports: HashMap::new(),
             g711_out: G711Outbound::new()?,
             g711_ts: 0,
@@ -522,9 +528,16 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
 
     /// The 20 ms tick: PTT → group packets (buffered pass-through or mix, and G.711), and
     /// group → PTT voice. Call it every 20 ms (late ticks are caught up by calling it again).
+    ///
+    /// While PTT talkers are mixed, the mix for the coming 20 ms goes out as soon as every
+    /// mixed talker's audio for it is in ([`MixGroup::tick_early`], from the voice input):
+    /// this tick is then only its deadline, concealing a talker that is late or has stopped.
     pub fn handle_tick(&mut self, now: Instant) {
         let now_us = self.us(now);
-        self.ptt_to_group_tick(now, now_us);
+        // Only the deadline here: mixing the next 20 ms from audio already waiting would lock
+        // the mix to this clock's phase for good (each arrival would find its 20 ms already
+        // made and wait for the next tick); the next arrival mixes it instead.
+        self.ptt_to_group_tick(now_us, false);
         self.group_to_ptt_tick(now, now_us);
         self.sync_hand();
         self.ticks += 1;
@@ -611,6 +624,8 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         // talker joins.
         let now_us = self.us(now);
         self.group.push(session, ts, opus, now_us);
+        // Mixing: this may be the audio the coming 20 ms waited for.
+        self.ptt_to_group_tick(now_us, true);
     }
 
     fn talk_stopped(&mut self, party: Party, session: u32, now: Instant) {
@@ -702,18 +717,30 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         }
     }
 
-    fn ptt_to_group_tick(&mut self, now: Instant, now_us: u64) {
-        // The G.711 timeline advances every tick, sent or not, so pauses keep their length.
-        let g711_ts = self.g711_ts;
-        self.g711_ts = self.g711_ts.wrapping_add(FRAME as u32);
-        let out = match self.group.tick(now_us) {
-            Ok(out) => out,
+    /// One 20 ms of PTT → group audio: at the tick's deadline (`early` false: unless it already
+    /// went out early), or ahead of it when the mix's audio is all in (`early`; never while
+    /// passing through directly, whose packets went out on arrival).
+    fn ptt_to_group_tick(&mut self, now_us: u64, early: bool) {
+        let out = if early {
+            if self.direct.is_some() {
+                return;
+            }
+            self.group.tick_early(now_us)
+        } else {
+            self.group.tick_due(now_us)
+        };
+        let out = match out {
+            Ok(Some(out)) => out,
+            Ok(None) => return,
             Err(e) => {
                 self.metrics.mix_errors.increment(1);
                 warn!(error = %e, "PTT mix tick failed");
                 return;
             }
         };
+        // The G.711 timeline advances every 20 ms, sent or not, so pauses keep their length.
+        let g711_ts = self.g711_ts;
+        self.g711_ts = self.g711_ts.wrapping_add(FRAME as u32);
         let route = out.route;
         let send = !self.ptt_muted;
         if self.direct.is_none() && send {
@@ -746,8 +773,8 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
                 }
             }
         }
-        if self.direct.is_none() {
-            self.measure(route, now);
+        if self.direct.is_none() && send {
+            self.measure(route);
         }
     }
 
@@ -772,10 +799,10 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
         }
     }
 
-    /// Latency of this tick's packet: pass-through, its own arrival; mix, the newest arrival
-    /// whose audio is in it (each talker's packet played this tick arrived one jitter depth
-    /// ago at least).
-    fn measure(&self, route: Route, now: Instant) {
+    /// Latency of this tick's packet, from its audio's arrival: pass-through, its own; mix, the
+    /// newest whose audio is in it (each talker's packet played this tick arrived one jitter
+    /// depth ago at least). Recorded when the caller has sent it ([`Link::sent`]).
+    fn measure(&mut self, route: Route) {
         let arrived = match route {
             Route::Silent => None,
             Route::PassThrough(s) => self.group.popped(s).and_then(|popped| {
@@ -795,12 +822,27 @@ impl<M: Copy + Ord + Hash + std::fmt::Debug> Link<M> {
             }
         };
         if let Some(t) = arrived {
+            if self.measured.len() == MAX_MEASURED {
+                self.measured.remove(0);
+            }
+            self.measured.push((route, t));
+        }
+    }
+
+    /// The caller has sent this input's (or tick's) listener packets at `at`: records the
+    /// latency of those the group's tick made (buffered pass-through, mix), arrival to send.
+    /// False when none came from a tick (e.g. a direct pass-through forward, which the caller
+    /// measures itself).
+    pub fn sent(&mut self, at: Instant) -> bool {
+        let any = !self.measured.is_empty();
+        for (route, t) in self.measured.drain(..) {
             let h = match route {
                 Route::PassThrough(_) => &self.metrics.latency_passthrough,
                 _ => &self.metrics.latency_mix,
             };
-            h.record(now.saturating_duration_since(t).as_secs_f64());
+            h.record(at.saturating_duration_since(t).as_secs_f64());
         }
+        any
     }
 
     fn arrival_of(&self, session: u32, ts: u32) -> Option<Instant> {

@@ -543,9 +543,17 @@ fn a_second_talker_switches_the_burst_to_the_mix() {
         .iter()
         .flat_map(|s| p.ptt_sent(*s).iter().map(|x| x.2.clone()))
         .collect();
-    for (_, cause, pkt) in &mixed {
-        assert_eq!(*cause, Cause::Tick, "no direct forwards while mixing");
-        assert_eq!(pkt.source, Source::Mix);
+    // The switch happens on a tick; from then on each 20 ms of mix goes out as soon as the
+    // later talker's packet for it is in, not at the next tick.
+    assert_eq!(mixed[0].1, Cause::Tick, "the switch");
+    for (_, cause, _) in &mixed[1..] {
+        assert!(
+            matches!(cause, Cause::Voice { session: 2, .. }),
+            "mixed on the later talker's arrival: {cause:?}"
+        );
+    }
+    for (_, _, pkt) in &mixed {
+        assert_eq!(pkt.source, Source::Mix, "no direct forwards while mixing");
         assert!(
             !sent.contains(&pkt.payload),
             "a new encode, not a talker's packet"
@@ -565,8 +573,16 @@ fn a_second_talker_switches_the_burst_to_the_mix() {
     let out = p.outputs();
     let rest = listeners(&out);
     assert_eq!(rest.len(), 20, "one packet per tick: {:?}", show(&out));
+    // The mix's hold, then talker 1 out of the group's jitter buffer (the hold's last frames
+    // go out on talker 1's arrival, the rest on the ticks), never forwarded directly.
     assert!(
-        rest.iter().all(|(_, c, _)| *c == Cause::Tick),
+        rest.iter()
+            .all(|(_, _, pkt)| matches!(pkt.source, Source::Mix | Source::Talker(1))),
+        "{:?}",
+        show(&out)
+    );
+    assert!(
+        rest[6..].iter().all(|(_, c, _)| *c == Cause::Tick),
         "{:?}",
         show(&out)
     );

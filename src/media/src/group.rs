@@ -103,6 +103,8 @@ pub struct MixGroup {
     to_talkers: Vec<(u32, Option<OutPacket>)>,
     active_ids: Vec<u32>,
     encodes: u64,
+    /// The tick of the caller's coming 20 ms was already run, early ([`MixGroup::tick_early`]).
+    ahead: bool,
 }
 
 impl std::fmt::Debug for MixGroup {
@@ -139,6 +141,7 @@ impl MixGroup {
             to_talkers: Vec::with_capacity(cfg.max_talkers),
             active_ids: Vec::with_capacity(cfg.max_talkers),
             encodes: 0,
+            ahead: false,
             cfg,
         })
     }
@@ -244,13 +247,66 @@ impl MixGroup {
             + self.active_ids.capacity() * 4
     }
 
+    /// Whether the next [`tick`](Self::tick) can run now without waiting for anyone: the group
+    /// is mixing and every talker in the last mix has its next 20 ms in hand. The caller then
+    /// ticks at once instead of at its clock's next 20 ms (the phase between the talkers'
+    /// arrivals and that clock is arbitrary), and keeps the clock's tick as the deadline that
+    /// conceals a talker who is late or has stopped. A talker not in the last mix is not
+    /// waited for: it joins at whichever tick comes.
+    pub fn ready(&self, now_us: u64) -> bool {
+        self.selector.route() == Route::Mix
+            && self.talkers.iter().any(|t| t.active)
+            && self
+                .talkers
+                .iter()
+                .filter(|t| t.active)
+                .all(|t| t.inbound.ready(now_us))
+    }
+
+    /// Runs the tick of the caller's coming 20 ms now if the audio for it is here
+    /// ([`ready`](Self::ready)) and it has not run yet; `None` otherwise. Call it on every
+    /// talker packet: a mixed packet then leaves when the later talker's audio arrives, not up
+    /// to 20 ms later at the caller's clock. Not at the clock's tick: mixing the next 20 ms
+    /// there from audio already waiting locks the mix to the clock's phase (every arrival then
+    /// finds its 20 ms made and waits for the next tick).
+    ///
+    /// Invariant: each 20 ms of the caller's clock runs exactly one tick, early here or at its
+    /// deadline in `tick_due`, so the output timeline advances one frame per 20 ms (never
+    /// more than one frame ahead of the clock) and stays contiguous.
+    pub fn tick_early(&mut self, now_us: u64) -> Result<Option<TickOutput<'_>>> {
+        if self.ahead || !self.ready(now_us) {
+            return Ok(None);
+        }
+        self.ahead = true;
+        self.tick(now_us).map(Some)
+    }
+
+    /// The caller's 20 ms clock: its tick, unless [`tick_early`](Self::tick_early) already ran
+    /// it (`None`). Run at the deadline, a late or stopped talker is concealed (or left out)
+    /// as in [`tick`](Self::tick).
+    pub fn tick_due(&mut self, now_us: u64) -> Result<Option<TickOutput<'_>>> {
+        if std::mem::take(&mut self.ahead) {
+            return Ok(None);
+        }
+        self.tick(now_us).map(Some)
+    }
+
     /// Runs one 20 ms tick: pulls every talker's next frame, picks the route,
     /// and produces what to send.
     pub fn tick(&mut self, now_us: u64) -> Result<TickOutput<'_>> {
         self.to_listeners.clear();
         self.to_talkers.clear();
         self.active_ids.clear();
+        // Mixing (on arrival, see `tick_early`), a frame standing behind the one played is
+        // pure wait and a skip only shortens it (the mix has its own timeline); passing
+        // through, a skip would be a gap in the listeners' timestamps.
+        let slack = if self.selector.route() == Route::Mix {
+            0
+        } else {
+            2
+        };
         for t in &mut self.talkers {
+            t.inbound.set_trim_slack(slack);
             let kind = t.inbound.pull(now_us, &mut t.pcm)?;
             t.active = kind != FrameKind::Silence;
             if t.active {
@@ -530,6 +586,183 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// What a caller of `tick_early`/`tick_due` saw: per tick run, when, for which 20 ms of
+    /// its clock, the route, the mixed packet's timestamp and the newest arrival in it.
+    struct Paced {
+        at: u64,
+        slot: u64,
+        route: Route,
+        mix_ts: Option<u32>,
+        newest: Option<u64>,
+        oldest: Option<u64>,
+    }
+
+    /// Drives a group the way a link does: talker packets arrive at their own phases of a
+    /// 20 ms caller clock (`arrivals`: µs, talker, packet index), each followed by
+    /// `tick_early`; the clock's ticks at 20 ms multiples run `tick_due`.
+    fn paced(arrivals: &mut [(u64, u32, usize)], ticks: u64) -> Vec<Paced> {
+        let mut g = MixGroup::new(GroupConfig::default()).unwrap();
+        g.add_talker(A).unwrap();
+        g.add_talker(B).unwrap();
+        let packets = [talker_packets(440.0, 3.0), talker_packets(1000.0, 3.0)];
+        arrivals.sort_unstable();
+        let mut arrived = std::collections::HashMap::new();
+        let mut runs = Vec::new();
+        // One tick run (early or due), with what it played.
+        let mut run = |g: &mut MixGroup, early: bool, at: u64, slot: u64, arrived: &HashMap| {
+            let out = if early {
+                g.tick_early(at).unwrap()
+            } else {
+                g.tick_due(at).unwrap()
+            };
+            let Some(out) = out else { return };
+            let route = out.route;
+            let mix_ts = out
+                .to_listeners
+                .iter()
+                .find(|p| p.source == Source::Mix)
+                .map(|p| p.src_ts);
+            let played = || {
+                [A, B].into_iter().flat_map(|id| {
+                    g.popped(id)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(move |p| arrived.get(&(id, p.ts)).copied())
+                })
+            };
+            let (newest, oldest) = (played().max(), played().min());
+            runs.push(Paced {
+                at,
+                slot,
+                route,
+                mix_ts,
+                newest,
+                oldest,
+            });
+        };
+        let mut next = 0;
+        for k in 1..=ticks {
+            let clock = k * 20_000;
+            while next < arrivals.len() && arrivals[next].0 < clock {
+                let (at, id, i) = arrivals[next];
+                let ts = i as u32 * 960;
+                arrived.insert((id, ts), at);
+                g.push(id, ts, packets[(id - 1) as usize][i].clone(), at);
+                run(&mut g, true, at, k, &arrived);
+                next += 1;
+            }
+            run(&mut g, false, clock, k, &arrived);
+        }
+        runs
+    }
+
+    type HashMap = std::collections::HashMap<(u32, u32), u64>;
+
+    /// Talker A at `phase_a` µs into each 20 ms, B at `phase_b` with ±`wobble` ms of jitter;
+    /// both talk for `frames_a` / `frames_b` packets.
+    fn arrivals(
+        phase_a: u64,
+        phase_b: u64,
+        wobble: i64,
+        frames_a: usize,
+        frames_b: usize,
+    ) -> Vec<(u64, u32, usize)> {
+        let mut v = Vec::new();
+        for i in 0..frames_a {
+            v.push((20_000 * i as u64 + phase_a, A, i));
+        }
+        for i in 0..frames_b {
+            // A fixed pseudo-random wobble in -wobble..=wobble ms.
+            let j = ((i as i64 * 7919) % (2 * wobble + 1)) - wobble;
+            v.push(((20_000 * i as i64 + phase_b as i64 + j * 1000) as u64, B, i));
+        }
+        v
+    }
+
+    /// Every run is the next 20 ms of the caller's clock (none skipped, none twice, never two
+    /// ahead), and mixed packets carry the mix's timestamps one frame apart.
+    fn assert_one_tick_per_20ms(runs: &[Paced]) {
+        for (i, r) in runs.iter().enumerate() {
+            assert_eq!(r.slot, i as u64 + 1, "run {i} at {} µs", r.at);
+            assert!(r.at <= r.slot * 20_000, "run {i} after its deadline");
+            if let Some(ts) = r.mix_ts {
+                assert_eq!(ts, i as u32 * 960, "mix timestamp of run {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn mixes_when_the_later_talker_arrives_not_at_the_tick() {
+        // A 3 ms and B 14 ms (±2) into each 20 ms of the clock.
+        let runs = paced(&mut arrivals(3_001, 14_001, 2, 100, 100), 110);
+        assert_one_tick_per_20ms(&runs);
+        let mixed: Vec<&Paced> = runs.iter().filter(|r| r.route == Route::Mix).collect();
+        assert!(mixed.len() >= 90, "{} mixed", mixed.len());
+        for r in &mixed[1..mixed.len() - 6] {
+            // Made the moment the later talker's packet came in: no wait for the clock.
+            assert_eq!(r.newest, Some(r.at), "mix at {} µs", r.at);
+        }
+    }
+
+    #[test]
+    fn a_talker_arriving_around_the_tick_waits_at_most_one_frame() {
+        // B's packets land either side of the clock's tick (19 ms ±2): some miss the early
+        // mix and are played one frame later, never more.
+        let runs = paced(&mut arrivals(5_001, 19_001, 2, 100, 100), 110);
+        assert_one_tick_per_20ms(&runs);
+        let mut early = 0;
+        // (At the end, when A has stopped, B's last packets wait for the deadline.)
+        for r in runs
+            .iter()
+            .filter(|r| r.route == Route::Mix && r.slot < 100)
+        {
+            let Some(newest) = r.newest else { continue };
+            // Within the jitter target (20 ms) of the newest audio in it.
+            assert!(
+                r.at - newest <= 20_000,
+                "mix at {} µs, newest {newest}",
+                r.at
+            );
+            early += usize::from(r.at == newest);
+        }
+        assert!(early >= 80, "{early} mixed on arrival");
+    }
+
+    #[test]
+    fn a_frame_standing_in_both_talkers_is_trimmed_while_mixing() {
+        // Both talkers' second packets came with their first: from then on each has a frame
+        // standing behind the one the mix plays (20 ms more wait on everything).
+        let mut v = arrivals(3_001, 14_001, 0, 100, 100);
+        for a in &mut v {
+            a.0 = a.0.saturating_sub(20_000).max(a.0 % 20_000);
+        }
+        let runs = paced(&mut v, 110);
+        assert_one_tick_per_20ms(&runs);
+        let wait = |r: &Paced| r.oldest.map(|o| r.at - o);
+        assert!(
+            runs[3..8].iter().all(|r| wait(r) >= Some(20_000)),
+            "standing at first: {:?}",
+            runs[..12]
+                .iter()
+                .map(|r| (r.at, r.route, wait(r)))
+                .collect::<Vec<_>>()
+        );
+        // Trimmed within a second: A's packet waits only for B's (11 ms).
+        for r in &runs[60..95] {
+            assert!(wait(r) <= Some(12_000), "at {} µs: {:?}", r.at, wait(r));
+        }
+    }
+
+    #[test]
+    fn a_talker_who_stops_does_not_stall_the_mix_past_the_tick() {
+        // B stops after 40 packets, A goes on: the clock's tick carries the mix from there.
+        let runs = paced(&mut arrivals(3_001, 14_001, 0, 100, 40), 110);
+        assert_one_tick_per_20ms(&runs);
+        let routes: Vec<Route> = runs.iter().map(|r| r.route).collect();
+        assert!(routes[20..40].iter().all(|r| *r == Route::Mix));
+        assert!(routes[60..100].iter().all(|r| *r == Route::PassThrough(A)));
     }
 
     #[test]

@@ -130,6 +130,17 @@ impl InboundStream {
         &self.popped
     }
 
+    /// See [`JitterBuffer::set_trim_slack`].
+    pub fn set_trim_slack(&mut self, frames: u32) {
+        self.jitter.set_trim_slack(frames);
+    }
+
+    /// Whether the next [`pull`](Self::pull) would fill its frame from received audio alone
+    /// (decoded leftovers plus packets due in a row, see [`JitterBuffer::ready_samples`]).
+    pub fn ready(&self, now_us: u64) -> bool {
+        self.len / self.channels + self.jitter.ready_samples(now_us) as usize >= FRAME
+    }
+
     /// Fills `out` (exactly 20 ms: 960 × channels samples) with the next frame.
     pub fn pull(&mut self, now_us: u64, out: &mut [i16]) -> Result<FrameKind> {
         let need = FRAME * self.channels;

@@ -172,6 +172,8 @@ pub struct JitterBuffer {
     /// awaited packet turns out lost, this already covered its slot.
     stretch: u32,
     over_target_run: u32,
+    /// Frames above target the buffer may stand at before it skips a packet.
+    trim_slack: u32,
     stats: JitterStats,
 }
 
@@ -197,8 +199,20 @@ impl JitterBuffer {
             conceal_run: 0,
             stretch: 0,
             over_target_run: 0,
+            trim_slack: 2,
             stats: JitterStats::default(),
         }
+    }
+
+    /// Frames above the target depth the buffer may stand at for half a second before it skips
+    /// a packet to come back down (default 2). None suits a caller that takes each packet as
+    /// it arrives and whose output has its own timeline (a mix made on arrival): a frame that
+    /// stands behind the one being played is pure wait, and the skip shortens it. Where
+    /// packets pass through with their own timestamps a skip is a gap the listener hears as
+    /// one, so keep the slack there. (With two frames, frames a late sender sent back to back
+    /// can stand for good: 20-40 ms more on every packet.)
+    pub fn set_trim_slack(&mut self, frames: u32) {
+        self.trim_slack = frames;
     }
 
     /// Current statistics.
@@ -397,6 +411,42 @@ impl JitterBuffer {
         removed
     }
 
+    /// Received audio (48 kHz samples) that [`pop`](Self::pop) would play now as packets, in a
+    /// row from the playout point: 0 while buffering short of the target, at a gap (a packet
+    /// missing or late) and when empty. A caller that renders ahead of its clock when the audio
+    /// is already here (rather than at a fixed tick) asks this first; anything short of a frame
+    /// waits for the packet or for the caller's deadline, when `pop` conceals as usual.
+    pub fn ready_samples(&self, now_us: u64) -> u32 {
+        let mut at = match self.state {
+            State::Buffering => {
+                let Some(front) = self.queue.front() else {
+                    return 0;
+                };
+                let waited_ms = now_us.saturating_sub(self.first_arrival_us) / 1000;
+                let target = u64::from(self.target_ms());
+                if u64::from(self.depth_ms()) < target && waited_ms < target {
+                    return 0;
+                }
+                front.ts
+            }
+            State::Playing => self.next_ts,
+        };
+        let mut samples = 0u32;
+        for e in &self.queue {
+            let end = e.ts + u64::from(e.samples);
+            if end <= at {
+                // Left behind by the playout point: `pop` skips it.
+                continue;
+            }
+            if e.ts > at {
+                break;
+            }
+            samples = samples.saturating_add((end - at) as u32);
+            at = end;
+        }
+        samples
+    }
+
     /// Takes the next thing to render. Call it whenever playout needs audio;
     /// `now_us` is the same clock as arrivals.
     pub fn pop(&mut self, now_us: u64) -> Playout {
@@ -421,7 +471,7 @@ impl JitterBuffer {
         // a delay spike), skip one packet to come back down.
         let target = self.target_ms();
         let frame_ms = self.last_samples * 1000 / CLOCK_HZ as u32;
-        if self.depth_ms() > target + 2 * frame_ms.max(10) {
+        if self.depth_ms() > target + self.trim_slack * frame_ms.max(10) {
             self.over_target_run += 1;
             if self.over_target_run >= 25 && self.queue.len() > 1 {
                 self.over_target_run = 0;
@@ -550,6 +600,52 @@ mod tests {
         jb.push(6 * 960, pkt(6), 140_000);
         assert_eq!(jb.skip_through(6 * 960), 1);
         assert_eq!(played(&jb.pop(140_000)), Some(6));
+    }
+
+    #[test]
+    fn a_standing_backlog_above_target_plus_a_frame_is_trimmed() {
+        // A sender caught up in a burst: three packets wait at every pop from then on (60 ms
+        // against a 20 ms target), the stream otherwise steady.
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        jb.set_trim_slack(1);
+        for id in 0..3u8 {
+            jb.push(u32::from(id) * 960, pkt(id), 0);
+        }
+        let mut depths = Vec::new();
+        for k in 3..60u32 {
+            let now = u64::from(k) * 20_000;
+            jb.push(k * 960, pkt(k as u8), now);
+            depths.push(jb.depth_ms());
+            assert!(matches!(jb.pop(now), Playout::Packet { .. }));
+        }
+        assert_eq!(jb.stats().dropped, 2, "{depths:?}");
+        assert_eq!(jb.stats().lost, 0);
+        // Back to the packet being played plus one behind it.
+        assert!(depths[50..].iter().all(|d| *d <= 40), "{depths:?}");
+    }
+
+    #[test]
+    fn ready_samples_counts_what_pop_would_play_up_to_a_gap() {
+        let mut jb = JitterBuffer::new(cfg());
+        assert_eq!(jb.ready_samples(0), 0, "empty");
+        jb.push(0, pkt(0), 0);
+        // Buffering: one packet is short of the 40 ms target until it has waited that long.
+        assert_eq!(jb.ready_samples(10_000), 0);
+        assert_eq!(jb.ready_samples(40_000), 960);
+        jb.push(960, pkt(1), 20_000);
+        jb.push(3 * 960, pkt(3), 40_000);
+        // 0 and 1 in a row, then 2 is missing.
+        assert_eq!(jb.ready_samples(20_000), 2 * 960);
+        assert_eq!(played(&jb.pop(20_000)), Some(0));
+        assert_eq!(played(&jb.pop(40_000)), Some(1));
+        assert_eq!(
+            jb.ready_samples(60_000),
+            0,
+            "the gap waits for its deadline"
+        );
+        assert!(matches!(jb.pop(60_000), Playout::Conceal { .. }));
+        assert_eq!(jb.ready_samples(80_000), 960);
+        assert_eq!(played(&jb.pop(80_000)), Some(3));
     }
 
     /// A 120 ms packet arriving out of order covered audio already queued; the depth cap
@@ -790,7 +886,14 @@ mod tests {
                     }
                     Op::Pop { dt } => {
                         now += u64::from(dt);
-                        match jb.pop(now) {
+                        // What `ready_samples` promises, `pop` plays: a packet, not a
+                        // concealment or nothing (callers mix early on its word).
+                        let ready = jb.ready_samples(now);
+                        let p = jb.pop(now);
+                        if ready > 0 {
+                            prop_assert!(matches!(p, Playout::Packet { .. }), "ready {} but {:?}", ready, p);
+                        }
+                        match p {
                             Playout::Conceal { samples } | Playout::Fec { samples, .. } => {
                                 prop_assert!(samples > 0 && samples % 120 == 0 && samples <= 5760);
                             }

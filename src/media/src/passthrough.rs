@@ -111,7 +111,10 @@ impl OutboundClock {
                     // adding only a real pause measured on the wall clock.
                     let expected = last.sent_us + last.dur_us;
                     let pause_us = now_us.saturating_sub(expected);
-                    if pause_us < last.dur_us.max(20_000) {
+                    // Up to one frame late is no pause: a mix made on its audio's arrival
+                    // and the next 20 ms made at the tick's deadline can be a frame further
+                    // apart than their audio.
+                    if pause_us < 2 * last.dur_us.max(20_000) {
                         (self.next_ts, false)
                     } else {
                         // Whole 2.5 ms units, so the clock stays on Opus frame boundaries.
@@ -247,6 +250,21 @@ mod tests {
                 now += 20_000;
             }
         }
+    }
+
+    #[test]
+    fn a_switch_up_to_a_frame_late_is_no_pause() {
+        // The mix's last 20 ms went out early (on its audio's arrival), the pass-through after
+        // it at the tick's deadline: 39 ms apart, against 20 ms of audio.
+        let mut c = OutboundClock::new(1, 0, 0);
+        let m = c.stamp(Source::Mix, 0, 960, 1_000);
+        let p = c.stamp(Source::Talker(1), 5_000, 960, 40_000);
+        assert_eq!(p.timestamp, m.timestamp + 960);
+        assert!(!p.marker);
+        // Two frames late is a pause, kept.
+        let q = c.stamp(Source::Mix, 960, 960, 100_001);
+        assert!(q.marker);
+        assert_eq!(q.timestamp, 2 * 960 + 40 * 48 / 120 * 120);
     }
 
     #[test]

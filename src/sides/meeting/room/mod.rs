@@ -540,6 +540,9 @@ impl RoomActor {
             );
             l.core.handle_tick(now);
             self.route_link(now);
+            if let Some(l) = self.link.as_mut() {
+                l.core.sent(Instant::now());
+            }
         }
         // After the link's tick, so this tick's channel audio is in the recording's.
         if let Some(Recording { to: r, .. }) = &self.recording {
@@ -564,7 +567,14 @@ impl RoomActor {
                 let now = Instant::now();
                 l.core.handle_ptt(ev, now);
                 if self.route_link(now) {
-                    self.direct_latency.record(now.elapsed().as_secs_f64());
+                    let sent = Instant::now();
+                    // A mix that went out early is the link's to measure; the rest went direct.
+                    if let Some(l) = self.link.as_mut()
+                        && !l.core.sent(sent)
+                    {
+                        self.direct_latency
+                            .record(sent.saturating_duration_since(now).as_secs_f64());
+                    }
                 }
             }
             FeedInput::Closed => self.detach_link("PTT account stopped"),

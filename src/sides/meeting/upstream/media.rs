@@ -483,6 +483,7 @@ impl Actor {
                 Output::Notice(n) => self.on_notice(n),
             }
         }
+        self.link.sent(Instant::now());
     }
 
     fn on_notice(&mut self, n: Notice<Id>) {
