@@ -24,7 +24,7 @@ use super::secret;
 /// Name of the page's session cookie.
 pub const COOKIE: &str = "pttbridge_operator";
 /// Environment variable with an operator token (takes the place of `[operator] token`).
-pub const TOKEN_ENV: &str = "PTTBRIDGE_OPERATOR_TOKEN";
+pub const TOKEN_ENV: &str = crate::config::OPERATOR_TOKEN_ENV;
 /// Signed-out sessions remembered at most (beyond, the cookie simply stays valid until it
 /// expires).
 const MAX_SESSIONS: usize = 4096;

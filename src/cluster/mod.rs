@@ -3,6 +3,7 @@
 //! `docs/cluster.md`.
 
 pub mod config;
+pub mod entry;
 pub mod eventlog;
 pub mod lease;
 pub mod log;

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::log::LogEntry;
+use super::entry::LogEntry;
 use crate::events::state::user_id;
 use crate::hub::{EventKind, Party};
 

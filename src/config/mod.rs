@@ -48,6 +48,9 @@ pub struct Config {
     pub cluster: crate::cluster::config::ClusterConfig,
 }
 
+/// Environment variable with an operator token (takes the place of `[operator] token`).
+pub const OPERATOR_TOKEN_ENV: &str = "PTTBRIDGE_OPERATOR_TOKEN";
+
 /// `[operator]`: the credentials of the page's live view, `/api/*`, `/events`,
 /// `/meeting/links*`, app management and metrics (see `docs/security.md`).
 #[derive(Debug, Clone, Deserialize)]
@@ -238,7 +241,7 @@ impl Config {
         // would be each node's own (docs/cluster.md).
         if self.cluster.enabled()
             && self.operator.token.is_none()
-            && std::env::var_os(crate::auth::operator::TOKEN_ENV).is_none()
+            && std::env::var_os(OPERATOR_TOKEN_ENV).is_none()
         {
             return Err(invalid(
                 "operator.token",
