@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::ClusterConfig;
-use super::log::{self, Admit, LogEntry, Out, Record, Sequencer, Snapshot};
+use super::log::{self, Admit, Control, LogEntry, Out, Record, Sequencer, Snapshot};
 use crate::events::acks::{AckWindow, Outcome, requeue};
 use crate::events::config::NatsConfig;
 use crate::events::nats::{NotSent, send_with_reply, subscribe_acks, take_acks};
@@ -115,7 +115,7 @@ pub struct EventLog {
 }
 
 /// Says that other nodes' runs are over (their presence lapsed): writes a
-/// [`Record::RunOver`] for each, in the background, so what they reported ends everywhere
+/// [`Control::RunOver`] for each, in the background, so what they reported ends everywhere
 /// ([`super::runs`]).
 #[derive(Debug, Clone)]
 pub struct RunEnder {
@@ -391,7 +391,7 @@ impl Io {
         }
     }
 
-    /// Writes a [`Record::GiveUp`] for every origin whose entries have waited behind the same
+    /// Writes a [`Control::GiveUp`] for every origin whose entries have waited behind the same
     /// missing one for `event_give_up_ms` (by this node's clock; the record's place in the
     /// stream is what every node acts on). Sent in the background: reading goes on.
     fn give_up_overdue(&self, js: &jetstream::Context, seq: &Sequencer, waiting: &mut Waiting) {
@@ -399,7 +399,7 @@ impl Io {
         let after = Duration::from_millis(self.config.event_give_up_ms);
         let overdue = waiting.update(seq.waiting(), now, after);
         for (origin, below) in overdue {
-            let record = Record::GiveUp { origin, below };
+            let record = Record::from(Control::GiveUp { origin, below });
             tokio::spawn(
                 self.clone()
                     .write_control(js.clone(), record)
@@ -423,7 +423,7 @@ impl Io {
         };
         match stored {
             Ok(()) => {
-                if matches!(record, Record::GiveUp { .. }) {
+                if matches!(record, Record::Control(Control::GiveUp { .. })) {
                     self.stats.give_ups_written.fetch_add(1, Ordering::Relaxed);
                 }
                 warn!(?record, "event log: control record written");
@@ -432,7 +432,7 @@ impl Io {
         }
     }
 
-    /// Writes a [`Record::RunOver`] for each run [`RunEnder::end`] names, in the name of
+    /// Writes a [`Control::RunOver`] for each run [`RunEnder::end`] names, in the name of
     /// `origin` (this node's run).
     async fn end_runs(
         self,
@@ -444,11 +444,11 @@ impl Io {
             let time_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            let record = Record::RunOver {
+            let record = Record::from(Control::RunOver {
                 origin: run,
                 by: origin.clone(),
                 time_ms,
-            };
+            });
             self.clone().write_control(js.clone(), record).await;
         }
     }
@@ -722,7 +722,7 @@ impl Io {
     }
 
     /// Makes the record of draft `s` and queues it. One too large to send goes as a
-    /// [`Record::Skip`] in its place (counted), so readers do not wait for it.
+    /// [`Control::Skip`] in its place (counted), so readers do not wait for it.
     fn enqueue(&self, origin: &str, s: Stamped, queue: &mut VecDeque<Outgoing>) {
         let seq = s.seq;
         let mut record = Record::Entry(LogEntry::new(origin, s));
@@ -730,10 +730,10 @@ impl Io {
         if body.len() > MAX_ENTRY {
             metrics::counter!("pttbridge_cluster_log_dropped_total", "reason" => "too_large")
                 .increment(1);
-            record = Record::Skip {
+            record = Record::from(Control::Skip {
                 origin: origin.to_string(),
                 seq,
-            };
+            });
             body = record.to_json();
         }
         self.stats.unacked.fetch_add(1, Ordering::Relaxed);

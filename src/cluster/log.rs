@@ -14,12 +14,12 @@
 //!   re-delivers after a reconnect);
 //! - each origin (`<node>/<boot id>`, one run of one process) numbers its records 1, 2, ...
 //!   with no gaps (a draft the bus cannot take gets no number; one too large to send becomes
-//!   a [`Record::Skip`]), and its entries are applied **in that order**: an entry that reaches
+//!   a [`Control::Skip`]), and its entries are applied **in that order**: an entry that reaches
 //!   the stream ahead of a missing one is **held** (a publish lost with a broken connection
 //!   and sent again after later ones went through) and applied when the missing one comes;
 //! - a missing sequence is **given up** when the origin's sequence reaches it + [`ORIGIN_WINDOW`]
 //!   (its publisher never has more in flight, so it will not come) or at a
-//!   [`Record::GiveUp`] some reader wrote after waiting `cluster.event_give_up_ms` (the origin died
+//!   [`Control::GiveUp`] some reader wrote after waiting `cluster.event_give_up_ms` (the origin died
 //!   mid-gap): the held entries after it go on;
 //! - a record whose place is already filled is **stale** and dropped: a re-send JetStream
 //!   stored twice (after its duplicate window), or one that came after it was given up.
@@ -46,12 +46,22 @@ pub const MAX_ORIGINS: usize = 1024;
 /// stored but as a late duplicate. Part of the log's format: every node must use the same value.
 pub const ORIGIN_WINDOW: u64 = 256;
 
-/// One record of the stream: an event entry, or one of the two records that tell readers a
-/// missing origin sequence will not come.
+/// One record of the stream: an event entry, or a control record that tells readers about
+/// missing origin sequences or a run that is over.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     /// An event.
     Entry(LogEntry),
+    /// A control record.
+    Control(Control),
+}
+
+/// The control records, as stored: `{"skip":{"origin":..,"seq":..}}`,
+/// `{"give_up":{"origin":..,"below":..}}` and `{"run_over":{"origin":..,"by":..,"time_ms":..}}`
+/// (an entry has none of these keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Control {
     /// Written by the origin in place of its entry `seq`, which it could not send (too large):
     /// the place is filled, nothing is applied.
     Skip {
@@ -62,8 +72,9 @@ pub enum Record {
     },
     /// Written by any reader that held entries of `origin` behind a missing one for
     /// `cluster.event_give_up_ms` (default 30 s: far longer than a re-send after a reconnect
-    /// takes, its backoff at most 2 s and the ack timeout 5 s): the origin's missing sequences below `below` are given up. Its place
-    /// in the stream decides, so every node gives up at the same point.
+    /// takes, its backoff at most 2 s and the ack timeout 5 s): the origin's missing sequences
+    /// below `below` are given up. Its place in the stream decides, so every node gives up at
+    /// the same point.
     GiveUp {
         /// Whose entries.
         origin: String,
@@ -82,24 +93,10 @@ pub enum Record {
     },
 }
 
-/// The two control records' wire form: `{"skip":{"origin":..,"seq":..}}` and
-/// `{"give_up":{"origin":..,"below":..}}` (an entry has neither key).
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-enum Control {
-    Skip {
-        origin: String,
-        seq: u64,
-    },
-    GiveUp {
-        origin: String,
-        below: u64,
-    },
-    RunOver {
-        origin: String,
-        by: String,
-        time_ms: u64,
-    },
+impl From<Control> for Record {
+    fn from(c: Control) -> Self {
+        Record::Control(c)
+    }
 }
 
 impl Record {
@@ -108,46 +105,19 @@ impl Record {
     pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         match serde_json::from_slice::<LogEntry>(bytes) {
             Ok(e) => Ok(Record::Entry(e)),
-            Err(e) => match serde_json::from_slice::<Control>(bytes) {
-                Ok(Control::Skip { origin, seq }) => Ok(Record::Skip { origin, seq }),
-                Ok(Control::GiveUp { origin, below }) => Ok(Record::GiveUp { origin, below }),
-                Ok(Control::RunOver {
-                    origin,
-                    by,
-                    time_ms,
-                }) => Ok(Record::RunOver {
-                    origin,
-                    by,
-                    time_ms,
-                }),
-                Err(_) => Err(e),
-            },
+            Err(e) => serde_json::from_slice::<Control>(bytes)
+                .map(Record::Control)
+                .map_err(|_| e),
         }
     }
 
     /// Its stored form (JSON).
     pub fn to_json(&self) -> Vec<u8> {
-        let c = match self {
-            Record::Entry(e) => return serde_json::to_vec(e).unwrap_or_default(),
-            Record::Skip { origin, seq } => Control::Skip {
-                origin: origin.clone(),
-                seq: *seq,
-            },
-            Record::GiveUp { origin, below } => Control::GiveUp {
-                origin: origin.clone(),
-                below: *below,
-            },
-            Record::RunOver {
-                origin,
-                by,
-                time_ms,
-            } => Control::RunOver {
-                origin: origin.clone(),
-                by: by.clone(),
-                time_ms: *time_ms,
-            },
-        };
-        serde_json::to_vec(&c).unwrap_or_default()
+        match self {
+            Record::Entry(e) => serde_json::to_vec(e),
+            Record::Control(c) => serde_json::to_vec(c),
+        }
+        .unwrap_or_default()
     }
 
     /// Its `Nats-Msg-Id`, so JetStream drops a re-send (or a second reader's give-up) it
@@ -155,9 +125,11 @@ impl Record {
     pub fn message_id(&self) -> String {
         match self {
             Record::Entry(e) => e.message_id(),
-            Record::Skip { origin, seq } => format!("{origin}:{seq}"),
-            Record::GiveUp { origin, below } => format!("give-up:{origin}:{below}"),
-            Record::RunOver { origin, .. } => format!("run-over:{origin}"),
+            Record::Control(Control::Skip { origin, seq }) => format!("{origin}:{seq}"),
+            Record::Control(Control::GiveUp { origin, below }) => {
+                format!("give-up:{origin}:{below}")
+            }
+            Record::Control(Control::RunOver { origin, .. }) => format!("run-over:{origin}"),
         }
     }
 }
@@ -306,18 +278,18 @@ impl Sequencer {
         let Self { origins, runs, .. } = self;
         let (origin, seq, entry) = match record {
             Record::Entry(e) => (e.origin.clone(), e.seq, Some(e)),
-            Record::Skip { origin, seq } => (origin, seq, None),
-            Record::RunOver {
+            Record::Control(Control::Skip { origin, seq }) => (origin, seq, None),
+            Record::Control(Control::RunOver {
                 origin,
                 by,
                 time_ms,
-            } => {
+            }) => {
                 for e in runs.over(&origin, &by, time_ms) {
                     out(Out::Apply(e));
                 }
                 return Admit::Ready;
             }
-            Record::GiveUp { origin, below } => {
+            Record::Control(Control::GiveUp { origin, below }) => {
                 if let Some(o) = origins.get_mut(&origin) {
                     o.release(&origin, below.saturating_sub(1), &mut |o| {
                         through_runs(runs, o, out)
@@ -351,7 +323,7 @@ impl Sequencer {
 
     /// Origins with entries held behind a missing one: `(origin, its first missing sequence,
     /// its last held sequence)`; a reader that sees the same pair for `event_give_up_ms`
-    /// writes a [`Record::GiveUp`] below the last held one (so every held entry goes on:
+    /// writes a [`Control::GiveUp`] below the last held one (so every held entry goes on:
     /// an origin still alive would have re-sent long before).
     pub fn waiting(&self) -> impl Iterator<Item = (&str, u64, u64)> {
         self.origins.iter().filter_map(|(name, o)| {
@@ -571,17 +543,19 @@ mod tests {
         let mut s = Sequencer::new();
         ev(&mut s, 1, "a/1", 1);
         assert_eq!(ev(&mut s, 2, "a/1", 3).0, Admit::Held);
-        let skip = Record::Skip {
+        let skip = Record::from(Control::Skip {
             origin: "a/1".into(),
             seq: 2,
-        };
+        });
         assert_eq!(take(&mut s, 3, skip), (Admit::Ready, vec!["a/1#3".into()]));
 
         ev(&mut s, 4, "a/1", 6);
         ev(&mut s, 5, "a/1", 8);
-        let give_up = |below| Record::GiveUp {
-            origin: "a/1".into(),
-            below,
+        let give_up = |below| {
+            Record::from(Control::GiveUp {
+                origin: "a/1".into(),
+                below,
+            })
         };
         assert_eq!(
             take(&mut s, 6, give_up(6)),
@@ -612,24 +586,24 @@ mod tests {
     fn records_round_trip_and_a_stranger_is_an_entrys_error() {
         let records = [
             Record::Entry(entry("n/1", 4)),
-            Record::Skip {
+            Record::from(Control::Skip {
                 origin: "n/1".into(),
                 seq: 5,
-            },
-            Record::GiveUp {
+            }),
+            Record::from(Control::GiveUp {
                 origin: "n/1".into(),
                 below: 6,
-            },
+            }),
         ];
         for r in records {
             assert_eq!(Record::parse(&r.to_json()).unwrap(), r);
         }
         assert_eq!(
             String::from_utf8(
-                Record::Skip {
+                Record::from(Control::Skip {
                     origin: "n/1".into(),
                     seq: 5
-                }
+                })
                 .to_json()
             )
             .unwrap(),
@@ -911,10 +885,10 @@ mod tests {
                     .waiting()
                     .find(|(n, _, _)| *n == names[DEAD])
                     .expect("the dead origin left entries held");
-                stream.push(Record::GiveUp {
+                stream.push(Record::from(Control::GiveUp {
                     origin: origin.to_string(),
                     below: last_held,
-                });
+                }));
             }
             let o = rand(ORIGINS as u64) as usize;
             if o == DEAD && step > 15_000 {

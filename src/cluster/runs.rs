@@ -9,7 +9,7 @@
 //! over:
 //! - at the first entry of a **new run of the same node** (the node restarted), before that entry
 //!   is applied;
-//! - at a [`super::log::Record::RunOver`] written by a live node when the dead node's presence
+//! - at a [`super::log::Control::RunOver`] written by a live node when the dead node's presence
 //!   key lapsed (it is not coming back soon).
 //!
 //! Ending a run hands out, in key order, a `party.left` for each member still on its word and a
