@@ -65,29 +65,38 @@ impl Runs {
     /// the first of a new run of its node, the previous run's leavings (made in `entry`'s name
     /// and at its time); after it, when its run is already over, what it reported ends again.
     pub fn apply(&mut self, entry: LogEntry, apply: &mut impl FnMut(LogEntry)) {
-        let run = entry.origin.clone();
-        let time_ms = entry.time_ms;
-        let node = node_of(&run);
-        if self.ended.contains_key(&run) {
-            if self.latest.contains_key(node) {
-                self.note(&entry);
-                apply(entry);
-                for e in self.over(&run, &run, time_ms) {
-                    apply(e);
-                }
-                return;
-            }
-            self.ended.remove(&run);
+        // The common case: an entry of its node's current run (never one that is over).
+        let node = node_of(&entry.origin);
+        let over = self.latest.get(node) != Some(&entry.origin) && self.first_of_run(&entry, apply);
+        self.note(&entry);
+        if !over {
+            apply(entry);
+            return;
         }
-        if self.latest.get(node) != Some(&run)
-            && let Some(previous) = self.latest.insert(node.to_string(), run.clone())
-        {
-            for e in self.over(&previous, &run, time_ms) {
+        let (run, time_ms) = (entry.origin.clone(), entry.time_ms);
+        apply(entry);
+        for e in self.over(&run, &run, time_ms) {
+            apply(e);
+        }
+    }
+
+    /// `entry` is not of its node's current run: its node restarted (the previous run ends
+    /// first), the run was cut off and comes back, or it is a late entry of a run that is over
+    /// (true: what it reports ends right after it).
+    fn first_of_run(&mut self, entry: &LogEntry, apply: &mut impl FnMut(LogEntry)) -> bool {
+        let (run, node) = (&entry.origin, node_of(&entry.origin));
+        if self.ended.contains_key(run) {
+            if self.latest.contains_key(node) {
+                return true;
+            }
+            self.ended.remove(run);
+        }
+        if let Some(previous) = self.latest.insert(node.to_string(), run.clone()) {
+            for e in self.over(&previous, run, entry.time_ms) {
                 apply(e);
             }
         }
-        self.note(&entry);
-        apply(entry);
+        false
     }
 
     /// Notes what applied `entry` changed.
