@@ -372,6 +372,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_room_threads_are_range_checked_naming_the_key() {
+        assert_eq!(Config::parse("").unwrap().meeting.room_threads, 0);
+        for ok in [0, 1, 2, 256] {
+            Config::parse(&format!("[meeting]\nroom_threads = {ok}\n")).unwrap();
+        }
+        for bad in [257, 100_000] {
+            let e = err(&format!("[meeting]\nroom_threads = {bad}\n"));
+            assert!(e.starts_with("meeting.room_threads:"), "{e}");
+        }
+    }
+
+    #[test]
     fn a_log_level_that_would_log_nothing_is_refused() {
         for bad in ["loud", "info,pttbridge", "pttbridge=chatty"] {
             let e = err(&format!("[log]\nlevel = \"{bad}\""));

@@ -75,6 +75,11 @@ pub struct MeetingConfig {
     /// 512, makes a 1,000-listener room two shards: what measured best on two cores
     /// (BENCHMARKS.md, "Fan-out spread over threads").
     pub fanout_shard_listeners: usize,
+    /// Threads that run the rooms, each a single-threaded runtime; a room stays on the one
+    /// with the fewest rooms when it opened (0: one per core). Off the shared runtime, a room
+    /// does not make idle workers wake up to look for work (BENCHMARKS.md, "Rooms on threads
+    /// of their own").
+    pub room_threads: usize,
 }
 
 /// How a room's members take a dialled-in PTT channel's floor (`meeting.floor`).
@@ -118,6 +123,7 @@ impl Default for MeetingConfig {
             passthrough: PassThrough::default(),
             floor: FloorMode::default(),
             fanout_shard_listeners: 512,
+            room_threads: 0,
         }
     }
 }
@@ -282,6 +288,9 @@ impl MeetingConfig {
                 self.fanout_shard_listeners,
                 1..=100_000,
             )?;
+        }
+        if self.room_threads != 0 {
+            ConfigError::check_range("meeting.room_threads", self.room_threads, 1..=256)?;
         }
         ConfigError::check_range(
             "meeting.auth_timeout_ms",

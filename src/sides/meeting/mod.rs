@@ -37,6 +37,7 @@ pub mod registrar;
 pub mod remote;
 pub mod room;
 pub mod room_admin;
+pub mod room_threads;
 pub mod rooms;
 pub mod rtc;
 pub mod switchboard;

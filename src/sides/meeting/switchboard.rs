@@ -34,6 +34,7 @@ use super::outbox::Outbox;
 use super::refusal::Refusal;
 use super::registrar::{Conn, Kick, Registered, Registry};
 use super::room::{self, LinkSetup, RoomCmd, RoomConfig, RoomHandle, RoomHost};
+use super::room_threads::RoomThreads;
 use super::rooms::{RoomDirectory, RoomMeta};
 use crate::auth::FailureLimiter;
 use crate::hub::calls::CallCounters;
@@ -100,6 +101,8 @@ pub struct Switchboard {
     pub(super) pwd_failures: FailureLimiter<Id>,
     /// Routing to other cluster nodes (a cluster node only): see [`super::remote`].
     pub(super) route: OnceLock<Arc<crate::cluster::route::Route>>,
+    /// The threads the rooms run on, started with the first room.
+    room_threads: OnceLock<RoomThreads>,
 }
 
 impl std::fmt::Debug for Switchboard {
@@ -134,6 +137,7 @@ impl Switchboard {
             store,
             pwd_failures: FailureLimiter::new(10, Duration::from_secs(60), 4096),
             route: OnceLock::new(),
+            room_threads: OnceLock::new(),
         });
         if let Some(s) = &sb.store {
             // Weak: the store outlives no switchboard it would keep alive.
@@ -458,6 +462,16 @@ impl Switchboard {
         Ok(id)
     }
 
+    /// The rooms' threads, started now if this is the first room.
+    fn room_threads(&self) -> std::io::Result<&RoomThreads> {
+        if let Some(t) = self.room_threads.get() {
+            return Ok(t);
+        }
+        let started = RoomThreads::start(self.config.room_threads)?;
+        // Two first rooms at once: the threads of the one that lost end with it.
+        Ok(self.room_threads.get_or_init(|| started))
+    }
+
     /// Starts the actor of a room with `info` (its own UDP port).
     pub(super) fn spawn_room(self: &Arc<Self>, info: Room) -> Result<RoomHandle, Refusal> {
         let host: Arc<dyn RoomHost> = self.clone();
@@ -470,7 +484,13 @@ impl Switchboard {
         {
             cfg.hand_only = mode == "hand";
         }
-        let handle = room::spawn(host, cfg, info).map_err(|e| {
+        let threads = self.room_threads().map_err(|e| {
+            Refusal::new(
+                code::INTERNAL,
+                format!("cannot start the rooms' threads: {e}"),
+            )
+        })?;
+        let handle = room::spawn(host, cfg, info, threads.place()).map_err(|e| {
             Refusal::new(
                 code::INTERNAL,
                 format!("cannot open the room's media port: {e}"),

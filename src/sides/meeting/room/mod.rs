@@ -37,6 +37,7 @@ use super::dial::DialTarget;
 use super::events::{link_event, party};
 use super::outbox::{Outbox, push_outbox};
 use super::refusal::Refusal;
+use super::room_threads::Placement;
 use crate::bridge::{HandState, Notice, Output, PassThrough};
 use crate::hub::calls::CallCounters;
 use crate::hub::{EventKind, Party};
@@ -193,12 +194,16 @@ const RECV_BATCH: usize = 64;
 /// hold the tick back forever).
 const CATCH_UP: usize = 1024;
 
-/// Starts a room with its own UDP port.
+/// Starts a room with its own UDP port, on the thread `place` names (its socket and timers
+/// are that thread's runtime's).
 pub fn spawn(
     host: Arc<dyn RoomHost>,
     cfg: RoomConfig,
     mut info: Room,
+    place: Placement,
 ) -> std::io::Result<RoomHandle> {
+    let Placement { handle, seat } = place;
+    let _runtime = handle.enter();
     let mut media = RoomMedia::bind(cfg.media)?;
     media.spread_over(cfg.fanout_shard_listeners);
     let port = media.local().port();
@@ -232,10 +237,13 @@ pub fn spawn(
         rtp_in: metrics::counter!("pttbridge_meeting_rtp_total", "direction" => "in"),
         tick_delay: metrics::histogram!("pttbridge_meeting_tick_delay_seconds"),
     };
-    tokio::spawn(
-        actor
-            .run(rx)
-            .instrument(info_span!("room", room = id, port)),
+    handle.spawn(
+        async move {
+            // The room counts on its thread until its task ends.
+            let _seat = seat;
+            actor.run(rx).await;
+        }
+        .instrument(info_span!("room", room = id, port)),
     );
     Ok(RoomHandle { tx })
 }
@@ -401,6 +409,11 @@ impl RoomActor {
         while let Some((pid, ev)) = self.media.poll_event() {
             self.on_peer_event(pid, ev);
         }
+    }
+
+    /// Removes the peers that died. Once per tick, not per wake-up: finding them looks at
+    /// every peer, and a big room wakes for each STUN check and RTCP report its peers send.
+    fn remove_dead_peers(&mut self) {
         for pid in self.media.dead() {
             // ICE consent or DTLS failed (or we stopped hearing it): the client vanished.
             metrics::counter!("pttbridge_meeting_peers_lost_total").increment(1);
@@ -532,6 +545,7 @@ impl RoomActor {
         let now = Instant::now();
         self.media.handle_timeouts(now);
         self.process_peer_events();
+        self.remove_dead_peers();
         if let Some(l) = self.link.as_mut() {
             let dial = l.dial;
             l.core.set_g711_listeners(
