@@ -212,8 +212,24 @@ fn send_tick(
     }
 }
 
+/// Raises this process's open-file limit to its hard limit (N TCP pairs take 2 N).
+fn raise_open_files() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `l` is a valid rlimit for the calls to read and write.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 fn main() {
     let a = args();
+    raise_open_files();
     let (udp, tcp, mut shares) = if a.tcp {
         let (near, far) = tcp_pairs(a.receivers);
         let share = a.receivers.div_ceil(a.threads);

@@ -9,8 +9,9 @@
 //! (BENCHMARKS.md, "Rooms on threads of their own"). A big room's fan-out is still spread
 //! over the cores, by [`super::rtc::fanout`].
 //!
-//! The threads end when the [`RoomThreads`] is dropped (with the switchboard), and the rooms
-//! still on them with it.
+//! The threads end when the [`RoomThreads`] is dropped, taking any room still on them along;
+//! the switchboard that holds them lives as long as any of its rooms, so in the bridge they
+//! end with the process.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
