@@ -92,16 +92,6 @@ impl RoomThreads {
         Ok(Self { threads })
     }
 
-    /// How many threads there are.
-    pub fn len(&self) -> usize {
-        self.threads.len()
-    }
-
-    /// Always false: there is at least one thread.
-    pub fn is_empty(&self) -> bool {
-        self.threads.is_empty()
-    }
-
     /// The thread with the fewest rooms (the first of equals), with the new room counted on it.
     pub fn place(&self) -> Placement {
         let t = self
