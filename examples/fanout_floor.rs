@@ -103,6 +103,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Runs `f` to its end on a single-threaded runtime of this thread's own (the receivers'
+/// thread and each sender's).
+fn on_own_runtime<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(f)
+}
+
 /// Where one sender thread sends: datagrams to addresses, or frames into TCP connections.
 enum Share {
     Udp(Vec<SocketAddr>),
@@ -118,11 +128,7 @@ fn receive(
     received: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) -> Duration {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
+    on_own_runtime(async move {
         let start = thread_cpu();
         for s in udp {
             s.set_nonblocking(true).unwrap();
@@ -269,12 +275,8 @@ fn main() {
             let barrier = barrier.clone();
             let size = a.size;
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
                 // Driven by this runtime: the socket's readiness is what `SendBatch` asks.
-                rt.block_on(async move {
+                on_own_runtime(async move {
                     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
                     socket.writable().await.unwrap();
                     let mut batch = SendBatch::default();
