@@ -10,6 +10,7 @@
 //! cargo build --release --example fanout_floor
 //! target/release/examples/fanout_floor 1000                   # N receivers, one sender thread
 //! target/release/examples/fanout_floor 1000 --threads 2       # the fan-out split like the bridge's
+//! target/release/examples/fanout_floor 1000 --remote          # receivers as if across a network
 //! target/release/examples/fanout_floor 1000 --size 120 --seconds 10
 //! target/release/examples/fanout_floor 10000 --tcp --rate 10 --size 300   # an EGW event's fan-out
 //! ```
@@ -19,6 +20,11 @@
 //! and on a VM waking an idle vCPU is an inter-processor interrupt that costs the sender a VM
 //! exit; across a network that wake-up is on the receiver's own machine.
 //!
+//! `--remote`: every datagram is dropped at loopback's egress (`testkit::egress_drop`; root and
+//! nftables) after the sender's whole UDP/IP stack, so the sender no longer pays loopback's
+//! delivery to the receiving socket: the floor with the receivers across a network (less the
+//! network card's driver), beside `meeting_load --remote`.
+//!
 //! `--tcp` is the floor under the EGW fan-out instead: N loopback TCP connections, the same
 //! frame written to each (one `send` per connection, as the bridge's WebSocket writes do),
 //! `--rate` times a second.
@@ -26,7 +32,9 @@
 //! Prints the sender's CPU per datagram (its thread's CPU clock, user and kernel), the
 //! listeners per core that leaves at 50 packets a second, the fan-out's duration (the 20 ms
 //! tick to the last datagram handed to the kernel, which on loopback is also when the last
-//! receiver's kernel time stamp is taken) and what the receivers got.
+//! receiver's kernel time stamp is taken; and without the timer's lateness, from the first
+//! sender's wake-up, as the bridge's fan-out starts when a packet arrives) and what the
+//! receivers got.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +54,7 @@ struct Args {
     tcp: bool,
     rate: u64,
     poll_ms: u64,
+    remote: bool,
 }
 
 fn args() -> Args {
@@ -57,6 +66,7 @@ fn args() -> Args {
         tcp: false,
         rate: PACKETS_PER_SECOND,
         poll_ms: 0,
+        remote: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -71,6 +81,7 @@ fn args() -> Args {
             "--seconds" => a.seconds = value("--seconds").max(1) as u64,
             "--rate" => a.rate = value("--rate").clamp(1, 1000) as u64,
             "--tcp" => a.tcp = true,
+            "--remote" => a.remote = true,
             "--poll-ms" => a.poll_ms = value("--poll-ms") as u64,
             n => a.receivers = n.parse().expect("N receivers, a number"),
         }
@@ -236,6 +247,8 @@ fn raise_open_files() {
 fn main() {
     let a = args();
     raise_open_files();
+    assert!(!(a.tcp && a.remote), "--remote drops UDP (RTP) only");
+    let mut drop_rule = None;
     let (udp, tcp, mut shares) = if a.tcp {
         let (near, far) = tcp_pairs(a.receivers);
         let share = a.receivers.div_ceil(a.threads);
@@ -249,6 +262,10 @@ fn main() {
             .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a receiver"))
             .collect();
         let addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+        if a.remote {
+            let ports: Vec<u16> = addrs.iter().map(SocketAddr::port).collect();
+            drop_rule = Some(testkit::egress_drop::EgressDrop::install(&ports));
+        }
         let shares = addrs
             .chunks(a.receivers.div_ceil(a.threads))
             .map(|c| Share::Udp(c.to_vec()))
@@ -281,16 +298,20 @@ fn main() {
                     socket.writable().await.unwrap();
                     let mut batch = SendBatch::default();
                     let mut ends = Vec::with_capacity(ticks as usize);
+                    // An RTP header's first two bytes (version 2, payload type 111), as what
+                    // `--remote` drops is RTP.
                     let mut payload = vec![0x5au8; size];
+                    payload[..2].copy_from_slice(&[0x80, 111]);
                     let (mut sent, mut failed) = (0u64, 0u64);
                     barrier.wait();
                     let cpu0 = thread_cpu();
                     for k in 0..ticks {
                         let tick = t0 + period * k as u32;
                         tokio::time::sleep_until(tick.into()).await;
-                        payload[..8].copy_from_slice(&k.to_be_bytes());
+                        let woke = tick.elapsed();
+                        payload[4..12].copy_from_slice(&k.to_be_bytes());
                         sent += send_tick(&mut share, &mut batch, &socket, &payload, &mut failed);
-                        ends.push(tick.elapsed());
+                        ends.push((woke, tick.elapsed()));
                     }
                     let report = SenderReport {
                         cpu: thread_cpu() - cpu0,
@@ -305,16 +326,21 @@ fn main() {
 
     let mut cpu = Duration::ZERO;
     let (mut sent, mut failed) = (0, 0);
-    let mut slowest = vec![Duration::ZERO; ticks as usize];
+    // Per tick: the first sender's wake-up and the last datagram, both after the tick.
+    let mut spans = vec![(Duration::MAX, Duration::ZERO); ticks as usize];
     for s in senders {
         let (r, ends) = s.join().expect("sender");
         cpu += r.cpu;
         sent += r.sent;
         failed += r.failed;
-        for (m, e) in slowest.iter_mut().zip(ends) {
-            *m = (*m).max(e);
+        for ((first, last), (woke, end)) in spans.iter_mut().zip(ends) {
+            *first = (*first).min(woke);
+            *last = (*last).max(end);
         }
     }
+    let mut slowest: Vec<Duration> = spans.iter().map(|s| s.1).collect();
+    let mut sending: Vec<Duration> = spans.iter().map(|s| s.1.saturating_sub(s.0)).collect();
+    sending.sort();
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let receiver_cpu = receiver.join().expect("receiver");
@@ -354,8 +380,20 @@ fn main() {
         percentile(&slowest, 0.99).as_secs_f64() * 1e3,
     );
     println!(
+        "of which sending (first sender awake → last {unit} handed to the kernel, without the timer's lateness): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+        percentile(&sending, 0.5).as_secs_f64() * 1e3,
+        percentile(&sending, 0.9).as_secs_f64() * 1e3,
+        percentile(&sending, 0.99).as_secs_f64() * 1e3,
+    );
+    println!(
         "receivers (one thread) {:.1} % of a core; sent {sent}, not taken by the kernel {failed}, received {got}: loss {:.2} %",
         receiver_cpu.as_secs_f64() * 100.0 / wall,
         100.0 * sent.saturating_sub(got) as f64 / sent.max(1) as f64
     );
+    if let Some(rule) = &drop_rule {
+        println!(
+            "--remote: {} dropped at loopback's egress (all of them: the loss above is expected)",
+            rule.dropped()
+        );
+    }
 }

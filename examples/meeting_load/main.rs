@@ -13,7 +13,13 @@
 //! target/release/examples/meeting_load 1000 --meeting "fanout_shard_listeners = 0"   # any [meeting] key
 //! target/release/examples/meeting_load 1000 --target janus-streaming     # Janus, side by side
 //! target/release/examples/meeting_load 1000 --target janus-audiobridge
+//! target/release/examples/meeting_load 1000 --remote 50     # 950 listeners as if across a network
 //! ```
+//! `--remote K`: all listeners but K (spread over the fan-out) are treated as on other machines:
+//! the RTP sent to them is dropped at loopback's egress (`testkit::egress_drop`; root and
+//! nftables), so the server no longer pays loopback's delivery to the receiving socket; loss and latency are then
+//! measured on the K.
+//!
 //! `--target janus-*` runs the same listeners against Debian's Janus instead of the bridge
 //! (see `janus.rs` and `bench/janus-compare/`): the talker is then RTP Opus sent by this process,
 //! and the latency is measured end to end, from this process's send to the kernel's receive
@@ -255,6 +261,8 @@ struct Args {
     target: Target,
     /// `[meeting]` lines added to the bridge's config (`--meeting "key = value"`).
     meeting: Vec<String>,
+    /// `--remote K`: how many listeners receive their RTP; the others' is dropped at egress.
+    remote: Option<usize>,
 }
 
 fn args() -> Args {
@@ -265,9 +273,10 @@ fn args() -> Args {
         passthrough: "direct".into(),
         target: Target::Bridge,
         meeting: Vec::new(),
+        remote: None,
     };
     let usage = "usage: meeting_load [N] [--talkers K] [--seconds S] [--passthrough direct|buffered|mix] \
-                 [--target bridge|janus-streaming|janus-audiobridge] [--meeting \"key = value\"]...";
+                 [--target bridge|janus-streaming|janus-audiobridge] [--meeting \"key = value\"]... [--remote K]";
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -275,6 +284,7 @@ fn args() -> Args {
             "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
             "--passthrough" => a.passthrough = it.next().unwrap_or_default(),
             "--meeting" => a.meeting.push(it.next().expect(usage)),
+            "--remote" => a.remote = Some(it.next().and_then(|v| v.parse().ok()).expect(usage)),
             "--target" => {
                 a.target = match it.next().as_deref() {
                     Some("bridge") => Target::Bridge,
@@ -450,6 +460,11 @@ async fn main() {
         })
     };
     let heap0 = heap(bridge.as_ref().map(|b| &b.bridge));
+    // With `--remote K`, every `stride`-th listener (K of them) receives; the others' RTP is
+    // dropped at egress once all are connected.
+    let measured = a.remote.unwrap_or(n).clamp(1, n);
+    let stride = n / measured;
+    let mut remote_ports = Vec::new();
     let t_setup = Instant::now();
     let mut bridge_ws = bridge.as_mut().map(|b| &mut b.ws);
     for i in 0..n {
@@ -508,6 +523,9 @@ async fn main() {
             probes.push((i, tape.clone()));
             tape
         });
+        if a.remote.is_some() && !(i % stride == 0 && i / stride < measured) {
+            remote_ports.push(socket.local_addr().unwrap().port());
+        }
         tokio::spawn(listener(rtc, socket, shared.clone(), probe));
     }
     // Keep reading the signalling socket: pings are answered while reading, and the bridge lets a
@@ -534,6 +552,16 @@ async fn main() {
         connected.load(Ordering::Relaxed),
         t_setup.elapsed().as_secs_f64()
     );
+
+    let egress_drop = a.remote.map(|_| {
+        println!(
+            "{} listeners remote: their RTP is dropped at loopback's egress; {measured} receive",
+            remote_ports.len()
+        );
+        testkit::egress_drop::EgressDrop::install(&remote_ports)
+    });
+    // What share of the fan-out the listeners here should receive.
+    let share = measured as f64 / n as f64;
 
     let rss1 = rss_kib(server_pid);
     let who = match a.target {
@@ -660,14 +688,14 @@ async fn main() {
         );
     }
     match &bridge {
-        Some(bridge) => report_bridge(bridge, &m0, &m1, got, n, secs, t0),
+        Some(bridge) => report_bridge(bridge, &m0, &m1, got, n, share, secs),
         None => {
             // Streaming relays each input packet; the AudioBridge sends a mix every 20 ms
             // whatever comes in.
             let expected = match a.target {
                 Target::Janus(janus::Plugin::Streaming) => (in1 - in0) as f64 * n as f64,
                 _ => 50.0 * secs * n as f64,
-            };
+            } * share;
             println!(
                 "packets: RTP in {} ({:.1}/s), expected at the listeners {expected:.0}, received {got:.0}: loss {:.2} %",
                 in1 - in0,
@@ -716,6 +744,12 @@ async fn main() {
                 found[found.len() / 2]
             );
         }
+    }
+    if let Some(rule) = &egress_drop {
+        println!(
+            "dropped at loopback's egress (remote listeners' RTP): {} packets",
+            rule.dropped()
+        );
     }
     drop(talkers);
 }
@@ -790,7 +824,7 @@ fn janus_ip() -> std::net::IpAddr {
 }
 
 /// What the bridge's own metrics say about the window.
-fn report_bridge(bridge: &Bridge, m0: &str, m1: &str, got: f64, n: usize, secs: f64, t0: Instant) {
+fn report_bridge(bridge: &Bridge, m0: &str, m1: &str, got: f64, n: usize, share: f64, secs: f64) {
     let sent = counter(m1, "pttbridge_meeting_rtp_total{direction=\"out\"}")
         - counter(m0, "pttbridge_meeting_rtp_total{direction=\"out\"}");
     let ptt_in = counter(m1, "pttbridge_meeting_rtp_total{direction=\"ptt_in\"}")
@@ -807,7 +841,7 @@ fn report_bridge(bridge: &Bridge, m0: &str, m1: &str, got: f64, n: usize, secs: 
     let ptt_voice = voice_in(m1) - voice_in(m0);
     println!(
         "PTT voice packets received by the bridge's account: {ptt_voice:.0} ({:.1}/s)",
-        ptt_voice / t0.elapsed().as_secs_f64()
+        ptt_voice / secs
     );
     if std::env::var_os("LOAD_DEBUG").is_some() {
         let logs = bridge.logs();
@@ -836,7 +870,7 @@ fn report_bridge(bridge: &Bridge, m0: &str, m1: &str, got: f64, n: usize, secs: 
         "packets: PTT in {ptt_in:.0} ({:.1}/s), bridge sent {sent:.0} ({:.1}/s per listener), listeners received {got:.0}: loss {:.2} %",
         ptt_in / secs,
         sent / secs / n as f64,
-        (1.0 - got / sent.max(1.0)).max(0.0) * 100.0
+        (1.0 - got / (sent * share).max(1.0)).max(0.0) * 100.0
     );
     let allocs = counter(m1, "pttbridge_process_allocations_total")
         - counter(m0, "pttbridge_process_allocations_total");

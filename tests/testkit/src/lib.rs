@@ -14,6 +14,7 @@
 //! - [`rtcpeer`]: RTCPeer sign-in and a plain JSON WebSocket client (sockets from any 127/8 address).
 //! - [`tls`]: a test CA and server certificates (HTTPS/WSS tests).
 //! - [`sound`]: a PulseAudio server per test with a test microphone and speaker (null sinks).
+//! - [`egress_drop`]: load tools' listeners "on other machines": their RTP dropped at `lo`'s egress.
 //! - [`audio`]: WAV loading, alignment by cross-correlation, per-window correlation, SNR, durations.
 //!
 //! ```no_run
@@ -39,6 +40,7 @@ pub mod bridge;
 pub mod browser;
 pub mod cluster;
 pub mod console;
+pub mod egress_drop;
 pub mod events;
 pub mod http;
 pub mod meeting;
