@@ -15,10 +15,10 @@
 //! target/release/examples/meeting_load 1000 --target janus-audiobridge
 //! target/release/examples/meeting_load 1000 --remote 50     # 950 listeners as if across a network
 //! ```
-//! `--remote K`: all listeners but K (spread over the fan-out) are treated as on other machines:
-//! the RTP sent to them is dropped at loopback's egress (`testkit::egress_drop`; root and
-//! nftables), so the server no longer pays loopback's delivery to the receiving socket; loss and latency are then
-//! measured on the K.
+//! `--remote K`: all listeners but K (spread over the fan-out) are treated as on other
+//! machines: the RTP sent to them is dropped at loopback's egress (`testkit::egress_drop`; root
+//! and nftables), so the server no longer pays loopback's delivery to the receiving socket.
+//! Loss, latency and the probes are then measured on the K.
 //!
 //! `--target janus-*` runs the same listeners against Debian's Janus instead of the bridge
 //! (see `janus.rs` and `bench/janus-compare/`): the talker is then RTP Opus sent by this process,
@@ -413,7 +413,6 @@ async fn main() {
     };
     // A few listeners spread over the fan-out decode what they hear, to find the talker's
     // speech in it (Janus only: this process is then the talker and knows when it sent what).
-    let probe_every = (n / 10).max(1);
     let mut probes: Vec<(usize, janus::Tape)> = Vec::new();
     let talker_tape = janus::Tape::default();
     let speech = testkit::peers::fixture("audio/speech.wav");
@@ -461,9 +460,10 @@ async fn main() {
     };
     let heap0 = heap(bridge.as_ref().map(|b| &b.bridge));
     // With `--remote K`, every `stride`-th listener (K of them) receives; the others' RTP is
-    // dropped at egress once all are connected.
+    // dropped at egress once all are connected. The probes are among those that receive.
     let measured = a.remote.unwrap_or(n).clamp(1, n);
     let stride = n / measured;
+    let probe_every = (measured / 10).max(1);
     let mut remote_ports = Vec::new();
     let t_setup = Instant::now();
     let mut bridge_ws = bridge.as_mut().map(|b| &mut b.ws);
@@ -518,12 +518,16 @@ async fn main() {
             }
             _ => unreachable!(),
         };
-        let probe = (matches!(a.target, Target::Janus(_)) && i % probe_every == 0).then(|| {
+        let receives = i.is_multiple_of(stride) && i / stride < measured;
+        let probe = (matches!(a.target, Target::Janus(_))
+            && receives
+            && (i / stride).is_multiple_of(probe_every))
+        .then(|| {
             let tape = janus::Tape::default();
             probes.push((i, tape.clone()));
             tape
         });
-        if a.remote.is_some() && !(i % stride == 0 && i / stride < measured) {
+        if !receives {
             remote_ports.push(socket.local_addr().unwrap().port());
         }
         tokio::spawn(listener(rtc, socket, shared.clone(), probe));
