@@ -417,12 +417,17 @@ pub enum Start {
 
 /// Decides where a node that `applied` up to that stream sequence reads on: `first_seq` is the
 /// stream's first stored sequence (1 until its limits discarded something), `snapshot` the
-/// latest snapshot's sequence. A snapshot is used when it is ahead of the node and nothing
-/// after it was discarded.
+/// latest snapshot's sequence. A node that has read before reads on while the stream still
+/// holds what it needs: each entry is an event its own subscribers get, which a snapshot
+/// would skip (another node's snapshot is often ahead after a reconnect). A snapshot is used
+/// when it is ahead of the node, nothing after it was discarded, and the node either starts
+/// (less to replay) or cannot read on (entries it needs were discarded).
 pub fn start(applied: u64, first_seq: u64, snapshot: Option<u64>) -> Start {
+    let can_continue = applied + 1 >= first_seq;
     match snapshot {
+        _ if applied > 0 && can_continue => Start::Continue,
         Some(s) if s > applied && s + 1 >= first_seq => Start::Snapshot,
-        _ if applied + 1 >= first_seq => Start::Continue,
+        _ if can_continue => Start::Continue,
         _ => Start::Incomplete,
     }
 }
@@ -646,7 +651,7 @@ mod tests {
     }
 
     #[test]
-    fn a_node_uses_a_snapshot_only_when_ahead_and_nothing_after_it_was_discarded() {
+    fn a_node_uses_a_snapshot_only_when_it_starts_or_cannot_read_on() {
         assert_eq!(start(0, 1, None), Start::Continue, "from the beginning");
         assert_eq!(start(0, 0, None), Start::Continue, "an empty stream");
         assert_eq!(start(0, 1, Some(40)), Start::Snapshot, "less to replay");
@@ -663,6 +668,11 @@ mod tests {
             start(30, 31, Some(20)),
             Start::Continue,
             "nothing it needs is gone"
+        );
+        assert_eq!(
+            start(30, 31, Some(40)),
+            Start::Continue,
+            "a node that read before reads on: 31..40 are events for its subscribers"
         );
         assert_eq!(
             start(30, 35, Some(30)),
