@@ -34,13 +34,8 @@ struct RoomThread {
 
 impl std::fmt::Debug for RoomThreads {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let rooms: Vec<usize> = self
-            .threads
-            .iter()
-            .map(|t| t.rooms.load(Ordering::Relaxed))
-            .collect();
         f.debug_struct("RoomThreads")
-            .field("rooms", &rooms)
+            .field("rooms", &self.rooms())
             .finish()
     }
 }

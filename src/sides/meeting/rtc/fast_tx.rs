@@ -114,12 +114,7 @@ impl SrtpTx {
         keys: &SrtpKeys,
         stream: Stream,
     ) -> Result<Self, FastTxError> {
-        let (key_len, salt_len) = match keys.profile {
-            SrtpProfile::AES128_CM_SHA1_80 => (16, 14),
-            SrtpProfile::AEAD_AES_128_GCM => (16, 12),
-            SrtpProfile::AEAD_AES_256_GCM => (32, 12),
-            other => return Err(FastTxError::Profile(other)),
-        };
+        let (key_len, salt_len) = master_lengths(keys.profile)?;
         let want = 2 * (key_len + salt_len);
         if keys.material.len() != want {
             return Err(FastTxError::KeyLength {
@@ -144,7 +139,7 @@ impl SrtpTx {
         )
     }
 
-    /// A sender from a master key and salt (`key` 16 or 32 bytes as the profile says).
+    /// A sender from a master key and salt of the lengths the profile says.
     pub fn from_master(
         crypto: &CryptoProvider,
         profile: SrtpProfile,
@@ -152,6 +147,14 @@ impl SrtpTx {
         salt: &[u8],
         stream: Stream,
     ) -> Result<Self, FastTxError> {
+        let (key_len, salt_len) = master_lengths(profile)?;
+        if key.len() != key_len || salt.len() != salt_len {
+            return Err(FastTxError::KeyLength {
+                profile,
+                got: key.len() + salt.len(),
+                want: key_len + salt_len,
+            });
+        }
         let srtp = crypto.srtp_provider;
         let kdf = |label: u8, out: &mut [u8]| derive(srtp, key, salt, label, out);
         let cipher = match profile {
@@ -168,20 +171,13 @@ impl SrtpTx {
                 }
             }
             SrtpProfile::AEAD_AES_128_GCM | SrtpProfile::AEAD_AES_256_GCM => {
-                let (algorithm, want) = if profile == SrtpProfile::AEAD_AES_128_GCM {
-                    (&AES_128_GCM, 16)
+                let algorithm = if profile == SrtpProfile::AEAD_AES_128_GCM {
+                    &AES_128_GCM
                 } else {
-                    (&AES_256_GCM, 32)
+                    &AES_256_GCM
                 };
-                if key.len() != want {
-                    return Err(FastTxError::KeyLength {
-                        profile,
-                        got: key.len(),
-                        want,
-                    });
-                }
                 let (mut k, mut salt) = ([0; 32], [0; 12]);
-                let k = &mut k[..want];
+                let k = &mut k[..key_len];
                 kdf(LABEL_RTP_KEY, k);
                 kdf(LABEL_RTP_SALT, &mut salt);
                 Cipher::Gcm {
@@ -294,6 +290,16 @@ fn seal(
     let tag = tag.as_ref();
     rest[n..n + tag.len()].copy_from_slice(tag);
     Ok(HEADER_LEN + n + tag.len())
+}
+
+/// A profile's master key and master salt lengths (RFC 3711, RFC 7714).
+fn master_lengths(profile: SrtpProfile) -> Result<(usize, usize), FastTxError> {
+    match profile {
+        SrtpProfile::AES128_CM_SHA1_80 => Ok((16, 14)),
+        SrtpProfile::AEAD_AES_128_GCM => Ok((16, 12)),
+        SrtpProfile::AEAD_AES_256_GCM => Ok((32, 12)),
+        other => Err(FastTxError::Profile(other)),
+    }
 }
 
 /// An AES-GCM session key (`k` of the algorithm's length).
